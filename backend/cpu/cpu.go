@@ -1,0 +1,82 @@
+// Package cpu is the pure-Go reference backend: float32 arithmetic over
+// bf16/fp32/int8 storage on all cores. It defines what every op means; the
+// CUDA backend is tested against it.
+package cpu
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// Tensor is a CPU tensor. Float tensors (F32, BF16) keep their values in F
+// as float32; a BF16 tensor's values are exactly bf16-representable. I8
+// tensors keep theirs in I.
+type Tensor struct {
+	shape []int
+	dt    tensor.DType
+	F     []float32
+	I     []int8
+}
+
+func (t *Tensor) Shape() []int        { return t.shape }
+func (t *Tensor) DType() tensor.DType { return t.dt }
+
+// Backend is the CPU backend. The zero value is not usable; call New.
+type Backend struct {
+	threads int
+}
+
+// New returns a CPU backend using every core.
+func New() *Backend { return &Backend{threads: runtime.GOMAXPROCS(0)} }
+
+func (b *Backend) Name() string { return "cpu" }
+
+// T asserts that t is a CPU tensor, failing with a clear message otherwise.
+func T(t backend.Tensor) *Tensor {
+	c, ok := t.(*Tensor)
+	if !ok || c == nil {
+		backend.Fail("cpu backend: tensor %T is not a CPU tensor", t)
+	}
+	return c
+}
+
+// NewTensor wraps float32 data (not copied) as a tensor of dtype dt, rounding
+// it to dt in place.
+func NewTensor(dt tensor.DType, shape []int, data []float32) *Tensor {
+	if tensor.NumElements(shape) != len(data) {
+		backend.Fail("cpu: shape %v holds %d elements, data has %d", shape, tensor.NumElements(shape), len(data))
+	}
+	if dt == tensor.BF16 {
+		tensor.RoundBF16Slice(data)
+	} else if dt != tensor.F32 {
+		backend.Fail("cpu: float tensor dtype must be float32 or bfloat16, got %v", dt)
+	}
+	return &Tensor{shape: append([]int(nil), shape...), dt: dt, F: data}
+}
+
+// parallelFor runs f over [0,n) split into contiguous chunks, one per worker.
+func (b *Backend) parallelFor(n int, f func(lo, hi int)) {
+	workers := b.threads
+	if workers > n {
+		workers = n
+	}
+	if workers <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			f(lo, hi)
+		}(lo, hi)
+	}
+	wg.Wait()
+}
+

@@ -1,0 +1,103 @@
+// Package checkpoint reads model weights as users download them: safetensors
+// and PyTorch .pth files, memory-mapped, each tensor converted on use.
+package checkpoint
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// Info describes one tensor of a checkpoint.
+type Info struct {
+	Name  string
+	DType tensor.DType
+	Shape []int
+}
+
+// File is an open checkpoint. Tensors are read lazily; a File must be
+// closed to release its mapping.
+type File interface {
+	// Path is the file the checkpoint was opened from.
+	Path() string
+	// Names lists the tensor names in sorted order.
+	Names() []string
+	// Info describes a tensor; ok is false if the name is absent.
+	Info(name string) (Info, bool)
+	// Float32 returns a tensor's values converted to float32 (from any float
+	// or integer dtype), in row-major order.
+	Float32(name string) ([]float32, error)
+	// Int8 returns an int8 tensor's values.
+	Int8(name string) ([]int8, error)
+	// Raw returns the tensor's bytes, little-endian, row-major contiguous.
+	// The slice may alias the mapping and is valid until Close.
+	Raw(name string) ([]byte, error)
+	Close() error
+}
+
+// sortedNames returns the keys of m sorted.
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// convertFloat32 converts raw little-endian bytes of dtype dt to float32.
+func convertFloat32(path, name string, dt tensor.DType, raw []byte) ([]float32, error) {
+	n := len(raw) / max(dt.Size(), 1)
+	out := make([]float32, n)
+	le16 := func(i int) uint16 { return uint16(raw[2*i]) | uint16(raw[2*i+1])<<8 }
+	le32 := func(i int) uint32 {
+		return uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24
+	}
+	le64 := func(i int) uint64 { return uint64(le32(2*i)) | uint64(le32(2*i+1))<<32 }
+	switch dt {
+	case tensor.F32:
+		for i := range out {
+			out[i] = float32frombits(le32(i))
+		}
+	case tensor.BF16:
+		for i := range out {
+			out[i] = tensor.F32FromBF16(le16(i))
+		}
+	case tensor.F16:
+		for i := range out {
+			out[i] = tensor.F32FromF16(le16(i))
+		}
+	case tensor.F64:
+		for i := range out {
+			out[i] = float32(float64frombits(le64(i)))
+		}
+	case tensor.F8E4M3:
+		for i := range out {
+			out[i] = tensor.F32FromE4M3(raw[i])
+		}
+	case tensor.I8:
+		for i := range out {
+			out[i] = float32(int8(raw[i]))
+		}
+	case tensor.U8, tensor.Bool:
+		for i := range out {
+			out[i] = float32(raw[i])
+		}
+	case tensor.I16:
+		for i := range out {
+			out[i] = float32(int16(le16(i)))
+		}
+	case tensor.I32:
+		for i := range out {
+			out[i] = float32(int32(le32(i)))
+		}
+	case tensor.I64:
+		for i := range out {
+			out[i] = float32(int64(le64(i)))
+		}
+	default:
+		return nil, fmt.Errorf("%s: tensor %q: cannot convert dtype %v to float32", path, name, dt)
+	}
+	return out, nil
+}

@@ -1,0 +1,123 @@
+// Package golden locates and opens the conformance set produced by the
+// official reference code (../shared/golden, or $TURBODIFFUSION_GOLDEN), so
+// every conformance test reads it the same way and runs on any directory of
+// the same layout.
+package golden
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+)
+
+// EnvVar names the directory of the conformance set.
+const EnvVar = "TURBODIFFUSION_GOLDEN"
+
+// Dir returns the conformance directory: $TURBODIFFUSION_GOLDEN, else
+// ../shared/golden beside the repository root.
+func Dir() string {
+	if d := os.Getenv(EnvVar); d != "" {
+		return d
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(root, "..", "shared", "golden")
+}
+
+// Path returns the path of a file in the set, skipping the test if the set is
+// absent (and failing if the variable was set explicitly but is wrong).
+func Path(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(Dir(), name)
+	if _, err := os.Stat(p); err != nil {
+		if os.Getenv(EnvVar) != "" {
+			t.Fatalf("conformance set %s (from $%s): %v", Dir(), EnvVar, err)
+		}
+		t.Skipf("conformance set not found at %s (set $%s): %v", Dir(), EnvVar, err)
+	}
+	return p
+}
+
+// Open opens a checkpoint-format file of the set and closes it with the test.
+func Open(t testing.TB, name string) checkpoint.File {
+	t.Helper()
+	f, err := checkpoint.OpenSafetensors(Path(t, name))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// Tensor reads one tensor as float32 with its shape, failing the test if absent.
+func Tensor(t testing.TB, f checkpoint.File, name string) ([]float32, []int) {
+	t.Helper()
+	info, ok := f.Info(name)
+	if !ok {
+		t.Fatalf("%s: no tensor %q", f.Path(), name)
+	}
+	v, err := f.Float32(name)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return v, info.Shape
+}
+
+// Manifest is manifest.json, decoded loosely: each test reads what it needs.
+type Manifest map[string]any
+
+// LoadManifest reads manifest.json of the set.
+func LoadManifest(t testing.TB) Manifest {
+	t.Helper()
+	b, err := os.ReadFile(Path(t, "manifest.json"))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("manifest.json: %v", err)
+	}
+	return m
+}
+
+// RelL2 is ||a-b|| / ||b|| computed in float64.
+func RelL2(a, b []float32) float64 {
+	var num, den float64
+	for i := range b {
+		d := float64(a[i]) - float64(b[i])
+		num += d * d
+		den += float64(b[i]) * float64(b[i])
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+// MaxAbs is max |a-b|.
+func MaxAbs(a, b []float32) float64 {
+	m := 0.0
+	for i := range b {
+		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return m
+}
+
+// Compare fails the test if rel-L2(got, want) exceeds tol and always logs
+// the measured error, so every run documents its distance to the reference.
+func Compare(t testing.TB, what string, got, want []float32, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, reference has %d", what, len(got), len(want))
+	}
+	r := RelL2(got, want)
+	t.Logf("%s: rel_l2 %.3e (max abs %.3e, tolerance %.0e)", what, r, MaxAbs(got, want), tol)
+	if r > tol || math.IsNaN(r) {
+		t.Errorf("%s: rel_l2 %.3e exceeds %.0e", what, r, tol)
+	}
+}
