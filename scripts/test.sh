@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: vet, format check and every test (GPU tests skip without a GPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CGO_ENABLED=0
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
+go vet ./...
+go build -o /dev/null ./cmd/turbodiffusion
+go test -count=1 -timeout 60m ./... 2>&1 | tee /tmp/turbodiffusion-test.log

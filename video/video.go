@@ -1,0 +1,202 @@
+// Package video writes generated frames to files: H.264 MP4 through the
+// ffmpeg found on PATH (as the reference does through imageio), or, where
+// there is no ffmpeg, an animated GIF or PNG frames. Every file is written
+// under a temporary name and renamed when complete, so a failed or
+// interrupted run never leaves a half-written video behind.
+package video
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"image"
+	"image/color/palette"
+	"image/draw"
+	"image/gif"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Clip is a sequence of RGB frames of one size.
+type Clip struct {
+	Width, Height int
+	FPS           int
+	// Frames holds each frame as packed RGB bytes (Width*Height*3).
+	Frames [][]byte
+}
+
+// Validate checks that every frame has the clip's size.
+func (c *Clip) Validate() error {
+	if c.Width <= 0 || c.Height <= 0 {
+		return fmt.Errorf("video: bad frame size %dx%d", c.Width, c.Height)
+	}
+	if c.FPS <= 0 {
+		return fmt.Errorf("video: bad frame rate %d", c.FPS)
+	}
+	if len(c.Frames) == 0 {
+		return errors.New("video: no frames")
+	}
+	for i, f := range c.Frames {
+		if len(f) != c.Width*c.Height*3 {
+			return fmt.Errorf("video: frame %d has %d bytes, want %d (%dx%d RGB)", i, len(f), c.Width*c.Height*3, c.Width, c.Height)
+		}
+	}
+	return nil
+}
+
+// CRF is the x264 quality the reference uses: imageio quality 5 maps to
+// int((1-5/10)*51) = 25.
+const CRF = 25
+
+// ErrNoFFmpeg means no ffmpeg executable was found on PATH.
+var ErrNoFFmpeg = errors.New("ffmpeg not found on PATH (install it, e.g. `apt install ffmpeg`, for MP4 output)")
+
+// FFmpeg returns the path of the ffmpeg executable, or ErrNoFFmpeg.
+func FFmpeg() (string, error) {
+	p, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		return "", ErrNoFFmpeg
+	}
+	return p, nil
+}
+
+// Write writes the clip to path, choosing the format by extension: .mp4
+// (needs ffmpeg), .gif, or a directory of PNG frames for any path ending in
+// a slash or without extension. It returns the path actually written.
+func Write(path string, c *Clip) (string, error) {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".mp4":
+		return path, WriteMP4(path, c)
+	case ".gif":
+		return path, WriteGIF(path, c)
+	case "":
+		return path, WritePNGs(path, c)
+	}
+	return "", fmt.Errorf("video: %s: unknown output format %q (use .mp4, .gif, or a folder for PNG frames)", path, filepath.Ext(path))
+}
+
+// WriteMP4 encodes the clip as H.264 (libx264, yuv420p, CRF 25) at the
+// clip's frame rate, like the reference's imageio.mimsave call.
+func WriteMP4(path string, c *Clip) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	ff, err := FFmpeg()
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return atomicWrite(path, func(tmp string) error {
+		var raw bytes.Buffer
+		for _, f := range c.Frames {
+			raw.Write(f)
+		}
+		cmd := exec.Command(ff, "-y", "-loglevel", "error",
+			"-f", "rawvideo", "-vcodec", "rawvideo", "-s", fmt.Sprintf("%dx%d", c.Width, c.Height),
+			"-pix_fmt", "rgb24", "-r", fmt.Sprintf("%d.00", c.FPS), "-i", "-", "-an",
+			"-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", fmt.Sprint(CRF),
+			"-f", "mp4", tmp)
+		cmd.Stdin = &raw
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("ffmpeg: %v: %s", err, strings.TrimSpace(stderr.String()))
+		}
+		return nil
+	})
+}
+
+// WriteGIF writes an animated GIF (Plan 9 palette, Floyd-Steinberg
+// dithering): the fallback when ffmpeg is missing.
+func WriteGIF(path string, c *Clip) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	return atomicWrite(path, func(tmp string) error {
+		g := &gif.GIF{}
+		delay := max(1, (100+c.FPS/2)/c.FPS)
+		for _, f := range c.Frames {
+			img := image.NewPaletted(image.Rect(0, 0, c.Width, c.Height), palette.Plan9)
+			draw.FloydSteinberg.Draw(img, img.Bounds(), rgbImage(c.Width, c.Height, f), image.Point{})
+			g.Image = append(g.Image, img)
+			g.Delay = append(g.Delay, delay)
+		}
+		out, err := os.Create(tmp)
+		if err != nil {
+			return err
+		}
+		if err := gif.EncodeAll(out, g); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
+
+// WritePNGs writes frame_00000.png ... into the folder dir, built in a
+// temporary folder and renamed into place.
+func WritePNGs(dir string, c *Clip) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	dir = strings.TrimRight(dir, "/")
+	if _, err := os.Stat(dir); err == nil {
+		return fmt.Errorf("video: %s already exists; choose a new folder for PNG frames", dir)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".partial-")
+	if err != nil {
+		return err
+	}
+	for i, f := range c.Frames {
+		out, err := os.Create(filepath.Join(tmp, fmt.Sprintf("frame_%05d.png", i)))
+		if err == nil {
+			err = png.Encode(out, rgbImage(c.Width, c.Height, f))
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			os.RemoveAll(tmp)
+			return fmt.Errorf("video: %s: %w", dir, err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	return nil
+}
+
+// atomicWrite lets write fill a temporary file beside path (same extension,
+// so tools that sniff it behave), then renames it to path.
+func atomicWrite(path string, write func(tmp string) error) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))+".partial-*"+filepath.Ext(path))
+	if err != nil {
+		return fmt.Errorf("video: %s: %w", path, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	if err := write(tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("video: %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("video: %s: %w", path, err)
+	}
+	return nil
+}
+
+func rgbImage(w, h int, rgb []byte) *image.RGBA {
+	img := image.NewRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < w*h; i++ {
+		img.Pix[4*i+0] = rgb[3*i+0]
+		img.Pix[4*i+1] = rgb[3*i+1]
+		img.Pix[4*i+2] = rgb[3*i+2]
+		img.Pix[4*i+3] = 0xff
+	}
+	return img
+}
