@@ -1,0 +1,57 @@
+package cpu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// TestInt8LinearConformance runs the backend op on the golden Int8Linear
+// case ([1,300,384] x, [320,384] int8 weight) and expects bit-exact output.
+func TestInt8LinearConformance(t *testing.T) {
+	f := golden.Open(t, "int8_linear.safetensors")
+	x, xs := golden.Tensor(t, f, "x")
+	ws, _ := golden.Tensor(t, f, "weight_scale")
+	bias, _ := golden.Tensor(t, f, "bias")
+	want, _ := golden.Tensor(t, f, "y_module")
+	wq, err := f.Int8("weight_int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New()
+	y := b.Int8Linear(NewTensor(tensor.BF16, xs, x), b.UploadInt8([]int{320, 384}, wq),
+		NewTensor(tensor.F32, []int{3, 3}, ws), NewTensor(tensor.BF16, []int{320}, bias))
+	if got := y.Shape(); !backend.SameShape(got, []int{1, 300, 320}) || y.DType() != tensor.BF16 {
+		t.Fatalf("output %v %v, want bfloat16 [1 300 320]", y.DType(), got)
+	}
+	got := T(y).F
+	diff := 0
+	for i := range want {
+		if got[i] != want[i] {
+			diff++
+		}
+	}
+	golden.Compare(t, "Int8Linear y_module", got, want, 0)
+	if diff != 0 {
+		t.Errorf("%d of %d outputs differ from the reference", diff, len(want))
+	}
+}
+
+func TestInt8LinearBadShapes(t *testing.T) {
+	b := New()
+	run := func() (err error) {
+		defer backend.Recover(&err)
+		x := NewTensor(tensor.BF16, []int{2, 256}, make([]float32, 512))
+		w := b.UploadInt8([]int{4, 256}, make([]int8, 1024))
+		s := NewTensor(tensor.F32, []int{1, 3}, make([]float32, 3)) // want [1, 2]
+		b.Int8Linear(x, w, s, nil)
+		return nil
+	}
+	err := run()
+	if err == nil || !strings.Contains(err.Error(), "[1 2]") {
+		t.Fatalf("want a shape error naming [1 2], got %v", err)
+	}
+}
