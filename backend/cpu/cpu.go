@@ -19,6 +19,7 @@ type Tensor struct {
 	dt    tensor.DType
 	F     []float32
 	I     []int8
+	freed bool // set by Free; any later use fails
 }
 
 func (t *Tensor) Shape() []int        { return t.shape }
@@ -39,6 +40,9 @@ func T(t backend.Tensor) *Tensor {
 	c, ok := t.(*Tensor)
 	if !ok || c == nil {
 		backend.Fail("cpu backend: tensor %T is not a CPU tensor", t)
+	}
+	if c.freed {
+		backend.Fail("cpu backend: tensor %v %v used after Free", c.dt, c.shape)
 	}
 	return c
 }
@@ -80,3 +84,7 @@ func (b *Backend) parallelFor(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
+
+// The DiT assertion (var _ backend.DiT) waits for SparseLinearAttention in
+// sla.go; everything else of the contract is checked here.
+var _ backend.Core = (*Backend)(nil)
