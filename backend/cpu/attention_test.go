@@ -70,7 +70,9 @@ func TestAttention(t *testing.T) {
 		})
 	}
 	q := be.Upload(tensor.F32, []int{4, 8}, make([]float32, 32))
-	expectFail(t, "Attention k width", func() { be.Attention(q, be.Upload(tensor.F32, []int{4, 6}, make([]float32, 24)), be.Upload(tensor.F32, []int{4, 6}, make([]float32, 24)), 2, 1) }, "[4 6]")
+	expectFail(t, "Attention k width", func() {
+		be.Attention(q, be.Upload(tensor.F32, []int{4, 6}, make([]float32, 24)), be.Upload(tensor.F32, []int{4, 6}, make([]float32, 24)), 2, 1)
+	}, "[4 6]")
 	expectFail(t, "Attention heads", func() { be.Attention(q, q, q, 3, 1) }, "3 heads")
 	expectFail(t, "Attention k/v", func() { be.Attention(q, q, be.Upload(tensor.F32, []int{5, 8}, make([]float32, 40)), 2, 1) }, "v [5 8]")
 }

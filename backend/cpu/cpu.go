@@ -84,7 +84,6 @@ func (b *Backend) parallelFor(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-
 // The DiT assertion (var _ backend.DiT) waits for SparseLinearAttention in
 // sla.go; everything else of the contract is checked here.
 var _ backend.Core = (*Backend)(nil)

@@ -81,7 +81,9 @@ func TestLinear(t *testing.T) {
 
 	x := be.Upload(tensor.F32, []int{3, k}, xv[:3*k])
 	expectFail(t, "Linear K", func() { be.Linear(x, be.Upload(tensor.F32, []int{n, k - 1}, wv[:n*(k-1)]), nil) }, "K=96", "K=95")
-	expectFail(t, "Linear bias", func() { be.Linear(x, be.Upload(tensor.F32, []int{n, k}, wv), be.Upload(tensor.F32, []int{n + 1}, make([]float32, n+1))) }, "bias", "[51]")
+	expectFail(t, "Linear bias", func() {
+		be.Linear(x, be.Upload(tensor.F32, []int{n, k}, wv), be.Upload(tensor.F32, []int{n + 1}, make([]float32, n+1)))
+	}, "bias", "[51]")
 }
 
 func BenchmarkGemm(b *testing.B) {

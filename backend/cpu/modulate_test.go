@@ -37,7 +37,9 @@ func TestModulate(t *testing.T) {
 	}
 	checkClose(t, "Modulate per-token", got, want, 1e-6)
 	x := be.Upload(tensor.F32, []int{rows, d}, xv)
-	expectFail(t, "Modulate shape", func() { be.Modulate(x, be.Upload(tensor.F32, []int{d - 1}, sh[:d-1]), be.Upload(tensor.F32, []int{d}, sc)) }, "[128]")
+	expectFail(t, "Modulate shape", func() {
+		be.Modulate(x, be.Upload(tensor.F32, []int{d - 1}, sh[:d-1]), be.Upload(tensor.F32, []int{d}, sc))
+	}, "[128]")
 }
 
 func TestGatedAdd(t *testing.T) {
