@@ -1,0 +1,255 @@
+package wan
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+func TestDetectLayouts(t *testing.T) {
+	c := tinyConfig()
+	for _, l := range []layout{{}, {convPatch: true}, {quantized: true}, {projL: true}, {quantized: true, projL: true, convPatch: true}} {
+		fi, err := DetectConfig(specFile(t, c, l, nil))
+		if err != nil {
+			t.Fatalf("layout %+v: %v", l, err)
+		}
+		if fi.Config != c || fi.Quantized != l.quantized || fi.ProjL != l.projL || fi.ConvPatch != l.convPatch {
+			t.Errorf("layout %+v: detected %+v, want config %+v", l, fi, c)
+		}
+		if fi.Params <= 0 {
+			t.Errorf("layout %+v: parameter count %d", l, fi.Params)
+		}
+	}
+}
+
+func TestDetectI2VType(t *testing.T) {
+	c := base("", I2V, 128, 256, 1, 1, 36)
+	c.FreqDim, c.TextDim = 32, 64
+	fi, err := DetectConfig(specFile(t, c, layout{}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Config.Type != I2V || fi.Config.InDim != 36 || fi.Config.OutDim != 16 {
+		t.Errorf("detected %v, want i2v with 36 → 16 channels", fi.Config)
+	}
+}
+
+func TestDetectParamsCountsScalesOut(t *testing.T) {
+	c := tinyConfig()
+	plain, err := DetectConfig(specFile(t, c, layout{}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quant, err := DetectConfig(specFile(t, c, layout{quantized: true}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Params != quant.Params {
+		t.Errorf("quantised file counts %d parameters, float file %d; int8 codes should count once, scales not at all", quant.Params, plain.Params)
+	}
+}
+
+// wantErr fails unless err mentions every fragment.
+func wantErr(t *testing.T, err error, frags ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("want an error mentioning %q, got none", frags)
+	}
+	for _, f := range frags {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error %q does not mention %q", err, f)
+		}
+	}
+}
+
+func TestDetectMissingKey(t *testing.T) {
+	f := specFile(t, tinyConfig(), layout{}, func(ts []stTensor) []stTensor {
+		var out []stTensor
+		for _, s := range ts {
+			if s.name != "blocks.1.cross_attn.norm_k.weight" {
+				out = append(out, s)
+			}
+		}
+		return out
+	})
+	_, err := DetectConfig(f)
+	wantErr(t, err, "mem.safetensors", "missing 1 tensor", `"blocks.1.cross_attn.norm_k.weight"`)
+}
+
+func TestDetectUnexpectedKey(t *testing.T) {
+	f := specFile(t, tinyConfig(), layout{}, func(ts []stTensor) []stTensor {
+		return append(ts, stTensor{"blocks.0.self_attn.extra.weight", tensor.BF16, []int{4}})
+	})
+	_, err := DetectConfig(f)
+	wantErr(t, err, "unexpected 1 tensor", `"blocks.0.self_attn.extra.weight"`)
+}
+
+func TestDetectWrongShape(t *testing.T) {
+	f := specFile(t, tinyConfig(), layout{}, func(ts []stTensor) []stTensor {
+		for i := range ts {
+			if ts[i].name == "blocks.0.ffn.2.weight" {
+				ts[i].shape = []int{128, 255}
+			}
+		}
+		return ts
+	})
+	_, err := DetectConfig(f)
+	wantErr(t, err, "mem.safetensors", `"blocks.0.ffn.2.weight"`, "want shape [128 256]", "got [128 255]")
+}
+
+func TestDetectWrongDType(t *testing.T) {
+	f := specFile(t, tinyConfig(), layout{quantized: true}, func(ts []stTensor) []stTensor {
+		for i := range ts {
+			if ts[i].name == "blocks.0.ffn.0.int8_weight" {
+				ts[i].dt = tensor.BF16
+			}
+		}
+		return ts
+	})
+	_, err := DetectConfig(f)
+	wantErr(t, err, `"blocks.0.ffn.0.int8_weight"`, "want dtype int8", "got bfloat16")
+}
+
+func TestDetectPartialProjL(t *testing.T) {
+	// proj_l in block 0 only: block 1's are reported missing.
+	f := specFile(t, tinyConfig(), layout{projL: true}, func(ts []stTensor) []stTensor {
+		var out []stTensor
+		for _, s := range ts {
+			if !strings.HasPrefix(s.name, "blocks.1."+projLPrefix) {
+				out = append(out, s)
+			}
+		}
+		return out
+	})
+	_, err := DetectConfig(f)
+	wantErr(t, err, "missing 2 tensor", "blocks.1."+projLPrefix+".bias")
+}
+
+func TestDetectBadPatchEmbedding(t *testing.T) {
+	f := buildFile(t, "pe.safetensors", []stTensor{{"patch_embedding.weight", tensor.BF16, []int{128, 63}}})
+	_, err := DetectConfig(f)
+	wantErr(t, err, "pe.safetensors", `"patch_embedding.weight"`, "got [128 63]")
+}
+
+// keysOf reads a golden file's tensor names that start with prefix, prefix
+// stripped, as tiny one-element tensors.
+func keysOf(t *testing.T, file, prefix string) []stTensor {
+	f := golden.Open(t, file)
+	var ts []stTensor
+	for _, n := range f.Names() {
+		if rest, ok := strings.CutPrefix(n, prefix); ok {
+			ts = append(ts, stTensor{rest, tensor.F32, []int{1}})
+		}
+	}
+	if len(ts) == 0 {
+		t.Fatalf("%s has no %q tensors", file, prefix)
+	}
+	return ts
+}
+
+func TestDetectVAEGivenAsDiT(t *testing.T) {
+	f := buildFile(t, "Wan2.1_VAE.safetensors", keysOf(t, "vae.safetensors", "weight."))
+	_, err := DetectConfig(f)
+	wantErr(t, err, "Wan2.1_VAE.safetensors", "looks like a Wan VAE checkpoint, not a DiT")
+	if got := Identify(f.Names()); got != FamilyWanVAE {
+		t.Errorf("Identify = %q, want %q", got, FamilyWanVAE)
+	}
+}
+
+func TestDetectUMT5GivenAsDiT(t *testing.T) {
+	f := buildFile(t, "umt5.safetensors", keysOf(t, "umt5.safetensors", "weight."))
+	_, err := DetectConfig(f)
+	wantErr(t, err, "looks like a umT5 text encoder checkpoint, not a DiT")
+}
+
+func TestDetectPrefixedKeys(t *testing.T) {
+	f := buildFile(t, "train.safetensors", []stTensor{{"net.patch_embedding.weight", tensor.BF16, []int{128, 64}}})
+	_, err := DetectConfig(f)
+	wantErr(t, err, `prefix "net."`)
+}
+
+func TestDetectEmptyAndForeign(t *testing.T) {
+	_, err := DetectConfig(buildFile(t, "empty.safetensors", nil))
+	wantErr(t, err, "empty.safetensors", "no tensors")
+	_, err = DetectConfig(buildFile(t, "x.safetensors", []stTensor{{"foo", tensor.F32, []int{2}}}))
+	wantErr(t, err, "not a Wan DiT checkpoint", `"patch_embedding.weight"`)
+}
+
+func TestDetectGoldenWeights(t *testing.T) {
+	f := golden.Open(t, "dit_weights.safetensors")
+	fi, err := DetectConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := base("", T2V, 256, 1024, 2, 2, 16)
+	if fi.Config != want || !fi.ProjL || fi.Quantized || fi.ConvPatch {
+		t.Errorf("golden DiT detected as %+v, want %+v with proj_l", fi, want)
+	}
+}
+
+func TestPresets(t *testing.T) {
+	for _, p := range Presets {
+		if err := p.Validate(); err != nil {
+			t.Errorf("%s: %v", p.Name, err)
+		}
+		if got := matchPreset(p); got != p.Name {
+			t.Errorf("matchPreset(%s) = %q", p.Name, got)
+		}
+	}
+	for alias, name := range map[string]string{"Wan2.1-1.3B": "Wan2.1-T2V-1.3B", "wan2.2-a14b": "Wan2.2-I2V-A14B", "Wan2.1-T2V-14B": "Wan2.1-T2V-14B"} {
+		p, err := Preset(alias)
+		if err != nil || p.Name != name {
+			t.Errorf("Preset(%q) = %q, %v; want %q", alias, p.Name, err, name)
+		}
+	}
+	_, err := Preset("Wan9")
+	wantErr(t, err, `"Wan9"`, "Wan2.1-T2V-1.3B")
+}
+
+// TestQuantScaleShapes checks the scale shapes REFERENCE.md §2.3 lists for
+// the released -quant files.
+func TestQuantScaleShapes(t *testing.T) {
+	want := map[string]map[string][]int{
+		"Wan2.1-T2V-1.3B": {"ffn.0": {70, 12}, "ffn.2": {12, 70}, "self_attn.q": {12, 12}},
+		"Wan2.1-T2V-14B":  {"ffn.0": {108, 40}, "ffn.2": {40, 108}, "cross_attn.o": {40, 40}},
+	}
+	for name, m := range want {
+		p, _ := Preset(name)
+		got := map[string][]int{}
+		for _, s := range expectedTensors(p, layout{quantized: true}) {
+			if r, ok := strings.CutPrefix(s.name, "blocks.0."); ok && s.kind == kindScale {
+				got[strings.TrimSuffix(r, ".scale")] = s.shape
+			}
+		}
+		for lin, shape := range m {
+			if !sameShape(got[lin], shape) {
+				t.Errorf("%s %s.scale: shape %v, want %v", name, lin, got[lin], shape)
+			}
+		}
+	}
+}
+
+func TestLoadOptionErrors(t *testing.T) {
+	// Option errors come before any upload, so no backend is needed.
+	var be backend.DiT
+	c := tinyConfig()
+	cases := []struct {
+		l    layout
+		opt  Options
+		frag string
+	}{
+		{layout{}, Options{Attention: backend.SLA}, "proj_l"},
+		{layout{}, Options{Linear: LinearInt8}, "not quantised"},
+		{layout{quantized: true}, Options{Linear: LinearFloat}, "int8-quantised"},
+		{layout{quantized: true}, Options{DType: tensor.F32}, "only in bfloat16"},
+		{layout{projL: true}, Options{Attention: backend.SLA, TopK: 1.5}, "top-k"},
+		{layout{}, Options{DType: tensor.F16}, "model dtype"},
+	}
+	for _, tc := range cases {
+		_, err := Load(be, specFile(t, c, tc.l, nil), tc.opt)
+		wantErr(t, err, "mem.safetensors", tc.frag)
+	}
+}

@@ -1,0 +1,115 @@
+package wan
+
+import (
+	"math"
+
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// timestepSinusoid is the [freqDim] time embedding input of REFERENCE.md
+// §1.3: cos(t·ω_k) then sin(t·ω_k), ω_k = 10000^(−k/half), in float64 and
+// rounded once to float32, like the reference.
+func timestepSinusoid(t float64, freqDim int) []float32 {
+	half := freqDim / 2
+	out := make([]float32, freqDim)
+	for k := 0; k < half; k++ {
+		w := math.Pow(10000, -float64(k)/float64(half))
+		a := t * w
+		out[k] = float32(math.Cos(a))
+		out[half+k] = float32(math.Sin(a))
+	}
+	return out
+}
+
+// modelTimestep is the timestep as the model sees it: rounded to the model
+// dtype (the bf16 model gets bf16(1000·s), REFERENCE.md §6.1).
+func modelTimestep(t float32, dt tensor.DType) float64 {
+	if dt == tensor.BF16 {
+		t = tensor.RoundBF16(t)
+	}
+	return float64(t)
+}
+
+// ropeAngles returns the [L, headDim/2] RoPE angles of a T×Hp×Wp token grid
+// (REFERENCE.md §1.6): pairs [0, dt/2) temporal, then height, then width,
+// dim_h = dim_w = 2·(headDim/6), dim_t the rest. Computed in float32 in the
+// order TurboDiffusion's VideoRopePosition3DEmb does, so the angles match it.
+func ropeAngles(T, Hp, Wp, headDim int) []float32 {
+	dimH := headDim / 6 * 2
+	dimT := headDim - 2*dimH
+	freqs := func(dim int) []float32 {
+		f := make([]float32, dim/2)
+		for j := range f {
+			r := float32(2*j) / float32(dim)
+			f[j] = 1 / float32(math.Pow(10000, float64(r)))
+		}
+		return f
+	}
+	ft, fs := freqs(dimT), freqs(dimH)
+	pairs := headDim / 2
+	out := make([]float32, T*Hp*Wp*pairs)
+	i := 0
+	for t := 0; t < T; t++ {
+		for h := 0; h < Hp; h++ {
+			for w := 0; w < Wp; w++ {
+				row := out[i*pairs : (i+1)*pairs]
+				n := copy(row, scaled(ft, float32(t)))
+				n += copy(row[n:], scaled(fs, float32(h)))
+				copy(row[n:], scaled(fs, float32(w)))
+				i++
+			}
+		}
+	}
+	return out
+}
+
+func scaled(f []float32, s float32) []float32 {
+	out := make([]float32, len(f))
+	for i, v := range f {
+		out[i] = s * v
+	}
+	return out
+}
+
+// patchify flattens x [C, T, H, W] into tokens [T·Hp·Wp, C·4]: token
+// l = t·Hp·Wp + hp·Wp + wp, feature f = c·4 + kh·2 + kw (REFERENCE.md §1.2).
+func patchify(x []float32, C, T, H, W int) []float32 {
+	Hp, Wp := H/2, W/2
+	F := C * 4
+	out := make([]float32, T*Hp*Wp*F)
+	for c := 0; c < C; c++ {
+		for t := 0; t < T; t++ {
+			for h := 0; h < H; h++ {
+				src := x[((c*T+t)*H+h)*W : ((c*T+t)*H+h+1)*W]
+				hp, kh := h/2, h%2
+				for w, v := range src {
+					l := (t*Hp+hp)*Wp + w/2
+					out[l*F+c*4+kh*2+w%2] = v
+				}
+			}
+		}
+	}
+	return out
+}
+
+// unpatchify maps head rows [T·Hp·Wp, 4·C] back to [C, T, H, W]: feature
+// f = (kh·2+kw)·C + c goes to pixel (c, t, 2hp+kh, 2wp+kw) (REFERENCE.md §1.8).
+func unpatchify(y []float32, C, T, H, W int) []float32 {
+	Hp, Wp := H/2, W/2
+	F := 4 * C
+	out := make([]float32, C*T*H*W)
+	for t := 0; t < T; t++ {
+		for hp := 0; hp < Hp; hp++ {
+			for wp := 0; wp < Wp; wp++ {
+				row := y[((t*Hp+hp)*Wp+wp)*F:]
+				for k := 0; k < 4; k++ {
+					h, w := 2*hp+k/2, 2*wp+k%2
+					for c := 0; c < C; c++ {
+						out[((c*T+t)*H+h)*W+w] = row[k*C+c]
+					}
+				}
+			}
+		}
+	}
+	return out
+}

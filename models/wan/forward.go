@@ -1,0 +1,272 @@
+package wan
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// Hook names (Model.Hook), following the reference module paths:
+//
+//	text_embedding        context [TextLen, D]            (EmbedText)
+//	patch_embedding       tokens [L, D]
+//	time_embedding        e [1, D] F32
+//	time_projection       e0 [1, 6D] F32
+//	blocks.<i>.self_attn.q, .k   query/key after RMSNorm and RoPE [L, D]
+//	blocks.<i>.self_attn  self-attention output after o, before gating [L, D]
+//	blocks.<i>            block output [L, D]
+//	head                  head output before unpatchify [L, 4·OutDim] F32
+
+// Text is an embedded text context, computed once per prompt by EmbedText
+// and reused by every Forward call: the text_embedding output and each
+// block's cross-attention keys and values (which depend on nothing else).
+type Text struct {
+	m     *Model
+	ctx   backend.Tensor   // [TextLen, D]
+	k, v  []backend.Tensor // per block [TextLen, D]
+	freed bool
+}
+
+// Free releases the context's tensors.
+func (t *Text) Free() {
+	if t == nil || t.freed {
+		return
+	}
+	t.freed = true
+	be := t.m.be
+	if be == nil {
+		return
+	}
+	be.Free(t.ctx)
+	for i := range t.k {
+		be.Free(t.k[i])
+		be.Free(t.v[i])
+	}
+}
+
+func (m *Model) hook(name string, t backend.Tensor) {
+	if m.Hook != nil {
+		m.Hook(name, t)
+	}
+}
+
+// apply runs a Linear (Int8Linear when the layer is quantised).
+func (m *Model) apply(l linear, x backend.Tensor) backend.Tensor {
+	if l.scale != nil {
+		return m.be.Int8Linear(x, l.w, l.scale, l.b)
+	}
+	return m.be.Linear(x, l.w, l.b)
+}
+
+// free releases intermediates.
+func (m *Model) free(ts ...backend.Tensor) {
+	for _, t := range ts {
+		m.be.Free(t)
+	}
+}
+
+// EmbedText embeds umT5 output rows [rows, TextDim] (rows ≤ TextLen; the
+// rest are zero rows, as the reference pads, and are attended to like any
+// other row: REFERENCE.md §1.4).
+func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
+	if m == nil || m.be == nil {
+		return nil, fmt.Errorf("wan: EmbedText on a freed or nil model")
+	}
+	c := m.Config
+	if rows < 0 || rows > c.TextLen {
+		return nil, fmt.Errorf("wan: text context has %d rows, want 0..%d", rows, c.TextLen)
+	}
+	if len(context) != rows*c.TextDim {
+		return nil, fmt.Errorf("wan: text context: want %d×%d = %d values, got %d", rows, c.TextDim, rows*c.TextDim, len(context))
+	}
+	defer backend.Recover(&err)
+	be, dt := m.be, m.Opt.DType
+	padded := make([]float32, c.TextLen*c.TextDim)
+	copy(padded, context)
+	in := be.Upload(dt, []int{c.TextLen, c.TextDim}, padded)
+	h := m.apply(m.text0, in)
+	g := be.GELUTanh(h)
+	m.free(in, h)
+	txt = &Text{m: m, ctx: m.apply(m.text2, g)}
+	m.free(g)
+	m.hook("text_embedding", txt.ctx)
+	for i := range m.blocks {
+		b := &m.blocks[i]
+		k := m.apply(b.ck, txt.ctx)
+		txt.k = append(txt.k, be.RMSNorm(k, b.cNormK, c.Eps, m.Opt.Norm))
+		m.free(k)
+		txt.v = append(txt.v, m.apply(b.cv, txt.ctx))
+	}
+	return txt, nil
+}
+
+// Forward predicts the flow velocity for one latent x [InDim, T, H, W]
+// (batch 1; I2V callers concatenate the condition channels) at timestep t
+// (already ×1000, as the sampler feeds it) with text context txt. The
+// result is [OutDim, T, H, W] float32.
+func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []float32, err error) {
+	if m == nil || m.be == nil {
+		return nil, fmt.Errorf("wan: Forward on a freed or nil model")
+	}
+	c := m.Config
+	if len(shape) != 4 || shape[0] != c.InDim || shape[1] <= 0 || shape[2] <= 0 || shape[3] <= 0 || shape[2]%2 != 0 || shape[3]%2 != 0 {
+		return nil, fmt.Errorf("wan: latent shape %v: want [%d, T, H, W] with T ≥ 1 and H, W positive and even", shape, c.InDim)
+	}
+	if n := tensor.NumElements(shape); len(x) != n {
+		return nil, fmt.Errorf("wan: latent %v holds %d values, got %d", shape, n, len(x))
+	}
+	if txt == nil || txt.m != m || txt.freed {
+		return nil, fmt.Errorf("wan: text context missing, freed, or embedded by another model")
+	}
+	if math.IsNaN(float64(t)) || math.IsInf(float64(t), 0) {
+		return nil, fmt.Errorf("wan: timestep %v is not finite", t)
+	}
+	defer backend.Recover(&err)
+	be, dt, D := m.be, m.Opt.DType, c.Dim
+	T, H, W := shape[1], shape[2], shape[3]
+	Hp, Wp := H/2, W/2
+	L := T * Hp * Wp
+
+	xin := be.Upload(dt, []int{L, c.PatchDim()}, patchify(x, c.InDim, T, H, W))
+	xs := m.apply(m.patch, xin)
+	m.free(xin)
+	m.hook("patch_embedding", xs)
+
+	e, e0 := m.timeEmbedding(t)
+	e06 := be.Reshape(e0, 6, D)
+	ang := be.Upload(tensor.F32, []int{L, c.HeadDim / 2}, ropeAngles(T, Hp, Wp, c.HeadDim))
+	for i := range m.blocks {
+		nx := m.block(i, xs, e06, ang, txt)
+		m.free(xs)
+		xs = nx
+		m.hook(fmt.Sprintf("blocks.%d", i), xs)
+	}
+	m.free(ang, e0)
+
+	// Head (fp32 region): LN output in the model dtype, then modulation and
+	// the Linear in float32.
+	mh := be.Add(m.headMod, be.Reshape(e, D)) // [2, D]
+	shift, scale := be.Slice(mh, 0, 0, 1), be.Slice(mh, 0, 1, 2)
+	n := be.LayerNorm(xs, nil, nil, c.Eps, dt)
+	m.free(xs)
+	n32 := n
+	if dt != tensor.F32 {
+		n32 = be.Cast(n, tensor.F32)
+		m.free(n)
+	}
+	hm := be.Modulate(n32, be.Reshape(shift, D), be.Reshape(scale, D))
+	m.free(n32)
+	y := m.apply(m.head, hm)
+	m.free(hm, mh, shift, scale, e)
+	m.hook("head", y)
+	rows := be.Download(y)
+	m.free(y)
+	return unpatchify(rows, c.OutDim, T, H, W), nil
+}
+
+// timeEmbedding returns e [1, D] and e0 [1, 6D], both float32.
+func (m *Model) timeEmbedding(t float32) (e, e0 backend.Tensor) {
+	be, c := m.be, m.Config
+	sin := be.Upload(tensor.F32, []int{1, c.FreqDim}, timestepSinusoid(modelTimestep(t, m.Opt.DType), c.FreqDim))
+	h := m.apply(m.time0, sin)
+	s := be.SiLU(h)
+	e = m.apply(m.time2, s)
+	m.free(sin, h, s)
+	m.hook("time_embedding", e)
+	se := be.SiLU(e)
+	p := m.apply(m.tproj, se)
+	m.free(se)
+	m.hook("time_projection", p)
+	return e, p
+}
+
+// block runs transformer block i on the residual stream x [L, D]
+// (REFERENCE.md §1.5) and returns the new stream.
+func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tensor {
+	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
+	D := c.Dim
+	// The six modulation vectors; only the slices (not their views) are
+	// freed, so no backend has to free a view.
+	mod := be.Add(e0, b.mod) // [6, D] F32
+	rows := make([]backend.Tensor, 6)
+	v := make([]backend.Tensor, 6)
+	for k := range v {
+		rows[k] = be.Slice(mod, 0, k, k+1)
+		v[k] = be.Reshape(rows[k], D)
+	}
+	m.free(mod)
+	defer m.free(rows...)
+
+	// Self-attention.
+	n := be.LayerNorm(x, nil, nil, c.Eps, dt)
+	a := be.Modulate(n, v[0], v[1])
+	m.free(n)
+	y := m.selfAttention(i, a, ang)
+	m.free(a)
+	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
+	x1 := be.GatedAdd(x, y, v[2])
+	m.free(y)
+
+	// Cross-attention over the text context (dense, unmasked).
+	x3 := be.LayerNorm(x1, b.norm3W, b.norm3B, c.Eps, dt)
+	q0 := m.apply(b.cq, x3)
+	m.free(x3)
+	q := be.RMSNorm(q0, b.cNormQ, c.Eps, m.Opt.Norm)
+	m.free(q0)
+	o := be.Attention(q, txt.k[i], txt.v[i], c.Heads, attnScale(c))
+	m.free(q)
+	co := m.apply(b.co, o)
+	m.free(o)
+	x2 := be.Add(x1, co)
+	m.free(x1, co)
+
+	// Feed-forward.
+	n2 := be.LayerNorm(x2, nil, nil, c.Eps, dt)
+	f := be.Modulate(n2, v[3], v[4])
+	m.free(n2)
+	h := m.apply(b.ffn0, f)
+	m.free(f)
+	g := be.GELUTanh(h)
+	m.free(h)
+	h2 := m.apply(b.ffn2, g)
+	m.free(g)
+	out := be.GatedAdd(x2, h2, v[5])
+	m.free(x2, h2)
+	return out
+}
+
+func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDim))) }
+
+// selfAttention is q/k/v projection, full-width RMSNorm of q and k, 3D RoPE,
+// the configured attention op and the output projection.
+func (m *Model) selfAttention(i int, a, ang backend.Tensor) backend.Tensor {
+	be, c, b := m.be, m.Config, &m.blocks[i]
+	qk := func(l linear, norm backend.Tensor) backend.Tensor {
+		p := m.apply(l, a)
+		r := be.RMSNorm(p, norm, c.Eps, m.Opt.Norm)
+		m.free(p)
+		out := be.RoPE(r, ang, c.Heads)
+		m.free(r)
+		return out
+	}
+	q, k := qk(b.sq, b.sNormQ), qk(b.sk, b.sNormK)
+	v := m.apply(b.sv, a)
+	m.hook(fmt.Sprintf("blocks.%d.self_attn.q", i), q)
+	m.hook(fmt.Sprintf("blocks.%d.self_attn.k", i), k)
+	var o backend.Tensor
+	if m.Opt.Attention == backend.Dense {
+		o = be.Attention(q, k, v, c.Heads, attnScale(c))
+	} else {
+		cfg := backend.SLAConfig{Kind: m.Opt.Attention, TopK: m.Opt.TopK, BlockQ: m.Opt.BlockQ, BlockK: m.Opt.BlockK}
+		if bm, ok := m.BlockMaps[i]; ok {
+			cfg.BlockMap = bm
+		}
+		o = be.SparseLinearAttention(q, k, v, c.Heads, cfg, b.projW, b.projB)
+	}
+	m.free(q, k, v)
+	out := m.apply(b.so, o)
+	m.free(o)
+	return out
+}
