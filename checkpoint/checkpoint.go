@@ -3,7 +3,11 @@
 package checkpoint
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"sort"
 
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -34,6 +38,66 @@ type File interface {
 	// The slice may alias the mapping and is valid until Close.
 	Raw(name string) ([]byte, error)
 	Close() error
+}
+
+// ErrNotFound is wrapped by the error a File returns for a name it does not
+// hold, so callers can tell a missing tensor (an incompatible checkpoint)
+// from a damaged one with errors.Is.
+var ErrNotFound = errors.New("no such tensor")
+
+// notFound is the error for a missing tensor: it names the file and the key.
+type notFound struct{ path, name string }
+
+func (e *notFound) Error() string { return fmt.Sprintf("%s: no tensor %q", e.path, e.name) }
+func (e *notFound) Unwrap() error { return ErrNotFound }
+
+// zipMagic starts every torch.save archive (torch >= 1.6); legacy torch.save
+// files and raw pickles start with the pickle PROTO opcode instead.
+var zipMagic = []byte("PK\x03\x04")
+
+// Open opens a checkpoint, choosing the reader by the file's first bytes
+// rather than its extension (released files are not always named for their
+// format): a zip archive is read as a torch.save .pth, anything else must be
+// safetensors.
+func Open(path string) (File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, 16)
+	n, err := io.ReadFull(f, head)
+	f.Close()
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	head = head[:n]
+	switch {
+	case bytes.HasPrefix(head, zipMagic):
+		return OpenPth(path)
+	case len(head) > 0 && head[0] == 0x80:
+		return nil, legacyError(path)
+	case looksLikeSafetensors(head):
+		return OpenSafetensors(path)
+	}
+	return nil, fmt.Errorf("%s: not a checkpoint: expected a torch.save zip archive (starts with \"PK\\x03\\x04\") or safetensors (8-byte header length, then '{'), found %d bytes starting %q", path, n, head)
+}
+
+// looksLikeSafetensors checks the start of a safetensors file: a
+// little-endian header length and the opening brace of its JSON.
+func looksLikeSafetensors(head []byte) bool {
+	if len(head) < 9 {
+		return false
+	}
+	for _, c := range head[8:] {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case '{':
+			return true
+		}
+		return false
+	}
+	return false
 }
 
 // sortedNames returns the keys of m sorted.

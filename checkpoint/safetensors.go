@@ -4,9 +4,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"os"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -37,29 +34,13 @@ type safetensorsFile struct {
 
 // OpenSafetensors memory-maps a .safetensors file and parses its header.
 func OpenSafetensors(path string) (File, error) {
-	f, err := os.Open(path)
+	data, err := mapFile(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
-	if size < 8 {
-		return nil, fmt.Errorf("%s: not a safetensors file: %d bytes, need at least 8", path, size)
-	}
-	var data []byte
-	if size > 0 {
-		data, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-		if err != nil {
-			return nil, fmt.Errorf("%s: mmap: %w", path, err)
-		}
 	}
 	sf, err := parseSafetensors(path, data)
 	if err != nil {
-		unix.Munmap(data)
+		unmap(data)
 		return nil, err
 	}
 	sf.mapped = true
@@ -114,7 +95,7 @@ func parseSafetensors(path string, data []byte) (*safetensorsFile, error) {
 		if want := n * int64(dt.Size()); h.Offsets[1]-h.Offsets[0] != want {
 			return nil, fmt.Errorf("%s: tensor %q: shape %v of %v needs %d bytes, data_offsets give %d", path, name, h.Shape, dt, want, h.Offsets[1]-h.Offsets[0])
 		}
-		if base+h.Offsets[1] > int64(len(data)) {
+		if h.Offsets[1] > int64(len(data))-base {
 			return nil, fmt.Errorf("%s: tensor %q: data ends at byte %d but the file has %d bytes (truncated)", path, name, base+h.Offsets[1], len(data))
 		}
 		shape := h.Shape
@@ -141,7 +122,7 @@ func (s *safetensorsFile) Info(name string) (Info, bool) {
 func (s *safetensorsFile) Raw(name string) ([]byte, error) {
 	e, ok := s.entries[name]
 	if !ok {
-		return nil, fmt.Errorf("%s: no tensor %q", s.path, name)
+		return nil, &notFound{s.path, name}
 	}
 	return s.data[e.begin:e.end], nil
 }
@@ -176,5 +157,5 @@ func (s *safetensorsFile) Close() error {
 		return nil // in-memory images are left to the GC
 	}
 	s.mapped = false
-	return unix.Munmap(data)
+	return unmap(data)
 }

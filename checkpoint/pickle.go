@@ -1,0 +1,914 @@
+package checkpoint
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// A restricted unpickler: it executes the pickle opcodes torch.save emits
+// (protocols 0-5) but can only construct plain data (None, bools, ints,
+// floats, strings, bytes, tuples, lists, dicts) and the handful of torch
+// objects a state dict is made of. Every GLOBAL is checked against
+// allowedGlobals when it is loaded, so a pickle naming anything else (say
+// os.system) is refused before it is used, and nothing is ever executed.
+//
+// Values never hold a copy of tensor data; tensors are descriptions
+// (pyTensor) resolved against the zip records afterwards.
+
+// Resource bounds: a pickle cannot make the reader allocate more than a
+// small multiple of its own size, and never more than these limits.
+const (
+	maxPickleStack = 1 << 22 // items on the stack, plus marks
+	maxPickleMemo  = 1 << 22 // memo entries
+)
+
+// Value types of the unpickler.
+type (
+	pyTuple  []any
+	pyList   struct{ items []any }
+	pyGlobal struct{ module, name string }
+	// pyDict keeps insertion order (torch state dicts are OrderedDicts and
+	// the order is the module order, which writers preserve).
+	pyDict struct {
+		keys  []any
+		vals  []any
+		index map[any]int
+	}
+	// pyBigInt stands for an integer that does not fit int64; it can only be
+	// carried, not used as a size.
+	pyBigInt struct{}
+	// pyDType is a torch dtype object (torch.bfloat16, ...).
+	pyDType struct{ name string }
+	// pyStorage is a persistent id ('storage', type, key, location, numel).
+	pyStorage struct {
+		typ   string // storage class name, e.g. "BFloat16Storage" or "UntypedStorage"
+		key   string
+		numel int64 // elements of typ (bytes for UntypedStorage)
+	}
+	// pyTensor is a rebuilt tensor: a strided view of a storage.
+	pyTensor struct {
+		storage *pyStorage
+		offset  int64
+		shape   []int64
+		stride  []int64
+		dtype   string // dtype name from _rebuild_tensor_v3, else "" (from the storage type)
+	}
+	pyMark struct{}
+)
+
+func newDict() *pyDict { return &pyDict{index: map[any]int{}} }
+
+// set inserts or replaces a key. Only scalar keys are hashable here, which
+// is all a state dict uses.
+func (d *pyDict) set(k, v any) error {
+	switch k.(type) {
+	case string, int64, bool, nil, float64:
+	default:
+		return fmt.Errorf("dict key of type %s is not supported", typeName(k))
+	}
+	if i, ok := d.index[k]; ok {
+		d.vals[i] = v
+		return nil
+	}
+	d.index[k] = len(d.keys)
+	d.keys = append(d.keys, k)
+	d.vals = append(d.vals, v)
+	return nil
+}
+
+// get looks a string key up.
+func (d *pyDict) get(k string) (any, bool) {
+	i, ok := d.index[k]
+	if !ok {
+		return nil, false
+	}
+	return d.vals[i], true
+}
+
+// typeName names a value's Python type for error messages. Values are never
+// printed whole: a pickle can build self-referencing lists.
+func typeName(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "None"
+	case bool:
+		return "bool"
+	case int64, pyBigInt:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "str"
+	case []byte:
+		return "bytes"
+	case pyTuple:
+		return fmt.Sprintf("tuple of %d", len(v))
+	case *pyList:
+		return "list"
+	case *pyDict:
+		return "dict"
+	case pyGlobal:
+		return v.module + "." + v.name
+	case pyDType:
+		return "torch." + v.name
+	case *pyStorage:
+		return "storage"
+	case *pyTensor:
+		return "tensor"
+	case pyMark:
+		return "mark"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// allowedGlobals are the callables and constants a torch state dict
+// pickle refers to. Storage classes (torch.*Storage) and dtypes are
+// admitted by pattern in isAllowedGlobal.
+var allowedGlobals = map[string]bool{
+	"collections.OrderedDict":                    true,
+	"torch._utils._rebuild_tensor":               true,
+	"torch._utils._rebuild_tensor_v2":            true,
+	"torch._utils._rebuild_tensor_v3":            true,
+	"torch._utils._rebuild_parameter":            true,
+	"torch._utils._rebuild_parameter_with_state": true,
+	"torch._tensor._rebuild_from_type_v2":        true,
+	"torch.nn.parameter.Parameter":               true,
+	"torch.Tensor":                               true,
+	"torch.Size":                                 true,
+	"torch.device":                               true,
+}
+
+// torchDTypeNames are the dtype objects torch pickles as globals.
+var torchDTypeNames = map[string]bool{
+	"float32": true, "float": true, "float64": true, "double": true, "float16": true, "half": true,
+	"bfloat16": true, "int8": true, "uint8": true, "int16": true, "short": true, "int32": true,
+	"int": true, "int64": true, "long": true, "bool": true, "float8_e4m3fn": true, "float8_e5m2": true,
+	"float8_e4m3fnuz": true, "float8_e5m2fnuz": true, "uint16": true, "uint32": true, "uint64": true,
+	"complex32": true, "complex64": true, "complex128": true, "cfloat": true, "cdouble": true,
+}
+
+func isAllowedGlobal(module, name string) bool {
+	if allowedGlobals[module+"."+name] {
+		return true
+	}
+	if module == "torch" || module == "torch.storage" {
+		if strings.HasSuffix(name, "Storage") && isIdent(name) {
+			return true
+		}
+	}
+	return module == "torch" && torchDTypeNames[name]
+}
+
+func isIdent(s string) bool {
+	for i, c := range s {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// unpickler is the machine state.
+type unpickler struct {
+	data  []byte
+	pos   int
+	stack []any
+	marks []int
+	memo  map[uint32]any
+}
+
+// pickleError carries the byte offset of the failing opcode.
+type pickleError struct {
+	pos int
+	msg string
+}
+
+func (e *pickleError) Error() string { return fmt.Sprintf("byte %d: %s", e.pos, e.msg) }
+
+// unpickle runs a pickle to its STOP opcode and returns the result.
+func unpickle(data []byte) (any, error) {
+	u := &unpickler{data: data, memo: map[uint32]any{}}
+	return u.run()
+}
+
+func (u *unpickler) fail(at int, format string, args ...any) error {
+	return &pickleError{pos: at, msg: fmt.Sprintf(format, args...)}
+}
+
+// need returns the next n bytes, or an error if the pickle ends first.
+func (u *unpickler) need(at, n int) ([]byte, error) {
+	if n < 0 || n > len(u.data)-u.pos {
+		return nil, u.fail(at, "pickle truncated: need %d more bytes, %d left", n, len(u.data)-u.pos)
+	}
+	b := u.data[u.pos : u.pos+n]
+	u.pos += n
+	return b, nil
+}
+
+// line returns the text up to the next newline (protocol 0 arguments).
+func (u *unpickler) line(at int) (string, error) {
+	rest := u.data[u.pos:]
+	i := 0
+	for i < len(rest) && rest[i] != '\n' {
+		i++
+	}
+	if i == len(rest) {
+		return "", u.fail(at, "pickle truncated: unterminated text argument")
+	}
+	u.pos += i + 1
+	return string(rest[:i]), nil
+}
+
+func (u *unpickler) push(at int, v any) error {
+	if len(u.stack)+len(u.marks) >= maxPickleStack {
+		return u.fail(at, "pickle stack exceeds %d items", maxPickleStack)
+	}
+	u.stack = append(u.stack, v)
+	return nil
+}
+
+func (u *unpickler) pop(at int) (any, error) {
+	if len(u.stack) == 0 || (len(u.marks) > 0 && u.marks[len(u.marks)-1] == len(u.stack)) {
+		return nil, u.fail(at, "pickle stack underflow")
+	}
+	v := u.stack[len(u.stack)-1]
+	u.stack = u.stack[:len(u.stack)-1]
+	return v, nil
+}
+
+func (u *unpickler) top(at int) (any, error) {
+	if len(u.stack) == 0 || (len(u.marks) > 0 && u.marks[len(u.marks)-1] == len(u.stack)) {
+		return nil, u.fail(at, "pickle stack underflow")
+	}
+	return u.stack[len(u.stack)-1], nil
+}
+
+// popMark returns the items pushed since the last MARK (a fresh slice).
+func (u *unpickler) popMark(at int) ([]any, error) {
+	if len(u.marks) == 0 {
+		return nil, u.fail(at, "pickle opcode needs a MARK, none is open")
+	}
+	m := u.marks[len(u.marks)-1]
+	u.marks = u.marks[:len(u.marks)-1]
+	items := make([]any, len(u.stack)-m)
+	copy(items, u.stack[m:])
+	clear(u.stack[m:])
+	u.stack = u.stack[:m]
+	return items, nil
+}
+
+func (u *unpickler) memoPut(at int, idx uint32, v any) error {
+	if _, ok := u.memo[idx]; !ok && len(u.memo) >= maxPickleMemo {
+		return u.fail(at, "pickle memo exceeds %d entries", maxPickleMemo)
+	}
+	u.memo[idx] = v
+	return nil
+}
+
+func (u *unpickler) memoGet(at int, idx uint32) error {
+	v, ok := u.memo[idx]
+	if !ok {
+		return u.fail(at, "pickle refers to memo entry %d that was never stored", idx)
+	}
+	return u.push(at, v)
+}
+
+// decodeLong decodes a little-endian two's-complement integer (LONG1/LONG4).
+func decodeLong(b []byte) any {
+	if len(b) == 0 {
+		return int64(0)
+	}
+	if len(b) > 8 {
+		// Fits int64 only if the extra bytes are pure sign extension.
+		ext := byte(0)
+		if b[7]&0x80 != 0 {
+			ext = 0xff
+		}
+		for _, c := range b[8:] {
+			if c != ext {
+				return pyBigInt{}
+			}
+		}
+		b = b[:8]
+	}
+	var v uint64
+	for i := len(b) - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	if len(b) < 8 && b[len(b)-1]&0x80 != 0 {
+		v |= ^uint64(0) << (8 * len(b))
+	}
+	return int64(v)
+}
+
+func (u *unpickler) run() (any, error) {
+	le := binary.LittleEndian
+	for {
+		at := u.pos
+		if u.pos >= len(u.data) {
+			return nil, u.fail(at, "pickle truncated: no STOP opcode")
+		}
+		op := u.data[u.pos]
+		u.pos++
+		var err error
+		switch op {
+		case 0x80: // PROTO
+			var b []byte
+			if b, err = u.need(at, 1); err == nil && b[0] > 5 {
+				err = u.fail(at, "pickle protocol %d is not supported (0-5)", b[0])
+			}
+		case 0x95: // FRAME: the length is advisory for a reader holding the whole pickle
+			_, err = u.need(at, 8)
+		case '.': // STOP
+			v, err := u.pop(at)
+			if err != nil {
+				return nil, err
+			}
+			return v, nil
+		case '(': // MARK
+			if len(u.stack)+len(u.marks) >= maxPickleStack {
+				return nil, u.fail(at, "pickle stack exceeds %d items", maxPickleStack)
+			}
+			u.marks = append(u.marks, len(u.stack))
+		case '0': // POP
+			_, err = u.pop(at)
+		case '1': // POP_MARK
+			_, err = u.popMark(at)
+		case '2': // DUP
+			var v any
+			if v, err = u.top(at); err == nil {
+				err = u.push(at, v)
+			}
+		case 'N':
+			err = u.push(at, nil)
+		case 0x88: // NEWTRUE
+			err = u.push(at, true)
+		case 0x89: // NEWFALSE
+			err = u.push(at, false)
+		case 'J': // BININT
+			var b []byte
+			if b, err = u.need(at, 4); err == nil {
+				err = u.push(at, int64(int32(le.Uint32(b))))
+			}
+		case 'K': // BININT1
+			var b []byte
+			if b, err = u.need(at, 1); err == nil {
+				err = u.push(at, int64(b[0]))
+			}
+		case 'M': // BININT2
+			var b []byte
+			if b, err = u.need(at, 2); err == nil {
+				err = u.push(at, int64(le.Uint16(b)))
+			}
+		case 0x8a: // LONG1
+			var b []byte
+			if b, err = u.need(at, 1); err == nil {
+				if b, err = u.need(at, int(b[0])); err == nil {
+					err = u.push(at, decodeLong(b))
+				}
+			}
+		case 0x8b: // LONG4
+			var b []byte
+			if b, err = u.need(at, 4); err == nil {
+				n := int32(le.Uint32(b))
+				if n < 0 {
+					err = u.fail(at, "negative LONG4 length")
+				} else if b, err = u.need(at, int(n)); err == nil {
+					err = u.push(at, decodeLong(b))
+				}
+			}
+		case 'I', 'L': // INT, LONG (text)
+			var s string
+			if s, err = u.line(at); err == nil {
+				err = u.push(at, parseTextInt(s, op == 'L'))
+			}
+		case 'F': // FLOAT (text)
+			var s string
+			if s, err = u.line(at); err == nil {
+				f, perr := strconv.ParseFloat(strings.TrimSpace(s), 64)
+				if perr != nil {
+					err = u.fail(at, "bad FLOAT %q", truncate(s))
+				} else {
+					err = u.push(at, f)
+				}
+			}
+		case 'G': // BINFLOAT (big-endian)
+			var b []byte
+			if b, err = u.need(at, 8); err == nil {
+				err = u.push(at, math.Float64frombits(binary.BigEndian.Uint64(b)))
+			}
+		case 'X', 0x8c, 0x8d: // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8
+			var s []byte
+			if s, err = u.counted(at, op); err == nil {
+				if !utf8.Valid(s) {
+					err = u.fail(at, "string is not valid UTF-8")
+				} else {
+					err = u.push(at, string(s))
+				}
+			}
+		case 'T', 'U': // BINSTRING, SHORT_BINSTRING (Python 2 str: decoded as text)
+			var s []byte
+			if s, err = u.counted(at, op); err == nil {
+				err = u.push(at, string(s))
+			}
+		case 'B', 'C', 0x8e, 0x96: // BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8
+			var s []byte
+			if s, err = u.counted(at, op); err == nil {
+				err = u.push(at, s) // aliases the pickle; never modified
+			}
+		case 'S': // STRING (text, quoted)
+			var s string
+			if s, err = u.line(at); err == nil {
+				if len(s) >= 2 && (s[0] == '\'' || s[0] == '"') && s[len(s)-1] == s[0] {
+					err = u.push(at, s[1:len(s)-1])
+				} else {
+					err = u.fail(at, "bad STRING argument")
+				}
+			}
+		case 'V': // UNICODE (raw-unicode-escape text; ASCII is all a state dict needs)
+			var s string
+			if s, err = u.line(at); err == nil {
+				err = u.push(at, s)
+			}
+		case ')':
+			err = u.push(at, pyTuple{})
+		case 't': // TUPLE
+			var items []any
+			if items, err = u.popMark(at); err == nil {
+				err = u.push(at, pyTuple(items))
+			}
+		case 0x85, 0x86, 0x87: // TUPLE1..3
+			n := int(op - 0x84)
+			if len(u.stack) < n || (len(u.marks) > 0 && u.marks[len(u.marks)-1] > len(u.stack)-n) {
+				err = u.fail(at, "pickle stack underflow")
+				break
+			}
+			t := make(pyTuple, n)
+			copy(t, u.stack[len(u.stack)-n:])
+			u.stack = u.stack[:len(u.stack)-n]
+			err = u.push(at, t)
+		case ']':
+			err = u.push(at, &pyList{})
+		case 'l': // LIST
+			var items []any
+			if items, err = u.popMark(at); err == nil {
+				err = u.push(at, &pyList{items: items})
+			}
+		case 0x8f: // EMPTY_SET: kept as a list, sets only appear in metadata
+			err = u.push(at, &pyList{})
+		case 'a': // APPEND
+			var v, l any
+			if v, err = u.pop(at); err == nil {
+				if l, err = u.top(at); err == nil {
+					err = u.appendTo(at, l, v)
+				}
+			}
+		case 'e', 0x90: // APPENDS, ADDITEMS
+			var items []any
+			var l any
+			if items, err = u.popMark(at); err == nil {
+				if l, err = u.top(at); err == nil {
+					for _, v := range items {
+						if err = u.appendTo(at, l, v); err != nil {
+							break
+						}
+					}
+				}
+			}
+		case 0x91: // FROZENSET
+			var items []any
+			if items, err = u.popMark(at); err == nil {
+				err = u.push(at, &pyList{items: items})
+			}
+		case '}':
+			err = u.push(at, newDict())
+		case 'd': // DICT
+			var items []any
+			if items, err = u.popMark(at); err == nil {
+				d := newDict()
+				if err = u.setItems(at, d, items); err == nil {
+					err = u.push(at, d)
+				}
+			}
+		case 's': // SETITEM
+			var k, v, d any
+			if v, err = u.pop(at); err == nil {
+				if k, err = u.pop(at); err == nil {
+					if d, err = u.top(at); err == nil {
+						err = u.setItems(at, d, []any{k, v})
+					}
+				}
+			}
+		case 'u': // SETITEMS
+			var items []any
+			var d any
+			if items, err = u.popMark(at); err == nil {
+				if d, err = u.top(at); err == nil {
+					err = u.setItems(at, d, items)
+				}
+			}
+		case 'c': // GLOBAL module\nname\n
+			var mod, name string
+			if mod, err = u.line(at); err == nil {
+				if name, err = u.line(at); err == nil {
+					err = u.global(at, mod, name)
+				}
+			}
+		case 0x93: // STACK_GLOBAL
+			var m, n any
+			if n, err = u.pop(at); err == nil {
+				if m, err = u.pop(at); err == nil {
+					ms, ok1 := m.(string)
+					ns, ok2 := n.(string)
+					if !ok1 || !ok2 {
+						err = u.fail(at, "STACK_GLOBAL needs two strings, got %s and %s", typeName(m), typeName(n))
+					} else {
+						err = u.global(at, ms, ns)
+					}
+				}
+			}
+		case 'i', 'o', 0x82, 0x83, 0x84: // INST, OBJ, EXT1, EXT2, EXT4
+			err = u.fail(at, "pickle opcode %q builds arbitrary objects and is refused", op)
+		case 'R', 0x81: // REDUCE, NEWOBJ: call(args)
+			var fn, args any
+			if args, err = u.pop(at); err == nil {
+				if fn, err = u.pop(at); err == nil {
+					var v any
+					if v, err = u.call(at, fn, args); err == nil {
+						err = u.push(at, v)
+					}
+				}
+			}
+		case 0x92: // NEWOBJ_EX: cls, args, kwargs
+			var cls, args, kw any
+			if kw, err = u.pop(at); err == nil {
+				if args, err = u.pop(at); err == nil {
+					if cls, err = u.pop(at); err == nil {
+						if d, ok := kw.(*pyDict); !ok || len(d.keys) != 0 {
+							err = u.fail(at, "NEWOBJ_EX with keyword arguments is not supported")
+						} else {
+							var v any
+							if v, err = u.call(at, cls, args); err == nil {
+								err = u.push(at, v)
+							}
+						}
+					}
+				}
+			}
+		case 'b': // BUILD: set state of the object below
+			var state, obj any
+			if state, err = u.pop(at); err == nil {
+				if obj, err = u.top(at); err == nil {
+					err = u.build(at, obj, state)
+				}
+			}
+		case 'Q': // BINPERSID
+			var pid any
+			if pid, err = u.pop(at); err == nil {
+				var v any
+				if v, err = u.persistent(at, pid); err == nil {
+					err = u.push(at, v)
+				}
+			}
+		case 'P': // PERSID (text id): torch never writes it
+			err = u.fail(at, "text persistent ids are not supported")
+		case 'p': // PUT (text)
+			var s string
+			if s, err = u.line(at); err == nil {
+				idx, perr := strconv.ParseUint(s, 10, 32)
+				var v any
+				if perr != nil {
+					err = u.fail(at, "bad PUT index %q", truncate(s))
+				} else if v, err = u.top(at); err == nil {
+					err = u.memoPut(at, uint32(idx), v)
+				}
+			}
+		case 'q': // BINPUT
+			var b []byte
+			var v any
+			if b, err = u.need(at, 1); err == nil {
+				if v, err = u.top(at); err == nil {
+					err = u.memoPut(at, uint32(b[0]), v)
+				}
+			}
+		case 'r': // LONG_BINPUT
+			var b []byte
+			var v any
+			if b, err = u.need(at, 4); err == nil {
+				if v, err = u.top(at); err == nil {
+					err = u.memoPut(at, le.Uint32(b), v)
+				}
+			}
+		case 0x94: // MEMOIZE
+			var v any
+			if v, err = u.top(at); err == nil {
+				err = u.memoPut(at, uint32(len(u.memo)), v)
+			}
+		case 'g': // GET (text)
+			var s string
+			if s, err = u.line(at); err == nil {
+				idx, perr := strconv.ParseUint(s, 10, 32)
+				if perr != nil {
+					err = u.fail(at, "bad GET index %q", truncate(s))
+				} else {
+					err = u.memoGet(at, uint32(idx))
+				}
+			}
+		case 'h': // BINGET
+			var b []byte
+			if b, err = u.need(at, 1); err == nil {
+				err = u.memoGet(at, uint32(b[0]))
+			}
+		case 'j': // LONG_BINGET
+			var b []byte
+			if b, err = u.need(at, 4); err == nil {
+				err = u.memoGet(at, le.Uint32(b))
+			}
+		default:
+			err = u.fail(at, "unknown or unsupported pickle opcode 0x%02x", op)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// counted reads a length-prefixed string/bytes argument.
+func (u *unpickler) counted(at int, op byte) ([]byte, error) {
+	var n uint64
+	switch op {
+	case 'C', 'U', 0x8c: // 1-byte length
+		b, err := u.need(at, 1)
+		if err != nil {
+			return nil, err
+		}
+		n = uint64(b[0])
+	case 'X', 'B', 'T': // 4-byte length
+		b, err := u.need(at, 4)
+		if err != nil {
+			return nil, err
+		}
+		n = uint64(binary.LittleEndian.Uint32(b))
+		if op == 'T' && int32(n) < 0 {
+			return nil, u.fail(at, "negative BINSTRING length")
+		}
+	default: // 8-byte length
+		b, err := u.need(at, 8)
+		if err != nil {
+			return nil, err
+		}
+		n = binary.LittleEndian.Uint64(b)
+	}
+	if n > uint64(len(u.data)-u.pos) {
+		return nil, u.fail(at, "pickle truncated: string of %d bytes, %d left", n, len(u.data)-u.pos)
+	}
+	return u.need(at, int(n))
+}
+
+func parseTextInt(s string, long bool) any {
+	s = strings.TrimSpace(s)
+	if long {
+		s = strings.TrimSuffix(s, "L")
+	}
+	switch s {
+	case "00":
+		return false
+	case "01":
+		return true
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return pyBigInt{}
+	}
+	return v
+}
+
+func truncate(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
+
+func (u *unpickler) appendTo(at int, l, v any) error {
+	lst, ok := l.(*pyList)
+	if !ok {
+		return u.fail(at, "APPEND to a %s", typeName(l))
+	}
+	lst.items = append(lst.items, v)
+	return nil
+}
+
+func (u *unpickler) setItems(at int, d any, items []any) error {
+	dict, ok := d.(*pyDict)
+	if !ok {
+		return u.fail(at, "SETITEM on a %s", typeName(d))
+	}
+	if len(items)%2 != 0 {
+		return u.fail(at, "SETITEMS with an odd number of items")
+	}
+	for i := 0; i < len(items); i += 2 {
+		if err := dict.set(items[i], items[i+1]); err != nil {
+			return u.fail(at, "%v", err)
+		}
+	}
+	return nil
+}
+
+func (u *unpickler) global(at int, module, name string) error {
+	if !isAllowedGlobal(module, name) {
+		return u.fail(at, "refusing to load global %s.%s: a checkpoint pickle may only rebuild tensors and dicts", truncate(module), truncate(name))
+	}
+	if module == "torch" && torchDTypeNames[name] {
+		return u.push(at, pyDType{name: name})
+	}
+	return u.push(at, pyGlobal{module: module, name: name})
+}
+
+// build applies BUILD. torch attaches `_metadata` (module versions) to a
+// state dict this way; that state is not needed to read tensors and is
+// dropped. Tensor state (from _rebuild_from_type_v2 subclasses) is dropped
+// likewise.
+func (u *unpickler) build(at int, obj, state any) error {
+	switch obj.(type) {
+	case *pyDict, *pyTensor:
+		return nil
+	}
+	return u.fail(at, "BUILD on a %s is not supported", typeName(obj))
+}
+
+// persistent resolves BINPERSID: torch.save refers to each storage as
+// ('storage', storage_type, key, location, numel).
+func (u *unpickler) persistent(at int, pid any) (any, error) {
+	t, ok := pid.(pyTuple)
+	if !ok || len(t) != 5 {
+		return nil, u.fail(at, "persistent id is a %s, want ('storage', type, key, location, numel)", typeName(pid))
+	}
+	if s, _ := t[0].(string); s != "storage" {
+		return nil, u.fail(at, "persistent id of kind %s, want 'storage'", typeName(t[0]))
+	}
+	g, ok := t[1].(pyGlobal)
+	if !ok || !strings.HasSuffix(g.name, "Storage") {
+		return nil, u.fail(at, "persistent id names storage type %s", typeName(t[1]))
+	}
+	var key string
+	switch k := t[2].(type) {
+	case string:
+		key = k
+	case int64:
+		key = strconv.FormatInt(k, 10)
+	default:
+		return nil, u.fail(at, "storage key is a %s, want str", typeName(t[2]))
+	}
+	numel, ok := t[4].(int64)
+	if !ok || numel < 0 {
+		return nil, u.fail(at, "storage %q: element count is not a non-negative int", truncate(key))
+	}
+	// t[3], the location (cpu, cuda:0, ...), is irrelevant: data is read to the host.
+	return &pyStorage{typ: g.name, key: key, numel: numel}, nil
+}
+
+// call applies REDUCE/NEWOBJ for the allowed callables.
+func (u *unpickler) call(at int, fn, argv any) (any, error) {
+	g, ok := fn.(pyGlobal)
+	if !ok {
+		return nil, u.fail(at, "cannot call a %s", typeName(fn))
+	}
+	args, ok := argv.(pyTuple)
+	if !ok {
+		return nil, u.fail(at, "%s called with a %s instead of an argument tuple", typeName(fn), typeName(argv))
+	}
+	name := g.module + "." + g.name
+	switch name {
+	case "collections.OrderedDict":
+		d := newDict()
+		if len(args) == 0 {
+			return d, nil
+		}
+		// OrderedDict(iterable of pairs)
+		var items []any
+		switch it := args[0].(type) {
+		case *pyList:
+			items = it.items
+		case pyTuple:
+			items = it
+		default:
+			return nil, u.fail(at, "OrderedDict(%s) is not supported", typeName(args[0]))
+		}
+		for _, p := range items {
+			pair, ok := p.(pyTuple)
+			if !ok || len(pair) != 2 {
+				return nil, u.fail(at, "OrderedDict item is a %s, want a pair", typeName(p))
+			}
+			if err := d.set(pair[0], pair[1]); err != nil {
+				return nil, u.fail(at, "%v", err)
+			}
+		}
+		return d, nil
+	case "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3":
+		return u.rebuildTensor(at, g.name, args)
+	case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+		"torch.nn.parameter.Parameter":
+		if len(args) < 1 {
+			return nil, u.fail(at, "%s needs a tensor argument", name)
+		}
+		if _, ok := args[0].(*pyTensor); !ok {
+			return nil, u.fail(at, "%s of a %s", name, typeName(args[0]))
+		}
+		return args[0], nil
+	case "torch._tensor._rebuild_from_type_v2":
+		// (func, new_type, args, state): a Tensor or Parameter rebuilt by func.
+		if len(args) != 4 {
+			return nil, u.fail(at, "%s needs 4 arguments, got %d", name, len(args))
+		}
+		if t, ok := args[1].(pyGlobal); !ok || (t.module+"."+t.name != "torch.Tensor" && t.module+"."+t.name != "torch.nn.parameter.Parameter") {
+			return nil, u.fail(at, "%s to type %s is not supported", name, typeName(args[1]))
+		}
+		if f, ok := args[0].(pyGlobal); !ok || !strings.HasPrefix(f.module+"."+f.name, "torch._utils._rebuild_") {
+			return nil, u.fail(at, "%s with function %s is not supported", name, typeName(args[0]))
+		}
+		return u.call(at, args[0], args[2])
+	case "torch.Size":
+		if len(args) == 0 {
+			return pyTuple{}, nil
+		}
+		if t, ok := args[0].(pyTuple); ok && len(args) == 1 {
+			return t, nil
+		}
+		if l, ok := args[0].(*pyList); ok && len(args) == 1 {
+			return pyTuple(append([]any(nil), l.items...)), nil
+		}
+		return nil, u.fail(at, "torch.Size(%s) is not supported", typeName(args[0]))
+	case "torch.device":
+		// Devices only appear as metadata; keep their name.
+		if len(args) >= 1 {
+			if s, ok := args[0].(string); ok {
+				return s, nil
+			}
+		}
+		return nil, u.fail(at, "torch.device with unsupported arguments")
+	}
+	return nil, u.fail(at, "calling %s is not supported", name)
+}
+
+// rebuildTensor records the arguments of torch._utils._rebuild_tensor*:
+// (storage, storage_offset, size, stride, [requires_grad, backward_hooks,
+// [dtype,]] [metadata]). Bounds are checked later against the storage
+// record, when the tensor's name is known.
+func (u *unpickler) rebuildTensor(at int, fname string, args pyTuple) (any, error) {
+	want := map[string]int{"_rebuild_tensor": 4, "_rebuild_tensor_v2": 6, "_rebuild_tensor_v3": 7}[fname]
+	if len(args) < want || len(args) > want+1 || (fname == "_rebuild_tensor" && len(args) != 4) {
+		return nil, u.fail(at, "%s called with %d arguments", fname, len(args))
+	}
+	st, ok := args[0].(*pyStorage)
+	if !ok {
+		return nil, u.fail(at, "%s: first argument is a %s, want a storage", fname, typeName(args[0]))
+	}
+	off, ok := args[1].(int64)
+	if !ok || off < 0 {
+		return nil, u.fail(at, "%s: storage offset is not a non-negative int", fname)
+	}
+	shape, err := u.intTuple(at, fname, "size", args[2])
+	if err != nil {
+		return nil, err
+	}
+	stride, err := u.intTuple(at, fname, "stride", args[3])
+	if err != nil {
+		return nil, err
+	}
+	t := &pyTensor{storage: st, offset: off, shape: shape, stride: stride}
+	if fname == "_rebuild_tensor_v3" {
+		dt, ok := args[6].(pyDType)
+		if !ok {
+			return nil, u.fail(at, "%s: dtype argument is a %s", fname, typeName(args[6]))
+		}
+		t.dtype = dt.name
+	}
+	return t, nil
+}
+
+// maxDims bounds tensor rank; torch itself allows 64.
+const maxDims = 64
+
+func (u *unpickler) intTuple(at int, fname, what string, v any) ([]int64, error) {
+	t, ok := v.(pyTuple)
+	if !ok {
+		return nil, u.fail(at, "%s: %s is a %s, want a tuple of ints", fname, what, typeName(v))
+	}
+	if len(t) > maxDims {
+		return nil, u.fail(at, "%s: %s has %d dimensions (at most %d)", fname, what, len(t), maxDims)
+	}
+	out := make([]int64, len(t))
+	for i, e := range t {
+		n, ok := e.(int64)
+		if !ok || n < 0 {
+			return nil, u.fail(at, "%s: %s[%d] is not a non-negative int", fname, what, i)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
