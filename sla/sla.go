@@ -1,0 +1,210 @@
+// Package sla is TurboDiffusion's sparse-linear attention (REFERENCE.md §4)
+// in pure Go: the block map shared by SLA and SageSLA, the sparse branch as
+// the SLA Triton kernel computes it, SageSLA's int8-QK / fp8-PV sparse
+// branch emulated on the CPU, and the linear branch with proj_l.
+//
+// Tensors are float32 slices in the DiT's layout, q, k, v and the output
+// [L, heads, d] row-major. Following the reference, q/k/v are rounded to
+// bf16 inside the attention even in a float32 model, and the output holds
+// bf16-exact values.
+package sla
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// Geometry is the shape and sparsity of one SLA call.
+type Geometry struct {
+	L, Heads, D    int
+	BlockQ, BlockK int     // query and key block sizes (SLA 128/64; SageSLA on sm90 64/128)
+	TopK           float64 // fraction of key blocks kept per query block
+}
+
+// QBlocks is the number of query blocks, ceil(L/BlockQ).
+func (g Geometry) QBlocks() int { return (g.L + g.BlockQ - 1) / g.BlockQ }
+
+// KBlocks is the number of key blocks, ceil(L/BlockK).
+func (g Geometry) KBlocks() int { return (g.L + g.BlockK - 1) / g.BlockK }
+
+// Selected is how many key blocks each query block keeps:
+// min(Kb, int(topk·Kb)) with the product in float64, as Python computes it.
+func (g Geometry) Selected() int {
+	kb := g.KBlocks()
+	return min(kb, int(g.TopK*float64(kb)))
+}
+
+// MapLen is the length of a block map, heads·QBlocks·KBlocks.
+func (g Geometry) MapLen() int { return g.Heads * g.QBlocks() * g.KBlocks() }
+
+// Check validates the geometry against slices of n elements each.
+func (g Geometry) Check(n int) error {
+	switch {
+	case g.L <= 0 || g.Heads <= 0 || g.D <= 0:
+		return fmt.Errorf("sla: need L, heads and head dim > 0, got L=%d heads=%d d=%d", g.L, g.Heads, g.D)
+	case g.BlockQ <= 0 || g.BlockK <= 0:
+		return fmt.Errorf("sla: block sizes must be > 0, got BlockQ=%d BlockK=%d", g.BlockQ, g.BlockK)
+	case !(g.TopK > 0 && g.TopK <= 1):
+		return fmt.Errorf("sla: topk must be a fraction in (0, 1], got %g", g.TopK)
+	case g.Selected() < 1:
+		return fmt.Errorf("sla: topk %g keeps no key block of %d (int(topk·Kb) = 0)", g.TopK, g.KBlocks())
+	case n != g.L*g.Heads*g.D:
+		return fmt.Errorf("sla: q/k/v hold %d values, want [L=%d, heads=%d, d=%d]", n, g.L, g.Heads, g.D)
+	}
+	return nil
+}
+
+// Config is one SLA or SageSLA call.
+type Config struct {
+	Geometry
+	// Sage selects SageSLA's quantised sparse branch (int8 Q/K, fp8 P and V).
+	Sage bool
+	// BF16Map says q and k arrive in bf16 (the model dtype): the block map
+	// then rounds its means, pooled blocks and scores to bf16 like the
+	// reference; a float32 model computes them in float32.
+	BF16Map bool
+	// BlockMap, when non-nil, replaces the computed selection
+	// ([heads][QBlocks][KBlocks], 1 = selected).
+	BlockMap []int8
+}
+
+// Forward computes SLA/SageSLA attention: o = bf16(sparse + proj_l(linear))
+// for q, k, v [L, heads, d], with proj_l weight projW [d, d] and bias projB
+// [d] (nil for none). It returns the output [L, heads, d] (bf16-exact) and
+// the block map it used.
+func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, []int8, error) {
+	g := cfg.Geometry
+	if err := g.Check(len(q)); err != nil {
+		return nil, nil, err
+	}
+	if len(k) != len(q) || len(v) != len(q) {
+		return nil, nil, fmt.Errorf("sla: q, k, v sizes differ: %d, %d, %d", len(q), len(k), len(v))
+	}
+	if len(projW) != g.D*g.D || (projB != nil && len(projB) != g.D) {
+		return nil, nil, fmt.Errorf("sla: proj_l weight has %d values (want [%d, %d]), bias %d (want %d)", len(projW), g.D, g.D, len(projB), g.D)
+	}
+	if cfg.Sage && g.D != 64 && g.D != 128 {
+		return nil, nil, fmt.Errorf("sla: SageSLA needs head dim 64 or 128, got %d", g.D)
+	}
+	bmap := cfg.BlockMap
+	if bmap == nil {
+		var err error
+		if bmap, err = BlockMap(q, k, g, cfg.BF16Map); err != nil {
+			return nil, nil, err
+		}
+	} else if err := checkMap(bmap, g); err != nil {
+		return nil, nil, err
+	}
+	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
+	var os []float32
+	if cfg.Sage {
+		os = sageSparse(qh, kh, vh, g, bmap)
+	} else {
+		os = sparse(qh, kh, vh, g, bmap)
+	}
+	ol := linear(qh, kh, vh, g, projW, projB)
+	out := make([]float32, len(q))
+	hd := g.Heads * g.D
+	for h := 0; h < g.Heads; h++ {
+		for l := 0; l < g.L; l++ {
+			src := (h*g.L + l) * g.D
+			dst := l*hd + h*g.D
+			for c := 0; c < g.D; c++ {
+				out[dst+c] = tensor.RoundBF16(os[src+c] + ol[src+c])
+			}
+		}
+	}
+	return out, bmap, nil
+}
+
+// Sparse is the sparse branch alone (SLA Triton kernel, or SageSLA when
+// sage), output [L, heads, d] bf16-exact; for conformance tests.
+func Sparse(q, k, v []float32, g Geometry, bmap []int8, sage bool) ([]float32, error) {
+	if err := g.Check(len(q)); err != nil {
+		return nil, err
+	}
+	if err := checkMap(bmap, g); err != nil {
+		return nil, err
+	}
+	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
+	var os []float32
+	if sage {
+		os = sageSparse(qh, kh, vh, g, bmap)
+	} else {
+		os = sparse(qh, kh, vh, g, bmap)
+	}
+	return fromHeads(os, g), nil
+}
+
+func checkMap(m []int8, g Geometry) error {
+	if len(m) != g.MapLen() {
+		return fmt.Errorf("sla: block map has %d entries, want [heads=%d, qblocks=%d, kblocks=%d]", len(m), g.Heads, g.QBlocks(), g.KBlocks())
+	}
+	return nil
+}
+
+// toHeads copies x [L, heads, d] to [heads, L, d], rounding to bf16 if asked.
+func toHeads(x []float32, g Geometry, bf16 bool) []float32 {
+	out := make([]float32, len(x))
+	hd := g.Heads * g.D
+	for l := 0; l < g.L; l++ {
+		for h := 0; h < g.Heads; h++ {
+			src := x[l*hd+h*g.D : l*hd+h*g.D+g.D]
+			dst := out[(h*g.L+l)*g.D : (h*g.L+l)*g.D+g.D]
+			if bf16 {
+				for c, v := range src {
+					dst[c] = tensor.RoundBF16(v)
+				}
+			} else {
+				copy(dst, src)
+			}
+		}
+	}
+	return out
+}
+
+// fromHeads is the inverse of toHeads (no rounding).
+func fromHeads(x []float32, g Geometry) []float32 {
+	out := make([]float32, len(x))
+	hd := g.Heads * g.D
+	for h := 0; h < g.Heads; h++ {
+		for l := 0; l < g.L; l++ {
+			copy(out[l*hd+h*g.D:l*hd+h*g.D+g.D], x[(h*g.L+l)*g.D:(h*g.L+l)*g.D+g.D])
+		}
+	}
+	return out
+}
+
+// selectedBlocks lists the selected key blocks of one map row, ascending.
+func selectedBlocks(row []int8) []int {
+	var sel []int
+	for j, s := range row {
+		if s != 0 {
+			sel = append(sel, j)
+		}
+	}
+	return sel
+}
+
+// dot is a float32 dot product with four partial sums.
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+func exp2f(x float32) float32 { return float32(math.Exp2(float64(x))) }
+
+func errSize(a, b int) error { return fmt.Errorf("sla: q and k sizes differ: %d vs %d", a, b) }

@@ -1,0 +1,162 @@
+package sla
+
+import (
+	"math"
+	"sort"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+)
+
+type slaUnit struct {
+	q, k, v, pw, pb      []float32
+	oSparse, out, pooled []float32
+	smap                 []int8
+	g                    Geometry
+}
+
+// loadSLAUnit reads sla_unit.safetensors: SparseLinearAttention on random
+// bf16 q/k/v [1, 1000, 2, 128], topk 0.25, BLKQ 128, BLKK 64.
+func loadSLAUnit(t *testing.T) slaUnit {
+	f := golden.Open(t, "sla_unit.safetensors")
+	var u slaUnit
+	var qs []int
+	u.q, qs = golden.Tensor(t, f, "q")
+	u.k, _ = golden.Tensor(t, f, "k")
+	u.v, _ = golden.Tensor(t, f, "v")
+	u.pw, _ = golden.Tensor(t, f, "proj_l.weight")
+	u.pb, _ = golden.Tensor(t, f, "proj_l.bias")
+	u.oSparse, _ = golden.Tensor(t, f, "o_sparse")
+	u.out, _ = golden.Tensor(t, f, "output")
+	u.pooled, _ = golden.Tensor(t, f, "pooled_score")
+	var err error
+	if u.smap, err = f.Int8("sparse_map"); err != nil {
+		t.Fatal(err)
+	}
+	u.g = Geometry{L: qs[1], Heads: qs[2], D: qs[3], BlockQ: 128, BlockK: 64, TopK: 0.25}
+	if u.g.Selected() != 4 {
+		t.Fatalf("topk count %d, the oracle used 4", u.g.Selected())
+	}
+	return u
+}
+
+// relGap is (k-th − (k+1)-th score) / max|score| of one row: how close the
+// selection is to a tie.
+func relGap(row []float32, kk int) float64 {
+	s := append([]float32(nil), row...)
+	sort.Slice(s, func(a, b int) bool { return s[a] > s[b] })
+	m := 0.0
+	for _, x := range s {
+		m = math.Max(m, math.Abs(float64(x)))
+	}
+	if kk >= len(s) || m == 0 {
+		return math.Inf(1)
+	}
+	return float64(s[kk-1]-s[kk]) / m
+}
+
+func TestSLAUnitBlockMap(t *testing.T) {
+	u := loadSLAUnit(t)
+	scores, err := PooledScores(u.q, u.k, u.g, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := 0
+	for i := range scores {
+		if scores[i] == u.pooled[i] {
+			same++
+		}
+	}
+	golden.Compare(t, "pooled_score", scores, u.pooled, 1e-2)
+	t.Logf("pooled_score: %d of %d bit-identical", same, len(scores))
+	m := SelectTopK(scores, u.g)
+	kb := u.g.KBlocks()
+	diffRows, minGap := 0, math.Inf(1)
+	for r := 0; r < len(m)/kb; r++ {
+		gap := relGap(u.pooled[r*kb:r*kb+kb], u.g.Selected())
+		minGap = math.Min(minGap, gap)
+		for j := 0; j < kb; j++ {
+			if m[r*kb+j] != u.smap[r*kb+j] {
+				diffRows++
+				t.Errorf("head %d query block %d: map differs from the oracle (oracle relative gap %.2e)", r/u.g.QBlocks(), r%u.g.QBlocks(), gap)
+				break
+			}
+		}
+	}
+	t.Logf("block map: %d of %d rows differ; smallest oracle relative gap %.2e", diffRows, len(m)/kb, minGap)
+}
+
+func TestSLAUnitSparse(t *testing.T) {
+	u := loadSLAUnit(t)
+	o, err := Sparse(u.q, u.k, u.v, u.g, u.smap, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden.Compare(t, "o_sparse (oracle map)", o, fromHeadsRef(u.oSparse, u.g), 1e-2)
+}
+
+// fromHeadsRef converts the oracle's [1, H, L, D] tensor to [L, H, D].
+func fromHeadsRef(x []float32, g Geometry) []float32 { return fromHeads(x, g) }
+
+func TestSLAUnitOutput(t *testing.T) {
+	u := loadSLAUnit(t)
+	out, m, err := Forward(u.q, u.k, u.v, Config{Geometry: u.g, BF16Map: true}, u.pw, u.pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range m {
+		if m[i] != u.smap[i] {
+			t.Fatalf("computed map differs from the oracle at %d", i)
+		}
+	}
+	golden.Compare(t, "SLA output", out, u.out, 1e-2)
+}
+
+func cosine(a, b []float32) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	return ab / math.Sqrt(aa*bb)
+}
+
+// TestSageSLAEmulation compares the SageSLA emulation with the SLA oracle.
+// Same geometry and map as SLA: only the int8 Q/K and fp8 P/V quantisation
+// differ, so the sparse outputs must agree closely (cos ≥ 0.99). With the
+// sm90 geometry (Q64/K128) the selected key sets differ too, so the full
+// outputs are a different function; they are reported with a loose bound.
+func TestSageSLAEmulation(t *testing.T) {
+	u := loadSLAUnit(t)
+	ref := fromHeadsRef(u.oSparse, u.g)
+	o, err := Sparse(u.q, u.k, u.v, u.g, u.smap, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, rl := cosine(o, ref), golden.RelL2(o, ref)
+	t.Logf("SageSLA sparse branch vs SLA o_sparse (same map, Q128/K64): cos %.5f, rel_l2 %.3e", cs, rl)
+	if cs < 0.99 {
+		t.Errorf("SageSLA sparse branch: cosine %.5f < 0.99", cs)
+	}
+	out, _, err := Forward(u.q, u.k, u.v, Config{Geometry: u.g, Sage: true, BlockMap: u.smap}, u.pw, u.pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, rl = cosine(out, u.out), golden.RelL2(out, u.out)
+	t.Logf("SageSLA output vs SLA output (same map): cos %.5f, rel_l2 %.3e", cs, rl)
+	if cs < 0.99 {
+		t.Errorf("SageSLA output: cosine %.5f < 0.99", cs)
+	}
+	g90 := u.g
+	g90.BlockQ, g90.BlockK = 64, 128
+	out, _, err = Forward(u.q, u.k, u.v, Config{Geometry: g90, Sage: true, BF16Map: true}, u.pw, u.pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, rl = cosine(out, u.out), golden.RelL2(out, u.out)
+	t.Logf("SageSLA sm90 (Q64/K128, its own map, topk %d of %d) vs SLA output: cos %.5f, rel_l2 %.3e", g90.Selected(), g90.KBlocks(), cs, rl)
+	if cs < 0.9 {
+		t.Errorf("SageSLA sm90 output: cosine %.5f < 0.9", cs)
+	}
+}
