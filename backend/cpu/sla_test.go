@@ -1,0 +1,60 @@
+package cpu
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// TestSparseLinearAttentionConformance runs the backend op on the golden
+// SLA unit case (q/k/v [1000, 2·128] bf16, topk 0.25) and records its map.
+func TestSparseLinearAttentionConformance(t *testing.T) {
+	f := golden.Open(t, "sla_unit.safetensors")
+	q, _ := golden.Tensor(t, f, "q")
+	k, _ := golden.Tensor(t, f, "k")
+	v, _ := golden.Tensor(t, f, "v")
+	pw, _ := golden.Tensor(t, f, "proj_l.weight")
+	pb, _ := golden.Tensor(t, f, "proj_l.bias")
+	want, _ := golden.Tensor(t, f, "output")
+	smap, err := f.Int8("sparse_map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &SLARecorder{Backend: New()}
+	var dit backend.DiTOps = rec
+	shape := []int{1000, 256}
+	out := dit.SparseLinearAttention(NewTensor(tensor.BF16, shape, q), NewTensor(tensor.BF16, shape, k), NewTensor(tensor.BF16, shape, v), 2,
+		backend.SLAConfig{Kind: backend.SLA, TopK: 0.25}, NewTensor(tensor.F32, []int{128, 128}, pw), NewTensor(tensor.F32, []int{128}, pb))
+	if out.DType() != tensor.BF16 || !backend.SameShape(out.Shape(), shape) {
+		t.Fatalf("output %v %v, want bfloat16 %v", out.DType(), out.Shape(), shape)
+	}
+	golden.Compare(t, "SparseLinearAttention output", T(out).F, want, 1e-2)
+	if len(rec.Maps) != 1 {
+		t.Fatalf("recorded %d maps, want 1", len(rec.Maps))
+	}
+	for i := range smap {
+		if rec.Maps[0][i] != smap[i] {
+			t.Fatalf("recorded block map differs from the oracle at entry %d", i)
+		}
+	}
+}
+
+func TestSparseLinearAttentionErrors(t *testing.T) {
+	b := New()
+	x := NewTensor(tensor.BF16, []int{100, 256}, make([]float32, 25600))
+	w := NewTensor(tensor.F32, []int{64, 64}, make([]float32, 4096))
+	run := func(cfg backend.SLAConfig) (err error) {
+		defer backend.Recover(&err)
+		b.SparseLinearAttention(x, x, x, 2, cfg, w, nil)
+		return nil
+	}
+	if err := run(backend.SLAConfig{Kind: backend.SLA, TopK: 1}); err == nil || !strings.Contains(err.Error(), "proj_l weight") {
+		t.Errorf("want a proj_l shape error, got %v", err)
+	}
+	if err := run(backend.SLAConfig{Kind: backend.Dense, TopK: 1}); err == nil {
+		t.Error("want an error for dense attention kind")
+	}
+}
