@@ -26,8 +26,22 @@ func refGemm(m, n, k int, a []float32, lda int, b []float32, ldb int, bias []flo
 }
 
 func TestGemmShapes(t *testing.T) {
+	t.Run("simd", func(t *testing.T) {
+		if !haveKernel {
+			t.Skip("no SIMD kernel on this CPU")
+		}
+		testGemmShapes(t)
+	})
+	t.Run("portable", func(t *testing.T) {
+		useKernel = false
+		defer func() { useKernel = haveKernel }()
+		testGemmShapes(t)
+	})
+}
+
+func testGemmShapes(t *testing.T) {
 	r := newRand(40)
-	for _, s := range [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {64, 64, 64}, {129, 70, 300}, {5, 300, 1030}, {200, 9, 1}, {1, 257, 513}} {
+	for _, s := range [][3]int{{1, 1, 1}, {3, 5, 7}, {17, 33, 65}, {64, 64, 64}, {129, 70, 300}, {5, 300, 1030}, {200, 9, 1}, {1, 257, 513}, {70, 1100, 40}, {150, 2, 600}} {
 		m, n, k := s[0], s[1], s[2]
 		for _, withBias := range []bool{false, true} {
 			lda, ldb, ldc := k+3, k+1, n+2 // strided views
@@ -87,7 +101,7 @@ func TestLinear(t *testing.T) {
 }
 
 func BenchmarkGemm(b *testing.B) {
-	for _, s := range [][3]int{{1024, 1024, 1024}, {1280, 256, 1024}, {1280, 1536, 1536}} {
+	for _, s := range [][3]int{{1024, 1024, 1024}, {1000, 1000, 1000}, {1280, 256, 1024}, {1280, 1536, 1536}, {1280, 8960, 1536}} {
 		m, n, k := s[0], s[1], s[2]
 		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
 			r := newRand(1)
