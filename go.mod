@@ -3,8 +3,10 @@ module github.com/turbodiffusion-go/turbodiffusion
 go 1.26.8
 
 require (
+	github.com/rivo/uniseg v0.4.7
 	github.com/spf13/cobra v1.10.2
 	golang.org/x/sys v0.50.0
+	golang.org/x/text v0.44.0
 )
 
 require (

@@ -1,0 +1,82 @@
+package tokenizer
+
+import "sort"
+
+// pieceTrie is a byte trie over the vocabulary for the unigram lattice: one
+// walk from a start position yields every vocabulary piece that begins there.
+// Children of a node are contiguous in edges and sorted by byte.
+type pieceTrie struct {
+	nodes []trieNode
+	edges []trieEdge
+}
+
+type trieNode struct {
+	id         int32 // vocabulary id ending here, or -1
+	first, end int32 // edges[first:end] are the children
+}
+
+type trieEdge struct {
+	b     byte
+	child int32
+}
+
+// newPieceTrie builds the trie from the vocabulary (ids are slice indexes).
+func newPieceTrie(vocab []string) *pieceTrie {
+	order := make([]int32, len(vocab))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	sort.Slice(order, func(a, b int) bool { return vocab[order[a]] < vocab[order[b]] })
+	t := &pieceTrie{}
+	t.nodes = append(t.nodes, trieNode{id: -1})
+	t.build(0, vocab, order, 0)
+	return t
+}
+
+// build fills node n from the sorted pieces that all share its depth-byte prefix.
+func (t *pieceTrie) build(n int32, vocab []string, order []int32, depth int) {
+	if len(order) > 0 && len(vocab[order[0]]) == depth {
+		t.nodes[n].id = order[0]
+		order = order[1:]
+	}
+	type group struct {
+		b      byte
+		lo, hi int
+	}
+	var groups []group
+	for i := 0; i < len(order); {
+		b := vocab[order[i]][depth]
+		j := i + 1
+		for j < len(order) && vocab[order[j]][depth] == b {
+			j++
+		}
+		groups = append(groups, group{b, i, j})
+		i = j
+	}
+	first := int32(len(t.edges))
+	for _, g := range groups {
+		t.nodes = append(t.nodes, trieNode{id: -1})
+		t.edges = append(t.edges, trieEdge{g.b, int32(len(t.nodes) - 1)})
+	}
+	t.nodes[n].first, t.nodes[n].end = first, int32(len(t.edges))
+	for k, g := range groups {
+		t.build(t.edges[first+int32(k)].child, vocab, order[g.lo:g.hi], depth+1)
+	}
+}
+
+// child returns the child of node n along byte b, or -1.
+func (t *pieceTrie) child(n int32, b byte) int32 {
+	lo, hi := t.nodes[n].first, t.nodes[n].end
+	for lo < hi {
+		m := (lo + hi) / 2
+		switch e := t.edges[m]; {
+		case e.b == b:
+			return e.child
+		case e.b < b:
+			lo = m + 1
+		default:
+			hi = m
+		}
+	}
+	return -1
+}
