@@ -1,0 +1,101 @@
+package wanvae
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// doctored presents a checkpoint with some tensors hidden or re-shaped.
+type doctored struct {
+	checkpoint.File
+	hide  map[string]bool
+	shape map[string][]int
+}
+
+func (d doctored) Names() []string {
+	var out []string
+	for _, n := range d.File.Names() {
+		if !d.hide[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (d doctored) Info(name string) (checkpoint.Info, bool) {
+	if d.hide[name] {
+		return checkpoint.Info{}, false
+	}
+	info, ok := d.File.Info(name)
+	if s, bad := d.shape[name]; bad {
+		info.Shape = s
+	}
+	return info, ok
+}
+
+func wantErr(t *testing.T, err error, frags ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one mentioning %q", frags)
+	}
+	for _, f := range frags {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("error %q does not mention %q", err, f)
+		}
+	}
+}
+
+func TestLoadRejectsOtherModel(t *testing.T) {
+	f := golden.Open(t, "umt5.safetensors")
+	_, err := Load(f, cpu.New(), tensor.F32)
+	wantErr(t, err, f.Path(), "not a Wan2.1 VAE", "decoder.conv1.weight", "conv2.weight")
+}
+
+func TestLoadNamesMissingTensors(t *testing.T) {
+	f := golden.Open(t, "vae.safetensors")
+	d := doctored{File: f, hide: map[string]bool{
+		"weight.decoder.upsamples.3.time_conv.weight": true,
+		"weight.encoder.middle.1.proj.bias":           true,
+	}}
+	_, err := Load(d, cpu.New(), tensor.F32)
+	wantErr(t, err, "missing 2 tensors", "weight.decoder.upsamples.3.time_conv.weight", "weight.encoder.middle.1.proj.bias")
+}
+
+func TestLoadNamesWrongShape(t *testing.T) {
+	f := golden.Open(t, "vae.safetensors")
+	d := doctored{File: f, shape: map[string][]int{"weight.decoder.middle.1.to_qkv.weight": {144, 48, 3, 3}}}
+	_, err := Load(d, cpu.New(), tensor.BF16)
+	wantErr(t, err, "weight.decoder.middle.1.to_qkv.weight", "[144 48 1 1]", "[144 48 3 3]")
+}
+
+func TestLoadRejectsOtherLatentWidth(t *testing.T) {
+	f := golden.Open(t, "vae.safetensors")
+	d := doctored{File: f, shape: map[string][]int{"weight.decoder.conv1.weight": {48, 48, 3, 3, 3}}}
+	_, err := Load(d, cpu.New(), tensor.F32)
+	wantErr(t, err, "latent channels 48", "Wan2.2")
+}
+
+func TestLoadRejectsDType(t *testing.T) {
+	f := golden.Open(t, "vae.safetensors")
+	_, err := Load(f, cpu.New(), tensor.F16)
+	wantErr(t, err, "float32 or bfloat16")
+}
+
+func TestBadInputs(t *testing.T) {
+	v, _ := loadGolden(t, tensor.F32)
+	_, _, err := v.Decode(make([]float32, 8*2*4*4), []int{8, 2, 4, 4})
+	wantErr(t, err, "[16,T,H,W]", "[8 2 4 4]")
+	_, _, err = v.Decode(make([]float32, 10), []int{16, 2, 4, 4})
+	wantErr(t, err, "512 values, got 10")
+	_, _, err = v.Encode(make([]float32, 3*8*16*16), []int{3, 8, 16, 16})
+	wantErr(t, err, "8 frames", "1+4k")
+	_, _, err = v.Encode(make([]float32, 3*5*12*16), []int{3, 5, 12, 16})
+	wantErr(t, err, "12x16", "multiple of 8")
+	_, _, err = v.Encode(make([]float32, 4*5*16*16), []int{4, 5, 16, 16})
+	wantErr(t, err, "[3,F,H,W]")
+}
