@@ -84,6 +84,5 @@ func (b *Backend) parallelFor(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// The DiT assertion (var _ backend.DiT) waits for SparseLinearAttention in
-// sla.go; everything else of the contract is checked here.
-var _ backend.Core = (*Backend)(nil)
+// The CPU backend runs the whole DiT contract.
+var _ backend.DiT = (*Backend)(nil)

@@ -3,6 +3,8 @@ package cpu
 import (
 	"runtime"
 	"sync"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
 )
 
 // Gemm computes C = A·Bᵀ (+ bias) in float32 for row-major A [m,k] (row
@@ -15,7 +17,30 @@ import (
 // accumulated with fused multiply-adds in the SIMD kernel; results differ
 // from a sequential float32 loop by rounding only (rel-L2 ~1e-7).
 func Gemm(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, bias []float32) {
+	checkGemm(m, n, k, a, lda, b, ldb, c, ldc, bias)
 	(&Backend{threads: runtime.GOMAXPROCS(0)}).gemm(m, n, k, a, lda, b, ldb, c, ldc, bias)
+}
+
+// checkGemm fails (backend.Fail) when the operands cannot hold the
+// matrices their sizes and strides describe.
+func checkGemm(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, bias []float32) {
+	if m < 0 || n < 0 || k < 0 {
+		backend.Fail("cpu: Gemm: negative size m=%d n=%d k=%d", m, n, k)
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	need := func(what string, ld, rows, cols, have int) {
+		if ld < cols || (rows-1)*ld+cols > have {
+			backend.Fail("cpu: Gemm: %s of %dx%d with stride %d does not fit in %d values", what, rows, cols, ld, have)
+		}
+	}
+	need("A", lda, m, k, len(a))
+	need("B", ldb, n, k, len(b))
+	need("C", ldc, m, n, len(c))
+	if bias != nil && len(bias) < n {
+		backend.Fail("cpu: Gemm: bias has %d values, want %d", len(bias), n)
+	}
 }
 
 // Blocking of the packed GEMM: an MR×NR register tile, A blocks of MC rows

@@ -114,3 +114,10 @@ func BenchmarkGemm(b *testing.B) {
 		})
 	}
 }
+
+func TestGemmErrors(t *testing.T) {
+	a := make([]float32, 12)
+	expectFail(t, "Gemm A too short", func() { Gemm(4, 2, 4, a[:10], 4, a, 4, a, 2, nil) }, "A of 4x4", "10")
+	expectFail(t, "Gemm C stride", func() { Gemm(2, 3, 2, a, 2, a, 2, a, 2, nil) }, "C of 2x3 with stride 2")
+	expectFail(t, "Gemm bias", func() { Gemm(2, 3, 2, a, 2, a, 2, a, 3, a[:2]) }, "bias has 2")
+}
