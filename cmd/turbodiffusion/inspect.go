@@ -1,0 +1,187 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+func init() {
+	var listTensors bool
+	cmd := &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Say what a checkpoint holds (Wan DiT, Wan VAE, umT5) and list its tensors",
+		Long: `inspect reads a .pth or .safetensors checkpoint without loading its weights and
+reports what it is: a Wan DiT (which model, int8-quantised or not, SLA proj_l
+present or not, parameter count), a Wan VAE or a umT5 text encoder.
+A DiT is checked completely: missing, unexpected or mis-shaped tensors are
+errors. With --tensors every tensor is listed with its dtype and shape.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return inspect(cmd.OutOrStdout(), args[0], listTensors)
+		},
+	}
+	cmd.Flags().BoolVarP(&listTensors, "tensors", "t", false, "list every tensor with dtype and shape")
+	root.AddCommand(cmd)
+}
+
+// inspect prints the report for one file; an unreadable file or an invalid
+// DiT is an error (after the summary has been printed).
+func inspect(w io.Writer, path string, listTensors bool) error {
+	f, err := checkpoint.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	names := f.Names()
+	fmt.Fprintf(w, "file:     %s\n", path)
+	fmt.Fprintf(w, "tensors:  %d (%s)\n", len(names), dtypeCensus(f))
+	var verr error
+	switch fam := wan.Identify(names); fam {
+	case wan.FamilyWanDiT:
+		verr = describeDiT(w, f)
+	case wan.FamilyWanVAE:
+		fmt.Fprintf(w, "model:    Wan VAE%s\n", vaeDetail(f))
+		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+	case wan.FamilyUMT5:
+		fmt.Fprintf(w, "model:    umT5 text encoder%s\n", umt5Detail(f))
+		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+	default:
+		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE or umT5 encoder by its tensor names)\n")
+		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+	}
+	if listTensors {
+		fmt.Fprintln(w)
+		width := 0
+		for _, n := range names {
+			width = max(width, len(n))
+		}
+		for _, n := range names {
+			in, _ := f.Info(n)
+			fmt.Fprintf(w, "%-*s  %-13s %v\n", width, n, in.DType, in.Shape)
+		}
+	}
+	return verr
+}
+
+func describeDiT(w io.Writer, f checkpoint.File) error {
+	fi, err := wan.DetectConfig(f)
+	if err != nil {
+		fmt.Fprintf(w, "model:    Wan DiT (invalid, see the error below)\n")
+		return err
+	}
+	c := fi.Config
+	name := c.Name
+	if name == "" {
+		name = "custom size (no preset matches)"
+	}
+	fmt.Fprintf(w, "model:    Wan DiT %s\n", name)
+	fmt.Fprintf(w, "config:   %s, dim %d, ffn %d, %d heads × %d, %d layers, in %d, out %d channels\n",
+		c.Type, c.Dim, c.FFNDim, c.Heads, c.HeadDim, c.Layers, c.InDim, c.OutDim)
+	if fi.Quantized {
+		fmt.Fprintf(w, "linears:  int8-quantised (TurboDiffusion -quant: Int8Linear int8_weight + scale)\n")
+	} else {
+		fmt.Fprintf(w, "linears:  float (not quantised)\n")
+	}
+	if fi.ProjL {
+		fmt.Fprintf(w, "SLA:      proj_l present (runs with sla/sagesla or dense attention)\n")
+	} else {
+		fmt.Fprintf(w, "SLA:      no proj_l (dense attention only)\n")
+	}
+	if fi.ConvPatch {
+		fmt.Fprintf(w, "patch:    original Wan Conv3d form [D, Cin, 1, 2, 2]\n")
+	} else {
+		fmt.Fprintf(w, "patch:    TurboWan Linear form [D, Cin·4]\n")
+	}
+	fmt.Fprintf(w, "params:   %s\n", humanCount(fi.Params))
+	return nil
+}
+
+// vaeDetail reads z_dim and base width from the VAE's shapes, if present.
+func vaeDetail(f checkpoint.File) string {
+	z := findShape(f, "conv2.weight")
+	c1 := findShape(f, "encoder.conv1.weight")
+	var parts []string
+	if len(z) > 0 {
+		parts = append(parts, fmt.Sprintf("z_dim %d", z[0]))
+	}
+	if len(c1) > 0 {
+		parts = append(parts, fmt.Sprintf("base dim %d", c1[0]))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func umt5Detail(f checkpoint.File) string {
+	emb := findShape(f, "token_embedding.weight")
+	layers := 0
+	for _, n := range f.Names() {
+		if i := strings.Index(n, "blocks."); i >= 0 {
+			idx, _, _ := strings.Cut(n[i+len("blocks."):], ".")
+			if v, err := strconv.Atoi(idx); err == nil {
+				layers = max(layers, v+1)
+			}
+		}
+	}
+	if len(emb) != 2 {
+		return fmt.Sprintf(" (%d layers)", layers)
+	}
+	return fmt.Sprintf(" (vocab %d, dim %d, %d layers)", emb[0], emb[1], layers)
+}
+
+// findShape returns the shape of the tensor whose name is key or ends in
+// "."+key (files may carry a prefix), or nil.
+func findShape(f checkpoint.File, key string) []int {
+	for _, n := range f.Names() {
+		if n == key || strings.HasSuffix(n, "."+key) {
+			in, _ := f.Info(n)
+			return in.Shape
+		}
+	}
+	return nil
+}
+
+func paramCount(f checkpoint.File) int64 {
+	var n int64
+	for _, name := range f.Names() {
+		in, _ := f.Info(name)
+		n += int64(tensor.NumElements(in.Shape))
+	}
+	return n
+}
+
+// dtypeCensus is e.g. "bfloat16 812, float32 13".
+func dtypeCensus(f checkpoint.File) string {
+	count := map[tensor.DType]int{}
+	for _, n := range f.Names() {
+		in, _ := f.Info(n)
+		count[in.DType]++
+	}
+	var parts []string
+	for dt, n := range count {
+		parts = append(parts, fmt.Sprintf("%v %d", dt, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// humanCount is e.g. "1.42 B (1418996800)".
+func humanCount(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f B (%d)", float64(n)/1e9, n)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2f M (%d)", float64(n)/1e6, n)
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -1,0 +1,149 @@
+package wan
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// TestRoPEAnglesGolden compares the angles with the reference's
+// generate_embeddings output for the golden 5×16×16 grid.
+func TestRoPEAnglesGolden(t *testing.T) {
+	in := golden.Open(t, "dit_inputs.safetensors")
+	want, shape := golden.Tensor(t, in, "rope_freqs")
+	got := ropeAngles(5, 16, 16, 128)
+	if len(got) != len(want) || shape[1] != 64 {
+		t.Fatalf("angles: %d values, reference %v", len(got), shape)
+	}
+	golden.Compare(t, "rope_freqs", got, want, 1e-6)
+	diff := 0
+	for i := range got {
+		if got[i] != want[i] {
+			diff++
+		}
+	}
+	t.Logf("rope_freqs: %d of %d angles differ in the last bit", diff, len(got))
+}
+
+func TestRoPEAngleLayout(t *testing.T) {
+	// Token (t=1, h=2, w=3) of a 2×4×4 grid: pairs 0..21 scale with t,
+	// 22..42 with h, 43..63 with w; pair 0 of each axis has ω = 1.
+	a := ropeAngles(2, 4, 4, 128)
+	row := a[(1*16+2*4+3)*64 : (1*16+2*4+3+1)*64]
+	if row[0] != 1 || row[22] != 2 || row[43] != 3 {
+		t.Errorf("first angle of each axis: t %v h %v w %v, want 1 2 3", row[0], row[22], row[43])
+	}
+	// ω_j = 10000^(−2j/44) for time, 10000^(−2j/42) for space.
+	if w := math.Pow(10000, -2.0/44); math.Abs(float64(row[1])-w) > 1e-6 {
+		t.Errorf("time pair 1: %v, want %v", row[1], w)
+	}
+	if w := 3 * math.Pow(10000, -20.0/42); math.Abs(float64(row[53])-w) > 1e-6 {
+		t.Errorf("width pair 10: %v, want %v", row[53], w)
+	}
+}
+
+func TestTimestepSinusoid(t *testing.T) {
+	s := timestepSinusoid(736, 256)
+	if s[0] != float32(math.Cos(736)) || s[128] != float32(math.Sin(736)) {
+		t.Errorf("k=0: cos %v sin %v, want cos(736), sin(736)", s[0], s[128])
+	}
+	w := math.Pow(10000, -5.0/128)
+	if s[5] != float32(math.Cos(736*w)) || s[133] != float32(math.Sin(736*w)) {
+		t.Errorf("k=5: got %v %v", s[5], s[133])
+	}
+	// The bf16 model sees bf16(987.65) = 988, the float32 model the value itself.
+	if got := modelTimestep(987.65, tensor.BF16); got != 988 {
+		t.Errorf("bf16 timestep %v, want 988", got)
+	}
+	if got := modelTimestep(987.65, tensor.F32); got != float64(float32(987.65)) {
+		t.Errorf("fp32 timestep %v", got)
+	}
+}
+
+func TestPatchifyLayout(t *testing.T) {
+	C, T, H, W := 3, 2, 4, 6
+	x := make([]float32, C*T*H*W)
+	for i := range x {
+		x[i] = float32(i)
+	}
+	p := patchify(x, C, T, H, W)
+	Hp, Wp := H/2, W/2
+	for c := 0; c < C; c++ {
+		for tt := 0; tt < T; tt++ {
+			for h := 0; h < H; h++ {
+				for w := 0; w < W; w++ {
+					l := tt*Hp*Wp + (h/2)*Wp + w/2
+					f := c*4 + (h%2)*2 + w%2
+					if got, want := p[l*C*4+f], x[((c*T+tt)*H+h)*W+w]; got != want {
+						t.Fatalf("token %d feature %d = %v, want x[%d,%d,%d,%d] = %v", l, f, got, c, tt, h, w, want)
+					}
+				}
+			}
+		}
+	}
+	// Unpatchify reads features as (kh·2+kw)·C + c.
+	y := make([]float32, len(p))
+	for l := 0; l < T*Hp*Wp; l++ {
+		for c := 0; c < C; c++ {
+			for k := 0; k < 4; k++ {
+				y[l*C*4+k*C+c] = p[l*C*4+c*4+k]
+			}
+		}
+	}
+	back := unpatchify(y, C, T, H, W)
+	for i := range x {
+		if back[i] != x[i] {
+			t.Fatalf("unpatchify(reordered patchify) differs at %d: %v vs %v", i, back[i], x[i])
+		}
+	}
+}
+
+// TestForwardBadInput checks that bad inputs are errors, not panics.
+func TestForwardBadInput(t *testing.T) {
+	be := cpuDiT(t)
+	m, err := Load(be, golden.Open(t, "dit_weights.safetensors"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	if _, err := m.EmbedText(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), "want 1×4096") {
+		t.Errorf("short text: %v", err)
+	}
+	if _, err := m.EmbedText(make([]float32, 513*4096), 513); err == nil || !strings.Contains(err.Error(), "513 rows") {
+		t.Errorf("long text: %v", err)
+	}
+	txt, err := m.EmbedText(nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		shape []int
+		n     int
+		frag  string
+	}{
+		{[]int{15, 1, 4, 4}, 15 * 16, "want [16, T, H, W]"},
+		{[]int{16, 1, 3, 4}, 16 * 12, "even"},
+		{[]int{16, 1, 4, 4}, 7, "holds 256 values, got 7"},
+	} {
+		_, err := m.Forward(make([]float32, tc.n), tc.shape, 500, txt)
+		if err == nil || !strings.Contains(err.Error(), tc.frag) {
+			t.Errorf("shape %v: error %v, want one mentioning %q", tc.shape, err, tc.frag)
+		}
+	}
+	if _, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, float32(math.NaN()), txt); err == nil {
+		t.Error("NaN timestep accepted")
+	}
+	txt.Free()
+	if _, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, 500, txt); err == nil || !strings.Contains(err.Error(), "freed") {
+		t.Errorf("freed text: %v", err)
+	}
+	// A small valid call works (L = 4 tokens).
+	txt2, _ := m.EmbedText(nil, 0)
+	v, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, 500, txt2)
+	if err != nil || len(v) != 256 {
+		t.Errorf("valid call: %d values, %v", len(v), err)
+	}
+}
