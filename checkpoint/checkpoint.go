@@ -74,10 +74,10 @@ func Open(path string) (File, error) {
 	switch {
 	case bytes.HasPrefix(head, zipMagic):
 		return OpenPth(path)
-	case len(head) > 0 && head[0] == 0x80:
-		return nil, legacyError(path)
 	case looksLikeSafetensors(head):
 		return OpenSafetensors(path)
+	case len(head) >= 2 && head[0] == 0x80 && head[1] <= 5: // pickle PROTO
+		return nil, legacyError(path)
 	}
 	return nil, fmt.Errorf("%s: not a checkpoint: expected a torch.save zip archive (starts with \"PK\\x03\\x04\") or safetensors (8-byte header length, then '{'), found %d bytes starting %q", path, n, head)
 }

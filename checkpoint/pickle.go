@@ -47,7 +47,8 @@ type (
 	pyStorage struct {
 		typ   string // storage class name, e.g. "BFloat16Storage" or "UntypedStorage"
 		key   string
-		numel int64 // elements of typ (bytes for UntypedStorage)
+		loc   string // where it lived when saved ("cpu", "cuda:0"); irrelevant to reading
+		numel int64  // elements of typ (bytes for UntypedStorage)
 	}
 	// pyTensor is a rebuilt tensor: a strided view of a storage.
 	pyTensor struct {
@@ -768,8 +769,8 @@ func (u *unpickler) persistent(at int, pid any) (any, error) {
 	if !ok || numel < 0 {
 		return nil, u.fail(at, "storage %q: element count is not a non-negative int", truncate(key))
 	}
-	// t[3], the location (cpu, cuda:0, ...), is irrelevant: data is read to the host.
-	return &pyStorage{typ: g.name, key: key, numel: numel}, nil
+	loc, _ := t[3].(string)
+	return &pyStorage{typ: g.name, key: key, loc: loc, numel: numel}, nil
 }
 
 // call applies REDUCE/NEWOBJ for the allowed callables.

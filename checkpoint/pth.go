@@ -83,7 +83,7 @@ func legacyError(path string) error {
 }
 
 func parsePth(path string, data []byte) (*pthFile, error) {
-	if len(data) > 0 && data[0] == 0x80 {
+	if len(data) >= 2 && data[0] == 0x80 && data[1] <= 5 {
 		return nil, legacyError(path)
 	}
 	if !bytes.HasPrefix(data, zipMagic) {
