@@ -3,7 +3,18 @@
 // on CUDA. It maps token ids to the [text_len, 4096] context the DiT
 // cross-attends to. Tokenisation lives in package tokenizer; a disk cache
 // of encoded prompts (cache.go) lets a repeated prompt skip the 11 GB
-// encoder entirely.
+// encoder entirely:
+//
+//	key, _ := umt5.NewCacheKey(ids, n, encPath, tensor.BF16)
+//	if e, ok, err := cache.Get(key); ok && err == nil {
+//		ctx = e.Context // the encoder is never opened
+//	} else {
+//		f, _ := checkpoint.Open(encPath)
+//		enc, _ := umt5.Load(f, backend, tensor.BF16)
+//		ctx, _ = enc.Encode(ids, n)
+//		cache.Put(key, ctx, len(ids), n, enc.Config().Dim, tensor.BF16)
+//		enc.Close(); f.Close()
+//	}
 package umt5
 
 import (
