@@ -134,3 +134,30 @@ func TestGoldenIDs(t *testing.T) {
 		})
 	}
 }
+
+// TestGoldenClean checks Clean against the reference cleaning (ftfy, html
+// unescape, whitespace) on every case, and the cleaned text's ids.
+func TestGoldenClean(t *testing.T) {
+	cases := loadCases(t)
+	tk := loadT(t, goldenDir(t))
+	badText, badIDs := 0, 0
+	for _, c := range cases.Cases {
+		got := Clean(c.Text)
+		if got != c.RefClean.Text {
+			badText++
+			t.Errorf("%s: Clean(%q)\n got  %q\n want %q", c.Name, trunc(c.Text), trunc(got), trunc(c.RefClean.Text))
+		}
+		if ids, mask := tk.EncodePrompt(c.Text, cases.MaxLength); !slices.Equal(ids, c.RefClean.InputIDs) || !slices.Equal(mask, c.RefClean.AttentionMask) {
+			badIDs++
+			t.Errorf("%s: EncodePrompt ids differ from the reference", c.Name)
+		}
+	}
+	t.Logf("Clean: %d/%d texts and %d/%d id lists differ from the reference", badText, len(cases.Cases), badIDs, len(cases.Cases))
+}
+
+func trunc(s string) string {
+	if r := []rune(s); len(r) > 120 {
+		return string(r[:120]) + "…"
+	}
+	return s
+}

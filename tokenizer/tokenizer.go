@@ -71,7 +71,7 @@ func (t *Tokenizer) Piece(id int32) string {
 // them after a lossy decode.
 func (t *Tokenizer) Tokenize(text string) []int32 {
 	if !utf8.ValidString(text) {
-		text = strings.ToValidUTF8(text, "\uFFFD")
+		text = validUTF8(text)
 	}
 	sc, _ := t.pool.Get().(*scratch)
 	if sc == nil {
@@ -125,4 +125,15 @@ func (t *Tokenizer) Encode(text string, maxLen int) (ids, mask []int32) {
 // EncodePrompt is Encode(Clean(prompt), maxLen): the reference pipeline.
 func (t *Tokenizer) EncodePrompt(prompt string, maxLen int) (ids, mask []int32) {
 	return t.Encode(Clean(prompt), maxLen)
+}
+
+// validUTF8 replaces every byte of s that is not part of a valid UTF-8
+// sequence by U+FFFD (what ranging over the string yields).
+func validUTF8(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for _, r := range s {
+		b.WriteRune(r)
+	}
+	return b.String()
 }
