@@ -1,0 +1,120 @@
+package cuda
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/ebitengine/purego"
+)
+
+// driverAPI holds libcuda's entry points, resolved once. Calls go through
+// purego.SyscallN on these addresses (~100 ns each; RegisterFunc's
+// reflection costs 2-3x that).
+type driverAPI struct {
+	lib *Library
+
+	cuInit, cuDriverGetVersion, cuDeviceGet, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetAttribute uintptr
+	cuDeviceTotalMem, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize                     uintptr
+	cuGetErrorName, cuGetErrorString, cuMemGetInfo                                                  uintptr
+	cuMemAlloc, cuMemFree, cuMemHostAlloc, cuMemFreeHost                                            uintptr
+	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD8Async                        uintptr
+	cuStreamCreate, cuStreamSynchronize                                                             uintptr
+	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy            uintptr
+	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel                       uintptr
+}
+
+func loadDriver() (*driverAPI, error) {
+	lib, err := openLib(specCUDA, SearchDirs(), notCompat, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	if err != nil {
+		return nil, err
+	}
+	d := &driverAPI{lib: lib}
+	err = lib.symbols([]sym{
+		{"cuInit", &d.cuInit}, {"cuDriverGetVersion", &d.cuDriverGetVersion}, {"cuDeviceGet", &d.cuDeviceGet},
+		{"cuDeviceGetCount", &d.cuDeviceGetCount}, {"cuDeviceGetName", &d.cuDeviceGetName},
+		{"cuDeviceGetAttribute", &d.cuDeviceGetAttribute}, {"cuDeviceTotalMem_v2", &d.cuDeviceTotalMem},
+		{"cuDevicePrimaryCtxRetain", &d.cuDevicePrimaryCtxRetain}, {"cuCtxSetCurrent", &d.cuCtxSetCurrent},
+		{"cuCtxSynchronize", &d.cuCtxSynchronize}, {"cuGetErrorName", &d.cuGetErrorName},
+		{"cuGetErrorString", &d.cuGetErrorString}, {"cuMemGetInfo_v2", &d.cuMemGetInfo},
+		{"cuMemAlloc_v2", &d.cuMemAlloc}, {"cuMemFree_v2", &d.cuMemFree}, {"cuMemHostAlloc", &d.cuMemHostAlloc},
+		{"cuMemFreeHost", &d.cuMemFreeHost}, {"cuMemcpyHtoDAsync_v2", &d.cuMemcpyHtoDAsync},
+		{"cuMemcpyDtoHAsync_v2", &d.cuMemcpyDtoHAsync}, {"cuMemcpyDtoDAsync_v2", &d.cuMemcpyDtoDAsync},
+		{"cuMemsetD8Async", &d.cuMemsetD8Async}, {"cuStreamCreate", &d.cuStreamCreate},
+		{"cuStreamSynchronize", &d.cuStreamSynchronize}, {"cuEventCreate", &d.cuEventCreate},
+		{"cuEventRecord", &d.cuEventRecord}, {"cuEventSynchronize", &d.cuEventSynchronize},
+		{"cuEventElapsedTime", &d.cuEventElapsedTime}, {"cuEventDestroy_v2", &d.cuEventDestroy},
+		{"cuModuleLoadData", &d.cuModuleLoadData}, {"cuModuleGetFunction", &d.cuModuleGetFunction},
+		{"cuFuncSetAttribute", &d.cuFuncSetAttribute}, {"cuLaunchKernel", &d.cuLaunchKernel},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// CUresult values the backend treats specially.
+const (
+	cudaErrorOutOfMemory = 2
+	cudaErrorNoDevice    = 100
+)
+
+// Device attributes (CUdevice_attribute).
+const (
+	attrSMCount         = 16
+	attrL2Size          = 38
+	attrCCMajor         = 75
+	attrCCMinor         = 76
+	attrMaxSmemOptin    = 97
+	funcAttrMaxDynSmem  = 8
+	streamNonBlocking   = 1
+	eventDefault        = 0
+	hostAllocPortable   = 1
+	cuMemGetInfoNoCheck = 0
+)
+
+// call invokes a driver function and returns its CUresult.
+func call(fn uintptr, args ...uintptr) uintptr {
+	r, _, _ := purego.SyscallN(fn, args...)
+	return uintptr(uint32(r))
+}
+
+// errText names a CUresult ("CUDA_ERROR_OUT_OF_MEMORY: out of memory").
+func (d *driverAPI) errText(r uintptr) string {
+	var name, desc uintptr
+	call(d.cuGetErrorName, r, uintptr(unsafe.Pointer(&name)))
+	call(d.cuGetErrorString, r, uintptr(unsafe.Pointer(&desc)))
+	n, s := goString(name), goString(desc)
+	if n == "" {
+		return fmt.Sprintf("CUresult %d", r)
+	}
+	return fmt.Sprintf("%s (%d): %s", n, r, s)
+}
+
+// check turns a failed CUresult into an error naming the call.
+func (d *driverAPI) check(what string, r uintptr) error {
+	if r == 0 {
+		return nil
+	}
+	return fmt.Errorf("cuda: %s: %s", what, d.errText(r))
+}
+
+// goString copies a NUL-terminated C string.
+func goString(p uintptr) string {
+	if p == 0 {
+		return ""
+	}
+	var b []byte
+	for i := uintptr(0); i < 4096; i++ {
+		c := *(*byte)(unsafe.Add(unsafe.Pointer(nil), p+i)) //nolint:govet // C memory
+		if c == 0 {
+			break
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+// cString returns a NUL-terminated copy of s; keep it alive across the call.
+func cString(s string) []byte { return append([]byte(s), 0) }
+
+func ptr[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }

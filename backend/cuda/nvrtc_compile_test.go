@@ -1,0 +1,70 @@
+package cuda
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
+)
+
+// TestKernelsCompile compiles every embedded module for sm_80 and sm_90 with
+// whatever NVRTC is found (CI: Debian's libnvrtc11.2 11.8). No GPU needed.
+func TestKernelsCompile(t *testing.T) {
+	n, err := LoadNVRTC()
+	if err != nil {
+		var me *MissingLibraryError
+		if errors.As(err, &me) {
+			t.Skipf("NVRTC not installed, kernels not compiled (CI installs libnvrtc11.2 libnvrtc-builtins11.8): %v", err)
+		}
+		t.Fatal(err)
+	}
+	t.Logf("NVRTC %s at %s", n.Version(), n.Lib.Path)
+	mods := kernels.Modules()
+	if len(mods) == 0 {
+		t.Fatal("no embedded kernels")
+	}
+	for _, arch := range []string{"sm_80", "sm_90"} {
+		for _, m := range mods {
+			cubin, err := n.Compile(m, arch)
+			if err != nil {
+				t.Errorf("%v", err)
+				continue
+			}
+			if len(cubin) < 4 || string(cubin[1:4]) != "ELF" {
+				t.Errorf("%s %s: output is not an ELF cubin", m.Name, arch)
+			}
+			t.Logf("%s %s: %d bytes", m.Name, arch, len(cubin))
+		}
+	}
+}
+
+// TestCompileErrorShowsSource checks a broken kernel's error names the file,
+// the line and quotes the source line.
+func TestCompileErrorShowsSource(t *testing.T) {
+	n, err := LoadNVRTC()
+	if err != nil {
+		t.Skipf("NVRTC not installed: %v", err)
+	}
+	src := kernels.Source{Name: "broken.cu", Code: "#include \"common.cuh\"\nextern \"C\" __global__ void k(float* p) {\n  p[0] = undefined_thing;\n}\n"}
+	_, err = n.Compile(src, "sm_80")
+	if err == nil {
+		t.Fatal("broken kernel compiled")
+	}
+	msg := err.Error()
+	t.Log(msg)
+	if !strings.Contains(msg, "broken.cu(3)") || !strings.Contains(msg, "p[0] = undefined_thing;") {
+		t.Errorf("error lacks file/line or source text: %s", msg)
+	}
+}
+
+func TestLibrarySearchError(t *testing.T) {
+	_, err := openLib(libSpec{name: "libdoesnotexist", prefix: "libdoesnotexist.so", install: "nothing"}, []string{t.TempDir()}, nil, 2)
+	var me *MissingLibraryError
+	if !errors.As(err, &me) {
+		t.Fatalf("want MissingLibraryError, got %v", err)
+	}
+	if !strings.Contains(err.Error(), LibsEnv) || len(me.Searched) != 1 {
+		t.Errorf("error should name the searched folder and %s: %v", LibsEnv, err)
+	}
+}

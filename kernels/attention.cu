@@ -1,0 +1,196 @@
+// attention.cu: dense FlashAttention-2-style forward on tensor cores.
+// bf16 q/k/v [L, heads*D] (row-major, head h at columns h*D..), fp32
+// accumulation, online softmax in the exp2 domain, bf16 output.
+// One block handles BM = 16*NW query rows of one head; each warp owns 16 rows
+// and streams 64-key tiles of K and V through shared memory (cp.async, two
+// stages). The same skeleton takes a block mask for SLA/SageAttention later.
+#include "common.cuh"
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+// 16-byte async copy global->shared; pred false fills the 16 bytes with zeros
+// (rows past the sequence end must be finite: P is 0 there but 0*NaN is NaN).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred) {
+  int n = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// c += a·b for one m16n8k16 tile (a: 4 regs, b: 2 regs of bf16x2).
+__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int D, int NW>
+__device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16* __restrict__ K,
+                                          const bf16* __restrict__ V, bf16* __restrict__ O, int Lq, int Lk,
+                                          int H, float scale_log2) {
+  constexpr int BM = 16 * NW, BN = 64, STR = D + 8;  // +8 bf16 per row: ldmatrix rows hit distinct banks
+  constexpr int NT = NW * 32;
+  constexpr int CH = D / 8;  // 16-byte chunks per row
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sQ = (bf16*)smem;
+  bf16* sK = sQ + BM * STR;      // two stages of [BN][STR]
+  bf16* sV = sK + 2 * BN * STR;  // two stages of [BN][STR]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int q0 = blockIdx.x * BM, h = blockIdx.y;
+  const long long ld = (long long)H * D;
+  const bf16* Qh = Q + (long long)h * D;
+  const bf16* Kh = K + (long long)h * D;
+  const bf16* Vh = V + (long long)h * D;
+
+  for (int c = tid; c < BM * CH; c += NT) {
+    int r = c / CH, col = (c % CH) * 8, g = q0 + r;
+    cp_async16(&sQ[r * STR + col], Qh + (long long)min(g, Lq - 1) * ld + col, g < Lq);
+  }
+  auto load_kv = [&](int j, int st) {
+    bf16* dk = sK + st * BN * STR;
+    bf16* dv = sV + st * BN * STR;
+    for (int c = tid; c < BN * CH; c += NT) {
+      int r = c / CH, col = (c % CH) * 8, g = j * BN + r;
+      long long off = (long long)min(g, Lk - 1) * ld + col;
+      cp_async16(&dk[r * STR + col], Kh + off, g < Lk);
+      cp_async16(&dv[r * STR + col], Vh + off, g < Lk);
+    }
+  };
+  load_kv(0, 0);
+  cp_async_commit();
+  cp_async_wait_all();
+  __syncthreads();
+
+  // Q fragments stay in registers for the whole key loop.
+  u32 qf[D / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qf[kk], &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 of this warp
+  const int t4 = lane & 3;
+
+  const int nkb = (Lk + BN - 1) / BN;
+  for (int j = 0; j < nkb; ++j) {
+    const int st = j & 1;
+    if (j + 1 < nkb) load_kv(j + 1, st ^ 1);  // overlaps with this tile's math
+    cp_async_commit();
+    const bf16* k = sK + st * BN * STR;
+    const bf16* v = sV + st * BN * STR;
+
+    float s[BN / 8][4];
+#pragma unroll
+    for (int i = 0; i < BN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < BN / 16; ++np) {
+        u32 b[4];
+        ldsm_x4(b, &k[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
+        mma16816(s[2 * np], qf[kk], b[0], b[1]);
+        mma16816(s[2 * np + 1], qf[kk], b[2], b[3]);
+      }
+    }
+    if ((j + 1) * BN > Lk) {  // mask keys past the end
+#pragma unroll
+      for (int nt = 0; nt < BN / 8; ++nt) {
+        int key = j * BN + nt * 8 + 2 * t4;
+        if (key >= Lk) s[nt][0] = s[nt][2] = -INFINITY;
+        if (key + 1 >= Lk) s[nt][1] = s[nt][3] = -INFINITY;
+      }
+    }
+    // Online softmax: m is kept in scaled log2 units, p = 2^(s·scale·log2e - m).
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile (m = -inf)
+    m0 = n0;
+    m1 = n1;
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < BN / 8; ++nt) {
+      s[nt][0] = exp2f(s[nt][0] * scale_log2 - n0);
+      s[nt][1] = exp2f(s[nt][1] * scale_log2 - n0);
+      s[nt][2] = exp2f(s[nt][2] * scale_log2 - n1);
+      s[nt][3] = exp2f(s[nt][3] * scale_log2 - n1);
+      r0 += s[nt][0] + s[nt][1];
+      r1 += s[nt][2] + s[nt][3];
+    }
+    l0 = l0 * a0 + r0;
+    l1 = l1 * a1 + r1;
+#pragma unroll
+    for (int i = 0; i < D / 8; ++i) {
+      o[i][0] *= a0;
+      o[i][1] *= a0;
+      o[i][2] *= a1;
+      o[i][3] *= a1;
+    }
+    // O += P·V; P's accumulator layout is exactly the A-fragment layout.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      u32 a[4] = {pack_bf2(s[2 * kk][0], s[2 * kk][1]), pack_bf2(s[2 * kk][2], s[2 * kk][3]),
+                  pack_bf2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        u32 b[4];
+        ldsm_x4_t(b, &v[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + dp * 16 + (lane >> 4) * 8]);
+        mma16816(o[2 * dp], a, b[0], b[1]);
+        mma16816(o[2 * dp + 1], a, b[2], b[3]);
+      }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+  }
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = 1.f / l0, i1 = 1.f / l1;
+  const int r0 = q0 + warp * 16 + (lane >> 2), r1 = r0 + 8;
+  bf16* Oh = O + (long long)h * D;
+#pragma unroll
+  for (int nt = 0; nt < D / 8; ++nt) {
+    int col = nt * 8 + 2 * t4;
+    if (r0 < Lq) *(u32*)&Oh[(long long)r0 * ld + col] = pack_bf2(o[nt][0] * i0, o[nt][1] * i0);
+    if (r1 < Lq) *(u32*)&Oh[(long long)r1 * ld + col] = pack_bf2(o[nt][2] * i1, o[nt][3] * i1);
+  }
+}
+
+#define FLASH(D, NW)                                                                                           \
+  extern "C" __global__ void __launch_bounds__(NW * 32) flash_d##D##_w##NW(                                   \
+      const bf16* Q, const bf16* K, const bf16* V, bf16* O, int Lq, int Lk, int H, float scale_log2) {        \
+    flash_fwd<D, NW>(Q, K, V, O, Lq, Lk, H, scale_log2);                                                        \
+  }
+FLASH(128, 4)
+FLASH(128, 8)
+FLASH(64, 4)
+FLASH(64, 8)
