@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -145,5 +146,40 @@ func TestForwardBadInput(t *testing.T) {
 	v, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, 500, txt2)
 	if err != nil || len(v) != 256 {
 		t.Errorf("valid call: %d values, %v", len(v), err)
+	}
+}
+
+// TestPthAndSafetensorsAgree loads the same weights from the torch .pth
+// (fp32 norm buffers) and the safetensors (all bf16) and checks that a small
+// forward is bit-identical: the file's storage dtype must not matter when
+// the values are the same.
+func TestPthAndSafetensorsAgree(t *testing.T) {
+	be := cpuDiT(t)
+	in := loadInputs(t)
+	x := make([]float32, 16*2*8*8)
+	for i := range x {
+		x[i] = in.x[i]
+	}
+	var outs [][]float32
+	for _, name := range []string{"dit_weights.pth", "dit_weights.safetensors"} {
+		m, err := Load(be, openWeights(t, name), Options{Attention: backend.SLA, TopK: 0.5, BlockQ: 16, BlockK: 8})
+		if err != nil {
+			t.Fatal(err)
+		}
+		txt, err := m.EmbedText(in.text, in.rows)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := m.Forward(x, []int{16, 2, 8, 8}, in.t, txt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, v)
+		m.Free()
+	}
+	for i := range outs[0] {
+		if outs[0][i] != outs[1][i] {
+			t.Fatalf("output %d: .pth %v, safetensors %v", i, outs[0][i], outs[1][i])
+		}
 	}
 }
