@@ -124,6 +124,9 @@ func (s *safetensorsFile) Raw(name string) ([]byte, error) {
 	if !ok {
 		return nil, &notFound{s.path, name}
 	}
+	if s.data == nil {
+		return nil, fmt.Errorf("%s: tensor %q: file is closed", s.path, name)
+	}
 	return s.data[e.begin:e.end], nil
 }
 
