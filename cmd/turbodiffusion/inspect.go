@@ -83,6 +83,9 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 	if name == "" {
 		name = "custom size (no preset matches)"
 	}
+	if name == "Wan2.1-T2V-14B" {
+		name += " (a Wan2.2-T2V-A14B expert has the same shapes)"
+	}
 	fmt.Fprintf(w, "model:    Wan DiT %s\n", name)
 	fmt.Fprintf(w, "config:   %s, dim %d, ffn %d, %d heads × %d, %d layers, in %d, out %d channels\n",
 		c.Type, c.Dim, c.FFNDim, c.Heads, c.HeadDim, c.Layers, c.InDim, c.OutDim)

@@ -53,9 +53,9 @@ func ropeAngles(T, Hp, Wp, headDim int) []float32 {
 		for h := 0; h < Hp; h++ {
 			for w := 0; w < Wp; w++ {
 				row := out[i*pairs : (i+1)*pairs]
-				n := copy(row, scaled(ft, float32(t)))
-				n += copy(row[n:], scaled(fs, float32(h)))
-				copy(row[n:], scaled(fs, float32(w)))
+				n := scaleInto(row, ft, float32(t))
+				n += scaleInto(row[n:], fs, float32(h))
+				scaleInto(row[n:], fs, float32(w))
 				i++
 			}
 		}
@@ -63,12 +63,12 @@ func ropeAngles(T, Hp, Wp, headDim int) []float32 {
 	return out
 }
 
-func scaled(f []float32, s float32) []float32 {
-	out := make([]float32, len(f))
+// scaleInto writes s·f into dst and returns len(f).
+func scaleInto(dst, f []float32, s float32) int {
 	for i, v := range f {
-		out[i] = s * v
+		dst[i] = s * v
 	}
-	return out
+	return len(f)
 }
 
 // patchify flattens x [C, T, H, W] into tokens [T·Hp·Wp, C·4]: token

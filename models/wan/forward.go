@@ -103,9 +103,10 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 }
 
 // Forward predicts the flow velocity for one latent x [InDim, T, H, W]
-// (batch 1; I2V callers concatenate the condition channels) at timestep t
-// (already ×1000, as the sampler feeds it) with text context txt. The
-// result is [OutDim, T, H, W] float32.
+// (batch 1) at timestep t (already ×1000, as the sampler feeds it; the bf16
+// model rounds it to bf16) with text context txt. I2V callers pass the
+// noisy latent followed by the condition y (channels concatenated:
+// append(x, y...), 16+20 = 36). The result is [OutDim, T, H, W] float32.
 func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []float32, err error) {
 	if m == nil || m.be == nil {
 		return nil, fmt.Errorf("wan: Forward on a freed or nil model")
