@@ -40,10 +40,69 @@ func (b *Backend) Int8Linear(x, w, scale, bias backend.Tensor) backend.Tensor {
 		bv = bt.F
 	}
 	m := len(xt.F) / k
-	y, err := quant.Linear(xt.F, m, k, wt.I, st.F, n, bv, xt.dt == tensor.BF16)
-	if err != nil {
-		backend.FailErr(err)
-	}
+	xq := make([]int8, m*k)
+	xr, xc := quant.ScaleShape(m, k)
+	sx := make([]float32, xr*xc)
+	quant.QuantizeInto(xq, sx, xt.F, m, k)
+	y := make([]float32, m*n)
+	b.int8GEMM(y, xq, sx, wt.I, st.F, m, n, k)
+	bf16 := xt.dt == tensor.BF16
+	b.parallelFor(m, func(lo, hi int) {
+		for i := lo * n; i < hi*n; i++ {
+			v := y[i]
+			if bf16 {
+				v = tensor.RoundBF16(v)
+			}
+			if bv != nil {
+				v += bv[i%n]
+				if bf16 {
+					v = tensor.RoundBF16(v)
+				}
+			}
+			y[i] = v
+		}
+	})
 	shape := append(append([]int(nil), xt.shape[:len(xt.shape)-1]...), n)
 	return &Tensor{shape: shape, dt: xt.dt, F: y}
+}
+
+// int8GEMM computes the reference kernel's float32 accumulators (see
+// quant.GEMM) on the SIMD float GEMM: int8 codes are integers, so each
+// 128-wide block's products (|p| ≤ 2^14) and partial sums (|s| ≤ 2^21)
+// are exact in float32 in any order, and the per-block dot products equal
+// the kernel's int32 ones bit for bit. The block results are then folded
+// in ascending order with the kernel's fma(dot, sx·sw, acc).
+func (b *Backend) int8GEMM(y []float32, xq []int8, sx []float32, wq []int8, sw []float32, m, n, k int) {
+	const blk = quant.Block
+	kb := k / blk
+	xf := make([]float32, m*blk)
+	wf := make([]float32, n*blk)
+	d := make([]float32, m*n)
+	for kbi := 0; kbi < kb; kbi++ {
+		toFloatBlock(xf, xq, m, k, kbi)
+		toFloatBlock(wf, wq, n, k, kbi)
+		b.gemm(m, n, blk, xf, blk, wf, blk, d, n, nil)
+		b.parallelFor(m, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				sxr := sx[(r/blk)*kb+kbi]
+				dr, yr := d[r*n:r*n+n], y[r*n:r*n+n]
+				for j := range dr {
+					yr[j] = quant.FMA32(dr[j], sxr*sw[(j/blk)*kb+kbi], yr[j])
+				}
+			}
+		})
+	}
+}
+
+// toFloatBlock copies column block kbi (128 wide) of the int8 matrix
+// q [rows, k] into dst [rows, 128] as float32.
+func toFloatBlock(dst []float32, q []int8, rows, k, kbi int) {
+	const blk = quant.Block
+	for r := 0; r < rows; r++ {
+		src := q[r*k+kbi*blk : r*k+kbi*blk+blk]
+		out := dst[r*blk : r*blk+blk]
+		for i, v := range src {
+			out[i] = float32(v)
+		}
+	}
 }

@@ -1,6 +1,10 @@
 package cpu
 
 import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"strings"
 	"testing"
 
@@ -53,5 +57,66 @@ func TestInt8LinearBadShapes(t *testing.T) {
 	err := run()
 	if err == nil || !strings.Contains(err.Error(), "[1 2]") {
 		t.Fatalf("want a shape error naming [1 2], got %v", err)
+	}
+}
+
+// TestInt8LinearMatchesQuant checks the SIMD-GEMM path against package
+// quant's integer reference bit for bit on a shape with ragged 128-blocks
+// in M and N and full-range codes.
+func TestInt8LinearMatchesQuant(t *testing.T) {
+	const m, k, n = 300, 512, 200
+	r := rand.New(rand.NewPCG(5, 6))
+	x := make([]float32, m*k)
+	for i := range x {
+		x[i] = tensor.RoundBF16(float32(r.NormFloat64() * math.Exp(r.NormFloat64())))
+	}
+	w := make([]float32, n*k)
+	for i := range w {
+		w[i] = tensor.RoundBF16(float32(r.NormFloat64()))
+	}
+	bias := make([]float32, n)
+	for i := range bias {
+		bias[i] = tensor.RoundBF16(float32(r.NormFloat64()))
+	}
+	wq, ws, err := quant.Quantize(w, n, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := quant.Linear(x, m, k, wq, ws, n, bias, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New()
+	sr, sc := quant.ScaleShape(n, k)
+	y := b.Int8Linear(NewTensor(tensor.BF16, []int{m, k}, append([]float32(nil), x...)), b.UploadInt8([]int{n, k}, wq),
+		NewTensor(tensor.F32, []int{sr, sc}, ws), NewTensor(tensor.BF16, []int{n}, bias))
+	got := T(y).F
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("output %d: %g, quant reference %g", i, got[i], want[i])
+		}
+	}
+}
+
+func BenchmarkInt8Linear(b *testing.B) {
+	const m, k, n = 1024, 1536, 1536
+	r := rand.New(rand.NewPCG(1, 1))
+	x := make([]float32, m*k)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	w := make([]float32, n*k)
+	for i := range w {
+		w[i] = float32(r.NormFloat64())
+	}
+	wq, ws, _ := quant.Quantize(w, n, k)
+	be := New()
+	xt := NewTensor(tensor.BF16, []int{m, k}, x)
+	wt := be.UploadInt8([]int{n, k}, wq)
+	st := NewTensor(tensor.F32, []int{n / 128, k / 128}, ws)
+	b.SetBytes(int64(2 * m * n * k))
+	b.ResetTimer()
+	for range b.N {
+		be.Int8Linear(xt, wt, st, nil)
 	}
 }
