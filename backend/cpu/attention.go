@@ -43,6 +43,10 @@ func (b *Backend) Attention(q, k, v backend.Tensor, heads int, scale float32) ba
 		backend.Fail("cpu: Attention: no keys (k %v)", ck.shape)
 	}
 	roundP := cq.dt == tensor.BF16
+	if useKernel {
+		b.attentionSIMD(cq.F, ck.F, cv.F, out.F, attnGeom{batch: batch, lq: lq, lk: lk, heads: heads, d: d, width: width, scale: scale, roundP: roundP})
+		return out
+	}
 	qBlocks := (lq + attnBQ - 1) / attnBQ
 	tasks := batch * heads * qBlocks
 	b.parallelFor(tasks, func(lo, hi int) {
@@ -68,29 +72,11 @@ func (b *Backend) Attention(q, k, v backend.Tensor, heads int, scale float32) ba
 				for i := 0; i < nq; i++ {
 					qr := cq.F[qBase+(q0+i)*width : qBase+(q0+i)*width+d]
 					sr := s[i*attnBK : i*attnBK+nk]
-					rowMax := m[i]
 					for j := range sr {
 						o := kBase + (k0+j)*width
-						x := dotF32(qr, ck.F[o:o+d]) * scale
-						sr[j] = x
-						if x > rowMax {
-							rowMax = x
-						}
+						sr[j] = dotF32(qr, ck.F[o:o+d])
 					}
-					alpha := float32(math.Exp(float64(m[i] - rowMax)))
-					if math.IsInf(float64(m[i]), -1) {
-						alpha = 0
-					}
-					m[i] = rowMax
-					var sum float32
-					for j, x := range sr {
-						p := float32(math.Exp(float64(x - rowMax)))
-						sum += p
-						if roundP {
-							p = tensor.RoundBF16(p)
-						}
-						sr[j] = p
-					}
+					alpha, sum := softmaxTile(sr, &m[i], scale, roundP)
 					l[i] = l[i]*alpha + sum
 					ar := acc[i*d : (i+1)*d]
 					if alpha != 1 {
