@@ -24,15 +24,17 @@ func vaeCheckFloat(op string, t *Tensor) {
 	}
 }
 
-// vaeConvBlock is how many output positions of one frame one im2col block
-// holds: large enough to amortise the weight reads, small enough that the
-// column block stays in cache.
-const vaeConvBlock = 64
+// vaeColFloats bounds one im2col block (floats): large enough to give the
+// GEMM long rows, small enough to stay a few tens of MiB at the real VAE's
+// widths.
+const vaeColFloats = 1 << 22
 
-// Conv3d implements backend.VAEOps as an implicit GEMM: per output frame and
-// block of output positions it gathers the receptive fields into a column
-// block [positions][Cin·kt·kh·kw] and takes dot products with the weight
-// rows, which already have that layout.
+// Conv3d implements backend.VAEOps as an implicit GEMM: the output
+// positions (all frames, flattened) are taken in blocks; each block's
+// receptive fields are gathered into a column matrix [positions][Cin·kt·kh·kw]
+// whose rows have the weight rows' layout, and Gemm multiplies the weight
+// [Cout, K] by it straight into the output. Rounding and bias follow in a
+// separate pass, as Conv3d documents.
 func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
 	x, w := T(xt), T(wt)
 	vaeCheckFloat("conv3d input", x)
@@ -47,25 +49,23 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 		bias = bt.F
 	}
 	T0, H, W := x.shape[1], x.shape[2], x.shape[3]
-	To, Ho, Wo := os[1], os[2], os[3]
+	Ho, Wo := os[2], os[3]
 	st, sh, sw := p.Strides()
 	K := cin * kt * kh * kw
 	npos := Ho * Wo
-	nblk := (npos + vaeConvBlock - 1) / vaeConvBlock
-	out := make([]float32, cout*To*npos)
-	dt := x.dt
-	xf, wf := x.F, w.F
+	total := os[1] * npos
+	out := make([]float32, cout*total)
+	xf := x.F
+	blk := max(16, min(total, vaeColFloats/max(K, 1)))
+	col := make([]float32, blk*K)
 
-	b.parallelFor(To*nblk, func(lo, hi int) {
-		col := make([]float32, vaeConvBlock*K)
-		acc := make([]float32, vaeConvBlock*4)
-		for task := lo; task < hi; task++ {
-			to, blk := task/nblk, task%nblk
-			p0 := blk * vaeConvBlock
-			n := min(vaeConvBlock, npos-p0)
-			// Gather: col[j][(ci,dt,dh,dw)] = padded input.
-			for j := 0; j < n; j++ {
-				ho, wo := (p0+j)/Wo, (p0+j)%Wo
+	for q0 := 0; q0 < total; q0 += blk {
+		n := min(blk, total-q0)
+		b.parallelFor(n, func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				q := q0 + j
+				to, rest := q/npos, q%npos
+				ho, wo := rest/Wo, rest%Wo
 				c := col[j*K : (j+1)*K]
 				k := 0
 				for ci := 0; ci < cin; ci++ {
@@ -74,9 +74,7 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 						for bb := 0; bb < kh; bb++ {
 							yi := ho*sh + bb - p.PadH[0]
 							if ti < 0 || ti >= T0 || yi < 0 || yi >= H {
-								for cc := 0; cc < kw; cc++ {
-									c[k+cc] = 0
-								}
+								clear(c[k : k+kw])
 								k += kw
 								continue
 							}
@@ -95,39 +93,32 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 					}
 				}
 			}
-			// Multiply: four output channels at a time share each column load.
-			co := 0
-			for ; co+4 <= cout; co += 4 {
-				vaeDot4(wf[co*K:(co+4)*K], K, col[:n*K], n, acc)
-				for r := 0; r < 4; r++ {
-					vaeStoreConv(out, acc[r*vaeConvBlock:r*vaeConvBlock+n], co+r, to, To, npos, p0, dt, bias)
-				}
+		})
+		Gemm(cout, n, K, w.F, K, col[:n*K], K, out[q0:], total, nil)
+	}
+	if x.dt == tensor.BF16 || bias != nil {
+		b.parallelFor(cout, func(lo, hi int) {
+			for co := lo; co < hi; co++ {
+				vaeStoreConv(out[co*total:(co+1)*total], co, x.dt, bias)
 			}
-			for ; co < cout; co++ {
-				wr := wf[co*K : (co+1)*K]
-				for j := 0; j < n; j++ {
-					acc[j] = vaeDot(wr, col[j*K:(j+1)*K])
-				}
-				vaeStoreConv(out, acc[:n], co, to, To, npos, p0, dt, bias)
-			}
-		}
-	})
-	return &Tensor{shape: os, dt: dt, F: out}
+		})
+	}
+	return &Tensor{shape: os, dt: x.dt, F: out}
 }
 
-// vaeStoreConv writes one output channel's block, rounding as Conv3d documents.
-func vaeStoreConv(out, acc []float32, co, to, To, npos, p0 int, dt tensor.DType, bias []float32) {
-	dst := out[(co*To+to)*npos+p0:]
+// vaeStoreConv rounds one output channel in place and adds its bias,
+// rounding as Conv3d documents.
+func vaeStoreConv(row []float32, co int, dt tensor.DType, bias []float32) {
 	var bv float32
 	if bias != nil {
 		bv = bias[co]
 	}
-	for j, v := range acc {
+	for j, v := range row {
 		v = vaeRound(dt, v)
 		if bias != nil {
 			v = vaeRound(dt, v+bv)
 		}
-		dst[j] = v
+		row[j] = v
 	}
 }
 
@@ -146,26 +137,6 @@ func vaeDot(a, b []float32) float32 {
 		s0 += a[i] * b[i]
 	}
 	return (s0 + s1) + (s2 + s3)
-}
-
-// vaeDot4 computes acc[r*vaeConvBlock+j] = w[r]·col[j] for four weight rows of
-// length K and n column rows.
-func vaeDot4(w []float32, K int, col []float32, n int, acc []float32) {
-	w0, w1, w2, w3 := w[:K], w[K:2*K], w[2*K:3*K], w[3*K:4*K]
-	for j := 0; j < n; j++ {
-		c := col[j*K : (j+1)*K]
-		var s0, s1, s2, s3 float32
-		for k, v := range c {
-			s0 += w0[k] * v
-			s1 += w1[k] * v
-			s2 += w2[k] * v
-			s3 += w3[k] * v
-		}
-		acc[j] = s0
-		acc[vaeConvBlock+j] = s1
-		acc[2*vaeConvBlock+j] = s2
-		acc[3*vaeConvBlock+j] = s3
-	}
 }
 
 // ChannelRMSNorm implements backend.VAEOps.

@@ -242,3 +242,19 @@ func TestFrameAttention(t *testing.T) {
 		t.Errorf("rel err %.2e", e)
 	}
 }
+
+// BenchmarkConv3d times a causal 3x3x3 conv of the real VAE's last decoder
+// stage shape class (96 channels) on a small frame.
+func BenchmarkConv3d(b *testing.B) {
+	be := New()
+	C, T0, H, W := 96, 4, 32, 32
+	x := be.Upload(tensor.F32, []int{C, T0, H, W}, vaeRand(1, C*T0*H*W))
+	w := be.Upload(tensor.F32, []int{C, C, 3, 3, 3}, vaeRand(2, C*C*27))
+	p := backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	flops := 2.0 * float64(C*C*27*T0*H*W)
+	b.ResetTimer()
+	for range b.N {
+		be.Conv3d(x, w, nil, p)
+	}
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
