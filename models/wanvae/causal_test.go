@@ -1,0 +1,75 @@
+package wanvae
+
+import (
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// The VAE is causal in time: decoding the first k latent frames must give
+// exactly the first 1+4(k−1) video frames of the full decode, and encoding
+// the first 1+4k frames the first 1+k latents of the full encode. This
+// checks the chunk caches on lengths the conformance set does not cover,
+// and on a non-square frame.
+func TestCausalPrefixes(t *testing.T) {
+	v, get := loadGolden(t, tensor.F32)
+	latent, ls := get("decode.latent") // [16,3,8,8]
+	// A non-square crop [16,3,8,6] so H and W differ.
+	z, T, H, W := ls[0], ls[1], ls[2], 6
+	crop := make([]float32, z*T*H*W)
+	for i := 0; i < z*T*H; i++ {
+		copy(crop[i*W:(i+1)*W], latent[i*ls[3]:i*ls[3]+W])
+	}
+	full, fs, err := v.Decode(crop, []int{z, T, H, W})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 1; k < T; k++ {
+		sub := make([]float32, z*k*H*W)
+		for c := 0; c < z; c++ {
+			copy(sub[c*k*H*W:(c+1)*k*H*W], crop[c*T*H*W:(c*T+k)*H*W])
+		}
+		part, ps, err := v.Decode(sub, []int{z, k, H, W})
+		if err != nil {
+			t.Fatal(err)
+		}
+		comparePrefix(t, "decode", part, ps, full, fs)
+	}
+
+	video, vs := get("encode.video") // [3,9,64,64]
+	enc, es, err := v.Encode(video, vs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	F, plane := vs[1], vs[2]*vs[3]
+	n := 5
+	sub := make([]float32, 3*n*plane)
+	for c := 0; c < 3; c++ {
+		copy(sub[c*n*plane:(c+1)*n*plane], video[c*F*plane:(c*F+n)*plane])
+	}
+	part, ps, err := v.Encode(sub, []int{3, n, vs[2], vs[3]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	comparePrefix(t, "encode", part, ps, enc, es)
+}
+
+// comparePrefix checks that part [C,n,H,W] equals the first n frames of
+// full [C,N,H,W] exactly.
+func comparePrefix(t *testing.T, what string, part []float32, ps []int, full []float32, fs []int) {
+	t.Helper()
+	if ps[0] != fs[0] || ps[2] != fs[2] || ps[3] != fs[3] || ps[1] > fs[1] {
+		t.Fatalf("%s: prefix shape %v does not fit %v", what, ps, fs)
+	}
+	plane := ps[2] * ps[3]
+	for c := 0; c < ps[0]; c++ {
+		a := part[c*ps[1]*plane : (c+1)*ps[1]*plane]
+		b := full[c*fs[1]*plane : (c*fs[1]+ps[1])*plane]
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("%s: %d frames: channel %d value %d = %v, full run has %v", what, ps[1], c, i, a[i], b[i])
+			}
+		}
+	}
+	t.Logf("%s: first %d frames of %d identical", what, ps[1], fs[1])
+}
