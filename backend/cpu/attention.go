@@ -20,7 +20,10 @@ const (
 //
 // For BF16 q the unnormalised probabilities P are rounded to bf16 before
 // P·V while the row sums use the unrounded values, as the flash-attention
-// kernels behind PyTorch's bf16 SDPA do; the output is rounded once.
+// kernels behind PyTorch's bf16 SDPA do; the output is rounded once. On the
+// conformance set's bf16 block 0 this gives rel-L2 1.4e-3 against the
+// reference self-attention output, versus 2.6e-3 without the P rounding and
+// 1.5e-3 with rounded row sums (TestGoldenBlock).
 func (b *Backend) Attention(q, k, v backend.Tensor, heads int, scale float32) backend.Tensor {
 	cq, ck, cv := floatT("Attention q", q), floatT("Attention k", k), floatT("Attention v", v)
 	if len(cq.shape) < 2 || heads <= 0 || cq.shape[len(cq.shape)-1]%heads != 0 {
