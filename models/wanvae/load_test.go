@@ -99,3 +99,38 @@ func TestBadInputs(t *testing.T) {
 	_, _, err = v.Encode(make([]float32, 4*5*16*16), []int{4, 5, 16, 16})
 	wantErr(t, err, "[3,F,H,W]")
 }
+
+// shapesOnly is a checkpoint that only describes tensors.
+type shapesOnly struct {
+	checkpoint.File
+	shapes map[string][]int
+}
+
+func (s shapesOnly) Path() string { return "Wan2.1_VAE.pth" }
+func (s shapesOnly) Names() []string {
+	var n []string
+	for k := range s.shapes {
+		n = append(n, k)
+	}
+	return n
+}
+func (s shapesOnly) Info(name string) (checkpoint.Info, bool) {
+	sh, ok := s.shapes[name]
+	return checkpoint.Info{Name: name, DType: tensor.F32, Shape: sh}, ok
+}
+
+// The real checkpoint has no key prefix and base dim 96.
+func TestDetectRealLayout(t *testing.T) {
+	f := shapesOnly{shapes: map[string][]int{
+		"decoder.conv1.weight":  {384, 16, 3, 3, 3},
+		"decoder.head.2.weight": {3, 96, 3, 3, 3},
+		"encoder.conv1.weight":  {96, 3, 3, 3, 3},
+	}}
+	prefix, cfg, err := detect(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prefix != "" || cfg != (Config{Dim: 96, ZDim: 16}) {
+		t.Errorf("prefix %q config %+v, want \"\" and dim 96, z 16", prefix, cfg)
+	}
+}
