@@ -1,0 +1,126 @@
+package pipeline
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Files are the checkpoint paths one generation needs.
+type Files struct {
+	DiT         string // TurboWan DiT (.pth or .safetensors)
+	VAE         string // Wan2.1_VAE.pth
+	TextEncoder string // models_t5_umt5-xxl-enc-bf16.pth
+	Tokenizer   string // folder (or file) of the google/umt5-xxl tokenizer
+}
+
+// Released file names and where users get them.
+const (
+	VAEFile         = "Wan2.1_VAE.pth"
+	TextEncoderFile = "models_t5_umt5-xxl-enc-bf16.pth"
+	TokenizerDir    = "google/umt5-xxl"
+	wanRepo         = "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"
+)
+
+// Variants are the TurboWan text-to-video DiTs by the name their files carry.
+var Variants = map[string]string{
+	"TurboWan2.1-T2V-1.3B-480P": "https://huggingface.co/TurboDiffusion/TurboWan2.1-T2V-1.3B-480P",
+	"TurboWan2.1-T2V-14B-480P":  "https://huggingface.co/TurboDiffusion/TurboWan2.1-T2V-14B-480P",
+	"TurboWan2.1-T2V-14B-720P":  "https://huggingface.co/TurboDiffusion/TurboWan2.1-T2V-14B-720P",
+}
+
+// DefaultVariant is the model generate uses unless told otherwise.
+const DefaultVariant = "TurboWan2.1-T2V-1.3B-480P"
+
+// MissingError lists every file a models folder lacks and where to get it.
+type MissingError struct {
+	Dir     string
+	Missing []string // "name (from URL)"
+}
+
+func (e *MissingError) Error() string {
+	return fmt.Sprintf("models folder %s is missing %d file(s):\n  %s", e.Dir, len(e.Missing), strings.Join(e.Missing, "\n  "))
+}
+
+// FindModels resolves the files of a variant in a models folder holding the
+// released files under their released names. For the DiT it takes
+// <variant>.pth, else <variant>-quant.pth (also .safetensors). Explicit
+// paths in override win over the folder. Every missing file is named at
+// once, with where to download it.
+func FindModels(dir, variant string, override Files) (Files, error) {
+	if variant == "" {
+		variant = DefaultVariant
+	}
+	out := override
+	var missing []string
+	if out.DiT == "" {
+		url, ok := Variants[variant]
+		if !ok {
+			var names []string
+			for n := range Variants {
+				names = append(names, n)
+			}
+			return Files{}, fmt.Errorf("unknown model variant %q (choose one of %s, or pass --dit)", variant, strings.Join(sortedStrings(names), ", "))
+		}
+		for _, name := range []string{variant + ".pth", variant + "-quant.pth", variant + ".safetensors", variant + "-quant.safetensors"} {
+			if p := filepath.Join(dir, name); exists(p) {
+				out.DiT = p
+				break
+			}
+		}
+		if out.DiT == "" {
+			missing = append(missing, fmt.Sprintf("%s.pth or %s-quant.pth (from %s)", variant, variant, url))
+		}
+	}
+	if out.VAE == "" {
+		if p := filepath.Join(dir, VAEFile); exists(p) {
+			out.VAE = p
+		} else {
+			missing = append(missing, fmt.Sprintf("%s (from %s)", VAEFile, wanRepo))
+		}
+	}
+	if out.TextEncoder == "" {
+		if p := filepath.Join(dir, TextEncoderFile); exists(p) {
+			out.TextEncoder = p
+		} else {
+			missing = append(missing, fmt.Sprintf("%s (from %s)", TextEncoderFile, wanRepo))
+		}
+	}
+	if out.Tokenizer == "" {
+		found := false
+		for _, sub := range []string{TokenizerDir, "umt5-xxl", "tokenizer"} {
+			d := filepath.Join(dir, sub)
+			if exists(filepath.Join(d, "spiece.model")) || exists(filepath.Join(d, "tokenizer.json")) {
+				out.Tokenizer, found = d, true
+				break
+			}
+		}
+		if !found {
+			missing = append(missing, fmt.Sprintf("%s/ with spiece.model and tokenizer.json (from %s, folder google/umt5-xxl)", TokenizerDir, wanRepo))
+		}
+	}
+	for _, p := range []string{override.DiT, override.VAE, override.TextEncoder, override.Tokenizer} {
+		if p != "" && !exists(p) {
+			missing = append(missing, p+" (given on the command line)")
+		}
+	}
+	if len(missing) > 0 {
+		return out, &MissingError{Dir: dir, Missing: missing}
+	}
+	return out, nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func sortedStrings(s []string) []string {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s
+}

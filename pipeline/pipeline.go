@@ -1,0 +1,476 @@
+// Package pipeline turns a prompt into a video: tokenizer → umT5 → DiT with
+// the rCM (or UniPC) sampler → VAE decode → frames. It is the one place the
+// stages meet; the CLI, the server and Go callers all use it.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
+	"github.com/turbodiffusion-go/turbodiffusion/sampler"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+	"github.com/turbodiffusion-go/turbodiffusion/tokenizer"
+	"github.com/turbodiffusion-go/turbodiffusion/video"
+)
+
+// NegativePrompt is Wan's default negative prompt (wan/configs/shared_config.py),
+// used by the 50-step UniPC mode with classifier-free guidance.
+const NegativePrompt = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+
+// Options are fixed when an Engine is made: which files, which numerics.
+type Options struct {
+	Files
+	// DType is the DiT's dtype: BF16 (the reference's inference dtype) or F32.
+	DType tensor.DType
+	// Attention is the DiT self-attention kind and TopK its SLA fraction.
+	Attention backend.AttentionKind
+	TopK      float64
+	// Norm selects TurboDiffusion's fast norms (default) or --default_norm.
+	Norm backend.NormMode
+	// KeepTextEncoder keeps umT5 loaded between prompts (otherwise it is
+	// freed before the DiT loads, as the reference does).
+	KeepTextEncoder bool
+	// CacheDir holds encoded prompts; "" disables the cache.
+	CacheDir string
+}
+
+// Request is one generation.
+type Request struct {
+	Prompt string
+	// Sampler is "rcm" (TurboDiffusion, 1-4 steps, no CFG) or "unipc"
+	// (Wan's original 50-step mode with CFG and the negative prompt).
+	Sampler  string
+	Steps    int
+	SigmaMax float64 // rCM σmax (80 for T2V)
+	ODE      bool    // rCM deterministic update instead of SDE
+	Shift    float64 // UniPC schedule shift (5)
+	Guidance float32 // UniPC CFG scale (5)
+	Negative string  // UniPC negative prompt ("" = Wan's default)
+	Size     Size
+	Frames   int
+	Seed     uint64
+	Samples  int
+	FPS      int
+}
+
+// Event reports progress: Stage is "tokenize", "encode", "load-dit",
+// "step", "load-vae", "decode"; Done of Total units.
+type Event struct {
+	Stage       string
+	Done, Total int
+	Note        string
+}
+
+// Timing is how long one stage took.
+type Timing struct {
+	Stage    string
+	Duration time.Duration
+}
+
+// Result is a generated clip and where the time went.
+type Result struct {
+	Clip    *video.Clip
+	Latents [][]float32 // one [16,T,H,W] latent per sample
+	Timings []Timing
+	Notes   []string // choices the caller should show (e.g. a stage run on the CPU)
+}
+
+// Engine holds loaded models between requests.
+type Engine struct {
+	opt      Options
+	dit      backend.DiT
+	text     backend.Text
+	vae      backend.VAE
+	notes    []string
+	Progress func(Event)
+
+	tok     *tokenizer.Tokenizer
+	enc     *umt5.Encoder
+	cache   *umt5.Cache
+	model   *wan.Model
+	decoder *wanvae.VAE
+}
+
+// New makes an engine on backend b. Stages whose ops b lacks run on cpu
+// (which must implement everything), and the engine says so in its notes.
+func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
+	e := &Engine{opt: opt}
+	if opt.DType == tensor.Invalid {
+		e.opt.DType = tensor.BF16
+	}
+	if opt.TopK == 0 {
+		e.opt.TopK = 0.1
+	}
+	var ok bool
+	if e.dit, ok = b.(backend.DiT); !ok {
+		return nil, fmt.Errorf("backend %s cannot run the DiT (it lacks the DiT ops)", b.Name())
+	}
+	pick := func(stage string, use func(backend.Core) bool) error {
+		if use(b) {
+			return nil
+		}
+		if cpu == nil || !use(cpu) {
+			return fmt.Errorf("backend %s cannot run the %s and no CPU backend is available", b.Name(), stage)
+		}
+		e.notes = append(e.notes, fmt.Sprintf("the %s backend has no %s ops yet: the %s runs on the CPU", b.Name(), stage, stage))
+		return nil
+	}
+	if err := pick("text encoder", func(c backend.Core) bool { t, ok := c.(backend.Text); e.text = t; return ok }); err != nil {
+		return nil, err
+	}
+	if err := pick("VAE", func(c backend.Core) bool { v, ok := c.(backend.VAE); e.vae = v; return ok }); err != nil {
+		return nil, err
+	}
+	if opt.CacheDir != "" {
+		c, err := umt5.OpenCache(opt.CacheDir)
+		if err != nil {
+			return nil, err
+		}
+		e.cache = c
+	}
+	return e, nil
+}
+
+// Notes are messages about how the engine runs, for the caller to show.
+func (e *Engine) Notes() []string { return e.notes }
+
+func (e *Engine) report(ev Event) {
+	if e.Progress != nil {
+		e.Progress(ev)
+	}
+}
+
+// Close frees every loaded model.
+func (e *Engine) Close() {
+	if e.enc != nil {
+		e.enc.Close()
+		e.enc = nil
+	}
+	if e.model != nil {
+		e.model.Free()
+		e.model = nil
+	}
+	e.decoder = nil
+}
+
+// Validate checks a request before any model is loaded.
+func (r *Request) Validate() error {
+	switch r.Sampler {
+	case "", "rcm":
+		if r.Steps < 1 || r.Steps > sampler.MaxRCMSteps {
+			return fmt.Errorf("--steps %d: rCM takes 1 to %d steps", r.Steps, sampler.MaxRCMSteps)
+		}
+		if r.SigmaMax < 0.1 {
+			return fmt.Errorf("--sigma-max %g: must be at least 0.1", r.SigmaMax)
+		}
+	case "unipc":
+		if r.Steps < 2 {
+			return fmt.Errorf("--steps %d: UniPC needs at least 2 steps (the reference uses 50)", r.Steps)
+		}
+	default:
+		return fmt.Errorf("--sampler %q: choose rcm or unipc", r.Sampler)
+	}
+	if r.Samples < 1 {
+		return fmt.Errorf("--samples %d: must be at least 1", r.Samples)
+	}
+	if _, err := LatentShape(r.Frames, r.Size); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Generate runs one request through every stage.
+func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	if r.FPS == 0 {
+		r.FPS = 16
+	}
+	res := &Result{Notes: e.notes}
+	stage := func(name string, f func() error) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		err := f()
+		res.Timings = append(res.Timings, Timing{name, time.Since(t0)})
+		return err
+	}
+
+	// 1-2. Prompt(s) → umT5 context (cached by ids and encoder file).
+	prompts := []string{r.Prompt}
+	if r.Sampler == "unipc" {
+		neg := r.Negative
+		if neg == "" {
+			neg = NegativePrompt
+		}
+		prompts = append(prompts, neg)
+	}
+	var contexts []*textContext
+	if err := stage("text", func() error {
+		for _, p := range prompts {
+			c, err := e.encodePrompt(p)
+			if err != nil {
+				return err
+			}
+			contexts = append(contexts, c)
+		}
+		if !e.opt.KeepTextEncoder && e.enc != nil {
+			e.enc.Close() // free ~11 GB before the DiT loads, as the reference does
+			e.enc = nil
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// 3. DiT.
+	if err := stage("load DiT", e.loadDiT); err != nil {
+		return nil, err
+	}
+	var texts []*wan.Text
+	defer func() {
+		for _, t := range texts {
+			t.Free()
+		}
+	}()
+	if err := stage("embed text", func() error {
+		for _, c := range contexts {
+			t, err := e.model.EmbedText(c.rows, c.length)
+			if err != nil {
+				return err
+			}
+			texts = append(texts, t)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	lat, _ := LatentShape(r.Frames, r.Size)
+	shape := []int{e.model.Config.InDim, lat[1], lat[2], lat[3]}
+	if e.model.Config.InDim != 16 {
+		return nil, fmt.Errorf("%s is an image-to-video model (%d input channels); text-to-video needs a T2V checkpoint", e.opt.DiT, e.model.Config.InDim)
+	}
+	n := tensor.NumElements(shape)
+	for s := 0; s < r.Samples; s++ {
+		var latent []float32
+		err := stage(fmt.Sprintf("sample %d", s+1), func() error {
+			var err error
+			latent, err = e.sample(ctx, r, s, shape, n, texts)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		res.Latents = append(res.Latents, latent)
+	}
+
+	// 4. VAE decode → frames.
+	if err := stage("load VAE", e.loadVAE); err != nil {
+		return nil, err
+	}
+	var clips [][][]uint8
+	var vshape []int
+	if err := stage("decode", func() error {
+		for i, latent := range res.Latents {
+			e.report(Event{Stage: "decode", Done: i, Total: len(res.Latents)})
+			vid, vs, err := e.decoder.Decode(latent, []int{16, lat[1], lat[2], lat[3]})
+			if err != nil {
+				return err
+			}
+			frames, err := wanvae.Frames(vid, vs)
+			if err != nil {
+				return err
+			}
+			clips, vshape = append(clips, frames), vs
+		}
+		e.report(Event{Stage: "decode", Done: len(res.Latents), Total: len(res.Latents)})
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	res.Clip = tile(clips, vshape[3], vshape[2], r.FPS)
+	return res, nil
+}
+
+// sample runs the sampler for one sample.
+func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n int, texts []*wan.Text) ([]float32, error) {
+	noise := sampler.NewGaussian(r.Seed + uint64(idx))
+	steps := r.Steps
+	velocity := func(txt *wan.Text) sampler.Velocity {
+		return func(st sampler.Step, x []float32) ([]float32, error) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			return e.model.Forward(x, shape, st.Timestep, txt)
+		}
+	}
+	progress := func(v sampler.Velocity) sampler.Velocity {
+		return func(st sampler.Step, x []float32) ([]float32, error) {
+			e.report(Event{Stage: "step", Done: st.Index, Total: steps})
+			out, err := v(st, x)
+			if err == nil {
+				e.report(Event{Stage: "step", Done: st.Index + 1, Total: steps})
+			}
+			return out, err
+		}
+	}
+	if r.Sampler == "unipc" {
+		cond, uncond := velocity(texts[0]), velocity(texts[1])
+		cfg := func(st sampler.Step, x []float32) ([]float32, error) {
+			vc, err := cond(st, x)
+			if err != nil {
+				return nil, err
+			}
+			vu, err := uncond(st, x)
+			if err != nil {
+				return nil, err
+			}
+			return sampler.CFG(vc, vu, r.Guidance)
+		}
+		x := make([]float32, n)
+		if err := noise.Normal(x); err != nil {
+			return nil, err
+		}
+		return sampler.UniPC{Steps: steps, Shift: r.Shift}.Sample(x, progress(cfg))
+	}
+	rcm := sampler.RCM{Steps: steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
+	return rcm.Sample(n, noise, progress(velocity(texts[0])))
+}
+
+type textContext struct {
+	rows   []float32 // [length, TextDim]
+	length int
+}
+
+func (e *Engine) encodePrompt(prompt string) (*textContext, error) {
+	if e.tok == nil {
+		e.report(Event{Stage: "tokenize", Note: e.opt.Tokenizer})
+		tok, err := tokenizer.Load(e.opt.Tokenizer)
+		if err != nil {
+			return nil, err
+		}
+		e.tok = tok
+	}
+	const textLen = 512
+	ids, mask := e.tok.EncodePrompt(prompt, textLen)
+	length := 0
+	for _, m := range mask {
+		length += int(m)
+	}
+	var key umt5.CacheKey
+	if e.cache != nil {
+		k, err := umt5.NewCacheKey(ids, length, e.opt.TextEncoder, tensor.BF16)
+		if err != nil {
+			return nil, err
+		}
+		key = k
+		if ent, ok, err := e.cache.Get(key); ok && err == nil {
+			e.report(Event{Stage: "encode", Done: 1, Total: 1, Note: "cached"})
+			return &textContext{rows: ent.Context[:ent.Length*ent.Dim], length: ent.Length}, nil
+		}
+	}
+	if e.enc == nil {
+		e.report(Event{Stage: "encode", Done: 0, Total: 1, Note: "loading " + filepath.Base(e.opt.TextEncoder)})
+		f, err := checkpoint.Open(e.opt.TextEncoder)
+		if err != nil {
+			return nil, err
+		}
+		enc, err := umt5.Load(f, e.text, tensor.BF16)
+		f.Close() // the encoder keeps what it needs
+		if err != nil {
+			return nil, err
+		}
+		e.enc = enc
+	}
+	out, err := e.enc.Encode(ids, length)
+	if err != nil {
+		return nil, err
+	}
+	dim := len(out) / len(ids)
+	if e.cache != nil {
+		if err := e.cache.Put(key, out, len(ids), length, dim, tensor.BF16); err != nil {
+			e.notes = append(e.notes, "prompt cache: "+err.Error())
+		}
+	}
+	e.report(Event{Stage: "encode", Done: 1, Total: 1})
+	return &textContext{rows: out[:length*dim], length: length}, nil
+}
+
+func (e *Engine) loadDiT() error {
+	if e.model != nil {
+		return nil
+	}
+	e.report(Event{Stage: "load-dit", Note: filepath.Base(e.opt.DiT)})
+	f, err := checkpoint.Open(e.opt.DiT)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm})
+	if err != nil {
+		return err
+	}
+	e.model = m
+	return nil
+}
+
+func (e *Engine) loadVAE() error {
+	if e.decoder != nil {
+		return nil
+	}
+	e.report(Event{Stage: "load-vae", Note: filepath.Base(e.opt.VAE)})
+	f, err := checkpoint.Open(e.opt.VAE)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	v, err := wanvae.Load(f, e.vae, tensor.BF16)
+	if err != nil {
+		return err
+	}
+	e.decoder = v
+	return nil
+}
+
+// tile places samples side by side in each frame, as the reference does for
+// num_samples > 1.
+func tile(clips [][][]uint8, w, h, fps int) *video.Clip {
+	out := &video.Clip{Width: w * len(clips), Height: h, FPS: fps}
+	for f := range clips[0] {
+		frame := make([]byte, out.Width*h*3)
+		for s, c := range clips {
+			for y := 0; y < h; y++ {
+				copy(frame[(y*out.Width+s*w)*3:(y*out.Width+(s+1)*w)*3], c[f][y*w*3:(y+1)*w*3])
+			}
+		}
+		out.Frames = append(out.Frames, frame)
+	}
+	return out
+}
+
+// WriteOutput writes the clip to path; without ffmpeg an .mp4 request falls
+// back to a .gif beside it and says so in the returned note.
+func WriteOutput(path string, c *video.Clip) (written, note string, err error) {
+	written, err = video.Write(path, c)
+	if errors.Is(err, video.ErrNoFFmpeg) {
+		gif := path[:len(path)-len(filepath.Ext(path))] + ".gif"
+		if _, serr := os.Stat(gif); serr == nil {
+			return "", "", fmt.Errorf("%w; and the GIF fallback %s already exists", err, gif)
+		}
+		written, err = video.Write(gif, c)
+		note = fmt.Sprintf("%v: wrote an animated GIF instead", video.ErrNoFFmpeg)
+	}
+	return written, note, err
+}
