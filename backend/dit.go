@@ -67,7 +67,8 @@ type DiTOps interface {
 	// rounds once to out.
 	LayerNorm(x, w, b Tensor, eps float32, out tensor.DType) Tensor
 	// RMSNorm normalises over the last dim and multiplies by w, rounding as
-	// mode says; result has x's dtype.
+	// mode says; result has x's dtype (also for NormDefault with an F32 w
+	// and BF16 x, where PyTorch would promote the product to float32).
 	RMSNorm(x, w Tensor, eps float32, mode NormMode) Tensor
 	// Modulate returns x·(1+scale)+shift computed in float32 and rounded to
 	// x's dtype; x [..., D], shift and scale F32 [D].
@@ -80,7 +81,10 @@ type DiTOps interface {
 	// [L, d/2]. Rotation in float32, result in x's dtype.
 	RoPE(x, angles Tensor, heads int) Tensor
 	// Attention is softmax(q·kᵀ·scale)·v per head for q [Lq, heads·d] and
-	// k, v [Lk, heads·d]; result [Lq, heads·d] in q's dtype.
+	// k, v [Lk, heads·d]; result [Lq, heads·d] in q's dtype. Scores,
+	// softmax and accumulation are float32; for BF16 q the unnormalised
+	// probabilities are rounded to bf16 before P·V (row sums unrounded), as
+	// the flash kernels behind PyTorch's bf16 SDPA do.
 	Attention(q, k, v Tensor, heads int, scale float32) Tensor
 	// SparseLinearAttention is SLA/SageSLA self-attention (REFERENCE.md §4)
 	// for q, k, v [L, heads·d]; projW [d, d], projB [d] is proj_l.

@@ -38,9 +38,19 @@ func (be *Backend) binary(op string, a, b backend.Tensor, f func(x, y float32) f
 	ca, cb := suffixOperand(op, a, b)
 	out := newOut(ca.dt, ca.shape)
 	nb := len(cb.F)
+	if nb == 0 {
+		return out
+	}
+	// Walk runs of b so the inner loop needs no modulo.
 	be.elementwise(len(out.F), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			out.F[i] = f(ca.F[i], cb.F[i%nb])
+		for i := lo; i < hi; {
+			j := i % nb
+			n := min(nb-j, hi-i)
+			x, y, o := ca.F[i:i+n], cb.F[j:j+n], out.F[i:i+n]
+			for t := range o {
+				o[t] = f(x[t], y[t])
+			}
+			i += n
 		}
 		roundSlice(out.dt, out.F[lo:hi])
 	})

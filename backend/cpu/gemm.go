@@ -61,7 +61,9 @@ func (be *Backend) gemm(m, n, k int, a []float32, lda int, b []float32, ldb int,
 	if m <= 0 || n <= 0 {
 		return
 	}
-	if k <= 0 || !useKernel || m*n*k < 32*32*32 {
+	// Tiny products and GEMVs (too few rows to fill the 6-row kernel, and
+	// packing B would cost as much as using it) take the dot-product path.
+	if k <= 0 || !useKernel || m*n*k < 32*32*32 || m < 2*gemmMR {
 		be.gemmDot(m, n, k, a, lda, b, ldb, c, ldc, bias)
 		return
 	}
