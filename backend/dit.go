@@ -41,10 +41,10 @@ func (k AttentionKind) String() string {
 
 // SLAConfig holds the block geometry and sparsity of SLA/SageSLA.
 type SLAConfig struct {
-	Kind       AttentionKind // SLA or SageSLA
-	TopK       float64       // fraction of key blocks kept per query block
-	BlockQ     int           // query block size (128 for SLA; 64 for SageSLA on sm90)
-	BlockK     int           // key block size (64 for SLA; 128 for SageSLA on sm90)
+	Kind   AttentionKind // SLA or SageSLA
+	TopK   float64       // fraction of key blocks kept per query block
+	BlockQ int           // query block size (128 for SLA; 64 for SageSLA on sm90)
+	BlockK int           // key block size (64 for SLA; 128 for SageSLA on sm90)
 	// BlockMap, when non-nil, overrides the computed selection (tests use the
 	// oracle's map in rows the README marks as near-ties). Layout
 	// [heads][qBlocks][kBlocks] flattened, 1 = selected.
