@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+type generateFlags struct {
+	models, variant                string
+	files                          pipeline.Files
+	prompt, negative, out          string
+	sampler                        string
+	steps, frames, samples         int
+	sigmaMax, shift                float64
+	guidance                       float32
+	ode                            bool
+	attention                      string
+	topk                           float64
+	resolution, aspect             string
+	seed                           uint64
+	device, dtype                  string
+	defaultNorm, keepText, noCache bool
+	cacheDir                       string
+}
+
+func init() {
+	var f generateFlags
+	cmd := &cobra.Command{
+		Use:   "generate --model DIR --prompt TEXT [-o out.mp4]",
+		Short: "Generate a video from a text prompt",
+		Long: `Generate a video from a text prompt with a TurboWan text-to-video model.
+
+--model names a folder holding the released files under their released names
+(TurboWan2.1-T2V-1.3B-480P.pth or -quant.pth, Wan2.1_VAE.pth,
+models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/); --dit, --vae,
+--text-encoder and --tokenizer override single files. Missing files are named
+with where to download them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runGenerate(cmd, &f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.models, "model", "", "models folder with the released files")
+	fl.StringVar(&f.variant, "variant", pipeline.DefaultVariant, "which TurboWan DiT of the folder to use")
+	fl.StringVar(&f.files.DiT, "dit", "", "DiT checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.TextEncoder, "text-encoder", "", "umT5-XXL encoder checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.Tokenizer, "tokenizer", "", "google/umt5-xxl tokenizer folder (overrides the folder)")
+	fl.StringVarP(&f.prompt, "prompt", "p", "", "text prompt (required)")
+	fl.StringVarP(&f.out, "output", "o", "output.mp4", "output file: .mp4 (needs ffmpeg), .gif, or a folder for PNG frames")
+	fl.StringVar(&f.sampler, "sampler", "rcm", "rcm (TurboDiffusion, 1-4 steps) or unipc (Wan's original 50-step mode with CFG)")
+	fl.IntVar(&f.steps, "steps", 4, "sampling steps (rcm: 1-4; unipc: e.g. 50)")
+	fl.Float64Var(&f.sigmaMax, "sigma-max", 80, "rCM initial sigma (larger = less diverse)")
+	fl.BoolVar(&f.ode, "ode", false, "rCM deterministic (ODE) update instead of SDE")
+	fl.Float64Var(&f.shift, "shift", 5, "UniPC schedule shift")
+	fl.Float32Var(&f.guidance, "guidance", 5, "UniPC classifier-free guidance scale")
+	fl.StringVar(&f.negative, "negative-prompt", "", "UniPC negative prompt (default: Wan's)")
+	fl.StringVar(&f.attention, "attention", "sla", "self-attention: dense, sla or sagesla")
+	fl.Float64Var(&f.topk, "sla-topk", 0.1, "SLA fraction of key blocks kept per query block")
+	fl.StringVar(&f.resolution, "resolution", "480p", "480p, 720p, 480, 512 or 720")
+	fl.StringVar(&f.aspect, "aspect", "16:9", "aspect ratio: 16:9, 9:16, 4:3, 3:4 or 1:1")
+	fl.IntVar(&f.frames, "frames", 81, "number of frames (4k+1)")
+	fl.Uint64Var(&f.seed, "seed", 0, "random seed")
+	fl.IntVar(&f.samples, "samples", 1, "videos to generate (tiled side by side)")
+	fl.StringVar(&f.device, "device", "auto", "auto, cuda or cpu")
+	fl.StringVar(&f.dtype, "dtype", "bf16", "DiT arithmetic: bf16 (as the reference) or f32")
+	fl.BoolVar(&f.defaultNorm, "default-norm", false, "use Wan's default norms instead of TurboDiffusion's fast norms")
+	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
+	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
+	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
+	root.AddCommand(cmd)
+}
+
+func defaultCacheDir() string {
+	if d, err := os.UserCacheDir(); err == nil {
+		return d + "/turbodiffusion/prompts"
+	}
+	return ""
+}
+
+func parseAttention(s string) (backend.AttentionKind, error) {
+	switch strings.ToLower(s) {
+	case "dense", "original":
+		return backend.Dense, nil
+	case "sla":
+		return backend.SLA, nil
+	case "sagesla":
+		return backend.SageSLA, nil
+	}
+	return 0, fmt.Errorf("--attention %q: choose dense, sla or sagesla", s)
+}
+
+func runGenerate(cmd *cobra.Command, f *generateFlags) error {
+	if strings.TrimSpace(f.prompt) == "" {
+		return fmt.Errorf("--prompt is required")
+	}
+	attn, err := parseAttention(f.attention)
+	if err != nil {
+		return err
+	}
+	if f.topk <= 0 || f.topk > 1 {
+		return fmt.Errorf("--sla-topk %g: must be in (0, 1]", f.topk)
+	}
+	dt := tensor.BF16
+	switch f.dtype {
+	case "bf16":
+	case "f32", "fp32", "float32":
+		dt = tensor.F32
+	default:
+		return fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
+	}
+	size, err := pipeline.Resolution(f.resolution, f.aspect)
+	if err != nil {
+		return err
+	}
+	req := pipeline.Request{Prompt: f.prompt, Sampler: f.sampler, Steps: f.steps, SigmaMax: f.sigmaMax, ODE: f.ode,
+		Shift: f.shift, Guidance: f.guidance, Negative: f.negative, Size: size, Frames: f.frames, Seed: f.seed, Samples: f.samples}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+		return fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
+	}
+	files, err := pipeline.FindModels(f.models, f.variant, f.files)
+	if err != nil {
+		return err
+	}
+	be, note, err := backend.Open(f.device)
+	if err != nil {
+		return err
+	}
+	errOut := cmd.ErrOrStderr()
+	if note != "" {
+		fmt.Fprintln(errOut, "note:", note)
+	}
+	cpuBE, _, _ := backend.Open("cpu")
+	norm := backend.NormFast
+	if f.defaultNorm {
+		norm = backend.NormDefault
+	}
+	cache := f.cacheDir
+	if f.noCache {
+		cache = ""
+	}
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, KeepTextEncoder: f.keepText, CacheDir: cache})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	for _, n := range eng.Notes() {
+		fmt.Fprintln(errOut, "note:", n)
+	}
+	bar := newProgress(errOut)
+	eng.Progress = bar.event
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d on %s, %s sampler, %d step(s), %s attention\n",
+		f.frames, size.W, size.H, be.Name(), f.sampler, f.steps, attn)
+	t0 := time.Now()
+	res, err := eng.Generate(ctx, req)
+	bar.done()
+	if err != nil {
+		return err
+	}
+	written, note, err := pipeline.WriteOutput(f.out, res.Clip)
+	if err != nil {
+		return err
+	}
+	if note != "" {
+		fmt.Fprintln(errOut, "note:", note)
+	}
+	fmt.Fprintln(errOut, "timings:")
+	for _, t := range res.Timings {
+		fmt.Fprintf(errOut, "  %-12s %8.2fs\n", t.Stage, t.Duration.Seconds())
+	}
+	fmt.Fprintf(errOut, "  %-12s %8.2fs\n", "total", time.Since(t0).Seconds())
+	fmt.Fprintln(cmd.OutOrStdout(), written)
+	return nil
+}
