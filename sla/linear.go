@@ -6,16 +6,20 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
+// linearRows is how many query rows one task of the linear branch handles.
+const linearRows = 256
+
 // linear is SLA's linear branch plus proj_l (REFERENCE.md §4.4) on bf16
 // q, k, v [heads, L, d], every step rounded to bf16 where the reference's
 // bf16 tensor ops round:
 //
 //	Qf, Kf = softmax over channels of q, k
 //	KV = Kfᵀ·v, ks = Σ_L Kf, o = (Qf·KV) / (1e-5 + Σ_c bf16(Qf⊙ks))
-//	out = proj_l(o) in bf16 (weight and bias rounded to bf16 by autocast)
+//	out = proj_l(o) in bf16 (weight and bias rounded to bf16 by autocast,
+//	      the bias added to the float32 accumulator as cuBLAS's epilogue)
 //
 // Output [heads, L, d], bf16-exact.
-func linear(q, k, v []float32, g Geometry, projW, projB []float32) []float32 {
+func linear(q, k, v []float32, g Geometry, projW, projB []float32, mm MatMul) []float32 {
 	d, L := g.D, g.L
 	w := make([]float32, d*d) // proj_l weight as autocast feeds it
 	for i, x := range projW {
@@ -29,73 +33,61 @@ func linear(q, k, v []float32, g Geometry, projW, projB []float32) []float32 {
 	}
 	qf := featureMap(q, g)
 	kf := featureMap(k, g)
-	// Per head: KV [d, d] and ks [d].
-	kv := make([]float32, g.Heads*d*d)
+	// Per head: KVᵀ [d, d] (the B operand of Qf·KV) and ks [d].
+	kvt := make([]float32, g.Heads*d*d)
 	ks := make([]float32, g.Heads*d)
 	parallelFor(g.Heads, func(lo, hi int) {
-		acc := make([]float64, d*d)
+		kv := make([]float32, d*d)
 		sum := make([]float64, d)
 		for h := lo; h < hi; h++ {
-			clear(acc)
-			clear(sum)
 			base := h * L * d
-			for l := 0; l < L; l++ {
-				kr := kf[base+l*d : base+l*d+d]
-				vr := v[base+l*d : base+l*d+d]
-				for c1, a := range kr {
-					sum[c1] += float64(a)
-					if a == 0 {
-						continue
-					}
-					row := acc[c1*d : c1*d+d]
-					for c2, b := range vr {
-						row[c2] += float64(a) * float64(b)
-					}
+			kft := transpose(kf[base:base+L*d], L, d)
+			vt := transpose(v[base:base+L*d], L, d)
+			mm(d, d, L, kft, L, vt, L, kv, d) // KV[c1][c2] = Σ_l Kf[l][c1]·v[l][c2]
+			for c1 := range d {
+				for c2 := range d {
+					kvt[h*d*d+c2*d+c1] = tensor.RoundBF16(kv[c1*d+c2])
 				}
 			}
-			for i, x := range acc {
-				kv[h*d*d+i] = tensor.RoundBF16(float32(x))
+			clear(sum)
+			for l := 0; l < L; l++ {
+				for c, x := range kf[base+l*d : base+l*d+d] {
+					sum[c] += float64(x)
+				}
 			}
-			for i, x := range sum {
-				ks[h*d+i] = tensor.RoundBF16(float32(x))
+			for c, x := range sum {
+				ks[h*d+c] = tensor.RoundBF16(float32(x))
 			}
 		}
 	})
 	out := make([]float32, len(q))
 	eps := float32(1e-5)
-	rows := g.Heads * L
-	parallelFor(rows, func(lo, hi int) {
-		num := make([]float64, d)
-		ol := make([]float32, d)
+	chunks := (L + linearRows - 1) / linearRows
+	parallelFor(g.Heads*chunks, func(lo, hi int) {
+		num := make([]float32, linearRows*d)
 		for t := lo; t < hi; t++ {
-			h := t / L
-			qr := qf[t*d : t*d+d]
-			kvh := kv[h*d*d : h*d*d+d*d]
+			h, ci := t/chunks, t%chunks
+			l0, l1 := ci*linearRows, min(ci*linearRows+linearRows, L)
+			n := l1 - l0
+			rows := qf[(h*L+l0)*d : (h*L+l1)*d]
+			mm(n, d, d, rows, d, kvt[h*d*d:], d, num, d)
 			ksh := ks[h*d : h*d+d]
-			clear(num)
-			var den float64
-			for c1, a := range qr {
-				den += float64(tensor.RoundBF16(a * ksh[c1]))
-				if a == 0 {
-					continue
+			for r := range n {
+				qr := rows[r*d : r*d+d]
+				var den float64
+				for c, a := range qr {
+					den += float64(tensor.RoundBF16(a * ksh[c]))
 				}
-				row := kvh[c1*d : c1*d+d]
-				for c2, b := range row {
-					num[c2] += float64(a) * float64(b)
+				dn := tensor.RoundBF16(eps + tensor.RoundBF16(float32(den)))
+				nr := num[r*d : r*d+d]
+				for c, x := range nr {
+					nr[c] = tensor.RoundBF16(tensor.RoundBF16(x) / dn)
 				}
 			}
-			dn := tensor.RoundBF16(eps + tensor.RoundBF16(float32(den)))
-			for c := range ol {
-				ol[c] = tensor.RoundBF16(tensor.RoundBF16(float32(num[c])) / dn)
-			}
-			dst := out[t*d : t*d+d]
-			for c := range dst {
-				var s float64
-				wr := w[c*d : c*d+d]
-				for x, a := range ol {
-					s += float64(a) * float64(wr[x])
-				}
-				dst[c] = tensor.RoundBF16(float32(s + float64(bias[c])))
+			dst := out[(h*L+l0)*d : (h*L+l1)*d]
+			mm(n, d, d, num, d, w, d, dst, d)
+			for i := range dst {
+				dst[i] = tensor.RoundBF16(dst[i] + bias[i%d])
 			}
 		}
 	})
@@ -117,7 +109,7 @@ func featureMap(x []float32, g Geometry) []float32 {
 			var sum float32
 			dst := out[r*d : r*d+d]
 			for c, v := range row {
-				e := float32(math.Exp(float64(v - m)))
+				e := expf(v - m)
 				dst[c] = e
 				sum += e
 			}

@@ -11,7 +11,6 @@ package sla
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -68,6 +67,9 @@ type Config struct {
 	// BlockMap, when non-nil, replaces the computed selection
 	// ([heads][QBlocks][KBlocks], 1 = selected).
 	BlockMap []int8
+	// MatMul, when non-nil, runs the GEMM-shaped steps (a backend's SIMD
+	// kernel); it must be safe for concurrent calls.
+	MatMul MatMul
 }
 
 // Forward computes SLA/SageSLA attention: o = bf16(sparse + proj_l(linear))
@@ -97,14 +99,18 @@ func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, 
 	} else if err := checkMap(bmap, g); err != nil {
 		return nil, nil, err
 	}
+	mm := cfg.MatMul
+	if mm == nil {
+		mm = scalarMatMul
+	}
 	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
 	var os []float32
 	if cfg.Sage {
 		os = sageSparse(qh, kh, vh, g, bmap)
 	} else {
-		os = sparse(qh, kh, vh, g, bmap)
+		os = sparse(qh, kh, vh, g, bmap, mm)
 	}
-	ol := linear(qh, kh, vh, g, projW, projB)
+	ol := linear(qh, kh, vh, g, projW, projB, mm)
 	out := make([]float32, len(q))
 	hd := g.Heads * g.D
 	for h := 0; h < g.Heads; h++ {
@@ -133,7 +139,7 @@ func Sparse(q, k, v []float32, g Geometry, bmap []int8, sage bool) ([]float32, e
 	if sage {
 		os = sageSparse(qh, kh, vh, g, bmap)
 	} else {
-		os = sparse(qh, kh, vh, g, bmap)
+		os = sparse(qh, kh, vh, g, bmap, scalarMatMul)
 	}
 	return fromHeads(os, g), nil
 }
@@ -204,7 +210,5 @@ func dot(a, b []float32) float32 {
 	}
 	return (s0 + s1) + (s2 + s3)
 }
-
-func exp2f(x float32) float32 { return float32(math.Exp2(float64(x))) }
 
 func errSize(a, b int) error { return fmt.Errorf("sla: q and k sizes differ: %d vs %d", a, b) }

@@ -80,6 +80,9 @@ func (b *Backend) sparseLinearAttention(q, k, v backend.Tensor, heads int, cfg b
 	scfg.L, scfg.Heads, scfg.D, scfg.TopK = L, heads, d, cfg.TopK
 	scfg.BF16Map = qt.dt == tensor.BF16 && kt.dt == tensor.BF16
 	scfg.BlockMap = cfg.BlockMap
+	scfg.MatMul = func(m, n, k int, a []float32, lda int, bm []float32, ldb int, c []float32, ldc int) {
+		b.gemm(m, n, k, a, lda, bm, ldb, c, ldc, nil)
+	}
 	pw := T(projW)
 	backend.CheckShape("SparseLinearAttention proj_l weight", projW, d, d)
 	var pb []float32

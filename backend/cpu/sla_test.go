@@ -58,3 +58,20 @@ func TestSparseLinearAttentionErrors(t *testing.T) {
 		t.Error("want an error for dense attention kind")
 	}
 }
+
+// BenchmarkSparseLinearAttention is SLA on 4096 tokens, 2 heads, topk 0.1
+// with the SIMD GEMM (compare sla.BenchmarkSLA, the portable path).
+func BenchmarkSparseLinearAttention(b *testing.B) {
+	const L, heads = 4096, 2
+	x := make([]float32, L*heads*128)
+	for i := range x {
+		x[i] = float32(i%251)/125 - 1
+	}
+	be := New()
+	q := NewTensor(tensor.BF16, []int{L, heads * 128}, append([]float32(nil), x...))
+	w := NewTensor(tensor.F32, []int{128, 128}, make([]float32, 128*128))
+	b.ResetTimer()
+	for range b.N {
+		be.SparseLinearAttention(q, q, q, heads, backend.SLAConfig{Kind: backend.SLA, TopK: 0.1}, w, nil)
+	}
+}
