@@ -137,14 +137,14 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 
 	e, e0 := m.timeEmbedding(t)
 	e06 := be.Reshape(e0, 6, D)
-	ang := be.Upload(tensor.F32, []int{L, c.HeadDim / 2}, ropeAngles(T, Hp, Wp, c.HeadDim))
+	ang := m.angles(T, Hp, Wp)
 	for i := range m.blocks {
 		nx := m.block(i, xs, e06, ang, txt)
 		m.free(xs)
 		xs = nx
 		m.hook(fmt.Sprintf("blocks.%d", i), xs)
 	}
-	m.free(ang, e0)
+	m.free(e0)
 
 	// Head (fp32 region): LN output in the model dtype, then modulation and
 	// the Linear in float32.
@@ -165,6 +165,21 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	rows := be.Download(y)
 	m.free(y)
 	return unpatchify(rows, c.OutDim, T, H, W), nil
+}
+
+// angles returns the RoPE angle table of a token grid, uploaded once per
+// grid shape: a sampler calls Forward with the same shape every step.
+func (m *Model) angles(T, Hp, Wp int) backend.Tensor {
+	key := [3]int{T, Hp, Wp}
+	if m.rope == nil || m.ropeKey != key {
+		if m.rope != nil {
+			m.be.Free(m.rope)
+			m.rope = nil
+		}
+		m.rope = m.be.Upload(tensor.F32, []int{T * Hp * Wp, m.Config.HeadDim / 2}, ropeAngles(T, Hp, Wp, m.Config.HeadDim))
+		m.ropeKey = key
+	}
+	return m.rope
 }
 
 // timeEmbedding returns e [1, D] and e0 [1, 6D], both float32.

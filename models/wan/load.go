@@ -77,6 +77,8 @@ type Model struct {
 	head                linear
 	headMod             backend.Tensor // F32 [2, D]
 	blocks              []block
+	rope                backend.Tensor // cached RoPE angles for grid ropeKey
+	ropeKey             [3]int
 }
 
 // withDefaults fills zero options and checks them against the file.
@@ -256,7 +258,7 @@ func (m *Model) Free() {
 		}
 	}
 	lin(m.patch, m.text0, m.text2, m.time0, m.time2, m.tproj, m.head)
-	free(m.headMod)
+	free(m.headMod, m.rope)
 	for _, b := range m.blocks {
 		free(b.mod, b.sNormQ, b.sNormK, b.projW, b.projB, b.norm3W, b.norm3B, b.cNormQ, b.cNormK)
 		lin(b.sq, b.sk, b.sv, b.so, b.cq, b.ck, b.cv, b.co, b.ffn0, b.ffn2)
