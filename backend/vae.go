@@ -74,8 +74,10 @@ type VAEOps interface {
 	UpsampleNearest2x(x Tensor) Tensor
 	// FrameAttention is the VAE's single-head self-attention, run per frame
 	// over its H·W pixels: qkv [3C,T,H,W] holds q, k, v as channel thirds
-	// (q first); the result [C,T,H,W] is softmax(q·kᵀ/√C)·v, computed in
-	// float32 and rounded once to qkv's dtype.
+	// (q first); the result [C,T,H,W] is softmax(q·kᵀ/√C)·v computed in
+	// float32 and rounded to qkv's dtype. As in flash attention, the
+	// unnormalised probabilities exp(s−max) are rounded to qkv's dtype
+	// before they multiply v; the row sums use the unrounded values.
 	FrameAttention(qkv Tensor) Tensor
 }
 

@@ -265,7 +265,7 @@ func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 				var sum float64
 				for j := range s {
 					e := float32(math.Exp(float64(s[j] - m)))
-					s[j] = e
+					s[j] = vaeRound(dt, e) // flash attention multiplies V by P in the input dtype
 					sum += float64(e)
 				}
 				clear(o)
