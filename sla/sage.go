@@ -99,96 +99,94 @@ func sageQuantize(q, k, v []float32, g Geometry) sageQuantized {
 // before P·V against e4m3 V, float32 accumulation, O/d·vscale → bf16.
 // The GPU's approximate exp2/rcp and wgmma accumulation order are not
 // reproduced, so this matches the kernel closely but not bit for bit.
-func sageSparse(q, k, v []float32, g Geometry, bmap []int8) []float32 {
+//
+// Q·K runs through mm on the codes as float32: |products| ≤ 2^14 and
+// |sums| ≤ 2^21 over d = 128, so the float GEMM gives the exact int32 dot.
+func sageSparse(q, k, v []float32, g Geometry, bmap []int8, mm MatMul) []float32 {
 	L, d, qb, kb := g.L, g.D, g.QBlocks(), g.KBlocks()
-	heads := make([]sageQuantized, g.Heads)
+	type operands struct {
+		sageQuantized
+		qf, kf, v8t []float32 // codes as float32; v8 as [d, L]
+	}
+	heads := make([]operands, g.Heads)
 	parallelFor(g.Heads, func(lo, hi int) {
 		for h := lo; h < hi; h++ {
 			b := h * L * d
-			heads[h] = sageQuantize(q[b:b+L*d], k[b:b+L*d], v[b:b+L*d], g)
+			z := sageQuantize(q[b:b+L*d], k[b:b+L*d], v[b:b+L*d], g)
+			op := operands{sageQuantized: z, qf: make([]float32, L*d), kf: make([]float32, L*d)}
+			for i := range op.qf {
+				op.qf[i], op.kf[i] = float32(z.qi[i]), float32(z.ki[i])
+			}
+			op.v8t = transpose(z.v8, L, d)
+			heads[h] = op
 		}
 	})
 	sm := float32(1/math.Sqrt(float64(d))) * float32(1.44269504088896340736)
 	out := make([]float32, len(q))
 	parallelFor(g.Heads*qb, func(lo, hi int) {
-		s := make([]float32, g.BlockK)
-		o := make([]float32, d)
-		tmp := make([]float32, d)
+		bq, bk := g.BlockQ, g.BlockK
+		s := make([]float32, bq*bk)
+		o := make([]float32, bq*d)
+		tmp := make([]float32, bq*d)
+		m := make([]float32, bq)
+		den := make([]float32, bq)
 		for t := lo; t < hi; t++ {
 			h, i := t/qb, t%qb
 			z := &heads[h]
 			sel := selectedBlocks(bmap[t*kb : t*kb+kb])
-			r0, r1 := i*g.BlockQ, min(i*g.BlockQ+g.BlockQ, L)
-			for r := r0; r < r1; r++ {
-				qr := z.qi[r*d : r*d+d]
-				m, den := float32(-5e6), float32(1)
-				clear(o)
-				for it, j := range sel {
-					c0 := j * g.BlockK
-					last := it == len(sel)-1
-					dq := z.sq[i] * z.sk[j]
-					c := sm * dq
-					if last {
-						c = sm
-					}
+			r0, r1 := i*bq, min(i*bq+bq, L)
+			nr := r1 - r0
+			for r := range nr {
+				m[r], den[r] = -5e6, 1 // the kernel's initial state; the first rescale wipes d
+			}
+			clear(o)
+			for it, j := range sel {
+				c0, c1 := j*bk, min(j*bk+bk, L)
+				nk := c1 - c0 // keys past L only occur in the last block, where P = 0
+				last := it == len(sel)-1
+				dq := z.sq[i] * z.sk[j]
+				c := sm * dq
+				if last {
+					c = sm
+				}
+				mm(nr, nk, d, z.qf[r0*d:], d, z.kf[c0*d:], d, s, nk)
+				for r := range nr {
+					sr := s[r*nk : r*nk+nk]
 					smax := float32(-5e6)
-					for x := range g.BlockK {
-						key := c0 + x
-						var sv float32
-						if key < L {
-							sv = float32(intDot(qr, z.ki[key*d:key*d+d]))
-							if last {
-								sv *= dq
-							}
-						} else if last {
-							sv = -5e6 // masked
-						} // padded keys of a non-last block have zero codes
-						s[x] = sv
-						smax = max(smax, sv)
+					for x := range sr {
+						if last {
+							sr[x] *= dq
+						}
+						smax = max(smax, sr[x])
 					}
-					mNew := max(m, smax*c)
-					alpha := exp2f(m - mNew)
-					den *= alpha
-					for x := range o {
-						o[x] *= alpha
+					mNew := max(m[r], smax*c)
+					alpha := exp2f(m[r] - mNew)
+					den[r] *= alpha
+					or := o[r*d : r*d+d]
+					for x := range or {
+						or[x] *= alpha
 					}
 					negM := -mNew + fp8Offset
-					clear(tmp)
-					for x := range g.BlockK {
-						p := exp2f(quant.FMA32(s[x], c, negM))
-						den += p
-						p8 := tensor.F32FromE4M3(tensor.E4M3FromF32(p))
-						key := c0 + x
-						if p8 == 0 || key >= L {
-							continue
-						}
-						vr := z.v8[key*d : key*d+d]
-						for y, vv := range vr {
-							tmp[y] += p8 * vv
-						}
+					for x, sv := range sr {
+						p := exp2f(quant.FMA32(sv, c, negM))
+						den[r] += p
+						sr[x] = tensor.F32FromE4M3(tensor.E4M3FromF32(p))
 					}
-					for y := range o {
-						o[y] += tmp[y]
-					}
-					m = mNew
+					m[r] = mNew
 				}
-				rcp := 1 / den
-				dst := out[(h*L+r)*d : (h*L+r)*d+d]
+				mm(nr, d, nk, s, nk, z.v8t[c0:], L, tmp, d)
+				for x := range o[:nr*d] {
+					o[x] += tmp[x]
+				}
+			}
+			for r := range nr {
+				rcp := 1 / den[r]
+				dst := out[(h*L+r0+r)*d : (h*L+r0+r)*d+d]
 				for y := range dst {
-					dst[y] = tensor.RoundBF16(o[y] * rcp * z.vscale[y])
+					dst[y] = tensor.RoundBF16(o[r*d+y] * rcp * z.vscale[y])
 				}
 			}
 		}
 	})
 	return out
-}
-
-// intDot is the exact int32 dot product of two int8 vectors.
-func intDot(a, b []int8) int32 {
-	b = b[:len(a)]
-	var s int32
-	for i, x := range a {
-		s += int32(x) * int32(b[i])
-	}
-	return s
 }

@@ -52,3 +52,31 @@ func TestSageQuantizeV(t *testing.T) {
 		}
 	}
 }
+
+// TestFloatGEMMIsExactOnCodes: int8 codes (|c| ≤ 127) over d = 128 give
+// exact int32 dot products through a float32 GEMM, whatever its order.
+func TestFloatGEMMIsExactOnCodes(t *testing.T) {
+	const n, d = 16, 128
+	a, b := make([]float32, n*d), make([]float32, n*d)
+	ai, bi := make([]int32, n*d), make([]int32, n*d)
+	for i := range a {
+		x, y := int32((i*37)%255-127), int32(127-(i*11)%255)
+		if i < d { // one all-extreme row pair
+			x, y = -127, -127
+		}
+		a[i], b[i], ai[i], bi[i] = float32(x), float32(y), x, y
+	}
+	c := make([]float32, n*n)
+	scalarMatMul(n, n, d, a, d, b, d, c, n)
+	for i := 0; i < n; i++ {
+		for j := 0; j < n; j++ {
+			var s int32
+			for x := 0; x < d; x++ {
+				s += ai[i*d+x] * bi[j*d+x]
+			}
+			if c[i*n+j] != float32(s) {
+				t.Fatalf("(%d,%d): float GEMM %g, int32 dot %d", i, j, c[i*n+j], s)
+			}
+		}
+	}
+}

@@ -106,7 +106,7 @@ func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, 
 	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
 	var os []float32
 	if cfg.Sage {
-		os = sageSparse(qh, kh, vh, g, bmap)
+		os = sageSparse(qh, kh, vh, g, bmap, mm)
 	} else {
 		os = sparse(qh, kh, vh, g, bmap, mm)
 	}
@@ -137,7 +137,7 @@ func Sparse(q, k, v []float32, g Geometry, bmap []int8, sage bool) ([]float32, e
 	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
 	var os []float32
 	if sage {
-		os = sageSparse(qh, kh, vh, g, bmap)
+		os = sageSparse(qh, kh, vh, g, bmap, scalarMatMul)
 	} else {
 		os = sparse(qh, kh, vh, g, bmap, scalarMatMul)
 	}
