@@ -62,6 +62,9 @@ func NewTensor(dt tensor.DType, shape []int, data []float32) *Tensor {
 }
 
 // parallelFor runs f over [0,n) split into contiguous chunks, one per worker.
+// A panic in a worker (a *backend.Error from a failing op, or a bug) is
+// re-raised in the calling goroutine once all workers have stopped, so
+// backend.Recover still sees it.
 func (b *Backend) parallelFor(n int, f func(lo, hi int)) {
 	workers := b.threads
 	if workers > n {
@@ -71,17 +74,29 @@ func (b *Backend) parallelFor(n int, f func(lo, hi int)) {
 		f(0, n)
 		return
 	}
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		panicked any
+	)
 	chunk := (n + workers - 1) / workers
 	for lo := 0; lo < n; lo += chunk {
 		hi := min(lo+chunk, n)
 		wg.Add(1)
 		go func(lo, hi int) {
 			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					once.Do(func() { panicked = r })
+				}
+			}()
 			f(lo, hi)
 		}(lo, hi)
 	}
 	wg.Wait()
+	if panicked != nil {
+		panic(panicked)
+	}
 }
 
 // The CPU backend runs the whole DiT contract.
