@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -73,5 +74,52 @@ func BenchmarkSparseLinearAttention(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		be.SparseLinearAttention(q, q, q, heads, backend.SLAConfig{Kind: backend.SLA, TopK: 0.1}, w, nil)
+	}
+}
+
+// TestSparseLinearAttentionBatchAndSage: a [2, L, H·d] batch gives each
+// entry the 2-D result, and SageSLA defaults to the sm90 blocks (64/128).
+func TestSparseLinearAttentionBatchAndSage(t *testing.T) {
+	f := golden.Open(t, "sla_unit.safetensors")
+	q, _ := golden.Tensor(t, f, "q")
+	k, _ := golden.Tensor(t, f, "k")
+	v, _ := golden.Tensor(t, f, "v")
+	pw, _ := golden.Tensor(t, f, "proj_l.weight")
+	want, _ := golden.Tensor(t, f, "output")
+	rec := &SLARecorder{Backend: New()}
+	two := func(x []float32) *Tensor {
+		return NewTensor(tensor.BF16, []int{2, 1000, 256}, append(append([]float32(nil), x...), x...))
+	}
+	w := NewTensor(tensor.F32, []int{128, 128}, pw)
+	cfg := backend.SLAConfig{Kind: backend.SLA, TopK: 0.25}
+	out := T(rec.SparseLinearAttention(two(q), two(k), two(v), 2, cfg, w, nil)).F
+	single := T(rec.SparseLinearAttention(NewTensor(tensor.BF16, []int{1000, 256}, q), NewTensor(tensor.BF16, []int{1000, 256}, k),
+		NewTensor(tensor.BF16, []int{1000, 256}, v), 2, cfg, w, nil)).F
+	for i := range single {
+		if out[i] != single[i] || out[len(single)+i] != single[i] {
+			t.Fatalf("batch entry differs from the single call at %d", i)
+		}
+	}
+	if len(rec.Maps) != 3 {
+		t.Fatalf("recorded %d maps, want 3 (2 batch entries + 1)", len(rec.Maps))
+	}
+	cfg.Kind = backend.SageSLA
+	sage := T(rec.SparseLinearAttention(NewTensor(tensor.BF16, []int{1000, 256}, q), NewTensor(tensor.BF16, []int{1000, 256}, k),
+		NewTensor(tensor.BF16, []int{1000, 256}, v), 2, cfg, w, nil)).F
+	if got := len(rec.Maps[3]); got != 2*16*8 {
+		t.Errorf("SageSLA map has %d entries, want 2 heads × 16 query blocks (64) × 8 key blocks (128)", got)
+	}
+	// A different quantised function with a different block geometry (and
+	// here no proj_l bias, unlike the oracle): only a loose agreement.
+	var ab, aa, bb float64
+	for i := range sage {
+		ab += float64(sage[i]) * float64(want[i])
+		aa += float64(sage[i]) * float64(sage[i])
+		bb += float64(want[i]) * float64(want[i])
+	}
+	cs := ab / math.Sqrt(aa*bb)
+	t.Logf("SageSLA (sm90 blocks) vs SLA oracle output: cos %.4f", cs)
+	if cs < 0.9 {
+		t.Errorf("SageSLA output cosine %.4f < 0.9", cs)
 	}
 }
