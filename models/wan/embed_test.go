@@ -183,3 +183,42 @@ func TestPthAndSafetensorsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardLayouts runs zero-weight models of other layouts end to end:
+// an I2V model (36 → 16 channels) stored with the original Conv3d patch
+// embedding, and an int8-quantised T2V model.
+func TestForwardLayouts(t *testing.T) {
+	be := cpuDiT(t)
+	i2v := base("", I2V, 128, 256, 1, 1, 36)
+	i2v.FreqDim, i2v.TextDim = 32, 64
+	for _, tc := range []struct {
+		c   Config
+		l   layout
+		opt Options
+	}{
+		{i2v, layout{convPatch: true}, Options{DType: tensor.F32}},
+		{tinyConfig(), layout{quantized: true, projL: true}, Options{Attention: backend.SageSLA, TopK: 0.5, BlockQ: 4, BlockK: 4}},
+	} {
+		m, err := Load(be, specFile(t, tc.c, tc.l, nil), tc.opt)
+		if err != nil {
+			t.Fatalf("%v %+v: %v", tc.c, tc.l, err)
+		}
+		txt, err := m.EmbedText(make([]float32, 3*tc.c.TextDim), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := m.Forward(make([]float32, tc.c.InDim*2*4*4), []int{tc.c.InDim, 2, 4, 4}, 900, txt)
+		if err != nil {
+			t.Fatalf("%v %+v: %v", tc.c, tc.l, err)
+		}
+		if len(v) != 16*2*4*4 {
+			t.Errorf("%v: %d output values, want %d", tc.c, len(v), 16*2*4*4)
+		}
+		for i, x := range v {
+			if x != 0 {
+				t.Fatalf("%v: output %d = %v from all-zero weights", tc.c, i, x)
+			}
+		}
+		m.Free()
+	}
+}
