@@ -1,6 +1,7 @@
 package wanvae
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -72,4 +73,40 @@ func comparePrefix(t *testing.T, what string, part []float32, ps []int, full []f
 		}
 	}
 	t.Logf("%s: first %d frames of %d identical", what, ps[1], fs[1])
+}
+
+// DecodeChunks delivers the frames of Decode in order, and stops on an
+// error from its callback.
+func TestDecodeChunks(t *testing.T) {
+	v, get := loadGolden(t, tensor.F32)
+	latent, ls := get("decode.latent")
+	full, fs, err := v.Decode(latent, ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plane := fs[2] * fs[3]
+	next := 0
+	err = v.DecodeChunks(latent, ls, func(first int, chunk []float32, cs []int) error {
+		if first != next {
+			t.Fatalf("chunk starts at frame %d, want %d", first, next)
+		}
+		for c := 0; c < 3; c++ {
+			for i, x := range chunk[c*cs[1]*plane : (c+1)*cs[1]*plane] {
+				if want := full[(c*fs[1]+first)*plane+i]; x != want {
+					t.Fatalf("frame %d channel %d value %d = %v, Decode gave %v", first+i/plane, c, i%plane, x, want)
+				}
+			}
+		}
+		next += cs[1]
+		return nil
+	})
+	if err != nil || next != fs[1] {
+		t.Fatalf("err %v after %d frames, want nil after %d", err, next, fs[1])
+	}
+	stop := errors.New("stop")
+	calls := 0
+	err = v.DecodeChunks(latent, ls, func(int, []float32, []int) error { calls++; return stop })
+	if err != stop || calls != 1 {
+		t.Errorf("callback error: got %v after %d calls, want %v after 1", err, calls, stop)
+	}
 }

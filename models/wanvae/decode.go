@@ -9,21 +9,44 @@ import (
 
 // Decode turns a normalised latent [16,T,H,W] (row-major float32) into a
 // video [3, 1+4(T−1), 8H, 8W] in about [-1,1], not clamped. Latent frames
-// are decoded one per chunk, as the reference does, so peak memory is that
-// of four output frames whatever T is.
+// are decoded one per chunk, as the reference does, so device memory is
+// bounded by four output frames whatever T is.
 func (v *VAE) Decode(latent []float32, shape []int) (video []float32, vshape []int, err error) {
+	var F, plane int
+	err = v.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+		if video == nil {
+			T := shape[1]
+			F, plane = 1+TemporalFactor*(T-1), cs[2]*cs[3]
+			vshape = []int{3, F, cs[2], cs[3]}
+			video = make([]float32, 3*F*plane)
+		}
+		n := cs[1]
+		for c := 0; c < 3; c++ {
+			copy(video[(c*F+first)*plane:(c*F+first+n)*plane], chunk[c*n*plane:(c+1)*n*plane])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return video, vshape, nil
+}
+
+// DecodeChunks is Decode delivering the video as it is produced: emit gets,
+// for each latent frame in order, the index of its first video frame and
+// its frames [3,n,8H,8W] (n = 1 for the first latent frame, 4 after), so a
+// caller can report progress or encode the video without holding it all.
+// An error from emit stops decoding and is returned.
+func (v *VAE) DecodeChunks(latent []float32, shape []int, emit func(first int, chunk []float32, chunkShape []int) error) (err error) {
 	defer backend.Recover(&err)
 	if len(shape) != 4 || shape[0] != v.cfg.ZDim || shape[1] < 1 || shape[2] < 1 || shape[3] < 1 {
-		return nil, nil, fmt.Errorf("wanvae: decode: want a latent [%d,T,H,W], got shape %v", v.cfg.ZDim, shape)
+		return fmt.Errorf("wanvae: decode: want a latent [%d,T,H,W], got shape %v", v.cfg.ZDim, shape)
 	}
 	if n := tensor.NumElements(shape); n != len(latent) {
-		return nil, nil, fmt.Errorf("wanvae: decode: latent shape %v holds %d values, got %d", shape, n, len(latent))
+		return fmt.Errorf("wanvae: decode: latent shape %v holds %d values, got %d", shape, n, len(latent))
 	}
 	z, T, H, W := shape[0], shape[1], shape[2], shape[3]
-	F := 1 + TemporalFactor*(T-1)
 	OH, OW := SpatialFactor*H, SpatialFactor*W
-	vshape = []int{3, F, OH, OW}
-	video = make([]float32, 3*F*OH*OW)
 
 	x := v.denormalize(latent, z, T*H*W)
 	b := v.b
@@ -39,21 +62,21 @@ func (v *VAE) Decode(latent []float32, shape []int) (video []float32, vshape []i
 		in := b.Upload(v.dt, []int{z, 1, H, W}, chunk)
 		out := v.decodeChunk(s, in)
 		sh := out.Shape()
-		n := sh[1]
-		if !backend.SameShape(sh, []int{3, n, OH, OW}) || frame+n > F {
-			backend.Fail("wanvae: decode: chunk %d gave shape %v, want [3,%d,%d,%d] within %d frames", t, sh, n, OH, OW, F)
+		want := TemporalFactor
+		if t == 0 {
+			want = 1
+		}
+		if !backend.SameShape(sh, []int{3, want, OH, OW}) {
+			backend.Fail("wanvae: decode: chunk %d gave shape %v, want [3,%d,%d,%d]", t, sh, want, OH, OW)
 		}
 		data := b.Download(out)
 		b.Free(out)
-		for c := 0; c < 3; c++ {
-			copy(video[(c*F+frame)*OH*OW:(c*F+frame+n)*OH*OW], data[c*n*OH*OW:(c+1)*n*OH*OW])
+		if err := emit(frame, data, sh); err != nil {
+			return err
 		}
-		frame += n
+		frame += want
 	}
-	if frame != F {
-		return nil, nil, fmt.Errorf("wanvae: decode: produced %d frames, want %d", frame, F)
-	}
-	return video, vshape, nil
+	return nil
 }
 
 // denormalize computes z / (1/std) + mean per channel, as the reference
