@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+func TestQuantizeCommand(t *testing.T) {
+	in := golden.Path(t, "dit_weights.pth")
+	out := filepath.Join(t.TempDir(), "dit-quant.pth")
+	var stdout, stderr bytes.Buffer
+	cmd := &cobra.Command{}
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	if err := runQuantize(cmd, in, out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "wrote "+out) || !strings.Contains(stderr.String(), "[93/93]") {
+		t.Errorf("unexpected output:\nstdout %q\nstderr %q", stdout.String(), stderr.String())
+	}
+	f, err := checkpoint.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, ok := f.Info("blocks.1.ffn.2.int8_weight")
+	if !ok || info.DType != tensor.I8 {
+		t.Fatalf("blocks.1.ffn.2.int8_weight: %+v, present %v", info, ok)
+	}
+	if _, ok := f.Info("blocks.1.ffn.2.weight"); ok {
+		t.Error("the float weight is still present")
+	}
+	if err := runQuantize(cmd, out, out); err == nil || !strings.Contains(err.Error(), "overwrite") {
+		t.Errorf("want an overwrite error, got %v", err)
+	}
+}
