@@ -98,11 +98,15 @@ func (o Options) withDefaults(fi FileInfo) (Options, error) {
 		if !(o.TopK > 0 && o.TopK <= 1) {
 			return o, fmt.Errorf("wan: SLA top-k fraction %g must be in (0, 1]", o.TopK)
 		}
-		if o.BlockQ == 0 && o.BlockK == 0 {
-			o.BlockQ, o.BlockK = 128, 64
-			if o.Attention == backend.SageSLA {
-				o.BlockQ, o.BlockK = 64, 128
-			}
+		dq, dk := 128, 64
+		if o.Attention == backend.SageSLA {
+			dq, dk = 64, 128
+		}
+		if o.BlockQ == 0 {
+			o.BlockQ = dq
+		}
+		if o.BlockK == 0 {
+			o.BlockK = dk
 		}
 		if o.BlockQ <= 0 || o.BlockK <= 0 {
 			return o, fmt.Errorf("wan: SLA block sizes %d×%d must be positive", o.BlockQ, o.BlockK)
