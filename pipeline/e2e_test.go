@@ -2,10 +2,7 @@ package pipeline
 
 import (
 	"context"
-	"encoding/binary"
-	"fmt"
 	"math"
-	"math/rand"
 	"path/filepath"
 	"testing"
 
@@ -13,48 +10,11 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
-
-// writeTinyUMT5 writes a random umT5 encoder whose vocabulary covers the
-// tokenizer's and whose width is the DiT's text_dim (4096), with a narrow
-// attention and FFN so it stays small.
-func writeTinyUMT5(t *testing.T, path string, vocab, dim int) {
-	r := rand.New(rand.NewSource(7))
-	const attn, heads, ffn, layers, buckets = 64, 2, 128, 2, 32
-	bf16 := func(shape []int, std float64, mean float64) []byte {
-		n := tensor.NumElements(shape)
-		b := make([]byte, 2*n)
-		for i := 0; i < n; i++ {
-			binary.LittleEndian.PutUint16(b[2*i:], tensor.BF16FromF32(float32(mean+std*r.NormFloat64())))
-		}
-		return b
-	}
-	var ts []checkpoint.Tensor
-	add := func(name string, shape []int, std, mean float64) {
-		ts = append(ts, checkpoint.Tensor{Name: name, DType: tensor.BF16, Shape: shape, Data: bf16(shape, std, mean)})
-	}
-	add("token_embedding.weight", []int{vocab, dim}, 1, 0)
-	for i := 0; i < layers; i++ {
-		p := fmt.Sprintf("blocks.%d.", i)
-		add(p+"norm1.weight", []int{dim}, 0.01, 1)
-		add(p+"norm2.weight", []int{dim}, 0.01, 1)
-		add(p+"attn.q.weight", []int{attn, dim}, 1/math.Sqrt(float64(dim*attn/heads)), 0)
-		add(p+"attn.k.weight", []int{attn, dim}, 1/math.Sqrt(float64(dim)), 0)
-		add(p+"attn.v.weight", []int{attn, dim}, 1/math.Sqrt(float64(dim)), 0)
-		add(p+"attn.o.weight", []int{dim, attn}, 1/math.Sqrt(float64(attn)), 0)
-		add(p+"ffn.gate.0.weight", []int{ffn, dim}, 1/math.Sqrt(float64(dim)), 0)
-		add(p+"ffn.fc1.weight", []int{ffn, dim}, 1/math.Sqrt(float64(dim)), 0)
-		add(p+"ffn.fc2.weight", []int{dim, ffn}, 1/math.Sqrt(float64(ffn)), 0)
-		add(p+"pos_embedding.embedding.weight", []int{buckets, heads}, 0.25, 0)
-	}
-	add("norm.weight", []int{dim}, 0.01, 1)
-	if err := checkpoint.WriteSafetensors(path, ts); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestGenerateEndToEndCPU runs prompt → tokens → umT5 → DiT (2 rCM steps) →
 // VAE → MP4 on tiny models: the golden DiT and VAE, the golden tokenizer and
@@ -62,7 +22,9 @@ func writeTinyUMT5(t *testing.T, path string, vocab, dim int) {
 func TestGenerateEndToEndCPU(t *testing.T) {
 	dir := t.TempDir()
 	enc := filepath.Join(dir, TextEncoderFile)
-	writeTinyUMT5(t, enc, 8000, 4096)
+	if err := testmodels.WriteUMT5(enc, 8000, 4096, 7); err != nil {
+		t.Fatal(err)
+	}
 	files, err := FindModels(dir, "", Files{
 		DiT:       golden.Path(t, "dit_weights.pth"),
 		VAE:       golden.Path(t, "vae.safetensors"),

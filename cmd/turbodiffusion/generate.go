@@ -3,34 +3,109 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-type generateFlags struct {
+// engineFlags choose the models and how they run; generate and serve share them.
+type engineFlags struct {
 	models, variant                string
 	files                          pipeline.Files
-	prompt, negative, out          string
-	sampler                        string
-	steps, frames, samples         int
-	sigmaMax, shift                float64
-	guidance                       float32
-	ode                            bool
 	attention                      string
 	topk                           float64
-	resolution, aspect             string
-	seed                           uint64
 	device, dtype                  string
 	defaultNorm, keepText, noCache bool
 	cacheDir                       string
+}
+
+type generateFlags struct {
+	engineFlags
+	prompt, negative, out  string
+	sampler                string
+	steps, frames, samples int
+	sigmaMax, shift        float64
+	guidance               float32
+	ode                    bool
+	resolution, aspect     string
+	seed                   uint64
+}
+
+func (f *engineFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&f.models, "model", "", "models folder with the released files")
+	fl.StringVar(&f.variant, "variant", pipeline.DefaultVariant, "which TurboWan DiT of the folder to use")
+	fl.StringVar(&f.files.DiT, "dit", "", "DiT checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.TextEncoder, "text-encoder", "", "umT5-XXL encoder checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.Tokenizer, "tokenizer", "", "google/umt5-xxl tokenizer folder (overrides the folder)")
+	fl.StringVar(&f.attention, "attention", "sla", "self-attention: dense, sla or sagesla")
+	fl.Float64Var(&f.topk, "sla-topk", 0.1, "SLA fraction of key blocks kept per query block")
+	fl.StringVar(&f.device, "device", "auto", "auto, cuda or cpu")
+	fl.StringVar(&f.dtype, "dtype", "bf16", "DiT arithmetic: bf16 (as the reference) or f32")
+	fl.BoolVar(&f.defaultNorm, "default-norm", false, "use Wan's default norms instead of TurboDiffusion's fast norms")
+	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
+	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
+	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
+}
+
+// open checks the flags and files, starts the backend and makes the engine.
+// Notes about the choices made (CPU fallback) go to errOut.
+func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, error) {
+	attn, err := parseAttention(f.attention)
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.topk <= 0 || f.topk > 1 {
+		return nil, nil, fmt.Errorf("--sla-topk %g: must be in (0, 1]", f.topk)
+	}
+	dt := tensor.BF16
+	switch f.dtype {
+	case "bf16":
+	case "f32", "fp32", "float32":
+		dt = tensor.F32
+	default:
+		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
+	}
+	if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+		return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
+	}
+	files, err := pipeline.FindModels(f.models, f.variant, f.files)
+	if err != nil {
+		return nil, nil, err
+	}
+	be, note, err := backend.Open(f.device)
+	if err != nil {
+		return nil, nil, err
+	}
+	if note != "" {
+		fmt.Fprintln(errOut, "note:", note)
+	}
+	cpuBE, _, _ := backend.Open("cpu")
+	norm := backend.NormFast
+	if f.defaultNorm {
+		norm = backend.NormDefault
+	}
+	cache := f.cacheDir
+	if f.noCache {
+		cache = ""
+	}
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, KeepTextEncoder: f.keepText, CacheDir: cache})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, n := range eng.Notes() {
+		fmt.Fprintln(errOut, "note:", n)
+	}
+	return eng, be, nil
 }
 
 func init() {
@@ -49,12 +124,7 @@ with where to download them.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runGenerate(cmd, &f) },
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.models, "model", "", "models folder with the released files")
-	fl.StringVar(&f.variant, "variant", pipeline.DefaultVariant, "which TurboWan DiT of the folder to use")
-	fl.StringVar(&f.files.DiT, "dit", "", "DiT checkpoint (overrides the folder)")
-	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder)")
-	fl.StringVar(&f.files.TextEncoder, "text-encoder", "", "umT5-XXL encoder checkpoint (overrides the folder)")
-	fl.StringVar(&f.files.Tokenizer, "tokenizer", "", "google/umt5-xxl tokenizer folder (overrides the folder)")
+	f.engineFlags.register(fl)
 	fl.StringVarP(&f.prompt, "prompt", "p", "", "text prompt (required)")
 	fl.StringVarP(&f.out, "output", "o", "output.mp4", "output file: .mp4 (needs ffmpeg), .gif, or a folder for PNG frames")
 	fl.StringVar(&f.sampler, "sampler", "rcm", "rcm (TurboDiffusion, 1-4 steps) or unipc (Wan's original 50-step mode with CFG)")
@@ -64,19 +134,11 @@ with where to download them.`,
 	fl.Float64Var(&f.shift, "shift", 5, "UniPC schedule shift")
 	fl.Float32Var(&f.guidance, "guidance", 5, "UniPC classifier-free guidance scale")
 	fl.StringVar(&f.negative, "negative-prompt", "", "UniPC negative prompt (default: Wan's)")
-	fl.StringVar(&f.attention, "attention", "sla", "self-attention: dense, sla or sagesla")
-	fl.Float64Var(&f.topk, "sla-topk", 0.1, "SLA fraction of key blocks kept per query block")
 	fl.StringVar(&f.resolution, "resolution", "480p", "480p, 720p, 480, 512 or 720")
 	fl.StringVar(&f.aspect, "aspect", "16:9", "aspect ratio: 16:9, 9:16, 4:3, 3:4 or 1:1")
 	fl.IntVar(&f.frames, "frames", 81, "number of frames (4k+1)")
 	fl.Uint64Var(&f.seed, "seed", 0, "random seed")
 	fl.IntVar(&f.samples, "samples", 1, "videos to generate (tiled side by side)")
-	fl.StringVar(&f.device, "device", "auto", "auto, cuda or cpu")
-	fl.StringVar(&f.dtype, "dtype", "bf16", "DiT arithmetic: bf16 (as the reference) or f32")
-	fl.BoolVar(&f.defaultNorm, "default-norm", false, "use Wan's default norms instead of TurboDiffusion's fast norms")
-	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
-	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
-	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
 	root.AddCommand(cmd)
 }
 
@@ -103,21 +165,6 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if strings.TrimSpace(f.prompt) == "" {
 		return fmt.Errorf("--prompt is required")
 	}
-	attn, err := parseAttention(f.attention)
-	if err != nil {
-		return err
-	}
-	if f.topk <= 0 || f.topk > 1 {
-		return fmt.Errorf("--sla-topk %g: must be in (0, 1]", f.topk)
-	}
-	dt := tensor.BF16
-	switch f.dtype {
-	case "bf16":
-	case "f32", "fp32", "float32":
-		dt = tensor.F32
-	default:
-		return fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
-	}
 	size, err := pipeline.Resolution(f.resolution, f.aspect)
 	if err != nil {
 		return err
@@ -127,45 +174,19 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
-		return fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
-	}
-	files, err := pipeline.FindModels(f.models, f.variant, f.files)
-	if err != nil {
-		return err
-	}
-	be, note, err := backend.Open(f.device)
-	if err != nil {
-		return err
-	}
 	errOut := cmd.ErrOrStderr()
-	if note != "" {
-		fmt.Fprintln(errOut, "note:", note)
-	}
-	cpuBE, _, _ := backend.Open("cpu")
-	norm := backend.NormFast
-	if f.defaultNorm {
-		norm = backend.NormDefault
-	}
-	cache := f.cacheDir
-	if f.noCache {
-		cache = ""
-	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, KeepTextEncoder: f.keepText, CacheDir: cache})
+	eng, be, err := f.open(errOut)
 	if err != nil {
 		return err
 	}
 	defer eng.Close()
-	for _, n := range eng.Notes() {
-		fmt.Fprintln(errOut, "note:", n)
-	}
 	bar := newProgress(errOut)
 	eng.Progress = bar.event
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d on %s, %s sampler, %d step(s), %s attention\n",
-		f.frames, size.W, size.H, be.Name(), f.sampler, f.steps, attn)
+		f.frames, size.W, size.H, be.Name(), f.sampler, f.steps, f.attention)
 	t0 := time.Now()
 	res, err := eng.Generate(ctx, req)
 	bar.done()

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+)
+
+// run executes the CLI in-process and returns stdout, stderr and the error.
+func run(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetArgs(args)
+	err := root.Execute()
+	return out.String(), errb.String(), err
+}
+
+func TestGenerateMissingFilesNamed(t *testing.T) {
+	_, _, err := run(t, "generate", "--model", t.TempDir(), "--prompt", "x")
+	if err == nil {
+		t.Fatal("want an error for an empty models folder")
+	}
+	for _, want := range []string{"TurboWan2.1-T2V-1.3B-480P.pth", "Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl", "huggingface.co"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestGenerateBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"generate", "--prompt", "x", "--steps", "5", "--model", "."},
+		{"generate", "--prompt", "x", "--frames", "80", "--model", "."},
+		{"generate", "--prompt", "x", "--resolution", "4k", "--model", "."},
+		{"generate", "--prompt", "x", "--attention", "flash", "--model", "."},
+		{"generate", "--prompt", "x", "--sampler", "ddim", "--model", "."},
+		{"generate", "--model", "."},
+	} {
+		if _, _, err := run(t, args...); err == nil {
+			t.Errorf("%v: want an error", args)
+		} else {
+			t.Logf("%v: %v", args[1:], err)
+		}
+	}
+}
+
+// TestGenerateCLITinyModels runs the real command on the golden tiny DiT and
+// VAE with the golden tokenizer and a random umT5, and checks a GIF appears.
+func TestGenerateCLITinyModels(t *testing.T) {
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.safetensors")
+	if err := testmodels.WriteUMT5(enc, 8000, 4096, 7); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "clip.gif")
+	stdout, stderr, err := run(t, "generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
+		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
+		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
+		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", out)
+	t.Log(stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(stdout) != out {
+		t.Errorf("stdout %q, want the written path %q", stdout, out)
+	}
+	if st, err := os.Stat(out); err != nil || st.Size() == 0 {
+		t.Fatalf("no GIF written: %v", err)
+	}
+	for _, want := range []string{"timings:", "denoising", "VAE decode"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+}
