@@ -81,6 +81,12 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	if len(context) != rows*c.TextDim {
 		return nil, fmt.Errorf("wan: text context: want %d×%d = %d values, got %d", rows, c.TextDim, rows*c.TextDim, len(context))
 	}
+	defer func() { // runs after Recover: drop a half-built context
+		if err != nil && txt != nil {
+			txt.Free()
+			txt = nil
+		}
+	}()
 	defer backend.Recover(&err)
 	be, dt := m.be, m.Opt.DType
 	padded := make([]float32, c.TextLen*c.TextDim)
