@@ -45,6 +45,14 @@ template <int D, int NW>
 __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                           const bf16* __restrict__ V, bf16* __restrict__ O, int Lq, int Lk,
                                           int H, float scale_log2) {
+  // blockIdx.z walks leading (batch) dims: q/o batches are Lq rows apart, k/v Lk.
+  {
+    const long long W = (long long)H * D, z = blockIdx.z;
+    Q += z * Lq * W;
+    O += z * Lq * W;
+    K += z * Lk * W;
+    V += z * Lk * W;
+  }
   constexpr int BM = 16 * NW, BN = 64, STR = D + 8;  // +8 bf16 per row: ldmatrix rows hit distinct banks
   constexpr int NT = NW * 32;
   constexpr int CH = D / 8;  // 16-byte chunks per row

@@ -32,25 +32,26 @@ extern "C" __global__ void unary_kernel(void* out, const void* x, int dt, long l
   }
 }
 
-// out = x*(1+scale)+shift over rows of D, in float32, rounded to x's dtype.
+// out = x*(1+scale)+shift in float32 (product and sum rounded separately,
+// no FMA, as PyTorch computes it), rounded to x's dtype. shift and scale have
+// nv elements: a suffix of x's shape ([D] or per-token [L, D]).
 extern "C" __global__ void modulate_kernel(void* out, const void* x, int dt, const void* shift, int shdt,
-                                           const void* scale, int scdt, long long n, int D) {
+                                           const void* scale, int scdt, long long n, long long nv) {
   GRID_STRIDE(i, n) {
-    int c = (int)(i % D);
+    long long c = i % nv;
     float v = ldv(x, dt, i);
-    stv(out, dt, i, v * (1.f + ldv(scale, scdt, c)) + ldv(shift, shdt, c));
+    stv(out, dt, i, __fadd_rn(__fmul_rn(v, 1.f + ldv(scale, scdt, c)), ldv(shift, shdt, c)));
   }
 }
 
 // BF16: out = x + bf16(y * bf16(gate)), as TD's `x + y * e.type_as(x)`.
-// F32: out = x + y*gate.
+// F32: out = x + y*gate. gate has nv elements (a suffix of x's shape).
 extern "C" __global__ void gated_add_kernel(void* out, const void* x, int dt, const void* y, int ydt,
-                                            const void* gate, int gdt, long long n, int D) {
+                                            const void* gate, int gdt, long long n, long long nv) {
   GRID_STRIDE(i, n) {
-    int c = (int)(i % D);
-    float g = rdt(dt, ldv(gate, gdt, c));
-    float p = rdt(dt, ldv(y, ydt, i) * g);
-    stv(out, dt, i, ldv(x, dt, i) + p);
+    float g = rdt(dt, ldv(gate, gdt, i % nv));
+    float p = rdt(dt, __fmul_rn(ldv(y, ydt, i), g));
+    stv(out, dt, i, __fadd_rn(ldv(x, dt, i), p));
   }
 }
 

@@ -5,10 +5,11 @@
 
 // y = LN(x)·w + b rounded to ydt. With mod != 0 this is instead the DiT's
 // `bf16(LN(x)) * (1+scale) + shift`: LN (no affine) rounded to ydt, then
-// modulated in float32 and rounded to ydt again.
+// modulated in float32 and rounded to ydt again. mod = nv, the element count
+// of shift/scale (a suffix of x's shape); 0 means no modulation.
 extern "C" __global__ void layernorm_kernel(void* y, int ydt, const void* x, int xdt, const void* w, int wdt,
                                             const void* b, int bdt, const void* shift, int shdt,
-                                            const void* scale, int scdt, int mod, int D, float eps) {
+                                            const void* scale, int scdt, long long nv, int D, float eps) {
   __shared__ float sh[33];
   long long row = blockIdx.x;
   const long long base = row * D;
@@ -25,7 +26,10 @@ extern "C" __global__ void layernorm_kernel(void* y, int ydt, const void* x, int
     float v = (ldv(x, xdt, base + c) - mean) * rstd;
     if (wdt) v *= ldv(w, wdt, c);
     if (bdt) v += ldv(b, bdt, c);
-    if (mod) v = rdt(ydt, v) * (1.f + ldv(scale, scdt, c)) + ldv(shift, shdt, c);
+    if (nv) {
+      long long j = (base + c) % nv;
+      v = __fadd_rn(__fmul_rn(rdt(ydt, v), 1.f + ldv(scale, scdt, j)), ldv(shift, shdt, j));
+    }
     stv(y, ydt, base + c, v);
   }
 }
@@ -49,19 +53,20 @@ extern "C" __global__ void rmsnorm_kernel(void* y, const void* x, int dt, const 
   }
 }
 
-// Interleaved RoPE: pair p of head h at row l is rotated by angles[l, p].
-extern "C" __global__ void rope_kernel(void* y, const void* x, int dt, const float* angles, long long L, int heads,
-                                       int d) {
+// Interleaved RoPE over x [rows, heads*d]: pair p of head h in row r is
+// rotated by angles[r % L, p] (leading dims repeat the positions).
+extern "C" __global__ void rope_kernel(void* y, const void* x, int dt, const float* angles, long long rows, long long L,
+                                       int heads, int d) {
   const int half = d / 2;
-  const long long n = L * heads * half;
+  const long long n = rows * heads * half;
   GRID_STRIDE(i, n) {
-    long long l = i / ((long long)heads * half);
+    long long l = (i / ((long long)heads * half)) % L;
     int p = (int)(i % half);
     long long e = 2 * i;  // element index of the pair's first value
     float sn, cs;
     sincosf(angles[l * half + p], &sn, &cs);
     float a = ldv(x, dt, e), b = ldv(x, dt, e + 1);
-    stv(y, dt, e, a * cs - b * sn);
-    stv(y, dt, e + 1, a * sn + b * cs);
+    stv(y, dt, e, __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn)));
+    stv(y, dt, e + 1, __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs)));
   }
 }

@@ -14,13 +14,13 @@ type driverAPI struct {
 	lib *Library
 
 	cuInit, cuDriverGetVersion, cuDeviceGet, cuDeviceGetCount, cuDeviceGetName, cuDeviceGetAttribute uintptr
-	cuDeviceTotalMem, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize                     uintptr
-	cuGetErrorName, cuGetErrorString, cuMemGetInfo                                                  uintptr
-	cuMemAlloc, cuMemFree, cuMemHostAlloc, cuMemFreeHost                                            uintptr
-	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD8Async                        uintptr
-	cuStreamCreate, cuStreamSynchronize                                                             uintptr
-	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy            uintptr
-	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel                       uintptr
+	cuDeviceTotalMem, cuDevicePrimaryCtxRetain, cuCtxSetCurrent, cuCtxSynchronize                    uintptr
+	cuGetErrorName, cuGetErrorString, cuMemGetInfo                                                   uintptr
+	cuMemAlloc, cuMemFree, cuMemHostAlloc, cuMemFreeHost                                             uintptr
+	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD8Async                         uintptr
+	cuStreamCreate, cuStreamSynchronize                                                              uintptr
+	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy             uintptr
+	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel                        uintptr
 }
 
 func loadDriver() (*driverAPI, error) {

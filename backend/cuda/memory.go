@@ -1,0 +1,171 @@
+package cuda
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+)
+
+// pool reuses device allocations. Blocks are rounded to size classes (powers
+// of two up to 1 MiB, then multiples of 2 MiB) and kept on free lists
+// instead of going back to the driver: a denoising step asks for the same
+// sizes again and again, and cuMemFree synchronises the device.
+//
+// Freed memory may be handed out again while earlier kernels that read it
+// are still queued: that is safe because every kernel runs on one stream, in
+// order.
+type pool struct {
+	mu     sync.Mutex
+	free   map[int64][]uintptr
+	cached int64 // bytes on free lists
+	inUse  int64 // bytes handed out
+	peak   int64 // high-water mark of inUse
+	total  int64 // bytes held from the driver
+	gen    int   // bumped by every release, to see GC cleanups arrive
+}
+
+func roundClass(n int64) int64 {
+	if n <= 0 {
+		n = 1
+	}
+	if n <= 1<<20 {
+		c := int64(512)
+		for c < n {
+			c <<= 1
+		}
+		return c
+	}
+	const g = 2 << 20
+	return (n + g - 1) / g * g
+}
+
+func (p *pool) take(c int64) (uintptr, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.free[c]
+	if len(l) == 0 {
+		return 0, false
+	}
+	ptr := l[len(l)-1]
+	p.free[c] = l[:len(l)-1]
+	p.cached -= c
+	p.inUse += c
+	p.peak = max(p.peak, p.inUse)
+	return ptr, true
+}
+
+// release puts a block back; it is called from Free and from GC cleanups
+// (any goroutine), so it makes no CUDA call.
+func (p *pool) release(ptr uintptr, c int64) {
+	p.mu.Lock()
+	p.free[c] = append(p.free[c], ptr)
+	p.cached += c
+	p.inUse -= c
+	p.gen++
+	p.mu.Unlock()
+}
+
+// alloc returns device memory of at least n bytes. Caller holds the device
+// (enter). On out-of-memory it first lets the garbage collector return
+// unreachable tensors, then gives every cached block back to the driver,
+// and only then fails, saying how much was asked and how much is free.
+func (b *Backend) alloc(n int64) (uintptr, int64) {
+	c := roundClass(n)
+	if p, ok := b.pool.take(c); ok {
+		return p, c
+	}
+	for attempt := 0; ; attempt++ {
+		var dptr uintptr
+		r := call(b.drv.cuMemAlloc, ptr(&dptr), uintptr(c))
+		if r == 0 {
+			b.pool.mu.Lock()
+			b.pool.inUse += c
+			b.pool.total += c
+			b.pool.peak = max(b.pool.peak, b.pool.inUse)
+			b.pool.mu.Unlock()
+			return dptr, c
+		}
+		if r != cudaErrorOutOfMemory {
+			backend.FailErr(b.drv.check(fmt.Sprintf("cuMemAlloc(%d bytes)", c), r))
+		}
+		switch attempt {
+		case 0: // tensors the program dropped without Free
+			b.collectGarbage()
+			if p, ok := b.pool.take(c); ok {
+				return p, c
+			}
+		case 1: // cached blocks of other sizes
+			b.trim()
+		default:
+			var free, total uint64
+			call(b.drv.cuMemGetInfo, ptr(&free), ptr(&total))
+			b.pool.mu.Lock()
+			inUse := b.pool.inUse
+			b.pool.mu.Unlock()
+			backend.Fail("cuda: out of device memory: asked for %s (%s rounded); the GPU has %s free of %s, this process holds %s in live tensors",
+				fmtBytes(n), fmtBytes(c), fmtBytes(int64(free)), fmtBytes(int64(total)), fmtBytes(inUse))
+		}
+	}
+}
+
+// collectGarbage runs the GC and waits briefly for tensor cleanups to put
+// their blocks back.
+func (b *Backend) collectGarbage() {
+	b.pool.mu.Lock()
+	g := b.pool.gen
+	b.pool.mu.Unlock()
+	runtime.GC()
+	for i := 0; i < 50; i++ {
+		time.Sleep(time.Millisecond)
+		b.pool.mu.Lock()
+		moved := b.pool.gen != g
+		b.pool.mu.Unlock()
+		if moved && i > 5 {
+			return
+		}
+	}
+}
+
+// trim returns every cached block to the driver. Caller holds the device.
+func (b *Backend) trim() {
+	b.pool.mu.Lock()
+	defer b.pool.mu.Unlock()
+	for c, l := range b.pool.free {
+		for _, p := range l {
+			call(b.drv.cuMemFree, p)
+			b.pool.total -= c
+		}
+		delete(b.pool.free, c)
+	}
+	b.pool.cached = 0
+}
+
+// MemStats reports the pool: bytes in live tensors, their high-water mark,
+// and bytes held from the driver (live + cached).
+func (b *Backend) MemStats() (inUse, peak, held int64) {
+	b.pool.mu.Lock()
+	defer b.pool.mu.Unlock()
+	return b.pool.inUse, b.pool.peak, b.pool.total
+}
+
+// ResetPeak restarts the high-water mark at the current use.
+func (b *Backend) ResetPeak() {
+	b.pool.mu.Lock()
+	b.pool.peak = b.pool.inUse
+	b.pool.mu.Unlock()
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

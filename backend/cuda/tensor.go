@@ -1,0 +1,229 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// buffer is one pool block. Views (Reshape) share it; when the last tensor
+// referring to it becomes unreachable, a GC cleanup returns the block to
+// the pool, so models need not Free every intermediate.
+type buffer struct {
+	ptr     uintptr
+	class   int64
+	freed   bool
+	cleanup runtime.Cleanup
+}
+
+// Tensor is a CUDA tensor: F32, BF16 or I8, contiguous row-major.
+type Tensor struct {
+	shape []int
+	dt    tensor.DType
+	buf   *buffer
+}
+
+func (t *Tensor) Shape() []int        { return t.shape }
+func (t *Tensor) DType() tensor.DType { return t.dt }
+
+// Ptr is the device address of the first element.
+func (t *Tensor) Ptr() uintptr {
+	if t.buf.freed {
+		backend.Fail("cuda: use of a freed tensor (shape %v)", t.shape)
+	}
+	return t.buf.ptr
+}
+
+func (t *Tensor) n() int64     { return int64(tensor.NumElements(t.shape)) }
+func (t *Tensor) bytes() int64 { return t.n() * int64(t.dt.Size()) }
+
+// T asserts that t is a live CUDA tensor.
+func T(t backend.Tensor) *Tensor {
+	c, ok := t.(*Tensor)
+	if !ok || c == nil {
+		backend.Fail("cuda backend: tensor %T is not a CUDA tensor", t)
+	}
+	if c.buf.freed {
+		backend.Fail("cuda: use of a freed tensor (shape %v)", c.shape)
+	}
+	return c
+}
+
+// newTensor allocates an uninitialised tensor. Caller holds the device.
+func (b *Backend) newTensor(dt tensor.DType, shape []int) *Tensor {
+	for _, s := range shape {
+		if s < 0 {
+			backend.Fail("cuda: negative dimension in shape %v", shape)
+		}
+	}
+	n := int64(tensor.NumElements(shape)) * int64(dt.Size())
+	p, c := b.alloc(n)
+	buf := &buffer{ptr: p, class: c}
+	pl := &b.pool
+	buf.cleanup = runtime.AddCleanup(buf, func(blk [2]int64) { pl.release(uintptr(blk[0]), blk[1]) }, [2]int64{int64(p), c})
+	if b.Poison && n > 0 {
+		b.must("cuMemsetD8Async", call(b.drv.cuMemsetD8Async, p, 0xFF, uintptr(n), b.stream))
+	}
+	return &Tensor{shape: append([]int(nil), shape...), dt: dt, buf: buf}
+}
+
+// dtCode is the run-time dtype code the kernels take (common.cuh).
+func dtCode(dt tensor.DType) int32 {
+	switch dt {
+	case tensor.F32:
+		return 1
+	case tensor.BF16:
+		return 2
+	}
+	backend.Fail("cuda: dtype %v is not a float tensor type (want float32 or bfloat16)", dt)
+	return 0
+}
+
+func checkFloat(what string, t *Tensor) {
+	if t.dt != tensor.F32 && t.dt != tensor.BF16 {
+		backend.Fail("cuda: %s: dtype %v, want float32 or bfloat16", what, t.dt)
+	}
+}
+
+// staging is a pinned host buffer for transfers; ev marks when the copy
+// that last used it finished.
+type staging struct {
+	ptr  uintptr
+	size int64
+	ev   uintptr
+}
+
+const stageBytes = 16 << 20
+
+func (b *Backend) stageBuf(i int) *staging {
+	s := &b.stage[i]
+	if s.ptr == 0 {
+		b.must("cuMemHostAlloc", call(b.drv.cuMemHostAlloc, ptr(&s.ptr), stageBytes, hostAllocPortable))
+		b.must("cuEventCreate", call(b.drv.cuEventCreate, ptr(&s.ev), eventDefault))
+		s.size = stageBytes
+	}
+	return s
+}
+
+func hostBytes(p uintptr, n int64) []byte {
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), p)), n) //nolint:govet // pinned C memory
+}
+
+// Upload copies host float32 data into a new tensor, converting on the host
+// into pinned memory and copying in 16 MiB chunks, double-buffered.
+func (b *Backend) Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor {
+	if tensor.NumElements(shape) != len(data) {
+		backend.Fail("cuda: Upload: shape %v holds %d elements, data has %d", shape, tensor.NumElements(shape), len(data))
+	}
+	if dt != tensor.F32 && dt != tensor.BF16 {
+		backend.Fail("cuda: Upload: dtype %v, want float32 or bfloat16", dt)
+	}
+	defer b.enter()()
+	t := b.newTensor(dt, shape)
+	es := int64(dt.Size())
+	per := stageBytes / es
+	for i, k := int64(0), 0; i < int64(len(data)); i, k = i+per, k^1 {
+		j := min(i+per, int64(len(data)))
+		s := b.stageBuf(k)
+		b.must("cuEventSynchronize", call(b.drv.cuEventSynchronize, s.ev))
+		h := hostBytes(s.ptr, (j-i)*es)
+		if dt == tensor.F32 {
+			copy(unsafe.Slice((*float32)(unsafe.Pointer(&h[0])), j-i), data[i:j])
+		} else {
+			u := unsafe.Slice((*uint16)(unsafe.Pointer(&h[0])), j-i)
+			for x := range u {
+				u[x] = tensor.BF16FromF32(data[i+int64(x)])
+			}
+		}
+		b.must("cuMemcpyHtoDAsync", call(b.drv.cuMemcpyHtoDAsync, t.buf.ptr+uintptr(i*es), s.ptr, uintptr((j-i)*es), b.stream))
+		b.must("cuEventRecord", call(b.drv.cuEventRecord, s.ev, b.stream))
+	}
+	return t
+}
+
+// UploadInt8 copies int8 data into a new I8 tensor.
+func (b *Backend) UploadInt8(shape []int, data []int8) backend.Tensor {
+	if tensor.NumElements(shape) != len(data) {
+		backend.Fail("cuda: UploadInt8: shape %v holds %d elements, data has %d", shape, tensor.NumElements(shape), len(data))
+	}
+	defer b.enter()()
+	t := b.newTensor(tensor.I8, shape)
+	for i, k := int64(0), 0; i < int64(len(data)); i, k = i+stageBytes, k^1 {
+		j := min(i+stageBytes, int64(len(data)))
+		s := b.stageBuf(k)
+		b.must("cuEventSynchronize", call(b.drv.cuEventSynchronize, s.ev))
+		h := hostBytes(s.ptr, j-i)
+		copy(h, unsafe.Slice((*byte)(unsafe.Pointer(&data[i])), j-i))
+		b.must("cuMemcpyHtoDAsync", call(b.drv.cuMemcpyHtoDAsync, t.buf.ptr+uintptr(i), s.ptr, uintptr(j-i), b.stream))
+		b.must("cuEventRecord", call(b.drv.cuEventRecord, s.ev, b.stream))
+	}
+	return t
+}
+
+// Download copies a float tensor back as float32 (waits for queued work).
+func (b *Backend) Download(t backend.Tensor) []float32 {
+	ct := T(t)
+	checkFloat("Download", ct)
+	defer b.enter()()
+	n := ct.n()
+	out := make([]float32, n)
+	es := int64(ct.dt.Size())
+	per := stageBytes / es
+	s := b.stageBuf(0)
+	for i := int64(0); i < n; i += per {
+		j := min(i+per, n)
+		b.must("cuMemcpyDtoHAsync", call(b.drv.cuMemcpyDtoHAsync, s.ptr, ct.buf.ptr+uintptr(i*es), uintptr((j-i)*es), b.stream))
+		b.must("cuStreamSynchronize (a kernel queued earlier may have failed)", call(b.drv.cuStreamSynchronize, b.stream))
+		h := hostBytes(s.ptr, (j-i)*es)
+		if ct.dt == tensor.F32 {
+			copy(out[i:j], unsafe.Slice((*float32)(unsafe.Pointer(&h[0])), j-i))
+		} else {
+			u := unsafe.Slice((*uint16)(unsafe.Pointer(&h[0])), j-i)
+			for x, v := range u {
+				out[i+int64(x)] = math.Float32frombits(uint32(v) << 16)
+			}
+		}
+	}
+	return out
+}
+
+// Free returns t's memory to the pool now.
+func (b *Backend) Free(t backend.Tensor) {
+	ct, ok := t.(*Tensor)
+	if !ok || ct == nil || ct.buf.freed {
+		return
+	}
+	ct.buf.freed = true
+	ct.buf.cleanup.Stop()
+	b.pool.release(ct.buf.ptr, ct.buf.class)
+}
+
+// Reshape views t with another shape of the same element count.
+func (b *Backend) Reshape(t backend.Tensor, shape ...int) backend.Tensor {
+	ct := T(t)
+	shape = append([]int(nil), shape...)
+	neg := -1
+	known := 1
+	for i, s := range shape {
+		if s == -1 && neg < 0 {
+			neg = i
+			continue
+		}
+		known *= s
+	}
+	if neg >= 0 && known > 0 {
+		shape[neg] = int(ct.n()) / known
+	}
+	if int64(tensor.NumElements(shape)) != ct.n() {
+		backend.Fail("cuda: Reshape: cannot view shape %v (%d elements) as %v", ct.shape, ct.n(), shape)
+	}
+	return &Tensor{shape: shape, dt: ct.dt, buf: ct.buf}
+}
+
+func (b *Backend) String() string {
+	return fmt.Sprintf("cuda(%s, %s)", b.info.Name, b.info.Arch)
+}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+type benchFlags struct {
+	parts               string
+	model               string
+	frames, h, w, iters int
+	jsonOut             string
+}
+
+func init() {
+	f := &benchFlags{}
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Benchmark the CUDA backend: attention, GEMM, fused ops and a DiT forward on random weights",
+		Long: "Times on the GPU with CUDA events (median of several runs after warm-up), on random inputs and\n" +
+			"random weights of a real model configuration. Compare with PyTorch via scripts/bench_torch.py.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd.OutOrStdout(), f) },
+	}
+	cmd.Flags().StringVar(&f.parts, "parts", "attention,gemm,ops,dit", "comma-separated: attention, gemm, ops, dit")
+	cmd.Flags().StringVar(&f.model, "model", "Wan2.1-T2V-1.3B", "DiT configuration for the forward benchmark")
+	cmd.Flags().IntVar(&f.frames, "frames", 81, "video frames (latent frames = (frames-1)/4+1)")
+	cmd.Flags().IntVar(&f.h, "height", 480, "video height in pixels")
+	cmd.Flags().IntVar(&f.w, "width", 832, "video width in pixels")
+	cmd.Flags().IntVar(&f.iters, "iters", 10, "timed runs per microbenchmark")
+	cmd.Flags().StringVar(&f.jsonOut, "json", "", "also write the results as JSON to this file")
+	root.AddCommand(cmd)
+}
+
+// benchResult is one measured line.
+type benchResult struct {
+	Name    string  `json:"name"`
+	MS      float64 `json:"ms_median"`
+	MSMin   float64 `json:"ms_min"`
+	TFLOPS  float64 `json:"tflops,omitempty"`
+	GBs     float64 `json:"gb_s,omitempty"`
+	PeakGiB float64 `json:"peak_gib,omitempty"`
+	Note    string  `json:"note,omitempty"`
+}
+
+func runBench(w io.Writer, f *benchFlags) (err error) {
+	b, err := cuda.Open()
+	if err != nil {
+		return err
+	}
+	defer backend.Recover(&err)
+	inf := b.Info()
+	fmt.Fprintf(w, "device: %s (%s, %d SMs), driver %d, NVRTC %s, cuBLASLt %d, %s\n", inf.Name, inf.Arch, inf.SMs,
+		inf.DriverVersion, inf.NVRTCVersion, inf.CublasLtVer, time.Now().UTC().Format(time.RFC3339))
+	if _, _, err := b.Preload(); err != nil {
+		return err
+	}
+	latT := (f.frames-1)/4 + 1
+	Hp, Wp := f.h/16, f.w/16
+	L := latT * Hp * Wp
+	cfg, err := wan.Preset(f.model)
+	if err != nil {
+		return err
+	}
+	var res []benchResult
+	add := func(r benchResult) {
+		res = append(res, r)
+		extra := ""
+		if r.TFLOPS > 0 {
+			extra = fmt.Sprintf("%8.1f TFLOP/s", r.TFLOPS)
+		}
+		if r.GBs > 0 {
+			extra = fmt.Sprintf("%8.0f GB/s", r.GBs)
+		}
+		if r.PeakGiB > 0 {
+			extra += fmt.Sprintf("  peak %.2f GiB", r.PeakGiB)
+		}
+		fmt.Fprintf(w, "%-44s %9.3f ms (min %8.3f) %s %s\n", r.Name, r.MS, r.MSMin, extra, r.Note)
+	}
+	parts := map[string]bool{}
+	for _, p := range strings.Split(f.parts, ",") {
+		parts[strings.TrimSpace(p)] = true
+	}
+	rnd := newFastRand(1)
+	time1 := func(name string, flops, bytes float64, fn func()) {
+		ms, err := b.TimeGPU(2, f.iters, fn)
+		if err != nil {
+			backend.FailErr(fmt.Errorf("%s: %w", name, err))
+		}
+		r := benchResult{Name: name, MS: cuda.Median(ms), MSMin: ms[0]}
+		if flops > 0 {
+			r.TFLOPS = flops / (r.MS * 1e-3) / 1e12
+		}
+		if bytes > 0 {
+			r.GBs = bytes / (r.MS * 1e-3) / 1e9
+		}
+		add(r)
+	}
+	D, heads, hd := cfg.Dim, cfg.Heads, cfg.HeadDim
+	if parts["attention"] {
+		for _, a := range []struct {
+			lq, lk, heads, d int
+			what             string
+		}{
+			{L, L, heads, hd, "self"}, {L, 512, heads, hd, "cross"}, {L, L, heads * 2, 64, "self"},
+		} {
+			W := a.heads * a.d
+			q := b.Upload(tensor.BF16, []int{a.lq, W}, rnd.normal(a.lq*W))
+			k := b.Upload(tensor.BF16, []int{a.lk, W}, rnd.normal(a.lk*W))
+			v := b.Upload(tensor.BF16, []int{a.lk, W}, rnd.normal(a.lk*W))
+			s := float32(1 / math.Sqrt(float64(a.d)))
+			time1(fmt.Sprintf("attention %s Lq=%d Lk=%d h=%d d=%d", a.what, a.lq, a.lk, a.heads, a.d),
+				4*float64(a.lq)*float64(a.lk)*float64(a.d)*float64(a.heads), 0,
+				func() { b.Free(b.Attention(q, k, v, a.heads, s)) })
+			b.Free(q)
+			b.Free(k)
+			b.Free(v)
+		}
+	}
+	if parts["gemm"] {
+		for _, g := range [][3]int{{L, D, D}, {L, cfg.FFNDim, D}, {L, D, cfg.FFNDim}} {
+			M, N, K := g[0], g[1], g[2]
+			x := b.Upload(tensor.BF16, []int{M, K}, rnd.normal(M*K))
+			wt := b.Upload(tensor.BF16, []int{N, K}, rnd.normal(N*K))
+			bias := b.Upload(tensor.BF16, []int{N}, rnd.normal(N))
+			time1(fmt.Sprintf("linear bf16+bias M=%d N=%d K=%d", M, N, K), 2*float64(M)*float64(N)*float64(K), 0,
+				func() { b.Free(b.Linear(x, wt, bias)) })
+			b.Free(x)
+			b.Free(wt)
+			b.Free(bias)
+		}
+	}
+	if parts["ops"] {
+		n := L * D
+		x := b.Upload(tensor.BF16, []int{L, D}, rnd.normal(n))
+		y := b.Upload(tensor.BF16, []int{L, D}, rnd.normal(n))
+		vec := func() backend.Tensor { return b.Upload(tensor.F32, []int{D}, rnd.normal(D)) }
+		sh, sc, wv := vec(), vec(), vec()
+		ang := b.Upload(tensor.F32, []int{L, hd / 2}, rnd.normal(L*hd/2))
+		bb := 2 * float64(n) * 2 // read + write bf16
+		time1("layernorm+modulate (fused) [L,D]", 0, bb, func() { b.Free(b.LayerNormModulate(x, sh, sc, 1e-6)) })
+		time1("layernorm [L,D]", 0, bb, func() { b.Free(b.LayerNorm(x, nil, nil, 1e-6, tensor.BF16)) })
+		time1("modulate [L,D]", 0, bb, func() { b.Free(b.Modulate(x, sh, sc)) })
+		time1("rmsnorm [L,D]", 0, bb, func() { b.Free(b.RMSNorm(x, wv, 1e-6, backend.NormFast)) })
+		time1("rope [L,D]", 0, bb, func() { b.Free(b.RoPE(x, ang, heads)) })
+		time1("gated add [L,D]", 0, 1.5*bb, func() { b.Free(b.GatedAdd(x, y, sh)) })
+		h := b.Upload(tensor.BF16, []int{L, cfg.FFNDim}, rnd.normal(L*cfg.FFNDim))
+		time1("gelu_tanh [L,ffn]", 0, 4*float64(L*cfg.FFNDim), func() { b.Free(b.GELUTanh(h)) })
+		for _, t := range []backend.Tensor{x, y, sh, sc, wv, ang, h} {
+			b.Free(t)
+		}
+	}
+	if parts["dit"] {
+		r, err := benchDiT(b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3))
+		if err != nil {
+			fmt.Fprintf(w, "DiT forward: FAILED: %v\n", err)
+		} else {
+			add(r)
+		}
+	}
+	if f.jsonOut != "" {
+		out, _ := json.MarshalIndent(map[string]any{"device": inf.Name, "arch": inf.Arch, "driver": inf.DriverVersion,
+			"nvrtc": inf.NVRTCVersion, "time": time.Now().UTC().Format(time.RFC3339), "results": res}, "", "  ")
+		if err := os.WriteFile(f.jsonOut, out, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchDiT loads cfg with random bf16 weights and times Forward on a random
+// latent [16, T, H, W] (wall clock: Forward returns host data, so it is
+// synchronous), text embedded once as a sampler does.
+func benchDiT(b *cuda.Backend, cfg wan.Config, T, H, W, iters int) (r benchResult, err error) {
+	f := newRandomDiT(cfg)
+	t0 := time.Now()
+	m, err := wan.Load(b, f, wan.Options{DType: tensor.BF16, Attention: backend.Dense})
+	if err != nil {
+		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
+	}
+	defer m.Free()
+	load := time.Since(t0)
+	rnd := newFastRand(2)
+	txt, err := m.EmbedText(rnd.normal(cfg.TextLen*cfg.TextDim), cfg.TextLen)
+	if err != nil {
+		return r, err
+	}
+	defer txt.Free()
+	shape := []int{cfg.InDim, T, H, W}
+	x := rnd.normal(tensor.NumElements(shape))
+	if _, err := m.Forward(x, shape, 999, txt); err != nil {
+		return r, err
+	}
+	b.ResetPeak()
+	_, _, _ = b.MemStats()
+	var ms []float64
+	for i := 0; i < iters; i++ {
+		t := time.Now()
+		if _, err := m.Forward(x, shape, 999, txt); err != nil {
+			return r, err
+		}
+		ms = append(ms, float64(time.Since(t).Microseconds())/1e3)
+	}
+	sort.Float64s(ms)
+	_, peak, _ := b.MemStats()
+	L := T * (H / 2) * (W / 2)
+	return benchResult{Name: fmt.Sprintf("DiT forward %s L=%d (dense, bf16)", cfg.Name, L), MS: ms[len(ms)/2], MSMin: ms[0],
+		PeakGiB: float64(peak) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs)", load.Seconds())}, nil
+}
+
+// fastRand is a xorshift generator: benchmark inputs need to be random
+// (never zeros) but not statistically perfect.
+type fastRand struct{ s uint64 }
+
+func newFastRand(seed uint64) *fastRand { return &fastRand{s: seed*0x9E3779B97F4A7C15 + 1} }
+
+func (r *fastRand) next() uint64 {
+	r.s ^= r.s << 13
+	r.s ^= r.s >> 7
+	r.s ^= r.s << 17
+	return r.s
+}
+
+// normal returns n values with unit variance (sum of two uniforms, scaled).
+func (r *fastRand) normal(n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		u := r.next()
+		a := float32(u&0xffffff)/(1<<24) + float32((u>>32)&0xffffff)/(1<<24) - 1
+		out[i] = a * 2.449 // var of the sum of two U(0,1) is 1/6
+	}
+	return out
+}
+
+// randomDiT is an in-memory checkpoint of a Wan DiT configuration with
+// random weights, generated on read (REFERENCE.md §2.2 key layout).
+type randomDiT struct {
+	cfg   wan.Config
+	infos map[string]checkpoint.Info
+	names []string
+}
+
+func newRandomDiT(c wan.Config) *randomDiT {
+	f := &randomDiT{cfg: c, infos: map[string]checkpoint.Info{}}
+	D := c.Dim
+	add := func(name string, shape ...int) {
+		f.infos[name] = checkpoint.Info{Name: name, DType: tensor.BF16, Shape: shape}
+		f.names = append(f.names, name)
+	}
+	add("patch_embedding.weight", D, c.InDim*4)
+	add("patch_embedding.bias", D)
+	add("text_embedding.0.weight", D, c.TextDim)
+	add("text_embedding.0.bias", D)
+	add("text_embedding.2.weight", D, D)
+	add("text_embedding.2.bias", D)
+	add("time_embedding.0.weight", D, c.FreqDim)
+	add("time_embedding.0.bias", D)
+	add("time_embedding.2.weight", D, D)
+	add("time_embedding.2.bias", D)
+	add("time_projection.1.weight", 6*D, D)
+	add("time_projection.1.bias", 6*D)
+	add("head.head.weight", 4*c.OutDim, D)
+	add("head.head.bias", 4*c.OutDim)
+	add("head.modulation", 1, 2, D)
+	for i := 0; i < c.Layers; i++ {
+		p := fmt.Sprintf("blocks.%d.", i)
+		add(p+"modulation", 1, 6, D)
+		for _, l := range []string{"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"} {
+			add(p+l+".weight", D, D)
+			add(p+l+".bias", D)
+		}
+		add(p+"ffn.0.weight", c.FFNDim, D)
+		add(p+"ffn.0.bias", c.FFNDim)
+		add(p+"ffn.2.weight", D, c.FFNDim)
+		add(p+"ffn.2.bias", D)
+		for _, n := range []string{"self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k", "norm3"} {
+			add(p+n+".weight", D)
+		}
+		add(p+"norm3.bias", D)
+	}
+	sort.Strings(f.names)
+	return f
+}
+
+func (f *randomDiT) Path() string    { return "random:" + f.cfg.Name }
+func (f *randomDiT) Names() []string { return f.names }
+func (f *randomDiT) Info(name string) (checkpoint.Info, bool) {
+	i, ok := f.infos[name]
+	return i, ok
+}
+
+// Float32 draws the tensor: weights ~ U·1/√fan_in, norm weights near 1,
+// biases and modulation small.
+func (f *randomDiT) Float32(name string) ([]float32, error) {
+	info, ok := f.infos[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: no tensor %q", f.Path(), name)
+	}
+	var seed uint64
+	for _, c := range name {
+		seed = seed*131 + uint64(c)
+	}
+	v := newFastRand(seed).normal(tensor.NumElements(info.Shape))
+	scale := float32(0.02)
+	switch {
+	case strings.HasSuffix(name, ".weight") && len(info.Shape) == 2:
+		scale = float32(1 / math.Sqrt(float64(info.Shape[1])))
+	case strings.Contains(name, "norm"):
+		for i := range v {
+			v[i] = 1 + 0.1*v[i]
+		}
+		return v, nil
+	case strings.HasSuffix(name, "modulation"):
+		scale = 0.1
+	}
+	for i := range v {
+		v[i] *= scale
+	}
+	return v, nil
+}
+
+func (f *randomDiT) Int8(name string) ([]int8, error) {
+	return nil, fmt.Errorf("%s: tensor %q is not int8", f.Path(), name)
+}
+
+func (f *randomDiT) Raw(name string) ([]byte, error) {
+	v, err := f.Float32(name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 2*len(v))
+	for i, x := range v {
+		h := tensor.BF16FromF32(x)
+		out[2*i], out[2*i+1] = byte(h), byte(h>>8)
+	}
+	return out, nil
+}
+
+func (f *randomDiT) Close() error { return nil }

@@ -1,0 +1,265 @@
+// conv3d.cu: the VAE's 3-D convolution over channel-first [C,T,H,W] tensors.
+//
+// bf16 path: an implicit GEMM on tensor cores (mma.sync m16n8k16, fp32
+// accumulation). out[co, p] = sum_k W[co, k] * col[k, p] over output positions
+// p = (t, h, w) flattened and k = (tap, ci), taps outermost: the weight is
+// first repacked to [Cout][tap][Cinp] (Cin padded with zeros to a multiple of
+// 32), so one 32-wide K step is one tap and 32 channels. Each K step then
+// needs one bounds check per output position, and the im2col column is
+// gathered straight from the input (zero padding and strides included) into
+// shared memory; nothing is materialised in global memory.
+//
+// f32 path: a direct convolution, each thread one position and 8 output
+// channels (correctness path for the fp32 VAE, not tuned).
+#include "common.cuh"
+
+__device__ __forceinline__ u32 cv_smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+// 16-byte async copy global->shared; pred false writes 16 zero bytes.
+__device__ __forceinline__ void cv_cp_async16(void* dst, const void* src, bool pred) {
+  int n = pred ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(cv_smem_addr(dst)), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cv_cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cv_cp_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+__device__ __forceinline__ void cv_ldsm_x4(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(cv_smem_addr(p)));
+}
+__device__ __forceinline__ void cv_ldsm_x4_t(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(cv_smem_addr(p)));
+}
+
+// c += a·b for one m16n8k16 tile (a: 4 regs, b: 2 regs of bf16x2).
+__device__ __forceinline__ void cv_mma(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Repacks a weight [Cout][Cin][ntap] (any float dtype) into bf16
+// [Cout][ntap][Cinp], channels past Cin zero.
+extern "C" __global__ void conv_wpack_kernel(bf16* dst, const void* w, int wdt, int Cout, int Cin, int ntap,
+                                             int Cinp) {
+  const long long n = (long long)Cout * ntap * Cinp;
+  GRID_STRIDE(i, n) {
+    int ci = (int)(i % Cinp);
+    long long r = i / Cinp;
+    int tap = (int)(r % ntap);
+    long long co = r / ntap;
+    dst[i] = ci < Cin ? f2bf(ldv(w, wdt, (co * Cin + ci) * ntap + tap)) : (bf16)0;
+  }
+}
+
+#define CV_BN 128
+#define CV_BK 32
+#define CV_THREADS 256
+
+// One block computes a BM x 128 output tile (BM = 32*MT output channels,
+// 128 consecutive positions). 8 warps: 2 along M (16*MT rows each) x 4
+// along N (32 positions each). K steps are double-buffered in shared
+// memory: the weight tile by cp.async, the gathered input tile through
+// registers (loaded before the current step's math, stored after it).
+template <int MT>
+__device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16* __restrict__ X,
+                                               const bf16* __restrict__ Wr, const void* bias, int bdt, int Cin,
+                                               int Ti, int Hi, int Wi, int Cout, int To, int Ho, int Wo, int ntap,
+                                               int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw,
+                                               int Cinp) {
+  constexpr int BM = 32 * MT, BN = CV_BN, BK = CV_BK;
+  constexpr int SA = BK + 8, SB = BN + 8;  // +8 bf16 per row: ldmatrix rows hit distinct banks
+  __shared__ __align__(16) bf16 sA[2][BM * SA];
+  __shared__ __align__(16) bf16 sB[2][BK * SB];
+
+  const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
+  const long long HWi = (long long)Hi * Wi, THWi = (long long)Ti * HWi;
+  const int nMt = (Cout + BM - 1) / BM;
+  const int m0 = (int)(blockIdx.x % nMt) * BM;
+  const long long n0 = (long long)(blockIdx.x / nMt) * BN;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
+  const int nci = Cinp / BK, nk = ntap * nci, Ktot = ntap * Cinp, khw = kh * kw;
+  const bool cfull = (Cin % BK) == 0;
+
+  // The gather: this thread owns column bn of the input tile and rows
+  // br, br+2, ..., br+30 (channels ci0+row of the step's tap).
+  const int bn = tid & (BN - 1), br = tid >> 7;
+  const long long pos = n0 + bn;
+  const bool pvalid = pos < P;
+  int tb = 0, hb = 0, wb = 0;
+  if (pvalid) {
+    int to = (int)(pos / HWo);
+    long long rem = pos - (long long)to * HWo;
+    int ho = (int)(rem / Wo), wo = (int)(rem - (long long)ho * Wo);
+    tb = to * st - pt;
+    hb = ho * sh - ph;
+    wb = wo * sw - pw;
+  }
+  bf16 breg[BK / 2];
+
+  auto load_b = [&](int ks) {
+    int tap = ks / nci, ci0 = (ks - tap * nci) * BK;
+    int a = tap / khw, r = tap - a * khw, bb = r / kw, c = r - bb * kw;
+    int ti = tb + a, yi = hb + bb, xi = wb + c;
+    bool ok = pvalid && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
+    long long off = ok ? (long long)(ci0 + br) * THWi + (long long)ti * HWi + (long long)yi * Wi + xi : 0;
+    const bf16* p = X + off;
+#pragma unroll
+    for (int i = 0; i < BK / 2; ++i) {
+      bool in = ok && (cfull || ci0 + br + 2 * i < Cin);
+      breg[i] = in ? p[(long long)(2 * i) * THWi] : (bf16)0;
+    }
+  };
+  auto store_b = [&](int s) {
+#pragma unroll
+    for (int i = 0; i < BK / 2; ++i) sB[s][(br + 2 * i) * SB + bn] = breg[i];
+  };
+  auto load_a = [&](int ks, int s) {
+    int tap = ks / nci, ci0 = (ks - tap * nci) * BK;
+    const bf16* src = Wr + (long long)tap * Cinp + ci0;
+    for (int c = tid; c < BM * (BK / 8); c += CV_THREADS) {
+      int row = c / (BK / 8), col = (c % (BK / 8)) * 8, m = m0 + row;
+      cv_cp_async16(&sA[s][row * SA + col], src + (long long)min(m, Cout - 1) * Ktot + col, m < Cout);
+    }
+  };
+
+  float acc[MT][4][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+
+  if (nk > 0) {
+    load_b(0);
+    store_b(0);
+    load_a(0, 0);
+    cv_cp_commit();
+    cv_cp_wait_all();
+    __syncthreads();
+  }
+  for (int ks = 0; ks < nk; ++ks) {
+    const int s = ks & 1;
+    const bool more = ks + 1 < nk;
+    if (more) {  // the other stage was released by the barrier ending the previous step
+      load_a(ks + 1, s ^ 1);
+      load_b(ks + 1);
+    }
+    cv_cp_commit();
+    const bf16* a_s = sA[s];
+    const bf16* b_s = sB[s];
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      u32 af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+        cv_ldsm_x4(af[mt], &a_s[(wm * 16 * MT + mt * 16 + (lane & 15)) * SA + kk * 16 + (lane >> 4) * 8]);
+#pragma unroll
+      for (int np = 0; np < 2; ++np) {
+        u32 bfr[4];
+        cv_ldsm_x4_t(bfr, &b_s[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SB + wn * 32 + np * 16 + (lane >> 4) * 8]);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          cv_mma(acc[mt][2 * np], af[mt], bfr[0], bfr[1]);
+          cv_mma(acc[mt][2 * np + 1], af[mt], bfr[2], bfr[3]);
+        }
+      }
+    }
+    if (more) store_b(s ^ 1);
+    cv_cp_wait_all();
+    __syncthreads();
+  }
+
+  // Epilogue: round the sum to bf16, then add the bias and round again.
+  const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = m0 + wm * 16 * MT + mt * 16 + g + 8 * h;
+      if (row >= Cout) continue;
+      const float bv = bdt ? ldv(bias, bdt, row) : 0.f;
+      bf16* yr = Y + (long long)row * P;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const long long col = n0 + wn * 32 + nt * 8 + 2 * t4;
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          if (col + e >= P) continue;
+          float v = rbf(acc[mt][nt][2 * h + e]);
+          if (bdt) v = __fadd_rn(v, bv);
+          yr[col + e] = f2bf(v);
+        }
+      }
+    }
+  }
+}
+
+#define CONV_BF16(MT)                                                                                             \
+  extern "C" __global__ void __launch_bounds__(CV_THREADS, 2) conv3d_bf16_m##MT(                                \
+      bf16* Y, const bf16* X, const bf16* Wr, const void* bias, int bdt, int Cin, int Ti, int Hi, int Wi, int Cout, \
+      int To, int Ho, int Wo, int ntap, int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw, int Cinp) { \
+    conv_bf16_body<MT>(Y, X, Wr, bias, bdt, Cin, Ti, Hi, Wi, Cout, To, Ho, Wo, ntap, kh, kw, st, sh, sw, pt, ph, pw, \
+                       Cinp);                                                                                      \
+  }
+CONV_BF16(1)
+CONV_BF16(2)
+CONV_BF16(3)
+CONV_BF16(4)
+
+#define CV_F32_CO 8
+
+// Direct fp32 convolution: blockIdx.y picks 8 output channels, each thread
+// one output position. w is [Cout][Cin][kt][kh][kw] in dtype wdt.
+extern "C" __global__ void conv3d_f32_kernel(float* Y, const float* X, const void* w, int wdt, const void* bias,
+                                             int bdt, int Cin, int Ti, int Hi, int Wi, int Cout, int To, int Ho,
+                                             int Wo, int kt, int kh, int kw, int st, int sh, int sw, int pt, int ph,
+                                             int pw) {
+  const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
+  const long long pos = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (pos >= P) return;
+  const int co0 = blockIdx.y * CV_F32_CO;
+  const int to = (int)(pos / HWo);
+  const long long rem = pos - (long long)to * HWo;
+  const int ho = (int)(rem / Wo), wo = (int)(rem - (long long)ho * Wo);
+  const long long HWi = (long long)Hi * Wi, THWi = (long long)Ti * HWi;
+  const int ntap = kt * kh * kw;
+  float acc[CV_F32_CO];
+#pragma unroll
+  for (int j = 0; j < CV_F32_CO; ++j) acc[j] = 0.f;
+  for (int ci = 0; ci < Cin; ++ci) {
+    for (int a = 0; a < kt; ++a) {
+      int ti = to * st + a - pt;
+      if (ti < 0 || ti >= Ti) continue;
+      for (int b = 0; b < kh; ++b) {
+        int yi = ho * sh + b - ph;
+        if (yi < 0 || yi >= Hi) continue;
+        for (int c = 0; c < kw; ++c) {
+          int xi = wo * sw + c - pw;
+          if (xi < 0 || xi >= Wi) continue;
+          float xv = X[ci * THWi + ti * HWi + (long long)yi * Wi + xi];
+          long long k = (long long)ci * ntap + (a * kh + b) * kw + c;
+#pragma unroll
+          for (int j = 0; j < CV_F32_CO; ++j)
+            if (co0 + j < Cout) acc[j] = __fmaf_rn(xv, ldv(w, wdt, (long long)(co0 + j) * Cin * ntap + k), acc[j]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < CV_F32_CO; ++j) {
+    int co = co0 + j;
+    if (co >= Cout) continue;
+    float v = acc[j];
+    if (bdt) v = __fadd_rn(v, ldv(bias, bdt, co));
+    Y[(long long)co * P + pos] = v;
+  }
+}

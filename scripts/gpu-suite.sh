@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# GPU suite for the CUDA backend, in one device call per iteration.
+#
+#   scripts/gpu-suite.sh build   # here (no GPU): builds .gpu/turbodiffusion and .gpu/cuda.test
+#   then, with the device tool:  run(command="bash scripts/gpu-suite.sh run", carry=[".gpu"])
+#
+# `run` (on the GPU machine) prints the card, runs `doctor`, every CUDA op
+# test against the CPU backend, `turbodiffusion bench` and the PyTorch
+# baselines on the same card, and writes logs/JSON to $OUT (or .gpu/out).
+# SUITE_PARTS limits the bench (default attention,gemm,ops,dit);
+# SUITE_TESTS is a -test.run regexp (default all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+build)
+	set -e
+	mkdir -p .gpu
+	CGO_ENABLED=0 go build -o .gpu/turbodiffusion ./cmd/turbodiffusion
+	CGO_ENABLED=0 go test -c -o .gpu/cuda.test ./backend/cuda
+	git rev-parse --short HEAD >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit
+	git status --porcelain -- backend/cuda kernels cmd/turbodiffusion | grep -q . && echo "+dirty" >>.gpu/commit
+	ls -la .gpu
+	echo 'next: run(command="bash scripts/gpu-suite.sh run", carry=[".gpu"])'
+	;;
+run)
+	OUT="${OUT:-.gpu/out}"
+	mkdir -p "$OUT"
+	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	log="$OUT/suite.log"
+	{
+		echo "== commit $(tr '\n' ' ' <.gpu/commit) date $(date -u +%FT%TZ)"
+		nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu --format=csv
+		echo "== doctor"
+		.gpu/turbodiffusion doctor
+		echo "== op tests (CUDA vs CPU)"
+		.gpu/cuda.test -test.v -test.timeout 300s -test.run "${SUITE_TESTS:-.}" 2>&1 |
+			grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|SIGSEGV|fatal)|rel_l2|seed|error|Error|out of device|\.go:[0-9]+:' | grep -v '^=== RUN'
+		echo "== bench (Go)"
+		.gpu/turbodiffusion bench --parts "${SUITE_PARTS:-attention,gemm,ops,dit}" --json "$OUT/bench_go.json"
+		echo "== bench (PyTorch, same card)"
+		PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"
+		echo "== done"
+	} 2>&1 | tee "$log"
+	;;
+*)
+	echo "usage: $0 build|run" >&2
+	exit 2
+	;;
+esac
