@@ -29,12 +29,15 @@ func vaeCheckFloat(op string, t *Tensor) {
 // widths.
 const vaeColFloats = 1 << 22
 
-// Conv3d implements backend.VAEOps as an implicit GEMM: the output
-// positions (all frames, flattened) are taken in blocks; each block's
-// receptive fields are gathered into a column matrix [positions][Cin·kt·kh·kw]
-// whose rows have the weight rows' layout, and Gemm multiplies the weight
-// [Cout, K] by it straight into the output. Rounding and bias follow in a
-// separate pass, as Conv3d documents.
+// Conv3d implements backend.VAEOps as an implicit GEMM. The input is first
+// copied channels-last with its zero padding, [T'][H'][W'][Cin], so that
+// for one output position and one (kt, kh) tap the kw taps' inputs are a
+// single contiguous run of kw·Cin values. The output positions (all frames,
+// flattened) are taken in blocks; each block's receptive fields are
+// gathered with those copies into rows of a column matrix whose layout,
+// (kt, kh, kw, Cin), the weight is permuted to, and Gemm multiplies the
+// weight [Cout, K] by it straight into the output. Rounding and bias follow
+// in a separate pass, as Conv3d documents.
 func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
 	x, w := T(xt), T(wt)
 	vaeCheckFloat("conv3d input", x)
@@ -54,11 +57,38 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 	K := cin * kt * kh * kw
 	npos := Ho * Wo
 	total := os[1] * npos
+
+	// Padded channels-last input.
+	Tp, Hp, Wp := T0+p.PadT[0]+p.PadT[1], H+p.PadH[0]+p.PadH[1], W+p.PadW[0]+p.PadW[1]
+	xp := make([]float32, Tp*Hp*Wp*cin)
+	b.parallelFor(T0*H, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t, h := r/H, r%H
+			dst := xp[(((t+p.PadT[0])*Hp+h+p.PadH[0])*Wp+p.PadW[0])*cin:]
+			for ci := 0; ci < cin; ci++ {
+				src := x.F[((ci*T0+t)*H+h)*W : ((ci*T0+t)*H+h+1)*W]
+				for i, v := range src {
+					dst[i*cin+ci] = v
+				}
+			}
+		}
+	})
+	// Weight permuted to [Cout][kt][kh][kw][Cin].
+	wp := make([]float32, cout*K)
+	taps := kt * kh * kw
+	for co := 0; co < cout; co++ {
+		for ci := 0; ci < cin; ci++ {
+			src := w.F[(co*cin+ci)*taps : (co*cin+ci+1)*taps]
+			for tap, v := range src {
+				wp[co*K+tap*cin+ci] = v
+			}
+		}
+	}
+
 	out := make([]float32, cout*total)
-	xf := x.F
 	blk := max(16, min(total, vaeColFloats/max(K, 1)))
 	col := make([]float32, blk*K)
-
+	run := kw * cin
 	for q0 := 0; q0 < total; q0 += blk {
 		n := min(blk, total-q0)
 		b.parallelFor(n, func(lo, hi int) {
@@ -67,34 +97,15 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 				to, rest := q/npos, q%npos
 				ho, wo := rest/Wo, rest%Wo
 				c := col[j*K : (j+1)*K]
-				k := 0
-				for ci := 0; ci < cin; ci++ {
-					for a := 0; a < kt; a++ {
-						ti := to*st + a - p.PadT[0]
-						for bb := 0; bb < kh; bb++ {
-							yi := ho*sh + bb - p.PadH[0]
-							if ti < 0 || ti >= T0 || yi < 0 || yi >= H {
-								clear(c[k : k+kw])
-								k += kw
-								continue
-							}
-							row := xf[((ci*T0+ti)*H+yi)*W : ((ci*T0+ti)*H+yi+1)*W]
-							wi0 := wo*sw - p.PadW[0]
-							for cc := 0; cc < kw; cc++ {
-								wi := wi0 + cc
-								if wi < 0 || wi >= W {
-									c[k+cc] = 0
-								} else {
-									c[k+cc] = row[wi]
-								}
-							}
-							k += kw
-						}
+				for a := 0; a < kt; a++ {
+					for bb := 0; bb < kh; bb++ {
+						src := xp[(((to*st+a)*Hp+ho*sh+bb)*Wp+wo*sw)*cin:]
+						copy(c[(a*kh+bb)*run:(a*kh+bb+1)*run], src[:run])
 					}
 				}
 			}
 		})
-		Gemm(cout, n, K, w.F, K, col[:n*K], K, out[q0:], total, nil)
+		Gemm(cout, n, K, wp, K, col[:n*K], K, out[q0:], total, nil)
 	}
 	if x.dt == tensor.BF16 || bias != nil {
 		b.parallelFor(cout, func(lo, hi int) {
