@@ -90,13 +90,8 @@ func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, 
 	if cfg.Sage && g.D != 64 && g.D != 128 {
 		return nil, nil, fmt.Errorf("sla: SageSLA needs head dim 64 or 128, got %d", g.D)
 	}
-	bmap := cfg.BlockMap
-	if bmap == nil {
-		var err error
-		if bmap, err = BlockMap(q, k, g, cfg.BF16Map); err != nil {
-			return nil, nil, err
-		}
-	} else if err := checkMap(bmap, g); err != nil {
+	bmap, order, err := selection(q, k, cfg)
+	if err != nil {
 		return nil, nil, err
 	}
 	mm := cfg.MatMul
@@ -108,7 +103,7 @@ func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, 
 	if cfg.Sage {
 		os = sageSparse(qh, kh, vh, g, bmap, mm)
 	} else {
-		os = sparse(qh, kh, vh, g, bmap, mm)
+		os = sparse(qh, kh, vh, g, order, mm)
 	}
 	ol := linear(qh, kh, vh, g, projW, projB, mm)
 	out := make([]float32, len(q))
@@ -126,22 +121,77 @@ func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, 
 }
 
 // Sparse is the sparse branch alone (SLA Triton kernel, or SageSLA when
-// sage), output [L, heads, d] bf16-exact; for conformance tests.
-func Sparse(q, k, v []float32, g Geometry, bmap []int8, sage bool) ([]float32, error) {
+// cfg.Sage) with cfg's block map (computed if nil), output [L, heads, d]
+// bf16-exact; for conformance tests.
+func Sparse(q, k, v []float32, cfg Config) ([]float32, error) {
+	g := cfg.Geometry
 	if err := g.Check(len(q)); err != nil {
 		return nil, err
 	}
-	if err := checkMap(bmap, g); err != nil {
+	if len(k) != len(q) || len(v) != len(q) {
+		return nil, fmt.Errorf("sla: q, k, v sizes differ: %d, %d, %d", len(q), len(k), len(v))
+	}
+	bmap, order, err := selection(q, k, cfg)
+	if err != nil {
 		return nil, err
+	}
+	mm := cfg.MatMul
+	if mm == nil {
+		mm = scalarMatMul
 	}
 	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
 	var os []float32
-	if sage {
-		os = sageSparse(qh, kh, vh, g, bmap, scalarMatMul)
+	if cfg.Sage {
+		os = sageSparse(qh, kh, vh, g, bmap, mm)
 	} else {
-		os = sparse(qh, kh, vh, g, bmap, scalarMatMul)
+		os = sparse(qh, kh, vh, g, order, mm)
 	}
 	return fromHeads(os, g), nil
+}
+
+// selection returns the block map (cfg.BlockMap or computed) and, per
+// (head, query block), the order the SLA kernel visits the selected key
+// blocks: torch.topk(sorted=False) lists the blocks scoring strictly above
+// the k-th score in ascending index order, then those equal to it. The
+// order changes the online softmax's rounding only.
+func selection(q, k []float32, cfg Config) ([]int8, [][]int, error) {
+	g := cfg.Geometry
+	scores, err := PooledScores(q, k, g, cfg.BF16Map)
+	if err != nil {
+		return nil, nil, err
+	}
+	bmap := cfg.BlockMap
+	if bmap == nil {
+		bmap = SelectTopK(scores, g)
+	} else if err := checkMap(bmap, g); err != nil {
+		return nil, nil, err
+	}
+	kb := g.KBlocks()
+	order := make([][]int, len(bmap)/kb)
+	for r := range order {
+		sel := selectedBlocks(bmap[r*kb : r*kb+kb])
+		if len(sel) == 0 {
+			continue
+		}
+		row := scores[r*kb : r*kb+kb]
+		kth := row[sel[0]]
+		for _, j := range sel {
+			kth = min(kth, row[j])
+		}
+		o := make([]int, 0, len(sel))
+		for _, j := range sel {
+			if row[j] > kth {
+				o = append(o, j)
+			}
+		}
+		for _, j := range sel {
+			if !(row[j] > kth) {
+				o = append(o, j)
+			}
+		}
+		order[r] = o
+	}
+	return bmap, order, nil
 }
 
 func checkMap(m []int8, g Geometry) error {

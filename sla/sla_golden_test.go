@@ -88,7 +88,7 @@ func TestSLAUnitBlockMap(t *testing.T) {
 
 func TestSLAUnitSparse(t *testing.T) {
 	u := loadSLAUnit(t)
-	o, err := Sparse(u.q, u.k, u.v, u.g, u.smap, false)
+	o, err := Sparse(u.q, u.k, u.v, Config{Geometry: u.g, BF16Map: true, BlockMap: u.smap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func cosine(a, b []float32) float64 {
 func TestSageSLAEmulation(t *testing.T) {
 	u := loadSLAUnit(t)
 	ref := fromHeadsRef(u.oSparse, u.g)
-	o, err := Sparse(u.q, u.k, u.v, u.g, u.smap, true)
+	o, err := Sparse(u.q, u.k, u.v, Config{Geometry: u.g, BF16Map: true, BlockMap: u.smap, Sage: true})
 	if err != nil {
 		t.Fatal(err)
 	}

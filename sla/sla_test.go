@@ -167,7 +167,7 @@ func TestSparseAllBlocksIsDense(t *testing.T) {
 			t.Fatalf("topk=1: map entry %d not selected", i)
 		}
 	}
-	o, err := Sparse(q, k, v, g, m, false)
+	o, err := Sparse(q, k, v, Config{Geometry: g, BF16Map: true, BlockMap: m})
 	if err != nil {
 		t.Fatal(err)
 	}

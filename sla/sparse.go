@@ -8,11 +8,12 @@ import (
 
 // sparse is the SLA Triton kernel's forward (REFERENCE.md §4.2) on bf16
 // q, k, v [heads, L, d]: per query block, flash-style online softmax over
-// the selected key blocks (ascending), scores S = Q·Kᵀ in float32 scaled by
+// the selected key blocks in the kernel's visiting order (see selection),
+// scores S = Q·Kᵀ in float32 scaled by
 // d^-0.5·log2(e), p = exp2(s − m), bf16(p)·V accumulated in float32,
 // finally o/l rounded to bf16. Output [heads, L, d].
-func sparse(q, k, v []float32, g Geometry, bmap []int8, mm MatMul) []float32 {
-	qb, kb, d, L := g.QBlocks(), g.KBlocks(), g.D, g.L
+func sparse(q, k, v []float32, g Geometry, order [][]int, mm MatMul) []float32 {
+	qb, d, L := g.QBlocks(), g.D, g.L
 	// The kernel's constant: Python computes qk_scale·log2(e) in float64.
 	scale := float32(math.Pow(float64(d), -0.5) * 1.4426950408889634)
 	vt := make([][]float32, g.Heads) // V per head as [d, L], the B operand of P·V
@@ -39,7 +40,7 @@ func sparse(q, k, v []float32, g Geometry, bmap []int8, mm MatMul) []float32 {
 				lrow[r] = 0
 			}
 			clear(o)
-			for _, j := range selectedBlocks(bmap[t*kb : t*kb+kb]) {
+			for _, j := range order[t] {
 				c0, c1 := j*bk, min(j*bk+bk, L)
 				nk := c1 - c0
 				mm(nr, nk, d, q[base+r0*d:], d, k[base+c0*d:], d, s, nk)
