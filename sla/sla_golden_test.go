@@ -92,7 +92,25 @@ func TestSLAUnitSparse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden.Compare(t, "o_sparse (oracle map)", o, fromHeadsRef(u.oSparse, u.g), 1e-2)
+	ref := fromHeadsRef(u.oSparse, u.g)
+	golden.Compare(t, "o_sparse (oracle map)", o, ref, 1e-2)
+	// With the kernel's block order the branch is bit-exact except where
+	// exp2 or summation order flips a bf16 rounding (measured 99.8%).
+	if f := exactFraction(o, ref); f < 0.98 {
+		t.Errorf("o_sparse: only %.2f%% of values bit-identical, want >= 98%%", 100*f)
+	} else {
+		t.Logf("o_sparse: %.2f%% of values bit-identical", 100*f)
+	}
+}
+
+func exactFraction(a, b []float32) float64 {
+	n := 0
+	for i := range a {
+		if a[i] == b[i] {
+			n++
+		}
+	}
+	return float64(n) / float64(len(a))
 }
 
 // fromHeadsRef converts the oracle's [1, H, L, D] tensor to [L, H, D].
@@ -110,6 +128,7 @@ func TestSLAUnitOutput(t *testing.T) {
 		}
 	}
 	golden.Compare(t, "SLA output", out, u.out, 1e-2)
+	t.Logf("SLA output: %.2f%% of values bit-identical", 100*exactFraction(out, u.out))
 }
 
 func cosine(a, b []float32) float64 {
