@@ -33,6 +33,9 @@ func newMatcher(toks []*addedToken) *matcher {
 	}
 	m := &matcher{byFirst: map[byte][]*addedToken{}}
 	for _, t := range toks {
+		if t.Content == "" {
+			continue
+		}
 		m.byFirst[t.Content[0]] = append(m.byFirst[t.Content[0]], t)
 	}
 	for _, l := range m.byFirst {
