@@ -24,7 +24,7 @@ func TestHTMLUnescape(t *testing.T) {
 func TestFixText(t *testing.T) {
 	for _, c := range []struct{ in, want string }{
 		{"plain prompt", "plain prompt"},
-		{"&NTILDE; &ntilde; &amp;amp;amp;", "Ñ ñ &"},   // ftfy decodes repeatedly, and upper-cased names
+		{"&NTILDE; &ntilde; &amp;amp;amp;", "Ñ ñ &"},           // ftfy decodes repeatedly, and upper-cased names
 		{"&ampx &amp <b>&amp;</b>", "&ampx &amp <b>&amp;</b>"}, // '<' turns unescaping off; bare names never decoded
 		{"&#x41;&#0;", "A\uFFFD"},
 		{"\x1b[1;31mred\x1b[0m", "red"},
