@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"math"
+	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -28,6 +29,9 @@ func vaeCheckFloat(op string, t *Tensor) {
 // GEMM long rows, small enough to stay a few tens of MiB at the real VAE's
 // widths.
 const vaeColFloats = 1 << 22
+
+// vaeColPool recycles im2col blocks between convolutions.
+var vaeColPool = sync.Pool{New: func() any { return new([]float32) }}
 
 // Conv3d implements backend.VAEOps as an implicit GEMM. The input is first
 // copied channels-last with its zero padding, [T'][H'][W'][Cin], so that
@@ -87,7 +91,12 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 
 	out := make([]float32, cout*total)
 	blk := max(16, min(total, vaeColFloats/max(K, 1)))
-	col := make([]float32, blk*K)
+	colp := vaeColPool.Get().(*[]float32)
+	defer vaeColPool.Put(colp)
+	if cap(*colp) < blk*K {
+		*colp = make([]float32, blk*K)
+	}
+	col := (*colp)[:blk*K] // every row is written before Gemm reads it
 	run := kw * cin
 	for q0 := 0; q0 < total; q0 += blk {
 		n := min(blk, total-q0)
