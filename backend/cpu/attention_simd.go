@@ -119,36 +119,6 @@ func (b *Backend) attentionSIMD(q, k, v, out []float32, g attnGeom) {
 	})
 }
 
-// softmaxTile turns raw scores sr of one query row into unnormalised
-// probabilities exp(s·scale − m) in place, updating the running max *m. It
-// returns the rescale factor α for earlier tiles and the row sum of the
-// (unrounded) probabilities; with roundP the stored values are rounded to
-// bf16 as flash kernels do before P·V.
-func softmaxTile(sr []float32, m *float32, scale float32, roundP bool) (alpha, sum float32) {
-	rowMax := *m
-	for j, x := range sr {
-		x *= scale
-		sr[j] = x
-		if x > rowMax {
-			rowMax = x
-		}
-	}
-	alpha = 0
-	if !math.IsInf(float64(*m), -1) {
-		alpha = float32(expf(*m - rowMax))
-	}
-	*m = rowMax
-	for j, x := range sr {
-		p := expf(x - rowMax)
-		sum += p
-		if roundP {
-			p = tensor.RoundBF16(p)
-		}
-		sr[j] = p
-	}
-	return alpha, sum
-}
-
 // packBT packs rows k0..k0+kc of a row-major [K, N] matrix b (stride ldb),
 // columns j0..j0+nr, into one panel laid out [kc][NR] (zero-padded columns):
 // the B operand of P·V, where V is stored keys-major.
