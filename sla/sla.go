@@ -90,34 +90,7 @@ func Forward(q, k, v []float32, cfg Config, projW, projB []float32) ([]float32, 
 	if cfg.Sage && g.D != 64 && g.D != 128 {
 		return nil, nil, fmt.Errorf("sla: SageSLA needs head dim 64 or 128, got %d", g.D)
 	}
-	bmap, order, err := selection(q, k, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	mm := cfg.MatMul
-	if mm == nil {
-		mm = scalarMatMul
-	}
-	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
-	var os []float32
-	if cfg.Sage {
-		os = sageSparse(qh, kh, vh, g, bmap, mm)
-	} else {
-		os = sparse(qh, kh, vh, g, order, mm)
-	}
-	ol := linear(qh, kh, vh, g, projW, projB, mm)
-	out := make([]float32, len(q))
-	hd := g.Heads * g.D
-	for h := 0; h < g.Heads; h++ {
-		for l := 0; l < g.L; l++ {
-			src := (h*g.L + l) * g.D
-			dst := l*hd + h*g.D
-			for c := 0; c < g.D; c++ {
-				out[dst+c] = tensor.RoundBF16(os[src+c] + ol[src+c])
-			}
-		}
-	}
-	return out, bmap, nil
+	return compute(q, k, v, cfg, projW, projB, true)
 }
 
 // Sparse is the sparse branch alone (SLA Triton kernel, or SageSLA when
@@ -131,22 +104,52 @@ func Sparse(q, k, v []float32, cfg Config) ([]float32, error) {
 	if len(k) != len(q) || len(v) != len(q) {
 		return nil, fmt.Errorf("sla: q, k, v sizes differ: %d, %d, %d", len(q), len(k), len(v))
 	}
+	out, _, err := compute(q, k, v, cfg, nil, nil, false)
+	return out, err
+}
+
+// compute runs the sparse branch (and the linear one if withLinear) head
+// by head, so the working set is one head's [L, d] operands, and returns
+// the output [L, heads, d] and the block map.
+func compute(q, k, v []float32, cfg Config, projW, projB []float32, withLinear bool) ([]float32, []int8, error) {
+	g := cfg.Geometry
 	bmap, order, err := selection(q, k, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mm := cfg.MatMul
 	if mm == nil {
 		mm = scalarMatMul
 	}
-	qh, kh, vh := toHeads(q, g, true), toHeads(k, g, true), toHeads(v, g, true)
-	var os []float32
-	if cfg.Sage {
-		os = sageSparse(qh, kh, vh, g, bmap, mm)
-	} else {
-		os = sparse(qh, kh, vh, g, order, mm)
+	gh := g
+	gh.Heads = 1
+	qb, kb, d, hd := g.QBlocks(), g.KBlocks(), g.D, g.Heads*g.D
+	out := make([]float32, len(q))
+	for h := range g.Heads {
+		qh, kh, vh := headOf(q, g, h), headOf(k, g, h), headOf(v, g, h)
+		var os, ol []float32
+		if cfg.Sage {
+			os = sageSparse(qh, kh, vh, gh, bmap[h*qb*kb:(h+1)*qb*kb], mm)
+		} else {
+			os = sparse(qh, kh, vh, gh, order[h*qb:(h+1)*qb], mm)
+		}
+		if withLinear {
+			ol = linear(qh, kh, vh, gh, projW, projB, mm)
+		}
+		parallelFor(g.L, func(lo, hi int) {
+			for l := lo; l < hi; l++ {
+				dst := out[l*hd+h*d : l*hd+h*d+d]
+				for c := range dst {
+					x := os[l*d+c]
+					if ol != nil {
+						x = tensor.RoundBF16(x + ol[l*d+c])
+					}
+					dst[c] = x
+				}
+			}
+		})
 	}
-	return fromHeads(os, g), nil
+	return out, bmap, nil
 }
 
 // selection returns the block map (cfg.BlockMap or computed) and, per
@@ -201,35 +204,20 @@ func checkMap(m []int8, g Geometry) error {
 	return nil
 }
 
-// toHeads copies x [L, heads, d] to [heads, L, d], rounding to bf16 if asked.
-func toHeads(x []float32, g Geometry, bf16 bool) []float32 {
-	out := make([]float32, len(x))
+// headOf copies head h of x [L, heads, d] to [L, d], rounded to bf16
+// (SLA casts q, k, v to bf16 whatever the model dtype).
+func headOf(x []float32, g Geometry, h int) []float32 {
+	out := make([]float32, g.L*g.D)
 	hd := g.Heads * g.D
-	for l := 0; l < g.L; l++ {
-		for h := 0; h < g.Heads; h++ {
+	parallelFor(g.L, func(lo, hi int) {
+		for l := lo; l < hi; l++ {
 			src := x[l*hd+h*g.D : l*hd+h*g.D+g.D]
-			dst := out[(h*g.L+l)*g.D : (h*g.L+l)*g.D+g.D]
-			if bf16 {
-				for c, v := range src {
-					dst[c] = tensor.RoundBF16(v)
-				}
-			} else {
-				copy(dst, src)
+			dst := out[l*g.D : l*g.D+g.D]
+			for c, v := range src {
+				dst[c] = tensor.RoundBF16(v)
 			}
 		}
-	}
-	return out
-}
-
-// fromHeads is the inverse of toHeads (no rounding).
-func fromHeads(x []float32, g Geometry) []float32 {
-	out := make([]float32, len(x))
-	hd := g.Heads * g.D
-	for h := 0; h < g.Heads; h++ {
-		for l := 0; l < g.L; l++ {
-			copy(out[l*hd+h*g.D:l*hd+h*g.D+g.D], x[(h*g.L+l)*g.D:(h*g.L+l)*g.D+g.D])
-		}
-	}
+	})
 	return out
 }
 

@@ -114,7 +114,16 @@ func exactFraction(a, b []float32) float64 {
 }
 
 // fromHeadsRef converts the oracle's [1, H, L, D] tensor to [L, H, D].
-func fromHeadsRef(x []float32, g Geometry) []float32 { return fromHeads(x, g) }
+func fromHeadsRef(x []float32, g Geometry) []float32 {
+	out := make([]float32, len(x))
+	hd := g.Heads * g.D
+	for h := 0; h < g.Heads; h++ {
+		for l := 0; l < g.L; l++ {
+			copy(out[l*hd+h*g.D:l*hd+h*g.D+g.D], x[(h*g.L+l)*g.D:(h*g.L+l)*g.D+g.D])
+		}
+	}
+	return out
+}
 
 func TestSLAUnitOutput(t *testing.T) {
 	u := loadSLAUnit(t)
