@@ -9,7 +9,9 @@ import (
 // Int8Linear is TurboDiffusion's W8A8 layer (backend.DiTOps): x [..., K]
 // quantised per 128x128 tile, int8 GEMM against w [N, K] with scale
 // [ceil(N/128), K/128], rounded to x's dtype, then bias [N] (or nil) added
-// in that dtype. Bit-exact with the CUDA reference (see package quant).
+// in that dtype. Bit-exact with the CUDA reference for BF16 x (see package
+// quant). F32 x (which the reference's kernels do not take) is quantised
+// the same way and skips the bf16 roundings.
 func (b *Backend) Int8Linear(x, w, scale, bias backend.Tensor) backend.Tensor {
 	xt, wt, st := T(x), T(w), T(scale)
 	if xt.dt != tensor.BF16 && xt.dt != tensor.F32 {
