@@ -237,70 +237,71 @@ func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {
 	return &Tensor{shape: []int{C, T0, 2 * H, 2 * W}, dt: x.dt, F: out}
 }
 
-// vaeAttnBlock is how many queries one FrameAttention task handles; it bounds
-// the score buffer to vaeAttnBlock·H·W floats.
-const vaeAttnBlock = 32
+// vaeAttnFloats bounds the score block of FrameAttention (floats).
+const vaeAttnFloats = 1 << 22
 
-// FrameAttention implements backend.VAEOps.
+// FrameAttention implements backend.VAEOps with two Gemm calls per block of
+// queries: scores S = q·kᵀ against token-major copies of q and k, then
+// P·v straight from v's channel-first rows.
 func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 	x := T(qkvt)
 	vaeCheckFloat("frame attention", x)
-	if len(x.shape) != 4 || x.shape[0]%3 != 0 {
+	if len(x.shape) != 4 || x.shape[0]%3 != 0 || x.shape[0] == 0 {
 		backend.Fail("frame attention: want qkv [3C,T,H,W], got %v", x.shape)
 	}
 	C, T0, P := x.shape[0]/3, x.shape[1], x.shape[2]*x.shape[3]
 	dt := x.dt
 	scale := float32(1 / math.Sqrt(float64(C)))
-	// Token-major copies: [3][T][P][C], so every dot product is contiguous.
-	tm := make([]float32, len(x.F))
-	b.parallelFor(3*T0, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			part, t := r/T0, r%T0
-			dst := tm[r*P*C : (r+1)*P*C]
-			for c := 0; c < C; c++ {
-				src := x.F[((part*C+c)*T0+t)*P:]
-				for i := 0; i < P; i++ {
-					dst[i*C+c] = src[i]
-				}
-			}
-		}
-	})
 	out := make([]float32, C*T0*P)
-	nq := (P + vaeAttnBlock - 1) / vaeAttnBlock
-	b.parallelFor(T0*nq, func(lo, hi int) {
-		s := make([]float32, P)
-		o := make([]float32, C)
-		for task := lo; task < hi; task++ {
-			t, qb := task/nq, task%nq
-			q := tm[(0*T0+t)*P*C:]
-			k := tm[(1*T0+t)*P*C : (1*T0+t+1)*P*C]
-			v := tm[(2*T0+t)*P*C : (2*T0+t+1)*P*C]
-			for i := qb * vaeAttnBlock; i < min(P, (qb+1)*vaeAttnBlock); i++ {
-				qi := q[i*C : (i+1)*C]
-				m := float32(math.Inf(-1))
-				for j := 0; j < P; j++ {
-					s[j] = vaeDot(qi, k[j*C:(j+1)*C]) * scale
-					m = max(m, s[j])
+	R := max(1, min(P, vaeAttnFloats/max(P, 1)))
+	q := make([]float32, P*C)
+	k := make([]float32, P*C)
+	s := make([]float32, R*P)
+	o := make([]float32, R*C)
+	inv := make([]float32, R)
+	for t := 0; t < T0; t++ {
+		// Token-major q and k of frame t: [P][C].
+		b.parallelFor(2*C, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				part, c := r/C, r%C
+				dst := q
+				if part == 1 {
+					dst = k
 				}
-				var sum float64
-				for j := range s {
-					e := float32(math.Exp(float64(s[j] - m)))
-					s[j] = vaeRound(dt, e) // flash attention multiplies V by P in the input dtype
-					sum += float64(e)
+				src := x.F[((part*C+c)*T0+t)*P : ((part*C+c)*T0+t+1)*P]
+				for i, v := range src {
+					dst[i*C+c] = v
 				}
-				clear(o)
-				for j, pj := range s {
-					vj := v[j*C : (j+1)*C]
-					for c := range o {
-						o[c] += pj * vj[c]
+			}
+		})
+		v := x.F[(2*C*T0+t)*P:] // row c at c·T0·P
+		for i0 := 0; i0 < P; i0 += R {
+			n := min(R, P-i0)
+			Gemm(n, P, C, q[i0*C:], C, k, C, s, P, nil)
+			b.parallelFor(n, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					row := s[i*P : (i+1)*P]
+					m := float32(math.Inf(-1))
+					for j := range row {
+						row[j] *= scale
+						m = max(m, row[j])
 					}
+					var sum float64
+					for j, sj := range row {
+						e := float32(math.Exp(float64(sj - m)))
+						row[j] = vaeRound(dt, e) // flash attention multiplies v by P in the input dtype
+						sum += float64(e)
+					}
+					inv[i] = float32(1 / sum)
 				}
-				inv := float32(1 / sum)
-				for c, oc := range o {
-					out[(c*T0+t)*P+i] = vaeRound(dt, oc*inv)
+			})
+			Gemm(n, C, P, s, P, v, T0*P, o, C, nil)
+			for i := 0; i < n; i++ {
+				for c := 0; c < C; c++ {
+					out[(c*T0+t)*P+i0+i] = vaeRound(dt, o[i*C+c]*inv[i])
 				}
 			}
 		}
-	})
+	}
 	return &Tensor{shape: []int{C, T0, x.shape[2], x.shape[3]}, dt: dt, F: out}
 }

@@ -207,39 +207,53 @@ func TestUpsampleNearest2x(t *testing.T) {
 
 func TestFrameAttention(t *testing.T) {
 	b := New()
-	C, T0, H, W := 5, 2, 9, 7 // 63 tokens: a ragged last query block
-	P := H * W
-	x := vaeRand(4, 3*C*T0*P)
-	got := T(b.FrameAttention(b.Upload(tensor.F32, []int{3 * C, T0, H, W}, x))).F
-	at := func(part, c, t, i int) float64 { return float64(x[((part*C+c)*T0+t)*P+i]) }
-	want := make([]float64, C*T0*P)
-	for t0 := 0; t0 < T0; t0++ {
-		for i := 0; i < P; i++ {
-			s := make([]float64, P)
-			m := math.Inf(-1)
-			for j := range s {
-				for c := 0; c < C; c++ {
-					s[j] += at(0, c, t0, i) * at(1, c, t0, j)
-				}
-				s[j] /= math.Sqrt(float64(C))
-				m = math.Max(m, s[j])
-			}
-			sum := 0.0
-			for j := range s {
-				s[j] = math.Exp(s[j] - m)
-				sum += s[j]
-			}
-			for c := 0; c < C; c++ {
-				o := 0.0
+	// 9x7 frames; and 48x48 frames, whose 2304 queries span two score
+	// blocks (vaeAttnFloats / 2304 rows each).
+	for _, sz := range [][4]int{{5, 2, 9, 7}, {4, 1, 48, 48}} {
+		C, T0, H, W := sz[0], sz[1], sz[2], sz[3]
+		P := H * W
+		x := vaeRand(4, 3*C*T0*P)
+		got := T(b.FrameAttention(b.Upload(tensor.F32, []int{3 * C, T0, H, W}, x))).F
+		at := func(part, c, t, i int) float64 { return float64(x[((part*C+c)*T0+t)*P+i]) }
+		want := make([]float64, C*T0*P)
+		s := make([]float64, P)
+		for t0 := 0; t0 < T0; t0++ {
+			for i := 0; i < P; i++ {
+				m := math.Inf(-1)
 				for j := range s {
-					o += s[j] * at(2, c, t0, j)
+					s[j] = 0
+					for c := 0; c < C; c++ {
+						s[j] += at(0, c, t0, i) * at(1, c, t0, j)
+					}
+					s[j] /= math.Sqrt(float64(C))
+					m = math.Max(m, s[j])
 				}
-				want[(c*T0+t0)*P+i] = o / sum
+				sum := 0.0
+				for j := range s {
+					s[j] = math.Exp(s[j] - m)
+					sum += s[j]
+				}
+				for c := 0; c < C; c++ {
+					o := 0.0
+					for j := range s {
+						o += s[j] * at(2, c, t0, j)
+					}
+					want[(c*T0+t0)*P+i] = o / sum
+				}
 			}
 		}
-	}
-	if e := vaeRelErr(got, want); e > 1e-6 {
-		t.Errorf("rel err %.2e", e)
+		if e := vaeRelErr(got, want); e > 1e-6 {
+			t.Errorf("%v: rel err %.2e", sz, e)
+		}
+		gb := T(b.FrameAttention(b.Upload(tensor.BF16, []int{3 * C, T0, H, W}, x))).F
+		for i, v := range gb {
+			if v != tensor.RoundBF16(v) {
+				t.Fatalf("%v bf16: output %d = %v is not bf16", sz, i, v)
+			}
+		}
+		if e := vaeRelErr(gb, want); e > 1e-2 {
+			t.Errorf("%v bf16: rel err %.2e", sz, e)
+		}
 	}
 }
 
