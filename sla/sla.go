@@ -11,6 +11,7 @@ package sla
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -45,8 +46,8 @@ func (g Geometry) Check(n int) error {
 		return fmt.Errorf("sla: need L, heads and head dim > 0, got L=%d heads=%d d=%d", g.L, g.Heads, g.D)
 	case g.BlockQ <= 0 || g.BlockK <= 0:
 		return fmt.Errorf("sla: block sizes must be > 0, got BlockQ=%d BlockK=%d", g.BlockQ, g.BlockK)
-	case !(g.TopK > 0 && g.TopK <= 1):
-		return fmt.Errorf("sla: topk must be a fraction in (0, 1], got %g", g.TopK)
+	case !(g.TopK > 0) || math.IsInf(g.TopK, 1):
+		return fmt.Errorf("sla: topk must be a positive fraction of the key blocks, got %g", g.TopK)
 	case g.Selected() < 1:
 		return fmt.Errorf("sla: topk %g keeps no key block of %d (int(topk·Kb) = 0)", g.TopK, g.KBlocks())
 	case n != g.L*g.Heads*g.D:
