@@ -4,9 +4,11 @@ package checkpoint
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"sort"
 
@@ -21,7 +23,8 @@ type Info struct {
 }
 
 // File is an open checkpoint. Tensors are read lazily; a File must be
-// closed to release its mapping.
+// closed to release its mapping. Reads may run concurrently; Close must not
+// race with them (slices returned by Raw alias the mapping).
 type File interface {
 	// Path is the file the checkpoint was opened from.
 	Path() string
@@ -111,30 +114,29 @@ func sortedNames[V any](m map[string]V) []string {
 }
 
 // convertFloat32 converts raw little-endian bytes of dtype dt to float32.
+// The float paths index the bytes directly (no per-element closures): this
+// runs over every weight of a model at load time.
 func convertFloat32(path, name string, dt tensor.DType, raw []byte) ([]float32, error) {
 	n := len(raw) / max(dt.Size(), 1)
 	out := make([]float32, n)
-	le16 := func(i int) uint16 { return uint16(raw[2*i]) | uint16(raw[2*i+1])<<8 }
-	le32 := func(i int) uint32 {
-		return uint32(raw[4*i]) | uint32(raw[4*i+1])<<8 | uint32(raw[4*i+2])<<16 | uint32(raw[4*i+3])<<24
-	}
-	le64 := func(i int) uint64 { return uint64(le32(2*i)) | uint64(le32(2*i+1))<<32 }
+	le := binary.LittleEndian
 	switch dt {
 	case tensor.F32:
 		for i := range out {
-			out[i] = float32frombits(le32(i))
+			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
 		}
 	case tensor.BF16:
+		raw = raw[:2*n]
 		for i := range out {
-			out[i] = tensor.F32FromBF16(le16(i))
+			out[i] = math.Float32frombits(uint32(raw[2*i])<<16 | uint32(raw[2*i+1])<<24)
 		}
 	case tensor.F16:
 		for i := range out {
-			out[i] = tensor.F32FromF16(le16(i))
+			out[i] = tensor.F32FromF16(le.Uint16(raw[2*i:]))
 		}
 	case tensor.F64:
 		for i := range out {
-			out[i] = float32(float64frombits(le64(i)))
+			out[i] = float32(math.Float64frombits(le.Uint64(raw[8*i:])))
 		}
 	case tensor.F8E4M3:
 		for i := range out {
@@ -150,15 +152,15 @@ func convertFloat32(path, name string, dt tensor.DType, raw []byte) ([]float32, 
 		}
 	case tensor.I16:
 		for i := range out {
-			out[i] = float32(int16(le16(i)))
+			out[i] = float32(int16(le.Uint16(raw[2*i:])))
 		}
 	case tensor.I32:
 		for i := range out {
-			out[i] = float32(int32(le32(i)))
+			out[i] = float32(int32(le.Uint32(raw[4*i:])))
 		}
 	case tensor.I64:
 		for i := range out {
-			out[i] = float32(int64(le64(i)))
+			out[i] = float32(int64(le.Uint64(raw[8*i:])))
 		}
 	default:
 		return nil, fmt.Errorf("%s: tensor %q: cannot convert dtype %v to float32", path, name, dt)

@@ -42,6 +42,15 @@ func Format(f File) string {
 	return fmt.Sprintf("%T", f)
 }
 
+// Metadata returns a safetensors file's __metadata__ map (nil for other
+// formats or when absent).
+func Metadata(f File) map[string]string {
+	if s, ok := f.(*safetensorsFile); ok {
+		return s.meta
+	}
+	return nil
+}
+
 // DTypeStats counts the tensors of one dtype.
 type DTypeStats struct {
 	DType   tensor.DType

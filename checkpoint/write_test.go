@@ -104,6 +104,18 @@ func TestWriteReadRoundTrip(t *testing.T) {
 				t.Errorf("summary %+v, want %d tensors, %d params, %d bytes, 11 dtypes", s, len(ts), params, nbytes)
 			}
 			t.Logf("%s: %s", Format(f), s)
+			if format == "safetensors" {
+				// Data order: decreasing element size, then name.
+				order := Order(f)
+				for i := 1; i < len(order); i++ {
+					a, _ := f.Info(order[i-1])
+					b, _ := f.Info(order[i])
+					if a.DType.Size() < b.DType.Size() || a.DType.Size() == b.DType.Size() && order[i-1] > order[i] {
+						t.Errorf("data order %q", order)
+						break
+					}
+				}
+			}
 		})
 	}
 }
@@ -274,5 +286,25 @@ func TestWriteRejectsBadInput(t *testing.T) {
 				t.Errorf("%s: a rejected write created the file", c.what)
 			}
 		}
+	}
+}
+
+func TestSafetensorsMetadata(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	ts := []Tensor{{Name: "a", DType: tensor.F32, Shape: []int{1}, Data: make([]byte, 4)}}
+	meta := map[string]string{"format": "pt", "source": "quantize"}
+	if err := WriteSafetensorsMetadata(path, ts, meta); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if got := Metadata(f); len(got) != 2 || got["source"] != "quantize" {
+		t.Errorf("metadata %v, wrote %v", got, meta)
+	}
+	if len(f.Names()) != 1 {
+		t.Errorf("names %q", f.Names())
 	}
 }
