@@ -24,21 +24,21 @@ type addedToken struct {
 // matcher finds added tokens leftmost-longest (as the aho-corasick automaton
 // of the tokenizers crate does).
 type matcher struct {
-	byFirst map[byte][]*addedToken // longest first
+	byFirst [256][]*addedToken // by first byte, longest first
 }
 
 func newMatcher(toks []*addedToken) *matcher {
 	if len(toks) == 0 {
 		return nil
 	}
-	m := &matcher{byFirst: map[byte][]*addedToken{}}
+	m := &matcher{}
 	for _, t := range toks {
 		if t.Content == "" {
 			continue
 		}
 		m.byFirst[t.Content[0]] = append(m.byFirst[t.Content[0]], t)
 	}
-	for _, l := range m.byFirst {
+	for _, l := range &m.byFirst {
 		sort.SliceStable(l, func(a, b int) bool { return len(l[a].Content) > len(l[b].Content) })
 	}
 	return m

@@ -121,11 +121,19 @@ func Load(paths ...string) (*Tokenizer, error) {
 		sp.file = spPath
 	}
 	md := js
+	var notes []string
 	if md == nil {
 		md = sp
 	} else if sp != nil {
 		if err := agree(js, sp); err != nil {
 			return nil, fmt.Errorf("tokenizer: %s and %s disagree: %w", jsonPath, spPath, err)
+		}
+		if js.byteFallback != sp.byteFallback {
+			// The converters of transformers do not carry SentencePiece's
+			// byte fallback over; the reference loads tokenizer.json, so its
+			// flag wins.
+			notes = append(notes, fmt.Sprintf("byte_fallback is %v in %s and %v in %s; using %v as the reference (transformers) does",
+				js.byteFallback, jsonPath, sp.byteFallback, spPath, js.byteFallback))
 		}
 	}
 	if cfg != nil {
@@ -133,7 +141,12 @@ func Load(paths ...string) (*Tokenizer, error) {
 			return nil, fmt.Errorf("tokenizer: %s: %w", cfgPath, err)
 		}
 	}
-	return build(md)
+	t, err := build(md)
+	if err != nil {
+		return nil, err
+	}
+	t.Notes = notes
+	return t, nil
 }
 
 // agree checks that tokenizer.json was converted from this spiece.model.
@@ -151,9 +164,6 @@ func agree(js, sp *modelData) error {
 	}
 	if js.unkID != sp.unkID {
 		return fmt.Errorf("unk id %d and %d", js.unkID, sp.unkID)
-	}
-	if js.byteFallback != sp.byteFallback {
-		return fmt.Errorf("byte_fallback %v and %v", js.byteFallback, sp.byteFallback)
 	}
 	if string(js.charsmap) != string(sp.charsmap) {
 		return fmt.Errorf("precompiled charsmaps differ (%d and %d bytes)", len(js.charsmap), len(sp.charsmap))

@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"bytes"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -114,27 +115,28 @@ func normalizeSP(c *charsmap, spec spNormalizerSpec, suffix bool, s string) stri
 
 // splitWords is WhitespaceSplit followed by Metaspace(▁, prepend always,
 // split): words are cut at Unicode whitespace, each word not starting with ▁
-// gets one, and every ▁ starts a new pre-token. fn receives the pre-tokens.
-func splitWords(s string, fn func(piece string)) {
+// gets one, and every ▁ starts a new pre-token. fn receives each pre-token;
+// buf is scratch space for the prefixed word and fn must not keep it.
+func splitWords(s []byte, buf *[]byte, fn func(piece []byte)) {
 	for len(s) > 0 {
-		i := strings.IndexFunc(s, unicode.IsSpace)
-		var w string
+		i := bytes.IndexFunc(s, unicode.IsSpace)
+		var w []byte
 		if i < 0 {
-			w, s = s, ""
+			w, s = s, nil
 		} else {
 			w = s[:i]
-			_, n := utf8.DecodeRuneInString(s[i:])
+			_, n := utf8.DecodeRune(s[i:])
 			s = s[i+n:]
 		}
-		if w == "" {
+		if len(w) == 0 {
 			continue
 		}
-		if !strings.HasPrefix(w, metaspace) {
-			// Pre-token starts with a virtual ▁; callers prefix it.
-			w = metaspace + w
+		if !bytes.HasPrefix(w, []byte(metaspace)) {
+			*buf = append(append((*buf)[:0], metaspace...), w...)
+			w = *buf
 		}
 		for len(w) > 0 {
-			j := strings.Index(w[len(metaspace):], metaspace)
+			j := bytes.Index(w[len(metaspace):], []byte(metaspace))
 			if j < 0 {
 				fn(w)
 				break

@@ -23,15 +23,19 @@ type Tokenizer struct {
 	normed *matcher  // added tokens matched in normalised text
 	added  []*addedToken
 
-	// Source names the files the tokenizer was built from.
+	// Source names the file the vocabulary was read from.
 	Source string
+	// Notes lists harmless differences found between the files given
+	// (for callers to log).
+	Notes []string
 
 	pool sync.Pool // *scratch
 }
 
 type scratch struct {
-	norm []byte
-	best []bestNode
+	norm []byte     // normalised segment
+	word []byte     // ▁-prefixed word
+	best []bestNode // Viterbi lattice
 }
 
 // VocabSize returns the number of ids (vocabulary plus added tokens).
@@ -78,16 +82,23 @@ func (t *Tokenizer) Tokenize(text string) []int32 {
 		sc = &scratch{}
 	}
 	var out []int32
+	words := func(seg []byte) {
+		splitWords(seg, &sc.word, func(piece []byte) {
+			out, sc.best = t.viterbi(piece, out, sc.best)
+		})
+	}
 	t.raw.split(text, func(seg string) {
 		if t.cmap != nil {
 			sc.norm = t.cmap.normalize(seg, sc.norm[:0])
-			seg = string(sc.norm)
+		} else {
+			sc.norm = append(sc.norm[:0], seg...)
 		}
-		t.normed.split(seg, func(seg string) {
-			splitWords(seg, func(piece string) {
-				out, sc.best = t.viterbi(piece, out, sc.best)
-			})
-		}, func(a *addedToken) { out = append(out, a.ID) })
+		if t.normed == nil {
+			words(sc.norm)
+			return
+		}
+		t.normed.split(string(sc.norm), func(seg string) { words([]byte(seg)) },
+			func(a *addedToken) { out = append(out, a.ID) })
 	}, func(a *addedToken) { out = append(out, a.ID) })
 	t.pool.Put(sc)
 	return out

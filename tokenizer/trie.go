@@ -8,6 +8,7 @@ import "sort"
 type pieceTrie struct {
 	nodes []trieNode
 	edges []trieEdge
+	root  [256]int32 // children of the root by byte (-1: none)
 }
 
 type trieNode struct {
@@ -30,6 +31,9 @@ func newPieceTrie(vocab []string) *pieceTrie {
 	t := &pieceTrie{}
 	t.nodes = append(t.nodes, trieNode{id: -1})
 	t.build(0, vocab, order, 0)
+	for b := range t.root {
+		t.root[b] = t.search(0, byte(b))
+	}
 	return t
 }
 
@@ -66,6 +70,13 @@ func (t *pieceTrie) build(n int32, vocab []string, order []int32, depth int) {
 
 // child returns the child of node n along byte b, or -1.
 func (t *pieceTrie) child(n int32, b byte) int32 {
+	if n == 0 {
+		return t.root[b]
+	}
+	return t.search(n, b)
+}
+
+func (t *pieceTrie) search(n int32, b byte) int32 {
 	lo, hi := t.nodes[n].first, t.nodes[n].end
 	for lo < hi {
 		m := (lo + hi) / 2

@@ -22,7 +22,7 @@ type bestNode struct {
 // minScore-unkPenalty when no single-character piece covers it, adjacent
 // unknown characters fused into one token, and fused unknown strings mapped
 // to byte pieces when the model has byte fallback.
-func (t *Tokenizer) viterbi(s string, out []int32, best []bestNode) ([]int32, []bestNode) {
+func (t *Tokenizer) viterbi(s []byte, out []int32, best []bestNode) ([]int32, []bestNode) {
 	n := len(s)
 	if n == 0 {
 		return out, best
@@ -38,7 +38,7 @@ func (t *Tokenizer) viterbi(s string, out []int32, best []bestNode) ([]int32, []
 	unkScore := t.minScore - unkPenalty
 	for start := 0; start < n; {
 		base := best[start].score
-		_, mblen := utf8.DecodeRuneInString(s[start:])
+		_, mblen := utf8.DecodeRune(s[start:])
 		single := false
 		node := int32(0)
 		for pos := start; pos < n; pos++ {
@@ -95,8 +95,8 @@ func (t *Tokenizer) viterbi(s string, out []int32, best []bestNode) ([]int32, []
 
 // appendUnknown maps a fused run of unknown characters: its own id if the
 // string is a vocabulary entry, byte pieces with byte fallback, else unk.
-func (t *Tokenizer) appendUnknown(out []int32, s string) []int32 {
-	if id, ok := t.ids[s]; ok {
+func (t *Tokenizer) appendUnknown(out []int32, s []byte) []int32 {
+	if id, ok := t.ids[string(s)]; ok {
 		return append(out, id)
 	}
 	if t.byteFallback {
