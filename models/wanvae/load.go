@@ -81,6 +81,10 @@ type loader struct {
 	prefix  string
 	missing []string
 	err     error
+	// dry checks names and shapes only (no reads, no uploads).
+	dry bool
+	// used records every name read, so tests can check nothing is ignored.
+	used map[string]bool
 }
 
 // tensor reads key, checks its element layout against want and uploads it
@@ -90,6 +94,9 @@ func (l *loader) tensor(key string, want []int, up []int) backend.Tensor {
 		return nil
 	}
 	name := l.prefix + key
+	if l.used != nil {
+		l.used[name] = true
+	}
 	info, ok := l.f.Info(name)
 	if !ok {
 		l.missing = append(l.missing, name)
@@ -97,6 +104,9 @@ func (l *loader) tensor(key string, want []int, up []int) backend.Tensor {
 	}
 	if !backend.SameShape(info.Shape, want) {
 		l.err = fmt.Errorf("%s: tensor %q: want shape %v, got %v", l.f.Path(), name, want, info.Shape)
+		return nil
+	}
+	if l.dry {
 		return nil
 	}
 	data, err := l.f.Float32(name)
@@ -188,11 +198,19 @@ func Load(f checkpoint.File, b backend.VAE, dt tensor.DType) (v *VAE, err error)
 	if dt != tensor.F32 && dt != tensor.BF16 {
 		return nil, fmt.Errorf("wanvae: compute dtype must be float32 or bfloat16, got %v", dt)
 	}
+	return load(&loader{f: f, b: b, dt: dt})
+}
+
+// load builds the model from l's file; with l.dry it only checks names and
+// shapes (l.b may then be nil).
+func load(l *loader) (*VAE, error) {
+	f, b, dt := l.f, l.b, l.dt
 	prefix, cfg, err := detect(f)
 	if err != nil {
 		return nil, err
 	}
-	l := &loader{f: f, b: b, dt: dt, prefix: prefix}
+	l.prefix = prefix
+	var v *VAE
 	d, z := cfg.Dim, cfg.ZDim
 	v = &VAE{b: b, dt: dt, cfg: cfg}
 

@@ -134,3 +134,44 @@ func TestDetectRealLayout(t *testing.T) {
 		t.Errorf("prefix %q config %+v, want \"\" and dim 96, z 16", prefix, cfg)
 	}
 }
+
+// The loader must read every tensor of the reference's state dict, and
+// accept it at the real width: the conformance file's shapes with every
+// width that is a multiple of the tiny base dim 12 scaled to base dim 96
+// (z channels 16/32 and RGB 3 unchanged).
+func TestLoaderCoversStateDict(t *testing.T) {
+	f := golden.Open(t, "vae.safetensors")
+	l := &loader{f: f, dt: tensor.F32, dry: true, used: map[string]bool{}}
+	if _, err := load(l); err != nil {
+		t.Fatal(err)
+	}
+	wide := map[string][]int{}
+	for _, n := range f.Names() {
+		if !strings.HasPrefix(n, "weight.") {
+			continue
+		}
+		if !l.used[n] {
+			t.Errorf("%s is in the reference state dict but not read", n)
+		}
+		info, _ := f.Info(n)
+		s := append([]int(nil), info.Shape...)
+		for i := 0; i < min(2, len(s)); i++ {
+			if s[i]%12 == 0 {
+				s[i] *= 8
+			}
+		}
+		wide[strings.TrimPrefix(n, "weight.")] = s
+	}
+	for n := range l.used {
+		if _, ok := f.Info(n); !ok {
+			t.Errorf("loader reads %s, absent from the reference state dict", n)
+		}
+	}
+	v, err := load(&loader{f: shapesOnly{shapes: wide}, dt: tensor.F32, dry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Config() != (Config{Dim: 96, ZDim: 16}) {
+		t.Errorf("real-width config %+v", v.Config())
+	}
+}
