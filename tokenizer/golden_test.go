@@ -124,7 +124,8 @@ func TestGoldenIDs(t *testing.T) {
 		{"dir", []string{dir}},
 		{"spiece", []string{filepath.Join(dir, SpieceModel)}},
 		{"json", []string{filepath.Join(dir, TokenizerJSON)}},
-		{"classic", []string{filepath.Join(dir, "tokenizer.classic.json"), filepath.Join(dir, SpieceModel)}},
+		{"classic", []string{filepath.Join(dir, "tokenizer.classic.json")}},
+		{"classic+spiece", []string{filepath.Join(dir, "tokenizer.classic.json"), filepath.Join(dir, SpieceModel)}},
 	} {
 		t.Run(src.name, func(t *testing.T) {
 			tk := loadT(t, src.paths...)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -212,4 +213,72 @@ func TestCorpusAgreesWithSentencePiece(t *testing.T) {
 		t.Errorf("%s: only %d lines", p, lines)
 	}
 	t.Logf("corpus: %d lines, %d tokens, %d lines differ between the two paths", lines, tokens, bad)
+}
+
+// normalizeSP is SentencePiece's Normalizer::Normalize for a model without
+// user-defined symbols: longest charsmap match at each position, leading,
+// trailing and repeated spaces dropped, spaces escaped to ▁ and a dummy ▁
+// prefix, as the spec's flags say. The encoder uses the tokenizers pipeline
+// instead; this is kept to check the charsmap against SentencePiece's own
+// normalised text.
+func normalizeSP(c *charsmap, spec spNormalizerSpec, suffix bool, s string) string {
+	prefix := func(in string) (string, int) {
+		if c != nil {
+			if v, n, ok := c.prefix(in, true); ok {
+				if r, ok := c.replacement(v); ok {
+					return r, n
+				}
+			}
+		}
+		r, n := utf8.DecodeRuneInString(in)
+		if r == utf8.RuneError && n <= 1 {
+			return "\uFFFD", 1
+		}
+		return in[:n], n
+	}
+	if spec.RemoveExtraWhitespaces {
+		for len(s) > 0 {
+			r, n := prefix(s)
+			if r != " " {
+				break
+			}
+			s = s[n:]
+		}
+	}
+	if s == "" {
+		return ""
+	}
+	space := " "
+	if spec.EscapeWhitespaces {
+		space = metaspace
+	}
+	var b strings.Builder
+	if !suffix && spec.AddDummyPrefix {
+		b.WriteString(space)
+	}
+	prevSpace := spec.RemoveExtraWhitespaces
+	for len(s) > 0 {
+		r, n := prefix(s)
+		s = s[n:]
+		if prevSpace {
+			r = strings.TrimLeft(r, " ")
+		}
+		if r != "" {
+			b.WriteString(strings.ReplaceAll(r, " ", space))
+			prevSpace = strings.HasSuffix(r, " ")
+		}
+		if !spec.RemoveExtraWhitespaces {
+			prevSpace = false
+		}
+	}
+	out := b.String()
+	if spec.RemoveExtraWhitespaces {
+		for strings.HasSuffix(out, space) {
+			out = out[:len(out)-len(space)]
+		}
+	}
+	if suffix && spec.AddDummyPrefix {
+		out += space
+	}
+	return out
 }

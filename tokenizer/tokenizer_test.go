@@ -147,3 +147,29 @@ func TestExtraIDs(t *testing.T) {
 		t.Errorf("VocabSize %d, Piece(%d) %q", tk.VocabSize(), n, tk.Piece(n))
 	}
 }
+
+// TestByteFallbackNote: when tokenizer.json and spiece.model disagree only
+// on byte_fallback, tokenizer.json's flag is used and the difference noted.
+func TestByteFallbackNote(t *testing.T) {
+	dir := goldenDir(t)
+	js, err := os.ReadFile(filepath.Join(dir, TokenizerJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipped := strings.Replace(string(js), `"byte_fallback": false`, `"byte_fallback": true`, 1)
+	if flipped == string(js) {
+		t.Fatal("no byte_fallback field to flip")
+	}
+	p := filepath.Join(t.TempDir(), TokenizerJSON)
+	if err := os.WriteFile(p, []byte(flipped), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tk := loadT(t, p, filepath.Join(dir, SpieceModel))
+	if !tk.byteFallback || len(tk.Notes) != 1 || !strings.Contains(tk.Notes[0], "byte_fallback") {
+		t.Errorf("byteFallback %v, notes %q", tk.byteFallback, tk.Notes)
+	}
+	// The stand-in has no <0xXX> pieces, so unknown characters stay unk.
+	if ids := tk.Tokenize("龘"); !slices.Contains(ids, tk.UnkID()) {
+		t.Errorf("unknown character without byte pieces: %v", ids)
+	}
+}
