@@ -87,7 +87,7 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   const int m0 = (int)(blockIdx.x % nMt) * BM;
   const long long n0 = (long long)(blockIdx.x / nMt) * BN;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, wm = warp & 1, wn = warp >> 1;
-  const int nci = Cinp / BK, nk = ntap * nci, Ktot = ntap * Cinp, khw = kh * kw;
+  const int nci = Cinp / BK, nk = ntap * nci, Ktot = ntap * Cinp;
   const bool cfull = (Cin % BK) == 0;
 
   // The gather: this thread owns column bn of the input tile and rows
@@ -106,10 +106,22 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   }
   bf16 breg[BK / 2];
 
-  auto load_b = [&](int ks) {
-    int tap = ks / nci, ci0 = (ks - tap * nci) * BK;
-    int a = tap / khw, r = tap - a * khw, bb = r / kw, c = r - bb * kw;
-    int ti = tb + a, yi = hb + bb, xi = wb + c;
+  // The K step to load next: tap (a, bb, c) and channel chunk cic, advanced
+  // incrementally (no divisions in the loop).
+  int ld_tap = 0, ld_cic = 0, ld_a = 0, ld_b = 0, ld_c = 0;
+  auto advance = [&]() {
+    if (++ld_cic < nci) return;
+    ld_cic = 0;
+    ++ld_tap;
+    if (++ld_c < kw) return;
+    ld_c = 0;
+    if (++ld_b < kh) return;
+    ld_b = 0;
+    ++ld_a;
+  };
+  auto load_b = [&]() {
+    const int ci0 = ld_cic * BK;
+    int ti = tb + ld_a, yi = hb + ld_b, xi = wb + ld_c;
     bool ok = pvalid && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
     long long off = ok ? (long long)(ci0 + br) * THWi + (long long)ti * HWi + (long long)yi * Wi + xi : 0;
     const bf16* p = X + off;
@@ -123,9 +135,8 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
 #pragma unroll
     for (int i = 0; i < BK / 2; ++i) sB[s][(br + 2 * i) * SB + bn] = breg[i];
   };
-  auto load_a = [&](int ks, int s) {
-    int tap = ks / nci, ci0 = (ks - tap * nci) * BK;
-    const bf16* src = Wr + (long long)tap * Cinp + ci0;
+  auto load_a = [&](int s) {
+    const bf16* src = Wr + (long long)ld_tap * Cinp + ld_cic * BK;
     for (int c = tid; c < BM * (BK / 8); c += CV_THREADS) {
       int row = c / (BK / 8), col = (c % (BK / 8)) * 8, m = m0 + row;
       cv_cp_async16(&sA[s][row * SA + col], src + (long long)min(m, Cout - 1) * Ktot + col, m < Cout);
@@ -139,9 +150,10 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
     for (int j = 0; j < 4; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 
   if (nk > 0) {
-    load_b(0);
+    load_b();
     store_b(0);
-    load_a(0, 0);
+    load_a(0);
+    advance();
     cv_cp_commit();
     cv_cp_wait_all();
     __syncthreads();
@@ -150,8 +162,9 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
     const int s = ks & 1;
     const bool more = ks + 1 < nk;
     if (more) {  // the other stage was released by the barrier ending the previous step
-      load_a(ks + 1, s ^ 1);
-      load_b(ks + 1);
+      load_a(s ^ 1);
+      load_b();
+      advance();
     }
     cv_cp_commit();
     const bf16* a_s = sA[s];

@@ -1,0 +1,209 @@
+package cuda
+
+import (
+	"math"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// This file holds the VAE ops (backend.VAEOps): kernels in conv3d.cu and
+// vae.cu, the attention's GEMMs through cuBLASLt.
+
+var _ backend.VAE = (*Backend)(nil)
+
+// convMT picks the bf16 conv kernel's output-channel tile (32·MT rows) that
+// wastes the fewest rows on Cout, preferring the larger tile on a tie: the
+// Wan VAE's widths 96 and 192 get 96, 384 and its multiples 128.
+func convMT(cout int) int {
+	best, bestPad := 4, math.MaxInt
+	for mt := 4; mt >= 1; mt-- {
+		bm := 32 * mt
+		if pad := (cout + bm - 1) / bm * bm; pad < bestPad {
+			best, bestPad = mt, pad
+		}
+	}
+	return best
+}
+
+// convBN is the bf16 conv kernel's position tile (conv3d.cu CV_BN).
+const convBN = 128
+
+// Conv3d implements backend.VAEOps. BF16 input runs the tensor-core
+// implicit GEMM (weights repacked to bf16 [Cout][tap][Cin rounded up to 32]
+// per call); F32 input runs a direct fp32 convolution.
+func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	x, w := T(xt), T(wt)
+	checkFloat("Conv3d input", x)
+	checkFloat("Conv3d weight", w)
+	os := backend.Conv3dOutShape(x.shape, w.shape, p)
+	cout, cin := w.shape[0], w.shape[1]
+	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
+	var bp uintptr
+	var bdt int32
+	if biast != nil {
+		bt := T(biast)
+		checkFloat("Conv3d bias", bt)
+		if !backend.SameShape(bt.shape, []int{cout}) {
+			backend.Fail("cuda: Conv3d: bias shape %v, want [%d] for weight %v", bt.shape, cout, w.shape)
+		}
+		bp, bdt = bt.buf.ptr, dtCode(bt.dt)
+	}
+	st, sh, sw := p.Strides()
+	ti, hi, wi := x.shape[1], x.shape[2], x.shape[3]
+	to, ho, wo := os[1], os[2], os[3]
+	P := int64(to) * int64(ho) * int64(wo)
+	// The kernels index dimensions and the packed weight row in int32
+	// (offsets are int64), and the f32 kernel's grid has ⌈Cout/8⌉ rows.
+	if int64(cin+31)*int64(kt*kh*kw) >= math.MaxInt32 || cout > 8*65535 {
+		backend.Fail("cuda: Conv3d: weight %v is too large for the kernels", w.shape)
+	}
+	geom := []any{int32(cin), int32(ti), int32(hi), int32(wi), int32(cout), int32(to), int32(ho), int32(wo)}
+	defer b.enter()()
+	out := b.newTensor(x.dt, os)
+	if P == 0 || cout == 0 {
+		return out
+	}
+	if x.dt == tensor.BF16 {
+		ntap := kt * kh * kw
+		cinp := (cin + 31) / 32 * 32
+		wr := b.newTensor(tensor.BF16, []int{cout, ntap, cinp})
+		defer b.Free(wr)
+		if n := wr.n(); n > 0 {
+			b.launch(b.fn("conv3d.cu", "conv_wpack_kernel"), b.gridFor(n), block256, 0, wr.buf.ptr, w.buf.ptr, dtCode(w.dt),
+				int32(cout), int32(cin), int32(ntap), int32(cinp))
+		}
+		mt := convMT(cout)
+		tiles := int64((cout+32*mt-1)/(32*mt)) * ((P + convBN - 1) / convBN)
+		if tiles >= math.MaxInt32 {
+			backend.Fail("cuda: Conv3d: output %v needs %d tiles, more than one launch takes", os, tiles)
+		}
+		args := append([]any{out.buf.ptr, x.buf.ptr, wr.buf.ptr, bp, bdt}, geom...)
+		args = append(args, int32(ntap), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(cinp))
+		b.launch(b.fn("conv3d.cu", convKernelName[mt]), [3]int{int(tiles), 1, 1}, block256, 0, args...)
+		return out
+	}
+	args := append([]any{out.buf.ptr, x.buf.ptr, w.buf.ptr, dtCode(w.dt), bp, bdt}, geom...)
+	args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
+		int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
+	b.launch(b.fn("conv3d.cu", "conv3d_f32_kernel"), [3]int{int((P + 127) / 128), (cout + 7) / 8, 1}, [3]int{128, 1, 1}, 0, args...)
+	return out
+}
+
+var convKernelName = [5]string{1: "conv3d_bf16_m1", 2: "conv3d_bf16_m2", 3: "conv3d_bf16_m3", 4: "conv3d_bf16_m4"}
+
+// ChannelRMSNorm implements backend.VAEOps (fused with SiLU when silu is
+// set), one thread per position.
+func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tensor {
+	x, g := T(xt), T(gt)
+	checkFloat("ChannelRMSNorm x", x)
+	checkFloat("ChannelRMSNorm gamma", g)
+	if len(x.shape) < 2 {
+		backend.Fail("cuda: ChannelRMSNorm: want x [C,...], got %v", x.shape)
+	}
+	C := x.shape[0]
+	if !backend.SameShape(g.shape, []int{C}) {
+		backend.Fail("cuda: ChannelRMSNorm: gamma shape %v, want [%d] for x %v", g.shape, C, x.shape)
+	}
+	var P int64
+	if C > 0 {
+		P = x.n() / int64(C)
+	}
+	s := int32(0)
+	if silu {
+		s = 1
+	}
+	scale := float32(math.Sqrt(float64(C)))
+	defer b.enter()()
+	y := b.newTensor(x.dt, x.shape)
+	if P > 0 && C > 0 {
+		b.launch(b.fn("vae.cu", "channel_rmsnorm_kernel"), b.gridFor(P), block256, 0, y.buf.ptr, x.buf.ptr, dtCode(x.dt),
+			g.buf.ptr, dtCode(g.dt), int32(C), P, scale, s)
+	}
+	return y
+}
+
+// UpsampleNearest2x implements backend.VAEOps.
+func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {
+	x := T(xt)
+	checkFloat("UpsampleNearest2x", x)
+	if len(x.shape) != 4 {
+		backend.Fail("cuda: UpsampleNearest2x: want x [C,T,H,W], got %v", x.shape)
+	}
+	C, T0, H, W := x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+	defer b.enter()()
+	y := b.newTensor(x.dt, []int{C, T0, 2 * H, 2 * W})
+	if n := y.n(); n > 0 {
+		b.launch(b.fn("vae.cu", "upsample2x_kernel"), b.gridFor(n), block256, 0, y.buf.ptr, x.buf.ptr, int32(x.dt.Size()),
+			int64(C*T0), int32(H), int32(W))
+	}
+	return y
+}
+
+// roundUp rounds n up to a multiple of m.
+func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
+
+// FrameAttention implements backend.VAEOps. Per frame: q and k go
+// token-major, S = q·kᵀ [P,P] is one cuBLASLt GEMM into float32, a kernel
+// turns each row into exp(s/√C − max) and its 1/Σ, a float32 GEMM gives
+// Oᵀ = v·Sᵀ [C,P], and a last kernel scales by 1/Σ and rounds into the
+// channel-first output. Memory: P² floats for S (156 MB at the 480p
+// latent's 60×104 pixels).
+func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
+	x := T(qkvt)
+	checkFloat("FrameAttention qkv", x)
+	if len(x.shape) != 4 || x.shape[0]%3 != 0 {
+		backend.Fail("cuda: FrameAttention: want qkv [3C,T,H,W], got %v", x.shape)
+	}
+	C, T0, H, W := x.shape[0]/3, x.shape[1], x.shape[2], x.shape[3]
+	P := int64(H) * int64(W)
+	scale := float32(1 / math.Sqrt(float64(C)))
+	defer b.enter()()
+	out := b.newTensor(x.dt, []int{C, T0, H, W})
+	if C == 0 || T0 == 0 || P == 0 {
+		return out
+	}
+	es := int64(x.dt.Size())
+	// Frame strides padded to 16 bytes: cuBLASLt wants aligned operands.
+	fs := roundUp(P*int64(C), 16/es)
+	qk := b.newTensor(x.dt, []int{int(2 * int64(T0) * fs)})
+	defer b.Free(qk)
+	vs := roundUp(P*int64(C), 4)
+	v := b.newTensor(tensor.F32, []int{int(int64(T0) * vs)})
+	defer b.Free(v)
+	s := b.newTensor(tensor.F32, []int{int(P), int(P)})
+	defer b.Free(s)
+	o := b.newTensor(tensor.F32, []int{C, int(P)})
+	defer b.Free(o)
+	inv := b.newTensor(tensor.F32, []int{int(P)})
+	defer b.Free(inv)
+
+	b.launch(b.fn("vae.cu", "attn_qk_tokens_kernel"), [3]int{int((P + 31) / 32), (C + 31) / 32, 2 * T0}, [3]int{32, 8, 1}, 0,
+		qk.buf.ptr, x.buf.ptr, int32(es), int32(C), int32(T0), P, fs)
+	nv := int64(T0) * int64(C) * P
+	b.launch(b.fn("vae.cu", "attn_v_f32_kernel"), b.gridFor(nv), block256, 0, v.buf.ptr, x.buf.ptr, dtCode(x.dt),
+		int32(C), int32(T0), P, vs)
+
+	kS := gemmKey{m: int(P), n: int(P), k: C, ab: cudaType(x.dt), cd: cudaR32F, bias: -1}
+	pS, err := b.plan(kS)
+	if err != nil {
+		backend.FailErr(err)
+	}
+	kO := gemmKey{m: C, n: int(P), k: int(P), ab: cudaR32F, cd: cudaR32F, bias: -1}
+	pO, err := b.plan(kO)
+	if err != nil {
+		backend.FailErr(err)
+	}
+	for t := 0; t < T0; t++ {
+		q := qk.buf.ptr + uintptr(int64(t)*fs*es)
+		k := qk.buf.ptr + uintptr(int64(T0+t)*fs*es)
+		b.gemm(pS, kS, q, k, s.buf.ptr, 0)
+		b.launch(b.fn("vae.cu", "attn_softmax_kernel"), [3]int{int(P), 1, 1}, block256, 0, s.buf.ptr, inv.buf.ptr, P, scale)
+		b.gemm(pO, kO, v.buf.ptr+uintptr(int64(t)*vs*4), s.buf.ptr, o.buf.ptr, 0)
+		n := int64(C) * P
+		b.launch(b.fn("vae.cu", "attn_out_kernel"), b.gridFor(n), block256, 0, out.buf.ptr, dtCode(x.dt), o.buf.ptr,
+			inv.buf.ptr, int32(C), int32(T0), int32(t), P)
+	}
+	return out
+}

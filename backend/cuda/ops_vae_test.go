@@ -1,0 +1,218 @@
+package cuda
+
+import (
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// The VAE and text op tests run each op on the GPU and on the CPU backend
+// (the reference implementation) on the same random inputs. They skip
+// without a GPU; the argument checks at the end need none.
+
+var vaeGPU struct {
+	once sync.Once
+	b    *Backend
+	err  error
+}
+
+// vaeBackends opens the GPU once for these tests (skipping without one) and
+// returns it with poisoning on, so an output element a kernel forgot to
+// write reads NaN, together with a CPU backend.
+func vaeBackends(t testing.TB) (*Backend, *cpu.Backend) {
+	t.Helper()
+	vaeGPU.once.Do(func() { vaeGPU.b, vaeGPU.err = Open() })
+	if vaeGPU.err != nil {
+		t.Skipf("no usable CUDA GPU, GPU op test not run: %v", vaeGPU.err)
+	}
+	vaeGPU.b.Poison = true
+	return vaeGPU.b, cpu.New()
+}
+
+// randVals returns n values uniform in [-a, a].
+func randVals(rng *rand.Rand, n int, a float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = (2*rng.Float32() - 1) * a
+	}
+	return v
+}
+
+// vaeTol is the rel-L2 tolerance of a GPU op against the CPU: both compute
+// in float32 and round the same way, so they differ only where float32 sums
+// taken in another order land on the other side of a rounding boundary.
+func vaeTol(dt tensor.DType) float64 {
+	if dt == tensor.BF16 {
+		return 1e-3
+	}
+	return 1e-5
+}
+
+var vaeDTypes = []tensor.DType{tensor.BF16, tensor.F32}
+
+// both uploads the same data to the GPU and the CPU backend.
+func both(g *Backend, c *cpu.Backend, dt tensor.DType, shape []int, data []float32) (backend.Tensor, backend.Tensor) {
+	return g.Upload(dt, shape, data), c.Upload(dt, shape, data)
+}
+
+func TestConv3dMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	cases := []struct {
+		name       string
+		cin, cout  int
+		T, H, W    int
+		kt, kh, kw int
+		p          backend.Conv3dParams
+		bias       bool
+	}{
+		{"causal3x3x3", 40, 100, 4, 9, 13, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"pointwise", 64, 192, 1, 12, 20, 1, 1, 1, backend.Conv3dParams{}, false},
+		{"down2d", 32, 16, 2, 10, 11, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{0, 1}, PadW: [2]int{0, 1}, Stride: [3]int{1, 2, 2}}, true},
+		{"timeStride2", 16, 48, 5, 4, 6, 3, 1, 1, backend.Conv3dParams{Stride: [3]int{2, 1, 1}}, true},
+		{"head", 96, 3, 3, 8, 8, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"wide2d", 128, 384, 1, 16, 24, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"rgbIn", 3, 96, 2, 7, 9, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, tc := range cases {
+		for _, dt := range vaeDTypes {
+			t.Run(tc.name+"/"+dt.String(), func(t *testing.T) {
+				xs := []int{tc.cin, tc.T, tc.H, tc.W}
+				ws := []int{tc.cout, tc.cin, tc.kt, tc.kh, tc.kw}
+				x := randVals(rng, tensor.NumElements(xs), 1)
+				w := randVals(rng, tensor.NumElements(ws), 1/float32(tc.kt*tc.kh*tc.kw))
+				gx, cx := both(g, c, dt, xs, x)
+				gw, cw := both(g, c, dt, ws, w)
+				var gb, cb backend.Tensor
+				if tc.bias {
+					gb, cb = both(g, c, dt, []int{tc.cout}, randVals(rng, tc.cout, 0.5))
+				}
+				gy := g.Conv3d(gx, gw, gb, tc.p)
+				cy := c.Conv3d(cx, cw, cb, tc.p)
+				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != dt {
+					t.Fatalf("output %v %v, want %v %v", gy.DType(), gy.Shape(), dt, cy.Shape())
+				}
+				golden.Compare(t, "conv3d "+tc.name, g.Download(gy), c.Download(cy), vaeTol(dt))
+			})
+		}
+	}
+}
+
+func TestChannelRMSNormMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	shape := []int{40, 3, 5, 7}
+	for _, dt := range vaeDTypes {
+		for _, silu := range []bool{false, true} {
+			name := dt.String()
+			if silu {
+				name += "/silu"
+			}
+			t.Run(name, func(t *testing.T) {
+				x := randVals(rng, tensor.NumElements(shape), 3)
+				P := len(x) / shape[0]
+				for ch := 0; ch < shape[0]; ch++ {
+					x[ch*P] = 0 // position 0 is zero in every channel: the 1e-12 floor
+				}
+				gx, cx := both(g, c, dt, shape, x)
+				gg, cg := both(g, c, dt, []int{shape[0]}, randVals(rng, shape[0], 2))
+				golden.Compare(t, "channel rms norm", g.Download(g.ChannelRMSNorm(gx, gg, silu)), c.Download(c.ChannelRMSNorm(cx, cg, silu)), vaeTol(dt))
+			})
+		}
+	}
+}
+
+func TestUpsampleNearest2xMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	rng := rand.New(rand.NewPCG(5, 6))
+	shape := []int{5, 3, 7, 9}
+	for _, dt := range vaeDTypes {
+		x := randVals(rng, tensor.NumElements(shape), 1)
+		gx, cx := both(g, c, dt, shape, x)
+		gy, cy := g.UpsampleNearest2x(gx), c.UpsampleNearest2x(cx)
+		if !slices.Equal(gy.Shape(), []int{5, 3, 14, 18}) {
+			t.Fatalf("%v: shape %v, want [5 3 14 18]", dt, gy.Shape())
+		}
+		if got, want := g.Download(gy), c.Download(cy); !slices.Equal(got, want) {
+			t.Errorf("%v: upsample differs from the CPU (it is a copy and must be exact)", dt)
+		}
+	}
+}
+
+func TestFrameAttentionMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, shape := range [][]int{{192, 2, 6, 10}, {72, 1, 5, 7}} {
+		for _, dt := range vaeDTypes {
+			t.Run(dt.String(), func(t *testing.T) {
+				x := randVals(rng, tensor.NumElements(shape), 2)
+				gx, cx := both(g, c, dt, shape, x)
+				gy, cy := g.FrameAttention(gx), c.FrameAttention(cx)
+				want := []int{shape[0] / 3, shape[1], shape[2], shape[3]}
+				if !slices.Equal(gy.Shape(), want) {
+					t.Fatalf("shape %v, want %v", gy.Shape(), want)
+				}
+				golden.Compare(t, "frame attention", g.Download(gy), c.Download(cy), vaeTol(dt))
+			})
+		}
+	}
+}
+
+// fakeTensor is a CUDA tensor header with no memory: enough for the argument
+// checks, which run before any device call.
+func fakeTensor(dt tensor.DType, shape ...int) *Tensor {
+	return &Tensor{shape: shape, dt: dt, buf: &buffer{}}
+}
+
+// opErr runs f and returns the error it failed with (nil if none).
+func opErr(f func()) (err error) {
+	defer backend.Recover(&err)
+	f()
+	return nil
+}
+
+func TestVAEOpArgumentErrors(t *testing.T) {
+	b := &Backend{}
+	bf := tensor.BF16
+	cases := []struct {
+		name, want string
+		f          func()
+	}{
+		{"conv channels", "channels", func() {
+			b.Conv3d(fakeTensor(bf, 4, 1, 8, 8), fakeTensor(bf, 8, 5, 3, 3, 3), nil, backend.Conv3dParams{})
+		}},
+		{"conv bias", "bias shape", func() {
+			b.Conv3d(fakeTensor(bf, 4, 3, 8, 8), fakeTensor(bf, 8, 4, 3, 3, 3), fakeTensor(bf, 4), backend.Conv3dParams{})
+		}},
+		{"conv small", "smaller than the kernel", func() {
+			b.Conv3d(fakeTensor(bf, 4, 1, 8, 8), fakeTensor(bf, 8, 4, 3, 3, 3), nil, backend.Conv3dParams{})
+		}},
+		{"conv int8", "float32 or bfloat16", func() {
+			b.Conv3d(fakeTensor(tensor.I8, 4, 3, 8, 8), fakeTensor(bf, 8, 4, 3, 3, 3), nil, backend.Conv3dParams{})
+		}},
+		{"norm gamma", "gamma shape", func() { b.ChannelRMSNorm(fakeTensor(bf, 4, 2, 3), fakeTensor(bf, 3), true) }},
+		{"upsample rank", "[C,T,H,W]", func() { b.UpsampleNearest2x(fakeTensor(bf, 4, 2, 3)) }},
+		{"attention thirds", "[3C,T,H,W]", func() { b.FrameAttention(fakeTensor(bf, 8, 1, 2, 2)) }},
+	}
+	for _, tc := range cases {
+		err := opErr(tc.f)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestConvMT(t *testing.T) {
+	for cout, want := range map[int]int{96: 3, 192: 3, 384: 4, 768: 4, 1152: 4, 3: 1, 16: 1, 32: 1, 64: 2, 100: 4} {
+		if got := convMT(cout); got != want {
+			t.Errorf("convMT(%d) = %d, want %d", cout, got, want)
+		}
+	}
+}
