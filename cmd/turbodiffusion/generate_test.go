@@ -7,13 +7,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 )
 
 // run executes the CLI in-process and returns stdout, stderr and the error.
+// Flags are reset first: cobra keeps their values between Execute calls.
 func run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
+	resetFlags(root)
 	var out, errb bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&errb)
@@ -78,5 +83,15 @@ func TestGenerateCLITinyModels(t *testing.T) {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q", want)
 		}
+	}
+}
+
+func resetFlags(c *cobra.Command) {
+	c.Flags().VisitAll(func(f *pflag.Flag) {
+		f.Value.Set(f.DefValue)
+		f.Changed = false
+	})
+	for _, sub := range c.Commands() {
+		resetFlags(sub)
 	}
 }
