@@ -29,6 +29,16 @@ type VAE struct {
 	decUp     []layer
 	decHeadG  backend.Tensor
 	decHead   *conv
+
+	weights []backend.Tensor // everything uploaded, for Free
+}
+
+// Free releases the weights on the backend; the VAE is unusable afterwards.
+func (v *VAE) Free() {
+	for _, t := range v.weights {
+		v.b.Free(t)
+	}
+	v.weights = nil
 }
 
 // Config returns the architecture read from the checkpoint.
@@ -85,6 +95,8 @@ type loader struct {
 	dry bool
 	// used records every name read, so tests can check nothing is ignored.
 	used map[string]bool
+	// uploaded lists the tensors made, to free them with the VAE or on error.
+	uploaded []backend.Tensor
 }
 
 // tensor reads key, checks its element layout against want and uploads it
@@ -117,7 +129,9 @@ func (l *loader) tensor(key string, want []int, up []int) backend.Tensor {
 	if len(l.missing) > 0 {
 		return nil // the load fails anyway; do not upload
 	}
-	return l.b.Upload(l.dt, up, data)
+	t := l.b.Upload(l.dt, up, data)
+	l.uploaded = append(l.uploaded, t)
+	return t
 }
 
 func (l *loader) conv3(key string, cout, cin, k int) *conv {
@@ -265,11 +279,15 @@ func load(l *loader) (*VAE, error) {
 	v.decHeadG = l.gamma("decoder.head.0", d, false)
 	v.decHead = l.conv3("decoder.head.2", 3, d, 3)
 
+	if l.err == nil && len(l.missing) > 0 {
+		l.err = missingError(f.Path(), l.missing)
+	}
 	if l.err != nil {
+		for _, t := range l.uploaded {
+			b.Free(t)
+		}
 		return nil, l.err
 	}
-	if len(l.missing) > 0 {
-		return nil, missingError(f.Path(), l.missing)
-	}
+	v.weights = l.uploaded
 	return v, nil
 }

@@ -175,3 +175,21 @@ func TestLoaderCoversStateDict(t *testing.T) {
 		t.Errorf("real-width config %+v", v.Config())
 	}
 }
+
+// After Free the weights are gone: decoding reports an error, not a crash.
+func TestFreeReleasesWeights(t *testing.T) {
+	v, get := loadGolden(t, tensor.F32)
+	want := 0
+	for _, n := range golden.Open(t, "vae.safetensors").Names() {
+		if strings.HasPrefix(n, "weight.") {
+			want++
+		}
+	}
+	if len(v.weights) != want {
+		t.Errorf("%d weight tensors uploaded, the state dict has %d", len(v.weights), want)
+	}
+	v.Free()
+	latent, ls := get("decode.latent")
+	_, _, err := v.Decode(latent, ls)
+	wantErr(t, err, "used after Free")
+}
