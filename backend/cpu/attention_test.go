@@ -101,11 +101,11 @@ func BenchmarkAttention(b *testing.B) {
 			k := be.Upload(tensor.BF16, []int{c.l, w}, randVals(r, c.l*w, 1))
 			v := be.Upload(tensor.BF16, []int{c.l, w}, randVals(r, c.l*w, 1))
 			b.ResetTimer()
+			cpu0 := processCPUSeconds()
 			for b.Loop() {
 				be.Attention(q, k, v, c.heads, 0.088)
 			}
-			flops := 4 * float64(c.l) * float64(c.l) * float64(w)
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			reportFlops(b, 4*float64(c.l)*float64(c.l)*float64(w), cpu0)
 		})
 	}
 }

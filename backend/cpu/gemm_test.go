@@ -107,10 +107,11 @@ func BenchmarkGemm(b *testing.B) {
 			r := newRand(1)
 			a, w, c := randVals(r, m*k, 1), randVals(r, n*k, 1), make([]float32, m*n)
 			b.ResetTimer()
+			cpu0 := processCPUSeconds()
 			for b.Loop() {
 				Gemm(m, n, k, a, k, w, k, c, n, nil)
 			}
-			b.ReportMetric(2*float64(m)*float64(n)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			reportFlops(b, 2*float64(m)*float64(n)*float64(k), cpu0)
 		})
 	}
 }
@@ -120,4 +121,14 @@ func TestGemmErrors(t *testing.T) {
 	expectFail(t, "Gemm A too short", func() { Gemm(4, 2, 4, a[:10], 4, a, 4, a, 2, nil) }, "A of 4x4", "10")
 	expectFail(t, "Gemm C stride", func() { Gemm(2, 3, 2, a, 2, a, 2, a, 2, nil) }, "C of 2x3 with stride 2")
 	expectFail(t, "Gemm bias", func() { Gemm(2, 3, 2, a, 2, a, 2, a, 3, a[:2]) }, "bias has 2")
+}
+
+// reportFlops reports GFLOP/s per wall second and per CPU-second (the
+// latter counts all threads, so it is per core when the machine is busy).
+func reportFlops(b *testing.B, flopsPerOp, cpu0 float64) {
+	total := flopsPerOp * float64(b.N)
+	b.ReportMetric(total/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	if cpu := processCPUSeconds() - cpu0; cpu0 > 0 && cpu > 0 {
+		b.ReportMetric(total/cpu/1e9, "GFLOP/cpu-s")
+	}
 }
