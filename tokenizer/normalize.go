@@ -18,7 +18,7 @@ const metaspace = "\u2581"
 // cluster is 6 bytes or longer) each character is looked up alone.
 // SentencePiece itself takes the longest match anywhere instead; the two
 // differ on long clusters such as half-width katakana with a voiced mark or
-// stacked combining marks (see normalizeSP).
+// stacked combining marks.
 func (c *charsmap) normalize(s string, out []byte) []byte {
 	state := -1
 	for len(s) > 0 {
