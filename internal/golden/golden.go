@@ -121,3 +121,32 @@ func Compare(t testing.TB, what string, got, want []float32, tol float64) {
 		t.Errorf("%s: rel_l2 %.3e exceeds %.0e", what, r, tol)
 	}
 }
+
+// Lookup walks nested objects of the manifest, e.g. Lookup("configs",
+// "dit", "sla_topk"); ok is false if any step is missing.
+func (m Manifest) Lookup(path ...string) (any, bool) {
+	var cur any = map[string]any(m)
+	for _, p := range path {
+		obj, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = obj[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// Number returns a numeric manifest entry, failing the test if it is absent:
+// tests take the set's configuration from the manifest, never from code, so
+// they run unchanged on another set of the same layout.
+func (m Manifest) Number(t testing.TB, path ...string) float64 {
+	t.Helper()
+	v, ok := m.Lookup(path...)
+	f, isNum := v.(float64)
+	if !ok || !isNum {
+		t.Fatalf("manifest.json: no number at %v", path)
+	}
+	return f
+}

@@ -23,16 +23,17 @@ type goldenRun struct {
 	tol     float64 // rel-L2 bound for tensors downstream of model-dtype math
 }
 
+// SLA runs take top-k and block sizes from the manifest (runGolden).
 // Tolerances from the golden README: float32 oracle tensors 1e-4; bf16
 // tensors and anything downstream of SLA 2e-2 (with identical block maps).
 var goldenRuns = []goldenRun{
 	{"fp32_original", "dit_fp32.safetensors", "dit_weights.pth", Options{DType: tensor.F32, Norm: backend.NormDefault}, 1e-4},
-	{"fp32_sla", "dit_fp32.safetensors", "dit_weights.safetensors", Options{DType: tensor.F32, Norm: backend.NormDefault, Attention: backend.SLA, TopK: 0.25}, 2e-2},
+	{"fp32_sla", "dit_fp32.safetensors", "dit_weights.safetensors", Options{DType: tensor.F32, Norm: backend.NormDefault, Attention: backend.SLA}, 2e-2},
 	{"bf16_original", "dit_bf16.safetensors", "dit_weights.safetensors", Options{DType: tensor.BF16, Norm: backend.NormDefault}, 2e-2},
-	{"bf16_sla", "dit_bf16.safetensors", "dit_weights.safetensors", Options{DType: tensor.BF16, Norm: backend.NormDefault, Attention: backend.SLA, TopK: 0.25}, 2e-2},
+	{"bf16_sla", "dit_bf16.safetensors", "dit_weights.safetensors", Options{DType: tensor.BF16, Norm: backend.NormDefault, Attention: backend.SLA}, 2e-2},
 	{"bf16_original_fastnorm", "dit_bf16.safetensors", "dit_weights.safetensors", Options{DType: tensor.BF16, Norm: backend.NormFast}, 2e-2},
-	{"bf16_sla_fastnorm", "dit_bf16.safetensors", "dit_weights.pth", Options{DType: tensor.BF16, Norm: backend.NormFast, Attention: backend.SLA, TopK: 0.25}, 2e-2},
-	{"bf16_sla_fastnorm_int8", "dit_int8.safetensors", "dit_int8.pth", Options{DType: tensor.BF16, Norm: backend.NormFast, Attention: backend.SLA, TopK: 0.25, Linear: LinearInt8}, 2e-2},
+	{"bf16_sla_fastnorm", "dit_bf16.safetensors", "dit_weights.pth", Options{DType: tensor.BF16, Norm: backend.NormFast, Attention: backend.SLA}, 2e-2},
+	{"bf16_sla_fastnorm_int8", "dit_int8.safetensors", "dit_int8.pth", Options{DType: tensor.BF16, Norm: backend.NormFast, Attention: backend.SLA, Linear: LinearInt8}, 2e-2},
 }
 
 // fp32Always are float32 in every variant (autocast regions), so they get
@@ -75,6 +76,13 @@ func loadInputs(t testing.TB) goldenInputs {
 }
 
 func runGolden(t *testing.T, run goldenRun) {
+	if run.opt.Attention != backend.Dense {
+		// The SLA geometry is the set's, read from its manifest.
+		man := golden.LoadManifest(t)
+		run.opt.TopK = man.Number(t, "configs", "dit", "sla_topk")
+		run.opt.BlockQ = int(man.Number(t, "configs", "dit", "sla_BLKQ"))
+		run.opt.BlockK = int(man.Number(t, "configs", "dit", "sla_BLKK"))
+	}
 	be := cpuDiT(t)
 	ref := golden.Open(t, run.file)
 	in := loadInputs(t)
