@@ -41,20 +41,28 @@ func (be *Backend) binary(op string, a, b backend.Tensor, f func(x, y float32) f
 	if nb == 0 {
 		return out
 	}
-	// Walk runs of b so the inner loop needs no modulo.
 	be.elementwise(len(out.F), func(lo, hi int) {
-		for i := lo; i < hi; {
-			j := i % nb
-			n := min(nb-j, hi-i)
+		forRuns(lo, hi, nb, func(i, j, n int) {
 			x, y, o := ca.F[i:i+n], cb.F[j:j+n], out.F[i:i+n]
 			for t := range o {
 				o[t] = f(x[t], y[t])
 			}
-			i += n
-		}
+		})
 		roundSlice(out.dt, out.F[lo:hi])
 	})
 	return out
+}
+
+// forRuns splits [lo,hi) of a tensor whose operand repeats with period n
+// (suffix broadcasting) into runs: f(i, j, cnt) covers elements i..i+cnt
+// that use operand elements j..j+cnt, so inner loops need no modulo.
+func forRuns(lo, hi, n int, f func(i, j, cnt int)) {
+	for i := lo; i < hi; {
+		j := i % n
+		cnt := min(n-j, hi-i)
+		f(i, j, cnt)
+		i += cnt
+	}
 }
 
 // Add returns a+b (b a suffix of a's shape), in a's dtype.

@@ -18,10 +18,12 @@ func (b *Backend) Modulate(x, shift, scale backend.Tensor) backend.Tensor {
 	out := newOut(cx.dt, cx.shape)
 	n := len(csh.F)
 	b.elementwise(len(out.F), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			j := i % n
-			out.F[i] = float32(cx.F[i]*float32(1+csc.F[j])) + csh.F[j]
-		}
+		forRuns(lo, hi, n, func(i, j, cnt int) {
+			x, o, sc, sh := cx.F[i:i+cnt], out.F[i:i+cnt], csc.F[j:j+cnt], csh.F[j:j+cnt]
+			for t := range o {
+				o[t] = float32(x[t]*float32(1+sc[t])) + sh[t]
+			}
+		})
 		roundSlice(out.dt, out.F[lo:hi])
 	})
 	return out
@@ -43,13 +45,16 @@ func (b *Backend) GatedAdd(x, y, gate backend.Tensor) backend.Tensor {
 	n := len(g)
 	bf := cx.dt == tensor.BF16
 	b.elementwise(len(out.F), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			p := float32(cy.F[i] * g[i%n])
-			if bf {
-				p = tensor.RoundBF16(p)
+		forRuns(lo, hi, n, func(i, j, cnt int) {
+			x, y, o, gr := cx.F[i:i+cnt], cy.F[i:i+cnt], out.F[i:i+cnt], g[j:j+cnt]
+			for t := range o {
+				p := float32(y[t] * gr[t])
+				if bf {
+					p = tensor.RoundBF16(p)
+				}
+				o[t] = x[t] + p
 			}
-			out.F[i] = cx.F[i] + p
-		}
+		})
 		roundSlice(out.dt, out.F[lo:hi])
 	})
 	return out
