@@ -165,11 +165,12 @@ func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 		return out
 	}
 	es := int64(x.dt.Size())
-	// Frame strides padded to 16 bytes: cuBLASLt wants aligned operands.
-	fs := roundUp(P*int64(C), 16/es)
+	// Frame strides padded to 256 bytes: cuBLASLt's heuristic assumes
+	// operands that aligned unless told otherwise.
+	fs := roundUp(P*int64(C), 256/es)
 	qk := b.newTensor(x.dt, []int{int(2 * int64(T0) * fs)})
 	defer b.Free(qk)
-	vs := roundUp(P*int64(C), 4)
+	vs := roundUp(P*int64(C), 64)
 	v := b.newTensor(tensor.F32, []int{int(int64(T0) * vs)})
 	defer b.Free(v)
 	s := b.newTensor(tensor.F32, []int{int(P), int(P)})
