@@ -1,6 +1,9 @@
 package tokenizer
 
-import "sort"
+import (
+	"slices"
+	"strings"
+)
 
 // pieceTrie is a byte trie over the vocabulary for the unigram lattice: one
 // walk from a start position yields every vocabulary piece that begins there.
@@ -27,9 +30,22 @@ func newPieceTrie(vocab []string) *pieceTrie {
 	for i := range order {
 		order[i] = int32(i)
 	}
-	sort.Slice(order, func(a, b int) bool { return vocab[order[a]] < vocab[order[b]] })
-	t := &pieceTrie{}
-	t.nodes = append(t.nodes, trieNode{id: -1})
+	slices.SortFunc(order, func(a, b int32) int { return strings.Compare(vocab[a], vocab[b]) })
+	// Nodes are the distinct prefixes: sum of each piece's length beyond
+	// its common prefix with the previous one in sorted order.
+	n := 1
+	for i, k := range order {
+		p, lcp := vocab[k], 0
+		if i > 0 {
+			q := vocab[order[i-1]]
+			for lcp < len(p) && lcp < len(q) && p[lcp] == q[lcp] {
+				lcp++
+			}
+		}
+		n += len(p) - lcp
+	}
+	t := &pieceTrie{nodes: make([]trieNode, 1, n), edges: make([]trieEdge, 0, n-1)}
+	t.nodes[0] = trieNode{id: -1}
 	t.build(0, vocab, order, 0)
 	for b := range t.root {
 		t.root[b] = t.search(0, byte(b))
