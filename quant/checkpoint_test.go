@@ -141,3 +141,42 @@ func TestIsQuantizedLinear(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantizeSafetensorsInput: a safetensors DiT (dit_weights.safetensors,
+// same values, WanModel key names) gives the same codes and scales.
+func TestQuantizeSafetensorsInput(t *testing.T) {
+	in := openCheckpoint(t, golden.Path(t, "dit_weights.safetensors"))
+	want := openCheckpoint(t, golden.Path(t, "dit_int8.pth"))
+	out := filepath.Join(t.TempDir(), "q.pth")
+	if err := QuantizeCheckpoint(in, out); err != nil {
+		t.Fatal(err)
+	}
+	got := openCheckpoint(t, out)
+	n, diff := 0, 0
+	for _, name := range want.Names() {
+		if !strings.HasSuffix(name, ".int8_weight") && !strings.HasSuffix(name, ".scale") {
+			continue
+		}
+		gb, err := got.Raw(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wb, _ := want.Raw(name)
+		if len(gb) != len(wb) {
+			t.Fatalf("%s: %d bytes, reference %d", name, len(gb), len(wb))
+		}
+		n++
+		for i := range gb {
+			if gb[i] != wb[i] {
+				if strings.HasSuffix(name, ".scale") {
+					t.Fatalf("%s: scale bytes differ", name)
+				}
+				diff++
+			}
+		}
+	}
+	t.Logf("%d int8/scale tensors; %d code bytes differ (the same .5-tie codes as from the .pth)", n, diff)
+	if n != 40 || diff > 27 {
+		t.Errorf("want 40 tensors and at most the 27 tie codes to differ, got %d and %d", n, diff)
+	}
+}
