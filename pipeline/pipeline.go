@@ -159,7 +159,10 @@ func (e *Engine) Close() {
 		e.model.Free()
 		e.model = nil
 	}
-	e.decoder = nil
+	if e.decoder != nil {
+		e.decoder.Free()
+		e.decoder = nil
+	}
 }
 
 // Validate checks a request before any model is loaded.
@@ -284,18 +287,19 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	var vshape []int
 	if err := stage("decode", func() error {
 		for i, latent := range res.Latents {
-			e.report(Event{Stage: "decode", Done: i, Total: len(res.Latents)})
-			vid, vs, err := e.decoder.Decode(latent, []int{16, lat[1], lat[2], lat[3]})
+			T := lat[1]
+			var frames [][]uint8
+			err := e.decoder.DecodeChunks(latent, []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
+				e.report(Event{Stage: "decode", Done: i*T + (first+3)/4 + 1, Total: T * len(res.Latents)})
+				f, err := wanvae.Frames(chunk, cs)
+				frames, vshape = append(frames, f...), cs
+				return err
+			})
 			if err != nil {
 				return err
 			}
-			frames, err := wanvae.Frames(vid, vs)
-			if err != nil {
-				return err
-			}
-			clips, vshape = append(clips, frames), vs
+			clips = append(clips, frames)
 		}
-		e.report(Event{Stage: "decode", Done: len(res.Latents), Total: len(res.Latents)})
 		return nil
 	}); err != nil {
 		return nil, err
