@@ -19,6 +19,17 @@ type Source struct {
 	Code string
 }
 
+// Arch returns the NVRTC target for module name on a device whose base
+// target is deviceArch ("sm_90"), and false when the module does not apply
+// to that device. Files named *_sm90a.cu use Hopper-only instructions
+// (wgmma) and build only for sm_90a, on sm_90 devices.
+func Arch(name, deviceArch string) (string, bool) {
+	if strings.HasSuffix(name, "_sm90a.cu") {
+		return "sm_90a", deviceArch == "sm_90"
+	}
+	return deviceArch, true
+}
+
 // Modules lists every .cu file, sorted by name.
 func Modules() []Source { return list(".cu") }
 

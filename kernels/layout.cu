@@ -50,3 +50,22 @@ extern "C" __global__ void copy3_kernel(void* dst, const void* src, int esize, l
   else
     copy3_body((unsigned int*)dst, (const unsigned int*)src, outer, cnt, inner, sdim, soff, ddim, doff);
 }
+
+// Vᵀ for the wgmma attention: v [B, Lk, H*D] -> vt [B, H*D, Lkp] (keys
+// contiguous), zero for keys in [Lk, Lkp). 32×32 tiles through shared memory
+// so reads and writes are both coalesced. grid (Lkp/32, H*D/32, B), 32×8.
+extern "C" __global__ void transpose_v_kernel(bf16* vt, const bf16* v, int Lk, int Lkp, int HD) {
+  __shared__ bf16 t[32][33];
+  const int k0 = blockIdx.x * 32, c0 = blockIdx.y * 32, z = blockIdx.z;
+  const bf16* vz = v + (long long)z * Lk * HD;
+  bf16* tz = vt + (long long)z * HD * Lkp;
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    int key = k0 + i, col = c0 + threadIdx.x;
+    t[i][threadIdx.x] = (key < Lk && col < HD) ? vz[(long long)key * HD + col] : (bf16)0;
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += 8) {
+    int col = c0 + i, key = k0 + threadIdx.x;
+    if (col < HD && key < Lkp) tz[(long long)col * Lkp + key] = t[threadIdx.x][i];
+  }
+}

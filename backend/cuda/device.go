@@ -38,6 +38,7 @@ type Backend struct {
 	gemms   map[gemmKey]*gemmPlan
 	wsPtr   uintptr // cuBLASLt workspace
 	wsSize  int64
+	attn    attnState
 	// Poison fills every new tensor with 0xFF bytes (NaN in f32 and bf16),
 	// so tests catch outputs a kernel failed to write.
 	Poison bool
@@ -196,7 +197,11 @@ func (b *Backend) fn(module, name string) *kernel {
 		if !found {
 			backend.Fail("cuda: no embedded kernel module %q", module)
 		}
-		cubin, _, err := b.rtc.CompileCached(src, b.info.Arch)
+		arch, ok := kernels.Arch(module, b.info.Arch)
+		if !ok {
+			backend.Fail("cuda: kernel module %s does not run on %s", module, b.info.Arch)
+		}
+		cubin, _, err := b.rtc.CompileCached(src, arch)
 		if err != nil {
 			backend.FailErr(err)
 		}
@@ -222,7 +227,11 @@ func (b *Backend) Preload() (compiled, cached int, err error) {
 		if _, ok := b.modules[m.Name]; ok {
 			continue
 		}
-		cubin, hit, err := b.rtc.CompileCached(m, b.info.Arch)
+		arch, ok := kernels.Arch(m.Name, b.info.Arch)
+		if !ok || arch != b.info.Arch {
+			continue // optional arch-specific modules load on first use, with a fallback
+		}
+		cubin, hit, err := b.rtc.CompileCached(m, arch)
 		if err != nil {
 			return compiled, cached, err
 		}

@@ -24,8 +24,16 @@ func TestKernelsCompile(t *testing.T) {
 	if len(mods) == 0 {
 		t.Fatal("no embedded kernels")
 	}
-	for _, arch := range []string{"sm_80", "sm_90"} {
+	for _, base := range []string{"sm_80", "sm_90"} {
 		for _, m := range mods {
+			arch, ok := kernels.Arch(m.Name, base)
+			if !ok {
+				continue
+			}
+			if arch == "sm_90a" && n.Major < 12 {
+				t.Logf("%s: needs NVRTC 12+ for sm_90a (have %s); not compiled", m.Name, n.Version())
+				continue
+			}
 			cubin, err := n.Compile(m, arch)
 			if err != nil {
 				t.Errorf("%v", err)

@@ -205,12 +205,17 @@ func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32)
 	if Lk == 0 {
 		backend.Fail("cuda: Attention: no keys (k shape %v)", k.shape)
 	}
+	useWG := b.wgmmaReady()
 	defer b.enter()()
 	out := b.newTensor(tensor.BF16, q.shape)
 	if Lq == 0 || batch == 0 {
 		return out
 	}
-	b.flash(q, k, v, out, batch, Lq, Lk, heads, d, scale)
+	if useWG {
+		b.flashWGMMA(q, k, v, out, batch, Lq, Lk, heads, d, scale, b.attn.swap)
+	} else {
+		b.flash(q, k, v, out, batch, Lq, Lk, heads, d, scale)
+	}
 	return out
 }
 

@@ -217,7 +217,16 @@ func TestAttention(t *testing.T) {
 		k := up(g, c, tensor.BF16, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
 		v := up(g, c, tensor.BF16, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
 		s := float32(1 / math.Sqrt(float64(tc.d)))
-		compare(t, "attention "+tc.name, g, c, g.Attention(q.g, k.g, v.g, tc.heads, s), c.Attention(q.c, k.c, v.c, tc.heads, s), 1e-2)
+		want := c.Attention(q.c, k.c, v.c, tc.heads, s)
+		for _, kern := range []string{"mma", "wgmma"} {
+			g.SetAttentionKernel(kern)
+			if got := g.AttentionKernel(); !strings.HasPrefix(got, kern) {
+				t.Logf("attention kernel %s not available here: %s", kern, got)
+				continue
+			}
+			compare(t, "attention["+kern+"] "+tc.name, g, c, g.Attention(q.g, k.g, v.g, tc.heads, s), want, 1e-2)
+		}
+		g.SetAttentionKernel("")
 	}
 }
 

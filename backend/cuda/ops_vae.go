@@ -146,14 +146,15 @@ func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 
 // FrameAttention implements backend.VAEOps. Per frame: q and k go
 // token-major, S = q·kᵀ [P,P] is one cuBLASLt GEMM into float32, a kernel
-// turns each row into exp(s/√C − max) and its 1/Σ, a float32 GEMM gives
-// Oᵀ = v·Sᵀ [C,P], and a last kernel scales by 1/Σ and rounds into the
-// channel-first output. Memory: P² floats for S (156 MB at the 480p
-// latent's 60×104 pixels).
+// turns each row into probabilities exp(s/√C − max) rounded to qkv's dtype
+// (in place for F32) and its 1/Σ, a second GEMM (in qkv's dtype, float32
+// out) gives Oᵀ = v·probᵀ [C,P], and a last kernel scales by 1/Σ and
+// rounds into the channel-first output. Memory: P² floats for S plus P²
+// bf16 probabilities (234 MB at the 480p latent's 60×104 pixels).
 func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 	x := T(qkvt)
 	checkFloat("FrameAttention qkv", x)
-	if len(x.shape) != 4 || x.shape[0]%3 != 0 {
+	if len(x.shape) != 4 || x.shape[0]%3 != 0 || x.shape[0] == 0 {
 		backend.Fail("cuda: FrameAttention: want qkv [3C,T,H,W], got %v", x.shape)
 	}
 	C, T0, H, W := x.shape[0]/3, x.shape[1], x.shape[2], x.shape[3]
@@ -170,11 +171,15 @@ func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 	fs := roundUp(P*int64(C), 256/es)
 	qk := b.newTensor(x.dt, []int{int(2 * int64(T0) * fs)})
 	defer b.Free(qk)
-	vs := roundUp(P*int64(C), 64)
-	v := b.newTensor(tensor.F32, []int{int(int64(T0) * vs)})
+	v := b.newTensor(x.dt, []int{int(int64(T0) * fs)})
 	defer b.Free(v)
 	s := b.newTensor(tensor.F32, []int{int(P), int(P)})
 	defer b.Free(s)
+	prob := s // float32 probabilities overwrite the scores in place
+	if x.dt != tensor.F32 {
+		prob = b.newTensor(x.dt, []int{int(P), int(P)})
+		defer b.Free(prob)
+	}
 	o := b.newTensor(tensor.F32, []int{C, int(P)})
 	defer b.Free(o)
 	inv := b.newTensor(tensor.F32, []int{int(P)})
@@ -183,15 +188,15 @@ func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 	b.launch(b.fn("vae.cu", "attn_qk_tokens_kernel"), [3]int{int((P + 31) / 32), (C + 31) / 32, 2 * T0}, [3]int{32, 8, 1}, 0,
 		qk.buf.ptr, x.buf.ptr, int32(es), int32(C), int32(T0), P, fs)
 	nv := int64(T0) * int64(C) * P
-	b.launch(b.fn("vae.cu", "attn_v_f32_kernel"), b.gridFor(nv), block256, 0, v.buf.ptr, x.buf.ptr, dtCode(x.dt),
-		int32(C), int32(T0), P, vs)
+	b.launch(b.fn("vae.cu", "attn_v_frames_kernel"), b.gridFor(nv), block256, 0, v.buf.ptr, x.buf.ptr, int32(es),
+		int32(C), int32(T0), P, fs)
 
 	kS := gemmKey{m: int(P), n: int(P), k: C, ab: cudaType(x.dt), cd: cudaR32F, bias: -1}
 	pS, err := b.plan(kS)
 	if err != nil {
 		backend.FailErr(err)
 	}
-	kO := gemmKey{m: C, n: int(P), k: int(P), ab: cudaR32F, cd: cudaR32F, bias: -1}
+	kO := gemmKey{m: C, n: int(P), k: int(P), ab: cudaType(x.dt), cd: cudaR32F, bias: -1}
 	pO, err := b.plan(kO)
 	if err != nil {
 		backend.FailErr(err)
@@ -200,8 +205,9 @@ func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 		q := qk.buf.ptr + uintptr(int64(t)*fs*es)
 		k := qk.buf.ptr + uintptr(int64(T0+t)*fs*es)
 		b.gemm(pS, kS, q, k, s.buf.ptr, 0)
-		b.launch(b.fn("vae.cu", "attn_softmax_kernel"), [3]int{int(P), 1, 1}, block256, 0, s.buf.ptr, inv.buf.ptr, P, scale)
-		b.gemm(pO, kO, v.buf.ptr+uintptr(int64(t)*vs*4), s.buf.ptr, o.buf.ptr, 0)
+		b.launch(b.fn("vae.cu", "attn_softmax_kernel"), [3]int{int(P), 1, 1}, block256, 0, s.buf.ptr, prob.buf.ptr,
+			dtCode(x.dt), inv.buf.ptr, P, scale)
+		b.gemm(pO, kO, v.buf.ptr+uintptr(int64(t)*fs*es), prob.buf.ptr, o.buf.ptr, 0)
 		n := int64(C) * P
 		b.launch(b.fn("vae.cu", "attn_out_kernel"), b.gridFor(n), block256, 0, out.buf.ptr, dtCode(x.dt), o.buf.ptr,
 			inv.buf.ptr, int32(C), int32(T0), int32(t), P)

@@ -68,6 +68,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 	if _, _, err := b.Preload(); err != nil {
 		return err
 	}
+	fmt.Fprintf(w, "attention kernel: %s\n", b.AttentionKernel())
 	latT := (f.frames-1)/4 + 1
 	Hp, Wp := f.h/16, f.w/16
 	L := latT * Hp * Wp
@@ -122,9 +123,17 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 			k := b.Upload(tensor.BF16, []int{a.lk, W}, rnd.normal(a.lk*W))
 			v := b.Upload(tensor.BF16, []int{a.lk, W}, rnd.normal(a.lk*W))
 			s := float32(1 / math.Sqrt(float64(a.d)))
-			time1(fmt.Sprintf("attention %s Lq=%d Lk=%d h=%d d=%d", a.what, a.lq, a.lk, a.heads, a.d),
-				4*float64(a.lq)*float64(a.lk)*float64(a.d)*float64(a.heads), 0,
-				func() { b.Free(b.Attention(q, k, v, a.heads, s)) })
+			for _, kern := range []string{"mma", "wgmma"} {
+				b.SetAttentionKernel(kern)
+				if got := b.AttentionKernel(); !strings.HasPrefix(got, kern) {
+					fmt.Fprintf(w, "attention kernel %s unavailable: %s\n", kern, got)
+					continue
+				}
+				time1(fmt.Sprintf("attention[%s] %s Lq=%d Lk=%d h=%d d=%d", kern, a.what, a.lq, a.lk, a.heads, a.d),
+					4*float64(a.lq)*float64(a.lk)*float64(a.d)*float64(a.heads), 0,
+					func() { b.Free(b.Attention(q, k, v, a.heads, s)) })
+			}
+			b.SetAttentionKernel("")
 			b.Free(q)
 			b.Free(k)
 			b.Free(v)

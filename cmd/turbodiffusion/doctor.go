@@ -62,6 +62,7 @@ func doctor(w io.Writer) bool {
 			fmt.Fprintf(w, "kernels:    FAILED to build\n  %s\n", strings.ReplaceAll(perr.Error(), "\n", "\n  "))
 		} else {
 			fmt.Fprintf(w, "kernels:    %d compiled now, %d from cache, for %s\n", compiled, cached, inf.Arch)
+			fmt.Fprintf(w, "attention:  %s\n", b.AttentionKernel())
 		}
 	}
 	dir := cuda.CacheDir()

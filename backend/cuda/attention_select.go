@@ -1,0 +1,150 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"os"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// AttentionEnv forces an attention kernel: "mma" (mma.sync, any sm_80+) or
+// "wgmma" (Hopper). Unset: wgmma where it runs and passed its start-up check.
+const AttentionEnv = "TURBODIFFUSION_ATTENTION"
+
+// attnState records which dense-attention kernel runs and why.
+type attnState struct {
+	checked bool
+	wgmma   bool // use flash_wgmma_d* (sm_90a)
+	swap    int32
+	forced  string
+	note    string
+}
+
+// AttentionKernel says which dense attention kernel runs and why.
+func (b *Backend) AttentionKernel() string {
+	b.wgmmaReady()
+	if b.attn.wgmma {
+		return "wgmma (sm_90a) " + b.attn.note
+	}
+	return "mma.sync m16n8k16 " + b.attn.note
+}
+
+// SetAttentionKernel picks "mma" or "wgmma" (benchmarks compare them);
+// "" restores the default choice.
+func (b *Backend) SetAttentionKernel(k string) {
+	b.attn = attnState{forced: k}
+}
+
+// wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
+// only if it compiles, and only if it agrees with the mma.sync kernel on a
+// small problem, trying both readings of the descriptor's two offset fields.
+// Any failure keeps the mma.sync kernel and says why (never a wrong result).
+func (b *Backend) wgmmaReady() bool {
+	if b.attn.checked {
+		return b.attn.wgmma
+	}
+	b.attn.checked = true
+	want := b.attn.forced
+	if want == "" {
+		want = os.Getenv(AttentionEnv)
+	}
+	if want == "mma" {
+		b.attn.note = "(chosen by " + AttentionEnv + ")"
+		return false
+	}
+	if b.info.Arch != "sm_90" {
+		b.attn.note = "(wgmma needs sm_90, device is " + b.info.Arch + ")"
+		return false
+	}
+	var errs []string
+	for _, swap := range []int32{0, 1} {
+		rel, err := b.checkWGMMA(swap)
+		if err != nil {
+			errs = append(errs, err.Error())
+			break
+		}
+		if rel < 1e-2 {
+			b.attn.wgmma, b.attn.swap = true, swap
+			b.attn.note = fmt.Sprintf("(start-up check: rel-L2 %.1e vs mma.sync, descriptor reading %d)", rel, swap)
+			return true
+		}
+		errs = append(errs, fmt.Sprintf("descriptor reading %d: rel-L2 %.2e vs mma.sync", swap, rel))
+	}
+	b.attn.note = fmt.Sprintf("(wgmma kernel rejected: %v)", errs)
+	return false
+}
+
+// checkWGMMA runs both kernels on one small random problem per head dim and
+// returns the worse rel-L2 between them.
+func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
+	defer backend.Recover(&err)
+	r := newXorshift(12345)
+	for _, d := range []int{128, 64} {
+		const lq, lk, heads = 200, 300, 2
+		q := b.Upload(tensor.BF16, []int{lq, heads * d}, r.fill(lq*heads*d))
+		k := b.Upload(tensor.BF16, []int{lk, heads * d}, r.fill(lk*heads*d))
+		v := b.Upload(tensor.BF16, []int{lk, heads * d}, r.fill(lk*heads*d))
+		s := float32(1 / math.Sqrt(float64(d)))
+		var a, w *Tensor
+		func() {
+			defer b.enter()()
+			a = b.newTensor(tensor.BF16, q.Shape())
+			w = b.newTensor(tensor.BF16, q.Shape())
+			b.flash(T(q), T(k), T(v), a, 1, lq, lk, heads, d, s)
+			b.flashWGMMA(T(q), T(k), T(v), w, 1, lq, lk, heads, d, s, swap)
+		}()
+		ga, gw := b.Download(a), b.Download(w)
+		var num, den float64
+		for i := range ga {
+			e := float64(gw[i]) - float64(ga[i])
+			num += e * e
+			den += float64(ga[i]) * float64(ga[i])
+		}
+		rel := math.Sqrt(num / den)
+		if math.IsNaN(rel) {
+			rel = math.Inf(1)
+		}
+		worst = math.Max(worst, rel)
+		for _, t := range []backend.Tensor{q, k, v, a, w} {
+			b.Free(t)
+		}
+	}
+	return worst, nil
+}
+
+// flashWGMMA transposes V into a temporary [B, H·d, Lkp] and runs the
+// sm_90a kernel. Caller holds the device.
+func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
+	Lkp := (Lk + 63) / 64 * 64
+	hd := heads * d
+	vt := b.newTensor(tensor.BF16, []int{batch, hd, Lkp})
+	defer b.Free(vt)
+	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
+		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
+	smem := (128*d + 4*64*d) * 2
+	name := "flash_wgmma_d128"
+	if d == 64 {
+		name = "flash_wgmma_d64"
+	}
+	sl := float32(float64(scale) * math.Log2E)
+	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + 127) / 128, heads, batch}, [3]int{256, 1, 1}, smem,
+		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)
+}
+
+// xorshift makes the start-up check's inputs (random, never zeros).
+type xorshift struct{ s uint64 }
+
+func newXorshift(seed uint64) *xorshift { return &xorshift{s: seed | 1} }
+
+func (x *xorshift) fill(n int) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		x.s ^= x.s << 13
+		x.s ^= x.s >> 7
+		x.s ^= x.s << 17
+		out[i] = float32(int64(x.s>>40)-(1<<23)) / (1 << 22)
+	}
+	return out
+}

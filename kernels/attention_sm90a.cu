@@ -1,0 +1,230 @@
+// attention_sm90a.cu: dense attention forward with Hopper warpgroup MMAs
+// (wgmma, sm_90a only; compiled for "sm_90a", see kernels.go). Same math as
+// attention.cu: bf16 in, fp32 accumulation, online softmax in exp2 units.
+//
+// A block has two consumer warpgroups, each owning 64 query rows (BM=128);
+// K tiles [64 keys][D] and pre-transposed V tiles Vᵀ [D][64 keys] stream
+// through shared memory with cp.async (two stages). S = Q·Kᵀ runs as
+// m64n64k16 with both operands in shared memory; P goes back in registers
+// (the accumulator layout equals the A-fragment layout) for O += P·V as
+// m64nDk16 with B = Vᵀ in shared memory, so P never touches shared memory.
+//
+// Shared-memory tiles use the no-swizzle "core matrix" layout wgmma reads:
+// 8 rows × 16 bytes per 128-byte core matrix, core matrices along K 128 B
+// apart (LBO), 8-row groups (K/8)·128 B apart (SBO).
+#include "common.cuh"
+
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ void cp16(u32 dst, const void* src, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
+}
+
+// Byte offset of 16-byte chunk c8 of row r in a core-matrix tile of kc8
+// chunks per row.
+__device__ __forceinline__ u32 cm_off(int r, int c8, int kc8) { return ((r >> 3) * kc8 + c8) * 128 + (r & 7) * 16; }
+
+// Matrix descriptor: start address, leading (K) and stride (M/N) byte
+// offsets; swap exchanges the two fields (the backend checks at start-up
+// which reading the hardware uses and keeps the right one).
+__device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo, int swap) {
+  if (swap) {
+    u32 t = lbo;
+    lbo = sbo;
+    sbo = t;
+  }
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo >> 4) & 0x3FFF) << 16) | ((u64)((sbo >> 4) & 0x3FFF) << 32);
+}
+
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+// Keeps the compiler from moving accumulator reads/writes across wgmma.
+__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// d[0..31] += A(smem desc)·B(smem desc), m64n64k16, K-major A and B.
+__device__ __forceinline__ void wgmma_ss_n64(float* d, u64 da, u64 db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+// d[0..63] += A(registers, mma.sync A-fragment layout per warp)·B(smem desc), m64n128k16.
+__device__ __forceinline__ void wgmma_rs_n128(float* d, const u32* a, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// d[0..31] += A(registers, mma.sync A-fragment layout per warp)·B(smem desc), m64n64k16.
+__device__ __forceinline__ void wgmma_rs_n64(float* d, const u32* a, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+template <int D>
+__device__ __forceinline__ void pv_mma(float* o, const u32* a, u64 db);
+template <>
+__device__ __forceinline__ void pv_mma<128>(float* o, const u32* a, u64 db) { wgmma_rs_n128(o, a, db); }
+template <>
+__device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgmma_rs_n64(o, a, db); }
+
+// Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk);
+// O: [B, Lq, H*D]. grid (ceil(Lq/128), H, B), 256 threads.
+template <int D>
+__device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
+                                            const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
+                                            int Lkp, int H, float scale_log2, int swap) {
+  constexpr int BM = 128, BN = 64, NT = 256;
+  constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
+  constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = smem_u32(smem), sK = sQ + QB, sV = sK + 2 * KB;
+
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
+  const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
+  const long long W = (long long)H * D;
+  const bf16* Qh = Q + (long long)z * Lq * W + (long long)h * D;
+  const bf16* Kh = K + (long long)z * Lk * W + (long long)h * D;
+  const bf16* Vh = Vt + ((long long)z * H + h) * D * Lkp;
+
+  for (int c = tid; c < BM * DC; c += NT) {
+    int r = c / DC, c8 = c % DC, g = q0 + r;
+    cp16(sQ + cm_off(r, c8, DC), Qh + (long long)min(g, Lq - 1) * W + c8 * 8, g < Lq);
+  }
+  auto load_kv = [&](int j, int st) {
+    for (int c = tid; c < BN * DC; c += NT) {
+      int r = c / DC, c8 = c % DC, g = j * BN + r;
+      cp16(sK + st * KB + cm_off(r, c8, DC), Kh + (long long)min(g, Lk - 1) * W + c8 * 8, g < Lk);
+    }
+    for (int c = tid; c < D * NC; c += NT) {
+      int r = c / NC, c8 = c % NC;
+      cp16(sV + st * VB + cm_off(r, c8, NC), Vh + (long long)r * Lkp + j * BN + c8 * 8, true);
+    }
+  };
+  const int nkb = (Lk + BN - 1) / BN;
+  load_kv(0, 0);
+  asm volatile("cp.async.commit_group;");
+
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int t4 = lane & 3;
+  const u32 sQw = sQ + wg * 8 * DC * 128;  // this warpgroup's 64 rows
+
+  for (int j = 0; j < nkb; ++j) {
+    const int st = j & 1;
+    asm volatile("cp.async.wait_all;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // cp.async writes -> wgmma reads
+    __syncthreads();
+    if (j + 1 < nkb) load_kv(j + 1, st ^ 1);  // the other stage was released by the barrier
+    asm volatile("cp.async.commit_group;");
+
+    float s[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_ss_n64(s, make_desc(sQw + kk * 256, 128, DC * 128, swap), make_desc(sK + st * KB + kk * 256, 128, DC * 128, swap),
+                   kk > 0);
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+
+    if ((j + 1) * BN > Lk) {  // mask keys past the end
+#pragma unroll
+      for (int c = 0; c < BN / 8; ++c) {
+        int key = j * BN + c * 8 + 2 * t4;
+        if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
+        if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+      }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < BN / 8; ++c) {
+      mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int c = 0; c < BN / 8; ++c) {
+      s[4 * c] = exp2f(s[4 * c] * scale_log2 - n0);
+      s[4 * c + 1] = exp2f(s[4 * c + 1] * scale_log2 - n0);
+      s[4 * c + 2] = exp2f(s[4 * c + 2] * scale_log2 - n1);
+      s[4 * c + 3] = exp2f(s[4 * c + 3] * scale_log2 - n1);
+      r0 += s[4 * c] + s[4 * c + 1];
+      r1 += s[4 * c + 2] + s[4 * c + 3];
+    }
+    l0 = l0 * a0 + r0;
+    l1 = l1 * a1 + r1;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      o[4 * c] *= a0;
+      o[4 * c + 1] *= a0;
+      o[4 * c + 2] *= a1;
+      o[4 * c + 3] *= a1;
+    }
+    u32 p[BN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+      p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+      p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+      p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], make_desc(sV + st * VB + kk * 256, 128, NC * 128, swap));
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+  }
+
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = 1.f / l0, i1 = 1.f / l1;
+  const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
+  bf16* Oh = O + (long long)z * Lq * W + (long long)h * D;
+#pragma unroll
+  for (int c = 0; c < D / 8; ++c) {
+    int col = c * 8 + 2 * t4;
+    if (r0 < Lq) *(u32*)&Oh[(long long)r0 * W + col] = pack_bf2(o[4 * c] * i0, o[4 * c + 1] * i0);
+    if (r1 < Lq) *(u32*)&Oh[(long long)r1 * W + col] = pack_bf2(o[4 * c + 2] * i1, o[4 * c + 3] * i1);
+  }
+}
+
+#define FLASH_WG(D)                                                                                          \
+  extern "C" __global__ void __launch_bounds__(256) flash_wgmma_d##D(                                         \
+      const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
+      int swap) {                                                                                            \
+    flash_wgmma<D>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                            \
+  }
+FLASH_WG(128)
+FLASH_WG(64)
