@@ -57,10 +57,10 @@ __device__ __forceinline__ float vae_silu(float x) {
   return (float)(d / (1.0 + exp(-d)));
 }
 
-// RMS_norm over dim 0 of x [C, P]: x / max(bf(‖x‖), 1e-12) · scale · γ, then
+// RMS_norm over dim 0 of x [C, P]: x / max(‖x‖, 1e-12) · scale · γ, then
 // SiLU when silu != 0. The squared norm is summed in float64 in channel
-// order; the norm (and, for BF16, each product with γ and the SiLU) is
-// rounded to dt. One thread per position: channel rows are P apart, so a
+// order; the norm, the quotient, each product and the SiLU are rounded to
+// dt. One thread per position: channel rows are P apart, so a
 // warp's loads are contiguous.
 extern "C" __global__ void channel_rmsnorm_kernel(void* y, const void* x, int dt, const void* g, int gdt, int C,
                                                   long long P, float scale, int silu) {
@@ -73,7 +73,8 @@ extern "C" __global__ void channel_rmsnorm_kernel(void* y, const void* x, int dt
     float d = fmaxf(rdt(dt, (float)sqrt(ss)), 1e-12f);
     for (int c = 0; c < C; ++c) {
       long long i = (long long)c * P + p;
-      float v = __fmul_rn(__fdiv_rn(ldv(x, dt, i), d), scale);
+      float v = rdt(dt, __fdiv_rn(ldv(x, dt, i), d));
+      v = rdt(dt, __fmul_rn(v, scale));
       v = rdt(dt, __fmul_rn(v, ldv(g, gdt, c)));
       if (silu) v = rdt(dt, vae_silu(v));
       stv(y, dt, i, v);
@@ -127,32 +128,39 @@ extern "C" __global__ void attn_qk_tokens_kernel(void* dst, const void* src, int
   }
 }
 
-// Frame attention, step 2: v of qkv [3C, T, P] as float32 frames [C][P]
-// (frame stride fs), the fp32 operand of the P·V GEMM.
-extern "C" __global__ void attn_v_f32_kernel(float* dst, const void* src, int dt, int C, int T, long long P,
-                                             long long fs) {
+// Frame attention, step 2: v of qkv [3C, T, P] as frames [C][P] (frame
+// stride fs elements), contiguous for the P·V GEMM; by element size.
+extern "C" __global__ void attn_v_frames_kernel(void* dst, const void* src, int es, int C, int T, long long P,
+                                                long long fs) {
   const long long n = (long long)T * C * P;
   GRID_STRIDE(i, n) {
     long long ip = i % P, r = i / P;
     int c = (int)(r % C), t = (int)(r / C);
-    dst[(long long)t * fs + (long long)c * P + ip] = ldv(src, dt, ((long long)(2 * C + c) * T + t) * P + ip);
+    long long d = (long long)t * fs + (long long)c * P + ip, s = ((long long)(2 * C + c) * T + t) * P + ip;
+    if (es == 2)
+      ((unsigned short*)dst)[d] = ((const unsigned short*)src)[s];
+    else
+      ((u32*)dst)[d] = ((const u32*)src)[s];
   }
 }
 
-// Frame attention, step 3: S [P][P] holds q·k; each row becomes
-// exp(s·scale − max) in place, and inv[row] = 1 / Σ (sum in float64).
-// One block per row.
-extern "C" __global__ void attn_softmax_kernel(float* S, float* inv, long long P, float scale) {
+// Frame attention, step 3: S [P][P] holds q·k. Row i of prob [P][P] (dtype
+// dt; may alias S for float32) becomes exp(s·scale − max) rounded to dt, as
+// flash attention feeds P·V in the input dtype; inv[i] = 1 / Σ of the
+// unrounded values (sum in float64). One block per row.
+extern "C" __global__ void attn_softmax_kernel(const float* S, void* prob, int dt, float* inv, long long P,
+                                               float scale) {
   __shared__ float shm[33];
   __shared__ double shd[33];
-  float* row = S + (long long)blockIdx.x * P;
+  const float* row = S + (long long)blockIdx.x * P;
+  const long long base = (long long)blockIdx.x * P;
   float m = -INFINITY;
   for (long long j = threadIdx.x; j < P; j += blockDim.x) m = fmaxf(m, __fmul_rn(row[j], scale));
   m = vae_block_max(m, shm);
   double sum = 0.0;
   for (long long j = threadIdx.x; j < P; j += blockDim.x) {
     float e = (float)exp((double)__fsub_rn(__fmul_rn(row[j], scale), m));
-    row[j] = e;
+    stv(prob, dt, base + j, e);  // same thread read row[j]: safe in place
     sum += (double)e;
   }
   sum = vae_block_sum_d(sum, shd);
