@@ -44,17 +44,7 @@ func refAttention(q, k, v []float32, batch, lq, lk, heads, d int, scale float64)
 }
 
 func TestAttention(t *testing.T) {
-	t.Run("simd", func(t *testing.T) {
-		if !haveKernel {
-			t.Skip("no SIMD kernel on this CPU")
-		}
-		testAttention(t)
-	})
-	t.Run("portable", func(t *testing.T) {
-		useKernel = false
-		defer func() { useKernel = haveKernel }()
-		testAttention(t)
-	})
+	forEachKernel(t, testAttention)
 }
 
 func testAttention(t *testing.T) {

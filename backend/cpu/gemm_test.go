@@ -26,17 +26,7 @@ func refGemm(m, n, k int, a []float32, lda int, b []float32, ldb int, bias []flo
 }
 
 func TestGemmShapes(t *testing.T) {
-	t.Run("simd", func(t *testing.T) {
-		if !haveKernel {
-			t.Skip("no SIMD kernel on this CPU")
-		}
-		testGemmShapes(t)
-	})
-	t.Run("portable", func(t *testing.T) {
-		useKernel = false
-		defer func() { useKernel = haveKernel }()
-		testGemmShapes(t)
-	})
+	forEachKernel(t, testGemmShapes)
 }
 
 func testGemmShapes(t *testing.T) {

@@ -124,3 +124,27 @@ func roundRef(dt tensor.DType, x []float64) []float64 {
 	}
 	return y
 }
+
+// forEachKernel runs f once per GEMM/softmax implementation this CPU has:
+// the AVX-512 and AVX2 micro-kernels and the portable Go path.
+func forEachKernel(t *testing.T, f func(t *testing.T)) {
+	type variant struct {
+		name         string
+		have, kernel bool
+		avx512       bool
+	}
+	for _, v := range []variant{
+		{"avx512", haveAVX512, true, true},
+		{"avx2", haveKernel, true, false},
+		{"portable", true, false, false},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			if !v.have {
+				t.Skipf("CPU lacks %s", v.name)
+			}
+			useKernel, useAVX512 = v.kernel, v.avx512
+			defer func() { useKernel, useAVX512 = haveKernel, haveAVX512 }()
+			f(t)
+		})
+	}
+}
