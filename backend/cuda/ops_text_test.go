@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -12,7 +11,7 @@ import (
 
 func TestRelPosAttentionMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
-	rng := rand.New(rand.NewPCG(9, 10))
+	r := rng(t)
 	cases := []struct {
 		name                 string
 		lq, lk, heads, d, kl int
@@ -25,11 +24,11 @@ func TestRelPosAttentionMatchesCPU(t *testing.T) {
 		for _, dt := range vaeDTypes {
 			t.Run(tc.name+"/"+dt.String(), func(t *testing.T) {
 				hd := tc.heads * tc.d
-				gq, cq := both(g, c, dt, []int{tc.lq, hd}, randVals(rng, tc.lq*hd, 1))
-				gk, ck := both(g, c, dt, []int{tc.lk, hd}, randVals(rng, tc.lk*hd, 1))
-				gv, cv := both(g, c, dt, []int{tc.lk, hd}, randVals(rng, tc.lk*hd, 1))
+				gq, cq := both(g, c, dt, []int{tc.lq, hd}, randVals(r, tc.lq*hd, 1))
+				gk, ck := both(g, c, dt, []int{tc.lk, hd}, randVals(r, tc.lk*hd, 1))
+				gv, cv := both(g, c, dt, []int{tc.lk, hd}, randVals(r, tc.lk*hd, 1))
 				nb := tc.heads * (tc.lq + tc.lk - 1)
-				gb, cb := both(g, c, dt, []int{tc.heads, tc.lq + tc.lk - 1}, randVals(rng, nb, 4))
+				gb, cb := both(g, c, dt, []int{tc.heads, tc.lq + tc.lk - 1}, randVals(r, nb, 4))
 				gy := g.RelPosAttention(gq, gk, gv, gb, tc.heads, tc.kl)
 				cy := c.RelPosAttention(cq, ck, cv, cb, tc.heads, tc.kl)
 				golden.Compare(t, "relpos attention "+tc.name, g.Download(gy), c.Download(cy), vaeTol(dt))
@@ -40,9 +39,9 @@ func TestRelPosAttentionMatchesCPU(t *testing.T) {
 
 func TestGELUTanhStepsMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
-	rng := rand.New(rand.NewPCG(11, 12))
+	r := rng(t)
 	for _, dt := range vaeDTypes {
-		x := randVals(rng, 5000, 6)
+		x := randVals(r, 5000, 6)
 		gx, cx := both(g, c, dt, []int{50, 100}, x)
 		golden.Compare(t, "gelu tanh steps "+dt.String(), g.Download(g.GELUTanhSteps(gx)), c.Download(c.GELUTanhSteps(cx)), vaeTol(dt))
 	}

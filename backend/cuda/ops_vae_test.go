@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -17,23 +16,12 @@ import (
 // (the reference implementation) on the same random inputs. They skip
 // without a GPU; the argument checks at the end need none.
 
-var vaeGPU struct {
-	once sync.Once
-	b    *Backend
-	err  error
-}
-
-// vaeBackends opens the GPU once for these tests (skipping without one) and
-// returns it with poisoning on, so an output element a kernel forgot to
-// write reads NaN, together with a CPU backend.
+// vaeBackends returns the shared GPU backend (skipping without one; new
+// tensors are poisoned with NaN, so an output element a kernel forgot to
+// write shows) and a CPU backend, the reference.
 func vaeBackends(t testing.TB) (*Backend, *cpu.Backend) {
 	t.Helper()
-	vaeGPU.once.Do(func() { vaeGPU.b, vaeGPU.err = Open() })
-	if vaeGPU.err != nil {
-		t.Skipf("no usable CUDA GPU, GPU op test not run: %v", vaeGPU.err)
-	}
-	vaeGPU.b.Poison = true
-	return vaeGPU.b, cpu.New()
+	return gpu(t), cpu.New()
 }
 
 // randVals returns n values uniform in [-a, a].
@@ -80,19 +68,19 @@ func TestConv3dMatchesCPU(t *testing.T) {
 		{"wide2d", 128, 384, 1, 16, 24, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
 		{"rgbIn", 3, 96, 2, 7, 9, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
 	}
-	rng := rand.New(rand.NewPCG(1, 2))
+	r := rng(t)
 	for _, tc := range cases {
 		for _, dt := range vaeDTypes {
 			t.Run(tc.name+"/"+dt.String(), func(t *testing.T) {
 				xs := []int{tc.cin, tc.T, tc.H, tc.W}
 				ws := []int{tc.cout, tc.cin, tc.kt, tc.kh, tc.kw}
-				x := randVals(rng, tensor.NumElements(xs), 1)
-				w := randVals(rng, tensor.NumElements(ws), 1/float32(tc.kt*tc.kh*tc.kw))
+				x := randVals(r, tensor.NumElements(xs), 1)
+				w := randVals(r, tensor.NumElements(ws), 1/float32(tc.kt*tc.kh*tc.kw))
 				gx, cx := both(g, c, dt, xs, x)
 				gw, cw := both(g, c, dt, ws, w)
 				var gb, cb backend.Tensor
 				if tc.bias {
-					gb, cb = both(g, c, dt, []int{tc.cout}, randVals(rng, tc.cout, 0.5))
+					gb, cb = both(g, c, dt, []int{tc.cout}, randVals(r, tc.cout, 0.5))
 				}
 				gy := g.Conv3d(gx, gw, gb, tc.p)
 				cy := c.Conv3d(cx, cw, cb, tc.p)
@@ -107,7 +95,7 @@ func TestConv3dMatchesCPU(t *testing.T) {
 
 func TestChannelRMSNormMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
-	rng := rand.New(rand.NewPCG(3, 4))
+	r := rng(t)
 	shape := []int{40, 3, 5, 7}
 	for _, dt := range vaeDTypes {
 		for _, silu := range []bool{false, true} {
@@ -116,13 +104,13 @@ func TestChannelRMSNormMatchesCPU(t *testing.T) {
 				name += "/silu"
 			}
 			t.Run(name, func(t *testing.T) {
-				x := randVals(rng, tensor.NumElements(shape), 3)
+				x := randVals(r, tensor.NumElements(shape), 3)
 				P := len(x) / shape[0]
 				for ch := 0; ch < shape[0]; ch++ {
 					x[ch*P] = 0 // position 0 is zero in every channel: the 1e-12 floor
 				}
 				gx, cx := both(g, c, dt, shape, x)
-				gg, cg := both(g, c, dt, []int{shape[0]}, randVals(rng, shape[0], 2))
+				gg, cg := both(g, c, dt, []int{shape[0]}, randVals(r, shape[0], 2))
 				golden.Compare(t, "channel rms norm", g.Download(g.ChannelRMSNorm(gx, gg, silu)), c.Download(c.ChannelRMSNorm(cx, cg, silu)), vaeTol(dt))
 			})
 		}
@@ -131,10 +119,10 @@ func TestChannelRMSNormMatchesCPU(t *testing.T) {
 
 func TestUpsampleNearest2xMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
-	rng := rand.New(rand.NewPCG(5, 6))
+	r := rng(t)
 	shape := []int{5, 3, 7, 9}
 	for _, dt := range vaeDTypes {
-		x := randVals(rng, tensor.NumElements(shape), 1)
+		x := randVals(r, tensor.NumElements(shape), 1)
 		gx, cx := both(g, c, dt, shape, x)
 		gy, cy := g.UpsampleNearest2x(gx), c.UpsampleNearest2x(cx)
 		if !slices.Equal(gy.Shape(), []int{5, 3, 14, 18}) {
@@ -148,11 +136,11 @@ func TestUpsampleNearest2xMatchesCPU(t *testing.T) {
 
 func TestFrameAttentionMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
-	rng := rand.New(rand.NewPCG(7, 8))
+	r := rng(t)
 	for _, shape := range [][]int{{192, 2, 6, 10}, {72, 1, 5, 7}} {
 		for _, dt := range vaeDTypes {
 			t.Run(dt.String(), func(t *testing.T) {
-				x := randVals(rng, tensor.NumElements(shape), 2)
+				x := randVals(r, tensor.NumElements(shape), 2)
 				gx, cx := both(g, c, dt, shape, x)
 				gy, cy := g.FrameAttention(gx), c.FrameAttention(cx)
 				want := []int{shape[0] / 3, shape[1], shape[2], shape[3]}

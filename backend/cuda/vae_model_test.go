@@ -1,7 +1,6 @@
 package cuda
 
 import (
-	"math/rand/v2"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
@@ -39,14 +38,14 @@ func TestVAEModelMatchesCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rng := rand.New(rand.NewPCG(13, 14))
+	r := rng(t)
 	lshape := []int{16, 3, 4, 6}
 	latent := make([]float32, tensor.NumElements(lshape))
 	for i := range latent {
-		latent[i] = float32(rng.NormFloat64())
+		latent[i] = float32(r.NormFloat64())
 	}
 	vshape := []int{3, 5, 16, 24}
-	video := randVals(rng, tensor.NumElements(vshape), 1)
+	video := randVals(r, tensor.NumElements(vshape), 1)
 	for _, dt := range vaeDTypes {
 		t.Run(dt.String(), func(t *testing.T) {
 			tol := 2e-2
