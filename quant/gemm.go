@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -48,7 +49,7 @@ func gemmInto(y []float32, xq []int8, sx []float32, wq []int8, sw []float32, m, 
 	kb := k / Block
 	mBlocks := ceilDiv(m, Block)
 	// Work unit: one 128-row block of X against all of W, in nTile slabs.
-	parallelFor(mBlocks, func(lo, hi int) {
+	parallel.For(mBlocks, func(lo, hi int) {
 		prod := make([]float32, kb) // sx·sw per k block for the current (row block, col block)
 		for bi := lo; bi < hi; bi++ {
 			r0, r1 := bi*Block, min(bi*Block+Block, m)

@@ -7,6 +7,8 @@ package quant
 import (
 	"fmt"
 	"math"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 )
 
 // Block is the tile edge of the quantiser and the k-block of the GEMM.
@@ -46,7 +48,7 @@ func Quantize(x []float32, m, n int) ([]int8, []float32, error) {
 // Tile rows are processed in parallel.
 func QuantizeInto(q []int8, s []float32, x []float32, m, n int) {
 	sr, sc := ScaleShape(m, n)
-	parallelFor(sr, func(lo, hi int) {
+	parallel.For(sr, func(lo, hi int) {
 		for bi := lo; bi < hi; bi++ {
 			r0, r1 := bi*Block, min(bi*Block+Block, m)
 			for bj := 0; bj < sc; bj++ {

@@ -3,6 +3,7 @@ package sla
 import (
 	"sort"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -37,7 +38,7 @@ func PooledScores(q, k []float32, g Geometry, bf16 bool) ([]float32, error) {
 		return x
 	}
 	scores := make([]float32, g.Heads*qb*kb)
-	parallelFor(g.Heads, func(lo, hi int) {
+	parallel.For(g.Heads, func(lo, hi int) {
 		for h := lo; h < hi; h++ {
 			at := func(x []float32, l int) []float32 { return x[(l*g.Heads+h)*d : (l*g.Heads+h)*d+d] }
 			// smoothing mean of k over all tokens

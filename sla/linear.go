@@ -3,6 +3,7 @@ package sla
 import (
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -36,7 +37,7 @@ func linear(q, k, v []float32, g Geometry, projW, projB []float32, mm MatMul) []
 	// Per head: KVᵀ [d, d] (the B operand of Qf·KV) and ks [d].
 	kvt := make([]float32, g.Heads*d*d)
 	ks := make([]float32, g.Heads*d)
-	parallelFor(g.Heads, func(lo, hi int) {
+	parallel.For(g.Heads, func(lo, hi int) {
 		kv := make([]float32, d*d)
 		sum := make([]float64, d)
 		for h := lo; h < hi; h++ {
@@ -63,7 +64,7 @@ func linear(q, k, v []float32, g Geometry, projW, projB []float32, mm MatMul) []
 	out := make([]float32, len(q))
 	eps := float32(1e-5)
 	chunks := (L + linearRows - 1) / linearRows
-	parallelFor(g.Heads*chunks, func(lo, hi int) {
+	parallel.For(g.Heads*chunks, func(lo, hi int) {
 		num := make([]float32, linearRows*d)
 		for t := lo; t < hi; t++ {
 			h, ci := t/chunks, t%chunks
@@ -99,7 +100,7 @@ func linear(q, k, v []float32, g Geometry, projW, projB []float32, mm MatMul) []
 func featureMap(x []float32, g Geometry) []float32 {
 	d := g.D
 	out := make([]float32, len(x))
-	parallelFor(len(x)/d, func(lo, hi int) {
+	parallel.For(len(x)/d, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := x[r*d : r*d+d]
 			m := float32(math.Inf(-1))

@@ -3,6 +3,7 @@ package sla
 import (
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -109,7 +110,7 @@ func sageSparse(q, k, v []float32, g Geometry, bmap []int8, mm MatMul) []float32
 		qf, kf, v8t []float32 // codes as float32; v8 as [d, L]
 	}
 	heads := make([]operands, g.Heads)
-	parallelFor(g.Heads, func(lo, hi int) {
+	parallel.For(g.Heads, func(lo, hi int) {
 		for h := lo; h < hi; h++ {
 			b := h * L * d
 			z := sageQuantize(q[b:b+L*d], k[b:b+L*d], v[b:b+L*d], g)
@@ -123,7 +124,7 @@ func sageSparse(q, k, v []float32, g Geometry, bmap []int8, mm MatMul) []float32
 	})
 	sm := float32(1/math.Sqrt(float64(d))) * float32(1.44269504088896340736)
 	out := make([]float32, len(q))
-	parallelFor(g.Heads*qb, func(lo, hi int) {
+	parallel.For(g.Heads*qb, func(lo, hi int) {
 		bq, bk := g.BlockQ, g.BlockK
 		s := make([]float32, bq*bk)
 		o := make([]float32, bq*d)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -137,7 +138,7 @@ func compute(q, k, v []float32, cfg Config, projW, projB []float32, withLinear b
 		if withLinear {
 			ol = linear(qh, kh, vh, gh, projW, projB, mm)
 		}
-		parallelFor(g.L, func(lo, hi int) {
+		parallel.For(g.L, func(lo, hi int) {
 			for l := lo; l < hi; l++ {
 				dst := out[l*hd+h*d : l*hd+h*d+d]
 				for c := range dst {
@@ -210,7 +211,7 @@ func checkMap(m []int8, g Geometry) error {
 func headOf(x []float32, g Geometry, h int) []float32 {
 	out := make([]float32, g.L*g.D)
 	hd := g.Heads * g.D
-	parallelFor(g.L, func(lo, hi int) {
+	parallel.For(g.L, func(lo, hi int) {
 		for l := lo; l < hi; l++ {
 			src := x[l*hd+h*g.D : l*hd+h*g.D+g.D]
 			dst := out[l*g.D : l*g.D+g.D]

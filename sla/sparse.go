@@ -3,6 +3,7 @@ package sla
 import (
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -17,13 +18,13 @@ func sparse(q, k, v []float32, g Geometry, order [][]int, mm MatMul) []float32 {
 	// The kernel's constant: Python computes qk_scale·log2(e) in float64.
 	scale := float32(math.Pow(float64(d), -0.5) * 1.4426950408889634)
 	vt := make([][]float32, g.Heads) // V per head as [d, L], the B operand of P·V
-	parallelFor(g.Heads, func(lo, hi int) {
+	parallel.For(g.Heads, func(lo, hi int) {
 		for h := lo; h < hi; h++ {
 			vt[h] = transpose(v[h*L*d:(h+1)*L*d], L, d)
 		}
 	})
 	out := make([]float32, len(q))
-	parallelFor(g.Heads*qb, func(lo, hi int) {
+	parallel.For(g.Heads*qb, func(lo, hi int) {
 		bq, bk := g.BlockQ, g.BlockK
 		mrow := make([]float32, bq)
 		lrow := make([]float32, bq)

@@ -1,12 +1,13 @@
-package sla
+// Package parallel splits index ranges over the cores, for the pure-Go kernels.
+package parallel
 
 import (
 	"runtime"
 	"sync"
 )
 
-// parallelFor runs f over [0, n) in contiguous chunks, one per core.
-func parallelFor(n int, f func(lo, hi int)) {
+// For runs f over [0, n) in contiguous chunks, one per core.
+func For(n int, f func(lo, hi int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
 	if workers <= 1 {
 		f(0, n)
