@@ -1,5 +1,7 @@
-// Package checkpoint reads model weights as users download them: safetensors
-// and PyTorch .pth files, memory-mapped, each tensor converted on use.
+// Package checkpoint reads model weights as users download them (safetensors
+// and PyTorch .pth files, memory-mapped, each tensor converted on use) and
+// writes both formats (WritePth emits what torch.save itself writes, so a
+// quantised checkpoint loads in the reference code).
 package checkpoint
 
 import (
