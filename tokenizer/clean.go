@@ -6,6 +6,7 @@ import (
 )
 
 //go:generate sh -c "python3 gen_entities.py > html_entities.go && gofmt -w html_entities.go"
+// ftfy_tables.go needs ftfy's source: python3 gen_ftfy.py /path/to/python-ftfy > ftfy_tables.go
 
 // Clean is the reference's prompt cleaning (Wan/TD umT5 tokenizer,
 // clean="whitespace"): ftfy.fix_text (see fixText for what is reproduced),

