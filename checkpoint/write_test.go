@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -306,5 +307,74 @@ func TestSafetensorsMetadata(t *testing.T) {
 	}
 	if len(f.Names()) != 1 {
 		t.Errorf("names %q", f.Names())
+	}
+}
+
+// shiftedReader presents data as if it started at byte pad of a larger
+// file, so an archive written with offsets past 4 GiB can be read back
+// without writing 4 GiB.
+type shiftedReader struct {
+	pad  int64
+	data []byte
+}
+
+func (s shiftedReader) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for ; n < len(p) && off+int64(n) < s.pad; n++ {
+		p[n] = 0
+	}
+	if n < len(p) {
+		i := off + int64(n) - s.pad
+		if i >= int64(len(s.data)) {
+			return n, io.EOF
+		}
+		n += copy(p[n:], s.data[i:])
+		if n < len(p) {
+			return n, io.EOF
+		}
+	}
+	return n, nil
+}
+
+// Past 4 GiB the records need zip64 offsets in the central directory; the
+// 64-byte alignment must still hold there.
+func TestWritePthZip64Offsets(t *testing.T) {
+	const start = 5 << 30
+	var buf bytes.Buffer
+	zw := &alignedZip{w: zip.NewWriter(&buf), path: "big.pth", off: start}
+	zw.w.SetOffset(start)
+	records := map[string][]byte{"a/data.pkl": []byte("pickle"), "a/data/0": make([]byte, 100), "a/data/1": []byte{1, 2, 3}}
+	for _, name := range []string{"a/data.pkl", "a/data/0", "a/data/1"} {
+		zw.add(name, records[name])
+	}
+	if zw.err != nil {
+		t.Fatal(zw.err)
+	}
+	if err := zw.w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := shiftedReader{pad: start, data: buf.Bytes()}
+	zr, err := zip.NewReader(r, start+int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(zr.File) != 3 {
+		t.Fatalf("%d records, wrote 3", len(zr.File))
+	}
+	for _, f := range zr.File {
+		off, err := f.DataOffset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off < start || off%64 != 0 {
+			t.Errorf("%s: data at %d, want a multiple of 64 past %d", f.Name, off, start)
+		}
+		got := make([]byte, f.UncompressedSize64)
+		if _, err := r.ReadAt(got, off); err != nil && err != io.EOF {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, records[f.Name]) {
+			t.Errorf("%s: data differs", f.Name)
+		}
 	}
 }
