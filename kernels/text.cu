@@ -27,11 +27,33 @@ extern "C" __global__ void relpos_attn_kernel(void* out, const void* q, const vo
   for (int c = threadIdx.x; c < d; c += blockDim.x) qs[c] = ldv(q, dt, qoff + c);
   __syncthreads();
   const long long boff = (long long)h * (Lq + Lk - 1) + (Lq - 1 - i);
+  // Key rows are 16-byte aligned when d and H·d are multiples of 16 bytes
+  // (the tensor itself is pool-aligned).
+  const int es = dt == DT_BF16 ? 2 : 4;
+  const bool vec = ((long long)d * es) % 16 == 0;
   float mx = -INFINITY;
   for (int j = threadIdx.x; j < keyLen; j += blockDim.x) {
     const long long koff = (long long)j * hd + (long long)h * d;
     float s = 0.f;
-    for (int c = 0; c < d; ++c) s = __fadd_rn(s, __fmul_rn(qs[c], ldv(k, dt, koff + c)));
+    if (vec) {  // 16-byte loads of the key row, same summation order
+      const uint4* kr = (const uint4*)((const char*)k + koff * es);
+      for (int c = 0; c < d; c += 16 / es) {
+        uint4 u = kr[c / (16 / es)];
+        u32 w[4] = {u.x, u.y, u.z, u.w};
+        if (es == 2) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            float kv = __uint_as_float(e & 1 ? w[e >> 1] & 0xffff0000u : w[e >> 1] << 16);
+            s = __fadd_rn(s, __fmul_rn(qs[c + e], kv));
+          }
+        } else {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s = __fadd_rn(s, __fmul_rn(qs[c + e], __uint_as_float(w[e])));
+        }
+      }
+    } else {
+      for (int c = 0; c < d; ++c) s = __fadd_rn(s, __fmul_rn(qs[c], ldv(k, dt, koff + c)));
+    }
     float l = rdt(dt, __fadd_rn(rdt(dt, s), ldv(bias, bdt, boff + j)));
     ps[j] = l;
     mx = fmaxf(mx, l);

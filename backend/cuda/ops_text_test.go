@@ -19,6 +19,7 @@ func TestRelPosAttentionMatchesCPU(t *testing.T) {
 		{"square", 24, 24, 4, 16, 17},
 		{"fewerQueries", 7, 24, 3, 8, 24},
 		{"umt5Head", 130, 150, 2, 64, 140}, // more keys than threads, d = 64 as umT5-XXL
+		{"oddHead", 5, 9, 2, 6, 9},         // rows not 16-byte aligned: the scalar key loads
 	}
 	for _, tc := range cases {
 		for _, dt := range vaeDTypes {
