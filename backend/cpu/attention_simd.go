@@ -83,9 +83,7 @@ func (b *Backend) attentionSIMD(q, k, v, out []float32, g attnGeom) {
 				kp := kpAllH[k0*d : k0*d+kPanels*gemmNR*d]
 				vp := vpAllH[k0*dp : k0*dp+nk*dp]
 				for ir := 0; ir < nq; ir += gemmMR {
-					for p := 0; p < kPanels; p++ {
-						kernel6x16(d, qp[ir*d:(ir+gemmMR)*d], kp[p*gemmNR*d:(p+1)*gemmNR*d], s[ir*bk+p*gemmNR:], bk, false)
-					}
+					kernelRow(d, qp[ir*d:(ir+gemmMR)*d], kp, kPanels, s[ir*bk:], bk, false)
 				}
 				for i := 0; i < nq; i++ {
 					sr := s[i*bk : i*bk+nk]
@@ -100,9 +98,7 @@ func (b *Backend) attentionSIMD(q, k, v, out []float32, g attnGeom) {
 				}
 				packA(pp, s, bk, 0, nq, 0, nk)
 				for ir := 0; ir < nq; ir += gemmMR {
-					for p := 0; p < dp/gemmNR; p++ {
-						kernel6x16(nk, pp[ir*nk:(ir+gemmMR)*nk], vp[p*gemmNR*nk:(p+1)*gemmNR*nk], o[ir*dp+p*gemmNR:], dp, true)
-					}
+					kernelRow(nk, pp[ir*nk:(ir+gemmMR)*nk], vp, dp/gemmNR, o[ir*dp:], dp, true)
 				}
 			}
 			for i := 0; i < nq; i++ {

@@ -163,27 +163,40 @@ func (be *Backend) gemmPacked(m, n, k int, a []float32, lda int, b []float32, ld
 						packed = ib
 					}
 					p0, p1 := s*panels/split, (s+1)*panels/split
-					for p := p0; p < p1; p++ {
+					step := 1
+					if useAVX512 {
+						step = 2 // pairs of panels through the 6×32 kernel
+					}
+					for p := p0; p < p1; p += step {
+						np := min(step, p1-p)
+						full := np // panels of 16 valid columns
+						if jc+(p+np)*gemmNR > n {
+							full--
+						}
 						j0 := jc + p*gemmNR
-						nr := min(gemmNR, n-j0)
-						bpan := (*bp)[p*gemmNR*kc : (p+1)*gemmNR*kc]
+						bpan := (*bp)[p*gemmNR*kc : (p+np)*gemmNR*kc]
 						for ir := 0; ir < mc; ir += gemmMR {
 							mr := min(gemmMR, mc-ir)
 							apan := (*ap)[ir*kc : ir*kc+gemmMR*kc]
-							if mr == gemmMR && nr == gemmNR && (ic+ir+mr-1)*ldc+j0+gemmNR <= len(c) {
-								kernel6x16(kc, apan, bpan, c[(ic+ir)*ldc+j0:], ldc, !first)
-								continue
+							q := 0
+							if mr == gemmMR && full > 0 {
+								kernelRow(kc, apan, bpan, full, c[(ic+ir)*ldc+j0:], ldc, !first)
+								q = full
 							}
-							// ragged edge: compute the full tile aside, copy the valid part
-							kernel6x16(kc, apan, bpan, *tile, gemmNR, false)
-							for i := 0; i < mr; i++ {
-								row := c[(ic+ir+i)*ldc+j0 : (ic+ir+i)*ldc+j0+nr]
-								src := (*tile)[i*gemmNR : i*gemmNR+nr]
-								if first {
-									copy(row, src)
-								} else {
-									for j := range row {
-										row[j] += src[j]
+							// ragged edges: compute the full tile aside, copy the valid part
+							for ; q < np; q++ {
+								jq := j0 + q*gemmNR
+								nr := min(gemmNR, n-jq)
+								kernel6x16(kc, apan, bpan[q*gemmNR*kc:(q+1)*gemmNR*kc], *tile, gemmNR, false)
+								for i := 0; i < mr; i++ {
+									row := c[(ic+ir+i)*ldc+jq : (ic+ir+i)*ldc+jq+nr]
+									src := (*tile)[i*gemmNR : i*gemmNR+nr]
+									if first {
+										copy(row, src)
+									} else {
+										for j := range row {
+											row[j] += src[j]
+										}
 									}
 								}
 							}

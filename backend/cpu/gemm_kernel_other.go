@@ -12,3 +12,7 @@ var (
 func kernel6x16(k int, a, b, c []float32, ldc int, acc bool) {
 	panic("cpu: no SIMD GEMM kernel on this architecture")
 }
+
+func kernelRow(k int, a, b []float32, np int, c []float32, ldc int, acc bool) {
+	panic("cpu: no SIMD GEMM kernel on this architecture")
+}
