@@ -72,7 +72,8 @@ func (b *Backend) Permute(t backend.Tensor, perm ...int) backend.Tensor {
 		st[i] = inStride[p]
 	}
 	out := newOut(c.dt, outShape)
-	if len(out.F) == 0 {
+	if nd == 0 || len(out.F) == 0 {
+		copy(out.F, c.F)
 		return out
 	}
 	last := outShape[nd-1]

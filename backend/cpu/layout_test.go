@@ -79,6 +79,10 @@ func TestPermute(t *testing.T) {
 	if relErr(be.Download(bt), f64(be.Download(big))) != 0 {
 		t.Errorf("Permute round trip differs")
 	}
+	sc := be.Permute(be.Upload(tensor.F32, nil, []float32{3}))
+	if v := be.Download(sc); len(v) != 1 || v[0] != 3 {
+		t.Errorf("Permute of a scalar gives %v", v)
+	}
 	expectFail(t, "Permute dup", func() { be.Permute(x, 0, 0, 1, 2) }, "permutation")
 	expectFail(t, "Permute len", func() { be.Permute(x, 0, 1) }, "4")
 }
