@@ -43,10 +43,11 @@ func Path(t testing.TB, name string) string {
 	return p
 }
 
-// Open opens a checkpoint-format file of the set and closes it with the test.
+// Open opens a checkpoint of the set (safetensors or .pth) and closes it
+// with the test.
 func Open(t testing.TB, name string) checkpoint.File {
 	t.Helper()
-	f, err := checkpoint.OpenSafetensors(Path(t, name))
+	f, err := checkpoint.Open(Path(t, name))
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
