@@ -58,19 +58,21 @@ func testAttention(t *testing.T) {
 		qv, kv, vv := randVals(r, c.batch*c.lq*w, 3), randVals(r, c.batch*c.lk*w, 1), randVals(r, c.batch*c.lk*w, 1)
 		scale := 1 / math.Sqrt(float64(c.d))
 		want := refAttention(qv, kv, vv, c.batch, c.lq, c.lk, c.heads, c.d, float64(float32(scale)))
-		both(t, func(t *testing.T, dt tensor.DType) {
-			q := be.Upload(dt, []int{c.batch, c.lq, w}, qv)
-			k := be.Upload(dt, []int{c.batch, c.lk, w}, kv)
-			v := be.Upload(dt, []int{c.batch, c.lk, w}, vv)
-			got := be.Download(be.Attention(q, k, v, c.heads, float32(scale)))
-			name := fmt.Sprintf("Attention %+v %v", c, dt)
-			if dt == tensor.F32 {
-				checkClose(t, name, got, want, 2e-6)
-				return
-			}
-			checkBF16(t, name, got)
-			// bf16 P and output rounding: ~3e-3 relative per element, less on average.
-			checkClose(t, name, got, want, 6e-3)
+		t.Run(fmt.Sprintf("b%d_q%d_k%d_h%d_d%d", c.batch, c.lq, c.lk, c.heads, c.d), func(t *testing.T) {
+			both(t, func(t *testing.T, dt tensor.DType) {
+				q := be.Upload(dt, []int{c.batch, c.lq, w}, qv)
+				k := be.Upload(dt, []int{c.batch, c.lk, w}, kv)
+				v := be.Upload(dt, []int{c.batch, c.lk, w}, vv)
+				got := be.Download(be.Attention(q, k, v, c.heads, float32(scale)))
+				name := fmt.Sprintf("Attention %+v %v", c, dt)
+				if dt == tensor.F32 {
+					checkClose(t, name, got, want, 2e-6)
+					return
+				}
+				checkBF16(t, name, got)
+				// bf16 P and output rounding: ~3e-3 relative per element, less on average.
+				checkClose(t, name, got, want, 6e-3)
+			})
 		})
 	}
 	q := be.Upload(tensor.F32, []int{4, 8}, make([]float32, 32))

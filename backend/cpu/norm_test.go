@@ -105,37 +105,39 @@ func TestRMSNorm(t *testing.T) {
 			}
 			return y
 		}
-		both(t, func(t *testing.T, dt tensor.DType) {
-			x := be.Upload(dt, []int{rows, d}, xv)
-			w := be.Upload(tensor.F32, []int{d}, wv)
-			for _, mode := range []backend.NormMode{backend.NormFast, backend.NormDefault} {
-				got := be.Download(be.RMSNorm(x, w, eps, mode))
-				want := ref(mode, dt)
-				if dt == tensor.F32 {
-					checkClose(t, "RMSNorm f32 d="+itoa(d), got, want, 1e-6)
-					continue
-				}
-				// bf16: one rounding of a float32 value that is within a few
-				// float32 ulps of want -> at most 1 bf16 ulp away, and mostly exact.
-				checkBF16(t, "RMSNorm", got)
-				if u := maxULPbf16(got, want); u > 1 {
-					t.Errorf("RMSNorm mode %d d=%d: %.2f bf16 ulps from reference", mode, d, u)
-				}
-				exact := 0
-				rw := roundRef(dt, want)
-				for i := range got {
-					if float64(got[i]) == rw[i] {
-						exact++
+		t.Run("d"+itoa(d), func(t *testing.T) {
+			both(t, func(t *testing.T, dt tensor.DType) {
+				x := be.Upload(dt, []int{rows, d}, xv)
+				w := be.Upload(tensor.F32, []int{d}, wv)
+				for _, mode := range []backend.NormMode{backend.NormFast, backend.NormDefault} {
+					got := be.Download(be.RMSNorm(x, w, eps, mode))
+					want := ref(mode, dt)
+					if dt == tensor.F32 {
+						checkClose(t, "RMSNorm f32 d="+itoa(d), got, want, 1e-6)
+						continue
+					}
+					// bf16: one rounding of a float32 value that is within a few
+					// float32 ulps of want -> at most 1 bf16 ulp away, and mostly exact.
+					checkBF16(t, "RMSNorm", got)
+					if u := maxULPbf16(got, want); u > 1 {
+						t.Errorf("RMSNorm mode %d d=%d: %.2f bf16 ulps from reference", mode, d, u)
+					}
+					exact := 0
+					rw := roundRef(dt, want)
+					for i := range got {
+						if float64(got[i]) == rw[i] {
+							exact++
+						}
+					}
+					if float64(exact) < 0.99*float64(len(got)) {
+						t.Errorf("RMSNorm mode %d d=%d: only %d/%d equal to the rounded reference", mode, d, exact, len(got))
 					}
 				}
-				if float64(exact) < 0.99*float64(len(got)) {
-					t.Errorf("RMSNorm mode %d d=%d: only %d/%d equal to the rounded reference", mode, d, exact, len(got))
+				// the two modes must differ for bf16 (double rounding)
+				if dt == tensor.BF16 && relErr(be.Download(be.RMSNorm(x, w, eps, backend.NormFast)), f64(be.Download(be.RMSNorm(x, w, eps, backend.NormDefault)))) == 0 {
+					t.Errorf("NormFast and NormDefault agree exactly for bf16 d=%d; expected double-rounding differences", d)
 				}
-			}
-			// the two modes must differ for bf16 (double rounding)
-			if dt == tensor.BF16 && relErr(be.Download(be.RMSNorm(x, w, eps, backend.NormFast)), f64(be.Download(be.RMSNorm(x, w, eps, backend.NormDefault)))) == 0 {
-				t.Errorf("NormFast and NormDefault agree exactly for bf16 d=%d; expected double-rounding differences", d)
-			}
+			})
 		})
 	}
 	x := be.Upload(tensor.BF16, []int{2, 4}, make([]float32, 8))
