@@ -210,3 +210,28 @@ func editVocab(t *testing.T, js []byte, i int, score any) string {
 	}
 	return string(b)
 }
+
+// TestConcurrentEncode: one Tokenizer shared by goroutines gives the same
+// ids as sequential use (scratch buffers are per call).
+func TestConcurrentEncode(t *testing.T) {
+	cases := loadCases(t)
+	tk := loadT(t, goldenDir(t))
+	done := make(chan error, 4)
+	for g := 0; g < 4; g++ {
+		go func(g int) {
+			for k := range cases.Cases {
+				c := &cases.Cases[(k+g*7)%len(cases.Cases)]
+				if ids, _ := tk.EncodePrompt(c.Text, cases.MaxLength); !slices.Equal(ids, c.RefClean.InputIDs) {
+					done <- fmt.Errorf("%s: ids differ under concurrency", c.Name)
+					return
+				}
+			}
+			done <- nil
+		}(g)
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
