@@ -122,3 +122,42 @@ func reportFlops(b *testing.B, flopsPerOp, cpu0 float64) {
 		b.ReportMetric(total/cpu/1e9, "GFLOP/cpu-s")
 	}
 }
+
+// Random shapes and strides, every kernel against the float64 reference;
+// several GEMMs run concurrently to exercise the shared packing pools.
+func TestGemmRandomShapes(t *testing.T) {
+	forEachKernel(t, func(t *testing.T) {
+		r := newRand(42)
+		errs := make(chan string, 64)
+		done := make(chan struct{})
+		const jobs = 24
+		for job := 0; job < jobs; job++ {
+			m, n, k := 1+r.IntN(150), 1+r.IntN(300), 1+r.IntN(600)
+			lda, ldb, ldc := k+r.IntN(3), k+r.IntN(3), n+r.IntN(3)
+			a, b := randVals(r, m*lda, 1), randVals(r, n*ldb, 1)
+			var bias []float32
+			if r.IntN(2) == 0 {
+				bias = randVals(r, n, 1)
+			}
+			go func() {
+				defer func() { done <- struct{}{} }()
+				c := make([]float32, (m-1)*ldc+n)
+				Gemm(m, n, k, a, lda, b, ldb, c, ldc, bias)
+				got := make([]float32, 0, m*n)
+				for i := 0; i < m; i++ {
+					got = append(got, c[i*ldc:i*ldc+n]...)
+				}
+				if e := relErr(got, refGemm(m, n, k, a, lda, b, ldb, bias)); e > 1e-6 {
+					errs <- fmt.Sprintf("%dx%dx%d (ld %d %d %d): rel_l2 %.2e", m, n, k, lda, ldb, ldc, e)
+				}
+			}()
+		}
+		for job := 0; job < jobs; job++ {
+			<-done
+		}
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	})
+}
