@@ -81,12 +81,13 @@ template <>
 __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgmma_rs_n64(o, a, db); }
 
 // Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk);
-// O: [B, Lq, H*D]. grid (ceil(Lq/128), H, B), 256 threads.
-template <int D>
+// O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows each: grid
+// (ceil(Lq/(64*NWG)), H, B), 128*NWG threads.
+template <int D, int NWG>
 __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                             const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
                                             int Lkp, int H, float scale_log2, int swap) {
-  constexpr int BM = 128, BN = 64, NT = 256;
+  constexpr int BM = 64 * NWG, BN = 64, NT = 128 * NWG;
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -220,11 +221,16 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   }
 }
 
-#define FLASH_WG(D)                                                                                          \
-  extern "C" __global__ void __launch_bounds__(256) flash_wgmma_d##D(                                         \
+#define FLASH_WG(D, NWG, MINB)                                                                               \
+  extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) flash_wgmma_d##D##_w##NWG##_b##MINB(         \
       const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
       int swap) {                                                                                            \
-    flash_wgmma<D>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                            \
+    flash_wgmma<D, NWG>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                       \
   }
-FLASH_WG(128)
-FLASH_WG(64)
+// Variants differ in occupancy: _w<NWG>_b<min blocks per SM> (b2 caps
+// registers at 128 so two blocks share an SM).
+FLASH_WG(128, 2, 1)
+FLASH_WG(128, 2, 2)
+FLASH_WG(128, 3, 1)
+FLASH_WG(64, 2, 1)
+FLASH_WG(64, 2, 2)

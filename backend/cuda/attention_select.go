@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -18,9 +19,18 @@ type attnState struct {
 	checked bool
 	wgmma   bool // use flash_wgmma_d* (sm_90a)
 	swap    int32
+	nwg     int // wgmma variant: consumer warpgroups per block
+	minb    int // and minimum blocks per SM (register cap)
 	forced  string
 	note    string
 }
+
+// WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
+// blocks per SM>"; SetAttentionKernel("wgmma:w2b2") picks one.
+var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1"}
+
+// defaultVariant is the variant used unless one is picked.
+const defaultVariant = "w2b1"
 
 // AttentionKernel says which dense attention kernel runs and why.
 func (b *Backend) AttentionKernel() string {
@@ -31,10 +41,17 @@ func (b *Backend) AttentionKernel() string {
 	return "mma.sync m16n8k16 " + b.attn.note
 }
 
-// SetAttentionKernel picks "mma" or "wgmma" (benchmarks compare them);
-// "" restores the default choice.
+// SetAttentionKernel picks "mma", "wgmma" or "wgmma:<variant>"
+// (benchmarks compare them); "" restores the default choice.
 func (b *Backend) SetAttentionKernel(k string) {
 	b.attn = attnState{forced: k}
+}
+
+func parseVariant(v string) (nwg, minb int, ok bool) {
+	if _, err := fmt.Sscanf(v, "w%db%d", &nwg, &minb); err != nil || nwg < 2 || nwg > 3 || minb < 1 || minb > 2 {
+		return 0, 0, false
+	}
+	return nwg, minb, true
 }
 
 // wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
@@ -51,7 +68,16 @@ func (b *Backend) wgmmaReady() bool {
 		want = os.Getenv(AttentionEnv)
 	}
 	if want == "mma" {
-		b.attn.note = "(chosen by " + AttentionEnv + ")"
+		b.attn.note = "(chosen by " + AttentionEnv + " or the caller)"
+		return false
+	}
+	variant := defaultVariant
+	if v, ok := strings.CutPrefix(want, "wgmma:"); ok {
+		variant = v
+	}
+	var ok bool
+	if b.attn.nwg, b.attn.minb, ok = parseVariant(variant); !ok {
+		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
 	if b.info.Arch != "sm_90" {
@@ -67,7 +93,7 @@ func (b *Backend) wgmmaReady() bool {
 		}
 		if rel < 1e-2 {
 			b.attn.wgmma, b.attn.swap = true, swap
-			b.attn.note = fmt.Sprintf("(start-up check: rel-L2 %.1e vs mma.sync, descriptor reading %d)", rel, swap)
+			b.attn.note = fmt.Sprintf("%s (start-up check: rel-L2 %.1e vs mma.sync, descriptor reading %d)", variant, rel, swap)
 			return true
 		}
 		errs = append(errs, fmt.Sprintf("descriptor reading %d: rel-L2 %.2e vs mma.sync", swap, rel))
@@ -123,13 +149,15 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	defer b.Free(vt)
 	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
 		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
-	smem := (128*d + 4*64*d) * 2
-	name := "flash_wgmma_d128"
-	if d == 64 {
-		name = "flash_wgmma_d64"
+	nwg, minb := b.attn.nwg, b.attn.minb
+	if d == 64 && nwg == 3 {
+		nwg, minb = 2, 1 // not built for d=64
 	}
+	bm := 64 * nwg
+	smem := (bm*d + 4*64*d) * 2
+	name := fmt.Sprintf("flash_wgmma_d%d_w%d_b%d", d, nwg, minb)
 	sl := float32(float64(scale) * math.Log2E)
-	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + 127) / 128, heads, batch}, [3]int{256, 1, 1}, smem,
+	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * nwg, 1, 1}, smem,
 		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)
 }
 

@@ -150,6 +150,9 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 		call(n.getLog, prog, ptr(&buf[0]))
 		log = string(buf)
 	}
+	if os.Getenv(VerboseEnv) != "" && log != "" {
+		fmt.Fprintf(os.Stderr, "nvrtc %s %s:\n%s\n", src.Name, arch, strings.TrimRight(log, "\x00\n"))
+	}
 	if rc != 0 {
 		return nil, &CompileError{Kernel: src.Name, Arch: arch, Log: fmt.Sprintf("%s\n%s", n.status(rc), annotate(log, files))}
 	}
@@ -164,9 +167,17 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 	return cubin, nil
 }
 
+// VerboseEnv, when set, makes NVRTC report each kernel's registers, shared
+// memory and spills (ptxas -v) on stderr.
+const VerboseEnv = "TURBODIFFUSION_NVRTC_VERBOSE"
+
 // compileOptions: no -lineinfo, which crashes NVRTC 11.8 (Debian) on sm_90.
 func compileOptions(arch string) []string {
-	return []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "-DNDEBUG"}
+	o := []string{"--gpu-architecture=" + arch, "--std=c++17", "-default-device", "-DNDEBUG"}
+	if os.Getenv(VerboseEnv) != "" {
+		o = append(o, "--ptxas-options=-v")
+	}
+	return o
 }
 
 // CacheDir is where compiled kernels are kept: $TURBODIFFUSION_KERNEL_CACHE

@@ -160,6 +160,9 @@ func (b *Backend) binop(name string, op int32, at, bt backend.Tensor) backend.Te
 	nb := suffixOf(name, a, c)
 	defer b.enter()()
 	out := b.newTensor(a.dt, a.shape)
+	if op == 0 && nb == a.n() && c.dt == tensor.BF16 && b.ewVec(3, out, a, c, 0, 0, 0, 0, 8) {
+		return out
+	}
 	if n := a.n(); n > 0 {
 		b.launch(b.fn("elementwise.cu", "binop_kernel"), b.gridFor(n), block256, 0, out.buf.ptr, a.buf.ptr, dtCode(a.dt),
 			c.buf.ptr, dtCode(c.dt), n, max(nb, 1), op)
@@ -178,6 +181,9 @@ func (b *Backend) unary(name string, op int32, t backend.Tensor, s float32) back
 	checkFloat(name, x)
 	defer b.enter()()
 	out := b.newTensor(x.dt, x.shape)
+	if op == 2 && b.ewVec(2, out, x, nil, 0, 0, 0, 0, 8) {
+		return out
+	}
 	if n := x.n(); n > 0 {
 		b.launch(b.fn("elementwise.cu", "unary_kernel"), b.gridFor(n), block256, 0, out.buf.ptr, x.buf.ptr, dtCode(x.dt), n, op, s)
 	}

@@ -62,7 +62,7 @@ func (b *Backend) LayerNorm(xt, w, bias backend.Tensor, eps float32, out tensor.
 	bp, bdt := vec("LayerNorm", "bias", bias, D)
 	defer b.enter()()
 	y := b.newTensor(out, x.shape)
-	if rows > 0 {
+	if rows > 0 && !b.lnVec(y, x, rows, D, wp, wdt, bp, bdt, 0, 0, 0, 0, 0, eps) {
 		b.launch(b.fn("norm.cu", "layernorm_kernel"), [3]int{int(rows), 1, 1}, normBlock(D), 0, y.buf.ptr, oc, x.buf.ptr, dtCode(x.dt),
 			wp, wdt, bp, bdt, uintptr(0), int32(0), uintptr(0), int32(0), int64(0), int32(D), eps)
 	}
@@ -84,7 +84,7 @@ func (b *Backend) LayerNormModulate(xt, shift, scale backend.Tensor, eps float32
 	}
 	defer b.enter()()
 	y := b.newTensor(x.dt, x.shape)
-	if rows > 0 {
+	if rows > 0 && !b.lnVec(y, x, rows, D, 0, 0, 0, 0, sp, sdt, cp, cdt, nv, eps) {
 		b.launch(b.fn("norm.cu", "layernorm_kernel"), [3]int{int(rows), 1, 1}, normBlock(D), 0, y.buf.ptr, dtCode(x.dt), x.buf.ptr, dtCode(x.dt),
 			uintptr(0), int32(0), uintptr(0), int32(0), sp, sdt, cp, cdt, nv, int32(D), eps)
 	}
@@ -106,7 +106,7 @@ func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMo
 	}
 	defer b.enter()()
 	y := b.newTensor(x.dt, x.shape)
-	if rows > 0 {
+	if rows > 0 && !b.rmsVec(y, x, rows, D, wp, wdt, eps, m) {
 		b.launch(b.fn("norm.cu", "rmsnorm_kernel"), [3]int{int(rows), 1, 1}, normBlock(D), 0, y.buf.ptr, x.buf.ptr, dtCode(x.dt),
 			wp, wdt, int32(D), eps, m)
 	}
@@ -124,7 +124,7 @@ func (b *Backend) Modulate(xt, shift, scale backend.Tensor) backend.Tensor {
 	}
 	defer b.enter()()
 	y := b.newTensor(x.dt, x.shape)
-	if n := x.n(); n > 0 {
+	if n := x.n(); n > 0 && !b.ewVec(0, y, x, nil, sp, sdt, cp, cdt, nv) {
 		b.launch(b.fn("elementwise.cu", "modulate_kernel"), b.gridFor(n), block256, 0, y.buf.ptr, x.buf.ptr, dtCode(x.dt),
 			sp, sdt, cp, cdt, n, nv)
 	}
@@ -142,7 +142,7 @@ func (b *Backend) GatedAdd(xt, yt, gate backend.Tensor) backend.Tensor {
 	gp, gdt, nv := suffixVec("GatedAdd", "gate", x, gate)
 	defer b.enter()()
 	out := b.newTensor(x.dt, x.shape)
-	if n := x.n(); n > 0 {
+	if n := x.n(); n > 0 && !b.ewVec(1, out, x, y, gp, gdt, 0, 0, nv) {
 		b.launch(b.fn("elementwise.cu", "gated_add_kernel"), b.gridFor(n), block256, 0, out.buf.ptr, x.buf.ptr, dtCode(x.dt),
 			y.buf.ptr, dtCode(y.dt), gp, gdt, n, nv)
 	}
@@ -164,7 +164,7 @@ func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
 	}
 	defer b.enter()()
 	y := b.newTensor(x.dt, x.shape)
-	if n := x.n() / 2; n > 0 {
+	if n := x.n() / 2; n > 0 && !b.ropeVec(y, x, a, x.n()/int64(heads*d), int64(L), heads, d) {
 		rows := x.n() / int64(heads*d)
 		b.launch(b.fn("norm.cu", "rope_kernel"), b.gridFor(n), block256, 0, y.buf.ptr, x.buf.ptr, dtCode(x.dt), a.buf.ptr,
 			rows, int64(L), int32(heads), int32(d))

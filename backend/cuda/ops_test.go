@@ -124,6 +124,9 @@ func TestElementwise(t *testing.T) {
 			compare(t, "add "+name, g, c, g.Add(a.g, bb.g), c.Add(a.c, bb.c), 0)
 			compare(t, "mul "+name, g, c, g.Mul(a.g, bb.g), c.Mul(a.c, bb.c), 0)
 		}
+		x1 := up(g, c, dt, []int{5, 96}, randn(r, 480, 1))
+		x2 := up(g, c, dt, []int{5, 96}, randn(r, 480, 1))
+		compare(t, "add same shape "+dt.String(), g, c, g.Add(x1.g, x2.g), c.Add(x1.c, x2.c), 0)
 		a := up(g, c, dt, []int{1000, 77}, randn(r, 77000, 2))
 		compare(t, "scale "+dt.String(), g, c, g.Scale(a.g, 0.37), c.Scale(a.c, 0.37), 0)
 		compare(t, "silu "+dt.String(), g, c, g.SiLU(a.g), c.SiLU(a.c), tol(dt)/10)
@@ -162,10 +165,15 @@ func TestLinear(t *testing.T) {
 
 func TestNorms(t *testing.T) {
 	g, c, r := gpu(t), ref(t), rng(t)
-	for _, dt := range dtypes() {
-		x := up(g, c, dt, []int{2, 77, 1536}, randn(r, 2*77*1536, 3))
-		w := up(g, c, tensor.BF16, []int{1536}, randn(r, 1536, 1))
-		bb := up(g, c, tensor.F32, []int{1536}, randn(r, 1536, 1))
+	for _, tc := range []struct {
+		dt tensor.DType
+		D  int
+	}{{tensor.F32, 1536}, {tensor.BF16, 1536}, {tensor.BF16, 5120}, {tensor.BF16, 1001}, {tensor.BF16, 4104}} {
+		dt, D := tc.dt, tc.D
+		t.Logf("width %d", D)
+		x := up(g, c, dt, []int{2, 77, D}, randn(r, 2*77*D, 3))
+		w := up(g, c, tensor.BF16, []int{D}, randn(r, D, 1))
+		bb := up(g, c, tensor.F32, []int{D}, randn(r, D, 1))
 		for _, out := range dtypes() {
 			name := dt.String() + "->" + out.String()
 			compare(t, "layernorm "+name, g, c, g.LayerNorm(x.g, nil, nil, 1e-6, out), c.LayerNorm(x.c, nil, nil, 1e-6, out), tol(out))
@@ -174,13 +182,13 @@ func TestNorms(t *testing.T) {
 		for _, mode := range []backend.NormMode{backend.NormFast, backend.NormDefault} {
 			compare(t, "rmsnorm "+dt.String(), g, c, g.RMSNorm(x.g, w.g, 1e-6, mode), c.RMSNorm(x.c, w.c, 1e-6, mode), tol(dt))
 		}
-		sh := up(g, c, tensor.F32, []int{1536}, randn(r, 1536, 0.5))
-		sc := up(g, c, tensor.F32, []int{1536}, randn(r, 1536, 0.5))
+		sh := up(g, c, tensor.F32, []int{D}, randn(r, D, 0.5))
+		sc := up(g, c, tensor.F32, []int{D}, randn(r, D, 0.5))
 		compare(t, "modulate "+dt.String(), g, c, g.Modulate(x.g, sh.g, sc.g), c.Modulate(x.c, sh.c, sc.c), tol(dt)/5)
 		want := c.Modulate(c.LayerNorm(x.c, nil, nil, 1e-6, dt), sh.c, sc.c)
 		compare(t, "layernorm+modulate fused "+dt.String(), g, c, g.LayerNormModulate(x.g, sh.g, sc.g, 1e-6), want, tol(dt))
-		y := up(g, c, dt, []int{2, 77, 1536}, randn(r, 2*77*1536, 1))
-		gate := up(g, c, tensor.F32, []int{1536}, randn(r, 1536, 0.5))
+		y := up(g, c, dt, []int{2, 77, D}, randn(r, 2*77*D, 1))
+		gate := up(g, c, tensor.F32, []int{D}, randn(r, D, 0.5))
 		compare(t, "gated add "+dt.String(), g, c, g.GatedAdd(x.g, y.g, gate.g), c.GatedAdd(x.c, y.c, gate.c), tol(dt)/5)
 	}
 }

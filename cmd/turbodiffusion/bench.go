@@ -123,9 +123,13 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 			k := b.Upload(tensor.BF16, []int{a.lk, W}, rnd.normal(a.lk*W))
 			v := b.Upload(tensor.BF16, []int{a.lk, W}, rnd.normal(a.lk*W))
 			s := float32(1 / math.Sqrt(float64(a.d)))
-			for _, kern := range []string{"mma", "wgmma"} {
+			kerns := []string{"mma"}
+			for _, v := range cuda.WGMMAVariants {
+				kerns = append(kerns, "wgmma:"+v)
+			}
+			for _, kern := range kerns {
 				b.SetAttentionKernel(kern)
-				if got := b.AttentionKernel(); !strings.HasPrefix(got, kern) {
+				if got := b.AttentionKernel(); !strings.HasPrefix(got, strings.Split(kern, ":")[0]) {
 					fmt.Fprintf(w, "attention kernel %s unavailable: %s\n", kern, got)
 					continue
 				}

@@ -1,0 +1,190 @@
+// vec.cu: bf16 fast paths of the DiT's memory-bound ops, 16-byte loads and
+// stores (8 bf16 per thread access). Same math and roundings as
+// elementwise.cu / norm.cu, which remain the general (any dtype) versions;
+// the backend takes these when x and out are bf16 and sizes are multiples
+// of 8.
+#include "common.cuh"
+
+struct bf8 {
+  uint4 u;
+};
+
+__device__ __forceinline__ void unpack8(const uint4& u, float* f) {
+  const u32 w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(w[i] << 16);
+    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+__device__ __forceinline__ uint4 pack8(const float* f) {
+  uint4 u;
+  u.x = pack_bf2(f[0], f[1]);
+  u.y = pack_bf2(f[2], f[3]);
+  u.z = pack_bf2(f[4], f[5]);
+  u.w = pack_bf2(f[6], f[7]);
+  return u;
+}
+
+// Elementwise over n bf16 values (n % 8 == 0) in chunks of 8; operand
+// vectors (shift/scale/gate) have nv elements with nv % 8 == 0, so a chunk
+// reads 8 consecutive operand values.
+// op 0: modulate  out = x*(1+scale)+shift          (a = shift, b = scale)
+// op 1: gated add out = x + bf16(y*bf16(gate))    (y, a = gate)
+// op 2: GELU tanh out = gelu(x)
+// op 3: add       out = x + y
+extern "C" __global__ void ew_bf16_kernel(bf16* out, const bf16* x, const bf16* y, const void* a, int adt,
+                                          const void* b, int bdt, long long n8, long long nv, int op) {
+  GRID_STRIDE(i, n8) {
+    float v[8], w[8];
+    unpack8(((const uint4*)x)[i], v);
+    if (op == 1 || op == 3) unpack8(((const uint4*)y)[i], w);
+    const long long c = (i * 8) % nv;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      float r;
+      if (op == 0) {
+        r = __fadd_rn(__fmul_rn(v[k], 1.f + ldv(b, bdt, c + k)), ldv(a, adt, c + k));
+      } else if (op == 1) {
+        float g = rbf(ldv(a, adt, c + k));
+        r = __fadd_rn(v[k], rbf(__fmul_rn(w[k], g)));
+      } else if (op == 2) {
+        const float k0 = 0.7978845608028654f;
+        float u = v[k];
+        r = 0.5f * u * (1.f + tanhf(k0 * (u + 0.044715f * u * u * u)));
+      } else {
+        r = v[k] + w[k];
+      }
+      v[k] = r;
+    }
+    ((uint4*)out)[i] = pack8(v);
+  }
+}
+
+// Row kernels keep the row in registers: VPT chunks of 8 per thread,
+// blockDim.x * VPT * 8 >= D.
+template <int VPT>
+__device__ __forceinline__ void load_row(const bf16* x, int D, float (*v)[8], bool* have) {
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    int c8 = threadIdx.x + j * blockDim.x;
+    have[j] = c8 * 8 < D;
+    if (have[j]) unpack8(((const uint4*)x)[c8], v[j]);
+  }
+}
+
+// LayerNorm of bf16 rows to bf16 (two-pass statistics from registers);
+// optional affine w, b; with nv != 0 the DiT modulation follows (see
+// layernorm_kernel in norm.cu for the rounding order).
+template <int VPT>
+__device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, int wdt, const void* bb, int bdt,
+                                        const void* shift, int shdt, const void* scale, int scdt, long long nv,
+                                        int D, float eps) {
+  __shared__ float sh[33];
+  const long long base = (long long)blockIdx.x * D;
+  float v[VPT][8];
+  bool have[VPT];
+  load_row<VPT>(x + base, D, v, have);
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j)
+    if (have[j])
+#pragma unroll
+      for (int k = 0; k < 8; ++k) s += v[j][k];
+  const float mean = block_sum(s, sh) / D;
+  float q = 0.f;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j)
+    if (have[j])
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        float d = v[j][k] - mean;
+        q += d * d;
+      }
+  const float rstd = rsqrtf(block_sum(q, sh) / D + eps);
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    if (!have[j]) continue;
+    const int c0 = (threadIdx.x + j * blockDim.x) * 8;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      float r = (v[j][k] - mean) * rstd;
+      if (wdt) r *= ldv(w, wdt, c0 + k);
+      if (bdt) r += ldv(bb, bdt, c0 + k);
+      if (nv) {
+        long long m = (base + c0 + k) % nv;
+        r = __fadd_rn(__fmul_rn(rbf(r), 1.f + ldv(scale, scdt, m)), ldv(shift, shdt, m));
+      }
+      v[j][k] = r;
+    }
+    ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
+  }
+}
+
+// mode 0 fast (one rounding), 1 default (x̂ rounded first), as rmsnorm_kernel.
+template <int VPT>
+__device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, int mode) {
+  __shared__ float sh[33];
+  const long long base = (long long)blockIdx.x * D;
+  float v[VPT][8];
+  bool have[VPT];
+  load_row<VPT>(x + base, D, v, have);
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j)
+    if (have[j])
+#pragma unroll
+      for (int k = 0; k < 8; ++k) s += v[j][k] * v[j][k];
+  const float rstd = rsqrtf(block_sum(s, sh) / D + eps);
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    if (!have[j]) continue;
+    const int c0 = (threadIdx.x + j * blockDim.x) * 8;
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      float r = v[j][k] * rstd;
+      if (mode == 1) r = rbf(r);
+      v[j][k] = r * ldv(w, wdt, c0 + k);
+    }
+    ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
+  }
+}
+
+#define ROW_KERNELS(VPT)                                                                                        \
+  extern "C" __global__ void ln_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, const void* b,      \
+                                            int bdt, const void* shift, int shdt, const void* scale, int scdt,  \
+                                            long long nv, int D, float eps) {                                   \
+    ln_body<VPT>(y, x, w, wdt, b, bdt, shift, shdt, scale, scdt, nv, D, eps);                                   \
+  }                                                                                                             \
+  extern "C" __global__ void rms_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, \
+                                             int mode) {                                                       \
+    rms_body<VPT>(y, x, w, wdt, D, eps, mode);                                                                  \
+  }
+ROW_KERNELS(1)
+ROW_KERNELS(2)
+ROW_KERNELS(4)
+
+// RoPE on bf16 [rows, heads*d]: each thread rotates 4 pairs (8 values).
+extern "C" __global__ void rope_bf16_kernel(bf16* y, const bf16* x, const float* angles, long long rows, long long L,
+                                            int heads, int d) {
+  const int half = d / 2;
+  const long long n8 = rows * heads * d / 8;
+  GRID_STRIDE(i, n8) {
+    const long long e = i * 8;                       // first element
+    const long long row = e / ((long long)heads * d);
+    const int p0 = (int)((e % d) / 2);               // first pair within the head
+    const float* an = angles + (row % L) * half + p0;
+    float v[8];
+    unpack8(((const uint4*)x)[i], v);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float sn, cs;
+      sincosf(an[k], &sn, &cs);
+      float a = v[2 * k], b = v[2 * k + 1];
+      v[2 * k] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+      v[2 * k + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+    }
+    ((uint4*)y)[i] = pack8(v);
+  }
+}
