@@ -61,25 +61,27 @@ extern "C" __global__ void conv_wpack_kernel(bf16* dst, const void* w, int wdt, 
   }
 }
 
-#define CV_BN 128
 #define CV_BK 32
 #define CV_THREADS 256
 
-// One block computes a BM x 128 output tile (BM = 32*MT output channels,
-// 128 consecutive positions). 8 warps: 2 along M (16*MT rows each) x 4
-// along N (32 positions each). K steps are double-buffered in shared
-// memory: the weight tile by cp.async, the gathered input tile through
+// One block computes a BM x BN output tile: BM = 32*MT output channels,
+// BN = 128*NB consecutive positions. 8 warps: 2 along M (16*MT rows each)
+// x 4 along N (32*NB positions each); NB = 2 halves the shared-memory
+// traffic per multiply-add at the price of one block per SM. K steps are
+// double-buffered in (dynamic) shared memory, 2*(BM*(32+8) + 32*(BN+8))
+// bf16: the weight tile by cp.async, the gathered input tile through
 // registers (loaded before the current step's math, stored after it).
-template <int MT>
+template <int MT, int NB>
 __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16* __restrict__ X,
                                                const bf16* __restrict__ Wr, const void* bias, int bdt, int Cin,
                                                int Ti, int Hi, int Wi, int Cout, int To, int Ho, int Wo, int ntap,
                                                int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw,
                                                int Cinp) {
-  constexpr int BM = 32 * MT, BN = CV_BN, BK = CV_BK;
+  constexpr int BM = 32 * MT, BN = 128 * NB, BK = CV_BK, WN = 32 * NB;
   constexpr int SA = BK + 8, SB = BN + 8;  // +8 bf16 per row: ldmatrix rows hit distinct banks
-  __shared__ __align__(16) bf16 sA[2][BM * SA];
-  __shared__ __align__(16) bf16 sB[2][BK * SB];
+  extern __shared__ __align__(16) unsigned char cv_smem[];
+  bf16* sA0 = (bf16*)cv_smem;  // [2][BM*SA]
+  bf16* sB0 = sA0 + 2 * BM * SA;  // [2][BK*SB]
 
   const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
   const long long HWi = (long long)Hi * Wi, THWi = (long long)Ti * HWi;
@@ -90,21 +92,26 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   const int nci = Cinp / BK, nk = ntap * nci, Ktot = ntap * Cinp;
   const bool cfull = (Cin % BK) == 0;
 
-  // The gather: this thread owns column bn of the input tile and rows
-  // br, br+2, ..., br+30 (channels ci0+row of the step's tap).
-  const int bn = tid & (BN - 1), br = tid >> 7;
-  const long long pos = n0 + bn;
-  const bool pvalid = pos < P;
-  int tb = 0, hb = 0, wb = 0;
-  if (pvalid) {
-    int to = (int)(pos / HWo);
-    long long rem = pos - (long long)to * HWo;
-    int ho = (int)(rem / Wo), wo = (int)(rem - (long long)ho * Wo);
-    tb = to * st - pt;
-    hb = ho * sh - ph;
-    wb = wo * sw - pw;
+  // The gather: this thread owns columns bn + 128q of the input tile and
+  // rows br, br+2, ..., br+30 (channels ci0+row of the step's tap).
+  const int bn = tid & 127, br = tid >> 7;
+  bool pvalid[NB];
+  int tb[NB], hb[NB], wb[NB];
+#pragma unroll
+  for (int q = 0; q < NB; ++q) {
+    const long long pos = n0 + bn + 128 * q;
+    pvalid[q] = pos < P;
+    tb[q] = hb[q] = wb[q] = 0;
+    if (pvalid[q]) {
+      int to = (int)(pos / HWo);
+      long long rem = pos - (long long)to * HWo;
+      int ho = (int)(rem / Wo), wo = (int)(rem - (long long)ho * Wo);
+      tb[q] = to * st - pt;
+      hb[q] = ho * sh - ph;
+      wb[q] = wo * sw - pw;
+    }
   }
-  bf16 breg[BK / 2];
+  bf16 breg[NB][BK / 2];
 
   // The K step to load next: tap (a, bb, c) and channel chunk cic, advanced
   // incrementally (no divisions in the loop).
@@ -121,33 +128,40 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   };
   auto load_b = [&]() {
     const int ci0 = ld_cic * BK;
-    int ti = tb + ld_a, yi = hb + ld_b, xi = wb + ld_c;
-    bool ok = pvalid && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
-    long long off = ok ? (long long)(ci0 + br) * THWi + (long long)ti * HWi + (long long)yi * Wi + xi : 0;
-    const bf16* p = X + off;
 #pragma unroll
-    for (int i = 0; i < BK / 2; ++i) {
-      bool in = ok && (cfull || ci0 + br + 2 * i < Cin);
-      breg[i] = in ? p[(long long)(2 * i) * THWi] : (bf16)0;
+    for (int q = 0; q < NB; ++q) {
+      int ti = tb[q] + ld_a, yi = hb[q] + ld_b, xi = wb[q] + ld_c;
+      bool ok = pvalid[q] && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
+      long long off = ok ? (long long)(ci0 + br) * THWi + (long long)ti * HWi + (long long)yi * Wi + xi : 0;
+      const bf16* p = X + off;
+#pragma unroll
+      for (int i = 0; i < BK / 2; ++i) {
+        bool in = ok && (cfull || ci0 + br + 2 * i < Cin);
+        breg[q][i] = in ? p[(long long)(2 * i) * THWi] : (bf16)0;
+      }
     }
   };
   auto store_b = [&](int s) {
+    bf16* sb = sB0 + s * BK * SB;
 #pragma unroll
-    for (int i = 0; i < BK / 2; ++i) sB[s][(br + 2 * i) * SB + bn] = breg[i];
+    for (int q = 0; q < NB; ++q)
+#pragma unroll
+      for (int i = 0; i < BK / 2; ++i) sb[(br + 2 * i) * SB + bn + 128 * q] = breg[q][i];
   };
   auto load_a = [&](int s) {
+    bf16* sa = sA0 + s * BM * SA;
     const bf16* src = Wr + (long long)ld_tap * Cinp + ld_cic * BK;
     for (int c = tid; c < BM * (BK / 8); c += CV_THREADS) {
       int row = c / (BK / 8), col = (c % (BK / 8)) * 8, m = m0 + row;
-      cv_cp_async16(&sA[s][row * SA + col], src + (long long)min(m, Cout - 1) * Ktot + col, m < Cout);
+      cv_cp_async16(&sa[row * SA + col], src + (long long)min(m, Cout - 1) * Ktot + col, m < Cout);
     }
   };
 
-  float acc[MT][4][4];
+  float acc[MT][4 * NB][4];
 #pragma unroll
   for (int i = 0; i < MT; ++i)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
+    for (int j = 0; j < 4 * NB; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.f;
 
   if (nk > 0) {
     load_b();
@@ -167,8 +181,8 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
       advance();
     }
     cv_cp_commit();
-    const bf16* a_s = sA[s];
-    const bf16* b_s = sB[s];
+    const bf16* a_s = sA0 + s * BM * SA;
+    const bf16* b_s = sB0 + s * BK * SB;
 #pragma unroll
     for (int kk = 0; kk < BK / 16; ++kk) {
       u32 af[MT][4];
@@ -176,9 +190,9 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
       for (int mt = 0; mt < MT; ++mt)
         cv_ldsm_x4(af[mt], &a_s[(wm * 16 * MT + mt * 16 + (lane & 15)) * SA + kk * 16 + (lane >> 4) * 8]);
 #pragma unroll
-      for (int np = 0; np < 2; ++np) {
+      for (int np = 0; np < 2 * NB; ++np) {
         u32 bfr[4];
-        cv_ldsm_x4_t(bfr, &b_s[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SB + wn * 32 + np * 16 + (lane >> 4) * 8]);
+        cv_ldsm_x4_t(bfr, &b_s[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * SB + wn * WN + np * 16 + (lane >> 4) * 8]);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           cv_mma(acc[mt][2 * np], af[mt], bfr[0], bfr[1]);
@@ -202,8 +216,8 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
       const float bv = bdt ? ldv(bias, bdt, row) : 0.f;
       bf16* yr = Y + (long long)row * P;
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const long long col = n0 + wn * 32 + nt * 8 + 2 * t4;
+      for (int nt = 0; nt < 4 * NB; ++nt) {
+        const long long col = n0 + wn * WN + nt * 8 + 2 * t4;
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
           if (col + e >= P) continue;
@@ -216,17 +230,22 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   }
 }
 
-#define CONV_BF16(MT)                                                                                             \
-  extern "C" __global__ void __launch_bounds__(CV_THREADS, 2) conv3d_bf16_m##MT(                                \
+// conv3d_bf16_m<MT> (128 positions, two blocks per SM) and
+// conv3d_bf16_m<MT>_w (256 positions, one block per SM).
+#define CONV_BF16(MT, NB, SUFFIX, MINB)                                                                           \
+  extern "C" __global__ void __launch_bounds__(CV_THREADS, MINB) conv3d_bf16_m##MT##SUFFIX(                     \
       bf16* Y, const bf16* X, const bf16* Wr, const void* bias, int bdt, int Cin, int Ti, int Hi, int Wi, int Cout, \
       int To, int Ho, int Wo, int ntap, int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw, int Cinp) { \
-    conv_bf16_body<MT>(Y, X, Wr, bias, bdt, Cin, Ti, Hi, Wi, Cout, To, Ho, Wo, ntap, kh, kw, st, sh, sw, pt, ph, pw, \
-                       Cinp);                                                                                      \
+    conv_bf16_body<MT, NB>(Y, X, Wr, bias, bdt, Cin, Ti, Hi, Wi, Cout, To, Ho, Wo, ntap, kh, kw, st, sh, sw, pt, ph, \
+                           pw, Cinp);                                                                              \
   }
-CONV_BF16(1)
-CONV_BF16(2)
-CONV_BF16(3)
-CONV_BF16(4)
+CONV_BF16(1, 1, , 2)
+CONV_BF16(2, 1, , 2)
+CONV_BF16(3, 1, , 2)
+CONV_BF16(4, 1, , 2)
+CONV_BF16(2, 2, _w, 1)
+CONV_BF16(3, 2, _w, 1)
+CONV_BF16(4, 2, _w, 1)
 
 #define CV_F32_CO 8
 

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -26,8 +27,26 @@ func convMT(cout int) int {
 	return best
 }
 
-// convBN is the bf16 conv kernel's position tile (conv3d.cu CV_BN).
-const convBN = 128
+// convWide selects the bf16 conv kernels with 256-position tiles
+// (conv3d_bf16_m<MT>_w: half the shared-memory traffic per multiply-add, one
+// block per SM) over the 128-position ones (two blocks per SM) for outputs
+// that use MT ≥ 2. Which is faster is for BenchmarkConv3dBF16 on the GPU to
+// say; both are tested.
+var convWide = false
+
+// convTile returns the bf16 conv kernel for cout output channels, its tile
+// (rows, positions) and its dynamic shared memory in bytes (conv3d.cu).
+func convTile(cout int) (name string, bm, bn, smem int) {
+	mt := convMT(cout)
+	nb, suffix := 1, ""
+	if convWide && mt >= 2 {
+		nb, suffix = 2, "_w"
+	}
+	bm, bn = 32*mt, 128*nb
+	const bk = 32
+	smem = 2 * (bm*(bk+8) + bk*(bn+8)) * 2
+	return fmt.Sprintf("conv3d_bf16_m%d%s", mt, suffix), bm, bn, smem
+}
 
 // Conv3d implements backend.VAEOps. BF16 input runs the tensor-core
 // implicit GEMM (weights repacked to bf16 [Cout][tap][Cin rounded up to 32]
@@ -73,15 +92,15 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 			b.launch(b.fn("conv3d.cu", "conv_wpack_kernel"), b.gridFor(n), block256, 0, wr.buf.ptr, w.buf.ptr, dtCode(w.dt),
 				int32(cout), int32(cin), int32(ntap), int32(cinp))
 		}
-		mt := convMT(cout)
-		tiles := int64((cout+32*mt-1)/(32*mt)) * ((P + convBN - 1) / convBN)
+		name, bm, bn, smem := convTile(cout)
+		tiles := int64((cout+bm-1)/bm) * ((P + int64(bn) - 1) / int64(bn))
 		if tiles >= math.MaxInt32 {
 			backend.Fail("cuda: Conv3d: output %v needs %d tiles, more than one launch takes", os, tiles)
 		}
 		args := append([]any{out.buf.ptr, x.buf.ptr, wr.buf.ptr, bp, bdt}, geom...)
 		args = append(args, int32(ntap), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(cinp))
-		b.launch(b.fn("conv3d.cu", convKernelName[mt]), [3]int{int(tiles), 1, 1}, block256, 0, args...)
+		b.launch(b.fn("conv3d.cu", name), [3]int{int(tiles), 1, 1}, block256, smem, args...)
 		return out
 	}
 	args := append([]any{out.buf.ptr, x.buf.ptr, w.buf.ptr, dtCode(w.dt), bp, bdt}, geom...)
@@ -90,8 +109,6 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 	b.launch(b.fn("conv3d.cu", "conv3d_f32_kernel"), [3]int{int((P + 127) / 128), (cout + 7) / 8, 1}, [3]int{128, 1, 1}, 0, args...)
 	return out
 }
-
-var convKernelName = [5]string{1: "conv3d_bf16_m1", 2: "conv3d_bf16_m2", 3: "conv3d_bf16_m3", 4: "conv3d_bf16_m4"}
 
 // ChannelRMSNorm implements backend.VAEOps (fused with SiLU when silu is
 // set), one thread per position.

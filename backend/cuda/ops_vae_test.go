@@ -69,9 +69,19 @@ func TestConv3dMatchesCPU(t *testing.T) {
 		{"rgbIn", 3, 96, 2, 7, 9, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
 	}
 	r := rng(t)
+	defer func(w bool) { convWide = w }(convWide)
 	for _, tc := range cases {
-		for _, dt := range vaeDTypes {
-			t.Run(tc.name+"/"+dt.String(), func(t *testing.T) {
+		for _, v := range []struct {
+			dt   tensor.DType
+			wide bool
+		}{{tensor.BF16, false}, {tensor.BF16, true}, {tensor.F32, false}} {
+			dt := v.dt
+			name := tc.name + "/" + dt.String()
+			if v.wide {
+				name += "/wide"
+			}
+			t.Run(name, func(t *testing.T) {
+				convWide = v.wide
 				xs := []int{tc.cin, tc.T, tc.H, tc.W}
 				ws := []int{tc.cout, tc.cin, tc.kt, tc.kh, tc.kw}
 				x := randVals(r, tensor.NumElements(xs), 1)
@@ -193,6 +203,28 @@ func TestVAEOpArgumentErrors(t *testing.T) {
 		err := opErr(tc.f)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestConvTile(t *testing.T) {
+	defer func(w bool) { convWide = w }(convWide)
+	for _, c := range []struct {
+		wide     bool
+		cout     int
+		name     string
+		bm, bn   int
+		smemWant int
+	}{
+		{false, 96, "conv3d_bf16_m3", 96, 128, 2 * (96*40 + 32*136) * 2},
+		{true, 96, "conv3d_bf16_m3_w", 96, 256, 2 * (96*40 + 32*264) * 2},
+		{true, 3, "conv3d_bf16_m1", 32, 128, 2 * (32*40 + 32*136) * 2}, // no wide kernel for MT 1
+		{true, 384, "conv3d_bf16_m4_w", 128, 256, 2 * (128*40 + 32*264) * 2},
+	} {
+		convWide = c.wide
+		name, bm, bn, smem := convTile(c.cout)
+		if name != c.name || bm != c.bm || bn != c.bn || smem != c.smemWant {
+			t.Errorf("wide=%v: convTile(%d) = %s %d %d %d, want %s %d %d %d", c.wide, c.cout, name, bm, bn, smem, c.name, c.bm, c.bn, c.smemWant)
 		}
 	}
 }

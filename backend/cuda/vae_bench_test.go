@@ -207,8 +207,8 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 }
 
 // BenchmarkConv3dBF16 times the decoder's heaviest convolutions (a causal
-// 3x3x3 conv on a 4-frame chunk plus its 2 cached frames) and reports
-// TFLOP/s (2 flops per multiply-add).
+// 3x3x3 conv on a 4-frame chunk plus its 2 cached frames) with both tile
+// shapes (see convWide) and reports TFLOP/s (2 flops per multiply-add).
 func BenchmarkConv3dBF16(b *testing.B) {
 	g := vaeBenchBackend(b)
 	rng := rand.New(rand.NewPCG(4, 5))
@@ -222,22 +222,36 @@ func BenchmarkConv3dBF16(b *testing.B) {
 		{"up1_384x384_120x208", 384, 384, 4, 120, 208},
 		{"head_96x3_480x832", 96, 3, 6, 480, 832},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			xs := []int{c.cin, c.t, c.h, c.w}
-			ws := []int{c.cout, c.cin, 3, 3, 3}
-			x := g.Upload(tensor.BF16, xs, randVals(rng, tensor.NumElements(xs), 1))
-			w := g.Upload(tensor.BF16, ws, randVals(rng, tensor.NumElements(ws), 0.05))
-			bias := g.Upload(tensor.BF16, []int{c.cout}, randVals(rng, c.cout, 0.1))
-			p := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
-			g.Free(g.Conv3d(x, w, bias, p))
-			g.Sync()
-			b.ResetTimer()
-			for range b.N {
-				g.Free(g.Conv3d(x, w, bias, p))
+		for _, wide := range []bool{false, true} {
+			name := c.name
+			if wide {
+				name += "/wide"
 			}
-			g.Sync()
-			flops := 2 * float64(c.cout*c.cin*27) * float64((c.t-2)*c.h*c.w)
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
-		})
+			b.Run(name, func(b *testing.B) {
+				defer func(w bool) { convWide = w }(convWide)
+				convWide = wide
+				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w)
+			})
+		}
 	}
+}
+
+// benchConv times one causal-chunk 3x3x3 conv (t input frames, t-2 out).
+func benchConv(b *testing.B, g *Backend, rng *rand.Rand, cin, cout, t, h, w int) {
+	xs := []int{cin, t, h, w}
+	ws := []int{cout, cin, 3, 3, 3}
+	x := g.Upload(tensor.BF16, xs, randVals(rng, tensor.NumElements(xs), 1))
+	wt := g.Upload(tensor.BF16, ws, randVals(rng, tensor.NumElements(ws), 0.05))
+	bias := g.Upload(tensor.BF16, []int{cout}, randVals(rng, cout, 0.1))
+	defer func() { g.Free(x); g.Free(wt); g.Free(bias) }()
+	p := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	g.Free(g.Conv3d(x, wt, bias, p)) // compiles the module
+	g.Sync()
+	b.ResetTimer()
+	for range b.N {
+		g.Free(g.Conv3d(x, wt, bias, p))
+	}
+	g.Sync()
+	flops := 2 * float64(cout*cin*27) * float64((t-2)*h*w)
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 }
