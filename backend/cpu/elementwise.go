@@ -103,8 +103,8 @@ func silu(v float32) float32 {
 }
 
 // GELUTanh returns 0.5·x·(1+tanh(√(2/π)·(x+0.044715·x³))) in float32
-// (PyTorch's approximate="tanh"); tanh is evaluated in float64 and rounded,
-// i.e. correctly rounded where CUDA's tanhf is within an ulp or two.
+// (PyTorch's approximate="tanh", same operation order); tanh is tanhf,
+// within a couple of ulp like CUDA's.
 func (b *Backend) GELUTanh(x backend.Tensor) backend.Tensor {
 	return b.unary("GELUTanh", x, geluTanh)
 }
@@ -117,6 +117,6 @@ const (
 func geluTanh(v float32) float32 {
 	cube := float32(float32(v*v) * v)
 	inner := float32(geluBeta * float32(v+float32(geluKappa*cube)))
-	t := float32(math.Tanh(float64(inner)))
+	t := tanhf(inner)
 	return float32(float32(0.5)*v) * float32(1+t)
 }

@@ -39,3 +39,34 @@ func expf(x float32) float32 {
 	}
 	return e * math.Float32frombits(uint32(n+127)<<23)
 }
+
+// tanhf is tanh(x) in float32 arithmetic (Cephes' tanhf: an odd polynomial
+// below |x| = 0.625, 1 − 2/(e^{2|x|}+1) above), within a few ulp like
+// CUDA's tanhf and much faster than math.Tanh. GELU only uses 1+tanh, so
+// its absolute error (≤ 2⁻²⁴ near ±1) is what matters there.
+func tanhf(x float32) float32 {
+	a := x
+	if a < 0 {
+		a = -a
+	}
+	if a < 0.625 {
+		z := float32(x * x)
+		p := float32(-5.70498872745e-3)
+		p = float32(p*z) + 2.06390887954e-2
+		p = float32(p*z) - 5.37397155531e-2
+		p = float32(p*z) + 1.33314422036e-1
+		p = float32(p*z) - 3.33332819422e-1
+		return float32(float32(p*z)*x) + x
+	}
+	if a > 9.01 { // tanh rounds to ±1 in float32
+		if x < 0 {
+			return -1
+		}
+		return 1
+	}
+	t := 1 - 2/float32(expf(float32(2*a))+1)
+	if x < 0 {
+		return -t
+	}
+	return t
+}

@@ -52,3 +52,29 @@ func BenchmarkExpf(b *testing.B) {
 	}
 	_ = s
 }
+
+func TestTanhf(t *testing.T) {
+	r := newRand(61)
+	worst, worstAbs := 0.0, 0.0
+	for i := 0; i < 1000000; i++ {
+		x := float32(r.NormFloat64() * 3)
+		if i%4 == 0 {
+			x = float32(r.NormFloat64() * 0.01)
+		}
+		got, want := float64(tanhf(x)), math.Tanh(float64(x))
+		if want != 0 {
+			ulp := math.Ldexp(1, math.Ilogb(want)-23)
+			worst = math.Max(worst, math.Abs(got-want)/ulp)
+		}
+		worstAbs = math.Max(worstAbs, math.Abs(got-want))
+	}
+	t.Logf("tanhf: worst %.2f ulp, worst abs error %.2e", worst, worstAbs)
+	if worst > 4 || worstAbs > 1.2e-7 {
+		t.Errorf("tanhf: %.2f ulp, abs %.2e", worst, worstAbs)
+	}
+	for _, x := range []float32{0, 9.02, -9.02, 100, -100} {
+		if got, want := tanhf(x), float32(math.Tanh(float64(x))); got != want {
+			t.Errorf("tanhf(%v) = %v, want %v", x, got, want)
+		}
+	}
+}
