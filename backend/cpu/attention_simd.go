@@ -1,10 +1,6 @@
 package cpu
 
-import (
-	"math"
-
-	"github.com/turbodiffusion-go/turbodiffusion/tensor"
-)
+import "math"
 
 // SIMD attention tiles: a task is one head × attnSimdBQ queries (a multiple
 // of the kernel's 6 rows); keys go in tiles of attnSimdBK (a multiple of 16).
@@ -108,7 +104,7 @@ func (b *Backend) attentionSIMD(q, k, v, out []float32, g attnGeom) {
 					dst[c] = o[i*dp+c] * inv
 				}
 				if g.roundP {
-					tensor.RoundBF16Slice(dst)
+					roundBF16(dst)
 				}
 			}
 		}

@@ -54,7 +54,7 @@ func NewTensor(dt tensor.DType, shape []int, data []float32) *Tensor {
 		backend.Fail("cpu: shape %v holds %d elements, data has %d", shape, tensor.NumElements(shape), len(data))
 	}
 	if dt == tensor.BF16 {
-		tensor.RoundBF16Slice(data)
+		roundBF16(data)
 	} else if dt != tensor.F32 {
 		backend.Fail("cpu: float tensor dtype must be float32 or bfloat16, got %v", dt)
 	}

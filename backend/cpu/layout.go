@@ -45,7 +45,7 @@ func (b *Backend) Cast(t backend.Tensor, dt tensor.DType) backend.Tensor {
 	out := newOut(dt, c.shape)
 	copy(out.F, c.F)
 	if dt == tensor.BF16 && c.dt != tensor.BF16 {
-		b.parallelFor(len(out.F), func(lo, hi int) { tensor.RoundBF16Slice(out.F[lo:hi]) })
+		b.parallelFor(len(out.F), func(lo, hi int) { roundBF16(out.F[lo:hi]) })
 	}
 	return out
 }

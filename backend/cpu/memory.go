@@ -62,6 +62,6 @@ func newOut(dt tensor.DType, shape []int) *Tensor {
 // roundSlice rounds x in place to dt's precision (a no-op for F32).
 func roundSlice(dt tensor.DType, x []float32) {
 	if dt == tensor.BF16 {
-		tensor.RoundBF16Slice(x)
+		roundBF16(x)
 	}
 }
