@@ -10,6 +10,8 @@ import (
 // Files are the checkpoint paths one generation needs.
 type Files struct {
 	DiT         string // TurboWan DiT (.pth or .safetensors)
+	DiTHigh     string // Wan2.2 I2V high-noise expert (image-to-video)
+	DiTLow      string // Wan2.2 I2V low-noise expert (image-to-video)
 	VAE         string // Wan2.1_VAE.pth
 	TextEncoder string // models_t5_umt5-xxl-enc-bf16.pth
 	Tokenizer   string // folder (or file) of the google/umt5-xxl tokenizer
@@ -73,6 +75,23 @@ func FindModels(dir, variant string, override Files) (Files, error) {
 			missing = append(missing, fmt.Sprintf("%s.pth or %s-quant.pth (from %s)", variant, variant, url))
 		}
 	}
+	missing = append(missing, findShared(dir, &out)...)
+	for _, p := range []string{override.DiT, override.VAE, override.TextEncoder, override.Tokenizer} {
+		if p != "" && !exists(p) {
+			missing = append(missing, p+" (given on the command line)")
+		}
+	}
+	if len(missing) > 0 {
+		return out, &MissingError{Dir: dir, Missing: missing}
+	}
+	return out, nil
+}
+
+// findShared fills the files text-to-video and image-to-video share (VAE,
+// text encoder, tokenizer) from the folder unless already set, and returns
+// the missing ones with where to download them.
+func findShared(dir string, out *Files) []string {
+	var missing []string
 	if out.VAE == "" {
 		if p := filepath.Join(dir, VAEFile); exists(p) {
 			out.VAE = p
@@ -100,15 +119,7 @@ func FindModels(dir, variant string, override Files) (Files, error) {
 			missing = append(missing, fmt.Sprintf("%s/ with spiece.model and tokenizer.json (from %s, folder google/umt5-xxl)", TokenizerDir, wanRepo))
 		}
 	}
-	for _, p := range []string{override.DiT, override.VAE, override.TextEncoder, override.Tokenizer} {
-		if p != "" && !exists(p) {
-			missing = append(missing, p+" (given on the command line)")
-		}
-	}
-	if len(missing) > 0 {
-		return out, &MissingError{Dir: dir, Missing: missing}
-	}
-	return out, nil
+	return missing
 }
 
 func exists(p string) bool {

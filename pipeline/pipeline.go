@@ -41,6 +41,9 @@ type Options struct {
 	KeepTextEncoder bool
 	// CacheDir holds encoded prompts; "" disables the cache.
 	CacheDir string
+	// KeepExperts keeps both image-to-video experts loaded between steps
+	// and requests (twice the DiT memory); otherwise only one is resident.
+	KeepExperts bool
 }
 
 // Request is one generation.
@@ -60,6 +63,17 @@ type Request struct {
 	Seed     uint64
 	Samples  int
 	FPS      int
+
+	// Image is the input image (PNG or JPEG) of an image-to-video request
+	// (Wan2.2 I2V A14B, see i2v.go); "" means text-to-video.
+	Image string
+	// Boundary is the RF time below which the low-noise expert takes over
+	// (TD --boundary); 0 selects DefaultBoundary (0.9), a negative value
+	// never switches.
+	Boundary float64
+	// AdaptiveResolution keeps the area of Size but the image's aspect
+	// ratio (TD --adaptive_resolution).
+	AdaptiveResolution bool
 }
 
 // Event reports progress: Stage is "tokenize", "encode", "load-dit",
@@ -98,6 +112,7 @@ type Engine struct {
 	cache   *umt5.Cache
 	model   *wan.Model
 	decoder *wanvae.VAE
+	experts [2]*wan.Model // image-to-video experts by Expert
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
@@ -163,6 +178,7 @@ func (e *Engine) Close() {
 		e.decoder.Free()
 		e.decoder = nil
 	}
+	e.freeExperts()
 }
 
 // Validate checks a request before any model is loaded.
@@ -185,6 +201,9 @@ func (r *Request) Validate() error {
 	if r.Samples < 1 {
 		return fmt.Errorf("--samples %d: must be at least 1", r.Samples)
 	}
+	if err := r.validateI2V(); err != nil {
+		return err
+	}
 	if _, err := LatentShape(r.Frames, r.Size); err != nil {
 		return err
 	}
@@ -196,19 +215,17 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
+	if r.Image != "" {
+		return e.generateI2V(ctx, r)
+	}
+	if e.opt.DiT == "" && e.opt.DiTHigh != "" {
+		return nil, fmt.Errorf("this engine has the image-to-video experts and no text-to-video DiT: give an input image")
+	}
 	if r.FPS == 0 {
 		r.FPS = 16
 	}
 	res := &Result{Notes: e.notes}
-	stage := func(name string, f func() error) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		t0 := time.Now()
-		err := f()
-		res.Timings = append(res.Timings, Timing{name, time.Since(t0)})
-		return err
-	}
+	stage := func(name string, f func() error) error { return timedStage(ctx, res, name, f) }
 
 	// 1-2. Prompt(s) → umT5 context (cached by ids and encoder file).
 	prompts := []string{r.Prompt}
@@ -280,8 +297,17 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	}
 
 	// 4. VAE decode → frames.
-	if err := stage("load VAE", e.loadVAE); err != nil {
+	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
+	}
+	return res, nil
+}
+
+// decodeLatents loads the VAE, decodes every latent of res [16, lat...] and
+// sets res.Clip (samples tiled side by side).
+func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(string, func() error) error) error {
+	if err := stage("load VAE", e.loadVAE); err != nil {
+		return err
 	}
 	var clips [][][]uint8
 	var vshape []int
@@ -302,10 +328,10 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return err
 	}
-	res.Clip = tile(clips, vshape[3], vshape[2], r.FPS)
-	return res, nil
+	res.Clip = tile(clips, vshape[3], vshape[2], fps)
+	return nil
 }
 
 // sample runs the sampler for one sample.

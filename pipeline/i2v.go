@@ -1,0 +1,408 @@
+package pipeline
+
+// Image-to-video with Wan2.2-I2V-A14B as TurboDiffusion runs it
+// (REFERENCE.md §0 "I2V", §1.9, §9; TD inference/wan2.2_i2v_infer.py):
+// the image is resized and VAE-encoded with F−1 zero frames behind it, the
+// condition y = [mask (4 ch), image latent (16 ch)] is concatenated to the
+// noisy latent on channels for every DiT call (16+20 = 36), and two experts
+// share the rCM loop: the high-noise one until the first step whose RF time
+// falls below the boundary, the low-noise one from then on.
+//
+// Memory: one 14B expert is ≈28 GB in bf16 (≈15 GB int8), so by default
+// only one expert is resident: the high-noise expert is freed before the
+// low-noise one loads (TD instead parks the idle expert in host memory).
+// All samples of a request run their steps in lockstep, so each expert is
+// loaded at most once per request whatever the sample count.
+// Options.KeepExperts keeps both loaded (no reloads between requests).
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/sampler"
+)
+
+// DefaultBoundary is TD's --boundary: the RF time below which the
+// low-noise expert takes over.
+const DefaultBoundary = 0.9
+
+// I2V defaults of the reference script that differ from text-to-video.
+const (
+	DefaultI2VSigmaMax   = 200
+	DefaultI2VResolution = "720p"
+)
+
+// maskChannels is the width of the first-frame mask in the condition.
+const maskChannels = 4
+
+// Expert names one of the two Wan2.2 I2V experts.
+type Expert int
+
+const (
+	HighNoise Expert = iota
+	LowNoise
+)
+
+func (x Expert) String() string {
+	if x == LowNoise {
+		return "low-noise"
+	}
+	return "high-noise"
+}
+
+// ExpertOrder is the expert each rCM step uses (REFERENCE.md §1.9): start
+// with the high-noise expert and switch once, before the first step whose
+// RF time s_i is below boundary. With σmax 200: 4 steps → H,H,L,L;
+// 3 → H,H,L; 2 → H,H.
+func ExpertOrder(steps int, sigmaMax, boundary float64) ([]Expert, error) {
+	s, err := sampler.RCMTimes(steps, sigmaMax)
+	if err != nil {
+		return nil, err
+	}
+	sw := switcher{boundary: boundary}
+	out := make([]Expert, steps)
+	for i := range out {
+		out[i] = sw.pick(s[i])
+	}
+	return out, nil
+}
+
+// switcher applies the reference's one-way switch rule.
+type switcher struct {
+	boundary float64
+	switched bool
+}
+
+func (w *switcher) pick(t float64) Expert {
+	if !w.switched && t < w.boundary {
+		w.switched = true
+	}
+	if w.switched {
+		return LowNoise
+	}
+	return HighNoise
+}
+
+// boundary returns the request's switch boundary (0 selects the default).
+func (r *Request) boundary() float64 {
+	if r.Boundary == 0 {
+		return DefaultBoundary
+	}
+	return r.Boundary
+}
+
+// validateI2V checks the image-to-video parts of a request.
+func (r *Request) validateI2V() error {
+	if r.Image == "" {
+		if r.AdaptiveResolution {
+			return fmt.Errorf("--adaptive-resolution needs an input image (--image)")
+		}
+		return nil
+	}
+	if r.Sampler != "" && r.Sampler != "rcm" {
+		return fmt.Errorf("--sampler %s: image-to-video runs the rCM sampler only (as TurboDiffusion does)", r.Sampler)
+	}
+	if b := r.Boundary; b > 1 || b != b {
+		return fmt.Errorf("--boundary %g: must be at most 1 (RF time; 0.9 is the reference's)", b)
+	}
+	return nil
+}
+
+// i2vInDim is the DiT input width the condition needs for a VAE latent of
+// zDim channels: noisy latent + mask + image latent.
+func i2vInDim(zDim int) int { return zDim + maskChannels + zDim }
+
+// checkExperts reads both experts' headers (no weights) so a wrong file
+// fails before any heavy work, and returns their input width.
+func (e *Engine) checkExperts() (inDim int, err error) {
+	if e.opt.DiTHigh == "" || e.opt.DiTLow == "" {
+		return 0, fmt.Errorf("image-to-video needs the high- and low-noise experts (--dit-high and --dit-low, or the %s files in the models folder)", DefaultI2VVariant)
+	}
+	for _, x := range []Expert{HighNoise, LowNoise} {
+		path := e.expertPath(x)
+		f, err := checkpoint.Open(path)
+		if err != nil {
+			return 0, fmt.Errorf("%s expert: %w", x, err)
+		}
+		fi, err := wan.DetectConfig(f)
+		f.Close()
+		if err != nil {
+			return 0, fmt.Errorf("%s expert: %w", x, err)
+		}
+		c := fi.Config
+		if c.Type != wan.I2V || c.InDim != i2vInDim(c.OutDim) {
+			return 0, fmt.Errorf("%s (given as the %s expert) is a %s DiT with %d input channels; image-to-video needs a Wan2.2 I2V A14B expert with %d (%d latent + %d mask + %d image latent)",
+				path, x, c.Type, c.InDim, i2vInDim(c.OutDim), c.OutDim, maskChannels, c.OutDim)
+		}
+		if inDim != 0 && c.InDim != inDim {
+			return 0, fmt.Errorf("the experts disagree: %s takes %d input channels, the high-noise expert %d", path, c.InDim, inDim)
+		}
+		inDim = c.InDim
+	}
+	return inDim, nil
+}
+
+func (e *Engine) expertPath(x Expert) string {
+	if x == LowNoise {
+		return e.opt.DiTLow
+	}
+	return e.opt.DiTHigh
+}
+
+// useExpert returns expert x, loading it if needed; unless KeepExperts,
+// the other expert (and its embedded text, via drop) is freed first.
+func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (*wan.Model, error) {
+	if m := e.experts[x]; m != nil {
+		return m, nil
+	}
+	if !e.opt.KeepExperts {
+		for i, m := range e.experts {
+			if m != nil {
+				drop(m)
+				m.Free()
+				e.experts[i] = nil
+			}
+		}
+	}
+	path := e.expertPath(x)
+	e.report(Event{Stage: "load-dit", Note: fmt.Sprintf("%s expert %s", x, filepath.Base(path))})
+	f, err := checkpoint.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm})
+	if err != nil {
+		return nil, fmt.Errorf("%s expert: %w", x, err)
+	}
+	if c := m.Config; c.Type != wan.I2V {
+		m.Free()
+		return nil, fmt.Errorf("%s (the %s expert) is not an image-to-video DiT", path, x)
+	}
+	e.experts[x] = m
+	return m, nil
+}
+
+// freeExperts frees every loaded expert.
+func (e *Engine) freeExperts() {
+	for i, m := range e.experts {
+		if m != nil {
+			m.Free()
+			e.experts[i] = nil
+		}
+	}
+}
+
+// BuildCondition is the reference's y = cat(mask, z): mask [4, T, H, W]
+// is 1 in latent frame 0 and 0 elsewhere, z [Z, T, H, W] is the VAE latent
+// of [image, zero frames]. The result is [4+Z, T, H, W].
+func BuildCondition(z []float32, zshape []int) ([]float32, []int, error) {
+	if len(zshape) != 4 || len(z) != zshape[0]*zshape[1]*zshape[2]*zshape[3] {
+		return nil, nil, fmt.Errorf("condition: latent of %d values does not have shape %v", len(z), zshape)
+	}
+	plane := zshape[2] * zshape[3]
+	frame := zshape[1] * plane
+	y := make([]float32, maskChannels*frame+len(z))
+	for c := 0; c < maskChannels; c++ {
+		for i := 0; i < plane; i++ {
+			y[c*frame+i] = 1
+		}
+	}
+	copy(y[maskChannels*frame:], z)
+	return y, []int{maskChannels + zshape[0], zshape[1], zshape[2], zshape[3]}, nil
+}
+
+// encodeCondition VAE-encodes [image, frames−1 zero frames] (image
+// [3, H, W] in [−1, 1]) and builds the condition y.
+func (e *Engine) encodeCondition(img []float32, size Size, frames int) ([]float32, []int, error) {
+	plane := size.W * size.H
+	if len(img) != 3*plane {
+		return nil, nil, fmt.Errorf("condition: image has %d values, want 3×%d×%d", len(img), size.H, size.W)
+	}
+	// The whole clip is materialised (≈0.9 GB float32 at 720p × 81 frames)
+	// because the VAE encoder takes the video in one piece.
+	video := make([]float32, 3*frames*plane)
+	for c := 0; c < 3; c++ {
+		copy(video[c*frames*plane:], img[c*plane:(c+1)*plane])
+	}
+	z, zs, err := e.decoder.Encode(video, []int{3, frames, size.H, size.W})
+	if err != nil {
+		return nil, nil, err
+	}
+	return BuildCondition(z, zs)
+}
+
+// generateI2V is Generate for a request with an input image.
+func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
+	if r.FPS == 0 {
+		r.FPS = 16
+	}
+	res := &Result{Notes: e.notes}
+	stage := func(name string, f func() error) error { return timedStage(ctx, res, name, f) }
+
+	var inDim int
+	if err := stage("check experts", func() (err error) {
+		inDim, err = e.checkExperts()
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	// 1. Image → [3, H, W] at the target size.
+	var size Size
+	var pix []float32
+	if err := stage("image", func() error {
+		img, err := LoadImage(r.Image)
+		if err != nil {
+			return err
+		}
+		size = r.Size
+		if r.AdaptiveResolution {
+			if size, err = AdaptiveSize(r.Size, img.W, img.H); err != nil {
+				return err
+			}
+		}
+		if _, err := LatentShape(r.Frames, size); err != nil {
+			return err
+		}
+		rs, err := Resize(img, size.W, size.H)
+		if err != nil {
+			return err
+		}
+		pix = ImageTensor(rs)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	lat, _ := LatentShape(r.Frames, size)
+
+	// 2. Prompt → umT5 context.
+	var ctxRows *textContext
+	if err := stage("text", func() error {
+		c, err := e.encodePrompt(r.Prompt)
+		if err != nil {
+			return err
+		}
+		ctxRows = c
+		if !e.opt.KeepTextEncoder && e.enc != nil {
+			e.enc.Close()
+			e.enc = nil
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// 3. Condition y = [mask, VAE(image, zeros)].
+	var y []float32
+	if err := stage("load VAE", e.loadVAE); err != nil {
+		return nil, err
+	}
+	if err := stage("encode image", func() error {
+		var ys []int
+		var err error
+		y, ys, err = e.encodeCondition(pix, size, r.Frames)
+		if err != nil {
+			return err
+		}
+		if lat[0]+ys[0] != inDim || ys[1] != lat[1] || ys[2] != lat[2] || ys[3] != lat[3] {
+			return fmt.Errorf("condition: the VAE gives y %v for a latent %v; the experts take %d input channels (latent + y)", ys, lat, inDim)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// 4. rCM with the expert switch, all samples in lockstep.
+	latents, err := e.sampleI2V(ctx, r, lat, y, ctxRows, res)
+	if err != nil {
+		return nil, err
+	}
+	res.Latents = latents
+
+	// 5. VAE decode → frames.
+	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// sampleI2V runs one rCM loop per sample, serving every network call with
+// the expert its step uses.
+func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float32, txtRows *textContext, res *Result) ([][]float32, error) {
+	n := lat[0] * lat[1] * lat[2] * lat[3]
+	texts := map[*wan.Model]*wan.Text{}
+	drop := func(m *wan.Model) {
+		if t := texts[m]; t != nil {
+			t.Free()
+			delete(texts, m)
+		}
+	}
+	defer func() {
+		for _, t := range texts {
+			t.Free()
+		}
+	}()
+	sw := switcher{boundary: r.boundary()}
+	var loadTime time.Duration
+	inputs := make([][]float32, r.Samples) // [noisy latent, y] per sample
+	serve := func(s int, st sampler.Step, x []float32) ([]float32, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x16 := sw.pick(st.Time)
+		t0 := time.Now()
+		m, err := e.useExpert(x16, drop)
+		if err != nil {
+			return nil, err
+		}
+		txt := texts[m]
+		if txt == nil {
+			if txt, err = m.EmbedText(txtRows.rows, txtRows.length); err != nil {
+				return nil, err
+			}
+			texts[m] = txt
+		}
+		if d := time.Since(t0); d > time.Millisecond {
+			loadTime += d
+			res.Timings = append(res.Timings, Timing{"load " + x16.String() + " expert", d})
+		}
+		in := inputs[s]
+		if in == nil {
+			in = make([]float32, n+len(y))
+			copy(in[n:], y)
+			inputs[s] = in
+		}
+		copy(in, x)
+		done := st.Index*r.Samples + s
+		e.report(Event{Stage: "step", Done: done, Total: r.Steps * r.Samples, Note: x16.String()})
+		v, err := m.Forward(in, []int{m.Config.InDim, lat[1], lat[2], lat[3]}, st.Timestep, txt)
+		if err == nil {
+			e.report(Event{Stage: "step", Done: done + 1, Total: r.Steps * r.Samples, Note: x16.String()})
+		}
+		return v, err
+	}
+	run := func(s int, v sampler.Velocity) ([]float32, error) {
+		rcm := sampler.RCM{Steps: r.Steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
+		return rcm.Sample(n, sampler.NewGaussian(r.Seed+uint64(s)), v)
+	}
+	t0 := time.Now()
+	out, err := lockstep(r.Samples, run, serve)
+	res.Timings = append(res.Timings, Timing{"sample", time.Since(t0) - loadTime})
+	return out, err
+}
+
+// timedStage runs one pipeline stage and records how long it took.
+func timedStage(ctx context.Context, res *Result, name string, f func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	err := f()
+	res.Timings = append(res.Timings, Timing{name, time.Since(t0)})
+	return err
+}
