@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 // Config is the encoder geometry, read from the checkpoint's shapes.
@@ -161,9 +162,17 @@ func DetectConfig(f checkpoint.File) (Config, string, error) {
 
 // check verifies the shape of every tensor the encoder reads.
 func (c Config) check(f checkpoint.File, k tensorKeys) error {
-	if err := expect(f, k.norm(), c.Dim); err != nil {
-		return err
+	for _, t := range c.tensors(k) {
+		if err := expect(f, t.Name, t.Shape...); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// tensors lists every tensor the encoder reads besides the token table.
+func (c Config) tensors(k tensorKeys) []checkpoint.Info {
+	out := []checkpoint.Info{{Name: k.norm(), Shape: []int{c.Dim}}}
 	for i := 0; i < c.Layers; i++ {
 		for _, t := range []struct {
 			name  string
@@ -179,18 +188,26 @@ func (c Config) check(f checkpoint.File, k tensorKeys) error {
 			{"ffn.fc1.weight", []int{c.FFN, c.Dim}},
 			{"ffn.fc2.weight", []int{c.Dim, c.FFN}},
 		} {
-			if err := expect(f, k.block(i, t.name), t.shape...); err != nil {
-				return err
-			}
+			out = append(out, checkpoint.Info{Name: k.block(i, t.name), Shape: t.shape})
 		}
 		if !c.SharedPos {
-			if err := expect(f, k.block(i, "pos_embedding.embedding.weight"), c.Buckets, c.Heads); err != nil {
-				return err
-			}
+			out = append(out, checkpoint.Info{Name: k.block(i, "pos_embedding.embedding.weight"), Shape: []int{c.Buckets, c.Heads}})
 		}
 	}
 	if c.SharedPos {
-		return expect(f, k.sharedPos(), c.Buckets, c.Heads)
+		out = append(out, checkpoint.Info{Name: k.sharedPos(), Shape: []int{c.Buckets, c.Heads}})
 	}
-	return nil
+	return out
+}
+
+// Tensors lists every tensor (name, shape; bf16 as Wan's file stores them)
+// of an encoder of configuration c: what benchmarks and tests build random
+// stand-ins from.
+func Tensors(c Config) []checkpoint.Info {
+	k := tensorKeys{}
+	out := append([]checkpoint.Info{{Name: k.embedding(), Shape: []int{c.Vocab, c.Dim}}}, c.tensors(k)...)
+	for i := range out {
+		out[i].DType = tensor.BF16
+	}
+	return out
 }

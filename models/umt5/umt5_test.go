@@ -78,8 +78,11 @@ func TestGolden(t *testing.T) {
 			}
 			defer enc.Close()
 			cfg := enc.Config()
-			if cfg.Vocab != 1000 || cfg.Dim != 64 || cfg.Heads != 2 || cfg.HeadDim != 32 || cfg.FFN != 128 || cfg.Layers != 2 || cfg.Buckets != 32 || cfg.SharedPos {
-				t.Errorf("detected config %+v, want vocab 1000 dim 64 heads 2×32 ffn 128 layers 2 buckets 32 per-layer", cfg)
+			man := golden.LoadManifest(t)
+			num := func(k string) int { return int(man.Number(t, "configs", "umt5", k)) }
+			if cfg.Vocab != num("vocab_size") || cfg.Dim != num("dim") || cfg.Heads != num("num_heads") || cfg.HeadDim != num("head_dim") ||
+				cfg.FFN != num("dim_ffn") || cfg.Layers != num("encoder_layers") || cfg.Buckets != num("num_buckets") {
+				t.Errorf("detected config %+v differs from the set's manifest configs.umt5", cfg)
 			}
 			full, err := enc.forward(in.ids, in.length)
 			if err != nil {
@@ -98,11 +101,20 @@ func TestGolden(t *testing.T) {
 					t.Fatalf("padded value %d = %v, want 0", i, got[i])
 				}
 			}
-			// valid rows of the prefix-only computation equal the full run's
-			for i := 0; i < in.length*in.dim; i++ {
-				if got[i] != full[i] {
-					t.Fatalf("prefix run differs from full run at %d: %v vs %v", i, got[i], full[i])
-				}
+			// The valid rows of the prefix-only computation equal the full
+			// run's: padded rows must not leak into valid ones (that would be
+			// an O(1) difference). The GEMM may sum a row in another order
+			// when the row count changes (SIMD tail tiles), so allow last-bit
+			// differences: 1e-6 in float32, about one bf16 ulp in bf16.
+			prefixTol := 1e-6
+			if c.dt == tensor.BF16 {
+				prefixTol = 4e-3
+			}
+			n := in.length * in.dim
+			if r := golden.RelL2(got[:n], full[:n]); r > prefixTol {
+				t.Fatalf("prefix run differs from full run: rel_l2 %.3e > %.0e", r, prefixTol)
+			} else {
+				t.Logf("prefix run vs full run: rel_l2 %.3e", r)
 			}
 			if c.dt == tensor.BF16 {
 				// The bf16 path must really round: the reference itself

@@ -1,6 +1,11 @@
 package wan
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
 
 // tensorKind says which dtypes a checkpoint tensor may have.
 type tensorKind int
@@ -100,4 +105,15 @@ func expectedTensors(c Config, l layout) []tensorSpec {
 		}
 	}
 	return s
+}
+
+// Tensors lists the float tensors (name and shape) of a TurboWan checkpoint
+// of architecture c in bf16 with SLA proj_l weights, as released: what
+// benchmarks and tests build random stand-ins from.
+func Tensors(c Config) []checkpoint.Info {
+	var out []checkpoint.Info
+	for _, s := range expectedTensors(c, layout{projL: true}) {
+		out = append(out, checkpoint.Info{Name: s.name, DType: tensor.BF16, Shape: s.shape})
+	}
+	return out
 }

@@ -97,6 +97,9 @@ type loader struct {
 	used map[string]bool
 	// uploaded lists the tensors made, to free them with the VAE or on error.
 	uploaded []backend.Tensor
+	// specs, when set, collects every tensor's name and stored shape instead
+	// of reading anything (Tensors).
+	specs *[]checkpoint.Info
 }
 
 // tensor reads key, checks its element layout against want and uploads it
@@ -106,6 +109,10 @@ func (l *loader) tensor(key string, want []int, up []int) backend.Tensor {
 		return nil
 	}
 	name := l.prefix + key
+	if l.specs != nil {
+		*l.specs = append(*l.specs, checkpoint.Info{Name: name, DType: tensor.F32, Shape: want})
+		return nil
+	}
 	if l.used != nil {
 		l.used[name] = true
 	}
@@ -218,12 +225,26 @@ func Load(f checkpoint.File, b backend.VAE, dt tensor.DType) (v *VAE, err error)
 // load builds the model from l's file; with l.dry it only checks names and
 // shapes (l.b may then be nil).
 func load(l *loader) (*VAE, error) {
-	f, b, dt := l.f, l.b, l.dt
-	prefix, cfg, err := detect(f)
+	prefix, cfg, err := detect(l.f)
 	if err != nil {
 		return nil, err
 	}
 	l.prefix = prefix
+	return build(l, cfg)
+}
+
+// Tensors lists the state-dict entries (name and shape, float32 as
+// Wan2.1_VAE.pth stores them) of a Wan2.1 VAE of configuration cfg: what
+// benchmarks and tests build random stand-ins from.
+func Tensors(cfg Config) []checkpoint.Info {
+	var specs []checkpoint.Info
+	build(&loader{specs: &specs}, cfg)
+	return specs
+}
+
+// build makes the module tree of cfg from l (or only lists it, l.specs).
+func build(l *loader, cfg Config) (*VAE, error) {
+	f, b, dt := l.f, l.b, l.dt
 	var v *VAE
 	d, z := cfg.Dim, cfg.ZDim
 	v = &VAE{b: b, dt: dt, cfg: cfg}
@@ -278,6 +299,9 @@ func load(l *loader) (*VAE, error) {
 	}
 	v.decHeadG = l.gamma("decoder.head.0", d, false)
 	v.decHead = l.conv3("decoder.head.2", 3, d, 3)
+	if l.specs != nil {
+		return nil, nil
+	}
 
 	if l.err == nil && len(l.missing) > 0 {
 		l.err = missingError(f.Path(), l.missing)
