@@ -106,7 +106,13 @@ func silu(v float32) float32 {
 // (PyTorch's approximate="tanh", same operation order); tanh is tanhf,
 // within a couple of ulp like CUDA's.
 func (b *Backend) GELUTanh(x backend.Tensor) backend.Tensor {
-	return b.unary("GELUTanh", x, geluTanh)
+	c := floatT("GELUTanh", x)
+	out := newOut(c.dt, c.shape)
+	b.elementwise(len(out.F), func(lo, hi int) {
+		geluTanhInto(out.F[lo:hi], c.F[lo:hi])
+		roundSlice(out.dt, out.F[lo:hi])
+	})
+	return out
 }
 
 const (

@@ -40,3 +40,33 @@ func TestSoftmaxPassesMatchScalar(t *testing.T) {
 		}
 	}
 }
+
+// The AVX2 GELU must give exactly the scalar geluTanh, on every branch of
+// tanhf (polynomial, exponential, saturated) and their boundaries.
+func TestGELUVectorMatchesScalar(t *testing.T) {
+	forEachKernel(t, func(t *testing.T) {
+		r := newRand(71)
+		x := []float32{0, float32(math.Copysign(0, -1)), 1e-30, -1e-30, 0.7, -0.7, 3, -3, 11.3, -11.3, 1e20, -1e20, float32(math.Inf(1)), float32(math.Inf(-1))}
+		for i := 0; i < 200000; i++ {
+			x = append(x, float32(r.NormFloat64()*4))
+		}
+		// inputs whose inner argument lands next to the branch points
+		for _, u := range []float64{0.625, 9.01} {
+			for i := -50; i <= 50; i++ {
+				v := math.Nextafter32(float32(u/0.7978845608028654), float32(math.Inf(i)))
+				for k := 0; k < i*i%7; k++ {
+					v = math.Nextafter32(v, float32(math.Inf(i)))
+				}
+				x = append(x, v, -v)
+			}
+		}
+		got := make([]float32, len(x))
+		geluTanhInto(got, x)
+		for i, v := range x {
+			want := geluTanh(v)
+			if math.Float32bits(got[i]) != math.Float32bits(want) && !(math.IsNaN(float64(want)) && math.IsNaN(float64(got[i]))) {
+				t.Fatalf("geluTanh(%v): vector %v, scalar %v", v, got[i], want)
+			}
+		}
+	})
+}
