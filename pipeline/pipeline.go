@@ -44,6 +44,9 @@ type Options struct {
 	// KeepExperts keeps both image-to-video experts loaded between steps
 	// and requests (twice the DiT memory); otherwise only one is resident.
 	KeepExperts bool
+	// OpenCheckpoint opens a model file; nil means checkpoint.Open.
+	// Benchmarks substitute random weights at the real shapes.
+	OpenCheckpoint func(path string) (checkpoint.File, error)
 }
 
 // Request is one generation.
@@ -124,6 +127,9 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 	}
 	if opt.TopK == 0 {
 		e.opt.TopK = 0.1
+	}
+	if opt.OpenCheckpoint == nil {
+		e.opt.OpenCheckpoint = checkpoint.Open
 	}
 	var ok bool
 	if e.dit, ok = b.(backend.DiT); !ok {
@@ -413,7 +419,7 @@ func (e *Engine) encodePrompt(prompt string) (*textContext, error) {
 	}
 	if e.enc == nil {
 		e.report(Event{Stage: "encode", Done: 0, Total: 1, Note: "loading " + filepath.Base(e.opt.TextEncoder)})
-		f, err := checkpoint.Open(e.opt.TextEncoder)
+		f, err := e.opt.OpenCheckpoint(e.opt.TextEncoder)
 		if err != nil {
 			return nil, err
 		}
@@ -443,7 +449,7 @@ func (e *Engine) loadDiT() error {
 		return nil
 	}
 	e.report(Event{Stage: "load-dit", Note: filepath.Base(e.opt.DiT)})
-	f, err := checkpoint.Open(e.opt.DiT)
+	f, err := e.opt.OpenCheckpoint(e.opt.DiT)
 	if err != nil {
 		return err
 	}
@@ -461,7 +467,7 @@ func (e *Engine) loadVAE() error {
 		return nil
 	}
 	e.report(Event{Stage: "load-vae", Note: filepath.Base(e.opt.VAE)})
-	f, err := checkpoint.Open(e.opt.VAE)
+	f, err := e.opt.OpenCheckpoint(e.opt.VAE)
 	if err != nil {
 		return err
 	}
