@@ -15,7 +15,8 @@ import (
 //
 // Sums run over k in ascending order in KC-long slabs, each slab
 // accumulated with fused multiply-adds in the SIMD kernel; results differ
-// from a sequential float32 loop by rounding only (rel-L2 ~1e-7).
+// from a sequential float32 loop by rounding only (rel-L2 ~1e-7). Sizes or
+// strides the slices cannot hold fail with a *backend.Error.
 func Gemm(m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, bias []float32) {
 	checkGemm(m, n, k, a, lda, b, ldb, c, ldc, bias)
 	(&Backend{threads: runtime.GOMAXPROCS(0)}).gemm(m, n, k, a, lda, b, ldb, c, ldc, bias)
