@@ -153,11 +153,12 @@ func (e *Engine) expertPath(x Expert) string {
 	return e.opt.DiTHigh
 }
 
-// useExpert returns expert x, loading it if needed; unless KeepExperts,
-// the other expert (and its embedded text, via drop) is freed first.
-func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (*wan.Model, error) {
+// useExpert returns expert x, loading it if needed (loaded says so);
+// unless KeepExperts, the other expert (and its embedded text, via drop) is
+// freed first.
+func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (m *wan.Model, loaded bool, err error) {
 	if m := e.experts[x]; m != nil {
-		return m, nil
+		return m, false, nil
 	}
 	if !e.opt.KeepExperts {
 		for i, m := range e.experts {
@@ -172,19 +173,19 @@ func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (*wan.Model, error) 
 	e.report(Event{Stage: "load-dit", Note: fmt.Sprintf("%s expert %s", x, filepath.Base(path))})
 	f, err := checkpoint.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer f.Close()
-	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm})
+	m, err = wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm})
 	if err != nil {
-		return nil, fmt.Errorf("%s expert: %w", x, err)
+		return nil, false, fmt.Errorf("%s expert: %w", x, err)
 	}
 	if c := m.Config; c.Type != wan.I2V {
 		m.Free()
-		return nil, fmt.Errorf("%s (the %s expert) is not an image-to-video DiT", path, x)
+		return nil, false, fmt.Errorf("%s (the %s expert) is not an image-to-video DiT", path, x)
 	}
 	e.experts[x] = m
-	return m, nil
+	return m, true, nil
 }
 
 // freeExperts frees every loaded expert.
@@ -356,9 +357,14 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		}
 		x16 := sw.pick(st.Time)
 		t0 := time.Now()
-		m, err := e.useExpert(x16, drop)
+		m, loaded, err := e.useExpert(x16, drop)
 		if err != nil {
 			return nil, err
+		}
+		if loaded {
+			d := time.Since(t0)
+			loadTime += d
+			res.Timings = append(res.Timings, Timing{"load " + x16.String() + " expert", d})
 		}
 		txt := texts[m]
 		if txt == nil {
@@ -366,10 +372,6 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 				return nil, err
 			}
 			texts[m] = txt
-		}
-		if d := time.Since(t0); d > time.Millisecond {
-			loadTime += d
-			res.Timings = append(res.Timings, Timing{"load " + x16.String() + " expert", d})
 		}
 		in := inputs[s]
 		if in == nil {
