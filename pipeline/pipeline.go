@@ -243,9 +243,26 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 		prompts = append(prompts, neg)
 	}
 	var contexts []*textContext
-	if err := stage("text", func() error {
+	type tokens struct {
+		ids    []int32
+		length int
+	}
+	var toks []tokens
+	if err := stage("tokenize", func() error {
 		for _, p := range prompts {
-			c, err := e.encodePrompt(p)
+			ids, length, err := e.tokenize(p)
+			if err != nil {
+				return err
+			}
+			toks = append(toks, tokens{ids, length})
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := stage("encode", func() error {
+		for _, tk := range toks {
+			c, err := e.encodeIDs(tk.ids, tk.length)
 			if err != nil {
 				return err
 			}
@@ -390,12 +407,14 @@ type textContext struct {
 	length int
 }
 
-func (e *Engine) encodePrompt(prompt string) (*textContext, error) {
+// tokenize turns a prompt into umT5 ids padded to 512 and the count of
+// valid ids (</s> included).
+func (e *Engine) tokenize(prompt string) ([]int32, int, error) {
 	if e.tok == nil {
 		e.report(Event{Stage: "tokenize", Note: e.opt.Tokenizer})
 		tok, err := tokenizer.Load(e.opt.Tokenizer)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		e.tok = tok
 	}
@@ -405,6 +424,21 @@ func (e *Engine) encodePrompt(prompt string) (*textContext, error) {
 	for _, m := range mask {
 		length += int(m)
 	}
+	return ids, length, nil
+}
+
+// encodePrompt is tokenize then encodeIDs.
+func (e *Engine) encodePrompt(prompt string) (*textContext, error) {
+	ids, length, err := e.tokenize(prompt)
+	if err != nil {
+		return nil, err
+	}
+	return e.encodeIDs(ids, length)
+}
+
+// encodeIDs returns the umT5 context of ids, from the prompt cache when it
+// holds them (then the encoder is never loaded).
+func (e *Engine) encodeIDs(ids []int32, length int) (*textContext, error) {
 	var key umt5.CacheKey
 	if e.cache != nil {
 		k, err := umt5.NewCacheKey(ids, length, e.opt.TextEncoder, tensor.BF16)
