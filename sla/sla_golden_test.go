@@ -2,7 +2,7 @@ package sla
 
 import (
 	"math"
-	"sort"
+	"slices"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
@@ -15,10 +15,12 @@ type slaUnit struct {
 	g                    Geometry
 }
 
-// loadSLAUnit reads sla_unit.safetensors: SparseLinearAttention on random
-// bf16 q/k/v [1, 1000, 2, 128], topk 0.25, BLKQ 128, BLKK 64.
+// loadSLAUnit reads sla_unit.safetensors (SparseLinearAttention on random
+// bf16 q/k/v [1, L, H, D]) with the geometry from the set's manifest
+// (configs.sla_unit: BLKQ, BLKK, topk_ratio, topk_blocks).
 func loadSLAUnit(t *testing.T) slaUnit {
 	f := golden.Open(t, "sla_unit.safetensors")
+	man := golden.LoadManifest(t)
 	var u slaUnit
 	var qs []int
 	u.q, qs = golden.Tensor(t, f, "q")
@@ -33,26 +35,19 @@ func loadSLAUnit(t *testing.T) slaUnit {
 	if u.smap, err = f.Int8("sparse_map"); err != nil {
 		t.Fatal(err)
 	}
-	u.g = Geometry{L: qs[1], Heads: qs[2], D: qs[3], BlockQ: 128, BlockK: 64, TopK: 0.25}
-	if u.g.Selected() != 4 {
-		t.Fatalf("topk count %d, the oracle used 4", u.g.Selected())
+	if len(qs) != 4 || qs[0] != 1 {
+		t.Fatalf("%s: q has shape %v, want [1, L, H, D]", f.Path(), qs)
+	}
+	u.g = Geometry{L: qs[1], Heads: qs[2], D: qs[3],
+		BlockQ: man.Int(t, "configs", "sla_unit", "BLKQ"), BlockK: man.Int(t, "configs", "sla_unit", "BLKK"),
+		TopK: man.Number(t, "configs", "sla_unit", "topk_ratio")}
+	if want := man.Int(t, "configs", "sla_unit", "topk_blocks"); u.g.Selected() != want {
+		t.Fatalf("topk count int(%g·%d) = %d, manifest configs.sla_unit.topk_blocks = %d", u.g.TopK, u.g.KBlocks(), u.g.Selected(), want)
+	}
+	if n := u.g.Heads * u.g.QBlocks() * u.g.KBlocks(); len(u.smap) != n || len(u.pooled) != n {
+		t.Fatalf("%s: sparse_map %d / pooled_score %d entries, want heads·qblocks·kblocks = %d", f.Path(), len(u.smap), len(u.pooled), n)
 	}
 	return u
-}
-
-// relGap is (k-th − (k+1)-th score) / max|score| of one row: how close the
-// selection is to a tie.
-func relGap(row []float32, kk int) float64 {
-	s := append([]float32(nil), row...)
-	sort.Slice(s, func(a, b int) bool { return s[a] > s[b] })
-	m := 0.0
-	for _, x := range s {
-		m = math.Max(m, math.Abs(float64(x)))
-	}
-	if kk >= len(s) || m == 0 {
-		return math.Inf(1)
-	}
-	return float64(s[kk-1]-s[kk]) / m
 }
 
 func TestSLAUnitBlockMap(t *testing.T) {
@@ -70,20 +65,7 @@ func TestSLAUnitBlockMap(t *testing.T) {
 	golden.Compare(t, "pooled_score", scores, u.pooled, 1e-2)
 	t.Logf("pooled_score: %d of %d bit-identical", same, len(scores))
 	m := SelectTopK(scores, u.g)
-	kb := u.g.KBlocks()
-	diffRows, minGap := 0, math.Inf(1)
-	for r := 0; r < len(m)/kb; r++ {
-		gap := relGap(u.pooled[r*kb:r*kb+kb], u.g.Selected())
-		minGap = math.Min(minGap, gap)
-		for j := 0; j < kb; j++ {
-			if m[r*kb+j] != u.smap[r*kb+j] {
-				diffRows++
-				t.Errorf("head %d query block %d: map differs from the oracle (oracle relative gap %.2e)", r/u.g.QBlocks(), r%u.g.QBlocks(), gap)
-				break
-			}
-		}
-	}
-	t.Logf("block map: %d of %d rows differ; smallest oracle relative gap %.2e", diffRows, len(m)/kb, minGap)
+	golden.CheckBlockMap(t, "sparse_map", m, u.smap, u.pooled, u.g.KBlocks(), u.g.Selected(), golden.MapGap)
 }
 
 func TestSLAUnitSparse(t *testing.T) {
@@ -131,9 +113,12 @@ func TestSLAUnitOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range m {
-		if m[i] != u.smap[i] {
-			t.Fatalf("computed map differs from the oracle at %d", i)
+	used := golden.CheckBlockMap(t, "computed map", m, u.smap, u.pooled, u.g.KBlocks(), u.g.Selected(), golden.MapGap)
+	if !slices.Equal(used, m) {
+		// Near-tie rows differ: compare the output computed with the oracle's
+		// selection in those rows.
+		if out, _, err = Forward(u.q, u.k, u.v, Config{Geometry: u.g, BF16Map: true, BlockMap: used}, u.pw, u.pb); err != nil {
+			t.Fatal(err)
 		}
 	}
 	golden.Compare(t, "SLA output", out, u.out, 1e-2)

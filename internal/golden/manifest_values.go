@@ -1,0 +1,97 @@
+package golden
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"testing"
+)
+
+// Int returns an integer manifest entry, failing the test if it is absent
+// or not a whole number.
+func (m Manifest) Int(t testing.TB, path ...string) int {
+	t.Helper()
+	f := m.Number(t, path...)
+	if f != math.Trunc(f) {
+		t.Fatalf("manifest.json: %v = %v, want an integer", path, f)
+	}
+	return int(f)
+}
+
+// String returns a string manifest entry, failing the test if it is absent.
+func (m Manifest) String(t testing.TB, path ...string) string {
+	t.Helper()
+	v, ok := m.Lookup(path...)
+	s, isStr := v.(string)
+	if !ok || !isStr {
+		t.Fatalf("manifest.json: no string at %v", path)
+	}
+	return s
+}
+
+// Ints returns a list of integers (e.g. configs.dit.patch_size), failing the
+// test if it is absent or holds anything else.
+func (m Manifest) Ints(t testing.TB, path ...string) []int {
+	t.Helper()
+	v, ok := m.Lookup(path...)
+	list, isList := v.([]any)
+	if !ok || !isList {
+		t.Fatalf("manifest.json: no list at %v", path)
+	}
+	out := make([]int, len(list))
+	for i, e := range list {
+		f, isNum := e.(float64)
+		if !isNum || f != math.Trunc(f) {
+			t.Fatalf("manifest.json: %v[%d] = %v, want an integer", path, i, e)
+		}
+		out[i] = int(f)
+	}
+	return out
+}
+
+// Keys returns the sorted keys of an object (e.g. the rCM runs under
+// configs.rcm), so tests iterate over what the set holds.
+func (m Manifest) Keys(t testing.TB, path ...string) []string {
+	t.Helper()
+	v, ok := m.Lookup(path...)
+	obj, isObj := v.(map[string]any)
+	if !ok || !isObj {
+		t.Fatalf("manifest.json: no object at %v", path)
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ArgvNumber reads the numeric value of flag in the recorded command line
+// configs.rcm.<run>.argv (e.g. --sigma_max, --sla_topk).
+func (m Manifest) ArgvNumber(t testing.TB, run, flag string) float64 {
+	t.Helper()
+	v, _ := m.Lookup("configs", "rcm", run, "argv")
+	argv, _ := v.([]any)
+	for i := 0; i+1 < len(argv); i++ {
+		if argv[i] == flag {
+			var f float64
+			if _, err := fmt.Sscan(fmt.Sprint(argv[i+1]), &f); err == nil {
+				return f
+			}
+		}
+	}
+	t.Fatalf("manifest.json: configs.rcm.%s.argv has no numeric %s", run, flag)
+	return 0
+}
+
+// ArgvHas reports whether the recorded command line of an rCM run holds flag.
+func (m Manifest) ArgvHas(run, flag string) bool {
+	v, _ := m.Lookup("configs", "rcm", run, "argv")
+	argv, _ := v.([]any)
+	for _, a := range argv {
+		if a == flag {
+			return true
+		}
+	}
+	return false
+}
