@@ -1,0 +1,352 @@
+package cuda
+
+import (
+	"math"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/sla"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// slaChunk is how many rows one block of the column-reduction kernels sums.
+const slaChunk = 256
+
+// sparseLinearAttention is SLA/SageSLA self-attention
+// (backend.DiTOps.SparseLinearAttention) on the GPU, the CPU backend's
+// semantics (package sla): q, k, v [L, heads·128] or [B, L, heads·128], F32
+// or BF16, rounded to bf16 inside; the block map is computed in the inputs'
+// dtype; the result has q's dtype and bf16-exact values. Zero block sizes
+// default to SLA 128/64, SageSLA 64/128; each may be 64 or 128.
+func (b *Backend) sparseLinearAttention(q, k, v backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor) backend.Tensor {
+	out, _ := b.slaForward(q, k, v, heads, cfg, projW, projB, false)
+	return out
+}
+
+// slaPlan is one validated SLA call.
+type slaPlan struct {
+	q, k, v  *Tensor
+	g        sla.Geometry
+	sage     bool
+	batches  int
+	bf16Map  bool
+	override []int8
+}
+
+func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor) slaPlan {
+	p := slaPlan{q: T(qt), k: T(kt), v: T(vt)}
+	for _, x := range []struct {
+		name string
+		t    *Tensor
+	}{{"q", p.q}, {"k", p.k}, {"v", p.v}} {
+		checkFloat("SparseLinearAttention "+x.name, x.t)
+		if !backend.SameShape(x.t.shape, p.q.shape) {
+			backend.Fail("cuda: SparseLinearAttention: %s shape %v differs from q's %v", x.name, x.t.shape, p.q.shape)
+		}
+	}
+	nd := len(p.q.shape)
+	if nd != 2 && nd != 3 {
+		backend.Fail("cuda: SparseLinearAttention: q must be [L, heads·d] or [B, L, heads·d], got %v", p.q.shape)
+	}
+	hd := p.q.shape[nd-1]
+	if heads <= 0 || hd%heads != 0 {
+		backend.Fail("cuda: SparseLinearAttention: width %d is not divisible into %d heads", hd, heads)
+	}
+	if d := hd / heads; d != 128 {
+		backend.Fail("cuda: SparseLinearAttention: head dim %d not supported (the CUDA kernels take 128)", d)
+	}
+	p.batches = 1
+	if nd == 3 {
+		p.batches = p.q.shape[0]
+	}
+	g := sla.Geometry{L: p.q.shape[nd-2], Heads: heads, D: 128, TopK: cfg.TopK}
+	switch cfg.Kind {
+	case backend.SLA:
+		g.BlockQ, g.BlockK = 128, 64
+	case backend.SageSLA:
+		p.sage = true
+		g.BlockQ, g.BlockK = 64, 128
+	default:
+		backend.Fail("cuda: SparseLinearAttention: attention kind %v is not SLA or SageSLA", cfg.Kind)
+	}
+	if cfg.BlockQ != 0 {
+		g.BlockQ = cfg.BlockQ
+	}
+	if cfg.BlockK != 0 {
+		g.BlockK = cfg.BlockK
+	}
+	if (g.BlockQ != 64 && g.BlockQ != 128) || (g.BlockK != 64 && g.BlockK != 128) {
+		backend.Fail("cuda: SparseLinearAttention: block sizes %d/%d not supported (query and key blocks must be 64 or 128)", g.BlockQ, g.BlockK)
+	}
+	if g.L > 0 && p.batches > 0 {
+		if err := g.Check(g.L * heads * 128); err != nil {
+			backend.FailErr(err)
+		}
+	}
+	if cfg.BlockMap != nil && len(cfg.BlockMap) != g.MapLen() {
+		backend.Fail("cuda: SparseLinearAttention: block map has %d entries, want [heads=%d, qblocks=%d, kblocks=%d]", len(cfg.BlockMap), heads, g.QBlocks(), g.KBlocks())
+	}
+	p.override = cfg.BlockMap
+	backend.CheckShape("SparseLinearAttention proj_l weight", projW, 128, 128)
+	checkFloat("SparseLinearAttention proj_l weight", T(projW))
+	if projB != nil {
+		backend.CheckShape("SparseLinearAttention proj_l bias", projB, 128)
+		checkFloat("SparseLinearAttention proj_l bias", T(projB))
+	}
+	p.bf16Map = p.q.dt == tensor.BF16 && p.k.dt == tensor.BF16
+	p.g = g
+	return p
+}
+
+// slaForward runs the op; with keepMap it also returns the block map
+// [B, heads, qBlocks, kBlocks] as F32 0/1 (tests compare it with the CPU's).
+func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
+	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
+	g, B := p.g, p.batches
+	if g.L == 0 || B == 0 {
+		defer b.enter()()
+		return b.newTensor(p.q.dt, p.q.shape), nil
+	}
+	// bf16 operands (the reference casts q, k, v and proj_l to bf16).
+	var temps []backend.Tensor
+	defer func() {
+		for _, t := range temps {
+			b.Free(t)
+		}
+	}()
+	bf := func(t backend.Tensor) *Tensor {
+		if t == nil || T(t).dt == tensor.BF16 {
+			return tPtr(t)
+		}
+		c := b.Cast(t, tensor.BF16)
+		temps = append(temps, c)
+		return T(c)
+	}
+	q16, k16, v16 := bf(p.q), bf(p.k), bf(p.v)
+	w16 := bf(projW)
+	var b16 backend.Tensor
+	if projB != nil {
+		b16 = bf(projB)
+	}
+	var given *Tensor
+	if p.override != nil {
+		f := make([]float32, len(p.override))
+		for i, x := range p.override {
+			if x != 0 {
+				f[i] = 1
+			}
+		}
+		gt := b.Upload(tensor.F32, []int{len(f)}, f)
+		temps = append(temps, gt)
+		given = T(gt)
+	}
+
+	L, H, W := g.L, g.Heads, g.Heads*128
+	qb, kb := g.QBlocks(), g.KBlocks()
+	var lut, cnt, bmap, ksum, opre *Tensor
+	func() {
+		defer b.enter()()
+		lut, cnt, bmap, ksum = b.slaSelect(p, given, keepMap)
+		opre = b.slaLinear(q16, k16, v16, B, L, H)
+	}()
+	defer b.Free(lut)
+	defer b.Free(cnt)
+	defer b.Free(ksum)
+	ol := b.Linear(b.Reshape(opre, B*L*H, 128), w16, b16)
+	b.Free(opre)
+	defer b.Free(ol)
+
+	defer b.enter()()
+	out := b.newTensor(p.q.dt, p.q.shape)
+	odt := dtCode(out.dt)
+	grid := [3]int{qb, H, B}
+	if !p.sage {
+		scale := float32(math.Pow(128, -0.5) * 1.4426950408889634)
+		smem := (g.BlockQ*136 + 4*g.BlockK*136) * 2
+		b.launch(b.fn("sla_sparse.cu", slaKernelName("sla_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
+			q16.buf.ptr, k16.buf.ptr, v16.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt, lut.buf.ptr, cnt.buf.ptr,
+			int32(L), int32(H), int32(qb), int32(kb), scale)
+		return out, nilIfNone(bmap)
+	}
+	// SageSLA: int8 Q/K with per-block scales (K smoothed by its bf16 mean
+	// over the bf16 copy), e4m3 V with per-channel scales.
+	ks16 := ksum
+	if !p.bf16Map {
+		ks16 = b.colSum(k16, B, L, H, true)
+		defer b.Free(ks16)
+	}
+	qi := b.newTensor(tensor.I8, []int{B, L, W})
+	defer b.Free(qi)
+	ki := b.newTensor(tensor.I8, []int{B, L, W})
+	defer b.Free(ki)
+	sq := b.newTensor(tensor.F32, []int{B, H, qb})
+	defer b.Free(sq)
+	sk := b.newTensor(tensor.F32, []int{B, H, kb})
+	defer b.Free(sk)
+	quant := b.fn("sla_sparse.cu", "sage_quant_kernel")
+	b.launch(quant, grid, [3]int{128, 1, 1}, 0, qi.buf.ptr, sq.buf.ptr, q16.buf.ptr, uintptr(0), int32(L), int32(H), int32(g.BlockQ), int32(qb))
+	b.launch(quant, [3]int{kb, H, B}, [3]int{128, 1, 1}, 0, ki.buf.ptr, sk.buf.ptr, k16.buf.ptr, ks16.buf.ptr, int32(L), int32(H), int32(g.BlockK), int32(kb))
+	vamax := b.newTensor(tensor.I32, []int{B, W})
+	defer b.Free(vamax)
+	b.memset0(vamax)
+	b.launch(b.fn("sla_sparse.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
+		vamax.buf.ptr, v16.buf.ptr, int32(L), int32(H), int32(slaChunk))
+	v8 := b.newTensor(tensor.BF16, []int{B, L, W})
+	defer b.Free(v8)
+	vs := b.newTensor(tensor.F32, []int{B, W})
+	defer b.Free(vs)
+	n := int64(B) * int64(L) * int64(W)
+	b.launch(b.fn("sla_sparse.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
+		n, int64(L)*int64(W), int32(W))
+	sm := float32(1/math.Sqrt(128)) * float32(1.44269504088896340736)
+	smem := g.BlockQ*144 + 2*g.BlockK*144 + 2*g.BlockK*136*2
+	b.launch(b.fn("sla_sparse.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
+		qi.buf.ptr, ki.buf.ptr, v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
+		lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
+	return out, nilIfNone(bmap)
+}
+
+func slaKernelName(prefix string, g sla.Geometry) string {
+	name := prefix + "_q128"
+	if g.BlockQ == 64 {
+		name = prefix + "_q64"
+	}
+	if g.BlockK == 64 {
+		return name + "_k64"
+	}
+	return name + "_k128"
+}
+
+// tPtr is T for a possibly nil tensor.
+func tPtr(t backend.Tensor) *Tensor {
+	if t == nil {
+		return nil
+	}
+	return T(t)
+}
+
+func nilIfNone(t *Tensor) backend.Tensor {
+	if t == nil {
+		return nil
+	}
+	return t
+}
+
+// memset0 zeroes t on the stream (caller holds the device).
+func (b *Backend) memset0(t *Tensor) {
+	if n := t.bytes(); n > 0 {
+		b.must("cuMemsetD8Async", call(b.drv.cuMemsetD8Async, t.buf.ptr, 0, uintptr(n), b.stream))
+	}
+}
+
+// colSum returns the float64 channel sums of x [B, L, H·128] over L,
+// [B, H, 128] (rounding each value to bf16 first when rnd). Caller holds
+// the device.
+func (b *Backend) colSum(x *Tensor, B, L, H int, rnd bool) *Tensor {
+	s := b.newTensor(tensor.F64, []int{B, H, 128})
+	b.memset0(s)
+	b.launch(b.fn("sla_blockmap.cu", "sla_colsum_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
+		s.buf.ptr, x.buf.ptr, dtCode(x.dt), b2i(rnd), int32(L), int32(H), int32(slaChunk))
+	return s
+}
+
+func b2i(v bool) int32 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// slaSelect computes the block selection from the original q, k (their
+// dtype decides the bf16 roundings) and returns the visiting-order table
+// lut [B, H, Qb, Kb], the counts cnt [B, H, Qb], the map (keepMap) and the
+// channel sums of k (reused by SageSLA). Caller holds the device.
+func (b *Backend) slaSelect(p slaPlan, given *Tensor, keepMap bool) (lut, cnt, bmap, ksum *Tensor) {
+	g, B := p.g, p.batches
+	L, H := g.L, g.Heads
+	qb, kb := g.QBlocks(), g.KBlocks()
+	rnd := b2i(p.bf16Map)
+	ksum = b.colSum(p.k, B, L, H, p.bf16Map)
+	pq := b.newTensor(tensor.F32, []int{B, H, qb, 128})
+	defer b.Free(pq)
+	pk := b.newTensor(tensor.F32, []int{B, H, 128, kb})
+	defer b.Free(pk)
+	pool := b.fn("sla_blockmap.cu", "sla_pool_kernel")
+	b.launch(pool, [3]int{qb, H, B}, [3]int{128, 1, 1}, 0, pq.buf.ptr, p.q.buf.ptr, dtCode(p.q.dt), rnd, uintptr(0),
+		int32(L), int32(H), int32(g.BlockQ), int32(qb), int32(0))
+	b.launch(pool, [3]int{kb, H, B}, [3]int{128, 1, 1}, 0, pk.buf.ptr, p.k.buf.ptr, dtCode(p.k.dt), rnd, ksum.buf.ptr,
+		int32(L), int32(H), int32(g.BlockK), int32(kb), int32(1))
+	lut = b.newTensor(tensor.I32, []int{B, H, qb, kb})
+	cnt = b.newTensor(tensor.I32, []int{B, H, qb})
+	var mapPtr, givenPtr uintptr
+	if keepMap {
+		bmap = b.newTensor(tensor.F32, []int{B, H, qb, kb})
+		mapPtr = bmap.buf.ptr
+	}
+	if given != nil {
+		givenPtr = given.buf.ptr
+	}
+	mode := int32(0)
+	if p.sage {
+		mode = 1
+	}
+	b.launch(b.fn("sla_blockmap.cu", "sla_select_kernel"), [3]int{qb, H, B}, block256, kb*8,
+		lut.buf.ptr, cnt.buf.ptr, mapPtr, givenPtr, pq.buf.ptr, pk.buf.ptr, rnd, int32(qb), int32(kb), int32(H),
+		int32(g.Selected()), mode)
+	return lut, cnt, bmap, ksum
+}
+
+// slaLinear runs the linear branch up to proj_l's input: φ(q), φ(k) (channel
+// softmax), KVᵀ = Vᵀ·φ(k) and num = φ(q)·KV per head on cuBLASLt (bf16
+// results), ks = Σ_L φ(k), and o = num / (1e-5 + φ(q)·ks) as [B, L, H·128]
+// bf16. Caller holds the device.
+func (b *Backend) slaLinear(q, k, v *Tensor, B, L, H int) *Tensor {
+	W := H * 128
+	rows := int64(B) * int64(L) * int64(H)
+	fm := b.fn("sla_linear.cu", "sla_featmap_kernel")
+	fmGrid := [3]int{int((rows + 7) / 8), 1, 1}
+	qf := b.newTensor(tensor.BF16, []int{B, H, L, 128})
+	defer b.Free(qf)
+	b.launch(fm, fmGrid, block256, 0, qf.buf.ptr, q.buf.ptr, rows, int32(L), int32(H), int32(1))
+	kf := b.newTensor(tensor.BF16, []int{B, L, W})
+	b.launch(fm, fmGrid, block256, 0, kf.buf.ptr, k.buf.ptr, rows, int32(L), int32(H), int32(0))
+	// Kfᵀ and Vᵀ [B, H·128, Lp], zero past L, so per head [128, Lp] rows.
+	Lp := (L + 63) / 64 * 64
+	tr := b.fn("layout.cu", "transpose_v_kernel")
+	trGrid := [3]int{Lp / 32, (W + 31) / 32, B}
+	kfT := b.newTensor(tensor.BF16, []int{B, W, Lp})
+	defer b.Free(kfT)
+	b.launch(tr, trGrid, [3]int{32, 8, 1}, 0, kfT.buf.ptr, kf.buf.ptr, int32(L), int32(Lp), int32(W))
+	b.Free(kf)
+	vT := b.newTensor(tensor.BF16, []int{B, W, Lp})
+	defer b.Free(vT)
+	b.launch(tr, trGrid, [3]int{32, 8, 1}, 0, vT.buf.ptr, v.buf.ptr, int32(L), int32(Lp), int32(W))
+	ks := b.newTensor(tensor.F32, []int{B, H, 128})
+	defer b.Free(ks)
+	b.launch(b.fn("sla_linear.cu", "sla_rowsum_kernel"), [3]int{B * W, 1, 1}, block256, 0, ks.buf.ptr, kfT.buf.ptr, int32(Lp))
+
+	kv := b.newTensor(tensor.BF16, []int{B, H, 128, 128}) // KVᵀ: [c2][c1] = Σ_l v[l,c2]·φ(k)[l,c1]
+	defer b.Free(kv)
+	num := b.newTensor(tensor.BF16, []int{B, H, L, 128})
+	defer b.Free(num)
+	kvKey := gemmKey{m: 128, n: 128, k: Lp, ab: cudaR16BF, cd: cudaR16BF, bias: -1}
+	kvPlan, err := b.plan(kvKey)
+	if err != nil {
+		backend.FailErr(err)
+	}
+	numKey := gemmKey{m: L, n: 128, k: 128, ab: cudaR16BF, cd: cudaR16BF, bias: -1}
+	numPlan, err := b.plan(numKey)
+	if err != nil {
+		backend.FailErr(err)
+	}
+	for bh := 0; bh < B*H; bh++ {
+		tOff := uintptr(bh) * 128 * uintptr(Lp) * 2 // head bh's rows of Kfᵀ / Vᵀ
+		kvOff := uintptr(bh) * 128 * 128 * 2
+		rowOff := uintptr(bh) * uintptr(L) * 128 * 2
+		b.gemm(kvPlan, kvKey, vT.buf.ptr+tOff, kfT.buf.ptr+tOff, kv.buf.ptr+kvOff, 0)
+		b.gemm(numPlan, numKey, qf.buf.ptr+rowOff, kv.buf.ptr+kvOff, num.buf.ptr+rowOff, 0)
+	}
+	o := b.newTensor(tensor.BF16, []int{B, L, W})
+	b.launch(b.fn("sla_linear.cu", "sla_linear_norm_kernel"), fmGrid, block256, 0, o.buf.ptr, num.buf.ptr, qf.buf.ptr, ks.buf.ptr,
+		rows, int32(L), int32(H))
+	return o
+}
