@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -10,8 +11,8 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// goldenDiT is the tiny DiT of the conformance set (dim 256, 2 heads,
-// ffn 1024, eps 1e-6), run op by op on this backend as TD's
+// goldenDiT is the tiny DiT of the conformance set (heads, eps, text
+// length and layers from the manifest's configs.dit), run op by op on this backend as TD's
 // rcm/networks/wan2pt1.py does with --default_norm and SDPA attention.
 type goldenDiT struct {
 	t     *testing.T
@@ -22,9 +23,17 @@ type goldenDiT struct {
 	in    checkpoint.File
 	name  string // variant prefix, e.g. "bf16_original"
 	heads int
+	eps   float32
 }
 
-const goldenEps = 1e-6
+// newGoldenDiT opens the set's DiT files for one variant and reads the
+// configuration the op-by-op model needs from the manifest.
+func newGoldenDiT(t *testing.T, name, file string, dt tensor.DType) (*goldenDiT, golden.Manifest) {
+	man := golden.LoadManifest(t)
+	return &goldenDiT{t: t, be: New(), dt: dt, name: name,
+		heads: man.Int(t, "configs", "dit", "num_heads"), eps: float32(man.Number(t, "configs", "dit", "eps")),
+		w: golden.Open(t, "dit_weights.safetensors"), ref: golden.Open(t, file), in: golden.Open(t, "dit_inputs.safetensors")}, man
+}
 
 // weight uploads a checkpoint weight in the model's dtype (all weights are
 // bf16-exact, so the fp32 model sees the same values).
@@ -63,8 +72,8 @@ func (g *goldenDiT) modulation(block string) []backend.Tensor {
 // dense attention and the output projection.
 func (g *goldenDiT) attention(prefix string, x, ctx, angles backend.Tensor) backend.Tensor {
 	be := g.be
-	q := be.RMSNorm(g.linear(x, prefix+".q"), g.weight(prefix+".norm_q.weight"), goldenEps, backend.NormDefault)
-	k := be.RMSNorm(g.linear(ctx, prefix+".k"), g.weight(prefix+".norm_k.weight"), goldenEps, backend.NormDefault)
+	q := be.RMSNorm(g.linear(x, prefix+".q"), g.weight(prefix+".norm_q.weight"), g.eps, backend.NormDefault)
+	k := be.RMSNorm(g.linear(ctx, prefix+".k"), g.weight(prefix+".norm_k.weight"), g.eps, backend.NormDefault)
 	v := g.linear(ctx, prefix+".v")
 	if angles != nil {
 		q, k = be.RoPE(q, angles, g.heads), be.RoPE(k, angles, g.heads)
@@ -88,8 +97,7 @@ func TestGoldenBlock(t *testing.T) {
 		{"bf16_original", "dit_bf16.safetensors", tensor.BF16, 2e-2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			g := &goldenDiT{t: t, be: New(), dt: c.dt, name: c.name, heads: 2,
-				w: golden.Open(t, "dit_weights.safetensors"), ref: golden.Open(t, c.file), in: golden.Open(t, "dit_inputs.safetensors")}
+			g, _ := newGoldenDiT(t, c.name, c.file, c.dt)
 			be := g.be
 			x := g.refT("patch_embedding", c.dt)
 			ctx := g.refT("text_embedding", c.dt)
@@ -97,15 +105,15 @@ func TestGoldenBlock(t *testing.T) {
 			angles := be.Upload(tensor.F32, ashape, av)
 			m := g.modulation("blocks.0")
 
-			a := be.Modulate(be.LayerNorm(x, nil, nil, goldenEps, c.dt), m[0], m[1])
+			a := be.Modulate(be.LayerNorm(x, nil, nil, g.eps, c.dt), m[0], m[1])
 			y := g.attention("blocks.0.self_attn", a, a, angles)
 			want, _ := golden.Tensor(t, g.ref, c.name+".blocks.0.self_attn")
 			golden.Compare(t, c.name+" blocks.0.self_attn", be.Download(y), want, c.tol)
 
 			x = be.GatedAdd(x, y, m[2])
-			n3 := be.LayerNorm(x, g.weight("blocks.0.norm3.weight"), g.weight("blocks.0.norm3.bias"), goldenEps, c.dt)
+			n3 := be.LayerNorm(x, g.weight("blocks.0.norm3.weight"), g.weight("blocks.0.norm3.bias"), g.eps, c.dt)
 			x = be.Add(x, g.attention("blocks.0.cross_attn", n3, ctx, nil))
-			f := be.Modulate(be.LayerNorm(x, nil, nil, goldenEps, c.dt), m[3], m[4])
+			f := be.Modulate(be.LayerNorm(x, nil, nil, g.eps, c.dt), m[3], m[4])
 			ffn := g.linear(be.GELUTanh(g.linear(f, "blocks.0.ffn.0")), "blocks.0.ffn.2")
 			x = be.GatedAdd(x, ffn, m[5])
 			want, _ = golden.Tensor(t, g.ref, c.name+".blocks.0")
@@ -126,8 +134,7 @@ func TestGoldenEmbeddingsAndHead(t *testing.T) {
 		{"bf16_original", "dit_bf16.safetensors", tensor.BF16, 2e-2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			g := &goldenDiT{t: t, be: New(), dt: c.dt, name: c.name, heads: 2,
-				w: golden.Open(t, "dit_weights.safetensors"), ref: golden.Open(t, c.file), in: golden.Open(t, "dit_inputs.safetensors")}
+			g, man := newGoldenDiT(t, c.name, c.file, c.dt)
 			be := g.be
 			f32w := func(key string) backend.Tensor { // fp32 autocast regions upcast the weights
 				v, shape := golden.Tensor(t, g.w, key)
@@ -139,17 +146,22 @@ func TestGoldenEmbeddingsAndHead(t *testing.T) {
 			want, _ := golden.Tensor(t, g.ref, c.name+".time_projection")
 			golden.Compare(t, c.name+" time_projection", be.Download(e0), want, 1e-4)
 
-			// text embedding: W2·GELU_tanh(W1·txt+b1)+b2 on 77 rows + zero rows
+			// text embedding: W2·GELU_tanh(W1·txt+b1)+b2 on the valid rows
+			// padded with zero rows to text_len
 			tv, tshape := golden.Tensor(t, g.in, "text_valid")
-			txt := make([]float32, 512*tshape[2])
+			textLen := man.Int(t, "configs", "dit", "text_len")
+			if len(tshape) != 3 || tshape[1] > textLen {
+				t.Fatalf("text_valid has shape %v, want [1, rows <= %d, text_dim]", tshape, textLen)
+			}
+			txt := make([]float32, textLen*tshape[2])
 			copy(txt, tv)
-			ctx := g.linear(be.GELUTanh(g.linear(be.Upload(c.dt, []int{1, 512, tshape[2]}, txt), "text_embedding.0")), "text_embedding.2")
+			ctx := g.linear(be.GELUTanh(g.linear(be.Upload(c.dt, []int{1, textLen, tshape[2]}, txt), "text_embedding.0")), "text_embedding.2")
 			want, _ = golden.Tensor(t, g.ref, c.name+".text_embedding")
 			golden.Compare(t, c.name+" text_embedding", be.Download(ctx), want, c.tol)
 
 			// head: W_h·(float32(LN(x)) ·(1+scale) + shift) + b_h in float32
 			// from the reference's last block output.
-			x := g.refT("blocks.1", c.dt)
+			x := g.refT(fmt.Sprintf("blocks.%d", man.Int(t, "configs", "dit", "num_layers")-1), c.dt)
 			mv, _ := golden.Tensor(t, g.w, "head.modulation")
 			ev := be.Download(e)
 			d := len(ev)
@@ -157,7 +169,7 @@ func TestGoldenEmbeddingsAndHead(t *testing.T) {
 			for j := range ev {
 				shift[j], scale[j] = mv[j]+ev[j], mv[d+j]+ev[j]
 			}
-			n := be.Cast(be.LayerNorm(x, nil, nil, goldenEps, c.dt), tensor.F32)
+			n := be.Cast(be.LayerNorm(x, nil, nil, g.eps, c.dt), tensor.F32)
 			h := be.Modulate(n, be.Upload(tensor.F32, []int{d}, shift), be.Upload(tensor.F32, []int{d}, scale))
 			out := be.Linear(h, f32w("head.head.weight"), f32w("head.head.bias"))
 			want, _ = golden.Tensor(t, g.ref, c.name+".head")

@@ -13,23 +13,29 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// TestInt8LinearConformance runs the backend op on the golden Int8Linear
-// case ([1,300,384] x, [320,384] int8 weight) and expects bit-exact output.
+// TestInt8LinearConformance runs the backend op on the set's Int8Linear
+// case (x [.., K] bf16, int8 weight [N, K] with its scales; shapes from the
+// file) and expects bit-exact output.
 func TestInt8LinearConformance(t *testing.T) {
 	f := golden.Open(t, "int8_linear.safetensors")
 	x, xs := golden.Tensor(t, f, "x")
-	ws, _ := golden.Tensor(t, f, "weight_scale")
-	bias, _ := golden.Tensor(t, f, "bias")
+	ws, wss := golden.Tensor(t, f, "weight_scale")
+	bias, bs := golden.Tensor(t, f, "bias")
 	want, _ := golden.Tensor(t, f, "y_module")
 	wq, err := f.Int8("weight_int8")
 	if err != nil {
 		t.Fatal(err)
 	}
+	wi, _ := f.Info("weight_int8")
+	if len(wi.Shape) != 2 || len(xs) < 2 || xs[len(xs)-1] != wi.Shape[1] {
+		t.Fatalf("%s: x %v and weight_int8 %v are not [.., K] and [N, K]", f.Path(), xs, wi.Shape)
+	}
 	b := New()
-	y := b.Int8Linear(NewTensor(tensor.BF16, xs, x), b.UploadInt8([]int{320, 384}, wq),
-		NewTensor(tensor.F32, []int{3, 3}, ws), NewTensor(tensor.BF16, []int{320}, bias))
-	if got := y.Shape(); !backend.SameShape(got, []int{1, 300, 320}) || y.DType() != tensor.BF16 {
-		t.Fatalf("output %v %v, want bfloat16 [1 300 320]", y.DType(), got)
+	y := b.Int8Linear(NewTensor(tensor.BF16, xs, x), b.UploadInt8(wi.Shape, wq),
+		NewTensor(tensor.F32, wss, ws), NewTensor(tensor.BF16, bs, bias))
+	wantShape := append(append([]int(nil), xs[:len(xs)-1]...), wi.Shape[0])
+	if got := y.Shape(); !backend.SameShape(got, wantShape) || y.DType() != tensor.BF16 {
+		t.Fatalf("output %v %v, want bfloat16 %v", y.DType(), got, wantShape)
 	}
 	got := T(y).F
 	diff := 0
