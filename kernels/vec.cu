@@ -27,6 +27,17 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
   return u;
 }
 
+// Loads 8 consecutive operand values from index c (c % 8 == 0) of a vector
+// of run-time dtype dt: two float4 or one uint4 load instead of eight.
+__device__ __forceinline__ void ld8v(const void* p, int dt, long long c, float* f) {
+  if (dt == DT_BF16) {
+    unpack8(((const uint4*)p)[c / 8], f);
+  } else {
+    const float4 a = ((const float4*)p)[c / 4], b = ((const float4*)p)[c / 4 + 1];
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  }
+}
+
 // Elementwise over n bf16 values (n % 8 == 0) in chunks of 8; operand
 // vectors (shift/scale/gate) have nv elements with nv % 8 == 0, so a chunk
 // reads 8 consecutive operand values.
@@ -41,13 +52,16 @@ extern "C" __global__ void ew_bf16_kernel(bf16* out, const bf16* x, const bf16* 
     unpack8(((const uint4*)x)[i], v);
     if (op == 1 || op == 3) unpack8(((const uint4*)y)[i], w);
     const long long c = (i * 8) % nv;
+    float av[8], bv[8];
+    if (op == 0 || op == 1) ld8v(a, adt, c, av);
+    if (op == 0) ld8v(b, bdt, c, bv);
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
       float r;
       if (op == 0) {
-        r = __fadd_rn(__fmul_rn(v[k], 1.f + ldv(b, bdt, c + k)), ldv(a, adt, c + k));
+        r = __fadd_rn(__fmul_rn(v[k], 1.f + bv[k]), av[k]);
       } else if (op == 1) {
-        float g = rbf(ldv(a, adt, c + k));
+        float g = rbf(av[k]);
         r = __fadd_rn(v[k], rbf(__fmul_rn(w[k], g)));
       } else if (op == 2) {
         const float k0 = 0.7978845608028654f;
@@ -107,15 +121,20 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
   for (int j = 0; j < VPT; ++j) {
     if (!have[j]) continue;
     const int c0 = (threadIdx.x + j * blockDim.x) * 8;
+    float wv[8], bv[8], shv[8], scv[8];
+    if (wdt) ld8v(w, wdt, c0, wv);
+    if (bdt) ld8v(bb, bdt, c0, bv);
+    if (nv) {
+      const long long m = (base + c0) % nv;  // nv % 8 == 0: the 8 values are consecutive
+      ld8v(shift, shdt, m, shv);
+      ld8v(scale, scdt, m, scv);
+    }
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
       float r = (v[j][k] - mean) * rstd;
-      if (wdt) r *= ldv(w, wdt, c0 + k);
-      if (bdt) r += ldv(bb, bdt, c0 + k);
-      if (nv) {
-        long long m = (base + c0 + k) % nv;
-        r = __fadd_rn(__fmul_rn(rbf(r), 1.f + ldv(scale, scdt, m)), ldv(shift, shdt, m));
-      }
+      if (wdt) r *= wv[k];
+      if (bdt) r += bv[k];
+      if (nv) r = __fadd_rn(__fmul_rn(rbf(r), 1.f + scv[k]), shv[k]);
       v[j][k] = r;
     }
     ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
@@ -141,11 +160,13 @@ __device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, 
   for (int j = 0; j < VPT; ++j) {
     if (!have[j]) continue;
     const int c0 = (threadIdx.x + j * blockDim.x) * 8;
+    float wv[8];
+    ld8v(w, wdt, c0, wv);
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
       float r = v[j][k] * rstd;
       if (mode == 1) r = rbf(r);
-      v[j][k] = r * ldv(w, wdt, c0 + k);
+      v[j][k] = r * wv[k];
     }
     ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
   }

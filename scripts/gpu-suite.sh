@@ -35,7 +35,7 @@ run)
 		.gpu/turbodiffusion doctor
 		echo "== attention kernel resources (ptxas -v)"
 		TURBODIFFUSION_NVRTC_VERBOSE=1 .gpu/cuda.test -test.run 'TestKernelsCompile$' 2>&1 |
-			grep -E "^nvrtc attention|Compiling entry|registers|spill" | grep -B1 -A2 -E "flash" | grep -v '^--' | head -40
+			grep -E "^nvrtc attention|Compiling entry|registers|spill|Performance|serializ" | grep -A3 -E "flash_wgmma" | grep -v '^--' | head -60
 		echo "== op tests (CUDA vs CPU)"
 		.gpu/cuda.test -test.v -test.timeout 300s -test.run "${SUITE_TESTS:-.}" 2>&1 |
 			grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|SIGSEGV|fatal)|rel_l2|seed|error|Error|out of device|\.go:[0-9]+:' | grep -v '^=== RUN'

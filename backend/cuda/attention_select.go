@@ -19,18 +19,20 @@ type attnState struct {
 	checked bool
 	wgmma   bool // use flash_wgmma_d* (sm_90a)
 	swap    int32
-	nwg     int // wgmma variant: consumer warpgroups per block
-	minb    int // and minimum blocks per SM (register cap)
+	nwg     int  // wgmma variant: consumer warpgroups per block
+	minb    int  // and minimum blocks per SM (register cap)
+	pipe    bool // S(j+1) overlaps the softmax of tile j
 	forced  string
 	note    string
 }
 
 // WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
-// blocks per SM>"; SetAttentionKernel("wgmma:w2b2") picks one.
-var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1"}
+// blocks per SM>" or "w<warpgroups>p" (pipelined: Q·Kᵀ of the next tile
+// overlaps this tile's softmax); SetAttentionKernel("wgmma:w3p") picks one.
+var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w2p", "w3p"}
 
-// defaultVariant is the variant used unless one is picked.
-const defaultVariant = "w2b1"
+// defaultVariant is the fastest variant measured (docs/PERF.md).
+const defaultVariant = "w3b1"
 
 // AttentionKernel says which dense attention kernel runs and why.
 func (b *Backend) AttentionKernel() string {
@@ -47,11 +49,21 @@ func (b *Backend) SetAttentionKernel(k string) {
 	b.attn = attnState{forced: k}
 }
 
-func parseVariant(v string) (nwg, minb int, ok bool) {
-	if _, err := fmt.Sscanf(v, "w%db%d", &nwg, &minb); err != nil || nwg < 2 || nwg > 3 || minb < 1 || minb > 2 {
-		return 0, 0, false
+func parseVariant(v string) (nwg, minb int, pipe, ok bool) {
+	for _, known := range WGMMAVariants {
+		if v == known {
+			ok = true
+		}
 	}
-	return nwg, minb, true
+	if !ok {
+		return 0, 0, false, false
+	}
+	if strings.HasSuffix(v, "p") {
+		_, err := fmt.Sscanf(v, "w%dp", &nwg)
+		return nwg, 1, true, err == nil
+	}
+	_, err := fmt.Sscanf(v, "w%db%d", &nwg, &minb)
+	return nwg, minb, false, err == nil
 }
 
 // wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
@@ -76,7 +88,7 @@ func (b *Backend) wgmmaReady() bool {
 		variant = v
 	}
 	var ok bool
-	if b.attn.nwg, b.attn.minb, ok = parseVariant(variant); !ok {
+	if b.attn.nwg, b.attn.minb, b.attn.pipe, ok = parseVariant(variant); !ok {
 		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
@@ -150,12 +162,13 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
 		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
 	nwg, minb := b.attn.nwg, b.attn.minb
-	if d == 64 && nwg == 3 {
-		nwg, minb = 2, 1 // not built for d=64
-	}
 	bm := 64 * nwg
 	smem := (bm*d + 4*64*d) * 2
 	name := fmt.Sprintf("flash_wgmma_d%d_w%d_b%d", d, nwg, minb)
+	if b.attn.pipe {
+		smem = (bm*d + 6*64*d) * 2
+		name = fmt.Sprintf("flash_wgmma_d%d_w%d_p", d, nwg)
+	}
 	sl := float32(float64(scale) * math.Log2E)
 	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * nwg, 1, 1}, smem,
 		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)

@@ -226,9 +226,13 @@ func TestAttention(t *testing.T) {
 		v := up(g, c, tensor.BF16, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
 		s := float32(1 / math.Sqrt(float64(tc.d)))
 		want := c.Attention(q.c, k.c, v.c, tc.heads, s)
-		for _, kern := range []string{"mma", "wgmma"} {
+		kerns := []string{"mma"}
+		for _, v := range WGMMAVariants {
+			kerns = append(kerns, "wgmma:"+v)
+		}
+		for _, kern := range kerns {
 			g.SetAttentionKernel(kern)
-			if got := g.AttentionKernel(); !strings.HasPrefix(got, kern) {
+			if got := g.AttentionKernel(); !strings.HasPrefix(got, strings.Split(kern, ":")[0]) {
 				t.Logf("attention kernel %s not available here: %s", kern, got)
 				continue
 			}
