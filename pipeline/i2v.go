@@ -47,6 +47,14 @@ const (
 	LowNoise
 )
 
+// short is "high" or "low".
+func (x Expert) short() string {
+	if x == LowNoise {
+		return "low"
+	}
+	return "high"
+}
+
 func (x Expert) String() string {
 	if x == LowNoise {
 		return "low-noise"
@@ -304,6 +312,7 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 		return nil, err
 	}
 	if err := stage("encode image", func() error {
+		e.report(Event{Stage: "encode image", Note: fmt.Sprintf("%dx%d, %d frames", size.W, size.H, r.Frames)})
 		var ys []int
 		var err error
 		y, ys, err = e.encodeCondition(pix, size, r.Frames)
@@ -364,7 +373,7 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		if loaded {
 			d := time.Since(t0)
 			loadTime += d
-			res.Timings = append(res.Timings, Timing{"load " + x16.String() + " expert", d})
+			res.Timings = append(res.Timings, Timing{"load DiT " + x16.short(), d})
 		}
 		txt := texts[m]
 		if txt == nil {

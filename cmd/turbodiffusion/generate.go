@@ -26,6 +26,9 @@ type engineFlags struct {
 	device, dtype                  string
 	defaultNorm, keepText, noCache bool
 	cacheDir                       string
+	// i2v selects the image-to-video experts (--dit-high/--dit-low or the
+	// TurboWan2.2-I2V files) instead of a text-to-video DiT.
+	i2v bool
 }
 
 type generateFlags struct {
@@ -38,6 +41,9 @@ type generateFlags struct {
 	ode                    bool
 	resolution, aspect     string
 	seed                   uint64
+	image                  string
+	boundary               float64
+	adaptive               bool
 }
 
 func (f *engineFlags) register(fl *pflag.FlagSet) {
@@ -75,10 +81,18 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	default:
 		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
 	}
-	if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
-		return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
+	var files pipeline.Files
+	if f.i2v {
+		if f.models == "" && (f.files.DiTHigh == "" || f.files.DiTLow == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+			return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit-high, --dit-low, --vae, --text-encoder and --tokenizer)")
+		}
+		files, err = pipeline.FindI2VModels(f.models, f.variant, f.files)
+	} else {
+		if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+			return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
+		}
+		files, err = pipeline.FindModels(f.models, f.variant, f.files)
 	}
-	files, err := pipeline.FindModels(f.models, f.variant, f.files)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,15 +125,22 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 func init() {
 	var f generateFlags
 	cmd := &cobra.Command{
-		Use:   "generate --model DIR --prompt TEXT [-o out.mp4]",
-		Short: "Generate a video from a text prompt",
-		Long: `Generate a video from a text prompt with a TurboWan text-to-video model.
+		Use:   "generate --model DIR --prompt TEXT [--image IMG] [-o out.mp4]",
+		Short: "Generate a video from a text prompt (and optionally an image)",
+		Long: `Generate a video from a text prompt with a TurboWan text-to-video model,
+or from an image and a prompt (--image) with the Wan2.2 I2V A14B experts.
 
 --model names a folder holding the released files under their released names
 (TurboWan2.1-T2V-1.3B-480P.pth or -quant.pth, Wan2.1_VAE.pth,
 models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/); --dit, --vae,
 --text-encoder and --tokenizer override single files. Missing files are named
-with where to download them.`,
+with where to download them.
+
+Image-to-video (--image PNG/JPEG) uses TurboWan2.2-I2V-A14B-high-720P.pth and
+-low-720P.pth (or their -quant files) from the folder, or --dit-high and
+--dit-low; the high-noise expert runs until the RF time falls below
+--boundary, then the low-noise one (only one is kept in memory). Its defaults
+follow the reference script: --sigma-max 200, --resolution 720p.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runGenerate(cmd, &f) },
 	}
@@ -139,6 +160,11 @@ with where to download them.`,
 	fl.IntVar(&f.frames, "frames", 81, "number of frames (4k+1)")
 	fl.Uint64Var(&f.seed, "seed", 0, "random seed")
 	fl.IntVar(&f.samples, "samples", 1, "videos to generate (tiled side by side)")
+	fl.StringVar(&f.image, "image", "", "input image (PNG or JPEG): image-to-video with the Wan2.2 I2V A14B experts")
+	fl.StringVar(&f.files.DiTHigh, "dit-high", "", "I2V high-noise expert checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.DiTLow, "dit-low", "", "I2V low-noise expert checkpoint (overrides the folder)")
+	fl.Float64Var(&f.boundary, "boundary", pipeline.DefaultBoundary, "I2V: RF time below which the low-noise expert takes over")
+	fl.BoolVar(&f.adaptive, "adaptive-resolution", false, "I2V: keep the resolution's area but the image's aspect ratio")
 	root.AddCommand(cmd)
 }
 
@@ -165,12 +191,36 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if strings.TrimSpace(f.prompt) == "" {
 		return fmt.Errorf("--prompt is required")
 	}
+	fl := cmd.Flags()
+	f.i2v = f.image != ""
+	if f.i2v {
+		// The reference I2V script's defaults where they differ from T2V.
+		if !fl.Changed("sigma-max") {
+			f.sigmaMax = pipeline.DefaultI2VSigmaMax
+		}
+		if !fl.Changed("resolution") {
+			f.resolution = pipeline.DefaultI2VResolution
+		}
+		if !fl.Changed("variant") {
+			f.variant = pipeline.DefaultI2VVariant
+		}
+	} else {
+		for _, name := range []string{"dit-high", "dit-low", "boundary", "adaptive-resolution"} {
+			if fl.Changed(name) {
+				return fmt.Errorf("--%s is for image-to-video: give an input image with --image", name)
+			}
+		}
+	}
+	if f.boundary == 0 {
+		f.boundary = -1 // the request's 0 means "default"; the flag's 0 never switches
+	}
 	size, err := pipeline.Resolution(f.resolution, f.aspect)
 	if err != nil {
 		return err
 	}
 	req := pipeline.Request{Prompt: f.prompt, Sampler: f.sampler, Steps: f.steps, SigmaMax: f.sigmaMax, ODE: f.ode,
-		Shift: f.shift, Guidance: f.guidance, Negative: f.negative, Size: size, Frames: f.frames, Seed: f.seed, Samples: f.samples}
+		Shift: f.shift, Guidance: f.guidance, Negative: f.negative, Size: size, Frames: f.frames, Seed: f.seed, Samples: f.samples,
+		Image: f.image, Boundary: f.boundary, AdaptiveResolution: f.adaptive}
 	if err := req.Validate(); err != nil {
 		return err
 	}
@@ -185,8 +235,15 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d on %s, %s sampler, %d step(s), %s attention\n",
-		f.frames, size.W, size.H, be.Name(), f.sampler, f.steps, f.attention)
+	what := ""
+	if f.i2v {
+		what = " from " + f.image
+		if f.adaptive {
+			what += " (size adapted to the image)"
+		}
+	}
+	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d%s on %s, %s sampler, %d step(s), %s attention\n",
+		f.frames, size.W, size.H, what, be.Name(), f.sampler, f.steps, f.attention)
 	t0 := time.Now()
 	res, err := eng.Generate(ctx, req)
 	bar.done()
