@@ -99,7 +99,11 @@ func loadInt8Golden(t *testing.T) int8Golden {
 	if g.wq, err = f.Int8("weight_int8"); err != nil {
 		t.Fatal(err)
 	}
-	g.m, g.k, g.n = xs[1], xs[2], ws[0]
+	if len(xs) < 2 || len(ws) != 2 || xs[len(xs)-1] != ws[1] {
+		t.Fatalf("%s: x %v and weight %v are not [.., K] and [N, K]", f.Path(), xs, ws)
+	}
+	g.k, g.n = ws[1], ws[0]
+	g.m = len(g.x) / g.k // x [.., K] flattened to (M, K), as Int8Linear does
 	return g
 }
 
