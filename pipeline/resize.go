@@ -16,6 +16,11 @@ import (
 //   - the horizontal pass runs first and stores uint8, then the vertical
 //     pass; an axis whose size does not change is skipped;
 //   - each output is (Σ tap·pixel + 2^(p−1)) >> p, clamped to [0, 255].
+//
+// torchvision takes this native uint8 path on CPUs with AVX2 (the machines
+// the reference runs on); elsewhere it resizes in float32 and rounds once,
+// which can differ by one level. Written from the ATen/torchvision sources;
+// there was no PyTorch here to compare outputs bit for bit.
 func Resize(src *RGB, w, h int) (*RGB, error) {
 	if src == nil || src.W <= 0 || src.H <= 0 || len(src.Pix) != 3*src.W*src.H {
 		return nil, fmt.Errorf("resize: invalid source image")
