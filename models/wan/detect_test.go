@@ -178,15 +178,28 @@ func TestDetectEmptyAndForeign(t *testing.T) {
 	wantErr(t, err, "not a Wan DiT checkpoint", `"patch_embedding.weight"`)
 }
 
+// TestDetectGoldenWeights: the configuration detected from the set's DiT
+// checkpoint is the one the manifest records (configs.dit).
 func TestDetectGoldenWeights(t *testing.T) {
 	f := golden.Open(t, "dit_weights.safetensors")
+	man := golden.LoadManifest(t)
 	fi, err := DetectConfig(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := base("", T2V, 256, 1024, 2, 2, 16)
-	if fi.Config != want || !fi.ProjL || fi.Quantized || fi.ConvPatch {
-		t.Errorf("golden DiT detected as %+v, want %+v with proj_l", fi, want)
+	num := func(k string) int { return man.Int(t, "configs", "dit", k) }
+	ps := man.Ints(t, "configs", "dit", "patch_size")
+	if len(ps) != 3 {
+		t.Fatalf("manifest configs.dit.patch_size %v, want 3 entries", ps)
+	}
+	want := Config{Type: ModelType(man.String(t, "configs", "dit", "model_type")), Dim: num("dim"), FFNDim: num("ffn_dim"),
+		Heads: num("num_heads"), HeadDim: num("head_dim"), Layers: num("num_layers"), InDim: num("in_dim"), OutDim: num("out_dim"),
+		Patch: [3]int{ps[0], ps[1], ps[2]}, FreqDim: num("freq_dim"), TextDim: num("text_dim"), TextLen: num("text_len"),
+		Eps: float32(man.Number(t, "configs", "dit", "eps"))}
+	got := fi.Config
+	got.Name = ""
+	if got != want || !fi.ProjL || fi.Quantized || fi.ConvPatch {
+		t.Errorf("golden DiT detected as %+v, manifest configs.dit says %+v with proj_l", fi, want)
 	}
 }
 

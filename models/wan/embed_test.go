@@ -1,6 +1,7 @@
 package wan
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -11,12 +12,20 @@ import (
 )
 
 // TestRoPEAnglesGolden compares the angles with the reference's
-// generate_embeddings output for the golden 5×16×16 grid.
+// generate_embeddings output for the set's token grid (latent x of
+// dit_inputs over the manifest's patch size, head_dim from the manifest).
 func TestRoPEAnglesGolden(t *testing.T) {
 	in := golden.Open(t, "dit_inputs.safetensors")
+	man := golden.LoadManifest(t)
 	want, shape := golden.Tensor(t, in, "rope_freqs")
-	got := ropeAngles(5, 16, 16, 128)
-	if len(got) != len(want) || shape[1] != 64 {
+	xi, ok := in.Info("x")
+	ps := man.Ints(t, "configs", "dit", "patch_size")
+	if !ok || len(xi.Shape) != 5 || len(ps) != 3 {
+		t.Fatalf("dit_inputs x %v (present %v), patch_size %v: want [1, C, T, H, W] and 3 patch sizes", xi.Shape, ok, ps)
+	}
+	headDim := man.Int(t, "configs", "dit", "head_dim")
+	got := ropeAngles(xi.Shape[2]/ps[0], xi.Shape[3]/ps[1], xi.Shape[4]/ps[2], headDim)
+	if len(got) != len(want) || shape[1] != headDim/2 {
 		t.Fatalf("angles: %d values, reference %v", len(got), shape)
 	}
 	golden.Compare(t, "rope_freqs", got, want, 1e-6)
@@ -110,42 +119,51 @@ func TestForwardBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Free()
-	if _, err := m.EmbedText(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), "want 1×4096") {
+	c := m.Config
+	if _, err := m.EmbedText(make([]float32, 10), 1); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("want 1×%d", c.TextDim)) {
 		t.Errorf("short text: %v", err)
 	}
-	if _, err := m.EmbedText(make([]float32, 513*4096), 513); err == nil || !strings.Contains(err.Error(), "513 rows") {
+	long := c.TextLen + 1
+	if _, err := m.EmbedText(make([]float32, long*c.TextDim), long); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d rows", long)) {
 		t.Errorf("long text: %v", err)
 	}
 	txt, err := m.EmbedText(nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A valid latent: 1 frame of 2×2 patches.
+	pt, ph, pw := c.Patch[0], c.Patch[1], c.Patch[2]
+	ok := []int{c.InDim, pt, 2 * ph, 2 * pw}
+	n := tensor.NumElements(ok)
 	for _, tc := range []struct {
 		shape []int
 		n     int
 		frag  string
 	}{
-		{[]int{15, 1, 4, 4}, 15 * 16, "want [16, T, H, W]"},
-		{[]int{16, 1, 3, 4}, 16 * 12, "even"},
-		{[]int{16, 1, 4, 4}, 7, "holds 256 values, got 7"},
+		{[]int{c.InDim - 1, pt, 2 * ph, 2 * pw}, (c.InDim - 1) * pt * 4 * ph * pw, fmt.Sprintf("want [%d, T, H, W]", c.InDim)},
+		{[]int{c.InDim, pt, 2*ph - 1, 2 * pw}, c.InDim * pt * (2*ph - 1) * 2 * pw, "even"},
+		{ok, 7, fmt.Sprintf("holds %d values, got 7", n)},
 	} {
+		if tc.frag == "even" && ph == 1 {
+			continue // every height is a multiple of a patch height of 1
+		}
 		_, err := m.Forward(make([]float32, tc.n), tc.shape, 500, txt)
 		if err == nil || !strings.Contains(err.Error(), tc.frag) {
 			t.Errorf("shape %v: error %v, want one mentioning %q", tc.shape, err, tc.frag)
 		}
 	}
-	if _, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, float32(math.NaN()), txt); err == nil {
+	if _, err := m.Forward(make([]float32, n), ok, float32(math.NaN()), txt); err == nil {
 		t.Error("NaN timestep accepted")
 	}
 	txt.Free()
-	if _, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, 500, txt); err == nil || !strings.Contains(err.Error(), "freed") {
+	if _, err := m.Forward(make([]float32, n), ok, 500, txt); err == nil || !strings.Contains(err.Error(), "freed") {
 		t.Errorf("freed text: %v", err)
 	}
 	// A small valid call works (L = 4 tokens).
 	txt2, _ := m.EmbedText(nil, 0)
-	v, err := m.Forward(make([]float32, 256), []int{16, 1, 4, 4}, 500, txt2)
-	if err != nil || len(v) != 256 {
-		t.Errorf("valid call: %d values, %v", len(v), err)
+	v, err := m.Forward(make([]float32, n), ok, 500, txt2)
+	if want := c.OutDim * pt * 4 * ph * pw; err != nil || len(v) != want {
+		t.Errorf("valid call: %d values (want %d), %v", len(v), want, err)
 	}
 }
 
@@ -156,10 +174,10 @@ func TestForwardBadInput(t *testing.T) {
 func TestPthAndSafetensorsAgree(t *testing.T) {
 	be := cpuDiT(t)
 	in := loadInputs(t)
-	x := make([]float32, 16*2*8*8)
-	for i := range x {
-		x[i] = in.x[i]
-	}
+	// The first values of the set's latent as a [C, 2, 8, 8] latent.
+	shape := []int{in.shape[0], 2, 8, 8}
+	x := make([]float32, tensor.NumElements(shape))
+	copy(x, in.x)
 	var outs [][]float32
 	for _, name := range []string{"dit_weights.pth", "dit_weights.safetensors"} {
 		m, err := Load(be, openWeights(t, name), Options{Attention: backend.SLA, TopK: 0.5, BlockQ: 16, BlockK: 8})
@@ -170,7 +188,7 @@ func TestPthAndSafetensorsAgree(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := m.Forward(x, []int{16, 2, 8, 8}, in.t, txt)
+		v, err := m.Forward(x, shape, in.t, txt)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,33 +13,54 @@ import (
 // TestGoldenRCMLoop runs the reference's whole rCM loops with this DiT and
 // the recorded noise: the float32 dense run must land within 1e-4 of the
 // reference's final latent, the bf16 SLA runs within 5e-2 (the set's
-// recommended tolerances). The text context is the set's DiT input context.
+// recommended tolerances). The runs, their steps, σmax, dtype, attention,
+// norms and top-k come from the manifest (configs.rcm); the weights are the
+// set's DiT (every run's checkpoint holds the same values). The text context
+// is the set's DiT input context.
 func TestGoldenRCMLoop(t *testing.T) {
 	man := golden.LoadManifest(t)
 	f := golden.Open(t, "rcm_sampler.safetensors")
 	in := loadInputs(t)
 	init, shape := golden.Tensor(t, f, "noise.init")
-	runs := []struct {
-		name    string
-		weights string
-		opt     Options
-		tol     float64
-	}{
-		{"fp32_original_4step", "dit_weights.safetensors", Options{DType: tensor.F32, Norm: backend.NormDefault}, 1e-4},
-		{"bf16_sla_fastnorm_4step", "dit_weights.pth", Options{DType: tensor.BF16, Norm: backend.NormFast, Attention: backend.SLA}, 5e-2},
-		{"bf16_sla_fastnorm_2step", "dit_weights.pth", Options{DType: tensor.BF16, Norm: backend.NormFast, Attention: backend.SLA}, 5e-2},
-	}
-	for _, run := range runs {
-		t.Run(run.name, func(t *testing.T) {
-			steps := int(man.Number(t, "configs", "rcm", run.name, "steps"))
-			sigmaMax := argvNumber(t, man, run.name, "--sigma_max")
-			if run.opt.Attention != backend.Dense {
-				run.opt.TopK = man.Number(t, "configs", "dit", "sla_topk")
-				run.opt.BlockQ = int(man.Number(t, "configs", "dit", "sla_BLKQ"))
-				run.opt.BlockK = int(man.Number(t, "configs", "dit", "sla_BLKK"))
+	for _, name := range man.Keys(t, "configs", "rcm") {
+		t.Run(name, func(t *testing.T) {
+			str := func(k string) string { return man.String(t, "configs", "rcm", name, k) }
+			var opt Options
+			tol := 5e-2
+			switch dt := str("dtype"); dt {
+			case "float32":
+				opt.DType = tensor.F32
+			case "bfloat16":
+				opt.DType = tensor.BF16
+			default:
+				t.Fatalf("manifest configs.rcm.%s.dtype %q: want float32 or bfloat16", name, dt)
 			}
+			switch a := str("attention"); a {
+			case "original":
+				opt.Attention = backend.Dense
+				if opt.DType == tensor.F32 {
+					tol = 1e-4
+				}
+			case "sla":
+				opt.Attention = backend.SLA
+				opt.TopK = man.ArgvNumber(t, name, "--sla_topk")
+				opt.BlockQ = man.Int(t, "configs", "dit", "sla_BLKQ")
+				opt.BlockK = man.Int(t, "configs", "dit", "sla_BLKK")
+			default:
+				t.Fatalf("manifest configs.rcm.%s.attention %q: want original or sla", name, a)
+			}
+			switch n := str("norms"); n {
+			case "default":
+				opt.Norm = backend.NormDefault
+			case "fast":
+				opt.Norm = backend.NormFast
+			default:
+				t.Fatalf("manifest configs.rcm.%s.norms %q: want default or fast", name, n)
+			}
+			steps := man.Int(t, "configs", "rcm", name, "steps")
+			sigmaMax := man.ArgvNumber(t, name, "--sigma_max")
 			be := cpuDiT(t)
-			m, err := Load(be, openWeights(t, run.weights), run.opt)
+			m, err := Load(be, openWeights(t, "dit_weights.safetensors"), opt)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,34 +79,17 @@ func TestGoldenRCMLoop(t *testing.T) {
 			vel := func(st sampler.Step, x []float32) ([]float32, error) {
 				v, err := m.Forward(x, vshape, st.Timestep, txt)
 				if err == nil {
-					ref, _ := golden.Tensor(t, f, fmt.Sprintf("%s.step.%d.v_pred", run.name, st.Index))
+					ref, _ := golden.Tensor(t, f, fmt.Sprintf("%s.step.%d.v_pred", name, st.Index))
 					t.Logf("step %d: v_pred rel_l2 %.3e", st.Index, golden.RelL2(v, ref))
 				}
 				return v, err
 			}
-			out, err := sampler.RCM{Steps: steps, SigmaMax: sigmaMax, NetDType: run.opt.DType}.Sample(len(init), noise, vel)
+			out, err := sampler.RCM{Steps: steps, SigmaMax: sigmaMax, NetDType: opt.DType}.Sample(len(init), noise, vel)
 			if err != nil {
 				t.Fatal(err)
 			}
-			ref, _ := golden.Tensor(t, f, run.name+".final_latent")
-			golden.Compare(t, run.name+".final_latent", out, ref, run.tol)
+			ref, _ := golden.Tensor(t, f, name+".final_latent")
+			golden.Compare(t, name+".final_latent", out, ref, tol)
 		})
 	}
-}
-
-// argvNumber reads a numeric flag of a run's recorded command line.
-func argvNumber(t *testing.T, man golden.Manifest, run, flag string) float64 {
-	t.Helper()
-	v, _ := man.Lookup("configs", "rcm", run, "argv")
-	argv, _ := v.([]any)
-	for i := 0; i+1 < len(argv); i++ {
-		if argv[i] == flag {
-			var f float64
-			if _, err := fmt.Sscan(fmt.Sprint(argv[i+1]), &f); err == nil {
-				return f
-			}
-		}
-	}
-	t.Fatalf("manifest.json: run %s has no numeric %s in its argv", run, flag)
-	return 0
 }
