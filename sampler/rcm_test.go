@@ -100,26 +100,38 @@ func TestRCMBadConfig(t *testing.T) {
 	}
 }
 
-// TestRCMGolden replays the reference's three rCM loops: the schedule, every
-// network input and timestep must be bit-identical given the recorded
+// TestRCMGolden replays the reference's rCM loops (every run the manifest
+// lists under configs.rcm, with its steps, σmax and dtype): the schedule,
+// every network input and timestep must be bit-identical given the recorded
 // velocities and noise, and so must the final latent.
 func TestRCMGolden(t *testing.T) {
 	f := golden.Open(t, "rcm_sampler.safetensors")
+	man := golden.LoadManifest(t)
 	init, shape := golden.Tensor(t, f, "noise.init")
 	n := tensor.NumElements(shape)
-	runs := []struct {
+	type rcmRun struct {
 		name  string
 		steps int
+		sigma float64
 		dt    tensor.DType
-	}{
-		{"bf16_sla_fastnorm_4step", 4, tensor.BF16},
-		{"bf16_sla_fastnorm_2step", 2, tensor.BF16},
-		{"fp32_original_4step", 4, tensor.F32},
+	}
+	var runs []rcmRun
+	for _, name := range man.Keys(t, "configs", "rcm") {
+		r := rcmRun{name: name, steps: man.Int(t, "configs", "rcm", name, "steps"), sigma: man.ArgvNumber(t, name, "--sigma_max")}
+		switch dt := man.String(t, "configs", "rcm", name, "dtype"); dt {
+		case "float32":
+			r.dt = tensor.F32
+		case "bfloat16":
+			r.dt = tensor.BF16
+		default:
+			t.Fatalf("manifest configs.rcm.%s.dtype %q: want float32 or bfloat16", name, dt)
+		}
+		runs = append(runs, r)
 	}
 	for _, run := range runs {
 		t.Run(run.name, func(t *testing.T) {
 			want := float64s(t, f, run.name+".t_steps")
-			got, err := RCMTimes(run.steps, 80)
+			got, err := RCMTimes(run.steps, run.sigma)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -152,7 +164,7 @@ func TestRCMGolden(t *testing.T) {
 				v, _ := golden.Tensor(t, f, p+"v_pred")
 				return v, nil
 			}
-			out, err := RCM{Steps: run.steps, SigmaMax: 80, NetDType: run.dt}.Sample(n, noise, vel)
+			out, err := RCM{Steps: run.steps, SigmaMax: run.sigma, NetDType: run.dt}.Sample(n, noise, vel)
 			if err != nil {
 				t.Fatal(err)
 			}
