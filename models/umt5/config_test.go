@@ -1,6 +1,7 @@
 package umt5
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,24 +66,34 @@ func TestLoadPlainKeys(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
+	// Tensor names and shapes come from the set's encoder: its last layer's
+	// fc2, layer 0's output projection [dim, dim_attn].
+	src := golden.Open(t, "umt5.safetensors")
+	man := golden.LoadManifest(t)
+	fc2 := fmt.Sprintf("blocks.%d.ffn.fc2.weight", man.Int(t, "configs", "umt5", "encoder_layers")-1)
+	oi, ok := src.Info("weight.blocks.0.attn.o.weight")
+	if !ok || len(oi.Shape) != 2 || oi.Shape[1] < 2 {
+		t.Fatalf("%s: weight.blocks.0.attn.o.weight %v (present %v), want [dim, dim_attn]", src.Path(), oi.Shape, ok)
+	}
+	badO := []int{oi.Shape[0], oi.Shape[1] / 2}
 	cases := []struct {
 		name string
 		edit func(*checkpoint.Tensor) bool
 		msg  []string
 	}{
-		{"missing fc2", func(c *checkpoint.Tensor) bool { return c.Name != "blocks.1.ffn.fc2.weight" },
-			[]string{"missing tensor", "blocks.1.ffn.fc2.weight"}},
+		{"missing fc2", func(c *checkpoint.Tensor) bool { return c.Name != fc2 },
+			[]string{"missing tensor", fc2}},
 		{"wrong o shape", func(c *checkpoint.Tensor) bool {
 			if c.Name == "blocks.0.attn.o.weight" {
-				c.Shape, c.Data = []int{64, 32}, c.Data[:64*32*4]
+				c.Shape, c.Data = badO, c.Data[:len(c.Data)/oi.Shape[1]*badO[1]]
 			}
 			return true
-		}, []string{"blocks.0.attn.o.weight", "[64 32]", "want [64 64]"}},
+		}, []string{"blocks.0.attn.o.weight", fmt.Sprint(badO), "want " + fmt.Sprint(oi.Shape)}},
 		{"missing final norm", func(c *checkpoint.Tensor) bool { return c.Name != "norm.weight" },
 			[]string{"missing tensor", "norm.weight"}},
 		{"int8 weight", func(c *checkpoint.Tensor) bool {
 			if c.Name == "blocks.0.norm2.weight" {
-				c.DType, c.Data = tensor.I8, c.Data[:64]
+				c.DType, c.Data = tensor.I8, c.Data[:tensor.NumElements(c.Shape)]
 			}
 			return true
 		}, []string{"blocks.0.norm2.weight", "int8"}},

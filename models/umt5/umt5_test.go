@@ -1,6 +1,7 @@
 package umt5
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -141,6 +142,7 @@ func TestEncodeBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	vocab := int32(enc.Config().Vocab) // the first id past the set's vocabulary
 	for name, c := range map[string]struct {
 		ids    []int32
 		length int
@@ -148,7 +150,7 @@ func TestEncodeBadInput(t *testing.T) {
 	}{
 		"length 0":      {[]int32{5, 1, 0}, 0, "length 0"},
 		"length > ids":  {[]int32{5, 1}, 3, "length 3"},
-		"id too large":  {[]int32{5, 1000, 1}, 3, "token id 1000"},
+		"id too large":  {[]int32{5, vocab, 1}, 3, fmt.Sprintf("token id %d", vocab)},
 		"negative id":   {[]int32{-1, 1}, 2, "token id -1"},
 		"pad not check": {[]int32{5, 1, 99999}, 2, ""}, // ids past length are not read
 	} {
