@@ -39,10 +39,14 @@ func loadGolden(t testing.TB, dt tensor.DType) (*VAE, func(string) ([]float32, [
 	return v, get
 }
 
+// TestGoldenConfig: the configuration read from the weights is the
+// manifest's (configs.vae dim, z_dim).
 func TestGoldenConfig(t *testing.T) {
 	v, _ := loadGolden(t, tensor.F32)
-	if got := v.Config(); got != (Config{Dim: 12, ZDim: 16}) {
-		t.Fatalf("config %+v, want dim 12, z 16", got)
+	man := golden.LoadManifest(t)
+	want := Config{Dim: man.Int(t, "configs", "vae", "dim"), ZDim: man.Int(t, "configs", "vae", "z_dim")}
+	if got := v.Config(); got != want {
+		t.Fatalf("config %+v, manifest configs.vae says %+v", got, want)
 	}
 }
 

@@ -1,6 +1,7 @@
 package wanvae
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -56,26 +57,54 @@ func TestLoadRejectsOtherModel(t *testing.T) {
 	wantErr(t, err, f.Path(), "not a Wan2.1 VAE", "decoder.conv1.weight", "conv2.weight")
 }
 
+// lastWithPrefix is the set's last tensor name (in sorted order) with the
+// given prefix: a decoder upsample or encoder middle tensor, never one the
+// configuration is read from.
+func lastWithPrefix(t *testing.T, f checkpoint.File, prefix string) string {
+	t.Helper()
+	last := ""
+	for _, n := range f.Names() {
+		if strings.HasPrefix(n, prefix) && n > last {
+			last = n
+		}
+	}
+	if last == "" {
+		t.Fatalf("%s: no tensor named %s*", f.Path(), prefix)
+	}
+	return last
+}
+
 func TestLoadNamesMissingTensors(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
-	d := doctored{File: f, hide: map[string]bool{
-		"weight.decoder.upsamples.3.time_conv.weight": true,
-		"weight.encoder.middle.1.proj.bias":           true,
-	}}
+	dec, enc := lastWithPrefix(t, f, "weight.decoder."), lastWithPrefix(t, f, "weight.encoder.")
+	d := doctored{File: f, hide: map[string]bool{dec: true, enc: true}}
 	_, err := Load(d, cpu.New(), tensor.F32)
-	wantErr(t, err, "missing 2 tensors", "weight.decoder.upsamples.3.time_conv.weight", "weight.encoder.middle.1.proj.bias")
+	wantErr(t, err, "missing 2 tensors", dec, enc)
 }
 
 func TestLoadNamesWrongShape(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
-	d := doctored{File: f, shape: map[string][]int{"weight.decoder.middle.1.to_qkv.weight": {144, 48, 3, 3}}}
+	const key = "weight.decoder.middle.1.to_qkv.weight"
+	info, ok := f.Info(key)
+	if !ok || len(info.Shape) != 4 {
+		t.Fatalf("%s: %s %v (present %v), want a 1x1 conv weight", f.Path(), key, info.Shape, ok)
+	}
+	bad := []int{info.Shape[0], info.Shape[1], 3, 3}
+	d := doctored{File: f, shape: map[string][]int{key: bad}}
 	_, err := Load(d, cpu.New(), tensor.BF16)
-	wantErr(t, err, "weight.decoder.middle.1.to_qkv.weight", "[144 48 1 1]", "[144 48 3 3]")
+	wantErr(t, err, key, fmt.Sprint(info.Shape), fmt.Sprint(bad))
 }
 
 func TestLoadRejectsOtherLatentWidth(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
-	d := doctored{File: f, shape: map[string][]int{"weight.decoder.conv1.weight": {48, 48, 3, 3, 3}}}
+	const key = "weight.decoder.conv1.weight"
+	info, ok := f.Info(key)
+	if !ok || len(info.Shape) != 5 {
+		t.Fatalf("%s: %s %v (present %v), want a 3-D conv weight", f.Path(), key, info.Shape, ok)
+	}
+	bad := append([]int(nil), info.Shape...)
+	bad[1] = 48 // the Wan2.2 VAE's latent width
+	d := doctored{File: f, shape: map[string][]int{key: bad}}
 	_, err := Load(d, cpu.New(), tensor.F32)
 	wantErr(t, err, "latent channels 48", "Wan2.2")
 }
@@ -88,10 +117,11 @@ func TestLoadRejectsDType(t *testing.T) {
 
 func TestBadInputs(t *testing.T) {
 	v, _ := loadGolden(t, tensor.F32)
+	z := v.Config().ZDim
 	_, _, err := v.Decode(make([]float32, 8*2*4*4), []int{8, 2, 4, 4})
-	wantErr(t, err, "[16,T,H,W]", "[8 2 4 4]")
-	_, _, err = v.Decode(make([]float32, 10), []int{16, 2, 4, 4})
-	wantErr(t, err, "512 values, got 10")
+	wantErr(t, err, fmt.Sprintf("[%d,T,H,W]", z), "[8 2 4 4]")
+	_, _, err = v.Decode(make([]float32, 10), []int{z, 2, 4, 4})
+	wantErr(t, err, fmt.Sprintf("%d values, got 10", z*2*4*4))
 	_, _, err = v.Encode(make([]float32, 3*8*16*16), []int{3, 8, 16, 16})
 	wantErr(t, err, "8 frames", "1+4k")
 	_, _, err = v.Encode(make([]float32, 3*5*12*16), []int{3, 5, 12, 16})
@@ -136,15 +166,19 @@ func TestDetectRealLayout(t *testing.T) {
 }
 
 // The loader must read every tensor of the reference's state dict, and
-// accept it at the real width: the conformance file's shapes with every
-// width that is a multiple of the tiny base dim 12 scaled to base dim 96
-// (z channels 16/32 and RGB 3 unchanged).
+// accept it at a larger width: the conformance file's shapes with every
+// width that is a multiple of the set's base dim scaled by 8 (z channels
+// z/2z and RGB 3 unchanged; skipped where those are multiples of the base
+// dim too, as the widths could not be told apart).
 func TestLoaderCoversStateDict(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
 	l := &loader{f: f, dt: tensor.F32, dry: true, used: map[string]bool{}}
-	if _, err := load(l); err != nil {
+	v0, err := load(l)
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := v0.Config()
+	const scale = 8
 	wide := map[string][]int{}
 	for _, n := range f.Names() {
 		if !strings.HasPrefix(n, "weight.") {
@@ -156,8 +190,8 @@ func TestLoaderCoversStateDict(t *testing.T) {
 		info, _ := f.Info(n)
 		s := append([]int(nil), info.Shape...)
 		for i := 0; i < min(2, len(s)); i++ {
-			if s[i]%12 == 0 {
-				s[i] *= 8
+			if s[i]%cfg.Dim == 0 {
+				s[i] *= scale
 			}
 		}
 		wide[strings.TrimPrefix(n, "weight.")] = s
@@ -167,12 +201,16 @@ func TestLoaderCoversStateDict(t *testing.T) {
 			t.Errorf("loader reads %s, absent from the reference state dict", n)
 		}
 	}
+	if cfg.ZDim%cfg.Dim == 0 || 2*cfg.ZDim%cfg.Dim == 0 || 3%cfg.Dim == 0 {
+		t.Logf("base dim %d divides z %d, 2z or 3: the widened state dict is not built", cfg.Dim, cfg.ZDim)
+		return
+	}
 	v, err := load(&loader{f: shapesOnly{shapes: wide}, dt: tensor.F32, dry: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Config() != (Config{Dim: 96, ZDim: 16}) {
-		t.Errorf("real-width config %+v", v.Config())
+	if want := (Config{Dim: scale * cfg.Dim, ZDim: cfg.ZDim}); v.Config() != want {
+		t.Errorf("widened config %+v, want %+v", v.Config(), want)
 	}
 }
 
