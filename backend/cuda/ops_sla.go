@@ -86,11 +86,11 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 		backend.Fail("cuda: SparseLinearAttention: block map has %d entries, want [heads=%d, qblocks=%d, kblocks=%d]", len(cfg.BlockMap), heads, g.QBlocks(), g.KBlocks())
 	}
 	p.override = cfg.BlockMap
-	backend.CheckShape("SparseLinearAttention proj_l weight", projW, 128, 128)
 	checkFloat("SparseLinearAttention proj_l weight", T(projW))
+	backend.CheckShape("cuda: SparseLinearAttention proj_l weight", projW, 128, 128)
 	if projB != nil {
-		backend.CheckShape("SparseLinearAttention proj_l bias", projB, 128)
 		checkFloat("SparseLinearAttention proj_l bias", T(projB))
+		backend.CheckShape("cuda: SparseLinearAttention proj_l bias", projB, 128)
 	}
 	p.bf16Map = p.q.dt == tensor.BF16 && p.k.dt == tensor.BF16
 	p.g = g

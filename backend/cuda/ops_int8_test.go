@@ -1,0 +1,211 @@
+package cuda
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// int8Weight quantises a random [n, k] weight with package quant (the
+// offline step) and uploads codes and scales to both backends.
+func int8Weight(g *Backend, c *cpu.Backend, r *rand.Rand, n, k int) (gw, gs, cw, cs backend.Tensor) {
+	w := make([]float32, n*k)
+	for i := range w {
+		w[i] = tensor.RoundBF16(float32(r.NormFloat64() / math.Sqrt(float64(k))))
+	}
+	wq, ws, err := quant.Quantize(w, n, k)
+	if err != nil {
+		panic(err)
+	}
+	sr, sc := quant.ScaleShape(n, k)
+	return g.UploadInt8([]int{n, k}, wq), g.Upload(tensor.F32, []int{sr, sc}, ws),
+		c.UploadInt8([]int{n, k}, wq), c.Upload(tensor.F32, []int{sr, sc}, ws)
+}
+
+// heavyTailed returns bf16-exact values whose magnitudes vary over a few
+// orders (x·e^N(0,1)), so tiles get different scales and codes use the
+// whole int8 range, including the saturated +amax → 127.
+func heavyTailed(r *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = tensor.RoundBF16(float32(r.NormFloat64() * math.Exp(r.NormFloat64())))
+	}
+	return x
+}
+
+// TestInt8LinearMatchesCPU runs the GPU W8A8 layer and the CPU backend on
+// fresh random inputs and requires bit-identical outputs (both reproduce
+// the reference kernel's block-ordered float32 fma; the int32 block sums
+// are exact).
+func TestInt8LinearMatchesCPU(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	for _, tc := range []struct {
+		name    string
+		xdt     tensor.DType
+		bias    tensor.DType // Invalid: none
+		lead    []int
+		n, k    int
+		zeroRow bool
+	}{
+		{"ragged M and N, bf16 bias", tensor.BF16, tensor.BF16, []int{1, 300}, 320, 384, false},
+		{"one row, no bias", tensor.BF16, tensor.Invalid, []int{1}, 7, 128, false},
+		{"batch 2, f32 bias, zero tile", tensor.BF16, tensor.F32, []int{2, 129}, 200, 1536, true},
+		{"exact tiles", tensor.BF16, tensor.BF16, []int{256}, 256, 1024, false},
+		{"f32 input", tensor.F32, tensor.F32, []int{130}, 260, 256, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tensor.NumElements(tc.lead)
+			x := heavyTailed(r, m*tc.k)
+			if tc.xdt == tensor.F32 {
+				for i := range x {
+					x[i] *= 1 + float32(r.Float64())*1e-3 // not bf16-exact
+				}
+			}
+			if tc.zeroRow {
+				for i := 0; i < 128*tc.k && i < len(x); i++ {
+					if (i%tc.k)/128 == 0 {
+						x[i] = 0 // tile (0, 0) all zero: the 1e-8 amax floor
+					}
+				}
+			}
+			xs := append(append([]int(nil), tc.lead...), tc.k)
+			xp := up(g, c, tc.xdt, xs, x)
+			gw, gs, cw, cs := int8Weight(g, c, r, tc.n, tc.k)
+			var gb, cb backend.Tensor
+			if tc.bias != tensor.Invalid {
+				bp := up(g, c, tc.bias, []int{tc.n}, randn(r, tc.n, 0.5))
+				gb, cb = bp.g, bp.c
+			}
+			gy := g.int8Linear(xp.g, gw, gs, gb)
+			cy := c.Int8Linear(xp.c, cw, cs, cb)
+			if !backend.SameShape(gy.Shape(), cy.Shape()) || gy.DType() != cy.DType() {
+				t.Fatalf("cuda gives %v %v, cpu %v %v", gy.DType(), gy.Shape(), cy.DType(), cy.Shape())
+			}
+			got, want := g.Download(gy), c.Download(cy)
+			golden.Compare(t, "int8 linear "+tc.name, got, want, 0)
+			requireIdentical(t, got, want, tc.n)
+		})
+	}
+}
+
+// requireIdentical fails unless got and want are bit-identical, naming the
+// first differing element as (row, col) of an [.., n] matrix.
+func requireIdentical(t *testing.T, got, want []float32, n int) {
+	t.Helper()
+	diff, first := 0, -1
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			if first < 0 {
+				first = i
+			}
+			diff++
+		}
+	}
+	if diff > 0 {
+		t.Errorf("%d of %d outputs differ; first at row %d col %d: %g, want %g", diff, len(want), first/n, first%n, got[first], want[first])
+	} else {
+		t.Logf("all %d outputs bit-identical", len(want))
+	}
+}
+
+// TestInt8LinearGolden runs the set's Int8Linear case (official
+// TurboDiffusion output) on the GPU and expects bit-exact output.
+func TestInt8LinearGolden(t *testing.T) {
+	g := gpu(t)
+	f := golden.Open(t, "int8_linear.safetensors")
+	x, xs := golden.Tensor(t, f, "x")
+	ws, wss := golden.Tensor(t, f, "weight_scale")
+	bias, bs := golden.Tensor(t, f, "bias")
+	want, _ := golden.Tensor(t, f, "y_module")
+	wq, err := f.Int8("weight_int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wi, _ := f.Info("weight_int8")
+	if len(wi.Shape) != 2 || len(xs) < 2 || xs[len(xs)-1] != wi.Shape[1] {
+		t.Fatalf("%s: x %v and weight_int8 %v are not [.., K] and [N, K]", f.Path(), xs, wi.Shape)
+	}
+	y := g.int8Linear(g.Upload(tensor.BF16, xs, x), g.UploadInt8(wi.Shape, wq), g.Upload(tensor.F32, wss, ws), g.Upload(tensor.BF16, bs, bias))
+	got := g.Download(y)
+	golden.Compare(t, "Int8Linear y_module (GPU)", got, want, 0)
+	requireIdentical(t, got, want, wi.Shape[0])
+}
+
+// TestInt8LinearArgumentErrors needs no GPU: the checks run before any
+// device call.
+func TestInt8LinearArgumentErrors(t *testing.T) {
+	b := &Backend{}
+	bf, i8, f32 := tensor.BF16, tensor.I8, tensor.F32
+	cases := []struct {
+		name, want string
+		f          func()
+	}{
+		{"K not 128-multiple", "K=200 is not a positive multiple of 128", func() {
+			b.int8Linear(fakeTensor(bf, 3, 200), fakeTensor(i8, 4, 200), fakeTensor(f32, 1, 2), nil)
+		}},
+		{"K mismatch", "does not end in the weight's K=256", func() {
+			b.int8Linear(fakeTensor(bf, 3, 128), fakeTensor(i8, 4, 256), fakeTensor(f32, 1, 2), nil)
+		}},
+		{"weight dtype", "2-D int8 tensor", func() {
+			b.int8Linear(fakeTensor(bf, 3, 128), fakeTensor(bf, 4, 128), fakeTensor(f32, 1, 1), nil)
+		}},
+		{"scale shape", "want float32 [2, 2]", func() {
+			b.int8Linear(fakeTensor(bf, 3, 256), fakeTensor(i8, 130, 256), fakeTensor(f32, 1, 2), nil)
+		}},
+		{"scale dtype", "want float32 [1, 1]", func() {
+			b.int8Linear(fakeTensor(bf, 3, 128), fakeTensor(i8, 4, 128), fakeTensor(bf, 1, 1), nil)
+		}},
+		{"bias shape", "bias shape [5], want [4]", func() {
+			b.int8Linear(fakeTensor(bf, 3, 128), fakeTensor(i8, 4, 128), fakeTensor(f32, 1, 1), fakeTensor(bf, 5))
+		}},
+		{"input dtype", "float32 or bfloat16", func() {
+			b.int8Linear(fakeTensor(i8, 3, 128), fakeTensor(i8, 4, 128), fakeTensor(f32, 1, 1), nil)
+		}},
+	}
+	for _, tc := range cases {
+		err := opErr(tc.f)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// BenchmarkInt8Linear times the W8A8 layer (quantiser + GEMM + bias) at the
+// 480p FFN shape, M = 32760 tokens, K = 1536, N = 8960, and reports TFLOP/s
+// (2 flops per multiply-add of the GEMM).
+func BenchmarkInt8Linear(b *testing.B) {
+	g := gpu(b)
+	g.Poison = false
+	defer func() { g.Poison = true }()
+	const m, k, n = 32760, 1536, 8960
+	r := rand.New(rand.NewPCG(1, 2))
+	x := g.Upload(tensor.BF16, []int{m, k}, heavyTailed(r, m*k))
+	w := make([]float32, n*k)
+	for i := range w {
+		w[i] = float32(r.NormFloat64())
+	}
+	wq, ws, err := quant.Quantize(w, n, k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sr, sc := quant.ScaleShape(n, k)
+	gw, gs := g.UploadInt8([]int{n, k}, wq), g.Upload(tensor.F32, []int{sr, sc}, ws)
+	bias := g.Upload(tensor.BF16, []int{n}, randn(r, n, 1))
+	defer func() { g.Free(x); g.Free(gw); g.Free(gs); g.Free(bias) }()
+	g.Free(g.int8Linear(x, gw, gs, bias)) // compiles the module
+	g.Sync()
+	b.ResetTimer()
+	for range b.N {
+		g.Free(g.int8Linear(x, gw, gs, bias))
+	}
+	g.Sync()
+	flops := 2 * float64(m) * float64(n) * float64(k)
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
+}

@@ -1,0 +1,397 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/sla"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// slaCase is one SLA geometry the GPU-vs-CPU tests run.
+type slaCase struct {
+	name        string
+	batch, L, H int
+	topk        float64
+	bq, bk      int // 0: the kind's default
+}
+
+var slaCases = []slaCase{
+	{"L=1000 ragged, 2 heads", 1, 1000, 2, 0.25, 0, 0},
+	{"batch 2, L=300, 3 heads", 2, 300, 3, 0.2, 0, 0},
+	{"L=640 blocks 128/128", 1, 640, 2, 0.3, 128, 128},
+	{"L=520 blocks 64/64", 1, 520, 1, 0.1, 64, 64},
+}
+
+var slaKinds = []backend.AttentionKind{backend.SLA, backend.SageSLA}
+
+// slaData returns q, k, v [B, L, H·128] as the tests upload them: bf16-exact
+// for BF16 (so both backends see identical values), q and k scaled like
+// RMS-normed activations, with a per-block offset in k so key blocks differ.
+func slaData(r *rand.Rand, c slaCase, dt tensor.DType) (q, k, v []float32) {
+	n := c.batch * c.L * c.H * 128
+	q, k, v = randn(r, n, 1), randn(r, n, 1), randn(r, n, 1)
+	off := randn(r, (c.L/32+1)*c.H*128, 0.7)
+	for i := range k {
+		l := (i / (c.H * 128)) % c.L
+		k[i] += off[(l/32)*c.H*128+i%(c.H*128)]
+	}
+	if dt == tensor.BF16 {
+		for _, x := range [][]float32{q, k, v} {
+			tensor.RoundBF16Slice(x)
+		}
+	}
+	return q, k, v
+}
+
+func (c slaCase) cfg(kind backend.AttentionKind) backend.SLAConfig {
+	return backend.SLAConfig{Kind: kind, TopK: c.topk, BlockQ: c.bq, BlockK: c.bk}
+}
+
+// geometry is the CPU package's view of the case (defaults as both
+// backends choose them).
+func (c slaCase) geometry(kind backend.AttentionKind) sla.Geometry {
+	g := sla.Geometry{L: c.L, Heads: c.H, D: 128, TopK: c.topk, BlockQ: 128, BlockK: 64}
+	if kind == backend.SageSLA {
+		g.BlockQ, g.BlockK = 64, 128
+	}
+	if c.bq != 0 {
+		g.BlockQ, g.BlockK = c.bq, c.bk
+	}
+	return g
+}
+
+// TestSLABlockMapMatchesCPU checks the GPU selection equals package sla's
+// on fresh random inputs, entry for entry: the pooled means and scores are
+// summed in float64 in the CPU's order and rounded the same way, and the
+// top-k applies torch's tie rule, so even tied scores must select alike.
+func TestSLABlockMapMatchesCPU(t *testing.T) {
+	g, r := gpu(t), rng(t)
+	for _, c := range slaCases {
+		for _, kind := range slaKinds {
+			for _, dt := range dtypes() {
+				t.Run(fmt.Sprintf("%s/%v/%v", c.name, kind, dt), func(t *testing.T) {
+					q, k, v := slaData(r, c, dt)
+					checkMapCase(t, g, c, kind, dt, q, k, v)
+				})
+			}
+		}
+	}
+}
+
+// TestSLABlockMapTies builds keys whose blocks repeat three patterns, so
+// many block scores are exactly equal and the k-th score is tied: the
+// selection must then follow torch.topk's rule (ascending block index).
+func TestSLABlockMapTies(t *testing.T) {
+	g, r := gpu(t), rng(t)
+	c := slaCase{"ties", 1, 1024, 2, 0.25, 0, 0}
+	for _, kind := range slaKinds {
+		q, k, v := slaData(r, c, tensor.BF16)
+		bk := c.geometry(kind).BlockK
+		pat := randn(r, 3*c.H*128, 1)
+		tensor.RoundBF16Slice(pat)
+		W := c.H * 128
+		for l := 0; l < c.L; l++ {
+			copy(k[l*W:(l+1)*W], pat[((l/bk)%3)*W:((l/bk)%3+1)*W])
+		}
+		checkMapCase(t, g, c, kind, tensor.BF16, q, k, v)
+	}
+}
+
+func checkMapCase(t *testing.T, g *Backend, c slaCase, kind backend.AttentionKind, dt tensor.DType, q, k, v []float32) {
+	t.Helper()
+	shape := []int{c.batch, c.L, c.H * 128}
+	pw := g.Upload(tensor.BF16, []int{128, 128}, make([]float32, 128*128))
+	qt, kt, vt := g.Upload(dt, shape, q), g.Upload(dt, shape, k), g.Upload(dt, shape, v)
+	_, mt := g.slaForward(qt, kt, vt, c.H, c.cfg(kind), pw, nil, true)
+	got := g.Download(mt)
+	geo := c.geometry(kind)
+	n := c.L * c.H * 128
+	rows, bad, ties := 0, 0, 0
+	for bi := 0; bi < c.batch; bi++ {
+		scores, err := sla.PooledScores(q[bi*n:(bi+1)*n], k[bi*n:(bi+1)*n], geo, dt == tensor.BF16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := sla.SelectTopK(scores, geo)
+		kb := geo.KBlocks()
+		for row := 0; row < len(want)/kb; row++ {
+			rows++
+			w := want[row*kb : (row+1)*kb]
+			gr := got[(bi*len(want))+row*kb : (bi*len(want))+(row+1)*kb]
+			if tiedAtK(scores[row*kb:(row+1)*kb], geo.Selected()) {
+				ties++
+			}
+			for j := range w {
+				if float32(w[j]) != gr[j] {
+					if bad < 5 {
+						t.Errorf("batch %d row %d (head %d, query block %d): key block %d selected %v on the GPU, %d on the CPU (tie at k-th score: %v)",
+							bi, row, row/geo.QBlocks(), row%geo.QBlocks(), j, gr[j], w[j], tiedAtK(scores[row*kb:(row+1)*kb], geo.Selected()))
+					}
+					bad++
+					break
+				}
+			}
+		}
+	}
+	t.Logf("%d of %d map rows differ (%d rows have a tie at the k-th score; %d of %d key blocks kept)", bad, rows, ties, geo.Selected(), geo.KBlocks())
+}
+
+// tiedAtK reports whether the k-th largest score equals the (k+1)-th.
+func tiedAtK(row []float32, k int) bool {
+	s := append([]float32(nil), row...)
+	slices.SortFunc(s, func(a, b float32) int { return -cmpF(a, b) })
+	return k < len(s) && s[k-1] == s[k]
+}
+
+func cmpF(a, b float32) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// slaTol is the rel-L2 bound of GPU against CPU. SLA: both compute the same
+// float32 arithmetic with the same bf16 roundings and differ only in exp2
+// (CUDA's exp2f is within 2 ulp, the CPU's faithfully rounded) and
+// summation order, which flips the rounding of a few percent of the bf16
+// outputs by one ulp (2^-8 relative): rel-L2 ≲ 2^-8·√0.05 ≈ 1e-3; bound
+// 5e-3 as the other bf16 ops. SageSLA adds e4m3 roundings of P, which such
+// an ulp flips by a full e4m3 step (1/16) only when P lies within an ulp
+// of a rounding boundary (≈2^-19 of entries): bound 1e-2.
+func slaTol(kind backend.AttentionKind) float64 {
+	if kind == backend.SageSLA {
+		return 1e-2
+	}
+	return 5e-3
+}
+
+// TestSLAMatchesCPU runs SLA and SageSLA on the GPU and the CPU backend on
+// fresh random inputs, with a random proj_l and with proj_l = 0 (the output
+// is then the sparse branch alone).
+func TestSLAMatchesCPU(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	for _, sc := range slaCases {
+		for _, kind := range slaKinds {
+			for _, dt := range dtypes() {
+				for _, zeroProj := range []bool{false, true} {
+					name := fmt.Sprintf("%s/%v/%v", sc.name, kind, dt)
+					if zeroProj {
+						name += "/sparse only"
+					}
+					t.Run(name, func(t *testing.T) {
+						q, k, v := slaData(r, sc, dt)
+						pwv, pbv := randn(r, 128*128, 1/math.Sqrt(128)), randn(r, 128, 0.1)
+						if zeroProj {
+							clear(pwv)
+							clear(pbv)
+						}
+						runSLAPair(t, g, c, sc, kind, dt, q, k, v, pwv, pbv, nil)
+					})
+				}
+			}
+		}
+	}
+}
+
+// TestSLAGivenMap runs both kinds with a caller-supplied block map whose
+// rows keep between 1 and all key blocks.
+func TestSLAGivenMap(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	sc := slaCase{"given map", 1, 700, 2, 0.25, 0, 0}
+	for _, kind := range slaKinds {
+		geo := sc.geometry(kind)
+		m := make([]int8, geo.MapLen())
+		kb := geo.KBlocks()
+		for row := 0; row < len(m)/kb; row++ {
+			keep := 1 + r.IntN(kb)
+			for _, j := range r.Perm(kb)[:keep] {
+				m[row*kb+j] = 1
+			}
+		}
+		q, k, v := slaData(r, sc, tensor.BF16)
+		runSLAPair(t, g, c, sc, kind, tensor.BF16, q, k, v, randn(r, 128*128, 0.1), nil, m)
+	}
+}
+
+func runSLAPair(t *testing.T, g *Backend, c *cpu.Backend, sc slaCase, kind backend.AttentionKind, dt tensor.DType, q, k, v, pwv, pbv []float32, m []int8) {
+	t.Helper()
+	shape := []int{sc.batch, sc.L, sc.H * 128}
+	qp, kp, vp := up(g, c, dt, shape, q), up(g, c, dt, shape, k), up(g, c, dt, shape, v)
+	pw := up(g, c, dt, []int{128, 128}, pwv)
+	var gb, cb backend.Tensor
+	if pbv != nil {
+		pb := up(g, c, tensor.F32, []int{128}, pbv)
+		gb, cb = pb.g, pb.c
+	}
+	cfg := sc.cfg(kind)
+	cfg.BlockMap = m
+	gy, _ := g.slaForward(qp.g, kp.g, vp.g, sc.H, cfg, pw.g, gb, false)
+	cy := c.SparseLinearAttention(qp.c, kp.c, vp.c, sc.H, cfg, pw.c, cb)
+	if !backend.SameShape(gy.Shape(), cy.Shape()) || gy.DType() != cy.DType() {
+		t.Fatalf("cuda gives %v %v, cpu %v %v", gy.DType(), gy.Shape(), cy.DType(), cy.Shape())
+	}
+	got, want := g.Download(gy), c.Download(cy)
+	for i, x := range got {
+		if math.IsNaN(float64(x)) && !math.IsNaN(float64(want[i])) {
+			t.Fatalf("element %d is NaN (unwritten or wrong), want %g", i, want[i])
+		}
+	}
+	same := 0
+	for i := range got {
+		if got[i] == want[i] {
+			same++
+		}
+	}
+	t.Logf("%v: cosine %.6f, %.2f%% of values bit-identical", kind, cosineSim(got, want), 100*float64(same)/float64(len(got)))
+	golden.Compare(t, fmt.Sprintf("%v %v", kind, dt), got, want, slaTol(kind))
+}
+
+func cosineSim(a, b []float32) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	return ab / math.Sqrt(aa*bb)
+}
+
+// TestSLAGolden runs the set's SLA unit case (the official Triton
+// SparseLinearAttention on random bf16 q/k/v, geometry from the manifest)
+// on the GPU: the block map must match the oracle's except in near-tie
+// rows (the set's rule), and the output, computed with the oracle's
+// selection in those rows, must be within 1e-2 (the CPU backend's bound).
+func TestSLAGolden(t *testing.T) {
+	g := gpu(t)
+	f := openGolden(t, "sla_unit.safetensors")
+	man := golden.LoadManifest(t)
+	q, qs := golden.Tensor(t, f, "q")
+	k, _ := golden.Tensor(t, f, "k")
+	v, _ := golden.Tensor(t, f, "v")
+	pw, _ := golden.Tensor(t, f, "proj_l.weight")
+	pb, _ := golden.Tensor(t, f, "proj_l.bias")
+	want, _ := golden.Tensor(t, f, "output")
+	pooled, _ := golden.Tensor(t, f, "pooled_score")
+	smap, err := f.Int8("sparse_map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(qs) != 4 || qs[0] != 1 || qs[3] != 128 {
+		t.Fatalf("sla_unit q has shape %v, want [1, L, H, 128]", qs)
+	}
+	L, H := qs[1], qs[2]
+	cfg := backend.SLAConfig{Kind: backend.SLA, TopK: man.Number(t, "configs", "sla_unit", "topk_ratio"),
+		BlockQ: man.Int(t, "configs", "sla_unit", "BLKQ"), BlockK: man.Int(t, "configs", "sla_unit", "BLKK")}
+	geo := sla.Geometry{L: L, Heads: H, D: 128, BlockQ: cfg.BlockQ, BlockK: cfg.BlockK, TopK: cfg.TopK}
+	shape := []int{L, H * 128}
+	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+	pwt, pbt := g.Upload(tensor.BF16, []int{128, 128}, pw), g.Upload(tensor.BF16, []int{128}, pb)
+	out, mt := g.slaForward(qt, kt, vt, H, cfg, pwt, pbt, true)
+	mf := g.Download(mt)
+	m := make([]int8, len(mf))
+	for i, x := range mf {
+		m[i] = int8(x)
+	}
+	used := golden.CheckBlockMap(t, "GPU block map", m, smap, pooled, geo.KBlocks(), geo.Selected(), golden.MapGap)
+	if !slices.Equal(used, m) {
+		cfg.BlockMap = used
+		out, _ = g.slaForward(qt, kt, vt, H, cfg, pwt, pbt, false)
+	}
+	golden.Compare(t, "SLA output (GPU)", g.Download(out), want, 1e-2)
+}
+
+// TestSLAArgumentErrors needs no GPU: the checks run before any device call.
+func TestSLAArgumentErrors(t *testing.T) {
+	b := &Backend{}
+	bf := tensor.BF16
+	x := fakeTensor(bf, 300, 256)
+	pw := fakeTensor(bf, 128, 128)
+	base := backend.SLAConfig{Kind: backend.SLA, TopK: 0.2}
+	with := func(f func(*backend.SLAConfig)) backend.SLAConfig {
+		c := base
+		f(&c)
+		return c
+	}
+	cases := []struct {
+		name, want string
+		f          func()
+	}{
+		{"head dim", "head dim 64 not supported", func() { b.sparseLinearAttention(x, x, x, 4, base, pw, nil) }},
+		{"heads", "not divisible into 3 heads", func() { b.sparseLinearAttention(x, x, x, 3, base, pw, nil) }},
+		{"shape", "differs from q's", func() { b.sparseLinearAttention(x, fakeTensor(bf, 301, 256), x, 2, base, pw, nil) }},
+		{"rank", "[L, heads·d] or [B, L, heads·d]", func() {
+			b.sparseLinearAttention(fakeTensor(bf, 256), fakeTensor(bf, 256), fakeTensor(bf, 256), 2, base, pw, nil)
+		}},
+		{"kind", "is not SLA or SageSLA", func() {
+			b.sparseLinearAttention(x, x, x, 2, with(func(c *backend.SLAConfig) { c.Kind = backend.Dense }), pw, nil)
+		}},
+		{"blocks", "block sizes 32/64 not supported", func() {
+			b.sparseLinearAttention(x, x, x, 2, with(func(c *backend.SLAConfig) { c.BlockQ = 32 }), pw, nil)
+		}},
+		{"topk", "topk", func() { b.sparseLinearAttention(x, x, x, 2, with(func(c *backend.SLAConfig) { c.TopK = 0 }), pw, nil) }},
+		{"map", "block map has 5 entries", func() {
+			b.sparseLinearAttention(x, x, x, 2, with(func(c *backend.SLAConfig) { c.BlockMap = make([]int8, 5) }), pw, nil)
+		}},
+		{"proj", "proj_l weight: want shape [128 128]", func() { b.sparseLinearAttention(x, x, x, 2, base, fakeTensor(bf, 128, 64), nil) }},
+		{"proj nil", "not a CUDA tensor", func() { b.sparseLinearAttention(x, x, x, 2, base, nil, nil) }},
+		{"bias", "proj_l bias: want shape [128]", func() { b.sparseLinearAttention(x, x, x, 2, base, pw, fakeTensor(bf, 5)) }},
+		{"dtype", "float32 or bfloat16", func() {
+			y := fakeTensor(tensor.I8, 300, 256)
+			b.sparseLinearAttention(y, y, y, 2, base, pw, nil)
+		}},
+	}
+	for _, tc := range cases {
+		err := opErr(tc.f)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// BenchmarkSLA480p times SLA and SageSLA at the 480p Wan2.1 shape (L = 32760
+// tokens, 12 heads of 128, topk 0.1) and reports TFLOP/s as dense-attention
+// equivalent (4·L²·d·heads per call: what the op replaces) and
+// sparse-TFLOP/s for the work its sparse branch does (4·L·kept keys·d·heads).
+func BenchmarkSLA480p(b *testing.B) {
+	g := gpu(b)
+	g.Poison = false
+	defer func() { g.Poison = true }()
+	const L, H = 32760, 12
+	r := rand.New(rand.NewPCG(3, 4))
+	sc := slaCase{"480p", 1, L, H, 0.1, 0, 0}
+	q, k, v := slaData(r, sc, tensor.BF16)
+	shape := []int{L, H * 128}
+	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+	pw := g.Upload(tensor.BF16, []int{128, 128}, randn(r, 128*128, 0.05))
+	pb := g.Upload(tensor.BF16, []int{128}, randn(r, 128, 0.05))
+	for _, kind := range slaKinds {
+		b.Run(kind.String(), func(b *testing.B) {
+			cfg := sc.cfg(kind)
+			geo := sc.geometry(kind)
+			g.Free(g.sparseLinearAttention(qt, kt, vt, H, cfg, pw, pb)) // compiles the modules
+			g.Sync()
+			b.ResetTimer()
+			for range b.N {
+				g.Free(g.sparseLinearAttention(qt, kt, vt, H, cfg, pw, pb))
+			}
+			g.Sync()
+			sec := b.Elapsed().Seconds() / float64(b.N)
+			dense := 4 * float64(L) * float64(L) * 128 * H
+			sparse := 4 * float64(L) * float64(geo.Selected()*geo.BlockK) * 128 * H
+			b.ReportMetric(sec*1e3, "ms/op")
+			b.ReportMetric(dense/sec/1e12, "TFLOP/s")
+			b.ReportMetric(sparse/sec/1e12, "sparse-TFLOP/s")
+		})
+	}
+}
