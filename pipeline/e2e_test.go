@@ -13,6 +13,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+	"github.com/turbodiffusion-go/turbodiffusion/tokenizer"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
@@ -22,7 +23,10 @@ import (
 func TestGenerateEndToEndCPU(t *testing.T) {
 	dir := t.TempDir()
 	enc := filepath.Join(dir, TextEncoderFile)
-	if err := testmodels.WriteUMT5(enc, 8000, 4096, 7); err != nil {
+	// The random encoder fits the set: the tokenizer's vocabulary, the
+	// DiT's text width.
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
 		t.Fatal(err)
 	}
 	files, err := FindModels(dir, "", Files{
@@ -63,7 +67,8 @@ func TestGenerateEndToEndCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vid, vs, err := v.Decode(res.Latents[0], []int{16, 2, 16, 32})
+	// 5 frames of 256x128 are 2 latent frames of 32x16.
+	vid, vs, err := v.Decode(res.Latents[0], []int{v.Config().ZDim, 2, 16, 32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +144,15 @@ func TestGenerateEndToEndCPU(t *testing.T) {
 	if len(notes) != 1 || notes[0] != "cached" {
 		t.Fatalf("second run's encode events %q, want one cache hit and no encoder load", notes)
 	}
+}
+
+// goldenVocab is the vocabulary size of the set's tokenizer, which a random
+// umT5 must cover.
+func goldenVocab(t *testing.T) int {
+	t.Helper()
+	tk, err := tokenizer.Load(golden.Path(t, "tokenizer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk.VocabSize()
 }

@@ -108,7 +108,7 @@ func newI2VFixture(t *testing.T) i2vFixture {
 		VAE:         golden.Path(t, "vae.safetensors"),
 		Tokenizer:   golden.Path(t, "tokenizer"),
 	}
-	if err := testmodels.WriteUMT5(f.files.TextEncoder, 8000, textDim, 7); err != nil {
+	if err := testmodels.WriteUMT5(f.files.TextEncoder, goldenVocab(t), textDim, 7); err != nil {
 		t.Fatal(err)
 	}
 	if err := testmodels.WriteWanI2V(f.files.DiTHigh, textDim, 1); err != nil {
