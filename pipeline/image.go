@@ -24,11 +24,11 @@ type RGB struct {
 // keep their high byte. No EXIF rotation is applied (PIL applies none
 // either).
 //
-// Known difference: Go's JPEG decoder upsamples chroma by replication and
-// uses its own IDCT and YCbCr→RGB rounding, while PIL (libjpeg-turbo) uses
-// "fancy" triangle upsampling, so JPEG pixels can differ by a few levels
-// near colour edges. PNG input is decoded bit-exactly. For 16-bit grey PNGs
-// PIL's convert clips to 255 (a PIL quirk); here the high byte is kept.
+// PNG input is decoded bit-exactly. JPEG chroma is upsampled and converted
+// as libjpeg-turbo does (jpegcolor.go); the IDCT is Go's, not libjpeg's
+// islow, so JPEG pixels can still differ by about a level. CMYK JPEGs use
+// Go's conversion. For 16-bit grey PNGs PIL's convert clips to 255 (a PIL
+// quirk); here the high byte is kept.
 func LoadImage(path string) (*RGB, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -60,6 +60,9 @@ func DecodeImage(r io.Reader) (*RGB, error) {
 
 // toRGB converts any decoded image to RGB without premultiplying alpha.
 func toRGB(img image.Image) *RGB {
+	if m, ok := img.(*image.YCbCr); ok {
+		return ycbcrToRGB(m)
+	}
 	b := img.Bounds()
 	out := &RGB{W: b.Dx(), H: b.Dy(), Pix: make([]uint8, 3*b.Dx()*b.Dy())}
 	i := 0
@@ -82,9 +85,6 @@ func toRGB(img image.Image) *RGB {
 					n := color.NRGBA64Model.Convert(c).(color.NRGBA64)
 					r, g, bl = uint8(n.R>>8), uint8(n.G>>8), uint8(n.B>>8)
 				}
-			case *image.YCbCr:
-				yi, ci := m.YOffset(x, y), m.COffset(x, y)
-				r, g, bl = color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
 			default:
 				// NRGBA64 and Gray16 keep the high byte; palettes hold NRGBA
 				// entries; premultiplied types are un-premultiplied.
