@@ -12,6 +12,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/tokenizer"
 )
 
 // run executes the CLI in-process and returns stdout, stderr and the error.
@@ -61,7 +62,14 @@ func TestGenerateBadFlags(t *testing.T) {
 func TestGenerateCLITinyModels(t *testing.T) {
 	dir := t.TempDir()
 	enc := filepath.Join(dir, "enc.safetensors")
-	if err := testmodels.WriteUMT5(enc, 8000, 4096, 7); err != nil {
+	// The random encoder fits the set: the tokenizer's vocabulary, the
+	// DiT's text width.
+	tk, err := tokenizer.Load(golden.Path(t, "tokenizer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(enc, tk.VocabSize(), textDim, 7); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "clip.gif")

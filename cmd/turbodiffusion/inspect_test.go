@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 func inspectOut(t *testing.T, path string, list bool) (string, error) {
@@ -27,34 +30,55 @@ func wantLines(t *testing.T, out string, frags ...string) {
 	}
 }
 
+// TestInspectDiT: the summary shows the set's DiT configuration (manifest
+// configs.dit), the scale shape of a quantised Linear and the file's
+// parameter count.
 func TestInspectDiT(t *testing.T) {
+	man := golden.LoadManifest(t)
+	num := func(k string) int { return man.Int(t, "configs", "dit", k) }
+	dim, ffn := num("dim"), num("ffn_dim")
 	out, err := inspectOut(t, golden.Path(t, "dit_int8.pth"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLines(t, out, "Wan DiT", "dim 256, ffn 1024, 2 heads × 128, 2 layers", "int8-quantised", "proj_l present",
-		"blocks.0.ffn.0.scale", "float32", "[8 2]")
-	out, err = inspectOut(t, golden.Path(t, "dit_weights.safetensors"), false)
+	wantLines(t, out, "Wan DiT", fmt.Sprintf("dim %d, ffn %d, %d heads × %d, %d layers", dim, ffn, num("num_heads"), num("head_dim"), num("num_layers")),
+		"int8-quantised", "proj_l present", "blocks.0.ffn.0.scale", "float32", fmt.Sprint([]int{(ffn + 127) / 128, (dim + 127) / 128}))
+	path := golden.Path(t, "dit_weights.safetensors")
+	out, err = inspectOut(t, path, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLines(t, out, "float (not quantised)", "params:   3.82 M")
+	f, err := checkpoint.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	params := 0
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		params += tensor.NumElements(info.Shape)
+	}
+	wantLines(t, out, "float (not quantised)", "params:   ", fmt.Sprint(params))
 	if strings.Contains(out, "blocks.0.ffn.0.weight") {
 		t.Error("tensors listed without --tensors")
 	}
 }
 
+// TestInspectOtherModels: the VAE and umT5 summaries show the set's
+// configuration (manifest configs.vae, configs.umt5).
 func TestInspectOtherModels(t *testing.T) {
+	man := golden.LoadManifest(t)
 	out, err := inspectOut(t, golden.Path(t, "vae.safetensors"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLines(t, out, "Wan VAE (z_dim 16")
+	wantLines(t, out, fmt.Sprintf("Wan VAE (z_dim %d", man.Int(t, "configs", "vae", "z_dim")))
 	out, err = inspectOut(t, golden.Path(t, "umt5.safetensors"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLines(t, out, "umT5 text encoder (vocab 1000, dim 64, 2 layers)")
+	u := func(k string) int { return man.Int(t, "configs", "umt5", k) }
+	wantLines(t, out, fmt.Sprintf("umT5 text encoder (vocab %d, dim %d, %d layers)", u("vocab_size"), u("dim"), u("encoder_layers")))
 }
 
 func TestInspectBadFiles(t *testing.T) {
