@@ -20,7 +20,7 @@ func i2vFiles(t *testing.T) (dir, high, low, enc, img string) {
 	dir = t.TempDir()
 	high, low = filepath.Join(dir, "high.safetensors"), filepath.Join(dir, "low.safetensors")
 	enc, img = filepath.Join(dir, "enc.safetensors"), filepath.Join(dir, "in.png")
-	if err := testmodels.WriteUMT5(enc, 8000, 64, 7); err != nil {
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), 64, 7); err != nil {
 		t.Fatal(err)
 	}
 	if err := testmodels.WriteWanI2V(high, 64, 1); err != nil {

@@ -64,12 +64,8 @@ func TestGenerateCLITinyModels(t *testing.T) {
 	enc := filepath.Join(dir, "enc.safetensors")
 	// The random encoder fits the set: the tokenizer's vocabulary, the
 	// DiT's text width.
-	tk, err := tokenizer.Load(golden.Path(t, "tokenizer"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, tk.VocabSize(), textDim, 7); err != nil {
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "clip.gif")
@@ -102,4 +98,15 @@ func resetFlags(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		resetFlags(sub)
 	}
+}
+
+// goldenVocab is the vocabulary size of the set's tokenizer, which a random
+// umT5 must cover.
+func goldenVocab(t *testing.T) int {
+	t.Helper()
+	tk, err := tokenizer.Load(golden.Path(t, "tokenizer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk.VocabSize()
 }
