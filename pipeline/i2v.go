@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/sampler"
 )
@@ -132,7 +131,7 @@ func (e *Engine) checkExperts() (inDim int, err error) {
 	}
 	for _, x := range []Expert{HighNoise, LowNoise} {
 		path := e.expertPath(x)
-		f, err := checkpoint.Open(path)
+		f, err := e.opt.OpenCheckpoint(path)
 		if err != nil {
 			return 0, fmt.Errorf("%s expert: %w", x, err)
 		}
@@ -179,7 +178,7 @@ func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (m *wan.Model, loade
 	}
 	path := e.expertPath(x)
 	e.report(Event{Stage: "load-dit", Note: fmt.Sprintf("%s expert %s", x, filepath.Base(path))})
-	f, err := checkpoint.Open(path)
+	f, err := e.opt.OpenCheckpoint(path)
 	if err != nil {
 		return nil, false, err
 	}
