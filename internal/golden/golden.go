@@ -33,12 +33,19 @@ func Dir() string {
 // absent (and failing if the variable was set explicitly but is wrong).
 func Path(t testing.TB, name string) string {
 	t.Helper()
-	p := filepath.Join(Dir(), name)
+	return pathIn(t, Dir(), os.Getenv(EnvVar) != "", name)
+}
+
+// pathIn is Path for the set in dir; explicit says whether the user named
+// dir (then a missing file is an error, not a reason to skip).
+func pathIn(t testing.TB, dir string, explicit bool, name string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
 	if _, err := os.Stat(p); err != nil {
-		if os.Getenv(EnvVar) != "" {
-			t.Fatalf("conformance set %s (from $%s): %v", Dir(), EnvVar, err)
+		if explicit {
+			t.Fatalf("conformance set %s (from $%s): %v", dir, EnvVar, err)
 		}
-		t.Skipf("conformance set not found at %s (set $%s): %v", Dir(), EnvVar, err)
+		t.Skipf("conformance set not found at %s (set $%s): %v", dir, EnvVar, err)
 	}
 	return p
 }
@@ -81,10 +88,13 @@ func LoadManifest(t testing.TB) Manifest {
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatalf("manifest.json: %v", err)
+		t.Fatalf("%s: %v", manifestPath(), err)
 	}
 	return m
 }
+
+// manifestPath names the manifest in messages.
+func manifestPath() string { return filepath.Join(Dir(), "manifest.json") }
 
 // RelL2 is ||a-b|| / ||b|| computed in float64.
 func RelL2(a, b []float32) float64 {
@@ -147,7 +157,7 @@ func (m Manifest) Number(t testing.TB, path ...string) float64 {
 	v, ok := m.Lookup(path...)
 	f, isNum := v.(float64)
 	if !ok || !isNum {
-		t.Fatalf("manifest.json: no number at %v", path)
+		t.Fatalf("%s: no number at %v", manifestPath(), path)
 	}
 	return f
 }

@@ -13,7 +13,7 @@ func (m Manifest) Int(t testing.TB, path ...string) int {
 	t.Helper()
 	f := m.Number(t, path...)
 	if f != math.Trunc(f) {
-		t.Fatalf("manifest.json: %v = %v, want an integer", path, f)
+		t.Fatalf("%s: %v = %v, want an integer", manifestPath(), path, f)
 	}
 	return int(f)
 }
@@ -24,7 +24,7 @@ func (m Manifest) String(t testing.TB, path ...string) string {
 	v, ok := m.Lookup(path...)
 	s, isStr := v.(string)
 	if !ok || !isStr {
-		t.Fatalf("manifest.json: no string at %v", path)
+		t.Fatalf("%s: no string at %v", manifestPath(), path)
 	}
 	return s
 }
@@ -36,13 +36,13 @@ func (m Manifest) Ints(t testing.TB, path ...string) []int {
 	v, ok := m.Lookup(path...)
 	list, isList := v.([]any)
 	if !ok || !isList {
-		t.Fatalf("manifest.json: no list at %v", path)
+		t.Fatalf("%s: no list at %v", manifestPath(), path)
 	}
 	out := make([]int, len(list))
 	for i, e := range list {
 		f, isNum := e.(float64)
 		if !isNum || f != math.Trunc(f) {
-			t.Fatalf("manifest.json: %v[%d] = %v, want an integer", path, i, e)
+			t.Fatalf("%s: %v[%d] = %v, want an integer", manifestPath(), path, i, e)
 		}
 		out[i] = int(f)
 	}
@@ -56,7 +56,7 @@ func (m Manifest) Keys(t testing.TB, path ...string) []string {
 	v, ok := m.Lookup(path...)
 	obj, isObj := v.(map[string]any)
 	if !ok || !isObj {
-		t.Fatalf("manifest.json: no object at %v", path)
+		t.Fatalf("%s: no object at %v", manifestPath(), path)
 	}
 	keys := make([]string, 0, len(obj))
 	for k := range obj {
@@ -80,7 +80,7 @@ func (m Manifest) ArgvNumber(t testing.TB, run, flag string) float64 {
 			}
 		}
 	}
-	t.Fatalf("manifest.json: configs.rcm.%s.argv has no numeric %s", run, flag)
+	t.Fatalf("%s: configs.rcm.%s.argv has no numeric %s", manifestPath(), run, flag)
 	return 0
 }
 
