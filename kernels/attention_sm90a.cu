@@ -73,6 +73,30 @@ __device__ __forceinline__ void wgmma_rs_n64(float* d, const u32* a, u64 db) {
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
+// d[0..63] += A(smem desc)·B(smem desc), m64n128k16, K-major A and B.
+__device__ __forceinline__ void wgmma_ss_n128(float* d, u64 da, u64 db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+
+template <int BN>
+__device__ __forceinline__ void s_mma(float* s, u64 da, u64 db, int acc);
+template <>
+__device__ __forceinline__ void s_mma<64>(float* s, u64 da, u64 db, int acc) { wgmma_ss_n64(s, da, db, acc); }
+template <>
+__device__ __forceinline__ void s_mma<128>(float* s, u64 da, u64 db, int acc) { wgmma_ss_n128(s, da, db, acc); }
+
+// 2^x on the special-function unit, flushing subnormal results to zero
+// (such probabilities are below bf16's resolution of the row sum anyway).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <int D>
 __device__ __forceinline__ void pv_mma(float* o, const u32* a, u64 db);
 template <>
@@ -82,12 +106,12 @@ __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgm
 
 // Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk);
 // O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows each: grid
-// (ceil(Lq/(64*NWG)), H, B), 128*NWG threads.
-template <int D, int NWG>
+// (ceil(Lq/(64*NWG)), H, B), 128*NWG threads; BN keys per tile.
+template <int D, int NWG, int BN>
 __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                             const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
                                             int Lkp, int H, float scale_log2, int swap) {
-  constexpr int BM = 64 * NWG, BN = 64, NT = 128 * NWG;
+  constexpr int BM = 64 * NWG, NT = 128 * NWG;
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -139,8 +163,8 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
-      wgmma_ss_n64(s, make_desc(sQw + kk * 256, 128, DC * 128, swap), make_desc(sK + st * KB + kk * 256, 128, DC * 128, swap),
-                   kk > 0);
+      s_mma<BN>(s, make_desc(sQw + kk * 256, 128, DC * 128, swap), make_desc(sK + st * KB + kk * 256, 128, DC * 128, swap),
+                kk > 0);
     wg_commit();
     wg_wait0();
 #pragma unroll
@@ -165,27 +189,31 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
     mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
     const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
+    const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
     m0 = n0;
     m1 = n1;
     float r0 = 0.f, r1 = 0.f;
 #pragma unroll
     for (int c = 0; c < BN / 8; ++c) {
-      s[4 * c] = exp2f(s[4 * c] * scale_log2 - n0);
-      s[4 * c + 1] = exp2f(s[4 * c + 1] * scale_log2 - n0);
-      s[4 * c + 2] = exp2f(s[4 * c + 2] * scale_log2 - n1);
-      s[4 * c + 3] = exp2f(s[4 * c + 3] * scale_log2 - n1);
+      s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
+      s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
+      s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
+      s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
       r0 += s[4 * c] + s[4 * c + 1];
       r1 += s[4 * c + 2] + s[4 * c + 3];
     }
     l0 = l0 * a0 + r0;
     l1 = l1 * a1 + r1;
+    // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
+    // and the rescale is skipped (exact, not an approximation).
+    if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      o[4 * c] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
+      for (int c = 0; c < D / 8; ++c) {
+        o[4 * c] *= a0;
+        o[4 * c + 1] *= a0;
+        o[4 * c + 2] *= a1;
+        o[4 * c + 3] *= a1;
+      }
     }
     u32 p[BN / 16][4];
 #pragma unroll
@@ -398,17 +426,19 @@ FLASH_WGP(128, 3)
 FLASH_WGP(64, 2)
 FLASH_WGP(64, 3)
 
-#define FLASH_WG(D, NWG, MINB)                                                                               \
-  extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) flash_wgmma_d##D##_w##NWG##_b##MINB(         \
+#define FLASH_WG(D, NWG, MINB, BN, NAME)                                                                     \
+  extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \
       const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
       int swap) {                                                                                            \
-    flash_wgmma<D, NWG>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                       \
+    flash_wgmma<D, NWG, BN>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                   \
   }
 // Variants differ in occupancy: _w<NWG>_b<min blocks per SM> (b2 caps
 // registers at 128 so two blocks share an SM).
-FLASH_WG(128, 2, 1)
-FLASH_WG(128, 2, 2)
-FLASH_WG(128, 3, 1)
-FLASH_WG(64, 2, 1)
-FLASH_WG(64, 2, 2)
-FLASH_WG(64, 3, 1)
+FLASH_WG(128, 2, 1, 64, flash_wgmma_d128_w2_b1)
+FLASH_WG(128, 2, 2, 64, flash_wgmma_d128_w2_b2)
+FLASH_WG(128, 3, 1, 64, flash_wgmma_d128_w3_b1)
+FLASH_WG(128, 2, 1, 128, flash_wgmma_d128_w2_n128)
+FLASH_WG(64, 2, 1, 64, flash_wgmma_d64_w2_b1)
+FLASH_WG(64, 2, 2, 64, flash_wgmma_d64_w2_b2)
+FLASH_WG(64, 3, 1, 64, flash_wgmma_d64_w3_b1)
+FLASH_WG(64, 2, 1, 128, flash_wgmma_d64_w2_n128)

@@ -22,6 +22,7 @@ type attnState struct {
 	nwg     int  // wgmma variant: consumer warpgroups per block
 	minb    int  // and minimum blocks per SM (register cap)
 	pipe    bool // S(j+1) overlaps the softmax of tile j
+	bn      int  // keys per tile
 	forced  string
 	note    string
 }
@@ -29,7 +30,7 @@ type attnState struct {
 // WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
 // blocks per SM>" or "w<warpgroups>p" (pipelined: Q·Kᵀ of the next tile
 // overlaps this tile's softmax); SetAttentionKernel("wgmma:w3p") picks one.
-var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w2p", "w3p"}
+var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w2n128", "w2p", "w3p"}
 
 // defaultVariant is the fastest variant measured (docs/PERF.md).
 const defaultVariant = "w3b1"
@@ -49,21 +50,25 @@ func (b *Backend) SetAttentionKernel(k string) {
 	b.attn = attnState{forced: k}
 }
 
-func parseVariant(v string) (nwg, minb int, pipe, ok bool) {
+func parseVariant(v string) (nwg, minb, bn int, pipe, ok bool) {
 	for _, known := range WGMMAVariants {
 		if v == known {
 			ok = true
 		}
 	}
 	if !ok {
-		return 0, 0, false, false
+		return 0, 0, 0, false, false
 	}
-	if strings.HasSuffix(v, "p") {
+	switch {
+	case strings.HasSuffix(v, "p"):
 		_, err := fmt.Sscanf(v, "w%dp", &nwg)
-		return nwg, 1, true, err == nil
+		return nwg, 1, 64, true, err == nil
+	case strings.Contains(v, "n"):
+		_, err := fmt.Sscanf(v, "w%dn%d", &nwg, &bn)
+		return nwg, 1, bn, false, err == nil
 	}
 	_, err := fmt.Sscanf(v, "w%db%d", &nwg, &minb)
-	return nwg, minb, false, err == nil
+	return nwg, minb, 64, false, err == nil
 }
 
 // wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
@@ -88,7 +93,7 @@ func (b *Backend) wgmmaReady() bool {
 		variant = v
 	}
 	var ok bool
-	if b.attn.nwg, b.attn.minb, b.attn.pipe, ok = parseVariant(variant); !ok {
+	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, ok = parseVariant(variant); !ok {
 		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
@@ -155,7 +160,7 @@ func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 // flashWGMMA transposes V into a temporary [B, H·d, Lkp] and runs the
 // sm_90a kernel. Caller holds the device.
 func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
-	Lkp := (Lk + 63) / 64 * 64
+	Lkp := (Lk + 127) / 128 * 128 // whole tiles of 64 or 128 keys, zero-padded
 	hd := heads * d
 	vt := b.newTensor(tensor.BF16, []int{batch, hd, Lkp})
 	defer b.Free(vt)
@@ -165,9 +170,13 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	bm := 64 * nwg
 	smem := (bm*d + 4*64*d) * 2
 	name := fmt.Sprintf("flash_wgmma_d%d_w%d_b%d", d, nwg, minb)
-	if b.attn.pipe {
+	switch {
+	case b.attn.pipe:
 		smem = (bm*d + 6*64*d) * 2
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_p", d, nwg)
+	case b.attn.bn == 128:
+		smem = (bm*d + 4*128*d) * 2
+		name = fmt.Sprintf("flash_wgmma_d%d_w%d_n128", d, nwg)
 	}
 	sl := float32(float64(scale) * math.Log2E)
 	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * nwg, 1, 1}, smem,
