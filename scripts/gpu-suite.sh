@@ -46,8 +46,22 @@ run)
 		echo "== done"
 	} 2>&1 | tee "$log"
 	;;
+profile)
+	# Attention-only bench, then Nsight Compute on one large launch of the
+	# default wgmma kernel (PROFILE_KERNEL, PROFILE_SKIP to change).
+	OUT="${OUT:-.gpu/out}"
+	mkdir -p "$OUT"
+	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	.gpu/turbodiffusion bench --parts attention --iters 5 2>&1 | tee "$OUT/attention.log"
+	NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
+	"$NCU" -k "regex:${PROFILE_KERNEL:-flash_wgmma_d128_w3_b1}" --launch-skip "${PROFILE_SKIP:-2}" -c 1 \
+		--section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
+		--section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+		.gpu/turbodiffusion bench --parts attention --iters 1 >"$OUT/ncu.txt" 2>&1
+	grep -vE '^(attention|linear|device|==PROF==)' "$OUT/ncu.txt" | grep -E '[A-Za-z]' | tail -90
+	;;
 *)
-	echo "usage: $0 build|run" >&2
+	echo "usage: $0 build|run|profile" >&2
 	exit 2
 	;;
 esac

@@ -23,6 +23,7 @@ type attnState struct {
 	minb    int  // and minimum blocks per SM (register cap)
 	pipe    bool // S(j+1) overlaps the softmax of tile j
 	bn      int  // keys per tile
+	picked  bool // variant chosen by the caller, not by head dim
 	forced  string
 	note    string
 }
@@ -30,10 +31,14 @@ type attnState struct {
 // WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
 // blocks per SM>" or "w<warpgroups>p" (pipelined: Q·Kᵀ of the next tile
 // overlaps this tile's softmax); SetAttentionKernel("wgmma:w3p") picks one.
-var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w2n128", "w2p", "w3p"}
+var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w3p"}
 
-// defaultVariant is the fastest variant measured (docs/PERF.md).
-const defaultVariant = "w3b1"
+// defaultVariant is the fastest variant measured for head dim 128, and
+// defaultVariant64 for head dim 64 (docs/PERF.md, H200).
+const (
+	defaultVariant   = "w3b1"
+	defaultVariant64 = "w2b1"
+)
 
 // AttentionKernel says which dense attention kernel runs and why.
 func (b *Backend) AttentionKernel() string {
@@ -90,7 +95,7 @@ func (b *Backend) wgmmaReady() bool {
 	}
 	variant := defaultVariant
 	if v, ok := strings.CutPrefix(want, "wgmma:"); ok {
-		variant = v
+		variant, b.attn.picked = v, true
 	}
 	var ok bool
 	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, ok = parseVariant(variant); !ok {
@@ -166,15 +171,21 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	defer b.Free(vt)
 	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
 		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
-	nwg, minb := b.attn.nwg, b.attn.minb
+	nwg, minb, bn, pipe := b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe
+	if d == 64 && !b.attn.picked {
+		nwg, minb, bn, pipe, _ = parseVariant(defaultVariant64)
+	}
+	if nwg == 4 && d == 64 {
+		nwg = 3 // not built for d=64
+	}
 	bm := 64 * nwg
 	smem := (bm*d + 4*64*d) * 2
 	name := fmt.Sprintf("flash_wgmma_d%d_w%d_b%d", d, nwg, minb)
 	switch {
-	case b.attn.pipe:
+	case pipe:
 		smem = (bm*d + 6*64*d) * 2
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_p", d, nwg)
-	case b.attn.bn == 128:
+	case bn == 128:
 		smem = (bm*d + 4*128*d) * 2
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_n128", d, nwg)
 	}
