@@ -25,9 +25,9 @@ type slaCase struct {
 
 var slaCases = []slaCase{
 	{"L=1000 ragged, 2 heads", 1, 1000, 2, 0.25, 0, 0},
-	{"batch 2, L=300, 3 heads", 2, 300, 3, 0.2, 0, 0},
+	{"batch 2, L=300, 3 heads", 2, 300, 3, 0.4, 0, 0},
 	{"L=640 blocks 128/128", 1, 640, 2, 0.3, 128, 128},
-	{"L=520 blocks 64/64", 1, 520, 1, 0.1, 64, 64},
+	{"L=520 blocks 64/64", 1, 520, 1, 0.25, 64, 64},
 }
 
 var slaKinds = []backend.AttentionKind{backend.SLA, backend.SageSLA}
