@@ -40,6 +40,28 @@ __device__ __forceinline__ u64 make_desc(u32 addr, u32 lbo, u32 sbo, int swap) {
   return (u64)((addr & 0x3FFFF) >> 4) | ((u64)((lbo >> 4) & 0x3FFF) << 16) | ((u64)((sbo >> 4) & 0x3FFF) << 32);
 }
 
+// 128-byte-swizzle layout (SW): K-major rows of 64 bf16 (128 B); chunk c of
+// row r sits at chunk c ^ (r % 8); a D-wide tile is stored as D/64 halves of
+// [R rows][128 B]; 8-row groups are 1024 B apart. The tile base must be
+// 1024-byte aligned. Offset of 16-byte chunk c8 of row r in an R-row tile
+// with kc8 chunks per row:
+template <bool SW>
+__device__ __forceinline__ u32 tile_off(int r, int c8, int R, int kc8) {
+  if (SW) return (c8 >> 3) * R * 128 + r * 128 + (((c8 & 7) ^ (r & 7)) << 4);
+  return cm_off(r, c8, kc8);
+}
+
+// Descriptor of the 64-row (or N-row) operand starting at row0 of an R-row
+// tile, for the k16 step kk.
+template <bool SW>
+__device__ __forceinline__ u64 tile_desc(u32 base, int row0, int kk, int R, int kc8, int swap) {
+  if (SW) {
+    u32 a = base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32;
+    return (u64)((a & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+  }
+  return make_desc(base + (row0 >> 3) * kc8 * 128 + kk * 256, 128, kc8 * 128, swap);
+}
+
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
@@ -107,7 +129,7 @@ __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgm
 // Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk);
 // O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows each: grid
 // (ceil(Lq/(64*NWG)), H, B), 128*NWG threads; BN keys per tile.
-template <int D, int NWG, int BN>
+template <int D, int NWG, int BN, bool SW>
 __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                             const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
                                             int Lkp, int H, float scale_log2, int swap) {
@@ -115,7 +137,7 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = smem_u32(smem), sK = sQ + QB, sV = sK + 2 * KB;
+  const u32 sQ = SW ? (smem_u32(smem) + 1023) & ~1023u : smem_u32(smem), sK = sQ + QB, sV = sK + 2 * KB;
 
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
   const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
@@ -126,16 +148,16 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
 
   for (int c = tid; c < BM * DC; c += NT) {
     int r = c / DC, c8 = c % DC, g = q0 + r;
-    cp16(sQ + cm_off(r, c8, DC), Qh + (long long)min(g, Lq - 1) * W + c8 * 8, g < Lq);
+    cp16(sQ + tile_off<SW>(r, c8, BM, DC), Qh + (long long)min(g, Lq - 1) * W + c8 * 8, g < Lq);
   }
   auto load_kv = [&](int j, int st) {
     for (int c = tid; c < BN * DC; c += NT) {
       int r = c / DC, c8 = c % DC, g = j * BN + r;
-      cp16(sK + st * KB + cm_off(r, c8, DC), Kh + (long long)min(g, Lk - 1) * W + c8 * 8, g < Lk);
+      cp16(sK + st * KB + tile_off<SW>(r, c8, BN, DC), Kh + (long long)min(g, Lk - 1) * W + c8 * 8, g < Lk);
     }
     for (int c = tid; c < D * NC; c += NT) {
       int r = c / NC, c8 = c % NC;
-      cp16(sV + st * VB + cm_off(r, c8, NC), Vh + (long long)r * Lkp + j * BN + c8 * 8, true);
+      cp16(sV + st * VB + tile_off<SW>(r, c8, D, NC), Vh + (long long)r * Lkp + j * BN + c8 * 8, true);
     }
   };
   const int nkb = (Lk + BN - 1) / BN;
@@ -147,7 +169,6 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const int t4 = lane & 3;
-  const u32 sQw = sQ + wg * 8 * DC * 128;  // this warpgroup's 64 rows
 
   for (int j = 0; j < nkb; ++j) {
     const int st = j & 1;
@@ -163,8 +184,7 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
-      s_mma<BN>(s, make_desc(sQw + kk * 256, 128, DC * 128, swap), make_desc(sK + st * KB + kk * 256, 128, DC * 128, swap),
-                kk > 0);
+      s_mma<BN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(sK + st * KB, 0, kk, BN, DC, swap), kk > 0);
     wg_commit();
     wg_wait0();
 #pragma unroll
@@ -227,7 +247,7 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], make_desc(sV + st * VB + kk * 256, 128, NC * 128, swap));
+    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(sV + st * VB, 0, kk, D, NC, swap));
     wg_commit();
     wg_wait0();
 #pragma unroll
@@ -426,20 +446,24 @@ FLASH_WGP(128, 3)
 FLASH_WGP(64, 2)
 FLASH_WGP(64, 3)
 
-#define FLASH_WG(D, NWG, MINB, BN, NAME)                                                                     \
+#define FLASH_WG(D, NWG, MINB, BN, SW, NAME)                                                                 \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \
       const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
       int swap) {                                                                                            \
-    flash_wgmma<D, NWG, BN>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                   \
+    flash_wgmma<D, NWG, BN, SW>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                               \
   }
 // Variants differ in occupancy: _w<NWG>_b<min blocks per SM> (b2 caps
 // registers at 128 so two blocks share an SM).
-FLASH_WG(128, 2, 1, 64, flash_wgmma_d128_w2_b1)
-FLASH_WG(128, 2, 2, 64, flash_wgmma_d128_w2_b2)
-FLASH_WG(128, 3, 1, 64, flash_wgmma_d128_w3_b1)
-FLASH_WG(128, 4, 1, 64, flash_wgmma_d128_w4_b1)
-FLASH_WG(128, 2, 1, 128, flash_wgmma_d128_w2_n128)
-FLASH_WG(64, 2, 1, 64, flash_wgmma_d64_w2_b1)
-FLASH_WG(64, 2, 2, 64, flash_wgmma_d64_w2_b2)
-FLASH_WG(64, 3, 1, 64, flash_wgmma_d64_w3_b1)
-FLASH_WG(64, 2, 1, 128, flash_wgmma_d64_w2_n128)
+FLASH_WG(128, 2, 1, 64, false, flash_wgmma_d128_w2_b1)
+FLASH_WG(128, 2, 2, 64, false, flash_wgmma_d128_w2_b2)
+FLASH_WG(128, 3, 1, 64, false, flash_wgmma_d128_w3_b1)
+FLASH_WG(128, 4, 1, 64, false, flash_wgmma_d128_w4_b1)
+FLASH_WG(128, 2, 1, 128, false, flash_wgmma_d128_w2_n128)
+FLASH_WG(128, 3, 1, 64, true, flash_wgmma_d128_w3_s)
+FLASH_WG(128, 2, 1, 64, true, flash_wgmma_d128_w2_s)
+FLASH_WG(64, 2, 1, 64, false, flash_wgmma_d64_w2_b1)
+FLASH_WG(64, 2, 2, 64, false, flash_wgmma_d64_w2_b2)
+FLASH_WG(64, 3, 1, 64, false, flash_wgmma_d64_w3_b1)
+FLASH_WG(64, 2, 1, 128, false, flash_wgmma_d64_w2_n128)
+FLASH_WG(64, 3, 1, 64, true, flash_wgmma_d64_w3_s)
+FLASH_WG(64, 2, 1, 64, true, flash_wgmma_d64_w2_s)

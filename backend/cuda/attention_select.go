@@ -23,6 +23,7 @@ type attnState struct {
 	minb    int  // and minimum blocks per SM (register cap)
 	pipe    bool // S(j+1) overlaps the softmax of tile j
 	bn      int  // keys per tile
+	sw      bool // 128-byte swizzled shared-memory tiles
 	picked  bool // variant chosen by the caller, not by head dim
 	forced  string
 	note    string
@@ -31,7 +32,7 @@ type attnState struct {
 // WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
 // blocks per SM>" or "w<warpgroups>p" (pipelined: Q·Kᵀ of the next tile
 // overlaps this tile's softmax); SetAttentionKernel("wgmma:w3p") picks one.
-var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w3p"}
+var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w3p", "w2s", "w3s"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H200).
@@ -55,25 +56,28 @@ func (b *Backend) SetAttentionKernel(k string) {
 	b.attn = attnState{forced: k}
 }
 
-func parseVariant(v string) (nwg, minb, bn int, pipe, ok bool) {
+func parseVariant(v string) (nwg, minb, bn int, pipe, sw, ok bool) {
 	for _, known := range WGMMAVariants {
 		if v == known {
 			ok = true
 		}
 	}
 	if !ok {
-		return 0, 0, 0, false, false
+		return 0, 0, 0, false, false, false
 	}
 	switch {
 	case strings.HasSuffix(v, "p"):
 		_, err := fmt.Sscanf(v, "w%dp", &nwg)
-		return nwg, 1, 64, true, err == nil
+		return nwg, 1, 64, true, false, err == nil
+	case strings.HasSuffix(v, "s"):
+		_, err := fmt.Sscanf(v, "w%ds", &nwg)
+		return nwg, 1, 64, false, true, err == nil
 	case strings.Contains(v, "n"):
 		_, err := fmt.Sscanf(v, "w%dn%d", &nwg, &bn)
-		return nwg, 1, bn, false, err == nil
+		return nwg, 1, bn, false, false, err == nil
 	}
 	_, err := fmt.Sscanf(v, "w%db%d", &nwg, &minb)
-	return nwg, minb, 64, false, err == nil
+	return nwg, minb, 64, false, false, err == nil
 }
 
 // wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
@@ -98,7 +102,7 @@ func (b *Backend) wgmmaReady() bool {
 		variant, b.attn.picked = v, true
 	}
 	var ok bool
-	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, ok = parseVariant(variant); !ok {
+	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw, ok = parseVariant(variant); !ok {
 		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
@@ -171,9 +175,9 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	defer b.Free(vt)
 	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
 		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
-	nwg, minb, bn, pipe := b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe
+	nwg, minb, bn, pipe, sw := b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw
 	if d == 64 && !b.attn.picked {
-		nwg, minb, bn, pipe, _ = parseVariant(defaultVariant64)
+		nwg, minb, bn, pipe, sw, _ = parseVariant(defaultVariant64)
 	}
 	if nwg == 4 && d == 64 {
 		nwg = 3 // not built for d=64
@@ -185,6 +189,9 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	case pipe:
 		smem = (bm*d + 6*64*d) * 2
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_p", d, nwg)
+	case sw:
+		smem += 1024 // room to align the tiles to 1024 bytes
+		name = fmt.Sprintf("flash_wgmma_d%d_w%d_s", d, nwg)
 	case bn == 128:
 		smem = (bm*d + 4*128*d) * 2
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_n128", d, nwg)
