@@ -14,9 +14,12 @@ import (
 // and on a non-square frame.
 func TestCausalPrefixes(t *testing.T) {
 	v, get := loadGolden(t, tensor.F32)
-	latent, ls := get("decode.latent") // [16,3,8,8]
-	// A non-square crop [16,3,8,6] so H and W differ.
-	z, T, H, W := ls[0], ls[1], ls[2], 6
+	latent, ls := get("decode.latent") // [z,T,H,W]
+	// A crop two columns narrower, so H and W differ.
+	z, T, H, W := ls[0], ls[1], ls[2], ls[3]
+	if W > 2 {
+		W -= 2
+	}
 	crop := make([]float32, z*T*H*W)
 	for i := 0; i < z*T*H; i++ {
 		copy(crop[i*W:(i+1)*W], latent[i*ls[3]:i*ls[3]+W])
@@ -37,13 +40,17 @@ func TestCausalPrefixes(t *testing.T) {
 		comparePrefix(t, "decode", part, ps, full, fs)
 	}
 
-	video, vs := get("encode.video") // [3,9,64,64]
+	video, vs := get("encode.video") // [3,F,H,W], F = 1+4k
 	enc, es, err := v.Encode(video, vs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	F, plane := vs[1], vs[2]*vs[3]
-	n := 5
+	n := F - 4 // one 4-frame chunk fewer
+	if n < 1 {
+		t.Logf("encode.video has %d frame(s): no shorter 1+4k prefix to compare", F)
+		return
+	}
 	sub := make([]float32, 3*n*plane)
 	for c := 0; c < 3; c++ {
 		copy(sub[c*n*plane:(c+1)*n*plane], video[c*F*plane:(c*F+n)*plane])
