@@ -51,6 +51,15 @@ __device__ __forceinline__ void i8_cp16(void* dst, const void* src, bool pred) {
                "r"(pred ? 16 : 0));
 }
 
+// ldmatrix x4: four 8x8 b16 matrices, i.e. 8 rows of 16 int8 each, in the
+// mma fragment layout (an m16n8k32 s8 fragment is byte for byte the
+// m16n8k16 b16 one).
+__device__ __forceinline__ void i8_ldsm_x4(u32* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(i8_smem_addr(p)));
+}
+
 // c += a·b for one m16n8k32 s8 tile, exact int32 accumulation.
 __device__ __forceinline__ void mma_s8(int* c, const u32* a, u32 b0, u32 b1) {
   asm volatile(
@@ -63,7 +72,7 @@ __device__ __forceinline__ void mma_s8(int* c, const u32* a, u32 b0, u32 b1) {
 // SW [ceil(N/128), K/128]. One 256-thread block per 128x128 output tile (grid
 // ceil(N/128), ceil(M/128)); 8 warps as 2 (M) x 4 (N), each 64x32. k blocks of
 // 128 stream through shared memory (cp.async, two stages, rows padded to 144
-// bytes so fragment loads hit distinct banks). The tile's rows and columns
+// bytes so ldmatrix rows hit distinct banks). The tile's rows and columns
 // each lie in one scale block, so sx·sw is one number per k block. Output in
 // ydt rounded (bf16) and then bias (ydt rounding again), as quant.Linear.
 #define I8_STR 144
@@ -116,18 +125,16 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int kk = 0; kk < 4; ++kk) {
       u32 af[4][4], bf[4][2];
 #pragma unroll
-      for (int mt = 0; mt < 4; ++mt) {
-        const unsigned char* p = a + (wm + mt * 16 + g) * I8_STR + kk * 32 + t * 4;
-        af[mt][0] = *(const u32*)p;
-        af[mt][1] = *(const u32*)(p + 8 * I8_STR);
-        af[mt][2] = *(const u32*)(p + 16);
-        af[mt][3] = *(const u32*)(p + 8 * I8_STR + 16);
-      }
+      for (int mt = 0; mt < 4; ++mt)
+        i8_ldsm_x4(af[mt], a + (wm + mt * 16 + (lane & 15)) * I8_STR + kk * 32 + (lane >> 4) * 16);
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        const unsigned char* p = bs + (wn + nt * 8 + g) * I8_STR + kk * 32 + t * 4;
-        bf[nt][0] = *(const u32*)p;
-        bf[nt][1] = *(const u32*)(p + 16);
+      for (int np = 0; np < 2; ++np) {
+        u32 r4[4];
+        i8_ldsm_x4(r4, bs + (wn + np * 16 + (lane & 7) + ((lane >> 4) << 3)) * I8_STR + kk * 32 + ((lane >> 3) & 1) * 16);
+        bf[2 * np][0] = r4[0];
+        bf[2 * np][1] = r4[1];
+        bf[2 * np + 1][0] = r4[2];
+        bf[2 * np + 1][1] = r4[3];
       }
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)

@@ -357,9 +357,11 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
-      for (int nt = 0; nt < BK / 8; ++nt) {
-        const unsigned char* p = k + (nt * 8 + g) * QSTR + kk * 32 + t4 * 4;
-        sp_mma_s8(si[nt], qa[kk], *(const u32*)p, *(const u32*)(p + 16));
+      for (int np = 0; np < BK / 16; ++np) {  // an s8 k32 fragment is byte for byte a b16 k16 one
+        u32 bb[4];
+        sp_ldsm_x4(bb, k + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * QSTR + kk * 32 + ((lane >> 3) & 1) * 16);
+        sp_mma_s8(si[2 * np], qa[kk], bb[0], bb[1]);
+        sp_mma_s8(si[2 * np + 1], qa[kk], bb[2], bb[3]);
       }
     }
     const float dq = __fmul_rn(sqi, sk[bh * Kb + j]);
