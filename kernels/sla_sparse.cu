@@ -296,10 +296,14 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
   constexpr int D = 128, BM = 16 * NW, NT = NW * 32;
   constexpr int QSTR = D + 16;  // int8 rows: 144 bytes, fragment loads hit distinct banks
   constexpr int VSTR = D + 8;   // bf16 rows
+  // Q's codes go to registers before the key loop, so when they fit, the
+  // Q tile shares the second K stage (115 -> 106 KB at BQ 64/BK 128: two
+  // CTAs per SM on sm_90).
+  constexpr bool QinK = BM <= BK;
   extern __shared__ __align__(16) unsigned char smem[];
-  unsigned char* sQ = smem;                            // [BM][QSTR]
-  unsigned char* sK = sQ + BM * QSTR;                  // two stages of [BK][QSTR]
-  bf16* sV = (bf16*)(sK + 2 * BK * QSTR);              // two stages of [BK][VSTR]
+  unsigned char* sK = smem;                                     // two stages of [BK][QSTR]
+  bf16* sV = (bf16*)(sK + 2 * BK * QSTR);                       // two stages of [BK][VSTR]
+  unsigned char* sQ = QinK ? sK + BK * QSTR : (unsigned char*)(sV + 2 * BK * VSTR);  // [BM][QSTR]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int i = blockIdx.x, h = blockIdx.y, b = blockIdx.z, q0 = i * BM;
   const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
@@ -338,6 +342,7 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
     qa[kk][2] = *(const u32*)(p + 16);
     qa[kk][3] = *(const u32*)(p + 8 * QSTR + 16);
   }
+  if (QinK) __syncthreads();  // every warp has its Q fragments before stage 1 is refilled
   float o[D / 8][4];
 #pragma unroll
   for (int x = 0; x < D / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;

@@ -198,7 +198,10 @@ func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.S
 	b.launch(b.fn("sla_sparse.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
 		n, int64(L)*int64(W), int32(W))
 	sm := float32(1/math.Sqrt(128)) * float32(1.44269504088896340736)
-	smem := g.BlockQ*144 + 2*g.BlockK*144 + 2*g.BlockK*136*2
+	smem := 2*g.BlockK*144 + 2*g.BlockK*136*2 // K codes and e4m3 V (as bf16), two stages
+	if g.BlockQ > g.BlockK {
+		smem += g.BlockQ * 144 // else Q shares K's second stage
+	}
 	b.launch(b.fn("sla_sparse.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 		qi.buf.ptr, ki.buf.ptr, v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 		lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
