@@ -129,7 +129,7 @@ __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgm
 // Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk);
 // O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows each: grid
 // (ceil(Lq/(64*NWG)), H, B), 128*NWG threads; BN keys per tile.
-template <int D, int NWG, int BN, bool SW>
+template <int D, int NWG, int BN, bool SW, int NS>
 __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                             const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
                                             int Lkp, int H, float scale_log2, int swap) {
@@ -137,7 +137,7 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = SW ? (smem_u32(smem) + 1023) & ~1023u : smem_u32(smem), sK = sQ + QB, sV = sK + 2 * KB;
+  const u32 sQ = SW ? (smem_u32(smem) + 1023) & ~1023u : smem_u32(smem), sK = sQ + QB, sV = sK + NS * KB;
 
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
   const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
@@ -163,6 +163,10 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   const int nkb = (Lk + BN - 1) / BN;
   load_kv(0, 0);
   asm volatile("cp.async.commit_group;");
+  if (NS == 3) {  // keep two tiles in flight
+    if (nkb > 1) load_kv(1, 1);
+    asm volatile("cp.async.commit_group;");
+  }
 
   float o[D / 2];
 #pragma unroll
@@ -171,11 +175,18 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   const int t4 = lane & 3;
 
   for (int j = 0; j < nkb; ++j) {
-    const int st = j & 1;
-    asm volatile("cp.async.wait_all;" ::: "memory");
+    const int st = NS == 3 ? j % 3 : j & 1;
+    if (NS == 3)
+      asm volatile("cp.async.wait_group 1;" ::: "memory");  // tile j landed; j+1 may still fly
+    else
+      asm volatile("cp.async.wait_all;" ::: "memory");
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // cp.async writes -> wgmma reads
-    __syncthreads();
-    if (j + 1 < nkb) load_kv(j + 1, st ^ 1);  // the other stage was released by the barrier
+    __syncthreads();  // also: every warpgroup is done with the stage reloaded next
+    if (NS == 3) {
+      if (j + 2 < nkb) load_kv(j + 2, (j + 2) % 3);
+    } else if (j + 1 < nkb) {
+      load_kv(j + 1, st ^ 1);
+    }
     asm volatile("cp.async.commit_group;");
 
     float s[BN / 2];
@@ -446,24 +457,28 @@ FLASH_WGP(128, 3)
 FLASH_WGP(64, 2)
 FLASH_WGP(64, 3)
 
-#define FLASH_WG(D, NWG, MINB, BN, SW, NAME)                                                                 \
+#define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \
       const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
       int swap) {                                                                                            \
-    flash_wgmma<D, NWG, BN, SW>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                               \
+    flash_wgmma<D, NWG, BN, SW, NS>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                           \
   }
 // Variants differ in occupancy: _w<NWG>_b<min blocks per SM> (b2 caps
 // registers at 128 so two blocks share an SM).
-FLASH_WG(128, 2, 1, 64, false, flash_wgmma_d128_w2_b1)
-FLASH_WG(128, 2, 2, 64, false, flash_wgmma_d128_w2_b2)
-FLASH_WG(128, 3, 1, 64, false, flash_wgmma_d128_w3_b1)
-FLASH_WG(128, 4, 1, 64, false, flash_wgmma_d128_w4_b1)
-FLASH_WG(128, 2, 1, 128, false, flash_wgmma_d128_w2_n128)
-FLASH_WG(128, 3, 1, 64, true, flash_wgmma_d128_w3_s)
-FLASH_WG(128, 2, 1, 64, true, flash_wgmma_d128_w2_s)
-FLASH_WG(64, 2, 1, 64, false, flash_wgmma_d64_w2_b1)
-FLASH_WG(64, 2, 2, 64, false, flash_wgmma_d64_w2_b2)
-FLASH_WG(64, 3, 1, 64, false, flash_wgmma_d64_w3_b1)
-FLASH_WG(64, 2, 1, 128, false, flash_wgmma_d64_w2_n128)
-FLASH_WG(64, 3, 1, 64, true, flash_wgmma_d64_w3_s)
-FLASH_WG(64, 2, 1, 64, true, flash_wgmma_d64_w2_s)
+FLASH_WG(128, 2, 1, 64, false, 2, flash_wgmma_d128_w2_b1)
+FLASH_WG(128, 2, 2, 64, false, 2, flash_wgmma_d128_w2_b2)
+FLASH_WG(128, 3, 1, 64, false, 2, flash_wgmma_d128_w3_b1)
+FLASH_WG(128, 4, 1, 64, false, 2, flash_wgmma_d128_w4_b1)
+FLASH_WG(128, 2, 1, 128, false, 2, flash_wgmma_d128_w2_n128)
+FLASH_WG(128, 3, 1, 64, true, 2, flash_wgmma_d128_w3_s)
+FLASH_WG(128, 2, 1, 64, true, 2, flash_wgmma_d128_w2_s)
+FLASH_WG(128, 3, 1, 64, true, 3, flash_wgmma_d128_w3_s3)
+FLASH_WG(128, 2, 1, 64, true, 3, flash_wgmma_d128_w2_s3)
+FLASH_WG(64, 2, 1, 64, false, 2, flash_wgmma_d64_w2_b1)
+FLASH_WG(64, 2, 2, 64, false, 2, flash_wgmma_d64_w2_b2)
+FLASH_WG(64, 3, 1, 64, false, 2, flash_wgmma_d64_w3_b1)
+FLASH_WG(64, 2, 1, 128, false, 2, flash_wgmma_d64_w2_n128)
+FLASH_WG(64, 3, 1, 64, true, 2, flash_wgmma_d64_w3_s)
+FLASH_WG(64, 2, 1, 64, true, 2, flash_wgmma_d64_w2_s)
+FLASH_WG(64, 2, 1, 64, true, 3, flash_wgmma_d64_w2_s3)
+FLASH_WG(64, 3, 1, 64, true, 3, flash_wgmma_d64_w3_s3)

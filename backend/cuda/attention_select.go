@@ -24,6 +24,7 @@ type attnState struct {
 	pipe    bool // S(j+1) overlaps the softmax of tile j
 	bn      int  // keys per tile
 	sw      bool // 128-byte swizzled shared-memory tiles
+	stages  int  // shared-memory stages of K/Vᵀ (2 or 3)
 	picked  bool // variant chosen by the caller, not by head dim
 	forced  string
 	note    string
@@ -32,13 +33,13 @@ type attnState struct {
 // WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
 // blocks per SM>" or "w<warpgroups>p" (pipelined: Q·Kᵀ of the next tile
 // overlaps this tile's softmax); SetAttentionKernel("wgmma:w3p") picks one.
-var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w3p", "w2s", "w3s"}
+var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w3p", "w2s", "w3s", "w2s3", "w3s3"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H200).
 const (
-	defaultVariant   = "w3b1"
-	defaultVariant64 = "w2b1"
+	defaultVariant   = "w3s"
+	defaultVariant64 = "w2s"
 )
 
 // AttentionKernel says which dense attention kernel runs and why.
@@ -57,8 +58,22 @@ func (b *Backend) SetAttentionKernel(k string) {
 }
 
 func parseVariant(v string) (nwg, minb, bn int, pipe, sw, ok bool) {
+	nwg, minb, bn, pipe, sw, _, ok = parseVariantStages(v)
+	return
+}
+
+func parseVariantStages(v string) (nwg, minb, bn int, pipe, sw bool, stages int, ok bool) {
+	stages = 2
+	if s, found := strings.CutSuffix(v, "s3"); found {
+		v, stages = s+"s", 3
+	}
+	nwg, minb, bn, pipe, sw, ok = parseVariant1(v + "")
+	return
+}
+
+func parseVariant1(v string) (nwg, minb, bn int, pipe, sw, ok bool) {
 	for _, known := range WGMMAVariants {
-		if v == known {
+		if v == known || v+"3" == known {
 			ok = true
 		}
 	}
@@ -102,7 +117,7 @@ func (b *Backend) wgmmaReady() bool {
 		variant, b.attn.picked = v, true
 	}
 	var ok bool
-	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw, ok = parseVariant(variant); !ok {
+	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw, b.attn.stages, ok = parseVariantStages(variant); !ok {
 		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
@@ -175,9 +190,9 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	defer b.Free(vt)
 	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
 		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
-	nwg, minb, bn, pipe, sw := b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw
+	nwg, minb, bn, pipe, sw, stages := b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw, b.attn.stages
 	if d == 64 && !b.attn.picked {
-		nwg, minb, bn, pipe, sw, _ = parseVariant(defaultVariant64)
+		nwg, minb, bn, pipe, sw, stages, _ = parseVariantStages(defaultVariant64)
 	}
 	if nwg == 4 && d == 64 {
 		nwg = 3 // not built for d=64
@@ -189,6 +204,9 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	case pipe:
 		smem = (bm*d + 6*64*d) * 2
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_p", d, nwg)
+	case sw && stages == 3:
+		smem = (bm*d+6*64*d)*2 + 1024 // + room to align the tiles to 1024 bytes
+		name = fmt.Sprintf("flash_wgmma_d%d_w%d_s3", d, nwg)
 	case sw:
 		smem += 1024 // room to align the tiles to 1024 bytes
 		name = fmt.Sprintf("flash_wgmma_d%d_w%d_s", d, nwg)
