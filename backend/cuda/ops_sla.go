@@ -182,27 +182,27 @@ func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.S
 	defer b.Free(sq)
 	sk := b.newTensor(tensor.F32, []int{B, H, kb})
 	defer b.Free(sk)
-	quant := b.fn("sla_sparse.cu", "sage_quant_kernel")
+	quant := b.fn("sla_sage.cu", "sage_quant_kernel")
 	b.launch(quant, grid, [3]int{128, 1, 1}, 0, qi.buf.ptr, sq.buf.ptr, q16.buf.ptr, uintptr(0), int32(L), int32(H), int32(g.BlockQ), int32(qb))
 	b.launch(quant, [3]int{kb, H, B}, [3]int{128, 1, 1}, 0, ki.buf.ptr, sk.buf.ptr, k16.buf.ptr, ks16.buf.ptr, int32(L), int32(H), int32(g.BlockK), int32(kb))
 	vamax := b.newTensor(tensor.I32, []int{B, W})
 	defer b.Free(vamax)
 	b.memset0(vamax)
-	b.launch(b.fn("sla_sparse.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
+	b.launch(b.fn("sla_sage.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
 		vamax.buf.ptr, v16.buf.ptr, int32(L), int32(H), int32(slaChunk))
 	v8 := b.newTensor(tensor.BF16, []int{B, L, W})
 	defer b.Free(v8)
 	vs := b.newTensor(tensor.F32, []int{B, W})
 	defer b.Free(vs)
 	n := int64(B) * int64(L) * int64(W)
-	b.launch(b.fn("sla_sparse.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
+	b.launch(b.fn("sla_sage.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
 		n, int64(L)*int64(W), int32(W))
 	sm := float32(1/math.Sqrt(128)) * float32(1.44269504088896340736)
 	smem := 2*g.BlockK*144 + 2*g.BlockK*136*2 // K codes and e4m3 V (as bf16), two stages
 	if g.BlockQ > g.BlockK {
 		smem += g.BlockQ * 144 // else Q shares K's second stage
 	}
-	b.launch(b.fn("sla_sparse.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
+	b.launch(b.fn("sla_sage.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 		qi.buf.ptr, ki.buf.ptr, v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 		lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
 	return out, nilIfNone(bmap)
