@@ -38,8 +38,8 @@ var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H200).
 const (
-	defaultVariant   = "w3s"
-	defaultVariant64 = "w2s"
+	defaultVariant   = "w3s3"
+	defaultVariant64 = "w2s3"
 )
 
 // AttentionKernel says which dense attention kernel runs and why.

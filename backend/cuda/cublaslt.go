@@ -176,6 +176,7 @@ func cudaType(dt tensor.DType) int32 {
 // Linear returns x·wᵀ + bias through cuBLASLt (fp32 accumulation, bias in
 // the epilogue so the result is rounded once). x [..., K], w [N, K].
 func (b *Backend) Linear(xt, wt, biast backend.Tensor) backend.Tensor {
+	defer keepAlive(xt, wt, biast)
 	x, w := T(xt), T(wt)
 	checkFloat("Linear x", x)
 	checkFloat("Linear w", w)

@@ -54,6 +54,7 @@ func normBlock(D int) [3]int {
 // LayerNorm normalises the last dim in float32 (two-pass variance), applies
 // optional w, b and rounds once to out.
 func (b *Backend) LayerNorm(xt, w, bias backend.Tensor, eps float32, out tensor.DType) backend.Tensor {
+	defer keepAlive(xt, w, bias)
 	x := T(xt)
 	checkFloat("LayerNorm x", x)
 	oc := dtCode(out)
@@ -74,6 +75,7 @@ func (b *Backend) LayerNorm(xt, w, bias backend.Tensor, eps float32, out tensor.
 // the same result as LayerNorm(x, nil, nil, eps, x.dtype) then Modulate, in
 // one pass over x.
 func (b *Backend) LayerNormModulate(xt, shift, scale backend.Tensor, eps float32) backend.Tensor {
+	defer keepAlive(xt, shift, scale)
 	x := T(xt)
 	checkFloat("LayerNormModulate x", x)
 	rows, D := rowsOf("LayerNormModulate", x)
@@ -93,6 +95,7 @@ func (b *Backend) LayerNormModulate(xt, shift, scale backend.Tensor, eps float32
 
 // RMSNorm normalises the last dim and multiplies by w (rounding per mode).
 func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMode) backend.Tensor {
+	defer keepAlive(xt, w)
 	x := T(xt)
 	checkFloat("RMSNorm x", x)
 	rows, D := rowsOf("RMSNorm", x)
@@ -115,6 +118,7 @@ func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMo
 
 // Modulate returns x·(1+scale)+shift in float32, rounded to x's dtype.
 func (b *Backend) Modulate(xt, shift, scale backend.Tensor) backend.Tensor {
+	defer keepAlive(xt, shift, scale)
 	x := T(xt)
 	checkFloat("Modulate x", x)
 	sp, sdt, nv := suffixVec("Modulate", "shift", x, shift)
@@ -133,6 +137,7 @@ func (b *Backend) Modulate(xt, shift, scale backend.Tensor) backend.Tensor {
 
 // GatedAdd returns x + y·gate with TD's bf16 roundings for BF16 x.
 func (b *Backend) GatedAdd(xt, yt, gate backend.Tensor) backend.Tensor {
+	defer keepAlive(xt, yt, gate)
 	x, y := T(xt), T(yt)
 	checkFloat("GatedAdd x", x)
 	checkFloat("GatedAdd y", y)
@@ -152,6 +157,7 @@ func (b *Backend) GatedAdd(xt, yt, gate backend.Tensor) backend.Tensor {
 // RoPE rotates interleaved pairs of each head of x [..., L, heads·d] by
 // angles [L, d/2] (F32), shared by the leading dims.
 func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
+	defer keepAlive(xt, at)
 	x, a := T(xt), T(at)
 	checkFloat("RoPE x", x)
 	nd := len(x.shape)
@@ -176,6 +182,7 @@ func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
 // (attention.cu). q [..., Lq, heads·d], k, v [..., Lk, heads·d] with equal
 // leading dims, bf16, d 64 or 128.
 func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32) backend.Tensor {
+	defer keepAlive(qt, kt, vt)
 	q, k, v := T(qt), T(kt), T(vt)
 	for _, p := range []struct {
 		n string
@@ -243,18 +250,16 @@ func (b *Backend) flash(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale
 		q.buf.ptr, k.buf.ptr, v.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)
 }
 
-// Int8Linear is not implemented on CUDA yet; it fails rather than falling
-// back silently.
+// Int8Linear is TurboDiffusion's W8A8 layer (ops_int8.go).
 func (b *Backend) Int8Linear(x, w, scale, bias backend.Tensor) backend.Tensor {
-	backend.Fail("cuda: Int8Linear (W8A8) not implemented yet; use a bf16 checkpoint or the cpu backend")
-	return nil
+	defer keepAlive(x, w, scale, bias)
+	return b.int8Linear(x, w, scale, bias)
 }
 
-// SparseLinearAttention is not implemented on CUDA yet; it fails rather
-// than falling back silently.
+// SparseLinearAttention is SLA/SageSLA self-attention (ops_sla.go).
 func (b *Backend) SparseLinearAttention(q, k, v backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor) backend.Tensor {
-	backend.Fail("cuda: SparseLinearAttention (%v) not implemented yet; use dense attention (--attention dense) or the cpu backend", cfg.Kind)
-	return nil
+	defer keepAlive(q, k, v, projW, projB)
+	return b.sparseLinearAttention(q, k, v, heads, cfg, projW, projB)
 }
 
 var _ backend.DiT = (*Backend)(nil)

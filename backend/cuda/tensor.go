@@ -65,8 +65,13 @@ func (b *Backend) newTensor(dt tensor.DType, shape []int) *Tensor {
 	buf := &buffer{ptr: p, class: c}
 	pl := &b.pool
 	buf.cleanup = runtime.AddCleanup(buf, func(blk [2]int64) { pl.release(uintptr(blk[0]), blk[1]) }, [2]int64{int64(p), c})
+	if n > c {
+		backend.Fail("cuda: internal error: pool block of %d bytes for a %d-byte tensor %v", c, n, shape)
+	}
 	if b.Poison && n > 0 {
-		b.must("cuMemsetD8Async", call(b.drv.cuMemsetD8Async, p, 0xFF, uintptr(n), b.stream))
+		if r := call(b.drv.cuMemsetD8Async, p, 0xFF, uintptr(n), b.stream); r != 0 {
+			backend.Fail("cuda: poisoning new tensor %v %v (%d bytes at %#x, block %d): %s", dt, shape, n, p, c, b.drv.errText(r))
+		}
 	}
 	return &Tensor{shape: append([]int(nil), shape...), dt: dt, buf: buf}
 }
