@@ -65,7 +65,7 @@ func (l *cublasLt) status(r uintptr) string {
 // init creates the handle and the workspace; caller is on the device thread
 // (OpenDevice holds it).
 func (l *cublasLt) init(b *Backend) error {
-	if r := call(l.create, ptr(&l.handle)); r != 0 {
+	if r := call(l.create, uintptr(unsafe.Pointer(&l.handle))); r != 0 {
 		return fmt.Errorf("cuda: cublasLtCreate: %s", l.status(r))
 	}
 	var err error
@@ -102,47 +102,47 @@ func (b *Backend) plan(key gemmKey) (*gemmPlan, error) {
 		}
 		return nil
 	}
-	if err := chk("MatmulDescCreate", call(l.descCreate, ptr(&p.desc), cublasCompute32F, cudaR32F)); err != nil {
+	if err := chk("MatmulDescCreate", call(l.descCreate, uintptr(unsafe.Pointer(&p.desc)), cublasCompute32F, cudaR32F)); err != nil {
 		return nil, err
 	}
 	ta, tb := int32(cublasOpT), int32(cublasOpN)
-	call(l.descSet, p.desc, descTransA, ptr(&ta), 4)
-	call(l.descSet, p.desc, descTransB, ptr(&tb), 4)
+	call(l.descSet, p.desc, descTransA, uintptr(unsafe.Pointer(&ta)), 4)
+	call(l.descSet, p.desc, descTransB, uintptr(unsafe.Pointer(&tb)), 4)
 	epi := int32(epilogueDefault)
 	if key.bias >= 0 {
 		epi = epilogueBias
 		bt := key.bias
-		if err := chk("set bias type", call(l.descSet, p.desc, descBiasDataType, ptr(&bt), 4)); err != nil {
+		if err := chk("set bias type", call(l.descSet, p.desc, descBiasDataType, uintptr(unsafe.Pointer(&bt)), 4)); err != nil {
 			return nil, err
 		}
 	}
-	if err := chk("set epilogue", call(l.descSet, p.desc, descEpilogue, ptr(&epi), 4)); err != nil {
+	if err := chk("set epilogue", call(l.descSet, p.desc, descEpilogue, uintptr(unsafe.Pointer(&epi)), 4)); err != nil {
 		return nil, err
 	}
 	// Row-major y[M,N] = x[M,K]·w[N,K]ᵀ is column-major yᵀ[N,M] = w·xᵀ:
 	// A = w seen as K×N (transposed), B = x seen as K×M, C = D = N×M.
-	if err := chk("layout A", call(l.layoutCreate, ptr(&p.la), uintptr(key.ab), uintptr(key.k), uintptr(key.n), uintptr(key.k))); err != nil {
+	if err := chk("layout A", call(l.layoutCreate, uintptr(unsafe.Pointer(&p.la)), uintptr(key.ab), uintptr(key.k), uintptr(key.n), uintptr(key.k))); err != nil {
 		return nil, err
 	}
-	if err := chk("layout B", call(l.layoutCreate, ptr(&p.lb), uintptr(key.ab), uintptr(key.k), uintptr(key.m), uintptr(key.k))); err != nil {
+	if err := chk("layout B", call(l.layoutCreate, uintptr(unsafe.Pointer(&p.lb)), uintptr(key.ab), uintptr(key.k), uintptr(key.m), uintptr(key.k))); err != nil {
 		return nil, err
 	}
-	if err := chk("layout C", call(l.layoutCreate, ptr(&p.lc), uintptr(key.cd), uintptr(key.n), uintptr(key.m), uintptr(key.n))); err != nil {
+	if err := chk("layout C", call(l.layoutCreate, uintptr(unsafe.Pointer(&p.lc)), uintptr(key.cd), uintptr(key.n), uintptr(key.m), uintptr(key.n))); err != nil {
 		return nil, err
 	}
 	var pref uintptr
-	if err := chk("PreferenceCreate", call(l.prefCreate, ptr(&pref))); err != nil {
+	if err := chk("PreferenceCreate", call(l.prefCreate, uintptr(unsafe.Pointer(&pref)))); err != nil {
 		return nil, err
 	}
 	ws := uint64(b.wsSize)
-	call(l.prefSet, pref, prefMaxWorkspace, ptr(&ws), 8)
+	call(l.prefSet, pref, prefMaxWorkspace, uintptr(unsafe.Pointer(&ws)), 8)
 	if key.bias >= 0 {
 		// The heuristic looks at the bias pointer's alignment: give it an aligned one.
 		p.biasPtr = b.wsPtr
-		call(l.descSet, p.desc, descBiasPointer, ptr(&p.biasPtr), 8)
+		call(l.descSet, p.desc, descBiasPointer, uintptr(unsafe.Pointer(&p.biasPtr)), 8)
 	}
 	var got int32
-	r := call(l.heuristic, l.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, ptr(&p.algo[0]), ptr(&got))
+	r := call(l.heuristic, l.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, uintptr(unsafe.Pointer(&p.algo[0])), uintptr(unsafe.Pointer(&got)))
 	if r != 0 || got == 0 {
 		return nil, fmt.Errorf("cuda: cuBLASLt has no algorithm for GEMM m=%d n=%d k=%d (types %d/%d, bias %d): %s", key.m, key.n, key.k, key.ab, key.cd, key.bias, l.status(r))
 	}
@@ -156,10 +156,10 @@ func (b *Backend) gemm(p *gemmPlan, key gemmKey, x, w, y, bias uintptr) {
 	l := b.lt
 	if key.bias >= 0 {
 		p.biasPtr = bias
-		call(l.descSet, p.desc, descBiasPointer, ptr(&p.biasPtr), 8)
+		call(l.descSet, p.desc, descBiasPointer, uintptr(unsafe.Pointer(&p.biasPtr)), 8)
 	}
-	r := call(l.matmul, l.handle, p.desc, ptr(&p.alpha), w, p.la, x, p.lb, ptr(&p.beta), y, p.lc, y, p.lc,
-		ptr(&p.algo[0]), b.wsPtr, uintptr(b.wsSize), b.stream)
+	r := call(l.matmul, l.handle, p.desc, uintptr(unsafe.Pointer(&p.alpha)), w, p.la, x, p.lb, uintptr(unsafe.Pointer(&p.beta)), y, p.lc, y, p.lc,
+		uintptr(unsafe.Pointer(&p.algo[0])), b.wsPtr, uintptr(b.wsSize), b.stream)
 	runtime.KeepAlive(p)
 	if r != 0 {
 		backend.Fail("cuda: cublasLtMatmul (m=%d n=%d k=%d): %s", key.m, key.n, key.k, l.status(r))

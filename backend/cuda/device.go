@@ -79,22 +79,22 @@ func OpenDevice(ordinal int) (b *Backend, err error) {
 		return nil, fmt.Errorf("%w (is an NVIDIA GPU visible to this process? libcuda: %s)", err, drv.lib.Path)
 	}
 	var n int32
-	if err := drv.check("cuDeviceGetCount", call(drv.cuDeviceGetCount, ptr(&n))); err != nil {
+	if err := drv.check("cuDeviceGetCount", call(drv.cuDeviceGetCount, uintptr(unsafe.Pointer(&n)))); err != nil {
 		return nil, err
 	}
 	if n == 0 || ordinal >= int(n) {
 		return nil, fmt.Errorf("cuda: no GPU %d (the driver sees %d)", ordinal, n)
 	}
-	if err := drv.check("cuDeviceGet", call(drv.cuDeviceGet, ptr(&b.dev), uintptr(ordinal))); err != nil {
+	if err := drv.check("cuDeviceGet", call(drv.cuDeviceGet, uintptr(unsafe.Pointer(&b.dev)), uintptr(ordinal))); err != nil {
 		return nil, err
 	}
-	if err := drv.check("cuDevicePrimaryCtxRetain", call(drv.cuDevicePrimaryCtxRetain, ptr(&b.ctx), uintptr(b.dev))); err != nil {
+	if err := drv.check("cuDevicePrimaryCtxRetain", call(drv.cuDevicePrimaryCtxRetain, uintptr(unsafe.Pointer(&b.ctx)), uintptr(b.dev))); err != nil {
 		return nil, err
 	}
 	if err := drv.check("cuCtxSetCurrent", call(drv.cuCtxSetCurrent, b.ctx)); err != nil {
 		return nil, err
 	}
-	if err := drv.check("cuStreamCreate", call(drv.cuStreamCreate, ptr(&b.stream), streamNonBlocking)); err != nil {
+	if err := drv.check("cuStreamCreate", call(drv.cuStreamCreate, uintptr(unsafe.Pointer(&b.stream)), streamNonBlocking)); err != nil {
 		return nil, err
 	}
 	b.info = b.queryInfo(ordinal)
@@ -120,11 +120,11 @@ func (b *Backend) queryInfo(ordinal int) DeviceInfo {
 	d := b.drv
 	inf := DeviceInfo{Ordinal: ordinal, Libs: []*Library{d.lib}}
 	name := make([]byte, 256)
-	call(d.cuDeviceGetName, ptr(&name[0]), 256, uintptr(b.dev))
-	inf.Name = goString(ptr(&name[0]))
+	call(d.cuDeviceGetName, uintptr(unsafe.Pointer(&name[0])), 256, uintptr(b.dev))
+	inf.Name = goString(uintptr(unsafe.Pointer(&name[0])))
 	attr := func(a int) int {
 		var v int32
-		call(d.cuDeviceGetAttribute, ptr(&v), uintptr(a), uintptr(b.dev))
+		call(d.cuDeviceGetAttribute, uintptr(unsafe.Pointer(&v)), uintptr(a), uintptr(b.dev))
 		return int(v)
 	}
 	inf.CC = [2]int{attr(attrCCMajor), attr(attrCCMinor)}
@@ -133,10 +133,10 @@ func (b *Backend) queryInfo(ordinal int) DeviceInfo {
 	inf.L2Bytes = attr(attrL2Size)
 	inf.MaxSmemOptin = attr(attrMaxSmemOptin)
 	var tot uint64
-	call(d.cuDeviceTotalMem, ptr(&tot), uintptr(b.dev))
+	call(d.cuDeviceTotalMem, uintptr(unsafe.Pointer(&tot)), uintptr(b.dev))
 	inf.TotalMem = int64(tot)
 	var v int32
-	call(d.cuDriverGetVersion, ptr(&v))
+	call(d.cuDriverGetVersion, uintptr(unsafe.Pointer(&v)))
 	inf.DriverVersion = int(v)
 	return inf
 }
@@ -205,13 +205,13 @@ func (b *Backend) fn(module, name string) *kernel {
 		if err != nil {
 			backend.FailErr(err)
 		}
-		b.must("cuModuleLoadData("+module+")", call(b.drv.cuModuleLoadData, ptr(&mod), ptr(&cubin[0])))
+		b.must("cuModuleLoadData("+module+")", call(b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0]))))
 		runtime.KeepAlive(cubin)
 		b.modules[module] = mod
 	}
 	k := &kernel{name: name}
 	cname := cString(name)
-	r := call(b.drv.cuModuleGetFunction, ptr(&k.fn), mod, ptr(&cname[0]))
+	r := call(b.drv.cuModuleGetFunction, uintptr(unsafe.Pointer(&k.fn)), mod, uintptr(unsafe.Pointer(&cname[0])))
 	runtime.KeepAlive(cname)
 	b.must(fmt.Sprintf("cuModuleGetFunction(%s in %s)", name, module), r)
 	b.funcs[key] = k
@@ -241,7 +241,7 @@ func (b *Backend) Preload() (compiled, cached int, err error) {
 			compiled++
 		}
 		var mod uintptr
-		b.must("cuModuleLoadData("+m.Name+")", call(b.drv.cuModuleLoadData, ptr(&mod), ptr(&cubin[0])))
+		b.must("cuModuleLoadData("+m.Name+")", call(b.drv.cuModuleLoadData, uintptr(unsafe.Pointer(&mod)), uintptr(unsafe.Pointer(&cubin[0]))))
 		runtime.KeepAlive(cubin)
 		b.modules[m.Name] = mod
 	}

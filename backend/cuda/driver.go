@@ -72,7 +72,14 @@ const (
 	cuMemGetInfoNoCheck = 0
 )
 
-// call invokes a driver function and returns its CUresult.
+// call invokes a C function and returns its 32-bit status. Pointer
+// arguments must be written as uintptr(unsafe.Pointer(&x)) in the call
+// itself: with go:uintptrescapes the compiler then moves x to the heap and
+// keeps it alive, so a stack growth before the C call cannot leave C
+// writing to a stale stack address (a helper that converted elsewhere lost
+// that guarantee: cuMemAlloc results vanished in fresh test goroutines).
+//
+//go:uintptrescapes
 func call(fn uintptr, args ...uintptr) uintptr {
 	r, _, _ := purego.SyscallN(fn, args...)
 	return uintptr(uint32(r))
@@ -116,5 +123,3 @@ func goString(p uintptr) string {
 
 // cString returns a NUL-terminated copy of s; keep it alive across the call.
 func cString(s string) []byte { return append([]byte(s), 0) }
-
-func ptr[T any](p *T) uintptr { return uintptr(unsafe.Pointer(p)) }

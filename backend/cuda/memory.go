@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 )
@@ -79,7 +80,7 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 	}
 	for attempt := 0; ; attempt++ {
 		var dptr uintptr
-		r := call(b.drv.cuMemAlloc, ptr(&dptr), uintptr(c))
+		r := call(b.drv.cuMemAlloc, uintptr(unsafe.Pointer(&dptr)), uintptr(c))
 		if r == 0 {
 			b.pool.mu.Lock()
 			b.pool.inUse += c
@@ -101,7 +102,7 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 			b.trim()
 		default:
 			var free, total uint64
-			call(b.drv.cuMemGetInfo, ptr(&free), ptr(&total))
+			call(b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&free)), uintptr(unsafe.Pointer(&total)))
 			b.pool.mu.Lock()
 			inUse := b.pool.inUse
 			b.pool.mu.Unlock()

@@ -52,7 +52,7 @@ func LoadNVRTC() (*NVRTC, error) {
 		return nil, err
 	}
 	var maj, mnr int32
-	call(ver, ptr(&maj), ptr(&mnr))
+	call(ver, uintptr(unsafe.Pointer(&maj)), uintptr(unsafe.Pointer(&mnr)))
 	n.Major, n.Minor = int(maj), int(mnr)
 	// The builtins must come from libnvrtc's own folder and match its version.
 	bdirs := []string{filepath.Dir(lib.Path)}
@@ -119,21 +119,21 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 	for i, h := range hdrs {
 		files[h.Name] = h.Code
 		hsrc[i], hname[i] = cString(h.Code), cString(h.Name)
-		hsrcP[i], hnameP[i] = ptr(&hsrc[i][0]), ptr(&hname[i][0])
+		hsrcP[i], hnameP[i] = uintptr(unsafe.Pointer(&hsrc[i][0])), uintptr(unsafe.Pointer(&hname[i][0]))
 	}
 	var prog uintptr
-	if r := call(n.create, ptr(&prog), ptr(&code[0]), ptr(&name[0]), uintptr(len(hdrs)), ptr(&hsrcP[0]), ptr(&hnameP[0])); r != 0 {
+	if r := call(n.create, uintptr(unsafe.Pointer(&prog)), uintptr(unsafe.Pointer(&code[0])), uintptr(unsafe.Pointer(&name[0])), uintptr(len(hdrs)), uintptr(unsafe.Pointer(&hsrcP[0])), uintptr(unsafe.Pointer(&hnameP[0]))); r != 0 {
 		return nil, fmt.Errorf("nvrtc: nvrtcCreateProgram(%s): %s", src.Name, n.status(r))
 	}
-	defer call(n.destroy, ptr(&prog))
+	defer call(n.destroy, uintptr(unsafe.Pointer(&prog)))
 	opts := compileOptions(arch)
 	cop := make([][]byte, len(opts))
 	copP := make([]uintptr, len(opts))
 	for i, o := range opts {
 		cop[i] = cString(o)
-		copP[i] = ptr(&cop[i][0])
+		copP[i] = uintptr(unsafe.Pointer(&cop[i][0]))
 	}
-	rc := call(n.compile, prog, uintptr(len(opts)), ptr(&copP[0]))
+	rc := call(n.compile, prog, uintptr(len(opts)), uintptr(unsafe.Pointer(&copP[0])))
 	runtime.KeepAlive(code)
 	runtime.KeepAlive(name)
 	runtime.KeepAlive(hsrc)
@@ -143,11 +143,11 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 	runtime.KeepAlive(cop)
 	runtime.KeepAlive(copP)
 	var logN uintptr
-	call(n.logSize, prog, ptr(&logN))
+	call(n.logSize, prog, uintptr(unsafe.Pointer(&logN)))
 	log := ""
 	if logN > 1 {
 		buf := make([]byte, logN)
-		call(n.getLog, prog, ptr(&buf[0]))
+		call(n.getLog, prog, uintptr(unsafe.Pointer(&buf[0])))
 		log = string(buf)
 	}
 	if os.Getenv(VerboseEnv) != "" && log != "" {
@@ -157,11 +157,11 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 		return nil, &CompileError{Kernel: src.Name, Arch: arch, Log: fmt.Sprintf("%s\n%s", n.status(rc), annotate(log, files))}
 	}
 	var size uintptr
-	if r := call(n.cubinSize, prog, ptr(&size)); r != 0 || size == 0 {
+	if r := call(n.cubinSize, prog, uintptr(unsafe.Pointer(&size))); r != 0 || size == 0 {
 		return nil, fmt.Errorf("nvrtc: no cubin for %s (%s): %s", src.Name, arch, n.status(r))
 	}
 	cubin := make([]byte, size)
-	if r := call(n.getCubin, prog, ptr(&cubin[0])); r != 0 {
+	if r := call(n.getCubin, prog, uintptr(unsafe.Pointer(&cubin[0]))); r != 0 {
 		return nil, fmt.Errorf("nvrtc: nvrtcGetCUBIN(%s): %s", src.Name, n.status(r))
 	}
 	return cubin, nil

@@ -107,8 +107,8 @@ const stageBytes = 16 << 20
 func (b *Backend) stageBuf(i int) *staging {
 	s := &b.stage[i]
 	if s.ptr == 0 {
-		b.must("cuMemHostAlloc", call(b.drv.cuMemHostAlloc, ptr(&s.ptr), stageBytes, hostAllocPortable))
-		b.must("cuEventCreate", call(b.drv.cuEventCreate, ptr(&s.ev), eventDefault))
+		b.must("cuMemHostAlloc", call(b.drv.cuMemHostAlloc, uintptr(unsafe.Pointer(&s.ptr)), stageBytes, hostAllocPortable))
+		b.must("cuEventCreate", call(b.drv.cuEventCreate, uintptr(unsafe.Pointer(&s.ev)), eventDefault))
 		s.size = stageBytes
 	}
 	return s

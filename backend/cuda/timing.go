@@ -22,7 +22,7 @@ func (b *Backend) TimeGPU(warm, iters int, f func()) (ms []float64, err error) {
 	func() {
 		defer b.enter()()
 		for i := range ev {
-			b.must("cuEventCreate", call(b.drv.cuEventCreate, ptr(&ev[i]), eventDefault))
+			b.must("cuEventCreate", call(b.drv.cuEventCreate, uintptr(unsafe.Pointer(&ev[i])), eventDefault))
 		}
 	}()
 	defer func() {
@@ -64,6 +64,6 @@ func Median(ms []float64) float64 {
 func (b *Backend) MemInfo() (free, total int64) {
 	defer b.enter()()
 	var f, t uint64
-	call(b.drv.cuMemGetInfo, ptr(&f), ptr(&t))
+	call(b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t)))
 	return int64(f), int64(t)
 }
