@@ -101,6 +101,11 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 // [B, heads, qBlocks, kBlocks] as F32 0/1 (tests compare it with the CPU's).
 func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
 	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
+	return b.slaRun(p, projW, projB, keepMap, p.sage && b.sageFP8())
+}
+
+// slaRun runs a checked call; fp8 picks SageSLA's e4m3 P·V kernel.
+func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bool) (backend.Tensor, backend.Tensor) {
 	g, B := p.g, p.batches
 	if g.L == 0 || B == 0 {
 		defer b.enter()()
@@ -190,18 +195,32 @@ func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.S
 	b.memset0(vamax)
 	b.launch(b.fn("sla_sage.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
 		vamax.buf.ptr, v16.buf.ptr, int32(L), int32(H), int32(slaChunk))
-	v8 := b.newTensor(tensor.BF16, []int{B, L, W})
-	defer b.Free(v8)
 	vs := b.newTensor(tensor.F32, []int{B, W})
 	defer b.Free(vs)
+	sm := float32(1/math.Sqrt(128)) * float32(1.44269504088896340736)
+	qInK := 0
+	if g.BlockQ > g.BlockK {
+		qInK = g.BlockQ * 144 // else Q shares K's second stage
+	}
+	if fp8 {
+		// e4m3 bytes channel-major, keys padded to whole blocks.
+		Lp := kb * g.BlockK
+		v8t := b.newTensor(tensor.I8, []int{B, W, Lp})
+		defer b.Free(v8t)
+		b.launch(b.fn("sla_sage_fp8.cu", "sage_v8t_kernel"), [3]int{Lp / 32, W / 32, B}, [3]int{32, 8, 1}, 0,
+			v8t.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr, int32(L), int32(Lp), int32(W))
+		smem := 2*g.BlockK*144 + 2*128*(g.BlockK+16) + qInK // K codes and Vᵀ bytes, two stages
+		b.launch(b.fn("sla_sage_fp8.cu", slaKernelName("sage_fp8", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
+			qi.buf.ptr, ki.buf.ptr, v8t.buf.ptr, int32(Lp), sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
+			lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
+		return out, nilIfNone(bmap)
+	}
+	v8 := b.newTensor(tensor.BF16, []int{B, L, W})
+	defer b.Free(v8)
 	n := int64(B) * int64(L) * int64(W)
 	b.launch(b.fn("sla_sage.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
 		n, int64(L)*int64(W), int32(W))
-	sm := float32(1/math.Sqrt(128)) * float32(1.44269504088896340736)
-	smem := 2*g.BlockK*144 + 2*g.BlockK*136*2 // K codes and e4m3 V (as bf16), two stages
-	if g.BlockQ > g.BlockK {
-		smem += g.BlockQ * 144 // else Q shares K's second stage
-	}
+	smem := 2*g.BlockK*144 + 2*g.BlockK*136*2 + qInK // K codes and e4m3 V (as bf16), two stages
 	b.launch(b.fn("sla_sage.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 		qi.buf.ptr, ki.buf.ptr, v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 		lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)

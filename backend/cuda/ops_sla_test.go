@@ -204,6 +204,30 @@ func TestSLAMatchesCPU(t *testing.T) {
 	}
 }
 
+// TestSageSLAPVKernels runs SageSLA against the CPU with each P·V kernel:
+// bf16 tensor cores on e4m3 values (any sm_80+) and the e4m3 mma (sm_89+
+// with NVRTC 12.4+, used by default where it passes its start-up check).
+func TestSageSLAPVKernels(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	defer g.SetSagePV("")
+	for _, pv := range []string{"bf16", "fp8"} {
+		g.SetSagePV(pv)
+		if got := g.SagePVKernel(); !strings.HasPrefix(got, pv) {
+			t.Logf("SageSLA P·V kernel %s not available here: %s", pv, got)
+			continue
+		}
+		t.Logf("SageSLA P·V kernel: %s", g.SagePVKernel())
+		for _, sc := range slaCases {
+			for _, dt := range dtypes() {
+				t.Run(fmt.Sprintf("%s/%s/%v", pv, sc.name, dt), func(t *testing.T) {
+					q, k, v := slaData(r, sc, dt)
+					runSLAPair(t, g, c, sc, backend.SageSLA, dt, q, k, v, randn(r, 128*128, 1/math.Sqrt(128)), randn(r, 128, 0.1), nil)
+				})
+			}
+		}
+	}
+}
+
 // TestSLAGivenMap runs both kinds with a caller-supplied block map whose
 // rows keep between 1 and all key blocks.
 func TestSLAGivenMap(t *testing.T) {
@@ -359,8 +383,9 @@ func TestSLAArgumentErrors(t *testing.T) {
 	}
 }
 
-// BenchmarkSLA480p times SLA and SageSLA at the 480p Wan2.1 shape (L = 32760
-// tokens, 12 heads of 128, topk 0.1) and reports TFLOP/s as dense-attention
+// BenchmarkSLA480p times SLA and SageSLA (with each P·V kernel available)
+// at the 480p Wan2.1 shape (L = 32760 tokens, 12 heads of 128, topk 0.1),
+// default block sizes, and reports TFLOP/s as dense-attention
 // equivalent (4·L²·d·heads per call: what the op replaces) and
 // sparse-TFLOP/s for the work its sparse branch does (4·L·kept keys·d·heads).
 func BenchmarkSLA480p(b *testing.B) {
@@ -375,8 +400,22 @@ func BenchmarkSLA480p(b *testing.B) {
 	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
 	pw := g.Upload(tensor.BF16, []int{128, 128}, randn(r, 128*128, 0.05))
 	pb := g.Upload(tensor.BF16, []int{128}, randn(r, 128, 0.05))
-	for _, kind := range slaKinds {
-		b.Run(kind.String(), func(b *testing.B) {
+	defer g.SetSagePV("")
+	for _, run := range []struct {
+		kind backend.AttentionKind
+		pv   string
+	}{{backend.SLA, ""}, {backend.SageSLA, "bf16"}, {backend.SageSLA, "fp8"}} {
+		kind := run.kind
+		name := kind.String()
+		if run.pv != "" {
+			g.SetSagePV(run.pv)
+			if !strings.HasPrefix(g.SagePVKernel(), run.pv) {
+				b.Logf("SageSLA P·V kernel %s not available: %s", run.pv, g.SagePVKernel())
+				continue
+			}
+			name += "/pv=" + run.pv
+		}
+		b.Run(name, func(b *testing.B) {
 			cfg := sc.cfg(kind)
 			geo := sc.geometry(kind)
 			g.Free(g.sparseLinearAttention(qt, kt, vt, H, cfg, pw, pb)) // compiles the modules
