@@ -19,6 +19,17 @@ build)
 	mkdir -p .gpu
 	CGO_ENABLED=0 go build -o .gpu/turbodiffusion ./cmd/turbodiffusion
 	CGO_ENABLED=0 go test -c -o .gpu/cuda.test ./backend/cuda
+	# The conformance files the GPU tests read (the set beside the checkout
+	# does not travel to the GPU machine), and a tokenizer for bench e2e.
+	src="${TURBODIFFUSION_GOLDEN:-../shared/golden}"
+	if [ -d "$src" ]; then
+		mkdir -p .gpu/golden/tokenizer
+		for f in manifest.json dit_inputs.safetensors dit_weights.pth dit_int8.pth dit_fp32.safetensors \
+			dit_bf16.safetensors dit_int8.safetensors vae.safetensors umt5.safetensors; do
+			cp "$src/$f" .gpu/golden/
+		done
+		cp "$src"/tokenizer/tokenizer.json "$src"/tokenizer/tokenizer_config.json "$src"/tokenizer/special_tokens_map.json .gpu/golden/tokenizer/
+	fi
 	git rev-parse --short HEAD >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit
 	git status --porcelain -- backend/cuda kernels cmd/turbodiffusion | grep -q . && echo "+dirty" >>.gpu/commit
 	ls -la .gpu
@@ -28,6 +39,7 @@ run)
 	OUT="${OUT:-.gpu/out}"
 	mkdir -p "$OUT"
 	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
 	log="$OUT/suite.log"
 	{
 		echo "== commit $(tr '\n' ' ' <.gpu/commit) date $(date -u +%FT%TZ)"
@@ -47,6 +59,10 @@ run)
 		grep -A12 '^panic' "$OUT/tests_other.log" | head -40
 		echo "== bench (Go)"
 		.gpu/turbodiffusion bench --parts "${SUITE_PARTS:-attention,gemm,ops,dit}" --json "$OUT/bench_go.json"
+		if [ "${SUITE_E2E:-1}" = 1 ] && [ -d .gpu/golden/tokenizer ]; then
+			echo "== bench e2e (every text-to-video stage, real shapes, random weights)"
+			.gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2
+		fi
 		echo "== bench (PyTorch, same card)"
 		PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"
 		echo "== done"

@@ -47,7 +47,7 @@ func TestGoldenDiTOnGPU(t *testing.T) {
 		tol                    float64
 	}{
 		{"fp32_original", "dit_fp32.safetensors", "dit_weights.pth", wan.Options{DType: tensor.F32, Norm: backend.NormDefault}, 1e-4},
-		{"bf16_original", "dit_bf16.safetensors", "dit_weights.safetensors", wan.Options{DType: tensor.BF16, Norm: backend.NormDefault}, 2e-2},
+		{"bf16_original", "dit_bf16.safetensors", "dit_weights.pth", wan.Options{DType: tensor.BF16, Norm: backend.NormDefault}, 2e-2},
 		{"bf16_original_fastnorm", "dit_bf16.safetensors", "dit_weights.pth", wan.Options{DType: tensor.BF16, Norm: backend.NormFast}, 2e-2},
 		{"bf16_sla_fastnorm", "dit_bf16.safetensors", "dit_weights.pth", sla(wan.Options{DType: tensor.BF16, Norm: backend.NormFast}), 2e-2},
 		{"bf16_sla_fastnorm_int8", "dit_int8.safetensors", "dit_int8.pth", sla(wan.Options{DType: tensor.BF16, Norm: backend.NormFast, Linear: wan.LinearInt8}), 2e-2},
