@@ -2,16 +2,18 @@
 // (wgmma, sm_90a only; compiled for "sm_90a", see kernels.go). Same math as
 // attention.cu: bf16 in, fp32 accumulation, online softmax in exp2 units.
 //
-// A block has two consumer warpgroups, each owning 64 query rows (BM=128);
-// K tiles [64 keys][D] and pre-transposed V tiles Vᵀ [D][64 keys] stream
-// through shared memory with cp.async (two stages). S = Q·Kᵀ runs as
-// m64n64k16 with both operands in shared memory; P goes back in registers
-// (the accumulator layout equals the A-fragment layout) for O += P·V as
-// m64nDk16 with B = Vᵀ in shared memory, so P never touches shared memory.
+// A block has NWG consumer warpgroups, each owning 64 query rows; K tiles
+// [64 keys][D] and pre-transposed V tiles Vᵀ [D][64 keys] stream through
+// shared memory with cp.async (two or three stages, one block barrier per
+// tile). S = Q·Kᵀ runs as m64n64k16 with both operands in shared memory; P
+// goes back in registers (the accumulator layout equals the A-fragment
+// layout) for O += P·V as m64nDk16 with B = Vᵀ in shared memory, so P never
+// touches shared memory.
 //
-// Shared-memory tiles use the no-swizzle "core matrix" layout wgmma reads:
-// 8 rows × 16 bytes per 128-byte core matrix, core matrices along K 128 B
-// apart (LBO), 8-row groups (K/8)·128 B apart (SBO).
+// Shared-memory tiles use either the no-swizzle "core matrix" layout (8 rows
+// × 16 bytes per 128-byte core matrix) or the 128-byte swizzle, which is
+// about 25% faster (docs/PERF.md). The block map of SLA/SageAttention can
+// later skip key tiles in the same loop.
 #include "common.cuh"
 
 __device__ __forceinline__ u32 smem_u32(const void* p) {
@@ -280,204 +282,22 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   }
 }
 
-// Pipelined variant: while a warpgroup runs the softmax of tile j, its
-// tensor cores already compute S(j+1) = Q·K(j+1)ᵀ (issued before the
-// softmax, waited after P·V(j)). K/Vᵀ tiles are loaded two ahead through
-// three shared-memory stages; one block-wide barrier per tile.
-template <int D, int NWG>
-__device__ __forceinline__ void flash_wgmma_pipe(const bf16* __restrict__ Q, const bf16* __restrict__ K,
-                                                 const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
-                                                 int Lkp, int H, float scale_log2, int swap) {
-  constexpr int BM = 64 * NWG, BN = 64, NT = 128 * NWG, NS = 3;
-  constexpr int DC = D / 8, NC = BN / 8;
-  constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
-  extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = smem_u32(smem), sK = sQ + QB, sV = sK + NS * KB;
-
-  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
-  const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
-  const long long W = (long long)H * D;
-  const bf16* Qh = Q + (long long)z * Lq * W + (long long)h * D;
-  const bf16* Kh = K + (long long)z * Lk * W + (long long)h * D;
-  const bf16* Vh = Vt + ((long long)z * H + h) * D * Lkp;
-
-  for (int c = tid; c < BM * DC; c += NT) {
-    int r = c / DC, c8 = c % DC, g = q0 + r;
-    cp16(sQ + cm_off(r, c8, DC), Qh + (long long)min(g, Lq - 1) * W + c8 * 8, g < Lq);
-  }
-  auto load_kv = [&](int j) {
-    const int st = j % NS;
-    for (int c = tid; c < BN * DC; c += NT) {
-      int r = c / DC, c8 = c % DC, g = j * BN + r;
-      cp16(sK + st * KB + cm_off(r, c8, DC), Kh + (long long)min(g, Lk - 1) * W + c8 * 8, g < Lk);
-    }
-    for (int c = tid; c < D * NC; c += NT) {
-      int r = c / NC, c8 = c % NC;
-      cp16(sV + st * VB + cm_off(r, c8, NC), Vh + (long long)r * Lkp + j * BN + c8 * 8, true);
-    }
-  };
-  const int nkb = (Lk + BN - 1) / BN;
-  const u32 sQw = sQ + wg * 8 * DC * 128;
-  load_kv(0);
-  asm volatile("cp.async.commit_group;");
-  if (nkb > 1) load_kv(1);
-  asm volatile("cp.async.commit_group;");
-  asm volatile("cp.async.wait_group 1;" ::: "memory");  // Q and tile 0
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  __syncthreads();
-
-  float sc[BN / 2], sn[BN / 2];
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) sc[i] = 0.f;
-  wg_fence();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    wgmma_ss_n64(sc, make_desc(sQw + kk * 256, 128, DC * 128, swap), make_desc(sK + kk * 256, 128, DC * 128, swap), kk > 0);
-  wg_commit();
-  wg_wait0();
-#pragma unroll
-  for (int i = 0; i < BN / 2; ++i) reg_fence(sc[i]);
-
-  float o[D / 2];
-#pragma unroll
-  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  const int t4 = lane & 3;
-
-  for (int j = 0; j < nkb; ++j) {
-    asm volatile("cp.async.wait_group 0;" ::: "memory");  // tile j+1 resident
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    __syncthreads();  // and every warpgroup is done with tile j-1's stage
-    if (j + 2 < nkb) load_kv(j + 2);
-    asm volatile("cp.async.commit_group;");
-    const bool next = j + 1 < nkb;
-    if (next) {
-      const u32 kst = sK + ((j + 1) % NS) * KB;
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) sn[i] = 0.f;
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        wgmma_ss_n64(sn, make_desc(sQw + kk * 256, 128, DC * 128, swap), make_desc(kst + kk * 256, 128, DC * 128, swap),
-                     kk > 0);
-      wg_commit();
-    }
-
-    if ((j + 1) * BN > Lk) {
-#pragma unroll
-      for (int c = 0; c < BN / 8; ++c) {
-        int key = j * BN + c * 8 + 2 * t4;
-        if (key >= Lk) sc[4 * c] = sc[4 * c + 2] = -INFINITY;
-        if (key + 1 >= Lk) sc[4 * c + 1] = sc[4 * c + 3] = -INFINITY;
-      }
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < BN / 8; ++c) {
-      mx0 = fmaxf(mx0, fmaxf(sc[4 * c], sc[4 * c + 1]));
-      mx1 = fmaxf(mx1, fmaxf(sc[4 * c + 2], sc[4 * c + 3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
-    m0 = n0;
-    m1 = n1;
-    float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int c = 0; c < BN / 8; ++c) {
-      sc[4 * c] = exp2f(sc[4 * c] * scale_log2 - n0);
-      sc[4 * c + 1] = exp2f(sc[4 * c + 1] * scale_log2 - n0);
-      sc[4 * c + 2] = exp2f(sc[4 * c + 2] * scale_log2 - n1);
-      sc[4 * c + 3] = exp2f(sc[4 * c + 3] * scale_log2 - n1);
-      r0 += sc[4 * c] + sc[4 * c + 1];
-      r1 += sc[4 * c + 2] + sc[4 * c + 3];
-    }
-    l0 = l0 * a0 + r0;
-    l1 = l1 * a1 + r1;
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      o[4 * c] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
-    }
-    u32 p[BN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      p[kk][0] = pack_bf2(sc[8 * kk], sc[8 * kk + 1]);
-      p[kk][1] = pack_bf2(sc[8 * kk + 2], sc[8 * kk + 3]);
-      p[kk][2] = pack_bf2(sc[8 * kk + 4], sc[8 * kk + 5]);
-      p[kk][3] = pack_bf2(sc[8 * kk + 6], sc[8 * kk + 7]);
-    }
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-    wg_fence();
-    const u32 vst = sV + (j % NS) * VB;
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], make_desc(vst + kk * 256, 128, NC * 128, swap));
-    wg_commit();
-    wg_wait0();
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-    if (next) {
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) {
-        reg_fence(sn[i]);
-        sc[i] = sn[i];
-      }
-    }
-  }
-
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float i0 = 1.f / l0, i1 = 1.f / l1;
-  const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
-  bf16* Oh = O + (long long)z * Lq * W + (long long)h * D;
-#pragma unroll
-  for (int c = 0; c < D / 8; ++c) {
-    int col = c * 8 + 2 * t4;
-    if (r0 < Lq) *(u32*)&Oh[(long long)r0 * W + col] = pack_bf2(o[4 * c] * i0, o[4 * c + 1] * i0);
-    if (r1 < Lq) *(u32*)&Oh[(long long)r1 * W + col] = pack_bf2(o[4 * c + 2] * i1, o[4 * c + 3] * i1);
-  }
-}
-
-#define FLASH_WGP(D, NWG)                                                                                     \
-  extern "C" __global__ void __launch_bounds__(128 * NWG, 1) flash_wgmma_d##D##_w##NWG##_p(                  \
-      const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
-      int swap) {                                                                                            \
-    flash_wgmma_pipe<D, NWG>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                                  \
-  }
-FLASH_WGP(128, 2)
-FLASH_WGP(128, 3)
-FLASH_WGP(64, 2)
-FLASH_WGP(64, 3)
-
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \
       const bf16* Q, const bf16* K, const bf16* Vt, bf16* O, int Lq, int Lk, int Lkp, int H, float scale_log2, \
       int swap) {                                                                                            \
     flash_wgmma<D, NWG, BN, SW, NS>(Q, K, Vt, O, Lq, Lk, Lkp, H, scale_log2, swap);                           \
   }
-// Variants differ in occupancy: _w<NWG>_b<min blocks per SM> (b2 caps
-// registers at 128 so two blocks share an SM).
-FLASH_WG(128, 2, 1, 64, false, 2, flash_wgmma_d128_w2_b1)
-FLASH_WG(128, 2, 2, 64, false, 2, flash_wgmma_d128_w2_b2)
+// Variants: _w<NWG> consumer warpgroups; _b1 no-swizzle tiles, _s 128-byte
+// swizzled tiles, _s3 swizzled with three K/Vᵀ stages. docs/PERF.md has the
+// measurements behind this list (and the variants tried and dropped: 2 blocks
+// per SM, 4 warpgroups, 128-key tiles, next-tile Q·Kᵀ during the softmax).
 FLASH_WG(128, 3, 1, 64, false, 2, flash_wgmma_d128_w3_b1)
-FLASH_WG(128, 4, 1, 64, false, 2, flash_wgmma_d128_w4_b1)
-FLASH_WG(128, 2, 1, 128, false, 2, flash_wgmma_d128_w2_n128)
 FLASH_WG(128, 3, 1, 64, true, 2, flash_wgmma_d128_w3_s)
 FLASH_WG(128, 2, 1, 64, true, 2, flash_wgmma_d128_w2_s)
 FLASH_WG(128, 3, 1, 64, true, 3, flash_wgmma_d128_w3_s3)
 FLASH_WG(128, 2, 1, 64, true, 3, flash_wgmma_d128_w2_s3)
-FLASH_WG(64, 2, 1, 64, false, 2, flash_wgmma_d64_w2_b1)
-FLASH_WG(64, 2, 2, 64, false, 2, flash_wgmma_d64_w2_b2)
 FLASH_WG(64, 3, 1, 64, false, 2, flash_wgmma_d64_w3_b1)
-FLASH_WG(64, 2, 1, 128, false, 2, flash_wgmma_d64_w2_n128)
 FLASH_WG(64, 3, 1, 64, true, 2, flash_wgmma_d64_w3_s)
 FLASH_WG(64, 2, 1, 64, true, 2, flash_wgmma_d64_w2_s)
 FLASH_WG(64, 2, 1, 64, true, 3, flash_wgmma_d64_w2_s3)

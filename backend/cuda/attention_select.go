@@ -19,28 +19,60 @@ type attnState struct {
 	checked bool
 	wgmma   bool // use flash_wgmma_d* (sm_90a)
 	swap    int32
-	nwg     int  // wgmma variant: consumer warpgroups per block
-	minb    int  // and minimum blocks per SM (register cap)
-	pipe    bool // S(j+1) overlaps the softmax of tile j
-	bn      int  // keys per tile
-	sw      bool // 128-byte swizzled shared-memory tiles
-	stages  int  // shared-memory stages of K/Vᵀ (2 or 3)
+	v       variant
 	picked  bool // variant chosen by the caller, not by head dim
 	forced  string
 	note    string
 }
 
-// WGMMAVariants are the compiled wgmma kernel variants, "w<warpgroups>b<min
-// blocks per SM>" or "w<warpgroups>p" (pipelined: Q·Kᵀ of the next tile
-// overlaps this tile's softmax); SetAttentionKernel("wgmma:w3p") picks one.
-var WGMMAVariants = []string{"w2b1", "w2b2", "w3b1", "w4b1", "w2n128", "w2p", "w3p", "w2s", "w3s", "w2s3", "w3s3"}
+// variant is one compiled wgmma kernel: consumer warpgroups (64 query rows
+// each), 128-byte swizzled shared-memory tiles or not, K/Vᵀ stages.
+type variant struct {
+	name   string // "w3s3"
+	nwg    int
+	sw     bool
+	stages int
+}
+
+// WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
+// "b1" (no swizzle), "s" (swizzled) or "s3" (swizzled, three stages);
+// SetAttentionKernel("wgmma:w3s") picks one. docs/PERF.md has the timings.
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
-// defaultVariant64 for head dim 64 (docs/PERF.md, H200).
+// defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200).
 const (
 	defaultVariant   = "w3s3"
 	defaultVariant64 = "w2s3"
 )
+
+// parseVariant maps a listed variant name to its kernel parameters.
+func parseVariant(name string) (variant, bool) {
+	known := false
+	for _, k := range WGMMAVariants {
+		known = known || k == name
+	}
+	var v variant
+	var rest string
+	if !known {
+		return v, false
+	}
+	if _, err := fmt.Sscanf(name, "w%d%s", &v.nwg, &rest); err != nil {
+		return v, false
+	}
+	v.name = name
+	switch rest {
+	case "b1":
+		v.stages = 2
+	case "s":
+		v.sw, v.stages = true, 2
+	case "s3":
+		v.sw, v.stages = true, 3
+	default:
+		return v, false
+	}
+	return v, true
+}
 
 // AttentionKernel says which dense attention kernel runs and why.
 func (b *Backend) AttentionKernel() string {
@@ -55,44 +87,6 @@ func (b *Backend) AttentionKernel() string {
 // (benchmarks compare them); "" restores the default choice.
 func (b *Backend) SetAttentionKernel(k string) {
 	b.attn = attnState{forced: k}
-}
-
-func parseVariant(v string) (nwg, minb, bn int, pipe, sw, ok bool) {
-	nwg, minb, bn, pipe, sw, _, ok = parseVariantStages(v)
-	return
-}
-
-func parseVariantStages(v string) (nwg, minb, bn int, pipe, sw bool, stages int, ok bool) {
-	stages = 2
-	if s, found := strings.CutSuffix(v, "s3"); found {
-		v, stages = s+"s", 3
-	}
-	nwg, minb, bn, pipe, sw, ok = parseVariant1(v + "")
-	return
-}
-
-func parseVariant1(v string) (nwg, minb, bn int, pipe, sw, ok bool) {
-	for _, known := range WGMMAVariants {
-		if v == known || v+"3" == known {
-			ok = true
-		}
-	}
-	if !ok {
-		return 0, 0, 0, false, false, false
-	}
-	switch {
-	case strings.HasSuffix(v, "p"):
-		_, err := fmt.Sscanf(v, "w%dp", &nwg)
-		return nwg, 1, 64, true, false, err == nil
-	case strings.HasSuffix(v, "s"):
-		_, err := fmt.Sscanf(v, "w%ds", &nwg)
-		return nwg, 1, 64, false, true, err == nil
-	case strings.Contains(v, "n"):
-		_, err := fmt.Sscanf(v, "w%dn%d", &nwg, &bn)
-		return nwg, 1, bn, false, false, err == nil
-	}
-	_, err := fmt.Sscanf(v, "w%db%d", &nwg, &minb)
-	return nwg, minb, 64, false, false, err == nil
 }
 
 // wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
@@ -117,7 +111,7 @@ func (b *Backend) wgmmaReady() bool {
 		variant, b.attn.picked = v, true
 	}
 	var ok bool
-	if b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw, b.attn.stages, ok = parseVariantStages(variant); !ok {
+	if b.attn.v, ok = parseVariant(variant); !ok {
 		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
@@ -184,38 +178,24 @@ func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 // flashWGMMA transposes V into a temporary [B, H·d, Lkp] and runs the
 // sm_90a kernel. Caller holds the device.
 func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
-	Lkp := (Lk + 127) / 128 * 128 // whole tiles of 64 or 128 keys, zero-padded
+	Lkp := (Lk + 63) / 64 * 64 // whole 64-key tiles, zero-padded
 	hd := heads * d
 	vt := b.newTensor(tensor.BF16, []int{batch, hd, Lkp})
 	defer b.Free(vt)
 	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
 		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
-	nwg, minb, bn, pipe, sw, stages := b.attn.nwg, b.attn.minb, b.attn.bn, b.attn.pipe, b.attn.sw, b.attn.stages
+	kv := b.attn.v
 	if d == 64 && !b.attn.picked {
-		nwg, minb, bn, pipe, sw, stages, _ = parseVariantStages(defaultVariant64)
+		kv, _ = parseVariant(defaultVariant64)
 	}
-	if nwg == 4 && d == 64 {
-		nwg = 3 // not built for d=64
-	}
-	bm := 64 * nwg
-	smem := (bm*d + 4*64*d) * 2
-	name := fmt.Sprintf("flash_wgmma_d%d_w%d_b%d", d, nwg, minb)
-	switch {
-	case pipe:
-		smem = (bm*d + 6*64*d) * 2
-		name = fmt.Sprintf("flash_wgmma_d%d_w%d_p", d, nwg)
-	case sw && stages == 3:
-		smem = (bm*d+6*64*d)*2 + 1024 // + room to align the tiles to 1024 bytes
-		name = fmt.Sprintf("flash_wgmma_d%d_w%d_s3", d, nwg)
-	case sw:
+	bm := 64 * kv.nwg
+	smem := (bm*d + 2*kv.stages*64*d) * 2
+	if kv.sw {
 		smem += 1024 // room to align the tiles to 1024 bytes
-		name = fmt.Sprintf("flash_wgmma_d%d_w%d_s", d, nwg)
-	case bn == 128:
-		smem = (bm*d + 4*128*d) * 2
-		name = fmt.Sprintf("flash_wgmma_d%d_w%d_n128", d, nwg)
 	}
+	name := fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])
 	sl := float32(float64(scale) * math.Log2E)
-	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * nwg, 1, 1}, smem,
+	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * kv.nwg, 1, 1}, smem,
 		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)
 }
 
