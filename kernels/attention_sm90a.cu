@@ -128,14 +128,14 @@ __device__ __forceinline__ void pv_mma<128>(float* o, const u32* a, u64 db) { wg
 template <>
 __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgmma_rs_n64(o, a, db); }
 
-// Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk);
-// O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows each: grid
-// (ceil(Lq/(64*NWG)), H, B), 128*NWG threads; BN keys per tile.
+// Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk,
+// Lkp a multiple of BN); O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows
+// each: grid (ceil(Lq/(64*NWG)), H, B), 128*NWG threads; BN keys per stage.
 template <int D, int NWG, int BN, bool SW, int NS>
 __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                             const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
                                             int Lkp, int H, float scale_log2, int swap) {
-  constexpr int BM = 64 * NWG, NT = 128 * NWG;
+  constexpr int BM = 64 * NWG, NT = 128 * NWG, SN = 64;
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -191,80 +191,87 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     }
     asm volatile("cp.async.commit_group;");
 
-    float s[BN / 2];
+    // The stage holds BN keys; the math runs on SN = 64-key sub-tiles, so a
+    // 128-key stage halves the block barriers per key.
+#pragma unroll 1
+    for (int u = 0; u < BN / SN; ++u) {
+      float s[SN / 2];
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
-    wg_fence();
+      for (int i = 0; i < SN / 2; ++i) s[i] = 0.f;
+      wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      s_mma<BN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(sK + st * KB, 0, kk, BN, DC, swap), kk > 0);
-    wg_commit();
-    wg_wait0();
+      for (int kk = 0; kk < D / 16; ++kk)
+        s_mma<SN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(sK + st * KB, u * SN, kk, BN, DC, swap),
+                  kk > 0);
+      wg_commit();
+      wg_wait0();
 #pragma unroll
-    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+      for (int i = 0; i < SN / 2; ++i) reg_fence(s[i]);
 
-    if ((j + 1) * BN > Lk) {  // mask keys past the end
+      const int key0 = j * BN + u * SN;
+      if (key0 + SN > Lk) {  // mask keys past the end
 #pragma unroll
-      for (int c = 0; c < BN / 8; ++c) {
-        int key = j * BN + c * 8 + 2 * t4;
-        if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
-        if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+        for (int c = 0; c < SN / 8; ++c) {
+          int key = key0 + c * 8 + 2 * t4;
+          if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
+          if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+        }
       }
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
+      float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-    for (int c = 0; c < BN / 8; ++c) {
-      mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-      mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
-    m0 = n0;
-    m1 = n1;
-    float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int c = 0; c < BN / 8; ++c) {
-      s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
-      s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
-      s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
-      s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
-      r0 += s[4 * c] + s[4 * c + 1];
-      r1 += s[4 * c + 2] + s[4 * c + 3];
-    }
-    l0 = l0 * a0 + r0;
-    l1 = l1 * a1 + r1;
-    // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
-    // and the rescale is skipped (exact, not an approximation).
-    if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-      for (int c = 0; c < D / 8; ++c) {
-        o[4 * c] *= a0;
-        o[4 * c + 1] *= a0;
-        o[4 * c + 2] *= a1;
-        o[4 * c + 3] *= a1;
+      for (int c = 0; c < SN / 8; ++c) {
+        mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
       }
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+      const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+      const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+      m0 = n0;
+      m1 = n1;
+      float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+      for (int c = 0; c < SN / 8; ++c) {
+        s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
+        s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
+        s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
+        s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
+        r0 += s[4 * c] + s[4 * c + 1];
+        r1 += s[4 * c + 2] + s[4 * c + 3];
+      }
+      l0 = l0 * a0 + r0;
+      l1 = l1 * a1 + r1;
+      // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
+      // and the rescale is skipped (exact, not an approximation).
+      if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+        for (int c = 0; c < D / 8; ++c) {
+          o[4 * c] *= a0;
+          o[4 * c + 1] *= a0;
+          o[4 * c + 2] *= a1;
+          o[4 * c + 3] *= a1;
+        }
+      }
+      u32 p[SN / 16][4];
+#pragma unroll
+      for (int kk = 0; kk < SN / 16; ++kk) {
+        p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+        p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+        p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+        p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+      }
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+      wg_fence();
+#pragma unroll
+      for (int kk = 0; kk < SN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(sV + st * VB, 0, u * (SN / 16) + kk, D, NC, swap));
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
     }
-    u32 p[BN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-      p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-      p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-      p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-    }
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(sV + st * VB, 0, kk, D, NC, swap));
-    wg_commit();
-    wg_wait0();
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
   }
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -297,8 +304,12 @@ FLASH_WG(128, 3, 1, 64, true, 2, flash_wgmma_d128_w3_s)
 FLASH_WG(128, 2, 1, 64, true, 2, flash_wgmma_d128_w2_s)
 FLASH_WG(128, 3, 1, 64, true, 3, flash_wgmma_d128_w3_s3)
 FLASH_WG(128, 2, 1, 64, true, 3, flash_wgmma_d128_w2_s3)
+FLASH_WG(128, 3, 1, 128, true, 2, flash_wgmma_d128_w3_sk128)
+FLASH_WG(128, 2, 1, 128, true, 3, flash_wgmma_d128_w2_s3k128)
 FLASH_WG(64, 3, 1, 64, false, 2, flash_wgmma_d64_w3_b1)
 FLASH_WG(64, 3, 1, 64, true, 2, flash_wgmma_d64_w3_s)
 FLASH_WG(64, 2, 1, 64, true, 2, flash_wgmma_d64_w2_s)
 FLASH_WG(64, 2, 1, 64, true, 3, flash_wgmma_d64_w2_s3)
 FLASH_WG(64, 3, 1, 64, true, 3, flash_wgmma_d64_w3_s3)
+FLASH_WG(64, 3, 1, 128, true, 2, flash_wgmma_d64_w3_sk128)
+FLASH_WG(64, 2, 1, 128, true, 3, flash_wgmma_d64_w2_s3k128)

@@ -32,12 +32,14 @@ type variant struct {
 	nwg    int
 	sw     bool
 	stages int
+	bn     int // keys per shared-memory stage (64 or 128)
 }
 
 // WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
-// "b1" (no swizzle), "s" (swizzled) or "s3" (swizzled, three stages);
+// "b1" (no swizzle), "s" (swizzled) or "s3" (swizzled, three stages), and
+// "k128" for 128-key stages (two 64-key sub-tiles per block barrier);
 // SetAttentionKernel("wgmma:w3s") picks one. docs/PERF.md has the timings.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3"}
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w3sk128", "w2s3k128"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200).
@@ -60,7 +62,10 @@ func parseVariant(name string) (variant, bool) {
 	if _, err := fmt.Sscanf(name, "w%d%s", &v.nwg, &rest); err != nil {
 		return v, false
 	}
-	v.name = name
+	v.name, v.bn = name, 64
+	if r, ok := strings.CutSuffix(rest, "k128"); ok {
+		rest, v.bn = r, 128
+	}
 	switch rest {
 	case "b1":
 		v.stages = 2
@@ -178,7 +183,7 @@ func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 // flashWGMMA transposes V into a temporary [B, H·d, Lkp] and runs the
 // sm_90a kernel. Caller holds the device.
 func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
-	Lkp := (Lk + 63) / 64 * 64 // whole 64-key tiles, zero-padded
+	Lkp := (Lk + 127) / 128 * 128 // whole 64- or 128-key stages, zero-padded
 	hd := heads * d
 	vt := b.newTensor(tensor.BF16, []int{batch, hd, Lkp})
 	defer b.Free(vt)
@@ -189,7 +194,7 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 		kv, _ = parseVariant(defaultVariant64)
 	}
 	bm := 64 * kv.nwg
-	smem := (bm*d + 2*kv.stages*64*d) * 2
+	smem := (bm*d + 2*kv.stages*kv.bn*d) * 2
 	if kv.sw {
 		smem += 1024 // room to align the tiles to 1024 bytes
 	}
