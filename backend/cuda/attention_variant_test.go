@@ -13,8 +13,6 @@ func TestParseVariant(t *testing.T) {
 		{"w3s", 3, 2, true, true},
 		{"w2s3", 2, 3, true, true},
 		{"w3s3", 3, 3, true, true},
-		{"w3sk128", 3, 2, true, true},
-		{"w2s3k128", 2, 3, true, true},
 		{"w9b9", 0, 0, false, false},
 		{"w2p", 0, 0, false, false},
 		{"", 0, 0, false, false},
