@@ -202,3 +202,51 @@ FLASH(128, 4)
 FLASH(128, 8)
 FLASH(64, 4)
 FLASH(64, 8)
+
+// Float32 attention (the reference's fp32 mode and tests; not a fast path):
+// one warp per query row, online softmax over single keys in float32. Each
+// lane holds dims lane, lane+32, ... of q and of the accumulator (d ≤ 256).
+// grid (ceil(Lq/4), H, B), 128 threads.
+extern "C" __global__ void attention_f32_kernel(const float* __restrict__ Q, const float* __restrict__ K,
+                                                const float* __restrict__ V, float* __restrict__ O, int Lq, int Lk,
+                                                int H, int D, float scale) {
+  const int lane = threadIdx.x & 31, row = blockIdx.x * 4 + (threadIdx.x >> 5), h = blockIdx.y, z = blockIdx.z;
+  if (row >= Lq) return;
+  const long long W = (long long)H * D;
+  const float* q = Q + ((long long)z * Lq + row) * W + (long long)h * D;
+  const float* k = K + (long long)z * Lk * W + (long long)h * D;
+  const float* v = V + (long long)z * Lk * W + (long long)h * D;
+  float qv[8], acc[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    int c = lane + 32 * i;
+    qv[i] = c < D ? q[c] : 0.f;
+    acc[i] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int j = 0; j < Lk; ++j) {
+    const float* kr = k + (long long)j * W;
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      int c = lane + 32 * i;
+      if (c < D) s = fmaf(qv[i], kr[c], s);
+    }
+    s = warp_sum(s) * scale;
+    const float mn = fmaxf(m, s), a = expf(m - mn), p = expf(s - mn);
+    m = mn;
+    l = l * a + p;
+    const float* vr = v + (long long)j * W;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      int c = lane + 32 * i;
+      if (c < D) acc[i] = fmaf(p, vr[c], acc[i] * a);
+    }
+  }
+  float* o = O + ((long long)z * Lq + row) * W + (long long)h * D;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    int c = lane + 32 * i;
+    if (c < D) o[c] = acc[i] / l;
+  }
+}

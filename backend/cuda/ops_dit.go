@@ -178,9 +178,10 @@ func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
 	return y
 }
 
-// Attention is dense softmax(q·kᵀ·scale)·v per head on tensor cores
-// (attention.cu). q [..., Lq, heads·d], k, v [..., Lk, heads·d] with equal
-// leading dims, bf16, d 64 or 128.
+// Attention is dense softmax(q·kᵀ·scale)·v per head: bf16 (d 64 or 128) on
+// tensor cores (attention.cu, attention_sm90a.cu), or float32 (d ≤ 256, the
+// fp32 reference mode) on a simple exact kernel. q [..., Lq, heads·d],
+// k, v [..., Lk, heads·d] with equal leading dims.
 func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32) backend.Tensor {
 	defer keepAlive(qt, kt, vt)
 	q, k, v := T(qt), T(kt), T(vt)
@@ -188,8 +189,8 @@ func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32)
 		n string
 		t *Tensor
 	}{{"q", q}, {"k", k}, {"v", v}} {
-		if p.t.dt != tensor.BF16 {
-			backend.Fail("cuda: Attention: %s is %v; the CUDA kernel takes bfloat16 only", p.n, p.t.dt)
+		if p.t.dt != q.dt || (q.dt != tensor.BF16 && q.dt != tensor.F32) {
+			backend.Fail("cuda: Attention: q, k, v are %v, %v, %v; want all bfloat16 or all float32", q.dt, k.dt, v.dt)
 		}
 		if len(p.t.shape) != len(q.shape) || len(p.t.shape) < 2 {
 			backend.Fail("cuda: Attention: %s shape %v, want [..., L, heads·d] like q %v", p.n, p.t.shape, q.shape)
@@ -205,12 +206,25 @@ func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32)
 		backend.Fail("cuda: Attention: q %v, k %v, v %v do not match", q.shape, k.shape, v.shape)
 	}
 	batch := tensor.NumElements(q.shape[:nd-2])
-	if d != 64 && d != 128 {
-		backend.Fail("cuda: Attention: head dim %d not supported (64 or 128)", d)
+	if q.dt == tensor.F32 {
+		if d > 256 {
+			backend.Fail("cuda: Attention: float32 head dim %d not supported (at most 256)", d)
+		}
+	} else if d != 64 && d != 128 {
+		backend.Fail("cuda: Attention: bfloat16 head dim %d not supported (64 or 128)", d)
 	}
 	Lq, Lk := q.shape[nd-2], k.shape[nd-2]
 	if Lk == 0 {
 		backend.Fail("cuda: Attention: no keys (k shape %v)", k.shape)
+	}
+	if q.dt == tensor.F32 {
+		defer b.enter()()
+		out := b.newTensor(tensor.F32, q.shape)
+		if Lq > 0 && batch > 0 {
+			b.launch(b.fn("attention.cu", "attention_f32_kernel"), [3]int{(Lq + 3) / 4, heads, batch}, [3]int{128, 1, 1}, 0,
+				q.buf.ptr, k.buf.ptr, v.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), int32(d), scale)
+		}
+		return out
 	}
 	useWG := b.wgmmaReady()
 	defer b.enter()()

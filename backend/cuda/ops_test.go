@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -239,6 +240,20 @@ func TestAttention(t *testing.T) {
 			compare(t, "attention["+kern+"] "+tc.name, g, c, g.Attention(q.g, k.g, v.g, tc.heads, s), want, 1e-2)
 		}
 		g.SetAttentionKernel("")
+	}
+}
+
+// TestAttentionF32 checks the float32 path (the reference's fp32 mode).
+func TestAttentionF32(t *testing.T) {
+	g, c, r := gpu(t), ref(t), rng(t)
+	for _, tc := range []struct{ lq, lk, heads, d, batch int }{{300, 257, 2, 128, 1}, {33, 70, 3, 64, 2}, {10, 5, 1, 80, 1}} {
+		w := tc.heads * tc.d
+		q := up(g, c, tensor.F32, []int{tc.batch, tc.lq, w}, randn(r, tc.batch*tc.lq*w, 1))
+		k := up(g, c, tensor.F32, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
+		v := up(g, c, tensor.F32, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
+		s := float32(1 / math.Sqrt(float64(tc.d)))
+		compare(t, fmt.Sprintf("attention f32 Lq=%d Lk=%d h=%d d=%d b=%d", tc.lq, tc.lk, tc.heads, tc.d, tc.batch), g, c,
+			g.Attention(q.g, k.g, v.g, tc.heads, s), c.Attention(q.c, k.c, v.c, tc.heads, s), 1e-5)
 	}
 }
 
