@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -16,6 +17,7 @@ const AttentionEnv = "TURBODIFFUSION_ATTENTION"
 
 // attnState records which dense-attention kernel runs and why.
 type attnState struct {
+	mu      sync.Mutex // serialises the one-time check (it runs ops itself)
 	checked bool
 	wgmma   bool // use flash_wgmma_d* (sm_90a)
 	swap    int32
@@ -92,7 +94,9 @@ func (b *Backend) AttentionKernel() string {
 // SetAttentionKernel picks "mma", "wgmma" or "wgmma:<variant>"
 // (benchmarks compare them); "" restores the default choice.
 func (b *Backend) SetAttentionKernel(k string) {
-	b.attn = attnState{forced: k}
+	b.attn.mu.Lock()
+	defer b.attn.mu.Unlock()
+	b.attn.checked, b.attn.wgmma, b.attn.picked, b.attn.forced, b.attn.note = false, false, false, k, ""
 }
 
 // wgmmaReady decides once whether the wgmma kernel is used: only on sm_90,
@@ -100,6 +104,8 @@ func (b *Backend) SetAttentionKernel(k string) {
 // small problem, trying both readings of the descriptor's two offset fields.
 // Any failure keeps the mma.sync kernel and says why (never a wrong result).
 func (b *Backend) wgmmaReady() bool {
+	b.attn.mu.Lock()
+	defer b.attn.mu.Unlock()
 	if b.attn.checked {
 		return b.attn.wgmma
 	}

@@ -251,5 +251,3 @@ func lastDim(s []int) int {
 	}
 	return s[len(s)-1]
 }
-
-var _ = unsafe.Pointer(nil)

@@ -231,5 +231,3 @@ func (n *NVRTC) CompileCached(src kernels.Source, arch string) (cubin []byte, hi
 	}
 	return cubin, false, nil
 }
-
-var _ = unsafe.Pointer(nil)
