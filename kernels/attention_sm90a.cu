@@ -128,6 +128,95 @@ __device__ __forceinline__ void pv_mma<128>(float* o, const u32* a, u64 db) { wg
 template <>
 __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgmma_rs_n64(o, a, db); }
 
+// One warpgroup's work on one shared-memory stage of BN keys (64-key
+// sub-tiles): S = Q·Kᵀ, masked online softmax, O += P·V. kbase/vbase are the
+// stage's K and Vᵀ tiles, tile_key0 its first key.
+template <int D, int BM, int BN, bool SW>
+__device__ __forceinline__ void consume_stage(float* o, float& m0, float& m1, float& l0, float& l1, u32 sQ, u32 kbase,
+                                              u32 vbase, int wg, int tile_key0, int Lk, float scale_log2, int swap,
+                                              int t4) {
+  constexpr int SN = 64, DC = D / 8, NC = BN / 8;
+#pragma unroll 1
+  for (int u = 0; u < BN / SN; ++u) {
+    float s[SN / 2];
+#pragma unroll
+    for (int i = 0; i < SN / 2; ++i) s[i] = 0.f;
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      s_mma<SN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(kbase, u * SN, kk, BN, DC, swap),
+                kk > 0);
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < SN / 2; ++i) reg_fence(s[i]);
+
+    const int key0 = tile_key0 + u * SN;
+    if (key0 + SN > Lk) {  // mask keys past the end
+#pragma unroll
+      for (int c = 0; c < SN / 8; ++c) {
+        int key = key0 + c * 8 + 2 * t4;
+        if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
+        if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+      }
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < SN / 8; ++c) {
+      mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int c = 0; c < SN / 8; ++c) {
+      s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
+      s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
+      s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
+      s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
+      r0 += s[4 * c] + s[4 * c + 1];
+      r1 += s[4 * c + 2] + s[4 * c + 3];
+    }
+    l0 = l0 * a0 + r0;
+    l1 = l1 * a1 + r1;
+    // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
+    // and the rescale is skipped (exact, not an approximation).
+    if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+      for (int c = 0; c < D / 8; ++c) {
+        o[4 * c] *= a0;
+        o[4 * c + 1] *= a0;
+        o[4 * c + 2] *= a1;
+        o[4 * c + 3] *= a1;
+      }
+    }
+    u32 p[SN / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < SN / 16; ++kk) {
+      p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+      p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+      p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+      p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < SN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(vbase, 0, u * (SN / 16) + kk, D, NC, swap));
+    wg_commit();
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+  }
+}
+
 // Q, K: [B, L, H*D]; Vt: [B*H, D, Lkp] (keys contiguous, zero past Lk,
 // Lkp a multiple of BN); O: [B, Lq, H*D]. NWG consumer warpgroups of 64 rows
 // each: grid (ceil(Lq/(64*NWG)), H, B), 128*NWG threads; BN keys per stage.
@@ -135,7 +224,7 @@ template <int D, int NWG, int BN, bool SW, int NS>
 __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                             const bf16* __restrict__ Vt, bf16* __restrict__ O, int Lq, int Lk,
                                             int Lkp, int H, float scale_log2, int swap) {
-  constexpr int BM = 64 * NWG, NT = 128 * NWG, SN = 64;
+  constexpr int BM = 64 * NWG, NT = 128 * NWG;
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -191,87 +280,7 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     }
     asm volatile("cp.async.commit_group;");
 
-    // The stage holds BN keys; the math runs on SN = 64-key sub-tiles, so a
-    // 128-key stage halves the block barriers per key.
-#pragma unroll 1
-    for (int u = 0; u < BN / SN; ++u) {
-      float s[SN / 2];
-#pragma unroll
-      for (int i = 0; i < SN / 2; ++i) s[i] = 0.f;
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        s_mma<SN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(sK + st * KB, u * SN, kk, BN, DC, swap),
-                  kk > 0);
-      wg_commit();
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < SN / 2; ++i) reg_fence(s[i]);
-
-      const int key0 = j * BN + u * SN;
-      if (key0 + SN > Lk) {  // mask keys past the end
-#pragma unroll
-        for (int c = 0; c < SN / 8; ++c) {
-          int key = key0 + c * 8 + 2 * t4;
-          if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
-          if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
-        }
-      }
-      float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-      for (int c = 0; c < SN / 8; ++c) {
-        mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-        mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-      }
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-      const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-      const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
-      m0 = n0;
-      m1 = n1;
-      float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-      for (int c = 0; c < SN / 8; ++c) {
-        s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
-        s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
-        s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
-        s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
-        r0 += s[4 * c] + s[4 * c + 1];
-        r1 += s[4 * c + 2] + s[4 * c + 3];
-      }
-      l0 = l0 * a0 + r0;
-      l1 = l1 * a1 + r1;
-      // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
-      // and the rescale is skipped (exact, not an approximation).
-      if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-        for (int c = 0; c < D / 8; ++c) {
-          o[4 * c] *= a0;
-          o[4 * c + 1] *= a0;
-          o[4 * c + 2] *= a1;
-          o[4 * c + 3] *= a1;
-        }
-      }
-      u32 p[SN / 16][4];
-#pragma unroll
-      for (int kk = 0; kk < SN / 16; ++kk) {
-        p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-        p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-        p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-        p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-      }
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-      wg_fence();
-#pragma unroll
-      for (int kk = 0; kk < SN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(sV + st * VB, 0, u * (SN / 16) + kk, D, NC, swap));
-      wg_commit();
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-    }
+    consume_stage<D, BM, BN, SW>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, swap, t4);
   }
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -288,6 +297,127 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
     if (r1 < Lq) *(u32*)&Oh[(long long)r1 * W + col] = pack_bf2(o[4 * c + 2] * i1, o[4 * c + 3] * i1);
   }
 }
+
+// ---- TMA + mbarrier producer/consumer version (warp-specialised) ----
+// A producer warpgroup (one thread issues the copies) streams Q once and K,
+// Vᵀ tiles through three stages with the bulk tensor copy engine; each stage
+// has a "full" barrier (the copy engine completes its byte count) and an
+// "empty" barrier (every consumer warp arrives after its P·V finished), so
+// the consumer warpgroups never wait on each other at a block barrier.
+// Tensor maps use the 128-byte swizzle, the same layout as tile_off<true>.
+
+struct __align__(64) TmaDesc {
+  u64 v[16];
+};
+
+__device__ __forceinline__ void mbar_init(u32 a, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(a), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(u32 a, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(a), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(u32 a) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(a) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(u32 a, u32 parity) {
+  u32 ok;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!ok);
+}
+__device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0, int c1, u32 bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+
+// tmQ: [B*Lq rows][H*D] box 64×BM; tmK: [B*Lk rows][H*D] box 64×64;
+// tmV: [B*H*D rows][Lkp] box 64×D. grid (ceil(Lq/BM), H, B), 128*(NWG+1)
+// threads; REGS is the consumers' register budget after setmaxnreg.
+template <int D, int NWG, int REGS>
+__device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
+                                          bf16* __restrict__ O, int Lq, int Lk, int H, float scale_log2) {
+  constexpr int BM = 64 * NWG, BN = 64, NS = 3, DH = D / 64;
+  constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = (smem_u32(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 qbar = bars + 16 * NS;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
+  const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
+  const int nkb = (Lk + BN - 1) / BN;
+  if (tid == 0) {
+    for (int st = 0; st < NS; ++st) {
+      mbar_init(bars + 8 * st, 1);
+      mbar_init(bars + 8 * (NS + st), NWG * 4);
+    }
+    mbar_init(qbar, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == NWG) {  // producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
+    if (tid == NWG * 128) {
+      mbar_expect_tx(qbar, QB);
+#pragma unroll
+      for (int hf = 0; hf < DH; ++hf) tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * Lq + q0, qbar);
+      for (int j = 0; j < nkb; ++j) {
+        const int st = j % NS;
+        if (j >= NS) mbar_wait(bars + 8 * (NS + st), ((j / NS) - 1) & 1);  // consumers released the stage
+        mbar_expect_tx(bars + 8 * st, KB + VB);
+#pragma unroll
+        for (int hf = 0; hf < DH; ++hf)
+          tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+        tma_load_2d(sV + st * VB, tmV, j * BN, (z * H + h) * D, bars + 8 * st);
+      }
+    }
+  } else {  // consumer warpgroups
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS));
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    const int t4 = lane & 3;
+    mbar_wait(qbar, 0);
+    for (int j = 0; j < nkb; ++j) {
+      const int st = j % NS;
+      mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+      consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, 0, t4);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = 1.f / l0, i1 = 1.f / l1;
+    const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
+    const long long W = (long long)H * D;
+    bf16* Oh = O + (long long)z * Lq * W + (long long)h * D;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      int col = c * 8 + 2 * t4;
+      if (r0 < Lq) *(u32*)&Oh[(long long)r0 * W + col] = pack_bf2(o[4 * c] * i0, o[4 * c + 1] * i0);
+      if (r1 < Lq) *(u32*)&Oh[(long long)r1 * W + col] = pack_bf2(o[4 * c + 2] * i1, o[4 * c + 3] * i1);
+    }
+  }
+}
+
+#define FLASH_TMA(D, NWG, REGS)                                                                                 \
+  extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_t(              \
+      const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
+      const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
+    flash_tma<D, NWG, REGS>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                        \
+  }
+FLASH_TMA(128, 3, 160)
+FLASH_TMA(128, 2, 240)
+FLASH_TMA(64, 3, 160)
+FLASH_TMA(64, 2, 240)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

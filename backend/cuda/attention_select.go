@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -34,7 +35,8 @@ type variant struct {
 	nwg    int
 	sw     bool
 	stages int
-	bn     int // keys per shared-memory stage (64 or 128)
+	bn     int  // keys per shared-memory stage (64 or 128)
+	tma    bool // copy-engine loads by a producer warpgroup, mbarrier stages
 }
 
 // WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
@@ -42,7 +44,7 @@ type variant struct {
 // "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
 // understood but not built, since it measured no faster (docs/PERF.md).
 // SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3"}
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200).
@@ -76,6 +78,8 @@ func parseVariant(name string) (variant, bool) {
 		v.sw, v.stages = true, 2
 	case "s3":
 		v.sw, v.stages = true, 3
+	case "t":
+		v.sw, v.stages, v.tma = true, 3, true
 	default:
 		return v, false
 	}
@@ -200,13 +204,24 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	if d == 64 && !b.attn.picked {
 		kv, _ = parseVariant(defaultVariant64)
 	}
+	sl := float32(float64(scale) * math.Log2E)
+	if kv.tma {
+		bm, W := 64*kv.nwg, heads*d
+		tmQ := b.tensorMap2D(q.buf.ptr, int64(W), int64(batch*Lq), int64(W*2), 64, bm)
+		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, 64)
+		tmV := b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
+		smem := (bm*d+6*64*d)*2 + 1024 + 64 // tiles, alignment, barriers
+		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_t", d, kv.nwg)),
+			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
+			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)
+		return
+	}
 	bm := 64 * kv.nwg
 	smem := (bm*d + 2*kv.stages*kv.bn*d) * 2
 	if kv.sw {
 		smem += 1024 // room to align the tiles to 1024 bytes
 	}
 	name := fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])
-	sl := float32(float64(scale) * math.Log2E)
 	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * kv.nwg, 1, 1}, smem,
 		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)
 }
@@ -225,4 +240,34 @@ func (x *xorshift) fill(n int) []float32 {
 		out[i] = float32(int64(x.s>>40)-(1<<23)) / (1 << 22)
 	}
 	return out
+}
+
+// tensorMap is a CUtensorMap: 128 opaque bytes, passed by value as a
+// __grid_constant__ kernel parameter.
+type tensorMap [16]uint64
+
+// tensorMap2D describes a row-major bf16 matrix (inner × outer elements,
+// rowBytes apart) for the copy engine: boxes of boxInner × boxOuter, 128-byte
+// swizzle (the layout the wgmma kernels read), zero fill out of bounds.
+// Caller holds the device.
+func (b *Backend) tensorMap2D(addr uintptr, inner, outer, rowBytes int64, boxInner, boxOuter int) *tensorMap {
+	if b.drv.cuTensorMapEncodeTiled == 0 {
+		backend.Fail("cuda: this driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the TMA attention kernels)")
+	}
+	buf := new([24]uint64) // the encoder wants 64-byte alignment
+	off := (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 8
+	dims := [2]uint64{uint64(inner), uint64(outer)}
+	strides := [1]uint64{uint64(rowBytes)}
+	box := [2]uint32{uint32(boxInner), uint32(boxOuter)}
+	estr := [2]uint32{1, 1}
+	const bf16Type, swizzle128, l2Promote128, interleaveNone, oobZero = 9, 3, 2, 0, 0
+	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), bf16Type, 2, addr,
+		uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
+		uintptr(unsafe.Pointer(&estr[0])), interleaveNone, swizzle128, l2Promote128, oobZero)
+	if r != 0 {
+		backend.FailErr(b.drv.check(fmt.Sprintf("cuTensorMapEncodeTiled(%d×%d, stride %d B, box %d×%d)", inner, outer, rowBytes, boxInner, boxOuter), r))
+	}
+	var m tensorMap
+	copy(m[:], buf[off:off+16])
+	return &m
 }

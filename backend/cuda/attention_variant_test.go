@@ -13,6 +13,7 @@ func TestParseVariant(t *testing.T) {
 		{"w3s", 3, 2, true, true},
 		{"w2s3", 2, 3, true, true},
 		{"w3s3", 3, 3, true, true},
+		{"w3t", 3, 3, true, true},
 		{"w9b9", 0, 0, false, false},
 		{"w2p", 0, 0, false, false},
 		{"", 0, 0, false, false},

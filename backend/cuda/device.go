@@ -253,12 +253,14 @@ func (b *Backend) Preload() (compiled, cached int, err error) {
 type launchArgs struct {
 	vals [32]uint64
 	ptrs [32]uintptr
+	maps [4*16 + 8]uint64 // room for 4 tensor maps at a 64-byte-aligned offset
 }
 
 // launch queues k on the stream. Arguments: uintptr (device pointers),
 // int32, int64, float32 — matching the kernel's C parameter types.
 func (b *Backend) launch(k *kernel, grid, block [3]int, smem int, args ...any) {
 	a := b.launchA
+	nmaps := 0
 	if len(args) > len(a.vals) {
 		backend.Fail("cuda: %s: too many kernel arguments", k.name)
 	}
@@ -272,6 +274,17 @@ func (b *Backend) launch(k *kernel, grid, block [3]int, smem int, args ...any) {
 			a.vals[i] = uint64(x)
 		case float32:
 			a.vals[i] = uint64(*(*uint32)(unsafe.Pointer(&x)))
+		case *tensorMap:
+			// 128-byte __grid_constant__ parameter: the driver copies it from here.
+			if nmaps == 4 {
+				backend.Fail("cuda: %s: more than 4 tensor-map arguments", k.name)
+			}
+			off := (64 - int(uintptr(unsafe.Pointer(&a.maps[0]))%64)) % 64 / 8
+			dst := a.maps[off+16*nmaps : off+16*nmaps+16]
+			copy(dst, x[:])
+			nmaps++
+			a.ptrs[i] = uintptr(unsafe.Pointer(&dst[0]))
+			continue
 		default:
 			backend.Fail("cuda: %s: unsupported kernel argument type %T", k.name, v)
 		}

@@ -21,6 +21,7 @@ type driverAPI struct {
 	cuStreamCreate, cuStreamSynchronize                                                              uintptr
 	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy             uintptr
 	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel                        uintptr
+	cuTensorMapEncodeTiled                                                                           uintptr // optional (CUDA 12+)
 }
 
 func loadDriver() (*driverAPI, error) {
@@ -49,6 +50,9 @@ func loadDriver() (*driverAPI, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Optional: drivers before CUDA 12 lack it; the TMA attention kernels
+	// are then not offered.
+	_ = lib.symbols([]sym{{"cuTensorMapEncodeTiled", &d.cuTensorMapEncodeTiled}})
 	return d, nil
 }
 
