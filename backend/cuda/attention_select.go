@@ -47,10 +47,12 @@ type variant struct {
 var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
-// defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200).
+// defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
+// fallbackVariant replaces a TMA default on drivers without tensor maps.
 const (
-	defaultVariant   = "w3s3"
-	defaultVariant64 = "w2s3"
+	defaultVariant   = "w3t"
+	defaultVariant64 = "w3t"
+	fallbackVariant  = "w3s3"
 )
 
 // parseVariant maps a listed variant name to its kernel parameters.
@@ -125,6 +127,8 @@ func (b *Backend) wgmmaReady() bool {
 	variant := defaultVariant
 	if v, ok := strings.CutPrefix(want, "wgmma:"); ok {
 		variant, b.attn.picked = v, true
+	} else if b.drv.cuTensorMapEncodeTiled == 0 {
+		variant, b.attn.picked = fallbackVariant, true // the TMA kernels need CUDA 12 tensor maps
 	}
 	var ok bool
 	if b.attn.v, ok = parseVariant(variant); !ok {
