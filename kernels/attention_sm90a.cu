@@ -128,6 +128,86 @@ __device__ __forceinline__ void pv_mma<128>(float* o, const u32* a, u64 db) { wg
 template <>
 __device__ __forceinline__ void pv_mma<64>(float* o, const u32* a, u64 db) { wgmma_rs_n64(o, a, db); }
 
+// Issues S = Q·K(rows k_row0..+63)ᵀ for this warpgroup; the caller waits.
+template <int D, int BM, int BN, bool SW>
+__device__ __forceinline__ void qk_issue(float* s, u32 sQ, u32 kbase, int k_row0, int wg, int swap) {
+  constexpr int SN = 64, DC = D / 8;
+#pragma unroll
+  for (int i = 0; i < SN / 2; ++i) s[i] = 0.f;
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    s_mma<SN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(kbase, k_row0, kk, BN, DC, swap), kk > 0);
+  wg_commit();
+}
+
+// Masked online softmax of a finished S (keys key0..key0+63), rescale of O,
+// then issues O += P·V(sub-tile u of the stage's Vᵀ); the caller waits.
+template <int D, int BN, bool SW>
+__device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float& m1, float& l0, float& l1, u32 vbase,
+                                           int u, int key0, int Lk, float scale_log2, int swap, int t4) {
+  constexpr int SN = 64, NC = BN / 8;
+  if (key0 + SN > Lk) {  // mask keys past the end
+#pragma unroll
+    for (int c = 0; c < SN / 8; ++c) {
+      int key = key0 + c * 8 + 2 * t4;
+      if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
+      if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+    }
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < SN / 8; ++c) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+  const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+  m0 = n0;
+  m1 = n1;
+  float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+  for (int c = 0; c < SN / 8; ++c) {
+    s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
+    s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
+    s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
+    s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
+    r0 += s[4 * c] + s[4 * c + 1];
+    r1 += s[4 * c + 2] + s[4 * c + 3];
+  }
+  l0 = l0 * a0 + r0;
+  l1 = l1 * a1 + r1;
+  // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
+  // and the rescale is skipped (exact, not an approximation).
+  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      o[4 * c] *= a0;
+      o[4 * c + 1] *= a0;
+      o[4 * c + 2] *= a1;
+      o[4 * c + 3] *= a1;
+    }
+  }
+  u32 p[SN / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < SN / 16; ++kk) {
+    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+  wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < SN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(vbase, 0, u * (SN / 16) + kk, D, NC, swap));
+  wg_commit();
+}
+
 // One warpgroup's work on one shared-memory stage of BN keys (64-key
 // sub-tiles): S = Q·Kᵀ, masked online softmax, O += P·V. kbase/vbase are the
 // stage's K and Vᵀ tiles, tile_key0 its first key.
@@ -135,82 +215,15 @@ template <int D, int BM, int BN, bool SW>
 __device__ __forceinline__ void consume_stage(float* o, float& m0, float& m1, float& l0, float& l1, u32 sQ, u32 kbase,
                                               u32 vbase, int wg, int tile_key0, int Lk, float scale_log2, int swap,
                                               int t4) {
-  constexpr int SN = 64, DC = D / 8, NC = BN / 8;
+  constexpr int SN = 64;
 #pragma unroll 1
   for (int u = 0; u < BN / SN; ++u) {
     float s[SN / 2];
-#pragma unroll
-    for (int i = 0; i < SN / 2; ++i) s[i] = 0.f;
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      s_mma<SN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(kbase, u * SN, kk, BN, DC, swap),
-                kk > 0);
-    wg_commit();
+    qk_issue<D, BM, BN, SW>(s, sQ, kbase, u * SN, wg, swap);
     wg_wait0();
 #pragma unroll
     for (int i = 0; i < SN / 2; ++i) reg_fence(s[i]);
-
-    const int key0 = tile_key0 + u * SN;
-    if (key0 + SN > Lk) {  // mask keys past the end
-#pragma unroll
-      for (int c = 0; c < SN / 8; ++c) {
-        int key = key0 + c * 8 + 2 * t4;
-        if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
-        if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
-      }
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int c = 0; c < SN / 8; ++c) {
-      mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-      mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
-    m0 = n0;
-    m1 = n1;
-    float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int c = 0; c < SN / 8; ++c) {
-      s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
-      s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
-      s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
-      s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
-      r0 += s[4 * c] + s[4 * c + 1];
-      r1 += s[4 * c + 2] + s[4 * c + 3];
-    }
-    l0 = l0 * a0 + r0;
-    l1 = l1 * a1 + r1;
-    // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
-    // and the rescale is skipped (exact, not an approximation).
-    if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-      for (int c = 0; c < D / 8; ++c) {
-        o[4 * c] *= a0;
-        o[4 * c + 1] *= a0;
-        o[4 * c + 2] *= a1;
-        o[4 * c + 3] *= a1;
-      }
-    }
-    u32 p[SN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < SN / 16; ++kk) {
-      p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-      p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-      p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-      p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-    }
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < SN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(vbase, 0, u * (SN / 16) + kk, D, NC, swap));
-    wg_commit();
+    softmax_pv<D, BN, SW>(s, o, m0, m1, l0, l1, vbase, u, tile_key0 + u * SN, Lk, scale_log2, swap, t4);
     wg_wait0();
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
@@ -339,7 +352,7 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0,
 // tmQ: [B*Lq rows][H*D] box 64×BM; tmK: [B*Lk rows][H*D] box 64×64;
 // tmV: [B*H*D rows][Lkp] box 64×D. grid (ceil(Lq/BM), H, B), 128*(NWG+1)
 // threads; REGS is the consumers' register budget after setmaxnreg.
-template <int D, int NWG, int REGS>
+template <int D, int NWG, int REGS, bool PIPE>
 __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
                                           bf16* __restrict__ O, int Lq, int Lk, int H, float scale_log2) {
   constexpr int BM = 64 * NWG, BN = 64, NS = 3, DH = D / 64;
@@ -384,12 +397,46 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     const int t4 = lane & 3;
     mbar_wait(qbar, 0);
-    for (int j = 0; j < nkb; ++j) {
-      const int st = j % NS;
-      mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
-      consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, 0, t4);
-      __syncwarp();
-      if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
+    if (!PIPE) {
+      for (int j = 0; j < nkb; ++j) {
+        const int st = j % NS;
+        mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+        consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, 0,
+                                       t4);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
+      }
+    } else {
+      // Intra-warpgroup overlap: S(j+1) = Q·K(j+1)ᵀ runs on the tensor cores
+      // while this warpgroup does the softmax of tile j.
+      float sc[BN / 2], sn[BN / 2];
+      mbar_wait(bars, 0);
+      qk_issue<D, BM, BN, true>(sc, sQ, sK, 0, wg, 0);
+      wg_wait0();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) reg_fence(sc[i]);
+      for (int j = 0; j < nkb; ++j) {
+        const int st = j % NS;
+        const bool next = j + 1 < nkb;
+        if (next) {
+          const int s1 = (j + 1) % NS;
+          mbar_wait(bars + 8 * s1, ((j + 1) / NS) & 1);
+          qk_issue<D, BM, BN, true>(sn, sQ, sK + s1 * KB, 0, wg, 0);
+        }
+        softmax_pv<D, BN, true>(sc, o, m0, m1, l0, l1, sV + st * VB, 0, j * BN, Lk, scale_log2, 0, t4);
+        wg_wait0();
+#pragma unroll
+        for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bars + 8 * (NS + st));
+        if (next) {
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) {
+            reg_fence(sn[i]);
+            sc[i] = sn[i];
+          }
+        }
+      }
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -408,16 +455,20 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
   }
 }
 
-#define FLASH_TMA(D, NWG, REGS)                                                                                 \
-  extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_t(              \
+#define FLASH_TMA(D, NWG, REGS, PIPE, SUF)                                                                      \
+  extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \
       const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
       const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
-    flash_tma<D, NWG, REGS>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                        \
+    flash_tma<D, NWG, REGS, PIPE>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                  \
   }
-FLASH_TMA(128, 3, 160)
-FLASH_TMA(128, 2, 240)
-FLASH_TMA(64, 3, 160)
-FLASH_TMA(64, 2, 240)
+FLASH_TMA(128, 3, 160, false, t)
+FLASH_TMA(128, 2, 240, false, t)
+FLASH_TMA(128, 3, 160, true, tp)
+FLASH_TMA(128, 2, 240, true, tp)
+FLASH_TMA(64, 3, 160, false, t)
+FLASH_TMA(64, 2, 240, false, t)
+FLASH_TMA(64, 3, 160, true, tp)
+FLASH_TMA(64, 2, 240, true, tp)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

@@ -44,7 +44,7 @@ type variant struct {
 // "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
 // understood but not built, since it measured no faster (docs/PERF.md).
 // SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t"}
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w2tp", "w3tp"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
@@ -80,7 +80,7 @@ func parseVariant(name string) (variant, bool) {
 		v.sw, v.stages = true, 2
 	case "s3":
 		v.sw, v.stages = true, 3
-	case "t":
+	case "t", "tp":
 		v.sw, v.stages, v.tma = true, 3, true
 	default:
 		return v, false
@@ -215,7 +215,7 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, 64)
 		tmV := b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
 		smem := (bm*d+6*64*d)*2 + 1024 + 64 // tiles, alignment, barriers
-		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_t", d, kv.nwg)),
+		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)
 		return
