@@ -352,7 +352,7 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0,
 // tmQ: [B*Lq rows][H*D] box 64×BM; tmK: [B*Lk rows][H*D] box 64×64;
 // tmV: [B*H*D rows][Lkp] box 64×D. grid (ceil(Lq/BM), H, B), 128*(NWG+1)
 // threads; REGS is the consumers' register budget after setmaxnreg.
-template <int D, int NWG, int REGS, bool PIPE>
+template <int D, int NWG, int REGS>
 __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
                                           bf16* __restrict__ O, int Lq, int Lk, int H, float scale_log2) {
   constexpr int BM = 64 * NWG, BN = 64, NS = 3, DH = D / 64;
@@ -397,46 +397,13 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     const int t4 = lane & 3;
     mbar_wait(qbar, 0);
-    if (!PIPE) {
-      for (int j = 0; j < nkb; ++j) {
-        const int st = j % NS;
-        mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
-        consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, 0,
-                                       t4);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
-      }
-    } else {
-      // Intra-warpgroup overlap: S(j+1) = Q·K(j+1)ᵀ runs on the tensor cores
-      // while this warpgroup does the softmax of tile j.
-      float sc[BN / 2], sn[BN / 2];
-      mbar_wait(bars, 0);
-      qk_issue<D, BM, BN, true>(sc, sQ, sK, 0, wg, 0);
-      wg_wait0();
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) reg_fence(sc[i]);
-      for (int j = 0; j < nkb; ++j) {
-        const int st = j % NS;
-        const bool next = j + 1 < nkb;
-        if (next) {
-          const int s1 = (j + 1) % NS;
-          mbar_wait(bars + 8 * s1, ((j + 1) / NS) & 1);
-          qk_issue<D, BM, BN, true>(sn, sQ, sK + s1 * KB, 0, wg, 0);
-        }
-        softmax_pv<D, BN, true>(sc, o, m0, m1, l0, l1, sV + st * VB, 0, j * BN, Lk, scale_log2, 0, t4);
-        wg_wait0();
-#pragma unroll
-        for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-        __syncwarp();
-        if (lane == 0) mbar_arrive(bars + 8 * (NS + st));
-        if (next) {
-#pragma unroll
-          for (int i = 0; i < BN / 2; ++i) {
-            reg_fence(sn[i]);
-            sc[i] = sn[i];
-          }
-        }
-      }
+    for (int j = 0; j < nkb; ++j) {
+      const int st = j % NS;
+      mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+      consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, 0,
+                                     t4);
+      __syncwarp();
+      if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -455,20 +422,16 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
   }
 }
 
-#define FLASH_TMA(D, NWG, REGS, PIPE, SUF)                                                                      \
+#define FLASH_TMA(D, NWG, REGS, SUF)                                                                            \
   extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \
       const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
       const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
-    flash_tma<D, NWG, REGS, PIPE>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                  \
+    flash_tma<D, NWG, REGS>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                        \
   }
-FLASH_TMA(128, 3, 160, false, t)
-FLASH_TMA(128, 2, 240, false, t)
-FLASH_TMA(128, 3, 160, true, tp)
-FLASH_TMA(128, 2, 240, true, tp)
-FLASH_TMA(64, 3, 160, false, t)
-FLASH_TMA(64, 2, 240, false, t)
-FLASH_TMA(64, 3, 160, true, tp)
-FLASH_TMA(64, 2, 240, true, tp)
+FLASH_TMA(128, 3, 160, t)
+FLASH_TMA(128, 2, 240, t)
+FLASH_TMA(64, 3, 160, t)
+FLASH_TMA(64, 2, 240, t)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

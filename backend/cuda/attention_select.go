@@ -44,7 +44,7 @@ type variant struct {
 // "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
 // understood but not built, since it measured no faster (docs/PERF.md).
 // SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w2tp", "w3tp"}
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t"}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
@@ -80,7 +80,7 @@ func parseVariant(name string) (variant, bool) {
 		v.sw, v.stages = true, 2
 	case "s3":
 		v.sw, v.stages = true, 3
-	case "t", "tp":
+	case "t":
 		v.sw, v.stages, v.tma = true, 3, true
 	default:
 		return v, false
