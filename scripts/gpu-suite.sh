@@ -24,7 +24,7 @@ build)
 	src="${TURBODIFFUSION_GOLDEN:-../shared/golden}"
 	if [ -d "$src" ]; then
 		mkdir -p .gpu/golden/tokenizer
-		for f in manifest.json dit_inputs.safetensors dit_weights.pth dit_int8.pth dit_fp32.safetensors \
+		for f in manifest.json dit_inputs.safetensors dit_weights.pth dit_int8.pth dit_fp32.safetensors int8_linear.safetensors sla_unit.safetensors \
 			dit_bf16.safetensors dit_int8.safetensors vae.safetensors umt5.safetensors; do
 			cp "$src/$f" .gpu/golden/
 		done

@@ -15,5 +15,5 @@ if ! grep -rqs "non-free" /etc/apt/sources.list /etc/apt/sources.list.d/; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends ffmpeg libnvrtc11.2 >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends ffmpeg libnvrtc11.2 libnvrtc-builtins11.8 >/dev/null
 echo "setup-ci: ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3), NVRTC: $(ls /usr/lib/x86_64-linux-gnu/libnvrtc.so* 2>/dev/null | head -1)"

@@ -52,6 +52,7 @@ func convTile(cout int) (name string, bm, bn, smem int) {
 // implicit GEMM (weights repacked to bf16 [Cout][tap][Cin rounded up to 32]
 // per call); F32 input runs a direct fp32 convolution.
 func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	defer keepAlive(xt, wt, biast) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
 	checkFloat("Conv3d weight", w)
@@ -113,6 +114,7 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 // ChannelRMSNorm implements backend.VAEOps (fused with SiLU when silu is
 // set), one thread per position.
 func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tensor {
+	defer keepAlive(xt, gt) // inputs (and inline views) must outlive their kernels
 	x, g := T(xt), T(gt)
 	checkFloat("ChannelRMSNorm x", x)
 	checkFloat("ChannelRMSNorm gamma", g)
@@ -143,6 +145,7 @@ func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tenso
 
 // UpsampleNearest2x implements backend.VAEOps.
 func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {
+	defer keepAlive(xt) // inputs (and inline views) must outlive their kernels
 	x := T(xt)
 	checkFloat("UpsampleNearest2x", x)
 	if len(x.shape) != 4 {
@@ -169,6 +172,7 @@ func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 // rounds into the channel-first output. Memory: P² floats for S plus P²
 // bf16 probabilities (234 MB at the 480p latent's 60×104 pixels).
 func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
+	defer keepAlive(qkvt) // inputs (and inline views) must outlive their kernels
 	x := T(qkvt)
 	checkFloat("FrameAttention qkv", x)
 	if len(x.shape) != 4 || x.shape[0]%3 != 0 || x.shape[0] == 0 {

@@ -222,9 +222,7 @@ func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tenso
 	defer m.free(rows...)
 
 	// Self-attention.
-	n := be.LayerNorm(x, nil, nil, c.Eps, dt)
-	a := be.Modulate(n, v[0], v[1])
-	m.free(n)
+	a := m.normModulate(x, v[0], v[1], dt)
 	y := m.selfAttention(i, a, ang)
 	m.free(a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
@@ -245,9 +243,7 @@ func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tenso
 	m.free(x1, co)
 
 	// Feed-forward.
-	n2 := be.LayerNorm(x2, nil, nil, c.Eps, dt)
-	f := be.Modulate(n2, v[3], v[4])
-	m.free(n2)
+	f := m.normModulate(x2, v[3], v[4], dt)
 	h := m.apply(b.ffn0, f)
 	m.free(f)
 	g := be.GELUTanh(h)
@@ -291,4 +287,20 @@ func (m *Model) selfAttention(i int, a, ang backend.Tensor) backend.Tensor {
 	out := m.apply(b.so, o)
 	m.free(o)
 	return out
+}
+
+// layerNormModulator is an optional fused op: LayerNorm without affine
+// rounded to x's dtype, then Modulate, in one pass (the CUDA backend has it).
+type layerNormModulator interface {
+	LayerNormModulate(x, shift, scale backend.Tensor, eps float32) backend.Tensor
+}
+
+// normModulate is bf16(LN(x))·(1+scale)+shift, fused where the backend can.
+func (m *Model) normModulate(x, shift, scale backend.Tensor, dt tensor.DType) backend.Tensor {
+	if f, ok := m.be.(layerNormModulator); ok && x.DType() == dt {
+		return f.LayerNormModulate(x, shift, scale, m.Config.Eps)
+	}
+	n := m.be.LayerNorm(x, nil, nil, m.Config.Eps, dt)
+	defer m.free(n)
+	return m.be.Modulate(n, shift, scale)
 }
