@@ -17,8 +17,8 @@ case "${1:-}" in
 build)
 	set -e
 	mkdir -p .gpu
-	CGO_ENABLED=0 go build -o .gpu/turbodiffusion ./cmd/turbodiffusion
-	CGO_ENABLED=0 go test -c -o .gpu/cuda.test ./backend/cuda
+	CGO_ENABLED=0 go build -ldflags="-s -w" -o .gpu/turbodiffusion ./cmd/turbodiffusion
+	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpu/cuda.test ./backend/cuda
 	# The conformance files the GPU tests read (the set beside the checkout
 	# does not travel to the GPU machine), and a tokenizer for bench e2e.
 	src="${TURBODIFFUSION_GOLDEN:-../shared/golden}"
