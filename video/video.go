@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 )
 
 // Clip is a sequence of RGB frames of one size.
@@ -115,14 +117,16 @@ func WriteGIF(path string, c *Clip) error {
 		return err
 	}
 	return atomicWrite(path, func(tmp string) error {
-		g := &gif.GIF{}
+		g := &gif.GIF{Image: make([]*image.Paletted, len(c.Frames)), Delay: make([]int, len(c.Frames))}
 		delay := max(1, (100+c.FPS/2)/c.FPS)
-		for _, f := range c.Frames {
-			img := image.NewPaletted(image.Rect(0, 0, c.Width, c.Height), palette.Plan9)
-			draw.FloydSteinberg.Draw(img, img.Bounds(), rgbImage(c.Width, c.Height, f), image.Point{})
-			g.Image = append(g.Image, img)
-			g.Delay = append(g.Delay, delay)
-		}
+		// Frames are dithered independently, so quantise them on every core.
+		parallel.For(len(c.Frames), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				img := image.NewPaletted(image.Rect(0, 0, c.Width, c.Height), palette.Plan9)
+				draw.FloydSteinberg.Draw(img, img.Bounds(), rgbImage(c.Width, c.Height, c.Frames[i]), image.Point{})
+				g.Image[i], g.Delay[i] = img, delay
+			}
+		})
 		out, err := os.Create(tmp)
 		if err != nil {
 			return err

@@ -30,9 +30,9 @@ func convMT(cout int) int {
 // convWide selects the bf16 conv kernels with 256-position tiles
 // (conv3d_bf16_m<MT>_w: half the shared-memory traffic per multiply-add, one
 // block per SM) over the 128-position ones (two blocks per SM) for outputs
-// that use MT ≥ 2. Which is faster is for BenchmarkConv3dBF16 on the GPU to
-// say; both are tested.
-var convWide = false
+// that use MT ≥ 2. BenchmarkConv3dBF16 measured the wide tiles faster on
+// every decoder shape (H100, 2026-11-26); both stay tested.
+var convWide = true // H100: 146-164 vs 104-119 TFLOP/s on the decoder's 3x3x3 convs (PERF.md)
 
 // convTile returns the bf16 conv kernel for cout output channels, its tile
 // (rows, positions) and its dynamic shared memory in bytes (conv3d.cu).
