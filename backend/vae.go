@@ -86,3 +86,13 @@ type VAE interface {
 	Core
 	VAEOps
 }
+
+// Conv3dHistory is an optional VAEOps extension for causal convolutions
+// over chunks: Conv3dWithHistory(hist, x, w, bias, p) equals
+// Conv3d(Concat(1, hist, x), w, bias, p) (hist nil: Conv3d(x, ...)) with
+// the same numerics, but a backend may read the two parts in place instead
+// of copying every chunk into a concatenation. hist [Cin,Th,H,W] must match
+// x [Cin,T,H,W] in dtype, channels and frame size.
+type Conv3dHistory interface {
+	Conv3dWithHistory(hist, x, w, bias Tensor, p Conv3dParams) Tensor
+}

@@ -33,6 +33,17 @@ const vaeColFloats = 1 << 22
 // vaeColPool recycles im2col blocks between convolutions.
 var vaeColPool = sync.Pool{New: func() any { return new([]float32) }}
 
+// Conv3dWithHistory implements backend.Conv3dHistory as the reference:
+// the concatenation, then Conv3d.
+func (b *Backend) Conv3dWithHistory(hist, x, w, bias backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	if hist == nil {
+		return b.Conv3d(x, w, bias, p)
+	}
+	in := b.Concat(1, hist, x)
+	defer b.Free(in)
+	return b.Conv3d(in, w, bias, p)
+}
+
 // Conv3d implements backend.VAEOps as an implicit GEMM. The input is first
 // copied channels-last with its zero padding, [T'][H'][W'][Cin], so that
 // for one output position and one (kt, kh) tap the kw taps' inputs are a
@@ -140,23 +151,6 @@ func vaeStoreConv(row []float32, co int, dt tensor.DType, bias []float32) {
 		}
 		row[j] = v
 	}
-}
-
-// vaeDot is a float32 dot product with four partial sums.
-func vaeDot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
 // ChannelRMSNorm implements backend.VAEOps.

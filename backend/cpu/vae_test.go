@@ -272,3 +272,32 @@ func BenchmarkConv3d(b *testing.B) {
 	}
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
+
+// TestConv3dWithHistory checks the causal-history form against Conv3d on
+// the concatenation, and that a nil history is a plain Conv3d.
+func TestConv3dWithHistory(t *testing.T) {
+	b := New()
+	var _ backend.Conv3dHistory = b
+	hs, xs, ws := []int{4, 2, 5, 6}, []int{4, 3, 5, 6}, []int{2, 4, 3, 3, 3}
+	h := b.Upload(tensor.BF16, hs, vaeRand(1, tensor.NumElements(hs)))
+	x := b.Upload(tensor.BF16, xs, vaeRand(2, tensor.NumElements(xs)))
+	w := b.Upload(tensor.BF16, ws, vaeRand(3, tensor.NumElements(ws)))
+	p := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	want := b.Download(b.Conv3d(b.Concat(1, h, x), w, nil, p))
+	got := b.Conv3dWithHistory(h, x, w, nil, p)
+	if sh := got.Shape(); sh[1] != 3 {
+		t.Fatalf("output shape %v, want 3 frames", sh)
+	}
+	for i, v := range b.Download(got) {
+		if v != want[i] {
+			t.Fatalf("value %d: %v, want %v", i, v, want[i])
+		}
+	}
+	p.PadT = [2]int{2, 0}
+	want = b.Download(b.Conv3d(x, w, nil, p))
+	for i, v := range b.Download(b.Conv3dWithHistory(nil, x, w, nil, p)) {
+		if v != want[i] {
+			t.Fatalf("nil history, value %d: %v, want %v", i, v, want[i])
+		}
+	}
+}

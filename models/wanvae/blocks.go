@@ -34,20 +34,35 @@ func (s *state) free() {
 // convolution over the whole sequence.
 func (s *state) causal(c *conv, x backend.Tensor, pad int) backend.Tensor {
 	b := s.b
-	in := x
 	h := s.hist[c]
 	nh := 0
 	if h != nil {
-		in = b.Concat(1, h, x)
 		nh = h.Shape()[1]
 	}
-	out := b.Conv3d(in, c.w, c.b, backend.Conv3dParams{
-		PadT: [2]int{2 - nh, 0}, PadH: [2]int{pad, pad}, PadW: [2]int{pad, pad},
-	})
-	t := in.Shape()[1]
-	s.hist[c] = b.Slice(in, 1, t-min(2, t), t)
+	p := backend.Conv3dParams{PadT: [2]int{2 - nh, 0}, PadH: [2]int{pad, pad}, PadW: [2]int{pad, pad}}
+	in := x // the concatenation [history, x], made only when needed
+	var out backend.Tensor
+	if hc, ok := b.(backend.Conv3dHistory); ok {
+		out = hc.Conv3dWithHistory(h, x, c.w, c.b, p) // no copy of the chunk
+	} else {
+		if h != nil {
+			in = b.Concat(1, h, x)
+		}
+		out = b.Conv3d(in, c.w, c.b, p)
+	}
+	if t := x.Shape()[1]; t >= 2 || h == nil {
+		s.hist[c] = b.Slice(x, 1, t-min(2, t), t)
+	} else {
+		if in == x {
+			in = b.Concat(1, h, x)
+		}
+		t = in.Shape()[1]
+		s.hist[c] = b.Slice(in, 1, t-min(2, t), t)
+	}
 	if h != nil {
 		b.Free(h)
+	}
+	if in != x {
 		b.Free(in)
 	}
 	return out
