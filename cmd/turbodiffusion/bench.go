@@ -14,6 +14,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -198,7 +199,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 // latent [16, T, H, W] (wall clock: Forward returns host data, so it is
 // synchronous), text embedded once as a sampler does.
 func benchDiT(b *cuda.Backend, cfg wan.Config, T, H, W, iters int) (r benchResult, err error) {
-	f := newRandomDiT(cfg)
+	f := randomDiT(cfg)
 	t0 := time.Now()
 	m, err := wan.Load(b, f, wan.Options{DType: tensor.BF16, Attention: backend.Dense})
 	if err != nil {
@@ -258,108 +259,8 @@ func (r *fastRand) normal(n int) []float32 {
 	return out
 }
 
-// randomDiT is an in-memory checkpoint of a Wan DiT configuration with
-// random weights, generated on read (REFERENCE.md §2.2 key layout).
-type randomDiT struct {
-	cfg   wan.Config
-	infos map[string]checkpoint.Info
-	names []string
+// randomDiT is a Wan DiT checkpoint of configuration c with deterministic
+// random bf16 weights at the real shapes, generated on read.
+func randomDiT(c wan.Config) checkpoint.File {
+	return testmodels.NewRandom("random:"+c.Name, wan.Tensors(c), 1)
 }
-
-func newRandomDiT(c wan.Config) *randomDiT {
-	f := &randomDiT{cfg: c, infos: map[string]checkpoint.Info{}}
-	D := c.Dim
-	add := func(name string, shape ...int) {
-		f.infos[name] = checkpoint.Info{Name: name, DType: tensor.BF16, Shape: shape}
-		f.names = append(f.names, name)
-	}
-	add("patch_embedding.weight", D, c.InDim*4)
-	add("patch_embedding.bias", D)
-	add("text_embedding.0.weight", D, c.TextDim)
-	add("text_embedding.0.bias", D)
-	add("text_embedding.2.weight", D, D)
-	add("text_embedding.2.bias", D)
-	add("time_embedding.0.weight", D, c.FreqDim)
-	add("time_embedding.0.bias", D)
-	add("time_embedding.2.weight", D, D)
-	add("time_embedding.2.bias", D)
-	add("time_projection.1.weight", 6*D, D)
-	add("time_projection.1.bias", 6*D)
-	add("head.head.weight", 4*c.OutDim, D)
-	add("head.head.bias", 4*c.OutDim)
-	add("head.modulation", 1, 2, D)
-	for i := 0; i < c.Layers; i++ {
-		p := fmt.Sprintf("blocks.%d.", i)
-		add(p+"modulation", 1, 6, D)
-		for _, l := range []string{"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o"} {
-			add(p+l+".weight", D, D)
-			add(p+l+".bias", D)
-		}
-		add(p+"ffn.0.weight", c.FFNDim, D)
-		add(p+"ffn.0.bias", c.FFNDim)
-		add(p+"ffn.2.weight", D, c.FFNDim)
-		add(p+"ffn.2.bias", D)
-		for _, n := range []string{"self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k", "norm3"} {
-			add(p+n+".weight", D)
-		}
-		add(p+"norm3.bias", D)
-	}
-	sort.Strings(f.names)
-	return f
-}
-
-func (f *randomDiT) Path() string    { return "random:" + f.cfg.Name }
-func (f *randomDiT) Names() []string { return f.names }
-func (f *randomDiT) Info(name string) (checkpoint.Info, bool) {
-	i, ok := f.infos[name]
-	return i, ok
-}
-
-// Float32 draws the tensor: weights ~ U·1/√fan_in, norm weights near 1,
-// biases and modulation small.
-func (f *randomDiT) Float32(name string) ([]float32, error) {
-	info, ok := f.infos[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: no tensor %q", f.Path(), name)
-	}
-	var seed uint64
-	for _, c := range name {
-		seed = seed*131 + uint64(c)
-	}
-	v := newFastRand(seed).normal(tensor.NumElements(info.Shape))
-	scale := float32(0.02)
-	switch {
-	case strings.HasSuffix(name, ".weight") && len(info.Shape) == 2:
-		scale = float32(1 / math.Sqrt(float64(info.Shape[1])))
-	case strings.Contains(name, "norm"):
-		for i := range v {
-			v[i] = 1 + 0.1*v[i]
-		}
-		return v, nil
-	case strings.HasSuffix(name, "modulation"):
-		scale = 0.1
-	}
-	for i := range v {
-		v[i] *= scale
-	}
-	return v, nil
-}
-
-func (f *randomDiT) Int8(name string) ([]int8, error) {
-	return nil, fmt.Errorf("%s: tensor %q is not int8", f.Path(), name)
-}
-
-func (f *randomDiT) Raw(name string) ([]byte, error) {
-	v, err := f.Float32(name)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 2*len(v))
-	for i, x := range v {
-		h := tensor.BF16FromF32(x)
-		out[2*i], out[2*i+1] = byte(h), byte(h>>8)
-	}
-	return out, nil
-}
-
-func (f *randomDiT) Close() error { return nil }

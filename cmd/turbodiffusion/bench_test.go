@@ -19,7 +19,7 @@ func TestRandomDiTLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Dim, c.Heads, c.FFNDim, c.Layers, c.TextDim = 256, 2, 512, 2, 64
-	f := newRandomDiT(c)
+	f := randomDiT(c)
 	fi, err := wan.DetectConfig(f)
 	if err != nil {
 		t.Fatal(err)
