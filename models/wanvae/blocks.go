@@ -87,6 +87,26 @@ func (s *state) forward(l layer, x backend.Tensor) backend.Tensor {
 	return nil
 }
 
+// forwardAll runs the layers of a stage in turn, freeing each input.
+func (s *state) forwardAll(ls []layer, x backend.Tensor) backend.Tensor {
+	for _, l := range ls {
+		y := s.forward(l, x)
+		s.b.Free(x)
+		x = y
+	}
+	return x
+}
+
+// head is the encoder's and decoder's output head, causal conv(SiLU(RMS(x)))
+// with norm scale g; it frees x.
+func (s *state) head(g backend.Tensor, c *conv, x backend.Tensor) backend.Tensor {
+	y := s.b.ChannelRMSNorm(x, g, true)
+	s.b.Free(x)
+	x = s.causal(c, y, 1)
+	s.b.Free(y)
+	return x
+}
+
 // res is ResidualBlock: x + convs(SiLU(RMS(...))), with a 1x1x1 shortcut
 // when the width changes.
 func (s *state) res(r *resBlock, x backend.Tensor) backend.Tensor {

@@ -111,20 +111,9 @@ func (v *VAE) decodeChunk(s *state, x backend.Tensor) backend.Tensor {
 	b.Free(x)
 	x = s.causal(v.decConv1, y, 1)
 	b.Free(y)
-	for _, l := range v.decMid {
-		y = s.forward(l, x)
-		b.Free(x)
-		x = y
-	}
-	for _, l := range v.decUp {
-		y = s.forward(l, x)
-		b.Free(x)
-		x = y
-	}
-	y = b.ChannelRMSNorm(x, v.decHeadG, true)
-	b.Free(x)
-	x = s.causal(v.decHead, y, 1)
-	b.Free(y)
+	x = s.forwardAll(v.decMid, x)
+	x = s.forwardAll(v.decUp, x)
+	x = s.head(v.decHeadG, v.decHead, x)
 	out := b.Cast(x, tensor.F32)
 	b.Free(x)
 	return out

@@ -83,21 +83,9 @@ func (v *VAE) encodeChunk(s *state, x backend.Tensor) backend.Tensor {
 	b := v.b
 	y := s.causal(v.encConv1, x, 1)
 	b.Free(x)
-	x = y
-	for _, l := range v.encDown {
-		y = s.forward(l, x)
-		b.Free(x)
-		x = y
-	}
-	for _, l := range v.encMid {
-		y = s.forward(l, x)
-		b.Free(x)
-		x = y
-	}
-	y = b.ChannelRMSNorm(x, v.encHeadG, true)
-	b.Free(x)
-	x = s.causal(v.encHead, y, 1)
-	b.Free(y)
+	x = s.forwardAll(v.encDown, y)
+	x = s.forwardAll(v.encMid, x)
+	x = s.head(v.encHeadG, v.encHead, x)
 	y = pointwise(b, v.quant, x)
 	b.Free(x)
 	out := b.Cast(y, tensor.F32)
