@@ -37,46 +37,19 @@ func (r *SLARecorder) SparseLinearAttention(q, k, v backend.Tensor, heads int, c
 
 func (b *Backend) sparseLinearAttention(q, k, v backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor) (backend.Tensor, [][]int8) {
 	qt, kt, vt := T(q), T(k), T(v)
+	const op = "cpu: SparseLinearAttention"
 	for _, x := range []struct {
 		name string
 		t    *Tensor
 	}{{"q", qt}, {"k", kt}, {"v", vt}} {
 		if x.t.dt != tensor.F32 && x.t.dt != tensor.BF16 {
-			backend.Fail("cpu: SparseLinearAttention: %s must be float32 or bfloat16, got %v", x.name, x.t.dt)
-		}
-		if !backend.SameShape(x.t.shape, qt.shape) {
-			backend.Fail("cpu: SparseLinearAttention: %s shape %v differs from q's %v", x.name, x.t.shape, qt.shape)
+			backend.Fail("%s: %s must be float32 or bfloat16, got %v", op, x.name, x.t.dt)
 		}
 	}
-	if len(qt.shape) != 2 && len(qt.shape) != 3 {
-		backend.Fail("cpu: SparseLinearAttention: q must be [L, heads·d] or [B, L, heads·d], got %v", qt.shape)
-	}
-	hd := qt.shape[len(qt.shape)-1]
-	if heads <= 0 || hd%heads != 0 {
-		backend.Fail("cpu: SparseLinearAttention: width %d is not divisible into %d heads", hd, heads)
-	}
-	d := hd / heads
-	L := qt.shape[len(qt.shape)-2]
-	batches := 1
-	if len(qt.shape) == 3 {
-		batches = qt.shape[0]
-	}
+	batches, L, d := backend.SLAShape(op, q, k, v, heads)
+	hd := heads * d
 	var scfg sla.Config
-	switch cfg.Kind {
-	case backend.SLA:
-		scfg.BlockQ, scfg.BlockK = 128, 64
-	case backend.SageSLA:
-		scfg.Sage = true
-		scfg.BlockQ, scfg.BlockK = 64, 128
-	default:
-		backend.Fail("cpu: SparseLinearAttention: attention kind %v is not SLA or SageSLA", cfg.Kind)
-	}
-	if cfg.BlockQ != 0 {
-		scfg.BlockQ = cfg.BlockQ
-	}
-	if cfg.BlockK != 0 {
-		scfg.BlockK = cfg.BlockK
-	}
+	scfg.BlockQ, scfg.BlockK, scfg.Sage = cfg.Blocks(op)
 	scfg.L, scfg.Heads, scfg.D, scfg.TopK = L, heads, d, cfg.TopK
 	scfg.BF16Map = qt.dt == tensor.BF16 && kt.dt == tensor.BF16
 	scfg.BlockMap = cfg.BlockMap

@@ -39,41 +39,15 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 		t    *Tensor
 	}{{"q", p.q}, {"k", p.k}, {"v", p.v}} {
 		checkFloat("SparseLinearAttention "+x.name, x.t)
-		if !backend.SameShape(x.t.shape, p.q.shape) {
-			backend.Fail("cuda: SparseLinearAttention: %s shape %v differs from q's %v", x.name, x.t.shape, p.q.shape)
-		}
 	}
-	nd := len(p.q.shape)
-	if nd != 2 && nd != 3 {
-		backend.Fail("cuda: SparseLinearAttention: q must be [L, heads·d] or [B, L, heads·d], got %v", p.q.shape)
+	const op = "cuda: SparseLinearAttention"
+	batches, L, d := backend.SLAShape(op, qt, kt, vt, heads)
+	if d != 128 {
+		backend.Fail("%s: head dim %d not supported (the CUDA kernels take 128)", op, d)
 	}
-	hd := p.q.shape[nd-1]
-	if heads <= 0 || hd%heads != 0 {
-		backend.Fail("cuda: SparseLinearAttention: width %d is not divisible into %d heads", hd, heads)
-	}
-	if d := hd / heads; d != 128 {
-		backend.Fail("cuda: SparseLinearAttention: head dim %d not supported (the CUDA kernels take 128)", d)
-	}
-	p.batches = 1
-	if nd == 3 {
-		p.batches = p.q.shape[0]
-	}
-	g := sla.Geometry{L: p.q.shape[nd-2], Heads: heads, D: 128, TopK: cfg.TopK}
-	switch cfg.Kind {
-	case backend.SLA:
-		g.BlockQ, g.BlockK = 128, 64
-	case backend.SageSLA:
-		p.sage = true
-		g.BlockQ, g.BlockK = 64, 128
-	default:
-		backend.Fail("cuda: SparseLinearAttention: attention kind %v is not SLA or SageSLA", cfg.Kind)
-	}
-	if cfg.BlockQ != 0 {
-		g.BlockQ = cfg.BlockQ
-	}
-	if cfg.BlockK != 0 {
-		g.BlockK = cfg.BlockK
-	}
+	p.batches = batches
+	g := sla.Geometry{L: L, Heads: heads, D: 128, TopK: cfg.TopK}
+	g.BlockQ, g.BlockK, p.sage = cfg.Blocks(op)
 	if (g.BlockQ != 64 && g.BlockQ != 128) || (g.BlockK != 64 && g.BlockK != 128) {
 		backend.Fail("cuda: SparseLinearAttention: block sizes %d/%d not supported (query and key blocks must be 64 or 128)", g.BlockQ, g.BlockK)
 	}
