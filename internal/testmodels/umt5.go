@@ -1,16 +1,15 @@
-// Package testmodels writes small random checkpoints for tests that need a
-// model no conformance set ships (e.g. a umT5 encoder whose vocabulary covers
-// the golden tokenizer and whose width is the DiT's text_dim).
+// Package testmodels makes random checkpoints: small ones written to disk
+// for tests that need a model no conformance set ships (e.g. a umT5 encoder
+// whose vocabulary covers the golden tokenizer and whose width is the DiT's
+// text_dim), and in-memory ones at real shapes for benchmarks (Random).
 package testmodels
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 // WriteUMT5 writes a random bf16 umT5 encoder (2 layers, attention width 64
@@ -18,17 +17,9 @@ import (
 // under Wan's key names. Weights are scaled like a trained model's so
 // activations stay in range.
 func WriteUMT5(path string, vocab, dim int, seed int64) error {
-	r := rand.New(rand.NewSource(seed))
+	w := &bf16Tensors{r: rand.New(rand.NewSource(seed))}
 	const attn, heads, ffn, layers, buckets = 64, 2, 128, 2, 32
-	var ts []checkpoint.Tensor
-	add := func(name string, shape []int, std, mean float64) {
-		n := tensor.NumElements(shape)
-		b := make([]byte, 2*n)
-		for i := 0; i < n; i++ {
-			binary.LittleEndian.PutUint16(b[2*i:], tensor.BF16FromF32(float32(mean+std*r.NormFloat64())))
-		}
-		ts = append(ts, checkpoint.Tensor{Name: name, DType: tensor.BF16, Shape: shape, Data: b})
-	}
+	add := w.add
 	inv := func(n int) float64 { return 1 / math.Sqrt(float64(n)) }
 	add("token_embedding.weight", []int{vocab, dim}, 1, 0)
 	for i := 0; i < layers; i++ {
@@ -45,5 +36,5 @@ func WriteUMT5(path string, vocab, dim int, seed int64) error {
 		add(p+"pos_embedding.embedding.weight", []int{buckets, heads}, 0.25, 0)
 	}
 	add("norm.weight", []int{dim}, 0.01, 1)
-	return checkpoint.WriteSafetensors(path, ts)
+	return checkpoint.WriteSafetensors(path, w.ts)
 }

@@ -1,13 +1,11 @@
 package testmodels
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 // WriteWanI2V writes a random bf16 Wan2.2-I2V-style DiT expert (36 input
@@ -25,17 +23,9 @@ func WriteWanT2V(path string, textDim int, seed int64) error {
 }
 
 func writeWan(path string, inDim, textDim int, seed int64) error {
-	r := rand.New(rand.NewSource(seed))
+	w := &bf16Tensors{r: rand.New(rand.NewSource(seed))}
 	const dim, ffn, freq, out = 128, 256, 64, 16
-	var ts []checkpoint.Tensor
-	add := func(name string, shape []int, std, mean float64) {
-		n := tensor.NumElements(shape)
-		b := make([]byte, 2*n)
-		for i := 0; i < n; i++ {
-			binary.LittleEndian.PutUint16(b[2*i:], tensor.BF16FromF32(float32(mean+std*r.NormFloat64())))
-		}
-		ts = append(ts, checkpoint.Tensor{Name: name, DType: tensor.BF16, Shape: shape, Data: b})
-	}
+	add := w.add
 	lin := func(name string, o, i int) {
 		add(name+".weight", []int{o, i}, 1/math.Sqrt(float64(i)), 0)
 		add(name+".bias", []int{o}, 0.02, 0)
@@ -60,7 +50,7 @@ func writeWan(path string, inDim, textDim int, seed int64) error {
 	}
 	add(p+"norm3.bias", []int{dim}, 0.02, 0)
 	lin(p+"self_attn.attn_op.local_attn.proj_l", 128, 128)
-	if err := checkpoint.WriteSafetensors(path, ts); err != nil {
+	if err := checkpoint.WriteSafetensors(path, w.ts); err != nil {
 		return fmt.Errorf("testmodels: %w", err)
 	}
 	return nil
