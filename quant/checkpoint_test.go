@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -49,7 +50,7 @@ func TestQuantizeCheckpointConformance(t *testing.T) {
 	for _, name := range want.Names() {
 		gi, _ := got.Info(name)
 		wi, _ := want.Info(name)
-		if gi.DType != wi.DType || !sameShape(gi.Shape, wi.Shape) {
+		if gi.DType != wi.DType || !slices.Equal(gi.Shape, wi.Shape) {
 			t.Errorf("%s: %v %v, reference %v %v", name, gi.DType, gi.Shape, wi.DType, wi.Shape)
 			continue
 		}
@@ -100,18 +101,6 @@ func TestQuantizeCheckpointConformance(t *testing.T) {
 	}
 	t.Logf("%d Linears quantised; %d of %d codes differ from the reference, all at .5 boundaries; scales and %d other tensors identical",
 		quantized, boundary, total, len(want.Names())-2*quantized)
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestQuantizedTensorsRejectsQuantized(t *testing.T) {

@@ -3,6 +3,7 @@ package wan
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -212,7 +213,7 @@ func checkTensors(f checkpoint.File, c Config, l layout) error {
 			missing = append(missing, s.name)
 			continue
 		}
-		if !sameShape(in.Shape, s.shape) {
+		if !slices.Equal(in.Shape, s.shape) {
 			problems = append(problems, fmt.Sprintf("tensor %q: want shape %v, got %v", s.name, s.shape, in.Shape))
 		}
 		if msg := checkDType(s.kind, in.DType); msg != "" {
@@ -285,16 +286,4 @@ func listNames(names []string) string {
 		s += fmt.Sprintf(" and %d more", len(names)-show)
 	}
 	return s
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -1,6 +1,7 @@
 package wan
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -238,7 +239,7 @@ func TestQuantScaleShapes(t *testing.T) {
 			}
 		}
 		for lin, shape := range m {
-			if !sameShape(got[lin], shape) {
+			if !slices.Equal(got[lin], shape) {
 				t.Errorf("%s %s.scale: shape %v, want %v", name, lin, got[lin], shape)
 			}
 		}
