@@ -9,6 +9,17 @@
 // gathered straight from the input (zero padding and strides included) into
 // shared memory; nothing is materialised in global memory.
 //
+// Causal history: the input may come in two parts, Th frames cached from
+// the previous chunk followed by X [Cin,Ti-Th,Hi,Wi]; the gather reads frame
+// ti < Th from Xh, so the chunk is never concatenated in global memory. Xh
+// has X's channel stride ((Ti-Th)·Hi·Wi; its frames past Th unused), so the
+// two differ only in the base pointer: a per-position stride measured 7%
+// slower. Th = 0 is a plain convolution.
+//
+// Small Cout (≤ 4, the decoder's 96→3 head): conv3d_bf16_small, a direct
+// convolution in fp32 FMAs, two positions per thread and all output
+// channels, weights in shared memory; an MMA tile would waste 29 of 32 rows.
+//
 // f32 path: a direct convolution, each thread one position and 8 output
 // channels (correctness path for the fp32 VAE, not tuned).
 #include "common.cuh"
@@ -73,6 +84,7 @@ extern "C" __global__ void conv_wpack_kernel(bf16* dst, const void* w, int wdt, 
 // registers (loaded before the current step's math, stored after it).
 template <int MT, int NB>
 __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16* __restrict__ X,
+                                               const bf16* __restrict__ Xh, int Th,
                                                const bf16* __restrict__ Wr, const void* bias, int bdt, int Cin,
                                                int Ti, int Hi, int Wi, int Cout, int To, int Ho, int Wo, int ntap,
                                                int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw,
@@ -84,7 +96,8 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   bf16* sB0 = sA0 + 2 * BM * SA;  // [2][BK*SB]
 
   const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
-  const long long HWi = (long long)Hi * Wi, THWi = (long long)Ti * HWi;
+  const long long HWi = (long long)Hi * Wi, THWi = (long long)(Ti - Th) * HWi;
+  const bf16* Xs = X - (long long)Th * HWi;  // frame ti >= Th of the joined input is Xs + ti·HWi
   const int nMt = (Cout + BM - 1) / BM;
   const int m0 = (int)(blockIdx.x % nMt) * BM;
   const long long n0 = (long long)(blockIdx.x / nMt) * BN;
@@ -133,7 +146,7 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
       int ti = tb[q] + ld_a, yi = hb[q] + ld_b, xi = wb[q] + ld_c;
       bool ok = pvalid[q] && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
       long long off = ok ? (long long)(ci0 + br) * THWi + (long long)ti * HWi + (long long)yi * Wi + xi : 0;
-      const bf16* p = X + off;
+      const bf16* p = (ok && ti < Th ? Xh : Xs) + off;
 #pragma unroll
       for (int i = 0; i < BK / 2; ++i) {
         bool in = ok && (cfull || ci0 + br + 2 * i < Cin);
@@ -234,9 +247,10 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
 // conv3d_bf16_m<MT>_w (256 positions, one block per SM).
 #define CONV_BF16(MT, NB, SUFFIX, MINB)                                                                           \
   extern "C" __global__ void __launch_bounds__(CV_THREADS, MINB) conv3d_bf16_m##MT##SUFFIX(                     \
-      bf16* Y, const bf16* X, const bf16* Wr, const void* bias, int bdt, int Cin, int Ti, int Hi, int Wi, int Cout, \
-      int To, int Ho, int Wo, int ntap, int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw, int Cinp) { \
-    conv_bf16_body<MT, NB>(Y, X, Wr, bias, bdt, Cin, Ti, Hi, Wi, Cout, To, Ho, Wo, ntap, kh, kw, st, sh, sw, pt, ph, \
+      bf16* Y, const bf16* X, const bf16* Xh, int Th, const bf16* Wr, const void* bias, int bdt, int Cin, int Ti,     \
+      int Hi, int Wi, int Cout, int To, int Ho, int Wo, int ntap, int kh, int kw, int st, int sh, int sw, int pt,      \
+      int ph, int pw, int Cinp) {                                                                                    \
+    conv_bf16_body<MT, NB>(Y, X, Xh, Th, Wr, bias, bdt, Cin, Ti, Hi, Wi, Cout, To, Ho, Wo, ntap, kh, kw, st, sh, sw, pt, ph, \
                            pw, Cinp);                                                                              \
   }
 CONV_BF16(1, 1, , 2)
@@ -246,6 +260,95 @@ CONV_BF16(4, 1, , 2)
 CONV_BF16(2, 2, _w, 1)
 CONV_BF16(3, 2, _w, 1)
 CONV_BF16(4, 2, _w, 1)
+
+#define CV_SMALL_CO 4
+#define CV_SMALL_W 3072  // ntap*Cin limit: float4 weights in 48 KiB of static shared memory
+
+// Packs a weight [Cout][Cin][ntap] (Cout ≤ 4, any float dtype) for
+// conv3d_bf16_small: float [ntap][Cin][4], each value rounded to bf16,
+// channels past Cout zero.
+extern "C" __global__ void conv_wpack_small_kernel(float* dst, const void* w, int wdt, int Cout, int Cin, int ntap) {
+  const long long n = (long long)ntap * Cin * CV_SMALL_CO;
+  GRID_STRIDE(i, n) {
+    int co = (int)(i % CV_SMALL_CO);
+    long long r = i / CV_SMALL_CO;
+    int ci = (int)(r % Cin), tap = (int)(r / Cin);
+    dst[i] = co < Cout ? rbf(ldv(w, wdt, ((long long)co * Cin + ci) * ntap + tap)) : 0.f;
+  }
+}
+
+// Direct bf16 convolution for Cout ≤ 4: each thread computes every output
+// channel of positions p and p+256 of its block's 512; fp32 accumulation,
+// the sum rounded to bf16, then the bias added and rounded again (as the
+// MMA path does). Same geometry and history arguments as conv3d_bf16_m*.
+extern "C" __global__ void __launch_bounds__(256) conv3d_bf16_small(
+    bf16* __restrict__ Y, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th,
+    const float* __restrict__ Wp, const void* bias, int bdt, int Cin, int Ti, int Hi, int Wi, int Cout, int To,
+    int Ho, int Wo, int kt, int kh, int kw, int st, int sh, int sw, int pt, int ph, int pw) {
+  __shared__ float4 sw4[CV_SMALL_W];
+  const int nw = kt * kh * kw * Cin;
+  for (int i = threadIdx.x; i < nw; i += blockDim.x) sw4[i] = ((const float4*)Wp)[i];
+  __syncthreads();
+  const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
+  const long long HWi = (long long)Hi * Wi, THWi = (long long)(Ti - Th) * HWi;
+  const bf16* Xs = X - (long long)Th * HWi;
+  long long pos[2];
+  bool pv[2];
+  int tb[2], hb[2], wb[2];
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    pos[q] = (long long)blockIdx.x * 512 + threadIdx.x + 256 * q;
+    pv[q] = pos[q] < P;
+    tb[q] = hb[q] = wb[q] = 0;
+    if (pv[q]) {
+      int to = (int)(pos[q] / HWo);
+      long long rem = pos[q] - (long long)to * HWo;
+      int ho = (int)(rem / Wo), wo = (int)(rem - (long long)ho * Wo);
+      tb[q] = to * st - pt;
+      hb[q] = ho * sh - ph;
+      wb[q] = wo * sw - pw;
+    }
+  }
+  float acc[2][4];
+#pragma unroll
+  for (int q = 0; q < 2; ++q) acc[q][0] = acc[q][1] = acc[q][2] = acc[q][3] = 0.f;
+  int tap = 0;
+  for (int a = 0; a < kt; ++a)
+    for (int b = 0; b < kh; ++b)
+      for (int c = 0; c < kw; ++c, ++tap) {
+        const bf16* p[2];
+        bool ok[2];
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+          int ti = tb[q] + a, yi = hb[q] + b, xi = wb[q] + c;
+          ok[q] = pv[q] && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
+          p[q] = ok[q] ? (ti < Th ? Xh : Xs) + (long long)ti * HWi + (long long)yi * Wi + xi : X;
+        }
+        const float4* wr = sw4 + tap * Cin;
+        for (int ci = 0; ci < Cin; ++ci) {
+          const float4 w = wr[ci];
+#pragma unroll
+          for (int q = 0; q < 2; ++q) {
+            const float x = ok[q] ? bf2f(p[q][(long long)ci * THWi]) : 0.f;
+            acc[q][0] = __fmaf_rn(x, w.x, acc[q][0]);
+            acc[q][1] = __fmaf_rn(x, w.y, acc[q][1]);
+            acc[q][2] = __fmaf_rn(x, w.z, acc[q][2]);
+            acc[q][3] = __fmaf_rn(x, w.w, acc[q][3]);
+          }
+        }
+      }
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    if (!pv[q]) continue;
+#pragma unroll
+    for (int co = 0; co < CV_SMALL_CO; ++co) {
+      if (co >= Cout) break;
+      float v = rbf(acc[q][co]);
+      if (bdt) v = __fadd_rn(v, ldv(bias, bdt, co));
+      Y[(long long)co * P + pos[q]] = f2bf(v);
+    }
+  }
+}
 
 #define CV_F32_CO 8
 

@@ -158,6 +158,10 @@ func (b *Backend) gemm(p *gemmPlan, key gemmKey, x, w, y, bias uintptr) {
 		p.biasPtr = bias
 		call(l.descSet, p.desc, descBiasPointer, uintptr(unsafe.Pointer(&p.biasPtr)), 8)
 	}
+	if b.prof != nil {
+		b.profMark(fmt.Sprintf("cublasLt gemm %dx%dx%d", key.m, key.n, key.k), true)
+		defer b.profMark("", false)
+	}
 	r := call(l.matmul, l.handle, p.desc, uintptr(unsafe.Pointer(&p.alpha)), w, p.la, x, p.lb, uintptr(unsafe.Pointer(&p.beta)), y, p.lc, y, p.lc,
 		uintptr(unsafe.Pointer(&p.algo[0])), b.wsPtr, uintptr(b.wsSize), b.stream)
 	runtime.KeepAlive(p)

@@ -42,6 +42,8 @@ type Backend struct {
 	// Poison fills every new tensor with 0xFF bytes (NaN in f32 and bf16),
 	// so tests catch outputs a kernel failed to write.
 	Poison bool
+
+	prof *kernelProfile // non-nil between StartProfile and StopProfile (profile.go)
 }
 
 // DeviceInfo describes the GPU and the libraries in use.
@@ -293,6 +295,10 @@ func (b *Backend) launch(k *kernel, grid, block [3]int, smem int, args ...any) {
 	if smem > 48<<10 && k.smemSet < smem {
 		b.must("cuFuncSetAttribute("+k.name+")", call(b.drv.cuFuncSetAttribute, k.fn, funcAttrMaxDynSmem, uintptr(smem)))
 		k.smemSet = smem
+	}
+	if b.prof != nil {
+		b.profMark(k.name, true)
+		defer b.profMark("", false)
 	}
 	r := call(b.drv.cuLaunchKernel, k.fn, uintptr(grid[0]), uintptr(grid[1]), uintptr(grid[2]),
 		uintptr(block[0]), uintptr(block[1]), uintptr(block[2]), uintptr(smem), b.stream, uintptr(unsafe.Pointer(&a.ptrs[0])), 0)

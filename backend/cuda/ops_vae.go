@@ -50,13 +50,45 @@ func convTile(cout int) (name string, bm, bn, smem int) {
 
 // Conv3d implements backend.VAEOps. BF16 input runs the tensor-core
 // implicit GEMM (weights repacked to bf16 [Cout][tap][Cin rounded up to 32]
-// per call); F32 input runs a direct fp32 convolution.
+// per call), or for Cout ≤ 4 a direct kernel; F32 input runs a direct fp32
+// convolution.
 func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
-	defer keepAlive(xt, wt, biast) // inputs (and inline views) must outlive their kernels
+	return b.Conv3dWithHistory(nil, xt, wt, biast, p)
+}
+
+// convSmallMax is the largest Cout the direct bf16 kernel takes, and
+// convSmallW its limit on taps·Cin (float4 weights in 48 KiB of shared
+// memory; conv3d.cu).
+const convSmallMax, convSmallW = 4, 3072
+
+// Conv3dWithHistory implements backend.Conv3dHistory: the bf16 kernels read
+// the frames of hist [Cin,Th,H,W] and then those of x [Cin,T,H,W] as one
+// input, so the chunk is never concatenated in memory. The kernels want the
+// history at x's channel stride, so its Th frames (2 of a chunk's 6) are
+// copied into a [Cin,T,H,W] scratch. F32 input, or Th > T, concatenates.
+func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	defer keepAlive(ht, xt, wt, biast) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
 	checkFloat("Conv3d weight", w)
-	os := backend.Conv3dOutShape(x.shape, w.shape, p)
+	var h *Tensor
+	th := 0
+	xshape := x.shape
+	if ht != nil {
+		h = T(ht)
+		if h.dt != x.dt || len(h.shape) != 4 || len(x.shape) != 4 || h.shape[0] != x.shape[0] ||
+			h.shape[2] != x.shape[2] || h.shape[3] != x.shape[3] {
+			backend.Fail("cuda: Conv3d: history %v %v does not precede input %v %v along time", h.dt, h.shape, x.dt, x.shape)
+		}
+		if x.dt != tensor.BF16 || h.shape[1] > x.shape[1] {
+			in := b.Concat(1, ht, xt)
+			defer b.Free(in)
+			return b.Conv3d(in, wt, biast, p)
+		}
+		th = h.shape[1]
+		xshape = []int{x.shape[0], th + x.shape[1], x.shape[2], x.shape[3]}
+	}
+	os := backend.Conv3dOutShape(xshape, w.shape, p)
 	cout, cin := w.shape[0], w.shape[1]
 	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
 	var bp uintptr
@@ -70,7 +102,7 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 		bp, bdt = bt.buf.ptr, dtCode(bt.dt)
 	}
 	st, sh, sw := p.Strides()
-	ti, hi, wi := x.shape[1], x.shape[2], x.shape[3]
+	ti, hi, wi := xshape[1], xshape[2], xshape[3]
 	to, ho, wo := os[1], os[2], os[3]
 	P := int64(to) * int64(ho) * int64(wo)
 	// The kernels index dimensions and the packed weight row in int32
@@ -82,6 +114,28 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 	defer b.enter()()
 	out := b.newTensor(x.dt, os)
 	if P == 0 || cout == 0 {
+		return out
+	}
+	var hp uintptr
+	if th > 0 {
+		hs := b.newTensor(x.dt, x.shape)
+		defer b.Free(hs)
+		hw := int64(x.shape[2]) * int64(x.shape[3])
+		b.copy3(hs, h, int64(x.shape[0]), int64(th), hw, int64(th), 0, int64(x.shape[1]), 0)
+		hp = hs.buf.ptr
+	}
+	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
+		ntap := kt * kh * kw
+		wp := b.newTensor(tensor.F32, []int{ntap, cin, convSmallMax})
+		defer b.Free(wp)
+		if n := wp.n(); n > 0 {
+			b.launch(b.fn("conv3d.cu", "conv_wpack_small_kernel"), b.gridFor(n), block256, 0, wp.buf.ptr, w.buf.ptr, dtCode(w.dt),
+				int32(cout), int32(cin), int32(ntap))
+		}
+		args := append([]any{out.buf.ptr, x.buf.ptr, hp, int32(th), wp.buf.ptr, bp, bdt}, geom...)
+		args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
+		b.launch(b.fn("conv3d.cu", "conv3d_bf16_small"), [3]int{int((P + 511) / 512), 1, 1}, block256, 0, args...)
 		return out
 	}
 	if x.dt == tensor.BF16 {
@@ -98,7 +152,7 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 		if tiles >= math.MaxInt32 {
 			backend.Fail("cuda: Conv3d: output %v needs %d tiles, more than one launch takes", os, tiles)
 		}
-		args := append([]any{out.buf.ptr, x.buf.ptr, wr.buf.ptr, bp, bdt}, geom...)
+		args := append([]any{out.buf.ptr, x.buf.ptr, hp, int32(th), wr.buf.ptr, bp, bdt}, geom...)
 		args = append(args, int32(ntap), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(cinp))
 		b.launch(b.fn("conv3d.cu", name), [3]int{int(tiles), 1, 1}, block256, smem, args...)
@@ -136,12 +190,19 @@ func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tenso
 	scale := float32(math.Sqrt(float64(C)))
 	defer b.enter()()
 	y := b.newTensor(x.dt, x.shape)
-	if P > 0 && C > 0 {
+	if P > 0 && C > 0 && x.dt == tensor.BF16 && P%2 == 0 && normPairs {
+		b.launch(b.fn("vae.cu", "channel_rmsnorm_bf16x2_kernel"), b.gridFor(P/2), block256, 0, y.buf.ptr, x.buf.ptr,
+			g.buf.ptr, dtCode(g.dt), int32(C), P/2, scale, s)
+	} else if P > 0 && C > 0 {
 		b.launch(b.fn("vae.cu", "channel_rmsnorm_kernel"), b.gridFor(P), block256, 0, y.buf.ptr, x.buf.ptr, dtCode(x.dt),
 			g.buf.ptr, dtCode(g.dt), int32(C), P, scale, s)
 	}
 	return y
 }
+
+// normPairs selects the two-positions-per-thread bf16 norm kernel (for
+// even P); the tests run both.
+var normPairs = true
 
 // UpsampleNearest2x implements backend.VAEOps.
 func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {

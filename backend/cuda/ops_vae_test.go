@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -106,23 +107,30 @@ func TestConv3dMatchesCPU(t *testing.T) {
 func TestChannelRMSNormMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
 	r := rng(t)
-	shape := []int{40, 3, 5, 7}
-	for _, dt := range vaeDTypes {
-		for _, silu := range []bool{false, true} {
-			name := dt.String()
-			if silu {
-				name += "/silu"
-			}
-			t.Run(name, func(t *testing.T) {
-				x := randVals(r, tensor.NumElements(shape), 3)
-				P := len(x) / shape[0]
-				for ch := 0; ch < shape[0]; ch++ {
-					x[ch*P] = 0 // position 0 is zero in every channel: the 1e-12 floor
+	defer func(v bool) { normPairs = v }(normPairs)
+	// An odd position count runs the one-position kernel; an even one the
+	// bf16 pairs kernel too (normPairs), compared with it off as well.
+	for _, shape := range [][]int{{40, 3, 5, 7}, {40, 2, 5, 7}} {
+		for _, pairs := range []bool{true, false} {
+			for _, dt := range vaeDTypes {
+				for _, silu := range []bool{false, true} {
+					name := fmt.Sprintf("%v/pairs=%v/%v", shape, pairs, dt)
+					if silu {
+						name += "/silu"
+					}
+					t.Run(name, func(t *testing.T) {
+						normPairs = pairs
+						x := randVals(r, tensor.NumElements(shape), 3)
+						P := len(x) / shape[0]
+						for ch := 0; ch < shape[0]; ch++ {
+							x[ch*P] = 0 // position 0 is zero in every channel: the 1e-12 floor
+						}
+						gx, cx := both(g, c, dt, shape, x)
+						gg, cg := both(g, c, dt, []int{shape[0]}, randVals(r, shape[0], 2))
+						golden.Compare(t, "channel rms norm", g.Download(g.ChannelRMSNorm(gx, gg, silu)), c.Download(c.ChannelRMSNorm(cx, cg, silu)), vaeTol(dt))
+					})
 				}
-				gx, cx := both(g, c, dt, shape, x)
-				gg, cg := both(g, c, dt, []int{shape[0]}, randVals(r, shape[0], 2))
-				golden.Compare(t, "channel rms norm", g.Download(g.ChannelRMSNorm(gx, gg, silu)), c.Download(c.ChannelRMSNorm(cx, cg, silu)), vaeTol(dt))
-			})
+			}
 		}
 	}
 }
@@ -233,6 +241,48 @@ func TestConvMT(t *testing.T) {
 	for cout, want := range map[int]int{96: 3, 192: 3, 384: 4, 768: 4, 1152: 4, 3: 1, 16: 1, 32: 1, 64: 2, 100: 4} {
 		if got := convMT(cout); got != want {
 			t.Errorf("convMT(%d) = %d, want %d", cout, got, want)
+		}
+	}
+}
+
+// TestConv3dHistoryMatchesCPU checks Conv3dWithHistory (history frames read
+// in place by the bf16 kernels, both the MMA and the small-Cout ones)
+// against the CPU's Conv3d of the concatenation.
+func TestConv3dHistoryMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	var _ backend.Conv3dHistory = g
+	r := rng(t)
+	cases := []struct {
+		name        string
+		cin, cout   int
+		th, T, H, W int
+		kt, kh, kw  int
+		p           backend.Conv3dParams
+	}{
+		{"mma2hist", 40, 100, 2, 4, 9, 13, 3, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}},
+		{"mma1hist", 64, 96, 1, 1, 10, 7, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}},
+		{"timeconv", 32, 64, 2, 4, 6, 5, 3, 1, 1, backend.Conv3dParams{}},
+		{"small2hist", 96, 3, 2, 4, 23, 37, 3, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}},
+		{"small4", 20, 4, 1, 2, 5, 9, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}},
+	}
+	for _, tc := range cases {
+		for _, dt := range vaeDTypes {
+			t.Run(tc.name+"/"+dt.String(), func(t *testing.T) {
+				hs := []int{tc.cin, tc.th, tc.H, tc.W}
+				xs := []int{tc.cin, tc.T, tc.H, tc.W}
+				ws := []int{tc.cout, tc.cin, tc.kt, tc.kh, tc.kw}
+				gh, ch := both(g, c, dt, hs, randVals(r, tensor.NumElements(hs), 1))
+				gx, cx := both(g, c, dt, xs, randVals(r, tensor.NumElements(xs), 1))
+				w := randVals(r, tensor.NumElements(ws), 1/float32(tc.kt*tc.kh*tc.kw))
+				gw, cw := both(g, c, dt, ws, w)
+				gb, cb := both(g, c, dt, []int{tc.cout}, randVals(r, tc.cout, 0.5))
+				gy := g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
+				cy := c.Conv3d(c.Concat(1, ch, cx), cw, cb, tc.p)
+				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != dt {
+					t.Fatalf("output %v %v, want %v %v", gy.DType(), gy.Shape(), dt, cy.Shape())
+				}
+				golden.Compare(t, "conv3d history "+tc.name, g.Download(gy), c.Download(cy), vaeTol(dt))
+			})
 		}
 	}
 }

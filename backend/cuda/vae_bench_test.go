@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
@@ -198,6 +199,17 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 	}
 	_, peak, _ := g.MemStats()
 	b.ReportMetric(float64(peak)/(1<<30), "peakGiB")
+	// One untimed decode with every kernel timed by CUDA events: where the
+	// time goes, per kernel (per GEMM shape for cuBLASLt).
+	g.StartProfile()
+	t0 := time.Now()
+	if _, _, err := v.Decode(latent, shape); err != nil {
+		b.Fatal(err)
+	}
+	prof := g.StopProfile()
+	wall := float64(time.Since(t0).Microseconds()) / 1e3
+	// Printed, not logged: the testing package cuts benchmark logs short.
+	fmt.Printf("per-kernel GPU time of one decode (wall %.1f ms, with two events per launch):\n%s", wall, FormatProfile(prof, wall))
 	b.ResetTimer()
 	for range b.N {
 		if _, _, err := v.Decode(latent, shape); err != nil {
@@ -221,6 +233,7 @@ func BenchmarkConv3dBF16(b *testing.B) {
 		{"up2_192x192_240x416", 192, 192, 6, 240, 416},
 		{"up1_384x384_120x208", 384, 384, 4, 120, 208},
 		{"head_96x3_480x832", 96, 3, 6, 480, 832},
+		{"mid_384x384_60x104", 384, 384, 4, 60, 104},
 	} {
 		for _, wide := range []bool{false, true} {
 			name := c.name
