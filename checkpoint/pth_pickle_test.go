@@ -113,14 +113,16 @@ func buildPth(t testing.TB, pkl []byte, records map[string][]byte) []byte {
 	return buf.Bytes()
 }
 
-// tensorPickle writes {name: _rebuild_tensor_v2(storage, off, shape, stride)}
-// with one storage per tensor, for error tests.
+// pklTensor is one entry of a hand-built state dict: a tensor view (offset,
+// shape, stride) of a storage record of numel elements.
 type pklTensor struct {
 	name, storageType, key string
 	numel, offset          int64
 	shape, stride          []int64
 }
 
+// stateDictPickle writes {name: _rebuild_tensor_v2(storage, off, shape,
+// stride)} with one storage per tensor, for error tests.
 func stateDictPickle(ts ...pklTensor) []byte {
 	p := newPickler()
 	p.op(0x80, 2)
