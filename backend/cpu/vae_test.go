@@ -10,13 +10,9 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
+// vaeRand is n bf16-exact standard normal values from its own stream.
 func vaeRand(seed uint64, n int) []float32 {
-	r := rand.New(rand.NewPCG(seed, 11))
-	x := make([]float32, n)
-	for i := range x {
-		x[i] = tensor.RoundBF16(float32(r.NormFloat64()))
-	}
-	return x
+	return randVals(rand.New(rand.NewPCG(seed, 11)), n, 1)
 }
 
 // vaeRefConv is a direct float64 convolution with zero padding.
