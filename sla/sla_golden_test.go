@@ -1,7 +1,6 @@
 package sla
 
 import (
-	"math"
 	"slices"
 	"testing"
 
@@ -125,16 +124,6 @@ func TestSLAUnitOutput(t *testing.T) {
 	t.Logf("SLA output: %.2f%% of values bit-identical", 100*exactFraction(out, u.out))
 }
 
-func cosine(a, b []float32) float64 {
-	var ab, aa, bb float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-	}
-	return ab / math.Sqrt(aa*bb)
-}
-
 // TestSageSLAEmulation compares the SageSLA emulation with the SLA oracle.
 // Same geometry and map as SLA: only the int8 Q/K and fp8 P/V quantisation
 // differ, so the sparse outputs must agree closely (cos ≥ 0.99). With the
@@ -147,7 +136,7 @@ func TestSageSLAEmulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, rl := cosine(o, ref), golden.RelL2(o, ref)
+	cs, rl := golden.Cosine(o, ref), golden.RelL2(o, ref)
 	t.Logf("SageSLA sparse branch vs SLA o_sparse (same map, Q128/K64): cos %.5f, rel_l2 %.3e", cs, rl)
 	if cs < 0.99 {
 		t.Errorf("SageSLA sparse branch: cosine %.5f < 0.99", cs)
@@ -156,7 +145,7 @@ func TestSageSLAEmulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, rl = cosine(out, u.out), golden.RelL2(out, u.out)
+	cs, rl = golden.Cosine(out, u.out), golden.RelL2(out, u.out)
 	t.Logf("SageSLA output vs SLA output (same map): cos %.5f, rel_l2 %.3e", cs, rl)
 	if cs < 0.99 {
 		t.Errorf("SageSLA output: cosine %.5f < 0.99", cs)
@@ -167,7 +156,7 @@ func TestSageSLAEmulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, rl = cosine(out, u.out), golden.RelL2(out, u.out)
+	cs, rl = golden.Cosine(out, u.out), golden.RelL2(out, u.out)
 	t.Logf("SageSLA sm90 (Q64/K128, its own map, topk %d of %d) vs SLA output: cos %.5f, rel_l2 %.3e", g90.Selected(), g90.KBlocks(), cs, rl)
 	if cs < 0.9 {
 		t.Errorf("SageSLA sm90 output: cosine %.5f < 0.9", cs)

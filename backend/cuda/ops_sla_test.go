@@ -277,18 +277,8 @@ func runSLAPair(t *testing.T, g *Backend, c *cpu.Backend, sc slaCase, kind backe
 			same++
 		}
 	}
-	t.Logf("%v: cosine %.6f, %.2f%% of values bit-identical", kind, cosineSim(got, want), 100*float64(same)/float64(len(got)))
+	t.Logf("%v: cosine %.6f, %.2f%% of values bit-identical", kind, golden.Cosine(got, want), 100*float64(same)/float64(len(got)))
 	golden.Compare(t, fmt.Sprintf("%v %v", kind, dt), got, want, slaTol(kind))
-}
-
-func cosineSim(a, b []float32) float64 {
-	var ab, aa, bb float64
-	for i := range a {
-		ab += float64(a[i]) * float64(b[i])
-		aa += float64(a[i]) * float64(a[i])
-		bb += float64(b[i]) * float64(b[i])
-	}
-	return ab / math.Sqrt(aa*bb)
 }
 
 // TestSLAGolden runs the set's SLA unit case (the official Triton

@@ -119,6 +119,17 @@ func MaxAbs(a, b []float32) float64 {
 	return m
 }
 
+// Cosine is the cosine similarity of a and b, computed in float64.
+func Cosine(a, b []float32) float64 {
+	var ab, aa, bb float64
+	for i := range a {
+		ab += float64(a[i]) * float64(b[i])
+		aa += float64(a[i]) * float64(a[i])
+		bb += float64(b[i]) * float64(b[i])
+	}
+	return ab / math.Sqrt(aa*bb)
+}
+
 // Compare fails the test if rel-L2(got, want) exceeds tol and always logs
 // the measured error, so every run documents its distance to the reference.
 func Compare(t testing.TB, what string, got, want []float32, tol float64) {

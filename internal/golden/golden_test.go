@@ -112,6 +112,18 @@ func TestRelGap(t *testing.T) {
 	}
 }
 
+func TestCosine(t *testing.T) {
+	if c := Cosine([]float32{1, 2, 3}, []float32{2, 4, 6}); math.Abs(c-1) > 1e-15 {
+		t.Errorf("parallel vectors: cosine %v, want 1", c)
+	}
+	if c := Cosine([]float32{1, 0}, []float32{0, 3}); c != 0 {
+		t.Errorf("orthogonal vectors: cosine %v, want 0", c)
+	}
+	if c := Cosine([]float32{1, 1}, []float32{-1, -1}); math.Abs(c+1) > 1e-15 {
+		t.Errorf("opposite vectors: cosine %v, want -1", c)
+	}
+}
+
 // TestCheckBlockMap: a row differing in a near tie takes the oracle's
 // selection and passes; a row differing with a clear gap fails, as does a
 // row selecting the wrong number of blocks.
