@@ -73,7 +73,7 @@ func FindI2VModels(dir, variant string, override Files) (Files, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return out, &MissingError{Dir: dir, Missing: missing}
+		return out, newMissingError(dir, missing)
 	}
 	return out, nil
 }

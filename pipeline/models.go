@@ -38,11 +38,24 @@ const DefaultVariant = "TurboWan2.1-T2V-1.3B-480P"
 // MissingError lists every file a models folder lacks and where to get it.
 type MissingError struct {
 	Dir     string
+	NoDir   bool     // Dir itself does not exist (or is not a folder)
 	Missing []string // "name (from URL)"
 }
 
+func newMissingError(dir string, missing []string) *MissingError {
+	fi, err := os.Stat(dir)
+	return &MissingError{Dir: dir, NoDir: dir != "" && (err != nil || !fi.IsDir()), Missing: missing}
+}
+
 func (e *MissingError) Error() string {
-	return fmt.Sprintf("models folder %s is missing %d file(s):\n  %s", e.Dir, len(e.Missing), strings.Join(e.Missing, "\n  "))
+	list := strings.Join(e.Missing, "\n  ")
+	switch {
+	case e.Dir == "":
+		return fmt.Sprintf("missing %d file(s):\n  %s", len(e.Missing), list)
+	case e.NoDir:
+		return fmt.Sprintf("models folder %s does not exist (or is not a folder); it should hold %d file(s):\n  %s", e.Dir, len(e.Missing), list)
+	}
+	return fmt.Sprintf("models folder %s is missing %d file(s):\n  %s", e.Dir, len(e.Missing), list)
 }
 
 // FindModels resolves the files of a variant in a models folder holding the
@@ -82,7 +95,7 @@ func FindModels(dir, variant string, override Files) (Files, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return out, &MissingError{Dir: dir, Missing: missing}
+		return out, newMissingError(dir, missing)
 	}
 	return out, nil
 }
