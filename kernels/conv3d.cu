@@ -9,12 +9,10 @@
 // gathered straight from the input (zero padding and strides included) into
 // shared memory; nothing is materialised in global memory.
 //
-// Causal history: the input may come in two parts, Th frames cached from
-// the previous chunk followed by X [Cin,Ti-Th,Hi,Wi]; the gather reads frame
-// ti < Th from Xh, so the chunk is never concatenated in global memory. Xh
-// has X's channel stride ((Ti-Th)·Hi·Wi; its frames past Th unused), so the
-// two differ only in the base pointer: a per-position stride measured 7%
-// slower. Th = 0 is a plain convolution.
+// Causal history: the input may come in two parts, Xh [Cin,Th,Hi,Wi] (the
+// frames cached from the previous chunk) followed by X [Cin,Ti-Th,Hi,Wi];
+// the gather reads frame ti from Xh when ti < Th, so the model never
+// concatenates them in global memory. Th = 0 is a plain convolution.
 //
 // Small Cout (≤ 4, the decoder's 96→3 head): conv3d_bf16_small, a direct
 // convolution in fp32 FMAs, two positions per thread and all output
@@ -96,8 +94,7 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
   bf16* sB0 = sA0 + 2 * BM * SA;  // [2][BK*SB]
 
   const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
-  const long long HWi = (long long)Hi * Wi, THWi = (long long)(Ti - Th) * HWi;
-  const bf16* Xs = X - (long long)Th * HWi;  // frame ti >= Th of the joined input is Xs + ti·HWi
+  const long long HWi = (long long)Hi * Wi, THWi = (long long)(Ti - Th) * HWi, THWh = (long long)Th * HWi;
   const int nMt = (Cout + BM - 1) / BM;
   const int m0 = (int)(blockIdx.x % nMt) * BM;
   const long long n0 = (long long)(blockIdx.x / nMt) * BN;
@@ -145,12 +142,15 @@ __device__ __forceinline__ void conv_bf16_body(bf16* __restrict__ Y, const bf16*
     for (int q = 0; q < NB; ++q) {
       int ti = tb[q] + ld_a, yi = hb[q] + ld_b, xi = wb[q] + ld_c;
       bool ok = pvalid[q] && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
-      long long off = ok ? (long long)(ci0 + br) * THWi + (long long)ti * HWi + (long long)yi * Wi + xi : 0;
-      const bf16* p = (ok && ti < Th ? Xh : Xs) + off;
+      const bool hist = ti < Th;
+      const long long cst = hist ? THWh : THWi;
+      const int tl = hist ? ti : ti - Th;
+      long long off = ok ? (long long)(ci0 + br) * cst + (long long)tl * HWi + (long long)yi * Wi + xi : 0;
+      const bf16* p = (hist ? Xh : X) + off;
 #pragma unroll
       for (int i = 0; i < BK / 2; ++i) {
         bool in = ok && (cfull || ci0 + br + 2 * i < Cin);
-        breg[q][i] = in ? p[(long long)(2 * i) * THWi] : (bf16)0;
+        breg[q][i] = in ? p[(long long)(2 * i) * cst] : (bf16)0;
       }
     }
   };
@@ -290,8 +290,7 @@ extern "C" __global__ void __launch_bounds__(256) conv3d_bf16_small(
   for (int i = threadIdx.x; i < nw; i += blockDim.x) sw4[i] = ((const float4*)Wp)[i];
   __syncthreads();
   const long long HWo = (long long)Ho * Wo, P = (long long)To * HWo;
-  const long long HWi = (long long)Hi * Wi, THWi = (long long)(Ti - Th) * HWi;
-  const bf16* Xs = X - (long long)Th * HWi;
+  const long long HWi = (long long)Hi * Wi, THWi = (long long)(Ti - Th) * HWi, THWh = (long long)Th * HWi;
   long long pos[2];
   bool pv[2];
   int tb[2], hb[2], wb[2];
@@ -317,19 +316,22 @@ extern "C" __global__ void __launch_bounds__(256) conv3d_bf16_small(
     for (int b = 0; b < kh; ++b)
       for (int c = 0; c < kw; ++c, ++tap) {
         const bf16* p[2];
+        long long cst[2];
         bool ok[2];
 #pragma unroll
         for (int q = 0; q < 2; ++q) {
           int ti = tb[q] + a, yi = hb[q] + b, xi = wb[q] + c;
           ok[q] = pv[q] && ti >= 0 && ti < Ti && yi >= 0 && yi < Hi && xi >= 0 && xi < Wi;
-          p[q] = ok[q] ? (ti < Th ? Xh : Xs) + (long long)ti * HWi + (long long)yi * Wi + xi : X;
+          const bool hist = ti < Th;
+          cst[q] = hist ? THWh : THWi;
+          p[q] = ok[q] ? (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)yi * Wi + xi : X;
         }
         const float4* wr = sw4 + tap * Cin;
         for (int ci = 0; ci < Cin; ++ci) {
           const float4 w = wr[ci];
 #pragma unroll
           for (int q = 0; q < 2; ++q) {
-            const float x = ok[q] ? bf2f(p[q][(long long)ci * THWi]) : 0.f;
+            const float x = ok[q] ? bf2f(p[q][(long long)ci * cst[q]]) : 0.f;
             acc[q][0] = __fmaf_rn(x, w.x, acc[q][0]);
             acc[q][1] = __fmaf_rn(x, w.y, acc[q][1]);
             acc[q][2] = __fmaf_rn(x, w.z, acc[q][2]);

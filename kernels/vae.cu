@@ -82,42 +82,6 @@ extern "C" __global__ void channel_rmsnorm_kernel(void* y, const void* x, int dt
   }
 }
 
-// channel_rmsnorm_kernel for bf16 x with P even, the decoder's hot path:
-// each thread two adjacent positions (one 4-byte load per channel) and the
-// channel loops unrolled, so more loads are in flight (the one-position
-// kernel ran at about 0.5 TB/s on H100). Same arithmetic, in the same
-// order, per position. P2 = P/2.
-extern "C" __global__ void channel_rmsnorm_bf16x2_kernel(u32* __restrict__ y, const u32* __restrict__ x,
-                                                         const void* g, int gdt, int C, long long P2, float scale,
-                                                         int silu) {
-  GRID_STRIDE(p, P2) {
-    double s0 = 0.0, s1 = 0.0;
-#pragma unroll 8
-    for (int c = 0; c < C; ++c) {
-      const u32 v = x[(long long)c * P2 + p];
-      const double a = (double)bf2f((bf16)(v & 0xffffu)), b = (double)bf2f((bf16)(v >> 16));
-      s0 += a * a;
-      s1 += b * b;
-    }
-    const float d0 = fmaxf(rbf((float)sqrt(s0)), 1e-12f), d1 = fmaxf(rbf((float)sqrt(s1)), 1e-12f);
-#pragma unroll 4
-    for (int c = 0; c < C; ++c) {
-      const long long i = (long long)c * P2 + p;
-      const u32 v = x[i];
-      const float gc = ldv(g, gdt, c);
-      float a = rbf(__fdiv_rn(bf2f((bf16)(v & 0xffffu)), d0));
-      float b = rbf(__fdiv_rn(bf2f((bf16)(v >> 16)), d1));
-      a = rbf(__fmul_rn(rbf(__fmul_rn(a, scale)), gc));
-      b = rbf(__fmul_rn(rbf(__fmul_rn(b, scale)), gc));
-      if (silu) {
-        a = rbf(vae_silu(a));
-        b = rbf(vae_silu(b));
-      }
-      y[i] = pack_bf2(a, b);
-    }
-  }
-}
-
 // Nearest 2x upsampling of the last two dims: x [CT, H, W] -> y [CT, 2H, 2W],
 // y[r][i][j] = x[r][i/2][j/2], by element size (2 or 4 bytes).
 extern "C" __global__ void upsample2x_kernel(void* y, const void* x, int es, long long CT, int H, int W) {

@@ -63,29 +63,28 @@ const convSmallMax, convSmallW = 4, 3072
 
 // Conv3dWithHistory implements backend.Conv3dHistory: the bf16 kernels read
 // the frames of hist [Cin,Th,H,W] and then those of x [Cin,T,H,W] as one
-// input, so the chunk is never concatenated in memory. The kernels want the
-// history at x's channel stride, so its Th frames (2 of a chunk's 6) are
-// copied into a [Cin,T,H,W] scratch. F32 input, or Th > T, concatenates.
+// input, so the chunk is never concatenated in memory. F32 input
+// concatenates.
 func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
 	defer keepAlive(ht, xt, wt, biast) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
 	checkFloat("Conv3d weight", w)
-	var h *Tensor
+	var hp uintptr
 	th := 0
 	xshape := x.shape
 	if ht != nil {
-		h = T(ht)
+		h := T(ht)
 		if h.dt != x.dt || len(h.shape) != 4 || len(x.shape) != 4 || h.shape[0] != x.shape[0] ||
 			h.shape[2] != x.shape[2] || h.shape[3] != x.shape[3] {
 			backend.Fail("cuda: Conv3d: history %v %v does not precede input %v %v along time", h.dt, h.shape, x.dt, x.shape)
 		}
-		if x.dt != tensor.BF16 || h.shape[1] > x.shape[1] {
+		if x.dt != tensor.BF16 {
 			in := b.Concat(1, ht, xt)
 			defer b.Free(in)
 			return b.Conv3d(in, wt, biast, p)
 		}
-		th = h.shape[1]
+		hp, th = h.buf.ptr, h.shape[1]
 		xshape = []int{x.shape[0], th + x.shape[1], x.shape[2], x.shape[3]}
 	}
 	os := backend.Conv3dOutShape(xshape, w.shape, p)
@@ -115,14 +114,6 @@ func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.
 	out := b.newTensor(x.dt, os)
 	if P == 0 || cout == 0 {
 		return out
-	}
-	var hp uintptr
-	if th > 0 {
-		hs := b.newTensor(x.dt, x.shape)
-		defer b.Free(hs)
-		hw := int64(x.shape[2]) * int64(x.shape[3])
-		b.copy3(hs, h, int64(x.shape[0]), int64(th), hw, int64(th), 0, int64(x.shape[1]), 0)
-		hp = hs.buf.ptr
 	}
 	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
 		ntap := kt * kh * kw
@@ -190,19 +181,12 @@ func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tenso
 	scale := float32(math.Sqrt(float64(C)))
 	defer b.enter()()
 	y := b.newTensor(x.dt, x.shape)
-	if P > 0 && C > 0 && x.dt == tensor.BF16 && P%2 == 0 && normPairs {
-		b.launch(b.fn("vae.cu", "channel_rmsnorm_bf16x2_kernel"), b.gridFor(P/2), block256, 0, y.buf.ptr, x.buf.ptr,
-			g.buf.ptr, dtCode(g.dt), int32(C), P/2, scale, s)
-	} else if P > 0 && C > 0 {
+	if P > 0 && C > 0 {
 		b.launch(b.fn("vae.cu", "channel_rmsnorm_kernel"), b.gridFor(P), block256, 0, y.buf.ptr, x.buf.ptr, dtCode(x.dt),
 			g.buf.ptr, dtCode(g.dt), int32(C), P, scale, s)
 	}
 	return y
 }
-
-// normPairs selects the two-positions-per-thread bf16 norm kernel (for
-// even P); the tests run both.
-var normPairs = true
 
 // UpsampleNearest2x implements backend.VAEOps.
 func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {
