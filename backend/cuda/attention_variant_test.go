@@ -1,6 +1,9 @@
 package cuda
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 // TestParseVariant pins the variant names to kernel parameters (no GPU).
 func TestParseVariant(t *testing.T) {
@@ -26,6 +29,26 @@ func TestParseVariant(t *testing.T) {
 	for _, name := range append(WGMMAVariants, defaultVariant, defaultVariant64) {
 		if _, ok := parseVariant(name); !ok {
 			t.Errorf("variant %q does not parse", name)
+		}
+	}
+}
+
+// TestCheckRelL2 pins the start-up checks' verdict (no GPU): a NaN result
+// or an all-zero reference must read as +Inf, never as a pass.
+func TestCheckRelL2(t *testing.T) {
+	nan := float32(math.NaN())
+	for _, tc := range []struct {
+		name      string
+		got, want []float32
+		rel       float64
+	}{
+		{"equal", []float32{1, 2}, []float32{1, 2}, 0},
+		{"one value off", []float32{3, 4}, []float32{3, 7}, 3.0 / math.Sqrt(58)},
+		{"NaN output", []float32{nan, 1}, []float32{1, 1}, math.Inf(1)},
+		{"zero reference", []float32{0, 0}, []float32{0, 0}, math.Inf(1)},
+	} {
+		if got := checkRelL2(tc.got, tc.want); !(got == tc.rel || math.Abs(got-tc.rel) <= 1e-12) {
+			t.Errorf("%s: rel %v, want %v", tc.name, got, tc.rel)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"sync"
 
@@ -117,15 +116,5 @@ func (b *Backend) checkSageFP8() (rel float64, err error) {
 	got, _ := b.slaRun(p, pw, nil, false, true)
 	defer b.Free(ref)
 	defer b.Free(got)
-	g, w := b.Download(got), b.Download(ref)
-	var num, den float64
-	for i := range w {
-		e := float64(g[i]) - float64(w[i])
-		num += e * e
-		den += float64(w[i]) * float64(w[i])
-	}
-	if rel = math.Sqrt(num / den); math.IsNaN(rel) {
-		rel = math.Inf(1)
-	}
-	return rel, nil
+	return checkRelL2(b.Download(got), b.Download(ref)), nil
 }
