@@ -150,7 +150,7 @@ func findCharsmap(raw json.RawMessage) ([]byte, error) {
 	switch c.Type {
 	case "Precompiled":
 		if c.PrecompiledCharsmap == nil {
-			return nil, errors.New("Precompiled without precompiled_charsmap")
+			return nil, fmt.Errorf("type %q has no precompiled_charsmap", c.Type)
 		}
 		b, err := base64.StdEncoding.DecodeString(*c.PrecompiledCharsmap)
 		if err != nil {
@@ -188,7 +188,7 @@ func checkPreTokenizer(raw json.RawMessage) error {
 	switch c.Type {
 	case "Metaspace":
 		if c.Replacement != metaspace {
-			return fmt.Errorf("Metaspace replacement %q, want %q", c.Replacement, metaspace)
+			return fmt.Errorf("type %q: replacement %q, want %q", c.Type, c.Replacement, metaspace)
 		}
 	case "WhitespaceSplit":
 	case "Sequence":
