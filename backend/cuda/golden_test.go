@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
-	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
@@ -16,16 +15,6 @@ import (
 // outputs, with the set's recommended tolerances (float32 1e-4; bf16 DiT
 // and umT5 2e-2; bf16 VAE 5e-2 — the distance between the reference's own
 // bf16 and fp32 outputs is 4.6e-3 to 1.8e-2).
-
-func openGolden(t *testing.T, name string) checkpoint.File {
-	t.Helper()
-	f, err := checkpoint.Open(golden.Path(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
 
 func TestGoldenDiTOnGPU(t *testing.T) {
 	g := gpu(t)
@@ -54,7 +43,7 @@ func TestGoldenDiTOnGPU(t *testing.T) {
 	}
 	for _, run := range runs {
 		t.Run(run.variant, func(t *testing.T) {
-			m, err := wan.Load(g, openGolden(t, run.weights), run.opt)
+			m, err := wan.Load(g, golden.Open(t, run.weights), run.opt)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -288,7 +288,7 @@ func runSLAPair(t *testing.T, g *Backend, c *cpu.Backend, sc slaCase, kind backe
 // selection in those rows, must be within 1e-2 (the CPU backend's bound).
 func TestSLAGolden(t *testing.T) {
 	g := gpu(t)
-	f := openGolden(t, "sla_unit.safetensors")
+	f := golden.Open(t, "sla_unit.safetensors")
 	man := golden.LoadManifest(t)
 	q, qs := golden.Tensor(t, f, "q")
 	k, _ := golden.Tensor(t, f, "k")

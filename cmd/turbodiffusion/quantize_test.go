@@ -26,11 +26,7 @@ func TestQuantizeCommand(t *testing.T) {
 	}
 	// Progress counts the output's tensors: those of the reference's own
 	// quantised checkpoint.
-	ref, err := checkpoint.Open(golden.Path(t, "dit_int8.pth"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ref.Close()
+	ref := golden.Open(t, "dit_int8.pth")
 	n := len(ref.Names())
 	if !strings.Contains(stdout.String(), "wrote "+out) || !strings.Contains(stderr.String(), fmt.Sprintf("[%d/%d]", n, n)) {
 		t.Errorf("unexpected output:\nstdout %q\nstderr %q", stdout.String(), stderr.String())

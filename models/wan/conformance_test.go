@@ -46,18 +46,6 @@ func TestGoldenDiT(t *testing.T) {
 	}
 }
 
-// openWeights opens a golden checkpoint through checkpoint.Open (zip .pth
-// or safetensors).
-func openWeights(t *testing.T, name string) checkpoint.File {
-	t.Helper()
-	f, err := checkpoint.Open(golden.Path(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
-}
-
 // goldenInputs are the DiT inputs shared by every variant.
 type goldenInputs struct {
 	x     []float32
@@ -86,7 +74,7 @@ func runGolden(t *testing.T, run goldenRun) {
 	be := cpuDiT(t)
 	ref := golden.Open(t, run.file)
 	in := loadInputs(t)
-	m, err := Load(be, openWeights(t, run.weights), run.opt)
+	m, err := Load(be, golden.Open(t, run.weights), run.opt)
 	if err != nil {
 		t.Fatal(err)
 	}

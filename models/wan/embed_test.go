@@ -180,7 +180,7 @@ func TestPthAndSafetensorsAgree(t *testing.T) {
 	copy(x, in.x)
 	var outs [][]float32
 	for _, name := range []string{"dit_weights.pth", "dit_weights.safetensors"} {
-		m, err := Load(be, openWeights(t, name), Options{Attention: backend.SLA, TopK: 0.5, BlockQ: 16, BlockK: 8})
+		m, err := Load(be, golden.Open(t, name), Options{Attention: backend.SLA, TopK: 0.5, BlockQ: 16, BlockK: 8})
 		if err != nil {
 			t.Fatal(err)
 		}

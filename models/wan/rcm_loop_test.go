@@ -60,7 +60,7 @@ func TestGoldenRCMLoop(t *testing.T) {
 			steps := man.Int(t, "configs", "rcm", name, "steps")
 			sigmaMax := man.ArgvNumber(t, name, "--sigma_max")
 			be := cpuDiT(t)
-			m, err := Load(be, openWeights(t, "dit_weights.safetensors"), opt)
+			m, err := Load(be, golden.Open(t, "dit_weights.safetensors"), opt)
 			if err != nil {
 				t.Fatal(err)
 			}
