@@ -83,19 +83,23 @@ func (g *goldenDiT) attention(prefix string, x, ctx, angles backend.Tensor) back
 	return g.linear(o, prefix+".o")
 }
 
+// goldenDiTRuns are the set's original-model runs the block and embedding
+// tests check, with the set's tolerances (float32 1e-4, bf16 2e-2).
+var goldenDiTRuns = []struct {
+	name, file string
+	dt         tensor.DType
+	tol        float64
+}{
+	{"fp32_original", "dit_fp32.safetensors", tensor.F32, 1e-4},
+	{"bf16_original", "dit_bf16.safetensors", tensor.BF16, 2e-2},
+}
+
 // TestGoldenBlock runs transformer block 0 of the reference DiT from the
 // reference's own block input (patch_embedding), time projection and text
 // context, and compares the self-attention output and the block output.
 // It pins down the rounding of every DiT op this backend provides.
 func TestGoldenBlock(t *testing.T) {
-	for _, c := range []struct {
-		name, file string
-		dt         tensor.DType
-		tol        float64
-	}{
-		{"fp32_original", "dit_fp32.safetensors", tensor.F32, 1e-4},
-		{"bf16_original", "dit_bf16.safetensors", tensor.BF16, 2e-2},
-	} {
+	for _, c := range goldenDiTRuns {
 		t.Run(c.name, func(t *testing.T) {
 			g, _ := newGoldenDiT(t, c.name, c.file, c.dt)
 			be := g.be
@@ -125,14 +129,7 @@ func TestGoldenBlock(t *testing.T) {
 // TestGoldenEmbeddingsAndHead checks the float32 time projection, the bf16
 // text embedding MLP and the float32 head from the reference's inputs.
 func TestGoldenEmbeddingsAndHead(t *testing.T) {
-	for _, c := range []struct {
-		name, file string
-		dt         tensor.DType
-		tol        float64
-	}{
-		{"fp32_original", "dit_fp32.safetensors", tensor.F32, 1e-4},
-		{"bf16_original", "dit_bf16.safetensors", tensor.BF16, 2e-2},
-	} {
+	for _, c := range goldenDiTRuns {
 		t.Run(c.name, func(t *testing.T) {
 			g, man := newGoldenDiT(t, c.name, c.file, c.dt)
 			be := g.be
