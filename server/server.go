@@ -4,8 +4,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"embed"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,7 +55,16 @@ type Request struct {
 	Frames     int     `json:"frames,omitempty"`
 	Seed       *uint64 `json:"seed,omitempty"`
 	Format     string  `json:"format,omitempty"` // mp4 (default) or gif
+	// Image is the input image of an image-to-video request: PNG or JPEG,
+	// base64, optionally as a data URL. Only a server started for
+	// image-to-video (serve --i2v) takes it, and there it is required.
+	Image string `json:"image,omitempty"`
+	// AdaptiveResolution keeps the resolution's area but the image's aspect.
+	AdaptiveResolution bool `json:"adaptive_resolution,omitempty"`
 }
+
+// maxBody bounds a request body (an input image included).
+const maxBody = 32 << 20
 
 // Job is the JSON view of a job.
 type Job struct {
@@ -82,6 +94,9 @@ type Server struct {
 	nextID int
 	// MaxQueue bounds waiting jobs; more are refused with 503.
 	MaxQueue int
+	// I2V makes this an image-to-video server: requests must carry an image,
+	// and defaults are the reference I2V script's (σmax 200, 720p).
+	I2V bool
 }
 
 // New starts a server that writes videos under outDir and runs one worker
@@ -100,6 +115,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	page, _ := fs.Sub(webFS, "web")
 	mux.Handle("GET /", http.FileServer(http.FS(page)))
+	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"i2v": s.I2V})
+	})
 	mux.HandleFunc("POST /v1/videos", s.create)
 	mux.HandleFunc("GET /v1/videos", s.list)
 	mux.HandleFunc("GET /v1/videos/{id}", s.get)
@@ -121,9 +139,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // toPipeline validates a request and fills defaults (the reference's T2V
 // defaults: 4 steps, σmax 80, 480p 16:9, 81 frames).
-func (r Request) toPipeline() (pipeline.Request, string, error) {
+func (r Request) toPipeline(i2v bool) (pipeline.Request, string, error) {
 	if r.Prompt == "" {
 		return pipeline.Request{}, "", errors.New("prompt is required")
+	}
+	if i2v && r.Image == "" {
+		return pipeline.Request{}, "", errors.New("image is required: this server runs image-to-video (base64 PNG or JPEG in \"image\")")
+	}
+	if !i2v && (r.Image != "" || r.AdaptiveResolution) {
+		return pipeline.Request{}, "", errors.New("this server runs text-to-video; start it with --i2v and the I2V experts for image input")
 	}
 	pr := pipeline.Request{Prompt: r.Prompt, Sampler: "rcm", Steps: r.Steps, SigmaMax: r.SigmaMax, Frames: r.Frames, Samples: 1}
 	if pr.Steps == 0 {
@@ -131,6 +155,13 @@ func (r Request) toPipeline() (pipeline.Request, string, error) {
 	}
 	if pr.SigmaMax == 0 {
 		pr.SigmaMax = 80
+		if i2v {
+			pr.SigmaMax = pipeline.DefaultI2VSigmaMax
+		}
+	}
+	pr.AdaptiveResolution = r.AdaptiveResolution
+	if r.Image != "" {
+		pr.Image = "(uploaded image)" // replaced by the saved file's path once it is written
 	}
 	if pr.Frames == 0 {
 		pr.Frames = 81
@@ -138,6 +169,9 @@ func (r Request) toPipeline() (pipeline.Request, string, error) {
 	res, aspect := r.Resolution, r.Aspect
 	if res == "" {
 		res = "480p"
+		if i2v {
+			res = pipeline.DefaultI2VResolution
+		}
 	}
 	if aspect == "" {
 		aspect = "16:9"
@@ -164,20 +198,37 @@ func (r Request) toPipeline() (pipeline.Request, string, error) {
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	var req Request
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		httpError(w, http.StatusBadRequest, "bad JSON body: %v", err)
 		return
 	}
-	pr, format, err := req.toPipeline()
+	pr, format, err := req.toPipeline(s.I2V)
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
+	var img []byte
+	if req.Image != "" {
+		if img, err = decodeImage(req.Image); err != nil {
+			httpError(w, http.StatusBadRequest, "image: %v", err)
+			return
+		}
+	}
 	s.mu.Lock()
 	s.nextID++
 	job := &Job{ID: strconv.Itoa(s.nextID), Status: "queued", Created: time.Now(), req: pr, fmt: format}
+	if img != nil {
+		// The pipeline reads the image from a file; it lives beside the videos.
+		job.req.Image = filepath.Join(s.outDir, "input-"+job.ID+imageExt(img))
+		if err := os.WriteFile(job.req.Image, img, 0o644); err != nil {
+			s.nextID--
+			s.mu.Unlock()
+			httpError(w, http.StatusInternalServerError, "saving the input image: %v", err)
+			return
+		}
+	}
 	select {
 	case s.queue <- job:
 		s.jobs[job.ID] = job
@@ -267,4 +318,31 @@ func (s *Server) run(ctx context.Context, j *Job) {
 		}
 		j.Status, j.path, j.VideoURL = "done", path, "/v1/videos/"+j.ID+"/content"
 	})
+}
+
+// decodeImage reads a base64 image (optionally a data URL) and checks that
+// it is a PNG or JPEG.
+func decodeImage(s string) ([]byte, error) {
+	if i := strings.Index(s, ";base64,"); strings.HasPrefix(s, "data:") && i >= 0 {
+		s = s[i+len(";base64,"):]
+	}
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("not valid base64: %v", err)
+	}
+	if imageExt(b) == "" {
+		return nil, errors.New("not a PNG or JPEG image")
+	}
+	return b, nil
+}
+
+// imageExt is ".png" or ".jpg" by the file's magic bytes, else "".
+func imageExt(b []byte) string {
+	switch {
+	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
+		return ".png"
+	case bytes.HasPrefix(b, []byte{0xff, 0xd8, 0xff}):
+		return ".jpg"
+	}
+	return ""
 }

@@ -3,11 +3,16 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"image"
+	"image/png"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,3 +137,69 @@ func TestServerJobsAndErrors(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+func TestServerImageToVideo(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gen := &fakeGen{}
+	dir := t.TempDir()
+	s, err := New(ctx, gen, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.I2V = true
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+
+	resp, err := http.Get(ts.URL + "/v1/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]bool
+	json.NewDecoder(resp.Body).Decode(&cfg)
+	resp.Body.Close()
+	if !cfg["i2v"] {
+		t.Fatalf("/v1/config = %v, want i2v true", cfg)
+	}
+
+	var png bytes.Buffer
+	img := image.NewRGBA(image.Rect(0, 0, 4, 4))
+	if err := pngEncode(&png, img); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"prompt":"the cat turns its head","frames":5,"image":"data:image/png;base64,` + base64.StdEncoding.EncodeToString(png.Bytes()) + `","adaptive_resolution":true}`
+	code, m := post(t, ts.URL, body)
+	if code != http.StatusAccepted {
+		t.Fatalf("POST: %d %v", code, m)
+	}
+	j := waitJob(t, ts.URL, m["id"].(string))
+	if j["status"] != "done" {
+		t.Fatalf("job: %v", j)
+	}
+	r := gen.got[0]
+	if r.SigmaMax != 200 || r.Size != (pipeline.Size{W: 1280, H: 720}) || !r.AdaptiveResolution {
+		t.Errorf("I2V defaults not applied: %+v", r)
+	}
+	saved, err := os.ReadFile(r.Image)
+	if err != nil || !bytes.Equal(saved, png.Bytes()) || filepath.Dir(r.Image) != dir {
+		t.Fatalf("input image saved as %q (%v): want the posted PNG in the output folder", r.Image, err)
+	}
+
+	for _, body := range []string{
+		`{"prompt":"x"}`, // no image on an I2V server
+		`{"prompt":"x","image":"%%%"}`,
+		`{"prompt":"x","image":"` + base64.StdEncoding.EncodeToString([]byte("GIF89a not allowed")) + `"}`,
+	} {
+		if code, m := post(t, ts.URL, body); code != http.StatusBadRequest {
+			t.Errorf("%.40s: got %d %v, want 400", body, code, m)
+		}
+	}
+
+	// A text-to-video server refuses an image.
+	s.I2V = false
+	if code, m := post(t, ts.URL, `{"prompt":"x","image":"`+base64.StdEncoding.EncodeToString(png.Bytes())+`"}`); code != http.StatusBadRequest {
+		t.Errorf("T2V server took an image: %d %v", code, m)
+	}
+}
+
+func pngEncode(w io.Writer, img image.Image) error { return png.Encode(w, img) }
