@@ -75,12 +75,12 @@ type Job struct {
 	Total    int       `json:"total,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	VideoURL string    `json:"video_url,omitempty"`
+	Format   string    `json:"format"` // mp4 or gif
 	Created  time.Time `json:"created"`
 	Seconds  float64   `json:"seconds,omitempty"`
 
 	req  pipeline.Request
 	path string
-	fmt  string
 }
 
 // Server holds the job queue.
@@ -218,7 +218,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.nextID++
-	job := &Job{ID: strconv.Itoa(s.nextID), Status: "queued", Created: time.Now(), req: pr, fmt: format}
+	job := &Job{ID: strconv.Itoa(s.nextID), Status: "queued", Created: time.Now(), req: pr, Format: format}
 	if img != nil {
 		// The pipeline reads the image from a file; it lives beside the videos.
 		job.req.Image = filepath.Join(s.outDir, "input-"+job.ID+imageExt(img))
@@ -307,7 +307,7 @@ func (s *Server) run(ctx context.Context, j *Job) {
 	})
 	var path string
 	if err == nil {
-		path = filepath.Join(s.outDir, "video-"+j.ID+"."+j.fmt)
+		path = filepath.Join(s.outDir, "video-"+j.ID+"."+j.Format)
 		_, err = video.Write(path, clip)
 	}
 	s.update(j, func(j *Job) {

@@ -100,8 +100,8 @@ func TestServerJobsAndErrors(t *testing.T) {
 		t.Fatalf("POST: %d %v", code, m)
 	}
 	j := waitJob(t, ts.URL, m["id"].(string))
-	if j["status"] != "done" {
-		t.Fatalf("job: %v", j)
+	if j["status"] != "done" || j["format"] != "gif" {
+		t.Fatalf("job: %v (want done, format gif)", j)
 	}
 	r := gen.got[0]
 	if r.Steps != 4 || r.SigmaMax != 80 || r.Size != (pipeline.Size{W: 832, H: 480}) || r.Seed != 7 || r.Frames != 5 {

@@ -183,6 +183,12 @@ func atomicWrite(path string, write func(tmp string) error) error {
 	}
 	tmp := f.Name()
 	f.Close()
+	// CreateTemp makes the file private (0600); a finished video is an
+	// ordinary file for the user's other programs, as os.Create would make it.
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("video: %s: %w", path, err)
+	}
 	if err := write(tmp); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("video: %s: %w", path, err)
