@@ -1,5 +1,7 @@
 package sla
 
+import "github.com/turbodiffusion-go/turbodiffusion/internal/vec"
+
 // MatMul computes C = A·Bᵀ for row-major A [m, k] (row stride lda),
 // B [n, k] (row stride ldb) and C [m, n] (row stride ldc), overwriting C,
 // with float32 accumulation in any order. SLA's GEMM-shaped steps (Q·Kᵀ,
@@ -13,7 +15,7 @@ func scalarMatMul(m, n, k int, a []float32, lda int, b []float32, ldb int, c []f
 		ar := a[i*lda : i*lda+k]
 		cr := c[i*ldc : i*ldc+n]
 		for j := range cr {
-			cr[j] = dot(ar, b[j*ldb:j*ldb+k])
+			cr[j] = vec.Dot(ar, b[j*ldb:j*ldb+k])
 		}
 	}
 }

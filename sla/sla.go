@@ -234,21 +234,4 @@ func selectedBlocks(row []int8) []int {
 	return sel
 }
 
-// dot is a float32 dot product with four partial sums.
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
 func errSize(a, b int) error { return fmt.Errorf("sla: q and k sizes differ: %d vs %d", a, b) }

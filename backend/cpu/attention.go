@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/vec"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -77,7 +78,7 @@ func (b *Backend) Attention(q, k, v backend.Tensor, heads int, scale float32) ba
 					sr := s[i*attnBK : i*attnBK+nk]
 					for j := range sr {
 						o := kBase + (k0+j)*width
-						sr[j] = dotF32(qr, ck.F[o:o+d])
+						sr[j] = vec.Dot(qr, ck.F[o:o+d])
 					}
 					alpha, sum := softmaxTile(sr, &m[i], scale, roundP)
 					l[i] = l[i]*alpha + sum

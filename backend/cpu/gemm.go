@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/vec"
 )
 
 // Gemm computes C = A·Bᵀ (+ bias) in float32 for row-major A [m,k] (row
@@ -88,7 +89,7 @@ func (be *Backend) gemmDot(m, n, k int, a []float32, lda int, b []float32, ldb i
 			ar := a[i*lda : i*lda+k]
 			cr := c[i*ldc : i*ldc+n]
 			for j := range cr {
-				s := dotF32(ar, b[j*ldb:j*ldb+k])
+				s := vec.Dot(ar, b[j*ldb:j*ldb+k])
 				if bias != nil {
 					s += bias[j]
 				}
@@ -105,7 +106,7 @@ func (be *Backend) gemmDot(m, n, k int, a []float32, lda int, b []float32, ldb i
 			for i := 0; i < m; i++ {
 				ar := a[i*lda : i*lda+k]
 				for j := lo; j < hi; j++ {
-					s := dotF32(ar, b[j*ldb:j*ldb+k])
+					s := vec.Dot(ar, b[j*ldb:j*ldb+k])
 					if bias != nil {
 						s += bias[j]
 					}
@@ -245,21 +246,4 @@ func packB(dst, b []float32, ldb, j0, nr, pc, kc int) {
 			dst[p*gemmNR+j] = v
 		}
 	}
-}
-
-// dotF32 is a float32 dot product with four partial sums.
-func dotF32(x, y []float32) float32 {
-	y = y[:len(x)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(x); i += 4 {
-		s0 += x[i] * y[i]
-		s1 += x[i+1] * y[i+1]
-		s2 += x[i+2] * y[i+2]
-		s3 += x[i+3] * y[i+3]
-	}
-	for ; i < len(x); i++ {
-		s0 += x[i] * y[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
