@@ -50,7 +50,7 @@ run)
 		TURBODIFFUSION_NVRTC_VERBOSE=1 .gpu/cuda.test -test.run 'TestKernelsCompile$' 2>&1 |
 			grep -E "^nvrtc attention|Compiling entry|registers|spill|Performance|serializ" | grep -A3 -E "flash_wgmma" | grep -v '^--' | head -60
 		echo "== op tests (CUDA vs CPU): backend core and DiT ops"
-		mine='^(TestParseVariant|TestKernelsCompile|TestCompileErrorShowsSource|TestLibrarySearchError|TestCastLayout|TestElementwise|TestLinear|TestNorms|TestRoPE|TestAttention|TestAttentionF32|TestErrors|TestPoolReuse)$'
+		mine='^(TestParseVariant|TestKernelsCompile|TestCompileErrorShowsSource|TestLibrarySearchError|TestCastLayout|TestElementwise|TestLinear|TestLinearGELU|TestNorms|TestRoPE|TestAttention|TestAttentionF32|TestErrors|TestPoolReuse)$'
 		.gpu/cuda.test -test.v -test.timeout 300s -test.run "$mine" >"$OUT/tests_core.log" 2>&1
 		grep -E '^(--- |PASS|FAIL|ok|panic|SIGSEGV|fatal)|rel_l2|error|Error|out of device|\.go:[0-9]+:' "$OUT/tests_core.log" | grep -v '^=== RUN'
 		echo "== op tests (CUDA vs CPU): the other op families (VAE, text, int8, SLA, golden)"
@@ -58,7 +58,7 @@ run)
 		grep -E '^(--- |PASS|FAIL|ok|panic|SIGSEGV|fatal)|rel_l2|Error|out of device' "$OUT/tests_other.log" | grep -v '^=== RUN' | head -150
 		grep -A12 '^panic' "$OUT/tests_other.log" | head -40
 		echo "== bench (Go)"
-		.gpu/turbodiffusion bench --parts "${SUITE_PARTS:-attention,gemm,ops,dit}" --json "$OUT/bench_go.json"
+		.gpu/turbodiffusion bench --profile --parts "${SUITE_PARTS:-attention,gemm,ops,dit}" --json "$OUT/bench_go.json"
 		if [ "${SUITE_E2E:-1}" = 1 ] && [ -d .gpu/golden/tokenizer ]; then
 			echo "== bench e2e (every text-to-video stage, real shapes, random weights)"
 			.gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2

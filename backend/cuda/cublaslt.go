@@ -24,6 +24,8 @@ const (
 	descBiasDataType  = 26
 	epilogueDefault   = 1
 	epilogueBias      = 4
+	epilogueGELU      = 32 // GELU, tanh approximation (checked against the CPU op in TestLinearGELU)
+	epilogueGELUBias  = 36
 	prefMaxWorkspace  = 1
 	heuristicResultSz = 96 // cublasLtMatmulHeuristicResult_t
 	workspaceBytes    = 32 << 20
@@ -79,6 +81,7 @@ func (l *cublasLt) init(b *Backend) error {
 type gemmKey struct {
 	m, n, k      int
 	ab, cd, bias int32 // cuda data types; bias -1 = none
+	gelu         bool  // GELU(tanh) applied to the float32 result in the epilogue
 }
 
 // gemmPlan is a matmul description with its chosen algorithm, reused for
@@ -109,8 +112,14 @@ func (b *Backend) plan(key gemmKey) (*gemmPlan, error) {
 	call(l.descSet, p.desc, descTransA, uintptr(unsafe.Pointer(&ta)), 4)
 	call(l.descSet, p.desc, descTransB, uintptr(unsafe.Pointer(&tb)), 4)
 	epi := int32(epilogueDefault)
+	if key.gelu {
+		epi = epilogueGELU
+	}
 	if key.bias >= 0 {
 		epi = epilogueBias
+		if key.gelu {
+			epi = epilogueGELUBias
+		}
 		bt := key.bias
 		if err := chk("set bias type", call(l.descSet, p.desc, descBiasDataType, uintptr(unsafe.Pointer(&bt)), 4)); err != nil {
 			return nil, err
@@ -159,7 +168,11 @@ func (b *Backend) gemm(p *gemmPlan, key gemmKey, x, w, y, bias uintptr) {
 		call(l.descSet, p.desc, descBiasPointer, uintptr(unsafe.Pointer(&p.biasPtr)), 8)
 	}
 	if b.prof != nil {
-		b.profMark(fmt.Sprintf("cublasLt gemm %dx%dx%d", key.m, key.n, key.k), true)
+		name := fmt.Sprintf("cublasLt gemm %dx%dx%d", key.m, key.n, key.k)
+		if key.gelu {
+			name += "+gelu"
+		}
+		b.profMark(name, true)
 		defer b.profMark("", false)
 	}
 	r := call(l.matmul, l.handle, p.desc, uintptr(unsafe.Pointer(&p.alpha)), w, p.la, x, p.lb, uintptr(unsafe.Pointer(&p.beta)), y, p.lc, y, p.lc,
@@ -180,6 +193,18 @@ func cudaType(dt tensor.DType) int32 {
 // Linear returns x·wᵀ + bias through cuBLASLt (fp32 accumulation, bias in
 // the epilogue so the result is rounded once). x [..., K], w [N, K].
 func (b *Backend) Linear(xt, wt, biast backend.Tensor) backend.Tensor {
+	return b.linear(xt, wt, biast, false)
+}
+
+// LinearGELU returns GELU_tanh(x·wᵀ + bias) with the activation applied to
+// the float32 result in cuBLASLt's epilogue (backend.LinearGELU): the FFN's
+// hidden activations are written once instead of written, read and written
+// again by a separate GELU pass.
+func (b *Backend) LinearGELU(xt, wt, biast backend.Tensor) backend.Tensor {
+	return b.linear(xt, wt, biast, true)
+}
+
+func (b *Backend) linear(xt, wt, biast backend.Tensor, gelu bool) backend.Tensor {
 	defer keepAlive(xt, wt, biast)
 	x, w := T(xt), T(wt)
 	checkFloat("Linear x", x)
@@ -217,7 +242,7 @@ func (b *Backend) Linear(xt, wt, biast backend.Tensor) backend.Tensor {
 		b.launch(b.fn("elementwise.cu", "cast_kernel"), b.gridFor(w.n()), block256, 0, wf.buf.ptr, int32(1), w.buf.ptr, int32(2), w.n())
 		wp = wf.buf.ptr
 	}
-	key := gemmKey{m: M, n: N, k: K, ab: cudaType(x.dt), cd: cudaType(x.dt), bias: -1}
+	key := gemmKey{m: M, n: N, k: K, ab: cudaType(x.dt), cd: cudaType(x.dt), bias: -1, gelu: gelu}
 	if bias != nil {
 		key.bias = cudaType(bias.dt)
 	}
@@ -230,7 +255,7 @@ func (b *Backend) Linear(xt, wt, biast backend.Tensor) backend.Tensor {
 		b.gemm(p, key, x.buf.ptr, wp, out.buf.ptr, bp)
 		return out
 	}
-	if bias == nil {
+	if bias == nil || gelu {
 		backend.FailErr(err)
 	}
 	// No fused bias for this type mix: fp32 GEMM output, then one rounding

@@ -164,6 +164,37 @@ func TestLinear(t *testing.T) {
 	}
 }
 
+// TestLinearGELU checks the GEMM+GELU epilogue against Linear then GELU on
+// the CPU with no rounding in between (the fused op's contract). The fp32
+// case would fail (rel-L2 ≈ 2e-4 > 1e-5) if cuBLASLt's GELU were the erf
+// form rather than the tanh approximation the model needs.
+func TestLinearGELU(t *testing.T) {
+	g, c, r := gpu(t), ref(t), rng(t)
+	for _, tc := range []struct {
+		name    string
+		dt      tensor.DType
+		bias    bool
+		m, n, k int
+		tl      float64
+	}{
+		{"bf16 bias", tensor.BF16, true, 300, 384, 512, tol(tensor.BF16)},
+		{"bf16 FFN-like", tensor.BF16, true, 1000, 8960 / 4, 1536, tol(tensor.BF16)},
+		{"bf16 no bias", tensor.BF16, false, 129, 256, 256, tol(tensor.BF16)},
+		{"f32 bias", tensor.F32, true, 64, 128, 256, 1e-5},
+	} {
+		x := up(g, c, tc.dt, []int{tc.m, tc.k}, randn(r, tc.m*tc.k, 1.5))
+		w := up(g, c, tc.dt, []int{tc.n, tc.k}, randn(r, tc.n*tc.k, 1/math.Sqrt(float64(tc.k))))
+		var bg, bc, bc32 backend.Tensor
+		if tc.bias {
+			b := up(g, c, tc.dt, []int{tc.n}, randn(r, tc.n, 1))
+			bg, bc = b.g, b.c
+			bc32 = c.Cast(bc, tensor.F32)
+		}
+		want := c.Cast(c.GELUTanh(c.Linear(c.Cast(x.c, tensor.F32), c.Cast(w.c, tensor.F32), bc32)), tc.dt)
+		compare(t, "linear+gelu "+tc.name, g, c, g.LinearGELU(x.g, w.g, bg), want, tc.tl)
+	}
+}
+
 func TestNorms(t *testing.T) {
 	g, c, r := gpu(t), ref(t), rng(t)
 	for _, tc := range []struct {

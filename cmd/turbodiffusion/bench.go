@@ -24,6 +24,7 @@ type benchFlags struct {
 	model               string
 	frames, h, w, iters int
 	jsonOut             string
+	profile             bool
 }
 
 func init() {
@@ -43,6 +44,7 @@ func init() {
 	cmd.Flags().IntVar(&f.w, "width", 832, "video width in pixels")
 	cmd.Flags().IntVar(&f.iters, "iters", 10, "timed runs per microbenchmark")
 	cmd.Flags().StringVar(&f.jsonOut, "json", "", "also write the results as JSON to this file")
+	cmd.Flags().BoolVar(&f.profile, "profile", false, "print the GPU time of every kernel of one DiT forward")
 	root.AddCommand(cmd)
 }
 
@@ -178,7 +180,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 		}
 	}
 	if parts["dit"] {
-		r, err := benchDiT(b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3))
+		r, err := benchDiT(w, b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3), f.profile)
 		if err != nil {
 			fmt.Fprintf(w, "DiT forward: FAILED: %v\n", err)
 		} else {
@@ -198,7 +200,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 // benchDiT loads cfg with random bf16 weights and times Forward on a random
 // latent [16, T, H, W] (wall clock: Forward returns host data, so it is
 // synchronous), text embedded once as a sampler does.
-func benchDiT(b *cuda.Backend, cfg wan.Config, T, H, W, iters int) (r benchResult, err error) {
+func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int, profile bool) (r benchResult, err error) {
 	f := randomDiT(cfg)
 	t0 := time.Now()
 	m, err := wan.Load(b, f, wan.Options{DType: tensor.BF16, Attention: backend.Dense})
@@ -239,10 +241,14 @@ func benchDiT(b *cuda.Backend, cfg wan.Config, T, H, W, iters int) (r benchResul
 		return r, err
 	}
 	var gpuMS float64
-	for _, e := range b.StopProfile() {
+	prof := b.StopProfile()
+	for _, e := range prof {
 		gpuMS += e.MS
 	}
 	med := ms[len(ms)/2]
+	if profile {
+		fmt.Fprintf(out, "GPU time per kernel, one %s forward (CUDA events per launch):\n%s", cfg.Name, cuda.FormatProfile(prof, gpuMS))
+	}
 	L := T * (H / 2) * (W / 2)
 	return benchResult{Name: fmt.Sprintf("DiT forward %s L=%d (dense, bf16)", cfg.Name, L), MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",

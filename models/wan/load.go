@@ -39,6 +39,10 @@ type Options struct {
 	Norm backend.NormMode
 	// Linear selects float or Int8 block Linears.
 	Linear LinearMode
+	// ExactRounding rounds every intermediate where the reference does, and
+	// so turns off fusions that skip a bf16 rounding (today: the FFN's GELU
+	// applied to the GEMM's float32 result, on backends with LinearGELU).
+	ExactRounding bool
 }
 
 // linear is one Linear layer's weights; scale is non-nil for Int8Linear.
