@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CGO_ENABLED=0
+# NVRTC 12 for the sm_90a kernels, where scripts/setup-ci.sh unpacked it.
+nvrtc12=/opt/turbodiffusion-nvrtc12/usr/lib/x86_64-linux-gnu
+if [ -z "${TURBODIFFUSION_NVRTC_SM90A_LIBS:-}" ] && [ -e "$nvrtc12/libnvrtc.so.12" ]; then
+	export TURBODIFFUSION_NVRTC_SM90A_LIBS="$nvrtc12"
+fi
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
 go vet ./...

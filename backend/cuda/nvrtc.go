@@ -31,8 +31,11 @@ type NVRTC struct {
 
 // LoadNVRTC finds and loads libnvrtc and, first, the builtins library from
 // the same folder (that folder is often not on the loader's path).
-func LoadNVRTC() (*NVRTC, error) {
-	dirs := SearchDirs()
+func LoadNVRTC() (*NVRTC, error) { return LoadNVRTCFrom(SearchDirs()) }
+
+// LoadNVRTCFrom loads NVRTC from the first of dirs that holds it (tests use
+// it to compile the sm_90a kernels with a second, newer NVRTC).
+func LoadNVRTCFrom(dirs []string) (*NVRTC, error) {
 	lib, err := openLib(specNVRTC, dirs, nil, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
@@ -44,6 +45,47 @@ func TestKernelsCompile(t *testing.T) {
 			}
 			t.Logf("%s %s: %d bytes", m.Name, arch, len(cubin))
 		}
+	}
+}
+
+// SM90ALibsEnv names a folder holding an NVRTC 12+ (CI: Debian trixie's
+// libnvrtc12, unpacked by scripts/setup-ci.sh) used to compile the sm_90a
+// kernels that the main NVRTC (11.8 in CI) cannot.
+const SM90ALibsEnv = "TURBODIFFUSION_NVRTC_SM90A_LIBS"
+
+// TestKernelsCompileSM90A compiles every module that needs sm_90a (the
+// wgmma/TMA kernels) with the NVRTC in $TURBODIFFUSION_NVRTC_SM90A_LIBS.
+func TestKernelsCompileSM90A(t *testing.T) {
+	dir := os.Getenv(SM90ALibsEnv)
+	if dir == "" {
+		t.Skipf("%s not set: sm_90a kernels not compiled here (scripts/setup-ci.sh unpacks NVRTC 12 for CI)", SM90ALibsEnv)
+	}
+	n, err := LoadNVRTCFrom([]string{dir})
+	if err != nil {
+		t.Fatalf("%s=%s: %v", SM90ALibsEnv, dir, err)
+	}
+	if n.Major < 12 {
+		t.Fatalf("%s: NVRTC %s cannot target sm_90a (need 12+)", n.Lib.Path, n.Version())
+	}
+	t.Logf("NVRTC %s at %s", n.Version(), n.Lib.Path)
+	count := 0
+	for _, m := range kernels.Modules() {
+		if arch, ok := kernels.Arch(m.Name, "sm_90"); !ok || arch != "sm_90a" {
+			continue
+		}
+		count++
+		cubin, err := n.Compile(m, "sm_90a")
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		if len(cubin) < 4 || string(cubin[1:4]) != "ELF" {
+			t.Errorf("%s sm_90a: output is not an ELF cubin", m.Name)
+		}
+		t.Logf("%s sm_90a: %d bytes", m.Name, len(cubin))
+	}
+	if count == 0 {
+		t.Fatal("no embedded module targets sm_90a")
 	}
 }
 
