@@ -37,12 +37,19 @@ func TestGoldenDiTOnGPU(t *testing.T) {
 	}{
 		{"fp32_original", "dit_fp32.safetensors", "dit_weights.pth", wan.Options{DType: tensor.F32, Norm: backend.NormDefault}, 1e-4},
 		{"bf16_original", "dit_bf16.safetensors", "dit_weights.pth", wan.Options{DType: tensor.BF16, Norm: backend.NormDefault}, 2e-2},
+		// Every reference rounding kept (no GELU epilogue fusion): the error
+		// here against the fused run above shows what the fusion costs.
+		{"bf16_original", "dit_bf16.safetensors", "dit_weights.pth", wan.Options{DType: tensor.BF16, Norm: backend.NormDefault, ExactRounding: true}, 2e-2},
 		{"bf16_original_fastnorm", "dit_bf16.safetensors", "dit_weights.pth", wan.Options{DType: tensor.BF16, Norm: backend.NormFast}, 2e-2},
 		{"bf16_sla_fastnorm", "dit_bf16.safetensors", "dit_weights.pth", sla(wan.Options{DType: tensor.BF16, Norm: backend.NormFast}), 2e-2},
 		{"bf16_sla_fastnorm_int8", "dit_int8.safetensors", "dit_int8.pth", sla(wan.Options{DType: tensor.BF16, Norm: backend.NormFast, Linear: wan.LinearInt8}), 2e-2},
 	}
 	for _, run := range runs {
-		t.Run(run.variant, func(t *testing.T) {
+		name := run.variant
+		if run.opt.ExactRounding {
+			name += "_exact_rounding"
+		}
+		t.Run(name, func(t *testing.T) {
 			m, err := wan.Load(g, golden.Open(t, run.weights), run.opt)
 			if err != nil {
 				t.Fatal(err)

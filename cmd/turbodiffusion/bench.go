@@ -25,6 +25,7 @@ type benchFlags struct {
 	frames, h, w, iters int
 	jsonOut             string
 	profile             bool
+	exactRounding       bool
 }
 
 func init() {
@@ -45,6 +46,7 @@ func init() {
 	cmd.Flags().IntVar(&f.iters, "iters", 10, "timed runs per microbenchmark")
 	cmd.Flags().StringVar(&f.jsonOut, "json", "", "also write the results as JSON to this file")
 	cmd.Flags().BoolVar(&f.profile, "profile", false, "print the GPU time of every kernel of one DiT forward")
+	cmd.Flags().BoolVar(&f.exactRounding, "exact-rounding", false, "DiT forward without fusions that skip a bf16 rounding (the baseline of those fusions)")
 	root.AddCommand(cmd)
 }
 
@@ -180,7 +182,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 		}
 	}
 	if parts["dit"] {
-		r, err := benchDiT(w, b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3), f.profile)
+		r, err := benchDiT(w, b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3), f)
 		if err != nil {
 			fmt.Fprintf(w, "DiT forward: FAILED: %v\n", err)
 		} else {
@@ -200,10 +202,10 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 // benchDiT loads cfg with random bf16 weights and times Forward on a random
 // latent [16, T, H, W] (wall clock: Forward returns host data, so it is
 // synchronous), text embedded once as a sampler does.
-func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int, profile bool) (r benchResult, err error) {
-	f := randomDiT(cfg)
+func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int, f *benchFlags) (r benchResult, err error) {
+	ck := randomDiT(cfg)
 	t0 := time.Now()
-	m, err := wan.Load(b, f, wan.Options{DType: tensor.BF16, Attention: backend.Dense})
+	m, err := wan.Load(b, ck, wan.Options{DType: tensor.BF16, Attention: backend.Dense, ExactRounding: f.exactRounding})
 	if err != nil {
 		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
 	}
@@ -246,11 +248,15 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 		gpuMS += e.MS
 	}
 	med := ms[len(ms)/2]
-	if profile {
+	if f.profile {
 		fmt.Fprintf(out, "GPU time per kernel, one %s forward (CUDA events per launch):\n%s", cfg.Name, cuda.FormatProfile(prof, gpuMS))
 	}
 	L := T * (H / 2) * (W / 2)
-	return benchResult{Name: fmt.Sprintf("DiT forward %s L=%d (dense, bf16)", cfg.Name, L), MS: med, MSMin: ms[0],
+	name := fmt.Sprintf("DiT forward %s L=%d (dense, bf16)", cfg.Name, L)
+	if f.exactRounding {
+		name = fmt.Sprintf("DiT forward %s L=%d (dense, bf16, exact rounding)", cfg.Name, L)
+	}
+	return benchResult{Name: name, MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
 			load.Seconds(), gpuMS, 100*(med-gpuMS)/med)}, nil
 }
