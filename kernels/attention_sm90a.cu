@@ -349,13 +349,199 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0,
       : "memory");
 }
 
-// tmQ: [B*Lq rows][H*D] box 64×BM; tmK: [B*Lk rows][H*D] box 64×64;
+// ---- Variants of the TMA consumer loop (flags FL, kernel-name letters) ----
+// TF_OVL ("o"): O += P_j·V_j and S_{j+1} = Q·K_{j+1}ᵀ go to the tensor cores
+//   back to back with one wait per tile, instead of two round trips.
+// TF_PP ("p", needs TF_OVL): the consumer warpgroups issue those batches in
+//   turn (named barriers 1..NWG, FA3's ping-pong), so one warpgroup's
+//   softmax runs while the others' MMAs keep the tensor cores busy.
+// TF_EXPQ ("e") / TF_EXPH ("h"): a quarter / half of the exp2s run as a
+//   polynomial on the FMA pipe instead of the special-function unit (16 per
+//   clock per SM), FA4's trick; relative error < 1e-4 before P is rounded to
+//   bf16, and the row sum adds the same values P is made from.
+#define TF_OVL 1
+#define TF_PP 2
+#define TF_EXPQ 4
+#define TF_EXPH 8
+
+// 2^x for x <= 0 on the FMA pipe: x = j + f with j = round(x), f in
+// [-0.5, 0.5]; 2^f by a degree-3 relative-minimax polynomial (max relative
+// error 7.7e-5 in float32), 2^j added to the exponent bits. x is clamped at
+// -126 (result ~1e-38 instead of 0: far below the row sum's resolution, and
+// the masked keys' V rows are zero).
+__device__ __forceinline__ float ex2_poly(float x) {
+  x = fmaxf(x, -126.f);
+  const float t = __fadd_rn(x, 12582912.f);  // 1.5·2^23: round(x) lands in the low mantissa bits
+  const float f = __fsub_rn(x, __fsub_rn(t, 12582912.f));
+  const float p = fmaf(fmaf(fmaf(0.05508868396f, f, 0.24260404706f), f, 0.69327622652f), f, 0.99992895126f);
+  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));  // low bits of t hold j
+}
+
+// exp2 of element chunk c (of 8) under the variant's split.
+template <int FL>
+__device__ __forceinline__ float ex2_mix(float x, int c) {
+  if constexpr ((FL & TF_EXPH) != 0) {
+    if (c & 1) return ex2_poly(x);
+  } else if constexpr ((FL & TF_EXPQ) != 0) {
+    if ((c & 3) == 3) return ex2_poly(x);
+  }
+  return ex2(x);
+}
+
+// Masked online softmax of a finished S (keys key0..key0+63): updates the
+// row maxima and sums, rescales O and packs P (bf16, A-fragment layout).
+template <int D, int FL, int SN>
+__device__ __forceinline__ void softmax_p(float* s, float* o, u32 (&p)[SN / 16][4], float& m0, float& m1, float& l0,
+                                          float& l1, int key0, int Lk, float scale_log2, int t4) {
+  if (key0 + SN > Lk) {  // mask keys past the end
+#pragma unroll
+    for (int c = 0; c < SN / 8; ++c) {
+      int key = key0 + c * 8 + 2 * t4;
+      if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
+      if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+    }
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < SN / 8; ++c) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+  const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+  m0 = n0;
+  m1 = n1;
+  float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+  for (int c = 0; c < SN / 8; ++c) {
+    s[4 * c] = ex2_mix<FL>(fmaf(s[4 * c], scale_log2, -n0), c);
+    s[4 * c + 1] = ex2_mix<FL>(fmaf(s[4 * c + 1], scale_log2, -n0), c);
+    s[4 * c + 2] = ex2_mix<FL>(fmaf(s[4 * c + 2], scale_log2, -n1), c);
+    s[4 * c + 3] = ex2_mix<FL>(fmaf(s[4 * c + 3], scale_log2, -n1), c);
+    r0 += s[4 * c] + s[4 * c + 1];
+    r1 += s[4 * c + 2] + s[4 * c + 3];
+  }
+  l0 = l0 * a0 + r0;
+  l1 = l1 * a1 + r1;
+  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {  // skipped once the maxima settle (exact)
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      o[4 * c] *= a0;
+      o[4 * c + 1] *= a0;
+      o[4 * c + 2] *= a1;
+      o[4 * c + 3] *= a1;
+    }
+  }
+#pragma unroll
+  for (int kk = 0; kk < SN / 16; ++kk) {
+    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_arrive(int id, int n) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
+}
+
+// The consumer loop of the flagged TMA variants (FL != 0). Tiles stream
+// through NS = 3 stages: full[s] at bars + 8s, empty[s] at bars + 8(NS+s).
+// With TF_PP, warpgroup w waits on named barrier 1+w before issuing a batch
+// and then arrives on the next warpgroup's; the last warpgroup opens the
+// round once at the start and skips its final arrive, so every barrier
+// sees exactly as many arrivals as syncs (nkb+1 batches per warpgroup).
+template <int D, int NWG, int FL, int BN>
+__device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, float& l0, float& l1, u32 sQ, u32 sK,
+                                            u32 sV, u32 bars, int wg, int nkb, int Lk, float scale_log2, int t4,
+                                            int lane) {
+  constexpr int BM = 64 * NWG, NS = 3, DC = D / 8, NC = BN / 8;
+  constexpr u32 KB = BN * D * 2, VB = D * BN * 2;
+  constexpr bool OVL = (FL & TF_OVL) != 0, PP = OVL && (FL & TF_PP) != 0;
+  auto turn = [&]() {
+    if constexpr (PP) named_sync(1 + wg, 256);
+  };
+  auto pass = [&](bool last) {
+    if constexpr (PP) {
+      if (!(last && wg == NWG - 1)) named_arrive(1 + (wg + 1) % NWG, 256);
+    }
+  };
+  auto qk = [&](float* s, int st) {
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      s_mma<BN>(s, tile_desc<true>(sQ, wg * 64, kk, BM, DC, 0), tile_desc<true>(sK + st * KB, 0, kk, BN, DC, 0),
+                kk > 0);
+  };
+  float s[BN / 2];
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
+  if constexpr (PP) {
+    if (wg == NWG - 1) named_arrive(1, 256);  // opens the first round for warpgroup 0
+  }
+  if constexpr (OVL) {  // S_0 on its own; later S_{j+1} rides with P_j·V_j
+    mbar_wait(bars, 0);
+    turn();
+    wg_fence();
+    qk(s, 0);
+    wg_commit();
+    pass(false);
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+  }
+#pragma unroll 1
+  for (int j = 0; j < nkb; ++j) {
+    const int st = j % NS;
+    if constexpr (!OVL) {
+      mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+      wg_fence();
+      qk(s, st);
+      wg_commit();
+      wg_wait0();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+    }
+    u32 p[BN / 16][4];
+    softmax_p<D, FL, BN>(s, o, p, m0, m1, l0, l1, j * BN, Lk, scale_log2, t4);
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+    turn();
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<true>(sV + st * VB, 0, kk, D, NC, 0));
+    if constexpr (OVL) {
+      if (j + 1 < nkb) {
+        const int sn = (j + 1) % NS;
+        mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
+        qk(s, sn);
+      }
+    }
+    wg_commit();
+    pass(j == nkb - 1);
+    wg_wait0();
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+  }
+}
+
+// tmQ: [B*Lq rows][H*D] box 64×BM; tmK: [B*Lk rows][H*D] box 64×BN;
 // tmV: [B*H*D rows][Lkp] box 64×D. grid (ceil(Lq/BM), H, B), 128*(NWG+1)
-// threads; REGS is the consumers' register budget after setmaxnreg.
-template <int D, int NWG, int REGS>
+// threads; REGS is the consumers' register budget after setmaxnreg; BN
+// keys per stage (128 only with FL != 0).
+template <int D, int NWG, int REGS, int FL, int BN>
 __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
                                           bf16* __restrict__ O, int Lq, int Lk, int H, float scale_log2) {
-  constexpr int BM = 64 * NWG, BN = 64, NS = 3, DH = D / 64;
+  static_assert(BN == 64 || FL != 0, "128-key stages need consume_tma");
+  constexpr int BM = 64 * NWG, NS = 3, DH = D / 64;
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sQ = (smem_u32(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
@@ -386,7 +572,9 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
 #pragma unroll
         for (int hf = 0; hf < DH; ++hf)
           tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
-        tma_load_2d(sV + st * VB, tmV, j * BN, (z * H + h) * D, bars + 8 * st);
+#pragma unroll
+        for (int vh = 0; vh < BN / 64; ++vh)
+          tma_load_2d(sV + st * VB + vh * D * 128, tmV, j * BN + vh * 64, (z * H + h) * D, bars + 8 * st);
       }
     }
   } else {  // consumer warpgroups
@@ -397,13 +585,17 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     const int t4 = lane & 3;
     mbar_wait(qbar, 0);
-    for (int j = 0; j < nkb; ++j) {
-      const int st = j % NS;
-      mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
-      consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2, 0,
-                                     t4);
-      __syncwarp();
-      if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
+    if constexpr (FL != 0) {
+      consume_tma<D, NWG, FL, BN>(o, m0, m1, l0, l1, sQ, sK, sV, bars, wg, nkb, Lk, scale_log2, t4, lane);
+    } else {
+      for (int j = 0; j < nkb; ++j) {
+        const int st = j % NS;
+        mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+        consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2,
+                                       0, t4);
+        __syncwarp();
+        if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
+      }
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -422,16 +614,31 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
   }
 }
 
-#define FLASH_TMA(D, NWG, REGS, SUF)                                                                            \
+#define FLASH_TMA(D, NWG, REGS, FL, BN, SUF)                                                                    \
   extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \
       const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
       const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
-    flash_tma<D, NWG, REGS>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                        \
+    flash_tma<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                \
   }
-FLASH_TMA(128, 3, 160, t)
-FLASH_TMA(128, 2, 240, t)
-FLASH_TMA(64, 3, 160, t)
-FLASH_TMA(64, 2, 240, t)
+// Suffix letters after "t" (see consume_tma): o = TF_OVL, p = TF_PP,
+// e = TF_EXPQ, h = TF_EXPH; "k128": 128-key stages. Every variant exists
+// for head dims 128 and 64.
+#define FLASH_TMA_D(NWG, REGS, FL, BN, SUF) \
+  FLASH_TMA(128, NWG, REGS, FL, BN, SUF)    \
+  FLASH_TMA(64, NWG, REGS, FL, BN, SUF)
+FLASH_TMA_D(3, 160, 0, 64, t)
+FLASH_TMA_D(2, 240, 0, 64, t)
+FLASH_TMA_D(3, 160, TF_EXPQ, 64, te)
+FLASH_TMA_D(3, 160, TF_EXPH, 64, th)
+FLASH_TMA_D(3, 160, TF_OVL, 64, to)
+FLASH_TMA_D(3, 160, TF_OVL | TF_EXPQ, 64, toe)
+FLASH_TMA_D(3, 160, TF_OVL | TF_PP, 64, top)
+FLASH_TMA_D(3, 160, TF_OVL | TF_PP | TF_EXPQ, 64, tope)
+FLASH_TMA_D(2, 240, TF_OVL | TF_PP, 64, top)
+FLASH_TMA_D(2, 240, TF_OVL | TF_PP | TF_EXPQ, 64, tope)
+FLASH_TMA_D(2, 240, TF_OVL, 128, tok128)
+FLASH_TMA_D(2, 240, TF_OVL | TF_PP, 128, topk128)
+FLASH_TMA_D(2, 240, TF_OVL | TF_PP | TF_EXPQ, 128, topek128)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

@@ -43,8 +43,17 @@ type variant struct {
 // "b1" (no swizzle), "s" (swizzled) or "s3" (swizzled, three stages); a
 // "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
 // understood but not built, since it measured no faster (docs/PERF.md).
-// SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t"}
+// "t" is the TMA kernel; letters after it select consume_tma's options
+// (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "p"
+// ping-pong of the consumer warpgroups, "e"/"h" a quarter/half of the
+// exp2s by polynomial; with "t", "k128" means 128-key stages for the
+// consume_tma loop. SetAttentionKernel("wgmma:w3s") picks one.
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t",
+	"w3te", "w3th", "w3to", "w3toe", "w3top", "w3tope", "w2top", "w2tope", "w2tok128", "w2topk128", "w2topek128"}
+
+// tmaFlags are the option-letter sets built after "t" (every one for both
+// head dims and the warpgroup counts listed in WGMMAVariants).
+var tmaFlags = map[string]bool{"": true, "e": true, "h": true, "o": true, "oe": true, "op": true, "ope": true}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
@@ -80,9 +89,11 @@ func parseVariant(name string) (variant, bool) {
 		v.sw, v.stages = true, 2
 	case "s3":
 		v.sw, v.stages = true, 3
-	case "t":
-		v.sw, v.stages, v.tma = true, 3, true
 	default:
+		if f, ok := strings.CutPrefix(rest, "t"); ok && tmaFlags[f] {
+			v.sw, v.stages, v.tma = true, 3, true
+			break
+		}
 		return v, false
 	}
 	return v, true
@@ -201,9 +212,9 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	if kv.tma {
 		bm, W := 64*kv.nwg, heads*d
 		tmQ := b.tensorMap2D(q.buf.ptr, int64(W), int64(batch*Lq), int64(W*2), 64, bm)
-		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, 64)
+		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
 		tmV := b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
-		smem := (bm*d+6*64*d)*2 + 1024 + 64 // tiles, alignment, barriers
+		smem := (bm*d+6*kv.bn*d)*2 + 1024 + 64 // Q, 3 K and Vᵀ stages, alignment, barriers
 		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)

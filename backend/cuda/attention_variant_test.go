@@ -1,8 +1,13 @@
 package cuda
 
 import (
+	"bytes"
+	"fmt"
 	"math"
+	"os"
 	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 )
 
 // TestParseVariant pins the variant names to kernel parameters (no GPU).
@@ -17,6 +22,8 @@ func TestParseVariant(t *testing.T) {
 		{"w2s3", 2, 3, true, true},
 		{"w3s3", 3, 3, true, true},
 		{"w3t", 3, 3, true, true},
+		{"w3top", 3, 3, true, true},
+		{"w2topek128", 2, 3, true, true},
 		{"w9b9", 0, 0, false, false},
 		{"w2p", 0, 0, false, false},
 		{"", 0, 0, false, false},
@@ -29,6 +36,17 @@ func TestParseVariant(t *testing.T) {
 	for _, name := range append(WGMMAVariants, defaultVariant, defaultVariant64) {
 		if _, ok := parseVariant(name); !ok {
 			t.Errorf("variant %q does not parse", name)
+		}
+	}
+	// The TMA option letters and the stage width reach the kernel name and launch.
+	for name, bn := range map[string]int{"w3t": 64, "w3tope": 64, "w2topk128": 128} {
+		if v, ok := parseVariant(name); !ok || !v.tma || v.bn != bn {
+			t.Errorf("%q: got %+v ok=%v, want a TMA variant with %d-key stages", name, v, ok, bn)
+		}
+	}
+	for _, bad := range []string{"w3tx", "w3tpo", "w3tk128"} { // not built
+		if _, ok := parseVariant(bad); ok {
+			t.Errorf("%q parses but has no kernel", bad)
 		}
 	}
 }
@@ -49,6 +67,38 @@ func TestCheckRelL2(t *testing.T) {
 	} {
 		if got := checkRelL2(tc.got, tc.want); !(got == tc.rel || math.Abs(got-tc.rel) <= 1e-12) {
 			t.Errorf("%s: rel %v, want %v", tc.name, got, tc.rel)
+		}
+	}
+}
+
+// TestVariantKernelsBuilt compiles attention_sm90a.cu (NVRTC 12+ from
+// $TURBODIFFUSION_NVRTC_SM90A_LIBS, no GPU) and checks that every listed
+// variant has its kernel for both head dims, so no variant name can reach
+// a launch that fails with "function not found".
+func TestVariantKernelsBuilt(t *testing.T) {
+	dir := os.Getenv(SM90ALibsEnv)
+	if dir == "" {
+		t.Skipf("%s not set: sm_90a kernels not compiled here", SM90ALibsEnv)
+	}
+	n, err := LoadNVRTCFrom([]string{dir})
+	if err != nil {
+		t.Fatalf("%s=%s: %v", SM90ALibsEnv, dir, err)
+	}
+	m, ok := kernels.Module("attention_sm90a.cu")
+	if !ok {
+		t.Fatal("attention_sm90a.cu not embedded")
+	}
+	cubin, err := n.Compile(m, "sm_90a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range WGMMAVariants {
+		v, _ := parseVariant(name)
+		for _, d := range []int{64, 128} {
+			fn := fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, v.nwg, name[2:])
+			if !bytes.Contains(cubin, []byte(fn+"\x00")) {
+				t.Errorf("variant %s: kernel %s not in the cubin", name, fn)
+			}
 		}
 	}
 }
