@@ -48,10 +48,11 @@ func convTile(cout int) (name string, bm, bn, smem int) {
 	return fmt.Sprintf("conv3d_bf16_m%d%s", mt, suffix), bm, bn, smem
 }
 
-// Conv3d implements backend.VAEOps. BF16 input runs the tensor-core
-// implicit GEMM (weights repacked to bf16 [Cout][tap][Cin rounded up to 32]
-// per call), or for Cout ≤ 4 a direct kernel; F32 input runs a direct fp32
-// convolution.
+// Conv3d implements backend.VAEOps. BF16 input runs, on sm_90 with stride 1
+// and Cin a multiple of 32, the TMA + wgmma kernel of conv3d_sm90a.cu
+// (conv_sm90.go); otherwise the mma.sync implicit GEMM (weights repacked to
+// bf16 [Cout][tap][Cin rounded up to 32] per call), or for Cout ≤ 4 a
+// direct kernel. F32 input runs a direct fp32 convolution.
 func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
 	return b.Conv3dWithHistory(nil, xt, wt, biast, p)
 }
@@ -128,6 +129,14 @@ func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
 		b.launch(b.fn("conv3d.cu", "conv3d_bf16_small"), [3]int{int((P + 511) / 512), 1, 1}, block256, 0, args...)
 		return out
+	}
+	if x.dt == tensor.BF16 {
+		tp, hpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1]
+		padded := int64(tp) * int64(hpd) * int64(wi+p.PadW[0]+p.PadW[1])
+		if convPackGridOK(tp, hpd) && b.convHopperApplies(cin, cout, [3]int{st, sh, sw}, padded, int64(kt*kh*kw)) {
+			b.conv3dHopper(out, x, hp, th, w, bp, bdt, xshape, p)
+			return out
+		}
 	}
 	if x.dt == tensor.BF16 {
 		ntap := kt * kh * kw

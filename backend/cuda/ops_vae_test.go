@@ -278,3 +278,93 @@ func TestConv3dHistoryMatchesCPU(t *testing.T) {
 		}
 	}
 }
+
+// TestConv3dHopperMatchesCPU runs the decoder's convolution shapes (Cin and
+// Cout 96..768; 3x3x3 with history, 2-D 3x3, 3x1x1 time convs, 1x1x1) small
+// enough for the CPU, with sizes that leave partial position tiles. On an
+// sm_90 device every case must take the TMA + wgmma kernel
+// (conv3d_sm90a.cu): a silent fallback to the mma.sync kernel fails.
+func TestConv3dHopperMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	r := rng(t)
+	causal := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	cases := []struct {
+		name        string
+		cin, cout   int
+		th, T, H, W int
+		kt, kh, kw  int
+		p           backend.Conv3dParams
+		bias        bool
+	}{
+		{"c96_hist2", 96, 96, 2, 3, 17, 23, 3, 3, 3, causal, true},
+		{"c96_first", 96, 96, 0, 1, 11, 30, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"c192_hist2", 192, 192, 2, 2, 9, 21, 3, 3, 3, causal, true},
+		{"c384_hist1", 384, 384, 1, 1, 7, 10, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, false},
+		{"c192to384", 192, 384, 2, 2, 6, 9, 3, 3, 3, causal, true},
+		{"c96to192", 96, 192, 2, 1, 8, 8, 3, 3, 3, causal, true},
+		{"resample384to192", 384, 192, 0, 2, 12, 14, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"resample192to96", 192, 96, 0, 3, 16, 10, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"timeconv384to768", 384, 768, 2, 1, 6, 11, 3, 1, 1, backend.Conv3dParams{}, true},
+		{"shortcut192to384", 192, 384, 0, 2, 13, 9, 1, 1, 1, backend.Conv3dParams{}, true},
+		{"c64to100", 64, 100, 1, 2, 5, 7, 3, 3, 3, causal, true},
+		{"c32to40", 32, 40, 0, 3, 4, 5, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+	}
+	sm90 := g.info.Arch == "sm_90" && g.drv.cuTensorMapEncodeTiled != 0 && convHopper
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			xs := []int{tc.cin, tc.T, tc.H, tc.W}
+			ws := []int{tc.cout, tc.cin, tc.kt, tc.kh, tc.kw}
+			gx, cx := both(g, c, tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 1))
+			w := randVals(r, tensor.NumElements(ws), 1/float32(tc.kt*tc.kh*tc.kw))
+			gw, cw := both(g, c, tensor.BF16, ws, w)
+			var gb, cb backend.Tensor
+			if tc.bias {
+				gb, cb = both(g, c, tensor.BF16, []int{tc.cout}, randVals(r, tc.cout, 0.5))
+			}
+			before := convHopperLaunches.Load()
+			var gy, cy backend.Tensor
+			if tc.th > 0 {
+				hs := []int{tc.cin, tc.th, tc.H, tc.W}
+				gh, ch := both(g, c, tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 1))
+				gy = g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
+				cy = c.Conv3d(c.Concat(1, ch, cx), cw, cb, tc.p)
+			} else {
+				gy = g.Conv3d(gx, gw, gb, tc.p)
+				cy = c.Conv3d(cx, cw, cb, tc.p)
+			}
+			if used := convHopperLaunches.Load() - before; sm90 && used != 1 {
+				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+			}
+			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+			}
+			golden.Compare(t, "conv3d sm90 "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
+		})
+	}
+}
+
+func TestConvTMAPick(t *testing.T) {
+	for _, c := range []struct {
+		cin, cout int
+		want      convTMA
+	}{
+		{96, 96, convTMA{32, 96, 2, 8}},
+		{192, 96, convTMA{64, 96, 2, 4}},
+		{192, 192, convTMA{64, 192, 1, 5}},
+		{384, 384, convTMA{64, 192, 1, 5}},
+		{384, 768, convTMA{64, 192, 1, 5}},
+		{96, 192, convTMA{32, 192, 1, 8}},
+		{64, 100, convTMA{64, 192, 1, 5}},
+		{32, 40, convTMA{32, 96, 2, 8}},
+	} {
+		got := convTMAPick(c.cin, c.cout)
+		if got != c.want {
+			t.Errorf("convTMAPick(%d, %d) = %+v, want %+v", c.cin, c.cout, got, c.want)
+		}
+		// The dynamic shared memory must fit an H100 block (227 KiB) and
+		// hold the epilogue's staged output tile [N][rows+8].
+		if s := got.smem(); s > 227<<10 || got.n*(got.rows()+8)*2 > got.ns*(got.rows()+got.n)*got.bk*2 {
+			t.Errorf("%+v: shared memory %d B does not fit", got, s)
+		}
+	}
+}

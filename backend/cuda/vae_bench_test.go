@@ -219,8 +219,10 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 }
 
 // BenchmarkConv3dBF16 times the decoder's heaviest convolutions (a causal
-// 3x3x3 conv on a 4-frame chunk plus its 2 cached frames) with both tile
-// shapes (see convWide) and reports TFLOP/s (2 flops per multiply-add).
+// 3x3x3 conv on a 4-frame chunk plus its 2 cached frames, and the 2-D
+// resample convs) on the mma.sync kernel (wide tiles, see convWide) and on
+// the sm_90a TMA + wgmma kernel where the device has it, and reports
+// TFLOP/s (2 flops per multiply-add).
 func BenchmarkConv3dBF16(b *testing.B) {
 	g := vaeBenchBackend(b)
 	rng := rand.New(rand.NewPCG(4, 5))
@@ -228,31 +230,37 @@ func BenchmarkConv3dBF16(b *testing.B) {
 		name      string
 		cin, cout int
 		t, h, w   int
+		kt        int
 	}{
-		{"up3_96x96_480x832", 96, 96, 6, 480, 832},
-		{"up2_192x192_240x416", 192, 192, 6, 240, 416},
-		{"up1_384x384_120x208", 384, 384, 4, 120, 208},
-		{"head_96x3_480x832", 96, 3, 6, 480, 832},
-		{"mid_384x384_60x104", 384, 384, 4, 60, 104},
+		{"up3_96x96_480x832", 96, 96, 6, 480, 832, 3},
+		{"up2_192x192_240x416", 192, 192, 6, 240, 416, 3},
+		{"up1_384x384_120x208", 384, 384, 4, 120, 208, 3},
+		{"mid_384x384_60x104", 384, 384, 3, 60, 104, 3},
+		{"resample_192x96_480x832", 192, 96, 4, 480, 832, 1},
+		{"resample_384x192_240x416", 384, 192, 4, 240, 416, 1},
+		{"head_96x3_480x832", 96, 3, 6, 480, 832, 3},
 	} {
-		for _, wide := range []bool{false, true} {
-			name := c.name
-			if wide {
-				name += "/wide"
+		for _, hopper := range []bool{false, true} {
+			name := c.name + "/mma"
+			if hopper {
+				name = c.name + "/tma"
 			}
 			b.Run(name, func(b *testing.B) {
-				defer func(w bool) { convWide = w }(convWide)
-				convWide = wide
-				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w)
+				defer func(h bool) { convHopper = h }(convHopper)
+				convHopper = hopper
+				before := convHopperLaunches.Load()
+				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w, c.kt)
+				b.ReportMetric(float64(convHopperLaunches.Load()-before)/float64(b.N+1), "tma/op")
 			})
 		}
 	}
 }
 
-// benchConv times one causal-chunk 3x3x3 conv (t input frames, t-2 out).
-func benchConv(b *testing.B, g *Backend, rng *rand.Rand, cin, cout, t, h, w int) {
+// benchConv times one conv with kt×3×3 taps over t input frames (kt = 3:
+// a causal chunk, t-2 output frames; kt = 1: a 2-D conv on every frame).
+func benchConv(b *testing.B, g *Backend, rng *rand.Rand, cin, cout, t, h, w, kt int) {
 	xs := []int{cin, t, h, w}
-	ws := []int{cout, cin, 3, 3, 3}
+	ws := []int{cout, cin, kt, 3, 3}
 	x := g.Upload(tensor.BF16, xs, randVals(rng, tensor.NumElements(xs), 1))
 	wt := g.Upload(tensor.BF16, ws, randVals(rng, tensor.NumElements(ws), 0.05))
 	bias := g.Upload(tensor.BF16, []int{cout}, randVals(rng, cout, 0.1))
@@ -265,6 +273,6 @@ func benchConv(b *testing.B, g *Backend, rng *rand.Rand, cin, cout, t, h, w int)
 		g.Free(g.Conv3d(x, wt, bias, p))
 	}
 	g.Sync()
-	flops := 2 * float64(cout*cin*27) * float64((t-2)*h*w)
+	flops := 2 * float64(cout*cin*kt*9) * float64((t-kt+1)*h*w)
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 }

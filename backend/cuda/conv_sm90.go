@@ -1,0 +1,137 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// ConvEnv set to "mma" keeps the bf16 convolutions on the mma.sync kernels
+// of conv3d.cu on Hopper too (the baseline the benchmarks compare with).
+const ConvEnv = "TURBODIFFUSION_CONV"
+
+// convHopper enables the sm_90a convolution (conv3d_sm90a.cu) where it
+// applies; tests and benchmarks switch it off to run the old kernels.
+var convHopper = os.Getenv(ConvEnv) != "mma"
+
+// convHopperLaunches counts the convolutions run by the sm_90a kernel, so a
+// test can tell that the fast path was taken rather than silently skipped.
+var convHopperLaunches atomic.Int64
+
+// convTMA is one instance of conv3d_tma_k<BK>_n<N>_m<MW>: BK input channels
+// per K step, N output channels and 128·MW positions per block, NS stages.
+type convTMA struct{ bk, n, mw, ns int }
+
+func (k convTMA) name() string { return fmt.Sprintf("conv3d_tma_k%d_n%d_m%d", k.bk, k.n, k.mw) }
+
+// rows is the block's position tile (the A box's height).
+func (k convTMA) rows() int { return 128 * k.mw }
+
+// smem is the dynamic shared memory: NS stages of A and B tiles, room to
+// align them to 1024 bytes, and the 2·NS mbarriers.
+func (k convTMA) smem() int { return k.ns*(k.rows()+k.n)*k.bk*2 + 1024 + 16*k.ns }
+
+// convTMAPick chooses the kernel instance for cin→cout (the NS values match
+// the CONV_TMA list in conv3d_sm90a.cu): BK 64 when cin allows (128-byte
+// swizzle), else 32; N 192 for multiples of 192 (the decoder's 192, 384,
+// 768), else 96 with two 64-row MMAs per warpgroup.
+func convTMAPick(cin, cout int) convTMA {
+	bk := 32
+	if cin%64 == 0 {
+		bk = 64
+	}
+	n, mw := 96, 2
+	if cout%192 == 0 || (cout%96 != 0 && cout > 96) {
+		n, mw = 192, 1
+	}
+	ns := map[[2]int]int{{64, 192}: 5, {64, 96}: 4, {32, 96}: 8, {32, 192}: 8}[[2]int{bk, n}]
+	return convTMA{bk, n, mw, ns}
+}
+
+// convHopperApplies tells whether a bf16 convolution runs on the sm_90a
+// kernel: an sm_90 device with tensor maps, stride 1, Cin a multiple of 32
+// (whole 64-byte rows), Cout ≥ 32, and sizes whose rows fit the copy
+// engine's int32 coordinates.
+func (b *Backend) convHopperApplies(cin, cout int, stride [3]int, padded, taps int64) bool {
+	if !convHopper || b.info.Arch != "sm_90" || b.drv.cuTensorMapEncodeTiled == 0 {
+		return false
+	}
+	if stride != [3]int{1, 1, 1} || cin%32 != 0 || cout < 32 {
+		return false
+	}
+	return padded+1024 < math.MaxInt32 && taps*int64(cout)+256 < math.MaxInt32
+}
+
+// convPackGridOK tells whether conv_pack_cl's grid (one row of blocks per
+// padded frame row) fits CUDA's 65535 limit on the grid's y size.
+func convPackGridOK(tp, hp int) bool { return tp*hp <= 65535 }
+
+// conv3dHopper runs a stride-1 bf16 convolution with the sm_90a kernel:
+// pack the input (history hp/th + x) into a padded channels-last scratch,
+// repack the weight to [tap][Cout][Cin], then one TMA + wgmma launch. xshape
+// is the input's shape with the history frames counted. Caller holds the
+// device.
+func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, w *Tensor, bp uintptr, bdt int32, xshape []int, p backend.Conv3dParams) {
+	cout, cin := w.shape[0], w.shape[1]
+	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
+	ntap := kt * kh * kw
+	ti, hi, wi := xshape[1], xshape[2], xshape[3]
+	tp, hpd, wpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1], wi+p.PadW[0]+p.PadW[1]
+	to, ho, wo := out.shape[1], out.shape[2], out.shape[3]
+	rows := tp * hpd * wpd
+
+	xp := b.newTensor(tensor.BF16, []int{rows, cin})
+	defer b.Free(xp)
+	b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
+		xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
+		int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd))
+	wr := b.newTensor(tensor.BF16, []int{ntap * cout, cin})
+	defer b.Free(wr)
+	b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
+		dtCode(w.dt), int32(cout), int32(cin), int32(ntap))
+
+	k := convTMAPick(cin, cout)
+	mrows := to * hpd * wpd // output rows on the padded grid
+	tiles := int64((mrows+k.rows()-1)/k.rows()) * int64((cout+k.n-1)/k.n)
+	if tiles >= math.MaxInt32 {
+		backend.Fail("cuda: Conv3d: output %v needs %d tiles, more than one launch takes", out.shape, tiles)
+	}
+	swz := 3 // 128-byte swizzle
+	if k.bk == 32 {
+		swz = 2 // 64-byte swizzle
+	}
+	tmA := b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), k.bk, k.rows(), swz)
+	tmB := b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)
+	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(tiles), 1, 1}, [3]int{384, 1, 1}, k.smem(),
+		tmA, tmB, out.buf.ptr, bp, bdt, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
+		int32(hpd), int32(wpd), int32(to), int32(ho), int32(wo))
+	convHopperLaunches.Add(1)
+}
+
+// convTensorMap describes a row-major bf16 matrix [outer][inner] for the
+// copy engine with boxes of boxInner × boxOuter, the given swizzle (2: 64
+// bytes, 3: 128 bytes; the layout the conv's wgmma descriptors read) and
+// zero fill out of bounds. Caller holds the device.
+func (b *Backend) convTensorMap(addr uintptr, inner, outer int64, boxInner, boxOuter, swizzle int) *tensorMap {
+	buf := new([24]uint64) // the encoder wants 64-byte alignment
+	off := (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 8
+	dims := [2]uint64{uint64(inner), uint64(outer)}
+	strides := [1]uint64{uint64(inner * 2)}
+	box := [2]uint32{uint32(boxInner), uint32(boxOuter)}
+	estr := [2]uint32{1, 1}
+	const bf16Type, l2Promote128, interleaveNone, oobZero = 9, 2, 0, 0
+	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), bf16Type, 2, addr,
+		uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
+		uintptr(unsafe.Pointer(&estr[0])), interleaveNone, uintptr(swizzle), l2Promote128, oobZero)
+	if r != 0 {
+		backend.FailErr(b.drv.check(fmt.Sprintf("cuTensorMapEncodeTiled(%d×%d, box %d×%d, swizzle %d)", inner, outer, boxInner, boxOuter, swizzle), r))
+	}
+	var m tensorMap
+	copy(m[:], buf[off:off+16])
+	return &m
+}

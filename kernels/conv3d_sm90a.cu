@@ -1,0 +1,289 @@
+// conv3d_sm90a.cu: the VAE's stride-1 bf16 convolution on Hopper (sm_90a
+// only; wgmma, the bulk tensor copy engine and setmaxnreg).
+//
+// The input (history frames + chunk, channel-first) is first packed into a
+// zero-padded channels-last scratch Xp [Tp*Hp*Wp rows][Cin] (conv_pack_cl).
+// On that padded grid every tap (dt,dh,dw) is a constant row offset
+// o = dt*Hp*Wp + dh*Wp + dw, so the implicit GEMM's A tile for output rows
+// r0..r0+BM-1 and channels c0..c0+BK-1 is the plain 2-D box at (c0, r0+o) of
+// Xp: one TMA copy per K step, no gather. Outputs are computed on the padded
+// grid (row r = t*Hp*Wp + h*Wp + w; the rows with h >= Ho or w >= Wo are
+// wasted work, a few percent) and the epilogue writes only the real ones,
+// channel-first. The weight is repacked to [tap][Cout][Cin] so a B tile is a
+// box too. M = positions (64 per wgmma), N = output channels (96 or 192 per
+// tile), K = (tap, channel chunk of BK = 64 or 32).
+//
+// A block is one producer warpgroup (one thread issues the copies into NS
+// mbarrier stages) and two consumer warpgroups, each owning 64·MW rows of
+// the BM = 128·MW-row tile and all N columns. Numerics equal conv3d.cu:
+// fp32 accumulation, the sum rounded to bf16, then the bias added and the
+// result rounded again.
+#include "common.cuh"
+
+struct __align__(64) CvTmaDesc {
+  u64 v[16];
+};
+
+__device__ __forceinline__ u32 cw_smem(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ void cw_mbar_init(u32 a, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(a), "r"(count) : "memory");
+}
+__device__ __forceinline__ void cw_mbar_expect_tx(u32 a, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(a), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cw_mbar_arrive(u32 a) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(a) : "memory");
+}
+__device__ __forceinline__ void cw_mbar_wait(u32 a, u32 parity) {
+  u32 ok;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(a), "r"(parity)
+        : "memory");
+  } while (!ok);
+}
+__device__ __forceinline__ void cw_tma_2d(u32 dst, const CvTmaDesc* map, int c0, int c1, u32 bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void cw_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cw_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cw_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void cw_reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+// Barrier 1 among the 256 consumer threads only (the producer never joins).
+__device__ __forceinline__ void cw_consumers_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
+
+// Descriptor of a K-major tile whose rows are BK bf16 (128 B with the
+// 128-byte swizzle for BK = 64, 64 B with the 64-byte swizzle for BK = 32),
+// 8-row groups one swizzle atom apart; addr already includes the k16 step's
+// 32-byte offset inside the row.
+template <int BK>
+__device__ __forceinline__ u64 cw_desc(u32 addr) {
+  constexpr u64 sbo = BK * 2 * 8, layout = BK == 64 ? 1 : 2;
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((sbo >> 4) << 32) | (layout << 62);
+}
+
+// d[0..47] += A(smem desc)·B(smem desc), m64n96k16, both K-major.
+__device__ __forceinline__ void cw_mma_n96(float* d, u64 da, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %50, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47}, %48, %49, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+      : "l"(da), "l"(db), "r"(1));
+}
+
+// d[0..95] += A(smem desc)·B(smem desc), m64n192k16, both K-major.
+__device__ __forceinline__ void cw_mma_n192(float* d, u64 da, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, %96, %97, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "l"(da), "l"(db), "r"(1));
+}
+
+template <int N>
+__device__ __forceinline__ void cw_mma(float* d, u64 da, u64 db);
+template <>
+__device__ __forceinline__ void cw_mma<96>(float* d, u64 da, u64 db) { cw_mma_n96(d, da, db); }
+template <>
+__device__ __forceinline__ void cw_mma<192>(float* d, u64 da, u64 db) { cw_mma_n192(d, da, db); }
+
+// Repacks a weight [Cout][Cin][ntap] (any float dtype) into bf16
+// [ntap][Cout][Cin]: the B operand, K-major, one box per (tap, chunk).
+extern "C" __global__ void conv_wpack_tap_kernel(bf16* dst, const void* w, int wdt, int Cout, int Cin, int ntap) {
+  const long long n = (long long)ntap * Cout * Cin;
+  GRID_STRIDE(i, n) {
+    int ci = (int)(i % Cin);
+    long long r = i / Cin;
+    int co = (int)(r % Cout), tap = (int)(r / Cout);
+    dst[i] = f2bf(ldv(w, wdt, ((long long)co * Cin + ci) * ntap + tap));
+  }
+}
+
+#define CP_W 64   // padded-grid positions per block
+#define CP_C 64   // channels per block
+#define CP_S 66   // shared row stride (bf16): 33 words, at most 2-way conflicts
+
+// conv_pack_cl writes Xp [Tp][Hp][Wp][C] (bf16, channels last) from the
+// channel-first history Xh [C,Th,Hi,Wi] and chunk X [C,Ti-Th,Hi,Wi]:
+// Xp[tp,hp,wp,c] = input(c, tp-pt, hp-ph, wp-pw), zero outside. Grid
+// (ceil(Wp/64), Tp*Hp, ceil(C/64)), 256 threads; C % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
+                                                               const bf16* __restrict__ Xh, int Th, int C, int Ti,
+                                                               int Hi, int Wi, int pt, int ph, int pw, int Hp,
+                                                               int Wp) {
+  __shared__ bf16 tile[CP_C * CP_S];
+  const int tid = threadIdx.x;
+  const int wp0 = blockIdx.x * CP_W, row = blockIdx.y, c0 = blockIdx.z * CP_C;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  if (live) {
+    const long long HWi = (long long)Hi * Wi;
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
+    const int w = tid & 63, wi = wp0 + w - pw;
+    const bool wok = wi >= 0 && wi < Wi;
+#pragma unroll 4
+    for (int c = tid >> 6; c < CP_C; c += 4) {
+      bf16 v = 0;
+      if (wok && c0 + c < C) v = src[(long long)(c0 + c) * cst + wi];
+      tile[c * CP_S + w] = v;
+    }
+    __syncthreads();
+  }
+  // Each thread writes 8 channels (16 bytes) of one position per step;
+  // eight lanes cover one position's 64 channels.
+  for (int k = tid; k < CP_W * (CP_C / 8); k += 256) {
+    const int g = k & 7, w = k >> 3, wp = wp0 + w, c = c0 + 8 * g;
+    if (wp >= Wp || c >= C) continue;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (live) {
+      const bf16* t = &tile[(8 * g) * CP_S + w];
+      v.x = (u32)t[0] | ((u32)t[CP_S] << 16);
+      v.y = (u32)t[2 * CP_S] | ((u32)t[3 * CP_S] << 16);
+      v.z = (u32)t[4 * CP_S] | ((u32)t[5 * CP_S] << 16);
+      v.w = (u32)t[6 * CP_S] | ((u32)t[7 * CP_S] << 16);
+    }
+    *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
+  }
+}
+
+// Stride-1 convolution on the padded grid. tmA: Xp [Tp*Hp*Wp][Cin], box
+// BK × BM; tmB: Wr [ntap*Cout][Cin], box BK × N. Grid: ceil(To*Hp*Wp/BM) ·
+// ceil(Cout/N) blocks, the N tiles of one row tile adjacent (they share A
+// in L2); 384 threads.
+template <int BK, int N, int MW, int NS>
+__device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* tmB, bf16* __restrict__ Y,
+                                         const void* bias, int bdt, int Cin, int Cout, int kt, int kh, int kw,
+                                         int Hp, int Wp, int To, int Ho, int Wo) {
+  constexpr int BM = 128 * MW;
+  constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
+  constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 base = (cw_smem(smem) + 1023) & ~1023u;
+  unsigned char* gbase = smem + (base - cw_smem(smem));
+  const u32 bars = base + NS * SB;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int nNt = (Cout + N - 1) / N;
+  const int m0 = (int)(blockIdx.x / nNt) * BM, n0 = (int)(blockIdx.x % nNt) * N;
+  const int HWp = Hp * Wp, nci = Cin / BK, nk = kt * kh * kw * nci;
+  if (tid == 0) {
+    for (int s = 0; s < NS; ++s) {
+      cw_mbar_init(bars + 8 * s, 1);
+      cw_mbar_init(bars + 8 * (NS + s), 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 2) {  // producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
+    if (tid == 256) {
+      int s = 0, ph = 0, cic = 0, tap = 0, a = 0, bb = 0, c = 0;
+      for (int ks = 0; ks < nk; ++ks) {
+        if (ks >= NS) cw_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
+        const u32 full = bars + 8 * s;
+        cw_mbar_expect_tx(full, SB);
+        cw_tma_2d(base + s * SB, tmA, cic * BK, m0 + a * HWp + bb * Wp + c, full);
+        cw_tma_2d(base + s * SB + AB, tmB, cic * BK, tap * Cout + n0, full);
+        if (++s == NS) s = 0, ph ^= 1;
+        if (++cic == nci) {
+          cic = 0;
+          ++tap;
+          if (++c == kw) {
+            c = 0;
+            if (++bb == kh) bb = 0, ++a;
+          }
+        }
+      }
+    }
+  } else {  // consumers
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
+    float acc[MW][N / 2];
+#pragma unroll
+    for (int mi = 0; mi < MW; ++mi)
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) acc[mi][i] = 0.f;
+    const int lane = tid & 31, w4 = (tid >> 5) & 3;
+    int s = 0, ph = 0;
+    for (int ks = 0; ks < nk; ++ks) {
+      cw_mbar_wait(bars + 8 * s, ph);
+      const u32 sa = base + s * SB + wg * (64 * MW) * (BK * 2), sb = base + s * SB + AB;
+      cw_fence();
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; ++kk)
+#pragma unroll
+        for (int mi = 0; mi < MW; ++mi)
+          cw_mma<N>(acc[mi], cw_desc<BK>(sa + mi * 64 * BK * 2 + kk * 32), cw_desc<BK>(sb + kk * 32));
+      cw_commit();
+      cw_wait<1>();  // the previous step's MMAs are done: release its stage
+      if (ks > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + (s == 0 ? NS - 1 : s - 1)));
+      if (++s == NS) s = 0, ph ^= 1;
+    }
+    cw_wait<0>();
+#pragma unroll
+    for (int mi = 0; mi < MW; ++mi)
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) cw_reg_fence(acc[mi][i]);
+
+    // Epilogue: every stage has been consumed, so the tiles' memory holds
+    // the transposed output tile [N][BM] (channel rows, position columns).
+    cw_consumers_sync();
+    bf16* so = (bf16*)gbase;
+    const int g = lane >> 2, t4 = lane & 3;
+#pragma unroll
+    for (int j = 0; j < N / 8; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int n = 8 * j + 2 * t4 + e, co = n0 + n;
+        const float bv = (bdt && co < Cout) ? ldv(bias, bdt, co) : 0.f;
+#pragma unroll
+        for (int mi = 0; mi < MW; ++mi)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int m = wg * 64 * MW + mi * 64 + w4 * 16 + g + 8 * h;
+            float v = rbf(acc[mi][4 * j + 2 * h + e]);
+            if (bdt) v = __fadd_rn(v, bv);
+            so[n * SO + m] = f2bf(v);
+          }
+      }
+    }
+    cw_consumers_sync();
+    const int m = tid % BM, r = m0 + m;
+    const int t = r / HWp, rem = r - t * HWp, hh = rem / Wp, ww = rem - hh * Wp;
+    if (t < To && hh < Ho && ww < Wo) {
+      const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
+      for (int n = tid / BM; n < N; n += 256 / BM) {
+        const int co = n0 + n;
+        if (co < Cout) Y[(long long)co * P + off] = so[n * SO + m];
+      }
+    }
+  }
+}
+
+#define CONV_TMA(BK, N, MW, NS)                                                                                   \
+  extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW(                          \
+      const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB, bf16* Y, const void* bias, \
+      int bdt, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {              \
+    conv_tma<BK, N, MW, NS>(&tmA, &tmB, Y, bias, bdt, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);               \
+  }
+// Stage bytes: k64 n192 m1 40 KiB, k64 n96 m2 44 KiB, k32 n96 m2 22 KiB,
+// k32 n192 m1 20 KiB (conv_sm90.go sizes the shared memory from the same
+// numbers).
+CONV_TMA(64, 192, 1, 5)
+CONV_TMA(64, 96, 2, 4)
+CONV_TMA(32, 96, 2, 8)
+CONV_TMA(32, 192, 1, 8)
