@@ -6,7 +6,6 @@
 package video
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"image"
@@ -86,28 +85,16 @@ func WriteMP4(path string, c *Clip) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	ff, err := FFmpeg()
+	w, err := NewMP4Writer(path, c.Width, c.Height, c.FPS)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return err
 	}
-	return atomicWrite(path, func(tmp string) error {
-		var raw bytes.Buffer
-		for _, f := range c.Frames {
-			raw.Write(f)
+	for _, f := range c.Frames {
+		if err := w.WriteFrame(f); err != nil {
+			return err
 		}
-		cmd := exec.Command(ff, "-y", "-loglevel", "error",
-			"-f", "rawvideo", "-vcodec", "rawvideo", "-s", fmt.Sprintf("%dx%d", c.Width, c.Height),
-			"-pix_fmt", "rgb24", "-r", fmt.Sprintf("%d.00", c.FPS), "-i", "-", "-an",
-			"-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", fmt.Sprint(CRF),
-			"-f", "mp4", tmp)
-		cmd.Stdin = &raw
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("ffmpeg: %v: %s", err, strings.TrimSpace(stderr.String()))
-		}
-		return nil
-	})
+	}
+	return w.Close()
 }
 
 // WriteGIF writes an animated GIF (Plan 9 palette, Floyd-Steinberg
@@ -173,21 +160,12 @@ func WritePNGs(dir string, c *Clip) error {
 	return nil
 }
 
-// atomicWrite lets write fill a temporary file beside path (same extension,
-// so tools that sniff it behave), then renames it to path.
+// atomicWrite lets write fill a temporary file beside path, then renames
+// it to path.
 func atomicWrite(path string, write func(tmp string) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))+".partial-*"+filepath.Ext(path))
+	tmp, err := createTemp(path)
 	if err != nil {
-		return fmt.Errorf("video: %s: %w", path, err)
-	}
-	tmp := f.Name()
-	f.Close()
-	// CreateTemp makes the file private (0600); a finished video is an
-	// ordinary file for the user's other programs, as os.Create would make it.
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("video: %s: %w", path, err)
+		return err
 	}
 	if err := write(tmp); err != nil {
 		os.Remove(tmp)
@@ -198,6 +176,24 @@ func atomicWrite(path string, write func(tmp string) error) error {
 		return fmt.Errorf("video: %s: %w", path, err)
 	}
 	return nil
+}
+
+// createTemp makes an empty temporary file beside path (same extension, so
+// tools that sniff it behave) and returns its name.
+func createTemp(path string) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))+".partial-*"+filepath.Ext(path))
+	if err != nil {
+		return "", fmt.Errorf("video: %s: %w", path, err)
+	}
+	tmp := f.Name()
+	f.Close()
+	// CreateTemp makes the file private (0600); a finished video is an
+	// ordinary file for the user's other programs, as os.Create would make it.
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("video: %s: %w", path, err)
+	}
+	return tmp, nil
 }
 
 func rgbImage(w, h int, rgb []byte) *image.RGBA {
