@@ -172,6 +172,51 @@ __device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, 
   }
 }
 
+// RMSNorm then RoPE of one row of q or k [heads*d] in one pass: the norm's
+// result is rounded to bf16 exactly where the unfused RMSNorm would store
+// it, then rotated in float32 as rope_bf16_kernel does, so the output is
+// bit-identical to the two kernels while reading and writing the row once.
+template <int VPT>
+__device__ __forceinline__ void rms_rope_body(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps,
+                                              int mode, const float* angles, long long L, int d) {
+  __shared__ float sh[33];
+  const long long base = (long long)blockIdx.x * D;
+  const float* an_row = angles + ((long long)blockIdx.x % L) * (d / 2);
+  float v[VPT][8];
+  bool have[VPT];
+  load_row<VPT>(x + base, D, v, have);
+  float s = 0.f;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j)
+    if (have[j])
+#pragma unroll
+      for (int k = 0; k < 8; ++k) s += v[j][k] * v[j][k];
+  const float rstd = rsqrtf(block_sum(s, sh) / D + eps);
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    if (!have[j]) continue;
+    const int c0 = (threadIdx.x + j * blockDim.x) * 8;
+    float wv[8];
+    ld8v(w, wdt, c0, wv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      float r = v[j][k] * rstd;
+      if (mode == 1) r = rbf(r);
+      v[j][k] = rbf(r * wv[k]);
+    }
+    const float* an = an_row + (c0 % d) / 2;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float sn, cs;
+      sincosf(an[k], &sn, &cs);
+      float a = v[j][2 * k], b = v[j][2 * k + 1];
+      v[j][2 * k] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+      v[j][2 * k + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+    }
+    ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
+  }
+}
+
 #define ROW_KERNELS(VPT)                                                                                        \
   extern "C" __global__ void ln_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, const void* b,      \
                                             int bdt, const void* shift, int shdt, const void* scale, int scdt,  \
@@ -181,6 +226,10 @@ __device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, 
   extern "C" __global__ void rms_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, \
                                              int mode) {                                                       \
     rms_body<VPT>(y, x, w, wdt, D, eps, mode);                                                                  \
+  }                                                                                                             \
+  extern "C" __global__ void rms_rope_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, int D,        \
+                                                  float eps, int mode, const float* angles, long long L, int d) { \
+    rms_rope_body<VPT>(y, x, w, wdt, D, eps, mode, angles, L, d);                                               \
   }
 ROW_KERNELS(1)
 ROW_KERNELS(2)

@@ -116,6 +116,41 @@ func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMo
 	return y
 }
 
+// RMSNormRoPE is RoPE(RMSNorm(x, w, eps, mode), angles, heads) in one pass
+// over x for bf16 rows (bit-identical to the two ops: the norm's output is
+// rounded where RMSNorm stores it); other cases run the two ops.
+func (b *Backend) RMSNormRoPE(xt, w backend.Tensor, eps float32, mode backend.NormMode, at backend.Tensor, heads int) backend.Tensor {
+	defer keepAlive(xt, w, at)
+	x, a := T(xt), T(at)
+	nd := len(x.shape)
+	vpt, th, ok := rowVec(lastDim(x.shape))
+	if x.dt != tensor.BF16 || !ok || nd < 2 || heads <= 0 || x.shape[nd-1]%heads != 0 || (x.shape[nd-1]/heads)%8 != 0 {
+		n := b.RMSNorm(xt, w, eps, mode)
+		defer b.Free(n)
+		return b.RoPE(n, at, heads)
+	}
+	rows, D := rowsOf("RMSNormRoPE", x)
+	wp, wdt := vec("RMSNormRoPE", "weight", w, D)
+	if wdt == 0 {
+		backend.Fail("cuda: RMSNormRoPE: weight is required")
+	}
+	L, d := x.shape[nd-2], D/heads
+	if a.dt != tensor.F32 || len(a.shape) != 2 || a.shape[0] != L || a.shape[1] != d/2 {
+		backend.Fail("cuda: RMSNormRoPE: angles %v %v, want float32 [%d, %d]", a.dt, a.shape, L, d/2)
+	}
+	m := int32(0)
+	if mode == backend.NormDefault {
+		m = 1
+	}
+	defer b.enter()()
+	y := b.newTensor(x.dt, x.shape)
+	if rows > 0 {
+		b.launch(b.fn("vec.cu", "rms_rope_bf16_v"+vecSuffix[vpt]), [3]int{int(rows), 1, 1}, [3]int{th, 1, 1}, 0,
+			y.buf.ptr, x.buf.ptr, wp, wdt, int32(D), eps, m, a.buf.ptr, int64(L), int32(d))
+	}
+	return y
+}
+
 // Modulate returns x·(1+scale)+shift in float32, rounded to x's dtype.
 func (b *Backend) Modulate(xt, shift, scale backend.Tensor) backend.Tensor {
 	defer keepAlive(xt, shift, scale)

@@ -225,6 +225,39 @@ func TestNorms(t *testing.T) {
 	}
 }
 
+// TestRMSNormRoPE checks the fused op against the CPU's two ops and is
+// bit-identical to the GPU's own RMSNorm then RoPE (its contract).
+func TestRMSNormRoPE(t *testing.T) {
+	g, c, r := gpu(t), ref(t), rng(t)
+	for _, tc := range []struct {
+		dt                tensor.DType
+		lead, L, heads, d int
+	}{
+		{tensor.BF16, 1, 300, 12, 128}, {tensor.BF16, 2, 77, 40, 128}, {tensor.BF16, 1, 65, 24, 64}, {tensor.F32, 1, 50, 12, 128},
+	} {
+		D := tc.heads * tc.d
+		x := up(g, c, tc.dt, []int{tc.lead, tc.L, D}, randn(r, tc.lead*tc.L*D, 2))
+		w := up(g, c, tensor.F32, []int{D}, randn(r, D, 1))
+		ang := make([]float32, tc.L*tc.d/2)
+		for i := range ang {
+			ang[i] = float32(r.Float64() * 60)
+		}
+		a := up(g, c, tensor.F32, []int{tc.L, tc.d / 2}, ang)
+		for _, mode := range []backend.NormMode{backend.NormFast, backend.NormDefault} {
+			name := fmt.Sprintf("rmsnorm+rope %v lead %d D %d d %d mode %d", tc.dt, tc.lead, D, tc.d, mode)
+			got := g.RMSNormRoPE(x.g, w.g, 1e-6, mode, a.g, tc.heads)
+			compare(t, name+" vs cpu", g, c, got, c.RoPE(c.RMSNorm(x.c, w.c, 1e-6, mode), a.c, tc.heads), tol(tc.dt)/5)
+			two := g.RoPE(g.RMSNorm(x.g, w.g, 1e-6, mode), a.g, tc.heads)
+			gv, tv := g.Download(got), g.Download(two)
+			for i := range gv {
+				if gv[i] != tv[i] {
+					t.Fatalf("%s: element %d is %g fused, %g unfused (want bit-identical)", name, i, gv[i], tv[i])
+				}
+			}
+		}
+	}
+}
+
 func TestRoPE(t *testing.T) {
 	g, c, r := gpu(t), ref(t), rng(t)
 	for _, dt := range dtypes() {

@@ -261,6 +261,10 @@ func (m *Model) selfAttention(i int, a, ang backend.Tensor) backend.Tensor {
 	be, c, b := m.be, m.Config, &m.blocks[i]
 	qk := func(l linear, norm backend.Tensor) backend.Tensor {
 		p := m.apply(l, a)
+		if f, ok := be.(rmsNormRoPEer); ok {
+			defer m.free(p)
+			return f.RMSNormRoPE(p, norm, c.Eps, m.Opt.Norm, ang, c.Heads)
+		}
 		r := be.RMSNorm(p, norm, c.Eps, m.Opt.Norm)
 		m.free(p)
 		out := be.RoPE(r, ang, c.Heads)
@@ -305,6 +309,12 @@ func (m *Model) linearGELU(l linear, x backend.Tensor) backend.Tensor {
 	h := m.apply(l, x)
 	defer m.free(h)
 	return m.be.GELUTanh(h)
+}
+
+// rmsNormRoPEer is an optional fused op: RoPE(RMSNorm(x)) with the same
+// roundings as the two ops (the CUDA backend has it).
+type rmsNormRoPEer interface {
+	RMSNormRoPE(x, w backend.Tensor, eps float32, mode backend.NormMode, angles backend.Tensor, heads int) backend.Tensor
 }
 
 // layerNormModulator is an optional fused op: LayerNorm without affine
