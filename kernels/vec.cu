@@ -76,6 +76,21 @@ extern "C" __global__ void ew_bf16_kernel(bf16* out, const bf16* x, const bf16* 
   }
 }
 
+// Sum over the block with one barrier (block_sum has three): each warp's
+// partial goes to its own slot of sh (32 floats, used by this call only),
+// then every thread adds the partials in the same order, so all threads get
+// the same total. The row kernels are latency-bound, and barriers are most
+// of their non-memory time.
+__device__ __forceinline__ float block_sum_once(float v, float* sh) {
+  v = warp_sum(v);
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float t = 0.f;
+  const int nw = (blockDim.x + 31) >> 5;
+  for (int i = 0; i < nw; ++i) t += sh[i];
+  return t;
+}
+
 // Row kernels keep the row in registers: VPT chunks of 8 per thread,
 // blockDim.x * VPT * 8 >= D.
 template <int VPT>
@@ -95,7 +110,7 @@ template <int VPT>
 __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, int wdt, const void* bb, int bdt,
                                         const void* shift, int shdt, const void* scale, int scdt, long long nv,
                                         int D, float eps) {
-  __shared__ float sh[33];
+  __shared__ float sh[64];
   const long long base = (long long)blockIdx.x * D;
   float v[VPT][8];
   bool have[VPT];
@@ -106,7 +121,7 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
     if (have[j])
 #pragma unroll
       for (int k = 0; k < 8; ++k) s += v[j][k];
-  const float mean = block_sum(s, sh) / D;
+  const float mean = block_sum_once(s, sh) / D;
   float q = 0.f;
 #pragma unroll
   for (int j = 0; j < VPT; ++j)
@@ -116,7 +131,7 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
         float d = v[j][k] - mean;
         q += d * d;
       }
-  const float rstd = rsqrtf(block_sum(q, sh) / D + eps);
+  const float rstd = rsqrtf(block_sum_once(q, sh + 32) / D + eps);
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     if (!have[j]) continue;
@@ -155,7 +170,7 @@ __device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, 
     if (have[j])
 #pragma unroll
       for (int k = 0; k < 8; ++k) s += v[j][k] * v[j][k];
-  const float rstd = rsqrtf(block_sum(s, sh) / D + eps);
+  const float rstd = rsqrtf(block_sum_once(s, sh) / D + eps);
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     if (!have[j]) continue;
@@ -191,7 +206,7 @@ __device__ __forceinline__ void rms_rope_body(bf16* y, const bf16* x, const void
     if (have[j])
 #pragma unroll
       for (int k = 0; k < 8; ++k) s += v[j][k] * v[j][k];
-  const float rstd = rsqrtf(block_sum(s, sh) / D + eps);
+  const float rstd = rsqrtf(block_sum_once(s, sh) / D + eps);
 #pragma unroll
   for (int j = 0; j < VPT; ++j) {
     if (!have[j]) continue;
