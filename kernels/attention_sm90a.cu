@@ -352,23 +352,29 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0,
 // ---- Variants of the TMA consumer loop (flags FL, kernel-name letters) ----
 // TF_OVL ("o"): O += P_j·V_j and S_{j+1} = Q·K_{j+1}ᵀ go to the tensor cores
 //   back to back with one wait per tile, instead of two round trips.
-// TF_PP ("p", needs TF_OVL): the consumer warpgroups issue those batches in
-//   turn (named barriers 1..NWG, FA3's ping-pong), so one warpgroup's
-//   softmax runs while the others' MMAs keep the tensor cores busy.
-// TF_EXPQ ("e") / TF_EXPH ("h"): a quarter / half of the exp2s run as a
-//   polynomial on the FMA pipe instead of the special-function unit (16 per
-//   clock per SM), FA4's trick; relative error < 1e-4 before P is rounded to
-//   bf16, and the row sum adds the same values P is made from.
+// TF_IWO ("i"): FA3's intra-warpgroup overlap: S_{j+1} is issued before
+//   P_j·V_j, and its softmax runs while P_j·V_j is still on the tensor cores
+//   (O is rescaled after that MMA finished).
+// TF_EXPQ ("e"): a quarter of the exp2s run as a polynomial on the FMA pipe
+//   instead of the special-function unit (16 per clock per SM), FA4's
+//   trick; relative error < 1e-4 before P is rounded to bf16, and the row
+//   sum adds the same values P is made from.
+// TF_VN ("v"): V read in its own [keys][D] layout (the copy engine loads it
+//   like K; wgmma reads B "MN-major", transpose bit set), so no transposed
+//   copy of V is made per call. TF_VNX ("w"): the same with the descriptor's
+//   two offset fields exchanged (whichever reading the hardware uses).
+// A warpgroup ping-pong (FA3's named-barrier turns) was tried on top of
+// TF_OVL and lost badly (docs/PERF.md, "Attention, session 2").
 #define TF_OVL 1
-#define TF_PP 2
+#define TF_IWO 2
 #define TF_EXPQ 4
-#define TF_EXPH 8
+#define TF_VN 8
+#define TF_VNX 16
 
 // 2^x for x <= 0 on the FMA pipe: x = j + f with j = round(x), f in
 // [-0.5, 0.5]; 2^f by a degree-3 relative-minimax polynomial (max relative
 // error 7.7e-5 in float32), 2^j added to the exponent bits. x is clamped at
-// -126 (result ~1e-38 instead of 0: far below the row sum's resolution, and
-// the masked keys' V rows are zero).
+// -126 (result ~1e-38 instead of 0: far below the row sum's resolution).
 __device__ __forceinline__ float ex2_poly(float x) {
   x = fmaxf(x, -126.f);
   const float t = __fadd_rn(x, 12582912.f);  // 1.5·2^23: round(x) lands in the low mantissa bits
@@ -377,22 +383,33 @@ __device__ __forceinline__ float ex2_poly(float x) {
   return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));  // low bits of t hold j
 }
 
-// exp2 of element chunk c (of 8) under the variant's split.
+// exp2 of an element of 8-column chunk c under the variant's split.
 template <int FL>
 __device__ __forceinline__ float ex2_mix(float x, int c) {
-  if constexpr ((FL & TF_EXPH) != 0) {
-    if (c & 1) return ex2_poly(x);
-  } else if constexpr ((FL & TF_EXPQ) != 0) {
+  if constexpr ((FL & TF_EXPQ) != 0) {
     if ((c & 3) == 3) return ex2_poly(x);
   }
   return ex2(x);
 }
 
-// Masked online softmax of a finished S (keys key0..key0+63): updates the
-// row maxima and sums, rescales O and packs P (bf16, A-fragment layout).
-template <int D, int FL, int SN>
-__device__ __forceinline__ void softmax_p(float* s, float* o, u32 (&p)[SN / 16][4], float& m0, float& m1, float& l0,
-                                          float& l1, int key0, int Lk, float scale_log2, int t4) {
+// P (bf16, A-fragment layout) from the probabilities in s.
+template <int SN>
+__device__ __forceinline__ void pack_p(const float* s, u32 (&p)[SN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < SN / 16; ++kk) {
+    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+// Masked online softmax of a finished S (keys key0..key0+SN-1), in place:
+// s becomes the probabilities; updates the row maxima and sums and returns
+// the factors a0, a1 that O must be scaled by before P·V is added.
+template <int FL, int SN>
+__device__ __forceinline__ void softmax_s(float* s, float& m0, float& m1, float& l0, float& l1, float& a0, float& a1,
+                                          int key0, int Lk, float scale_log2, int t4) {
   if (key0 + SN > Lk) {  // mask keys past the end
 #pragma unroll
     for (int c = 0; c < SN / 8; ++c) {
@@ -412,7 +429,8 @@ __device__ __forceinline__ void softmax_p(float* s, float* o, u32 (&p)[SN / 16][
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
   const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-  const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+  a0 = ex2(m0 - n0);
+  a1 = ex2(m1 - n1);
   m0 = n0;
   m1 = n1;
   float r0 = 0.f, r1 = 0.f;
@@ -427,7 +445,13 @@ __device__ __forceinline__ void softmax_p(float* s, float* o, u32 (&p)[SN / 16][
   }
   l0 = l0 * a0 + r0;
   l1 = l1 * a1 + r1;
-  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {  // skipped once the maxima settle (exact)
+}
+
+// O *= a (per row half), skipped once the running maxima settle and every
+// factor of the warp is exactly 1 (exact, not an approximation).
+template <int D>
+__device__ __forceinline__ void rescale_o(float* o, float a0, float a1) {
+  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
 #pragma unroll
     for (int c = 0; c < D / 8; ++c) {
       o[4 * c] *= a0;
@@ -436,100 +460,168 @@ __device__ __forceinline__ void softmax_p(float* s, float* o, u32 (&p)[SN / 16][
       o[4 * c + 3] *= a1;
     }
   }
-#pragma unroll
-  for (int kk = 0; kk < SN / 16; ++kk) {
-    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-  }
 }
 
-__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(n) : "memory"); }
-__device__ __forceinline__ void named_arrive(int id, int n) {
-  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(n) : "memory");
+// d[0..63] += A(registers)·B(smem desc, MN-major: transpose bit set), m64n128k16.
+__device__ __forceinline__ void wgmma_rs_n128_tb(float* d, const u32* a, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// d[0..31] += A(registers)·B(smem desc, MN-major: transpose bit set), m64n64k16.
+__device__ __forceinline__ void wgmma_rs_n64_tb(float* d, const u32* a, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// Descriptor of k16 step kk of a V tile in its own layout: BN key rows of
+// 128 bytes per 64-wide half of D (halves BN·128 bytes apart, 128-byte
+// swizzle, as the copy engine lays out K). MN-major reading: the leading
+// offset steps between 64-column halves of D, the stride offset between
+// 8-key groups; X exchanges the two.
+template <int BN, bool X>
+__device__ __forceinline__ u64 vn_desc(u32 base, int kk) {
+  const u32 a = base + kk * 16 * 128;
+  const u64 lead = (BN * 128) >> 4, stride = 1024 >> 4;
+  return (u64)((a & 0x3FFFF) >> 4) | ((X ? stride : lead) << 16) | ((X ? lead : stride) << 32) | ((u64)1 << 62);
+}
+
+// O += P·V for one stage of BN keys.
+template <int D, int BN, int FL>
+__device__ __forceinline__ void pv_stage(float* o, const u32 (&p)[BN / 16][4], u32 vbase) {
+  constexpr int NC = BN / 8;
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) {
+    if constexpr ((FL & (TF_VN | TF_VNX)) != 0) {
+      const u64 db = vn_desc<BN, (FL & TF_VNX) != 0>(vbase, kk);
+      if constexpr (D == 128)
+        wgmma_rs_n128_tb(o, p[kk], db);
+      else
+        wgmma_rs_n64_tb(o, p[kk], db);
+    } else {
+      pv_mma<D>(o, p[kk], tile_desc<true>(vbase, 0, kk, D, NC, 0));
+    }
+  }
 }
 
 // The consumer loop of the flagged TMA variants (FL != 0). Tiles stream
 // through NS = 3 stages: full[s] at bars + 8s, empty[s] at bars + 8(NS+s).
-// With TF_PP, warpgroup w waits on named barrier 1+w before issuing a batch
-// and then arrives on the next warpgroup's; the last warpgroup opens the
-// round once at the start and skips its final arrive, so every barrier
-// sees exactly as many arrivals as syncs (nkb+1 batches per warpgroup).
 template <int D, int NWG, int FL, int BN>
 __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, float& l0, float& l1, u32 sQ, u32 sK,
                                             u32 sV, u32 bars, int wg, int nkb, int Lk, float scale_log2, int t4,
                                             int lane) {
-  constexpr int BM = 64 * NWG, NS = 3, DC = D / 8, NC = BN / 8;
+  constexpr int BM = 64 * NWG, NS = 3, DC = D / 8;
   constexpr u32 KB = BN * D * 2, VB = D * BN * 2;
-  constexpr bool OVL = (FL & TF_OVL) != 0, PP = OVL && (FL & TF_PP) != 0;
-  auto turn = [&]() {
-    if constexpr (PP) named_sync(1 + wg, 256);
-  };
-  auto pass = [&](bool last) {
-    if constexpr (PP) {
-      if (!(last && wg == NWG - 1)) named_arrive(1 + (wg + 1) % NWG, 256);
-    }
-  };
+  constexpr bool OVL = (FL & TF_OVL) != 0, IWO = (FL & TF_IWO) != 0;
   auto qk = [&](float* s, int st) {
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
       s_mma<BN>(s, tile_desc<true>(sQ, wg * 64, kk, BM, DC, 0), tile_desc<true>(sK + st * KB, 0, kk, BN, DC, 0),
                 kk > 0);
   };
+  auto fence_s = [&](float* s) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+  };
+  auto fence_o = [&]() {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
+  };
+  auto release = [&](int st) {
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+  };
   float s[BN / 2];
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
-  if constexpr (PP) {
-    if (wg == NWG - 1) named_arrive(1, 256);  // opens the first round for warpgroup 0
-  }
-  if constexpr (OVL) {  // S_0 on its own; later S_{j+1} rides with P_j·V_j
+  float a0, a1;
+  if constexpr (IWO) {
+    // S_0 and its softmax first; then per tile j: issue S_{j+1}, issue
+    // P_j·V_j, softmax of S_{j+1} (in place) while P_j·V_j runs; P_{j+1} is
+    // packed only after that MMA retired, as FA3 does, since ptxas
+    // serialises the MMAs when registers a wgmma in flight uses are written.
+    u32 p[BN / 16][4];
     mbar_wait(bars, 0);
-    turn();
     wg_fence();
     qk(s, 0);
     wg_commit();
-    pass(false);
     wg_wait0();
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
-  }
+    fence_s(s);
+    softmax_s<FL, BN>(s, m0, m1, l0, l1, a0, a1, 0, Lk, scale_log2, t4);  // O is zero: no rescale
+    pack_p<BN>(s, p);
 #pragma unroll 1
-  for (int j = 0; j < nkb; ++j) {
-    const int st = j % NS;
-    if constexpr (!OVL) {
-      mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+    for (int j = 0; j + 1 < nkb; ++j) {  // the last tile has no S_{j+1}: peeled below
+      const int st = j % NS, sn = (j + 1) % NS;
+      fence_o();
       wg_fence();
-      qk(s, st);
+      mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
+      qk(s, sn);
+      wg_commit();
+      pv_stage<D, BN, FL>(o, p, sV + st * VB);
+      wg_commit();
+      asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");  // S_{j+1} done, P_j·V_j may run on
+      fence_s(s);
+      softmax_s<FL, BN>(s, m0, m1, l0, l1, a0, a1, (j + 1) * BN, Lk, scale_log2, t4);
+      wg_wait0();
+      fence_o();
+      release(st);
+      rescale_o<D>(o, a0, a1);
+      pack_p<BN>(s, p);
+    }
+    const int st = (nkb - 1) % NS;
+    fence_o();
+    wg_fence();
+    pv_stage<D, BN, FL>(o, p, sV + st * VB);
+    wg_commit();
+    wg_wait0();
+    fence_o();
+    release(st);
+  } else {
+    if constexpr (OVL) {  // S_0 on its own; later S_{j+1} rides with P_j·V_j
+      mbar_wait(bars, 0);
+      wg_fence();
+      qk(s, 0);
       wg_commit();
       wg_wait0();
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
+      fence_s(s);
     }
-    u32 p[BN / 16][4];
-    softmax_p<D, FL, BN>(s, o, p, m0, m1, l0, l1, j * BN, Lk, scale_log2, t4);
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-    turn();
-    wg_fence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<true>(sV + st * VB, 0, kk, D, NC, 0));
-    if constexpr (OVL) {
-      if (j + 1 < nkb) {
-        const int sn = (j + 1) % NS;
-        mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
-        qk(s, sn);
+#pragma unroll 1
+    for (int j = 0; j < nkb; ++j) {
+      const int st = j % NS;
+      if constexpr (!OVL) {
+        mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+        wg_fence();
+        qk(s, st);
+        wg_commit();
+        wg_wait0();
+        fence_s(s);
       }
+      u32 p[BN / 16][4];
+      softmax_s<FL, BN>(s, m0, m1, l0, l1, a0, a1, j * BN, Lk, scale_log2, t4);
+      pack_p<BN>(s, p);
+      rescale_o<D>(o, a0, a1);
+      fence_o();
+      wg_fence();
+      pv_stage<D, BN, FL>(o, p, sV + st * VB);
+      if constexpr (OVL) {
+        if (j + 1 < nkb) {
+          const int sn = (j + 1) % NS;
+          mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
+          qk(s, sn);
+        }
+      }
+      wg_commit();
+      wg_wait0();
+      fence_o();
+      fence_s(s);
+      release(st);
     }
-    wg_commit();
-    pass(j == nkb - 1);
-    wg_wait0();
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) reg_fence(s[i]);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
   }
 }
 
@@ -572,9 +664,15 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
 #pragma unroll
         for (int hf = 0; hf < DH; ++hf)
           tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+        if constexpr ((FL & (TF_VN | TF_VNX)) != 0) {  // V as it is: [keys][D], like K
 #pragma unroll
-        for (int vh = 0; vh < BN / 64; ++vh)
-          tma_load_2d(sV + st * VB + vh * D * 128, tmV, j * BN + vh * 64, (z * H + h) * D, bars + 8 * st);
+          for (int hf = 0; hf < DH; ++hf)
+            tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+        } else {  // Vᵀ: [D][keys]
+#pragma unroll
+          for (int vh = 0; vh < BN / 64; ++vh)
+            tma_load_2d(sV + st * VB + vh * D * 128, tmV, j * BN + vh * 64, (z * H + h) * D, bars + 8 * st);
+        }
       }
     }
   } else {  // consumer warpgroups
@@ -620,25 +718,23 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
       const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
     flash_tma<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                \
   }
-// Suffix letters after "t" (see consume_tma): o = TF_OVL, p = TF_PP,
-// e = TF_EXPQ, h = TF_EXPH; "k128": 128-key stages. Every variant exists
-// for head dims 128 and 64.
+// Suffix letters after "t" (see consume_tma): o = TF_OVL, i = TF_IWO,
+// e = TF_EXPQ, v = TF_VN, w = TF_VNX; "k128": 128-key stages. Every
+// variant exists for head dims 128 and 64.
 #define FLASH_TMA_D(NWG, REGS, FL, BN, SUF) \
   FLASH_TMA(128, NWG, REGS, FL, BN, SUF)    \
   FLASH_TMA(64, NWG, REGS, FL, BN, SUF)
 FLASH_TMA_D(3, 160, 0, 64, t)
 FLASH_TMA_D(2, 240, 0, 64, t)
 FLASH_TMA_D(3, 160, TF_EXPQ, 64, te)
-FLASH_TMA_D(3, 160, TF_EXPH, 64, th)
 FLASH_TMA_D(3, 160, TF_OVL, 64, to)
-FLASH_TMA_D(3, 160, TF_OVL | TF_EXPQ, 64, toe)
-FLASH_TMA_D(3, 160, TF_OVL | TF_PP, 64, top)
-FLASH_TMA_D(3, 160, TF_OVL | TF_PP | TF_EXPQ, 64, tope)
-FLASH_TMA_D(2, 240, TF_OVL | TF_PP, 64, top)
-FLASH_TMA_D(2, 240, TF_OVL | TF_PP | TF_EXPQ, 64, tope)
 FLASH_TMA_D(2, 240, TF_OVL, 128, tok128)
-FLASH_TMA_D(2, 240, TF_OVL | TF_PP, 128, topk128)
-FLASH_TMA_D(2, 240, TF_OVL | TF_PP | TF_EXPQ, 128, topek128)
+FLASH_TMA_D(2, 240, TF_OVL | TF_EXPQ, 128, toek128)
+FLASH_TMA_D(2, 240, TF_OVL | TF_VN, 128, tovk128)
+FLASH_TMA_D(2, 240, TF_OVL | TF_VNX, 128, towk128)
+FLASH_TMA_D(2, 240, TF_IWO, 128, tik128)
+FLASH_TMA_D(2, 240, TF_IWO | TF_EXPQ, 128, tiek128)
+FLASH_TMA_D(2, 240, TF_IWO | TF_VN, 128, tivk128)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

@@ -37,6 +37,7 @@ type variant struct {
 	stages int
 	bn     int  // keys per shared-memory stage (64 or 128)
 	tma    bool // copy-engine loads by a producer warpgroup, mbarrier stages
+	vn     bool // reads V as it is (no transposed copy per call)
 }
 
 // WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
@@ -44,16 +45,17 @@ type variant struct {
 // "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
 // understood but not built, since it measured no faster (docs/PERF.md).
 // "t" is the TMA kernel; letters after it select consume_tma's options
-// (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "p"
-// ping-pong of the consumer warpgroups, "e"/"h" a quarter/half of the
-// exp2s by polynomial; with "t", "k128" means 128-key stages for the
-// consume_tma loop. SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t",
-	"w3te", "w3th", "w3to", "w3toe", "w3top", "w3tope", "w2top", "w2tope", "w2tok128", "w2topk128", "w2topek128"}
+// (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "i"
+// FA3's intra-warpgroup overlap, "e" a quarter of the exp2s by polynomial,
+// "v"/"w" V read in place (no transposed copy; two descriptor readings);
+// with "t", "k128" means 128-key stages. SetAttentionKernel("wgmma:w3s")
+// picks one.
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3te", "w3to",
+	"w2tok128", "w2toek128", "w2tovk128", "w2towk128", "w2tik128", "w2tiek128", "w2tivk128"}
 
-// tmaFlags are the option-letter sets built after "t" (every one for both
-// head dims and the warpgroup counts listed in WGMMAVariants).
-var tmaFlags = map[string]bool{"": true, "e": true, "h": true, "o": true, "oe": true, "op": true, "ope": true}
+// tmaFlags are the option-letter sets built after "t" (each only for the
+// warpgroup count and stage width listed in WGMMAVariants, both head dims).
+var tmaFlags = map[string]bool{"": true, "e": true, "o": true, "oe": true, "ov": true, "ow": true, "i": true, "ie": true, "iv": true}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
@@ -92,6 +94,7 @@ func parseVariant(name string) (variant, bool) {
 	default:
 		if f, ok := strings.CutPrefix(rest, "t"); ok && tmaFlags[f] {
 			v.sw, v.stages, v.tma = true, 3, true
+			v.vn = strings.ContainsAny(f, "vw")
 			break
 		}
 		return v, false
@@ -195,25 +198,34 @@ func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 	return worst, nil
 }
 
-// flashWGMMA transposes V into a temporary [B, H·d, Lkp] and runs the
-// sm_90a kernel. Caller holds the device.
+// flashWGMMA runs the sm_90a kernel; unless the variant reads V in place,
+// it first transposes V into a temporary [B, H·d, Lkp]. Caller holds the
+// device.
 func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
-	Lkp := (Lk + 127) / 128 * 128 // whole 64- or 128-key stages, zero-padded
-	hd := heads * d
-	vt := b.newTensor(tensor.BF16, []int{batch, hd, Lkp})
-	defer b.Free(vt)
-	b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
-		vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
 	kv := b.attn.v
 	if d == 64 && !b.attn.picked {
 		kv, _ = parseVariant(defaultVariant64)
+	}
+	Lkp := (Lk + 127) / 128 * 128 // whole 64- or 128-key stages, zero-padded
+	hd := heads * d
+	vt := v
+	if !kv.vn {
+		vt = b.newTensor(tensor.BF16, []int{batch, hd, Lkp})
+		defer b.Free(vt)
+		b.launch(b.fn("layout.cu", "transpose_v_kernel"), [3]int{Lkp / 32, (hd + 31) / 32, batch}, [3]int{32, 8, 1}, 0,
+			vt.buf.ptr, v.buf.ptr, int32(Lk), int32(Lkp), int32(hd))
 	}
 	sl := float32(float64(scale) * math.Log2E)
 	if kv.tma {
 		bm, W := 64*kv.nwg, heads*d
 		tmQ := b.tensorMap2D(q.buf.ptr, int64(W), int64(batch*Lq), int64(W*2), 64, bm)
 		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
-		tmV := b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
+		var tmV *tensorMap
+		if kv.vn { // [B·Lk rows][H·d], boxes like K's
+			tmV = b.tensorMap2D(v.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
+		} else {
+			tmV = b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
+		}
 		smem := (bm*d+6*kv.bn*d)*2 + 1024 + 64 // Q, 3 K and Vᵀ stages, alignment, barriers
 		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,

@@ -22,8 +22,8 @@ func TestParseVariant(t *testing.T) {
 		{"w2s3", 2, 3, true, true},
 		{"w3s3", 3, 3, true, true},
 		{"w3t", 3, 3, true, true},
-		{"w3top", 3, 3, true, true},
-		{"w2topek128", 2, 3, true, true},
+		{"w3to", 3, 3, true, true},
+		{"w2tiek128", 2, 3, true, true},
 		{"w9b9", 0, 0, false, false},
 		{"w2p", 0, 0, false, false},
 		{"", 0, 0, false, false},
@@ -39,12 +39,16 @@ func TestParseVariant(t *testing.T) {
 		}
 	}
 	// The TMA option letters and the stage width reach the kernel name and launch.
-	for name, bn := range map[string]int{"w3t": 64, "w3tope": 64, "w2topk128": 128} {
-		if v, ok := parseVariant(name); !ok || !v.tma || v.bn != bn {
-			t.Errorf("%q: got %+v ok=%v, want a TMA variant with %d-key stages", name, v, ok, bn)
+	for _, tc := range []struct {
+		name string
+		bn   int
+		vn   bool
+	}{{"w3t", 64, false}, {"w3te", 64, false}, {"w2tok128", 128, false}, {"w2tovk128", 128, true}, {"w2tivk128", 128, true}} {
+		if v, ok := parseVariant(tc.name); !ok || !v.tma || v.bn != tc.bn || v.vn != tc.vn {
+			t.Errorf("%q: got %+v ok=%v, want a TMA variant with %d-key stages, V in place %v", tc.name, v, ok, tc.bn, tc.vn)
 		}
 	}
-	for _, bad := range []string{"w3tx", "w3tpo", "w3tk128"} { // not built
+	for _, bad := range []string{"w3tx", "w3top", "w3tk128", "w2tovk"} { // not built
 		if _, ok := parseVariant(bad); ok {
 			t.Errorf("%q parses but has no kernel", bad)
 		}
