@@ -39,6 +39,54 @@ extern "C" __global__ void __launch_bounds__(256) int8_quant_kernel(signed char*
   if (tid == 0) s[(long long)mb * KB + kb] = amax * (1.f / 128.f);
 }
 
+// int8_quant_kernel for bfloat16 x, each element read once: a thread holds
+// eight 16-byte chunks (rows r, r+16, ..., 8 bf16 each) in registers
+// between the amax pass and the coding pass, and writes 8-byte code runs.
+// Same grid, block, and arithmetic per element as int8_quant_kernel, so
+// the same codes and scales. x must be 16-byte aligned.
+extern "C" __global__ void __launch_bounds__(256) int8_quant_bf16_kernel(signed char* q, float* s,
+                                                                         const bf16* __restrict__ x, int M, int K) {
+  __shared__ float red[8];
+  const int kb = blockIdx.x, mb = blockIdx.y, KB = K / 128, tid = threadIdx.x;
+  const int r0 = mb * 128 + (tid >> 4);
+  const long long c = (long long)kb * 128 + (tid & 15) * 8;
+  uint4 v[8];
+  float amax = 1e-8f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int row = r0 + 16 * i;
+    v[i] = row < M ? *(const uint4*)(x + (long long)row * K + c) : make_uint4(0, 0, 0, 0);
+    const u32 w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      amax = fmaxf(amax, fmaxf(fabsf(__uint_as_float(w[e] << 16)), fabsf(__uint_as_float(w[e] & 0xffff0000u))));
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if ((tid & 31) == 0) red[tid >> 5] = amax;
+  __syncthreads();
+  amax = red[0];
+#pragma unroll
+  for (int w = 1; w < 8; ++w) amax = fmaxf(amax, red[w]);
+  const float f = 128.f / amax;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const int row = r0 + 16 * i;
+    if (row >= M) break;
+    const u32 w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
+    u32 out[2] = {0, 0};
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float xv = __uint_as_float(e & 1 ? w[e >> 1] & 0xffff0000u : w[e >> 1] << 16);
+      int cv = __float2int_rn(xv * f);  // NaN gives 0, as cvt.rni.sat
+      cv = min(127, max(-128, cv));
+      out[e >> 2] |= ((u32)cv & 0xffu) << (8 * (e & 3));
+    }
+    *(uint2*)(q + (long long)row * K + c) = make_uint2(out[0], out[1]);
+  }
+  if (tid == 0) s[(long long)mb * KB + kb] = amax * (1.f / 128.f);
+}
+
 __device__ __forceinline__ u32 i8_smem_addr(const void* p) {
   u32 r;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));

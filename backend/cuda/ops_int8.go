@@ -1,6 +1,11 @@
 package cuda
 
 import (
+	"fmt"
+	"math"
+	"os"
+	"sync/atomic"
+
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -45,15 +50,106 @@ func (b *Backend) int8Linear(xt, wt, st, biast backend.Tensor) backend.Tensor {
 	if m == 0 || n == 0 {
 		return out
 	}
-	xr, xc := quant.ScaleShape(m, k)
-	xq := b.newTensor(tensor.I8, []int{m, k})
+	xq, sx := b.int8QuantAct(x, m, k)
 	defer b.Free(xq)
-	sx := b.newTensor(tensor.F32, []int{xr, xc})
 	defer b.Free(sx)
-	b.launch(b.fn("int8_linear.cu", "int8_quant_kernel"), [3]int{xc, xr, 1}, block256, 0,
-		xq.buf.ptr, sx.buf.ptr, x.buf.ptr, dtCode(x.dt), int32(m), int32(k))
+	if v, ok := b.int8HopperPick(m, n, w.buf.ptr); ok {
+		b.int8GemmHopper(v, out, xq, sx, w, s, bp, bdt, m, n, k)
+		return out
+	}
 	const smem = 4 * 128 * 144 // two stages of 128-row X and W tiles, 144-byte rows
 	b.launch(b.fn("int8_linear.cu", "int8_gemm_kernel"), [3]int{(n + 127) / 128, (m + 127) / 128, 1}, block256, smem,
 		out.buf.ptr, dtCode(out.dt), xq.buf.ptr, sx.buf.ptr, w.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	return out
+}
+
+// int8QuantAct quantises the activations x (m rows of k) per 128×128 tile:
+// int8 codes [m, k] and float32 scales [ceil(m/128), k/128]; the caller
+// frees both. bf16 x reads each element once (int8_quant_bf16_kernel).
+// Caller holds the device.
+func (b *Backend) int8QuantAct(x *Tensor, m, k int) (xq, sx *Tensor) {
+	xr, xc := quant.ScaleShape(m, k)
+	if xr > 65535 {
+		backend.Fail("cuda: Int8Linear: %d rows need %d row tiles, more than one launch takes (65535)", m, xr)
+	}
+	xq = b.newTensor(tensor.I8, []int{m, k})
+	sx = b.newTensor(tensor.F32, []int{xr, xc})
+	if x.dt == tensor.BF16 && x.buf.ptr%16 == 0 {
+		b.launch(b.fn("int8_linear.cu", "int8_quant_bf16_kernel"), [3]int{xc, xr, 1}, block256, 0,
+			xq.buf.ptr, sx.buf.ptr, x.buf.ptr, int32(m), int32(k))
+	} else {
+		b.launch(b.fn("int8_linear.cu", "int8_quant_kernel"), [3]int{xc, xr, 1}, block256, 0,
+			xq.buf.ptr, sx.buf.ptr, x.buf.ptr, dtCode(x.dt), int32(m), int32(k))
+	}
+	return xq, sx
+}
+
+// Int8GemmEnv selects the int8 GEMM: "mma" keeps the mma.sync kernel of
+// int8_linear.cu on Hopper too (the baseline the benchmarks compare with);
+// "n128", "n128p" or "n192" force one sm_90a instance; anything else picks.
+const Int8GemmEnv = "TURBODIFFUSION_INT8_GEMM"
+
+// int8GemmMode is Int8GemmEnv's value, read once; tests and benchmarks set
+// it to compare the kernels in one process.
+var int8GemmMode = os.Getenv(Int8GemmEnv)
+
+// int8HopperLaunches counts GEMMs run by the sm_90a kernel, so a test can
+// tell that the fast path was taken rather than silently skipped.
+var int8HopperLaunches atomic.Int64
+
+// int8TMA is one instance of int8_gemm_tma_n<BN>[p] in
+// kernels/int8_gemm_sm90a.cu: BN weight rows per block, NS ring stages,
+// pipe for the variant with two int32 accumulator sets.
+type int8TMA struct {
+	bn, ns int
+	pipe   bool
+}
+
+func (v int8TMA) name() string {
+	if v.pipe {
+		return fmt.Sprintf("int8_gemm_tma_n%dp", v.bn)
+	}
+	return fmt.Sprintf("int8_gemm_tma_n%d", v.bn)
+}
+
+// smem is the dynamic shared memory: NS stages of a 128-row X tile and a
+// BN-row W tile (128 bytes a row), room to align them to 1024 bytes, and
+// the 2·NS mbarriers.
+func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns }
+
+// The instances compiled in int8_gemm_sm90a.cu (NS as there).
+var int8TMAVariants = map[string]int8TMA{
+	"n128p": {128, 6, true},
+	"n128":  {128, 6, false},
+	"n192":  {192, 5, false},
+}
+
+// int8HopperPick chooses the sm_90a instance for an m×n output, and false
+// when the mma.sync kernel must run: not an sm_90 device, no tensor-map
+// support in the driver, the weight not 16-byte aligned (a view), or
+// Int8GemmEnv says "mma".
+func (b *Backend) int8HopperPick(m, n int, wptr uintptr) (int8TMA, bool) {
+	if int8GemmMode == "mma" || b.info.Arch != "sm_90" || b.drv.cuTensorMapEncodeTiled == 0 || wptr%16 != 0 {
+		return int8TMA{}, false
+	}
+	if v, ok := int8TMAVariants[int8GemmMode]; ok {
+		return v, true
+	}
+	return int8TMAVariants["n128p"], true
+}
+
+// int8GemmHopper runs the GEMM of int8Linear with the sm_90a kernel: tensor
+// maps over the activation codes xq [m, k] and the weight codes w [n, k]
+// (boxes of 128 bytes × 128 or BN rows, 128-byte swizzle), one block per
+// 128×BN output tile. Caller holds the device.
+func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintptr, bdt int32, m, n, k int) {
+	tiles := int64((m+127)/128) * int64((n+v.bn-1)/v.bn)
+	if tiles >= math.MaxInt32 {
+		backend.Fail("cuda: Int8Linear: output [%d, %d] needs %d tiles, more than one launch takes", m, n, tiles)
+	}
+	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
+	tmB := b.encodeTensorMap("Int8Linear weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), v.bn, 128, tmapSwizzle128))
+	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{int(tiles), 1, 1}, [3]int{384, 1, 1}, v.smem(),
+		tmA, tmB, out.buf.ptr, dtCode(out.dt), sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
+	int8HopperLaunches.Add(1)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -40,10 +41,37 @@ func heavyTailed(r *rand.Rand, n int) []float32 {
 	return x
 }
 
-// TestInt8LinearMatchesCPU runs the GPU W8A8 layer and the CPU backend on
-// fresh random inputs and requires bit-identical outputs (both reproduce
-// the reference kernel's block-ordered float32 fma; the int32 block sums
-// are exact).
+// int8GemmModes are the GEMM kernels a test runs: the mma.sync kernel, and
+// on an sm_90 device every sm_90a instance.
+func int8GemmModes(g *Backend) []string {
+	if g.info.Arch != "sm_90" {
+		return []string{"mma"}
+	}
+	return []string{"mma", "n128p", "n128", "n192"}
+}
+
+// withInt8Gemm runs f with Int8GemmEnv's mode set to mode and fails the
+// test unless the sm_90a kernel ran exactly when the mode asks for it (no
+// silent fallback to the mma.sync kernel on sm_90).
+func withInt8Gemm(t *testing.T, g *Backend, mode string, f func()) {
+	t.Helper()
+	defer func(m string) { int8GemmMode = m }(int8GemmMode)
+	int8GemmMode = mode
+	before := int8HopperLaunches.Load()
+	f()
+	ran := int8HopperLaunches.Load() - before
+	if want := mode != "mma"; want != (ran > 0) {
+		t.Errorf("GEMM mode %q on %s: %d sm_90a launches", mode, g.info.Arch, ran)
+	}
+}
+
+// TestInt8LinearMatchesCPU runs the GPU W8A8 layer with every GEMM kernel
+// and the CPU backend on fresh random inputs and requires bit-identical
+// outputs (both reproduce the reference kernel's block-ordered float32
+// fma; the int32 block sums are exact). The shapes cover ragged M and N
+// (N not a multiple of 8, 128 or 192, a 192-wide tile straddling two weight
+// scale blocks) and scaled-down Wan layers: N = 1536, 8960, 5120, 13824 with
+// K = 1536, 5120, 8960, 13824.
 func TestInt8LinearMatchesCPU(t *testing.T) {
 	g, c, r := gpu(t), cpu.New(), rng(t)
 	for _, tc := range []struct {
@@ -59,6 +87,13 @@ func TestInt8LinearMatchesCPU(t *testing.T) {
 		{"batch 2, f32 bias, zero tile", tensor.BF16, tensor.F32, []int{2, 129}, 200, 1536, true},
 		{"exact tiles", tensor.BF16, tensor.BF16, []int{256}, 256, 1024, false},
 		{"f32 input", tensor.F32, tensor.F32, []int{130}, 260, 256, false},
+		{"N not a multiple of 8", tensor.BF16, tensor.BF16, []int{77}, 333, 256, false},
+		{"1.3B qkv 1536x1536", tensor.BF16, tensor.BF16, []int{1, 300}, 1536, 1536, false},
+		{"1.3B ffn1 1536->8960", tensor.BF16, tensor.BF16, []int{2, 97}, 8960, 1536, false},
+		{"1.3B ffn2 8960->1536", tensor.BF16, tensor.BF16, []int{200}, 1536, 8960, false},
+		{"14B qkv 5120x5120", tensor.BF16, tensor.BF16, []int{130}, 5120, 5120, false},
+		{"14B ffn1 5120->13824", tensor.BF16, tensor.BF16, []int{70}, 13824, 5120, false},
+		{"14B ffn2 13824->5120", tensor.BF16, tensor.BF16, []int{129}, 5120, 13824, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := tensor.NumElements(tc.lead)
@@ -83,14 +118,21 @@ func TestInt8LinearMatchesCPU(t *testing.T) {
 				bp := up(g, c, tc.bias, []int{tc.n}, randn(r, tc.n, 0.5))
 				gb, cb = bp.g, bp.c
 			}
-			gy := g.int8Linear(xp.g, gw, gs, gb)
+			defer func() { g.Free(xp.g); g.Free(gw); g.Free(gs); g.Free(gb) }()
 			cy := c.Int8Linear(xp.c, cw, cs, cb)
-			if !backend.SameShape(gy.Shape(), cy.Shape()) || gy.DType() != cy.DType() {
-				t.Fatalf("cuda gives %v %v, cpu %v %v", gy.DType(), gy.Shape(), cy.DType(), cy.Shape())
+			want := c.Download(cy)
+			for _, mode := range int8GemmModes(g) {
+				withInt8Gemm(t, g, mode, func() {
+					gy := g.int8Linear(xp.g, gw, gs, gb)
+					defer g.Free(gy)
+					if !backend.SameShape(gy.Shape(), cy.Shape()) || gy.DType() != cy.DType() {
+						t.Fatalf("%s: cuda gives %v %v, cpu %v %v", mode, gy.DType(), gy.Shape(), cy.DType(), cy.Shape())
+					}
+					got := g.Download(gy)
+					golden.Compare(t, "int8 linear "+tc.name+" ("+mode+")", got, want, 0)
+					requireIdentical(t, got, want, tc.n)
+				})
 			}
-			got, want := g.Download(gy), c.Download(cy)
-			golden.Compare(t, "int8 linear "+tc.name, got, want, 0)
-			requireIdentical(t, got, want, tc.n)
 		})
 	}
 }
@@ -132,10 +174,59 @@ func TestInt8LinearGolden(t *testing.T) {
 	if len(wi.Shape) != 2 || len(xs) < 2 || xs[len(xs)-1] != wi.Shape[1] {
 		t.Fatalf("%s: x %v and weight_int8 %v are not [.., K] and [N, K]", f.Path(), xs, wi.Shape)
 	}
-	y := g.int8Linear(g.Upload(tensor.BF16, xs, x), g.UploadInt8(wi.Shape, wq), g.Upload(tensor.F32, wss, ws), g.Upload(tensor.BF16, bs, bias))
-	got := g.Download(y)
-	golden.Compare(t, "Int8Linear y_module (GPU)", got, want, 0)
-	requireIdentical(t, got, want, wi.Shape[0])
+	xt, wt, st, bt := g.Upload(tensor.BF16, xs, x), g.UploadInt8(wi.Shape, wq), g.Upload(tensor.F32, wss, ws), g.Upload(tensor.BF16, bs, bias)
+	defer func() { g.Free(xt); g.Free(wt); g.Free(st); g.Free(bt) }()
+	for _, mode := range int8GemmModes(g) {
+		withInt8Gemm(t, g, mode, func() {
+			y := g.int8Linear(xt, wt, st, bt)
+			defer g.Free(y)
+			got := g.Download(y)
+			golden.Compare(t, "Int8Linear y_module (GPU, "+mode+")", got, want, 0)
+			requireIdentical(t, got, want, wi.Shape[0])
+		})
+	}
+}
+
+// TestGoldenDiTInt8Hopper runs the golden set's int8 DiT (SLA, fast norms,
+// W8A8 block Linears: TestGoldenDiTOnGPU's int8 case, same tolerance) with
+// each GEMM kernel and checks on sm_90 that the sm_90a one really ran.
+func TestGoldenDiTInt8Hopper(t *testing.T) {
+	g := gpu(t)
+	man := golden.LoadManifest(t)
+	in := golden.Open(t, "dit_inputs.safetensors")
+	x, xs := golden.Tensor(t, in, "x")
+	ts, _ := golden.Tensor(t, in, "timestep")
+	txt, txs := golden.Tensor(t, in, "text_valid")
+	want, _ := golden.Tensor(t, golden.Open(t, "dit_int8.safetensors"), "bf16_sla_fastnorm_int8.output")
+	opt := wan.Options{DType: tensor.BF16, Norm: backend.NormFast, Linear: wan.LinearInt8, Attention: backend.SLA,
+		TopK:   man.Number(t, "configs", "dit", "sla_topk"),
+		BlockQ: int(man.Number(t, "configs", "dit", "sla_BLKQ")),
+		BlockK: int(man.Number(t, "configs", "dit", "sla_BLKK"))}
+	var outs [][]float32
+	for _, mode := range int8GemmModes(g) {
+		withInt8Gemm(t, g, mode, func() {
+			m, err := wan.Load(g, golden.Open(t, "dit_int8.pth"), opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Free()
+			text, err := m.EmbedText(txt, txs[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer text.Free()
+			out, err := m.Forward(x, xs[1:], ts[0], text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden.Compare(t, "bf16_sla_fastnorm_int8.output (GPU, "+mode+")", out, want, 2e-2)
+			outs = append(outs, out)
+		})
+	}
+	// The GEMMs are bit-exact with each other, so the whole forward is too.
+	for i := 1; i < len(outs); i++ {
+		requireIdentical(t, outs[i], outs[0], len(outs[0]))
+	}
 }
 
 // TestInt8LinearArgumentErrors needs no GPU: the checks run before any
@@ -175,37 +266,4 @@ func TestInt8LinearArgumentErrors(t *testing.T) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
 		}
 	}
-}
-
-// BenchmarkInt8Linear times the W8A8 layer (quantiser + GEMM + bias) at the
-// 480p FFN shape, M = 32760 tokens, K = 1536, N = 8960, and reports TFLOP/s
-// (2 flops per multiply-add of the GEMM).
-func BenchmarkInt8Linear(b *testing.B) {
-	g := gpu(b)
-	g.Poison = false
-	defer func() { g.Poison = true }()
-	const m, k, n = 32760, 1536, 8960
-	r := rand.New(rand.NewPCG(1, 2))
-	x := g.Upload(tensor.BF16, []int{m, k}, heavyTailed(r, m*k))
-	w := make([]float32, n*k)
-	for i := range w {
-		w[i] = float32(r.NormFloat64())
-	}
-	wq, ws, err := quant.Quantize(w, n, k)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sr, sc := quant.ScaleShape(n, k)
-	gw, gs := g.UploadInt8([]int{n, k}, wq), g.Upload(tensor.F32, []int{sr, sc}, ws)
-	bias := g.Upload(tensor.BF16, []int{n}, randn(r, n, 1))
-	defer func() { g.Free(x); g.Free(gw); g.Free(gs); g.Free(bias) }()
-	g.Free(g.int8Linear(x, gw, gs, bias)) // compiles the module
-	g.Sync()
-	b.ResetTimer()
-	for range b.N {
-		g.Free(g.int8Linear(x, gw, gs, bias))
-	}
-	g.Sync()
-	flops := 2 * float64(m) * float64(n) * float64(k)
-	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e12, "TFLOP/s")
 }

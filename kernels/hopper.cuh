@@ -1,0 +1,93 @@
+// hopper.cuh: device helpers shared by the sm_90a kernels (*_sm90a.cu):
+// mbarriers, bulk tensor copies (TMA), wgmma fences and shared-memory
+// descriptors, named barriers and setmaxnreg. Names carry an hp_ prefix so
+// that a file can include this header beside its own older copies.
+#pragma once
+#include "common.cuh"
+
+// A CUtensorMap (backend/cuda/tensormap.go), passed by value as a
+// __grid_constant__ kernel parameter.
+struct __align__(64) HpTmaDesc {
+  u64 v[16];
+};
+
+// 32-bit shared-space address of a generic pointer into shared memory.
+__device__ __forceinline__ u32 hp_smem(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ void hp_mbar_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes mbarrier.init visible to the copy engine and to the other threads
+// (call after the inits, before the block barrier).
+__device__ __forceinline__ void hp_mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+// One arrival that also tells the barrier to expect bytes more transaction
+// bytes (the copies that complete on it).
+__device__ __forceinline__ void hp_mbar_expect_tx(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void hp_mbar_arrive(u32 bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+// Spins until the barrier's phase of the given parity has completed.
+__device__ __forceinline__ void hp_mbar_wait(u32 bar, u32 parity) {
+  u32 ok;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!ok);
+}
+
+// Bulk tensor copy of the box at (c0 inner, c1 outer) of a 2-D tensor map
+// into shared memory at dst, completing on mbarrier bar. Out-of-bounds
+// elements arrive as zeros and still count towards the transaction bytes.
+__device__ __forceinline__ void hp_tma_load_2d(u32 dst, const HpTmaDesc* map, int c0, int c1, u32 bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void hp_prefetch_tma_desc(const HpTmaDesc* map) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"((u64)map) : "memory");
+}
+
+// Ordinary shared-memory stores that the copy engine or the tensor cores
+// read next need this in each writing thread before the barrier.
+__device__ __forceinline__ void hp_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+__device__ __forceinline__ void hp_wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void hp_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+// Waits until at most N committed wgmma groups of this warpgroup are pending.
+template <int N>
+__device__ __forceinline__ void hp_wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+// Named barrier id (1..15; 0 is __syncthreads) among count threads.
+__device__ __forceinline__ void hp_bar_sync(int id, int count) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(count) : "memory");
+}
+
+// setmaxnreg needs an immediate, so these are macros. It takes effect only
+// in a kernel with __launch_bounds__(threads, 1), with each warpgroup's role
+// one branch of a single if/else.
+#define HP_SETMAXNREG_INC(n) asm volatile("setmaxnreg.inc.sync.aligned.u32 " #n ";")
+#define HP_SETMAXNREG_DEC(n) asm volatile("setmaxnreg.dec.sync.aligned.u32 " #n ";")
+
+// wgmma shared-memory descriptor of a K-major tile stored with the 128-byte
+// swizzle, as the copy engine writes it for a 128-byte-wide box: one row
+// per 128 bytes (64 bf16 or 128 int8), chunk c of row r at c ^ (r % 8),
+// 8-row groups 1024 bytes apart, the tile base 1024-byte aligned. addr is
+// the operand's first row, plus the k step's byte offset inside the row
+// (32 bytes per wgmma k step for both bf16 k16 and int8 k32).
+__device__ __forceinline__ u64 hp_desc_sw128(u32 addr) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
+}

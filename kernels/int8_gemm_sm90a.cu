@@ -1,0 +1,245 @@
+// int8_gemm_sm90a.cu: the W8A8 GEMM of int8_linear.cu on Hopper (sm_90a
+// only: wgmma, the bulk tensor copy engine, setmaxnreg), DeepGEMM style.
+//
+// Y[M, N] = X·Wᵀ for int8 codes X [M, K] (activations, from
+// int8_quant_kernel) and W [N, K] (weights), scales SX [ceil(M/128), K/128]
+// and SW [ceil(N/128), K/128]. A block owns a 128 × BN output tile: one
+// producer warpgroup, of which one thread streams 128-wide k blocks of X
+// (128 rows) and W (BN rows) into an NS-stage mbarrier ring with TMA
+// (128-byte swizzle, zero fill past M and N), and two consumer warpgroups of
+// 64 rows each. For every k block a consumer issues four m64nBNk32 s8 wgmmas
+// into an int32 accumulator (exact: |sum| <= 128·128·128 = 2^21) and folds
+// it into the float32 accumulator as acc = fma(float(sum), sx·sw, acc), in
+// ascending k-block order: the reference rule, so the result is bit-exact
+// with int8_gemm_kernel and package quant. In the pipelined variant (P) the
+// next k block's wgmmas run into a second int32 set while the first is
+// folded. Epilogue: round to the output dtype, add the bias in that dtype
+// (rounding again), store (bf16 through shared memory, 16-byte stores).
+#include "hopper.cuh"
+
+// d[0..63] = (scale_d ? d : 0) + A(smem desc)·B(smem desc), m64n128k32,
+// int8 codes, exact int32 sums; both operands K-major.
+__device__ __forceinline__ void i8g_mma_n128(int* d, u64 da, u64 db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+// d[0..95] = (scale_d ? d : 0) + A(smem desc)·B(smem desc), m64n192k32,
+// int8 codes, exact int32 sums; both operands K-major.
+__device__ __forceinline__ void i8g_mma_n192(int* d, u64 da, u64 db, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, %96, %97, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]), "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]), "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]), "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]), "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95])
+      : "l"(da), "l"(db), "r"(scale_d));
+}
+
+template <int BN>
+__device__ __forceinline__ void i8g_mma(int* d, u64 da, u64 db, int scale_d);
+template <>
+__device__ __forceinline__ void i8g_mma<128>(int* d, u64 da, u64 db, int scale_d) { i8g_mma_n128(d, da, db, scale_d); }
+template <>
+__device__ __forceinline__ void i8g_mma<192>(int* d, u64 da, u64 db, int scale_d) { i8g_mma_n192(d, da, db, scale_d); }
+
+// float(i) for |i| < 2^22, exactly (as a cvt.rn would give), on the integer
+// and FMA pipes instead of the slower conversion unit: 0x4B400000 is
+// 1.5·2^23, whose float spacing is 1.
+__device__ __forceinline__ float i8g_i2f(int i) { return __fadd_rn(__int_as_float(i + 0x4B400000), -12582912.f); }
+
+// Issues one k block (four k32 steps) for the 64 rows at sa against the BN
+// rows at sb; the first step overwrites the int32 accumulator.
+template <int BN>
+__device__ __forceinline__ void i8g_issue(int* d, u32 sa, u32 sb) {
+  hp_wg_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) i8g_mma<BN>(d, hp_desc_sw128(sa + kk * 32), hp_desc_sw128(sb + kk * 32), kk > 0);
+  hp_wg_commit();
+}
+
+// Keeps the compiler from reading the int32 accumulator before the wait.
+template <int BN>
+__device__ __forceinline__ void i8g_reg_fence(int* d) {
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// acc += float(d)·scale for one k block; fragment column group j (columns
+// 8j..8j+7 of the tile) uses sc1 from column split on (the tile's second
+// weight-scale block; split = BN when the tile lies in one block).
+template <int BN>
+__device__ __forceinline__ void i8g_fold(float* acc, const int* d, float sc0, float sc1, int split) {
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const float sc = 8 * j >= split ? sc1 : sc0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[4 * j + e] = fmaf(i8g_i2f(d[4 * j + e]), sc, acc[4 * j + e]);
+  }
+}
+
+// Output tiles in groups of I8G_GM row tiles: inside a group the row tile
+// changes fastest, so the blocks running at once share a few W column
+// slices and X row slices in L2 (a 14B FFN weight is larger than L2).
+#define I8G_GM 16
+
+template <int BN, int NS, bool PIPE>
+__device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, void* Y, int ydt,
+                                         const float* __restrict__ SX, const float* __restrict__ SW, const void* bias,
+                                         int bdt, int M, int N, int K) {
+  constexpr u32 AB = 128 * 128, BB = BN * 128, SB = AB + BB;
+  constexpr int SO = BN * 2 + 16;  // epilogue staging row stride, bytes
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 base = (hp_smem(smem) + 1023) & ~1023u;
+  unsigned char* gbase = smem + (base - hp_smem(smem));
+  const u32 bars = base + NS * SB;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  const int tid = threadIdx.x, wg = tid >> 7;
+
+  const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN;
+  const int t = blockIdx.x, grp = t / (I8G_GM * nN), first = grp * I8G_GM;
+  const int gm = min(nM - first, I8G_GM), r = t - grp * I8G_GM * nN;
+  const int mt = first + r % gm, m0 = mt * 128, n0 = (r / gm) * BN;
+  const int KB = K / 128;
+
+  if (tid == 0) {
+    for (int s = 0; s < NS; ++s) {
+      hp_mbar_init(bars + 8 * s, 1);
+      hp_mbar_init(bars + 8 * (NS + s), 8);  // lane 0 of each consumer warp
+    }
+    hp_mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 2) {  // producer
+    HP_SETMAXNREG_DEC(24);
+    if (tid == 256) {
+      hp_prefetch_tma_desc(tmA);
+      hp_prefetch_tma_desc(tmB);
+      for (int kb = 0; kb < KB; ++kb) {
+        const int s = kb % NS;
+        if (kb >= NS) hp_mbar_wait(bars + 8 * (NS + s), ((kb / NS) & 1) ^ 1);  // consumers released it
+        const u32 full = bars + 8 * s;
+        hp_mbar_expect_tx(full, SB);
+        hp_tma_load_2d(base + s * SB, tmA, kb * 128, m0, full);
+        hp_tma_load_2d(base + s * SB + AB, tmB, kb * 128, n0, full);
+      }
+    }
+  } else {  // consumers
+    HP_SETMAXNREG_INC(240);
+    const int lane = tid & 31, w4 = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+    const float* sxr = SX + (long long)mt * KB;
+    const int nb = n0 / 128, nNb = (N + 127) / 128;
+    const float* sw0 = SW + (long long)nb * KB;
+    const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
+    const float* sw1 = two ? sw0 + KB : sw0;
+    const int split = BN % 128 == 0 ? BN : 128 - n0 % 128;
+    float acc[BN / 2];
+    int ia[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f, ia[i] = 0;
+    const u32 aoff = wg * 64 * 128;
+    if (!PIPE) {
+      for (int kb = 0; kb < KB; ++kb) {
+        const int s = kb % NS;
+        const float x = sxr[kb], w0 = sw0[kb], w1 = sw1[kb];
+        hp_mbar_wait(bars + 8 * s, (kb / NS) & 1);
+        i8g_issue<BN>(ia, base + s * SB + aoff, base + s * SB + AB);
+        hp_wg_wait<0>();
+        i8g_reg_fence<BN>(ia);
+        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + s));
+        i8g_fold<BN>(acc, ia, __fmul_rn(x, w0), __fmul_rn(x, w1), split);
+      }
+    } else {
+      int ib[BN / 2];
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) ib[i] = 0;
+      // Two int32 sets: while set a's k block is folded, set b's runs.
+      auto fold_kb = [&](int* cur, int kb) {
+        i8g_reg_fence<BN>(cur);
+        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + kb % NS));
+        const float x = sxr[kb];
+        i8g_fold<BN>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
+      };
+      auto issue_kb = [&](int* d, int kb) {
+        const int s = kb % NS;
+        hp_mbar_wait(bars + 8 * s, (kb / NS) & 1);
+        i8g_issue<BN>(d, base + s * SB + aoff, base + s * SB + AB);
+      };
+      issue_kb(ia, 0);
+      int kb = 0;
+      for (; kb + 2 < KB; kb += 2) {
+        issue_kb(ib, kb + 1);
+        hp_wg_wait<1>();
+        fold_kb(ia, kb);
+        issue_kb(ia, kb + 2);
+        hp_wg_wait<1>();
+        fold_kb(ib, kb + 1);
+      }
+      if (kb + 1 < KB) {
+        issue_kb(ib, kb + 1);
+        hp_wg_wait<1>();
+        fold_kb(ia, kb);
+        hp_wg_wait<0>();
+        fold_kb(ib, kb + 1);
+      } else {
+        hp_wg_wait<0>();
+        fold_kb(ia, kb);
+      }
+    }
+
+    // Epilogue. Every stage has been consumed once both warpgroups pass the
+    // barrier, so the ring's memory can stage the output tile.
+    const int row0 = m0 + wg * 64;
+    if (ydt == DT_BF16 && N % 8 == 0) {
+      hp_bar_sync(1, 256);
+      unsigned char* so = gbase + wg * 64 * SO;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const int col = 8 * j + 2 * t4, gc = n0 + col;
+        float b0 = 0.f, b1 = 0.f;
+        if (bdt && gc < N) b0 = ldv(bias, bdt, gc), b1 = ldv(bias, bdt, gc + 1);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+          if (bdt) v0 = __fadd_rn(rbf(v0), b0), v1 = __fadd_rn(rbf(v1), b1);
+          *(u32*)(so + (w4 * 16 + g + 8 * h) * SO + col * 2) = pack_bf2(v0, v1);
+        }
+      }
+      hp_bar_sync(2 + wg, 128);
+      constexpr int CH = BN / 8;  // 16-byte chunks per row
+      for (int c = tid & 127; c < 64 * CH; c += 128) {
+        const int rr = c / CH, ch = c - rr * CH, gr = row0 + rr, gc = n0 + ch * 8;
+        if (gr < M && gc < N)
+          *(uint4*)((bf16*)Y + (long long)gr * N + gc) = *(const uint4*)(so + rr * SO + ch * 16);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int gr = row0 + w4 * 16 + g + 8 * h, gc = n0 + 8 * j + 2 * t4 + e;
+            if (gr >= M || gc >= N) continue;
+            float v = rdt(ydt, acc[4 * j + 2 * h + e]);
+            if (bdt) v = rdt(ydt, __fadd_rn(v, ldv(bias, bdt, gc)));
+            stv(Y, ydt, (long long)gr * N + gc, v);
+          }
+    }
+  }
+}
+
+// Instances: int8_gemm_tma_n<BN>[p] (p: pipelined), 384 threads, grid
+// ceil(M/128)·ceil(N/BN), dynamic shared memory NS·(128 + BN)·128 + 1024
+// bytes for alignment + 16·NS for the barriers (ops_int8.go computes the
+// same from the NS values here).
+#define I8G_KERNEL(NAME, BN, NS, PIPE)                                                                               \
+  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
+           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
+    i8g_body<BN, NS, PIPE>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                                          \
+  }
+I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true)
+I8G_KERNEL(int8_gemm_tma_n128, 128, 6, false)
+I8G_KERNEL(int8_gemm_tma_n192, 192, 5, false)
