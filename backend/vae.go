@@ -96,3 +96,15 @@ type VAE interface {
 type Conv3dHistory interface {
 	Conv3dWithHistory(hist, x, w, bias Tensor, p Conv3dParams) Tensor
 }
+
+// Conv3dNormHistory is an optional VAEOps extension that fuses the VAE's
+// RMS norm + SiLU into a causal convolution:
+// Conv3dNormWithHistory(hist, x, gamma, w, bias, p) equals
+// Conv3d(ChannelRMSNorm(Concat(1, hist, x), gamma, true), w, bias, p) (hist
+// nil: no concatenation). hist holds raw (not normalised) frames; the norm
+// is per position, so normalising the cached frames again gives the values
+// the model used before. A backend may evaluate the SiLU in float32 for
+// bf16 input (as PyTorch does) where ChannelRMSNorm's reference uses float64.
+type Conv3dNormHistory interface {
+	Conv3dNormWithHistory(hist, x, gamma, w, bias Tensor, p Conv3dParams) Tensor
+}

@@ -136,8 +136,8 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
     const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
     const int w = tid & 63, wi = wp0 + w - pw;
     const bool wok = wi >= 0 && wi < Wi;
-#pragma unroll 4
-    for (int c = tid >> 6; c < CP_C; c += 4) {
+#pragma unroll
+    for (int c = tid >> 6; c < CP_C; c += 4) {  // 16 loads in flight per thread
       bf16 v = 0;
       if (wok && c0 + c < C) v = src[(long long)(c0 + c) * cst + wi];
       tile[c * CP_S + w] = v;
@@ -156,6 +156,92 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
       v.y = (u32)t[2 * CP_S] | ((u32)t[3 * CP_S] << 16);
       v.z = (u32)t[4 * CP_S] | ((u32)t[5 * CP_S] << 16);
       v.w = (u32)t[6 * CP_S] | ((u32)t[7 * CP_S] << 16);
+    }
+    *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
+  }
+}
+
+// SiLU in float32, as PyTorch evaluates it for bf16 tensors.
+__device__ __forceinline__ float cw_silu(float x) { return __fdiv_rn(x, 1.f + expf(-x)); }
+
+#define CN_W 64  // padded-grid positions per block
+
+// conv_pack_norm_cl is conv_pack_cl fused with the VAE's RMS norm + SiLU
+// (vae.cu channel_rmsnorm_kernel, bf16): Xp[tp,hp,wp,c] =
+// SiLU(x / max(‖x‖, 1e-12) · scale · γ[c]) of input position (tp-pt, hp-ph,
+// wp-pw), each step rounded to bf16, the squared norm summed in float64;
+// zero outside the input. A block holds all C channels of 64 positions of
+// one padded row: shared [64][C+2] bf16 (odd word stride: conflict-free
+// column writes), then C floats of γ and 64 norms. Grid (ceil(Wp/64),
+// Tp*Hp), 256 threads; C % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
+    bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
+    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale) {
+  extern __shared__ __align__(16) unsigned char cn_smem[];
+  const int S = C + 2;
+  bf16* tile = (bf16*)cn_smem;
+  float* gs = (float*)(cn_smem + ((CN_W * S * 2 + 15) & ~15));
+  float* dn = gs + C;
+  const int tid = threadIdx.x;
+  const int wp0 = blockIdx.x * CN_W, row = blockIdx.y;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  const int ng = C / 8;
+  if (!live) {  // a padding row: zeros
+    for (int k = tid; k < CN_W * ng; k += 256) {
+      const int w = k / ng, g = k - w * ng, wp = wp0 + w;
+      if (wp < Wp) *(uint4*)&Xp[((long long)row * Wp + wp) * C + 8 * g] = make_uint4(0, 0, 0, 0);
+    }
+    return;
+  }
+  for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  {
+    const long long HWi = (long long)Hi * Wi;
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
+    const int w = tid & 63, wi = wp0 + w - pw;
+    const bool wok = wi >= 0 && wi < Wi;
+#pragma unroll 8
+    for (int c = tid >> 6; c < C; c += 4) tile[w * S + c] = wok ? src[(long long)c * cst + wi] : (bf16)0;
+  }
+  __syncthreads();
+  {  // squared norms: four threads per position, float64
+    const int w = tid >> 2, q = tid & 3;
+    double ss = 0.0;
+    for (int c = q; c < C; c += 4) {
+      const double v = (double)bf2f(tile[w * S + c]);
+      ss += v * v;
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (q == 0) dn[w] = fmaxf(rbf((float)sqrt(ss)), 1e-12f);
+  }
+  __syncthreads();
+  for (int k = tid; k < CN_W * ng; k += 256) {
+    const int w = k / ng, g = k - w * ng, wp = wp0 + w, c = 8 * g;
+    if (wp >= Wp) continue;
+    const int wi = wp - pw;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (wi >= 0 && wi < Wi) {
+      const float d = dn[w];
+      const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 pr = t[j];
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float a = rbf(__fdiv_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), d));
+          a = rbf(__fmul_rn(a, scale));
+          a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
+          y[e] = cw_silu(a);
+        }
+        o[j] = pack_bf2(y[0], y[1]);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
     }
     *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
   }

@@ -76,7 +76,7 @@ func convPackGridOK(tp, hp int) bool { return tp*hp <= 65535 }
 // repack the weight to [tap][Cout][Cin], then one TMA + wgmma launch. xshape
 // is the input's shape with the history frames counted. Caller holds the
 // device.
-func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, w *Tensor, bp uintptr, bdt int32, xshape []int, p backend.Conv3dParams) {
+func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, xshape []int, p backend.Conv3dParams) {
 	cout, cin := w.shape[0], w.shape[1]
 	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
 	ntap := kt * kh * kw
@@ -87,9 +87,16 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, w *Tensor, bp
 
 	xp := b.newTensor(tensor.BF16, []int{rows, cin})
 	defer b.Free(xp)
-	b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
-		xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
-		int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd))
+	if g != nil {
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_norm_cl"), [3]int{(wpd + 63) / 64, tp * hpd, 1}, block256, convPackNormSmem(cin),
+			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
+			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))))
+	} else {
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
+			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd))
+	}
 	wr := b.newTensor(tensor.BF16, []int{ntap * cout, cin})
 	defer b.Free(wr)
 	b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
@@ -134,4 +141,52 @@ func (b *Backend) convTensorMap(addr uintptr, inner, outer int64, boxInner, boxO
 	var m tensorMap
 	copy(m[:], buf[off:off+16])
 	return &m
+}
+
+// convPackNormSmem is conv_pack_norm_cl's dynamic shared memory for c
+// channels: the [64][c+2] bf16 tile (rounded to 16 bytes), γ as c floats
+// and 64 norms.
+func convPackNormSmem(c int) int { return (64*(c+2)*2+15)/16*16 + 4*c + 4*64 }
+
+// convNormFusable tells whether Conv3dNormWithHistory can run as one fused
+// pack + sm_90a conv: bf16, well-formed shapes, and a convolution the
+// sm_90a kernel takes.
+func (b *Backend) convNormFusable(ht, xt, gt, wt backend.Tensor, p backend.Conv3dParams) bool {
+	x, w, g := T(xt), T(wt), T(gt)
+	if x.dt != tensor.BF16 || len(x.shape) != 4 || len(w.shape) != 5 || w.shape[1] != x.shape[0] ||
+		!backend.SameShape(g.shape, []int{x.shape[0]}) {
+		return false
+	}
+	ti := x.shape[1]
+	if ht != nil {
+		h := T(ht)
+		if h.dt != x.dt || len(h.shape) != 4 || h.shape[0] != x.shape[0] || h.shape[2] != x.shape[2] || h.shape[3] != x.shape[3] {
+			return false
+		}
+		ti += h.shape[1]
+	}
+	tp, hp := ti+p.PadT[0]+p.PadT[1], x.shape[2]+p.PadH[0]+p.PadH[1]
+	padded := int64(tp) * int64(hp) * int64(x.shape[3]+p.PadW[0]+p.PadW[1])
+	st, sh, sw := p.Strides()
+	return convPackGridOK(tp, hp) && convPackNormSmem(x.shape[0]) <= b.info.MaxSmemOptin &&
+		b.convHopperApplies(x.shape[0], w.shape[0], [3]int{st, sh, sw}, padded, int64(w.shape[2]*w.shape[3]*w.shape[4]))
+}
+
+// Conv3dNormWithHistory implements backend.Conv3dNormHistory. Where the
+// sm_90a conv runs, the norm + SiLU happens in its packing pass (one read
+// of the raw input, no normalised tensor in memory); elsewhere history and
+// chunk are normalised separately (the norm is per position) and convolved
+// with Conv3dWithHistory.
+func (b *Backend) Conv3dNormWithHistory(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	if b.convNormFusable(ht, xt, gt, wt, p) {
+		return b.conv3d(ht, xt, gt, wt, biast, p)
+	}
+	y := b.ChannelRMSNorm(xt, gt, true)
+	defer b.Free(y)
+	var hn backend.Tensor
+	if ht != nil {
+		hn = b.ChannelRMSNorm(ht, gt, true)
+		defer b.Free(hn)
+	}
+	return b.Conv3dWithHistory(hn, y, wt, biast, p)
 }

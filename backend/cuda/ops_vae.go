@@ -67,7 +67,14 @@ const convSmallMax, convSmallW = 4, 3072
 // input, so the chunk is never concatenated in memory. F32 input
 // concatenates.
 func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
-	defer keepAlive(ht, xt, wt, biast) // inputs (and inline views) must outlive their kernels
+	return b.conv3d(ht, xt, nil, wt, biast, p)
+}
+
+// conv3d is Conv3dWithHistory; a non-nil gamma (only where
+// convNormFusable said yes) also applies the RMS norm + SiLU to the input
+// in the sm_90a kernel's packing pass.
+func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	defer keepAlive(ht, xt, gt, wt, biast) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
 	checkFloat("Conv3d weight", w)
@@ -134,9 +141,16 @@ func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.
 		tp, hpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1]
 		padded := int64(tp) * int64(hpd) * int64(wi+p.PadW[0]+p.PadW[1])
 		if convPackGridOK(tp, hpd) && b.convHopperApplies(cin, cout, [3]int{st, sh, sw}, padded, int64(kt*kh*kw)) {
-			b.conv3dHopper(out, x, hp, th, w, bp, bdt, xshape, p)
+			var g *Tensor
+			if gt != nil {
+				g = T(gt)
+			}
+			b.conv3dHopper(out, x, hp, th, g, w, bp, bdt, xshape, p)
 			return out
 		}
+	}
+	if gt != nil {
+		backend.Fail("cuda: Conv3d: internal error: fused RMS norm requested where the sm_90a kernel does not run")
 	}
 	if x.dt == tensor.BF16 {
 		ntap := kt * kh * kw

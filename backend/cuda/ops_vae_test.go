@@ -368,3 +368,62 @@ func TestConvTMAPick(t *testing.T) {
 		}
 	}
 }
+
+// TestConv3dNormHistoryMatchesCPU checks the fused RMS norm + SiLU + causal
+// conv (Conv3dNormWithHistory: the norm in the sm_90a kernel's packing pass,
+// or norm then conv where that kernel does not run) against the CPU's
+// ChannelRMSNorm of the concatenation followed by Conv3d. On an sm_90
+// device the fusable cases must take the sm_90a kernel.
+func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	var _ backend.Conv3dNormHistory = g
+	r := rng(t)
+	causal := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	first := backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	cases := []struct {
+		name        string
+		cin, cout   int
+		th, T, H, W int
+		p           backend.Conv3dParams
+		fused       bool
+	}{
+		{"c96_hist2", 96, 96, 2, 3, 13, 70, causal, true},
+		{"c384_hist1", 384, 384, 1, 1, 6, 9, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"c192to384_first", 192, 384, 0, 1, 7, 11, first, true},
+		{"c192_hist2", 192, 192, 2, 2, 5, 130, causal, true},
+		{"head96to3", 96, 3, 2, 2, 9, 14, causal, false},
+		{"c16to32", 16, 32, 2, 1, 5, 6, causal, false},
+	}
+	sm90 := g.info.Arch == "sm_90" && g.drv.cuTensorMapEncodeTiled != 0 && convHopper
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			xs := []int{tc.cin, tc.T, tc.H, tc.W}
+			ws := []int{tc.cout, tc.cin, 3, 3, 3}
+			gx, cx := both(g, c, tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 3))
+			gw, cw := both(g, c, tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 1.0/27))
+			gb, cb := both(g, c, tensor.BF16, []int{tc.cout}, randVals(r, tc.cout, 0.5))
+			gamma := randVals(r, tc.cin, 0.5)
+			for i := range gamma {
+				gamma[i] += 1
+			}
+			gg, cg := both(g, c, tensor.BF16, []int{tc.cin}, gamma)
+			var gh, ch backend.Tensor
+			cin := cx
+			if tc.th > 0 {
+				hs := []int{tc.cin, tc.th, tc.H, tc.W}
+				gh, ch = both(g, c, tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 3))
+				cin = c.Concat(1, ch, cx)
+			}
+			before := convHopperLaunches.Load()
+			gy := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, tc.p)
+			if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
+				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+			}
+			cy := c.Conv3d(c.ChannelRMSNorm(cin, cg, true), cw, cb, tc.p)
+			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+			}
+			golden.Compare(t, "conv3d norm "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
+		})
+	}
+}

@@ -34,36 +34,58 @@ func (s *state) free() {
 // convolution over the whole sequence.
 func (s *state) causal(c *conv, x backend.Tensor, pad int) backend.Tensor {
 	b := s.b
+	return s.causalWith(c, x, pad, func(h, in backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+		if hc, ok := b.(backend.Conv3dHistory); ok {
+			return hc.Conv3dWithHistory(h, in, c.w, c.b, p) // no copy of the chunk
+		}
+		if h == nil {
+			return b.Conv3d(in, c.w, c.b, p)
+		}
+		cat := b.Concat(1, h, in)
+		defer b.Free(cat)
+		return b.Conv3d(cat, c.w, c.b, p)
+	})
+}
+
+// causalNorm is causal(c, SiLU(RMS(x; g)), 1), the residual blocks' and
+// heads' norm-then-conv. On a backend with backend.Conv3dNormHistory the
+// norm runs inside the convolution and the history holds raw frames (the
+// norm is per position, so they are normalised again when read); otherwise
+// it is ChannelRMSNorm followed by causal.
+func (s *state) causalNorm(c *conv, g, x backend.Tensor) backend.Tensor {
+	b := s.b
+	nc, ok := b.(backend.Conv3dNormHistory)
+	if !ok {
+		y := b.ChannelRMSNorm(x, g, true)
+		defer b.Free(y)
+		return s.causal(c, y, 1)
+	}
+	return s.causalWith(c, x, 1, func(h, in backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+		return nc.Conv3dNormWithHistory(h, in, g, c.w, c.b, p)
+	})
+}
+
+// causalWith does causal's padding and history bookkeeping around conv,
+// which gets the history (nil for none), the chunk and the parameters.
+func (s *state) causalWith(c *conv, x backend.Tensor, pad int, conv func(h, x backend.Tensor, p backend.Conv3dParams) backend.Tensor) backend.Tensor {
+	b := s.b
 	h := s.hist[c]
 	nh := 0
 	if h != nil {
 		nh = h.Shape()[1]
 	}
 	p := backend.Conv3dParams{PadT: [2]int{2 - nh, 0}, PadH: [2]int{pad, pad}, PadW: [2]int{pad, pad}}
-	in := x // the concatenation [history, x], made only when needed
-	var out backend.Tensor
-	if hc, ok := b.(backend.Conv3dHistory); ok {
-		out = hc.Conv3dWithHistory(h, x, c.w, c.b, p) // no copy of the chunk
-	} else {
-		if h != nil {
-			in = b.Concat(1, h, x)
-		}
-		out = b.Conv3d(in, c.w, c.b, p)
-	}
+	out := conv(h, x, p)
 	if t := x.Shape()[1]; t >= 2 || h == nil {
 		s.hist[c] = b.Slice(x, 1, t-min(2, t), t)
 	} else {
-		if in == x {
-			in = b.Concat(1, h, x)
-		}
-		t = in.Shape()[1]
-		s.hist[c] = b.Slice(in, 1, t-min(2, t), t)
+		cat := b.Concat(1, h, x)
+		n := cat.Shape()[1]
+		s.hist[c] = b.Slice(cat, 1, n-min(2, n), n)
+		b.Free(cat)
 	}
 	if h != nil {
 		b.Free(h)
-	}
-	if in != x {
-		b.Free(in)
 	}
 	return out
 }
@@ -100,23 +122,17 @@ func (s *state) forwardAll(ls []layer, x backend.Tensor) backend.Tensor {
 // head is the encoder's and decoder's output head, causal conv(SiLU(RMS(x)))
 // with norm scale g; it frees x.
 func (s *state) head(g backend.Tensor, c *conv, x backend.Tensor) backend.Tensor {
-	y := s.b.ChannelRMSNorm(x, g, true)
+	y := s.causalNorm(c, g, x)
 	s.b.Free(x)
-	x = s.causal(c, y, 1)
-	s.b.Free(y)
-	return x
+	return y
 }
 
 // res is ResidualBlock: x + convs(SiLU(RMS(...))), with a 1x1x1 shortcut
 // when the width changes.
 func (s *state) res(r *resBlock, x backend.Tensor) backend.Tensor {
 	b := s.b
-	y := b.ChannelRMSNorm(x, r.g1, true)
-	z := s.causal(r.c1, y, 1)
-	b.Free(y)
-	y = b.ChannelRMSNorm(z, r.g2, true)
-	b.Free(z)
-	z = s.causal(r.c2, y, 1)
+	y := s.causalNorm(r.c1, r.g1, x)
+	z := s.causalNorm(r.c2, r.g2, y)
 	b.Free(y)
 	h := x
 	if r.shortcut != nil {
