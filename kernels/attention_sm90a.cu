@@ -349,6 +349,21 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0,
       : "memory");
 }
 
+// Shared-memory stages of the TMA kernels: three up to 128 keys, two for
+// 192-key tiles (three would not fit in 227 KB with a 128-row Q tile).
+__host__ __device__ constexpr int tma_stages(int bn) { return bn > 128 ? 2 : 3; }
+
+// d[0..95] += A(smem desc)·B(smem desc), m64n192k16, K-major A and B.
+__device__ __forceinline__ void wgmma_ss_n192(float* d, u64 da, u64 db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %98, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}, %96, %97, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+template <>
+__device__ __forceinline__ void s_mma<192>(float* s, u64 da, u64 db, int acc) { wgmma_ss_n192(s, da, db, acc); }
+
 // ---- Variants of the TMA consumer loop (flags FL, kernel-name letters) ----
 // TF_OVL ("o"): O += P_j·V_j and S_{j+1} = Q·K_{j+1}ᵀ go to the tensor cores
 //   back to back with one wait per tile, instead of two round trips.
@@ -361,15 +376,13 @@ __device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0,
 //   sum adds the same values P is made from.
 // TF_VN ("v"): V read in its own [keys][D] layout (the copy engine loads it
 //   like K; wgmma reads B "MN-major", transpose bit set), so no transposed
-//   copy of V is made per call. TF_VNX ("w"): the same with the descriptor's
-//   two offset fields exchanged (whichever reading the hardware uses).
+//   copy of V is made per call.
 // A warpgroup ping-pong (FA3's named-barrier turns) was tried on top of
 // TF_OVL and lost badly (docs/PERF.md, "Attention, session 2").
 #define TF_OVL 1
 #define TF_IWO 2
 #define TF_EXPQ 4
 #define TF_VN 8
-#define TF_VNX 16
 
 // 2^x for x <= 0 on the FMA pipe: x = j + f with j = round(x), f in
 // [-0.5, 0.5]; 2^f by a degree-3 relative-minimax polynomial (max relative
@@ -484,12 +497,12 @@ __device__ __forceinline__ void wgmma_rs_n64_tb(float* d, const u32* a, u64 db) 
 // 128 bytes per 64-wide half of D (halves BN·128 bytes apart, 128-byte
 // swizzle, as the copy engine lays out K). MN-major reading: the leading
 // offset steps between 64-column halves of D, the stride offset between
-// 8-key groups; X exchanges the two.
-template <int BN, bool X>
+// 8-key groups (the exchanged reading faulted on H100, docs/PERF.md).
+template <int BN>
 __device__ __forceinline__ u64 vn_desc(u32 base, int kk) {
   const u32 a = base + kk * 16 * 128;
   const u64 lead = (BN * 128) >> 4, stride = 1024 >> 4;
-  return (u64)((a & 0x3FFFF) >> 4) | ((X ? stride : lead) << 16) | ((X ? lead : stride) << 32) | ((u64)1 << 62);
+  return (u64)((a & 0x3FFFF) >> 4) | (lead << 16) | (stride << 32) | ((u64)1 << 62);
 }
 
 // O += P·V for one stage of BN keys.
@@ -498,8 +511,8 @@ __device__ __forceinline__ void pv_stage(float* o, const u32 (&p)[BN / 16][4], u
   constexpr int NC = BN / 8;
 #pragma unroll
   for (int kk = 0; kk < BN / 16; ++kk) {
-    if constexpr ((FL & (TF_VN | TF_VNX)) != 0) {
-      const u64 db = vn_desc<BN, (FL & TF_VNX) != 0>(vbase, kk);
+    if constexpr ((FL & TF_VN) != 0) {
+      const u64 db = vn_desc<BN>(vbase, kk);
       if constexpr (D == 128)
         wgmma_rs_n128_tb(o, p[kk], db);
       else
@@ -511,12 +524,12 @@ __device__ __forceinline__ void pv_stage(float* o, const u32 (&p)[BN / 16][4], u
 }
 
 // The consumer loop of the flagged TMA variants (FL != 0). Tiles stream
-// through NS = 3 stages: full[s] at bars + 8s, empty[s] at bars + 8(NS+s).
+// through NS stages: full[s] at bars + 8s, empty[s] at bars + 8(NS+s).
 template <int D, int NWG, int FL, int BN>
 __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, float& l0, float& l1, u32 sQ, u32 sK,
                                             u32 sV, u32 bars, int wg, int nkb, int Lk, float scale_log2, int t4,
                                             int lane) {
-  constexpr int BM = 64 * NWG, NS = 3, DC = D / 8;
+  constexpr int BM = 64 * NWG, NS = tma_stages(BN), DC = D / 8;
   constexpr u32 KB = BN * D * 2, VB = D * BN * 2;
   constexpr bool OVL = (FL & TF_OVL) != 0, IWO = (FL & TF_IWO) != 0;
   auto qk = [&](float* s, int st) {
@@ -633,7 +646,7 @@ template <int D, int NWG, int REGS, int FL, int BN>
 __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
                                           bf16* __restrict__ O, int Lq, int Lk, int H, float scale_log2) {
   static_assert(BN == 64 || FL != 0, "128-key stages need consume_tma");
-  constexpr int BM = 64 * NWG, NS = 3, DH = D / 64;
+  constexpr int BM = 64 * NWG, NS = tma_stages(BN), DH = D / 64;
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sQ = (smem_u32(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
@@ -664,7 +677,7 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
 #pragma unroll
         for (int hf = 0; hf < DH; ++hf)
           tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
-        if constexpr ((FL & (TF_VN | TF_VNX)) != 0) {  // V as it is: [keys][D], like K
+        if constexpr ((FL & TF_VN) != 0) {  // V as it is: [keys][D], like K
 #pragma unroll
           for (int hf = 0; hf < DH; ++hf)
             tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
@@ -719,7 +732,7 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     flash_tma<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                \
   }
 // Suffix letters after "t" (see consume_tma): o = TF_OVL, i = TF_IWO,
-// e = TF_EXPQ, v = TF_VN, w = TF_VNX; "k128": 128-key stages. Every
+// e = TF_EXPQ, v = TF_VN; "k128"/"k192": 128/192-key stages. Every
 // variant exists for head dims 128 and 64.
 #define FLASH_TMA_D(NWG, REGS, FL, BN, SUF) \
   FLASH_TMA(128, NWG, REGS, FL, BN, SUF)    \
@@ -729,12 +742,11 @@ FLASH_TMA_D(2, 240, 0, 64, t)
 FLASH_TMA_D(3, 160, TF_EXPQ, 64, te)
 FLASH_TMA_D(3, 160, TF_OVL, 64, to)
 FLASH_TMA_D(2, 240, TF_OVL, 128, tok128)
-FLASH_TMA_D(2, 240, TF_OVL | TF_EXPQ, 128, toek128)
 FLASH_TMA_D(2, 240, TF_OVL | TF_VN, 128, tovk128)
-FLASH_TMA_D(2, 240, TF_OVL | TF_VNX, 128, towk128)
 FLASH_TMA_D(2, 240, TF_IWO, 128, tik128)
-FLASH_TMA_D(2, 240, TF_IWO | TF_EXPQ, 128, tiek128)
 FLASH_TMA_D(2, 240, TF_IWO | TF_VN, 128, tivk128)
+FLASH_TMA_D(2, 240, TF_OVL | TF_VN, 192, tovk192)
+FLASH_TMA_D(2, 240, TF_IWO | TF_VN, 192, tivk192)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

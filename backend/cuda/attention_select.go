@@ -47,15 +47,23 @@ type variant struct {
 // "t" is the TMA kernel; letters after it select consume_tma's options
 // (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "i"
 // FA3's intra-warpgroup overlap, "e" a quarter of the exp2s by polynomial,
-// "v"/"w" V read in place (no transposed copy; two descriptor readings);
-// with "t", "k128" means 128-key stages. SetAttentionKernel("wgmma:w3s")
-// picks one.
+// "v" V read in place (no transposed copy); with "t", "k128"/"k192" mean
+// 128/192-key stages. SetAttentionKernel("wgmma:w3s") picks one.
 var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3te", "w3to",
-	"w2tok128", "w2toek128", "w2tovk128", "w2towk128", "w2tik128", "w2tiek128", "w2tivk128"}
+	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192", "w2tivk192"}
 
 // tmaFlags are the option-letter sets built after "t" (each only for the
 // warpgroup count and stage width listed in WGMMAVariants, both head dims).
-var tmaFlags = map[string]bool{"": true, "e": true, "o": true, "oe": true, "ov": true, "ow": true, "i": true, "ie": true, "iv": true}
+var tmaFlags = map[string]bool{"": true, "e": true, "o": true, "ov": true, "i": true, "iv": true}
+
+// tmaStages is the TMA kernels' shared-memory stage count for bn-key tiles
+// (tma_stages in kernels/attention_sm90a.cu: 192-key tiles fit only two).
+func tmaStages(bn int) int {
+	if bn > 128 {
+		return 2
+	}
+	return 3
+}
 
 // defaultVariant is the fastest variant measured for head dim 128, and
 // defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
@@ -83,6 +91,8 @@ func parseVariant(name string) (variant, bool) {
 	v.name, v.bn = name, 64
 	if r, ok := strings.CutSuffix(rest, "k128"); ok {
 		rest, v.bn = r, 128
+	} else if r, ok := strings.CutSuffix(rest, "k192"); ok && strings.HasPrefix(r, "t") {
+		rest, v.bn = r, 192
 	}
 	switch rest {
 	case "b1":
@@ -93,8 +103,8 @@ func parseVariant(name string) (variant, bool) {
 		v.sw, v.stages = true, 3
 	default:
 		if f, ok := strings.CutPrefix(rest, "t"); ok && tmaFlags[f] {
-			v.sw, v.stages, v.tma = true, 3, true
-			v.vn = strings.ContainsAny(f, "vw")
+			v.sw, v.stages, v.tma = true, tmaStages(v.bn), true
+			v.vn = strings.Contains(f, "v")
 			break
 		}
 		return v, false
@@ -226,7 +236,7 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 		} else {
 			tmV = b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
 		}
-		smem := (bm*d+6*kv.bn*d)*2 + 1024 + 64 // Q, 3 K and Vᵀ stages, alignment, barriers
+		smem := (bm*d+2*kv.stages*kv.bn*d)*2 + 1024 + 64 // Q, K and V stages, alignment, barriers
 		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)

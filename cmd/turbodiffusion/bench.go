@@ -26,6 +26,7 @@ type benchFlags struct {
 	jsonOut             string
 	profile             bool
 	exactRounding       bool
+	attnKernels         string
 }
 
 func init() {
@@ -47,6 +48,7 @@ func init() {
 	cmd.Flags().StringVar(&f.jsonOut, "json", "", "also write the results as JSON to this file")
 	cmd.Flags().BoolVar(&f.profile, "profile", false, "print the GPU time of every kernel of one DiT forward")
 	cmd.Flags().BoolVar(&f.exactRounding, "exact-rounding", false, "DiT forward without fusions that skip a bf16 rounding (the baseline of those fusions)")
+	cmd.Flags().StringVar(&f.attnKernels, "attention-kernels", "", "comma-separated attention kernels to time (mma, wgmma:<variant>); empty: mma and every wgmma variant")
 	root.AddCommand(cmd)
 }
 
@@ -131,6 +133,9 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 			kerns := []string{"mma"}
 			for _, v := range cuda.WGMMAVariants {
 				kerns = append(kerns, "wgmma:"+v)
+			}
+			if f.attnKernels != "" {
+				kerns = strings.Split(f.attnKernels, ",")
 			}
 			for _, kern := range kerns {
 				b.SetAttentionKernel(kern)
