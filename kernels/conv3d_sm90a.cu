@@ -74,6 +74,15 @@ __device__ __forceinline__ u64 cw_desc(u32 addr) {
   return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((sbo >> 4) << 32) | (layout << 62);
 }
 
+// d[0..3] += A(smem desc)·B(smem desc), m64n8k16, both K-major.
+__device__ __forceinline__ void cw_mma_n8(float* d, u64 da, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(da), "l"(db), "r"(1));
+}
+
 // d[0..47] += A(smem desc)·B(smem desc), m64n96k16, both K-major.
 __device__ __forceinline__ void cw_mma_n96(float* d, u64 da, u64 db) {
   asm volatile(
@@ -94,6 +103,8 @@ __device__ __forceinline__ void cw_mma_n192(float* d, u64 da, u64 db) {
 
 template <int N>
 __device__ __forceinline__ void cw_mma(float* d, u64 da, u64 db);
+template <>
+__device__ __forceinline__ void cw_mma<8>(float* d, u64 da, u64 db) { cw_mma_n8(d, da, db); }
 template <>
 __device__ __forceinline__ void cw_mma<96>(float* d, u64 da, u64 db) { cw_mma_n96(d, da, db); }
 template <>
@@ -367,9 +378,11 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
     conv_tma<BK, N, MW, NS>(&tmA, &tmB, Y, bias, bdt, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);               \
   }
 // Stage bytes: k64 n192 m1 40 KiB, k64 n96 m2 44 KiB, k32 n96 m2 22 KiB,
-// k32 n192 m1 20 KiB (conv_sm90.go sizes the shared memory from the same
-// numbers).
+// k32 n192 m1 20 KiB, n8 (Cout ≤ 8: the 96→3 head) 16.5 or 33 KiB
+// (conv_sm90.go sizes the shared memory from the same numbers).
 CONV_TMA(64, 192, 1, 5)
 CONV_TMA(64, 96, 2, 4)
 CONV_TMA(32, 96, 2, 8)
 CONV_TMA(32, 192, 1, 8)
+CONV_TMA(32, 8, 2, 8)
+CONV_TMA(64, 8, 2, 6)

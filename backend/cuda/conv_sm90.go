@@ -46,22 +46,25 @@ func convTMAPick(cin, cout int) convTMA {
 		bk = 64
 	}
 	n, mw := 96, 2
-	if cout%192 == 0 || (cout%96 != 0 && cout > 96) {
+	switch {
+	case cout <= 8:
+		n = 8
+	case cout%192 == 0 || (cout%96 != 0 && cout > 96):
 		n, mw = 192, 1
 	}
-	ns := map[[2]int]int{{64, 192}: 5, {64, 96}: 4, {32, 96}: 8, {32, 192}: 8}[[2]int{bk, n}]
+	ns := map[[2]int]int{{64, 192}: 5, {64, 96}: 4, {32, 96}: 8, {32, 192}: 8, {32, 8}: 8, {64, 8}: 6}[[2]int{bk, n}]
 	return convTMA{bk, n, mw, ns}
 }
 
 // convHopperApplies tells whether a bf16 convolution runs on the sm_90a
 // kernel: an sm_90 device with tensor maps, stride 1, Cin a multiple of 32
-// (whole 64-byte rows), Cout ≥ 32, and sizes whose rows fit the copy
-// engine's int32 coordinates.
+// (whole 64-byte rows), and sizes whose rows fit the copy engine's int32
+// coordinates.
 func (b *Backend) convHopperApplies(cin, cout int, stride [3]int, padded, taps int64) bool {
 	if !convHopper || b.info.Arch != "sm_90" || b.drv.cuTensorMapEncodeTiled == 0 {
 		return false
 	}
-	if stride != [3]int{1, 1, 1} || cin%32 != 0 || cout < 32 {
+	if stride != [3]int{1, 1, 1} || cin%32 != 0 || cout < 1 {
 		return false
 	}
 	return padded+1024 < math.MaxInt32 && taps*int64(cout)+256 < math.MaxInt32

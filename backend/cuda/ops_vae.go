@@ -123,20 +123,6 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 	if P == 0 || cout == 0 {
 		return out
 	}
-	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
-		ntap := kt * kh * kw
-		wp := b.newTensor(tensor.F32, []int{ntap, cin, convSmallMax})
-		defer b.Free(wp)
-		if n := wp.n(); n > 0 {
-			b.launch(b.fn("conv3d.cu", "conv_wpack_small_kernel"), b.gridFor(n), block256, 0, wp.buf.ptr, w.buf.ptr, dtCode(w.dt),
-				int32(cout), int32(cin), int32(ntap))
-		}
-		args := append([]any{out.buf.ptr, x.buf.ptr, hp, int32(th), wp.buf.ptr, bp, bdt}, geom...)
-		args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
-			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
-		b.launch(b.fn("conv3d.cu", "conv3d_bf16_small"), [3]int{int((P + 511) / 512), 1, 1}, block256, 0, args...)
-		return out
-	}
 	if x.dt == tensor.BF16 {
 		tp, hpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1]
 		padded := int64(tp) * int64(hpd) * int64(wi+p.PadW[0]+p.PadW[1])
@@ -151,6 +137,20 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 	}
 	if gt != nil {
 		backend.Fail("cuda: Conv3d: internal error: fused RMS norm requested where the sm_90a kernel does not run")
+	}
+	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
+		ntap := kt * kh * kw
+		wp := b.newTensor(tensor.F32, []int{ntap, cin, convSmallMax})
+		defer b.Free(wp)
+		if n := wp.n(); n > 0 {
+			b.launch(b.fn("conv3d.cu", "conv_wpack_small_kernel"), b.gridFor(n), block256, 0, wp.buf.ptr, w.buf.ptr, dtCode(w.dt),
+				int32(cout), int32(cin), int32(ntap))
+		}
+		args := append([]any{out.buf.ptr, x.buf.ptr, hp, int32(th), wp.buf.ptr, bp, bdt}, geom...)
+		args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
+		b.launch(b.fn("conv3d.cu", "conv3d_bf16_small"), [3]int{int((P + 511) / 512), 1, 1}, block256, 0, args...)
+		return out
 	}
 	if x.dt == tensor.BF16 {
 		ntap := kt * kh * kw

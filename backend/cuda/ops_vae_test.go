@@ -308,6 +308,8 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 		{"shortcut192to384", 192, 384, 0, 2, 13, 9, 1, 1, 1, backend.Conv3dParams{}, true},
 		{"c64to100", 64, 100, 1, 2, 5, 7, 3, 3, 3, causal, true},
 		{"c32to40", 32, 40, 0, 3, 4, 5, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"head96to3", 96, 3, 2, 2, 19, 33, 3, 3, 3, causal, true},
+		{"c64to8", 64, 8, 0, 2, 9, 9, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, false},
 	}
 	sm90 := g.info.Arch == "sm_90" && g.drv.cuTensorMapEncodeTiled != 0 && convHopper
 	for _, tc := range cases {
@@ -356,6 +358,8 @@ func TestConvTMAPick(t *testing.T) {
 		{96, 192, convTMA{32, 192, 1, 8}},
 		{64, 100, convTMA{64, 192, 1, 5}},
 		{32, 40, convTMA{32, 96, 2, 8}},
+		{96, 3, convTMA{32, 8, 2, 8}},
+		{64, 8, convTMA{64, 8, 2, 6}},
 	} {
 		got := convTMAPick(c.cin, c.cout)
 		if got != c.want {
@@ -391,7 +395,8 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 		{"c384_hist1", 384, 384, 1, 1, 6, 9, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
 		{"c192to384_first", 192, 384, 0, 1, 7, 11, first, true},
 		{"c192_hist2", 192, 192, 2, 2, 5, 130, causal, true},
-		{"head96to3", 96, 3, 2, 2, 9, 14, causal, false},
+		{"head96to3", 96, 3, 2, 2, 9, 14, causal, true},
+		{"head96to3_first", 96, 3, 0, 1, 21, 40, first, true},
 		{"c16to32", 16, 32, 2, 1, 5, 6, causal, false},
 	}
 	sm90 := g.info.Arch == "sm_90" && g.drv.cuTensorMapEncodeTiled != 0 && convHopper
