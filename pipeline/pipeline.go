@@ -5,9 +5,7 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -77,6 +75,12 @@ type Request struct {
 	// AdaptiveResolution keeps the area of Size but the image's aspect
 	// ratio (TD --adaptive_resolution).
 	AdaptiveResolution bool
+
+	// Output, when set, is the video file Generate writes (.mp4, .gif or a
+	// folder for PNG frames; see WriteOutput for the GIF fallback), and
+	// Result.Output says how. A single-sample .mp4 is encoded by ffmpeg
+	// while the VAE decodes; otherwise the file is written after the decode.
+	Output string
 }
 
 // Event reports progress: Stage is "tokenize", "encode", "load-dit",
@@ -99,9 +103,11 @@ type Result struct {
 	Latents [][]float32 // one [16,T,H,W] latent per sample
 	Timings []Timing
 	Notes   []string // choices the caller should show (e.g. a stage run on the CPU)
+	Output  *Output  // how Request.Output was written; nil without one
 }
 
-// Engine holds loaded models between requests.
+// Engine holds loaded models between requests. It runs one request at a
+// time.
 type Engine struct {
 	opt      Options
 	dit      backend.DiT
@@ -116,6 +122,7 @@ type Engine struct {
 	model   *wan.Model
 	decoder *wanvae.VAE
 	experts [2]*wan.Model // image-to-video experts by Expert
+	call    call          // the Generate call in progress
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
@@ -210,6 +217,11 @@ func (r *Request) Validate() error {
 	if err := r.validateI2V(); err != nil {
 		return err
 	}
+	if r.Output != "" {
+		if err := checkOutput(r.Output); err != nil {
+			return err
+		}
+	}
 	if _, err := LatentShape(r.Frames, r.Size); err != nil {
 		return err
 	}
@@ -221,6 +233,8 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
+	e.call = call{ctx: ctx, output: r.Output}
+	defer func() { e.call = call{} }()
 	if r.Image != "" {
 		return e.generateI2V(ctx, r)
 	}
@@ -326,11 +340,15 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	return res, nil
 }
 
-// decodeLatents loads the VAE, decodes every latent of res [16, lat...] and
-// sets res.Clip (samples tiled side by side).
+// decodeLatents loads the VAE, decodes every latent of res [16, lat...],
+// sets res.Clip (samples tiled side by side) and writes the call's output
+// file, during the decode when it can (see decodeStreaming).
 func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(string, func() error) error) error {
 	if err := stage("load VAE", e.loadVAE); err != nil {
 		return err
+	}
+	if e.call.streams(len(res.Latents)) {
+		return e.decodeStreaming(res, lat, fps, stage)
 	}
 	var clips [][][]uint8
 	var vshape []int
@@ -339,6 +357,9 @@ func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(stri
 			T := lat[1]
 			var frames [][]uint8
 			err := e.decoder.DecodeChunks(latent, []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
+				if e.call.ctx != nil && e.call.ctx.Err() != nil {
+					return e.call.ctx.Err()
+				}
 				e.report(Event{Stage: "decode", Done: i*T + (first+3)/4 + 1, Total: T * len(res.Latents)})
 				f, err := wanvae.Frames(chunk, cs)
 				frames, vshape = append(frames, f...), cs
@@ -354,7 +375,7 @@ func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(stri
 		return err
 	}
 	res.Clip = tile(clips, vshape[3], vshape[2], fps)
-	return nil
+	return e.writeAfterDecode(res, stage)
 }
 
 // sample runs the sampler for one sample.
@@ -518,6 +539,10 @@ func (e *Engine) loadVAE() error {
 // num_samples > 1.
 func tile(clips [][][]uint8, w, h, fps int) *video.Clip {
 	out := &video.Clip{Width: w * len(clips), Height: h, FPS: fps}
+	if len(clips) == 1 {
+		out.Frames = clips[0] // nothing to tile: no copy
+		return out
+	}
 	for f := range clips[0] {
 		frame := make([]byte, out.Width*h*3)
 		for s, c := range clips {
@@ -528,19 +553,4 @@ func tile(clips [][][]uint8, w, h, fps int) *video.Clip {
 		out.Frames = append(out.Frames, frame)
 	}
 	return out
-}
-
-// WriteOutput writes the clip to path; without ffmpeg an .mp4 request falls
-// back to a .gif beside it and says so in the returned note.
-func WriteOutput(path string, c *video.Clip) (written, note string, err error) {
-	written, err = video.Write(path, c)
-	if errors.Is(err, video.ErrNoFFmpeg) {
-		gif := path[:len(path)-len(filepath.Ext(path))] + ".gif"
-		if _, serr := os.Stat(gif); serr == nil {
-			return "", "", fmt.Errorf("%w; and the GIF fallback %s already exists", err, gif)
-		}
-		written, err = video.Write(gif, c)
-		note = fmt.Sprintf("%v: wrote an animated GIF instead", video.ErrNoFFmpeg)
-	}
-	return written, note, err
 }
