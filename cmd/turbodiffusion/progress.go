@@ -27,7 +27,7 @@ func (p *progress) event(ev pipeline.Event) {
 		p.stage, p.start = ev.Stage, time.Now()
 	}
 	label := map[string]string{"tokenize": "tokenizer", "encode": "text encoder", "load-dit": "loading DiT",
-		"step": "denoising", "load-vae": "loading VAE", "decode": "VAE decode"}[ev.Stage]
+		"step": "denoising", "load-vae": "loading VAE", "decode": "VAE decode", "write": "writing video"}[ev.Stage]
 	if label == "" {
 		label = ev.Stage
 	}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/video"
+)
+
+// An .mp4 output is encoded during the VAE decode: the timings show one
+// overlapped stage with the encoder's own time, and the file holds the
+// frames.
+func TestGenerateCLIStreamsMP4(t *testing.T) {
+	if _, err := video.FFmpeg(); err != nil {
+		t.Skip("skipping:", err)
+	}
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.safetensors")
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "clip.mp4")
+	stdout, stderr, err := run(t, "generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
+		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
+		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
+		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", out)
+	t.Log(stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(stdout) != out {
+		t.Errorf("stdout %q, want the written path %q", stdout, out)
+	}
+	frames, err := video.ReadMP4(out, 512, 512)
+	if err != nil || len(frames) != 1 {
+		t.Fatalf("MP4 decodes to %d frames (%v), want 1", len(frames), err)
+	}
+	for _, want := range []string{"decode+encode", "overlapped; encoder busy", "after the decode"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q", want)
+		}
+	}
+	if strings.Contains(stderr, "  write ") {
+		t.Error("a streamed MP4 must not also show a separate write stage")
+	}
+}
+
+// An output format the writer refuses fails before any model loads.
+func TestGenerateBadOutputFormat(t *testing.T) {
+	_, _, err := run(t, "generate", "--model", t.TempDir(), "--prompt", "x", "-o", "clip.avi")
+	if err == nil || !strings.Contains(err.Error(), `unknown format ".avi"`) {
+		t.Fatalf("error %v, want an unknown-format error before the models are looked for", err)
+	}
+	if _, serr := os.Stat("clip.avi"); serr == nil {
+		t.Error("a file was written")
+	}
+}
