@@ -259,24 +259,29 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
 }
 
 // Stride-1 convolution on the padded grid. tmA: Xp [Tp*Hp*Wp][Cin], box
-// BK × BM; tmB: Wr [ntap*Cout][Cin], box BK × N. Grid: ceil(To*Hp*Wp/BM) ·
-// ceil(Cout/N) blocks, the N tiles of one row tile adjacent (they share A
-// in L2); 384 threads.
-template <int BK, int N, int MW, int NS>
+// BK × BM; tmB: Wr [ntap*Cout][Cin], box BK × N. Tiles: ceil(To*Hp*Wp/BM) ·
+// ceil(Cout/N), the N tiles of one row tile adjacent (they share A in L2);
+// 384 threads. Block b takes tiles b, b + gridDim.x, ...: with one block per
+// tile (PERSIST false) the epilogue stages the output in the tiles' memory;
+// with a persistent grid (PERSIST true) the staging area is separate, so the
+// producer already loads the next tile while the consumers store this one.
+template <int BK, int N, int MW, int NS, bool PERSIST>
 __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* tmB, bf16* __restrict__ Y,
                                          const void* bias, int bdt, int Cin, int Cout, int kt, int kh, int kw,
                                          int Hp, int Wp, int To, int Ho, int Wo) {
   constexpr int BM = 128 * MW;
   constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
   constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
+  constexpr u32 STG = PERSIST ? (N * SO * 2 + 15) / 16 * 16 : 0;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 base = (cw_smem(smem) + 1023) & ~1023u;
   unsigned char* gbase = smem + (base - cw_smem(smem));
-  const u32 bars = base + NS * SB;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  bf16* so = (bf16*)(gbase + (PERSIST ? NS * SB : 0));
+  const u32 bars = base + NS * SB + STG;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7;
   const int nNt = (Cout + N - 1) / N;
-  const int m0 = (int)(blockIdx.x / nNt) * BM, n0 = (int)(blockIdx.x % nNt) * N;
   const int HWp = Hp * Wp, nci = Cin / BK, nk = kt * kh * kw * nci;
+  const int ntiles = ((To * HWp + BM - 1) / BM) * nNt;
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
       cw_mbar_init(bars + 8 * s, 1);
@@ -289,100 +294,117 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
   if (wg == 2) {  // producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
     if (tid == 256) {
-      int s = 0, ph = 0, cic = 0, tap = 0, a = 0, bb = 0, c = 0;
-      for (int ks = 0; ks < nk; ++ks) {
-        if (ks >= NS) cw_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
-        const u32 full = bars + 8 * s;
-        cw_mbar_expect_tx(full, SB);
-        cw_tma_2d(base + s * SB, tmA, cic * BK, m0 + a * HWp + bb * Wp + c, full);
-        cw_tma_2d(base + s * SB + AB, tmB, cic * BK, tap * Cout + n0, full);
-        if (++s == NS) s = 0, ph ^= 1;
-        if (++cic == nci) {
-          cic = 0;
-          ++tap;
-          if (++c == kw) {
-            c = 0;
-            if (++bb == kh) bb = 0, ++a;
+      int s = 0, ph = 0, issued = 0;
+      for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+        const int m0 = (tile / nNt) * BM, n0 = (tile % nNt) * N;
+        int cic = 0, tap = 0, a = 0, bb = 0, c = 0;
+        for (int ks = 0; ks < nk; ++ks, ++issued) {
+          if (issued >= NS) cw_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
+          const u32 full = bars + 8 * s;
+          cw_mbar_expect_tx(full, SB);
+          cw_tma_2d(base + s * SB, tmA, cic * BK, m0 + a * HWp + bb * Wp + c, full);
+          cw_tma_2d(base + s * SB + AB, tmB, cic * BK, tap * Cout + n0, full);
+          if (++s == NS) s = 0, ph ^= 1;
+          if (++cic == nci) {
+            cic = 0;
+            ++tap;
+            if (++c == kw) {
+              c = 0;
+              if (++bb == kh) bb = 0, ++a;
+            }
           }
         }
       }
     }
   } else {  // consumers
     asm volatile("setmaxnreg.inc.sync.aligned.u32 240;");
-    float acc[MW][N / 2];
-#pragma unroll
-    for (int mi = 0; mi < MW; ++mi)
-#pragma unroll
-      for (int i = 0; i < N / 2; ++i) acc[mi][i] = 0.f;
     const int lane = tid & 31, w4 = (tid >> 5) & 3;
-    int s = 0, ph = 0;
-    for (int ks = 0; ks < nk; ++ks) {
-      cw_mbar_wait(bars + 8 * s, ph);
-      const u32 sa = base + s * SB + wg * (64 * MW) * (BK * 2), sb = base + s * SB + AB;
-      cw_fence();
-#pragma unroll
-      for (int kk = 0; kk < BK / 16; ++kk)
-#pragma unroll
-        for (int mi = 0; mi < MW; ++mi)
-          cw_mma<N>(acc[mi], cw_desc<BK>(sa + mi * 64 * BK * 2 + kk * 32), cw_desc<BK>(sb + kk * 32));
-      cw_commit();
-      cw_wait<1>();  // the previous step's MMAs are done: release its stage
-      if (ks > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + (s == 0 ? NS - 1 : s - 1)));
-      if (++s == NS) s = 0, ph ^= 1;
-    }
-    cw_wait<0>();
-#pragma unroll
-    for (int mi = 0; mi < MW; ++mi)
-#pragma unroll
-      for (int i = 0; i < N / 2; ++i) cw_reg_fence(acc[mi][i]);
-
-    // Epilogue: every stage has been consumed, so the tiles' memory holds
-    // the transposed output tile [N][BM] (channel rows, position columns).
-    cw_consumers_sync();
-    bf16* so = (bf16*)gbase;
     const int g = lane >> 2, t4 = lane & 3;
+    int s = 0, ph = 0;
+    for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
+      const int m0 = (tile / nNt) * BM, n0 = (tile % nNt) * N;
+      float acc[MW][N / 2];
 #pragma unroll
-    for (int j = 0; j < N / 8; ++j) {
+      for (int mi = 0; mi < MW; ++mi)
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int n = 8 * j + 2 * t4 + e, co = n0 + n;
-        const float bv = (bdt && co < Cout) ? ldv(bias, bdt, co) : 0.f;
+        for (int i = 0; i < N / 2; ++i) acc[mi][i] = 0.f;
+      int prev = 0;
+      for (int ks = 0; ks < nk; ++ks) {
+        cw_mbar_wait(bars + 8 * s, ph);
+        const u32 sa = base + s * SB + wg * (64 * MW) * (BK * 2), sb = base + s * SB + AB;
+        cw_fence();
 #pragma unroll
-        for (int mi = 0; mi < MW; ++mi)
+        for (int kk = 0; kk < BK / 16; ++kk)
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int m = wg * 64 * MW + mi * 64 + w4 * 16 + g + 8 * h;
-            float v = rbf(acc[mi][4 * j + 2 * h + e]);
-            if (bdt) v = __fadd_rn(v, bv);
-            so[n * SO + m] = f2bf(v);
-          }
+          for (int mi = 0; mi < MW; ++mi)
+            cw_mma<N>(acc[mi], cw_desc<BK>(sa + mi * 64 * BK * 2 + kk * 32), cw_desc<BK>(sb + kk * 32));
+        cw_commit();
+        cw_wait<1>();  // the previous step's MMAs are done: release its stage
+        if (ks > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + prev));
+        prev = s;
+        if (++s == NS) s = 0, ph ^= 1;
       }
-    }
-    cw_consumers_sync();
-    const int m = tid % BM, r = m0 + m;
-    const int t = r / HWp, rem = r - t * HWp, hh = rem / Wp, ww = rem - hh * Wp;
-    if (t < To && hh < Ho && ww < Wo) {
-      const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
-      for (int n = tid / BM; n < N; n += 256 / BM) {
-        const int co = n0 + n;
-        if (co < Cout) Y[(long long)co * P + off] = so[n * SO + m];
+      cw_wait<0>();
+      if (nk > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + prev));
+#pragma unroll
+      for (int mi = 0; mi < MW; ++mi)
+#pragma unroll
+        for (int i = 0; i < N / 2; ++i) cw_reg_fence(acc[mi][i]);
+
+      // Epilogue: the output tile transposed into shared memory [N][BM]
+      // (channel rows, position columns), then coalesced channel-first
+      // stores of the rows that are real output positions. The first
+      // barrier also ends the previous tile's reads of the staging area
+      // (and, without PERSIST, every MMA's reads of the stages it reuses).
+      cw_consumers_sync();
+#pragma unroll
+      for (int j = 0; j < N / 8; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int n = 8 * j + 2 * t4 + e, co = n0 + n;
+          const float bv = (bdt && co < Cout) ? ldv(bias, bdt, co) : 0.f;
+#pragma unroll
+          for (int mi = 0; mi < MW; ++mi)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              const int m = wg * 64 * MW + mi * 64 + w4 * 16 + g + 8 * h;
+              float v = rbf(acc[mi][4 * j + 2 * h + e]);
+              if (bdt) v = __fadd_rn(v, bv);
+              so[n * SO + m] = f2bf(v);
+            }
+        }
+      }
+      cw_consumers_sync();
+      const int m = tid % BM, r = m0 + m;
+      const int t = r / HWp, rem = r - t * HWp, hh = rem / Wp, ww = rem - hh * Wp;
+      if (t < To && hh < Ho && ww < Wo) {
+        const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
+        for (int n = tid / BM; n < N; n += 256 / BM) {
+          const int co = n0 + n;
+          if (co < Cout) Y[(long long)co * P + off] = so[n * SO + m];
+        }
       }
     }
   }
 }
 
-#define CONV_TMA(BK, N, MW, NS)                                                                                   \
-  extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW(                          \
+#define CONV_TMA_K(BK, N, MW, NS, PERSIST, SUF)                                                                \
+  extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW##SUF(                    \
       const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB, bf16* Y, const void* bias, \
       int bdt, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {              \
-    conv_tma<BK, N, MW, NS>(&tmA, &tmB, Y, bias, bdt, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);               \
+    conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, Y, bias, bdt, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);      \
   }
-// Stage bytes: k64 n192 m1 40 KiB, k64 n96 m2 44 KiB, k32 n96 m2 22 KiB,
-// k32 n192 m1 20 KiB, n8 (Cout ≤ 8: the 96→3 head) 16.5 or 33 KiB
-// (conv_sm90.go sizes the shared memory from the same numbers).
-CONV_TMA(64, 192, 1, 5)
-CONV_TMA(64, 96, 2, 4)
-CONV_TMA(32, 96, 2, 8)
-CONV_TMA(32, 192, 1, 8)
-CONV_TMA(32, 8, 2, 8)
-CONV_TMA(64, 8, 2, 6)
+// conv3d_tma_k<BK>_n<N>_m<MW>: one block per tile; ..._p: persistent, NSP
+// stages plus a separate staging area. Stage bytes: k64 n192 m1 40 KiB, k64
+// n96 m2 44 KiB, k32 n96 m2 22 KiB, k32 n192 m1 20 KiB, n8 (Cout ≤ 8: the
+// 96→3 head) 16.5 or 33 KiB. conv_sm90.go sizes the shared memory from the
+// same numbers (convTMAPick).
+#define CONV_TMA(BK, N, MW, NS, NSP)          \
+  CONV_TMA_K(BK, N, MW, NS, false, )          \
+  CONV_TMA_K(BK, N, MW, NSP, true, _p)
+CONV_TMA(64, 192, 1, 5, 4)
+CONV_TMA(64, 96, 2, 4, 3)
+CONV_TMA(32, 96, 2, 8, 7)
+CONV_TMA(32, 192, 1, 8, 8)
+CONV_TMA(32, 8, 2, 8, 8)
+CONV_TMA(64, 8, 2, 6, 6)

@@ -11,36 +11,62 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// ConvEnv set to "mma" keeps the bf16 convolutions on the mma.sync kernels
-// of conv3d.cu on Hopper too (the baseline the benchmarks compare with).
+// ConvEnv picks the bf16 convolution kernels on Hopper: "mma" keeps the
+// mma.sync kernels of conv3d.cu (the baseline the benchmarks compare with),
+// "tma" runs the sm_90a kernel with one block per tile, "tma-p" with a
+// persistent grid; unset means the default (convPersist).
 const ConvEnv = "TURBODIFFUSION_CONV"
 
 // convHopper enables the sm_90a convolution (conv3d_sm90a.cu) where it
 // applies; tests and benchmarks switch it off to run the old kernels.
 var convHopper = os.Getenv(ConvEnv) != "mma"
 
+// convPersist selects the persistent sm_90a conv kernels (the producer loads
+// the next tile while the consumers store this one).
+var convPersist = os.Getenv(ConvEnv) == "tma-p"
+
 // convHopperLaunches counts the convolutions run by the sm_90a kernel, so a
 // test can tell that the fast path was taken rather than silently skipped.
 var convHopperLaunches atomic.Int64
 
-// convTMA is one instance of conv3d_tma_k<BK>_n<N>_m<MW>: BK input channels
-// per K step, N output channels and 128·MW positions per block, NS stages.
-type convTMA struct{ bk, n, mw, ns int }
+// convTMA is one instance of conv3d_tma_k<BK>_n<N>_m<MW>[_p]: BK input
+// channels per K step, N output channels and 128·MW positions per block, NS
+// stages; persist: the persistent variant with a separate staging area.
+type convTMA struct {
+	bk, n, mw, ns int
+	persist       bool
+}
 
-func (k convTMA) name() string { return fmt.Sprintf("conv3d_tma_k%d_n%d_m%d", k.bk, k.n, k.mw) }
+func (k convTMA) name() string {
+	suf := ""
+	if k.persist {
+		suf = "_p"
+	}
+	return fmt.Sprintf("conv3d_tma_k%d_n%d_m%d%s", k.bk, k.n, k.mw, suf)
+}
 
 // rows is the block's position tile (the A box's height).
 func (k convTMA) rows() int { return 128 * k.mw }
 
-// smem is the dynamic shared memory: NS stages of A and B tiles, room to
-// align them to 1024 bytes, and the 2·NS mbarriers.
-func (k convTMA) smem() int { return k.ns*(k.rows()+k.n)*k.bk*2 + 1024 + 16*k.ns }
+// staging is the epilogue's [N][rows+8] bf16 output tile in bytes.
+func (k convTMA) staging() int { return (k.n*(k.rows()+8)*2 + 15) / 16 * 16 }
+
+// smem is the dynamic shared memory: NS stages of A and B tiles, the
+// persistent kernel's staging area, room to align the tiles to 1024 bytes,
+// and the 2·NS mbarriers.
+func (k convTMA) smem() int {
+	s := k.ns*(k.rows()+k.n)*k.bk*2 + 1024 + 16*k.ns
+	if k.persist {
+		s += k.staging()
+	}
+	return s
+}
 
 // convTMAPick chooses the kernel instance for cin→cout (the NS values match
 // the CONV_TMA list in conv3d_sm90a.cu): BK 64 when cin allows (128-byte
 // swizzle), else 32; N 192 for multiples of 192 (the decoder's 192, 384,
 // 768), else 96 with two 64-row MMAs per warpgroup.
-func convTMAPick(cin, cout int) convTMA {
+func convTMAPick(cin, cout int, persist bool) convTMA {
 	bk := 32
 	if cin%64 == 0 {
 		bk = 64
@@ -52,8 +78,11 @@ func convTMAPick(cin, cout int) convTMA {
 	case cout%192 == 0 || (cout%96 != 0 && cout > 96):
 		n, mw = 192, 1
 	}
-	ns := map[[2]int]int{{64, 192}: 5, {64, 96}: 4, {32, 96}: 8, {32, 192}: 8, {32, 8}: 8, {64, 8}: 6}[[2]int{bk, n}]
-	return convTMA{bk, n, mw, ns}
+	ns := map[[3]int]int{
+		{64, 192, 0}: 5, {64, 96, 0}: 4, {32, 96, 0}: 8, {32, 192, 0}: 8, {32, 8, 0}: 8, {64, 8, 0}: 6,
+		{64, 192, 1}: 4, {64, 96, 1}: 3, {32, 96, 1}: 7, {32, 192, 1}: 8, {32, 8, 1}: 8, {64, 8, 1}: 6,
+	}[[3]int{bk, n, btoi(persist)}]
+	return convTMA{bk, n, mw, ns, persist}
 }
 
 // convHopperApplies tells whether a bf16 convolution runs on the sm_90a
@@ -105,11 +134,15 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
 		dtCode(w.dt), int32(cout), int32(cin), int32(ntap))
 
-	k := convTMAPick(cin, cout)
+	k := convTMAPick(cin, cout, convPersist)
 	mrows := to * hpd * wpd // output rows on the padded grid
 	tiles := int64((mrows+k.rows()-1)/k.rows()) * int64((cout+k.n-1)/k.n)
 	if tiles >= math.MaxInt32 {
 		backend.Fail("cuda: Conv3d: output %v needs %d tiles, more than one launch takes", out.shape, tiles)
+	}
+	grid := tiles
+	if k.persist {
+		grid = min(tiles, int64(b.info.SMs))
 	}
 	swz := 3 // 128-byte swizzle
 	if k.bk == 32 {
@@ -117,7 +150,7 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	}
 	tmA := b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), k.bk, k.rows(), swz)
 	tmB := b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)
-	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(tiles), 1, 1}, [3]int{384, 1, 1}, k.smem(),
+	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(grid), 1, 1}, [3]int{384, 1, 1}, k.smem(),
 		tmA, tmB, out.buf.ptr, bp, bdt, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
 		int32(hpd), int32(wpd), int32(to), int32(ho), int32(wo))
 	convHopperLaunches.Add(1)
@@ -192,4 +225,11 @@ func (b *Backend) Conv3dNormWithHistory(ht, xt, gt, wt, biast backend.Tensor, p 
 		defer b.Free(hn)
 	}
 	return b.Conv3dWithHistory(hn, y, wt, biast, p)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

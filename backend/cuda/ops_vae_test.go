@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -323,24 +324,30 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 			if tc.bias {
 				gb, cb = both(g, c, tensor.BF16, []int{tc.cout}, randVals(r, tc.cout, 0.5))
 			}
-			before := convHopperLaunches.Load()
-			var gy, cy backend.Tensor
+			var gh, cy backend.Tensor
 			if tc.th > 0 {
 				hs := []int{tc.cin, tc.th, tc.H, tc.W}
-				gh, ch := both(g, c, tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 1))
-				gy = g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
+				var ch backend.Tensor
+				gh, ch = both(g, c, tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 1))
 				cy = c.Conv3d(c.Concat(1, ch, cx), cw, cb, tc.p)
 			} else {
-				gy = g.Conv3d(gx, gw, gb, tc.p)
 				cy = c.Conv3d(cx, cw, cb, tc.p)
 			}
-			if used := convHopperLaunches.Load() - before; sm90 && used != 1 {
-				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+			want := c.Download(cy)
+			defer func(p bool) { convPersist = p }(convPersist)
+			for _, persist := range []bool{false, true} {
+				convPersist = persist
+				before := convHopperLaunches.Load()
+				gy := g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
+				if used := convHopperLaunches.Load() - before; sm90 && used != 1 {
+					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+				}
+				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+				}
+				golden.Compare(t, fmt.Sprintf("conv3d sm90 %s persistent=%v", tc.name, persist), g.Download(gy), want, vaeTol(tensor.BF16))
+				g.Free(gy)
 			}
-			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
-				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
-			}
-			golden.Compare(t, "conv3d sm90 "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
 		})
 	}
 }
@@ -350,25 +357,36 @@ func TestConvTMAPick(t *testing.T) {
 		cin, cout int
 		want      convTMA
 	}{
-		{96, 96, convTMA{32, 96, 2, 8}},
-		{192, 96, convTMA{64, 96, 2, 4}},
-		{192, 192, convTMA{64, 192, 1, 5}},
-		{384, 384, convTMA{64, 192, 1, 5}},
-		{384, 768, convTMA{64, 192, 1, 5}},
-		{96, 192, convTMA{32, 192, 1, 8}},
-		{64, 100, convTMA{64, 192, 1, 5}},
-		{32, 40, convTMA{32, 96, 2, 8}},
-		{96, 3, convTMA{32, 8, 2, 8}},
-		{64, 8, convTMA{64, 8, 2, 6}},
+		{96, 96, convTMA{32, 96, 2, 8, false}},
+		{192, 96, convTMA{64, 96, 2, 4, false}},
+		{192, 192, convTMA{64, 192, 1, 5, false}},
+		{384, 384, convTMA{64, 192, 1, 5, false}},
+		{384, 768, convTMA{64, 192, 1, 5, false}},
+		{96, 192, convTMA{32, 192, 1, 8, false}},
+		{64, 100, convTMA{64, 192, 1, 5, false}},
+		{32, 40, convTMA{32, 96, 2, 8, false}},
+		{96, 3, convTMA{32, 8, 2, 8, false}},
+		{64, 8, convTMA{64, 8, 2, 6, false}},
 	} {
-		got := convTMAPick(c.cin, c.cout)
-		if got != c.want {
-			t.Errorf("convTMAPick(%d, %d) = %+v, want %+v", c.cin, c.cout, got, c.want)
-		}
-		// The dynamic shared memory must fit an H100 block (227 KiB) and
-		// hold the epilogue's staged output tile [N][rows+8].
-		if s := got.smem(); s > 227<<10 || got.n*(got.rows()+8)*2 > got.ns*(got.rows()+got.n)*got.bk*2 {
-			t.Errorf("%+v: shared memory %d B does not fit", got, s)
+		for _, persist := range []bool{false, true} {
+			got := convTMAPick(c.cin, c.cout, persist)
+			want := c.want
+			if persist {
+				want.persist = true
+				want.ns = map[int]int{192: 4, 96: 3, 8: 6}[want.n]
+				if want.bk == 32 {
+					want.ns = map[int]int{192: 8, 96: 7, 8: 8}[want.n]
+				}
+			}
+			if got != want {
+				t.Errorf("convTMAPick(%d, %d, %v) = %+v, want %+v", c.cin, c.cout, persist, got, want)
+			}
+			// The dynamic shared memory must fit an H100 block (227 KiB);
+			// without a staging area of its own the epilogue's output tile
+			// must fit the stages.
+			if s := got.smem(); s > 227<<10 || (!persist && got.staging() > got.ns*(got.rows()+got.n)*got.bk*2) {
+				t.Errorf("%+v: shared memory %d B does not fit", got, s)
+			}
 		}
 	}
 }
@@ -419,16 +437,22 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				gh, ch = both(g, c, tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 3))
 				cin = c.Concat(1, ch, cx)
 			}
-			before := convHopperLaunches.Load()
-			gy := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, tc.p)
-			if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
-				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
-			}
 			cy := c.Conv3d(c.ChannelRMSNorm(cin, cg, true), cw, cb, tc.p)
-			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
-				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+			want := c.Download(cy)
+			defer func(p bool) { convPersist = p }(convPersist)
+			for _, persist := range []bool{false, true} {
+				convPersist = persist
+				before := convHopperLaunches.Load()
+				gy := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, tc.p)
+				if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
+					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+				}
+				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+				}
+				golden.Compare(t, fmt.Sprintf("conv3d norm %s persistent=%v", tc.name, persist), g.Download(gy), want, vaeTol(tensor.BF16))
+				g.Free(gy)
 			}
-			golden.Compare(t, "conv3d norm "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
 		})
 	}
 }

@@ -221,7 +221,8 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 // BenchmarkConv3dBF16 times the decoder's heaviest convolutions (a causal
 // 3x3x3 conv on a 4-frame chunk plus its 2 cached frames, and the 2-D
 // resample convs) on the mma.sync kernel (wide tiles, see convWide) and on
-// the sm_90a TMA + wgmma kernel where the device has it, and reports
+// the sm_90a TMA + wgmma kernel where the device has it (one block per tile,
+// and persistent: tma-p), and reports
 // TFLOP/s (2 flops per multiply-add).
 func BenchmarkConv3dBF16(b *testing.B) {
 	g := vaeBenchBackend(b)
@@ -240,14 +241,10 @@ func BenchmarkConv3dBF16(b *testing.B) {
 		{"resample_384x192_240x416", 384, 192, 4, 240, 416, 1},
 		{"head_96x3_480x832", 96, 3, 6, 480, 832, 3},
 	} {
-		for _, hopper := range []bool{false, true} {
-			name := c.name + "/mma"
-			if hopper {
-				name = c.name + "/tma"
-			}
-			b.Run(name, func(b *testing.B) {
-				defer func(h bool) { convHopper = h }(convHopper)
-				convHopper = hopper
+		for _, v := range []string{"mma", "tma", "tma-p"} {
+			b.Run(c.name+"/"+v, func(b *testing.B) {
+				defer func(h, p bool) { convHopper, convPersist = h, p }(convHopper, convPersist)
+				convHopper, convPersist = v != "mma", v == "tma-p"
 				before := convHopperLaunches.Load()
 				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w, c.kt)
 				b.ReportMetric(float64(convHopperLaunches.Load()-before)/float64(b.N+1), "tma/op")
