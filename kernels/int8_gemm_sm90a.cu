@@ -84,22 +84,31 @@ __device__ __forceinline__ void i8g_fold(float* acc, const int* d, float sc0, fl
 // slices and X row slices in L2 (a 14B FFN weight is larger than L2).
 #define I8G_GM 16
 
-template <int BN, int NS, bool PIPE>
+__device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt, int& n0) {
+  const int grp = t / (I8G_GM * nN), first = grp * I8G_GM;
+  const int gm = min(nM - first, I8G_GM), r = t - grp * I8G_GM * nN;
+  mt = first + r % gm;
+  n0 = (r / gm) * BN;
+}
+
+// Persistent: gridDim.x blocks (one per SM) walk the tiles t = blockIdx.x,
+// + gridDim.x, ...; the ring's stage/phase counter runs on across tiles, so
+// the producer loads the next tile while the consumers finish the last one
+// (its epilogue stages through its own shared memory, not the ring's).
+// FOLD false is a benchmark-only diagnostic (int32 sums of the last k block,
+// no scales): what the kernel costs without the fold's ALU work.
+template <int BN, int NS, bool PIPE, bool FOLD>
 __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, void* Y, int ydt,
                                          const float* __restrict__ SX, const float* __restrict__ SW, const void* bias,
                                          int bdt, int M, int N, int K) {
   constexpr u32 AB = 128 * 128, BB = BN * 128, SB = AB + BB;
-  constexpr int SO = BN * 2 + 16;  // epilogue staging row stride, bytes
+  constexpr int SO = BN * 2;  // staging row, bytes; 16-byte chunk c of row r at c ^ (r % 8)
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 base = (hp_smem(smem) + 1023) & ~1023u;
   unsigned char* gbase = smem + (base - hp_smem(smem));
   const u32 bars = base + NS * SB;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7;
-
-  const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN;
-  const int t = blockIdx.x, grp = t / (I8G_GM * nN), first = grp * I8G_GM;
-  const int gm = min(nM - first, I8G_GM), r = t - grp * I8G_GM * nN;
-  const int mt = first + r % gm, m0 = mt * 128, n0 = (r / gm) * BN;
+  const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN, ntiles = nM * nN;
   const int KB = K / 128;
 
   if (tid == 0) {
@@ -116,130 +125,143 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     if (tid == 256) {
       hp_prefetch_tma_desc(tmA);
       hp_prefetch_tma_desc(tmB);
-      for (int kb = 0; kb < KB; ++kb) {
-        const int s = kb % NS;
-        if (kb >= NS) hp_mbar_wait(bars + 8 * (NS + s), ((kb / NS) & 1) ^ 1);  // consumers released it
-        const u32 full = bars + 8 * s;
-        hp_mbar_expect_tx(full, SB);
-        hp_tma_load_2d(base + s * SB, tmA, kb * 128, m0, full);
-        hp_tma_load_2d(base + s * SB + AB, tmB, kb * 128, n0, full);
+      int it = 0;
+      for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        int mt, n0;
+        i8g_tile(t, nM, nN, BN, mt, n0);
+        for (int kb = 0; kb < KB; ++kb, ++it) {
+          const int s = it % NS;
+          if (it >= NS) hp_mbar_wait(bars + 8 * (NS + s), ((it / NS) & 1) ^ 1);  // consumers released it
+          const u32 full = bars + 8 * s;
+          hp_mbar_expect_tx(full, SB);
+          hp_tma_load_2d(base + s * SB, tmA, kb * 128, mt * 128, full);
+          hp_tma_load_2d(base + s * SB + AB, tmB, kb * 128, n0, full);
+        }
       }
     }
   } else {  // consumers
     HP_SETMAXNREG_INC(240);
     const int lane = tid & 31, w4 = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
-    const float* sxr = SX + (long long)mt * KB;
-    const int nb = n0 / 128, nNb = (N + 127) / 128;
-    const float* sw0 = SW + (long long)nb * KB;
-    const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
-    const float* sw1 = two ? sw0 + KB : sw0;
-    const int split = BN % 128 == 0 ? BN : 128 - n0 % 128;
-    float acc[BN / 2];
-    int ia[BN / 2];
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f, ia[i] = 0;
     const u32 aoff = wg * 64 * 128;
-    if (!PIPE) {
-      for (int kb = 0; kb < KB; ++kb) {
-        const int s = kb % NS;
-        const float x = sxr[kb], w0 = sw0[kb], w1 = sw1[kb];
-        hp_mbar_wait(bars + 8 * s, (kb / NS) & 1);
-        i8g_issue<BN>(ia, base + s * SB + aoff, base + s * SB + AB);
-        hp_wg_wait<0>();
-        i8g_reg_fence<BN>(ia);
-        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + s));
-        i8g_fold<BN>(acc, ia, __fmul_rn(x, w0), __fmul_rn(x, w1), split);
-      }
-    } else {
-      int ib[BN / 2];
+    unsigned char* so = gbase + NS * SB + 16 * NS + wg * 64 * SO;  // this warpgroup's staging
+    int it = 0;
+    for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+      int mt, n0;
+      i8g_tile(t, nM, nN, BN, mt, n0);
+      const float* sxr = SX + (long long)mt * KB;
+      const int nb = n0 / 128, nNb = (N + 127) / 128;
+      const float* sw0 = SW + (long long)nb * KB;
+      const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
+      const float* sw1 = two ? sw0 + KB : sw0;
+      const int split = BN % 128 == 0 ? BN : 128 - n0 % 128;
+      float acc[BN / 2];
+      int ia[BN / 2];
 #pragma unroll
-      for (int i = 0; i < BN / 2; ++i) ib[i] = 0;
-      // Two int32 sets: while set a's k block is folded, set b's runs.
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f, ia[i] = 0;
       auto fold_kb = [&](int* cur, int kb) {
         i8g_reg_fence<BN>(cur);
-        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + kb % NS));
-        const float x = sxr[kb];
-        i8g_fold<BN>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
+        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + (it + kb) % NS));
+        if (FOLD) {
+          const float x = sxr[kb];
+          i8g_fold<BN>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
+        } else if (kb == KB - 1) {
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) acc[i] = (float)cur[i];
+        }
       };
       auto issue_kb = [&](int* d, int kb) {
-        const int s = kb % NS;
-        hp_mbar_wait(bars + 8 * s, (kb / NS) & 1);
+        const int s = (it + kb) % NS;
+        hp_mbar_wait(bars + 8 * s, ((it + kb) / NS) & 1);
         i8g_issue<BN>(d, base + s * SB + aoff, base + s * SB + AB);
       };
-      issue_kb(ia, 0);
-      int kb = 0;
-      for (; kb + 2 < KB; kb += 2) {
-        issue_kb(ib, kb + 1);
-        hp_wg_wait<1>();
-        fold_kb(ia, kb);
-        issue_kb(ia, kb + 2);
-        hp_wg_wait<1>();
-        fold_kb(ib, kb + 1);
-      }
-      if (kb + 1 < KB) {
-        issue_kb(ib, kb + 1);
-        hp_wg_wait<1>();
-        fold_kb(ia, kb);
-        hp_wg_wait<0>();
-        fold_kb(ib, kb + 1);
+      if (!PIPE) {
+        for (int kb = 0; kb < KB; ++kb) {
+          issue_kb(ia, kb);
+          hp_wg_wait<0>();
+          fold_kb(ia, kb);
+        }
       } else {
-        hp_wg_wait<0>();
-        fold_kb(ia, kb);
-      }
-    }
-
-    // Epilogue. Every stage has been consumed once both warpgroups pass the
-    // barrier, so the ring's memory can stage the output tile.
-    const int row0 = m0 + wg * 64;
-    if (ydt == DT_BF16 && N % 8 == 0) {
-      hp_bar_sync(1, 256);
-      unsigned char* so = gbase + wg * 64 * SO;
+        // Two int32 sets: while one k block is folded, the next one runs.
+        int ib[BN / 2];
 #pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        const int col = 8 * j + 2 * t4, gc = n0 + col;
-        float b0 = 0.f, b1 = 0.f;
-        if (bdt && gc < N) b0 = ldv(bias, bdt, gc), b1 = ldv(bias, bdt, gc + 1);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-          if (bdt) v0 = __fadd_rn(rbf(v0), b0), v1 = __fadd_rn(rbf(v1), b1);
-          *(u32*)(so + (w4 * 16 + g + 8 * h) * SO + col * 2) = pack_bf2(v0, v1);
+        for (int i = 0; i < BN / 2; ++i) ib[i] = 0;
+        issue_kb(ia, 0);
+        int kb = 0;
+        for (; kb + 2 < KB; kb += 2) {
+          issue_kb(ib, kb + 1);
+          hp_wg_wait<1>();
+          fold_kb(ia, kb);
+          issue_kb(ia, kb + 2);
+          hp_wg_wait<1>();
+          fold_kb(ib, kb + 1);
+        }
+        if (kb + 1 < KB) {
+          issue_kb(ib, kb + 1);
+          hp_wg_wait<1>();
+          fold_kb(ia, kb);
+          hp_wg_wait<0>();
+          fold_kb(ib, kb + 1);
+        } else {
+          hp_wg_wait<0>();
+          fold_kb(ia, kb);
         }
       }
-      hp_bar_sync(2 + wg, 128);
-      constexpr int CH = BN / 8;  // 16-byte chunks per row
-      for (int c = tid & 127; c < 64 * CH; c += 128) {
-        const int rr = c / CH, ch = c - rr * CH, gr = row0 + rr, gc = n0 + ch * 8;
-        if (gr < M && gc < N)
-          *(uint4*)((bf16*)Y + (long long)gr * N + gc) = *(const uint4*)(so + rr * SO + ch * 16);
-      }
-    } else {
+      it += KB;
+
+      // Epilogue: round to the output dtype, bias in that dtype.
+      const int row0 = mt * 128 + wg * 64;
+      if (ydt == DT_BF16 && N % 8 == 0) {
+        hp_bar_sync(2 + wg, 128);  // the last tile's staging has been read
 #pragma unroll
-      for (int j = 0; j < BN / 8; ++j)
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = 8 * j + 2 * t4, gc = n0 + col;
+          float b0 = 0.f, b1 = 0.f;
+          if (bdt && gc < N) b0 = ldv(bias, bdt, gc), b1 = ldv(bias, bdt, gc + 1);
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            const int gr = row0 + w4 * 16 + g + 8 * h, gc = n0 + 8 * j + 2 * t4 + e;
-            if (gr >= M || gc >= N) continue;
-            float v = rdt(ydt, acc[4 * j + 2 * h + e]);
-            if (bdt) v = rdt(ydt, __fadd_rn(v, ldv(bias, bdt, gc)));
-            stv(Y, ydt, (long long)gr * N + gc, v);
+          for (int h = 0; h < 2; ++h) {
+            const int rr = w4 * 16 + g + 8 * h;
+            float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+            if (bdt) v0 = __fadd_rn(rbf(v0), b0), v1 = __fadd_rn(rbf(v1), b1);
+            *(u32*)(so + rr * SO + ((j ^ (rr & 7)) << 4) + t4 * 4) = pack_bf2(v0, v1);
           }
+        }
+        hp_bar_sync(2 + wg, 128);
+        constexpr int CH = BN / 8;  // 16-byte chunks per row
+        for (int c = tid & 127; c < 64 * CH; c += 128) {
+          const int rr = c / CH, ch = c - rr * CH, gr = row0 + rr, gc = n0 + ch * 8;
+          if (gr < M && gc < N)
+            *(uint4*)((bf16*)Y + (long long)gr * N + gc) = *(const uint4*)(so + rr * SO + ((ch ^ (rr & 7)) << 4));
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int gr = row0 + w4 * 16 + g + 8 * h, gc = n0 + 8 * j + 2 * t4 + e;
+              if (gr >= M || gc >= N) continue;
+              float v = rdt(ydt, acc[4 * j + 2 * h + e]);
+              if (bdt) v = rdt(ydt, __fadd_rn(v, ldv(bias, bdt, gc)));
+              stv(Y, ydt, (long long)gr * N + gc, v);
+            }
+      }
     }
   }
 }
 
-// Instances: int8_gemm_tma_n<BN>[p] (p: pipelined), 384 threads, grid
-// ceil(M/128)·ceil(N/BN), dynamic shared memory NS·(128 + BN)·128 + 1024
-// bytes for alignment + 16·NS for the barriers (ops_int8.go computes the
-// same from the NS values here).
-#define I8G_KERNEL(NAME, BN, NS, PIPE)                                                                               \
+// Instances: int8_gemm_tma_n<BN>[p] (p: pipelined), 384 threads, a
+// persistent grid of min(tiles, SMs) blocks, dynamic shared memory
+// NS·(128 + BN)·128 (the ring) + 16·NS (its barriers) + 2·64·BN·2 (the
+// epilogue staging) + 1024 (alignment); ops_int8.go computes the same from
+// the NS values here.
+#define I8G_KERNEL(NAME, BN, NS, PIPE, FOLD)                                                                         \
   extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
       NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
            const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<BN, NS, PIPE>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                                          \
+    i8g_body<BN, NS, PIPE, FOLD>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                                    \
   }
-I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true)
-I8G_KERNEL(int8_gemm_tma_n128, 128, 6, false)
-I8G_KERNEL(int8_gemm_tma_n192, 192, 5, false)
+I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true, true)
+I8G_KERNEL(int8_gemm_tma_n128, 128, 6, false, true)
+I8G_KERNEL(int8_gemm_tma_n192, 192, 4, false, true)
+I8G_KERNEL(int8_gemm_tma_n128p_nofold, 128, 6, true, false)

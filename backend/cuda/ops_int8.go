@@ -103,25 +103,27 @@ var int8HopperLaunches atomic.Int64
 type int8TMA struct {
 	bn, ns int
 	pipe   bool
+	suffix string // "_nofold": the benchmark's diagnostic instance (wrong results)
 }
 
 func (v int8TMA) name() string {
+	p := ""
 	if v.pipe {
-		return fmt.Sprintf("int8_gemm_tma_n%dp", v.bn)
+		p = "p"
 	}
-	return fmt.Sprintf("int8_gemm_tma_n%d", v.bn)
+	return fmt.Sprintf("int8_gemm_tma_n%d%s%s", v.bn, p, v.suffix)
 }
 
 // smem is the dynamic shared memory: NS stages of a 128-row X tile and a
-// BN-row W tile (128 bytes a row), room to align them to 1024 bytes, and
-// the 2·NS mbarriers.
-func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns }
+// BN-row W tile (128 bytes a row), room to align them to 1024 bytes, the
+// 2·NS mbarriers, and the two consumer warpgroups' 64×BN bf16 staging.
+func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64*v.bn*2 }
 
 // The instances compiled in int8_gemm_sm90a.cu (NS as there).
 var int8TMAVariants = map[string]int8TMA{
-	"n128p": {128, 6, true},
-	"n128":  {128, 6, false},
-	"n192":  {192, 5, false},
+	"n128p": {128, 6, true, ""},
+	"n128":  {128, 6, false, ""},
+	"n192":  {192, 4, false, ""},
 }
 
 // int8HopperPick chooses the sm_90a instance for an m×n output, and false
@@ -141,15 +143,16 @@ func (b *Backend) int8HopperPick(m, n int, wptr uintptr) (int8TMA, bool) {
 // int8GemmHopper runs the GEMM of int8Linear with the sm_90a kernel: tensor
 // maps over the activation codes xq [m, k] and the weight codes w [n, k]
 // (boxes of 128 bytes × 128 or BN rows, 128-byte swizzle), one block per
-// 128×BN output tile. Caller holds the device.
+// 128×BN output tile, on a persistent grid. Caller holds the device.
 func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintptr, bdt int32, m, n, k int) {
 	tiles := int64((m+127)/128) * int64((n+v.bn-1)/v.bn)
 	if tiles >= math.MaxInt32 {
 		backend.Fail("cuda: Int8Linear: output [%d, %d] needs %d tiles, more than one launch takes", m, n, tiles)
 	}
+	grid := int(min(tiles, int64(max(b.info.SMs, 1)))) // persistent: one block per SM walks the tiles
 	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
 	tmB := b.encodeTensorMap("Int8Linear weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), v.bn, 128, tmapSwizzle128))
-	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{int(tiles), 1, 1}, [3]int{384, 1, 1}, v.smem(),
+	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
 		tmA, tmB, out.buf.ptr, dtCode(out.dt), sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	int8HopperLaunches.Add(1)
 }
