@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"log"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -31,11 +32,9 @@ func Example() {
 	}
 	defer eng.Close()
 	res, err := eng.Generate(ctx, pipeline.Request{Prompt: "a fox in the snow", Steps: 4, SigmaMax: 80,
-		Size: pipeline.Size{W: 832, H: 480}, Frames: 81, Samples: 1})
+		Size: pipeline.Size{W: 832, H: 480}, Frames: 81, Samples: 1, Output: "fox.mp4"})
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, _, err := pipeline.WriteOutput("fox.mp4", res.Clip); err != nil {
-		log.Fatal(err)
-	}
+	fmt.Println(res.Output.Path) // fox.mp4, encoded during the VAE decode (fox.gif without ffmpeg)
 }
