@@ -370,40 +370,15 @@ __device__ __forceinline__ void s_mma<192>(float* s, u64 da, u64 db, int acc) { 
 // TF_IWO ("i"): FA3's intra-warpgroup overlap: S_{j+1} is issued before
 //   P_j·V_j, and its softmax runs while P_j·V_j is still on the tensor cores
 //   (O is rescaled after that MMA finished).
-// TF_EXPQ ("e"): a quarter of the exp2s run as a polynomial on the FMA pipe
-//   instead of the special-function unit (16 per clock per SM), FA4's
-//   trick; relative error < 1e-4 before P is rounded to bf16, and the row
-//   sum adds the same values P is made from.
 // TF_VN ("v"): V read in its own [keys][D] layout (the copy engine loads it
 //   like K; wgmma reads B "MN-major", transpose bit set), so no transposed
 //   copy of V is made per call.
-// A warpgroup ping-pong (FA3's named-barrier turns) was tried on top of
-// TF_OVL and lost badly (docs/PERF.md, "Attention, session 2").
+// Tried and dropped (docs/PERF.md, "Attention, session 2"): a warpgroup
+// ping-pong (FA3's named-barrier turns) on top of TF_OVL, and a quarter of
+// the exp2s as a polynomial on the FMA pipe (FA4's trick).
 #define TF_OVL 1
 #define TF_IWO 2
-#define TF_EXPQ 4
-#define TF_VN 8
-
-// 2^x for x <= 0 on the FMA pipe: x = j + f with j = round(x), f in
-// [-0.5, 0.5]; 2^f by a degree-3 relative-minimax polynomial (max relative
-// error 7.7e-5 in float32), 2^j added to the exponent bits. x is clamped at
-// -126 (result ~1e-38 instead of 0: far below the row sum's resolution).
-__device__ __forceinline__ float ex2_poly(float x) {
-  x = fmaxf(x, -126.f);
-  const float t = __fadd_rn(x, 12582912.f);  // 1.5·2^23: round(x) lands in the low mantissa bits
-  const float f = __fsub_rn(x, __fsub_rn(t, 12582912.f));
-  const float p = fmaf(fmaf(fmaf(0.05508868396f, f, 0.24260404706f), f, 0.69327622652f), f, 0.99992895126f);
-  return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));  // low bits of t hold j
-}
-
-// exp2 of an element of 8-column chunk c under the variant's split.
-template <int FL>
-__device__ __forceinline__ float ex2_mix(float x, int c) {
-  if constexpr ((FL & TF_EXPQ) != 0) {
-    if ((c & 3) == 3) return ex2_poly(x);
-  }
-  return ex2(x);
-}
+#define TF_VN 4
 
 // P (bf16, A-fragment layout) from the probabilities in s.
 template <int SN>
@@ -420,7 +395,7 @@ __device__ __forceinline__ void pack_p(const float* s, u32 (&p)[SN / 16][4]) {
 // Masked online softmax of a finished S (keys key0..key0+SN-1), in place:
 // s becomes the probabilities; updates the row maxima and sums and returns
 // the factors a0, a1 that O must be scaled by before P·V is added.
-template <int FL, int SN>
+template <int SN>
 __device__ __forceinline__ void softmax_s(float* s, float& m0, float& m1, float& l0, float& l1, float& a0, float& a1,
                                           int key0, int Lk, float scale_log2, int t4) {
   if (key0 + SN > Lk) {  // mask keys past the end
@@ -449,10 +424,10 @@ __device__ __forceinline__ void softmax_s(float* s, float& m0, float& m1, float&
   float r0 = 0.f, r1 = 0.f;
 #pragma unroll
   for (int c = 0; c < SN / 8; ++c) {
-    s[4 * c] = ex2_mix<FL>(fmaf(s[4 * c], scale_log2, -n0), c);
-    s[4 * c + 1] = ex2_mix<FL>(fmaf(s[4 * c + 1], scale_log2, -n0), c);
-    s[4 * c + 2] = ex2_mix<FL>(fmaf(s[4 * c + 2], scale_log2, -n1), c);
-    s[4 * c + 3] = ex2_mix<FL>(fmaf(s[4 * c + 3], scale_log2, -n1), c);
+    s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
+    s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
+    s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
+    s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
     r0 += s[4 * c] + s[4 * c + 1];
     r1 += s[4 * c + 2] + s[4 * c + 3];
   }
@@ -566,7 +541,7 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
     wg_commit();
     wg_wait0();
     fence_s(s);
-    softmax_s<FL, BN>(s, m0, m1, l0, l1, a0, a1, 0, Lk, scale_log2, t4);  // O is zero: no rescale
+    softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, 0, Lk, scale_log2, t4);  // O is zero: no rescale
     pack_p<BN>(s, p);
 #pragma unroll 1
     for (int j = 0; j + 1 < nkb; ++j) {  // the last tile has no S_{j+1}: peeled below
@@ -580,7 +555,7 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
       wg_commit();
       asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");  // S_{j+1} done, P_j·V_j may run on
       fence_s(s);
-      softmax_s<FL, BN>(s, m0, m1, l0, l1, a0, a1, (j + 1) * BN, Lk, scale_log2, t4);
+      softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, (j + 1) * BN, Lk, scale_log2, t4);
       wg_wait0();
       fence_o();
       release(st);
@@ -616,7 +591,7 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
         fence_s(s);
       }
       u32 p[BN / 16][4];
-      softmax_s<FL, BN>(s, m0, m1, l0, l1, a0, a1, j * BN, Lk, scale_log2, t4);
+      softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, j * BN, Lk, scale_log2, t4);
       pack_p<BN>(s, p);
       rescale_o<D>(o, a0, a1);
       fence_o();
@@ -732,21 +707,19 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     flash_tma<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                \
   }
 // Suffix letters after "t" (see consume_tma): o = TF_OVL, i = TF_IWO,
-// e = TF_EXPQ, v = TF_VN; "k128"/"k192": 128/192-key stages. Every
+// v = TF_VN; "k128"/"k192": 128/192-key stages. Every
 // variant exists for head dims 128 and 64.
 #define FLASH_TMA_D(NWG, REGS, FL, BN, SUF) \
   FLASH_TMA(128, NWG, REGS, FL, BN, SUF)    \
   FLASH_TMA(64, NWG, REGS, FL, BN, SUF)
 FLASH_TMA_D(3, 160, 0, 64, t)
 FLASH_TMA_D(2, 240, 0, 64, t)
-FLASH_TMA_D(3, 160, TF_EXPQ, 64, te)
 FLASH_TMA_D(3, 160, TF_OVL, 64, to)
 FLASH_TMA_D(2, 240, TF_OVL, 128, tok128)
 FLASH_TMA_D(2, 240, TF_OVL | TF_VN, 128, tovk128)
 FLASH_TMA_D(2, 240, TF_IWO, 128, tik128)
 FLASH_TMA_D(2, 240, TF_IWO | TF_VN, 128, tivk128)
 FLASH_TMA_D(2, 240, TF_OVL | TF_VN, 192, tovk192)
-FLASH_TMA_D(2, 240, TF_IWO | TF_VN, 192, tivk192)
 
 #define FLASH_WG(D, NWG, MINB, BN, SW, NS, NAME)                                                             \
   extern "C" __global__ void __launch_bounds__(128 * NWG, MINB) NAME(                                         \

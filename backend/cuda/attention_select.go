@@ -46,15 +46,14 @@ type variant struct {
 // understood but not built, since it measured no faster (docs/PERF.md).
 // "t" is the TMA kernel; letters after it select consume_tma's options
 // (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "i"
-// FA3's intra-warpgroup overlap, "e" a quarter of the exp2s by polynomial,
-// "v" V read in place (no transposed copy); with "t", "k128"/"k192" mean
+// FA3's intra-warpgroup overlap, "v" V read in place (no transposed copy); with "t", "k128"/"k192" mean
 // 128/192-key stages. SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3te", "w3to",
-	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192", "w2tivk192"}
+var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3to",
+	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192"}
 
 // tmaFlags are the option-letter sets built after "t" (each only for the
 // warpgroup count and stage width listed in WGMMAVariants, both head dims).
-var tmaFlags = map[string]bool{"": true, "e": true, "o": true, "ov": true, "i": true, "iv": true}
+var tmaFlags = map[string]bool{"": true, "o": true, "ov": true, "i": true, "iv": true}
 
 // tmaStages is the TMA kernels' shared-memory stage count for bn-key tiles
 // (tma_stages in kernels/attention_sm90a.cu: 192-key tiles fit only two).
@@ -65,11 +64,13 @@ func tmaStages(bn int) int {
 	return 3
 }
 
-// defaultVariant is the fastest variant measured for head dim 128, and
-// defaultVariant64 for head dim 64 (docs/PERF.md, H100 and H200);
-// fallbackVariant replaces a TMA default on drivers without tensor maps.
+// defaultVariant is the fastest variant measured for head dim 128 (2
+// warpgroups, 128-key stages, intra-warpgroup overlap, V read in place) and
+// defaultVariant64 for head dim 64 (docs/PERF.md, "Attention, session 2",
+// H100); fallbackVariant replaces a TMA default on drivers without tensor
+// maps.
 const (
-	defaultVariant   = "w3t"
+	defaultVariant   = "w2tivk128"
 	defaultVariant64 = "w3t"
 	fallbackVariant  = "w3s3"
 )

@@ -24,7 +24,7 @@ func TestParseVariant(t *testing.T) {
 		{"w3t", 3, 3, true, true},
 		{"w3to", 3, 3, true, true},
 		{"w2tivk128", 2, 3, true, true},
-		{"w2tivk192", 2, 2, true, true},
+		{"w2tovk192", 2, 2, true, true},
 		{"w9b9", 0, 0, false, false},
 		{"w2p", 0, 0, false, false},
 		{"", 0, 0, false, false},
@@ -44,12 +44,12 @@ func TestParseVariant(t *testing.T) {
 		name string
 		bn   int
 		vn   bool
-	}{{"w3t", 64, false}, {"w3te", 64, false}, {"w2tok128", 128, false}, {"w2tovk128", 128, true}, {"w2tivk192", 192, true}} {
+	}{{"w3t", 64, false}, {"w3to", 64, false}, {"w2tok128", 128, false}, {"w2tovk128", 128, true}, {"w2tovk192", 192, true}} {
 		if v, ok := parseVariant(tc.name); !ok || !v.tma || v.bn != tc.bn || v.vn != tc.vn {
 			t.Errorf("%q: got %+v ok=%v, want a TMA variant with %d-key stages, V in place %v", tc.name, v, ok, tc.bn, tc.vn)
 		}
 	}
-	for _, bad := range []string{"w3tx", "w3top", "w3tk128", "w2tovk", "w3s3k192"} { // not built
+	for _, bad := range []string{"w3tx", "w3top", "w3te", "w3tk128", "w2tovk", "w3s3k192"} { // not built
 		if _, ok := parseVariant(bad); ok {
 			t.Errorf("%q parses but has no kernel", bad)
 		}
