@@ -3,7 +3,7 @@
 # none), so `bench e2e` can time the MP4 encode and `generate` can write MP4
 # there. A manual tool, run here on Debian 12 (CI does not run it):
 #
-#   scripts/build-ffmpeg-static.sh        # -> .ffmpeg/ffmpeg (about 20 min on 2 cores)
+#   scripts/build-ffmpeg-static.sh   # -> .ffmpeg/ffmpeg, 5.2 MB (40 s on 2 cores, download included)
 #
 # The source is Debian's ffmpeg (fetched through a private apt state with a
 # deb-src entry; the system's package sources are not changed) and x264 is
