@@ -162,7 +162,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 			fmt.Fprintln(log, "note:", o.Note)
 		}
 		if f.out == "" || run < f.runs {
-			os.RemoveAll(o.Path) // GIF fallbacks and PNG folders refuse to overwrite; keep only the last run's
+			os.RemoveAll(o.Path) // GIF fallbacks and PNG folders refuse to overwrite; the last run's output is kept
 		}
 	}
 	return nil
