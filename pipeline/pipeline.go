@@ -84,7 +84,8 @@ type Request struct {
 }
 
 // Event reports progress: Stage is "tokenize", "encode", "load-dit",
-// "step", "load-vae", "decode"; Done of Total units.
+// "step", "load-vae", "decode", "write" (finishing Request.Output); Done of
+// Total units.
 type Event struct {
 	Stage       string
 	Done, Total int
