@@ -99,12 +99,18 @@ type Conv3dHistory interface {
 
 // Conv3dNormHistory is an optional VAEOps extension that fuses the VAE's
 // RMS norm + SiLU into a causal convolution:
-// Conv3dNormWithHistory(hist, x, gamma, w, bias, p) equals
-// Conv3d(ChannelRMSNorm(Concat(1, hist, x), gamma, true), w, bias, p) (hist
-// nil: no concatenation). hist holds raw (not normalised) frames; the norm
-// is per position, so normalising the cached frames again gives the values
-// the model used before. A backend may evaluate the SiLU in float32 for
-// bf16 input (as PyTorch does) where ChannelRMSNorm's reference uses float64.
+// Conv3dNormWithHistory(hist, x, gamma, w, bias, res, p, keep) returns
+// out = Conv3d(ChannelRMSNorm(Concat(1, hist, x), gamma, true), w, bias, p)
+// (hist nil: no concatenation), plus res when res is not nil (Add's
+// rounding, after the bias), and tail = the last min(keep, Th+T) frames of
+// Concat(1, hist, x), raw: the next chunk's history, which a backend can
+// write while it reads the input (nil for keep 0). hist holds raw (not
+// normalised) frames; the norm is per position, so normalising cached
+// frames again gives the values the model used before. For bf16 a backend
+// may take the quotient as a product with the reciprocal and evaluate the
+// SiLU in float32 where ChannelRMSNorm's reference divides and uses
+// float64: the results differ only where a value lies within an ulp of a
+// bf16 rounding boundary.
 type Conv3dNormHistory interface {
-	Conv3dNormWithHistory(hist, x, gamma, w, bias Tensor, p Conv3dParams) Tensor
+	Conv3dNormWithHistory(hist, x, gamma, w, bias, res Tensor, p Conv3dParams, keep int) (out, tail Tensor)
 }

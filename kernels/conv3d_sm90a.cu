@@ -17,7 +17,8 @@
 // mbarrier stages) and two consumer warpgroups, each owning 64·MW rows of
 // the BM = 128·MW-row tile and all N columns. Numerics equal conv3d.cu:
 // fp32 accumulation, the sum rounded to bf16, then the bias added and the
-// result rounded again.
+// result rounded again; an optional residual R [Cout,To,Ho,Wo] is then added
+// and rounded (the VAE residual block's Add, fused into the epilogue).
 #include "common.cuh"
 
 struct __align__(64) CvTmaDesc {
@@ -172,22 +173,29 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
   }
 }
 
-// SiLU in float32, as PyTorch evaluates it for bf16 tensors.
-__device__ __forceinline__ float cw_silu(float x) { return __fdiv_rn(x, 1.f + expf(-x)); }
+// SiLU in float32 with the fast exponential and reciprocal (relative error
+// ~1e-6, far below the bf16 rounding that follows).
+__device__ __forceinline__ float cw_silu(float x) { return __fdividef(x, 1.f + __expf(-x)); }
 
 #define CN_W 64  // padded-grid positions per block
 
 // conv_pack_norm_cl is conv_pack_cl fused with the VAE's RMS norm + SiLU
 // (vae.cu channel_rmsnorm_kernel, bf16): Xp[tp,hp,wp,c] =
 // SiLU(x / max(‖x‖, 1e-12) · scale · γ[c]) of input position (tp-pt, hp-ph,
-// wp-pw), each step rounded to bf16, the squared norm summed in float64;
-// zero outside the input. A block holds all C channels of 64 positions of
-// one padded row: shared [64][C+2] bf16 (odd word stride: conflict-free
-// column writes), then C floats of γ and 64 norms. Grid (ceil(Wp/64),
-// Tp*Hp), 256 threads; C % 8 == 0.
+// wp-pw), each step rounded to bf16, the squared norm summed in float64
+// (the quotient is x times the rounded reciprocal of the norm, the SiLU in
+// fast float32: both differ from the float64 reference only where a value
+// lands within an ulp of a bf16 rounding boundary); zero outside the input.
+// When tail is not null, the raw input frames ti >= tail0 (of history +
+// chunk) are also copied to tail [C, Ti-tail0, Hi, Wi]: the next chunk's
+// history, without a separate slicing pass. A block holds all C channels of
+// 64 positions of one padded row: shared [64][C+2] bf16 (odd word stride:
+// conflict-free column writes), then C floats of γ and 64 reciprocal norms.
+// Grid (ceil(Wp/64), Tp*Hp), 256 threads; C % 8 == 0.
 extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
     bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
-    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale) {
+    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale, bf16* __restrict__ tail,
+    int tail0) {
   extern __shared__ __align__(16) unsigned char cn_smem[];
   const int S = C + 2;
   bf16* tile = (bf16*)cn_smem;
@@ -207,8 +215,8 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
     return;
   }
   for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  const long long HWi = (long long)Hi * Wi;
   {
-    const long long HWi = (long long)Hi * Wi;
     const bool hist = ti < Th;
     const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
     const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
@@ -218,6 +226,14 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
     for (int c = tid >> 6; c < C; c += 4) tile[w * S + c] = wok ? src[(long long)c * cst + wi] : (bf16)0;
   }
   __syncthreads();
+  if (tail != nullptr && ti >= tail0) {  // raw frame for the next chunk's history, channel-first
+    const long long tst = (long long)(Ti - tail0) * HWi;
+    bf16* dst = tail + (long long)(ti - tail0) * HWi + (long long)hi * Wi;
+    for (int k = tid; k < C * CN_W; k += 256) {
+      const int c = k >> 6, w = k & 63, wi = wp0 + w - pw;
+      if (wi >= 0 && wi < Wi) dst[(long long)c * tst + wi] = tile[w * S + c];
+    }
+  }
   {  // squared norms: four threads per position, float64
     const int w = tid >> 2, q = tid & 3;
     double ss = 0.0;
@@ -227,7 +243,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
     }
     ss += __shfl_xor_sync(0xffffffffu, ss, 1);
     ss += __shfl_xor_sync(0xffffffffu, ss, 2);
-    if (q == 0) dn[w] = fmaxf(rbf((float)sqrt(ss)), 1e-12f);
+    if (q == 0) dn[w] = __frcp_rn(fmaxf(rbf((float)sqrt(ss)), 1e-12f));
   }
   __syncthreads();
   for (int k = tid; k < CN_W * ng; k += 256) {
@@ -236,7 +252,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
     const int wi = wp - pw;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (wi >= 0 && wi < Wi) {
-      const float d = dn[w];
+      const float rd = dn[w];
       const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
       u32 o[4];
 #pragma unroll
@@ -245,7 +261,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
         float y[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          float a = rbf(__fdiv_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), d));
+          float a = rbf(__fmul_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), rd));
           a = rbf(__fmul_rn(a, scale));
           a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
           y[e] = cw_silu(a);
@@ -267,8 +283,8 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
 // producer already loads the next tile while the consumers store this one.
 template <int BK, int N, int MW, int NS, bool PERSIST>
 __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* tmB, bf16* __restrict__ Y,
-                                         const void* bias, int bdt, int Cin, int Cout, int kt, int kh, int kw,
-                                         int Hp, int Wp, int To, int Ho, int Wo) {
+                                         const void* bias, int bdt, const bf16* __restrict__ R, int Cin, int Cout,
+                                         int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
   constexpr int BM = 128 * MW;
   constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
   constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
@@ -381,7 +397,11 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
         const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
         for (int n = tid / BM; n < N; n += 256 / BM) {
           const int co = n0 + n;
-          if (co < Cout) Y[(long long)co * P + off] = so[n * SO + m];
+          if (co >= Cout) continue;
+          const long long i = (long long)co * P + off;
+          bf16 v = so[n * SO + m];
+          if (R != nullptr) v = f2bf(__fadd_rn(bf2f(v), bf2f(R[i])));  // the residual add, rounded as Add does
+          Y[i] = v;
         }
       }
     }
@@ -391,8 +411,9 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
 #define CONV_TMA_K(BK, N, MW, NS, PERSIST, SUF)                                                                \
   extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW##SUF(                    \
       const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB, bf16* Y, const void* bias, \
-      int bdt, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {              \
-    conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, Y, bias, bdt, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);      \
+      int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho,         \
+      int Wo) {                                                                                                \
+    conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);   \
   }
 // conv3d_tma_k<BK>_n<N>_m<MW>: one block per tile; ..._p: persistent, NSP
 // stages plus a separate staging area. Stage bytes: k64 n192 m1 40 KiB, k64

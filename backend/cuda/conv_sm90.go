@@ -14,16 +14,25 @@ import (
 // ConvEnv picks the bf16 convolution kernels on Hopper: "mma" keeps the
 // mma.sync kernels of conv3d.cu (the baseline the benchmarks compare with),
 // "tma" runs the sm_90a kernel with one block per tile, "tma-p" with a
-// persistent grid; unset means the default (convPersist).
+// persistent grid; unset means the default (convPersistDefault).
 const ConvEnv = "TURBODIFFUSION_CONV"
 
 // convHopper enables the sm_90a convolution (conv3d_sm90a.cu) where it
 // applies; tests and benchmarks switch it off to run the old kernels.
 var convHopper = os.Getenv(ConvEnv) != "mma"
 
-// convPersist selects the persistent sm_90a conv kernels (the producer loads
-// the next tile while the consumers store this one).
-var convPersist = os.Getenv(ConvEnv) == "tma-p"
+// convPersist, when set, forces the persistent sm_90a conv kernels (the
+// producer loads the next tile while the consumers store this one) on or
+// off; nil leaves the choice to convPersistDefault.
+var convPersist = map[string]*bool{"tma": new(bool), "tma-p": ptrTo(true)}[os.Getenv(ConvEnv)]
+
+func ptrTo(v bool) *bool { return &v }
+
+// convPersistDefault: the persistent kernels measured faster on the
+// decoder's shapes except for BK 32 with N 96 (Cin = Cout = 96: 2.33 vs
+// 2.29 ms; 192 channels 1.51 vs 1.61 ms; H100, docs/PERF.md "VAE decode,
+// session 2").
+func convPersistDefault(bk, n int) bool { return !(bk == 32 && n == 96) }
 
 // convHopperLaunches counts the convolutions run by the sm_90a kernel, so a
 // test can tell that the fast path was taken rather than silently skipped.
@@ -66,7 +75,7 @@ func (k convTMA) smem() int {
 // the CONV_TMA list in conv3d_sm90a.cu): BK 64 when cin allows (128-byte
 // swizzle), else 32; N 192 for multiples of 192 (the decoder's 192, 384,
 // 768), else 96 with two 64-row MMAs per warpgroup.
-func convTMAPick(cin, cout int, persist bool) convTMA {
+func convTMAPick(cin, cout int, force *bool) convTMA {
 	bk := 32
 	if cin%64 == 0 {
 		bk = 64
@@ -77,6 +86,10 @@ func convTMAPick(cin, cout int, persist bool) convTMA {
 		n = 8
 	case cout%192 == 0 || (cout%96 != 0 && cout > 96):
 		n, mw = 192, 1
+	}
+	persist := convPersistDefault(bk, n)
+	if force != nil {
+		persist = *force
 	}
 	ns := map[[3]int]int{
 		{64, 192, 0}: 5, {64, 96, 0}: 4, {32, 96, 0}: 8, {32, 192, 0}: 8, {32, 8, 0}: 8, {64, 8, 0}: 6,
@@ -106,9 +119,12 @@ func convPackGridOK(tp, hp int) bool { return tp*hp <= 65535 }
 // conv3dHopper runs a stride-1 bf16 convolution with the sm_90a kernel:
 // pack the input (history hp/th + x) into a padded channels-last scratch,
 // repack the weight to [tap][Cout][Cin], then one TMA + wgmma launch. xshape
-// is the input's shape with the history frames counted. Caller holds the
+// is the input's shape with the history frames counted. With g (the RMS
+// norm's γ) the packing pass normalises the input and, for keep > 0, also
+// returns the last keep raw input frames (else nil). rp (0 for none) is a
+// residual of the output's shape added in the epilogue. Caller holds the
 // device.
-func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, xshape []int, p backend.Conv3dParams) {
+func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, rp uintptr, xshape []int, p backend.Conv3dParams, keep int) (tail *Tensor) {
 	cout, cin := w.shape[0], w.shape[1]
 	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
 	ntap := kt * kh * kw
@@ -120,10 +136,15 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	xp := b.newTensor(tensor.BF16, []int{rows, cin})
 	defer b.Free(xp)
 	if g != nil {
+		var tp0 uintptr
+		if keep = min(keep, ti); keep > 0 {
+			tail = b.newTensor(tensor.BF16, []int{cin, keep, hi, wi})
+			tp0 = tail.buf.ptr
+		}
 		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_norm_cl"), [3]int{(wpd + 63) / 64, tp * hpd, 1}, block256, convPackNormSmem(cin),
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
-			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))))
+			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep))
 	} else {
 		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
@@ -151,9 +172,10 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	tmA := b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), k.bk, k.rows(), swz)
 	tmB := b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)
 	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(grid), 1, 1}, [3]int{384, 1, 1}, k.smem(),
-		tmA, tmB, out.buf.ptr, bp, bdt, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
+		tmA, tmB, out.buf.ptr, bp, bdt, rp, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
 		int32(hpd), int32(wpd), int32(to), int32(ho), int32(wo))
 	convHopperLaunches.Add(1)
+	return tail
 }
 
 // convTensorMap describes a row-major bf16 matrix [outer][inner] for the
@@ -210,12 +232,15 @@ func (b *Backend) convNormFusable(ht, xt, gt, wt backend.Tensor, p backend.Conv3
 
 // Conv3dNormWithHistory implements backend.Conv3dNormHistory. Where the
 // sm_90a conv runs, the norm + SiLU happens in its packing pass (one read
-// of the raw input, no normalised tensor in memory); elsewhere history and
-// chunk are normalised separately (the norm is per position) and convolved
-// with Conv3dWithHistory.
-func (b *Backend) Conv3dNormWithHistory(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+// of the raw input, no normalised tensor in memory), which also writes the
+// tail, and the residual is added in its epilogue; elsewhere history and chunk are normalised separately (the norm is
+// per position), convolved with Conv3dWithHistory, and the tail sliced.
+func (b *Backend) Conv3dNormWithHistory(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int) (out, tail backend.Tensor) {
+	if keep < 0 {
+		backend.Fail("cuda: Conv3dNormWithHistory: keep %d frames", keep)
+	}
 	if b.convNormFusable(ht, xt, gt, wt, p) {
-		return b.conv3d(ht, xt, gt, wt, biast, p)
+		return b.conv3d(ht, xt, gt, wt, biast, rt, p, keep)
 	}
 	y := b.ChannelRMSNorm(xt, gt, true)
 	defer b.Free(y)
@@ -224,7 +249,29 @@ func (b *Backend) Conv3dNormWithHistory(ht, xt, gt, wt, biast backend.Tensor, p 
 		hn = b.ChannelRMSNorm(ht, gt, true)
 		defer b.Free(hn)
 	}
-	return b.Conv3dWithHistory(hn, y, wt, biast, p)
+	out = b.Conv3dWithHistory(hn, y, wt, biast, p)
+	if rt != nil {
+		sum := b.Add(out, rt)
+		b.Free(out)
+		out = sum
+	}
+	if keep > 0 {
+		tail = b.lastFrames(ht, xt, keep)
+	}
+	return out, tail
+}
+
+// lastFrames returns the last min(keep, Th+T) frames of Concat(1, h, x)
+// as a new tensor (h may be nil).
+func (b *Backend) lastFrames(h, x backend.Tensor, keep int) backend.Tensor {
+	t := x.Shape()[1]
+	if h == nil || t >= keep {
+		return b.Slice(x, 1, t-min(keep, t), t)
+	}
+	cat := b.Concat(1, h, x)
+	defer b.Free(cat)
+	n := cat.Shape()[1]
+	return b.Slice(cat, 1, n-min(keep, n), n)
 }
 
 func btoi(b bool) int {

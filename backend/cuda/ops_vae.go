@@ -67,14 +67,17 @@ const convSmallMax, convSmallW = 4, 3072
 // input, so the chunk is never concatenated in memory. F32 input
 // concatenates.
 func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
-	return b.conv3d(ht, xt, nil, wt, biast, p)
+	out, _ := b.conv3d(ht, xt, nil, wt, biast, nil, p, 0)
+	return out
 }
 
 // conv3d is Conv3dWithHistory; a non-nil gamma (only where
 // convNormFusable said yes) also applies the RMS norm + SiLU to the input
-// in the sm_90a kernel's packing pass.
-func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
-	defer keepAlive(ht, xt, gt, wt, biast) // inputs (and inline views) must outlive their kernels
+// in the sm_90a kernel's packing pass, which then also returns the last
+// keep raw frames (tail; nil for keep 0), and adds the residual rt (nil for
+// none) in its epilogue.
+func (b *Backend) conv3d(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int) (out, tail backend.Tensor) {
+	defer keepAlive(ht, xt, gt, wt, biast, rt) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
 	checkFloat("Conv3d weight", w)
@@ -90,7 +93,7 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 		if x.dt != tensor.BF16 {
 			in := b.Concat(1, ht, xt)
 			defer b.Free(in)
-			return b.Conv3d(in, wt, biast, p)
+			return b.Conv3d(in, wt, biast, p), nil
 		}
 		hp, th = h.buf.ptr, h.shape[1]
 		xshape = []int{x.shape[0], th + x.shape[1], x.shape[2], x.shape[3]}
@@ -119,9 +122,12 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 	}
 	geom := []any{int32(cin), int32(ti), int32(hi), int32(wi), int32(cout), int32(to), int32(ho), int32(wo)}
 	defer b.enter()()
-	out := b.newTensor(x.dt, os)
+	y := b.newTensor(x.dt, os)
 	if P == 0 || cout == 0 {
-		return out
+		if gt != nil {
+			backend.Fail("cuda: Conv3d: internal error: fused RMS norm requested for an empty convolution")
+		}
+		return y, nil
 	}
 	if x.dt == tensor.BF16 {
 		tp, hpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1]
@@ -131,11 +137,22 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 			if gt != nil {
 				g = T(gt)
 			}
-			b.conv3dHopper(out, x, hp, th, g, w, bp, bdt, xshape, p)
-			return out
+			var rp uintptr
+			if rt != nil {
+				r := T(rt)
+				if r.dt != x.dt || !backend.SameShape(r.shape, os) {
+					backend.Fail("cuda: Conv3d: residual %v %v, want %v %v", r.dt, r.shape, x.dt, os)
+				}
+				rp = r.buf.ptr
+			}
+			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep)
+			if t == nil {
+				return y, nil // no typed nil in the interface
+			}
+			return y, t
 		}
 	}
-	if gt != nil {
+	if gt != nil || rt != nil {
 		backend.Fail("cuda: Conv3d: internal error: fused RMS norm requested where the sm_90a kernel does not run")
 	}
 	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
@@ -146,11 +163,11 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 			b.launch(b.fn("conv3d.cu", "conv_wpack_small_kernel"), b.gridFor(n), block256, 0, wp.buf.ptr, w.buf.ptr, dtCode(w.dt),
 				int32(cout), int32(cin), int32(ntap))
 		}
-		args := append([]any{out.buf.ptr, x.buf.ptr, hp, int32(th), wp.buf.ptr, bp, bdt}, geom...)
+		args := append([]any{y.buf.ptr, x.buf.ptr, hp, int32(th), wp.buf.ptr, bp, bdt}, geom...)
 		args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
 		b.launch(b.fn("conv3d.cu", "conv3d_bf16_small"), [3]int{int((P + 511) / 512), 1, 1}, block256, 0, args...)
-		return out
+		return y, nil
 	}
 	if x.dt == tensor.BF16 {
 		ntap := kt * kh * kw
@@ -166,17 +183,17 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast backend.Tensor, p backend.Conv3dP
 		if tiles >= math.MaxInt32 {
 			backend.Fail("cuda: Conv3d: output %v needs %d tiles, more than one launch takes", os, tiles)
 		}
-		args := append([]any{out.buf.ptr, x.buf.ptr, hp, int32(th), wr.buf.ptr, bp, bdt}, geom...)
+		args := append([]any{y.buf.ptr, x.buf.ptr, hp, int32(th), wr.buf.ptr, bp, bdt}, geom...)
 		args = append(args, int32(ntap), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(cinp))
 		b.launch(b.fn("conv3d.cu", name), [3]int{int(tiles), 1, 1}, block256, smem, args...)
-		return out
+		return y, nil
 	}
-	args := append([]any{out.buf.ptr, x.buf.ptr, w.buf.ptr, dtCode(w.dt), bp, bdt}, geom...)
+	args := append([]any{y.buf.ptr, x.buf.ptr, w.buf.ptr, dtCode(w.dt), bp, bdt}, geom...)
 	args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
 		int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
 	b.launch(b.fn("conv3d.cu", "conv3d_f32_kernel"), [3]int{int((P + 127) / 128), (cout + 7) / 8, 1}, [3]int{128, 1, 1}, 0, args...)
-	return out
+	return y, nil
 }
 
 // ChannelRMSNorm implements backend.VAEOps (fused with SiLU when silu is

@@ -334,9 +334,9 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 				cy = c.Conv3d(cx, cw, cb, tc.p)
 			}
 			want := c.Download(cy)
-			defer func(p bool) { convPersist = p }(convPersist)
+			defer func(p *bool) { convPersist = p }(convPersist)
 			for _, persist := range []bool{false, true} {
-				convPersist = persist
+				convPersist = &persist
 				before := convHopperLaunches.Load()
 				gy := g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
 				if used := convHopperLaunches.Load() - before; sm90 && used != 1 {
@@ -369,7 +369,7 @@ func TestConvTMAPick(t *testing.T) {
 		{64, 8, convTMA{64, 8, 2, 6, false}},
 	} {
 		for _, persist := range []bool{false, true} {
-			got := convTMAPick(c.cin, c.cout, persist)
+			got := convTMAPick(c.cin, c.cout, &persist)
 			want := c.want
 			if persist {
 				want.persist = true
@@ -380,6 +380,9 @@ func TestConvTMAPick(t *testing.T) {
 			}
 			if got != want {
 				t.Errorf("convTMAPick(%d, %d, %v) = %+v, want %+v", c.cin, c.cout, persist, got, want)
+			}
+			if def := convTMAPick(c.cin, c.cout, nil); def.persist != convPersistDefault(def.bk, def.n) {
+				t.Errorf("convTMAPick(%d, %d, nil) = %+v, want the default persistence", c.cin, c.cout, def)
 			}
 			// The dynamic shared memory must fit an H100 block (227 KiB);
 			// without a staging area of its own the epilogue's output tile
@@ -392,9 +395,11 @@ func TestConvTMAPick(t *testing.T) {
 }
 
 // TestConv3dNormHistoryMatchesCPU checks the fused RMS norm + SiLU + causal
-// conv (Conv3dNormWithHistory: the norm in the sm_90a kernel's packing pass,
-// or norm then conv where that kernel does not run) against the CPU's
-// ChannelRMSNorm of the concatenation followed by Conv3d. On an sm_90
+// conv + residual add (Conv3dNormWithHistory: the norm in the sm_90a
+// kernel's packing pass and the add in its epilogue, or norm, conv and add
+// where that kernel does not run) against the CPU's ChannelRMSNorm of the
+// concatenation followed by Conv3d and Add, and its tail against the last
+// input frames. On an sm_90
 // device the fusable cases must take the sm_90a kernel.
 func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 	g, c := vaeBackends(t)
@@ -408,14 +413,17 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 		th, T, H, W int
 		p           backend.Conv3dParams
 		fused       bool
+		keep        int
+		res         bool
 	}{
-		{"c96_hist2", 96, 96, 2, 3, 13, 70, causal, true},
-		{"c384_hist1", 384, 384, 1, 1, 6, 9, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
-		{"c192to384_first", 192, 384, 0, 1, 7, 11, first, true},
-		{"c192_hist2", 192, 192, 2, 2, 5, 130, causal, true},
-		{"head96to3", 96, 3, 2, 2, 9, 14, causal, true},
-		{"head96to3_first", 96, 3, 0, 1, 21, 40, first, true},
-		{"c16to32", 16, 32, 2, 1, 5, 6, causal, false},
+		{"c96_hist2", 96, 96, 2, 3, 13, 70, causal, true, 2, true},
+		{"c384_hist1", 384, 384, 1, 1, 6, 9, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true, 2, false},
+		{"c192to384_first", 192, 384, 0, 1, 7, 11, first, true, 2, true},
+		{"c192_hist2", 192, 192, 2, 2, 5, 130, causal, true, 0, true},
+		{"head96to3", 96, 3, 2, 2, 9, 14, causal, true, 3, false},
+		{"head96to3_first", 96, 3, 0, 1, 21, 40, first, true, 2, false},
+		{"c16to32", 16, 32, 2, 1, 5, 6, causal, false, 2, true},
+		{"c32to32_hist2_t1", 32, 32, 2, 1, 5, 6, causal, true, 2, true},
 	}
 	sm90 := g.info.Arch == "sm_90" && g.drv.cuTensorMapEncodeTiled != 0 && convHopper
 	for _, tc := range cases {
@@ -438,12 +446,18 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				cin = c.Concat(1, ch, cx)
 			}
 			cy := c.Conv3d(c.ChannelRMSNorm(cin, cg, true), cw, cb, tc.p)
+			var gr backend.Tensor
+			if tc.res {
+				var cr backend.Tensor
+				gr, cr = both(g, c, tensor.BF16, cy.Shape(), randVals(r, tensor.NumElements(cy.Shape()), 2))
+				cy = c.Add(cy, cr)
+			}
 			want := c.Download(cy)
-			defer func(p bool) { convPersist = p }(convPersist)
+			defer func(p *bool) { convPersist = p }(convPersist)
 			for _, persist := range []bool{false, true} {
-				convPersist = persist
+				convPersist = &persist
 				before := convHopperLaunches.Load()
-				gy := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, tc.p)
+				gy, gt := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, gr, tc.p, tc.keep)
 				if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
 					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
 				}
@@ -452,6 +466,23 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				}
 				golden.Compare(t, fmt.Sprintf("conv3d norm %s persistent=%v", tc.name, persist), g.Download(gy), want, vaeTol(tensor.BF16))
 				g.Free(gy)
+				// The tail is the last keep raw frames of history + chunk, exactly.
+				n := cin.Shape()[1]
+				k := min(tc.keep, n)
+				if tc.keep == 0 {
+					if gt != nil {
+						t.Errorf("keep 0: got a tail %v", gt.Shape())
+					}
+					continue
+				}
+				wantTail := c.Download(c.Slice(cin, 1, n-k, n))
+				if gt == nil || !slices.Equal(gt.Shape(), []int{tc.cin, k, tc.H, tc.W}) {
+					t.Fatalf("tail %v, want [%d %d %d %d]", gt, tc.cin, k, tc.H, tc.W)
+				}
+				if got := g.Download(gt); !slices.Equal(got, wantTail) {
+					t.Errorf("tail differs from the last %d input frames", k)
+				}
+				g.Free(gt)
 			}
 		})
 	}

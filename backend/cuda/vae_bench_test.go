@@ -243,8 +243,8 @@ func BenchmarkConv3dBF16(b *testing.B) {
 	} {
 		for _, v := range []string{"mma", "tma", "tma-p"} {
 			b.Run(c.name+"/"+v, func(b *testing.B) {
-				defer func(h, p bool) { convHopper, convPersist = h, p }(convHopper, convPersist)
-				convHopper, convPersist = v != "mma", v == "tma-p"
+				defer func(h bool, p *bool) { convHopper, convPersist = h, p }(convHopper, convPersist)
+				convHopper, convPersist = v != "mma", ptrTo(v == "tma-p")
 				before := convHopperLaunches.Load()
 				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w, c.kt)
 				b.ReportMetric(float64(convHopperLaunches.Load()-before)/float64(b.N+1), "tma/op")

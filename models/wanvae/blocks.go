@@ -34,40 +34,49 @@ func (s *state) free() {
 // convolution over the whole sequence.
 func (s *state) causal(c *conv, x backend.Tensor, pad int) backend.Tensor {
 	b := s.b
-	return s.causalWith(c, x, pad, func(h, in backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	return s.causalWith(c, x, pad, func(h, in backend.Tensor, p backend.Conv3dParams) (backend.Tensor, backend.Tensor) {
 		if hc, ok := b.(backend.Conv3dHistory); ok {
-			return hc.Conv3dWithHistory(h, in, c.w, c.b, p) // no copy of the chunk
+			return hc.Conv3dWithHistory(h, in, c.w, c.b, p), nil // no copy of the chunk
 		}
 		if h == nil {
-			return b.Conv3d(in, c.w, c.b, p)
+			return b.Conv3d(in, c.w, c.b, p), nil
 		}
 		cat := b.Concat(1, h, in)
 		defer b.Free(cat)
-		return b.Conv3d(cat, c.w, c.b, p)
+		return b.Conv3d(cat, c.w, c.b, p), nil
 	})
 }
 
-// causalNorm is causal(c, SiLU(RMS(x; g)), 1), the residual blocks' and
-// heads' norm-then-conv. On a backend with backend.Conv3dNormHistory the
-// norm runs inside the convolution and the history holds raw frames (the
-// norm is per position, so they are normalised again when read); otherwise
-// it is ChannelRMSNorm followed by causal.
-func (s *state) causalNorm(c *conv, g, x backend.Tensor) backend.Tensor {
+// causalNorm is causal(c, SiLU(RMS(x; g)), 1) + res (res nil: nothing
+// added), the residual blocks' and heads' norm-then-conv. On a backend
+// with backend.Conv3dNormHistory the norm and the residual add run inside
+// the convolution and the history holds raw frames (the norm is per
+// position, so they are normalised again when read); otherwise it is
+// ChannelRMSNorm, causal and Add.
+func (s *state) causalNorm(c *conv, g, x, res backend.Tensor) backend.Tensor {
 	b := s.b
 	nc, ok := b.(backend.Conv3dNormHistory)
 	if !ok {
 		y := b.ChannelRMSNorm(x, g, true)
-		defer b.Free(y)
-		return s.causal(c, y, 1)
+		z := s.causal(c, y, 1)
+		b.Free(y)
+		if res == nil {
+			return z
+		}
+		out := b.Add(z, res)
+		b.Free(z)
+		return out
 	}
-	return s.causalWith(c, x, 1, func(h, in backend.Tensor, p backend.Conv3dParams) backend.Tensor {
-		return nc.Conv3dNormWithHistory(h, in, g, c.w, c.b, p)
+	return s.causalWith(c, x, 1, func(h, in backend.Tensor, p backend.Conv3dParams) (backend.Tensor, backend.Tensor) {
+		return nc.Conv3dNormWithHistory(h, in, g, c.w, c.b, res, p, 2)
 	})
 }
 
 // causalWith does causal's padding and history bookkeeping around conv,
-// which gets the history (nil for none), the chunk and the parameters.
-func (s *state) causalWith(c *conv, x backend.Tensor, pad int, conv func(h, x backend.Tensor, p backend.Conv3dParams) backend.Tensor) backend.Tensor {
+// which gets the history (nil for none), the chunk and the parameters and
+// returns the output and, if it made one, the next history (the last two
+// frames of history + chunk); else it is sliced here.
+func (s *state) causalWith(c *conv, x backend.Tensor, pad int, conv func(h, x backend.Tensor, p backend.Conv3dParams) (backend.Tensor, backend.Tensor)) backend.Tensor {
 	b := s.b
 	h := s.hist[c]
 	nh := 0
@@ -75,8 +84,10 @@ func (s *state) causalWith(c *conv, x backend.Tensor, pad int, conv func(h, x ba
 		nh = h.Shape()[1]
 	}
 	p := backend.Conv3dParams{PadT: [2]int{2 - nh, 0}, PadH: [2]int{pad, pad}, PadW: [2]int{pad, pad}}
-	out := conv(h, x, p)
-	if t := x.Shape()[1]; t >= 2 || h == nil {
+	out, tail := conv(h, x, p)
+	if tail != nil {
+		s.hist[c] = tail
+	} else if t := x.Shape()[1]; t >= 2 || h == nil {
 		s.hist[c] = b.Slice(x, 1, t-min(2, t), t)
 	} else {
 		cat := b.Concat(1, h, x)
@@ -122,7 +133,7 @@ func (s *state) forwardAll(ls []layer, x backend.Tensor) backend.Tensor {
 // head is the encoder's and decoder's output head, causal conv(SiLU(RMS(x)))
 // with norm scale g; it frees x.
 func (s *state) head(g backend.Tensor, c *conv, x backend.Tensor) backend.Tensor {
-	y := s.causalNorm(c, g, x)
+	y := s.causalNorm(c, g, x, nil)
 	s.b.Free(x)
 	return y
 }
@@ -131,15 +142,13 @@ func (s *state) head(g backend.Tensor, c *conv, x backend.Tensor) backend.Tensor
 // when the width changes.
 func (s *state) res(r *resBlock, x backend.Tensor) backend.Tensor {
 	b := s.b
-	y := s.causalNorm(r.c1, r.g1, x)
-	z := s.causalNorm(r.c2, r.g2, y)
-	b.Free(y)
 	h := x
 	if r.shortcut != nil {
 		h = pointwise(b, r.shortcut, x)
 	}
-	out := b.Add(z, h)
-	b.Free(z)
+	y := s.causalNorm(r.c1, r.g1, x, nil)
+	out := s.causalNorm(r.c2, r.g2, y, h)
+	b.Free(y)
 	if r.shortcut != nil {
 		b.Free(h)
 	}
