@@ -55,6 +55,37 @@ __device__ __forceinline__ void hp_tma_load_2d(u32 dst, const HpTmaDesc* map, in
       "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
       : "memory");
 }
+// As hp_tma_load_2d, but the box lands at the same offset in the shared
+// memory of every block of the cluster named in mask (bit i: rank i) and
+// completes on the mbarrier at the same offset in each of them.
+__device__ __forceinline__ void hp_tma_load_2d_multicast(u32 dst, const HpTmaDesc* map, int c0, int c1, u32 bar,
+                                                         unsigned short mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+      "%3}], [%4], %5;" ::"r"(dst),
+      "l"((u64)map), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+      : "memory");
+}
+
+// This block's rank in its cluster.
+__device__ __forceinline__ u32 hp_cluster_rank() {
+  u32 r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+  return r;
+}
+// One arrival on the mbarrier at the shared address bar of cluster block
+// rank (mapa turns the local offset into that block's address).
+__device__ __forceinline__ void hp_mbar_arrive_cluster(u32 bar, u32 rank) {
+  u32 remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(bar), "r"(rank));
+  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];" ::"r"(remote) : "memory");
+}
+// Barrier over every thread of every block in the cluster (all must reach
+// it, warp-converged).
+__device__ __forceinline__ void hp_cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
 __device__ __forceinline__ void hp_prefetch_tma_desc(const HpTmaDesc* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"((u64)map) : "memory");
 }

@@ -97,7 +97,11 @@ __device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt,
 // (its epilogue stages through its own shared memory, not the ring's).
 // FOLD false is a benchmark-only diagnostic (int32 sums of the last k block,
 // no scales): what the kernel costs without the fold's ALU work.
-template <int BN, int NS, bool PIPE, bool FOLD>
+// MC: blocks run in clusters of 2 (adjacent row tiles, the same column
+// tile) and each loads half of the shared W tile, multicast to both: a
+// quarter less L2 traffic for BN = 128. A stage is then free only once the
+// consumers of both blocks have released it (empty barriers count 16).
+template <int BN, int NS, bool PIPE, bool FOLD, bool MC>
 __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, void* Y, int ydt,
                                          const float* __restrict__ SX, const float* __restrict__ SW, const void* bias,
                                          int bdt, int M, int N, int K) {
@@ -108,17 +112,26 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   unsigned char* gbase = smem + (base - hp_smem(smem));
   const u32 bars = base + NS * SB;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7;
-  const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN, ntiles = nM * nN;
+  const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN;
   const int KB = K / 128;
+  // Work units: tiles, or with MC pairs of row tiles (rank r takes row tile
+  // 2·pair + r; one past the end in an odd last pair reads zeros and stores
+  // nothing).
+  const int rank = MC ? (int)hp_cluster_rank() : 0;
+  const int nMu = MC ? (nM + 1) / 2 : nM, units = nMu * nN;
+  const int u0 = MC ? blockIdx.x / 2 : blockIdx.x, ustep = MC ? gridDim.x / 2 : gridDim.x;
 
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
       hp_mbar_init(bars + 8 * s, 1);
-      hp_mbar_init(bars + 8 * (NS + s), 8);  // lane 0 of each consumer warp
+      hp_mbar_init(bars + 8 * (NS + s), MC ? 16 : 8);  // lane 0 of each consumer warp (of both blocks)
     }
     hp_mbar_init_fence();
   }
-  __syncthreads();
+  if (MC)
+    hp_cluster_sync();  // the peer's barriers exist before anything arrives on them
+  else
+    __syncthreads();
 
   if (wg == 2) {  // producer
     HP_SETMAXNREG_DEC(24);
@@ -126,16 +139,20 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       hp_prefetch_tma_desc(tmA);
       hp_prefetch_tma_desc(tmB);
       int it = 0;
-      for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+      for (int u = u0; u < units; u += ustep) {
         int mt, n0;
-        i8g_tile(t, nM, nN, BN, mt, n0);
+        i8g_tile(u, nMu, nN, BN, mt, n0);
+        if (MC) mt = 2 * mt + rank;
         for (int kb = 0; kb < KB; ++kb, ++it) {
           const int s = it % NS;
           if (it >= NS) hp_mbar_wait(bars + 8 * (NS + s), ((it / NS) & 1) ^ 1);  // consumers released it
           const u32 full = bars + 8 * s;
-          hp_mbar_expect_tx(full, SB);
+          hp_mbar_expect_tx(full, SB);  // A, and all of B (half of it from the peer with MC)
           hp_tma_load_2d(base + s * SB, tmA, kb * 128, mt * 128, full);
-          hp_tma_load_2d(base + s * SB + AB, tmB, kb * 128, n0, full);
+          if (MC)
+            hp_tma_load_2d_multicast(base + s * SB + AB + rank * (BB / 2), tmB, kb * 128, n0 + rank * (BN / 2), full, 3);
+          else
+            hp_tma_load_2d(base + s * SB + AB, tmB, kb * 128, n0, full);
         }
       }
     }
@@ -145,10 +162,11 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     const u32 aoff = wg * 64 * 128;
     unsigned char* so = gbase + NS * SB + 16 * NS + wg * 64 * SO;  // this warpgroup's staging
     int it = 0;
-    for (int t = blockIdx.x; t < ntiles; t += gridDim.x) {
+    for (int u = u0; u < units; u += ustep) {
       int mt, n0;
-      i8g_tile(t, nM, nN, BN, mt, n0);
-      const float* sxr = SX + (long long)mt * KB;
+      i8g_tile(u, nMu, nN, BN, mt, n0);
+      if (MC) mt = 2 * mt + rank;
+      const float* sxr = SX + (long long)min(mt, nM - 1) * KB;
       const int nb = n0 / 128, nNb = (N + 127) / 128;
       const float* sw0 = SW + (long long)nb * KB;
       const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
@@ -160,7 +178,10 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f, ia[i] = 0;
       auto fold_kb = [&](int* cur, int kb) {
         i8g_reg_fence<BN>(cur);
-        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + (it + kb) % NS));
+        if (lane == 0) {
+          hp_mbar_arrive(bars + 8 * (NS + (it + kb) % NS));
+          if (MC) hp_mbar_arrive_cluster(bars + 8 * (NS + (it + kb) % NS), rank ^ 1);
+        }
         if (FOLD) {
           const float x = sxr[kb];
           i8g_fold<BN>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
@@ -248,6 +269,10 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       }
     }
   }
+  if (MC) {
+    __syncwarp();
+    hp_cluster_sync();  // no block exits while its peer may still write to it
+  }
 }
 
 // Instances: int8_gemm_tma_n<BN>[p] (p: pipelined), 384 threads, a
@@ -259,9 +284,19 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
       NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
            const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<BN, NS, PIPE, FOLD>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                                    \
+    i8g_body<BN, NS, PIPE, FOLD, false>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                             \
+  }
+// The _mc instances need a grid of whole clusters of 2 and a W tensor map
+// whose box is BN/2 rows.
+#define I8G_KERNEL_MC(NAME, BN, NS, PIPE)                                                                            \
+  extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)                                     \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
+           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
+    i8g_body<BN, NS, PIPE, true, true>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                              \
   }
 I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true, true)
 I8G_KERNEL(int8_gemm_tma_n128, 128, 6, false, true)
 I8G_KERNEL(int8_gemm_tma_n192, 192, 4, false, true)
 I8G_KERNEL(int8_gemm_tma_n128p_nofold, 128, 6, true, false)
+I8G_KERNEL_MC(int8_gemm_tma_n128p_mc, 128, 6, true)
+I8G_KERNEL_MC(int8_gemm_tma_n192_mc, 192, 4, false)

@@ -3,6 +3,8 @@ package cuda
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
@@ -18,6 +20,7 @@ import (
 // sm_90a instances, on sm_90 only), quant (the quantiser only), and
 // n128p_nofold, a diagnostic whose results are wrong: n128p without the
 // per-k-block fold, i.e. what the fold's ALU work costs.
+// $TURBODIFFUSION_INT8_BENCH_VARIANTS (comma-separated) narrows the list.
 func BenchmarkInt8Linear(b *testing.B) {
 	g := gpu(b)
 	g.Poison = false
@@ -41,7 +44,10 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p", "n128", "n192", "n128p_nofold")
+			variants = append(variants, "n128p", "n128", "n192", "n128p_nofold", "n128p_mc", "n192_mc")
+		}
+		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
+			variants = strings.Split(e, ",")
 		}
 		for _, v := range variants {
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, s.n, s.k, v), func(b *testing.B) {
@@ -88,7 +94,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 
 func init() {
 	// Benchmark-only: never reachable through Int8GemmEnv outside tests.
-	int8TMAVariants["n128p_nofold"] = int8TMA{128, 6, true, "_nofold"}
+	int8TMAVariants["n128p_nofold"] = int8TMA{128, 6, true, false, "_nofold"}
 }
 
 // benchVals returns n bf16-exact values uniform in [-s, s) (cheaper than

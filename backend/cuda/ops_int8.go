@@ -86,7 +86,8 @@ func (b *Backend) int8QuantAct(x *Tensor, m, k int) (xq, sx *Tensor) {
 
 // Int8GemmEnv selects the int8 GEMM: "mma" keeps the mma.sync kernel of
 // int8_linear.cu on Hopper too (the baseline the benchmarks compare with);
-// "n128", "n128p" or "n192" force one sm_90a instance; anything else picks.
+// "n128p", "n128", "n192", "n128p_mc" or "n192_mc" force one sm_90a
+// instance (p: pipelined, mc: clusters of 2); anything else picks.
 const Int8GemmEnv = "TURBODIFFUSION_INT8_GEMM"
 
 // int8GemmMode is Int8GemmEnv's value, read once; tests and benchmarks set
@@ -103,6 +104,7 @@ var int8HopperLaunches atomic.Int64
 type int8TMA struct {
 	bn, ns int
 	pipe   bool
+	mc     bool   // clusters of 2 blocks sharing the W tile by multicast
 	suffix string // "_nofold": the benchmark's diagnostic instance (wrong results)
 }
 
@@ -110,6 +112,9 @@ func (v int8TMA) name() string {
 	p := ""
 	if v.pipe {
 		p = "p"
+	}
+	if v.mc {
+		p += "_mc"
 	}
 	return fmt.Sprintf("int8_gemm_tma_n%d%s%s", v.bn, p, v.suffix)
 }
@@ -121,9 +126,11 @@ func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64
 
 // The instances compiled in int8_gemm_sm90a.cu (NS as there).
 var int8TMAVariants = map[string]int8TMA{
-	"n128p": {128, 6, true, ""},
-	"n128":  {128, 6, false, ""},
-	"n192":  {192, 4, false, ""},
+	"n128p":    {128, 6, true, false, ""},
+	"n128":     {128, 6, false, false, ""},
+	"n192":     {192, 4, false, false, ""},
+	"n128p_mc": {128, 6, true, true, ""},
+	"n192_mc":  {192, 4, false, true, ""},
 }
 
 // int8HopperPick chooses the sm_90a instance for an m×n output, and false
@@ -150,8 +157,16 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 		backend.Fail("cuda: Int8Linear: output [%d, %d] needs %d tiles, more than one launch takes", m, n, tiles)
 	}
 	grid := int(min(tiles, int64(max(b.info.SMs, 1)))) // persistent: one block per SM walks the tiles
+	boxB := v.bn
+	if v.mc {
+		// Whole clusters of 2, each walking pairs of row tiles; a block
+		// loads half of the W tile.
+		units := int64((m+255)/256) * int64((n+v.bn-1)/v.bn)
+		grid = 2 * int(min(units, int64(max(b.info.SMs/2, 1))))
+		boxB = v.bn / 2
+	}
 	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
-	tmB := b.encodeTensorMap("Int8Linear weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), v.bn, 128, tmapSwizzle128))
+	tmB := b.encodeTensorMap("Int8Linear weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), boxB, 128, tmapSwizzle128))
 	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
 		tmA, tmB, out.buf.ptr, dtCode(out.dt), sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	int8HopperLaunches.Add(1)

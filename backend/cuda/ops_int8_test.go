@@ -3,6 +3,7 @@ package cuda
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 
@@ -43,11 +44,15 @@ func heavyTailed(r *rand.Rand, n int) []float32 {
 
 // int8GemmModes are the GEMM kernels a test runs: the mma.sync kernel, and
 // on an sm_90 device every sm_90a instance.
+// $TURBODIFFUSION_INT8_TEST_MODES (comma-separated) narrows the list.
 func int8GemmModes(g *Backend) []string {
 	if g.info.Arch != "sm_90" {
 		return []string{"mma"}
 	}
-	return []string{"mma", "n128p", "n128", "n192"}
+	if e := os.Getenv("TURBODIFFUSION_INT8_TEST_MODES"); e != "" {
+		return strings.Split(e, ",")
+	}
+	return []string{"mma", "n128p", "n128", "n192", "n128p_mc", "n192_mc"}
 }
 
 // withInt8Gemm runs f with Int8GemmEnv's mode set to mode and fails the
