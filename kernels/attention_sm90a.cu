@@ -14,6 +14,12 @@
 // × 16 bytes per 128-byte core matrix) or the 128-byte swizzle, which is
 // about 25% faster (docs/PERF.md). The block map of SLA/SageAttention can
 // later skip key tiles in the same loop.
+//
+// The cp.async kernels above are fallbacks and comparisons; the defaults are
+// the warp-specialised TMA kernels further down (flash_tma, consume_tma): a
+// producer warpgroup feeds mbarrier stages, and for head dim 128 two
+// consumer warpgroups run FA3's intra-warpgroup overlap on 128-key stages
+// with V read in place ("w2tivk128"; backend/cuda/attention_select.go).
 #include "common.cuh"
 
 __device__ __forceinline__ u32 smem_u32(const void* p) {
@@ -313,7 +319,8 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
 
 // ---- TMA + mbarrier producer/consumer version (warp-specialised) ----
 // A producer warpgroup (one thread issues the copies) streams Q once and K,
-// Vᵀ tiles through three stages with the bulk tensor copy engine; each stage
+// V (or Vᵀ) tiles through two or three stages with the bulk tensor copy
+// engine; each stage
 // has a "full" barrier (the copy engine completes its byte count) and an
 // "empty" barrier (every consumer warp arrives after its P·V finished), so
 // the consumer warpgroups never wait on each other at a block barrier.
@@ -372,7 +379,10 @@ __device__ __forceinline__ void s_mma<192>(float* s, u64 da, u64 db, int acc) { 
 //   (O is rescaled after that MMA finished).
 // TF_VN ("v"): V read in its own [keys][D] layout (the copy engine loads it
 //   like K; wgmma reads B "MN-major", transpose bit set), so no transposed
-//   copy of V is made per call.
+//   copy of V is made per call. Keys past Lk of a batch entry other than the
+//   last are the next entry's rows (the zero fill starts only past the whole
+//   tensor): their P is exactly 0 (ex2 of -inf), so they add nothing unless
+//   that V holds Inf/NaN.
 // Tried and dropped (docs/PERF.md, "Attention, session 2"): a warpgroup
 // ping-pong (FA3's named-barrier turns) on top of TF_OVL, and a quarter of
 // the exp2s as a polynomial on the FMA pipe (FA4's trick).
