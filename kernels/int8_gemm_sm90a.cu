@@ -68,14 +68,18 @@ __device__ __forceinline__ void i8g_reg_fence(int* d) {
 
 // acc += float(d)·scale for one k block; fragment column group j (columns
 // 8j..8j+7 of the tile) uses sc1 from column split on (the tile's second
-// weight-scale block; split = BN when the tile lies in one block).
-template <int BN>
+// weight-scale block; split = BN when the tile lies in one block). CVT picks
+// how float(d) is formed, all exact: 0 the magic-number add (IADD + FADD),
+// 1 the conversion instruction (I2FP, one issue slot), 2 half of each.
+template <int BN, int CVT>
 __device__ __forceinline__ void i8g_fold(float* acc, const int* d, float sc0, float sc1, int split) {
 #pragma unroll
   for (int j = 0; j < BN / 8; ++j) {
     const float sc = 8 * j >= split ? sc1 : sc0;
+    const bool cvt = CVT == 1 || (CVT == 2 && (j & 1));
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[4 * j + e] = fmaf(i8g_i2f(d[4 * j + e]), sc, acc[4 * j + e]);
+    for (int e = 0; e < 4; ++e)
+      acc[4 * j + e] = fmaf(cvt ? __int2float_rn(d[4 * j + e]) : i8g_i2f(d[4 * j + e]), sc, acc[4 * j + e]);
   }
 }
 
@@ -101,7 +105,7 @@ __device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt,
 // tile) and each loads half of the shared W tile, multicast to both: a
 // quarter less L2 traffic for BN = 128. A stage is then free only once the
 // consumers of both blocks have released it (empty barriers count 16).
-template <int BN, int NS, bool PIPE, bool FOLD, bool MC>
+template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT>
 __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, void* Y, int ydt,
                                          const float* __restrict__ SX, const float* __restrict__ SW, const void* bias,
                                          int bdt, int M, int N, int K) {
@@ -184,7 +188,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
         }
         if (FOLD) {
           const float x = sxr[kb];
-          i8g_fold<BN>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
+          i8g_fold<BN, CVT>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
         } else if (kb == KB - 1) {
 #pragma unroll
           for (int i = 0; i < BN / 2; ++i) acc[i] = (float)cur[i];
@@ -275,28 +279,32 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   }
 }
 
-// Instances: int8_gemm_tma_n<BN>[p] (p: pipelined), 384 threads, a
-// persistent grid of min(tiles, SMs) blocks, dynamic shared memory
-// NS·(128 + BN)·128 (the ring) + 16·NS (its barriers) + 2·64·BN·2 (the
-// epilogue staging) + 1024 (alignment); ops_int8.go computes the same from
-// the NS values here.
-#define I8G_KERNEL(NAME, BN, NS, PIPE, FOLD)                                                                         \
+// Instances: int8_gemm_tma_n<BN>[p][_mc][_i2f|_mix][_nofold] (p:
+// pipelined; mc: clusters of 2 sharing W by multicast, a grid of whole
+// clusters and a W tensor map whose box is BN/2 rows; i2f/mix: the fold's
+// conversion, CVT 1/2), 384 threads, a persistent grid of at most one block
+// per SM, dynamic shared memory NS·(128 + BN)·128 (the ring) + 16·NS (its
+// barriers) + 2·64·BN·2 (the epilogue staging) + 1024 (alignment);
+// ops_int8.go computes the same from the NS values here.
+#define I8G_KERNEL(NAME, BN, NS, PIPE, FOLD, CVT)                                                                    \
   extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
       NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
            const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<BN, NS, PIPE, FOLD, false>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                             \
+    i8g_body<BN, NS, PIPE, FOLD, false, CVT>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                        \
   }
-// The _mc instances need a grid of whole clusters of 2 and a W tensor map
-// whose box is BN/2 rows.
-#define I8G_KERNEL_MC(NAME, BN, NS, PIPE)                                                                            \
+#define I8G_KERNEL_MC(NAME, BN, NS, PIPE, CVT)                                                                       \
   extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)                                     \
       NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
            const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<BN, NS, PIPE, true, true>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                              \
+    i8g_body<BN, NS, PIPE, true, true, CVT>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                         \
   }
-I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true, true)
-I8G_KERNEL(int8_gemm_tma_n128, 128, 6, false, true)
-I8G_KERNEL(int8_gemm_tma_n192, 192, 4, false, true)
-I8G_KERNEL(int8_gemm_tma_n128p_nofold, 128, 6, true, false)
-I8G_KERNEL_MC(int8_gemm_tma_n128p_mc, 128, 6, true)
-I8G_KERNEL_MC(int8_gemm_tma_n192_mc, 192, 4, false)
+I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true, true, 0)
+I8G_KERNEL(int8_gemm_tma_n128p_i2f, 128, 6, true, true, 1)
+I8G_KERNEL(int8_gemm_tma_n128p_mix, 128, 6, true, true, 2)
+I8G_KERNEL(int8_gemm_tma_n128, 128, 6, false, true, 0)
+I8G_KERNEL(int8_gemm_tma_n192, 192, 4, false, true, 0)
+I8G_KERNEL(int8_gemm_tma_n192_i2f, 192, 4, false, true, 1)
+I8G_KERNEL(int8_gemm_tma_n128p_nofold, 128, 6, true, false, 0)
+I8G_KERNEL_MC(int8_gemm_tma_n128p_mc, 128, 6, true, 0)
+I8G_KERNEL_MC(int8_gemm_tma_n128p_mc_i2f, 128, 6, true, 1)
+I8G_KERNEL_MC(int8_gemm_tma_n192_mc, 192, 4, false, 0)

@@ -19,7 +19,8 @@ import (
 // Variants: bf16 (cuBLASLt), mma (int8_linear.cu), n128p/n128/n192 (the
 // sm_90a instances, on sm_90 only), quant (the quantiser only), and
 // n128p_nofold, a diagnostic whose results are wrong: n128p without the
-// per-k-block fold, i.e. what the fold's ALU work costs.
+// per-k-block fold, i.e. what the fold's ALU work costs. A suffix @N caps
+// an mc variant's grid at N clusters.
 // $TURBODIFFUSION_INT8_BENCH_VARIANTS (comma-separated) narrows the list.
 func BenchmarkInt8Linear(b *testing.B) {
 	g := gpu(b)
@@ -44,15 +45,22 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p", "n128", "n192", "n128p_nofold", "n128p_mc", "n192_mc")
+			variants = append(variants, "n128p", "n128p_i2f", "n128p_mix", "n128", "n192", "n192_i2f", "n128p_nofold",
+				"n128p_mc", "n128p_mc_i2f", "n128p_mc_i2f@60", "n192_mc")
 		}
 		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
 			variants = strings.Split(e, ",")
 		}
 		for _, v := range variants {
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, s.n, s.k, v), func(b *testing.B) {
-				defer func(mode string) { int8GemmMode = mode }(int8GemmMode)
+				defer func(mode string, c int) { int8GemmMode, int8MCClusters = mode, c }(int8GemmMode, int8MCClusters)
 				int8GemmMode = v
+				if mode, cl, ok := strings.Cut(v, "@"); ok { // mc with at most cl clusters
+					int8GemmMode = mode
+					if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
+						b.Fatalf("variant %q: %v", v, err)
+					}
+				}
 				f := func() { g.Free(g.int8Linear(x, wq, ws, bias)) }
 				switch v {
 				case "bf16":
@@ -94,7 +102,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 
 func init() {
 	// Benchmark-only: never reachable through Int8GemmEnv outside tests.
-	int8TMAVariants["n128p_nofold"] = int8TMA{128, 6, true, false, "_nofold"}
+	int8TMAVariants["n128p_nofold"] = int8TMA{bn: 128, ns: 6, pipe: true, suffix: "_nofold"}
 }
 
 // benchVals returns n bf16-exact values uniform in [-s, s) (cheaper than

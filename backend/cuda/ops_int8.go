@@ -86,8 +86,8 @@ func (b *Backend) int8QuantAct(x *Tensor, m, k int) (xq, sx *Tensor) {
 
 // Int8GemmEnv selects the int8 GEMM: "mma" keeps the mma.sync kernel of
 // int8_linear.cu on Hopper too (the baseline the benchmarks compare with);
-// "n128p", "n128", "n192", "n128p_mc" or "n192_mc" force one sm_90a
-// instance (p: pipelined, mc: clusters of 2); anything else picks.
+// a key of int8TMAVariants ("n128p", "n192_i2f", ...) forces that sm_90a
+// instance; anything else picks.
 const Int8GemmEnv = "TURBODIFFUSION_INT8_GEMM"
 
 // int8GemmMode is Int8GemmEnv's value, read once; tests and benchmarks set
@@ -105,6 +105,7 @@ type int8TMA struct {
 	bn, ns int
 	pipe   bool
 	mc     bool   // clusters of 2 blocks sharing the W tile by multicast
+	cvt    string // "", "_i2f", "_mix": how the fold converts the int32 sums
 	suffix string // "_nofold": the benchmark's diagnostic instance (wrong results)
 }
 
@@ -116,7 +117,7 @@ func (v int8TMA) name() string {
 	if v.mc {
 		p += "_mc"
 	}
-	return fmt.Sprintf("int8_gemm_tma_n%d%s%s", v.bn, p, v.suffix)
+	return fmt.Sprintf("int8_gemm_tma_n%d%s%s%s", v.bn, p, v.cvt, v.suffix)
 }
 
 // smem is the dynamic shared memory: NS stages of a 128-row X tile and a
@@ -126,12 +127,20 @@ func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64
 
 // The instances compiled in int8_gemm_sm90a.cu (NS as there).
 var int8TMAVariants = map[string]int8TMA{
-	"n128p":    {128, 6, true, false, ""},
-	"n128":     {128, 6, false, false, ""},
-	"n192":     {192, 4, false, false, ""},
-	"n128p_mc": {128, 6, true, true, ""},
-	"n192_mc":  {192, 4, false, true, ""},
+	"n128p":        {bn: 128, ns: 6, pipe: true},
+	"n128p_i2f":    {bn: 128, ns: 6, pipe: true, cvt: "_i2f"},
+	"n128p_mix":    {bn: 128, ns: 6, pipe: true, cvt: "_mix"},
+	"n128":         {bn: 128, ns: 6},
+	"n192":         {bn: 192, ns: 4},
+	"n192_i2f":     {bn: 192, ns: 4, cvt: "_i2f"},
+	"n128p_mc":     {bn: 128, ns: 6, pipe: true, mc: true},
+	"n128p_mc_i2f": {bn: 128, ns: 6, pipe: true, mc: true, cvt: "_i2f"},
+	"n192_mc":      {bn: 192, ns: 4, mc: true},
 }
+
+// int8MCClusters, when positive, caps the clusters of an mc launch (the
+// benchmark uses it to tell a scheduling limit from a slow kernel).
+var int8MCClusters int
 
 // int8HopperPick chooses the sm_90a instance for an m×n output, and false
 // when the mma.sync kernel must run: not an sm_90 device, no tensor-map
@@ -162,7 +171,11 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 		// Whole clusters of 2, each walking pairs of row tiles; a block
 		// loads half of the W tile.
 		units := int64((m+255)/256) * int64((n+v.bn-1)/v.bn)
-		grid = 2 * int(min(units, int64(max(b.info.SMs/2, 1))))
+		cl := max(b.info.SMs/2, 1)
+		if int8MCClusters > 0 {
+			cl = min(cl, int8MCClusters)
+		}
+		grid = 2 * int(min(units, int64(cl)))
 		boxB = v.bn / 2
 	}
 	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
