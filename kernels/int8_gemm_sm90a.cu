@@ -165,6 +165,14 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     const int lane = tid & 31, w4 = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
     const u32 aoff = wg * 64 * 128;
     unsigned char* so = gbase + NS * SB + 16 * NS + wg * 64 * SO;  // this warpgroup's staging
+    float* sbias = (float*)(gbase + NS * SB + 16 * NS + 2 * 64 * SO) + wg * BN;  // and its tile's bias
+    const int bc = tid & 127;  // the bias columns this thread fetches: bc, bc + 128
+    // The int32 sets are zeroed once (each k block's first wgmma ignores
+    // their old value); writing them per tile made ptxas serialise the
+    // tile's first k block.
+    int ia[BN / 2], ib[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) ia[i] = 0, ib[i] = 0;
     int it = 0;
     for (int u = u0; u < units; u += ustep) {
       int mt, n0;
@@ -176,10 +184,19 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
       const float* sw1 = two ? sw0 + KB : sw0;
       const int split = BN % 128 == 0 ? BN : 128 - n0 % 128;
+      // The tile's bias, fetched now so that its latency hides behind the k
+      // loop (loaded in the epilogue it stalled every tile by ~4 us).
+      float bpre0 = 0.f, bpre1 = 0.f;
+      if (bdt == DT_BF16) {
+        if (n0 + bc < N) bpre0 = bf2f(((const bf16*)bias)[n0 + bc]);
+        if (BN > 128 && bc + 128 < BN && n0 + bc + 128 < N) bpre1 = bf2f(((const bf16*)bias)[n0 + bc + 128]);
+      } else if (bdt == DT_F32) {
+        if (n0 + bc < N) bpre0 = ((const float*)bias)[n0 + bc];
+        if (BN > 128 && bc + 128 < BN && n0 + bc + 128 < N) bpre1 = ((const float*)bias)[n0 + bc + 128];
+      }
       float acc[BN / 2];
-      int ia[BN / 2];
 #pragma unroll
-      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f, ia[i] = 0;
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
       auto fold_kb = [&](int* cur, int kb) {
         i8g_reg_fence<BN>(cur);
         if (lane == 0) {
@@ -207,9 +224,6 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
         }
       } else {
         // Two int32 sets: while one k block is folded, the next one runs.
-        int ib[BN / 2];
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) ib[i] = 0;
         issue_kb(ia, 0);
         int kb = 0;
         for (; kb + 2 < KB; kb += 2) {
@@ -236,12 +250,15 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       // Epilogue: round to the output dtype, bias in that dtype.
       const int row0 = mt * 128 + wg * 64;
       if (ydt == DT_BF16 && N % 8 == 0) {
-        hp_bar_sync(2 + wg, 128);  // the last tile's staging has been read
+        // Nobody reads sbias or the staging after the previous tile's
+        // second barrier, so both may be rewritten before this one.
+        sbias[bc] = bpre0;
+        if (BN > 128 && bc + 128 < BN) sbias[bc + 128] = bpre1;
+        hp_bar_sync(2 + wg, 128);
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j) {
-          const int col = 8 * j + 2 * t4, gc = n0 + col;
-          float b0 = 0.f, b1 = 0.f;
-          if (bdt && gc < N) b0 = ldv(bias, bdt, gc), b1 = ldv(bias, bdt, gc + 1);
+          const int col = 8 * j + 2 * t4;
+          const float b0 = sbias[col], b1 = sbias[col + 1];
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             const int rr = w4 * 16 + g + 8 * h;
@@ -284,7 +301,8 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
 // clusters and a W tensor map whose box is BN/2 rows; i2f/mix: the fold's
 // conversion, CVT 1/2), 384 threads, a persistent grid of at most one block
 // per SM, dynamic shared memory NS·(128 + BN)·128 (the ring) + 16·NS (its
-// barriers) + 2·64·BN·2 (the epilogue staging) + 1024 (alignment);
+// barriers) + 2·64·BN·2 (the epilogue staging) + 2·BN·4 (the bias) + 1024
+// (alignment);
 // ops_int8.go computes the same from the NS values here.
 #define I8G_KERNEL(NAME, BN, NS, PIPE, FOLD, CVT)                                                                    \
   extern "C" __global__ void __launch_bounds__(384, 1)                                                               \

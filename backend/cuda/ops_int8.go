@@ -122,8 +122,9 @@ func (v int8TMA) name() string {
 
 // smem is the dynamic shared memory: NS stages of a 128-row X tile and a
 // BN-row W tile (128 bytes a row), room to align them to 1024 bytes, the
-// 2·NS mbarriers, and the two consumer warpgroups' 64×BN bf16 staging.
-func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64*v.bn*2 }
+// 2·NS mbarriers, and the two consumer warpgroups' 64×BN bf16 staging and
+// BN bias values.
+func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64*v.bn*2 + 2*v.bn*4 }
 
 // The instances compiled in int8_gemm_sm90a.cu (NS as there).
 var int8TMAVariants = map[string]int8TMA{
@@ -150,10 +151,14 @@ func (b *Backend) int8HopperPick(m, n int, wptr uintptr) (int8TMA, bool) {
 	if int8GemmMode == "mma" || b.info.Arch != "sm_90" || b.drv.cuTensorMapEncodeTiled == 0 || wptr%16 != 0 {
 		return int8TMA{}, false
 	}
-	if v, ok := int8TMAVariants[int8GemmMode]; ok {
-		return v, true
+	v, ok := int8TMAVariants[int8GemmMode]
+	if !ok {
+		v = int8TMAVariants["n128p"]
 	}
-	return int8TMAVariants["n128p"], true
+	if b.info.MaxSmemOptin > 0 && v.smem() > b.info.MaxSmemOptin {
+		return int8TMA{}, false // a part with less shared memory than the H100's 227 KiB
+	}
+	return v, true
 }
 
 // int8GemmHopper runs the GEMM of int8Linear with the sm_90a kernel: tensor
