@@ -281,11 +281,18 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
 // tile (PERSIST false) the epilogue stages the output in the tiles' memory;
 // with a persistent grid (PERSIST true) the staging area is separate, so the
 // producer already loads the next tile while the consumers store this one.
+//
+// BK = 96 (Cin = 96) is split: a stage holds channels 0-63 with the 128-byte
+// swizzle and 64-95 with the 64-byte swizzle (maps tmA/tmB and tmA2/tmB2),
+// so a K step is a whole tap and A rows move as 128 + 64 bytes instead of
+// three 64-byte pieces.
 template <int BK, int N, int MW, int NS, bool PERSIST>
-__device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* tmB, bf16* __restrict__ Y,
+__device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* tmB, const CvTmaDesc* tmA2,
+                                         const CvTmaDesc* tmB2, bf16* __restrict__ Y,
                                          const void* bias, int bdt, const bf16* __restrict__ R, int Cin, int Cout,
                                          int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
   constexpr int BM = 128 * MW;
+  constexpr bool SPLIT = BK == 96;
   constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
   constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
   constexpr u32 STG = PERSIST ? (N * SO * 2 + 15) / 16 * 16 : 0;
@@ -318,8 +325,16 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
           if (issued >= NS) cw_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
           const u32 full = bars + 8 * s;
           cw_mbar_expect_tx(full, SB);
-          cw_tma_2d(base + s * SB, tmA, cic * BK, m0 + a * HWp + bb * Wp + c, full);
-          cw_tma_2d(base + s * SB + AB, tmB, cic * BK, tap * Cout + n0, full);
+          const int arow = m0 + a * HWp + bb * Wp + c, brow = tap * Cout + n0;
+          if constexpr (SPLIT) {
+            cw_tma_2d(base + s * SB, tmA, 0, arow, full);
+            cw_tma_2d(base + s * SB + BM * 128, tmA2, 64, arow, full);
+            cw_tma_2d(base + s * SB + AB, tmB, 0, brow, full);
+            cw_tma_2d(base + s * SB + AB + N * 128, tmB2, 64, brow, full);
+          } else {
+            cw_tma_2d(base + s * SB, tmA, cic * BK, arow, full);
+            cw_tma_2d(base + s * SB + AB, tmB, cic * BK, brow, full);
+          }
           if (++s == NS) s = 0, ph ^= 1;
           if (++cic == nci) {
             cic = 0;
@@ -347,13 +362,28 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
       int prev = 0;
       for (int ks = 0; ks < nk; ++ks) {
         cw_mbar_wait(bars + 8 * s, ph);
-        const u32 sa = base + s * SB + wg * (64 * MW) * (BK * 2), sb = base + s * SB + AB;
         cw_fence();
+        if constexpr (SPLIT) {
+          const u32 a0 = base + s * SB + wg * (64 * MW) * 128, a1 = base + s * SB + BM * 128 + wg * (64 * MW) * 64;
+          const u32 b0 = base + s * SB + AB, b1 = b0 + N * 128;
 #pragma unroll
-        for (int kk = 0; kk < BK / 16; ++kk)
+          for (int kk = 0; kk < 4; ++kk)
 #pragma unroll
-          for (int mi = 0; mi < MW; ++mi)
-            cw_mma<N>(acc[mi], cw_desc<BK>(sa + mi * 64 * BK * 2 + kk * 32), cw_desc<BK>(sb + kk * 32));
+            for (int mi = 0; mi < MW; ++mi)
+              cw_mma<N>(acc[mi], cw_desc<64>(a0 + mi * 64 * 128 + kk * 32), cw_desc<64>(b0 + kk * 32));
+#pragma unroll
+          for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+            for (int mi = 0; mi < MW; ++mi)
+              cw_mma<N>(acc[mi], cw_desc<32>(a1 + mi * 64 * 64 + kk * 32), cw_desc<32>(b1 + kk * 32));
+        } else {
+          const u32 sa = base + s * SB + wg * (64 * MW) * (BK * 2), sb = base + s * SB + AB;
+#pragma unroll
+          for (int kk = 0; kk < BK / 16; ++kk)
+#pragma unroll
+            for (int mi = 0; mi < MW; ++mi)
+              cw_mma<N>(acc[mi], cw_desc<BK>(sa + mi * 64 * BK * 2 + kk * 32), cw_desc<BK>(sb + kk * 32));
+        }
         cw_commit();
         cw_wait<1>();  // the previous step's MMAs are done: release its stage
         if (ks > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + prev));
@@ -394,14 +424,25 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
       const int m = tid % BM, r = m0 + m;
       const int t = r / HWp, rem = r - t * HWp, hh = rem / Wp, ww = rem - hh * Wp;
       if (t < To && hh < Ho && ww < Wo) {
+        // U channels per step, the residual's loads issued together (one
+        // global latency per step, not per channel).
+        constexpr int STEP = 256 / BM, U = N < 8 * STEP ? N / STEP : 8;
         const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
-        for (int n = tid / BM; n < N; n += 256 / BM) {
-          const int co = n0 + n;
-          if (co >= Cout) continue;
-          const long long i = (long long)co * P + off;
-          bf16 v = so[n * SO + m];
-          if (R != nullptr) v = f2bf(__fadd_rn(bf2f(v), bf2f(R[i])));  // the residual add, rounded as Add does
-          Y[i] = v;
+        for (int nb = tid / BM; nb < N; nb += STEP * U) {
+          bf16 rv[U];
+#pragma unroll
+          for (int u = 0; u < U; ++u) {
+            const int n = nb + u * STEP, co = n0 + n;
+            rv[u] = (R != nullptr && n < N && co < Cout) ? R[(long long)co * P + off] : (bf16)0;
+          }
+#pragma unroll
+          for (int u = 0; u < U; ++u) {
+            const int n = nb + u * STEP, co = n0 + n;
+            if (n >= N || co >= Cout) continue;
+            bf16 v = so[n * SO + m];
+            if (R != nullptr) v = f2bf(__fadd_rn(bf2f(v), bf2f(rv[u])));  // the residual add, rounded as Add does
+            Y[(long long)co * P + off] = v;
+          }
         }
       }
     }
@@ -413,7 +454,8 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
       const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB, bf16* Y, const void* bias, \
       int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho,         \
       int Wo) {                                                                                                \
-    conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);   \
+    conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, &tmA, &tmB, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, \
+                                     Ho, Wo);                                                                   \
   }
 // conv3d_tma_k<BK>_n<N>_m<MW>: one block per tile; ..._p: persistent, NSP
 // stages plus a separate staging area. Stage bytes: k64 n192 m1 40 KiB, k64
@@ -429,3 +471,11 @@ CONV_TMA(32, 96, 2, 8, 7)
 CONV_TMA(32, 192, 1, 8, 8)
 CONV_TMA(32, 8, 2, 8, 8)
 CONV_TMA(64, 8, 2, 6, 6)
+// conv3d_tma_k96_n96_m2: Cin = 96 with whole-tap K steps (stage 66 KiB,
+// three stages, one block per tile).
+extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k96_n96_m2(
+    const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB,
+    const __grid_constant__ CvTmaDesc tmA2, const __grid_constant__ CvTmaDesc tmB2, bf16* Y, const void* bias,
+    int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
+  conv_tma<96, 96, 2, 3, false>(&tmA, &tmB, &tmA2, &tmB2, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);
+}

@@ -28,6 +28,11 @@ var convPersist = map[string]*bool{"tma": new(bool), "tma-p": ptrTo(true)}[os.Ge
 
 func ptrTo(v bool) *bool { return &v }
 
+// convSplit96 runs Cin = 96, N = 96 convolutions on conv3d_tma_k96_n96_m2
+// (whole-tap K steps: 128- and 64-byte rows) instead of three 32-channel
+// steps per tap.
+var convSplit96 = os.Getenv(ConvEnv) == "tma-s"
+
 // convPersistDefault: the persistent kernels measured faster on the
 // decoder's shapes except for BK 32 with N 96 (Cin = Cout = 96: 2.33 vs
 // 2.29 ms; 192 channels 1.51 vs 1.61 ms; H100, docs/PERF.md "VAE decode,
@@ -86,6 +91,9 @@ func convTMAPick(cin, cout int, force *bool) convTMA {
 		n = 8
 	case cout%192 == 0 || (cout%96 != 0 && cout > 96):
 		n, mw = 192, 1
+	}
+	if convSplit96 && cin == 96 && n == 96 {
+		return convTMA{96, 96, 2, 3, false}
 	}
 	persist := convPersistDefault(bk, n)
 	if force != nil {
@@ -165,15 +173,24 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	if k.persist {
 		grid = min(tiles, int64(b.info.SMs))
 	}
-	swz := 3 // 128-byte swizzle
-	if k.bk == 32 {
-		swz = 2 // 64-byte swizzle
+	var maps []any
+	switch k.bk {
+	case 96: // channels 0-63 with the 128-byte swizzle, 64-95 with the 64-byte one
+		maps = []any{b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), 64, k.rows(), 3),
+			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), 64, k.n, 3),
+			b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), 32, k.rows(), 2),
+			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), 32, k.n, 2)}
+	default:
+		swz := 3 // 128-byte swizzle
+		if k.bk == 32 {
+			swz = 2 // 64-byte swizzle
+		}
+		maps = []any{b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), k.bk, k.rows(), swz),
+			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)}
 	}
-	tmA := b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), k.bk, k.rows(), swz)
-	tmB := b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)
-	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(grid), 1, 1}, [3]int{384, 1, 1}, k.smem(),
-		tmA, tmB, out.buf.ptr, bp, bdt, rp, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
+	args := append(maps, out.buf.ptr, bp, bdt, rp, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
 		int32(hpd), int32(wpd), int32(to), int32(ho), int32(wo))
+	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(grid), 1, 1}, [3]int{384, 1, 1}, k.smem(), args...)
 	convHopperLaunches.Add(1)
 	return tail
 }

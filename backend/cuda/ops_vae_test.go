@@ -280,6 +280,10 @@ func TestConv3dHistoryMatchesCPU(t *testing.T) {
 	}
 }
 
+// convVariants are the sm_90a conv kernel choices every sm_90a test runs:
+// one block per tile, persistent, and Cin = 96 split into whole-tap steps.
+var convVariants = []struct{ persist, split bool }{{false, false}, {true, false}, {false, true}}
+
 // TestConv3dHopperMatchesCPU runs the decoder's convolution shapes (Cin and
 // Cout 96..768; 3x3x3 with history, 2-D 3x3, 3x1x1 time convs, 1x1x1) small
 // enough for the CPU, with sizes that leave partial position tiles. On an
@@ -334,9 +338,9 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 				cy = c.Conv3d(cx, cw, cb, tc.p)
 			}
 			want := c.Download(cy)
-			defer func(p *bool) { convPersist = p }(convPersist)
-			for _, persist := range []bool{false, true} {
-				convPersist = &persist
+			defer func(p *bool, s bool) { convPersist, convSplit96 = p, s }(convPersist, convSplit96)
+			for _, v := range convVariants {
+				convPersist, convSplit96 = &v.persist, v.split
 				before := convHopperLaunches.Load()
 				gy := g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
 				if used := convHopperLaunches.Load() - before; sm90 && used != 1 {
@@ -345,7 +349,7 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
 					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
 				}
-				golden.Compare(t, fmt.Sprintf("conv3d sm90 %s persistent=%v", tc.name, persist), g.Download(gy), want, vaeTol(tensor.BF16))
+				golden.Compare(t, fmt.Sprintf("conv3d sm90 %s %+v", tc.name, v), g.Download(gy), want, vaeTol(tensor.BF16))
 				g.Free(gy)
 			}
 		})
@@ -368,6 +372,12 @@ func TestConvTMAPick(t *testing.T) {
 		{96, 3, convTMA{32, 8, 2, 8, false}},
 		{64, 8, convTMA{64, 8, 2, 6, false}},
 	} {
+		defer func(s bool) { convSplit96 = s }(convSplit96)
+		convSplit96 = true
+		if k := convTMAPick(96, 96, nil); k != (convTMA{96, 96, 2, 3, false}) || k.smem() > 227<<10 || k.staging() > k.ns*(k.rows()+k.n)*k.bk*2 {
+			t.Errorf("split: convTMAPick(96, 96) = %+v (shared memory %d B)", k, k.smem())
+		}
+		convSplit96 = false
 		for _, persist := range []bool{false, true} {
 			got := convTMAPick(c.cin, c.cout, &persist)
 			want := c.want
@@ -453,9 +463,9 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				cy = c.Add(cy, cr)
 			}
 			want := c.Download(cy)
-			defer func(p *bool) { convPersist = p }(convPersist)
-			for _, persist := range []bool{false, true} {
-				convPersist = &persist
+			defer func(p *bool, s bool) { convPersist, convSplit96 = p, s }(convPersist, convSplit96)
+			for _, v := range convVariants {
+				convPersist, convSplit96 = &v.persist, v.split
 				before := convHopperLaunches.Load()
 				gy, gt := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, gr, tc.p, tc.keep)
 				if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
@@ -464,7 +474,7 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
 					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
 				}
-				golden.Compare(t, fmt.Sprintf("conv3d norm %s persistent=%v", tc.name, persist), g.Download(gy), want, vaeTol(tensor.BF16))
+				golden.Compare(t, fmt.Sprintf("conv3d norm %s %+v", tc.name, v), g.Download(gy), want, vaeTol(tensor.BF16))
 				g.Free(gy)
 				// The tail is the last keep raw frames of history + chunk, exactly.
 				n := cin.Shape()[1]

@@ -222,7 +222,7 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 // 3x3x3 conv on a 4-frame chunk plus its 2 cached frames, and the 2-D
 // resample convs) on the mma.sync kernel (wide tiles, see convWide) and on
 // the sm_90a TMA + wgmma kernel where the device has it (one block per tile,
-// and persistent: tma-p), and reports
+// persistent: tma-p, whole-tap steps for Cin 96: tma-s), and reports
 // TFLOP/s (2 flops per multiply-add).
 func BenchmarkConv3dBF16(b *testing.B) {
 	g := vaeBenchBackend(b)
@@ -241,10 +241,13 @@ func BenchmarkConv3dBF16(b *testing.B) {
 		{"resample_384x192_240x416", 384, 192, 4, 240, 416, 1},
 		{"head_96x3_480x832", 96, 3, 6, 480, 832, 3},
 	} {
-		for _, v := range []string{"mma", "tma", "tma-p"} {
+		for _, v := range []string{"mma", "tma", "tma-p", "tma-s"} {
+			if v == "tma-s" && c.cin != 96 {
+				continue
+			}
 			b.Run(c.name+"/"+v, func(b *testing.B) {
-				defer func(h bool, p *bool) { convHopper, convPersist = h, p }(convHopper, convPersist)
-				convHopper, convPersist = v != "mma", ptrTo(v == "tma-p")
+				defer func(h bool, p *bool, s bool) { convHopper, convPersist, convSplit96 = h, p, s }(convHopper, convPersist, convSplit96)
+				convHopper, convPersist, convSplit96 = v != "mma", ptrTo(v == "tma-p"), v == "tma-s"
 				before := convHopperLaunches.Load()
 				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w, c.kt)
 				b.ReportMetric(float64(convHopperLaunches.Load()-before)/float64(b.N+1), "tma/op")
