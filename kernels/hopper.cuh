@@ -86,6 +86,21 @@ __device__ __forceinline__ void hp_cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
+// Bulk tensor store of the box at (c0 inner, c1 outer) from shared memory
+// at src (laid out as hp_tma_load_2d writes it); out-of-bounds parts of the
+// box are not written. The issuing thread tracks it as a bulk group.
+__device__ __forceinline__ void hp_tma_store_2d(const HpTmaDesc* map, int c0, int c1, u32 src) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"((u64)map), "r"(c0),
+               "r"(c1), "r"(src)
+               : "memory");
+}
+__device__ __forceinline__ void hp_bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+// Waits until this thread's bulk stores have read their shared memory (it
+// may be rewritten) ...
+__device__ __forceinline__ void hp_bulk_wait_read0() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
+// ... or have completed.
+__device__ __forceinline__ void hp_bulk_wait0() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
+
 __device__ __forceinline__ void hp_prefetch_tma_desc(const HpTmaDesc* map) {
   asm volatile("prefetch.tensormap [%0];" ::"l"((u64)map) : "memory");
 }

@@ -105,16 +105,24 @@ __device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt,
 // tile) and each loads half of the shared W tile, multicast to both: a
 // quarter less L2 traffic for BN = 128. A stage is then free only once the
 // consumers of both blocks have released it (empty barriers count 16).
+//
+// Shared memory (from a 1024-byte aligned base): the ring, NS stages of X
+// [128 rows][128 B] and W [BN rows][128 B]; per consumer warpgroup the
+// staging of its 64×BN bf16 output, BN/64 boxes of [64 rows][128 B] in the
+// 128-byte swizzle (what the copy engine reads for a tensor store); per
+// consumer warpgroup its tile's BN bias values; the 2·NS mbarriers.
+// tst: the bf16 output goes out by tensor stores through tmY (64×64
+// boxes) instead of 16-byte stores by every thread.
 template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT>
-__device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, void* Y, int ydt,
-                                         const float* __restrict__ SX, const float* __restrict__ SW, const void* bias,
-                                         int bdt, int M, int N, int K) {
+__device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmY, int tst,
+                                         void* Y, int ydt, const float* __restrict__ SX, const float* __restrict__ SW,
+                                         const void* bias, int bdt, int M, int N, int K) {
   constexpr u32 AB = 128 * 128, BB = BN * 128, SB = AB + BB;
-  constexpr int SO = BN * 2;  // staging row, bytes; 16-byte chunk c of row r at c ^ (r % 8)
+  constexpr u32 STG = 64 * BN * 2;  // one warpgroup's staging bytes
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 base = (hp_smem(smem) + 1023) & ~1023u;
   unsigned char* gbase = smem + (base - hp_smem(smem));
-  const u32 bars = base + NS * SB;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  const u32 bars = base + NS * SB + 2 * STG + 2 * BN * 4;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7;
   const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN;
   const int KB = K / 128;
@@ -164,8 +172,9 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     HP_SETMAXNREG_INC(240);
     const int lane = tid & 31, w4 = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
     const u32 aoff = wg * 64 * 128;
-    unsigned char* so = gbase + NS * SB + 16 * NS + wg * 64 * SO;  // this warpgroup's staging
-    float* sbias = (float*)(gbase + NS * SB + 16 * NS + 2 * 64 * SO) + wg * BN;  // and its tile's bias
+    unsigned char* so = gbase + NS * SB + wg * STG;                   // this warpgroup's staging
+    float* sbias = (float*)(gbase + NS * SB + 2 * STG) + wg * BN;  // and its tile's bias
+    const bool leader = (tid & 127) == 0;                            // issues the tensor stores
     const int bc = tid & 127;  // the bias columns this thread fetches: bc, bc + 128
     // The int32 sets are zeroed once (each k block's first wgmma ignores
     // their old value); writing them per tile made ptxas serialise the
@@ -251,7 +260,9 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       const int row0 = mt * 128 + wg * 64;
       if (ydt == DT_BF16 && N % 8 == 0) {
         // Nobody reads sbias or the staging after the previous tile's
-        // second barrier, so both may be rewritten before this one.
+        // second barrier (and the leader's wait for its tensor stores), so
+        // both may be rewritten before this one.
+        if (tst && leader) hp_bulk_wait_read0();
         sbias[bc] = bpre0;
         if (BN > 128 && bc + 128 < BN) sbias[bc + 128] = bpre1;
         hp_bar_sync(2 + wg, 128);
@@ -264,15 +275,25 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
             const int rr = w4 * 16 + g + 8 * h;
             float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
             if (bdt) v0 = __fadd_rn(rbf(v0), b0), v1 = __fadd_rn(rbf(v1), b1);
-            *(u32*)(so + rr * SO + ((j ^ (rr & 7)) << 4) + t4 * 4) = pack_bf2(v0, v1);
+            *(u32*)(so + (j >> 3) * 8192 + rr * 128 + (((j & 7) ^ (rr & 7)) << 4) + t4 * 4) = pack_bf2(v0, v1);
           }
         }
+        if (tst) hp_fence_proxy_async();  // the copy engine reads what these stores wrote
         hp_bar_sync(2 + wg, 128);
-        constexpr int CH = BN / 8;  // 16-byte chunks per row
-        for (int c = tid & 127; c < 64 * CH; c += 128) {
-          const int rr = c / CH, ch = c - rr * CH, gr = row0 + rr, gc = n0 + ch * 8;
-          if (gr < M && gc < N)
-            *(uint4*)((bf16*)Y + (long long)gr * N + gc) = *(const uint4*)(so + rr * SO + ((ch ^ (rr & 7)) << 4));
+        if (tst) {
+          if (leader) {
+#pragma unroll
+            for (int b = 0; b < BN / 64; ++b) hp_tma_store_2d(tmY, n0 + 64 * b, row0, hp_smem(so) + b * 8192);
+            hp_bulk_commit();
+          }
+        } else {
+          constexpr int CH = BN / 8;  // 16-byte chunks per row
+          for (int c = tid & 127; c < 64 * CH; c += 128) {
+            const int rr = c / CH, ch = c - rr * CH, gr = row0 + rr, gc = n0 + ch * 8;
+            if (gr < M && gc < N)
+              *(uint4*)((bf16*)Y + (long long)gr * N + gc) =
+                  *(const uint4*)(so + (ch >> 3) * 8192 + rr * 128 + (((ch & 7) ^ (rr & 7)) << 4));
+          }
         }
       } else {
 #pragma unroll
@@ -289,6 +310,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
             }
       }
     }
+    if (tst && leader) hp_bulk_wait0();  // the last tile's stores are out before the block ends
   }
   if (MC) {
     __syncwarp();
@@ -300,21 +322,24 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
 // pipelined; mc: clusters of 2 sharing W by multicast, a grid of whole
 // clusters and a W tensor map whose box is BN/2 rows; i2f/mix: the fold's
 // conversion, CVT 1/2), 384 threads, a persistent grid of at most one block
-// per SM, dynamic shared memory NS·(128 + BN)·128 (the ring) + 16·NS (its
-// barriers) + 2·64·BN·2 (the epilogue staging) + 2·BN·4 (the bias) + 1024
-// (alignment);
-// ops_int8.go computes the same from the NS values here.
+// per SM, dynamic shared memory NS·(128 + BN)·128 (the ring) + 2·64·BN·2
+// (the epilogue staging) + 2·BN·4 (the bias) + 16·NS (the barriers) + 1024
+// (alignment); ops_int8.go computes the same from the NS values here. tmY
+// (bf16 Y [M, N], 64×64 boxes, 128-byte swizzle) is read only when tst is
+// set, which needs bf16 output with N % 8 == 0.
 #define I8G_KERNEL(NAME, BN, NS, PIPE, FOLD, CVT)                                                                    \
   extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
-      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
-           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<BN, NS, PIPE, FOLD, false, CVT>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                        \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body<BN, NS, PIPE, FOLD, false, CVT>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, K);             \
   }
 #define I8G_KERNEL_MC(NAME, BN, NS, PIPE, CVT)                                                                       \
   extern "C" __global__ void __cluster_dims__(2, 1, 1) __launch_bounds__(384, 1)                                     \
-      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, void* Y, int ydt,          \
-           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<BN, NS, PIPE, true, true, CVT>(&tmA, &tmB, Y, ydt, SX, SW, bias, bdt, M, N, K);                         \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body<BN, NS, PIPE, true, true, CVT>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, K);              \
   }
 I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true, true, 0)
 I8G_KERNEL(int8_gemm_tma_n128p_i2f, 128, 6, true, true, 1)

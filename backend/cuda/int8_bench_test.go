@@ -20,7 +20,7 @@ import (
 // sm_90a instances, on sm_90 only), quant (the quantiser only), and
 // n128p_nofold, a diagnostic whose results are wrong: n128p without the
 // per-k-block fold, i.e. what the fold's ALU work costs. A suffix @N caps
-// an mc variant's grid at N clusters.
+// an mc variant's grid at N clusters; -st turns the tensor stores off.
 // $TURBODIFFUSION_INT8_BENCH_VARIANTS (comma-separated) narrows the list.
 func BenchmarkInt8Linear(b *testing.B) {
 	g := gpu(b)
@@ -45,17 +45,22 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p", "n128p_i2f", "n128p_mix", "n128", "n192", "n192_i2f", "n128p_nofold",
-				"n128p_mc", "n128p_mc_i2f", "n128p_mc_i2f@60", "n192_mc")
+			variants = append(variants, "n128p", "n128p_i2f", "n128p_i2f-st", "n128p_mix", "n128", "n192", "n192_i2f",
+				"n128p_nofold", "n128p_mc", "n128p_mc_i2f", "n128p_mc_i2f@60", "n192_mc")
 		}
 		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
 			variants = strings.Split(e, ",")
 		}
 		for _, v := range variants {
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, s.n, s.k, v), func(b *testing.B) {
-				defer func(mode string, c int) { int8GemmMode, int8MCClusters = mode, c }(int8GemmMode, int8MCClusters)
+				defer func(mode string, c int, st bool) {
+					int8GemmMode, int8MCClusters, int8TMAStore = mode, c, st
+				}(int8GemmMode, int8MCClusters, int8TMAStore)
 				int8GemmMode = v
-				if mode, cl, ok := strings.Cut(v, "@"); ok { // mc with at most cl clusters
+				if mode, ok := strings.CutSuffix(v, "-st"); ok { // without tensor stores
+					int8GemmMode, int8TMAStore = mode, false
+				}
+				if mode, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // mc with at most cl clusters
 					int8GemmMode = mode
 					if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
 						b.Fatalf("variant %q: %v", v, err)
@@ -82,7 +87,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				if v != "bf16" && v != "quant" && v != "mma" && int8HopperLaunches.Load() == before {
+				if int8GemmMode != "bf16" && int8GemmMode != "quant" && int8GemmMode != "mma" && int8HopperLaunches.Load() == before {
 					b.Fatalf("%s: the sm_90a kernel did not run", v)
 				}
 				med := Median(ms)

@@ -121,9 +121,9 @@ func (v int8TMA) name() string {
 }
 
 // smem is the dynamic shared memory: NS stages of a 128-row X tile and a
-// BN-row W tile (128 bytes a row), room to align them to 1024 bytes, the
-// 2·NS mbarriers, and the two consumer warpgroups' 64×BN bf16 staging and
-// BN bias values.
+// BN-row W tile (128 bytes a row), the two consumer warpgroups' 64×BN bf16
+// output staging and BN bias values, the 2·NS mbarriers, and room to align
+// it all to 1024 bytes (int8_gemm_sm90a.cu lays it out).
 func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64*v.bn*2 + 2*v.bn*4 }
 
 // The instances compiled in int8_gemm_sm90a.cu (NS as there).
@@ -138,6 +138,10 @@ var int8TMAVariants = map[string]int8TMA{
 	"n128p_mc_i2f": {bn: 128, ns: 6, pipe: true, mc: true, cvt: "_i2f"},
 	"n192_mc":      {bn: 192, ns: 4, mc: true},
 }
+
+// int8TMAStore sends the sm_90a GEMM's bf16 output out by tensor stores;
+// the benchmark turns it off to compare with 16-byte stores by each thread.
+var int8TMAStore = true
 
 // int8MCClusters, when positive, caps the clusters of an mc launch (the
 // benchmark uses it to tell a scheduling limit from a slow kernel).
@@ -185,7 +189,14 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 	}
 	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
 	tmB := b.encodeTensorMap("Int8Linear weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), boxB, 128, tmapSwizzle128))
+	// bf16 output with whole 16-byte rows leaves by tensor stores (64×64
+	// boxes from the epilogue's swizzled staging); otherwise tmY is unused.
+	tmY, tst := new(tensorMap), int32(0)
+	if int8TMAStore && out.dt == tensor.BF16 && n%8 == 0 && out.buf.ptr%16 == 0 {
+		tmY = b.encodeTensorMap("Int8Linear output", out.buf.ptr, tensorMapRows(tmapBF16, 2, int64(m), int64(n), 64, 64, tmapSwizzle128))
+		tst = 1
+	}
 	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
-		tmA, tmB, out.buf.ptr, dtCode(out.dt), sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
+		tmA, tmB, tmY, tst, out.buf.ptr, dtCode(out.dt), sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	int8HopperLaunches.Add(1)
 }

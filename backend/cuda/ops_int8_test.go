@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -60,20 +61,32 @@ func int8GemmModes(g *Backend) []string {
 		}
 	}
 	sort.Strings(modes[1:])
-	return modes
+	return append(modes, "n128p_i2f-st")
 }
 
 // withInt8Gemm runs f with Int8GemmEnv's mode set to mode and fails the
 // test unless the sm_90a kernel ran exactly when the mode asks for it (no
-// silent fallback to the mma.sync kernel on sm_90).
+// silent fallback to the mma.sync kernel on sm_90). A mode "name@N" runs
+// an mc instance on at most N clusters, "name-st" without tensor stores.
 func withInt8Gemm(t *testing.T, g *Backend, mode string, f func()) {
 	t.Helper()
-	defer func(m string) { int8GemmMode = m }(int8GemmMode)
+	defer func(m string, c int, st bool) {
+		int8GemmMode, int8MCClusters, int8TMAStore = m, c, st
+	}(int8GemmMode, int8MCClusters, int8TMAStore)
 	int8GemmMode = mode
+	if m, ok := strings.CutSuffix(mode, "-st"); ok { // without tensor stores
+		int8GemmMode, int8TMAStore = m, false
+	}
+	if m, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // an mc instance on at most cl clusters
+		int8GemmMode = m
+		if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
+			t.Fatalf("mode %q: %v", mode, err)
+		}
+	}
 	before := int8HopperLaunches.Load()
 	f()
 	ran := int8HopperLaunches.Load() - before
-	if want := mode != "mma"; want != (ran > 0) {
+	if want := int8GemmMode != "mma"; want != (ran > 0) {
 		t.Errorf("GEMM mode %q on %s: %d sm_90a launches", mode, g.info.Arch, ran)
 	}
 }
