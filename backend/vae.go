@@ -114,3 +114,12 @@ type Conv3dHistory interface {
 type Conv3dNormHistory interface {
 	Conv3dNormWithHistory(hist, x, gamma, w, bias, res Tensor, p Conv3dParams, keep int) (out, tail Tensor)
 }
+
+// Conv3dUpsample is an optional VAEOps extension for the decoder's resample
+// convolutions: Conv3dUpsample2x(x, w, bias, p) equals
+// Conv3d(UpsampleNearest2x(x), w, bias, p) with the same numerics, but a
+// backend may read x through the upsampling instead of writing the 4x larger
+// tensor.
+type Conv3dUpsample interface {
+	Conv3dUpsample2x(x, w, bias Tensor, p Conv3dParams) Tensor
+}

@@ -131,10 +131,14 @@ extern "C" __global__ void conv_wpack_tap_kernel(bf16* dst, const void* w, int w
 // channel-first history Xh [C,Th,Hi,Wi] and chunk X [C,Ti-Th,Hi,Wi]:
 // Xp[tp,hp,wp,c] = input(c, tp-pt, hp-ph, wp-pw), zero outside. Grid
 // (ceil(Wp/64), Tp*Hp, ceil(C/64)), 256 threads; C % 8 == 0.
+//
+// up = 1 packs the nearest 2x upsampling of X instead (Hi, Wi are then the
+// upsampled sizes; X holds Hi/2 × Wi/2 frames, no history): the resample
+// convs read the small tensor, and the upsampled one is never written.
 extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
                                                                const bf16* __restrict__ Xh, int Th, int C, int Ti,
                                                                int Hi, int Wi, int pt, int ph, int pw, int Hp,
-                                                               int Wp) {
+                                                               int Wp, int up) {
   __shared__ bf16 tile[CP_C * CP_S];
   const int tid = threadIdx.x;
   const int wp0 = blockIdx.x * CP_W, row = blockIdx.y, c0 = blockIdx.z * CP_C;
@@ -142,16 +146,18 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
   const int ti = tp - pt, hi = hp - ph;
   const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
   if (live) {
-    const long long HWi = (long long)Hi * Wi;
+    const int Hs = Hi >> up, Ws = Wi >> up;  // the stored frame's size
+    const long long HWs = (long long)Hs * Ws;
     const bool hist = ti < Th;
-    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
-    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
+    const long long cst = hist ? (long long)Th * HWs : (long long)(Ti - Th) * HWs;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWs + (long long)(hi >> up) * Ws;
     const int w = tid & 63, wi = wp0 + w - pw;
     const bool wok = wi >= 0 && wi < Wi;
+    const int ws = wi >> up;
 #pragma unroll
     for (int c = tid >> 6; c < CP_C; c += 4) {  // 16 loads in flight per thread
       bf16 v = 0;
-      if (wok && c0 + c < C) v = src[(long long)(c0 + c) * cst + wi];
+      if (wok && c0 + c < C) v = src[(long long)(c0 + c) * cst + ws];
       tile[c * CP_S + w] = v;
     }
     __syncthreads();

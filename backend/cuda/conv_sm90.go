@@ -130,9 +130,10 @@ func convPackGridOK(tp, hp int) bool { return tp*hp <= 65535 }
 // is the input's shape with the history frames counted. With g (the RMS
 // norm's γ) the packing pass normalises the input and, for keep > 0, also
 // returns the last keep raw input frames (else nil). rp (0 for none) is a
-// residual of the output's shape added in the epilogue. Caller holds the
-// device.
-func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, rp uintptr, xshape []int, p backend.Conv3dParams, keep int) (tail *Tensor) {
+// residual of the output's shape added in the epilogue. up: x is to be
+// upsampled 2x (nearest) first, xshape being the upsampled shape (no
+// history, no g). Caller holds the device.
+func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, rp uintptr, xshape []int, p backend.Conv3dParams, keep int, up bool) (tail *Tensor) {
 	cout, cin := w.shape[0], w.shape[1]
 	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
 	ntap := kt * kh * kw
@@ -156,7 +157,7 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	} else {
 		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
-			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd))
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd), int32(btoi(up)))
 	}
 	wr := b.newTensor(tensor.BF16, []int{ntap * cout, cin})
 	defer b.Free(wr)
@@ -296,4 +297,24 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// Conv3dUpsample2x implements backend.Conv3dUpsample: where the sm_90a conv
+// runs, its packing pass reads x through the nearest 2x upsampling, so the
+// upsampled tensor is never written; elsewhere UpsampleNearest2x then
+// Conv3d.
+func (b *Backend) Conv3dUpsample2x(xt, wt, biast backend.Tensor, p backend.Conv3dParams) backend.Tensor {
+	x, w := T(xt), T(wt)
+	if x.dt == tensor.BF16 && len(x.shape) == 4 && len(w.shape) == 5 && w.shape[1] == x.shape[0] {
+		tp, hp := x.shape[1]+p.PadT[0]+p.PadT[1], 2*x.shape[2]+p.PadH[0]+p.PadH[1]
+		padded := int64(tp) * int64(hp) * int64(2*x.shape[3]+p.PadW[0]+p.PadW[1])
+		st, sh, sw := p.Strides()
+		if convPackGridOK(tp, hp) && b.convHopperApplies(x.shape[0], w.shape[0], [3]int{st, sh, sw}, padded, int64(w.shape[2]*w.shape[3]*w.shape[4])) {
+			out, _ := b.conv3dUp(xt, wt, biast, p)
+			return out
+		}
+	}
+	u := b.UpsampleNearest2x(xt)
+	defer b.Free(u)
+	return b.Conv3d(u, wt, biast, p)
 }

@@ -77,6 +77,17 @@ func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.
 // keep raw frames (tail; nil for keep 0), and adds the residual rt (nil for
 // none) in its epilogue.
 func (b *Backend) conv3d(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int) (out, tail backend.Tensor) {
+	return b.conv3dAll(ht, xt, gt, wt, biast, rt, p, keep, false)
+}
+
+// conv3dUp is the convolution of UpsampleNearest2x(x), only where the
+// sm_90a kernel runs (Conv3dUpsample2x checks).
+func (b *Backend) conv3dUp(xt, wt, biast backend.Tensor, p backend.Conv3dParams) (out, tail backend.Tensor) {
+	return b.conv3dAll(nil, xt, nil, wt, biast, nil, p, 0, true)
+}
+
+// conv3dAll is conv3d with up: x is read through a nearest 2x upsampling.
+func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int, up bool) (out, tail backend.Tensor) {
 	defer keepAlive(ht, xt, gt, wt, biast, rt) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
@@ -97,6 +108,12 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Con
 		}
 		hp, th = h.buf.ptr, h.shape[1]
 		xshape = []int{x.shape[0], th + x.shape[1], x.shape[2], x.shape[3]}
+	}
+	if up {
+		if len(x.shape) != 4 {
+			backend.Fail("cuda: Conv3d: upsampled input %v is not [C,T,H,W]", x.shape)
+		}
+		xshape = []int{x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3]}
 	}
 	os := backend.Conv3dOutShape(xshape, w.shape, p)
 	cout, cin := w.shape[0], w.shape[1]
@@ -145,15 +162,15 @@ func (b *Backend) conv3d(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Con
 				}
 				rp = r.buf.ptr
 			}
-			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep)
+			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep, up)
 			if t == nil {
 				return y, nil // no typed nil in the interface
 			}
 			return y, t
 		}
 	}
-	if gt != nil || rt != nil {
-		backend.Fail("cuda: Conv3d: internal error: fused RMS norm requested where the sm_90a kernel does not run")
+	if gt != nil || rt != nil || up {
+		backend.Fail("cuda: Conv3d: internal error: a fusion requested where the sm_90a kernel does not run")
 	}
 	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
 		ntap := kt * kh * kw

@@ -497,3 +497,44 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 		})
 	}
 }
+
+// TestConv3dUpsample2xMatchesCPU checks the resample convolution read
+// through the nearest 2x upsampling (Conv3dUpsample2x) against the CPU's
+// UpsampleNearest2x followed by Conv3d; on an sm_90 device the cases with
+// Cin a multiple of 32 must take the sm_90a kernel.
+func TestConv3dUpsample2xMatchesCPU(t *testing.T) {
+	g, c := vaeBackends(t)
+	var _ backend.Conv3dUpsample = g
+	r := rng(t)
+	p := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	sm90 := g.info.Arch == "sm_90" && g.drv.cuTensorMapEncodeTiled != 0 && convHopper
+	for _, tc := range []struct {
+		name      string
+		cin, cout int
+		T, H, W   int
+		fused     bool
+	}{
+		{"384to192", 384, 192, 2, 6, 7, true},
+		{"192to96", 192, 96, 1, 9, 13, true},
+		{"96to96", 96, 96, 3, 5, 40, true},
+		{"16to32", 16, 32, 2, 4, 5, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			xs := []int{tc.cin, tc.T, tc.H, tc.W}
+			ws := []int{tc.cout, tc.cin, 1, 3, 3}
+			gx, cx := both(g, c, tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 1))
+			gw, cw := both(g, c, tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 1.0/9))
+			gb, cb := both(g, c, tensor.BF16, []int{tc.cout}, randVals(r, tc.cout, 0.5))
+			cy := c.Conv3d(c.UpsampleNearest2x(cx), cw, cb, p)
+			before := convHopperLaunches.Load()
+			gy := g.Conv3dUpsample2x(gx, gw, gb, p)
+			if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
+				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+			}
+			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+			}
+			golden.Compare(t, "conv3d upsampled "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
+		})
+	}
+}

@@ -225,8 +225,12 @@ func (s *state) resample(r *resample, x backend.Tensor) backend.Tensor {
 
 // upsample2d is nearest 2x followed by a 3x3 conv that halves the channels.
 func (s *state) upsample2d(r *resample, x backend.Tensor) backend.Tensor {
+	p := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
+	if uc, ok := s.b.(backend.Conv3dUpsample); ok {
+		return uc.Conv3dUpsample2x(x, r.conv.w, r.conv.b, p) // the upsampled tensor is never written
+	}
 	u := s.b.UpsampleNearest2x(x)
-	out := s.b.Conv3d(u, r.conv.w, r.conv.b, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}})
+	out := s.b.Conv3d(u, r.conv.w, r.conv.b, p)
 	s.b.Free(u)
 	return out
 }
