@@ -16,11 +16,10 @@ import (
 // cuBLASLt Linear of the same shape, and the quantiser alone. Each
 // sub-benchmark reports the median GPU time of 15 event-timed runs (after 3
 // warm-up runs) and TOPS = 2·M·N·K / time; run it with -benchtime=1x.
-// Variants: bf16 (cuBLASLt), mma (int8_linear.cu), n128p/n128/n192 (the
-// sm_90a instances, on sm_90 only), quant (the quantiser only), and
-// n128p_nofold, a diagnostic whose results are wrong: n128p without the
-// per-k-block fold, i.e. what the fold's ALU work costs. A suffix @N caps
-// an mc variant's grid at N clusters; -st turns the tensor stores off.
+// Variants: bf16 (cuBLASLt), quant (the quantiser only), mma
+// (int8_linear.cu), and on sm_90 the sm_90a instances (int8TMAVariants). A
+// suffix @N caps an mc variant's grid at N clusters; -st turns the tensor
+// stores off.
 // $TURBODIFFUSION_INT8_BENCH_VARIANTS (comma-separated) narrows the list.
 func BenchmarkInt8Linear(b *testing.B) {
 	g := gpu(b)
@@ -45,8 +44,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p", "n128p_i2f", "n128p_i2f-st", "n128p_mix", "n128", "n192", "n192_i2f",
-				"n128p_nofold", "n128p_mc", "n128p_mc_i2f", "n128p_mc_i2f@60", "n192_mc")
+			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n192_mc")
 		}
 		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
 			variants = strings.Split(e, ",")
@@ -103,11 +101,6 @@ func BenchmarkInt8Linear(b *testing.B) {
 		g.Free(ws)
 		g.Free(bias)
 	}
-}
-
-func init() {
-	// Benchmark-only: never reachable through Int8GemmEnv outside tests.
-	int8TMAVariants["n128p_nofold"] = int8TMA{bn: 128, ns: 6, pipe: true, suffix: "_nofold"}
 }
 
 // benchVals returns n bf16-exact values uniform in [-s, s) (cheaper than

@@ -45,7 +45,7 @@ func heavyTailed(r *rand.Rand, n int) []float32 {
 }
 
 // int8GemmModes are the GEMM kernels a test runs: the mma.sync kernel, and
-// on an sm_90 device every sm_90a instance.
+// on an sm_90 device every sm_90a instance and the default choice.
 // $TURBODIFFUSION_INT8_TEST_MODES (comma-separated) narrows the list.
 func int8GemmModes(g *Backend) []string {
 	if g.info.Arch != "sm_90" {
@@ -56,12 +56,10 @@ func int8GemmModes(g *Backend) []string {
 	}
 	modes := []string{"mma"}
 	for k := range int8TMAVariants {
-		if !strings.HasSuffix(k, "_nofold") {
-			modes = append(modes, k)
-		}
+		modes = append(modes, k)
 	}
 	sort.Strings(modes[1:])
-	return append(modes, "n128p_i2f-st")
+	return append(modes, "n128p_i2f-st", "") // "": the default pick, which must be an sm_90a one
 }
 
 // withInt8Gemm runs f with Int8GemmEnv's mode set to mode and fails the
