@@ -111,7 +111,15 @@ type Conv3dHistory interface {
 // SiLU in float32 where ChannelRMSNorm's reference divides and uses
 // float64: the results differ only where a value lies within an ulp of a
 // bf16 rounding boundary.
+//
+// NormConvFused tells whether the fused form runs for input x and weight w
+// (it depends only on their dtype and shapes' channels, so a model can
+// decide once per layer whether its history holds raw frames); where it
+// does not, ChannelRMSNorm + Conv3dWithHistory with a normalised history is
+// cheaper than Conv3dNormWithHistory's fallback, which normalises the
+// history again on every chunk.
 type Conv3dNormHistory interface {
+	NormConvFused(x, w Tensor) bool
 	Conv3dNormWithHistory(hist, x, gamma, w, bias, res Tensor, p Conv3dParams, keep int) (out, tail Tensor)
 }
 

@@ -30,12 +30,13 @@ func ptrTo(v bool) *bool { return &v }
 
 // convSplit96 runs Cin = 96, N = 96 convolutions on conv3d_tma_k96_n96_m2
 // (whole-tap K steps: 128- and 64-byte rows) instead of three 32-channel
-// steps per tap.
+// steps per tap. Off: it measured slower (H100: 2.39 vs 2.21 ms on the
+// 96-channel 480x832 conv, 245 vs 220 ms per decode; docs/PERF.md).
 var convSplit96 = os.Getenv(ConvEnv) == "tma-s"
 
 // convPersistDefault: the persistent kernels measured faster on the
-// decoder's shapes except for BK 32 with N 96 (Cin = Cout = 96: 2.33 vs
-// 2.29 ms; 192 channels 1.51 vs 1.61 ms; H100, docs/PERF.md "VAE decode,
+// decoder's shapes except for BK 32 with N 96 (Cin = Cout = 96: 2.23 vs
+// 2.21 ms; 192 channels 1.43 vs 1.52 ms; H100, docs/PERF.md "VAE decode,
 // session 2").
 func convPersistDefault(bk, n int) bool { return !(bk == 32 && n == 96) }
 
@@ -246,6 +247,15 @@ func (b *Backend) convNormFusable(ht, xt, gt, wt backend.Tensor, p backend.Conv3
 	st, sh, sw := p.Strides()
 	return convPackGridOK(tp, hp) && convPackNormSmem(x.shape[0]) <= b.info.MaxSmemOptin &&
 		b.convHopperApplies(x.shape[0], w.shape[0], [3]int{st, sh, sw}, padded, int64(w.shape[2]*w.shape[3]*w.shape[4]))
+}
+
+// NormConvFused implements backend.Conv3dNormHistory: bf16 on the sm_90a
+// kernel's terms (channels, arch), sizes aside (a chunk too large for the
+// kernel falls back, correctly, inside Conv3dNormWithHistory).
+func (b *Backend) NormConvFused(xt, wt backend.Tensor) bool {
+	x, w := T(xt), T(wt)
+	return x.dt == tensor.BF16 && len(x.shape) == 4 && len(w.shape) == 5 && w.shape[1] == x.shape[0] &&
+		b.convHopperApplies(x.shape[0], w.shape[0], [3]int{1, 1, 1}, 0, int64(w.shape[2]*w.shape[3]*w.shape[4]))
 }
 
 // Conv3dNormWithHistory implements backend.Conv3dNormHistory. Where the

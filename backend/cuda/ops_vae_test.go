@@ -455,6 +455,9 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				gh, ch = both(g, c, tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 3))
 				cin = c.Concat(1, ch, cx)
 			}
+			if got := g.NormConvFused(gx, gw); got != (sm90 && tc.fused) {
+				t.Errorf("NormConvFused = %v on %s, want %v", got, g.info.Arch, sm90 && tc.fused)
+			}
 			cy := c.Conv3d(c.ChannelRMSNorm(cin, cg, true), cw, cb, tc.p)
 			var gr backend.Tensor
 			if tc.res {

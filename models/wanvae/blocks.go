@@ -48,15 +48,15 @@ func (s *state) causal(c *conv, x backend.Tensor, pad int) backend.Tensor {
 }
 
 // causalNorm is causal(c, SiLU(RMS(x; g)), 1) + res (res nil: nothing
-// added), the residual blocks' and heads' norm-then-conv. On a backend
-// with backend.Conv3dNormHistory the norm and the residual add run inside
-// the convolution and the history holds raw frames (the norm is per
+// added), the residual blocks' and heads' norm-then-conv. Where the backend
+// fuses it (backend.Conv3dNormHistory) the norm and the residual add run
+// inside the convolution and the history holds raw frames (the norm is per
 // position, so they are normalised again when read); otherwise it is
 // ChannelRMSNorm, causal and Add.
 func (s *state) causalNorm(c *conv, g, x, res backend.Tensor) backend.Tensor {
 	b := s.b
 	nc, ok := b.(backend.Conv3dNormHistory)
-	if !ok {
+	if !ok || !nc.NormConvFused(x, c.w) { // decided per layer: the history's form stays fixed
 		y := b.ChannelRMSNorm(x, g, true)
 		z := s.causal(c, y, 1)
 		b.Free(y)
