@@ -12,10 +12,24 @@ import torch
 import torch.nn.functional as F
 
 
+WARMUP_MS = 0.0
+
+
 def timeit(fn, iters):
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
+    # Optional: keep the card busy for WARMUP_MS first, so every case is timed
+    # at the power-capped steady clock (as `bench --attention-warmup-ms`).
+    if WARMUP_MS > 0:
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        for _ in range(int(WARMUP_MS / max(a.elapsed_time(b), 1e-3))):
+            fn()
+        torch.cuda.synchronize()
     ts = []
     for _ in range(iters):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -36,7 +50,10 @@ def main():
     ap.add_argument("--heads", type=int, default=12)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--json", default="")
+    ap.add_argument("--warmup-ms", type=float, default=0.0, help="run each case about this long before timing it")
     a = ap.parse_args()
+    global WARMUP_MS
+    WARMUP_MS = a.warmup_ms
     dev = torch.device("cuda")
     res = []
 
