@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -26,6 +28,7 @@ type benchFlags struct {
 	jsonOut             string
 	profile             bool
 	exactRounding       bool
+	quant               bool
 	attnKernels         string
 	attnWarmMS          float64
 }
@@ -48,6 +51,7 @@ func init() {
 	cmd.Flags().IntVar(&f.iters, "iters", 10, "timed runs per microbenchmark")
 	cmd.Flags().StringVar(&f.jsonOut, "json", "", "also write the results as JSON to this file")
 	cmd.Flags().BoolVar(&f.profile, "profile", false, "print the GPU time of every kernel of one DiT forward")
+	cmd.Flags().BoolVar(&f.quant, "quant", false, "DiT forward with W8A8 int8 block Linears (the random weights quantised as `quantize` does, via a temporary file)")
 	cmd.Flags().BoolVar(&f.exactRounding, "exact-rounding", false, "DiT forward without fusions that skip a bf16 rounding (the baseline of those fusions)")
 	cmd.Flags().StringVar(&f.attnKernels, "attention-kernels", "", "comma-separated attention kernels to time (mma, wgmma:<variant>); empty: mma and every wgmma variant")
 	cmd.Flags().Float64Var(&f.attnWarmMS, "attention-warmup-ms", 0, "run each attention kernel about this long before timing it, so every kernel is timed at the card's power-capped steady clock (0: two warm-up runs)")
@@ -230,6 +234,23 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int, f *benchFlags) (r benchResult, err error) {
 	ck := randomDiT(cfg)
 	t0 := time.Now()
+	if f.quant {
+		// The -quant layout users download: int8 codes and scales, written and
+		// memory-mapped like a real file.
+		dir, err := os.MkdirTemp("", "td-bench-quant")
+		if err != nil {
+			return r, err
+		}
+		defer os.RemoveAll(dir)
+		path := filepath.Join(dir, "random-quant.safetensors")
+		if err := quant.QuantizeCheckpoint(ck, path); err != nil {
+			return r, fmt.Errorf("quantising random %s: %w", cfg.Name, err)
+		}
+		if ck, err = checkpoint.Open(path); err != nil {
+			return r, err
+		}
+		defer ck.Close()
+	}
 	m, err := wan.Load(b, ck, wan.Options{DType: tensor.BF16, Attention: backend.Dense, ExactRounding: f.exactRounding})
 	if err != nil {
 		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
@@ -279,7 +300,10 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	L := T * (H / 2) * (W / 2)
 	name := fmt.Sprintf("DiT forward %s L=%d (dense, bf16)", cfg.Name, L)
 	if f.exactRounding {
-		name = fmt.Sprintf("DiT forward %s L=%d (dense, bf16, exact rounding)", cfg.Name, L)
+		name = strings.TrimSuffix(name, ")") + ", exact rounding)"
+	}
+	if f.quant {
+		name = strings.TrimSuffix(name, ")") + ", W8A8 int8 Linears)"
 	}
 	return benchResult{Name: name, MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
