@@ -2,10 +2,7 @@ package cuda
 
 import (
 	"fmt"
-	"math"
-	"os"
 	"runtime"
-	"sort"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
@@ -94,16 +91,7 @@ type gemmPlan struct {
 	algo             [heuristicResultSz]byte
 	alpha, beta      float32
 	biasPtr          uintptr
-	// cands are cuBLASLt's top heuristic results, timed on the first call
-	// (tuneGemm) and then dropped: the heuristic's first choice is not
-	// always the fastest on the real shapes.
-	cands     [][heuristicResultSz]byte
-	tunedFrom int // index of the chosen candidate in the heuristic's order
 }
-
-// gemmCandidates is how many heuristic results are timed per GEMM shape;
-// TURBODIFFUSION_GEMM_TUNE=0 keeps the heuristic's first choice.
-const gemmCandidates = 8
 
 func (b *Backend) plan(key gemmKey) (*gemmPlan, error) {
 	if p := b.gemms[key]; p != nil {
@@ -163,18 +151,9 @@ func (b *Backend) plan(key gemmKey) (*gemmPlan, error) {
 		call(l.descSet, p.desc, descBiasPointer, uintptr(unsafe.Pointer(&p.biasPtr)), 8)
 	}
 	var got int32
-	var res [gemmCandidates][heuristicResultSz]byte
-	want := 1
-	if os.Getenv("TURBODIFFUSION_GEMM_TUNE") != "0" {
-		want = gemmCandidates
-	}
-	r := call(l.heuristic, l.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, uintptr(want), uintptr(unsafe.Pointer(&res[0][0])), uintptr(unsafe.Pointer(&got)))
+	r := call(l.heuristic, l.handle, p.desc, p.la, p.lb, p.lc, p.lc, pref, 1, uintptr(unsafe.Pointer(&p.algo[0])), uintptr(unsafe.Pointer(&got)))
 	if r != 0 || got == 0 {
 		return nil, fmt.Errorf("cuda: cuBLASLt has no algorithm for GEMM m=%d n=%d k=%d (types %d/%d, bias %d): %s", key.m, key.n, key.k, key.ab, key.cd, key.bias, l.status(r))
-	}
-	p.algo = res[0]
-	if got > 1 {
-		p.cands = append(p.cands, res[:got]...)
 	}
 	b.gemms[key] = p
 	return p, nil
@@ -187,9 +166,6 @@ func (b *Backend) gemm(p *gemmPlan, key gemmKey, x, w, y, bias uintptr) {
 	if key.bias >= 0 {
 		p.biasPtr = bias
 		call(l.descSet, p.desc, descBiasPointer, uintptr(unsafe.Pointer(&p.biasPtr)), 8)
-	}
-	if len(p.cands) > 1 {
-		b.tuneGemm(p, key, x, w, y)
 	}
 	if b.prof != nil {
 		name := fmt.Sprintf("cublasLt gemm %dx%dx%d", key.m, key.n, key.k)
@@ -205,49 +181,6 @@ func (b *Backend) gemm(p *gemmPlan, key gemmKey, x, w, y, bias uintptr) {
 	if r != 0 {
 		backend.Fail("cuda: cublasLtMatmul (m=%d n=%d k=%d): %s", key.m, key.n, key.k, l.status(r))
 	}
-}
-
-// tuneGemm times each candidate algorithm of p on the call's own operands
-// (one warm-up, then three runs between two events) and keeps the fastest;
-// a candidate that fails to run is skipped. It runs once per plan, before
-// the call's real matmul, which then overwrites y. Caller holds the device.
-func (b *Backend) tuneGemm(p *gemmPlan, key gemmKey, x, w, y uintptr) {
-	l := b.lt
-	cands := p.cands
-	p.cands = nil
-	var ev [2]uintptr
-	for i := range ev {
-		b.must("cuEventCreate", call(b.drv.cuEventCreate, uintptr(unsafe.Pointer(&ev[i])), eventDefault))
-		defer call(b.drv.cuEventDestroy, ev[i])
-	}
-	run := func(a *[heuristicResultSz]byte) bool {
-		r := call(l.matmul, l.handle, p.desc, uintptr(unsafe.Pointer(&p.alpha)), w, p.la, x, p.lb, uintptr(unsafe.Pointer(&p.beta)), y, p.lc, y, p.lc,
-			uintptr(unsafe.Pointer(&a[0])), b.wsPtr, uintptr(b.wsSize), b.stream)
-		return r == 0
-	}
-	best, bestMS := -1, float32(math.MaxFloat32)
-	for i := range cands {
-		if !run(&cands[i]) {
-			continue
-		}
-		b.must("cuEventRecord", call(b.drv.cuEventRecord, ev[0], b.stream))
-		ok := true
-		for j := 0; j < 3 && ok; j++ {
-			ok = run(&cands[i])
-		}
-		b.must("cuEventRecord", call(b.drv.cuEventRecord, ev[1], b.stream))
-		b.must("cuEventSynchronize", call(b.drv.cuEventSynchronize, ev[1]))
-		var ms float32
-		b.must("cuEventElapsedTime", call(b.drv.cuEventElapsedTime, uintptr(unsafe.Pointer(&ms)), ev[0], ev[1]))
-		if ok && ms < bestMS {
-			best, bestMS = i, ms
-		}
-	}
-	if best >= 0 {
-		p.algo = cands[best]
-		p.tunedFrom = best
-	}
-	runtime.KeepAlive(cands)
 }
 
 func cudaType(dt tensor.DType) int32 {
@@ -346,20 +279,4 @@ func lastDim(s []int) int {
 		return 0
 	}
 	return s[len(s)-1]
-}
-
-// GemmChoices reports, per GEMM shape planned so far, which of cuBLASLt's
-// heuristic candidates the first-call timing kept (0 = its first choice).
-func (b *Backend) GemmChoices() []string {
-	defer b.enter()()
-	var out []string
-	for k, p := range b.gemms {
-		s := fmt.Sprintf("%dx%dx%d", k.m, k.n, k.k)
-		if k.gelu {
-			s += "+gelu"
-		}
-		out = append(out, fmt.Sprintf("%s: candidate %d", s, p.tunedFrom))
-	}
-	sort.Strings(out)
-	return out
 }

@@ -295,7 +295,6 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	}
 	med := ms[len(ms)/2]
 	if f.profile {
-		fmt.Fprintf(out, "cuBLASLt algorithm kept by first-call timing: %s\n", strings.Join(b.GemmChoices(), ", "))
 		fmt.Fprintf(out, "GPU time per kernel, one %s forward (CUDA events per launch):\n%s", cfg.Name, cuda.FormatProfile(prof, gpuMS))
 	}
 	L := T * (H / 2) * (W / 2)
