@@ -106,15 +106,37 @@ __device__ __forceinline__ void load_row(const bf16* x, int D, float (*v)[8], bo
 // LayerNorm of bf16 rows to bf16 (two-pass statistics from registers);
 // optional affine w, b; with nv != 0 the DiT modulation follows (see
 // layernorm_kernel in norm.cu for the rounding order).
-template <int VPT>
+//
+// ADD: the row is first the residual sum r = x + add_y (gate == nullptr,
+// as ew op 3) or x + bf16(add_y·bf16(gate)) (gate [D], as ew op 1), rounded
+// to bf16 and stored to sum_out; the norm then reads those rounded values,
+// so both outputs equal the separate Add/GatedAdd and LayerNorm kernels'.
+template <int VPT, bool ADD>
 __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, int wdt, const void* bb, int bdt,
                                         const void* shift, int shdt, const void* scale, int scdt, long long nv,
-                                        int D, float eps) {
+                                        int D, float eps, const bf16* add_y = nullptr, const void* gate = nullptr,
+                                        int gdt = 0, bf16* sum_out = nullptr) {
   __shared__ float sh[64];
   const long long base = (long long)blockIdx.x * D;
   float v[VPT][8];
   bool have[VPT];
   load_row<VPT>(x + base, D, v, have);
+  if (ADD) {
+    float u[VPT][8];
+    bool h2[VPT];
+    load_row<VPT>(add_y + base, D, u, h2);
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      if (!have[j]) continue;
+      const int c0 = (threadIdx.x + j * blockDim.x) * 8;
+      float gv[8];
+      if (gate) ld8v(gate, gdt, c0, gv);
+#pragma unroll
+      for (int k = 0; k < 8; ++k)
+        v[j][k] = rbf(gate ? __fadd_rn(v[j][k], rbf(__fmul_rn(u[j][k], rbf(gv[k])))) : v[j][k] + u[j][k]);
+      ((uint4*)(sum_out + base))[c0 / 8] = pack8(v[j]);
+    }
+  }
   float s = 0.f;
 #pragma unroll
   for (int j = 0; j < VPT; ++j)
@@ -236,7 +258,13 @@ __device__ __forceinline__ void rms_rope_body(bf16* y, const bf16* x, const void
   extern "C" __global__ void ln_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, const void* b,      \
                                             int bdt, const void* shift, int shdt, const void* scale, int scdt,  \
                                             long long nv, int D, float eps) {                                   \
-    ln_body<VPT>(y, x, w, wdt, b, bdt, shift, shdt, scale, scdt, nv, D, eps);                                   \
+    ln_body<VPT, false>(y, x, w, wdt, b, bdt, shift, shdt, scale, scdt, nv, D, eps);                            \
+  }                                                                                                             \
+  extern "C" __global__ void add_ln_bf16_v##VPT(bf16* sum, bf16* y, const bf16* x, const bf16* ay,             \
+                                                const void* gate, int gdt, const void* w, int wdt, const void* b, \
+                                                int bdt, const void* shift, int shdt, const void* scale,        \
+                                                int scdt, long long nv, int D, float eps) {                     \
+    ln_body<VPT, true>(y, x, w, wdt, b, bdt, shift, shdt, scale, scdt, nv, D, eps, ay, gate, gdt, sum);         \
   }                                                                                                             \
   extern "C" __global__ void rms_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, \
                                              int mode) {                                                       \

@@ -66,7 +66,7 @@ run)
 		TURBODIFFUSION_NVRTC_VERBOSE=1 .gpu/cuda.test -test.run 'TestKernelsCompile$' 2>&1 |
 			grep -E "^nvrtc attention|Compiling entry|registers|spill|Performance|serializ" | grep -A3 -E "flash_wgmma" | grep -v '^--' | head -60
 		echo "== op tests (CUDA vs CPU): backend core and DiT ops"
-		mine='^(TestParseVariant|TestKernelsCompile|TestCompileErrorShowsSource|TestLibrarySearchError|TestCastLayout|TestElementwise|TestLinear|TestLinearGELU|TestNorms|TestRoPE|TestRMSNormRoPE|TestAttention|TestAttentionF32|TestErrors|TestPoolReuse)$'
+		mine='^(TestParseVariant|TestKernelsCompile|TestCompileErrorShowsSource|TestLibrarySearchError|TestCastLayout|TestElementwise|TestLinear|TestLinearGELU|TestNorms|TestRoPE|TestRMSNormRoPE|TestAddLayerNorm|TestAttention|TestAttentionF32|TestErrors|TestPoolReuse)$'
 		.gpu/cuda.test -test.v -test.timeout 300s -test.run "$mine" >"$OUT/tests_core.log" 2>&1
 		grep -E '^(--- |PASS|FAIL|ok|panic|SIGSEGV|fatal)|rel_l2|error|Error|out of device|\.go:[0-9]+:' "$OUT/tests_core.log" | grep -v '^=== RUN'
 		echo "== op tests (CUDA vs CPU): the other op families (VAE, text, int8, SLA, golden)"

@@ -93,6 +93,69 @@ func (b *Backend) LayerNormModulate(xt, shift, scale backend.Tensor, eps float32
 	return y
 }
 
+// AddLayerNorm fuses the DiT's residual update with the LayerNorm that reads
+// it: sum = Add(x, y), or GatedAdd(x, y, gate) when gate is non-nil; normed =
+// LayerNorm(sum, w, bias, eps, x's dtype), or LayerNormModulate(sum, shift,
+// scale, eps) when shift and scale are given (then w and bias must be nil).
+// Both results equal the separate ops' (the norm reads the rounded sum);
+// bf16 rows read x and y once instead of three times. Other cases run the
+// separate ops.
+func (b *Backend) AddLayerNorm(xt, yt, gate, w, bias, shift, scale backend.Tensor, eps float32) (sum, normed backend.Tensor) {
+	defer keepAlive(xt, yt, gate, w, bias, shift, scale)
+	x, y := T(xt), T(yt)
+	if (shift == nil) != (scale == nil) || (shift != nil && (w != nil || bias != nil)) {
+		backend.Fail("cuda: AddLayerNorm: give shift and scale together, and not with an affine weight or bias")
+	}
+	separate := func() (backend.Tensor, backend.Tensor) {
+		var s backend.Tensor
+		if gate != nil {
+			s = b.GatedAdd(xt, yt, gate)
+		} else {
+			s = b.Add(xt, yt)
+		}
+		if shift != nil {
+			return s, b.LayerNormModulate(s, shift, scale, eps)
+		}
+		return s, b.LayerNorm(s, w, bias, eps, x.dt)
+	}
+	checkFloat("AddLayerNorm x", x)
+	checkFloat("AddLayerNorm y", y)
+	vpt, th, ok := rowVec(lastDim(x.shape))
+	if !ok || x.dt != tensor.BF16 || y.dt != tensor.BF16 || !backend.SameShape(x.shape, y.shape) {
+		return separate()
+	}
+	rows, D := rowsOf("AddLayerNorm", x)
+	var gp uintptr
+	var gdt int32
+	if gate != nil {
+		if T(gate).n() != int64(D) {
+			return separate() // per-token gates: the separate ops handle them
+		}
+		gp, gdt = vec("AddLayerNorm", "gate", gate, D)
+	}
+	wp, wdt := vec("AddLayerNorm", "weight", w, D)
+	bp, bdt := vec("AddLayerNorm", "bias", bias, D)
+	var sp, cp uintptr
+	var sdt, cdt int32
+	var nv int64
+	if shift != nil {
+		var nv2 int64
+		sp, sdt, nv = suffixVec("AddLayerNorm", "shift", x, shift)
+		cp, cdt, nv2 = suffixVec("AddLayerNorm", "scale", x, scale)
+		if nv != nv2 || nv%8 != 0 {
+			return separate()
+		}
+	}
+	defer b.enter()()
+	s := b.newTensor(x.dt, x.shape)
+	n := b.newTensor(x.dt, x.shape)
+	if rows > 0 {
+		b.launch(b.fn("vec.cu", "add_ln_bf16_v"+vecSuffix[vpt]), [3]int{int(rows), 1, 1}, [3]int{th, 1, 1}, 0,
+			s.buf.ptr, n.buf.ptr, x.buf.ptr, y.buf.ptr, gp, gdt, wp, wdt, bp, bdt, sp, sdt, cp, cdt, nv, int32(D), eps)
+	}
+	return s, n
+}
+
 // RMSNorm normalises the last dim and multiplies by w (rounding per mode).
 func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMode) backend.Tensor {
 	defer keepAlive(xt, w)

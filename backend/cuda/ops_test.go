@@ -258,6 +258,64 @@ func TestRMSNormRoPE(t *testing.T) {
 	}
 }
 
+// TestAddLayerNorm checks the fused residual update + LayerNorm against the
+// CPU's separate ops and requires both outputs bit-identical to the GPU's
+// own separate ops (its contract).
+func TestAddLayerNorm(t *testing.T) {
+	g, c, r := gpu(t), ref(t), rng(t)
+	for _, tc := range []struct {
+		D          int
+		gate, mod  bool
+		lead, rows int
+	}{
+		{1536, true, false, 1, 300}, {1536, false, true, 1, 300}, {5120, true, false, 2, 33}, {5120, false, true, 1, 70}, {1001, true, false, 1, 20},
+	} {
+		D := tc.D
+		name := fmt.Sprintf("add+layernorm D %d gate %v modulate %v", D, tc.gate, tc.mod)
+		x := up(g, c, tensor.BF16, []int{tc.lead, tc.rows, D}, randn(r, tc.lead*tc.rows*D, 3))
+		y := up(g, c, tensor.BF16, []int{tc.lead, tc.rows, D}, randn(r, tc.lead*tc.rows*D, 2))
+		var gate, w, bias, shift, scale pair
+		if tc.gate {
+			gate = up(g, c, tensor.F32, []int{D}, randn(r, D, 0.5))
+		}
+		if tc.mod {
+			shift = up(g, c, tensor.F32, []int{D}, randn(r, D, 0.5))
+			scale = up(g, c, tensor.F32, []int{D}, randn(r, D, 0.5))
+		} else {
+			w = up(g, c, tensor.F32, []int{D}, randn(r, D, 1))
+			bias = up(g, c, tensor.F32, []int{D}, randn(r, D, 1))
+		}
+		sum, normed := g.AddLayerNorm(x.g, y.g, gate.g, w.g, bias.g, shift.g, scale.g, 1e-6)
+		// The separate ops, on the CPU and on the GPU.
+		var cs, gs backend.Tensor
+		if tc.gate {
+			cs, gs = c.GatedAdd(x.c, y.c, gate.c), g.GatedAdd(x.g, y.g, gate.g)
+		} else {
+			cs, gs = c.Add(x.c, y.c), g.Add(x.g, y.g)
+		}
+		var cn, gn backend.Tensor
+		if tc.mod {
+			cn = c.Modulate(c.LayerNorm(cs, nil, nil, 1e-6, tensor.BF16), shift.c, scale.c)
+			gn = g.LayerNormModulate(gs, shift.g, scale.g, 1e-6)
+		} else {
+			cn, gn = c.LayerNorm(cs, w.c, bias.c, 1e-6, tensor.BF16), g.LayerNorm(gs, w.g, bias.g, 1e-6, tensor.BF16)
+		}
+		compare(t, name+": sum vs cpu", g, c, sum, cs, tol(tensor.BF16)/5)
+		compare(t, name+": norm vs cpu", g, c, normed, cn, tol(tensor.BF16))
+		for _, p := range []struct {
+			what      string
+			got, want backend.Tensor
+		}{{"sum", sum, gs}, {"norm", normed, gn}} {
+			a, e := g.Download(p.got), g.Download(p.want)
+			for i := range a {
+				if a[i] != e[i] {
+					t.Fatalf("%s: %s element %d is %g fused, %g separate (want bit-identical)", name, p.what, i, a[i], e[i])
+				}
+			}
+		}
+	}
+}
+
 func TestRoPE(t *testing.T) {
 	g, c, r := gpu(t), ref(t), rng(t)
 	for _, dt := range dtypes() {

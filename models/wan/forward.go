@@ -226,11 +226,11 @@ func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tenso
 	y := m.selfAttention(i, a, ang)
 	m.free(a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
-	x1 := be.GatedAdd(x, y, v[2])
+	// x1 = x + y·gate, x3 = norm3(x1).
+	x1, x3 := m.addNorm(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
 	m.free(y)
 
 	// Cross-attention over the text context (dense, unmasked).
-	x3 := be.LayerNorm(x1, b.norm3W, b.norm3B, c.Eps, dt)
 	q0 := m.apply(b.cq, x3)
 	m.free(x3)
 	q := be.RMSNorm(q0, b.cNormQ, c.Eps, m.Opt.Norm)
@@ -239,11 +239,11 @@ func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tenso
 	m.free(q)
 	co := m.apply(b.co, o)
 	m.free(o)
-	x2 := be.Add(x1, co)
+	// x2 = x1 + co, f = modulated LN(x2).
+	x2, f := m.addNorm(x1, co, nil, nil, nil, v[3], v[4], dt)
 	m.free(x1, co)
 
 	// Feed-forward.
-	f := m.normModulate(x2, v[3], v[4], dt)
 	g := m.linearGELU(b.ffn0, f)
 	m.free(f)
 	h2 := m.apply(b.ffn2, g)
@@ -315,6 +315,31 @@ func (m *Model) linearGELU(l linear, x backend.Tensor) backend.Tensor {
 // roundings as the two ops (the CUDA backend has it).
 type rmsNormRoPEer interface {
 	RMSNormRoPE(x, w backend.Tensor, eps float32, mode backend.NormMode, angles backend.Tensor, heads int) backend.Tensor
+}
+
+// addLayerNormer is an optional fused op: a residual update and the
+// LayerNorm that reads it in one pass, equal to the separate ops (the CUDA
+// backend has it).
+type addLayerNormer interface {
+	AddLayerNorm(x, y, gate, w, bias, shift, scale backend.Tensor, eps float32) (sum, normed backend.Tensor)
+}
+
+// addNorm returns sum = x + y (x + y·gate with the reference's roundings
+// when gate is non-nil) and normed = LayerNorm(sum, w, bias) in dt, or, with
+// shift and scale, the modulated LayerNorm of normModulate.
+func (m *Model) addNorm(x, y, gate, w, bias, shift, scale backend.Tensor, dt tensor.DType) (sum, normed backend.Tensor) {
+	if f, ok := m.be.(addLayerNormer); ok && x.DType() == dt {
+		return f.AddLayerNorm(x, y, gate, w, bias, shift, scale, m.Config.Eps)
+	}
+	if gate != nil {
+		sum = m.be.GatedAdd(x, y, gate)
+	} else {
+		sum = m.be.Add(x, y)
+	}
+	if shift != nil {
+		return sum, m.normModulate(sum, shift, scale, dt)
+	}
+	return sum, m.be.LayerNorm(sum, w, bias, m.Config.Eps, dt)
 }
 
 // layerNormModulator is an optional fused op: LayerNorm without affine
