@@ -144,10 +144,20 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	e, e0 := m.timeEmbedding(t)
 	e06 := be.Reshape(e0, 6, D)
 	ang := m.angles(T, Hp, Wp)
+	// Each block also returns the next block's modulated input norm, so the
+	// residual update and that norm run as one fused op where the backend
+	// has it (addNorm).
+	v, rows := m.blockMods(0, e06)
+	a := m.normModulate(xs, v[0], v[1], dt)
 	for i := range m.blocks {
-		nx := m.block(i, xs, e06, ang, txt)
+		var nv, nrows []backend.Tensor
+		if i+1 < len(m.blocks) {
+			nv, nrows = m.blockMods(i+1, e06)
+		}
+		nx, na := m.block(i, xs, a, v, nv, ang, txt)
+		m.free(rows...)
 		m.free(xs)
-		xs = nx
+		xs, a, v, rows = nx, na, nv, nrows
 		m.hook(fmt.Sprintf("blocks.%d", i), xs)
 	}
 	m.free(e0)
@@ -168,9 +178,9 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	y := m.apply(m.head, hm)
 	m.free(hm, mh, shift, scale, e)
 	m.hook("head", y)
-	rows := be.Download(y)
+	res := be.Download(y)
 	m.free(y)
-	return unpatchify(rows, c.OutDim, T, H, W), nil
+	return unpatchify(res, c.OutDim, T, H, W), nil
 }
 
 // angles returns the RoPE angle table of a token grid, uploaded once per
@@ -204,25 +214,30 @@ func (m *Model) timeEmbedding(t float32) (e, e0 backend.Tensor) {
 	return e, p
 }
 
-// block runs transformer block i on the residual stream x [L, D]
-// (REFERENCE.md §1.5) and returns the new stream.
-func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tensor {
-	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
-	D := c.Dim
-	// The six modulation vectors; only the slices (not their views) are
-	// freed, so no backend has to free a view.
-	mod := be.Add(e0, b.mod) // [6, D] F32
-	rows := make([]backend.Tensor, 6)
-	v := make([]backend.Tensor, 6)
+// blockMods returns block i's six modulation vectors [D] (F32: the time
+// projection e0 [6, D] plus the block's modulation) and the slices behind
+// them; free the slices, not their views, so no backend has to free a view.
+func (m *Model) blockMods(i int, e0 backend.Tensor) (v, rows []backend.Tensor) {
+	be, D := m.be, m.Config.Dim
+	mod := be.Add(e0, m.blocks[i].mod) // [6, D] F32
+	rows = make([]backend.Tensor, 6)
+	v = make([]backend.Tensor, 6)
 	for k := range v {
 		rows[k] = be.Slice(mod, 0, k, k+1)
 		v[k] = be.Reshape(rows[k], D)
 	}
 	m.free(mod)
-	defer m.free(rows...)
+	return v, rows
+}
+
+// block runs transformer block i on the residual stream x [L, D]
+// (REFERENCE.md §1.5) given a = its modulated norm of x and v = its
+// modulation vectors, and returns the new stream and, when next (the next
+// block's modulation vectors) is non-nil, that block's a. It frees a.
+func (m *Model) block(i int, x, a backend.Tensor, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out, nextA backend.Tensor) {
+	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
 
 	// Self-attention.
-	a := m.normModulate(x, v[0], v[1], dt)
 	y := m.selfAttention(i, a, ang)
 	m.free(a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
@@ -248,9 +263,13 @@ func (m *Model) block(i int, x, e0, ang backend.Tensor, txt *Text) backend.Tenso
 	m.free(f)
 	h2 := m.apply(b.ffn2, g)
 	m.free(g)
-	out := be.GatedAdd(x2, h2, v[5])
+	if next != nil {
+		out, nextA = m.addNorm(x2, h2, v[5], nil, nil, next[0], next[1], dt)
+	} else {
+		out = be.GatedAdd(x2, h2, v[5])
+	}
 	m.free(x2, h2)
-	return out
+	return out, nextA
 }
 
 func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDim))) }
