@@ -510,10 +510,15 @@ __device__ __forceinline__ void pv_stage(float* o, const u32 (&p)[BN / 16][4], u
 
 // The consumer loop of the flagged TMA variants (FL != 0). Tiles stream
 // through NS stages: full[s] at bars + 8s, empty[s] at bars + 8(NS+s).
+// g0 is the global number of the item's first tile in the ring (the
+// persistent kernel's ring runs on across work items; 0 otherwise); with
+// qempty != 0 each warp arrives there once the item's last S = Q·Kᵀ retired,
+// so the producer may load the next item's Q while P·V and the output
+// store of this one still run (IWO only).
 template <int D, int NWG, int FL, int BN>
 __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, float& l0, float& l1, u32 sQ, u32 sK,
                                             u32 sV, u32 bars, int wg, int nkb, int Lk, float scale_log2, int t4,
-                                            int lane) {
+                                            int lane, int g0 = 0, u32 qempty = 0) {
   constexpr int BM = 64 * NWG, NS = tma_stages(BN), DC = D / 8;
   constexpr u32 KB = BN * D * 2, VB = D * BN * 2;
   constexpr bool OVL = (FL & TF_OVL) != 0, IWO = (FL & TF_IWO) != 0;
@@ -535,6 +540,12 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
     __syncwarp();
     if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
   };
+  auto release_q = [&]() {
+    if (qempty != 0) {
+      __syncwarp();
+      if (lane == 0) mbar_arrive(qempty);  // this warp's Q·Kᵀ of the item are done
+    }
+  };
   float s[BN / 2];
 #pragma unroll
   for (int i = 0; i < BN / 2; ++i) s[i] = 0.f;
@@ -545,26 +556,28 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
     // packed only after that MMA retired, as FA3 does, since ptxas
     // serialises the MMAs when registers a wgmma in flight uses are written.
     u32 p[BN / 16][4];
-    mbar_wait(bars, 0);
+    mbar_wait(bars + 8 * (g0 % NS), (g0 / NS) & 1);
     wg_fence();
-    qk(s, 0);
+    qk(s, g0 % NS);
     wg_commit();
     wg_wait0();
     fence_s(s);
+    if (nkb == 1) release_q();
     softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, 0, Lk, scale_log2, t4);  // O is zero: no rescale
     pack_p<BN>(s, p);
 #pragma unroll 1
     for (int j = 0; j + 1 < nkb; ++j) {  // the last tile has no S_{j+1}: peeled below
-      const int st = j % NS, sn = (j + 1) % NS;
+      const int st = (g0 + j) % NS, sn = (g0 + j + 1) % NS;
       fence_o();
       wg_fence();
-      mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
+      mbar_wait(bars + 8 * sn, ((g0 + j + 1) / NS) & 1);  // tile j+1 landed
       qk(s, sn);
       wg_commit();
       pv_stage<D, BN, FL>(o, p, sV + st * VB);
       wg_commit();
       asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");  // S_{j+1} done, P_j·V_j may run on
       fence_s(s);
+      if (j + 2 == nkb) release_q();
       softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, (j + 1) * BN, Lk, scale_log2, t4);
       wg_wait0();
       fence_o();
@@ -572,7 +585,7 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
       rescale_o<D>(o, a0, a1);
       pack_p<BN>(s, p);
     }
-    const int st = (nkb - 1) % NS;
+    const int st = (g0 + nkb - 1) % NS;
     fence_o();
     wg_fence();
     pv_stage<D, BN, FL>(o, p, sV + st * VB);
@@ -709,6 +722,110 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     }
   }
 }
+
+// Final O = acc / row sum of one consumer thread's two rows (r0 and r0+8
+// of the item's head h, batch entry z), straight from registers.
+template <int D>
+__device__ __forceinline__ void store_o(const float* o, float l0, float l1, bf16* __restrict__ O, int r0, int z, int h,
+                                        int Lq, int H, int t4) {
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = 1.f / l0, i1 = 1.f / l1;
+  const int r1 = r0 + 8;
+  const long long W = (long long)H * D;
+  bf16* Oh = O + (long long)z * Lq * W + (long long)h * D;
+#pragma unroll
+  for (int c = 0; c < D / 8; ++c) {
+    int col = c * 8 + 2 * t4;
+    if (r0 < Lq) *(u32*)&Oh[(long long)r0 * W + col] = pack_bf2(o[4 * c] * i0, o[4 * c + 1] * i0);
+    if (r1 < Lq) *(u32*)&Oh[(long long)r1 * W + col] = pack_bf2(o[4 * c + 2] * i1, o[4 * c + 3] * i1);
+  }
+}
+
+// Persistent version of flash_tma (kernel suffix "p"): gridDim.x blocks (one
+// per SM) walk the work items t = blockIdx.x, +gridDim.x, ... < nqt·H·B,
+// item t = query tile t % nqt of head (t / nqt) % H, batch t / (nqt·H):
+// the blocks in flight work on neighbouring query tiles of one head, so its
+// K and V stay in L2. The K/V ring runs on across items (the producer loads
+// the next item's first stages while the consumers finish this one), and
+// the single Q buffer is refilled as soon as the item's last Q·Kᵀ retired
+// (qempty), so neither the Q load nor the K/V pipeline fill nor the output
+// store of an item stalls the tensor cores, and a block's start-up
+// (barrier init, setmaxnreg) is paid once per SM instead of once per tile.
+template <int D, int NWG, int REGS, int FL, int BN>
+__device__ __forceinline__ void flash_tma_p(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
+                                            bf16* __restrict__ O, int Lq, int Lk, int H, int B, float scale_log2) {
+  static_assert((FL & TF_IWO) != 0, "the persistent kernel uses the intra-warpgroup-overlap consumer");
+  constexpr int BM = 64 * NWG, NS = tma_stages(BN), DH = D / 64;
+  constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = (smem_u32(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 qfull = bars + 16 * NS, qempty = qfull + 8;  // after full[s] (bars + 8s), empty[s] (bars + 8(NS+s))
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
+  const int nkb = (Lk + BN - 1) / BN, nqt = (Lq + BM - 1) / BM, items = nqt * H * B;
+  if (tid == 0) {
+    for (int st = 0; st < NS; ++st) {
+      mbar_init(bars + 8 * st, 1);
+      mbar_init(bars + 8 * (NS + st), NWG * 4);
+    }
+    mbar_init(qfull, 1);
+    mbar_init(qempty, NWG * 4);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == NWG) {  // producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
+    if (tid == NWG * 128) {
+      int g = 0;  // tiles loaded so far, over all items: ring slot g % NS
+      for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
+        const int q0 = (t % nqt) * BM, h = (t / nqt) % H, z = t / (nqt * H);
+        for (int j = 0; j < nkb; ++j, ++g) {
+          const int st = g % NS;
+          if (g >= NS) mbar_wait(bars + 8 * (NS + st), ((g / NS) - 1) & 1);  // consumers released the slot
+          mbar_expect_tx(bars + 8 * st, KB + VB);
+#pragma unroll
+          for (int hf = 0; hf < DH; ++hf) {
+            tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+            tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+          }
+          if (j == 0) {  // Q after the first K/V tile: its buffer frees only late in the previous item
+            if (it > 0) mbar_wait(qempty, (it - 1) & 1);
+            mbar_expect_tx(qfull, QB);
+#pragma unroll
+            for (int hf = 0; hf < DH; ++hf) tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * Lq + q0, qfull);
+          }
+        }
+      }
+    }
+  } else {  // consumer warpgroups
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(REGS));
+    const int t4 = lane & 3;
+    int g = 0;
+#pragma unroll 1
+    for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it, g += nkb) {
+      const int q0 = (t % nqt) * BM, h = (t / nqt) % H, z = t / (nqt * H);
+      float o[D / 2];
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+      float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+      mbar_wait(qfull, it & 1);
+      consume_tma<D, NWG, FL, BN>(o, m0, m1, l0, l1, sQ, sK, sV, bars, wg, nkb, Lk, scale_log2, t4, lane, g, qempty);
+      store_o<D>(o, l0, l1, O, q0 + wg * 64 + w4 * 16 + (lane >> 2), z, h, Lq, H, t4);
+    }
+  }
+}
+
+#define FLASH_TMA_P(D, NWG, REGS, FL, BN, SUF)                                                                  \
+  extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \
+      const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
+      const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, int B, float scale_log2) {           \
+    flash_tma_p<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, B, scale_log2);                           \
+  }
+FLASH_TMA_P(128, 2, 240, TF_IWO | TF_VN, 128, tivk128p)
+FLASH_TMA_P(64, 2, 240, TF_IWO | TF_VN, 128, tivk128p)
 
 #define FLASH_TMA(D, NWG, REGS, FL, BN, SUF)                                                                    \
   extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \

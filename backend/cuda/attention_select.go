@@ -38,6 +38,7 @@ type variant struct {
 	bn     int  // keys per shared-memory stage (64 or 128)
 	tma    bool // copy-engine loads by a producer warpgroup, mbarrier stages
 	vn     bool // reads V as it is (no transposed copy per call)
+	pers   bool // persistent: one block per SM walks the (head, query tile) items
 }
 
 // WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
@@ -47,9 +48,10 @@ type variant struct {
 // "t" is the TMA kernel; letters after it select consume_tma's options
 // (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "i"
 // FA3's intra-warpgroup overlap, "v" V read in place (no transposed copy); with "t", "k128"/"k192" mean
-// 128/192-key stages. SetAttentionKernel("wgmma:w3s") picks one.
+// 128/192-key stages; a final "p" is the persistent kernel (flash_tma_p).
+// SetAttentionKernel("wgmma:w3s") picks one.
 var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3to",
-	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192"}
+	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192", "w2tivk128p"}
 
 // tmaFlags are the option-letter sets built after "t" (each only for the
 // warpgroup count and stage width listed in WGMMAVariants, both head dims).
@@ -75,6 +77,20 @@ const (
 	fallbackVariant  = "w3s3"
 )
 
+// defaultVariantCross replaces defaultVariant for head dim 128 when there
+// are at most crossMaxLk keys (the text cross-attention, 512 keys in Wan):
+// with only a few key tiles per query tile, the per-tile Q load, pipeline
+// fill and output store are a large share, which the persistent kernel
+// overlaps with the previous tile's work.
+const (
+	defaultVariantCross = "w2tivk128p"
+	crossMaxLk          = 2048
+)
+
+// persistentGridCap, when positive, caps the persistent kernel's grid below
+// the SM count (tests use it to make each block walk many work items).
+var persistentGridCap int
+
 // parseVariant maps a listed variant name to its kernel parameters.
 func parseVariant(name string) (variant, bool) {
 	known := false
@@ -90,6 +106,9 @@ func parseVariant(name string) (variant, bool) {
 		return v, false
 	}
 	v.name, v.bn = name, 64
+	if r, ok := strings.CutSuffix(rest, "k128p"); ok && r == "tiv" { // the one persistent kernel built
+		rest, v.pers = r+"k128", true
+	}
 	if r, ok := strings.CutSuffix(rest, "k128"); ok {
 		rest, v.bn = r, 128
 	} else if r, ok := strings.CutSuffix(rest, "k192"); ok && strings.HasPrefix(r, "t") {
@@ -173,6 +192,9 @@ func (b *Backend) wgmmaReady() bool {
 		}
 		if rel < 1e-2 {
 			b.attn.wgmma, b.attn.swap = true, swap
+			if !b.attn.picked && defaultVariantCross != variant {
+				variant += fmt.Sprintf(", %s up to %d keys", defaultVariantCross, crossMaxLk)
+			}
 			b.attn.note = fmt.Sprintf("%s (start-up check: rel-L2 %.1e vs mma.sync, descriptor reading %d)", variant, rel, swap)
 			return true
 		}
@@ -182,13 +204,15 @@ func (b *Backend) wgmmaReady() bool {
 	return false
 }
 
-// checkWGMMA runs both kernels on one small random problem per head dim and
-// returns the worse rel-L2 between them.
+// checkWGMMA runs both kernels on small random problems (each head dim;
+// for head dim 128 also more keys than crossMaxLk, so both the self- and
+// the cross-attention choice are checked) and returns the worst rel-L2.
 func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 	defer backend.Recover(&err)
 	r := newXorshift(12345)
-	for _, d := range []int{128, 64} {
-		const lq, lk, heads = 200, 300, 2
+	for _, dk := range [][2]int{{128, 300}, {128, crossMaxLk + 100}, {64, 300}} {
+		d, lk := dk[0], dk[1]
+		const lq, heads = 200, 2
 		q := b.Upload(tensor.BF16, []int{lq, heads * d}, r.fill(lq*heads*d))
 		k := b.Upload(tensor.BF16, []int{lk, heads * d}, r.fill(lk*heads*d))
 		v := b.Upload(tensor.BF16, []int{lk, heads * d}, r.fill(lk*heads*d))
@@ -214,8 +238,13 @@ func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 // device.
 func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
 	kv := b.attn.v
-	if d == 64 && !b.attn.picked {
-		kv, _ = parseVariant(defaultVariant64)
+	if !b.attn.picked {
+		switch {
+		case d == 64:
+			kv, _ = parseVariant(defaultVariant64)
+		case Lk <= crossMaxLk && kv.name == defaultVariant:
+			kv, _ = parseVariant(defaultVariantCross)
+		}
 	}
 	Lkp := (Lk + 127) / 128 * 128 // whole 64- or 128-key stages, zero-padded
 	hd := heads * d
@@ -238,6 +267,17 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 			tmV = b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
 		}
 		smem := (bm*d+2*kv.stages*kv.bn*d)*2 + 1024 + 64 // Q, K and V stages, alignment, barriers
+		if kv.pers {
+			items := (Lq + bm - 1) / bm * heads * batch
+			grid := min(items, max(b.info.SMs, 1))
+			if persistentGridCap > 0 {
+				grid = min(grid, persistentGridCap)
+			}
+			b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
+				[3]int{grid, 1, 1}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
+				tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), int32(batch), sl)
+			return
+		}
 		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)

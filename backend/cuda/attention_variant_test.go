@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/kernels"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 // TestParseVariant pins the variant names to kernel parameters (no GPU).
@@ -25,6 +27,7 @@ func TestParseVariant(t *testing.T) {
 		{"w3to", 3, 3, true, true},
 		{"w2tivk128", 2, 3, true, true},
 		{"w2tovk192", 2, 2, true, true},
+		{"w2tivk128p", 2, 3, true, true},
 		{"w9b9", 0, 0, false, false},
 		{"w2p", 0, 0, false, false},
 		{"", 0, 0, false, false},
@@ -34,7 +37,7 @@ func TestParseVariant(t *testing.T) {
 			t.Errorf("%q: got %+v ok=%v", tc.name, v, ok)
 		}
 	}
-	for _, name := range append(WGMMAVariants, defaultVariant, defaultVariant64) {
+	for _, name := range append(WGMMAVariants, defaultVariant, defaultVariant64, defaultVariantCross) {
 		if _, ok := parseVariant(name); !ok {
 			t.Errorf("variant %q does not parse", name)
 		}
@@ -44,12 +47,15 @@ func TestParseVariant(t *testing.T) {
 		name string
 		bn   int
 		vn   bool
-	}{{"w3t", 64, false}, {"w3to", 64, false}, {"w2tok128", 128, false}, {"w2tovk128", 128, true}, {"w2tovk192", 192, true}} {
-		if v, ok := parseVariant(tc.name); !ok || !v.tma || v.bn != tc.bn || v.vn != tc.vn {
-			t.Errorf("%q: got %+v ok=%v, want a TMA variant with %d-key stages, V in place %v", tc.name, v, ok, tc.bn, tc.vn)
+		pers bool
+	}{{"w3t", 64, false, false}, {"w3to", 64, false, false}, {"w2tok128", 128, false, false}, {"w2tovk128", 128, true, false},
+		{"w2tovk192", 192, true, false}, {"w2tivk128", 128, true, false}, {"w2tivk128p", 128, true, true}} {
+		if v, ok := parseVariant(tc.name); !ok || !v.tma || v.bn != tc.bn || v.vn != tc.vn || v.pers != tc.pers {
+			t.Errorf("%q: got %+v ok=%v, want a TMA variant with %d-key stages, V in place %v, persistent %v",
+				tc.name, v, ok, tc.bn, tc.vn, tc.pers)
 		}
 	}
-	for _, bad := range []string{"w3tx", "w3top", "w3te", "w3tk128", "w2tovk", "w3s3k192"} { // not built
+	for _, bad := range []string{"w3tx", "w3top", "w3te", "w3tk128", "w2tovk", "w3s3k192", "w2tovk128p", "w3tp", "w2tivk192p"} { // not built
 		if _, ok := parseVariant(bad); ok {
 			t.Errorf("%q parses but has no kernel", bad)
 		}
@@ -104,6 +110,36 @@ func TestVariantKernelsBuilt(t *testing.T) {
 			if !bytes.Contains(cubin, []byte(fn+"\x00")) {
 				t.Errorf("variant %s: kernel %s not in the cubin", name, fn)
 			}
+		}
+	}
+}
+
+// TestAttentionPersistent runs the persistent kernel with its grid capped at
+// a few blocks, so each block walks many (head, query tile) items and the
+// K/V ring crosses item boundaries at every phase (1, 2, 3, 4 and 8 key
+// tiles per item against 3 ring slots), and checks it against the CPU.
+func TestAttentionPersistent(t *testing.T) {
+	g, c, r := gpu(t), ref(t), rng(t)
+	g.SetAttentionKernel("wgmma:w2tivk128p")
+	defer g.SetAttentionKernel("")
+	if got := g.AttentionKernel(); !strings.HasPrefix(got, "wgmma") {
+		t.Skipf("persistent wgmma kernel not available here: %s", got)
+	}
+	defer func(n int) { persistentGridCap = n }(persistentGridCap)
+	for _, tc := range []struct{ lq, lk, heads, d, batch, grid int }{
+		{1000, 100, 3, 128, 2, 5}, {1000, 200, 3, 128, 2, 5}, {1000, 300, 3, 128, 2, 7}, {1000, 512, 3, 128, 2, 5},
+		{1000, 1000, 3, 128, 2, 4}, {333, 77, 2, 128, 3, 1}, {777, 555, 4, 64, 1, 3}, {1500, 512, 12, 128, 1, 0},
+	} {
+		persistentGridCap = tc.grid
+		w := tc.heads * tc.d
+		q := up(g, c, tensor.BF16, []int{tc.batch, tc.lq, w}, randn(r, tc.batch*tc.lq*w, 1))
+		k := up(g, c, tensor.BF16, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
+		v := up(g, c, tensor.BF16, []int{tc.batch, tc.lk, w}, randn(r, tc.batch*tc.lk*w, 1))
+		s := float32(1 / math.Sqrt(float64(tc.d)))
+		compare(t, fmt.Sprintf("persistent Lq=%d Lk=%d h=%d d=%d b=%d grid cap %d", tc.lq, tc.lk, tc.heads, tc.d, tc.batch, tc.grid),
+			g, c, g.Attention(q.g, k.g, v.g, tc.heads, s), c.Attention(q.c, k.c, v.c, tc.heads, s), 1e-2)
+		for _, p := range []pair{q, k, v} {
+			g.Free(p.g)
 		}
 	}
 }
