@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -104,6 +105,9 @@ type staging struct {
 
 const stageBytes = 16 << 20
 
+// bf16Chunk is the unit of work of the parallel bf16 rounding in Upload.
+const bf16Chunk = 64 << 10
+
 func (b *Backend) stageBuf(i int) *staging {
 	s := &b.stage[i]
 	if s.ptr == 0 {
@@ -140,9 +144,14 @@ func (b *Backend) Upload(dt tensor.DType, shape []int, data []float32) backend.T
 			copy(unsafe.Slice((*float32)(unsafe.Pointer(&h[0])), j-i), data[i:j])
 		} else {
 			u := unsafe.Slice((*uint16)(unsafe.Pointer(&h[0])), j-i)
-			for x := range u {
-				u[x] = tensor.BF16FromF32(data[i+int64(x)])
-			}
+			src := data[i:j]
+			// Rounding to bf16 is the host's part of every upload (latents
+			// each step, weights at load): spread it over the cores.
+			parallel.For((len(u)+bf16Chunk-1)/bf16Chunk, func(lo, hi int) {
+				for x := lo * bf16Chunk; x < min(hi*bf16Chunk, len(u)); x++ {
+					u[x] = tensor.BF16FromF32(src[x])
+				}
+			})
 		}
 		b.must("cuMemcpyHtoDAsync", call(b.drv.cuMemcpyHtoDAsync, t.buf.ptr+uintptr(i*es), s.ptr, uintptr((j-i)*es), b.stream))
 		b.must("cuEventRecord", call(b.drv.cuEventRecord, s.ev, b.stream))

@@ -1,6 +1,7 @@
 package wan
 
 import (
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"math"
 
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -77,18 +78,24 @@ func patchify(x []float32, C, T, H, W int) []float32 {
 	Hp, Wp := H/2, W/2
 	F := C * 4
 	out := make([]float32, T*Hp*Wp*F)
-	for c := 0; c < C; c++ {
-		for t := 0; t < T; t++ {
-			for h := 0; h < H; h++ {
-				src := x[((c*T+t)*H+h)*W : ((c*T+t)*H+h+1)*W]
-				hp, kh := h/2, h%2
-				for w, v := range src {
-					l := (t*Hp+hp)*Wp + w/2
-					out[l*F+c*4+kh*2+w%2] = v
+	// Parallel over token rows (t, hp): each writes its own Wp tokens. This
+	// runs on the host every step while the GPU waits, so it must be quick.
+	parallel.For(T*Hp, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t, hp := r/Hp, r%Hp
+			dst := out[r*Wp*F : (r+1)*Wp*F]
+			for c := 0; c < C; c++ {
+				for kh := 0; kh < 2; kh++ {
+					h := 2*hp + kh
+					src := x[((c*T+t)*H+h)*W : ((c*T+t)*H+h+1)*W]
+					d := dst[c*4+kh*2:]
+					for wp := 0; wp < Wp; wp++ {
+						d[wp*F], d[wp*F+1] = src[2*wp], src[2*wp+1]
+					}
 				}
 			}
 		}
-	}
+	})
 	return out
 }
 
@@ -98,10 +105,12 @@ func unpatchify(y []float32, C, T, H, W int) []float32 {
 	Hp, Wp := H/2, W/2
 	F := 4 * C
 	out := make([]float32, C*T*H*W)
-	for t := 0; t < T; t++ {
-		for hp := 0; hp < Hp; hp++ {
+	// Parallel over token rows (t, hp): each writes pixel rows 2hp, 2hp+1.
+	parallel.For(T*Hp, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			t, hp := r/Hp, r%Hp
 			for wp := 0; wp < Wp; wp++ {
-				row := y[((t*Hp+hp)*Wp+wp)*F:]
+				row := y[(r*Wp+wp)*F:]
 				for k := 0; k < 4; k++ {
 					h, w := 2*hp+k/2, 2*wp+k%2
 					for c := 0; c < C; c++ {
@@ -110,6 +119,6 @@ func unpatchify(y []float32, C, T, H, W int) []float32 {
 				}
 			}
 		}
-	}
+	})
 	return out
 }
