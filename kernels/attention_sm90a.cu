@@ -20,6 +20,9 @@
 // producer warpgroup feeds mbarrier stages, and for head dim 128 two
 // consumer warpgroups run FA3's intra-warpgroup overlap on 128-key stages
 // with V read in place ("w2tivk128"; backend/cuda/attention_select.go).
+// flash_tma_p ("w2tivk128p") is the same consumer in a persistent kernel
+// (one block per SM walks the work items; candidate for the cross-attention
+// and the 14B, not yet measured).
 #include "common.cuh"
 
 __device__ __forceinline__ u32 smem_u32(const void* p) {

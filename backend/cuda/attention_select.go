@@ -12,8 +12,10 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// AttentionEnv forces an attention kernel: "mma" (mma.sync, any sm_80+) or
-// "wgmma" (Hopper). Unset: wgmma where it runs and passed its start-up check.
+// AttentionEnv forces an attention kernel: "mma" (mma.sync, any sm_80+),
+// "wgmma" (Hopper), "wgmma:<variant>" or "wgmma:<variant>+<variant>" (the
+// second for at most crossMaxLk keys). Unset: wgmma where it runs and
+// passed its start-up check.
 const AttentionEnv = "TURBODIFFUSION_ATTENTION"
 
 // attnState records which dense-attention kernel runs and why.
@@ -23,7 +25,8 @@ type attnState struct {
 	wgmma   bool // use flash_wgmma_d* (sm_90a)
 	swap    int32
 	v       variant
-	picked  bool // variant chosen by the caller, not by head dim
+	vx      variant // for at most crossMaxLk keys (the cross-attention)
+	picked  bool    // variant chosen by the caller, not by head dim
 	forced  string
 	note    string
 }
@@ -78,18 +81,34 @@ const (
 )
 
 // defaultVariantCross replaces defaultVariant for head dim 128 when there
-// are at most crossMaxLk keys (the text cross-attention, 512 keys in Wan):
-// with only a few key tiles per query tile, the per-tile Q load, pipeline
-// fill and output store are a large share, which the persistent kernel
-// overlaps with the previous tile's work.
+// are at most crossMaxLk keys (the text cross-attention, 512 keys in Wan),
+// where each query tile has only a few key tiles and its Q load, pipeline
+// fill and output store are a large share. The candidate is the persistent
+// "w2tivk128p", which overlaps those with the previous tile's work; it is
+// not yet run on a GPU, so both choices stay defaultVariant until a device
+// call shows it correct and faster (docs/PERF.md, "Attention, persistent").
 const (
-	defaultVariantCross = "w2tivk128p"
+	defaultVariantCross = defaultVariant
 	crossMaxLk          = 2048
 )
 
 // persistentGridCap, when positive, caps the persistent kernel's grid below
 // the SM count (tests use it to make each block walk many work items).
 var persistentGridCap int
+
+// splitVariants returns the self- and cross-attention variant names of a
+// "<self>[+<cross>]" choice; the defaults pair defaultVariantCross with the
+// self variant, a caller's single name applies to both.
+func splitVariants(variant string, picked bool) (self, cross string) {
+	self, cross, two := strings.Cut(variant, "+")
+	if !picked {
+		return self, defaultVariantCross
+	}
+	if !two {
+		return self, self
+	}
+	return self, cross
+}
 
 // parseVariant maps a listed variant name to its kernel parameters.
 func parseVariant(name string) (variant, bool) {
@@ -141,8 +160,9 @@ func (b *Backend) AttentionKernel() string {
 	return "mma.sync m16n8k16 " + b.attn.note
 }
 
-// SetAttentionKernel picks "mma", "wgmma" or "wgmma:<variant>"
-// (benchmarks compare them); "" restores the default choice.
+// SetAttentionKernel picks "mma", "wgmma", "wgmma:<variant>" or
+// "wgmma:<self>+<cross>" (the second variant runs where there are at most
+// crossMaxLk keys; benchmarks compare them); "" restores the default choice.
 func (b *Backend) SetAttentionKernel(k string) {
 	b.attn.mu.Lock()
 	defer b.attn.mu.Unlock()
@@ -174,8 +194,11 @@ func (b *Backend) wgmmaReady() bool {
 	} else if b.drv.cuTensorMapEncodeTiled == 0 {
 		variant, b.attn.picked = fallbackVariant, true // the TMA kernels need CUDA 12 tensor maps
 	}
-	var ok bool
-	if b.attn.v, ok = parseVariant(variant); !ok {
+	self, cross := splitVariants(variant, b.attn.picked)
+	var ok, okx bool
+	b.attn.v, ok = parseVariant(self)
+	b.attn.vx, okx = parseVariant(cross)
+	if !ok || !okx {
 		b.attn.note = fmt.Sprintf("(unknown wgmma variant %q; have %v)", variant, WGMMAVariants)
 		return false
 	}
@@ -192,8 +215,8 @@ func (b *Backend) wgmmaReady() bool {
 		}
 		if rel < 1e-2 {
 			b.attn.wgmma, b.attn.swap = true, swap
-			if !b.attn.picked && defaultVariantCross != variant {
-				variant += fmt.Sprintf(", %s up to %d keys", defaultVariantCross, crossMaxLk)
+			if cross != self {
+				variant = fmt.Sprintf("%s, %s up to %d keys", self, cross, crossMaxLk)
 			}
 			b.attn.note = fmt.Sprintf("%s (start-up check: rel-L2 %.1e vs mma.sync, descriptor reading %d)", variant, rel, swap)
 			return true
@@ -238,13 +261,10 @@ func (b *Backend) checkWGMMA(swap int32) (worst float64, err error) {
 // device.
 func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale float32, swap int32) {
 	kv := b.attn.v
-	if !b.attn.picked {
-		switch {
-		case d == 64:
-			kv, _ = parseVariant(defaultVariant64)
-		case Lk <= crossMaxLk && kv.name == defaultVariant:
-			kv, _ = parseVariant(defaultVariantCross)
-		}
+	if d == 64 && !b.attn.picked {
+		kv, _ = parseVariant(defaultVariant64)
+	} else if Lk <= crossMaxLk {
+		kv = b.attn.vx
 	}
 	Lkp := (Lk + 127) / 128 * 128 // whole 64- or 128-key stages, zero-padded
 	hd := heads * d

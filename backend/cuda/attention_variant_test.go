@@ -62,6 +62,24 @@ func TestParseVariant(t *testing.T) {
 	}
 }
 
+// TestSplitVariants pins how "<self>+<cross>" choices split (no GPU).
+func TestSplitVariants(t *testing.T) {
+	for _, tc := range []struct {
+		in          string
+		picked      bool
+		self, cross string
+	}{
+		{defaultVariant, false, defaultVariant, defaultVariantCross},
+		{"w2tivk128p", true, "w2tivk128p", "w2tivk128p"},
+		{"w2tivk128+w2tivk128p", true, "w2tivk128", "w2tivk128p"},
+		{"w3t+", true, "w3t", ""}, // then rejected by parseVariant
+	} {
+		if s, c := splitVariants(tc.in, tc.picked); s != tc.self || c != tc.cross {
+			t.Errorf("splitVariants(%q, %v) = %q, %q; want %q, %q", tc.in, tc.picked, s, c, tc.self, tc.cross)
+		}
+	}
+}
+
 // TestCheckRelL2 pins the start-up checks' verdict (no GPU): a NaN result
 // or an all-zero reference must read as +Inf, never as a pass.
 func TestCheckRelL2(t *testing.T) {
