@@ -191,6 +191,10 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if strings.TrimSpace(f.prompt) == "" {
 		return fmt.Errorf("--prompt is required")
 	}
+	if f.out == "" {
+		// An empty request output means "write nothing" to the pipeline.
+		return fmt.Errorf("--output is empty: give an .mp4 or .gif file, or a folder for PNG frames")
+	}
 	fl := cmd.Flags()
 	f.i2v = f.image != ""
 	if f.i2v {

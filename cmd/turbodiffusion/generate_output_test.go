@@ -60,3 +60,24 @@ func TestGenerateBadOutputFormat(t *testing.T) {
 		t.Error("a file was written")
 	}
 }
+
+// An empty --output is refused before the models run (the request would
+// have no output, and there would be no file to name).
+func TestGenerateEmptyOutput(t *testing.T) {
+	dir := t.TempDir()
+	enc := filepath.Join(dir, "enc.safetensors")
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := run(t, "generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
+		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
+		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
+		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", "")
+	if err == nil || !strings.Contains(err.Error(), "--output") {
+		t.Fatalf("error %v, want one naming --output", err)
+	}
+	if stdout != "" || strings.Contains(stderr, "generating") {
+		t.Errorf("generation started: stdout %q, stderr %q", stdout, stderr)
+	}
+}
