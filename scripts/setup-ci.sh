@@ -37,4 +37,9 @@ if [ ! -e "$nvrtc12/usr/lib/x86_64-linux-gnu/libnvrtc.so.12" ]; then
   fi
   rm -rf "$tmp"
 fi
-ls "$nvrtc12"/usr/lib/x86_64-linux-gnu/libnvrtc.so.12* 2>/dev/null | head -1 | sed 's/^/setup-ci: NVRTC for sm_90a: /'
+# Not a pipeline ending in ls: under pipefail a missing library (the
+# warning above) would fail the whole setup.
+for lib in "$nvrtc12"/usr/lib/x86_64-linux-gnu/libnvrtc.so.12*; do
+  [ -e "$lib" ] && echo "setup-ci: NVRTC for sm_90a: $lib"
+  break
+done
