@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -138,7 +139,9 @@ type encoder struct {
 	batches chan batch
 	done    chan struct{} // closed when the goroutine has returned
 	failed  chan struct{} // closed when err is set
+	stop    chan struct{} // closed by abort: queued frames are dropped
 	err     error
+	mu      sync.Mutex // guards w between run's goroutine and abort
 	w       *video.MP4Writer
 	busy    time.Duration // time in NewMP4Writer, WriteFrame and Close
 }
@@ -149,7 +152,8 @@ type batch struct {
 }
 
 func startEncoder(path string, fps int) *encoder {
-	enc := &encoder{path: path, fps: fps, batches: make(chan batch, encodeQueue), done: make(chan struct{}), failed: make(chan struct{})}
+	enc := &encoder{path: path, fps: fps, batches: make(chan batch, encodeQueue), done: make(chan struct{}),
+		failed: make(chan struct{}), stop: make(chan struct{})}
 	go enc.run()
 	return enc
 }
@@ -157,7 +161,7 @@ func startEncoder(path string, fps int) *encoder {
 func (enc *encoder) run() {
 	defer close(enc.done)
 	for b := range enc.batches {
-		if enc.err != nil {
+		if enc.err != nil || enc.stopped() {
 			continue // drain until the decode side stops sending
 		}
 		t0 := time.Now()
@@ -176,9 +180,14 @@ func (enc *encoder) write(b batch) error {
 		if err != nil {
 			return err
 		}
+		enc.mu.Lock()
 		enc.w = w
+		enc.mu.Unlock()
 	}
 	for _, f := range b.frames {
+		if enc.stopped() {
+			return nil // abort reaps the writer
+		}
 		if err := enc.w.WriteFrame(f); err != nil {
 			return err
 		}
@@ -219,9 +228,27 @@ func (enc *encoder) finish() error {
 	return err
 }
 
-// abort stops the encoder after a decode error: ffmpeg is killed and
-// reaped, and no file is left.
+func (enc *encoder) stopped() bool {
+	select {
+	case <-enc.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// abort stops the encoder after a decode error or cancel: queued frames are
+// dropped, ffmpeg is killed at once (so a write blocked on it returns, and
+// no frames are encoded for nothing) and reaped, and no file is left.
 func (enc *encoder) abort() {
+	close(enc.stop)
+	// A writer made after this look sees stop closed before its first frame.
+	enc.mu.Lock()
+	w := enc.w
+	enc.mu.Unlock()
+	if w != nil {
+		w.Kill()
+	}
 	close(enc.batches)
 	<-enc.done
 	if enc.w != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
@@ -261,4 +262,50 @@ func assertOnly(t *testing.T, dir, name string) {
 		}
 		t.Errorf("%s holds %v, want only %s", dir, names, name)
 	}
+}
+
+// stalledFFmpeg puts an ffmpeg on PATH that never reads its input (a hung
+// encoder, or one stuck on a slow disk).
+func stalledFFmpeg(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"/bin/sh", "/bin/sleep"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skip("no " + p + " for the fake ffmpeg")
+		}
+	}
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "ffmpeg"), []byte("#!/bin/sh\nexec /bin/sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+}
+
+// Aborting the encoder (a cancelled or failed decode) returns promptly even
+// while ffmpeg is not reading: it is killed, not waited for, queued frames
+// are dropped, and no file is left.
+func TestEncoderAbortStalledFFmpeg(t *testing.T) {
+	stalledFFmpeg(t)
+	dir := t.TempDir()
+	enc := startEncoder(filepath.Join(dir, "clip.mp4"), 16)
+	const w, h = 1024, 1024 // 3 MB frames: more than a pipe holds
+	frames := [][]uint8{make([]uint8, w*h*3), make([]uint8, w*h*3)}
+	for i := 0; i < 2; i++ {
+		if err := enc.send(frames, w, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the encoder start ffmpeg and block on the pipe
+	done := make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		enc.abort()
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Logf("abort returned after %v", time.Since(t0))
+	case <-time.After(10 * time.Second):
+		t.Fatal("abort still waiting for a stalled ffmpeg after 10 s")
+	}
+	noFiles(t, dir)
 }

@@ -14,7 +14,8 @@ import (
 // ffmpeg process reading raw RGB from a pipe, so a caller can encode while
 // it is still producing frames. The file appears under its name only when
 // Close succeeds; a failed write or Close, or Abort, kills and reaps ffmpeg
-// and removes the temporary file. One goroutine uses a writer at a time.
+// and removes the temporary file. One goroutine uses a writer at a time
+// (only Kill may come from another).
 type MP4Writer struct {
 	path, tmp     string
 	width, height int
@@ -118,6 +119,12 @@ func (w *MP4Writer) Close() error {
 	}
 	return nil
 }
+
+// Kill stops ffmpeg at once and may be called from any goroutine: a
+// WriteFrame blocked on an ffmpeg that stopped reading then returns an
+// error. The writer's own goroutine must still call Abort (or see that
+// error), which reaps ffmpeg and removes the temporary file.
+func (w *MP4Writer) Kill() { w.cmd.Process.Kill() }
 
 // Abort stops ffmpeg, reaps it and removes the temporary file; the output
 // path is never created. It does nothing after a successful Close.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func needFFmpeg(t *testing.T) {
@@ -172,5 +173,47 @@ func TestMP4WriterBadInput(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("failures left files: %v", ents)
+	}
+}
+
+// Kill, from another goroutine, unblocks a WriteFrame stuck on an ffmpeg
+// that stopped reading; Abort then leaves no file.
+func TestMP4WriterKill(t *testing.T) {
+	for _, p := range []string{"/bin/sh", "/bin/sleep"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Skip("no " + p + " for the fake ffmpeg")
+		}
+	}
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "ffmpeg"), []byte("#!/bin/sh\nexec /bin/sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	dir := t.TempDir()
+	const size = 1024 // a 3 MB frame: more than the pipe holds
+	w, err := NewMP4Writer(filepath.Join(dir, "stalled.mp4"), size, size, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	werr := make(chan error, 1)
+	go func() { werr <- w.WriteFrame(make([]byte, size*size*3)) }()
+	select {
+	case err := <-werr:
+		t.Fatalf("WriteFrame returned %v before ffmpeg read anything", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	w.Kill()
+	select {
+	case err := <-werr:
+		t.Log(err)
+		if err == nil {
+			t.Error("a frame ffmpeg never read was reported written")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WriteFrame still blocked 10 s after Kill")
+	}
+	w.Abort()
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("kill left files: %v", ents)
 	}
 }
