@@ -46,9 +46,17 @@ type call struct {
 
 // checkOutput rejects an output name video.Write would refuse, before any
 // model runs.
+// A file's folder must exist already, so a typo fails now and not after
+// the whole generation.
 func checkOutput(path string) error {
 	switch strings.ToLower(filepath.Ext(path)) {
-	case ".mp4", ".gif", "":
+	case ".mp4", ".gif":
+		dir := filepath.Dir(path)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("output %s: folder %s does not exist", path, dir)
+		}
+		return nil
+	case "":
 		return nil
 	}
 	return fmt.Errorf("output %s: unknown format %q (use .mp4, .gif, or a folder for PNG frames)", path, filepath.Ext(path))

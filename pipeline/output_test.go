@@ -250,6 +250,11 @@ func TestOutputFormatCheckedFirst(t *testing.T) {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
+	// A file in a folder that does not exist fails before any model runs.
+	req.Output = filepath.Join(t.TempDir(), "no-such-dir", "clip.mp4")
+	if err := req.Validate(); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Validate(%s): %v, want a missing-folder error", req.Output, err)
+	}
 }
 
 func assertOnly(t *testing.T, dir, name string) {

@@ -261,8 +261,9 @@ func (b *Backend) NormConvFused(xt, wt backend.Tensor) bool {
 // Conv3dNormWithHistory implements backend.Conv3dNormHistory. Where the
 // sm_90a conv runs, the norm + SiLU happens in its packing pass (one read
 // of the raw input, no normalised tensor in memory), which also writes the
-// tail, and the residual is added in its epilogue; elsewhere history and chunk are normalised separately (the norm is
-// per position), convolved with Conv3dWithHistory, and the tail sliced.
+// tail, and the residual is added in its epilogue; elsewhere history and
+// chunk are normalised separately (the norm is per position), convolved
+// with Conv3dWithHistory, and the tail sliced.
 func (b *Backend) Conv3dNormWithHistory(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int) (out, tail backend.Tensor) {
 	if keep < 0 {
 		backend.Fail("cuda: Conv3dNormWithHistory: keep %d frames", keep)

@@ -142,6 +142,9 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 			}
 			if f.attnKernels != "" {
 				kerns = strings.Split(f.attnKernels, ",")
+				for i := range kerns {
+					kerns[i] = strings.TrimSpace(kerns[i])
+				}
 			}
 			for _, kern := range kerns {
 				b.SetAttentionKernel(kern)

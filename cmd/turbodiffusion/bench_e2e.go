@@ -145,11 +145,16 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		if o.Streamed {
 			// The same frames encoded on their own, as a non-streaming
 			// writer would after the decode: what the overlap saves.
-			alone := filepath.Join(filepath.Dir(o.Path), ".bench-alone.mp4")
+			// In a fresh temporary folder, so no file of the user's is
+			// overwritten.
+			tmp, err := os.MkdirTemp("", "td-bench-alone")
+			if err != nil {
+				return err
+			}
 			t1 := time.Now()
-			err := video.WriteMP4(alone, res.Clip)
+			err = video.WriteMP4(filepath.Join(tmp, "alone.mp4"), res.Clip)
 			enc := time.Since(t1)
-			os.Remove(alone)
+			os.RemoveAll(tmp)
 			if err != nil {
 				return err
 			}

@@ -1,9 +1,9 @@
 package wan
 
 import (
-	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
