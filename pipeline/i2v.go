@@ -183,7 +183,7 @@ func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (m *wan.Model, loade
 		return nil, false, err
 	}
 	defer f.Close()
-	m, err = wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm})
+	m, err = wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm, ExactRounding: e.opt.ExactRounding})
 	if err != nil {
 		return nil, false, fmt.Errorf("%s expert: %w", x, err)
 	}

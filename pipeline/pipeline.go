@@ -34,6 +34,9 @@ type Options struct {
 	TopK      float64
 	// Norm selects TurboDiffusion's fast norms (default) or --default_norm.
 	Norm backend.NormMode
+	// ExactRounding keeps every bf16 rounding of the reference in the DiT
+	// (wan.Options.ExactRounding: no GELU in the GEMM epilogue).
+	ExactRounding bool
 	// KeepTextEncoder keeps umT5 loaded between prompts (otherwise it is
 	// freed before the DiT loads, as the reference does).
 	KeepTextEncoder bool
@@ -510,7 +513,7 @@ func (e *Engine) loadDiT() error {
 		return err
 	}
 	defer f.Close()
-	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm})
+	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm, ExactRounding: e.opt.ExactRounding})
 	if err != nil {
 		return err
 	}
