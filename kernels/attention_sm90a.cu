@@ -21,15 +21,10 @@
 // consumer warpgroups run FA3's intra-warpgroup overlap on 128-key stages
 // with V read in place ("w2tivk128"; backend/cuda/attention_select.go).
 // flash_tma_p ("w2tivk128p") is the same consumer in a persistent kernel
-// (one block per SM walks the work items; candidate for the cross-attention
-// and the 14B, not yet measured).
-#include "common.cuh"
-
-__device__ __forceinline__ u32 smem_u32(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
+// (one block per SM walks the work items; the default for the short
+// cross-attention, where per-tile start and store costs dominate). Shared
+// TMA/mbarrier/wgmma helpers (hp_*) come from hopper.cuh.
+#include "hopper.cuh"
 
 __device__ __forceinline__ void cp16(u32 dst, const void* src, bool pred) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
@@ -73,9 +68,6 @@ __device__ __forceinline__ u64 tile_desc(u32 base, int row0, int kk, int R, int 
   return make_desc(base + (row0 >> 3) * kc8 * 128 + kk * 256, 128, kc8 * 128, swap);
 }
 
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
 // Keeps the compiler from moving accumulator reads/writes across wgmma.
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
@@ -143,11 +135,11 @@ __device__ __forceinline__ void qk_issue(float* s, u32 sQ, u32 kbase, int k_row0
   constexpr int SN = 64, DC = D / 8;
 #pragma unroll
   for (int i = 0; i < SN / 2; ++i) s[i] = 0.f;
-  wg_fence();
+  hp_wg_fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
     s_mma<SN>(s, tile_desc<SW>(sQ, wg * 64, kk, BM, DC, swap), tile_desc<SW>(kbase, k_row0, kk, BN, DC, swap), kk > 0);
-  wg_commit();
+  hp_wg_commit();
 }
 
 // Masked online softmax of a finished S (keys key0..key0+63), rescale of O,
@@ -211,10 +203,10 @@ __device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float&
   }
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
-  wg_fence();
+  hp_wg_fence();
 #pragma unroll
   for (int kk = 0; kk < SN / 16; ++kk) pv_mma<D>(o, p[kk], tile_desc<SW>(vbase, 0, u * (SN / 16) + kk, D, NC, swap));
-  wg_commit();
+  hp_wg_commit();
 }
 
 // One warpgroup's work on one shared-memory stage of BN keys (64-key
@@ -229,11 +221,11 @@ __device__ __forceinline__ void consume_stage(float* o, float& m0, float& m1, fl
   for (int u = 0; u < BN / SN; ++u) {
     float s[SN / 2];
     qk_issue<D, BM, BN, SW>(s, sQ, kbase, u * SN, wg, swap);
-    wg_wait0();
+    hp_wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < SN / 2; ++i) reg_fence(s[i]);
     softmax_pv<D, BN, SW>(s, o, m0, m1, l0, l1, vbase, u, tile_key0 + u * SN, Lk, scale_log2, swap, t4);
-    wg_wait0();
+    hp_wg_wait<0>();
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
   }
@@ -250,7 +242,7 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
   constexpr int DC = D / 8, NC = BN / 8;  // 16-byte chunks per row of Q/K and of Vᵀ
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = SW ? (smem_u32(smem) + 1023) & ~1023u : smem_u32(smem), sK = sQ + QB, sV = sK + NS * KB;
+  const u32 sQ = SW ? (hp_smem(smem) + 1023) & ~1023u : hp_smem(smem), sK = sQ + QB, sV = sK + NS * KB;
 
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
   const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
@@ -328,36 +320,6 @@ __device__ __forceinline__ void flash_wgmma(const bf16* __restrict__ Q, const bf
 // "empty" barrier (every consumer warp arrives after its P·V finished), so
 // the consumer warpgroups never wait on each other at a block barrier.
 // Tensor maps use the 128-byte swizzle, the same layout as tile_off<true>.
-
-struct __align__(64) TmaDesc {
-  u64 v[16];
-};
-
-__device__ __forceinline__ void mbar_init(u32 a, u32 count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(a), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(u32 a, u32 bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(a), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(u32 a) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(a) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(u32 a, u32 parity) {
-  u32 ok;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(ok)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!ok);
-}
-__device__ __forceinline__ void tma_load_2d(u32 dst, const TmaDesc* map, int c0, int c1, u32 bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
-      "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
-      : "memory");
-}
 
 // Shared-memory stages of the TMA kernels: three up to 128 keys, two for
 // 192-key tiles (three would not fit in 227 KB with a 128-row Q tile).
@@ -541,12 +503,12 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
   };
   auto release = [&](int st) {
     __syncwarp();
-    if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+    if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
   };
   auto release_q = [&]() {
     if (qempty != 0) {
       __syncwarp();
-      if (lane == 0) mbar_arrive(qempty);  // this warp's Q·Kᵀ of the item are done
+      if (lane == 0) hp_mbar_arrive(qempty);  // this warp's Q·Kᵀ of the item are done
     }
   };
   float s[BN / 2];
@@ -559,11 +521,11 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
     // packed only after that MMA retired, as FA3 does, since ptxas
     // serialises the MMAs when registers a wgmma in flight uses are written.
     u32 p[BN / 16][4];
-    mbar_wait(bars + 8 * (g0 % NS), (g0 / NS) & 1);
-    wg_fence();
+    hp_mbar_wait(bars + 8 * (g0 % NS), (g0 / NS) & 1);
+    hp_wg_fence();
     qk(s, g0 % NS);
-    wg_commit();
-    wg_wait0();
+    hp_wg_commit();
+    hp_wg_wait<0>();
     fence_s(s);
     if (nkb == 1) release_q();
     softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, 0, Lk, scale_log2, t4);  // O is zero: no rescale
@@ -572,17 +534,17 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
     for (int j = 0; j + 1 < nkb; ++j) {  // the last tile has no S_{j+1}: peeled below
       const int st = (g0 + j) % NS, sn = (g0 + j + 1) % NS;
       fence_o();
-      wg_fence();
-      mbar_wait(bars + 8 * sn, ((g0 + j + 1) / NS) & 1);  // tile j+1 landed
+      hp_wg_fence();
+      hp_mbar_wait(bars + 8 * sn, ((g0 + j + 1) / NS) & 1);  // tile j+1 landed
       qk(s, sn);
-      wg_commit();
+      hp_wg_commit();
       pv_stage<D, BN, FL>(o, p, sV + st * VB);
-      wg_commit();
+      hp_wg_commit();
       asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");  // S_{j+1} done, P_j·V_j may run on
       fence_s(s);
       if (j + 2 == nkb) release_q();
       softmax_s<BN>(s, m0, m1, l0, l1, a0, a1, (j + 1) * BN, Lk, scale_log2, t4);
-      wg_wait0();
+      hp_wg_wait<0>();
       fence_o();
       release(st);
       rescale_o<D>(o, a0, a1);
@@ -590,30 +552,30 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
     }
     const int st = (g0 + nkb - 1) % NS;
     fence_o();
-    wg_fence();
+    hp_wg_fence();
     pv_stage<D, BN, FL>(o, p, sV + st * VB);
-    wg_commit();
-    wg_wait0();
+    hp_wg_commit();
+    hp_wg_wait<0>();
     fence_o();
     release(st);
   } else {
     if constexpr (OVL) {  // S_0 on its own; later S_{j+1} rides with P_j·V_j
-      mbar_wait(bars, 0);
-      wg_fence();
+      hp_mbar_wait(bars, 0);
+      hp_wg_fence();
       qk(s, 0);
-      wg_commit();
-      wg_wait0();
+      hp_wg_commit();
+      hp_wg_wait<0>();
       fence_s(s);
     }
 #pragma unroll 1
     for (int j = 0; j < nkb; ++j) {
       const int st = j % NS;
       if constexpr (!OVL) {
-        mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
-        wg_fence();
+        hp_mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+        hp_wg_fence();
         qk(s, st);
-        wg_commit();
-        wg_wait0();
+        hp_wg_commit();
+        hp_wg_wait<0>();
         fence_s(s);
       }
       u32 p[BN / 16][4];
@@ -621,17 +583,17 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
       pack_p<BN>(s, p);
       rescale_o<D>(o, a0, a1);
       fence_o();
-      wg_fence();
+      hp_wg_fence();
       pv_stage<D, BN, FL>(o, p, sV + st * VB);
       if constexpr (OVL) {
         if (j + 1 < nkb) {
           const int sn = (j + 1) % NS;
-          mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
+          hp_mbar_wait(bars + 8 * sn, ((j + 1) / NS) & 1);  // tile j+1 landed
           qk(s, sn);
         }
       }
-      wg_commit();
-      wg_wait0();
+      hp_wg_commit();
+      hp_wg_wait<0>();
       fence_o();
       fence_s(s);
       release(st);
@@ -644,23 +606,23 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
 // threads; REGS is the consumers' register budget after setmaxnreg; BN
 // keys per stage (128 only with FL != 0).
 template <int D, int NWG, int REGS, int FL, int BN>
-__device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
+__device__ __forceinline__ void flash_tma(const HpTmaDesc* tmQ, const HpTmaDesc* tmK, const HpTmaDesc* tmV,
                                           bf16* __restrict__ O, int Lq, int Lk, int H, float scale_log2) {
   static_assert(BN == 64 || FL != 0, "128-key stages need consume_tma");
   constexpr int BM = 64 * NWG, NS = tma_stages(BN), DH = D / 64;
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = (smem_u32(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 sQ = (hp_smem(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
   const u32 qbar = bars + 16 * NS;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
   const int q0 = blockIdx.x * BM, h = blockIdx.y, z = blockIdx.z;
   const int nkb = (Lk + BN - 1) / BN;
   if (tid == 0) {
     for (int st = 0; st < NS; ++st) {
-      mbar_init(bars + 8 * st, 1);
-      mbar_init(bars + 8 * (NS + st), NWG * 4);
+      hp_mbar_init(bars + 8 * st, 1);
+      hp_mbar_init(bars + 8 * (NS + st), NWG * 4);
     }
-    mbar_init(qbar, 1);
+    hp_mbar_init(qbar, 1);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -668,24 +630,24 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
   if (wg == NWG) {  // producer warpgroup
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;");
     if (tid == NWG * 128) {
-      mbar_expect_tx(qbar, QB);
+      hp_mbar_expect_tx(qbar, QB);
 #pragma unroll
-      for (int hf = 0; hf < DH; ++hf) tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * Lq + q0, qbar);
+      for (int hf = 0; hf < DH; ++hf) hp_tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * Lq + q0, qbar);
       for (int j = 0; j < nkb; ++j) {
         const int st = j % NS;
-        if (j >= NS) mbar_wait(bars + 8 * (NS + st), ((j / NS) - 1) & 1);  // consumers released the stage
-        mbar_expect_tx(bars + 8 * st, KB + VB);
+        if (j >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((j / NS) - 1) & 1);  // consumers released the stage
+        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
 #pragma unroll
         for (int hf = 0; hf < DH; ++hf)
-          tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+          hp_tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
         if constexpr ((FL & TF_VN) != 0) {  // V as it is: [keys][D], like K
 #pragma unroll
           for (int hf = 0; hf < DH; ++hf)
-            tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
         } else {  // Vᵀ: [D][keys]
 #pragma unroll
           for (int vh = 0; vh < BN / 64; ++vh)
-            tma_load_2d(sV + st * VB + vh * D * 128, tmV, j * BN + vh * 64, (z * H + h) * D, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB + vh * D * 128, tmV, j * BN + vh * 64, (z * H + h) * D, bars + 8 * st);
         }
       }
     }
@@ -696,17 +658,17 @@ __device__ __forceinline__ void flash_tma(const TmaDesc* tmQ, const TmaDesc* tmK
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
     const int t4 = lane & 3;
-    mbar_wait(qbar, 0);
+    hp_mbar_wait(qbar, 0);
     if constexpr (FL != 0) {
       consume_tma<D, NWG, FL, BN>(o, m0, m1, l0, l1, sQ, sK, sV, bars, wg, nkb, Lk, scale_log2, t4, lane);
     } else {
       for (int j = 0; j < nkb; ++j) {
         const int st = j % NS;
-        mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
+        hp_mbar_wait(bars + 8 * st, (j / NS) & 1);  // tile j landed
         consume_stage<D, BM, BN, true>(o, m0, m1, l0, l1, sQ, sK + st * KB, sV + st * VB, wg, j * BN, Lk, scale_log2,
                                        0, t4);
         __syncwarp();
-        if (lane == 0) mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
+        if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading the stage
       }
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -758,23 +720,23 @@ __device__ __forceinline__ void store_o(const float* o, float l0, float l1, bf16
 // store of an item stalls the tensor cores, and a block's start-up
 // (barrier init, setmaxnreg) is paid once per SM instead of once per tile.
 template <int D, int NWG, int REGS, int FL, int BN>
-__device__ __forceinline__ void flash_tma_p(const TmaDesc* tmQ, const TmaDesc* tmK, const TmaDesc* tmV,
+__device__ __forceinline__ void flash_tma_p(const HpTmaDesc* tmQ, const HpTmaDesc* tmK, const HpTmaDesc* tmV,
                                             bf16* __restrict__ O, int Lq, int Lk, int H, int B, float scale_log2) {
   static_assert((FL & TF_IWO) != 0, "the persistent kernel uses the intra-warpgroup-overlap consumer");
   constexpr int BM = 64 * NWG, NS = tma_stages(BN), DH = D / 64;
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = D * BN * 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = (smem_u32(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 sQ = (hp_smem(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
   const u32 qfull = bars + 16 * NS, qempty = qfull + 8;  // after full[s] (bars + 8s), empty[s] (bars + 8(NS+s))
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
   const int nkb = (Lk + BN - 1) / BN, nqt = (Lq + BM - 1) / BM, items = nqt * H * B;
   if (tid == 0) {
     for (int st = 0; st < NS; ++st) {
-      mbar_init(bars + 8 * st, 1);
-      mbar_init(bars + 8 * (NS + st), NWG * 4);
+      hp_mbar_init(bars + 8 * st, 1);
+      hp_mbar_init(bars + 8 * (NS + st), NWG * 4);
     }
-    mbar_init(qfull, 1);
-    mbar_init(qempty, NWG * 4);
+    hp_mbar_init(qfull, 1);
+    hp_mbar_init(qempty, NWG * 4);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -787,18 +749,18 @@ __device__ __forceinline__ void flash_tma_p(const TmaDesc* tmQ, const TmaDesc* t
         const int q0 = (t % nqt) * BM, h = (t / nqt) % H, z = t / (nqt * H);
         for (int j = 0; j < nkb; ++j, ++g) {
           const int st = g % NS;
-          if (g >= NS) mbar_wait(bars + 8 * (NS + st), ((g / NS) - 1) & 1);  // consumers released the slot
-          mbar_expect_tx(bars + 8 * st, KB + VB);
+          if (g >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((g / NS) - 1) & 1);  // consumers released the slot
+          hp_mbar_expect_tx(bars + 8 * st, KB + VB);
 #pragma unroll
           for (int hf = 0; hf < DH; ++hf) {
-            tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
-            tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+            hp_tma_load_2d(sK + st * KB + hf * BN * 128, tmK, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB + hf * BN * 128, tmV, h * D + hf * 64, z * Lk + j * BN, bars + 8 * st);
           }
           if (j == 0) {  // Q after the first K/V tile: its buffer frees only late in the previous item
-            if (it > 0) mbar_wait(qempty, (it - 1) & 1);
-            mbar_expect_tx(qfull, QB);
+            if (it > 0) hp_mbar_wait(qempty, (it - 1) & 1);
+            hp_mbar_expect_tx(qfull, QB);
 #pragma unroll
-            for (int hf = 0; hf < DH; ++hf) tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * Lq + q0, qfull);
+            for (int hf = 0; hf < DH; ++hf) hp_tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * Lq + q0, qfull);
           }
         }
       }
@@ -814,7 +776,7 @@ __device__ __forceinline__ void flash_tma_p(const TmaDesc* tmQ, const TmaDesc* t
 #pragma unroll
       for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
       float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-      mbar_wait(qfull, it & 1);
+      hp_mbar_wait(qfull, it & 1);
       consume_tma<D, NWG, FL, BN>(o, m0, m1, l0, l1, sQ, sK, sV, bars, wg, nkb, Lk, scale_log2, t4, lane, g, qempty);
       store_o<D>(o, l0, l1, O, q0 + wg * 64 + w4 * 16 + (lane >> 2), z, h, Lq, H, t4);
     }
@@ -823,8 +785,8 @@ __device__ __forceinline__ void flash_tma_p(const TmaDesc* tmQ, const TmaDesc* t
 
 #define FLASH_TMA_P(D, NWG, REGS, FL, BN, SUF)                                                                  \
   extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \
-      const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
-      const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, int B, float scale_log2) {           \
+      const __grid_constant__ HpTmaDesc tmQ, const __grid_constant__ HpTmaDesc tmK,                                 \
+      const __grid_constant__ HpTmaDesc tmV, bf16* O, int Lq, int Lk, int H, int B, float scale_log2) {           \
     flash_tma_p<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, B, scale_log2);                           \
   }
 FLASH_TMA_P(128, 2, 240, TF_IWO | TF_VN, 128, tivk128p)
@@ -832,8 +794,8 @@ FLASH_TMA_P(64, 2, 240, TF_IWO | TF_VN, 128, tivk128p)
 
 #define FLASH_TMA(D, NWG, REGS, FL, BN, SUF)                                                                    \
   extern "C" __global__ void __launch_bounds__(128 * (NWG + 1), 1) flash_wgmma_d##D##_w##NWG##_##SUF(          \
-      const __grid_constant__ TmaDesc tmQ, const __grid_constant__ TmaDesc tmK,                                 \
-      const __grid_constant__ TmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
+      const __grid_constant__ HpTmaDesc tmQ, const __grid_constant__ HpTmaDesc tmK,                                 \
+      const __grid_constant__ HpTmaDesc tmV, bf16* O, int Lq, int Lk, int H, float scale_log2) {                  \
     flash_tma<D, NWG, REGS, FL, BN>(&tmQ, &tmK, &tmV, O, Lq, Lk, H, scale_log2);                                \
   }
 // Suffix letters after "t" (see consume_tma): o = TF_OVL, i = TF_IWO,

@@ -19,48 +19,8 @@
 // fp32 accumulation, the sum rounded to bf16, then the bias added and the
 // result rounded again; an optional residual R [Cout,To,Ho,Wo] is then added
 // and rounded (the VAE residual block's Add, fused into the epilogue).
-#include "common.cuh"
+#include "hopper.cuh"
 
-struct __align__(64) CvTmaDesc {
-  u64 v[16];
-};
-
-__device__ __forceinline__ u32 cw_smem(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-__device__ __forceinline__ void cw_mbar_init(u32 a, u32 count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(a), "r"(count) : "memory");
-}
-__device__ __forceinline__ void cw_mbar_expect_tx(u32 a, u32 bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(a), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void cw_mbar_arrive(u32 a) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(a) : "memory");
-}
-__device__ __forceinline__ void cw_mbar_wait(u32 a, u32 parity) {
-  u32 ok;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(ok)
-        : "r"(a), "r"(parity)
-        : "memory");
-  } while (!ok);
-}
-__device__ __forceinline__ void cw_tma_2d(u32 dst, const CvTmaDesc* map, int c0, int c1, u32 bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
-      "l"((u64)map), "r"(c0), "r"(c1), "r"(bar)
-      : "memory");
-}
-__device__ __forceinline__ void cw_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cw_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cw_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
-}
 __device__ __forceinline__ void cw_reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 // Barrier 1 among the 256 consumer threads only (the producer never joins).
 __device__ __forceinline__ void cw_consumers_sync() { asm volatile("bar.sync 1, 256;" ::: "memory"); }
@@ -293,8 +253,8 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
 // so a K step is a whole tap and A rows move as 128 + 64 bytes instead of
 // three 64-byte pieces.
 template <int BK, int N, int MW, int NS, bool PERSIST>
-__device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* tmB, const CvTmaDesc* tmA2,
-                                         const CvTmaDesc* tmB2, bf16* __restrict__ Y,
+__device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmA2,
+                                         const HpTmaDesc* tmB2, bf16* __restrict__ Y,
                                          const void* bias, int bdt, const bf16* __restrict__ R, int Cin, int Cout,
                                          int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
   constexpr int BM = 128 * MW;
@@ -303,8 +263,8 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
   constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
   constexpr u32 STG = PERSIST ? (N * SO * 2 + 15) / 16 * 16 : 0;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 base = (cw_smem(smem) + 1023) & ~1023u;
-  unsigned char* gbase = smem + (base - cw_smem(smem));
+  const u32 base = (hp_smem(smem) + 1023) & ~1023u;
+  unsigned char* gbase = smem + (base - hp_smem(smem));
   bf16* so = (bf16*)(gbase + (PERSIST ? NS * SB : 0));
   const u32 bars = base + NS * SB + STG;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7;
@@ -313,8 +273,8 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
   const int ntiles = ((To * HWp + BM - 1) / BM) * nNt;
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
-      cw_mbar_init(bars + 8 * s, 1);
-      cw_mbar_init(bars + 8 * (NS + s), 8);
+      hp_mbar_init(bars + 8 * s, 1);
+      hp_mbar_init(bars + 8 * (NS + s), 8);
     }
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
@@ -328,18 +288,18 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
         const int m0 = (tile / nNt) * BM, n0 = (tile % nNt) * N;
         int cic = 0, tap = 0, a = 0, bb = 0, c = 0;
         for (int ks = 0; ks < nk; ++ks, ++issued) {
-          if (issued >= NS) cw_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
+          if (issued >= NS) hp_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
           const u32 full = bars + 8 * s;
-          cw_mbar_expect_tx(full, SB);
+          hp_mbar_expect_tx(full, SB);
           const int arow = m0 + a * HWp + bb * Wp + c, brow = tap * Cout + n0;
           if constexpr (SPLIT) {
-            cw_tma_2d(base + s * SB, tmA, 0, arow, full);
-            cw_tma_2d(base + s * SB + BM * 128, tmA2, 64, arow, full);
-            cw_tma_2d(base + s * SB + AB, tmB, 0, brow, full);
-            cw_tma_2d(base + s * SB + AB + N * 128, tmB2, 64, brow, full);
+            hp_tma_load_2d(base + s * SB, tmA, 0, arow, full);
+            hp_tma_load_2d(base + s * SB + BM * 128, tmA2, 64, arow, full);
+            hp_tma_load_2d(base + s * SB + AB, tmB, 0, brow, full);
+            hp_tma_load_2d(base + s * SB + AB + N * 128, tmB2, 64, brow, full);
           } else {
-            cw_tma_2d(base + s * SB, tmA, cic * BK, arow, full);
-            cw_tma_2d(base + s * SB + AB, tmB, cic * BK, brow, full);
+            hp_tma_load_2d(base + s * SB, tmA, cic * BK, arow, full);
+            hp_tma_load_2d(base + s * SB + AB, tmB, cic * BK, brow, full);
           }
           if (++s == NS) s = 0, ph ^= 1;
           if (++cic == nci) {
@@ -367,8 +327,8 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
         for (int i = 0; i < N / 2; ++i) acc[mi][i] = 0.f;
       int prev = 0;
       for (int ks = 0; ks < nk; ++ks) {
-        cw_mbar_wait(bars + 8 * s, ph);
-        cw_fence();
+        hp_mbar_wait(bars + 8 * s, ph);
+        hp_wg_fence();
         if constexpr (SPLIT) {
           const u32 a0 = base + s * SB + wg * (64 * MW) * 128, a1 = base + s * SB + BM * 128 + wg * (64 * MW) * 64;
           const u32 b0 = base + s * SB + AB, b1 = b0 + N * 128;
@@ -390,14 +350,14 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
             for (int mi = 0; mi < MW; ++mi)
               cw_mma<N>(acc[mi], cw_desc<BK>(sa + mi * 64 * BK * 2 + kk * 32), cw_desc<BK>(sb + kk * 32));
         }
-        cw_commit();
-        cw_wait<1>();  // the previous step's MMAs are done: release its stage
-        if (ks > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + prev));
+        hp_wg_commit();
+        hp_wg_wait<1>();  // the previous step's MMAs are done: release its stage
+        if (ks > 0 && lane == 0) hp_mbar_arrive(bars + 8 * (NS + prev));
         prev = s;
         if (++s == NS) s = 0, ph ^= 1;
       }
-      cw_wait<0>();
-      if (nk > 0 && lane == 0) cw_mbar_arrive(bars + 8 * (NS + prev));
+      hp_wg_wait<0>();
+      if (nk > 0 && lane == 0) hp_mbar_arrive(bars + 8 * (NS + prev));
 #pragma unroll
       for (int mi = 0; mi < MW; ++mi)
 #pragma unroll
@@ -457,7 +417,7 @@ __device__ __forceinline__ void conv_tma(const CvTmaDesc* tmA, const CvTmaDesc* 
 
 #define CONV_TMA_K(BK, N, MW, NS, PERSIST, SUF)                                                                \
   extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW##SUF(                    \
-      const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB, bf16* Y, const void* bias, \
+      const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, bf16* Y, const void* bias, \
       int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho,         \
       int Wo) {                                                                                                \
     conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, &tmA, &tmB, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, \
@@ -480,8 +440,8 @@ CONV_TMA(64, 8, 2, 6, 6)
 // conv3d_tma_k96_n96_m2: Cin = 96 with whole-tap K steps (stage 66 KiB,
 // three stages, one block per tile).
 extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k96_n96_m2(
-    const __grid_constant__ CvTmaDesc tmA, const __grid_constant__ CvTmaDesc tmB,
-    const __grid_constant__ CvTmaDesc tmA2, const __grid_constant__ CvTmaDesc tmB2, bf16* Y, const void* bias,
+    const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,
+    const __grid_constant__ HpTmaDesc tmA2, const __grid_constant__ HpTmaDesc tmB2, bf16* Y, const void* bias,
     int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
   conv_tma<96, 96, 2, 3, false>(&tmA, &tmB, &tmA2, &tmB2, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);
 }

@@ -179,10 +179,16 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
 }
 
 // mode 0 fast (one rounding), 1 default (x̂ rounded first), as rmsnorm_kernel.
-template <int VPT>
-__device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, int mode) {
+// ROPE: RMSNorm then RoPE of one row of q or k [heads*d] in one pass: the
+// norm's result is rounded to bf16 exactly where the unfused RMSNorm would
+// store it, then rotated in float32 as rope_bf16_kernel does, so the output
+// is bit-identical to the two kernels while reading and writing the row once.
+template <int VPT, bool ROPE>
+__device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, int mode,
+                                         const float* angles = nullptr, long long L = 1, int d = 8) {
   __shared__ float sh[33];
   const long long base = (long long)blockIdx.x * D;
+  const float* an_row = ROPE ? angles + ((long long)blockIdx.x % L) * (d / 2) : nullptr;
   float v[VPT][8];
   bool have[VPT];
   load_row<VPT>(x + base, D, v, have);
@@ -203,52 +209,18 @@ __device__ __forceinline__ void rms_body(bf16* y, const bf16* x, const void* w, 
     for (int k = 0; k < 8; ++k) {
       float r = v[j][k] * rstd;
       if (mode == 1) r = rbf(r);
-      v[j][k] = r * wv[k];
+      v[j][k] = ROPE ? rbf(r * wv[k]) : r * wv[k];
     }
-    ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
-  }
-}
-
-// RMSNorm then RoPE of one row of q or k [heads*d] in one pass: the norm's
-// result is rounded to bf16 exactly where the unfused RMSNorm would store
-// it, then rotated in float32 as rope_bf16_kernel does, so the output is
-// bit-identical to the two kernels while reading and writing the row once.
-template <int VPT>
-__device__ __forceinline__ void rms_rope_body(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps,
-                                              int mode, const float* angles, long long L, int d) {
-  __shared__ float sh[33];
-  const long long base = (long long)blockIdx.x * D;
-  const float* an_row = angles + ((long long)blockIdx.x % L) * (d / 2);
-  float v[VPT][8];
-  bool have[VPT];
-  load_row<VPT>(x + base, D, v, have);
-  float s = 0.f;
+    if (ROPE) {
+      const float* an = an_row + (c0 % d) / 2;
 #pragma unroll
-  for (int j = 0; j < VPT; ++j)
-    if (have[j])
-#pragma unroll
-      for (int k = 0; k < 8; ++k) s += v[j][k] * v[j][k];
-  const float rstd = rsqrtf(block_sum_once(s, sh) / D + eps);
-#pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    if (!have[j]) continue;
-    const int c0 = (threadIdx.x + j * blockDim.x) * 8;
-    float wv[8];
-    ld8v(w, wdt, c0, wv);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      float r = v[j][k] * rstd;
-      if (mode == 1) r = rbf(r);
-      v[j][k] = rbf(r * wv[k]);
-    }
-    const float* an = an_row + (c0 % d) / 2;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      float sn, cs;
-      sincosf(an[k], &sn, &cs);
-      float a = v[j][2 * k], b = v[j][2 * k + 1];
-      v[j][2 * k] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
-      v[j][2 * k + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+      for (int k = 0; k < 4; ++k) {
+        float sn, cs;
+        sincosf(an[k], &sn, &cs);
+        float a = v[j][2 * k], b = v[j][2 * k + 1];
+        v[j][2 * k] = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
+        v[j][2 * k + 1] = __fadd_rn(__fmul_rn(a, sn), __fmul_rn(b, cs));
+      }
     }
     ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
   }
@@ -268,11 +240,11 @@ __device__ __forceinline__ void rms_rope_body(bf16* y, const bf16* x, const void
   }                                                                                                             \
   extern "C" __global__ void rms_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, int D, float eps, \
                                              int mode) {                                                       \
-    rms_body<VPT>(y, x, w, wdt, D, eps, mode);                                                                  \
+    rms_body<VPT, false>(y, x, w, wdt, D, eps, mode);                                                           \
   }                                                                                                             \
   extern "C" __global__ void rms_rope_bf16_v##VPT(bf16* y, const bf16* x, const void* w, int wdt, int D,        \
                                                   float eps, int mode, const float* angles, long long L, int d) { \
-    rms_rope_body<VPT>(y, x, w, wdt, D, eps, mode, angles, L, d);                                               \
+    rms_body<VPT, true>(y, x, w, wdt, D, eps, mode, angles, L, d);                                              \
   }
 ROW_KERNELS(1)
 ROW_KERNELS(2)
