@@ -142,12 +142,25 @@ __device__ __forceinline__ void qk_issue(float* s, u32 sQ, u32 kbase, int k_row0
   hp_wg_commit();
 }
 
-// Masked online softmax of a finished S (keys key0..key0+63), rescale of O,
-// then issues O += P·V(sub-tile u of the stage's Vᵀ); the caller waits.
-template <int D, int BN, bool SW>
-__device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float& m1, float& l0, float& l1, u32 vbase,
-                                           int u, int key0, int Lk, float scale_log2, int swap, int t4) {
-  constexpr int SN = 64, NC = BN / 8;
+// Probabilities of a finished softmax as bf16 A fragments for P·V (the
+// accumulator layout of S equals the A-fragment layout).
+template <int SN>
+__device__ __forceinline__ void pack_p(const float* s, u32 (&p)[SN / 16][4]) {
+#pragma unroll
+  for (int kk = 0; kk < SN / 16; ++kk) {
+    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+// Masked online softmax of a finished S (keys key0..key0+SN-1), in place:
+// s becomes the probabilities; updates the row maxima and sums and returns
+// the factors a0, a1 that O must be scaled by before P·V is added.
+template <int SN>
+__device__ __forceinline__ void softmax_s(float* s, float& m0, float& m1, float& l0, float& l1, float& a0, float& a1,
+                                          int key0, int Lk, float scale_log2, int t4) {
   if (key0 + SN > Lk) {  // mask keys past the end
 #pragma unroll
     for (int c = 0; c < SN / 8; ++c) {
@@ -167,7 +180,8 @@ __device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float&
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
   mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
   const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-  const float a0 = ex2(m0 - n0), a1 = ex2(m1 - n1);
+  a0 = ex2(m0 - n0);
+  a1 = ex2(m1 - n1);
   m0 = n0;
   m1 = n1;
   float r0 = 0.f, r1 = 0.f;
@@ -182,8 +196,12 @@ __device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float&
   }
   l0 = l0 * a0 + r0;
   l1 = l1 * a1 + r1;
-  // Once the running maxima settle, a0 = a1 = 1 exactly for the whole warp
-  // and the rescale is skipped (exact, not an approximation).
+}
+
+// O *= a (per row half), skipped once the running maxima settle and every
+// factor of the warp is exactly 1 (exact, not an approximation).
+template <int D>
+__device__ __forceinline__ void rescale_o(float* o, float a0, float a1) {
   if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
 #pragma unroll
     for (int c = 0; c < D / 8; ++c) {
@@ -193,14 +211,20 @@ __device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float&
       o[4 * c + 3] *= a1;
     }
   }
+}
+
+// Masked online softmax of a finished S (keys key0..key0+63), rescale of O,
+// then issues O += P·V(sub-tile u of the stage's Vᵀ); the caller waits. The
+// cp.async kernels' step; the TMA consumers call the same three pieces.
+template <int D, int BN, bool SW>
+__device__ __forceinline__ void softmax_pv(float* s, float* o, float& m0, float& m1, float& l0, float& l1, u32 vbase,
+                                           int u, int key0, int Lk, float scale_log2, int swap, int t4) {
+  constexpr int SN = 64, NC = BN / 8;
+  float a0, a1;
+  softmax_s<SN>(s, m0, m1, l0, l1, a0, a1, key0, Lk, scale_log2, t4);
+  rescale_o<D>(o, a0, a1);
   u32 p[SN / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < SN / 16; ++kk) {
-    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-  }
+  pack_p<SN>(s, p);
 #pragma unroll
   for (int i = 0; i < D / 2; ++i) reg_fence(o[i]);
   hp_wg_fence();
@@ -356,75 +380,6 @@ __device__ __forceinline__ void s_mma<192>(float* s, u64 da, u64 db, int acc) { 
 #define TF_VN 4
 
 // P (bf16, A-fragment layout) from the probabilities in s.
-template <int SN>
-__device__ __forceinline__ void pack_p(const float* s, u32 (&p)[SN / 16][4]) {
-#pragma unroll
-  for (int kk = 0; kk < SN / 16; ++kk) {
-    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-  }
-}
-
-// Masked online softmax of a finished S (keys key0..key0+SN-1), in place:
-// s becomes the probabilities; updates the row maxima and sums and returns
-// the factors a0, a1 that O must be scaled by before P·V is added.
-template <int SN>
-__device__ __forceinline__ void softmax_s(float* s, float& m0, float& m1, float& l0, float& l1, float& a0, float& a1,
-                                          int key0, int Lk, float scale_log2, int t4) {
-  if (key0 + SN > Lk) {  // mask keys past the end
-#pragma unroll
-    for (int c = 0; c < SN / 8; ++c) {
-      int key = key0 + c * 8 + 2 * t4;
-      if (key >= Lk) s[4 * c] = s[4 * c + 2] = -INFINITY;
-      if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
-    }
-  }
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-  a0 = ex2(m0 - n0);
-  a1 = ex2(m1 - n1);
-  m0 = n0;
-  m1 = n1;
-  float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
-    s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
-    s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
-    s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
-    r0 += s[4 * c] + s[4 * c + 1];
-    r1 += s[4 * c + 2] + s[4 * c + 3];
-  }
-  l0 = l0 * a0 + r0;
-  l1 = l1 * a1 + r1;
-}
-
-// O *= a (per row half), skipped once the running maxima settle and every
-// factor of the warp is exactly 1 (exact, not an approximation).
-template <int D>
-__device__ __forceinline__ void rescale_o(float* o, float a0, float a1) {
-  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      o[4 * c] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
-    }
-  }
-}
-
 // d[0..63] += A(registers)·B(smem desc, MN-major: transpose bit set), m64n128k16.
 __device__ __forceinline__ void wgmma_rs_n128_tb(float* d, const u32* a, u64 db) {
   asm volatile(
