@@ -3,43 +3,8 @@
 // accumulation, online softmax in the exp2 domain, bf16 output.
 // One block handles BM = 16*NW query rows of one head; each warp owns 16 rows
 // and streams 64-key tiles of K and V through shared memory (cp.async, two
-// stages). The same skeleton takes a block mask for SLA/SageAttention later.
-#include "common.cuh"
-
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-
-// 16-byte async copy global->shared; pred false fills the 16 bytes with zeros
-// (rows past the sequence end must be finite: P is 0 there but 0*NaN is NaN).
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool pred) {
-  int n = pred ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-
-__device__ __forceinline__ void ldsm_x4(u32* r, const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(u32* r, const void* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p)));
-}
-
-// c += a·b for one m16n8k16 tile (a: 4 regs, b: 2 regs of bf16x2).
-__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+// stages). sla_sparse.cu and sla_sage.cuh run the same loop over a block list.
+#include "mma.cuh"
 
 template <int D, int NW>
 __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16* __restrict__ K,
@@ -70,7 +35,7 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
 
   for (int c = tid; c < BM * CH; c += NT) {
     int r = c / CH, col = (c % CH) * 8, g = q0 + r;
-    cp_async16(&sQ[r * STR + col], Qh + (long long)min(g, Lq - 1) * ld + col, g < Lq);
+    sp_cp16(&sQ[r * STR + col], Qh + (long long)min(g, Lq - 1) * ld + col, g < Lq);
   }
   auto load_kv = [&](int j, int st) {
     bf16* dk = sK + st * BN * STR;
@@ -78,19 +43,19 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
     for (int c = tid; c < BN * CH; c += NT) {
       int r = c / CH, col = (c % CH) * 8, g = j * BN + r;
       long long off = (long long)min(g, Lk - 1) * ld + col;
-      cp_async16(&dk[r * STR + col], Kh + off, g < Lk);
-      cp_async16(&dv[r * STR + col], Vh + off, g < Lk);
+      sp_cp16(&dk[r * STR + col], Kh + off, g < Lk);
+      sp_cp16(&dv[r * STR + col], Vh + off, g < Lk);
     }
   };
   load_kv(0, 0);
-  cp_async_commit();
-  cp_async_wait_all();
+  sp_commit();
+  sp_wait_all();
   __syncthreads();
 
   // Q fragments stay in registers for the whole key loop.
   u32 qf[D / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(qf[kk], &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+  for (int kk = 0; kk < D / 16; ++kk) sp_ldsm_x4(qf[kk], &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
 
   float o[D / 8][4];
 #pragma unroll
@@ -102,7 +67,7 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
   for (int j = 0; j < nkb; ++j) {
     const int st = j & 1;
     if (j + 1 < nkb) load_kv(j + 1, st ^ 1);  // overlaps with this tile's math
-    cp_async_commit();
+    sp_commit();
     const bf16* k = sK + st * BN * STR;
     const bf16* v = sV + st * BN * STR;
 
@@ -114,9 +79,9 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
 #pragma unroll
       for (int np = 0; np < BN / 16; ++np) {
         u32 b[4];
-        ldsm_x4(b, &k[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-        mma16816(s[2 * np], qf[kk], b[0], b[1]);
-        mma16816(s[2 * np + 1], qf[kk], b[2], b[3]);
+        sp_ldsm_x4(b, &k[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
+        sp_mma_bf16(s[2 * np], qf[kk], b[0], b[1]);
+        sp_mma_bf16(s[2 * np + 1], qf[kk], b[2], b[3]);
       }
     }
     if ((j + 1) * BN > Lk) {  // mask keys past the end
@@ -169,12 +134,12 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         u32 b[4];
-        ldsm_x4_t(b, &v[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + dp * 16 + (lane >> 4) * 8]);
-        mma16816(o[2 * dp], a, b[0], b[1]);
-        mma16816(o[2 * dp + 1], a, b[2], b[3]);
+        sp_ldsm_x4_t(b, &v[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + dp * 16 + (lane >> 4) * 8]);
+        sp_mma_bf16(o[2 * dp], a, b[0], b[1]);
+        sp_mma_bf16(o[2 * dp + 1], a, b[2], b[3]);
       }
     }
-    cp_async_wait_all();
+    sp_wait_all();
     __syncthreads();
   }
 

@@ -3,7 +3,7 @@
 // sla_sage_fp8.cu (P·V on e4m3 mma.sync, sm_89+ with NVRTC 12.4+; a module
 // of its own so that a toolchain without it costs only that path).
 #pragma once
-#include "sla_mma.cuh"
+#include "mma.cuh"
 
 // The e4m3 mma.sync (sm_89+) needs PTX ISA 8.4 (NVRTC 12.4+); without it
 // the fp8 kernels are built as stubs and sage_fp8_supported says 0.

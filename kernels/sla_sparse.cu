@@ -5,7 +5,7 @@
 // [B, L, H·128]; one CTA per (query block, head, batch), 16 query rows per
 // warp, key blocks through shared memory with cp.async (two stages), the
 // same tile structure as attention.cu.
-#include "sla_mma.cuh"
+#include "mma.cuh"
 
 // SLA (Triton kernel semantics): s = (q·k)·scale in float32 (scale =
 // d^-0.5·log2 e), online softmax p = exp2(s − m), o += bf16(p)·v, o/l.

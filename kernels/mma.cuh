@@ -1,6 +1,7 @@
-// sla_mma.cuh: shared-memory copies, ldmatrix and mma.sync wrappers, the
-// e4m3 rounding and the epilogue store used by the SLA and SageSLA sparse
-// kernels (sla_sparse.cu, sla_sage.cu).
+// mma.cuh: shared-memory copies, ldmatrix and mma.sync wrappers shared by
+// the mma.sync tensor-core kernels (attention.cu, sla_sparse.cu,
+// sla_sage.cu), and the e4m3 rounding and epilogue store of the SLA/SageSLA
+// kernels.
 #pragma once
 #include "common.cuh"
 
