@@ -21,28 +21,32 @@ import (
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
-	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
 //go:embed web
 var webFS embed.FS
 
 // Generator is what the server drives: pipeline.Engine in production, a fake
-// in tests.
+// in tests. It runs r and writes the video to r.Output, returning the path
+// it wrote (a GIF beside it when no MP4 can be made).
 type Generator interface {
-	Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (*video.Clip, error)
+	Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (written string, err error)
 }
 
-// EngineGenerator adapts a pipeline.Engine.
+// EngineGenerator adapts a pipeline.Engine. The engine writes the file
+// itself, so an MP4 is encoded while the VAE decodes (pipeline.Request.Output).
 type EngineGenerator struct{ Engine *pipeline.Engine }
 
-func (g EngineGenerator) Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (*video.Clip, error) {
+func (g EngineGenerator) Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (string, error) {
 	g.Engine.Progress = progress
 	res, err := g.Engine.Generate(ctx, r)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return res.Clip, nil
+	if res.Output == nil {
+		return "", fmt.Errorf("server: the engine wrote no video for output %q", r.Output)
+	}
+	return res.Output.Path, nil
 }
 
 // Request is the JSON body of POST /v1/videos. Zero fields take defaults.
@@ -302,20 +306,19 @@ func (s *Server) worker(ctx context.Context) {
 func (s *Server) run(ctx context.Context, j *Job) {
 	t0 := time.Now()
 	s.update(j, func(j *Job) { j.Status = "running" })
-	clip, err := s.gen.Generate(ctx, j.req, func(ev pipeline.Event) {
+	req := j.req
+	req.Output = filepath.Join(s.outDir, "video-"+j.ID+"."+j.Format)
+	path, err := s.gen.Generate(ctx, req, func(ev pipeline.Event) {
 		s.update(j, func(j *Job) { j.Stage, j.Done, j.Total = ev.Stage, ev.Done, ev.Total })
 	})
-	var path string
-	if err == nil {
-		path = filepath.Join(s.outDir, "video-"+j.ID+"."+j.Format)
-		_, err = video.Write(path, clip)
-	}
 	s.update(j, func(j *Job) {
 		j.Seconds = time.Since(t0).Seconds()
 		if err != nil {
 			j.Status, j.Error = "failed", err.Error()
 			return
 		}
+		// The format actually written (an MP4 request becomes a GIF without ffmpeg).
+		j.Format = strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
 		j.Status, j.path, j.VideoURL = "done", path, "/v1/videos/"+j.ID+"/content"
 	})
 }

@@ -25,10 +25,10 @@ import (
 // the prompt "fail".
 type fakeGen struct{ got []pipeline.Request }
 
-func (f *fakeGen) Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (*video.Clip, error) {
+func (f *fakeGen) Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (string, error) {
 	f.got = append(f.got, r)
 	if r.Prompt == "fail" {
-		return nil, errors.New("out of GPU memory: asked 12 GiB, 3 GiB free")
+		return "", errors.New("out of GPU memory: asked 12 GiB, 3 GiB free")
 	}
 	for i := 0; i <= r.Steps; i++ {
 		progress(pipeline.Event{Stage: "step", Done: i, Total: r.Steps})
@@ -37,7 +37,8 @@ func (f *fakeGen) Generate(ctx context.Context, r pipeline.Request, progress fun
 	for i := 0; i < r.Frames; i++ {
 		c.Frames = append(c.Frames, make([]byte, 16*8*3))
 	}
-	return c, nil
+	written, _, err := pipeline.WriteOutput(r.Output, c)
+	return written, err
 }
 
 func post(t *testing.T, url, body string) (int, map[string]any) {
@@ -203,3 +204,36 @@ func TestServerImageToVideo(t *testing.T) {
 }
 
 func pngEncode(w io.Writer, img image.Image) error { return png.Encode(w, img) }
+
+// Without ffmpeg an MP4 request still completes: the generator writes a GIF
+// beside the requested file, and the job reports the format it got.
+func TestServerMP4FallsBackToGIF(t *testing.T) {
+	t.Setenv("PATH", t.TempDir()) // no ffmpeg
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gen := &fakeGen{}
+	out := t.TempDir()
+	s, err := New(ctx, gen, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	_, m := post(t, ts.URL, `{"prompt":"a fox","frames":5,"seed":7}`)
+	j := waitJob(t, ts.URL, m["id"].(string))
+	if j["status"] != "done" || j["format"] != "gif" {
+		t.Fatalf("job: %v (want done, format gif)", j)
+	}
+	if got := gen.got[0].Output; filepath.Dir(got) != out || filepath.Ext(got) != ".mp4" {
+		t.Fatalf("generator asked to write %q, want an .mp4 in %s", got, out)
+	}
+	resp, err := http.Get(ts.URL + j["video_url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.HasPrefix(b, []byte("GIF8")) || resp.Header.Get("Content-Type") != "image/gif" {
+		t.Fatalf("content: status %d, type %q, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
+	}
+}
