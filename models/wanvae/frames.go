@@ -3,6 +3,7 @@ package wanvae
 import (
 	"fmt"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -18,18 +19,27 @@ func Frames(video []float32, shape []int) ([][]uint8, error) {
 	if n := tensor.NumElements(shape); n != len(video) {
 		return nil, fmt.Errorf("wanvae: frames: video shape %v holds %d values, got %d", shape, n, len(video))
 	}
-	F, plane := shape[1], shape[2]*shape[3]
+	F, H, W := shape[1], shape[2], shape[3]
+	plane := H * W
 	frames := make([][]uint8, F)
 	for f := range frames {
-		px := make([]uint8, 3*plane)
-		for c := 0; c < 3; c++ {
-			src := video[(c*F+f)*plane : (c*F+f+1)*plane]
-			for i, x := range src {
-				px[3*i+c] = ToUint8(x)
+		frames[f] = make([]uint8, 3*plane)
+	}
+	// Parallel over pixel rows of all frames, one pixel's three channels at a
+	// time: the pipeline converts each decoded chunk on the host while the
+	// GPU waits for the next one.
+	parallel.For(F*H, func(lo, hi int) {
+		for fr := lo; fr < hi; fr++ {
+			f, y := fr/H, fr%H
+			r := video[(0*F+f)*plane+y*W : (0*F+f)*plane+(y+1)*W]
+			g := video[(1*F+f)*plane+y*W : (1*F+f)*plane+(y+1)*W]
+			b := video[(2*F+f)*plane+y*W : (2*F+f)*plane+(y+1)*W]
+			px := frames[f][3*y*W : 3*(y+1)*W]
+			for i := range r {
+				px[3*i], px[3*i+1], px[3*i+2] = ToUint8(r[i]), ToUint8(g[i]), ToUint8(b[i])
 			}
 		}
-		frames[f] = px
-	}
+	})
 	return frames, nil
 }
 

@@ -23,8 +23,10 @@ func TestToUint8(t *testing.T) {
 }
 
 func TestFramesLayout(t *testing.T) {
-	// [3,F=2,H=1,W=2]: frame f, pixel i, channel c holds a distinct value.
-	F, P := 2, 2
+	// [3,F,H,W]: frame f, pixel i, channel c holds a distinct value; several
+	// rows and frames, so the parallel row split is exercised.
+	F, H, W := 3, 37, 19
+	P := H * W
 	video := make([]float32, 3*F*P)
 	want := make([][]uint8, F)
 	for f := range want {
@@ -33,13 +35,13 @@ func TestFramesLayout(t *testing.T) {
 	for c := 0; c < 3; c++ {
 		for f := 0; f < F; f++ {
 			for i := 0; i < P; i++ {
-				u := uint8(40*c + 10*f + 3*i)
+				u := uint8((85*c + 31*f + 7*i) % 256)
 				video[(c*F+f)*P+i] = 2*float32(u)/255 - 1
 				want[f][3*i+c] = u
 			}
 		}
 	}
-	got, err := Frames(video, []int{3, F, 1, 2})
+	got, err := Frames(video, []int{3, F, H, W})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +52,10 @@ func TestFramesLayout(t *testing.T) {
 			}
 		}
 	}
-	if _, err := Frames(video, []int{3, 2, 2, 2}); err == nil {
+	if _, err := Frames(video, []int{3, F, H, W + 1}); err == nil {
 		t.Error("Frames accepted a shape that does not match the data")
 	}
-	if _, err := Frames(video, []int{6, 1, 1, 2}); err == nil {
+	if _, err := Frames(video, []int{6, F, H, W}); err == nil {
 		t.Error("Frames accepted 6 channels")
 	}
 }
