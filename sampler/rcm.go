@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -84,9 +85,11 @@ func (c RCM) Sample(n int, noise Noise, v Velocity) ([]float32, error) {
 	in := make([]float32, n)
 	for i := 0; i < c.Steps; i++ {
 		cur, next := s[i], s[i+1]
-		for j, xv := range x {
-			in[j] = toNet(xv, c.NetDType)
-		}
+		parallel.For(len(x), func(lo, hi int) {
+			for j := lo; j < hi; j++ {
+				in[j] = toNet(x[j], c.NetDType)
+			}
+		})
 		st := Step{Index: i, Time: cur, Timestep: RCMTimestep(cur, c.NetDType)}
 		// The step's noise does not depend on the velocity, so it is drawn
 		// while the network runs (same draws, same order; eps is free once
@@ -131,10 +134,13 @@ func (c RCM) Sample(n int, noise Noise, v Velocity) ([]float32, error) {
 func rcmSDEUpdate(x []float64, v, eps []float32, cur, next float64) {
 	keep := 1 - next
 	nextF := float32(next)
-	for i := range x {
-		x0 := x[i] - float64(cur*float64(v[i]))
-		x[i] = float64(keep*x0) + float64(float32(nextF*eps[i]))
-	}
+	// Elementwise, so splitting it over the cores changes no result.
+	parallel.For(len(x), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			x0 := x[i] - float64(cur*float64(v[i]))
+			x[i] = float64(keep*x0) + float64(float32(nextF*eps[i]))
+		}
+	})
 }
 
 // rcmODEUpdate is x ← x − (s_cur − s_next)·v in float64.
