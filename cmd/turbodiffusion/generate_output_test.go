@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
@@ -18,17 +16,9 @@ func TestGenerateCLIStreamsMP4(t *testing.T) {
 	if _, err := video.FFmpeg(); err != nil {
 		t.Skip("skipping:", err)
 	}
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.safetensors")
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
+	dir, enc := tinyEncoder(t)
 	out := filepath.Join(dir, "clip.mp4")
-	stdout, stderr, err := run(t, "generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
-		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
-		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
-		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", out)
+	stdout, stderr, err := run(t, tinyGenerateArgs(t, enc, out)...)
 	t.Log(stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -64,16 +54,8 @@ func TestGenerateBadOutputFormat(t *testing.T) {
 // An empty --output is refused before the models run (the request would
 // have no output, and there would be no file to name).
 func TestGenerateEmptyOutput(t *testing.T) {
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.safetensors")
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
-	stdout, stderr, err := run(t, "generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
-		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
-		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
-		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", "")
+	_, enc := tinyEncoder(t)
+	stdout, stderr, err := run(t, tinyGenerateArgs(t, enc, "")...)
 	if err == nil || !strings.Contains(err.Error(), "--output") {
 		t.Fatalf("error %v, want one naming --output", err)
 	}

@@ -60,19 +60,9 @@ func TestGenerateBadFlags(t *testing.T) {
 // TestGenerateCLITinyModels runs the real command on the golden tiny DiT and
 // VAE with the golden tokenizer and a random umT5, and checks a GIF appears.
 func TestGenerateCLITinyModels(t *testing.T) {
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.safetensors")
-	// The random encoder fits the set: the tokenizer's vocabulary, the
-	// DiT's text width.
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
+	dir, enc := tinyEncoder(t)
 	out := filepath.Join(dir, "clip.gif")
-	stdout, stderr, err := run(t, "generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
-		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
-		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
-		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", out)
+	stdout, stderr, err := run(t, tinyGenerateArgs(t, enc, out)...)
 	t.Log(stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +88,28 @@ func resetFlags(c *cobra.Command) {
 	for _, sub := range c.Commands() {
 		resetFlags(sub)
 	}
+}
+
+// tinyEncoder writes a random umT5 that fits the conformance set (the
+// tokenizer's vocabulary, the DiT's text width) into a new temporary folder.
+func tinyEncoder(t *testing.T) (dir, enc string) {
+	t.Helper()
+	dir = t.TempDir()
+	enc = filepath.Join(dir, "enc.safetensors")
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
+		t.Fatal(err)
+	}
+	return dir, enc
+}
+
+// tinyGenerateArgs is a one-step CPU `generate` of one 512×512 frame on the
+// set's DiT and VAE with encoder enc, writing out.
+func tinyGenerateArgs(t *testing.T, enc, out string) []string {
+	return []string{"generate", "--device", "cpu", "--prompt", "a fox", "--steps", "1",
+		"--dit", golden.Path(t, "dit_weights.pth"), "--vae", golden.Path(t, "vae.safetensors"),
+		"--text-encoder", enc, "--tokenizer", golden.Path(t, "tokenizer"),
+		"--resolution", "512", "--aspect", "1:1", "--frames", "1", "--sla-topk", "0.25", "--no-cache", "-o", out}
 }
 
 // goldenVocab is the vocabulary size of the set's tokenizer, which a random

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/server"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
@@ -17,12 +16,7 @@ import (
 // streams during the decode) and reports the file it wrote; tiny models on
 // the CPU, as `serve` builds them.
 func TestEngineGeneratorWritesOutput(t *testing.T) {
-	dir := t.TempDir()
-	enc := filepath.Join(dir, "enc.safetensors")
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
+	dir, enc := tinyEncoder(t)
 	f := engineFlags{
 		files:     pipeline.Files{DiT: golden.Path(t, "dit_weights.pth"), VAE: golden.Path(t, "vae.safetensors"), TextEncoder: enc, Tokenizer: golden.Path(t, "tokenizer")},
 		attention: "sla", topk: 0.25, device: "cpu", dtype: "bf16", keepText: true, noCache: true,
