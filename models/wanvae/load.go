@@ -31,6 +31,7 @@ type VAE struct {
 	decHead   *conv
 
 	weights []backend.Tensor // everything uploaded, for Free
+	rgb     *RGBMap          // FitRGB's result, once fitted
 }
 
 // Free releases the weights on the backend; the VAE is unusable afterwards.
