@@ -45,6 +45,11 @@ type Options struct {
 	// KeepExperts keeps both image-to-video experts loaded between steps
 	// and requests (twice the DiT memory); otherwise only one is resident.
 	KeepExperts bool
+	// VAETile decodes in spatial tiles of at most VAETile×VAETile latent
+	// pixels (wanvae.VAE.SetTiling; 0: untiled): device memory is set by
+	// the tile, not the video, at the price of the decode's streaming (the
+	// frames come once the last tile is done).
+	VAETile int
 	// Encoding is the x264 setting of MP4 outputs (preset, CRF, …) unless
 	// a request sets its own; the zero value is video's default.
 	Encoding video.Encoding
@@ -561,6 +566,10 @@ func (e *Engine) loadVAE() error {
 	defer f.Close()
 	v, err := wanvae.Load(f, e.vae, tensor.BF16)
 	if err != nil {
+		return err
+	}
+	if err := v.SetTiling(e.opt.VAETile); err != nil {
+		v.Free()
 		return err
 	}
 	e.decoder = v

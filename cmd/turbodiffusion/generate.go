@@ -29,7 +29,7 @@ type engineFlags struct {
 	exactRounding                  bool
 	cacheDir                       string
 	preset                         string
-	crf                            int
+	crf, vaeTile                   int
 	// i2v selects the image-to-video experts (--dit-high/--dit-low or the
 	// TurboWan2.2-I2V files) instead of a text-to-video DiT.
 	i2v bool
@@ -69,6 +69,7 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
 	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of MP4 output: "+strings.Join(video.Presets, ", "))
 	fl.IntVar(&f.crf, "crf", video.CRF, "x264 quality of MP4 output, 1 (best) to 51")
+	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (8 video pixels each) to cap its memory, e.g. 32 for 720p; 0: untiled")
 }
 
 // encoding is the MP4 setting the flags ask for.
@@ -96,6 +97,9 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	enc, err := f.encoding()
 	if err != nil {
 		return nil, nil, err
+	}
+	if f.vaeTile < 0 {
+		return nil, nil, fmt.Errorf("--vae-tile %d: must be 0 (untiled) or a positive number of latent pixels", f.vaeTile)
 	}
 	dt := tensor.BF16
 	switch f.dtype {
@@ -136,7 +140,7 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.noCache {
 		cache = ""
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -32,6 +32,7 @@ type VAE struct {
 
 	weights []backend.Tensor // everything uploaded, for Free
 	rgb     *RGBMap          // FitRGB's result, once fitted
+	tile    int              // SetTiling's tile size in latent pixels; 0: untiled
 }
 
 // Free releases the weights on the backend; the VAE is unusable afterwards.
