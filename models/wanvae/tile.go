@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -180,13 +181,16 @@ func (v *VAE) decodeTiled(x []float32, z, T, H, W int, emit func(first int, chun
 			n = 1
 		}
 		data := make([]float32, 3*n*plane)
-		for c := 0; c < 3; c++ {
-			src := acc[(c*F+frame)*plane : (c*F+frame+n)*plane]
-			dst := data[c*n*plane : (c+1)*n*plane]
-			for i, val := range src {
-				dst[i] = float32(val)
+		parallel.For(3*n, func(lo, hi int) {
+			for ck := lo; ck < hi; ck++ {
+				c, k := ck/n, ck%n
+				src := acc[(c*F+frame+k)*plane : (c*F+frame+k+1)*plane]
+				dst := data[(c*n+k)*plane : (c*n+k+1)*plane]
+				for i, val := range src {
+					dst[i] = float32(val)
+				}
 			}
-		}
+		})
 		if err := emit(frame, data, []int{3, n, OH, OW}); err != nil {
 			return err
 		}
@@ -245,23 +249,27 @@ func (v *VAE) decodeTile(mids [][]float32, C, T int, ry, rx span, acc []float64,
 		n, th, tw := sh[1], sh[2], sh[3]
 		data := b.Download(out)
 		b.Free(out)
-		for c := 0; c < 3; c++ {
-			for k := 0; k < n; k++ {
-				for yy := 0; yy < th; yy++ {
-					wy := ry.blendWeight(ny0 + yy)
-					if wy == 0 {
-						continue
-					}
-					row := acc[((c*F+frame+k)*OH+ny0+yy)*OW+nx0:]
-					src := data[((c*n+k)*th+yy)*tw:]
-					for xx := 0; xx < tw; xx++ {
-						if wgt := wy * rx.blendWeight(nx0+xx); wgt != 0 {
-							row[xx] += wgt * float64(src[xx])
-						}
-					}
+		wx := make([]float64, tw)
+		for xx := range wx {
+			wx[xx] = rx.blendWeight(nx0 + xx)
+		}
+		// Rows of distinct (channel, frame, y) are disjoint: split them over
+		// the cores.
+		parallel.For(3*n*th, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				ck, yy := r/th, r%th
+				c, k := ck/n, ck%n
+				wy := ry.blendWeight(ny0 + yy)
+				if wy == 0 {
+					continue
+				}
+				row := acc[((c*F+frame+k)*OH+ny0+yy)*OW+nx0:]
+				src := data[((c*n+k)*th+yy)*tw:]
+				for xx, w := range wx {
+					row[xx] += wy * w * float64(src[xx])
 				}
 			}
-		}
+		})
 		frame += n
 	}
 	return nil
