@@ -130,3 +130,18 @@ func TestSpread(t *testing.T) {
 		}
 	}
 }
+
+// Options.VAETile reaches the loaded VAE, and a bad one is refused.
+func TestVAETileOption(t *testing.T) {
+	eng := tinyEngine(t, Options{VAETile: 8})
+	if err := eng.loadVAE(); err != nil {
+		t.Fatal(err)
+	}
+	if got := eng.decoder.Tiling(); got != 8 {
+		t.Fatalf("VAE tiling %d, want 8", got)
+	}
+	bad := tinyEngine(t, Options{VAETile: -3})
+	if err := bad.loadVAE(); err == nil {
+		t.Fatal("a negative tile size was accepted")
+	}
+}
