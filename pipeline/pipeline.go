@@ -162,6 +162,12 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 	if opt.OpenCheckpoint == nil {
 		e.opt.OpenCheckpoint = checkpoint.Open
 	}
+	if err := opt.Encoding.Validate(); err != nil {
+		return nil, fmt.Errorf("options: encoding: %w", err)
+	}
+	if opt.VAETile < 0 {
+		return nil, fmt.Errorf("options: VAE tile %d latent pixels: must be 0 (untiled) or positive", opt.VAETile)
+	}
 	var ok bool
 	if e.dit, ok = b.(backend.DiT); !ok {
 		return nil, fmt.Errorf("backend %s cannot run the DiT (it lacks the DiT ops)", b.Name())

@@ -10,6 +10,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
 // tinyEngine is an engine on the set's tiny DiT and VAE with a random umT5.
@@ -140,8 +141,11 @@ func TestVAETileOption(t *testing.T) {
 	if got := eng.decoder.Tiling(); got != 8 {
 		t.Fatalf("VAE tiling %d, want 8", got)
 	}
-	bad := tinyEngine(t, Options{VAETile: -3})
-	if err := bad.loadVAE(); err == nil {
-		t.Fatal("a negative tile size was accepted")
+	be := cpu.New()
+	if _, err := New(be, be, Options{VAETile: -3}); err == nil {
+		t.Error("a negative tile size was accepted")
+	}
+	if _, err := New(be, be, Options{Encoding: video.Encoding{Preset: "warp"}}); err == nil {
+		t.Error("a bad x264 preset was accepted")
 	}
 }
