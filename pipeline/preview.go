@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
 	"github.com/turbodiffusion-go/turbodiffusion/sampler"
 )
@@ -97,15 +98,16 @@ func (p *previewer) after(sample int, st sampler.Step, x, v []float32) error {
 	idx := spread(T, previewFrames)
 	sub := make([]float32, C*len(idx)*plane)
 	s := float32(st.Time)
-	for c := 0; c < C; c++ {
-		for j, t := range idx {
-			src := (c*T + t) * plane
-			dst := (c*len(idx) + j) * plane
+	parallel.For(C*len(idx), func(lo, hi int) {
+		for cj := lo; cj < hi; cj++ {
+			c, j := cj/len(idx), cj%len(idx)
+			src := (c*T + idx[j]) * plane
+			dst := cj * plane
 			for i := 0; i < plane; i++ {
 				sub[dst+i] = x[src+i] - s*v[src+i]
 			}
 		}
-	}
+	})
 	local := make([]int, len(idx))
 	for j := range local {
 		local[j] = j

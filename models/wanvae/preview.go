@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -29,15 +30,28 @@ func (m *RGBMap) Apply(z []float32, shape []int, t int) ([]byte, error) {
 	}
 	C, T, plane := shape[0], shape[1], shape[2]*shape[3]
 	out := make([]byte, 3*plane)
-	for p := 0; p < plane; p++ {
-		for k := 0; k < 3; k++ {
-			s := m.B[k]
-			for c := 0; c < C; c++ {
-				s += m.W[k][c] * z[(c*T+t)*plane+p]
+	// Channel-outer over contiguous planes, a row block per core.
+	parallel.For((plane+255)/256, func(lo, hi int) {
+		var acc [3][256]float32
+		for blk := lo; blk < hi; blk++ {
+			p0, p1 := blk*256, min(plane, (blk+1)*256)
+			for k := 0; k < 3; k++ {
+				a := acc[k][:p1-p0]
+				for i := range a {
+					a[i] = m.B[k]
+				}
+				for c := 0; c < C; c++ {
+					w, src := m.W[k][c], z[(c*T+t)*plane+p0:(c*T+t)*plane+p1]
+					for i, v := range src {
+						a[i] += w * v
+					}
+				}
+				for i, v := range a {
+					out[3*(p0+i)+k] = ToUint8(v)
+				}
 			}
-			out[3*p+k] = ToUint8(s)
 		}
-	}
+	})
 	return out, nil
 }
 
