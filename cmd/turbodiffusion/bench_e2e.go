@@ -199,7 +199,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 				return err
 			}
 			t1 := time.Now()
-			err = video.WriteMP4(filepath.Join(tmp, "alone.mp4"), res.Clip)
+			err = video.WriteMP4With(filepath.Join(tmp, "alone.mp4"), res.Clip, encoding)
 			enc := time.Since(t1)
 			os.RemoveAll(tmp)
 			if err != nil {
