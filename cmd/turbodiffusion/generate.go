@@ -68,16 +68,13 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
 	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of MP4 output: "+strings.Join(video.Presets, ", "))
-	fl.IntVar(&f.crf, "crf", video.CRF, "x264 quality of MP4 output, 1 (best) to 51")
+	fl.IntVar(&f.crf, "crf", video.CRF, "x264 quality of MP4 output, 1 (best) to 51 (0: the default)")
 	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (8 video pixels each) to cap its memory, e.g. 32 for 720p; 0: untiled")
 }
 
 // encoding is the MP4 setting the flags ask for.
 func (f *engineFlags) encoding() (video.Encoding, error) {
 	e := video.Encoding{Preset: f.preset, CRF: f.crf}
-	if f.crf < 1 {
-		return e, fmt.Errorf("--crf %d: must be 1 (best) to 51", f.crf)
-	}
 	if err := e.Validate(); err != nil {
 		return e, fmt.Errorf("--preset/--crf: %w", err)
 	}

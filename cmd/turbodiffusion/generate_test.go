@@ -49,7 +49,7 @@ func TestGenerateBadFlags(t *testing.T) {
 		{"generate", "--prompt", "x", "--sampler", "ddim", "--model", "."},
 		{"generate", "--prompt", "x", "--preset", "warp", "--model", "."},
 		{"generate", "--prompt", "x", "--crf", "60", "--model", "."},
-		{"generate", "--prompt", "x", "--crf", "0", "--model", "."},
+		{"generate", "--prompt", "x", "--crf", "-1", "--model", "."},
 		{"generate", "--prompt", "x", "--vae-tile", "-1", "--model", "."},
 		{"generate", "--model", "."},
 	} {
