@@ -333,7 +333,16 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	}
 
 	// 4. rCM with the expert switch, all samples in lockstep.
-	latents, err := e.sampleI2V(ctx, r, lat, y, ctxRows, res)
+	var prev *previewer
+	if r.OnPreview != nil {
+		if err := stage("preview setup", func() (err error) {
+			prev, err = e.newPreviewer(r, lat[:])
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	latents, err := e.sampleI2V(ctx, r, lat, y, ctxRows, res, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +357,7 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 
 // sampleI2V runs one rCM loop per sample, serving every network call with
 // the expert its step uses.
-func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float32, txtRows *textContext, res *Result) ([][]float32, error) {
+func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float32, txtRows *textContext, res *Result, prev *previewer) ([][]float32, error) {
 	n := lat[0] * lat[1] * lat[2] * lat[3]
 	texts := map[*wan.Model]*wan.Text{}
 	drop := func(m *wan.Model) {
@@ -394,6 +403,7 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		v, err := m.Forward(in, []int{m.Config.InDim, lat[1], lat[2], lat[3]}, st.Timestep, txt)
 		if err == nil {
 			e.report(Event{Stage: "step", Done: done + 1, Total: r.Steps * r.Samples, Note: x16.String()})
+			err = prev.after(s, st, x, v)
 		}
 		return v, err
 	}
