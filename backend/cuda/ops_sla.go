@@ -77,7 +77,7 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
 	defer keepAlive(qt, kt, vt, projW, projB) // until the kernels are queued (see keepAlive)
 	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
-	k := slaKernels{tma: !p.sage && b.slaTMA()}
+	k := slaKernels{tma: !p.sage && b.slaTMA(), linFused: b.slaLinFused()}
 	if p.sage {
 		k.sageTMA = sageTMAFits(p.g) && b.sageTMA()
 		k.fp8 = !k.sageTMA && b.sageFP8()
@@ -87,8 +87,9 @@ func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.S
 
 // slaKernels picks the sparse kernels of one call: fp8, SageSLA's e4m3 P·V
 // mma.sync kernel; tma, SLA's Hopper kernel (sla_sparse_sm90a.cu) instead
-// of the mma.sync one; sageTMA, SageSLA's Hopper kernel.
-type slaKernels struct{ fp8, tma, sageTMA bool }
+// of the mma.sync one; sageTMA, SageSLA's Hopper kernel; linFused, the
+// fused linear branch (sla_lin_* kernels) instead of the unfused one.
+type slaKernels struct{ fp8, tma, sageTMA, linFused bool }
 
 // slaRun runs a checked call with the kernels in k.
 func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k slaKernels) (backend.Tensor, backend.Tensor) {
@@ -135,16 +136,23 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k
 	W := H * D
 	qb, kb := g.QBlocks(), g.KBlocks()
 	var lut, cnt, bmap, ksum, opre *Tensor
+	var ol backend.Tensor
 	func() {
 		defer b.enter()()
 		lut, cnt, bmap, ksum = b.slaSelect(p, given, keepMap)
-		opre = b.slaLinear(q16, k16, v16, B, L, H, D)
+		if k.linFused {
+			ol = b.slaLinearFused(q16, k16, v16, w16, tPtr(b16), B, L, H, D)
+		} else {
+			opre = b.slaLinear(q16, k16, v16, B, L, H, D)
+		}
 	}()
 	defer b.Free(lut)
 	defer b.Free(cnt)
 	defer b.Free(ksum)
-	ol := b.Linear(b.Reshape(opre, B*L*H, D), w16, b16)
-	b.Free(opre)
+	if ol == nil {
+		ol = b.Linear(b.Reshape(opre, B*L*H, D), w16, b16)
+		b.Free(opre)
+	}
 	defer b.Free(ol)
 
 	defer b.enter()()

@@ -21,25 +21,26 @@ const SLASparseEnv = "TURBODIFFUSION_SLA_SPARSE"
 // Hopper kernel where it runs and passed its start-up check.
 const SageSparseEnv = "TURBODIFFUSION_SAGE_SPARSE"
 
-// slaTMAState records which SLA sparse kernel runs and why, per backend.
-type slaTMAState struct {
+// kernelChoice records, per backend, whether an optional kernel path (the
+// Hopper sparse kernels, the fused linear branch) runs, and why.
+type kernelChoice struct {
 	mu      sync.Mutex // serialises the one-time check (it runs ops itself)
 	checked bool
-	tma     bool
+	on      bool // the optional path runs
 	forced  string
 	note    string
 }
 
-var slaTMAStates, sageTMAStates sync.Map // *Backend -> *slaTMAState
+var slaTMAStates, sageTMAStates sync.Map // *Backend -> *kernelChoice
 
-func (b *Backend) slaTMAState() *slaTMAState {
-	s, _ := slaTMAStates.LoadOrStore(b, &slaTMAState{})
-	return s.(*slaTMAState)
+func (b *Backend) slaTMAState() *kernelChoice {
+	s, _ := slaTMAStates.LoadOrStore(b, &kernelChoice{})
+	return s.(*kernelChoice)
 }
 
-func (b *Backend) sageTMAState() *slaTMAState {
-	s, _ := sageTMAStates.LoadOrStore(b, &slaTMAState{})
-	return s.(*slaTMAState)
+func (b *Backend) sageTMAState() *kernelChoice {
+	s, _ := sageTMAStates.LoadOrStore(b, &kernelChoice{})
+	return s.(*kernelChoice)
 }
 
 // SageSparseKernel says which SageSLA sparse kernel runs (for the shapes
@@ -52,7 +53,7 @@ func (b *Backend) SageSparseKernel() string {
 }
 
 // SetSageSparse picks "mma" or "wgmma" for SageSLA; "" restores the default.
-func (b *Backend) SetSageSparse(k string) { sageTMAStates.Store(b, &slaTMAState{forced: k}) }
+func (b *Backend) SetSageSparse(k string) { sageTMAStates.Store(b, &kernelChoice{forced: k}) }
 
 // sageTMAFits says whether the Hopper SageSLA kernel takes geometry g.
 func sageTMAFits(g sla.Geometry) bool { return g.D == 128 && g.BlockQ == 64 && g.BlockK == 128 }
@@ -67,7 +68,7 @@ func (b *Backend) SLASparseKernel() string {
 
 // SetSLASparse picks "mma" or "wgmma" (tests and benchmarks compare them);
 // "" restores the default choice.
-func (b *Backend) SetSLASparse(k string) { slaTMAStates.Store(b, &slaTMAState{forced: k}) }
+func (b *Backend) SetSLASparse(k string) { slaTMAStates.Store(b, &kernelChoice{forced: k}) }
 
 // slaTMA decides once whether SLA's sparse branch runs on the Hopper
 // kernel: only on sm_90 with tensor maps, and only if it agrees with the
@@ -87,11 +88,11 @@ func (b *Backend) sageTMA() bool {
 // tmaReady decides once, for one state, whether a Hopper kernel is used:
 // not when env (or the caller) says "mma", only on sm_90 with tensor maps,
 // and only if check's worst rel-L2 against the mma.sync kernel is < 1e-2.
-func (b *Backend) tmaReady(s *slaTMAState, env string, check func() (float64, error)) bool {
+func (b *Backend) tmaReady(s *kernelChoice, env string, check func() (float64, error)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.checked {
-		return s.tma
+		return s.on
 	}
 	s.checked = true
 	want := s.forced
@@ -117,12 +118,12 @@ func (b *Backend) tmaReady(s *slaTMAState, env string, check func() (float64, er
 	case err != nil:
 		s.note = fmt.Sprintf("(wgmma kernel rejected: %v)", err)
 	case rel < 1e-2:
-		s.tma = true
+		s.on = true
 		s.note = fmt.Sprintf("(start-up check: worst rel-L2 %.1e vs mma.sync)", rel)
 	default:
 		s.note = fmt.Sprintf("(wgmma kernel rejected: rel-L2 %.2e vs mma.sync)", rel)
 	}
-	return s.tma
+	return s.on
 }
 
 // checkSLATMA runs SLA's sparse branch (proj_l = 0, so the output is the

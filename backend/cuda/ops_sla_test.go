@@ -384,6 +384,33 @@ func TestSageSLAVsSLARealShape(t *testing.T) {
 	}
 }
 
+// TestSLALinearKernels runs SLA and SageSLA against the CPU with each
+// linear branch (unfused: feature maps, transposes, per-head GEMMs,
+// normalisation, Linear, the default; fused: the sla_lin_* kernels, where
+// they pass their start-up check) on every case, proj_l random and scaled
+// up so that the linear branch (φ(q)·KV/den, an average of v over all
+// tokens, ~L^-½) weighs in the output about as much as the sparse one.
+func TestSLALinearKernels(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	defer g.SetSLALinear("")
+	for _, kern := range []string{"unfused", "fused"} {
+		g.SetSLALinear(kern)
+		if got := g.SLALinearKernel(); !strings.HasPrefix(got, kern) {
+			t.Fatalf("SLA linear branch %s unavailable: %s", kern, got)
+		}
+		t.Logf("SLA linear branch: %s", g.SLALinearKernel())
+		for _, sc := range slaCases {
+			for _, kind := range slaKinds {
+				t.Run(fmt.Sprintf("%s/%s/%v", kern, sc.name, kind), func(t *testing.T) {
+					q, k, v := slaData(r, sc, tensor.BF16)
+					d := sc.dim()
+					runSLAPair(t, g, c, sc, kind, tensor.BF16, q, k, v, randn(r, d*d, 4/math.Sqrt(float64(d))), randn(r, d, 0.5), nil)
+				})
+			}
+		}
+	}
+}
+
 // TestSLAGivenMap runs both kinds with a caller-supplied block map whose
 // rows keep between 1 and all key blocks.
 func TestSLAGivenMap(t *testing.T) {
