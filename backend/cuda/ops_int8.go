@@ -20,29 +20,9 @@ func (b *Backend) int8Linear(xt, wt, st, biast backend.Tensor) backend.Tensor {
 	defer keepAlive(xt, wt, st, biast) // until the kernels are queued (see keepAlive)
 	x, w, s := T(xt), T(wt), T(st)
 	checkFloat("Int8Linear input", x)
-	if w.dt != tensor.I8 || len(w.shape) != 2 {
-		backend.Fail("cuda: Int8Linear: weight must be a 2-D int8 tensor [N, K], got %v %v", w.dt, w.shape)
-	}
-	n, k := w.shape[0], w.shape[1]
+	n, k, bp, bdt := int8CheckWeight("Int8Linear", w, s, biast)
 	if len(x.shape) == 0 || x.shape[len(x.shape)-1] != k {
 		backend.Fail("cuda: Int8Linear: input shape %v does not end in the weight's K=%d (weight %v)", x.shape, k, w.shape)
-	}
-	if k <= 0 || k%quant.Block != 0 {
-		backend.Fail("cuda: Int8Linear: K=%d is not a positive multiple of %d (the int8 GEMM needs whole 128-blocks)", k, quant.Block)
-	}
-	sr, sc := quant.ScaleShape(n, k)
-	if s.dt != tensor.F32 || len(s.shape) != 2 || s.shape[0] != sr || s.shape[1] != sc {
-		backend.Fail("cuda: Int8Linear: weight scale is %v %v, want float32 [%d, %d] for weight %v", s.dt, s.shape, sr, sc, w.shape)
-	}
-	var bp uintptr
-	var bdt int32
-	if biast != nil {
-		bt := T(biast)
-		checkFloat("Int8Linear bias", bt)
-		if len(bt.shape) != 1 || bt.shape[0] != n {
-			backend.Fail("cuda: Int8Linear: bias shape %v, want [%d]", bt.shape, n)
-		}
-		bp, bdt = bt.buf.ptr, dtCode(bt.dt)
 	}
 	m := int(x.n()) / k
 	defer b.enter()()
@@ -53,14 +33,47 @@ func (b *Backend) int8Linear(xt, wt, st, biast backend.Tensor) backend.Tensor {
 	xq, sx := b.int8QuantAct(x, m, k)
 	defer b.Free(xq)
 	defer b.Free(sx)
+	b.int8Gemm(out, xq, sx, w, s, bp, bdt, m, n, k)
+	return out
+}
+
+// int8CheckWeight checks an Int8Linear's weight w [N, K] int8, its scale
+// [ceil(N/128), K/128] float32 and bias [N] (or nil), and returns N, K and
+// the bias pointer and dtype code.
+func int8CheckWeight(op string, w, s *Tensor, biast backend.Tensor) (n, k int, bp uintptr, bdt int32) {
+	if w.dt != tensor.I8 || len(w.shape) != 2 {
+		backend.Fail("cuda: %s: weight must be a 2-D int8 tensor [N, K], got %v %v", op, w.dt, w.shape)
+	}
+	n, k = w.shape[0], w.shape[1]
+	if k <= 0 || k%quant.Block != 0 {
+		backend.Fail("cuda: %s: K=%d is not a positive multiple of %d (the int8 GEMM needs whole 128-blocks)", op, k, quant.Block)
+	}
+	sr, sc := quant.ScaleShape(n, k)
+	if s.dt != tensor.F32 || len(s.shape) != 2 || s.shape[0] != sr || s.shape[1] != sc {
+		backend.Fail("cuda: %s: weight scale is %v %v, want float32 [%d, %d] for weight %v", op, s.dt, s.shape, sr, sc, w.shape)
+	}
+	if biast != nil {
+		bt := T(biast)
+		checkFloat(op+" bias", bt)
+		if len(bt.shape) != 1 || bt.shape[0] != n {
+			backend.Fail("cuda: %s: bias shape %v, want [%d]", op, bt.shape, n)
+		}
+		bp, bdt = bt.buf.ptr, dtCode(bt.dt)
+	}
+	return n, k, bp, bdt
+}
+
+// int8Gemm runs the GEMM of int8Linear on activation codes xq [m, k] with
+// scales sx into out [m, n] (its dtype), with bias: the sm_90a kernel where
+// it applies, else the mma.sync one. Caller holds the device.
+func (b *Backend) int8Gemm(out, xq, sx, w, s *Tensor, bp uintptr, bdt int32, m, n, k int) {
 	if v, ok := b.int8HopperPick(m, n, w.buf.ptr); ok {
 		b.int8GemmHopper(v, out, xq, sx, w, s, bp, bdt, m, n, k)
-		return out
+		return
 	}
 	const smem = 4 * 128 * 144 // two stages of 128-row X and W tiles, 144-byte rows
 	b.launch(b.fn("int8_linear.cu", "int8_gemm_kernel"), [3]int{(n + 127) / 128, (m + 127) / 128, 1}, block256, smem,
 		out.buf.ptr, dtCode(out.dt), xq.buf.ptr, sx.buf.ptr, w.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
-	return out
 }
 
 // int8QuantAct quantises the activations x (m rows of k) per 128×128 tile:
