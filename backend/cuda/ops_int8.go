@@ -116,6 +116,7 @@ var int8HopperLaunches atomic.Int64
 // pipe for the variants with two int32 accumulator sets.
 type int8TMA struct {
 	bn, ns int
+	wgs    int // consumer warpgroups of 64 rows: 2 (128-row tiles, the default when 0) or 3
 	pipe   bool
 	mc     bool   // clusters of 2 blocks sharing the W tile by multicast
 	cvt    string // "" (magic-number add) or "_i2f" (I2FP): how the fold converts the int32 sums
@@ -125,6 +126,9 @@ func (v int8TMA) name() string {
 	p := ""
 	if v.pipe {
 		p = "p"
+	}
+	if v.wgs == 3 {
+		p += "w3"
 	}
 	if v.mc {
 		p += "_mc"
@@ -136,15 +140,23 @@ func (v int8TMA) name() string {
 // BN-row W tile (128 bytes a row), the two consumer warpgroups' 64×BN bf16
 // output staging and BN bias values, the 2·NS mbarriers, and room to align
 // it all to 1024 bytes (int8_gemm_sm90a.cu lays it out).
-func (v int8TMA) smem() int { return v.ns*(128+v.bn)*128 + 1024 + 16*v.ns + 2*64*v.bn*2 + 2*v.bn*4 }
+func (v int8TMA) smem() int {
+	w := v.warpgroups()
+	return v.ns*(64*w+v.bn)*128 + 1024 + 16*v.ns + w*64*v.bn*2 + w*v.bn*4 + 64 // + 64: the GELU epilogue's amax exchange
+}
+
+// warpgroups is the number of consumer warpgroups; a tile has 64 rows per
+// warpgroup.
+func (v int8TMA) warpgroups() int { return max(v.wgs, 2) }
 
 // The instances compiled in int8_gemm_sm90a.cu (NS as there); the
 // default is n128p_i2f (fastest or within 4% on every Wan shape measured).
 var int8TMAVariants = map[string]int8TMA{
-	"n128p_i2f": {bn: 128, ns: 6, pipe: true, cvt: "_i2f"},
-	"n128p":     {bn: 128, ns: 6, pipe: true},
-	"n192_i2f":  {bn: 192, ns: 4, cvt: "_i2f"},
-	"n192_mc":   {bn: 192, ns: 4, mc: true}, // multicast: about half the speed, kept compiled and tested
+	"n128p_i2f":  {bn: 128, ns: 6, pipe: true, cvt: "_i2f"},
+	"n128p":      {bn: 128, ns: 6, pipe: true},
+	"n192_i2f":   {bn: 192, ns: 4, cvt: "_i2f"},
+	"n192_mc":    {bn: 192, ns: 4, mc: true}, // multicast: about half the speed, kept compiled and tested
+	"n128w3_i2f": {bn: 128, ns: 4, wgs: 3, cvt: "_i2f"},
 }
 
 // int8TMAStore sends the sm_90a GEMM's bf16 output out by tensor stores;
@@ -178,7 +190,8 @@ func (b *Backend) int8HopperPick(m, n int, wptr uintptr) (int8TMA, bool) {
 // (boxes of 128 bytes × 128 or BN rows, 128-byte swizzle), one block per
 // 128×BN output tile, on a persistent grid. Caller holds the device.
 func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintptr, bdt int32, m, n, k int) {
-	tiles := int64((m+127)/128) * int64((n+v.bn-1)/v.bn)
+	bm := 64 * v.warpgroups()
+	tiles := int64((m+bm-1)/bm) * int64((n+v.bn-1)/v.bn)
 	if tiles >= math.MaxInt32 {
 		backend.Fail("cuda: Int8Linear: output [%d, %d] needs %d tiles, more than one launch takes", m, n, tiles)
 	}
@@ -195,7 +208,7 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 		grid = 2 * int(min(units, int64(cl)))
 		boxB = v.bn / 2
 	}
-	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
+	tmA := b.encodeTensorMap("Int8Linear activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), bm, 128, tmapSwizzle128))
 	tmB := b.encodeTensorMap("Int8Linear weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), boxB, 128, tmapSwizzle128))
 	// bf16 output with whole 16-byte rows leaves by tensor stores (64×64
 	// boxes from the epilogue's swizzled staging); otherwise tmY is unused.
@@ -204,7 +217,7 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 		tmY = b.encodeTensorMap("Int8Linear output", out.buf.ptr, tensorMapRows(tmapBF16, 2, int64(m), int64(n), 64, 64, tmapSwizzle128))
 		tst = 1
 	}
-	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
+	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()), [3]int{grid, 1, 1}, [3]int{128 * (v.warpgroups() + 1), 1, 1}, v.smem(),
 		tmA, tmB, tmY, tst, out.buf.ptr, dtCode(out.dt), sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	int8HopperLaunches.Add(1)
 }

@@ -194,7 +194,7 @@ func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes,
 	n, k, bp, bdt := int8CheckWeight("Int8LinearGELUQ", w, ws, biast)
 	m := int8QuantIn("Int8LinearGELUQ", q, s, k)
 	shape := append(append([]int(nil), q.shape[:len(q.shape)-1]...), n)
-	if v, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && n%quant.Block == 0 && m > 0 && v.bn == 128 && !v.mc {
+	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && n%quant.Block == 0 && m > 0 {
 		defer b.enter()()
 		sr, sc := quant.ScaleShape(m, n)
 		oq := b.newTensor(tensor.I8, shape)
@@ -219,7 +219,7 @@ func (b *Backend) int8GemmGQ(oq, osc, xq, sx, w, s *Tensor, bp uintptr, bdt int3
 	grid := int(min(tiles, int64(max(b.info.SMs, 1))))
 	tmA := b.encodeTensorMap("Int8LinearGELUQ activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
 	tmB := b.encodeTensorMap("Int8LinearGELUQ weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), 128, 128, tmapSwizzle128))
-	b.launch(b.fn("int8_gemm_sm90a.cu", "int8_gemm_tma_n128p_i2f_gq"), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem()+64,
+	b.launch(b.fn("int8_gemm_sm90a.cu", "int8_gemm_tma_n128p_i2f_gq"), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
 		tmA, tmB, oq.buf.ptr, osc.buf.ptr, sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	int8HopperLaunches.Add(1)
 	int8FusedLaunches.Add(1)
