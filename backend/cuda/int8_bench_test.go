@@ -44,7 +44,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n128w3_i2f", "q", "gq", "gq-unfused")
+			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n128w3_i2f", "q", "gq", "gq-gemm", "gq-unfused")
 		}
 		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
 			variants = strings.Split(e, ",")
@@ -66,7 +66,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 				}
 				f := func() { g.Free(g.int8Linear(x, wq, ws, bias)) }
 				switch v {
-				case "q", "gq", "gq-unfused": // the GEMM on codes; + GELU + quantiser (fused or not)
+				case "q", "gq", "gq-gemm", "gq-unfused": // the GEMM on codes; + GELU + quantiser (fused or not)
 					int8GemmMode = ""
 					xt := T(x)
 					var xq, sx *Tensor
@@ -77,8 +77,11 @@ func BenchmarkInt8Linear(b *testing.B) {
 					if v != "q" {
 						off := v == "gq-unfused"
 						f = func() {
-							defer func(o bool) { int8FuseOff = o }(int8FuseOff)
+							defer func(o bool, m string) { int8FuseOff, int8GELUQMode = o, m }(int8FuseOff, int8GELUQMode)
 							int8FuseOff = off
+							if v == "gq-gemm" {
+								int8GELUQMode = "gemm"
+							}
 							q, sc := g.Int8LinearGELUQ(xq, sx, wq, ws, bias)
 							g.Free(q)
 							g.Free(sc)
@@ -152,8 +155,9 @@ func BenchmarkAddLayerNormInt8(b *testing.B) {
 		sc := g.Upload(tensor.F32, []int{d}, benchVals(r, d, 1))
 		for _, v := range []string{"bf16", "fused", "unfused"} {
 			b.Run(fmt.Sprintf("%dx%d/%s", m, d, v), func(b *testing.B) {
-				defer func(o bool) { int8FuseOff = o }(int8FuseOff)
+				defer func(o, l bool) { int8FuseOff, int8LNQOn = o, l }(int8FuseOff, int8LNQOn)
 				int8FuseOff = v == "unfused"
+				int8LNQOn = v == "fused"
 				f := func() {
 					s, q, qs := g.AddLayerNormInt8(x, y, gate, nil, nil, sh, sc, 1e-6)
 					g.Free(s)

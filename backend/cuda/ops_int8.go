@@ -149,8 +149,13 @@ func (v int8TMA) smem() int {
 // warpgroup.
 func (v int8TMA) warpgroups() int { return max(v.wgs, 2) }
 
-// The instances compiled in int8_gemm_sm90a.cu (NS as there); the
-// default is n128p_i2f (fastest or within 4% on every Wan shape measured).
+// int8DefaultVariant is the sm_90a instance picked when Int8GemmEnv names
+// none: n128w3_i2f, 3–5% faster than n128p_i2f on five of the six Wan
+// shapes on the H200 and within 1% on the sixth (docs/PERF.md, "W8A8,
+// session 3").
+const int8DefaultVariant = "n128w3_i2f"
+
+// The instances compiled in int8_gemm_sm90a.cu (NS as there).
 var int8TMAVariants = map[string]int8TMA{
 	"n128p_i2f":  {bn: 128, ns: 6, pipe: true, cvt: "_i2f"},
 	"n128p":      {bn: 128, ns: 6, pipe: true},
@@ -177,7 +182,7 @@ func (b *Backend) int8HopperPick(m, n int, wptr uintptr) (int8TMA, bool) {
 	}
 	v, ok := int8TMAVariants[int8GemmMode]
 	if !ok {
-		v = int8TMAVariants["n128p_i2f"]
+		v = int8TMAVariants[int8DefaultVariant]
 	}
 	if b.info.MaxSmemOptin > 0 && v.smem() > b.info.MaxSmemOptin {
 		return int8TMA{}, false // a part with less shared memory than the H100's 227 KiB

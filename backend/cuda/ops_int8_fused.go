@@ -9,29 +9,47 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// W8A8 with the activation quantisation done by the op that produces the
-// activation (models/wan uses these when the block Linears are int8):
+// W8A8 with activations that travel quantised between the block's ops
+// (models/wan uses these when the block Linears are int8):
 //
 //   - AddLayerNormInt8: the residual update and modulated LayerNorm of
 //     AddLayerNorm / LayerNorm / LayerNormModulate, returning the normed
-//     rows as int8 codes and 128×128 tile scales instead of bf16
-//     (kernels/int8_act_sm90a.cu);
-//   - Int8LinearQ: Int8Linear on such codes (no quantiser pass; the q/k/v
-//     projections share one quantisation of their input);
+//     rows as int8 codes and 128×128 tile scales instead of bf16: the
+//     LayerNorm then one quantiser pass, which the q/k/v projections share
+//     (they used to quantise the same rows three times). With Int8LNQEnv=1
+//     one cluster kernel does both (kernels/int8_act_sm90a.cu; measured
+//     slower on the H200, see docs/PERF.md, so not the default);
+//   - Int8LinearQ: Int8Linear on such codes (no quantiser pass);
 //   - Int8LinearGELUQ: Int8Linear then GELUTanh then the quantiser of the
-//     next Int8Linear, as one GEMM whose epilogue emits the codes
-//     (int8_gemm_tma_n128p_i2f_gq).
+//     next Int8Linear: the GEMM, then one pass that reads the bf16 hidden
+//     activation once and writes GELU's codes (int8_quant_gelu_bf16_kernel)
+//     instead of a GELU pass and a quantiser pass. Int8GELUQEnv=gemm does
+//     GELU and the quantiser in the GEMM's epilogue instead
+//     (int8_gemm_tma_n128p_i2f_gq; slower: the epilogue's tanh is not
+//     overlapped with the tensor cores).
 //
 // Each result is bit-identical to the unfused ops on the GPU (the bf16
 // tensor they would store, then int8QuantAct), which is what they compute
-// where the fused kernel does not apply (not sm_90, a width without a
+// where a fused kernel does not apply (not sm_90, a width without a
 // compiled instance, the mma.sync GEMM, or Int8FuseEnv=0).
 
 // Int8FuseEnv set to "0" runs the fused ops as their unfused GPU ops (the
 // baseline the benchmarks and tests compare with).
 const Int8FuseEnv = "TURBODIFFUSION_INT8_FUSE"
 
-var int8FuseOff = os.Getenv(Int8FuseEnv) == "0"
+// Int8LNQEnv set to "1" makes AddLayerNormInt8 use the cluster kernel that
+// normalises and quantises in one pass.
+const Int8LNQEnv = "TURBODIFFUSION_INT8_LNQ"
+
+// Int8GELUQEnv set to "gemm" makes Int8LinearGELUQ apply GELU and the
+// quantiser in the GEMM's epilogue.
+const Int8GELUQEnv = "TURBODIFFUSION_INT8_GELUQ"
+
+var (
+	int8FuseOff   = os.Getenv(Int8FuseEnv) == "0"
+	int8LNQOn     = os.Getenv(Int8LNQEnv) == "1"
+	int8GELUQMode = os.Getenv(Int8GELUQEnv)
+)
 
 // int8FusedLaunches counts launches of the fused kernels, so that tests can
 // tell the fused path ran.
@@ -65,6 +83,9 @@ func (b *Backend) AddLayerNormInt8(xt, yt, gate, w, bias, shift, scale backend.T
 		}
 	}
 	if qq, ss, sm, ok := b.lnq(x, yt, gate, w, bias, shift, scale, rows, D, eps); ok {
+		if sm == nil {
+			return nil, qq, ss // no residual update: a nil interface, not a nil *Tensor
+		}
 		return sm, qq, ss
 	}
 	// Unfused: the bf16 ops, then the quantiser.
@@ -95,7 +116,7 @@ func (b *Backend) reshapeCodes(q *Tensor, shape []int) *Tensor {
 // instance for D.
 func (b *Backend) lnq(x *Tensor, yt, gate, w, bias, shift, scale backend.Tensor, rows int64, D int, eps float32) (q, s, sum *Tensor, ok bool) {
 	vpt, th, vok := rowVec(D)
-	if int8FuseOff || !vok || b.info.Arch != "sm_90" || x.dt != tensor.BF16 || x.buf.ptr%16 != 0 || !lnqInstances[[2]int{vpt, th / 32}] || rows == 0 {
+	if int8FuseOff || !int8LNQOn || !vok || b.info.Arch != "sm_90" || x.dt != tensor.BF16 || x.buf.ptr%16 != 0 || !lnqInstances[[2]int{vpt, th / 32}] || rows == 0 {
 		return nil, nil, nil, false
 	}
 	var yp, gp uintptr
@@ -187,14 +208,16 @@ func (b *Backend) Int8LinearQ(qt, st, wt, wst, biast backend.Tensor) backend.Ten
 // Int8LinearGELUQ is Int8LinearQ, then GELUTanh, then the quantiser of the
 // next Int8Linear: it returns the codes and tile scales of
 // GELU(Int8LinearQ(q, s, w, ws, bias)), bit-identical to those ops run
-// one after the other. On sm_90 with N % 128 == 0 one GEMM does it all.
+// one after the other. GELU and the quantiser are one pass over the
+// GEMM's bf16 output (or, with Int8GELUQEnv=gemm on sm_90 and N % 128 ==
+// 0, the GEMM's epilogue).
 func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes, scales backend.Tensor) {
 	defer keepAlive(qt, st, wt, wst, biast)
 	q, s, w, ws := T(qt), T(st), T(wt), T(wst)
 	n, k, bp, bdt := int8CheckWeight("Int8LinearGELUQ", w, ws, biast)
 	m := int8QuantIn("Int8LinearGELUQ", q, s, k)
 	shape := append(append([]int(nil), q.shape[:len(q.shape)-1]...), n)
-	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && n%quant.Block == 0 && m > 0 {
+	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && int8GELUQMode == "gemm" && n%quant.Block == 0 && m > 0 {
 		defer b.enter()()
 		sr, sc := quant.ScaleShape(m, n)
 		oq := b.newTensor(tensor.I8, shape)
@@ -204,6 +227,18 @@ func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes,
 	}
 	h := b.Int8LinearQ(qt, st, wt, wst, biast)
 	defer b.Free(h)
+	if ht := T(h); !int8FuseOff && m > 0 && ht.buf.ptr%16 == 0 {
+		xr, xc := quant.ScaleShape(m, n)
+		if xr <= 65535 {
+			defer b.enter()()
+			oq := b.newTensor(tensor.I8, shape)
+			osc := b.newTensor(tensor.F32, []int{xr, xc})
+			b.launch(b.fn("int8_linear.cu", "int8_quant_gelu_bf16_kernel"), [3]int{xc, xr, 1}, block256, 0,
+				oq.buf.ptr, osc.buf.ptr, ht.buf.ptr, int32(m), int32(n))
+			int8FusedLaunches.Add(1)
+			return oq, osc
+		}
+	}
 	g := b.GELUTanh(h)
 	defer b.Free(g)
 	defer b.enter()()

@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -29,10 +30,18 @@ func downloadInt8(g *Backend, t backend.Tensor) []int8 {
 }
 
 // withFuse runs f with the fused int8 kernels on or off and reports how
-// many fused launches it made.
-func withFuse(on bool, f func()) int64 {
-	defer func(o bool) { int8FuseOff = o }(int8FuseOff)
+// many fused launches it made. mode picks the non-default fused kernels:
+// "lnq" the LayerNorm+quantiser cluster kernel, "gemm" the GEMM's
+// GELU+quantiser epilogue, "lnq+gemm" both.
+func withFuse(on bool, f func(), mode ...string) int64 {
+	defer func(o, l bool, gm string) { int8FuseOff, int8LNQOn, int8GELUQMode = o, l, gm }(int8FuseOff, int8LNQOn, int8GELUQMode)
 	int8FuseOff = !on
+	for _, m := range mode {
+		int8LNQOn = strings.Contains(m, "lnq")
+		if strings.Contains(m, "gemm") {
+			int8GELUQMode = "gemm"
+		}
+	}
 	before := int8FusedLaunches.Load()
 	f()
 	return int8FusedLaunches.Load() - before
@@ -63,7 +72,8 @@ func requireCodes(t *testing.T, what string, gq []int8, gs []float32, wq []int8,
 	}
 }
 
-// TestAddLayerNormInt8 checks the fused LayerNorm+quantiser against the
+// TestAddLayerNormInt8 checks the fused LayerNorm+quantiser (the cluster
+// kernel, forced on) against the
 // same ops unfused on the GPU (AddLayerNorm / LayerNorm(Modulate), then the
 // activation quantiser) and against package quant's rule applied to the
 // GPU's bf16 normed rows: codes, scales and the residual sum bit-identical.
@@ -113,7 +123,7 @@ func TestAddLayerNormInt8(t *testing.T) {
 				bias = up(g, c, tensor.F32, []int{D}, randn(r, D, 1))
 			}
 			var sum, q, s backend.Tensor
-			fused := withFuse(true, func() { sum, q, s = g.AddLayerNormInt8(x.g, y.g, gate.g, w.g, bias.g, shift.g, scale.g, 1e-6) })
+			fused := withFuse(true, func() { sum, q, s = g.AddLayerNormInt8(x.g, y.g, gate.g, w.g, bias.g, shift.g, scale.g, 1e-6) }, "lnq")
 			if g.info.Arch == "sm_90" && fused != 1 {
 				t.Fatalf("the fused kernel did not run on sm_90 (%d fused launches)", fused)
 			}
@@ -153,9 +163,9 @@ func TestAddLayerNormInt8(t *testing.T) {
 	}
 }
 
-// TestInt8LinearGELUQ checks the GEMM with the GELU+quantiser epilogue
-// against Int8LinearQ → GELUTanh → quantiser on the GPU (bit-identical
-// codes and scales) and against package quant's rule applied to that GELU
+// TestInt8LinearGELUQ checks the GELU+quantiser pass and the GEMM with the
+// GELU+quantiser epilogue against Int8LinearQ → GELUTanh → quantiser on
+// the GPU (bit-identical codes and scales) and against package quant's rule applied to that GELU
 // output; Int8LinearQ itself against the CPU backend's Int8Linear
 // (bit-identical). Shapes: the golden model's FFN (K 256 → N 1024, 10
 // row tiles), the 1.3B and 14B FFN widths with ragged M, no bias.
@@ -185,21 +195,25 @@ func TestInt8LinearGELUQ(t *testing.T) {
 			}()
 			h := g.Int8LinearQ(xq, xs, gw, gws, bias.g)
 			requireIdentical(t, g.Download(h), c.Download(c.Int8Linear(x.c, cw, cws, bias.c)), tc.n)
-			var q, s, q0, s0 backend.Tensor
-			fused := withFuse(true, func() { q, s = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) })
-			if g.info.Arch == "sm_90" && int8GemmMode != "mma" && fused != 1 {
-				t.Fatalf("the fused GEMM did not run on sm_90 (%d fused launches)", fused)
+			var q, s, qe, se, q0, s0 backend.Tensor
+			if fused := withFuse(true, func() { q, s = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) }); fused != 1 {
+				t.Fatalf("the GELU+quantiser pass did not run (%d fused launches)", fused)
+			}
+			fused := withFuse(true, func() { qe, se = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) }, "gemm")
+			if g.info.Arch == "sm_90" && fused != 1 {
+				t.Fatalf("the GEMM with the GELU+quantiser epilogue did not run on sm_90 (%d fused launches)", fused)
 			}
 			withFuse(false, func() { q0, s0 = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) })
 			gq, gs := downloadInt8(g, q), g.Download(s)
-			requireCodes(t, "fused vs unfused GPU ops", gq, gs, downloadInt8(g, q0), g.Download(s0))
+			requireCodes(t, "fused pass vs unfused GPU ops", gq, gs, downloadInt8(g, q0), g.Download(s0))
+			requireCodes(t, "GEMM epilogue vs unfused GPU ops", downloadInt8(g, qe), g.Download(se), downloadInt8(g, q0), g.Download(s0))
 			gl := g.GELUTanh(h)
 			wq, ws, err := quant.Quantize(g.Download(gl), tc.m, tc.n)
 			if err != nil {
 				t.Fatal(err)
 			}
 			requireCodes(t, "fused vs quant.Quantize of the GPU's GELU", gq, gs, wq, ws)
-			for _, tt := range []backend.Tensor{x.g, gw, gws, bias.g, xq, xs, h, q, s, q0, s0, gl} {
+			for _, tt := range []backend.Tensor{x.g, gw, gws, bias.g, xq, xs, h, q, s, qe, se, q0, s0, gl} {
 				if tt != nil {
 					g.Free(tt)
 				}

@@ -231,10 +231,12 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 		BlockK: int(man.Number(t, "configs", "dit", "sla_BLKK"))}
 	var outs [][]float32
 	modes := int8GemmModes(g)
-	for _, mode := range append(modes, "nofuse") {
-		fuse := mode != "nofuse"
-		if !fuse {
-			mode = "" // the default GEMM, every op unfused (Int8FuseEnv=0)
+	for _, mode := range append(modes, "nofuse", "lnq+gemm") {
+		fuse, variant := mode != "nofuse", ""
+		if mode == "nofuse" || mode == "lnq+gemm" {
+			// the default GEMM, every op unfused (Int8FuseEnv=0), or the
+			// non-default fused kernels
+			mode, variant = "", mode
 		}
 		var fused int64
 		withInt8Gemm(t, g, mode, func() {
@@ -253,14 +255,14 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				golden.Compare(t, fmt.Sprintf("bf16_sla_fastnorm_int8.output (GPU, %q, fused ops %v)", mode, fuse), out, want, 2e-2)
+				golden.Compare(t, fmt.Sprintf("bf16_sla_fastnorm_int8.output (GPU, %q, fused ops %v %s)", mode, fuse, variant), out, want, 2e-2)
 				outs = append(outs, out)
-			})
+			}, variant)
 		})
-		// On sm_90 the activations must have come quantised from the
-		// LayerNorms (and, with an sm_90a GEMM, from the FFN's GEMM).
-		if g.info.Arch == "sm_90" && fuse != (fused > 0) {
-			t.Errorf("GEMM mode %q, fused ops %v: %d fused launches", mode, fuse, fused)
+		// The FFN's GELU must have been fused into a quantiser (on any
+		// GPU), and with lnq+gemm each LayerNorm and FFN GEMM on sm_90.
+		if fuse != (fused > 0) || (variant == "lnq+gemm" && g.info.Arch == "sm_90" && fused < 4*2) {
+			t.Errorf("GEMM mode %q, fused ops %v %s: %d fused launches", mode, fuse, variant, fused)
 		}
 	}
 	// The GEMMs are bit-exact with each other, so the whole forward is too.
