@@ -216,8 +216,11 @@ func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes,
 	q, s, w, ws := T(qt), T(st), T(wt), T(wst)
 	n, k, bp, bdt := int8CheckWeight("Int8LinearGELUQ", w, ws, biast)
 	m := int8QuantIn("Int8LinearGELUQ", q, s, k)
+	if n%quant.Block != 0 {
+		backend.Fail("cuda: Int8LinearGELUQ: N=%d is not a multiple of %d (its codes feed an Int8Linear, whose K must be)", n, quant.Block)
+	}
 	shape := append(append([]int(nil), q.shape[:len(q.shape)-1]...), n)
-	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && int8GELUQMode == "gemm" && n%quant.Block == 0 && m > 0 {
+	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && int8GELUQMode == "gemm" && m > 0 {
 		defer b.enter()()
 		sr, sc := quant.ScaleShape(m, n)
 		oq := b.newTensor(tensor.I8, shape)
