@@ -12,12 +12,12 @@ TESTS='TestAddLayerNormInt8|TestInt8LinearGELUQ|TestInt8LinearMatchesCPU|TestInt
 timeout ${TT:-110} ./cuda.test -test.v -test.run "$TESTS" > $OUT/tests.log 2>&1; el "tests rc=$?"
 grep -E '^(--- FAIL|FAIL|ok|PASS|panic)|rel_l2|differ|fused launches|did not|Error' $OUT/tests.log | head -40
 grep -E -- '--- PASS' $OUT/tests.log | grep -v '    ---' | tr '\n' ' '; echo
-TURBODIFFUSION_INT8_BENCH_VARIANTS=${BV:-bf16,quant,n128p_i2f,n128w3_i2f,n192_i2f,q,gq,gq-unfused} timeout ${BT:-55} ./cuda.test -test.run XXX -test.bench 'Int8Linear|AddLayerNormInt8' -test.benchtime 1x > $OUT/bench.log 2>&1; el "bench rc=$?"
+TURBODIFFUSION_INT8_BENCH_VARIANTS=${BV:-bf16,quant,n128p_i2f,n128w3_i2f,q,gq,gq-gemm,gq-unfused} timeout ${BT:-55} ./cuda.test -test.run XXX -test.bench 'Int8Linear|AddLayerNormInt8' -test.benchtime 1x > $OUT/bench.log 2>&1; el "bench rc=$?"
 grep -E '^Benchmark' $OUT/bench.log | sed -E 's/ +[0-9]+ ns\/op//; s/-16 +1 +/ /' 
 dit() {
 for run in "$@"; do
   case $run in
-    bf16) a="";; quant) a="--quant --profile";; quant_nofuse) a="--quant"; export TURBODIFFUSION_INT8_FUSE=0;;
+    bf16) a="--profile";; quant) a="--quant --profile";; quant_nofuse) a="--quant"; export TURBODIFFUSION_INT8_FUSE=0;;
     quant_w3) a="--quant"; unset TURBODIFFUSION_INT8_FUSE; export TURBODIFFUSION_INT8_GEMM=n128w3_i2f;;
   esac
   timeout $([ $run = bf16 ] && echo 45 || echo 30) ./turbodiffusion bench --parts dit --iters 3 $a > $OUT/dit_$run.log 2>&1; el "dit $run rc=$?"
