@@ -120,6 +120,10 @@ type Engine struct {
 	notes    []string
 	Progress func(Event)
 
+	// noise makes a sample's noise source from its seed; nil means
+	// sampler.NewGaussian. Tests replay the reference's recorded draws.
+	noise func(seed uint64) sampler.Noise
+
 	tok     *tokenizer.Tokenizer
 	enc     *umt5.Encoder
 	cache   *umt5.Cache
