@@ -42,8 +42,11 @@ type Core interface {
 	UploadInt8(shape []int, data []int8) Tensor
 	// Download copies a float tensor back to the host as float32.
 	Download(t Tensor) []float32
-	// Free releases t's memory early; using t afterwards is an error.
+	// Free releases t's memory (shared with its views) now; using t
+	// afterwards is an error. Inside a scope there is rarely a need.
 	Free(t Tensor)
+	// Scoper: Begin opens a scope that owns what the ops allocate next.
+	Scoper
 	// Sync waits for all queued work.
 	Sync()
 

@@ -39,7 +39,7 @@ func (b *Backend) Attention(q, k, v backend.Tensor, heads int, scale float32) ba
 	d := width / heads
 	lq, lk := cq.shape[nd-2], ck.shape[nd-2]
 	batch := tensor.NumElements(cq.shape[:nd-2])
-	out := newOut(cq.dt, cq.shape)
+	out := b.newOut(cq.dt, cq.shape)
 	if len(out.F) == 0 {
 		return out
 	}

@@ -19,7 +19,16 @@ type Tensor struct {
 	dt    tensor.DType
 	F     []float32
 	I     []int8
-	freed bool // set by Free; any later use fails
+	freed bool    // set by Free or by the end of its scope; any later use fails
+	base  *Tensor // the tensor whose storage a Reshape view shares, or nil
+}
+
+// root is the tensor that owns t's storage.
+func (t *Tensor) root() *Tensor {
+	if t.base != nil {
+		return t.base
+	}
+	return t
 }
 
 func (t *Tensor) Shape() []int        { return t.shape }
@@ -28,10 +37,44 @@ func (t *Tensor) DType() tensor.DType { return t.dt }
 // Backend is the CPU backend. The zero value is not usable; call New.
 type Backend struct {
 	threads int
+	arena   backend.Arena[*Tensor]
 }
 
 // New returns a CPU backend using every core.
-func New() *Backend { return &Backend{threads: runtime.GOMAXPROCS(0)} }
+func New() *Backend {
+	b := &Backend{threads: runtime.GOMAXPROCS(0)}
+	b.arena.Storage = func(t backend.Tensor) (*Tensor, bool) {
+		c, ok := t.(*Tensor)
+		if !ok || c == nil {
+			return nil, false
+		}
+		return c.root(), true
+	}
+	b.arena.Release = release
+	return b
+}
+
+// Begin opens a scope (backend.Scope): tensors the ops allocate until it
+// ends belong to it.
+func (b *Backend) Begin() backend.Scope { return b.arena.Begin() }
+
+// Persist moves ts out of every open scope (backend.Scoper).
+func (b *Backend) Persist(ts ...backend.Tensor) { b.arena.Persist(ts...) }
+
+// ScopedLive is the number of tensors (views not counted) that the open
+// scopes own: what their End will free.
+func (b *Backend) ScopedLive() int { return b.arena.Live() }
+
+// track registers a new tensor in the innermost open scope.
+func (b *Backend) track(t *Tensor) *Tensor {
+	b.arena.Track(t)
+	return t
+}
+
+// newTensor is NewTensor, owned by the open scope.
+func (b *Backend) newTensor(dt tensor.DType, shape []int, data []float32) *Tensor {
+	return b.track(NewTensor(dt, shape, data))
+}
 
 func (b *Backend) Name() string { return "cpu" }
 
@@ -41,8 +84,8 @@ func T(t backend.Tensor) *Tensor {
 	if !ok || c == nil {
 		backend.Fail("cpu backend: tensor %T is not a CPU tensor", t)
 	}
-	if c.freed {
-		backend.Fail("cpu backend: tensor %v %v used after Free", c.dt, c.shape)
+	if c.freed || c.root().freed {
+		backend.Fail("cpu backend: tensor %v %v used after Free or after the end of its scope", c.dt, c.shape)
 	}
 	return c
 }

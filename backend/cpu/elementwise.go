@@ -36,7 +36,7 @@ func suffixOperand(op string, a, b backend.Tensor) (*Tensor, *Tensor) {
 // to a's dtype.
 func (be *Backend) binary(op string, a, b backend.Tensor, f func(x, y float32) float32) backend.Tensor {
 	ca, cb := suffixOperand(op, a, b)
-	out := newOut(ca.dt, ca.shape)
+	out := be.newOut(ca.dt, ca.shape)
 	nb := len(cb.F)
 	if nb == 0 {
 		return out
@@ -78,7 +78,7 @@ func (be *Backend) Mul(a, b backend.Tensor) backend.Tensor {
 // unary applies f elementwise, rounding once to x's dtype.
 func (b *Backend) unary(op string, x backend.Tensor, f func(v float32) float32) backend.Tensor {
 	c := floatT(op, x)
-	out := newOut(c.dt, c.shape)
+	out := b.newOut(c.dt, c.shape)
 	b.elementwise(len(out.F), func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			out.F[i] = f(c.F[i])
@@ -107,7 +107,7 @@ func silu(v float32) float32 {
 // within a couple of ulp like CUDA's.
 func (b *Backend) GELUTanh(x backend.Tensor) backend.Tensor {
 	c := floatT("GELUTanh", x)
-	out := newOut(c.dt, c.shape)
+	out := b.newOut(c.dt, c.shape)
 	b.elementwise(len(out.F), func(lo, hi int) {
 		geluTanhInto(out.F[lo:hi], c.F[lo:hi])
 		roundSlice(out.dt, out.F[lo:hi])

@@ -65,7 +65,7 @@ func (b *Backend) Int8Linear(x, w, scale, bias backend.Tensor) backend.Tensor {
 		}
 	})
 	shape := append(append([]int(nil), xt.shape[:len(xt.shape)-1]...), n)
-	return &Tensor{shape: shape, dt: xt.dt, F: y}
+	return b.track(&Tensor{shape: shape, dt: xt.dt, F: y})
 }
 
 // int8GEMM computes the reference kernel's float32 accumulators (see

@@ -32,7 +32,7 @@ func (b *Backend) Reshape(t backend.Tensor, shape ...int) backend.Tensor {
 	if known != n {
 		backend.Fail("cpu: Reshape %v (%d elements) to %v (%d elements)", c.shape, n, shape, known)
 	}
-	return &Tensor{shape: s, dt: c.dt, F: c.F, I: c.I}
+	return &Tensor{shape: s, dt: c.dt, F: c.F, I: c.I, base: c.root()}
 }
 
 // Cast converts a float tensor to F32 or BF16 (a copy, rounding to nearest
@@ -42,7 +42,7 @@ func (b *Backend) Cast(t backend.Tensor, dt tensor.DType) backend.Tensor {
 	if dt != tensor.F32 && dt != tensor.BF16 {
 		backend.Fail("cpu: Cast %v %v: target dtype must be float32 or bfloat16, got %v", c.dt, c.shape, dt)
 	}
-	out := newOut(dt, c.shape)
+	out := b.newOut(dt, c.shape)
 	copy(out.F, c.F)
 	if dt == tensor.BF16 && c.dt != tensor.BF16 {
 		b.parallelFor(len(out.F), func(lo, hi int) { roundBF16(out.F[lo:hi]) })
@@ -71,7 +71,7 @@ func (b *Backend) Permute(t backend.Tensor, perm ...int) backend.Tensor {
 		outShape[i] = c.shape[p]
 		st[i] = inStride[p]
 	}
-	out := newOut(c.dt, outShape)
+	out := b.newOut(c.dt, outShape)
 	if nd == 0 || len(out.F) == 0 {
 		copy(out.F, c.F)
 		return out
@@ -130,7 +130,7 @@ func (b *Backend) Slice(t backend.Tensor, dim, start, end int) backend.Tensor {
 	}
 	outShape := append([]int(nil), c.shape...)
 	outShape[dim] = end - start
-	out := newOut(c.dt, outShape)
+	out := b.newOut(c.dt, outShape)
 	outer := tensor.NumElements(c.shape[:dim])
 	inner := tensor.NumElements(c.shape[dim+1:])
 	src, n := c.shape[dim]*inner, (end-start)*inner
@@ -170,7 +170,7 @@ func (b *Backend) Concat(dim int, ts ...backend.Tensor) backend.Tensor {
 		}
 		outShape[dim] += c.shape[dim]
 	}
-	out := newOut(first.dt, outShape)
+	out := b.newOut(first.dt, outShape)
 	outer := tensor.NumElements(first.shape[:dim])
 	inner := tensor.NumElements(first.shape[dim+1:])
 	row := outShape[dim] * inner

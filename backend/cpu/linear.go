@@ -27,7 +27,7 @@ func (b *Backend) Linear(x, w, bias backend.Tensor) backend.Tensor {
 		bv = cb.F
 	}
 	outShape := append(append([]int(nil), cx.shape[:len(cx.shape)-1]...), n)
-	out := newOut(cx.dt, outShape)
+	out := b.newOut(cx.dt, outShape)
 	m := len(cx.F) / max(k, 1)
 	if k == 0 {
 		m = len(out.F) / max(n, 1)

@@ -8,7 +8,7 @@ import (
 // Upload copies data into a new tensor of dtype dt, rounding to dt.
 func (b *Backend) Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor {
 	checkShapeDims("Upload", shape)
-	return NewTensor(dt, shape, append([]float32(nil), data...))
+	return b.newTensor(dt, shape, append([]float32(nil), data...))
 }
 
 // UploadInt8 copies int8 data into a new I8 tensor.
@@ -17,7 +17,7 @@ func (b *Backend) UploadInt8(shape []int, data []int8) backend.Tensor {
 	if tensor.NumElements(shape) != len(data) {
 		backend.Fail("cpu: UploadInt8: shape %v holds %d elements, data has %d", shape, tensor.NumElements(shape), len(data))
 	}
-	return &Tensor{shape: append([]int(nil), shape...), dt: tensor.I8, I: append([]int8(nil), data...)}
+	return b.track(&Tensor{shape: append([]int(nil), shape...), dt: tensor.I8, I: append([]int8(nil), data...)})
 }
 
 // Download returns a copy of a float tensor's values.
@@ -26,10 +26,15 @@ func (b *Backend) Download(t backend.Tensor) []float32 {
 	return append([]float32(nil), c.F...)
 }
 
-// Free drops t's storage; later use of t fails with a clear error. Views
-// made by Reshape keep the storage alive until they are dropped too.
+// Free drops t's storage, shared with its Reshape views as on the GPU;
+// later use of t or of a view fails with a clear error, so a CPU test
+// catches what would be a use-after-free on the device.
 func (b *Backend) Free(t backend.Tensor) {
-	c := T(t)
+	release(T(t).root())
+}
+
+// release drops a root tensor's storage (idempotent).
+func release(c *Tensor) {
 	c.F, c.I, c.freed = nil, nil, true
 }
 
@@ -55,8 +60,8 @@ func floatT(op string, t backend.Tensor) *Tensor {
 }
 
 // newOut allocates an uninitialised float tensor of dtype dt.
-func newOut(dt tensor.DType, shape []int) *Tensor {
-	return &Tensor{shape: append([]int(nil), shape...), dt: dt, F: make([]float32, tensor.NumElements(shape))}
+func (b *Backend) newOut(dt tensor.DType, shape []int) *Tensor {
+	return b.track(&Tensor{shape: append([]int(nil), shape...), dt: dt, F: make([]float32, tensor.NumElements(shape))})
 }
 
 // roundSlice rounds x in place to dt's precision (a no-op for F32).

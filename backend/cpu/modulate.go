@@ -15,7 +15,7 @@ func (b *Backend) Modulate(x, shift, scale backend.Tensor) backend.Tensor {
 	if !backend.SameShape(csh.shape, csc.shape) {
 		backend.Fail("cpu: Modulate: shift %v and scale %v differ in shape", csh.shape, csc.shape)
 	}
-	out := newOut(cx.dt, cx.shape)
+	out := b.newOut(cx.dt, cx.shape)
 	n := len(csh.F)
 	b.elementwise(len(out.F), func(lo, hi int) {
 		forRuns(lo, hi, n, func(i, j, cnt int) {
@@ -41,7 +41,7 @@ func (b *Backend) GatedAdd(x, y, gate backend.Tensor) backend.Tensor {
 	_, cg := suffixOperand("GatedAdd gate", x, gate)
 	g := append([]float32(nil), cg.F...)
 	roundSlice(cx.dt, g)
-	out := newOut(cx.dt, cx.shape)
+	out := b.newOut(cx.dt, cx.shape)
 	n := len(g)
 	bf := cx.dt == tensor.BF16
 	b.elementwise(len(out.F), func(lo, hi int) {

@@ -52,7 +52,7 @@ func (b *Backend) LayerNorm(x, w, bias backend.Tensor, eps float32, out tensor.D
 	d := c.shape[len(c.shape)-1]
 	wv := normParam("LayerNorm", "weight", w, d)
 	bv := normParam("LayerNorm", "bias", bias, d)
-	o := newOut(out, c.shape)
+	o := b.newOut(out, c.shape)
 	if d == 0 {
 		return o
 	}
@@ -120,7 +120,7 @@ func (b *Backend) RMSNorm(x, w backend.Tensor, eps float32, mode backend.NormMod
 	}
 	d := c.shape[len(c.shape)-1]
 	wv := normParam("RMSNorm", "weight", w, d)
-	o := newOut(c.dt, c.shape)
+	o := b.newOut(c.dt, c.shape)
 	if d == 0 {
 		return o
 	}

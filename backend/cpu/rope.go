@@ -31,7 +31,7 @@ func (b *Backend) RoPE(x, angles backend.Tensor, heads int) backend.Tensor {
 		cos[i] = float32(math.Cos(float64(a)))
 		sin[i] = float32(math.Sin(float64(a)))
 	}
-	out := newOut(cx.dt, cx.shape)
+	out := b.newOut(cx.dt, cx.shape)
 	width := heads * d
 	rowsN := len(cx.F) / max(width, 1)
 	b.rows(rowsN, width, func(r int) {

@@ -74,5 +74,5 @@ func (b *Backend) sparseLinearAttention(q, k, v backend.Tensor, heads int, cfg b
 		copy(out[bi*n:], o)
 		maps = append(maps, m)
 	}
-	return &Tensor{shape: append([]int(nil), qt.shape...), dt: qt.dt, F: out}, maps
+	return b.track(&Tensor{shape: append([]int(nil), qt.shape...), dt: qt.dt, F: out}), maps
 }

@@ -47,7 +47,7 @@ func (b *Backend) RelPosAttention(q, k, v, relBias backend.Tensor, heads, keyLen
 	}
 	d := hd / heads
 	rnd := rounder(cq.dt)
-	out := NewTensor(cq.dt, []int{lq, hd}, make([]float32, lq*hd))
+	out := b.newTensor(cq.dt, []int{lq, hd}, make([]float32, lq*hd))
 	b.parallelFor(heads*lq, func(lo, hi int) {
 		p := make([]float32, keyLen)
 		acc := make([]float32, d)
@@ -93,7 +93,7 @@ func (b *Backend) RelPosAttention(q, k, v, relBias backend.Tensor, heads, keyLen
 func (b *Backend) GELUTanhSteps(x backend.Tensor) backend.Tensor {
 	cx := textFloat("GELUTanhSteps", "x", x)
 	rnd := rounder(cx.dt)
-	out := NewTensor(cx.dt, cx.shape, make([]float32, len(cx.F)))
+	out := b.newTensor(cx.dt, cx.shape, make([]float32, len(cx.F)))
 	const (
 		c0 = float32(0.044715)
 		c1 = float32(0.7978845608028654) // √(2/π)

@@ -134,7 +134,7 @@ func (b *Backend) Conv3d(xt, wt, biast backend.Tensor, p backend.Conv3dParams) b
 			}
 		})
 	}
-	return &Tensor{shape: os, dt: x.dt, F: out}
+	return b.track(&Tensor{shape: os, dt: x.dt, F: out})
 }
 
 // vaeStoreConv rounds one output channel in place and adds its bias,
@@ -199,7 +199,7 @@ func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tenso
 			}
 		}
 	})
-	return &Tensor{shape: append([]int(nil), x.shape...), dt: dt, F: out}
+	return b.track(&Tensor{shape: append([]int(nil), x.shape...), dt: dt, F: out})
 }
 
 // vaeSiLU is x·sigmoid(x) evaluated in float64 and rounded to float32.
@@ -228,7 +228,7 @@ func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {
 			copy(out[(ct*2*H+2*h+1)*2*W:(ct*2*H+2*h+2)*2*W], d0)
 		}
 	})
-	return &Tensor{shape: []int{C, T0, 2 * H, 2 * W}, dt: x.dt, F: out}
+	return b.track(&Tensor{shape: []int{C, T0, 2 * H, 2 * W}, dt: x.dt, F: out})
 }
 
 // vaeAttnFloats bounds the score block of FrameAttention (floats).
@@ -297,5 +297,5 @@ func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
 			}
 		}
 	}
-	return &Tensor{shape: []int{C, T0, x.shape[2], x.shape[3]}, dt: dt, F: out}
+	return b.track(&Tensor{shape: []int{C, T0, x.shape[2], x.shape[3]}, dt: dt, F: out})
 }

@@ -31,7 +31,8 @@ type Backend struct {
 	info   DeviceInfo
 
 	pool    pool
-	modules map[string]uintptr // module name -> CUmodule
+	arena   backend.Arena[*buffer] // scopes (scope.go)
+	modules map[string]uintptr     // module name -> CUmodule
 	funcs   map[string]*kernel
 	stage   [2]staging // pinned upload/download buffers
 	launchA *launchArgs
@@ -75,6 +76,7 @@ func OpenDevice(ordinal int) (b *Backend, err error) {
 	b = &Backend{drv: drv, modules: map[string]uintptr{}, funcs: map[string]*kernel{},
 		launchA: &launchArgs{}, gemms: map[gemmKey]*gemmPlan{}}
 	b.pool.free = map[int64][]uintptr{}
+	initArena(&b.arena, &b.pool)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := drv.check("cuInit", call(drv.cuInit, 0)); err != nil {

@@ -11,13 +11,14 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// buffer is one pool block. Views (Reshape) share it; when the last tensor
-// referring to it becomes unreachable, a GC cleanup returns the block to
-// the pool, so models need not Free every intermediate.
+// buffer is one pool block. Views (Reshape) share it. Its scope returns it
+// to the pool (scope.go); outside scopes, a GC cleanup does once the last
+// tensor referring to it becomes unreachable.
 type buffer struct {
 	ptr     uintptr
 	class   int64
 	freed   bool
+	gc      bool // cleanup is set
 	cleanup runtime.Cleanup
 }
 
@@ -64,8 +65,7 @@ func (b *Backend) newTensor(dt tensor.DType, shape []int) *Tensor {
 	n := int64(tensor.NumElements(shape)) * int64(dt.Size())
 	p, c := b.alloc(n)
 	buf := &buffer{ptr: p, class: c}
-	pl := &b.pool
-	buf.cleanup = runtime.AddCleanup(buf, func(blk [2]int64) { pl.release(uintptr(blk[0]), blk[1]) }, [2]int64{int64(p), c})
+	b.pool.own(&b.arena, buf)
 	if n > c {
 		backend.Fail("cuda: internal error: pool block of %d bytes for a %d-byte tensor %v", c, n, shape)
 	}
@@ -208,12 +208,10 @@ func (b *Backend) Download(t backend.Tensor) []float32 {
 // Free returns t's memory to the pool now.
 func (b *Backend) Free(t backend.Tensor) {
 	ct, ok := t.(*Tensor)
-	if !ok || ct == nil || ct.buf.freed {
+	if !ok || ct == nil {
 		return
 	}
-	ct.buf.freed = true
-	ct.buf.cleanup.Stop()
-	b.pool.release(ct.buf.ptr, ct.buf.class)
+	b.pool.freeBuf(ct.buf)
 }
 
 // Reshape views t with another shape of the same element count.

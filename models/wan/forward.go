@@ -60,13 +60,6 @@ func (m *Model) apply(l linear, x backend.Tensor) backend.Tensor {
 	return m.be.Linear(x, l.w, l.b)
 }
 
-// free releases intermediates.
-func (m *Model) free(ts ...backend.Tensor) {
-	for _, t := range ts {
-		m.be.Free(t)
-	}
-}
-
 // EmbedText embeds umT5 output rows [rows, TextDim] (rows ≤ TextLen; the
 // rest are zero rows, as the reference pads, and are attended to like any
 // other row: REFERENCE.md §1.4).
@@ -81,31 +74,25 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	if len(context) != rows*c.TextDim {
 		return nil, fmt.Errorf("wan: text context: want %d×%d = %d values, got %d", rows, c.TextDim, rows*c.TextDim, len(context))
 	}
-	defer func() { // runs after Recover: drop a half-built context
-		if err != nil && txt != nil {
-			txt.Free()
-			txt = nil
-		}
-	}()
 	defer backend.Recover(&err)
 	be, dt := m.be, m.Opt.DType
+	sc := be.Begin() // on failure its End drops a half-built context
+	defer sc.End()
 	padded := make([]float32, c.TextLen*c.TextDim)
 	copy(padded, context)
 	in := be.Upload(dt, []int{c.TextLen, c.TextDim}, padded)
-	h := m.apply(m.text0, in)
-	g := be.GELUTanh(h)
-	m.free(in, h)
-	txt = &Text{m: m, ctx: m.apply(m.text2, g)}
-	m.free(g)
-	m.hook("text_embedding", txt.ctx)
+	t := &Text{m: m, ctx: m.apply(m.text2, be.GELUTanh(m.apply(m.text0, in)))}
+	m.hook("text_embedding", t.ctx)
 	for i := range m.blocks {
 		b := &m.blocks[i]
-		k := m.apply(b.ck, txt.ctx)
-		txt.k = append(txt.k, be.RMSNorm(k, b.cNormK, c.Eps, m.Opt.Norm))
-		m.free(k)
-		txt.v = append(txt.v, m.apply(b.cv, txt.ctx))
+		t.k = append(t.k, be.RMSNorm(m.apply(b.ck, t.ctx), b.cNormK, c.Eps, m.Opt.Norm))
+		t.v = append(t.v, m.apply(b.cv, t.ctx))
 	}
-	return txt, nil
+	// The context outlives this call: it lives until Text.Free.
+	be.Persist(t.ctx)
+	be.Persist(t.k...)
+	be.Persist(t.v...)
+	return t, nil
 }
 
 // Forward predicts the flow velocity for one latent x [InDim, T, H, W]
@@ -132,13 +119,13 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	}
 	defer backend.Recover(&err)
 	be, dt, D := m.be, m.Opt.DType, c.Dim
+	sc := be.Begin() // every activation of the pass lives in it
+	defer sc.End()
 	T, H, W := shape[1], shape[2], shape[3]
 	Hp, Wp := H/2, W/2
 	L := T * Hp * Wp
 
-	xin := be.Upload(dt, []int{L, c.PatchDim()}, patchify(x, c.InDim, T, H, W))
-	xs := m.apply(m.patch, xin)
-	m.free(xin)
+	xs := m.apply(m.patch, be.Upload(dt, []int{L, c.PatchDim()}, patchify(x, c.InDim, T, H, W)))
 	m.hook("patch_embedding", xs)
 
 	e, e0 := m.timeEmbedding(t)
@@ -147,40 +134,33 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	// Each block also returns the next block's modulated input norm, so the
 	// residual update and that norm run as one fused op where the backend
 	// has it (addNorm).
-	v, rows := m.blockMods(0, e06)
+	v := m.blockMods(0, e06)
 	a := m.normAct(xs, v[0], v[1], dt)
 	for i := range m.blocks {
-		var nv, nrows []backend.Tensor
+		var nv []backend.Tensor
 		if i+1 < len(m.blocks) {
-			nv, nrows = m.blockMods(i+1, e06)
+			nv = m.blockMods(i+1, e06)
 		}
 		nx, na := m.block(i, xs, a, v, nv, ang, txt)
-		m.free(rows...)
-		m.free(xs)
-		xs, a, v, rows = nx, na, nv, nrows
+		// The residual stream is loop-carried state: drop the old one
+		// now rather than at the end of the pass.
+		be.Free(xs)
+		m.freeAct(a)
+		xs, a, v = nx, na, nv
 		m.hook(fmt.Sprintf("blocks.%d", i), xs)
 	}
-	m.free(e0)
 
 	// Head (fp32 region): LN output in the model dtype, then modulation and
 	// the Linear in float32.
 	mh := be.Add(m.headMod, be.Reshape(e, D)) // [2, D]
-	shift, scale := be.Slice(mh, 0, 0, 1), be.Slice(mh, 0, 1, 2)
+	shift, scale := be.Reshape(be.Slice(mh, 0, 0, 1), D), be.Reshape(be.Slice(mh, 0, 1, 2), D)
 	n := be.LayerNorm(xs, nil, nil, c.Eps, dt)
-	m.free(xs)
-	n32 := n
 	if dt != tensor.F32 {
-		n32 = be.Cast(n, tensor.F32)
-		m.free(n)
+		n = be.Cast(n, tensor.F32)
 	}
-	hm := be.Modulate(n32, be.Reshape(shift, D), be.Reshape(scale, D))
-	m.free(n32)
-	y := m.apply(m.head, hm)
-	m.free(hm, mh, shift, scale, e)
+	y := m.apply(m.head, be.Modulate(n, shift, scale))
 	m.hook("head", y)
-	res := be.Download(y)
-	m.free(y)
-	return unpatchify(res, c.OutDim, T, H, W), nil
+	return unpatchify(be.Download(y), c.OutDim, T, H, W), nil
 }
 
 // angles returns the RoPE angle table of a token grid, uploaded once per
@@ -193,6 +173,7 @@ func (m *Model) angles(T, Hp, Wp int) backend.Tensor {
 			m.rope = nil
 		}
 		m.rope = m.be.Upload(tensor.F32, []int{T * Hp * Wp, m.Config.HeadDim / 2}, ropeAngles(T, Hp, Wp, m.Config.HeadDim))
+		m.be.Persist(m.rope) // a cache across calls, freed with the model
 		m.ropeKey = key
 	}
 	return m.rope
@@ -202,93 +183,70 @@ func (m *Model) angles(T, Hp, Wp int) backend.Tensor {
 func (m *Model) timeEmbedding(t float32) (e, e0 backend.Tensor) {
 	be, c := m.be, m.Config
 	sin := be.Upload(tensor.F32, []int{1, c.FreqDim}, timestepSinusoid(modelTimestep(t, m.Opt.DType), c.FreqDim))
-	h := m.apply(m.time0, sin)
-	s := be.SiLU(h)
-	e = m.apply(m.time2, s)
-	m.free(sin, h, s)
+	e = m.apply(m.time2, be.SiLU(m.apply(m.time0, sin)))
 	m.hook("time_embedding", e)
-	se := be.SiLU(e)
-	p := m.apply(m.tproj, se)
-	m.free(se)
+	p := m.apply(m.tproj, be.SiLU(e))
 	m.hook("time_projection", p)
 	return e, p
 }
 
 // blockMods returns block i's six modulation vectors [D] (F32: the time
-// projection e0 [6, D] plus the block's modulation) and the slices behind
-// them; free the slices, not their views, so no backend has to free a view.
-func (m *Model) blockMods(i int, e0 backend.Tensor) (v, rows []backend.Tensor) {
+// projection e0 [6, D] plus the block's modulation).
+func (m *Model) blockMods(i int, e0 backend.Tensor) []backend.Tensor {
 	be, D := m.be, m.Config.Dim
 	mod := be.Add(e0, m.blocks[i].mod) // [6, D] F32
-	rows = make([]backend.Tensor, 6)
-	v = make([]backend.Tensor, 6)
+	v := make([]backend.Tensor, 6)
 	for k := range v {
-		rows[k] = be.Slice(mod, 0, k, k+1)
-		v[k] = be.Reshape(rows[k], D)
+		v[k] = be.Reshape(be.Slice(mod, 0, k, k+1), D)
 	}
-	m.free(mod)
-	return v, rows
+	return v
 }
 
 // block runs transformer block i on the residual stream x [L, D]
 // (REFERENCE.md §1.5) given a = its modulated norm of x and v = its
 // modulation vectors, and returns the new stream and, when next (the next
-// block's modulation vectors) is non-nil, that block's a. It frees a.
+// block's modulation vectors) is non-nil, that block's a. Everything else
+// it computes is freed when it returns.
 func (m *Model) block(i int, x backend.Tensor, a act, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out backend.Tensor, nextA act) {
 	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
+	sc := be.Begin()
+	defer func() { sc.End(out, nextA.t, nextA.q, nextA.s) }()
 
-	// Self-attention.
+	// Self-attention; x1 = x + y·gate, x3 = norm3(x1).
 	y := m.selfAttention(i, a, ang)
-	m.freeAct(a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
-	// x1 = x + y·gate, x3 = norm3(x1).
 	x1, x3 := m.addNormAct(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
-	m.free(y)
 
-	// Cross-attention over the text context (dense, unmasked).
-	q0 := m.applyAct(b.cq, x3)
-	m.freeAct(x3)
-	q := be.RMSNorm(q0, b.cNormQ, c.Eps, m.Opt.Norm)
-	m.free(q0)
-	o := be.Attention(q, txt.k[i], txt.v[i], c.Heads, attnScale(c))
-	m.free(q)
-	co := m.apply(b.co, o)
-	m.free(o)
-	// x2 = x1 + co, f = modulated LN(x2).
+	// Cross-attention over the text context (dense, unmasked); x2 = x1 +
+	// co, f = modulated LN(x2).
+	co := backend.Scoped(be, func() backend.Tensor {
+		q := be.RMSNorm(m.applyAct(b.cq, x3), b.cNormQ, c.Eps, m.Opt.Norm)
+		return m.apply(b.co, be.Attention(q, txt.k[i], txt.v[i], c.Heads, attnScale(c)))
+	})
 	x2, f := m.addNormAct(x1, co, nil, nil, nil, v[3], v[4], dt)
-	m.free(x1, co)
 
 	// Feed-forward.
-	g := m.linearGELUAct(b.ffn0, f)
-	m.freeAct(f)
-	h2 := m.applyAct(b.ffn2, g)
-	m.freeAct(g)
+	h2 := backend.Scoped(be, func() backend.Tensor { return m.applyAct(b.ffn2, m.linearGELUAct(b.ffn0, f)) })
 	if next != nil {
-		out, nextA = m.addNormAct(x2, h2, v[5], nil, nil, next[0], next[1], dt)
-	} else {
-		out = be.GatedAdd(x2, h2, v[5])
+		return m.addNormAct(x2, h2, v[5], nil, nil, next[0], next[1], dt)
 	}
-	m.free(x2, h2)
-	return out, nextA
+	return be.GatedAdd(x2, h2, v[5]), act{}
 }
 
 func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDim))) }
 
 // selfAttention is q/k/v projection, full-width RMSNorm of q and k, 3D RoPE,
 // the configured attention op and the output projection.
-func (m *Model) selfAttention(i int, a act, ang backend.Tensor) backend.Tensor {
+func (m *Model) selfAttention(i int, a act, ang backend.Tensor) (out backend.Tensor) {
 	be, c, b := m.be, m.Config, &m.blocks[i]
+	sc := be.Begin()
+	defer func() { sc.End(out) }()
 	qk := func(l linear, norm backend.Tensor) backend.Tensor {
 		p := m.applyAct(l, a)
 		if f, ok := be.(rmsNormRoPEer); ok {
-			defer m.free(p)
 			return f.RMSNormRoPE(p, norm, c.Eps, m.Opt.Norm, ang, c.Heads)
 		}
-		r := be.RMSNorm(p, norm, c.Eps, m.Opt.Norm)
-		m.free(p)
-		out := be.RoPE(r, ang, c.Heads)
-		m.free(r)
-		return out
+		return be.RoPE(be.RMSNorm(p, norm, c.Eps, m.Opt.Norm), ang, c.Heads)
 	}
 	q, k := qk(b.sq, b.sNormQ), qk(b.sk, b.sNormK)
 	v := m.applyAct(b.sv, a)
@@ -304,10 +262,7 @@ func (m *Model) selfAttention(i int, a act, ang backend.Tensor) backend.Tensor {
 		}
 		o = be.SparseLinearAttention(q, k, v, c.Heads, cfg, b.projW, b.projB)
 	}
-	m.free(q, k, v)
-	out := m.apply(b.so, o)
-	m.free(o)
-	return out
+	return m.apply(b.so, o)
 }
 
 // linearGELUer is an optional fused op: GELU(tanh) applied to a Linear's
@@ -325,9 +280,7 @@ func (m *Model) linearGELU(l linear, x backend.Tensor) backend.Tensor {
 	if f, ok := m.be.(linearGELUer); ok && l.scale == nil && !m.Opt.ExactRounding && x.DType() == tensor.BF16 {
 		return f.LinearGELU(x, l.w, l.b)
 	}
-	h := m.apply(l, x)
-	defer m.free(h)
-	return m.be.GELUTanh(h)
+	return m.be.GELUTanh(m.apply(l, x))
 }
 
 // rmsNormRoPEer is an optional fused op: RoPE(RMSNorm(x)) with the same
@@ -372,9 +325,7 @@ func (m *Model) normModulate(x, shift, scale backend.Tensor, dt tensor.DType) ba
 	if f, ok := m.be.(layerNormModulator); ok && x.DType() == dt {
 		return f.LayerNormModulate(x, shift, scale, m.Config.Eps)
 	}
-	n := m.be.LayerNorm(x, nil, nil, m.Config.Eps, dt)
-	defer m.free(n)
-	return m.be.Modulate(n, shift, scale)
+	return m.be.Modulate(m.be.LayerNorm(x, nil, nil, m.Config.Eps, dt), shift, scale)
 }
 
 // int8ActOps are the optional W8A8 ops whose activations travel quantised
