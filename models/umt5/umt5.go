@@ -189,51 +189,36 @@ func (e *Encoder) forward(ids []int32, keyLen int) (out []float32, err error) {
 	if err != nil {
 		return nil, err
 	}
+	sc := b.Begin()
+	defer sc.End()
 	x := b.Upload(e.dt, []int{l, c.Dim}, rows)
-	for i, bl := range e.blocks {
-		table := e.pos[0]
-		if !c.SharedPos {
-			table = e.pos[i]
-		}
-		bias := b.Upload(e.dt, []int{c.Heads, 2*l - 1}, relBias(table, c.Buckets, c.Heads, c.MaxDist, l))
-		n := b.RMSNorm(x, bl.norm1, eps, backend.NormDefault)
-		q, k, v := b.Linear(n, bl.q, nil), b.Linear(n, bl.k, nil), b.Linear(n, bl.v, nil)
-		b.Free(n)
-		a := b.RelPosAttention(q, k, v, bias, c.Heads, keyLen)
-		b.Free(q)
-		b.Free(k)
-		b.Free(v)
-		b.Free(bias)
-		o := b.Linear(a, bl.o, nil)
-		b.Free(a)
-		x = e.addFree(x, o)
-
-		n = b.RMSNorm(x, bl.norm2, eps, backend.NormDefault)
-		gl := b.Linear(n, bl.gate, nil)
-		g := b.GELUTanhSteps(gl)
-		b.Free(gl)
-		f1 := b.Linear(n, bl.fc1, nil)
-		b.Free(n)
-		hm := b.Mul(f1, g)
-		b.Free(f1)
-		b.Free(g)
-		f2 := b.Linear(hm, bl.fc2, nil)
-		b.Free(hm)
-		x = e.addFree(x, f2)
+	for i := range e.blocks {
+		// Each layer's activations live in its own scope; the residual
+		// stream is loop-carried, so the old one goes when the new exists.
+		nx := backend.Scoped(b, func() backend.Tensor { return e.layer(i, x, keyLen) })
+		b.Free(x)
+		x = nx
 	}
-	y := b.RMSNorm(x, e.norm, eps, backend.NormDefault)
-	b.Free(x)
-	out = b.Download(y)
-	b.Free(y)
-	return out, nil
+	return b.Download(b.RMSNorm(x, e.norm, eps, backend.NormDefault)), nil
 }
 
-// addFree returns x+y and frees both operands.
-func (e *Encoder) addFree(x, y backend.Tensor) backend.Tensor {
-	s := e.b.Add(x, y)
-	e.b.Free(x)
-	e.b.Free(y)
-	return s
+// layer is encoder block i on the residual stream x [l, Dim], keys ≥
+// keyLen masked.
+func (e *Encoder) layer(i int, x backend.Tensor, keyLen int) backend.Tensor {
+	c, b, bl := e.cfg, e.b, e.blocks[i]
+	l := x.Shape()[0]
+	table := e.pos[0]
+	if !c.SharedPos {
+		table = e.pos[i]
+	}
+	bias := b.Upload(e.dt, []int{c.Heads, 2*l - 1}, relBias(table, c.Buckets, c.Heads, c.MaxDist, l))
+	n := b.RMSNorm(x, bl.norm1, eps, backend.NormDefault)
+	q, k, v := b.Linear(n, bl.q, nil), b.Linear(n, bl.k, nil), b.Linear(n, bl.v, nil)
+	x = b.Add(x, b.Linear(b.RelPosAttention(q, k, v, bias, c.Heads, keyLen), bl.o, nil))
+
+	n = b.RMSNorm(x, bl.norm2, eps, backend.NormDefault)
+	g := b.GELUTanhSteps(b.Linear(n, bl.gate, nil))
+	return b.Add(x, b.Linear(b.Mul(b.Linear(n, bl.fc1, nil), g), bl.fc2, nil))
 }
 
 // embed gathers the token rows on the host as float32.
