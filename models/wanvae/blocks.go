@@ -17,6 +17,13 @@ func newState(b backend.VAE) *state {
 	return &state{b: b, hist: map[*conv]backend.Tensor{}, started: map[*resample]bool{}}
 }
 
+// setHist stores c's history. It is state across chunks, so it leaves the
+// scope it was computed in and lives until replaced or until free.
+func (s *state) setHist(c *conv, t backend.Tensor) {
+	s.b.Persist(t)
+	s.hist[c] = t
+}
+
 // free releases every cached frame.
 func (s *state) free() {
 	for _, t := range s.hist {
@@ -41,9 +48,7 @@ func (s *state) causal(c *conv, x backend.Tensor, pad int) backend.Tensor {
 		if h == nil {
 			return b.Conv3d(in, c.w, c.b, p), nil
 		}
-		cat := b.Concat(1, h, in)
-		defer b.Free(cat)
-		return b.Conv3d(cat, c.w, c.b, p), nil
+		return b.Conv3d(b.Concat(1, h, in), c.w, c.b, p), nil
 	})
 }
 
@@ -57,15 +62,11 @@ func (s *state) causalNorm(c *conv, g, x, res backend.Tensor) backend.Tensor {
 	b := s.b
 	nc, ok := b.(backend.Conv3dNormHistory)
 	if !ok || !nc.NormConvFused(x, c.w) { // decided per layer: the history's form stays fixed
-		y := b.ChannelRMSNorm(x, g, true)
-		z := s.causal(c, y, 1)
-		b.Free(y)
+		z := s.causal(c, b.ChannelRMSNorm(x, g, true), 1)
 		if res == nil {
 			return z
 		}
-		out := b.Add(z, res)
-		b.Free(z)
-		return out
+		return b.Add(z, res)
 	}
 	return s.causalWith(c, x, 1, func(h, in backend.Tensor, p backend.Conv3dParams) (backend.Tensor, backend.Tensor) {
 		return nc.Conv3dNormWithHistory(h, in, g, c.w, c.b, res, p, 2)
@@ -86,17 +87,16 @@ func (s *state) causalWith(c *conv, x backend.Tensor, pad int, conv func(h, x ba
 	p := backend.Conv3dParams{PadT: [2]int{2 - nh, 0}, PadH: [2]int{pad, pad}, PadW: [2]int{pad, pad}}
 	out, tail := conv(h, x, p)
 	if tail != nil {
-		s.hist[c] = tail
+		s.setHist(c, tail)
 	} else if t := x.Shape()[1]; t >= 2 || h == nil {
-		s.hist[c] = b.Slice(x, 1, t-min(2, t), t)
+		s.setHist(c, b.Slice(x, 1, t-min(2, t), t))
 	} else {
 		cat := b.Concat(1, h, x)
 		n := cat.Shape()[1]
-		s.hist[c] = b.Slice(cat, 1, n-min(2, n), n)
-		b.Free(cat)
+		s.setHist(c, b.Slice(cat, 1, n-min(2, n), n))
 	}
 	if h != nil {
-		b.Free(h)
+		b.Free(h) // the old history, replaced
 	}
 	return out
 }
@@ -120,10 +120,11 @@ func (s *state) forward(l layer, x backend.Tensor) backend.Tensor {
 	return nil
 }
 
-// forwardAll runs the layers of a stage in turn, freeing each input.
+// forwardAll runs the layers of a stage in turn, each in its own scope,
+// freeing each input (the loop-carried activation) once its output exists.
 func (s *state) forwardAll(ls []layer, x backend.Tensor) backend.Tensor {
 	for _, l := range ls {
-		y := s.forward(l, x)
+		y := backend.Scoped(s.b, func() backend.Tensor { return s.forward(l, x) })
 		s.b.Free(x)
 		x = y
 	}
@@ -133,7 +134,7 @@ func (s *state) forwardAll(ls []layer, x backend.Tensor) backend.Tensor {
 // head is the encoder's and decoder's output head, causal conv(SiLU(RMS(x)))
 // with norm scale g; it frees x.
 func (s *state) head(g backend.Tensor, c *conv, x backend.Tensor) backend.Tensor {
-	y := s.causalNorm(c, g, x, nil)
+	y := backend.Scoped(s.b, func() backend.Tensor { return s.causalNorm(c, g, x, nil) })
 	s.b.Free(x)
 	return y
 }
@@ -146,28 +147,14 @@ func (s *state) res(r *resBlock, x backend.Tensor) backend.Tensor {
 	if r.shortcut != nil {
 		h = pointwise(b, r.shortcut, x)
 	}
-	y := s.causalNorm(r.c1, r.g1, x, nil)
-	out := s.causalNorm(r.c2, r.g2, y, h)
-	b.Free(y)
-	if r.shortcut != nil {
-		b.Free(h)
-	}
-	return out
+	return s.causalNorm(r.c2, r.g2, s.causalNorm(r.c1, r.g1, x, nil), h)
 }
 
 // attn is AttentionBlock: per-frame single-head attention, plus identity.
 func (s *state) attn(a *attnBlock, x backend.Tensor) backend.Tensor {
 	b := s.b
-	y := b.ChannelRMSNorm(x, a.g, false)
-	qkv := pointwise(b, a.qkv, y)
-	b.Free(y)
-	o := b.FrameAttention(qkv)
-	b.Free(qkv)
-	p := pointwise(b, a.proj, o)
-	b.Free(o)
-	out := b.Add(p, x)
-	b.Free(p)
-	return out
+	qkv := pointwise(b, a.qkv, b.ChannelRMSNorm(x, a.g, false))
+	return b.Add(pointwise(b, a.proj, b.FrameAttention(qkv)), x)
 }
 
 // resample is Resample in its four modes (REFERENCE.md §7).
@@ -185,13 +172,8 @@ func (s *state) resample(r *resample, x backend.Tensor) backend.Tensor {
 		}
 		sh := x.Shape()
 		c, t, h, w := sh[0], sh[1], sh[2], sh[3]
-		y := s.causal(r.time, x, 0)
-		y2 := b.Permute(b.Reshape(y, 2, c, t, h*w), 1, 2, 0, 3)
-		b.Free(y)
-		y3 := b.Reshape(y2, c, 2*t, h, w)
-		out := s.upsample2d(r, y3)
-		b.Free(y2)
-		return out
+		y := b.Permute(b.Reshape(s.causal(r.time, x, 0), 2, c, t, h*w), 1, 2, 0, 3)
+		return s.upsample2d(r, b.Reshape(y, c, 2*t, h, w))
 	case up2d:
 		return s.upsample2d(r, x)
 	case down2d, down3d:
@@ -205,19 +187,15 @@ func (s *state) resample(r *resample, x backend.Tensor) backend.Tensor {
 		// stride 2 over [previous chunk's last frame, this chunk].
 		t := y.Shape()[1]
 		last := b.Slice(y, 1, t-1, t)
+		prev := s.hist[r.time]
+		s.setHist(r.time, last)
 		if !s.started[r] {
 			s.started[r] = true
-			s.hist[r.time] = last
 			return y
 		}
-		prev := s.hist[r.time]
 		in := b.Concat(1, prev, y)
-		b.Free(prev)
-		b.Free(y)
-		out := b.Conv3d(in, r.time.w, r.time.b, backend.Conv3dParams{Stride: [3]int{2, 1, 1}})
-		b.Free(in)
-		s.hist[r.time] = last
-		return out
+		b.Free(prev) // the old history, replaced
+		return b.Conv3d(in, r.time.w, r.time.b, backend.Conv3dParams{Stride: [3]int{2, 1, 1}})
 	}
 	backend.Fail("wanvae: unknown resample mode %d", r.mode)
 	return nil
@@ -229,8 +207,5 @@ func (s *state) upsample2d(r *resample, x backend.Tensor) backend.Tensor {
 	if uc, ok := s.b.(backend.Conv3dUpsample); ok {
 		return uc.Conv3dUpsample2x(x, r.conv.w, r.conv.b, p) // the upsampled tensor is never written
 	}
-	u := s.b.UpsampleNearest2x(x)
-	out := s.b.Conv3d(u, r.conv.w, r.conv.b, p)
-	s.b.Free(u)
-	return out
+	return s.b.Conv3d(s.b.UpsampleNearest2x(x), r.conv.w, r.conv.b, p)
 }

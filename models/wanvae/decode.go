@@ -64,18 +64,14 @@ func (v *VAE) DecodeChunks(latent []float32, shape []int, emit func(first int, c
 		for c := 0; c < z; c++ {
 			copy(chunk[c*H*W:(c+1)*H*W], x[(c*T+t)*H*W:(c*T+t+1)*H*W])
 		}
-		in := b.Upload(v.dt, []int{z, 1, H, W}, chunk)
-		out := v.decodeChunk(s, in)
-		sh := out.Shape()
 		want := TemporalFactor
 		if t == 0 {
 			want = 1
 		}
+		data, sh := v.decodeChunk(s, b.Upload(v.dt, []int{z, 1, H, W}, chunk))
 		if !backend.SameShape(sh, []int{3, want, OH, OW}) {
 			backend.Fail("wanvae: decode: chunk %d gave shape %v, want [3,%d,%d,%d]", t, sh, want, OH, OW)
 		}
-		data := b.Download(out)
-		b.Free(out)
 		if err := emit(frame, data, sh); err != nil {
 			return err
 		}
@@ -109,17 +105,15 @@ func (v *VAE) rounder() func(float32) float32 {
 }
 
 // decodeChunk runs conv2 and the decoder on one latent frame [z,1,H,W]
-// (freeing it) and returns 1 (first chunk) or 4 video frames.
-func (v *VAE) decodeChunk(s *state, x backend.Tensor) backend.Tensor {
+// in a scope that frees it and everything but the history, and returns 1
+// (first chunk) or 4 video frames [3,n,8H,8W] and their shape.
+func (v *VAE) decodeChunk(s *state, x backend.Tensor) ([]float32, []int) {
 	b := v.b
-	y := pointwise(b, v.postQuant, x)
-	b.Free(x)
-	x = s.causal(v.decConv1, y, 1)
-	b.Free(y)
+	sc := b.Begin()
+	defer sc.End()
+	x = s.causal(v.decConv1, pointwise(b, v.postQuant, x), 1)
 	x = s.forwardAll(v.decMid, x)
 	x = s.forwardAll(v.decUp, x)
-	x = s.head(v.decHeadG, v.decHead, x)
-	out := b.Cast(x, tensor.F32)
-	b.Free(x)
-	return out
+	out := b.Cast(s.head(v.decHeadG, v.decHead, x), tensor.F32)
+	return b.Download(out), out.Shape()
 }

@@ -45,14 +45,10 @@ func (v *VAE) Encode(video []float32, shape []int) (latent []float32, lshape []i
 		for c := 0; c < 3; c++ {
 			copy(chunk[c*n*plane:(c+1)*n*plane], video[(c*F+f0)*plane:(c*F+f0+n)*plane])
 		}
-		in := b.Upload(v.dt, []int{3, n, H, W}, chunk)
-		out := v.encodeChunk(s, in)
-		sh := out.Shape()
+		data, sh := v.encodeChunk(s, b.Upload(v.dt, []int{3, n, H, W}, chunk))
 		if !backend.SameShape(sh, []int{2 * z, 1, LH, LW}) {
 			backend.Fail("wanvae: encode: chunk at frame %d gave shape %v, want [%d,1,%d,%d]", f0, sh, 2*z, LH, LW)
 		}
-		data := b.Download(out)
-		b.Free(out)
 		for c := 0; c < z; c++ { // μ is the first z channels
 			copy(mu[(c*T+t)*LH*LW:(c*T+t+1)*LH*LW], data[c*LH*LW:(c+1)*LH*LW])
 		}
@@ -77,18 +73,15 @@ func (v *VAE) normalize(mu []float32, z, n int) {
 	}
 }
 
-// encodeChunk runs the encoder and conv1 on one chunk [3,n,H,W] (freeing
-// it) and returns [2z,1,H/8,W/8].
-func (v *VAE) encodeChunk(s *state, x backend.Tensor) backend.Tensor {
+// encodeChunk runs the encoder and conv1 on one chunk [3,n,H,W] in a
+// scope that frees it and everything but the history, and returns
+// [2z,1,H/8,W/8] and its shape.
+func (v *VAE) encodeChunk(s *state, x backend.Tensor) ([]float32, []int) {
 	b := v.b
-	y := s.causal(v.encConv1, x, 1)
-	b.Free(x)
-	x = s.forwardAll(v.encDown, y)
+	sc := b.Begin()
+	defer sc.End()
+	x = s.forwardAll(v.encDown, s.causal(v.encConv1, x, 1))
 	x = s.forwardAll(v.encMid, x)
-	x = s.head(v.encHeadG, v.encHead, x)
-	y = pointwise(b, v.quant, x)
-	b.Free(x)
-	out := b.Cast(y, tensor.F32)
-	b.Free(y)
-	return out
+	out := b.Cast(pointwise(b, v.quant, s.head(v.encHeadG, v.encHead, x)), tensor.F32)
+	return b.Download(out), out.Shape()
 }

@@ -146,15 +146,14 @@ func (v *VAE) decodeTiled(x []float32, z, T, H, W int, emit func(first int, chun
 		for c := 0; c < z; c++ {
 			copy(chunk[c*H*W:(c+1)*H*W], x[(c*T+t)*H*W:(c*T+t+1)*H*W])
 		}
-		in := b.Upload(v.dt, []int{z, 1, H, W}, chunk)
-		y := pointwise(b, v.postQuant, in)
-		b.Free(in)
-		m := s.causal(v.decConv1, y, 1)
-		b.Free(y)
-		m = s.forwardAll(v.decMid, m)
-		midC = m.Shape()[0]
-		mids[t] = b.Download(m)
-		b.Free(m)
+		func() {
+			sc := b.Begin()
+			defer sc.End()
+			m := s.causal(v.decConv1, pointwise(b, v.postQuant, b.Upload(v.dt, []int{z, 1, H, W}, chunk)), 1)
+			m = s.forwardAll(v.decMid, m)
+			midC = m.Shape()[0]
+			mids[t] = b.Download(m)
+		}()
 	}
 	s.free()
 
@@ -218,11 +217,13 @@ func (v *VAE) decodeTile(mids [][]float32, C, T int, ry, rx span, acc []float64,
 				copy(in[(c*h+y)*w:(c*h+y+1)*w], src[:w])
 			}
 		}
+		sc := b.Begin() // this frame's activations; ended below
+		defer sc.End()  // on failure (a no-op after the End below)
 		xt := b.Upload(v.dt, []int{C, 1, h, w}, in)
 		// The tensor covers [y0,y1)×[x0,x1) in pixels at scale f.
 		f, y0, y1, x0, x1 := 1, ry.dlo, ry.dhi, rx.dlo, rx.dhi
 		for i, l := range v.decUp {
-			y := s.forward(l, xt)
+			y := backend.Scoped(b, func() backend.Tensor { return s.forward(l, xt) })
 			b.Free(xt)
 			xt = y
 			if _, ok := l.(*resample); !ok {
@@ -242,13 +243,11 @@ func (v *VAE) decodeTile(mids [][]float32, C, T int, ry, rx span, acc []float64,
 		// Only the own area and blend bands carry weight.
 		ny0, ny1 := ry.crop(f, f*blendLatent, y0, y1)
 		nx0, nx1 := rx.crop(f, f*blendLatent, x0, x1)
-		cropped := cropHW(b, xt, ny0-y0, ny1-y0, nx0-x0, nx1-x0)
-		out := b.Cast(cropped, tensor.F32)
-		b.Free(cropped)
+		out := b.Cast(cropHW(b, xt, ny0-y0, ny1-y0, nx0-x0, nx1-x0), tensor.F32)
 		sh := out.Shape()
 		n, th, tw := sh[1], sh[2], sh[3]
 		data := b.Download(out)
-		b.Free(out)
+		sc.End()
 		wx := make([]float64, tw)
 		for xx := range wx {
 			wx[xx] = rx.blendWeight(nx0 + xx)
