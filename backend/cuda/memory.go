@@ -58,8 +58,8 @@ func (p *pool) take(c int64) (uintptr, bool) {
 	return ptr, true
 }
 
-// release puts a block back; it is called from Free and from GC cleanups
-// (any goroutine), so it makes no CUDA call.
+// release puts a block back; it is called from Free, from a scope's End
+// and from GC cleanups (any goroutine), so it makes no CUDA call.
 func (p *pool) release(ptr uintptr, c int64) {
 	p.mu.Lock()
 	p.free[c] = append(p.free[c], ptr)

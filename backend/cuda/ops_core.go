@@ -9,9 +9,10 @@ var block256 = [3]int{256, 1, 1}
 
 // keepAlive, deferred at the top of an op, keeps its input tensors
 // reachable until the op has queued its kernels: an op works on raw device
-// addresses, and a tensor the caller no longer references (an inline
-// Reshape view, say) could otherwise be collected mid-op and its block handed
-// to the op's own output.
+// addresses, and a tensor allocated outside every scope (scope.go) that the
+// caller no longer references (an inline Reshape view, say) could otherwise
+// be collected mid-op and its block handed to the op's own output. Scoped
+// tensors have no GC cleanup and do not need it.
 //
 //go:noinline
 func keepAlive(ts ...backend.Tensor) {}
