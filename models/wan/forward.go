@@ -85,7 +85,7 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	m.hook("text_embedding", t.ctx)
 	for i := range m.blocks {
 		b := &m.blocks[i]
-		t.k = append(t.k, be.RMSNorm(m.apply(b.ck, t.ctx), b.cNormK, c.Eps, m.Opt.Norm))
+		t.k = append(t.k, backend.Scoped(be, func() backend.Tensor { return be.RMSNorm(m.apply(b.ck, t.ctx), b.cNormK, c.Eps, m.Opt.Norm) }))
 		t.v = append(t.v, m.apply(b.cv, t.ctx))
 	}
 	// The context outlives this call: it lives until Text.Free.
@@ -135,20 +135,17 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	// residual update and that norm run as one fused op where the backend
 	// has it (addNorm).
 	v := m.blockMods(0, e06)
-	a := m.normAct(xs, v[0], v[1], dt)
+	s := &stream{x: xs, a: m.normAct(xs, v[0], v[1], dt)}
 	for i := range m.blocks {
 		var nv []backend.Tensor
 		if i+1 < len(m.blocks) {
 			nv = m.blockMods(i+1, e06)
 		}
-		nx, na := m.block(i, xs, a, v, nv, ang, txt)
-		// The residual stream is loop-carried state: drop the old one
-		// now rather than at the end of the pass.
-		be.Free(xs)
-		m.freeAct(a)
-		xs, a, v = nx, na, nv
-		m.hook(fmt.Sprintf("blocks.%d", i), xs)
+		m.block(i, s, v, nv, ang, txt)
+		v = nv
+		m.hook(fmt.Sprintf("blocks.%d", i), s.x)
 	}
+	xs = s.x
 
 	// Head (fp32 region): LN output in the model dtype, then modulation and
 	// the Linear in float32.
@@ -202,53 +199,87 @@ func (m *Model) blockMods(i int, e0 backend.Tensor) []backend.Tensor {
 	return v
 }
 
-// block runs transformer block i on the residual stream x [L, D]
-// (REFERENCE.md §1.5) given a = its modulated norm of x and v = its
-// modulation vectors, and returns the new stream and, when next (the next
-// block's modulation vectors) is non-nil, that block's a. Everything else
-// it computes is freed when it returns.
-func (m *Model) block(i int, x backend.Tensor, a act, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out backend.Tensor, nextA act) {
+// stream is the state the blocks carry: the residual stream x and its
+// normed activation a, the input of the next sublayer.
+type stream struct {
+	x backend.Tensor
+	a act
+}
+
+// advance replaces s by f(s), run in a scope of its own: what f allocates
+// besides its result is freed when it returns, and so is the old state
+// (loop-carried, so no scope can own it). The peak is thus one sublayer's
+// activations.
+func (m *Model) advance(s *stream, f func(x backend.Tensor, a act) (backend.Tensor, act)) {
+	x, a := func() (x backend.Tensor, a act) {
+		sc := m.be.Begin()
+		defer func() { sc.End(x, a.t, a.q, a.s) }()
+		return f(s.x, s.a)
+	}()
+	m.be.Free(s.x)
+	m.freeAct(s.a)
+	s.x, s.a = x, a
+}
+
+// block runs transformer block i (REFERENCE.md §1.5) on s, whose a is the
+// block's modulated norm of x, given its modulation vectors v. When next
+// (the next block's modulation vectors) is non-nil, it leaves that block's
+// a in s.
+func (m *Model) block(i int, s *stream, v, next []backend.Tensor, ang backend.Tensor, txt *Text) {
 	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
-	sc := be.Begin()
-	defer func() { sc.End(out, nextA.t, nextA.q, nextA.s) }()
 
-	// Self-attention; x1 = x + y·gate, x3 = norm3(x1).
-	y := m.selfAttention(i, a, ang)
-	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
-	x1, x3 := m.addNormAct(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
-
-	// Cross-attention over the text context (dense, unmasked); x2 = x1 +
-	// co, f = modulated LN(x2).
-	co := backend.Scoped(be, func() backend.Tensor {
-		q := be.RMSNorm(m.applyAct(b.cq, x3), b.cNormQ, c.Eps, m.Opt.Norm)
-		return m.apply(b.co, be.Attention(q, txt.k[i], txt.v[i], c.Heads, attnScale(c)))
+	// x1 = x + self_attn(a)·gate, x3 = norm3(x1).
+	m.advance(s, func(x backend.Tensor, a act) (backend.Tensor, act) {
+		y := m.selfAttention(i, a, ang)
+		m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
+		return m.addNormAct(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
 	})
-	x2, f := m.addNormAct(x1, co, nil, nil, nil, v[3], v[4], dt)
-
-	// Feed-forward.
-	h2 := backend.Scoped(be, func() backend.Tensor { return m.applyAct(b.ffn2, m.linearGELUAct(b.ffn0, f)) })
-	if next != nil {
-		return m.addNormAct(x2, h2, v[5], nil, nil, next[0], next[1], dt)
-	}
-	return be.GatedAdd(x2, h2, v[5]), act{}
+	// x2 = x1 + cross_attn(x3) over the text context (dense, unmasked),
+	// f = modulated LN(x2).
+	m.advance(s, func(x1 backend.Tensor, x3 act) (backend.Tensor, act) {
+		co := backend.Scoped(be, func() backend.Tensor {
+			q := be.RMSNorm(m.applyAct(b.cq, x3), b.cNormQ, c.Eps, m.Opt.Norm)
+			return m.apply(b.co, be.Attention(q, txt.k[i], txt.v[i], c.Heads, attnScale(c)))
+		})
+		return m.addNormAct(x1, co, nil, nil, nil, v[3], v[4], dt)
+	})
+	// out = x2 + ffn(f)·gate, and the next block's normed input.
+	m.advance(s, func(x2 backend.Tensor, f act) (backend.Tensor, act) {
+		h2 := backend.Scoped(be, func() backend.Tensor { return m.applyAct(b.ffn2, m.linearGELUAct(b.ffn0, f)) })
+		if next != nil {
+			return m.addNormAct(x2, h2, v[5], nil, nil, next[0], next[1], dt)
+		}
+		return be.GatedAdd(x2, h2, v[5]), act{}
+	})
 }
 
 func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDim))) }
 
 // selfAttention is q/k/v projection, full-width RMSNorm of q and k, 3D RoPE,
 // the configured attention op and the output projection.
-func (m *Model) selfAttention(i int, a act, ang backend.Tensor) (out backend.Tensor) {
-	be, c, b := m.be, m.Config, &m.blocks[i]
-	sc := be.Begin()
-	defer func() { sc.End(out) }()
-	qk := func(l linear, norm backend.Tensor) backend.Tensor {
+func (m *Model) selfAttention(i int, a act, ang backend.Tensor) backend.Tensor {
+	// q, k, v go as soon as the attention op has read them.
+	o := backend.Scoped(m.be, func() backend.Tensor { return m.attention(i, a, ang) })
+	return m.apply(m.blocks[i].so, o)
+}
+
+// qk is a query or key projection with its full-width RMSNorm and RoPE.
+func (m *Model) qk(a act, l linear, norm, ang backend.Tensor) backend.Tensor {
+	be, c := m.be, m.Config
+	return backend.Scoped(be, func() backend.Tensor {
 		p := m.applyAct(l, a)
 		if f, ok := be.(rmsNormRoPEer); ok {
 			return f.RMSNormRoPE(p, norm, c.Eps, m.Opt.Norm, ang, c.Heads)
 		}
 		return be.RoPE(be.RMSNorm(p, norm, c.Eps, m.Opt.Norm), ang, c.Heads)
-	}
-	q, k := qk(b.sq, b.sNormQ), qk(b.sk, b.sNormK)
+	})
+}
+
+// attention is the self-attention core: q, k, v and the configured
+// attention op.
+func (m *Model) attention(i int, a act, ang backend.Tensor) backend.Tensor {
+	be, c, b := m.be, m.Config, &m.blocks[i]
+	q, k := m.qk(a, b.sq, b.sNormQ, ang), m.qk(a, b.sk, b.sNormK, ang)
 	v := m.applyAct(b.sv, a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn.q", i), q)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn.k", i), k)
@@ -262,7 +293,7 @@ func (m *Model) selfAttention(i int, a act, ang backend.Tensor) (out backend.Ten
 		}
 		o = be.SparseLinearAttention(q, k, v, c.Heads, cfg, b.projW, b.projB)
 	}
-	return m.apply(b.so, o)
+	return o
 }
 
 // linearGELUer is an optional fused op: GELU(tanh) applied to a Linear's
