@@ -19,6 +19,12 @@ type ConvFusion struct {
 	Res Tensor
 	// ReLU applies max(·, 0) last.
 	ReLU bool
+	// Intermediate says the result will only be read by other ConvFused
+	// calls (as their x or Res) and freed: a backend may then keep it in a
+	// private layout (the CUDA backend: the next convolution's padded
+	// channels-last input, saving a packing pass). Other ops may refuse
+	// such a tensor.
+	Intermediate bool
 }
 
 // TinyVAEOps are the ops the tiny video autoencoder (TAEHV, models/taehv)

@@ -301,7 +301,8 @@ template <int BK, int N, int MW, int NS, bool PERSIST>
 __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmA2,
                                          const HpTmaDesc* tmB2, bf16* __restrict__ Y,
                                          const void* bias, int bdt, const bf16* __restrict__ R, int Cin, int Cout,
-                                         int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu) {
+                                         int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu,
+                                         int ycl, long long yoff, int rcl, long long roff) {
   constexpr int BM = 128 * MW;
   constexpr bool SPLIT = BK == 96;
   constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
@@ -434,9 +435,55 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
       cw_consumers_sync();
       const int m = tid % BM, r = m0 + m;
       const int t = r / HWp, rem = r - t * HWp, hh = rem / Wp, ww = rem - hh * Wp;
-      if (t < To && hh < Ho && ww < Wo) {
+      if (ycl) {
+        // Packed output (TAEHV's chained convolutions): Y is the next
+        // convolution's zero-padded channels-last input, row r of this
+        // grid landing at row r + yoff; rows that are no output position
+        // are that layout's zero borders, so they are written as zeros.
+        // Eight channels (16 bytes) per store.
+        if (r < To * HWp) {
+          constexpr int STEP = 256 / BM;
+          const bool live = hh < Ho && ww < Wo;
+          bf16* yr = Y + (long long)(r + yoff) * Cout;
+          const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
+          for (int n8 = (tid / BM) * 8; n8 < N; n8 += 8 * STEP) {
+            const int co = n0 + n8;
+            if (co >= Cout) break;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (live) {
+              float rv[8];
+              if (R != nullptr) {
+                if (rcl) {
+                  const uint4 q = *(const uint4*)(R + (long long)(r + roff) * Cout + co);
+                  const u32 qw[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+                  for (int j = 0; j < 4; ++j) rv[2 * j] = bf2f((bf16)(qw[j] & 0xffff)), rv[2 * j + 1] = bf2f((bf16)(qw[j] >> 16));
+                } else {
+#pragma unroll
+                  for (int j = 0; j < 8; ++j) rv[j] = bf2f(R[(long long)(co + j) * P + off]);
+                }
+              }
+              u32 o[4];
+#pragma unroll
+              for (int j = 0; j < 4; ++j) {
+                bf16 a = so[(n8 + 2 * j) * SO + m], b = so[(n8 + 2 * j + 1) * SO + m];
+                if (R != nullptr) {
+                  a = f2bf(__fadd_rn(bf2f(a), rv[2 * j]));
+                  b = f2bf(__fadd_rn(bf2f(b), rv[2 * j + 1]));
+                }
+                if (relu && (a & 0x8000)) a = 0;
+                if (relu && (b & 0x8000)) b = 0;
+                o[j] = (u32)a | ((u32)b << 16);
+              }
+              v = make_uint4(o[0], o[1], o[2], o[3]);
+            }
+            *(uint4*)(yr + co) = v;
+          }
+        }
+      } else if (t < To && hh < Ho && ww < Wo) {
         // U channels per step, the residual's loads issued together (one
-        // global latency per step, not per channel).
+        // global latency per step, not per channel). rcl: the residual is
+        // in the packed layout (row r + roff, channels contiguous).
         constexpr int STEP = 256 / BM, U = N < 8 * STEP ? N / STEP : 8;
         const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
         for (int nb = tid / BM; nb < N; nb += STEP * U) {
@@ -444,7 +491,7 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
 #pragma unroll
           for (int u = 0; u < U; ++u) {
             const int n = nb + u * STEP, co = n0 + n;
-            rv[u] = (R != nullptr && n < N && co < Cout) ? R[(long long)co * P + off] : (bf16)0;
+            rv[u] = (R != nullptr && n < N && co < Cout) ? R[rcl ? (long long)(r + roff) * Cout + co : (long long)co * P + off] : (bf16)0;
           }
 #pragma unroll
           for (int u = 0; u < U; ++u) {
@@ -465,9 +512,9 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
   extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW##SUF(                    \
       const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, bf16* Y, const void* bias, \
       int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho,         \
-      int Wo, int relu) {                                                                                      \
+      int Wo, int relu, int ycl, long long yoff, int rcl, long long roff) {                                    \
     conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, &tmA, &tmB, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, \
-                                     Ho, Wo, relu);                                                             \
+                                     Ho, Wo, relu, ycl, yoff, rcl, roff);                                       \
   }
 // conv3d_tma_k<BK>_n<N>_m<MW>: one block per tile; ..._p: persistent, NSP
 // stages plus a separate staging area. Stage bytes: k64 n192 m1 40 KiB, k64
@@ -495,7 +542,7 @@ extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k96_n96_m2(
     const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,
     const __grid_constant__ HpTmaDesc tmA2, const __grid_constant__ HpTmaDesc tmB2, bf16* Y, const void* bias,
     int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo,
-    int relu) {
+    int relu, int ycl, long long yoff, int rcl, long long roff) {
   conv_tma<96, 96, 2, 3, false>(&tmA, &tmB, &tmA2, &tmB2, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo,
-                                relu);
+                                relu, ycl, yoff, rcl, roff);
 }

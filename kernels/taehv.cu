@@ -19,3 +19,22 @@ extern "C" __global__ void taehv_act_kernel(void* out, const void* x, int dt, lo
     stv(out, dt, i, r);
   }
 }
+
+// The packed layout of TAEHV's chained convolutions (conv3d_sm90a.cu,
+// ycl): [rows][C] bf16, channels last, frame t, row h, column w at row
+// ((t+1)·(H+2) + h+1)·(W+2) + w+1, every other row zero (a leading zero
+// frame and one-pixel borders). taehv_unpack_kernel copies the frames out
+// channel-first [C,T,H,W]: the fallback where a packed tensor meets a
+// convolution that cannot read it.
+extern "C" __global__ void taehv_unpack_kernel(bf16* X, const bf16* Xp, int C, int T, int H, int W) {
+  const long long n = (long long)C * T * H * W;
+  GRID_STRIDE(i, n) {
+    const int w = (int)(i % W);
+    long long q = i / W;
+    const int h = (int)(q % H);
+    q /= H;
+    const int t = (int)(q % T), c = (int)(q / T);
+    const long long row = ((long long)(t + 1) * (H + 2) + h + 1) * (W + 2) + w + 1;
+    X[i] = Xp[row * C + c];
+  }
+}

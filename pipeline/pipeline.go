@@ -557,39 +557,27 @@ func (e *Engine) loadDecoder() error {
 
 // decodeFrames decodes one latent [16,T,H,W] with the engine's decoder and
 // hands its frames (rgb24, w×h) to emit in order, first being the index of
-// the chunk's first frame: the Wan VAE's chunks of 1, 4, 4, ... frames as
-// they are decoded, or the tiny VAE's frames, all decoded at once (its
-// parallel mode, a fraction of the Wan VAE's time), in chunks of the same
-// sizes. An error from emit stops decoding and is returned.
+// the chunk's first frame: chunks of 1, 4, 4, ... frames, as the Wan VAE
+// decodes them, or as the tiny VAE (every frame decoded at once, its
+// parallel mode, at a fraction of the Wan VAE's time) copies them to the
+// host. An error from emit stops decoding and is returned.
 func (e *Engine) decodeFrames(latent []float32, shape []int, emit func(first int, frames [][]uint8, w, h int) error) error {
-	if e.opt.TinyVAE == "" {
-		return e.decoder.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
-			f, err := wanvae.Frames(chunk, cs)
+	if e.opt.TinyVAE != "" {
+		return e.tiny.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+			f, err := taehv.Frames(chunk, cs)
 			if err != nil {
 				return err
 			}
 			return emit(first, f, cs[3], cs[2])
 		})
 	}
-	video, vs, err := e.tiny.Decode(latent, shape)
-	if err != nil {
-		return err
-	}
-	frames, err := taehv.Frames(video, vs)
-	if err != nil {
-		return err
-	}
-	for first := 0; first < len(frames); {
-		n := min(wanvae.TemporalFactor, len(frames)-first)
-		if first == 0 {
-			n = 1
-		}
-		if err := emit(first, frames[first:first+n], vs[3], vs[2]); err != nil {
+	return e.decoder.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+		f, err := wanvae.Frames(chunk, cs)
+		if err != nil {
 			return err
 		}
-		first += n
-	}
-	return nil
+		return emit(first, f, cs[3], cs[2])
+	})
 }
 
 func (e *Engine) loadVAE() error {

@@ -92,6 +92,9 @@ func (b *Backend) conv3dUp(xt, wt, biast backend.Tensor, p backend.Conv3dParams)
 type convExtra struct {
 	grow int
 	relu bool
+	// xpk: x is in the packed layout (no pack pass); ypk: write the output
+	// packed; rpk: the residual is packed (ops_taehv.go).
+	xpk, ypk, rpk bool
 }
 
 // conv3dAll is conv3d with up: x is read through a nearest 2x upsampling;

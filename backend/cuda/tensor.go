@@ -26,6 +26,10 @@ type Tensor struct {
 	shape []int
 	dt    tensor.DType
 	buf   *buffer
+	// packed marks a bf16 [C,T,H,W] kept in the tiny VAE's padded
+	// channels-last layout (ops_taehv.go): only ConvFused reads it, every
+	// other op refuses it.
+	packed bool
 }
 
 func (t *Tensor) Shape() []int        { return t.shape }
@@ -50,6 +54,9 @@ func T(t backend.Tensor) *Tensor {
 	}
 	if c.buf.freed {
 		backend.Fail("cuda: use of a freed tensor (shape %v)", c.shape)
+	}
+	if c.packed {
+		backend.Fail("cuda: tensor %v is in the tiny VAE's packed layout (a ConvFused Intermediate): only ConvFused reads it", c.shape)
 	}
 	return c
 }

@@ -34,8 +34,10 @@ func (s *state) free() {
 // mem runs a MemBlock over x [C,n,H,W] (frames following those of earlier
 // chunks). Its first conv sees each frame with the one before it: the
 // carried frame for the chunk's first, zeros for the very first frame of
-// the sequence (TAEHV's empty memory). x is not freed.
-func (s *state) mem(m *memBlock, x backend.Tensor) backend.Tensor {
+// the sequence (TAEHV's empty memory). x is not freed. The block's inner
+// results are ConvFusion Intermediates (they only feed its next conv); so
+// is its output when inter is set (the caller only passes it to ConvFused).
+func (s *state) mem(m *memBlock, x backend.Tensor, inter bool) backend.Tensor {
 	b := s.b
 	n := x.Shape()[1]
 	hist := s.hist[m]
@@ -43,16 +45,16 @@ func (s *state) mem(m *memBlock, x backend.Tensor) backend.Tensor {
 	if hist == nil {
 		p.PadT = [2]int{1, 0}
 	}
-	a := b.ConvFused(x, m.c1.w, m.c1.b, p, backend.ConvFusion{Hist: hist, ReLU: true})
+	a := b.ConvFused(x, m.c1.w, m.c1.b, p, backend.ConvFusion{Hist: hist, ReLU: true, Intermediate: true})
 	if s.keep {
 		if hist != nil {
 			b.Free(hist)
 		}
 		s.hist[m] = b.Slice(x, 1, n-1, n)
 	}
-	c := b.ConvFused(a, m.c2.w, m.c2.b, pad1, backend.ConvFusion{ReLU: true})
+	c := b.ConvFused(a, m.c2.w, m.c2.b, pad1, backend.ConvFusion{ReLU: true, Intermediate: true})
 	b.Free(a)
-	out := b.ConvFused(c, m.c3.w, m.c3.b, pad1, backend.ConvFusion{Res: x, ReLU: true})
+	out := b.ConvFused(c, m.c3.w, m.c3.b, pad1, backend.ConvFusion{Res: x, ReLU: true, Intermediate: inter})
 	b.Free(c)
 	return out
 }
@@ -62,20 +64,26 @@ func (s *state) mem(m *memBlock, x backend.Tensor) backend.Tensor {
 // The reference's Upsample then TGrow becomes TGrow's 1x1 conv on the small
 // frames (it commutes with nearest upsampling) and a conv that reads the
 // grown frames through the upsampling (ConvFusion Grow, Up).
+//
+// Results that only feed further convolutions are ConvFusion
+// Intermediates; with s.keep (streaming) the MemBlocks' inputs are not,
+// since their last frame is kept as the next chunk's memory.
 func (m *Model) decodeRaw(s *state, x backend.Tensor) backend.Tensor {
 	b := m.b
+	inter := !s.keep
 	h := b.ScaledTanh(x, 3)
-	y := b.ConvFused(h, m.decIn.w, m.decIn.b, pad1, backend.ConvFusion{ReLU: true})
+	y := b.ConvFused(h, m.decIn.w, m.decIn.b, pad1, backend.ConvFusion{ReLU: true, Intermediate: inter})
 	b.Free(h)
 	for st := 0; st < 3; st++ {
 		for _, mb := range m.decMem[st] {
-			y2 := s.mem(mb, y)
+			y2 := s.mem(mb, y, inter)
 			b.Free(y)
 			y = y2
 		}
-		g := b.Conv3d(y, m.decGrow[st].w, nil, backend.Conv3dParams{})
+		g := b.ConvFused(y, m.decGrow[st].w, nil, backend.Conv3dParams{}, backend.ConvFusion{})
 		b.Free(y)
-		y = b.ConvFused(g, m.decUp[st].w, nil, pad1, backend.ConvFusion{Grow: decTimeGrow[st], Up: true, ReLU: st == 2})
+		// The last stage's conv feeds only the head conv.
+		y = b.ConvFused(g, m.decUp[st].w, nil, pad1, backend.ConvFusion{Grow: decTimeGrow[st], Up: true, ReLU: st == 2, Intermediate: inter || st == 2})
 		b.Free(g)
 	}
 	out := b.ConvFused(y, m.decOut.w, m.decOut.b, pad1, backend.ConvFusion{})
@@ -145,6 +153,44 @@ func (m *Model) Decode(latent []float32, shape []int) (video []float32, vshape [
 	}
 	defer m.b.Free(out)
 	return m.b.Download(out), out.Shape(), nil
+}
+
+// DecodeChunks is Decode delivering the video in pieces: every frame is
+// decoded at once on the backend, then emit gets the frames a chunk at a
+// time as they are copied to the host — the Wan VAE's chunking (1 frame,
+// then 4 per latent frame: first is the index of the chunk's first frame,
+// chunk [3,n,8H,8W] in [0, 1]), so a caller can convert or encode the first
+// frames while the rest are still on the device. An error from emit stops
+// and is returned.
+func (m *Model) DecodeChunks(latent []float32, shape []int, emit func(first int, chunk []float32, chunkShape []int) error) (err error) {
+	if err := m.checkLatent(latent, shape); err != nil {
+		return err
+	}
+	defer backend.Recover(&err)
+	b := m.b
+	x := b.Upload(m.dt, shape, latent)
+	video, err := m.DecodeTensor(x)
+	b.Free(x)
+	if err != nil {
+		return err
+	}
+	defer b.Free(video)
+	F := video.Shape()[1]
+	for first := 0; first < F; {
+		n := min(TemporalFactor, F-first)
+		if first == 0 {
+			n = 1
+		}
+		c := b.Slice(video, 1, first, first+n)
+		data := b.Download(c)
+		cs := c.Shape()
+		b.Free(c)
+		if err := emit(first, data, cs); err != nil {
+			return err
+		}
+		first += n
+	}
+	return nil
 }
 
 // decodeRawAll is decodeRaw over the whole latent in one chunk, for tests

@@ -7,17 +7,17 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// Encode turns a video [3,F,H,W] with values in [0, 1] (H and W multiples
-// of 8) into a latent [Z,⌈F/4⌉,H/8,W/8], every frame at once (TAEHV's
-// parallel mode). As in the reference, F is first padded to a multiple of 4
-// by repeating the last frame.
+// Encode turns a video [3,F,H,W] with values in [0, 1] into a latent
+// [Z,⌈F/4⌉,H/8,W/8] (each stride-2 stage rounds up, as the reference's
+// convolutions do for sizes that are not multiples of 8), every frame at
+// once (TAEHV's parallel mode). As in the reference, F is first padded to a
+// multiple of 4 by repeating the last frame.
 func (m *Model) Encode(video []float32, shape []int) (latent []float32, lshape []int, err error) {
 	if m.enc == nil {
 		return nil, nil, fmt.Errorf("taehv: encode: the checkpoint has no encoder")
 	}
-	if len(shape) != 4 || shape[0] != ImageChannels || shape[1] < 1 || shape[2]%SpatialFactor != 0 || shape[3]%SpatialFactor != 0 ||
-		shape[2] < 1 || shape[3] < 1 {
-		return nil, nil, fmt.Errorf("taehv: encode: want a video [3,F,H,W] with H and W multiples of %d, got shape %v", SpatialFactor, shape)
+	if len(shape) != 4 || shape[0] != ImageChannels || shape[1] < 1 || shape[2] < 1 || shape[3] < 1 {
+		return nil, nil, fmt.Errorf("taehv: encode: want a video [3,F,H,W], got shape %v", shape)
 	}
 	if n := tensor.NumElements(shape); n != len(video) {
 		return nil, nil, fmt.Errorf("taehv: encode: video shape %v holds %d values, got %d", shape, n, len(video))
@@ -60,7 +60,7 @@ func (m *Model) encodeRaw(x backend.Tensor) backend.Tensor {
 		y = b.Conv3d(y2, e.down[st].w, nil, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}, Stride: [3]int{1, 2, 2}})
 		b.Free(y2)
 		for _, mb := range e.mem[st] {
-			y2 := s.mem(mb, y)
+			y2 := s.mem(mb, y, false)
 			b.Free(y)
 			y = y2
 		}

@@ -266,3 +266,67 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestDecodeChunks: the chunked delivery gives Decode's frames in chunks
+// of 1, 4, 4, ...
+func TestDecodeChunks(t *testing.T) {
+	m, err := Load(randomTAEHV(9), cpu.New(), tensor.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, xs := randLatent(4, 3, 2, 3)
+	want, ws, err := m.Decode(x, xs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	F, plane := ws[1], ws[2]*ws[3]
+	got := make([]float32, len(want))
+	var sizes []int
+	next := 0
+	err = m.DecodeChunks(x, xs, func(first int, chunk []float32, cs []int) error {
+		if first != next {
+			t.Errorf("chunk at %d, want %d", first, next)
+		}
+		n := cs[1]
+		for c := 0; c < 3; c++ {
+			copy(got[(c*F+first)*plane:(c*F+first+n)*plane], chunk[c*n*plane:(c+1)*n*plane])
+		}
+		sizes = append(sizes, n)
+		next += n
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameInts(sizes, []int{1, 4, 4}) {
+		t.Errorf("chunk sizes %v, want [1 4 4]", sizes)
+	}
+	if d := golden.MaxAbs(got, want); d != 0 {
+		t.Errorf("chunks differ from Decode by %g", d)
+	}
+}
+
+// TestEncodeShapes: frame counts that are not multiples of 4 are padded;
+// sizes that are not multiples of 8 round up at each stride-2 stage.
+func TestEncodeShapes(t *testing.T) {
+	m, err := Load(randomTAEHV(2), cpu.New(), tensor.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ in, want []int }{
+		{[]int{3, 5, 16, 24}, []int{16, 2, 2, 3}},
+		{[]int{3, 4, 20, 9}, []int{16, 1, 3, 2}},
+	} {
+		v := make([]float32, tensor.NumElements(c.in))
+		for i := range v {
+			v[i] = float32(i%7) / 7
+		}
+		_, ls, err := m.Encode(v, c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameInts(ls, c.want) {
+			t.Errorf("video %v: latent %v, want %v", c.in, ls, c.want)
+		}
+	}
+}
