@@ -77,18 +77,18 @@ func (b *Backend) Conv3dWithHistory(ht, xt, wt, biast backend.Tensor, p backend.
 // keep raw frames (tail; nil for keep 0), and adds the residual rt (nil for
 // none) in its epilogue.
 func (b *Backend) conv3d(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int) (out, tail backend.Tensor) {
-	return b.conv3dAll(ht, xt, gt, wt, biast, rt, p, keep, false, convExtra{})
+	return b.conv3dAll(ht, xt, gt, wt, biast, rt, p, keep, false)
 }
 
 // conv3dUp is the convolution of UpsampleNearest2x(x), only where the
 // sm_90a kernel runs (Conv3dUpsample2x checks).
 func (b *Backend) conv3dUp(xt, wt, biast backend.Tensor, p backend.Conv3dParams) (out, tail backend.Tensor) {
-	return b.conv3dAll(nil, xt, nil, wt, biast, nil, p, 0, true, convExtra{})
+	return b.conv3dAll(nil, xt, nil, wt, biast, nil, p, 0, true)
 }
 
-// convExtra are the sm_90a kernel's TAEHV fusions (backend.ConvFusion):
-// grow > 1 reads x [grow·C,T,H,W] as [C,grow·T,H,W] (no history), relu
-// applies max(·, 0) after the residual.
+// convExtra are the sm_90a kernel's TAEHV fusions (backend.ConvFusion, run
+// by ops_taehv.go): grow > 1 reads x [grow·C,T,H,W] as [C,grow·T,H,W] (no
+// history), relu applies max(·, 0) after the residual.
 type convExtra struct {
 	grow int
 	relu bool
@@ -97,10 +97,8 @@ type convExtra struct {
 	xpk, ypk, rpk bool
 }
 
-// conv3dAll is conv3d with up: x is read through a nearest 2x upsampling;
-// and with ex's fusions (only where the sm_90a kernel runs: callers check
-// convFusedApplies).
-func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int, up bool, ex convExtra) (out, tail backend.Tensor) {
+// conv3dAll is conv3d with up: x is read through a nearest 2x upsampling.
+func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int, up bool) (out, tail backend.Tensor) {
 	defer keepAlive(ht, xt, gt, wt, biast, rt) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
@@ -122,17 +120,11 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 		hp, th = h.buf.ptr, h.shape[1]
 		xshape = []int{x.shape[0], th + x.shape[1], x.shape[2], x.shape[3]}
 	}
-	if ex.grow > 1 {
-		if ht != nil || len(x.shape) != 4 || x.shape[0]%ex.grow != 0 {
-			backend.Fail("cuda: Conv3d: grown input %v (grow %d, history %v)", x.shape, ex.grow, ht != nil)
-		}
-		xshape = []int{x.shape[0] / ex.grow, ex.grow * x.shape[1], x.shape[2], x.shape[3]}
-	}
 	if up {
-		if len(xshape) != 4 {
+		if len(x.shape) != 4 {
 			backend.Fail("cuda: Conv3d: upsampled input %v is not [C,T,H,W]", x.shape)
 		}
-		xshape = []int{xshape[0], xshape[1], 2 * xshape[2], 2 * xshape[3]}
+		xshape = []int{x.shape[0], x.shape[1], 2 * x.shape[2], 2 * x.shape[3]}
 	}
 	os := backend.Conv3dOutShape(xshape, w.shape, p)
 	cout, cin := w.shape[0], w.shape[1]
@@ -181,14 +173,14 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 				}
 				rp = r.buf.ptr
 			}
-			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep, up, ex)
+			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep, up, convExtra{})
 			if t == nil {
 				return y, nil // no typed nil in the interface
 			}
 			return y, t
 		}
 	}
-	if gt != nil || rt != nil || up || ex.grow > 1 || ex.relu {
+	if gt != nil || rt != nil || up {
 		backend.Fail("cuda: Conv3d: internal error: a fusion requested where the sm_90a kernel does not run")
 	}
 	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
