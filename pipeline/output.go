@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
+
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +44,11 @@ const encodeQueue = 2
 type call struct {
 	ctx    context.Context
 	output string
+	// loras are the request's LoRA adapters; applied the models they were
+	// merged into (restored when the call ends), notes their warnings.
+	loras   []*lora.Adapter
+	applied []applied
+	notes   []string
 }
 
 // checkOutput rejects an output name video.Write would refuse, before any

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -30,6 +31,9 @@ type engineFlags struct {
 	// i2v selects the image-to-video experts (--dit-high/--dit-low or the
 	// TurboWan2.2-I2V files) instead of a text-to-video DiT.
 	i2v bool
+	// loras are --lora FILE[:SCALE] values, merged into every DiT loaded.
+	loras       []string
+	loraLenient bool
 }
 
 type generateFlags struct {
@@ -63,6 +67,21 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
+	fl.StringArrayVar(&f.loras, "lora", nil, "LoRA to merge into the DiT, FILE[:SCALE] (.safetensors or .pth; PEFT/diffusers, kohya or diff naming; repeatable)")
+	fl.BoolVar(&f.loraLenient, "lora-lenient", false, "skip LoRA keys that match nothing in the model (with a warning) instead of failing")
+}
+
+// loraSpecs parses the --lora values.
+func (f *engineFlags) loraSpecs() ([]lora.Spec, error) {
+	var specs []lora.Spec
+	for _, v := range f.loras {
+		s, err := lora.ParseSpec(v)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
 }
 
 // open checks the flags and files, starts the backend and makes the engine.
@@ -82,6 +101,10 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 		dt = tensor.F32
 	default:
 		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
+	}
+	specs, err := f.loraSpecs()
+	if err != nil {
+		return nil, nil, err
 	}
 	var files pipeline.Files
 	if f.i2v {
@@ -114,7 +137,8 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.noCache {
 		cache = ""
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache,
+		LoRA: specs, LoRALenient: f.loraLenient})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -251,10 +275,14 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d%s on %s, %s sampler, %d step(s), %s attention\n",
 		f.frames, size.W, size.H, what, be.Name(), f.sampler, f.steps, f.attention)
 	t0 := time.Now()
+	shown := len(eng.Notes()) // printed by open
 	res, err := eng.Generate(ctx, req)
 	bar.done()
 	if err != nil {
 		return err
+	}
+	for _, n := range res.Notes[min(shown, len(res.Notes)):] {
+		fmt.Fprintln(errOut, "note:", n)
 	}
 	if res.Output.Note != "" {
 		fmt.Fprintln(errOut, "note:", res.Output.Note)
