@@ -335,6 +335,9 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	res.Latents = latents
 
 	// 5. VAE decode → frames.
+	if e.opt.ReleaseDiT {
+		e.freeExperts()
+	}
 	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
 	}

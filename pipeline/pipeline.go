@@ -56,6 +56,14 @@ type Options struct {
 	// LoRALenient skips LoRA keys that match nothing in the model (the
 	// engine's notes list them) instead of failing.
 	LoRALenient bool
+	// CheckMemory makes Generate estimate each request's peak GPU memory
+	// first and refuse one that cannot fit (CheckMemory, memory.go).
+	CheckMemory bool
+	// ReleaseDiT frees the DiT (and its text contexts) once sampling is
+	// done, so the VAE decode does not run beside it: for one-request runs
+	// (generate), where nothing would reuse it. A later request loads it
+	// again.
+	ReleaseDiT bool
 }
 
 // Request is one generation.
@@ -293,6 +301,11 @@ func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err erro
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
+	if e.opt.CheckMemory {
+		if _, err := e.CheckMemory(r); err != nil {
+			return nil, err
+		}
+	}
 	e.call = call{ctx: ctx, output: r.Output}
 	defer func() {
 		// Notes added during the call (a loaded model's LoRA warnings, the
@@ -425,6 +438,14 @@ func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err erro
 	}
 
 	// 4. VAE decode → frames.
+	if e.opt.ReleaseDiT {
+		for _, t := range texts {
+			t.Free()
+		}
+		texts = nil
+		e.model.Free()
+		e.model = nil
+	}
 	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
 	}

@@ -34,6 +34,10 @@ type engineFlags struct {
 	// loras are --lora FILE[:SCALE] values, merged into every DiT loaded.
 	loras       []string
 	loraLenient bool
+	// noMemCheck skips the memory estimate before a run.
+	noMemCheck bool
+	// releaseDiT frees the DiT before the VAE decode (generate: one request).
+	releaseDiT bool
 }
 
 type generateFlags struct {
@@ -69,6 +73,7 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
 	fl.StringArrayVar(&f.loras, "lora", nil, "LoRA to merge into the DiT, FILE[:SCALE] (.safetensors or .pth; PEFT/diffusers, kohya or diff naming; repeatable)")
 	fl.BoolVar(&f.loraLenient, "lora-lenient", false, "skip LoRA keys that match nothing in the model (with a warning) instead of failing")
+	fl.BoolVar(&f.noMemCheck, "no-memory-check", false, "run even when the estimated peak GPU memory exceeds what the GPU has")
 }
 
 // loraSpecs parses the --lora values.
@@ -138,7 +143,7 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 		cache = ""
 	}
 	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache,
-		LoRA: specs, LoRALenient: f.loraLenient})
+		LoRA: specs, LoRALenient: f.loraLenient, CheckMemory: !f.noMemCheck, ReleaseDiT: f.releaseDiT})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -223,6 +228,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	}
 	fl := cmd.Flags()
 	f.i2v = f.image != ""
+	f.releaseDiT = true // one request: nothing reuses the DiT after sampling
 	if f.i2v {
 		// The reference I2V script's defaults where they differ from T2V.
 		if !fl.Changed("sigma-max") {
@@ -260,6 +266,15 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 		return err
 	}
 	defer eng.Close()
+	if !f.noMemCheck {
+		note, err := eng.CheckMemory(req)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			fmt.Fprintln(errOut, note)
+		}
+	}
 	bar := newProgress(errOut)
 	eng.Progress = bar.event
 

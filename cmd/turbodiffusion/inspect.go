@@ -105,6 +105,7 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 		fmt.Fprintf(w, "patch:    TurboWan Linear form [D, Cin·4]\n")
 	}
 	fmt.Fprintf(w, "params:   %s\n", humanCount(fi.Params))
+	printMemoryTable(w, fi)
 	return nil
 }
 

@@ -92,6 +92,13 @@ func detect(f checkpoint.File) (prefix string, cfg Config, err error) {
 	return prefix, cfg, nil
 }
 
+// DetectConfig reads a VAE checkpoint's configuration from its tensor
+// shapes (no weight is read).
+func DetectConfig(f checkpoint.File) (Config, error) {
+	_, cfg, err := detect(f)
+	return cfg, err
+}
+
 // missingError lists absent keys, the first few by name.
 func missingError(path string, missing []string) error {
 	sort.Strings(missing)

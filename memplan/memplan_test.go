@@ -1,0 +1,94 @@
+package memplan
+
+import (
+	"math"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+func preset(t *testing.T, name string, quantized bool) wan.FileInfo {
+	t.Helper()
+	c, err := wan.Preset(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wan.FileInfo{Config: c, Quantized: quantized, ProjL: true}
+}
+
+// benchPeak is what `bench` measures: weights, one text context, the RoPE
+// table, the cuBLASLt workspace and the forward's activations.
+func benchPeak(t *testing.T, fi wan.FileInfo, opt wan.Options, w, h, frames int) int64 {
+	t.Helper()
+	wt, err := DiTWeights(fi, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dt := opt.DType
+	if dt == tensor.Invalid {
+		dt = tensor.BF16
+	}
+	fw := DiTForward(fi.Config, opt, fi.Quantized, Tokens(w, h, frames))
+	return wt + DiTText(fi.Config, dt) + fw.RoPE + fw.Activations + CublasWorkspace
+}
+
+// TestMeasuredPeaks: the estimate reproduces the pool peaks measured on
+// the GPU (docs/PERF.md, `bench memory`) within 10% (within 1% today).
+func TestMeasuredPeaks(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		model    string
+		quant    bool
+		opt      wan.Options
+		w, h, f  int
+		measured float64 // GiB
+	}{
+		{"1.3B dense bf16 480p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 4.09},
+		{"1.3B dense bf16 480p exact rounding", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense, ExactRounding: true}, 832, 480, 81, 4.64},
+		{"1.3B dense int8 480p", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.Dense}, 832, 480, 81, 3.35},
+		{"14B dense bf16 480p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 29.09},
+		{"14B dense int8 480p", "Wan2.1-T2V-14B", true, wan.Options{Attention: backend.Dense}, 832, 480, 81, 17.04},
+		{"14B SLA bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 34.6},
+		{"14B SageSLA bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SageSLA}, 1280, 720, 81, 34.6},
+		// bench memory, H200 (docs/perf-logs/2026-12-04-lora-memory).
+		{"1.3B SLA bf16 480p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 4.208},
+		{"1.3B dense bf16 720p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 1280, 720, 81, 5.187},
+		{"1.3B SLA bf16 720p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 5.475},
+		{"1.3B SLA int8 720p", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 5.161},
+		{"14B SLA bf16 480p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 30.367},
+		{"14B dense bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.Dense}, 1280, 720, 81, 31.568},
+	} {
+		got := float64(benchPeak(t, preset(t, c.model, c.quant), c.opt, c.w, c.h, c.f)) / GiB
+		dev := got/c.measured - 1
+		t.Logf("%-40s estimate %6.2f GiB, measured %6.2f GiB (%+.1f%%)", c.name, got, c.measured, 100*dev)
+		if math.Abs(dev) > 0.10 {
+			t.Errorf("%s: estimate %.2f GiB is %.1f%% off the measured %.2f GiB", c.name, got, 100*dev, c.measured)
+		}
+	}
+	// BenchmarkVAEDecode480p's pool peak: weights, the workspace and the decode.
+	vae := float64(VAEWeights(Wan21VAE)+VAEDecode(Wan21VAE, 832, 480)+CublasWorkspace) / GiB
+	t.Logf("%-40s estimate %6.2f GiB, measured %6.2f GiB (%+.1f%%)", "VAE decode 81x480p", vae, 3.519, 100*(vae/3.519-1))
+	if math.Abs(vae/3.519-1) > 0.10 {
+		t.Errorf("VAE decode: estimate %.2f GiB, measured 3.52", vae)
+	}
+	for _, c := range []struct {
+		name     string
+		got      int64
+		measured float64
+	}{
+		{"VAE decode 1280x720 (beyond weights)", VAEDecode(Wan21VAE, 1280, 720), 7.396},
+		{"VAE encode 832x480 (beyond weights)", VAEEncode(Wan21VAE, 832, 480), 2.510},
+		{"VAE encode 1280x720 (beyond weights)", VAEEncode(Wan21VAE, 1280, 720), 5.741},
+		{"umT5-XXL weights", TextEncoderWeights(umt5.XXL), 8.625},
+	} {
+		got := float64(c.got) / GiB
+		t.Logf("%-40s estimate %6.2f GiB, measured %6.2f GiB (%+.1f%%)", c.name, got, c.measured, 100*(got/c.measured-1))
+		if math.Abs(got/c.measured-1) > 0.10 {
+			t.Errorf("%s: estimate %.3f GiB, measured %.3f", c.name, got, c.measured)
+		}
+	}
+	t.Logf("VAE weights %s, umT5-XXL weights %s", FormatGiB(VAEWeights(Wan21VAE)), FormatGiB(TextEncoderWeights(umt5.XXL)))
+}
