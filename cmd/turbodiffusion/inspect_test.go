@@ -105,3 +105,21 @@ func TestInspectBadFiles(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+// TestInspectAndDoctorMemory: inspect prints a DiT's estimated peak per
+// resolution; doctor --dit prints the estimate stage by stage (and, on a
+// GPU, whether it fits).
+func TestInspectAndDoctorMemory(t *testing.T) {
+	out, err := inspectOut(t, golden.Path(t, "dit_int8.pth"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "memory:   weights", "480p ", "720p ", "at the ")
+	var b bytes.Buffer
+	doctor(&b, &doctorFlags{dit: golden.Path(t, "dit_weights.pth"), attention: "sla", aspect: "16:9", frames: 81})
+	wantLines(t, b.String(), "memory:     dit_weights.pth at 832x480, 81 frames, sla attention: peak about",
+		"text encoder", "DiT forward", "VAE decode", "host: about")
+	b.Reset()
+	doctor(&b, &doctorFlags{dit: golden.Path(t, "dit_weights.pth"), attention: "sla", aspect: "16:9", frames: 80})
+	wantLines(t, b.String(), "memory:     --frames 80")
+}
