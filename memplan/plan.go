@@ -216,6 +216,9 @@ func Advice(r Run, e Estimate, avail, total int64, options []Option) string {
 	} else {
 		b.WriteString(". None of a -quant checkpoint, a smaller resolution or fewer frames alone fits")
 	}
+	if e.Peak.Name == "text encoder" {
+		fmt.Fprintf(&b, " (the umT5 text encoder alone needs %s; a prompt already in the prompt cache never loads it)", FormatGiB(TextEncoderWeights(r.Encoder)))
+	}
 	return b.String()
 }
 
