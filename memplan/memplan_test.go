@@ -137,4 +137,3 @@ func TestMeasuredActivations(t *testing.T) {
 		}
 	}
 }
-
