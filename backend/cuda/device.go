@@ -10,6 +10,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -28,6 +29,8 @@ type Backend struct {
 	dev    int32
 	ctx    uintptr
 	stream uintptr
+	// memCap, when positive, caps the bytes the pool holds (MemCapEnv).
+	memCap int64
 	info   DeviceInfo
 
 	pool    pool
@@ -112,6 +115,11 @@ func OpenDevice(ordinal int) (b *Backend, err error) {
 	}
 	b.info.Libs = append(b.info.Libs, b.lt.lib)
 	b.info.CublasLtVer = b.lt.version()
+	if v := os.Getenv(MemCapEnv); v != "" {
+		if b.memCap, err = parseBytes(v); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.lt.init(b); err != nil {
 		return nil, err
 	}
