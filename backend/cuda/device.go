@@ -31,6 +31,8 @@ type Backend struct {
 	stream uintptr
 	// memCap, when positive, caps the bytes the pool holds (MemCapEnv).
 	memCap int64
+	// copyStr is the stream of Streamer copies (stream.go), 0 until used.
+	copyStr uintptr
 	info   DeviceInfo
 
 	pool    pool

@@ -52,6 +52,9 @@ type Options struct {
 	// LoRALenient skips LoRA keys that match no parameter (listed in
 	// Model.LoRAWarnings) instead of failing.
 	LoRALenient bool
+	// Offload keeps the blocks' Linear weights in host memory and streams
+	// them to the device one block ahead of use (offload.go).
+	Offload bool
 }
 
 // linear is one Linear layer's weights; scale is non-nil for Int8Linear.
@@ -87,6 +90,7 @@ type Model struct {
 
 	base  *lora.Set // Options.LoRA, bound to this model
 	extra *lora.Set // merged by SetLoRA on top of base
+	off   *offload  // Options.Offload's streamed weights, nil without
 
 	be                  backend.DiT
 	patch               linear
@@ -174,6 +178,13 @@ func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) 
 	}
 	m = &Model{Config: fi.Config, Info: fi, Opt: opt, be: be}
 	m.blocks = make([]block, fi.Config.Layers)
+	if opt.Offload {
+		st, err := checkOffload(be)
+		if err != nil {
+			return nil, err
+		}
+		m.off = &offload{st: st, host: make([][numLinears][2]backend.HostTensor, fi.Config.Layers)}
+	}
 	ps := m.params()
 	if m.base, m.LoRAWarnings, err = m.bindLoRA(f, ps, opt.LoRA); err != nil {
 		return nil, err
@@ -187,7 +198,14 @@ func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) 
 	defer backend.Recover(&err)
 	ld := &loader{be: be, f: f, lora: m.base}
 	for _, p := range ps {
+		if i, l, ok := m.streamed(p); ok {
+			m.off.host[i][l][0], m.off.host[i][l][1] = ld.loadHost(m.off.st, p)
+			continue
+		}
 		ld.load(p)
+	}
+	if m.off != nil {
+		m.allocSlots()
 	}
 	return m, nil
 }
@@ -274,6 +292,37 @@ func (l *loader) load(p param) {
 		return
 	}
 	*p.dst = l.float(p.name, p.dt, p.shape...)
+}
+
+// loadHost is load into the streamer's host memory (a quantised weight:
+// codes and scales).
+func (l *loader) loadHost(st backend.Streamer, p param) (w, scale backend.HostTensor) {
+	hb := &hostLoader{DiT: l.be, st: st}
+	sub := &loader{be: hb, f: l.f, lora: l.lora}
+	if p.scale != nil {
+		sub.quantized(p.name)
+		return hb.out[0], hb.out[1]
+	}
+	sub.float(p.name, p.dt, p.shape...)
+	return hb.out[0], nil
+}
+
+// hostLoader is a backend whose uploads go to a streamer's host memory
+// (and are collected in out), so loadHost shares float and quantized.
+type hostLoader struct {
+	backend.DiT
+	st  backend.Streamer
+	out []backend.HostTensor
+}
+
+func (h *hostLoader) Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor {
+	h.out = append(h.out, h.st.HostUpload(dt, shape, data))
+	return nil
+}
+
+func (h *hostLoader) UploadInt8(shape []int, data []int8) backend.Tensor {
+	h.out = append(h.out, h.st.HostUploadInt8(shape, data))
+	return nil
 }
 
 // float uploads a float tensor as dtype dt, with shape (default: the
@@ -363,6 +412,10 @@ func (m *Model) Free() {
 		for _, l := range ls {
 			free(l.w, l.b, l.scale)
 		}
+	}
+	if m.off != nil {
+		m.off.free(m.be)
+		m.off = nil
 	}
 	lin(m.patch, m.text0, m.text2, m.time0, m.time2, m.tproj, m.head)
 	free(m.headMod, m.rope)

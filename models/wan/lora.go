@@ -65,6 +65,9 @@ func (m *Model) SetLoRA(src checkpoint.File, adapters []*lora.Adapter) (warnings
 	if m == nil || m.be == nil {
 		return nil, fmt.Errorf("wan: SetLoRA on a freed or nil model")
 	}
+	if m.off != nil {
+		return nil, fmt.Errorf("wan: merging LoRAs into a loaded model is not supported with offload yet; merge them at load (Options.LoRA)")
+	}
 	fi, err := DetectConfig(src)
 	if err != nil {
 		return nil, err

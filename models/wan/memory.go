@@ -12,7 +12,8 @@ import (
 // described by fi loaded with opt, with the dtype and shape each gets there
 // (a quantised Linear weight as its int8 codes and, under <prefix>.scale,
 // its float32 scales): what a memory estimate counts, without reading any
-// weight.
+// weight. With Offload the streamed Linear weights count as two blocks'
+// slots.
 func DeviceTensors(fi FileInfo, opt Options) ([]checkpoint.Info, error) {
 	opt, err := opt.withDefaults(fi)
 	if err != nil {
@@ -20,12 +21,18 @@ func DeviceTensors(fi FileInfo, opt Options) ([]checkpoint.Info, error) {
 	}
 	m := &Model{Config: fi.Config, Info: fi, Opt: opt}
 	m.blocks = make([]block, fi.Config.Layers)
+	if opt.Offload {
+		m.off = &offload{} // streamed weights: two blocks' worth of slots on the device
+	}
 	file := map[string][]int{}
 	for _, s := range expectedTensors(fi.Config, layout{quantized: fi.Quantized, projL: fi.ProjL, convPatch: fi.ConvPatch}) {
 		file[s.name] = s.shape
 	}
 	var out []checkpoint.Info
 	for _, p := range m.params() {
+		if i, _, ok := m.streamed(p); ok && i >= len(m.off.slots) {
+			continue
+		}
 		if p.scale != nil {
 			prefix := strings.TrimSuffix(p.name, ".weight")
 			s := file[prefix+".int8_weight"]
