@@ -172,12 +172,28 @@ func hostPlan(r Run, L int) (int64, []Part) {
 	if r.i2v() {
 		parts = append(parts, Part{"condition video (float32)", int64(3*r.Frames*r.Width*r.Height) * 4})
 	}
+	if r.Opt.Offload {
+		full, err1 := DiTWeights(r.DiT, withOffload(r.Opt, false))
+		dev, err2 := DiTWeights(r.DiT, r.Opt)
+		if err1 == nil && err2 == nil {
+			n := int64(1)
+			if r.i2v() && r.KeepExperts {
+				n = 2
+			}
+			parts = append(parts, Part{"streamed DiT weights (pinned)", n * (full - dev)})
+		}
+	}
 	parts = append(parts, Part{"pinned staging", 2 * 16 << 20})
 	var n int64
 	for _, p := range parts {
 		n += p.Bytes
 	}
 	return n, parts
+}
+
+func withOffload(o wan.Options, on bool) wan.Options {
+	o.Offload = on
+	return o
 }
 
 // Headroom is kept free on the device beyond the estimate: the CUDA
@@ -251,6 +267,12 @@ func Options(r Run, quantFile string) []Option {
 			if !r.DiT.Quantized && r.Opt.DType != tensor.F32 {
 				add("--resolution "+s.name+" with a -quant checkpoint", func(x *Run) { x.Width, x.Height, x.DiT.Quantized = w, s.h, true })
 			}
+		}
+	}
+	if !r.Opt.Offload {
+		add("--offload", func(x *Run) { x.Opt.Offload = true })
+		if !r.DiT.Quantized && r.Opt.DType != tensor.F32 {
+			add("--offload with a -quant checkpoint", func(x *Run) { x.Opt.Offload, x.DiT.Quantized = true, true })
 		}
 	}
 	if r.Opt.Attention != backend.Dense {

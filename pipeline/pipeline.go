@@ -59,6 +59,9 @@ type Options struct {
 	// CheckMemory makes Generate estimate each request's peak GPU memory
 	// first and refuse one that cannot fit (CheckMemory, memory.go).
 	CheckMemory bool
+	// Offload keeps the DiT blocks' Linear weights in host memory and
+	// streams them to the GPU one block ahead (wan.Options.Offload).
+	Offload bool
 	// ReleaseDiT frees the DiT (and its text contexts) once sampling is
 	// done, so the VAE decode does not run beside it: for one-request runs
 	// (generate), where nothing would reuse it. A later request loads it
@@ -224,7 +227,7 @@ func closeLoRAs(as []*lora.Adapter) {
 // ditOptions are the wan options of every DiT the engine loads.
 func (e *Engine) ditOptions() wan.Options {
 	return wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm,
-		ExactRounding: e.opt.ExactRounding, LoRA: e.loras, LoRALenient: e.opt.LoRALenient}
+		ExactRounding: e.opt.ExactRounding, LoRA: e.loras, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
 }
 
 // loraNotes adds a loaded model's LoRA warnings to the engine's notes.

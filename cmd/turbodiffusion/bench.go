@@ -33,6 +33,7 @@ type benchFlags struct {
 	attnKernels         string
 	attnWarmMS          float64
 	ditAttention        string
+	offload             bool
 }
 
 func init() {
@@ -55,6 +56,7 @@ func init() {
 	cmd.Flags().BoolVar(&f.profile, "profile", false, "print the GPU time of every kernel of one DiT forward")
 	cmd.Flags().BoolVar(&f.quant, "quant", false, "DiT forward with W8A8 int8 block Linears (the random weights quantised as `quantize` does, via a temporary file)")
 	cmd.Flags().BoolVar(&f.exactRounding, "exact-rounding", false, "DiT forward without fusions that skip a bf16 rounding (the baseline of those fusions)")
+	cmd.Flags().BoolVar(&f.offload, "offload", false, "DiT forward with the blocks' Linear weights streamed from host memory (--offload)")
 	cmd.Flags().StringVar(&f.ditAttention, "dit-attention", "dense", "self-attention of the DiT forward: dense, sla or sagesla")
 	cmd.Flags().StringVar(&f.attnKernels, "attention-kernels", "", "comma-separated attention kernels to time (mma, wgmma:<variant>); empty: mma and every wgmma variant")
 	cmd.Flags().Float64Var(&f.attnWarmMS, "attention-warmup-ms", 0, "run each attention kernel about this long before timing it, so every kernel is timed at the card's power-capped steady clock (0: two warm-up runs)")
@@ -266,7 +268,7 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	if err != nil {
 		return r, err
 	}
-	opt := wan.Options{DType: tensor.BF16, Attention: kind, ExactRounding: f.exactRounding}
+	opt := wan.Options{DType: tensor.BF16, Attention: kind, ExactRounding: f.exactRounding, Offload: f.offload}
 	m, err := wan.Load(b, ck, opt)
 	if err != nil {
 		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
@@ -326,6 +328,9 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	}
 	if f.quant {
 		name = strings.TrimSuffix(name, ")") + ", W8A8 int8 Linears)"
+	}
+	if f.offload {
+		name = strings.TrimSuffix(name, ")") + ", offload)"
 	}
 	return benchResult{Name: name, MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), EstGiB: float64(est) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",

@@ -38,6 +38,7 @@ type engineFlags struct {
 	noMemCheck bool
 	// releaseDiT frees the DiT before the VAE decode (generate: one request).
 	releaseDiT bool
+	offload    bool
 }
 
 type generateFlags struct {
@@ -73,6 +74,7 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
 	fl.StringArrayVar(&f.loras, "lora", nil, "LoRA to merge into the DiT, FILE[:SCALE] (.safetensors or .pth; PEFT/diffusers, kohya or diff naming; repeatable)")
 	fl.BoolVar(&f.loraLenient, "lora-lenient", false, "skip LoRA keys that match nothing in the model (with a warning) instead of failing")
+	fl.BoolVar(&f.offload, "offload", false, "keep the DiT blocks' weights in host memory and stream them to the GPU one block ahead (for GPUs too small for the model)")
 	fl.BoolVar(&f.noMemCheck, "no-memory-check", false, "run even when the estimated peak GPU memory exceeds what the GPU has")
 }
 
@@ -143,7 +145,7 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 		cache = ""
 	}
 	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache,
-		LoRA: specs, LoRALenient: f.loraLenient, CheckMemory: !f.noMemCheck, ReleaseDiT: f.releaseDiT})
+		LoRA: specs, LoRALenient: f.loraLenient, CheckMemory: !f.noMemCheck, ReleaseDiT: f.releaseDiT, Offload: f.offload})
 	if err != nil {
 		return nil, nil, err
 	}
