@@ -33,7 +33,7 @@ type Backend struct {
 	memCap int64
 	// copyStr is the stream of Streamer copies (stream.go), 0 until used.
 	copyStr uintptr
-	info   DeviceInfo
+	info    DeviceInfo
 
 	pool    pool
 	modules map[string]uintptr // module name -> CUmodule
