@@ -2,6 +2,8 @@ package memplan
 
 import (
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -289,3 +291,25 @@ func Options(r Run, quantFile string) []Option {
 	}
 	return out
 }
+
+// HostAvailable is the host memory the kernel says is available for new
+// allocations without swapping (MemAvailable of /proc/meminfo); ok is false
+// where that is not known.
+func HostAvailable() (n int64, ok bool) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, found := strings.CutPrefix(line, "MemAvailable:"); found {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					return kb << 10, true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+

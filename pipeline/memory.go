@@ -130,6 +130,9 @@ func (e *Engine) CheckMemory(r Request) (note string, err error) {
 	avail := free + held
 	note = fmt.Sprintf("memory: about %s of GPU memory at the peak (%s), %s available",
 		memplan.FormatGiB(est.GPU()), est.Peak.Name, memplan.FormatGiB(avail))
+	if h, ok := memplan.HostAvailable(); ok && est.Host > h {
+		note += fmt.Sprintf("; warning: about %s of host memory needed, %s available", memplan.FormatGiB(est.Host), memplan.FormatGiB(h))
+	}
 	if memplan.Fit(est, avail, total) {
 		return note, nil
 	}
