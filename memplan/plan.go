@@ -312,4 +312,3 @@ func HostAvailable() (n int64, ok bool) {
 	}
 	return 0, false
 }
-
