@@ -125,9 +125,57 @@ func Open(spec Spec) (*Adapter, error) {
 	return a, nil
 }
 
+// Summary describes a LoRA file (inspect).
+type Summary struct {
+	Formats  []string
+	Modules  int
+	Ranks    []int // distinct ranks of the low-rank pairs, ascending
+	Alpha    bool  // some pair carries an alpha
+	Full     int   // diff / diff_b deltas
+	Unknown  []string
+	Examples []string // a few module paths
+}
+
+// Describe parses f as a LoRA without keeping it (f stays the caller's).
+func Describe(f checkpoint.File) (Summary, error) {
+	a, err := parse(f, 1)
+	if err != nil {
+		return Summary{}, err
+	}
+	s := Summary{Formats: a.Formats, Modules: len(a.modules), Unknown: a.unknown}
+	ranks := map[int]bool{}
+	for _, name := range a.moduleNames() {
+		m := a.modules[name]
+		if m.down != "" {
+			if in, ok := f.Info(m.down); ok && len(in.Shape) > 0 {
+				ranks[in.Shape[0]] = true
+			}
+		}
+		s.Alpha = s.Alpha || m.alpha != ""
+		if m.diff != "" {
+			s.Full++
+		}
+		if m.diffB != "" {
+			s.Full++
+		}
+		if len(s.Examples) < 3 {
+			s.Examples = append(s.Examples, name)
+		}
+	}
+	for r := range ranks {
+		s.Ranks = append(s.Ranks, r)
+	}
+	sort.Ints(s.Ranks)
+	return s, nil
+}
+
 // FromFile parses an open checkpoint as a LoRA of strength scale; the
 // Adapter takes ownership of f (Close closes it).
 func FromFile(f checkpoint.File, scale float64) (*Adapter, error) {
+	return parse(f, scale)
+}
+
+func parse(f checkpoint.File, scale float64) (*Adapter, error) {
 	a := &Adapter{Spec: Spec{Path: f.Path(), Scale: scale}, f: f, modules: map[string]*module{}}
 	names := f.Names()
 	if len(names) == 0 {
