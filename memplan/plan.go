@@ -83,6 +83,9 @@ func Plan(r Run) (Estimate, error) {
 	L := Tokens(r.Width, r.Height, r.Frames)
 	fw := DiTForward(c, opt, r.DiT.Quantized, L)
 	texts := int64(r.Texts) * DiTText(c, opt.DType)
+	if r.i2v() && r.KeepExperts {
+		texts *= 2 // each resident expert embeds the prompt
+	}
 	vae, enc := VAEWeights(r.VAE), TextEncoderWeights(r.Encoder)
 
 	var est Estimate
