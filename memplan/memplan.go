@@ -19,6 +19,7 @@ package memplan
 
 import (
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -97,8 +98,9 @@ type Forward struct {
 
 // DiTForward models one DiT forward on the CUDA backend for L tokens
 // (models/wan/forward.go with the backend's fused ops: LinearGELU,
-// RMSNormRoPE, AddLayerNorm, LayerNormModulate). With u one [L, D]
-// activation and f one [L, FFN] activation (pool classes), a block holds:
+// RMSNormRoPE, AddLayerNorm, LayerNormModulate, and for int8 checkpoints
+// the quantised-activation ops). With u one [L, D] activation and f one
+// [L, FFN] activation (pool classes), a block holds:
 //
 //   - self-attention, dense: the residual x, its modulated norm a, q, k,
 //     v and the output: 6u;
@@ -107,11 +109,32 @@ type Forward struct {
 //     normalised output: 10u, plus the block selection's LUT [H, Qb, Kb]
 //     int32 and counts (SageSLA's int8/e4m3 copies come later, at 8.5u);
 //   - the FFN: x, x2, its modulated norm and GELU(W₀·) (fused): 3u + f;
-//     unfused (ExactRounding, int8 Linears, float32 model) the pre-GELU
-//     output is live with the GELU's: 3u + 2f;
-//   - int8 Linears add the quantised input (1 byte per value) while they
-//     run, below the peaks above.
+//     unfused (ExactRounding, float32 model) the pre-GELU output is live
+//     with the GELU's: 3u + 2f;
+//   - int8 checkpoints: the normed activations travel as int8 codes (a
+//     half u), so attention holds 5.5u (SLA 9.5u), and the FFN's first
+//     Linear, GELU and quantiser (Int8LinearGELUQ) hold its bf16 output and
+//     the codes: 2.5u + 1.5f; with TURBODIFFUSION_INT8_FUSE=0 the GELU is a
+//     separate pass: 2.5u + 2.5f.
 func DiTForward(c wan.Config, opt wan.Options, quantized bool, L int) Forward {
+	return ditForward(c, opt, quantized, L, int8Path())
+}
+
+// int8 activation paths of the CUDA backend (backend/cuda/ops_int8_fused.go).
+const (
+	int8Plain   = iota // codes made by each Int8Linear (the code of fe89c6d, before the fused ops)
+	int8Fused          // quantised activations, GELU fused into the quantiser (default)
+	int8Unfused        // quantised activations, TURBODIFFUSION_INT8_FUSE=0
+)
+
+func int8Path() int {
+	if os.Getenv("TURBODIFFUSION_INT8_FUSE") == "0" {
+		return int8Unfused
+	}
+	return int8Fused
+}
+
+func ditForward(c wan.Config, opt wan.Options, quantized bool, L int, int8 int) Forward {
 	dt := opt.DType
 	if dt == tensor.Invalid {
 		dt = tensor.BF16
@@ -119,9 +142,15 @@ func DiTForward(c wan.Config, opt wan.Options, quantized bool, L int) Forward {
 	u := bytesOf(dt, L, c.Dim)
 	u16 := bytesOf(tensor.BF16, L, c.Dim)
 	f := bytesOf(dt, L, c.FFNDim)
+	codesU, codesF := bytesOf(tensor.I8, L, c.Dim), bytesOf(tensor.I8, L, c.FFNDim)
+	actCodes := quantized && dt == tensor.BF16 && int8 != int8Plain
 	fr := Forward{RoPE: bytesOf(tensor.F32, L, c.HeadDim/2)}
 
-	attn, where := 6*u, "self-attention"
+	a := u // the normed activation feeding q/k/v
+	if actCodes {
+		a = codesU
+	}
+	attn, where := 5*u+a, "self-attention"
 	if opt.Attention != backend.Dense {
 		bq, bk := opt.BlockQ, opt.BlockK
 		if bq == 0 || bk == 0 {
@@ -134,16 +163,22 @@ func DiTForward(c wan.Config, opt wan.Options, quantized bool, L int) Forward {
 		sel := bytesOf(tensor.I32, c.Heads, qb, kb) + bytesOf(tensor.I32, c.Heads, qb) + bytesOf(tensor.F64, c.Heads, 128)
 		// x, a, q, k, v in the model dtype; float32 inputs are cast to bf16
 		// copies first; the linear branch's five [L, D] bf16 tensors.
-		attn = 5*u + 5*u16 + sel
+		attn = 4*u + a + 5*u16 + sel
 		if dt != tensor.BF16 {
 			attn += 3 * u16
 		}
 		where = "SLA linear branch"
 	}
-	fused := dt == tensor.BF16 && !opt.ExactRounding && !quantized
-	ffn := 3*u + 2*f
-	if fused {
+	var ffn int64
+	switch {
+	case actCodes && int8 == int8Fused:
+		ffn = 2*u + codesU + f + codesF
+	case actCodes:
+		ffn = 2*u + codesU + 2*f + codesF
+	case dt == tensor.BF16 && !opt.ExactRounding && !quantized:
 		ffn = 3*u + f
+	default:
+		ffn = 3*u + 2*f
 	}
 	fr.Activations, fr.Where = attn, where
 	if ffn > attn {

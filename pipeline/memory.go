@@ -77,7 +77,7 @@ func (e *Engine) MemoryPlan(r Request) (memplan.Estimate, memplan.Run, error) {
 	// The VAE's and text encoder's sizes from their headers (defaults when
 	// a header cannot be read: the load reports that error itself).
 	if f, err := e.opt.OpenCheckpoint(e.opt.VAE); err == nil {
-		run.VAE, _ = wanvae.DetectConfig(f)
+		run.VAE, _ = wanvae.ReadConfig(f)
 		f.Close()
 	}
 	if run.TextEncoder || run.KeepTextEncoder {

@@ -92,9 +92,9 @@ func detect(f checkpoint.File) (prefix string, cfg Config, err error) {
 	return prefix, cfg, nil
 }
 
-// DetectConfig reads a VAE checkpoint's configuration from its tensor
-// shapes (no weight is read).
-func DetectConfig(f checkpoint.File) (Config, error) {
+// ReadConfig reads a VAE checkpoint's configuration from its tensor
+// shapes alone (no weights are read), as Load would find it.
+func ReadConfig(f checkpoint.File) (Config, error) {
 	_, cfg, err := detect(f)
 	return cfg, err
 }
