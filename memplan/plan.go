@@ -39,6 +39,9 @@ type Run struct {
 	LoRA bool
 	// ReleaseDiT: the DiT is freed before the VAE decode (generate).
 	ReleaseDiT bool
+	// VAETile decodes in spatial tiles of this many latent pixels (0:
+	// untiled).
+	VAETile int
 	// VAE and TextEncoder are the models' configurations (zero: the Wan2.1
 	// VAE and umT5-XXL that Wan uses).
 	VAE     wanvae.Config
@@ -146,7 +149,7 @@ func Plan(r Run) (Estimate, error) {
 		decodeTexts,
 		rope,
 		Part{"VAE weights", vae},
-		Part{fmt.Sprintf("decode %dx%d", r.Width, r.Height), VAEDecode(r.VAE, r.Width, r.Height)},
+		decodePart(r),
 		Part{"cuBLASLt workspace", CublasWorkspace})
 	for _, s := range est.Stages {
 		if s.Bytes() > est.Peak.Bytes() {
@@ -155,6 +158,20 @@ func Plan(r Run) (Estimate, error) {
 	}
 	est.Host, est.HostParts = hostPlan(r, L)
 	return est, nil
+}
+
+// decodePart is the VAE decode's activations: the whole frame, or with
+// tiling one tile with its halo (13 latent pixels a side for the Wan2.1
+// VAE) over all frames. The tiled figure scales the untiled per-pixel cost
+// to the tile and is not measured.
+func decodePart(r Run) Part {
+	if r.VAETile <= 0 {
+		return Part{fmt.Sprintf("decode %dx%d", r.Width, r.Height), VAEDecode(r.VAE, r.Width, r.Height)}
+	}
+	const halo = 13
+	side := 8 * (r.VAETile + 2*halo)
+	w, h := min(r.Width, side), min(r.Height, side)
+	return Part{fmt.Sprintf("decode in %dx%d tiles", w, h), VAEDecode(r.VAE, w, h)}
 }
 
 // hostPlan is the host side: the largest weight converted to float32 while
@@ -176,6 +193,9 @@ func hostPlan(r Run, L int) (int64, []Part) {
 	parts = append(parts, Part{"decoded video", int64(r.Frames*r.Width*r.Height*3) + 4*int64(4*3*r.Width*r.Height)*2})
 	if r.i2v() {
 		parts = append(parts, Part{"condition video (float32)", int64(3*r.Frames*r.Width*r.Height) * 4})
+	}
+	if r.VAETile > 0 {
+		parts = append(parts, Part{"tiled decode's float64 video", int64(3*r.Frames*r.Width*r.Height) * 8})
 	}
 	if r.Opt.Offload {
 		full, err1 := DiTWeights(r.DiT, withOffload(r.Opt, false))
@@ -279,6 +299,9 @@ func Options(r Run, quantFile string) []Option {
 		if !r.DiT.Quantized && r.Opt.DType != tensor.F32 {
 			add("--offload with a -quant checkpoint", func(x *Run) { x.Opt.Offload, x.DiT.Quantized = true, true })
 		}
+	}
+	if r.VAETile == 0 {
+		add("--vae-tile 32", func(x *Run) { x.VAETile = 32 })
 	}
 	if r.Opt.Attention != backend.Dense {
 		add("--attention dense (slower)", func(x *Run) { x.Opt.Attention = backend.Dense })

@@ -73,6 +73,7 @@ func (e *Engine) MemoryPlan(r Request) (memplan.Estimate, memplan.Run, error) {
 		Warm:            e.model != nil || e.decoder != nil || e.experts[0] != nil || e.experts[1] != nil,
 		LoRA:            len(e.loras) > 0 || len(r.LoRA) > 0,
 		ReleaseDiT:      e.opt.ReleaseDiT,
+		VAETile:         e.opt.VAETile,
 	}
 	// The VAE's and text encoder's sizes from their headers (defaults when
 	// a header cannot be read: the load reports that error itself).
