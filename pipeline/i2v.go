@@ -170,10 +170,11 @@ func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (m *wan.Model, loade
 		return nil, false, err
 	}
 	defer f.Close()
-	m, err = wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm, ExactRounding: e.opt.ExactRounding})
+	m, err = wan.Load(e.dit, f, e.ditOptions())
 	if err != nil {
 		return nil, false, fmt.Errorf("%s expert: %w", x, err)
 	}
+	e.loraNotes(m, x.String()+" expert")
 	if c := m.Config; c.Type != wan.I2V {
 		m.Free()
 		return nil, false, fmt.Errorf("%s (the %s expert) is not an image-to-video DiT", path, x)
@@ -349,6 +350,9 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	res.Latents = latents
 
 	// 5. VAE decode → frames.
+	if e.opt.ReleaseDiT {
+		e.freeExperts()
+	}
 	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
 	}
@@ -383,6 +387,11 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		m, loaded, err := e.useExpert(x16, drop)
 		if err != nil {
 			return nil, err
+		}
+		if len(e.call.loras) > 0 {
+			if err := e.applyLoRA(m, e.expertPath(x16)); err != nil {
+				return nil, err
+			}
 		}
 		if loaded {
 			d := time.Since(t0)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
@@ -42,6 +43,11 @@ type call struct {
 	ctx      context.Context
 	output   string
 	encoding video.Encoding
+	// loras are the request's LoRA adapters; applied the models they were
+	// merged into (restored when the call ends), notes their warnings.
+	loras   []*lora.Adapter
+	applied []applied
+	notes   []string
 }
 
 // checkOutput rejects an output name video.Write would refuse, before any

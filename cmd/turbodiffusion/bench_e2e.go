@@ -13,6 +13,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -162,7 +163,17 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	fmt.Fprintf(out, "bench e2e: %s %dx%d x %d frames, %d rCM steps, %s attention, backend %s (random weights), x264 %s%s\n",
 		cfg.Name, size.W, size.H, f.frames, f.steps, attn, be.Name(), encoding, what)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	// Pool peak of each run beside the memory planner's estimate for it.
+	type poolStats interface {
+		ResetPeak()
+		MemStats() (inUse, peak, held int64)
+	}
 	for run := 1; run <= f.runs; run++ {
+		est, _, estErr := eng.MemoryPlan(req)
+		ps, hasPool := be.(poolStats)
+		if hasPool {
+			ps.ResetPeak()
+		}
 		previews = previews[:0]
 		t0 := time.Now()
 		res, err := eng.Generate(context.Background(), req)
@@ -170,6 +181,11 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 			return err
 		}
 		total := time.Since(t0)
+		if hasPool && estErr == nil {
+			_, peak, _ := ps.MemStats()
+			fmt.Fprintf(out, "run %d memory: pool peak %.2f GiB, estimate %.2f GiB at the %s (%+.1f%%)\n", run,
+				float64(peak)/memplan.GiB, float64(est.GPU())/memplan.GiB, est.Peak.Name, 100*(float64(est.GPU())/float64(peak)-1))
+		}
 		o := res.Output
 		fmt.Fprintf(out, "run %d:", run)
 		for _, t := range res.Timings {

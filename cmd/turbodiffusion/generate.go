@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
@@ -34,6 +35,14 @@ type engineFlags struct {
 	// i2v selects the image-to-video experts (--dit-high/--dit-low or the
 	// TurboWan2.2-I2V files) instead of a text-to-video DiT.
 	i2v bool
+	// loras are --lora FILE[:SCALE] values, merged into every DiT loaded.
+	loras       []string
+	loraLenient bool
+	// noMemCheck skips the memory estimate before a run.
+	noMemCheck bool
+	// releaseDiT frees the DiT before the VAE decode (generate: one request).
+	releaseDiT bool
+	offload    bool
 }
 
 type generateFlags struct {
@@ -68,9 +77,26 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
+	fl.StringArrayVar(&f.loras, "lora", nil, "LoRA to merge into the DiT, FILE[:SCALE] (.safetensors or .pth; PEFT/diffusers, kohya or diff naming; repeatable)")
+	fl.BoolVar(&f.loraLenient, "lora-lenient", false, "skip LoRA keys that match nothing in the model (with a warning) instead of failing")
+	fl.BoolVar(&f.offload, "offload", false, "keep the DiT blocks' weights in host memory and stream them to the GPU one block ahead (for GPUs too small for the model)")
+	fl.BoolVar(&f.noMemCheck, "no-memory-check", false, "run even when the estimated peak GPU memory exceeds what the GPU has")
 	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of MP4 output: "+strings.Join(video.Presets, ", "))
 	fl.IntVar(&f.crf, "crf", video.CRF, "x264 quality of MP4 output, 1 (best) to 51 (0: the default)")
 	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (8 video pixels each) to cap its memory, e.g. 32 for 720p; 0: untiled")
+}
+
+// loraSpecs parses the --lora values.
+func (f *engineFlags) loraSpecs() ([]lora.Spec, error) {
+	var specs []lora.Spec
+	for _, v := range f.loras {
+		s, err := lora.ParseSpec(v)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
 }
 
 // encoding is the MP4 setting the flags ask for.
@@ -106,6 +132,10 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 		dt = tensor.F32
 	default:
 		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
+	}
+	specs, err := f.loraSpecs()
+	if err != nil {
+		return nil, nil, err
 	}
 	var files pipeline.Files
 	given := f.files // --vae "tiny" or a taew2_1 file selects the tiny VAE
@@ -143,7 +173,8 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.noCache {
 		cache = ""
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile,
+		LoRA: specs, LoRALenient: f.loraLenient, CheckMemory: !f.noMemCheck, ReleaseDiT: f.releaseDiT, Offload: f.offload})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -246,6 +277,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	}
 	fl := cmd.Flags()
 	f.i2v = f.image != ""
+	f.releaseDiT = true // one request: nothing reuses the DiT after sampling
 	if f.i2v {
 		// The reference I2V script's defaults where they differ from T2V.
 		if !fl.Changed("sigma-max") {
@@ -290,6 +322,15 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 		return err
 	}
 	defer eng.Close()
+	if !f.noMemCheck {
+		note, err := eng.CheckMemory(req)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			fmt.Fprintln(errOut, note)
+		}
+	}
 	bar := newProgress(errOut)
 	eng.Progress = bar.event
 
@@ -305,6 +346,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d%s on %s, %s sampler, %d step(s), %s attention\n",
 		f.frames, size.W, size.H, what, be.Name(), f.sampler, f.steps, f.attention)
 	t0 := time.Now()
+	shown := len(eng.Notes()) // printed by open
 	res, err := eng.Generate(ctx, req)
 	bar.done()
 	if previews != nil {
@@ -314,6 +356,9 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	}
 	if err != nil {
 		return err
+	}
+	for _, n := range res.Notes[min(shown, len(res.Notes)):] {
+		fmt.Fprintln(errOut, "note:", n)
 	}
 	if res.Output.Note != "" {
 		fmt.Fprintln(errOut, "note:", res.Output.Note)
