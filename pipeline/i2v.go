@@ -106,15 +106,15 @@ func (r *Request) boundary() float64 {
 func (r *Request) validateI2V() error {
 	if r.Image == "" {
 		if r.AdaptiveResolution {
-			return fmt.Errorf("--adaptive-resolution needs an input image (--image)")
+			return fieldErr(FieldAdaptive, CodeConflict, nil, "needs an input image")
 		}
 		return nil
 	}
 	if r.Sampler != "" && r.Sampler != "rcm" {
-		return fmt.Errorf("--sampler %s: image-to-video runs the rCM sampler only (as TurboDiffusion does)", r.Sampler)
+		return fieldErr(FieldSampler, CodeConflict, r.Sampler, "image-to-video runs the rCM sampler only (as TurboDiffusion does)")
 	}
 	if b := r.Boundary; b > 1 || b != b {
-		return fmt.Errorf("--boundary %g: must be at most 1 (RF time; 0.9 is the reference's)", b)
+		return fieldErr(FieldBoundary, CodeRange, b, "must be at most 1 (RF time; 0.9 is the reference's)")
 	}
 	return nil
 }
@@ -264,7 +264,7 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	var size Size
 	var pix []float32
 	if err := stage("image", func() error {
-		img, err := LoadImage(r.Image)
+		img, err := loadImage(r.Image, e.opt.Limits)
 		if err != nil {
 			return err
 		}
@@ -390,6 +390,9 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		copy(in, x)
 		done := st.Index*r.Samples + s
 		e.report(Event{Stage: "step", Done: done, Total: r.Steps * r.Samples, Note: x16.String()})
+		if err := e.applyAttention(m); err != nil {
+			return nil, err
+		}
 		v, err := m.Forward(in, []int{m.Config.InDim, lat[1], lat[2], lat[3]}, st.Timestep, txt)
 		if err == nil {
 			e.report(Event{Stage: "step", Done: done + 1, Total: r.Steps * r.Samples, Note: x16.String()})

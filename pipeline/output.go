@@ -40,8 +40,10 @@ const encodeQueue = 2
 // call is what one Generate call passes down to the decode stage, which
 // text-to-video and image-to-video share.
 type call struct {
-	ctx    context.Context
-	output string
+	ctx       context.Context
+	output    string
+	attention string  // the request's attention override ("" = the engine's)
+	topK      float64 // the request's SLA fraction (0 = the engine's)
 }
 
 // checkOutput rejects an output name video.Write would refuse, before any
@@ -53,13 +55,13 @@ func checkOutput(path string) error {
 	case ".mp4", ".gif":
 		dir := filepath.Dir(path)
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("output %s: folder %s does not exist", path, dir)
+			return fieldErr(FieldOutput, CodeInvalid, path, "folder %s does not exist", dir)
 		}
 		return nil
 	case "":
 		return nil
 	}
-	return fmt.Errorf("output %s: unknown format %q (use .mp4, .gif, or a folder for PNG frames)", path, filepath.Ext(path))
+	return fieldErr(FieldOutput, CodeInvalid, path, "unknown format %q (use .mp4, .gif, or a folder for PNG frames)", filepath.Ext(path))
 }
 
 // streams says whether decodeLatents encodes while decoding: one sample

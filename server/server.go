@@ -51,14 +51,14 @@ func (g EngineGenerator) Generate(ctx context.Context, r pipeline.Request, progr
 
 // Request is the JSON body of POST /v1/videos. Zero fields take defaults.
 type Request struct {
-	Prompt     string  `json:"prompt"`
-	Steps      int     `json:"steps,omitempty"`
-	SigmaMax   float64 `json:"sigma_max,omitempty"`
-	Resolution string  `json:"resolution,omitempty"`
-	Aspect     string  `json:"aspect,omitempty"`
-	Frames     int     `json:"frames,omitempty"`
-	Seed       *uint64 `json:"seed,omitempty"`
-	Format     string  `json:"format,omitempty"` // mp4 (default) or gif
+	Prompt     string   `json:"prompt"`
+	Steps      *int     `json:"steps,omitempty"`
+	SigmaMax   *float64 `json:"sigma_max,omitempty"`
+	Resolution string   `json:"resolution,omitempty"`
+	Aspect     string   `json:"aspect,omitempty"`
+	Frames     *int     `json:"frames,omitempty"`
+	Seed       *uint64  `json:"seed,omitempty"`
+	Format     string   `json:"format,omitempty"` // mp4 (default) or gif
 	// Image is the input image of an image-to-video request: PNG or JPEG,
 	// base64, optionally as a data URL. Only a server started for
 	// image-to-video (serve --i2v) takes it, and there it is required.
@@ -141,63 +141,44 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// toPipeline validates a request and fills defaults (the reference's T2V
-// defaults: 4 steps, σmax 80, 480p 16:9, 81 frames).
+// toPipeline validates a request and fills defaults (pipeline.Params: the
+// reference's T2V defaults, its I2V ones on an image-to-video server).
 func (r Request) toPipeline(i2v bool) (pipeline.Request, string, error) {
-	if r.Prompt == "" {
-		return pipeline.Request{}, "", errors.New("prompt is required")
-	}
 	if i2v && r.Image == "" {
 		return pipeline.Request{}, "", errors.New("image is required: this server runs image-to-video (base64 PNG or JPEG in \"image\")")
 	}
 	if !i2v && (r.Image != "" || r.AdaptiveResolution) {
 		return pipeline.Request{}, "", errors.New("this server runs text-to-video; start it with --i2v and the I2V experts for image input")
 	}
-	pr := pipeline.Request{Prompt: r.Prompt, Sampler: "rcm", Steps: r.Steps, SigmaMax: r.SigmaMax, Frames: r.Frames, Samples: 1}
-	if pr.Steps == 0 {
-		pr.Steps = 4
+	p := pipeline.Params{Prompt: r.Prompt, Resolution: r.Resolution, Aspect: r.Aspect, Seed: r.Seed,
+		AdaptiveResolution: r.AdaptiveResolution, Format: r.Format}
+	if r.Steps != nil {
+		p.Steps = r.Steps
 	}
-	if pr.SigmaMax == 0 {
-		pr.SigmaMax = 80
+	if r.SigmaMax != nil {
+		p.SigmaMax = r.SigmaMax
+	}
+	if r.Frames != nil {
+		p.Frames = r.Frames
+	}
+	if p.Resolution == "" && p.Aspect != "" {
+		p.Resolution = pipeline.DefaultResolution
 		if i2v {
-			pr.SigmaMax = pipeline.DefaultI2VSigmaMax
+			p.Resolution = pipeline.DefaultI2VResolution
 		}
 	}
-	pr.AdaptiveResolution = r.AdaptiveResolution
 	if r.Image != "" {
-		pr.Image = "(uploaded image)" // replaced by the saved file's path once it is written
+		p.Image = "(uploaded image)" // replaced by the saved file's path once it is written
 	}
-	if pr.Frames == 0 {
-		pr.Frames = 81
+	if p.Seed == nil {
+		p.Seed = pipeline.Ptr(uint64(time.Now().UnixNano()))
 	}
-	res, aspect := r.Resolution, r.Aspect
-	if res == "" {
-		res = "480p"
-		if i2v {
-			res = pipeline.DefaultI2VResolution
-		}
-	}
-	if aspect == "" {
-		aspect = "16:9"
-	}
-	size, err := pipeline.Resolution(res, aspect)
-	if err != nil {
-		return pr, "", err
-	}
-	pr.Size = size
-	if r.Seed != nil {
-		pr.Seed = *r.Seed
-	} else {
-		pr.Seed = uint64(time.Now().UnixNano())
-	}
-	format := r.Format
+	pr, err := p.Request(pipeline.Limits{})
+	format := strings.ToLower(r.Format)
 	if format == "" {
-		format = "mp4"
+		format = pipeline.DefaultFormat
 	}
-	if format != "mp4" && format != "gif" {
-		return pr, "", fmt.Errorf("format %q: choose mp4 or gif", format)
-	}
-	return pr, format, pr.Validate()
+	return pr, format, err
 }
 
 func (s *Server) create(w http.ResponseWriter, r *http.Request) {
