@@ -130,13 +130,14 @@ type Engine struct {
 	notes    []string
 	Progress func(Event)
 
-	tok     *tokenizer.Tokenizer
-	enc     *umt5.Encoder
-	cache   *umt5.Cache
-	model   *wan.Model
-	decoder *wanvae.VAE
-	experts [2]*wan.Model // image-to-video experts by Expert
-	call    call          // the Generate call in progress
+	tok      *tokenizer.Tokenizer
+	enc      *umt5.Encoder
+	cache    *umt5.Cache
+	model    *wan.Model
+	decoder  *wanvae.VAE
+	experts  [2]*wan.Model // image-to-video experts by Expert
+	fileInfo *wan.FileInfo // the DiT file's configuration, read for CheckRequest before it loads
+	call     call          // the Generate call in progress
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
