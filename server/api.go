@@ -611,8 +611,11 @@ func (s *Server) cancelLocked(j *job) Video {
 // events is GET /v1/videos/{id}/events: server-sent events. The first is
 // the video object; then "stage", "step" and "timing" events as the job
 // runs, a "video" event on each status change, and the final video object
-// when the job ends, after which the stream closes.
+// when the job ends, after which the stream closes. With
+// ?cancel_on_close=1 a client that goes away before the job ends cancels
+// it (for clients that only want the job while they watch it).
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	cancelOnClose := r.URL.Query().Get("cancel_on_close") != ""
 	s.mu.Lock()
 	j := s.lookupLocked(w, r)
 	if j == nil {
@@ -679,6 +682,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 		case <-r.Context().Done():
 			unsubscribe()
+			if cancelOnClose {
+				s.mu.Lock()
+				if !terminal(j.v.Status) {
+					s.cancelLocked(j)
+				}
+				s.mu.Unlock()
+				s.markDirty()
+			}
 			return
 		case <-s.ctx.Done():
 			unsubscribe()

@@ -614,6 +614,30 @@ func TestEventsClientLeaves(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	close(gen.hold)
+	// Leaving the stream does not cancel the job.
+	ts.wait(t, id, "completed")
+}
+
+// With ?cancel_on_close=1 a client that leaves cancels its job.
+func TestEventsCancelOnClose(t *testing.T) {
+	gen := &fakeGen{hold: make(chan struct{}), started: make(chan string, 1)}
+	ts := newTestServer(t, gen, Config{})
+	_, m := ts.post(t, `{"prompt":"x","num_frames":1,"format":"gif"}`)
+	id := m["id"].(string)
+	<-gen.started
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.url+"/v1/videos/"+id+"/events?cancel_on_close=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 10))
+	cancel()
+	resp.Body.Close()
+	j := ts.wait(t, id, "cancelled")
+	if e := j["error"].(map[string]any); e["code"] != "cancelled" {
+		t.Fatalf("job: %v", j)
+	}
 }
 
 func TestHostAndOriginChecks(t *testing.T) {
