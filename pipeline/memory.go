@@ -129,7 +129,8 @@ func HostMemory() int64 {
 // its settings against Options.Limits, its attention against the loaded
 // weights, and its memory estimate against the machine (CheckMemory; the
 // DiT's configuration is read from its file's header once). A server calls
-// it before queueing a job.
+// it before queueing a job; it is safe to call while Generate runs on
+// another goroutine.
 func (e *Engine) CheckRequest(r Request) error {
 	if err := r.ValidateLimits(e.opt.Limits); err != nil {
 		return err
@@ -149,20 +150,30 @@ func (e *Engine) CheckRequest(r Request) error {
 	if e.opt.KeepExperts && r.Image != "" {
 		weights *= 2
 	}
-	var b Budget
-	b.Host = HostMemory()
-	if mi, ok := e.dit.(interface{ MemInfo() (free, total int64) }); ok {
-		_, b.Device = mi.MemInfo()
-	}
-	return CheckMemory(r, fi.Config, weights, b)
+	return CheckMemory(r, fi.Config, weights, e.budget())
 }
 
-// ditInfo is the DiT's (or the high-noise expert's) configuration, from
-// the loaded model or, before it loads, from its file's header.
-func (e *Engine) ditInfo() (wan.FileInfo, error) {
-	if e.model != nil {
-		return e.model.Info, nil
+// budget is the machine's memory: total host memory, and the GPU's total
+// (0 on a CPU backend), read once.
+func (e *Engine) budget() Budget {
+	e.infoMu.Lock()
+	defer e.infoMu.Unlock()
+	if e.machine == nil {
+		b := Budget{Host: HostMemory()}
+		if mi, ok := e.dit.(interface{ MemInfo() (free, total int64) }); ok {
+			_, b.Device = mi.MemInfo()
+		}
+		e.machine = &b
 	}
+	return *e.machine
+}
+
+// ditInfo is the DiT's (or the high-noise expert's) configuration, read
+// from its file's header once (not from the loaded model, which Generate
+// may be changing on another goroutine).
+func (e *Engine) ditInfo() (wan.FileInfo, error) {
+	e.infoMu.Lock()
+	defer e.infoMu.Unlock()
 	if e.fileInfo != nil {
 		return *e.fileInfo, nil
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -130,13 +131,16 @@ type Engine struct {
 	notes    []string
 	Progress func(Event)
 
-	tok      *tokenizer.Tokenizer
-	enc      *umt5.Encoder
-	cache    *umt5.Cache
-	model    *wan.Model
-	decoder  *wanvae.VAE
-	experts  [2]*wan.Model // image-to-video experts by Expert
-	fileInfo *wan.FileInfo // the DiT file's configuration, read for CheckRequest before it loads
+	tok     *tokenizer.Tokenizer
+	enc     *umt5.Encoder
+	cache   *umt5.Cache
+	model   *wan.Model
+	decoder *wanvae.VAE
+	experts [2]*wan.Model // image-to-video experts by Expert
+	// CheckRequest's state, guarded by infoMu (it runs beside Generate).
+	infoMu   sync.Mutex
+	fileInfo *wan.FileInfo // the DiT file's configuration
+	machine  *Budget       // the machine's memory
 	call     call          // the Generate call in progress
 }
 
