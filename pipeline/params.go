@@ -42,6 +42,7 @@ const (
 	FieldAdaptive   = "adaptive_resolution"
 	FieldOutput     = "output"
 	FieldFormat     = "format"
+	FieldEncoding   = "encoding" // x264 preset, CRF, … (Request.Encoding)
 )
 
 // Error codes of a FieldError: machine-readable, stable.
@@ -476,6 +477,9 @@ func (r *Request) ValidateLimits(lim Limits) error {
 		if err := checkOutput(r.Output); err != nil {
 			return err
 		}
+	}
+	if err := r.Encoding.Validate(); err != nil {
+		return fieldErr(FieldEncoding, CodeInvalid, nil, "%v", err)
 	}
 	if _, err := LatentShape(r.Frames, r.Size); err != nil {
 		return err

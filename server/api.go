@@ -623,6 +623,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	first := j.v
+	lastPreview := j.preview
 	var ch chan event
 	if !terminal(j.v.Status) || j == s.running {
 		ch = make(chan event, 64)
@@ -652,7 +653,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush() == nil
 	}
-	if !send(event{"video", first}) || ch == nil {
+	ok := send(event{"video", first})
+	if ok && lastPreview != nil {
+		ok = send(event{"preview", lastPreview})
+	}
+	if !ok || ch == nil {
 		if ch != nil {
 			unsubscribe()
 		}

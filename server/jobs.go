@@ -1,9 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,6 +98,19 @@ type job struct {
 	started    time.Time
 	stageStart time.Time
 	subs       map[chan event]struct{}
+	preview    *PreviewEvent // the latest, while the job runs
+}
+
+// PreviewEvent is the data of a "preview" event: a few frames of the
+// sampler's current estimate, side by side in one PNG.
+type PreviewEvent struct {
+	Step   int    `json:"step"`
+	Steps  int    `json:"steps"`
+	Sample int    `json:"sample"`
+	Frames int    `json:"frames"`
+	Width  int    `json:"width"`  // of the whole strip
+	Height int    `json:"height"` // of a frame
+	Image  string `json:"image"`  // data:image/png;base64,...
 }
 
 // event is one server-sent event of a job's stream.
@@ -186,7 +203,14 @@ func (s *Server) run(ctx context.Context, j *job) {
 		}
 	}
 	if err == nil {
+		var stop func()
+		if s.cfg.Previews {
+			req.OnPreview, stop = s.previews(j)
+		}
 		out, err = s.generate(ctx, req, func(ev pipeline.Event) { s.progress(j, ev) })
+		if stop != nil {
+			stop()
+		}
 	}
 	s.mu.Lock()
 	elapsed := time.Since(j.started)
@@ -272,6 +296,7 @@ func (s *Server) finishLocked(j *job, status string, verr *VideoError) {
 	}
 	j.v.Prompt = preview(j.v.Prompt)
 	j.req = nil
+	j.preview = nil
 	if j.upload != "" {
 		os.Remove(j.upload)
 		j.upload = ""
@@ -347,4 +372,69 @@ func (s *Server) retryAfterLocked() int {
 		d = 10 * time.Second
 	}
 	return max(1, min(3600, int(d.Seconds()+0.999)))
+}
+
+// previews returns the OnPreview callback of a job and a stop func. The
+// callback runs on the sampling goroutine, so it only hands the preview to
+// an encoder goroutine (the latest wins when it is busy); stop waits for
+// that goroutine to end.
+func (s *Server) previews(j *job) (func(pipeline.Preview), func()) {
+	in := make(chan pipeline.Preview, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for p := range in {
+			img, w, err := previewPNG(p)
+			if err != nil {
+				continue
+			}
+			ev := &PreviewEvent{Step: p.Step, Steps: p.Steps, Sample: p.Sample, Frames: len(p.Frames), Width: w, Height: p.Height, Image: img}
+			s.mu.Lock()
+			if !terminal(j.v.Status) {
+				j.preview = ev
+				s.publishLocked(j, event{"preview", ev})
+			}
+			s.mu.Unlock()
+		}
+	}()
+	send := func(p pipeline.Preview) {
+		select {
+		case in <- p:
+		default:
+			select { // replace the waiting one with this newer preview
+			case <-in:
+			default:
+			}
+			select {
+			case in <- p:
+			default:
+			}
+		}
+	}
+	return send, func() { close(in); <-done }
+}
+
+// previewPNG lays a preview's frames side by side in one PNG data URL.
+func previewPNG(p pipeline.Preview) (string, int, error) {
+	n, w, h := len(p.Frames), p.Width, p.Height
+	if n == 0 || w <= 0 || h <= 0 {
+		return "", 0, fmt.Errorf("empty preview")
+	}
+	img := image.NewRGBA(image.Rect(0, 0, n*w, h))
+	for f, rgb := range p.Frames {
+		if len(rgb) < w*h*3 {
+			return "", 0, fmt.Errorf("preview frame of %d bytes", len(rgb))
+		}
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				i, o := (y*w+x)*3, img.PixOffset(f*w+x, y)
+				img.Pix[o], img.Pix[o+1], img.Pix[o+2], img.Pix[o+3] = rgb[i], rgb[i+1], rgb[i+2], 255
+			}
+		}
+	}
+	var b bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&b, img); err != nil {
+		return "", 0, err
+	}
+	return "data:image/png;base64," + base64.StdEncoding.EncodeToString(b.Bytes()), n * w, nil
 }

@@ -110,6 +110,10 @@ type Config struct {
 	Log *log.Logger
 	// KeepAlive is the interval of comment lines on idle event streams (15 s).
 	KeepAlive time.Duration
+	// Previews asks the engine for a live preview after every sampling step
+	// (pipeline.Request.OnPreview), sent to event streams as "preview"
+	// events with a PNG of a few frames side by side.
+	Previews bool
 }
 
 // Server holds the jobs. Make one with New and end it with Close.

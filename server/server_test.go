@@ -74,6 +74,7 @@ func (f *fakeGen) Generate(ctx context.Context, r pipeline.Request, progress fun
 		progress(pipeline.Event{Stage: "step", Done: i, Total: r.Steps})
 		time.Sleep(f.stepDelay)
 		progress(pipeline.Event{Stage: "step", Done: i + 1, Total: r.Steps})
+		fakePreview(r, i+1)
 	}
 	progress(pipeline.Event{Stage: "decode", Done: 1, Total: 1})
 	c := &video.Clip{Width: 16, Height: 8, FPS: 16}
@@ -85,6 +86,18 @@ func (f *fakeGen) Generate(ctx context.Context, r pipeline.Request, progress fun
 	f.ctxErrs = append(f.ctxErrs, ctx.Err())
 	f.mu.Unlock()
 	return Output{Path: written, Note: note, Timings: []pipeline.Timing{{Stage: "sample", Duration: time.Millisecond}}}, err
+}
+
+// fakePreview sends a preview of two 8×4 frames after step, if asked.
+func fakePreview(r pipeline.Request, step int) {
+	if r.OnPreview == nil {
+		return
+	}
+	fr := make([]byte, 8*4*3)
+	for i := range fr {
+		fr[i] = byte(step * 60)
+	}
+	r.OnPreview(pipeline.Preview{Step: step, Steps: r.Steps, Width: 8, Height: 4, Frames: [][]byte{fr, fr}, FrameIndex: []int{0, 4}})
 }
 
 func (f *fakeGen) requests() []pipeline.Request {
@@ -530,7 +543,7 @@ func sse(t *testing.T, r io.Reader, each func(name string, data map[string]any) 
 
 func TestEvents(t *testing.T) {
 	gen := &fakeGen{hold: make(chan struct{}), started: make(chan string, 1)}
-	ts := newTestServer(t, gen, Config{KeepAlive: 10 * time.Millisecond})
+	ts := newTestServer(t, gen, Config{KeepAlive: 10 * time.Millisecond, Previews: true})
 	_, m := ts.post(t, `{"prompt":"x","num_frames":1,"num_inference_steps":3,"format":"gif"}`)
 	id := m["id"].(string)
 	resp, err := http.Get(ts.url + "/v1/videos/" + id + "/events")
@@ -545,11 +558,14 @@ func TestEvents(t *testing.T) {
 	close(gen.hold)
 	var names []string
 	var steps []float64
-	var last map[string]any
+	var last, prev map[string]any
 	sse(t, resp.Body, func(name string, d map[string]any) bool {
 		names = append(names, name)
 		if name == "step" {
 			steps = append(steps, d["step"].(float64))
+		}
+		if name == "preview" {
+			prev = d
 		}
 		if name == "video" {
 			last = d
@@ -562,11 +578,24 @@ func TestEvents(t *testing.T) {
 	if len(steps) != 6 || steps[5] != 3 {
 		t.Errorf("step events %v", steps)
 	}
+	// Previews: a PNG of the frames side by side.
+	if prev == nil {
+		t.Fatal("no preview event")
+	}
+	img, _ := prev["image"].(string)
+	b64, ok := strings.CutPrefix(img, "data:image/png;base64,")
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if !ok || err != nil {
+		t.Fatalf("preview image %.40q: %v", img, err)
+	}
+	if pi, err := png.Decode(bytes.NewReader(raw)); err != nil || pi.Bounds().Dx() != 16 || pi.Bounds().Dy() != 4 || prev["step"] != 3.0 || prev["frames"] != 2.0 {
+		t.Fatalf("preview %v: %v", prev, err)
+	}
 	has := map[string]bool{}
 	for _, n := range names {
 		has[n] = true
 	}
-	for _, n := range []string{"stage", "step", "timing"} {
+	for _, n := range []string{"stage", "step", "timing", "preview"} {
 		if !has[n] {
 			t.Errorf("no %q event in %v", n, names)
 		}

@@ -46,6 +46,7 @@ func (g *movingGen) Generate(ctx context.Context, r pipeline.Request, progress f
 			return Output{}, ctx.Err()
 		}
 		progress(pipeline.Event{Stage: "step", Done: i + 1, Total: r.Steps})
+		fakePreview(r, i+1)
 	}
 	c := &video.Clip{Width: 64, Height: 64, FPS: 16}
 	for f := 0; f < r.Frames; f++ {
@@ -72,7 +73,7 @@ func TestWebPageInChromium(t *testing.T) {
 		t.Skip("no ffmpeg: the page test plays an MP4")
 	}
 	gen := &movingGen{fakeGen{stepDelay: 300 * time.Millisecond}}
-	ts := newTestServer(t, gen, Config{Model: "fake", Attention: "sla", TopK: 0.1})
+	ts := newTestServer(t, gen, Config{Model: "fake", Attention: "sla", TopK: 0.1, Previews: true})
 
 	// Chromium as root (CI) needs --no-sandbox; a fresh profile each run.
 	opts := []chromedp.ExecAllocatorOption{
@@ -140,6 +141,7 @@ func TestWebPageInChromium(t *testing.T) {
 	// Live progress from the event stream: a step count and a moving bar.
 	waitJS("job A's steps", job(0)+`.querySelector(".meta").textContent.includes("step 2/4")`)
 	waitJS("job A's progress bar", `parseFloat(`+job(0)+`.querySelector(".bar > div").style.width) > 5`)
+	waitJS("job A's live preview", job(0)+`.querySelector("img.preview") && `+job(0)+`.querySelector("img.preview").naturalWidth == 16`)
 
 	// Job B waits behind A and is cancelled from the page.
 	submit("cancel me while I wait", map[string]string{"seed": ""})
@@ -154,6 +156,9 @@ func TestWebPageInChromium(t *testing.T) {
 	waitJS("the video plays", vid+` && !`+vid+`.paused && `+vid+`.readyState >= 2 && `+vid+`.currentTime > 0`)
 	if w := eval(vid + `.videoWidth`); w != 64.0 {
 		t.Errorf("video width %v, want 64", w)
+	}
+	if eval(jobA+`.querySelector("img.preview") == null`) != true {
+		t.Error("the preview stays after the video came")
 	}
 	// Mark the element; then let a job start and end and the list refresh:
 	// the same element is still there, still playing.

@@ -47,6 +47,10 @@ func TestGenerateBadFlags(t *testing.T) {
 		{"generate", "--prompt", "x", "--resolution", "4k", "--model", "."},
 		{"generate", "--prompt", "x", "--attention", "flash", "--model", "."},
 		{"generate", "--prompt", "x", "--sampler", "ddim", "--model", "."},
+		{"generate", "--prompt", "x", "--preset", "warp", "--model", "."},
+		{"generate", "--prompt", "x", "--crf", "60", "--model", "."},
+		{"generate", "--prompt", "x", "--crf", "-1", "--model", "."},
+		{"generate", "--prompt", "x", "--vae-tile", "-1", "--model", "."},
 		{"generate", "--model", "."},
 	} {
 		if _, _, err := run(t, args...); err == nil {

@@ -24,7 +24,7 @@ import (
 type serveFlags struct {
 	engineFlags
 	addr, outDir, apiKey     string
-	insecure                 bool
+	insecure, previews       bool
 	allowHosts, allowOrigins []string
 	maxQueue, maxFrames      int
 	keepJobs                 int
@@ -72,6 +72,7 @@ finished jobs are evicted beyond --keep-jobs or after --keep-for.`,
 	fl.IntVar(&f.maxQueue, "max-queue", 16, "jobs that may wait behind the running one; more get 429")
 	fl.IntVar(&f.maxFrames, "max-frames", pipeline.DefaultLimits.MaxFrames, "largest num_frames a request may ask for")
 	fl.IntVar(&f.keepJobs, "keep-jobs", 200, "finished jobs (and their videos) kept; older ones are deleted")
+	fl.BoolVar(&f.previews, "previews", true, "send a live preview after every sampling step to event streams (the web page shows it)")
 	fl.DurationVar(&f.keepFor, "keep-for", 0, "delete finished jobs and their videos after this long (0: keep until --keep-jobs)")
 	root.AddCommand(cmd)
 }
@@ -118,6 +119,7 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		OutDir: f.outDir, I2V: f.i2v, Model: model, Attention: f.attention, TopK: f.topk,
 		Limits: pipeline.Limits{MaxFrames: f.maxFrames}, MaxQueue: f.maxQueue, APIKey: f.apiKey,
 		AllowedHosts: f.allowHosts, AllowedOrigins: f.allowOrigins, KeepJobs: f.keepJobs, KeepFor: f.keepFor,
+		Previews: f.previews,
 	}, f.addr, be.Name())
 }
 

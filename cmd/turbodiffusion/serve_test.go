@@ -67,7 +67,7 @@ func TestEngineGeneratorWritesOutput(t *testing.T) {
 }
 
 func serveTinyEngine(t *testing.T, eng *pipeline.Engine) {
-	s, err := server.New(server.EngineGenerator{Engine: eng}, server.Config{OutDir: t.TempDir(), Attention: "sla", TopK: 0.25, Log: log.New(io.Discard, "", 0)})
+	s, err := server.New(server.EngineGenerator{Engine: eng}, server.Config{OutDir: t.TempDir(), Attention: "sla", TopK: 0.25, Previews: true, Log: log.New(io.Discard, "", 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +91,17 @@ func serveTinyEngine(t *testing.T, eng *pipeline.Engine) {
 		t.Fatalf("POST: %d %v", code, m)
 	}
 	id := m["id"].(string)
-	final := follow(t, ts.URL, id, nil)
+	previews := 0
+	final := follow(t, ts.URL, id, func(name string, d map[string]any) {
+		if name == "preview" && strings.HasPrefix(d["image"].(string), "data:image/png;base64,") {
+			previews++
+		}
+	})
 	if final["status"] != "completed" || final["format"] != "gif" {
 		t.Fatalf("job: %v", final)
+	}
+	if previews != 1 {
+		t.Errorf("%d previews from a 1-step job, want 1", previews)
 	}
 	if tm, _ := final["timings"].([]any); len(tm) == 0 {
 		t.Errorf("no timings: %v", final)

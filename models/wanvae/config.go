@@ -92,6 +92,13 @@ func detect(f checkpoint.File) (prefix string, cfg Config, err error) {
 	return prefix, cfg, nil
 }
 
+// ReadConfig reads a VAE checkpoint's configuration from its tensor
+// shapes alone (no weights are read), as Load would find it.
+func ReadConfig(f checkpoint.File) (Config, error) {
+	_, cfg, err := detect(f)
+	return cfg, err
+}
+
 // missingError lists absent keys, the first few by name.
 func missingError(path string, missing []string) error {
 	sort.Strings(missing)
