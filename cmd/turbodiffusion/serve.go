@@ -47,6 +47,7 @@ once and stay resident; jobs run one at a time, in order.
   GET    /v1/videos/{id}/events   its progress as server-sent events
   GET    /v1/videos/{id}/content  the video once completed
   DELETE /v1/videos/{id}          cancel a queued or running job; delete a finished one
+  POST   /v1/videos/{id}/cancel   cancel only
   GET    /v1/config               defaults and limits
 
 The server listens on 127.0.0.1 by default. Another --addr (reachable from
