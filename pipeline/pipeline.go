@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -48,6 +49,9 @@ type Options struct {
 	// KeepExperts keeps both image-to-video experts loaded between steps
 	// and requests (twice the DiT memory); otherwise only one is resident.
 	KeepExperts bool
+	// Limits bound what a request may ask for (zero fields: DefaultLimits);
+	// Generate refuses requests beyond them before any model runs.
+	Limits Limits
 	// VAETile decodes in spatial tiles of at most VAETile×VAETile latent
 	// pixels (wanvae.VAE.SetTiling; 0: untiled): device memory is set by
 	// the tile, not the video, at the price of the decode's streaming (the
@@ -115,6 +119,12 @@ type Request struct {
 	// Options.LoRA, and the weights restored when it ends (each touched
 	// weight is read again from the DiT checkpoint both times).
 	LoRA []lora.Spec
+	// Attention ("dense", "sla" or "sagesla") and TopK (the SLA fraction)
+	// override the engine's Options for this request; "" and 0 keep them.
+	// A DiT loaded for dense attention has no SLA weights, so it cannot
+	// switch to sla or sagesla.
+	Attention string
+	TopK      float64
 
 	// Output, when set, is the video file Generate writes (.mp4, .gif or a
 	// folder for PNG frames; see WriteOutput for the GIF fallback), and
@@ -177,8 +187,12 @@ type Engine struct {
 	decoder *wanvae.VAE
 	tiny    *taehv.Model    // the tiny VAE decoder, when Files.TinyVAE is set
 	experts [2]*wan.Model   // image-to-video experts by Expert
-	call    call            // the Generate call in progress
 	loras   []*lora.Adapter // Options.LoRA, opened by New
+	// CheckRequest's state, guarded by infoMu (it runs beside Generate).
+	infoMu   sync.Mutex
+	fileInfo *wan.FileInfo // the DiT file's configuration
+	machine  *Budget       // the machine's memory
+	call     call          // the Generate call in progress
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
@@ -307,46 +321,12 @@ func (e *Engine) Close() {
 	e.loras = nil
 }
 
-// Validate checks a request before any model is loaded.
-func (r *Request) Validate() error {
-	switch r.Sampler {
-	case "", "rcm":
-		if r.Steps < 1 || r.Steps > sampler.MaxRCMSteps {
-			return fmt.Errorf("--steps %d: rCM takes 1 to %d steps", r.Steps, sampler.MaxRCMSteps)
-		}
-		if r.SigmaMax < 0.1 {
-			return fmt.Errorf("--sigma-max %g: must be at least 0.1", r.SigmaMax)
-		}
-	case "unipc":
-		if r.Steps < 2 {
-			return fmt.Errorf("--steps %d: UniPC needs at least 2 steps (the reference uses 50)", r.Steps)
-		}
-	default:
-		return fmt.Errorf("--sampler %q: choose rcm or unipc", r.Sampler)
-	}
-	if r.Samples < 1 {
-		return fmt.Errorf("--samples %d: must be at least 1", r.Samples)
-	}
-	if err := r.validateI2V(); err != nil {
-		return err
-	}
-	if r.Output != "" {
-		if err := checkOutput(r.Output); err != nil {
-			return err
-		}
-	}
-	if err := r.Encoding.Validate(); err != nil {
-		return fmt.Errorf("encoding: %w", err)
-	}
-	if _, err := LatentShape(r.Frames, r.Size); err != nil {
-		return err
-	}
-	return nil
-}
-
 // Generate runs one request through every stage.
 func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err error) {
-	if err := r.Validate(); err != nil {
+	if err := r.ValidateLimits(e.opt.Limits); err != nil {
+		return nil, err
+	}
+	if err := e.checkAttention(r); err != nil {
 		return nil, err
 	}
 	if e.opt.CheckMemory {
@@ -354,7 +334,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err erro
 			return nil, err
 		}
 	}
-	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding)}
+	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding), attention: r.Attention, topK: r.TopK}
 	defer func() {
 		// Notes added during the call (a loaded model's LoRA warnings, the
 		// request's) join the engine's.
@@ -555,6 +535,9 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			if err := e.applyAttention(e.model); err != nil {
+				return nil, err
+			}
 			return e.model.Forward(x, shape, st.Timestep, txt)
 		}
 	}
@@ -590,6 +573,39 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 	}
 	rcm := sampler.RCM{Steps: steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
 	return rcm.Sample(n, noise, progress(velocity(texts[0])))
+}
+
+// checkAttention refuses an attention override the loaded weights cannot
+// serve: a DiT loaded for dense attention has no SLA weights.
+func (e *Engine) checkAttention(r Request) error {
+	if r.Attention == "" {
+		return nil
+	}
+	k, err := ParseAttention(r.Attention)
+	if err != nil {
+		return err
+	}
+	if k != backend.Dense && e.opt.Attention == backend.Dense {
+		return fieldErr(FieldAttention, CodeConflict, r.Attention, "this engine loads the DiT for dense attention (no SLA weights); start it with sla or sagesla attention to choose per request")
+	}
+	return nil
+}
+
+// applyAttention sets m's self-attention for the call in progress: the
+// request's override, else the engine's.
+func (e *Engine) applyAttention(m *wan.Model) error {
+	kind, topK := e.opt.Attention, e.opt.TopK
+	if e.call.attention != "" {
+		k, err := ParseAttention(e.call.attention)
+		if err != nil {
+			return err
+		}
+		kind = k
+	}
+	if e.call.topK != 0 {
+		topK = e.call.topK
+	}
+	return m.SetAttention(kind, topK)
 }
 
 type textContext struct {

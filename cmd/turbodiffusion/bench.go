@@ -18,6 +18,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -79,12 +80,14 @@ type benchResult struct {
 }
 
 func runBench(w io.Writer, f *benchFlags) (err error) {
-	attn, err := parseAttention(f.attention)
+	attn, err := pipeline.ParseAttention(f.attention)
 	if err != nil {
-		return err
+		return flagError(err)
 	}
-	if attn != backend.Dense && !(f.topk > 0 && f.topk <= 1) {
-		return fmt.Errorf("--topk %g: want a fraction in (0, 1]", f.topk)
+	if attn != backend.Dense {
+		if err := pipeline.CheckTopK(f.topk); err != nil {
+			return pipeline.Rename(err, func(string) string { return "--topk" })
+		}
 	}
 	b, err := cuda.Open()
 	if err != nil {

@@ -115,7 +115,7 @@ func runBenchMemory(w io.Writer, f *benchMemFlags) (err error) {
 	}
 	var kinds []backend.AttentionKind
 	for _, a := range split(f.attentions) {
-		k, err := parseAttention(a)
+		k, err := pipeline.ParseAttention(a)
 		if err != nil {
 			return err
 		}

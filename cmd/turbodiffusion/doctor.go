@@ -26,16 +26,28 @@ type doctorFlags struct {
 
 func init() {
 	var f doctorFlags
+	var smoke bool
+	var device string
 	cmd := &cobra.Command{
-		Use:   "doctor [--dit FILE]",
-		Short: "Check the GPU set-up: GPU, driver, CUDA libraries, kernel cache, ffmpeg; with --dit, whether a model fits",
+		Use:   "doctor [--dit FILE] [--smoke]",
+		Short: "Check the set-up: GPU, driver, CUDA libraries, kernel cache, ffmpeg; whether a model fits; a smoke test",
 		Long: `doctor prints the GPU, driver, CUDA libraries, kernel cache and ffmpeg it finds.
+
 With --dit FILE it also estimates the peak GPU memory of a generation with that
 DiT (at --resolution, --frames and --attention) and compares it with the
-GPU's free memory, naming the options that would fit when it does not.`,
+GPU's free memory, naming the options that would fit when it does not.
+
+With --smoke, it also generates a short clip end to end (tokenizer, umT5, DiT
+with SLA, rCM, VAE decode, video file) with tiny models of random weights
+made in memory, on --device, and prints each stage's time: a check of an
+install that needs no download. Then the exit status is the smoke test's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !doctor(cmd.OutOrStdout(), &f) {
+			ok := doctor(cmd.OutOrStdout(), &f)
+			if smoke {
+				return runSmoke(cmd.OutOrStdout(), device)
+			}
+			if !ok {
 				return fmt.Errorf("the GPU set-up is incomplete (see above); generation would run on the CPU")
 			}
 			return nil
@@ -47,6 +59,8 @@ GPU's free memory, naming the options that would fit when it does not.`,
 	fl.StringVar(&f.resolution, "resolution", "", "resolution for the estimate (default 480p; 720p for an image-to-video expert)")
 	fl.StringVar(&f.aspect, "aspect", "16:9", "aspect ratio for the estimate")
 	fl.IntVar(&f.frames, "frames", 81, "frames for the estimate")
+	fl.BoolVar(&smoke, "smoke", false, "also run a tiny end-to-end generation on random in-memory weights, with timings")
+	fl.StringVar(&device, "device", "auto", "device of the smoke test: auto, cuda or cpu")
 	root.AddCommand(cmd)
 }
 
@@ -128,7 +142,7 @@ func doctorMemory(w io.Writer, f *doctorFlags, gpu bool, free, total int64) erro
 	if err != nil {
 		return err
 	}
-	attn, err := parseAttention(f.attention)
+	attn, err := pipeline.ParseAttention(f.attention)
 	if err != nil {
 		return err
 	}

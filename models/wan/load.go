@@ -426,3 +426,27 @@ func (m *Model) Free() {
 	m.blocks = nil
 	m.be = nil
 }
+
+// SetAttention changes the self-attention kind and SLA top-k fraction
+// between forwards (a server applies each request's choice); the SLA block
+// sizes return to the kind's defaults when the kind changes. A model loaded
+// for dense attention has no proj_l weights, so it can only stay dense.
+func (m *Model) SetAttention(kind backend.AttentionKind, topK float64) error {
+	o := m.Opt
+	if kind == o.Attention && (kind == backend.Dense || topK == o.TopK) {
+		return nil
+	}
+	if kind != backend.Dense && len(m.blocks) > 0 && m.blocks[0].projW == nil {
+		return fmt.Errorf("%s attention needs the SLA proj_l weights, which were not loaded (the model was loaded for dense attention)", kind)
+	}
+	if kind != o.Attention {
+		o.BlockQ, o.BlockK = 0, 0
+	}
+	o.Attention, o.TopK = kind, topK
+	o, err := o.withDefaults(m.Info)
+	if err != nil {
+		return err
+	}
+	m.Opt = o
+	return nil
+}
