@@ -83,10 +83,14 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	in := be.Upload(dt, []int{c.TextLen, c.TextDim}, padded)
 	t := &Text{m: m, ctx: m.apply(m.text2, be.GELUTanh(m.apply(m.text0, in)))}
 	m.hook("text_embedding", t.ctx)
+	fetch := m.newFetcher(linCK, linCV) // offload: only these two weights
+	fetch.start()
 	for i := range m.blocks {
-		b := &m.blocks[i]
+		fetch.wait(i)
+		b := m.blk(i)
 		t.k = append(t.k, backend.Scoped(be, func() backend.Tensor { return be.RMSNorm(m.apply(b.ck, t.ctx), b.cNormK, c.Eps, m.Opt.Norm) }))
 		t.v = append(t.v, m.apply(b.cv, t.ctx))
+		fetch.next(i)
 	}
 	// The context outlives this call: it lives until Text.Free.
 	be.Persist(t.ctx)
@@ -136,12 +140,16 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	// has it (addNorm).
 	v := m.blockMods(0, e06)
 	s := &stream{x: xs, a: m.normAct(xs, v[0], v[1], dt)}
+	fetch := m.newFetcher() // offload: every block's Linear weights, one block ahead
+	fetch.start()
 	for i := range m.blocks {
 		var nv []backend.Tensor
 		if i+1 < len(m.blocks) {
 			nv = m.blockMods(i+1, e06)
 		}
+		fetch.wait(i)
 		m.block(i, s, v, nv, ang, txt)
+		fetch.next(i)
 		v = nv
 		m.hook(fmt.Sprintf("blocks.%d", i), s.x)
 	}
@@ -226,11 +234,11 @@ func (m *Model) advance(s *stream, f func(x backend.Tensor, a act) (backend.Tens
 // (the next block's modulation vectors) is non-nil, it leaves that block's
 // a in s.
 func (m *Model) block(i int, s *stream, v, next []backend.Tensor, ang backend.Tensor, txt *Text) {
-	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
+	be, c, dt, b := m.be, m.Config, m.Opt.DType, m.blk(i)
 
 	// x1 = x + self_attn(a)·gate, x3 = norm3(x1).
 	m.advance(s, func(x backend.Tensor, a act) (backend.Tensor, act) {
-		y := m.selfAttention(i, a, ang)
+		y := m.selfAttention(i, b, a, ang)
 		m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
 		return m.addNormAct(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
 	})
@@ -257,10 +265,10 @@ func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDi
 
 // selfAttention is q/k/v projection, full-width RMSNorm of q and k, 3D RoPE,
 // the configured attention op and the output projection.
-func (m *Model) selfAttention(i int, a act, ang backend.Tensor) backend.Tensor {
+func (m *Model) selfAttention(i int, b *block, a act, ang backend.Tensor) backend.Tensor {
 	// q, k, v go as soon as the attention op has read them.
-	o := backend.Scoped(m.be, func() backend.Tensor { return m.attention(i, a, ang) })
-	return m.apply(m.blocks[i].so, o)
+	o := backend.Scoped(m.be, func() backend.Tensor { return m.attention(i, b, a, ang) })
+	return m.apply(b.so, o)
 }
 
 // qk is a query or key projection with its full-width RMSNorm and RoPE.
@@ -277,8 +285,8 @@ func (m *Model) qk(a act, l linear, norm, ang backend.Tensor) backend.Tensor {
 
 // attention is the self-attention core: q, k, v and the configured
 // attention op.
-func (m *Model) attention(i int, a act, ang backend.Tensor) backend.Tensor {
-	be, c, b := m.be, m.Config, &m.blocks[i]
+func (m *Model) attention(i int, b *block, a act, ang backend.Tensor) backend.Tensor {
+	be, c := m.be, m.Config
 	q, k := m.qk(a, b.sq, b.sNormQ, ang), m.qk(a, b.sk, b.sNormK, ang)
 	v := m.applyAct(b.sv, a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn.q", i), q)
