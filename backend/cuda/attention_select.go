@@ -6,7 +6,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -279,15 +278,11 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	}
 	sl := float32(float64(scale) * math.Log2E)
 	if kv.tma {
-		bm, W := 64*kv.nwg, heads*d
-		tmQ := b.tensorMap2D(q.buf.ptr, int64(W), int64(batch*Lq), int64(W*2), 64, bm)
-		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
-		var tmV *tensorMap
-		if kv.vn { // [B·Lk rows][H·d], boxes like K's
-			tmV = b.tensorMap2D(v.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
-		} else {
-			tmV = b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
-		}
+		bm := 64 * kv.nwg
+		qs, ks, vs := attnTensorMaps(kv, batch, Lq, Lk, heads, d)
+		tmQ := b.encodeTensorMap("attention q", q.buf.ptr, qs)
+		tmK := b.encodeTensorMap("attention k", k.buf.ptr, ks)
+		tmV := b.encodeTensorMap("attention v", vt.buf.ptr, vs)
 		smem := (bm*d+2*kv.stages*kv.bn*d)*2 + 1024 + 64 // Q, K and V stages, alignment, barriers
 		if kv.pers {
 			items := (Lq + bm - 1) / bm * heads * batch
@@ -348,32 +343,17 @@ func (x *xorshift) fill(n int) []float32 {
 	return out
 }
 
-// tensorMap is a CUtensorMap: 128 opaque bytes, passed by value as a
-// __grid_constant__ kernel parameter.
-type tensorMap [16]uint64
-
-// tensorMap2D describes a row-major bf16 matrix (inner × outer elements,
-// rowBytes apart) for the copy engine: boxes of boxInner × boxOuter, 128-byte
-// swizzle (the layout the wgmma kernels read), zero fill out of bounds.
-// Caller holds the device.
-func (b *Backend) tensorMap2D(addr uintptr, inner, outer, rowBytes int64, boxInner, boxOuter int) *tensorMap {
-	if b.drv.cuTensorMapEncodeTiled == 0 {
-		backend.Fail("cuda: this driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the TMA attention kernels)")
+// attnTensorMaps describes Q, K and V for a TMA attention variant: [B·L
+// rows][H·d] bf16 with 64-element (128-byte swizzled) boxes of a query or key
+// tile's rows; V transposed to [B·H·d rows][Lkp] unless the variant reads it
+// in place (then like K).
+func attnTensorMaps(kv variant, batch, Lq, Lk, heads, d int) (q, k, v tensorMapSpec) {
+	W := int64(heads * d)
+	q = tensorMapBF16(W, int64(batch*Lq), W*2, 64, 64*kv.nwg, tmapSwizzle128)
+	k = tensorMapBF16(W, int64(batch*Lk), W*2, 64, kv.bn, tmapSwizzle128)
+	if kv.vn {
+		return q, k, k
 	}
-	buf := new([24]uint64) // the encoder wants 64-byte alignment
-	off := (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 8
-	dims := [2]uint64{uint64(inner), uint64(outer)}
-	strides := [1]uint64{uint64(rowBytes)}
-	box := [2]uint32{uint32(boxInner), uint32(boxOuter)}
-	estr := [2]uint32{1, 1}
-	const bf16Type, swizzle128, l2Promote128, interleaveNone, oobZero = 9, 3, 2, 0, 0
-	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), bf16Type, 2, addr,
-		uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
-		uintptr(unsafe.Pointer(&estr[0])), interleaveNone, swizzle128, l2Promote128, oobZero)
-	if r != 0 {
-		backend.FailErr(b.drv.check(fmt.Sprintf("cuTensorMapEncodeTiled(%d×%d, stride %d B, box %d×%d)", inner, outer, rowBytes, boxInner, boxOuter), r))
-	}
-	var m tensorMap
-	copy(m[:], buf[off:off+16])
-	return &m
+	Lkp := int64((Lk + 127) / 128 * 128)
+	return q, k, tensorMapBF16(Lkp, int64(batch)*W, Lkp*2, 64, d, tmapSwizzle128)
 }

@@ -162,9 +162,9 @@ func (b *Backend) slaSparseTMA(g sla.Geometry, B int, q, k, v, ol, out, lut, cnt
 	L, H, D := g.L, g.Heads, g.D
 	W := int64(H * D)
 	rows := int64(B * L)
-	tmQ := b.tensorMap2D(q.buf.ptr, W, rows, W*2, 64, g.BlockQ)
-	tmK := b.tensorMap2D(k.buf.ptr, W, rows, W*2, 64, g.BlockK)
-	tmV := b.tensorMap2D(v.buf.ptr, W, rows, W*2, 64, g.BlockK)
+	tmQ := b.encodeTensorMap("SLA q", q.buf.ptr, tensorMapBF16(W, rows, W*2, 64, g.BlockQ, tmapSwizzle128))
+	tmK := b.encodeTensorMap("SLA k", k.buf.ptr, tensorMapBF16(W, rows, W*2, 64, g.BlockK, tmapSwizzle128))
+	tmV := b.encodeTensorMap("SLA v", v.buf.ptr, tensorMapBF16(W, rows, W*2, 64, g.BlockK, tmapSwizzle128))
 	b.launch(b.fn("sla_sparse_sm90a.cu", fmt.Sprintf("sla_tma_d%d_q%d_k%d", D, g.BlockQ, g.BlockK)),
 		[3]int{g.QBlocks(), H, B}, [3]int{g.BlockQ*2 + 128, 1, 1}, slaTMASmem(g.BlockQ, D),
 		tmQ, tmK, tmV, ol.buf.ptr, out.buf.ptr, dtCode(out.dt), lut.buf.ptr, cnt.buf.ptr,
