@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -43,30 +44,19 @@ type variant struct {
 	pers   bool // persistent: one block per SM walks the (head, query tile) items
 }
 
-// WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
-// "b1" (no swizzle), "s" (swizzled) or "s3" (swizzled, three stages); a
-// "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
-// understood but not built, since it measured no faster (docs/PERF.md).
-// "t" is the TMA kernel; letters after it select consume_tma's options
-// (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "i"
-// FA3's intra-warpgroup overlap, "v" V read in place (no transposed copy); with "t", "k128"/"k192" mean
-// 128/192-key stages; a final "p" is the persistent kernel (flash_tma_p).
-// SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3to",
-	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192", "w2tivk128p"}
+// WGMMAVariants are the compiled wgmma kernel variants, each for head dims
+// 64 and 128: "w<warpgroups>" then "s3" (cp.async, 128-byte swizzled tiles,
+// three stages: kernels/attention_cpasync_sm90a.cu) or "t" (TMA, a producer
+// warpgroup: kernels/attention_tma_sm90a.cu) with consume_tma's options "i"
+// (FA3's intra-warpgroup overlap) and "v" (V read in place), "k128"
+// (128-key stages) and a final "p" (persistent:
+// kernels/attention_persist_sm90a.cu). Only the defaults and the fallback
+// are built; the variants measured against them in session 2 never won and
+// were removed (docs/PERF.md). SetAttentionKernel("wgmma:w3t") picks one.
+var WGMMAVariants = []string{defaultVariant, defaultVariantCross, defaultVariant64, fallbackVariant}
 
-// tmaFlags are the option-letter sets built after "t" (each only for the
-// warpgroup count and stage width listed in WGMMAVariants, both head dims).
-var tmaFlags = map[string]bool{"": true, "o": true, "ov": true, "i": true, "iv": true}
-
-// tmaStages is the TMA kernels' shared-memory stage count for bn-key tiles
-// (tma_stages in kernels/attention_sm90a.cu: 192-key tiles fit only two).
-func tmaStages(bn int) int {
-	if bn > 128 {
-		return 2
-	}
-	return 3
-}
+// tmaFlags are the option-letter sets built after "t".
+var tmaFlags = map[string]bool{"": true, "iv": true}
 
 // defaultVariant is the fastest variant measured for head dim 128 (2
 // warpgroups, 128-key stages, intra-warpgroup overlap, V read in place) and
@@ -126,30 +116,40 @@ func parseVariant(name string) (variant, bool) {
 		return v, false
 	}
 	v.name, v.bn = name, 64
-	if r, ok := strings.CutSuffix(rest, "k128p"); ok && r == "tiv" { // the one persistent kernel built
-		rest, v.pers = r+"k128", true
+	if r, ok := strings.CutSuffix(rest, "p"); ok {
+		rest, v.pers = r, true
 	}
 	if r, ok := strings.CutSuffix(rest, "k128"); ok {
 		rest, v.bn = r, 128
-	} else if r, ok := strings.CutSuffix(rest, "k192"); ok && strings.HasPrefix(r, "t") {
-		rest, v.bn = r, 192
 	}
 	switch rest {
-	case "b1":
-		v.stages = 2
-	case "s":
-		v.sw, v.stages = true, 2
 	case "s3":
 		v.sw, v.stages = true, 3
 	default:
 		if f, ok := strings.CutPrefix(rest, "t"); ok && tmaFlags[f] {
-			v.sw, v.stages, v.tma = true, tmaStages(v.bn), true
+			v.sw, v.stages, v.tma = true, kernels.AttnTMAStages, true
 			v.vn = strings.Contains(f, "v")
 			break
 		}
 		return v, false
 	}
 	return v, true
+}
+
+// module is the kernel file of v's family.
+func (v variant) module() string {
+	switch {
+	case v.pers:
+		return "attention_persist_sm90a.cu"
+	case v.tma:
+		return "attention_tma_sm90a.cu"
+	}
+	return "attention_cpasync_sm90a.cu"
+}
+
+// kernel is v's kernel name for head dim d.
+func (v variant) kernel(d int) string {
+	return fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, v.nwg, v.name[2:])
 }
 
 // AttentionKernel says which dense attention kernel runs and why.
@@ -283,30 +283,26 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 		tmQ := b.encodeTensorMap("attention q", q.buf.ptr, qs)
 		tmK := b.encodeTensorMap("attention k", k.buf.ptr, ks)
 		tmV := b.encodeTensorMap("attention v", vt.buf.ptr, vs)
-		smem := (bm*d+2*kv.stages*kv.bn*d)*2 + 1024 + 64 // Q, K and V stages, alignment, barriers
+		smem := kernels.AttnSmemBytes(d, kv.nwg, kv.bn, kv.stages, kv.sw, true)
 		if kv.pers {
 			items := (Lq + bm - 1) / bm * heads * batch
 			grid := min(items, max(b.info.SMs, 1))
 			if persistentGridCap > 0 {
 				grid = min(grid, persistentGridCap)
 			}
-			b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
+			b.launch(b.fn(kv.module(), kv.kernel(d)),
 				[3]int{grid, 1, 1}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 				tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), int32(batch), sl)
 			return
 		}
-		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
+		b.launch(b.fn(kv.module(), kv.kernel(d)),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)
 		return
 	}
 	bm := 64 * kv.nwg
-	smem := (bm*d + 2*kv.stages*kv.bn*d) * 2
-	if kv.sw {
-		smem += 1024 // room to align the tiles to 1024 bytes
-	}
-	name := fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])
-	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * kv.nwg, 1, 1}, smem,
+	smem := kernels.AttnSmemBytes(d, kv.nwg, kv.bn, kv.stages, kv.sw, false)
+	b.launch(b.fn(kv.module(), kv.kernel(d)), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * kv.nwg, 1, 1}, smem,
 		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -69,7 +70,7 @@ func (k convTMA) staging() int { return (k.n*(k.rows()+8)*2 + 15) / 16 * 16 }
 // persistent kernel's staging area, room to align the tiles to 1024 bytes,
 // and the 2·NS mbarriers.
 func (k convTMA) smem() int {
-	s := k.ns*(k.rows()+k.n)*k.bk*2 + 1024 + 16*k.ns
+	s := k.ns*(k.rows()+k.n)*k.bk*2 + kernels.SmemAlign + 16*k.ns
 	if k.persist {
 		s += k.staging()
 	}

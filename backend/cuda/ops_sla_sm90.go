@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/sla"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -179,9 +180,10 @@ const (
 )
 
 // slaTMASmem is the Hopper kernel's dynamic shared memory: the Q tile, the
-// K and V stages, 1024 bytes to align the tiles, and the mbarriers.
+// K and V stages, kernels.SmemAlign bytes to align the tiles, and the
+// mbarriers.
 func slaTMASmem(bq, d int) int {
-	return (bq*d+2*slaTMAStages*slaTMAStageKeys*d)*2 + 1024 + 8*(2*slaTMAStages+1)
+	return (bq*d+2*slaTMAStages*slaTMAStageKeys*d)*2 + kernels.SmemAlign + 8*(2*slaTMAStages+1)
 }
 
 // checkSageTMA runs SageSLA's sparse branch (proj_l = 0) with the Hopper
@@ -229,5 +231,5 @@ func (b *Backend) sageSparseTMA(g sla.Geometry, B int, qi, ki, v8t, sq, sk, vs, 
 
 // sageTMASmem is the Hopper SageSLA kernel's dynamic shared memory: Q codes
 // [64][128], three stages of K codes [128][128] and e4m3 Vᵀ [128][128],
-// 1024 bytes of alignment and the mbarriers (sage_sparse_tma).
-const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + 1024 + 8*(2*slaTMAStages+1)
+// kernels.SmemAlign bytes of alignment and the mbarriers (sage_sparse_tma).
+const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + kernels.SmemAlign + 8*(2*slaTMAStages+1)
