@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
@@ -88,17 +87,13 @@ func (e *Engine) decodeStreaming(res *Result, lat [4]int, fps int, stage func(st
 	out := &Output{Path: path, Streamed: true}
 	err := stage("decode+encode", func() error {
 		enc := startEncoder(path, fps, e.call.encoding)
-		err := e.decoder.DecodeChunks(res.Latents[0], []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
+		err := e.decodeFrames(res.Latents[0], []int{16, T, lat[2], lat[3]}, func(first int, f [][]uint8, w, h int) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			e.report(Event{Stage: "decode", Done: (first+3)/4 + 1, Total: T, Note: "encoding " + filepath.Base(path)})
-			f, err := wanvae.Frames(chunk, cs)
-			if err != nil {
-				return err
-			}
-			frames, vshape = append(frames, f...), cs
-			return enc.send(f, cs[3], cs[2])
+			frames, vshape = append(frames, f...), []int{3, len(f), h, w}
+			return enc.send(f, w, h)
 		})
 		if err != nil {
 			enc.abort()

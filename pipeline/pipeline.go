@@ -11,6 +11,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -137,6 +138,7 @@ type Engine struct {
 	dit      backend.DiT
 	text     backend.Text
 	vae      backend.VAE
+	tinyB    backend.TinyVAE // backend of the tiny VAE (Files.TinyVAE set)
 	notes    []string
 	Progress func(Event)
 
@@ -149,6 +151,7 @@ type Engine struct {
 	cache   *umt5.Cache
 	model   *wan.Model
 	decoder *wanvae.VAE
+	tiny    *taehv.Model  // the tiny VAE decoder, when Files.TinyVAE is set
 	experts [2]*wan.Model // image-to-video experts by Expert
 	call    call          // the Generate call in progress
 }
@@ -192,6 +195,11 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 	if err := pick("VAE", func(c backend.Core) bool { v, ok := c.(backend.VAE); e.vae = v; return ok }); err != nil {
 		return nil, err
 	}
+	if opt.TinyVAE != "" {
+		if err := pick("tiny VAE", func(c backend.Core) bool { v, ok := c.(backend.TinyVAE); e.tinyB = v; return ok }); err != nil {
+			return nil, err
+		}
+	}
 	if opt.CacheDir != "" {
 		c, err := umt5.OpenCache(opt.CacheDir)
 		if err != nil {
@@ -224,6 +232,10 @@ func (e *Engine) Close() {
 	if e.decoder != nil {
 		e.decoder.Free()
 		e.decoder = nil
+	}
+	if e.tiny != nil {
+		e.tiny.Free()
+		e.tiny = nil
 	}
 	e.freeExperts()
 }
@@ -390,7 +402,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 // sets res.Clip (samples tiled side by side) and writes the call's output
 // file, during the decode when it can (see decodeStreaming).
 func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(string, func() error) error) error {
-	if err := stage("load VAE", e.loadVAE); err != nil {
+	if err := stage("load VAE", e.loadDecoder); err != nil {
 		return err
 	}
 	if e.call.streams(len(res.Latents)) {
@@ -402,14 +414,13 @@ func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(stri
 		for i, latent := range res.Latents {
 			T := lat[1]
 			var frames [][]uint8
-			err := e.decoder.DecodeChunks(latent, []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
+			err := e.decodeFrames(latent, []int{16, T, lat[2], lat[3]}, func(first int, f [][]uint8, w, h int) error {
 				if e.call.ctx != nil && e.call.ctx.Err() != nil {
 					return e.call.ctx.Err()
 				}
 				e.report(Event{Stage: "decode", Done: i*T + (first+3)/4 + 1, Total: T * len(res.Latents)})
-				f, err := wanvae.Frames(chunk, cs)
-				frames, vshape = append(frames, f...), cs
-				return err
+				frames, vshape = append(frames, f...), []int{3, len(f), h, w}
+				return nil
 			})
 			if err != nil {
 				return err
@@ -562,6 +573,54 @@ func (e *Engine) loadDiT() error {
 	}
 	e.model = m
 	return nil
+}
+
+// loadDecoder loads what decodes the latents: the tiny VAE when
+// Files.TinyVAE is set, else the Wan VAE.
+func (e *Engine) loadDecoder() error {
+	if e.opt.TinyVAE == "" {
+		return e.loadVAE()
+	}
+	if e.tiny != nil {
+		return nil
+	}
+	e.report(Event{Stage: "load-vae", Note: filepath.Base(e.opt.TinyVAE)})
+	f, err := e.opt.OpenCheckpoint(e.opt.TinyVAE)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, err := taehv.Load(f, e.tinyB, tensor.BF16)
+	if err != nil {
+		return err
+	}
+	e.tiny = m
+	return nil
+}
+
+// decodeFrames decodes one latent [16,T,H,W] with the engine's decoder and
+// hands its frames (rgb24, w×h) to emit in order, first being the index of
+// the chunk's first frame: chunks of 1, 4, 4, ... frames, as the Wan VAE
+// decodes them, or as the tiny VAE (every frame decoded at once, its
+// parallel mode, at a fraction of the Wan VAE's time) copies them to the
+// host. An error from emit stops decoding and is returned.
+func (e *Engine) decodeFrames(latent []float32, shape []int, emit func(first int, frames [][]uint8, w, h int) error) error {
+	if e.opt.TinyVAE != "" {
+		return e.tiny.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+			f, err := taehv.Frames(chunk, cs)
+			if err != nil {
+				return err
+			}
+			return emit(first, f, cs[3], cs[2])
+		})
+	}
+	return e.decoder.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+		f, err := wanvae.Frames(chunk, cs)
+		if err != nil {
+			return err
+		}
+		return emit(first, f, cs[3], cs[2])
+	})
 }
 
 func (e *Engine) loadVAE() error {

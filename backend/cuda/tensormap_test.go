@@ -118,13 +118,13 @@ func TestTensorMapArgsUnchanged(t *testing.T) {
 	// Conv3d: every kernel instance convTMAPick can return, with the former
 	// convTensorMap calls (stride = cin·2; bk 32: 64-byte swizzle, 96: a
 	// 64-channel 128-byte pair and a 32-channel 64-byte pair).
-	for _, cin := range []int{96, 128, 160, 384} {
-		for _, cout := range []int{3, 96, 192, 384} {
+	defer func(s, n bool) { convSplit96, convN256 = s, n }(convSplit96, convN256)
+	for _, cin := range []int{64, 96, 128, 160, 256, 384} {
+		for _, cout := range []int{3, 64, 96, 128, 192, 256, 384} {
 			for _, persist := range []bool{false, true} {
 				for _, split := range []bool{false, true} {
-					convSplit96 = split
+					convSplit96, convN256 = split, split
 					k := convTMAPick(cin, cout, &persist)
-					convSplit96 = false
 					const rows, ntap = 5000, 27
 					ci, co := int64(cin), int64(cout)
 					var want []tensorMapArgs

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -55,7 +56,7 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.models, "model", "", "models folder with the released files")
 	fl.StringVar(&f.variant, "variant", pipeline.DefaultVariant, "which TurboWan DiT of the folder to use")
 	fl.StringVar(&f.files.DiT, "dit", "", "DiT checkpoint (overrides the folder)")
-	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder); \"tiny\" decodes with the tiny VAE (taew2_1.safetensors or .pth from the folder, huggingface.co/madebyollin/taehv: much faster, preview quality), as does a taew2_1 file given here")
 	fl.StringVar(&f.files.TextEncoder, "text-encoder", "", "umT5-XXL encoder checkpoint (overrides the folder)")
 	fl.StringVar(&f.files.Tokenizer, "tokenizer", "", "google/umt5-xxl tokenizer folder (overrides the folder)")
 	fl.StringVar(&f.attention, "attention", "sla", "self-attention: dense, sla or sagesla")
@@ -107,16 +108,21 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
 	}
 	var files pipeline.Files
+	given := f.files // --vae "tiny" or a taew2_1 file selects the tiny VAE
+	given.VAE, given.TinyVAE = splitVAEFlag(f.files.VAE)
 	if f.i2v {
-		if f.models == "" && (f.files.DiTHigh == "" || f.files.DiTLow == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+		if f.models == "" && (given.DiTHigh == "" || given.DiTLow == "" || given.VAE == "" || given.TextEncoder == "" || given.Tokenizer == "" ||
+			given.TinyVAE == pipeline.TinyVAEFromFolder) {
 			return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit-high, --dit-low, --vae, --text-encoder and --tokenizer)")
 		}
-		files, err = pipeline.FindI2VModels(f.models, f.variant, f.files)
+		files, err = pipeline.FindI2VModels(f.models, f.variant, given)
 	} else {
-		if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+		// Decoding with the tiny VAE, text-to-video needs no Wan VAE.
+		noVAE := given.VAE == "" && (given.TinyVAE == "" || given.TinyVAE == pipeline.TinyVAEFromFolder)
+		if f.models == "" && (given.DiT == "" || noVAE || given.TextEncoder == "" || given.Tokenizer == "") {
 			return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
 		}
-		files, err = pipeline.FindModels(f.models, f.variant, f.files)
+		files, err = pipeline.FindModels(f.models, f.variant, given)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -199,6 +205,23 @@ func defaultCacheDir() string {
 		return d + "/turbodiffusion/prompts"
 	}
 	return ""
+}
+
+// splitVAEFlag reads --vae: "tiny" selects the tiny VAE from the models
+// folder; a file named like the tiny VAE's weights (taew…, taehv…) selects
+// the tiny VAE with that file; "wan" or "" the Wan VAE from the folder;
+// anything else is the Wan VAE's path.
+func splitVAEFlag(v string) (wanVAE, tinyVAE string) {
+	base := strings.ToLower(filepath.Base(v))
+	switch {
+	case strings.EqualFold(v, "tiny") || strings.EqualFold(v, "taehv"):
+		return "", pipeline.TinyVAEFromFolder
+	case strings.EqualFold(v, "wan"):
+		return "", ""
+	case v != "" && (strings.HasPrefix(base, "taew") || strings.HasPrefix(base, "taehv")):
+		return "", v
+	}
+	return v, ""
 }
 
 func parseAttention(s string) (backend.AttentionKind, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -20,10 +21,11 @@ func init() {
 	var listTensors bool
 	cmd := &cobra.Command{
 		Use:   "inspect FILE [FILE...]",
-		Short: "Say what a checkpoint holds (Wan DiT, Wan VAE, umT5) and list its tensors",
+		Short: "Say what a checkpoint holds (Wan DiT, Wan VAE, umT5, TAEHV tiny VAE) and list its tensors",
 		Long: `inspect reads .pth or .safetensors checkpoints without loading their weights and
 reports what each is: a Wan DiT (which model, int8-quantised or not, SLA proj_l
-present or not, parameter count), a Wan VAE or a umT5 text encoder.
+present or not, parameter count), a Wan VAE, a umT5 text encoder or the
+TAEHV tiny VAE (taew2_1, for --vae tiny; checked completely too).
 A DiT is checked completely: missing, unexpected or mis-shaped tensors are
 errors. With --tensors every tensor is listed with its dtype and shape.
 Given two Wan2.2 I2V experts (and optionally a VAE), it says whether they
@@ -166,7 +168,18 @@ func inspect(w io.Writer, path string, listTensors bool) error {
 		fmt.Fprintf(w, "model:    umT5 text encoder%s\n", umt5Detail(f))
 		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
 	default:
-		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE or umT5 encoder by its tensor names)\n")
+		if taehv.Detect(f) {
+			cfg, enc, err := taehv.Check(f)
+			if err != nil {
+				fmt.Fprintf(w, "model:    TAEHV tiny video autoencoder (invalid, see the error below)\n")
+				verr = err
+			} else {
+				fmt.Fprintf(w, "model:    %s\n", taehv.Describe(cfg, enc))
+			}
+			fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+			break
+		}
+		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE, umT5 encoder or TAEHV tiny VAE by its tensor names)\n")
 		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
 	}
 	if listTensors {

@@ -165,3 +165,39 @@ func TestInspectI2VPair(t *testing.T) {
 	}
 	wantLines(t, out, "not an image-to-video model")
 }
+
+// TestInspectTAEHV: the tiny VAE's weights (the conformance set's, in
+// whichever format the set ships them) are recognised and checked; a
+// mis-shaped copy is reported with the key and both shapes.
+func TestInspectTAEHV(t *testing.T) {
+	path := golden.TAEHVWeights(t)
+	out, err := inspectOut(t, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "TAEHV tiny video autoencoder", "16 latent channels", "--vae tiny", "huggingface.co/madebyollin/taehv")
+	f, err := checkpoint.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ts []checkpoint.Tensor
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		raw, _ := f.Raw(n)
+		if n == "decoder.20.weight" { // [64 64 3 3] → [64 32 3 3]: half the bytes
+			info.Shape = []int{64, 32, 3, 3}
+			raw = raw[:len(raw)/2]
+		}
+		ts = append(ts, checkpoint.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)})
+	}
+	bad := filepath.Join(t.TempDir(), "taew2_1.safetensors")
+	if err := checkpoint.WriteSafetensors(bad, ts); err != nil {
+		t.Fatal(err)
+	}
+	out, err = inspectOut(t, bad, false)
+	if err == nil || !strings.Contains(err.Error(), `"decoder.20.weight": want shape [64 64 3 3], got [64 32 3 3]`) {
+		t.Fatalf("got %v\n%s", err, out)
+	}
+	wantLines(t, out, "TAEHV tiny video autoencoder (invalid")
+}
