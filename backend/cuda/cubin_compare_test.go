@@ -148,6 +148,13 @@ func TestCubinDump(t *testing.T) {
 	if os.Getenv("TURBODIFFUSION_CUBIN_NO_COMPILE") != "" {
 		compilers = nil // compare the dumps already there
 	}
+	// The sm_90a modules first (they change most often), one job each.
+	type job struct {
+		n    *NVRTC
+		m    kernels.Source
+		arch string
+	}
+	var jobs []job
 	for _, n := range compilers {
 		for _, base := range []string{"sm_80", "sm_90"} {
 			for _, m := range kernels.Modules() {
@@ -155,21 +162,25 @@ func TestCubinDump(t *testing.T) {
 				if !ok || (arch == "sm_90a" && n.Major < 12) || !only.MatchString(m.Name) {
 					continue
 				}
-				cubin, err := n.Compile(m, arch)
-				if err != nil {
-					t.Errorf("%v", err)
-					continue
-				}
-				sub := filepath.Join(dir, "nvrtc"+n.Version(), arch)
-				if err := os.MkdirAll(sub, 0o755); err != nil {
-					t.Fatal(err)
-				}
-				file := filepath.Join(sub, m.Name+".cubin")
-				if err := os.WriteFile(file+".new", cubin, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				jobs = append(jobs, job{n, m, arch})
 			}
 		}
+	}
+	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].arch == "sm_90a" && jobs[j].arch != "sm_90a" })
+	for _, j := range jobs {
+		cubin, err := j.n.Compile(j.m, j.arch)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		sub := filepath.Join(dir, "nvrtc"+j.n.Version(), j.arch)
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sub, j.m.Name+".cubin.new"), cubin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s %s nvrtc %s compiled", j.m.Name, j.arch, j.n.Version())
 	}
 	// Compare every kernel found in the baseline (*.cubin) with the new
 	// build (*.cubin.new), across modules: a kernel may move between files.
