@@ -5,12 +5,15 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
@@ -46,6 +49,9 @@ type Options struct {
 	// KeepExperts keeps both image-to-video experts loaded between steps
 	// and requests (twice the DiT memory); otherwise only one is resident.
 	KeepExperts bool
+	// Limits bound what a request may ask for (zero fields: DefaultLimits);
+	// Generate refuses requests beyond them before any model runs.
+	Limits Limits
 	// VAETile decodes in spatial tiles of at most VAETile×VAETile latent
 	// pixels (wanvae.VAE.SetTiling; 0: untiled): device memory is set by
 	// the tile, not the video, at the price of the decode's streaming (the
@@ -61,6 +67,23 @@ type Options struct {
 	// OpenCheckpoint opens a model file; nil means checkpoint.Open.
 	// Benchmarks substitute random weights at the real shapes.
 	OpenCheckpoint func(path string) (checkpoint.File, error)
+	// LoRA adapters are merged into every DiT the engine loads (the
+	// text-to-video model, or both image-to-video experts), at load.
+	LoRA []lora.Spec
+	// LoRALenient skips LoRA keys that match nothing in the model (the
+	// engine's notes list them) instead of failing.
+	LoRALenient bool
+	// CheckMemory makes Generate estimate each request's peak GPU memory
+	// first and refuse one that cannot fit (CheckMemory, memory.go).
+	CheckMemory bool
+	// Offload keeps the DiT blocks' Linear weights in host memory and
+	// streams them to the GPU one block ahead (wan.Options.Offload).
+	Offload bool
+	// ReleaseDiT frees the DiT (and its text contexts) once sampling is
+	// done, so the VAE decode does not run beside it: for one-request runs
+	// (generate), where nothing would reuse it. A later request loads it
+	// again.
+	ReleaseDiT bool
 }
 
 // Request is one generation.
@@ -91,6 +114,17 @@ type Request struct {
 	// AdaptiveResolution keeps the area of Size but the image's aspect
 	// ratio (TD --adaptive_resolution).
 	AdaptiveResolution bool
+
+	// LoRA adapters are merged for this request only, on top of
+	// Options.LoRA, and the weights restored when it ends (each touched
+	// weight is read again from the DiT checkpoint both times).
+	LoRA []lora.Spec
+	// Attention ("dense", "sla" or "sagesla") and TopK (the SLA fraction)
+	// override the engine's Options for this request; "" and 0 keep them.
+	// A DiT loaded for dense attention has no SLA weights, so it cannot
+	// switch to sla or sagesla.
+	Attention string
+	TopK      float64
 
 	// Output, when set, is the video file Generate writes (.mp4, .gif or a
 	// folder for PNG frames; see WriteOutput for the GIF fallback), and
@@ -151,9 +185,14 @@ type Engine struct {
 	cache   *umt5.Cache
 	model   *wan.Model
 	decoder *wanvae.VAE
-	tiny    *taehv.Model  // the tiny VAE decoder, when Files.TinyVAE is set
-	experts [2]*wan.Model // image-to-video experts by Expert
-	call    call          // the Generate call in progress
+	tiny    *taehv.Model    // the tiny VAE decoder, when Files.TinyVAE is set
+	experts [2]*wan.Model   // image-to-video experts by Expert
+	loras   []*lora.Adapter // Options.LoRA, opened by New
+	// CheckRequest's state, guarded by infoMu (it runs beside Generate).
+	infoMu   sync.Mutex
+	fileInfo *wan.FileInfo // the DiT file's configuration
+	machine  *Budget       // the machine's memory
+	call     call          // the Generate call in progress
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
@@ -207,7 +246,47 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 		}
 		e.cache = c
 	}
+	// LoRA files are parsed now, so a missing or malformed one fails
+	// before any model loads.
+	as, err := openLoRAs(opt.LoRA)
+	if err != nil {
+		return nil, err
+	}
+	e.loras = as
 	return e, nil
+}
+
+// openLoRAs opens every spec, closing the ones opened on failure.
+func openLoRAs(specs []lora.Spec) ([]*lora.Adapter, error) {
+	var as []*lora.Adapter
+	for _, s := range specs {
+		a, err := lora.Open(s)
+		if err != nil {
+			closeLoRAs(as)
+			return nil, err
+		}
+		as = append(as, a)
+	}
+	return as, nil
+}
+
+func closeLoRAs(as []*lora.Adapter) {
+	for _, a := range as {
+		a.Close()
+	}
+}
+
+// ditOptions are the wan options of every DiT the engine loads.
+func (e *Engine) ditOptions() wan.Options {
+	return wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm,
+		ExactRounding: e.opt.ExactRounding, LoRA: e.loras, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
+}
+
+// loraNotes adds a loaded model's LoRA warnings to the engine's notes.
+func (e *Engine) loraNotes(m *wan.Model, what string) {
+	for _, w := range m.LoRAWarnings {
+		e.notes = append(e.notes, fmt.Sprintf("%s: %s", what, w))
+	}
 }
 
 // Notes are messages about how the engine runs, for the caller to show.
@@ -238,52 +317,51 @@ func (e *Engine) Close() {
 		e.tiny = nil
 	}
 	e.freeExperts()
-}
-
-// Validate checks a request before any model is loaded.
-func (r *Request) Validate() error {
-	switch r.Sampler {
-	case "", "rcm":
-		if r.Steps < 1 || r.Steps > sampler.MaxRCMSteps {
-			return fmt.Errorf("--steps %d: rCM takes 1 to %d steps", r.Steps, sampler.MaxRCMSteps)
-		}
-		if r.SigmaMax < 0.1 {
-			return fmt.Errorf("--sigma-max %g: must be at least 0.1", r.SigmaMax)
-		}
-	case "unipc":
-		if r.Steps < 2 {
-			return fmt.Errorf("--steps %d: UniPC needs at least 2 steps (the reference uses 50)", r.Steps)
-		}
-	default:
-		return fmt.Errorf("--sampler %q: choose rcm or unipc", r.Sampler)
-	}
-	if r.Samples < 1 {
-		return fmt.Errorf("--samples %d: must be at least 1", r.Samples)
-	}
-	if err := r.validateI2V(); err != nil {
-		return err
-	}
-	if r.Output != "" {
-		if err := checkOutput(r.Output); err != nil {
-			return err
-		}
-	}
-	if err := r.Encoding.Validate(); err != nil {
-		return fmt.Errorf("encoding: %w", err)
-	}
-	if _, err := LatentShape(r.Frames, r.Size); err != nil {
-		return err
-	}
-	return nil
+	closeLoRAs(e.loras)
+	e.loras = nil
 }
 
 // Generate runs one request through every stage.
-func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
-	if err := r.Validate(); err != nil {
+func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err error) {
+	if err := r.ValidateLimits(e.opt.Limits); err != nil {
 		return nil, err
 	}
-	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding)}
-	defer func() { e.call = call{} }()
+	if err := e.checkAttention(r); err != nil {
+		return nil, err
+	}
+	if e.opt.CheckMemory {
+		if _, err := e.CheckMemory(r); err != nil {
+			return nil, err
+		}
+	}
+	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding), attention: r.Attention, topK: r.TopK}
+	defer func() {
+		// Notes added during the call (a loaded model's LoRA warnings, the
+		// request's) join the engine's.
+		if res != nil {
+			res.Notes = append(append([]string(nil), e.notes...), e.call.notes...)
+		}
+		e.call = call{}
+	}()
+	if len(r.LoRA) > 0 {
+		as, err := openLoRAs(r.LoRA)
+		if err != nil {
+			return nil, err
+		}
+		e.call.loras = as
+		defer func() {
+			// A model that cannot be restored is unloaded (the next request
+			// loads it again), so a finished video is still returned.
+			if rerr := e.restoreLoRAs(); rerr != nil {
+				if err == nil && res != nil {
+					e.call.notes = append(e.call.notes, rerr.Error())
+				} else {
+					err = errors.Join(err, rerr)
+				}
+			}
+			closeLoRAs(as)
+		}()
+	}
 	if r.Image != "" {
 		return e.generateI2V(ctx, r)
 	}
@@ -293,7 +371,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if r.FPS == 0 {
 		r.FPS = 16
 	}
-	res := &Result{Notes: e.notes}
+	res = &Result{Notes: e.notes}
 	stage := func(name string, f func() error) error { return timedStage(ctx, res, name, f) }
 
 	// 1-2. Prompt(s) → umT5 context (cached by ids and encoder file).
@@ -344,6 +422,11 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err := stage("load DiT", e.loadDiT); err != nil {
 		return nil, err
 	}
+	if len(e.call.loras) > 0 {
+		if err := stage("merge LoRA", func() error { return e.applyLoRA(e.model, e.opt.DiT) }); err != nil {
+			return nil, err
+		}
+	}
 	var texts []*wan.Text
 	defer func() {
 		for _, t := range texts {
@@ -392,6 +475,14 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	}
 
 	// 4. VAE decode → frames.
+	if e.opt.ReleaseDiT {
+		for _, t := range texts {
+			t.Free()
+		}
+		texts = nil
+		e.model.Free()
+		e.model = nil
+	}
 	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
 	}
@@ -444,6 +535,9 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
+			if err := e.applyAttention(e.model); err != nil {
+				return nil, err
+			}
 			return e.model.Forward(x, shape, st.Timestep, txt)
 		}
 	}
@@ -479,6 +573,39 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 	}
 	rcm := sampler.RCM{Steps: steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
 	return rcm.Sample(n, noise, progress(velocity(texts[0])))
+}
+
+// checkAttention refuses an attention override the loaded weights cannot
+// serve: a DiT loaded for dense attention has no SLA weights.
+func (e *Engine) checkAttention(r Request) error {
+	if r.Attention == "" {
+		return nil
+	}
+	k, err := ParseAttention(r.Attention)
+	if err != nil {
+		return err
+	}
+	if k != backend.Dense && e.opt.Attention == backend.Dense {
+		return fieldErr(FieldAttention, CodeConflict, r.Attention, "this engine loads the DiT for dense attention (no SLA weights); start it with sla or sagesla attention to choose per request")
+	}
+	return nil
+}
+
+// applyAttention sets m's self-attention for the call in progress: the
+// request's override, else the engine's.
+func (e *Engine) applyAttention(m *wan.Model) error {
+	kind, topK := e.opt.Attention, e.opt.TopK
+	if e.call.attention != "" {
+		k, err := ParseAttention(e.call.attention)
+		if err != nil {
+			return err
+		}
+		kind = k
+	}
+	if e.call.topK != 0 {
+		topK = e.call.topK
+	}
+	return m.SetAttention(kind, topK)
 }
 
 type textContext struct {
@@ -567,10 +694,11 @@ func (e *Engine) loadDiT() error {
 		return err
 	}
 	defer f.Close()
-	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm, ExactRounding: e.opt.ExactRounding})
+	m, err := wan.Load(e.dit, f, e.ditOptions())
 	if err != nil {
 		return err
 	}
+	e.loraNotes(m, filepath.Base(e.opt.DiT))
 	e.model = m
 	return nil
 }

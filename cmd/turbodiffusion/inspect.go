@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
@@ -179,7 +180,12 @@ func inspect(w io.Writer, path string, listTensors bool) error {
 			fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
 			break
 		}
-		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE, umT5 encoder or TAEHV tiny VAE by its tensor names)\n")
+		if sum, err := lora.Describe(f); err == nil && sum.Modules > 0 {
+			describeLoRA(w, sum)
+			fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+			break
+		}
+		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE, umT5 encoder, TAEHV tiny VAE or Wan LoRA by its tensor names)\n")
 		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
 	}
 	if listTensors {
@@ -236,7 +242,26 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 		fmt.Fprintf(w, "patch:    TurboWan Linear form [D, Cin·4]\n")
 	}
 	fmt.Fprintf(w, "params:   %s\n", humanCount(fi.Params))
+	printMemoryTable(w, fi)
 	return nil
+}
+
+// describeLoRA prints what a LoRA file changes.
+func describeLoRA(w io.Writer, s lora.Summary) {
+	fmt.Fprintf(w, "model:    Wan LoRA (%s naming), %d modules", strings.Join(s.Formats, "+"), s.Modules)
+	if len(s.Ranks) > 0 {
+		fmt.Fprintf(w, ", rank %v", s.Ranks)
+	}
+	if s.Alpha {
+		fmt.Fprintf(w, ", with alpha")
+	}
+	if s.Full > 0 {
+		fmt.Fprintf(w, ", %d full deltas", s.Full)
+	}
+	fmt.Fprintf(w, " (e.g. %s)\n", strings.Join(s.Examples, ", "))
+	if len(s.Unknown) > 0 {
+		fmt.Fprintf(w, "unknown:  %d key(s) name no Wan module (generate --lora fails on them unless --lora-lenient): %s\n", len(s.Unknown), strings.Join(s.Unknown[:min(5, len(s.Unknown))], ", "))
+	}
 }
 
 // vaeDetail reads z_dim and base width from the VAE's shapes, if present.

@@ -107,6 +107,44 @@ func TestInspectBadFiles(t *testing.T) {
 	}
 }
 
+// TestInspectAndDoctorMemory: inspect prints a DiT's estimated peak per
+// resolution; doctor --dit prints the estimate stage by stage (and, on a
+// GPU, whether it fits).
+func TestInspectAndDoctorMemory(t *testing.T) {
+	out, err := inspectOut(t, golden.Path(t, "dit_int8.pth"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "memory:   weights", "480p ", "720p ", "at the ")
+	var b bytes.Buffer
+	doctor(&b, &doctorFlags{dit: golden.Path(t, "dit_weights.pth"), attention: "sla", aspect: "16:9", frames: 81})
+	wantLines(t, b.String(), "memory:     dit_weights.pth at 832x480, 81 frames, sla attention: peak about",
+		"text encoder", "DiT forward", "VAE decode", "host: about")
+	b.Reset()
+	doctor(&b, &doctorFlags{dit: golden.Path(t, "dit_weights.pth"), attention: "sla", aspect: "16:9", frames: 80})
+	wantLines(t, b.String(), "memory:     --frames 80")
+}
+
+// TestInspectLoRA: inspect recognises a LoRA file and says its naming,
+// module count, rank and alpha, and names keys that match no Wan module.
+func TestInspectLoRA(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "style.safetensors")
+	if err := checkpoint.WriteSafetensors(path, []checkpoint.Tensor{
+		{Name: "lora_unet_blocks_0_self_attn_q.lora_down.weight", DType: tensor.F32, Shape: []int{4, 8}, Data: make([]byte, 128)},
+		{Name: "lora_unet_blocks_0_self_attn_q.lora_up.weight", DType: tensor.F32, Shape: []int{8, 4}, Data: make([]byte, 128)},
+		{Name: "lora_unet_blocks_0_self_attn_q.alpha", DType: tensor.F32, Shape: []int{}, Data: make([]byte, 4)},
+		{Name: "lora_unet_text_encoder_q.lora_down.weight", DType: tensor.F32, Shape: []int{4, 8}, Data: make([]byte, 128)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := inspectOut(t, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "Wan LoRA (kohya naming), 1 modules, rank [4], with alpha (e.g. blocks.0.self_attn.q)",
+		"unknown:  1 key(s)", "lora_unet_text_encoder_q.lora_down.weight")
+}
+
 func inspectFilesOut(t *testing.T, paths ...string) (string, error) {
 	t.Helper()
 	var b bytes.Buffer
