@@ -169,7 +169,7 @@ profile)
 	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
 	[ -z "${PROFILE_NO_BENCH:-}" ] && .gpu/turbodiffusion bench --parts attention --iters 5 2>&1 | tee "$OUT/attention.log"
 	NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
-	"$NCU" -k "regex:${PROFILE_KERNEL:-flash_wgmma_d128_w3_b1}" --launch-skip "${PROFILE_SKIP:-2}" -c 1 \
+	"$NCU" -k "regex:${PROFILE_KERNEL:-flash_wgmma_d128_w2_tivk128}" --launch-skip "${PROFILE_SKIP:-2}" -c 1 \
 		--section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
 		--section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis ${PROFILE_ARGS:-} \
 		.gpu/turbodiffusion bench --parts attention --iters 1 >"$OUT/ncu.txt" 2>&1
