@@ -89,6 +89,7 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 	fmt.Fprintf(w, "model:    Wan DiT %s\n", name)
 	fmt.Fprintf(w, "config:   %s, dim %d, ffn %d, %d heads × %d, %d layers, in %d, out %d channels\n",
 		c.Type, c.Dim, c.FFNDim, c.Heads, c.HeadDim, c.Layers, c.InDim, c.OutDim)
+	fmt.Fprintf(w, "heads:    %s\n", fi.HeadDimNote())
 	if fi.Quantized {
 		fmt.Fprintf(w, "linears:  int8-quantised (TurboDiffusion -quant: Int8Linear int8_weight + scale)\n")
 	} else {
