@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"time"
 
@@ -83,6 +84,11 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	default:
 		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
 	}
+	// Every flag is checked before any file is looked at, so a bad value is
+	// reported as such, whatever the models folder holds.
+	if f.device != "auto" && !slices.Contains(backend.Names(), f.device) {
+		return nil, nil, fmt.Errorf("--device %q: choose auto, %s", f.device, strings.Join(backend.Names(), ", "))
+	}
 	var files pipeline.Files
 	if f.i2v {
 		if f.models == "" && (f.files.DiTHigh == "" || f.files.DiTLow == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
@@ -100,7 +106,7 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	}
 	be, note, err := backend.Open(f.device)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--device %s: %w", f.device, err)
 	}
 	if note != "" {
 		fmt.Fprintln(errOut, "note:", note)
@@ -222,7 +228,7 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	}
 	size, err := pipeline.Resolution(f.resolution, f.aspect)
 	if err != nil {
-		return err
+		return fmt.Errorf("--resolution %s --aspect %s: %w", f.resolution, f.aspect, err)
 	}
 	req := pipeline.Request{Prompt: f.prompt, Sampler: f.sampler, Steps: f.steps, SigmaMax: f.sigmaMax, ODE: f.ode,
 		Shift: f.shift, Guidance: f.guidance, Negative: f.negative, Size: size, Frames: f.frames, Seed: f.seed, Samples: f.samples,
