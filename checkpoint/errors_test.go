@@ -119,7 +119,7 @@ func TestPthRefusesForeignGlobals(t *testing.T) {
 		p.str("echo pwned")
 		p.op(0x85, 'R', '.')
 		_, err := ParsePth("evil.pth", buildPth(t, p.buf.Bytes(), nil))
-		wantErr(t, err, "evil.pth", "refusing to load global "+g[0]+"."+g[1])
+		wantErr(t, err, "evil.pth", "refusing to load global \""+g[0]+"."+g[1]+"\"")
 	}
 	// Protocol-4 STACK_GLOBAL form.
 	pkl := []byte("\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")

@@ -310,3 +310,24 @@ func zipEntry(t *testing.T, path, suffix string) []byte {
 	t.Fatalf("%s: no entry *%s", path, suffix)
 	return nil
 }
+
+// TestPickleBudget: real state-dict pickles stay far inside the budget
+// (torch's own and ours; the largest release, 14B, has 1,200 tensors).
+func TestPickleBudget(t *testing.T) {
+	for _, name := range []string{"dit_weights.pth", "dit_int8.pth"} {
+		path := golden.Path(t, name)
+		f := openGolden(t, name)
+		if Format(f) != "torch.save zip (.pth)" {
+			t.Skipf("%s is %s in this set", name, Format(f))
+		}
+		pkl := zipEntry(t, path, "/data.pkl")
+		cost, err := PickleCost(pkl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d-byte pickle uses %d bytes of budget (%.2f per byte, limit %d)", name, len(pkl), cost, float64(cost)/float64(len(pkl)), PickleBudgetPerByte)
+		if float64(cost) > PickleBudgetPerByte/4*float64(len(pkl)) {
+			t.Errorf("%s: a real pickle uses %.2f bytes of budget per byte, more than a quarter of the %d allowed", name, float64(cost)/float64(len(pkl)), PickleBudgetPerByte)
+		}
+	}
+}

@@ -139,7 +139,7 @@ func parsePth(path string, data []byte) (*pthFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := unpickle(pkl)
+	root, bud, err := unpickleBudget(pkl)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %sdata.pkl: %v", path, prefix, err)
 	}
@@ -154,6 +154,11 @@ func parsePth(path string, data []byte) (*pthFile, error) {
 	pf.from = from
 	storages := map[string]*storageRec{}
 	for i, name := range names {
+		// One memoised tensor may be stored under many names, each costing
+		// a few pickle bytes and a resolved copy: charged like the opcodes.
+		if err := bud.take(objectCost + int64(len(name)) + 16*int64(len(tensors[i].shape))); err != nil {
+			return nil, fmt.Errorf("%s: %sdata.pkl: %v", path, prefix, err)
+		}
 		t, err := pf.resolve(name, tensors[i], storages, rec, prefix)
 		if err != nil {
 			return nil, err
