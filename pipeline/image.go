@@ -9,7 +9,8 @@ import (
 	_ "image/png"  // register the PNG decoder for image.Decode
 	"io"
 	"math"
-	"os"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 )
 
 // RGB is an 8-bit RGB image: row-major pixels, 3 bytes (R, G, B) each.
@@ -30,7 +31,7 @@ type RGB struct {
 // Go's conversion. For 16-bit grey PNGs PIL's convert clips to 255 (a PIL
 // quirk); here the high byte is kept.
 func LoadImage(path string) (*RGB, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("input image: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -62,11 +63,11 @@ func inspect(w io.Writer, path string, listTensors bool) error {
 		fmt.Fprintln(w)
 		width := 0
 		for _, n := range names {
-			width = max(width, len(n))
+			width = max(width, len(printable(n)))
 		}
 		for _, n := range names {
 			in, _ := f.Info(n)
-			fmt.Fprintf(w, "%-*s  %-13s %v\n", width, n, in.DType, in.Shape)
+			fmt.Fprintf(w, "%-*s  %-13s %v\n", width, printable(n), in.DType, in.Shape)
 		}
 	}
 	return verr
@@ -107,6 +108,18 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 	}
 	fmt.Fprintf(w, "params:   %s\n", humanCount(fi.Params))
 	return nil
+}
+
+// printable returns a tensor name as is when it is plain printable text,
+// else quoted: names come from the file, and control characters (ANSI
+// escapes) must not reach the terminal.
+func printable(name string) string {
+	for _, r := range name {
+		if !unicode.IsPrint(r) || r == '"' {
+			return strconv.Quote(name)
+		}
+	}
+	return name
 }
 
 // vaeDetail reads z_dim and base width from the VAE's shapes, if present.
