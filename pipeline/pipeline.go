@@ -162,6 +162,10 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 	if err := pick("VAE", func(c backend.Core) bool { v, ok := c.(backend.VAE); e.vae = v; return ok }); err != nil {
 		return nil, err
 	}
+	// Every model file is checked from its header before anything loads.
+	if err := e.checkFiles(); err != nil {
+		return nil, err
+	}
 	if opt.CacheDir != "" {
 		c, err := umt5.OpenCache(opt.CacheDir)
 		if err != nil {

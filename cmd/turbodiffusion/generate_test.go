@@ -77,6 +77,12 @@ func TestGenerateBadFlags(t *testing.T) {
 			}
 		}
 	}
+	// Model files that do not fit: refused from their headers, before any
+	// model loads (pipeline.CheckHeaders).
+	swapped := withFlag(withFlag(valid, "--dit", golden.Path(t, "vae.safetensors")), "--vae", golden.Path(t, "dit_weights.pth"))
+	if _, _, err := run(t, swapped...); err == nil || !strings.Contains(err.Error(), "swapped") {
+		t.Errorf("--dit and --vae swapped: error %v, want one saying so", err)
+	}
 	// Without a prompt, or without any model files.
 	if _, _, err := run(t, withoutFlag(valid, "--prompt")...); err == nil || !strings.Contains(err.Error(), "--prompt") {
 		t.Errorf("no --prompt: error %v, want one naming --prompt", err)

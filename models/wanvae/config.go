@@ -33,6 +33,9 @@ type Config struct {
 	ZDim int // latent channels
 }
 
+// LatentChannels is the Wan2.1 VAE's latent width (z_dim).
+const LatentChannels = len(LatentMean)
+
 // Compression factors of the architecture.
 const (
 	SpatialFactor  = 8
@@ -101,4 +104,12 @@ func missingError(path string, missing []string) error {
 		list += fmt.Sprintf(" and %d more", len(missing)-show)
 	}
 	return fmt.Errorf("%s: not a complete Wan2.1 VAE checkpoint: missing %d tensors: %s", path, len(missing), list)
+}
+
+// DetectConfig reads a VAE checkpoint's configuration from its tensor
+// shapes (no weights are read): what callers check other models against
+// before loading anything.
+func DetectConfig(f checkpoint.File) (Config, error) {
+	_, cfg, err := detect(f)
+	return cfg, err
 }
