@@ -2,10 +2,12 @@ package main
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -54,5 +56,46 @@ func TestRandomDiTLoads(t *testing.T) {
 	}
 	if ss == 0 {
 		t.Fatal("all-zero output")
+	}
+}
+
+// TestBenchDeviceFlag: bench and bench e2e take --device like generate;
+// auto picks the GPU when there is one, and an unusable choice is named.
+func TestBenchDeviceFlag(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		frags []string
+	}{
+		{[]string{"bench", "--device", "tpu"}, []string{"--device", "tpu", "auto"}},
+		{[]string{"bench", "--device", "cpu"}, []string{"--device cpu", "bench e2e --device cpu"}},
+		{[]string{"bench", "e2e", "--device", "tpu", "--tokenizer", t.TempDir()}, []string{"--device tpu", "unknown backend"}},
+	} {
+		_, _, err := run(t, c.args...)
+		if err == nil {
+			t.Errorf("%v: accepted", c.args)
+			continue
+		}
+		for _, f := range c.frags {
+			if !strings.Contains(err.Error(), f) {
+				t.Errorf("%v: error %q does not mention %q", c.args, err, f)
+			}
+		}
+	}
+	if _, derr := cuda.DeviceCount(); derr != nil {
+		// No GPU: auto says why there is nothing to time instead of
+		// refusing the flag.
+		_, _, err := run(t, "bench", "--device", "auto")
+		if err == nil || !strings.Contains(err.Error(), "no usable GPU") {
+			t.Errorf("bench --device auto without a GPU: %v", err)
+		}
+	}
+	for _, name := range []string{"bench", "e2e"} {
+		c, _, err := root.Find(append([]string{"bench"}, map[string][]string{"bench": nil, "e2e": {"e2e"}}[name]...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl := c.Flags().Lookup("device"); fl == nil || fl.DefValue != "auto" {
+			t.Errorf("%s: --device default %v, want auto", name, fl)
+		}
 	}
 }

@@ -6,40 +6,69 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 )
 
 func init() {
 	root.AddCommand(&cobra.Command{
 		Use:   "doctor",
-		Short: "Check the GPU set-up: GPU, driver, CUDA libraries, kernel cache, ffmpeg",
-		Args:  cobra.NoArgs,
+		Short: "Check the set-up: CPU (cores, SIMD), GPU, driver, CUDA libraries, kernel cache, ffmpeg",
+		Long: `doctor says what generation will run on and what it found on the way. It
+fails (exit status 1) only when something present cannot be used: a GPU the
+driver sees whose libraries or kernels fail. A machine without a GPU is a
+working CPU-only install.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !doctor(cmd.OutOrStdout()) {
-				return fmt.Errorf("the GPU set-up is incomplete (see above); generation would run on the CPU")
+				return fmt.Errorf("a GPU is present but cannot be used (see above); generation would run on the CPU")
 			}
 			return nil
 		},
 	})
 }
 
-// doctor prints what it finds and reports whether the CUDA backend can run.
+// doctor prints what it finds and reports false when a GPU the driver sees
+// cannot be used (no GPU at all is fine: the CPU backend runs).
 func doctor(w io.Writer) bool {
+	used, machine := cpu.Cores()
+	simd := cpu.SIMD()
+	if simd == "" {
+		simd = "none: the portable Go loops run (no AVX2+FMA on this CPU or architecture), slowly"
+	} else {
+		simd += " (the GEMM micro-kernels)"
+	}
+	fmt.Fprintf(w, "CPU:        %s/%s, %d cores (%d used), SIMD %s\n", runtime.GOOS, runtime.GOARCH, machine, used, simd)
 	ok := true
-	b, err := cuda.Open()
-	if err != nil {
+	n, derr := cuda.DeviceCount()
+	var b *cuda.Backend
+	var err error
+	if derr == nil && n > 0 {
+		b, err = cuda.Open()
+	}
+	switch {
+	case derr != nil || n == 0:
+		why := "the driver sees no GPU"
+		if derr != nil {
+			why = derr.Error()
+		}
+		fmt.Fprintf(w, "GPU:        none; generation runs on the CPU\n  %s\n", strings.ReplaceAll(why, "\n", "\n  "))
+	case err != nil:
 		ok = false
-		fmt.Fprintf(w, "GPU:        not usable\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		fmt.Fprintf(w, "GPU:        %d found, not usable\n  %s\n", n, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		// NVRTC alone still tells whether kernels could be compiled.
 		if n, nerr := cuda.LoadNVRTC(); nerr == nil {
 			fmt.Fprintf(w, "libnvrtc:   %s (%s)\n", n.Version(), n.Lib.Path)
 		} else {
 			fmt.Fprintf(w, "libnvrtc:   missing\n  %s\n", strings.ReplaceAll(nerr.Error(), "\n", "\n  "))
 		}
-	} else {
+	}
+	if b != nil {
 		inf := b.Info()
 		free, total := b.MemInfo()
 		fmt.Fprintf(w, "GPU %d:      %s, compute capability %d.%d (%s), %d SMs, %d MiB L2, %.1f GiB (%.1f GiB free)\n",
