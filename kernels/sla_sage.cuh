@@ -63,15 +63,15 @@ __device__ __forceinline__ int kperm(int p) {
 // o += e4m3(p)·v8, out = o·(1/d)·vs. V: without FP8 e4m3 values as bf16
 // [B, L, W] and P·V on bf16 mma; with FP8 sage_v8t_kernel's bytes (Lp keys
 // per channel) and the e4m3 mma.
-template <int NW, int BK, bool FP8>
+template <int NW, int BK, bool FP8, int D>
 __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, const signed char* __restrict__ Ki,
                                             const void* __restrict__ Vp, int Lp, const float* __restrict__ sq,
                                             const float* __restrict__ sk, const float* __restrict__ vs,
                                             const bf16* __restrict__ OL, void* out, int odt,
                                             const int* __restrict__ lut, const int* __restrict__ cnt, int L, int H,
                                             int Qb, int Kb, float sm) {
-  constexpr int D = 128, BM = 16 * NW, NT = NW * 32;
-  constexpr int QSTR = D + 16;  // int8 rows: 144 bytes, fragment loads hit distinct banks
+  constexpr int BM = 16 * NW, NT = NW * 32, C16 = D / 16, KS = D / 32;  // 16-byte chunks of a code row, k32 steps
+  constexpr int QSTR = D + 16;  // int8 rows: D+16 bytes, fragment loads hit distinct banks
   constexpr int VSTR = D + 8;    // bf16 V rows (keys)
   constexpr int VTSTR = BK + 16;  // fp8 Vᵀ rows (channels), bytes
   constexpr int VSTAGE = FP8 ? D * VTSTR : BK * VSTR * 2;  // bytes per V stage
@@ -93,15 +93,15 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
   const int n = cnt[row];
   const float sqi = sq[row];
 
-  for (int c = tid; c < BM * 8; c += NT) {
-    const int r = c >> 3, col = (c & 7) * 16, gq = q0 + r;
+  for (int c = tid; c < BM * C16; c += NT) {
+    const int r = c / C16, col = (c % C16) * 16, gq = q0 + r;
     sp_cp16(sQ + r * QSTR + col, Qi + base + (long long)min(gq, L - 1) * ld + col, gq < L);
   }
   auto load_kv = [&](int j, int st) {
     unsigned char* dk = sK + st * BK * QSTR;
     unsigned char* dv = sV + st * VSTAGE;
-    for (int c = tid; c < BK * 8; c += NT) {
-      const int r = c >> 3, col = (c & 7) * 16, gk = j * BK + r;
+    for (int c = tid; c < BK * C16; c += NT) {
+      const int r = c / C16, col = (c % C16) * 16, gk = j * BK + r;
       sp_cp16(dk + r * QSTR + col, Ki + base + (long long)min(gk, L - 1) * ld + col, gk < L);
     }
     if (FP8) {
@@ -111,8 +111,8 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
         sp_cp16(dv + r * VTSTR + col, src + (long long)r * Lp + col, true);
       }
     } else {
-      for (int c = tid; c < BK * 16; c += NT) {
-        const int r = c >> 4, col = (c & 15) * 8, gk = j * BK + r;
+      for (int c = tid; c < BK * (D / 8); c += NT) {
+        const int r = c / (D / 8), col = (c % (D / 8)) * 8, gk = j * BK + r;
         sp_cp16(dv + (r * VSTR + col) * 2, V8 + base + (long long)min(gk, L - 1) * ld + col, gk < L);
       }
     }
@@ -122,9 +122,9 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
   sp_wait_all();
   __syncthreads();
 
-  u32 qa[4][4];  // m16n8k32 A fragments of this warp's 16 rows, 4 k-steps of 32 channels
+  u32 qa[KS][4];  // m16n8k32 A fragments of this warp's 16 rows, k-steps of 32 channels
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < KS; ++kk) {
     const unsigned char* p = sQ + (warp * 16 + g) * QSTR + kk * 32 + t4 * 4;
     qa[kk][0] = *(const u32*)p;
     qa[kk][1] = *(const u32*)(p + 8 * QSTR);
@@ -149,7 +149,7 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
 #pragma unroll
     for (int x = 0; x < BK / 8; ++x) si[x][0] = si[x][1] = si[x][2] = si[x][3] = 0;
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
+    for (int kk = 0; kk < KS; ++kk) {
 #pragma unroll
       for (int np = 0; np < BK / 16; ++np) {  // an s8 k32 fragment is byte for byte a b16 k16 one
         u32 bb[4];

@@ -27,14 +27,19 @@ extern "C" __global__ void sage_v8t_kernel(unsigned char* v8t, float* vs, const 
     v8t[((long long)b * W + c0 + i) * Lp + k0 + tx] = (unsigned char)e4m3_bits(tile[kperm(tx)][i]);
 }
 
-#define SAGE_FP8_SPARSE(BQ, BK)                                                                                  \
-  extern "C" __global__ void __launch_bounds__(BQ * 2) sage_fp8_q##BQ##_k##BK(                                  \
+// sage_fp8_q<BQ>_k<BK> (head dim 128) and sage_fp8_d64_q<BQ>_k<BK>.
+#define SAGE_FP8_SPARSE(BQ, BK, D, NAME)                                                                         \
+  extern "C" __global__ void __launch_bounds__(BQ * 2) NAME(                                                      \
       const signed char* Qi, const signed char* Ki, const unsigned char* V8t, int Lp, const float* sq,           \
       const float* sk, const float* vs, const bf16* OL, void* out, int odt, const int* lut, const int* cnt,      \
       int L, int H, int Qb, int Kb, float sm) {                                                                  \
-    if (SAGE_FP8) sage_sparse<BQ / 16, BK, true>(Qi, Ki, V8t, Lp, sq, sk, vs, OL, out, odt, lut, cnt, L, H, Qb, Kb, sm); \
+    if (SAGE_FP8)                                                                                                \
+      sage_sparse<BQ / 16, BK, true, D>(Qi, Ki, V8t, Lp, sq, sk, vs, OL, out, odt, lut, cnt, L, H, Qb, Kb, sm);  \
   }
-SAGE_FP8_SPARSE(64, 128)
-SAGE_FP8_SPARSE(128, 64)
-SAGE_FP8_SPARSE(128, 128)
-SAGE_FP8_SPARSE(64, 64)
+#define SAGE_FP8_SPARSE_D(BQ, BK)                        \
+  SAGE_FP8_SPARSE(BQ, BK, 128, sage_fp8_q##BQ##_k##BK)   \
+  SAGE_FP8_SPARSE(BQ, BK, 64, sage_fp8_d64_q##BQ##_k##BK)
+SAGE_FP8_SPARSE_D(64, 128)
+SAGE_FP8_SPARSE_D(128, 64)
+SAGE_FP8_SPARSE_D(128, 128)
+SAGE_FP8_SPARSE_D(64, 64)

@@ -1,20 +1,20 @@
 // sla_sparse.cu: the sparse branch of SLA (REFERENCE.md §4.2),
 // block-sparse flash attention over the key blocks that sla_select_kernel
 // listed per query block (lut, cnt), with the linear branch's output added
-// in the epilogue: out = bf16(bf16(o_s) + o_l). Head dim 128; q/k/v/o_l
-// [B, L, H·128]; one CTA per (query block, head, batch), 16 query rows per
+// in the epilogue: out = bf16(bf16(o_s) + o_l). Head dim D (128 or 64); q/k/v/o_l
+// [B, L, H·D]; one CTA per (query block, head, batch), 16 query rows per
 // warp, key blocks through shared memory with cp.async (two stages), the
 // same tile structure as attention.cu.
 #include "mma.cuh"
 
 // SLA (Triton kernel semantics): s = (q·k)·scale in float32 (scale =
 // d^-0.5·log2 e), online softmax p = exp2(s − m), o += bf16(p)·v, o/l.
-template <int NW, int BK>
+template <int NW, int BK, int D>
 __device__ __forceinline__ void sla_sparse(const bf16* __restrict__ Q, const bf16* __restrict__ K,
                                            const bf16* __restrict__ V, const bf16* __restrict__ OL, void* out, int odt,
                                            const int* __restrict__ lut, const int* __restrict__ cnt, int L, int H,
                                            int Qb, int Kb, float scale) {
-  constexpr int D = 128, BM = 16 * NW, STR = D + 8, NT = NW * 32, CH = D / 8;
+  constexpr int BM = 16 * NW, STR = D + 8, NT = NW * 32, CH = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sQ = (bf16*)smem;
   bf16* sK = sQ + BM * STR;      // two stages of [BK][STR]
@@ -141,13 +141,17 @@ __device__ __forceinline__ void sla_sparse(const bf16* __restrict__ Q, const bf1
   }
 }
 
-#define SLA_SPARSE(BQ, BK)                                                                                      \
-  extern "C" __global__ void __launch_bounds__(BQ * 2) sla_sparse_q##BQ##_k##BK(                               \
+// sla_sparse_q<BQ>_k<BK> (head dim 128) and sla_sparse_d64_q<BQ>_k<BK>.
+#define SLA_SPARSE(BQ, BK, D, NAME)                                                                             \
+  extern "C" __global__ void __launch_bounds__(BQ * 2) NAME(                                                     \
       const bf16* Q, const bf16* K, const bf16* V, const bf16* OL, void* out, int odt, const int* lut,          \
       const int* cnt, int L, int H, int Qb, int Kb, float scale) {                                              \
-    sla_sparse<BQ / 16, BK>(Q, K, V, OL, out, odt, lut, cnt, L, H, Qb, Kb, scale);                              \
+    sla_sparse<BQ / 16, BK, D>(Q, K, V, OL, out, odt, lut, cnt, L, H, Qb, Kb, scale);                           \
   }
-SLA_SPARSE(128, 64)
-SLA_SPARSE(64, 128)
-SLA_SPARSE(128, 128)
-SLA_SPARSE(64, 64)
+#define SLA_SPARSE_D(BQ, BK)                               \
+  SLA_SPARSE(BQ, BK, 128, sla_sparse_q##BQ##_k##BK)        \
+  SLA_SPARSE(BQ, BK, 64, sla_sparse_d64_q##BQ##_k##BK)
+SLA_SPARSE_D(128, 64)
+SLA_SPARSE_D(64, 128)
+SLA_SPARSE_D(128, 128)
+SLA_SPARSE_D(64, 64)

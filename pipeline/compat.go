@@ -63,7 +63,7 @@ func ReadHeader(open func(string) (checkpoint.File, error), role Role, path stri
 	case wan.FamilyWanDiT:
 		h.DiT, h.err = wan.DetectConfig(f)
 	case wan.FamilyWanVAE:
-		h.VAE, h.err = wanvae.DetectConfig(f)
+		h.VAE, h.err = wanvae.ReadConfig(f)
 	case wan.FamilyUMT5:
 		h.Text, _, h.err = umt5.DetectConfig(f)
 	}

@@ -123,34 +123,21 @@ func (r *Request) validateI2V() error {
 // zDim channels: noisy latent + mask + image latent.
 func i2vInDim(zDim int) int { return zDim + maskChannels + zDim }
 
-// checkExperts reads both experts' headers (no weights) so a wrong file
-// fails before any heavy work, and returns their input width.
+// checkExperts reads the headers of both experts and the VAE (no weights)
+// so a wrong or mismatched file fails before any heavy work
+// (CheckI2VFiles), and returns the experts' input width.
 func (e *Engine) checkExperts() (inDim int, err error) {
 	if e.opt.DiTHigh == "" || e.opt.DiTLow == "" {
 		return 0, fmt.Errorf("image-to-video needs the high- and low-noise experts (--dit-high and --dit-low, or the %s files in the models folder)", DefaultI2VVariant)
 	}
-	for _, x := range []Expert{HighNoise, LowNoise} {
-		path := e.expertPath(x)
-		f, err := e.opt.OpenCheckpoint(path)
-		if err != nil {
-			return 0, fmt.Errorf("%s expert: %w", x, err)
-		}
-		fi, err := wan.DetectConfig(f)
-		f.Close()
-		if err != nil {
-			return 0, fmt.Errorf("%s expert: %w", x, err)
-		}
-		c := fi.Config
-		if c.Type != wan.I2V || c.InDim != i2vInDim(c.OutDim) {
-			return 0, fmt.Errorf("%s (given as the %s expert) is a %s DiT with %d input channels; image-to-video needs a Wan2.2 I2V A14B expert with %d (%d latent + %d mask + %d image latent)",
-				path, x, c.Type, c.InDim, i2vInDim(c.OutDim), c.OutDim, maskChannels, c.OutDim)
-		}
-		if inDim != 0 && c.InDim != inDim {
-			return 0, fmt.Errorf("the experts disagree: %s takes %d input channels, the high-noise expert %d", path, c.InDim, inDim)
-		}
-		inDim = c.InDim
+	if e.opt.VAE == "" {
+		return 0, fmt.Errorf("image-to-video needs the VAE (--vae, or %s in the models folder)", VAEFile)
 	}
-	return inDim, nil
+	c, err := CheckI2VFiles(e.opt.OpenCheckpoint, e.opt.DiTHigh, e.opt.DiTLow, e.opt.VAE)
+	if err != nil {
+		return 0, err
+	}
+	return c.InDim, nil
 }
 
 func (e *Engine) expertPath(x Expert) string {
@@ -224,6 +211,42 @@ func BuildCondition(z []float32, zshape []int) ([]float32, []int, error) {
 	return y, []int{maskChannels + zshape[0], zshape[1], zshape[2], zshape[3]}, nil
 }
 
+// prepareImage loads the request's image and turns it into the encoder's
+// first frame [3, H, W] in [−1, 1] at the target size: r.Size, or with
+// AdaptiveResolution the size of AdaptiveSize(r.Size, image).
+func prepareImage(r Request) (Size, []float32, error) {
+	img, err := LoadImage(r.Image)
+	if err != nil {
+		return Size{}, nil, err
+	}
+	size := r.Size
+	if r.AdaptiveResolution {
+		if size, err = AdaptiveSize(r.Size, img.W, img.H); err != nil {
+			return Size{}, nil, err
+		}
+	}
+	if _, err := LatentShape(r.Frames, size); err != nil {
+		return Size{}, nil, err
+	}
+	rs, err := Resize(img, size.W, size.H)
+	if err != nil {
+		return Size{}, nil, err
+	}
+	return size, ImageTensor(rs), nil
+}
+
+// netInput is the expert's input for a noisy latent x: the reference's
+// torch.cat([x, y], dim=1), i.e. x's channels then the condition's, in dst
+// (reused when it has the right length).
+func netInput(dst, x, y []float32) []float32 {
+	if len(dst) != len(x)+len(y) {
+		dst = make([]float32, len(x)+len(y))
+		copy(dst[len(x):], y)
+	}
+	copy(dst, x)
+	return dst
+}
+
 // encodeCondition VAE-encodes [image, frames−1 zero frames] (image
 // [3, H, W] in [−1, 1]) and builds the condition y.
 func (e *Engine) encodeCondition(img []float32, size Size, frames int) ([]float32, []int, error) {
@@ -263,26 +286,9 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	// 1. Image → [3, H, W] at the target size.
 	var size Size
 	var pix []float32
-	if err := stage("image", func() error {
-		img, err := LoadImage(r.Image)
-		if err != nil {
-			return err
-		}
-		size = r.Size
-		if r.AdaptiveResolution {
-			if size, err = AdaptiveSize(r.Size, img.W, img.H); err != nil {
-				return err
-			}
-		}
-		if _, err := LatentShape(r.Frames, size); err != nil {
-			return err
-		}
-		rs, err := Resize(img, size.W, size.H)
-		if err != nil {
-			return err
-		}
-		pix = ImageTensor(rs)
-		return nil
+	if err := stage("image", func() (err error) {
+		size, pix, err = prepareImage(r)
+		return err
 	}); err != nil {
 		return nil, err
 	}
@@ -327,7 +333,16 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	}
 
 	// 4. rCM with the expert switch, all samples in lockstep.
-	latents, err := e.sampleI2V(ctx, r, lat, y, ctxRows, res)
+	var prev *previewer
+	if r.OnPreview != nil {
+		if err := stage("preview setup", func() (err error) {
+			prev, err = e.newPreviewer(r, lat[:])
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	latents, err := e.sampleI2V(ctx, r, lat, y, ctxRows, res, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -342,7 +357,7 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 
 // sampleI2V runs one rCM loop per sample, serving every network call with
 // the expert its step uses.
-func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float32, txtRows *textContext, res *Result) ([][]float32, error) {
+func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float32, txtRows *textContext, res *Result, prev *previewer) ([][]float32, error) {
 	n := lat[0] * lat[1] * lat[2] * lat[3]
 	texts := map[*wan.Model]*wan.Text{}
 	drop := func(m *wan.Model) {
@@ -381,29 +396,33 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 			}
 			texts[m] = txt
 		}
-		in := inputs[s]
-		if in == nil {
-			in = make([]float32, n+len(y))
-			copy(in[n:], y)
-			inputs[s] = in
-		}
-		copy(in, x)
+		in := netInput(inputs[s], x, y)
+		inputs[s] = in
 		done := st.Index*r.Samples + s
 		e.report(Event{Stage: "step", Done: done, Total: r.Steps * r.Samples, Note: x16.String()})
 		v, err := m.Forward(in, []int{m.Config.InDim, lat[1], lat[2], lat[3]}, st.Timestep, txt)
 		if err == nil {
 			e.report(Event{Stage: "step", Done: done + 1, Total: r.Steps * r.Samples, Note: x16.String()})
+			err = prev.after(s, st, x, v)
 		}
 		return v, err
 	}
 	run := func(s int, v sampler.Velocity) ([]float32, error) {
 		rcm := sampler.RCM{Steps: r.Steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
-		return rcm.Sample(n, sampler.NewGaussian(r.Seed+uint64(s)), v)
+		return rcm.Sample(n, e.noiseSource(r.Seed+uint64(s)), v)
 	}
 	t0 := time.Now()
 	out, err := lockstep(r.Samples, run, serve)
 	res.Timings = append(res.Timings, Timing{"sample", time.Since(t0) - loadTime})
 	return out, err
+}
+
+// noiseSource is the noise of the sample with this seed.
+func (e *Engine) noiseSource(seed uint64) sampler.Noise {
+	if e.noise != nil {
+		return e.noise(seed)
+	}
+	return sampler.NewGaussian(seed)
 }
 
 // timedStage runs one pipeline stage and records how long it took.

@@ -40,8 +40,9 @@ const encodeQueue = 2
 // call is what one Generate call passes down to the decode stage, which
 // text-to-video and image-to-video share.
 type call struct {
-	ctx    context.Context
-	output string
+	ctx      context.Context
+	output   string
+	encoding video.Encoding
 }
 
 // checkOutput rejects an output name video.Write would refuse, before any
@@ -86,7 +87,7 @@ func (e *Engine) decodeStreaming(res *Result, lat [4]int, fps int, stage func(st
 	var vshape []int
 	out := &Output{Path: path, Streamed: true}
 	err := stage("decode+encode", func() error {
-		enc := startEncoder(path, fps)
+		enc := startEncoder(path, fps, e.call.encoding)
 		err := e.decoder.DecodeChunks(res.Latents[0], []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -129,7 +130,7 @@ func (e *Engine) writeAfterDecode(res *Result, stage func(string, func() error) 
 	out := &Output{}
 	if err := stage("write", func() (err error) {
 		t0 := time.Now()
-		out.Path, out.Note, err = WriteOutput(e.call.output, res.Clip)
+		out.Path, out.Note, err = WriteOutputWith(e.call.output, res.Clip, e.call.encoding)
 		out.EncodeBusy = time.Since(t0)
 		return err
 	}); err != nil {
@@ -144,6 +145,7 @@ func (e *Engine) writeAfterDecode(res *Result, stage func(string, func() error) 
 type encoder struct {
 	path    string
 	fps     int
+	enc     video.Encoding
 	batches chan batch
 	done    chan struct{} // closed when the goroutine has returned
 	failed  chan struct{} // closed when err is set
@@ -159,8 +161,8 @@ type batch struct {
 	width, height int
 }
 
-func startEncoder(path string, fps int) *encoder {
-	enc := &encoder{path: path, fps: fps, batches: make(chan batch, encodeQueue), done: make(chan struct{}),
+func startEncoder(path string, fps int, e video.Encoding) *encoder {
+	enc := &encoder{path: path, fps: fps, enc: e, batches: make(chan batch, encodeQueue), done: make(chan struct{}),
 		failed: make(chan struct{}), stop: make(chan struct{})}
 	go enc.run()
 	return enc
@@ -184,7 +186,7 @@ func (enc *encoder) run() {
 
 func (enc *encoder) write(b batch) error {
 	if enc.w == nil {
-		w, err := video.NewMP4Writer(enc.path, b.width, b.height, enc.fps)
+		w, err := video.NewMP4WriterWith(enc.path, b.width, b.height, enc.fps, enc.enc)
 		if err != nil {
 			return err
 		}
@@ -267,7 +269,12 @@ func (enc *encoder) abort() {
 // WriteOutput writes the clip to path; without ffmpeg an .mp4 request falls
 // back to a .gif beside it and says so in the returned note.
 func WriteOutput(path string, c *video.Clip) (written, note string, err error) {
-	written, err = video.Write(path, c)
+	return WriteOutputWith(path, c, video.Encoding{})
+}
+
+// WriteOutputWith is WriteOutput with the x264 settings of enc for an MP4.
+func WriteOutputWith(path string, c *video.Clip, enc video.Encoding) (written, note string, err error) {
+	written, err = video.WriteWith(path, c, enc)
 	if errors.Is(err, video.ErrNoFFmpeg) {
 		gif := path[:len(path)-len(filepath.Ext(path))] + ".gif"
 		if _, serr := os.Stat(gif); serr == nil {

@@ -291,7 +291,7 @@ func stalledFFmpeg(t *testing.T) {
 func TestEncoderAbortStalledFFmpeg(t *testing.T) {
 	stalledFFmpeg(t)
 	dir := t.TempDir()
-	enc := startEncoder(filepath.Join(dir, "clip.mp4"), 16)
+	enc := startEncoder(filepath.Join(dir, "clip.mp4"), 16, video.Encoding{})
 	const w, h = 1024, 1024 // 3 MB frames: more than a pipe holds
 	frames := [][]uint8{make([]uint8, w*h*3), make([]uint8, w*h*3)}
 	for i := 0; i < 2; i++ {

@@ -45,6 +45,18 @@ type Options struct {
 	// KeepExperts keeps both image-to-video experts loaded between steps
 	// and requests (twice the DiT memory); otherwise only one is resident.
 	KeepExperts bool
+	// VAETile decodes in spatial tiles of at most VAETile×VAETile latent
+	// pixels (wanvae.VAE.SetTiling; 0: untiled): device memory is set by
+	// the tile, not the video, at the price of the decode's streaming (the
+	// frames come once the last tile is done).
+	VAETile int
+	// Encoding is the x264 setting of MP4 outputs (preset, CRF, …) unless
+	// a request sets its own; the zero value is video's default.
+	Encoding video.Encoding
+	// Preview decodes the live previews Request.OnPreview asks for; nil
+	// means the linear latent-to-RGB map fitted to the loaded VAE
+	// (wanvae.VAE.FitRGB). A tiny decoder (TAEHV) plugs in here.
+	Preview PreviewDecoder
 	// OpenCheckpoint opens a model file; nil means checkpoint.Open.
 	// Benchmarks substitute random weights at the real shapes.
 	OpenCheckpoint func(path string) (checkpoint.File, error)
@@ -84,6 +96,14 @@ type Request struct {
 	// Result.Output says how. A single-sample .mp4 is encoded by ffmpeg
 	// while the VAE decodes; otherwise the file is written after the decode.
 	Output string
+	// Encoding overrides Options.Encoding field by field (zero fields keep
+	// the engine's).
+	Encoding video.Encoding
+
+	// OnPreview, when set, gets a Preview after every sampling step of
+	// every sample. It runs on the sampling goroutine between steps, so it
+	// should hand slow work (writing files, sending to clients) elsewhere.
+	OnPreview func(Preview)
 }
 
 // Event reports progress: Stage is "tokenize", "encode", "load-dit",
@@ -120,6 +140,10 @@ type Engine struct {
 	notes    []string
 	Progress func(Event)
 
+	// noise makes a sample's noise source from its seed; nil means
+	// sampler.NewGaussian. Tests replay the reference's recorded draws.
+	noise func(seed uint64) sampler.Noise
+
 	tok     *tokenizer.Tokenizer
 	enc     *umt5.Encoder
 	cache   *umt5.Cache
@@ -141,6 +165,12 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 	}
 	if opt.OpenCheckpoint == nil {
 		e.opt.OpenCheckpoint = checkpoint.Open
+	}
+	if err := opt.Encoding.Validate(); err != nil {
+		return nil, fmt.Errorf("options: encoding: %w", err)
+	}
+	if opt.VAETile < 0 {
+		return nil, fmt.Errorf("options: VAE tile %d latent pixels: must be 0 (untiled) or positive", opt.VAETile)
 	}
 	var ok bool
 	if e.dit, ok = b.(backend.DiT); !ok {
@@ -230,6 +260,9 @@ func (r *Request) Validate() error {
 			return err
 		}
 	}
+	if err := r.Encoding.Validate(); err != nil {
+		return fmt.Errorf("encoding: %w", err)
+	}
 	if _, err := LatentShape(r.Frames, r.Size); err != nil {
 		return err
 	}
@@ -241,7 +274,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	e.call = call{ctx: ctx, output: r.Output}
+	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding)}
 	defer func() { e.call = call{} }()
 	if r.Image != "" {
 		return e.generateI2V(ctx, r)
@@ -328,11 +361,20 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 		return nil, fmt.Errorf("%s is an image-to-video model (%d input channels); text-to-video needs a T2V checkpoint", e.opt.DiT, e.model.Config.InDim)
 	}
 	n := tensor.NumElements(shape)
+	var prev *previewer
+	if r.OnPreview != nil {
+		if err := stage("preview setup", func() (err error) {
+			prev, err = e.newPreviewer(r, shape)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
 	for s := 0; s < r.Samples; s++ {
 		var latent []float32
 		err := stage(fmt.Sprintf("sample %d", s+1), func() error {
 			var err error
-			latent, err = e.sample(ctx, r, s, shape, n, texts)
+			latent, err = e.sample(ctx, r, s, shape, n, texts, prev)
 			return err
 		})
 		if err != nil {
@@ -387,7 +429,7 @@ func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(stri
 }
 
 // sample runs the sampler for one sample.
-func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n int, texts []*wan.Text) ([]float32, error) {
+func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n int, texts []*wan.Text, prev *previewer) ([]float32, error) {
 	noise := sampler.NewGaussian(r.Seed + uint64(idx))
 	steps := r.Steps
 	velocity := func(txt *wan.Text) sampler.Velocity {
@@ -404,6 +446,7 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 			out, err := v(st, x)
 			if err == nil {
 				e.report(Event{Stage: "step", Done: st.Index + 1, Total: steps})
+				err = prev.after(idx, st, x, out)
 			}
 			return out, err
 		}
@@ -539,8 +582,32 @@ func (e *Engine) loadVAE() error {
 	if err != nil {
 		return err
 	}
+	if err := v.SetTiling(e.opt.VAETile); err != nil {
+		v.Free()
+		return err
+	}
 	e.decoder = v
 	return nil
+}
+
+// mergeEncoding is base with the fields req sets.
+func mergeEncoding(base, req video.Encoding) video.Encoding {
+	if req.Preset != "" {
+		base.Preset = req.Preset
+	}
+	if req.CRF != 0 {
+		base.CRF = req.CRF
+	}
+	if req.Tune != "" {
+		base.Tune = req.Tune
+	}
+	if req.Threads != 0 {
+		base.Threads = req.Threads
+	}
+	if req.Params != "" {
+		base.Params = req.Params
+	}
+	return base
 }
 
 // tile places samples side by side in each frame, as the reference does for

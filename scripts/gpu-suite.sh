@@ -10,6 +10,8 @@
 # SUITE_PARTS limits the bench (default attention,gemm,ops,dit);
 # SUITE_TESTS is a -test.run regexp for the other op families (default all);
 # SUITE_PTXAS=1 adds the attention kernels' register/spill report.
+# SUITE_E2E=0, SUITE_ENCODE=0, SUITE_VAE_TILE=0 leave out bench e2e (plain and
+# --preview), bench encode (x264 settings) and the tiled VAE decode bench.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +80,16 @@ run)
 		if [ "${SUITE_E2E:-1}" = 1 ] && [ -d .gpu/golden/tokenizer ]; then
 			echo "== bench e2e (every text-to-video stage, real shapes, random weights)"
 			.gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2
+			echo "== bench e2e with live previews"
+			.gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --preview
+		fi
+		if [ "${SUITE_ENCODE:-1}" = 1 ] && command -v ffmpeg >/dev/null; then
+			echo "== bench encode (x264 settings on this machine's cores)"
+			.gpu/turbodiffusion bench encode --tunes none,zerolatency
+		fi
+		if [ "${SUITE_VAE_TILE:-1}" = 1 ]; then
+			echo "== VAE decode tiled vs untiled, 480p and 720p (time, peak memory)"
+			.gpu/cuda.test -test.run XXX -test.bench VAEDecodeTiled -test.benchtime 2x
 		fi
 		echo "== bench (PyTorch, same card)"
 		PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"

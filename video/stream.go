@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"time"
 )
 
 // MP4Writer encodes frames into an MP4 file as they come, through one
@@ -27,9 +28,17 @@ type MP4Writer struct {
 	err           error // the first failure, returned by every later call
 }
 
-// NewMP4Writer starts ffmpeg (libx264, yuv420p, CRF 25, like WriteMP4) on
-// a temporary file beside path.
+// NewMP4Writer starts ffmpeg (libx264, yuv420p, the default Encoding, like
+// WriteMP4) on a temporary file beside path.
 func NewMP4Writer(path string, width, height, fps int) (*MP4Writer, error) {
+	return NewMP4WriterWith(path, width, height, fps, Encoding{})
+}
+
+// NewMP4WriterWith is NewMP4Writer with the x264 settings of enc.
+func NewMP4WriterWith(path string, width, height, fps int, enc Encoding) (*MP4Writer, error) {
+	if err := enc.Validate(); err != nil {
+		return nil, fmt.Errorf("video: %s: %w", path, err)
+	}
 	if width <= 0 || height <= 0 {
 		return nil, fmt.Errorf("video: %s: bad frame size %dx%d", path, width, height)
 	}
@@ -45,11 +54,11 @@ func NewMP4Writer(path string, width, height, fps int) (*MP4Writer, error) {
 		return nil, err
 	}
 	w := &MP4Writer{path: path, tmp: tmp, width: width, height: height, stderr: &tailBuffer{max: 8 << 10}}
-	w.cmd = exec.Command(ff, "-y", "-loglevel", "error",
+	args := []string{"-y", "-loglevel", "error",
 		"-f", "rawvideo", "-vcodec", "rawvideo", "-s", fmt.Sprintf("%dx%d", width, height),
-		"-pix_fmt", "rgb24", "-r", fmt.Sprintf("%d.00", fps), "-i", "-", "-an",
-		"-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", fmt.Sprint(CRF),
-		"-f", "mp4", tmp)
+		"-pix_fmt", "rgb24", "-r", fmt.Sprintf("%d.00", fps), "-i", "-", "-an"}
+	args = append(args, enc.x264Args()...)
+	w.cmd = exec.Command(ff, append(args, "-f", "mp4", tmp)...)
 	w.cmd.Stderr = w.stderr
 	if w.stdin, err = w.cmd.StdinPipe(); err == nil {
 		err = w.cmd.Start()
@@ -118,6 +127,15 @@ func (w *MP4Writer) Close() error {
 		return w.err
 	}
 	return nil
+}
+
+// CPUTime is the CPU time (user + system) ffmpeg used, known after a
+// successful Close.
+func (w *MP4Writer) CPUTime() time.Duration {
+	if w.cmd.ProcessState == nil {
+		return 0
+	}
+	return w.cmd.ProcessState.UserTime() + w.cmd.ProcessState.SystemTime()
 }
 
 // Kill stops ffmpeg at once and may be called from any goroutine: a

@@ -68,9 +68,14 @@ func FFmpeg() (string, error) {
 // (needs ffmpeg), .gif, or a directory of PNG frames for any path ending in
 // a slash or without extension. It returns the path actually written.
 func Write(path string, c *Clip) (string, error) {
+	return WriteWith(path, c, Encoding{})
+}
+
+// WriteWith is Write with the x264 settings of enc for an MP4.
+func WriteWith(path string, c *Clip, enc Encoding) (string, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".mp4":
-		return path, WriteMP4(path, c)
+		return path, WriteMP4With(path, c, enc)
 	case ".gif":
 		return path, WriteGIF(path, c)
 	case "":
@@ -80,12 +85,16 @@ func Write(path string, c *Clip) (string, error) {
 }
 
 // WriteMP4 encodes the clip as H.264 (libx264, yuv420p, CRF 25) at the
-// clip's frame rate, like the reference's imageio.mimsave call.
-func WriteMP4(path string, c *Clip) error {
+// clip's frame rate, like the reference's imageio.mimsave call (whose x264
+// runs at its default preset, medium; ours is DefaultPreset).
+func WriteMP4(path string, c *Clip) error { return WriteMP4With(path, c, Encoding{}) }
+
+// WriteMP4With is WriteMP4 with the x264 settings of enc.
+func WriteMP4With(path string, c *Clip, enc Encoding) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	w, err := NewMP4Writer(path, c.Width, c.Height, c.FPS)
+	w, err := NewMP4WriterWith(path, c.Width, c.Height, c.FPS, enc)
 	if err != nil {
 		return err
 	}

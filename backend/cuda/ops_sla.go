@@ -13,7 +13,8 @@ const slaChunk = 256
 
 // sparseLinearAttention is SLA/SageSLA self-attention
 // (backend.DiTOps.SparseLinearAttention) on the GPU, the CPU backend's
-// semantics (package sla): q, k, v [L, heads·128] or [B, L, heads·128], F32
+// semantics (package sla): q, k, v [L, heads·d] or [B, L, heads·d], d 128
+// or 64, F32
 // or BF16, rounded to bf16 inside; the block map is computed in the inputs'
 // dtype; the result has q's dtype and bf16-exact values. Zero block sizes
 // default to SLA 128/64, SageSLA 64/128; each may be 64 or 128.
@@ -42,17 +43,17 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 	}
 	const op = "cuda: SparseLinearAttention"
 	batches, L, d := backend.SLAShape(op, qt, kt, vt, heads)
-	if d != 128 {
-		backend.Fail("%s: head dim %d not supported (the CUDA kernels take 128)", op, d)
+	if d != 128 && d != 64 {
+		backend.Fail("%s: head dim %d not supported (the CUDA kernels take 128 or 64)", op, d)
 	}
 	p.batches = batches
-	g := sla.Geometry{L: L, Heads: heads, D: 128, TopK: cfg.TopK}
+	g := sla.Geometry{L: L, Heads: heads, D: d, TopK: cfg.TopK}
 	g.BlockQ, g.BlockK, p.sage = cfg.Blocks(op)
 	if (g.BlockQ != 64 && g.BlockQ != 128) || (g.BlockK != 64 && g.BlockK != 128) {
 		backend.Fail("cuda: SparseLinearAttention: block sizes %d/%d not supported (query and key blocks must be 64 or 128)", g.BlockQ, g.BlockK)
 	}
 	if g.L > 0 && p.batches > 0 {
-		if err := g.Check(g.L * heads * 128); err != nil {
+		if err := g.Check(g.L * heads * d); err != nil {
 			backend.FailErr(err)
 		}
 	}
@@ -61,10 +62,10 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 	}
 	p.override = cfg.BlockMap
 	checkFloat("SparseLinearAttention proj_l weight", T(projW))
-	backend.CheckShape("cuda: SparseLinearAttention proj_l weight", projW, 128, 128)
+	backend.CheckShape("cuda: SparseLinearAttention proj_l weight", projW, d, d)
 	if projB != nil {
 		checkFloat("SparseLinearAttention proj_l bias", T(projB))
-		backend.CheckShape("cuda: SparseLinearAttention proj_l bias", projB, 128)
+		backend.CheckShape("cuda: SparseLinearAttention proj_l bias", projB, d)
 	}
 	p.bf16Map = p.q.dt == tensor.BF16 && p.k.dt == tensor.BF16
 	p.g = g
@@ -76,11 +77,22 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
 	defer keepAlive(qt, kt, vt, projW, projB) // until the kernels are queued (see keepAlive)
 	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
-	return b.slaRun(p, projW, projB, keepMap, p.sage && b.sageFP8())
+	k := slaKernels{tma: !p.sage && b.slaTMA(), linFused: b.slaLinFused()}
+	if p.sage {
+		k.sageTMA = sageTMAFits(p.g) && b.sageTMA()
+		k.fp8 = !k.sageTMA && b.sageFP8()
+	}
+	return b.slaRun(p, projW, projB, keepMap, k)
 }
 
-// slaRun runs a checked call; fp8 picks SageSLA's e4m3 P·V kernel.
-func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bool) (backend.Tensor, backend.Tensor) {
+// slaKernels picks the sparse kernels of one call: fp8, SageSLA's e4m3 P·V
+// mma.sync kernel; tma, SLA's Hopper kernel (sla_sparse_sm90a.cu) instead
+// of the mma.sync one; sageTMA, SageSLA's Hopper kernel; linFused, the
+// fused linear branch (sla_lin_* kernels) instead of the unfused one.
+type slaKernels struct{ fp8, tma, sageTMA, linFused bool }
+
+// slaRun runs a checked call with the kernels in k.
+func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k slaKernels) (backend.Tensor, backend.Tensor) {
 	g, B := p.g, p.batches
 	if g.L == 0 || B == 0 {
 		defer b.enter()()
@@ -120,19 +132,27 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bo
 		given = T(gt)
 	}
 
-	L, H, W := g.L, g.Heads, g.Heads*128
+	L, H, D := g.L, g.Heads, g.D
+	W := H * D
 	qb, kb := g.QBlocks(), g.KBlocks()
 	var lut, cnt, bmap, ksum, opre *Tensor
+	var ol backend.Tensor
 	func() {
 		defer b.enter()()
 		lut, cnt, bmap, ksum = b.slaSelect(p, given, keepMap)
-		opre = b.slaLinear(q16, k16, v16, B, L, H)
+		if k.linFused {
+			ol = b.slaLinearFused(q16, k16, v16, w16, tPtr(b16), B, L, H, D)
+		} else {
+			opre = b.slaLinear(q16, k16, v16, B, L, H, D)
+		}
 	}()
 	defer b.Free(lut)
 	defer b.Free(cnt)
 	defer b.Free(ksum)
-	ol := b.Linear(b.Reshape(opre, B*L*H, 128), w16, b16)
-	b.Free(opre)
+	if ol == nil {
+		ol = b.Linear(b.Reshape(opre, B*L*H, D), w16, b16)
+		b.Free(opre)
+	}
 	defer b.Free(ol)
 
 	defer b.enter()()
@@ -140,8 +160,12 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bo
 	odt := dtCode(out.dt)
 	grid := [3]int{qb, H, B}
 	if !p.sage {
-		scale := float32(math.Pow(128, -0.5) * 1.4426950408889634)
-		smem := (g.BlockQ*136 + 4*g.BlockK*136) * 2
+		scale := float32(math.Pow(float64(D), -0.5) * 1.4426950408889634)
+		if k.tma {
+			b.slaSparseTMA(g, B, q16, k16, v16, T(ol), out, lut, cnt, scale)
+			return out, nilIfNone(bmap)
+		}
+		smem := (g.BlockQ*(D+8) + 4*g.BlockK*(D+8)) * 2
 		b.launch(b.fn("sla_sparse.cu", slaKernelName("sla_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 			q16.buf.ptr, k16.buf.ptr, v16.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt, lut.buf.ptr, cnt.buf.ptr,
 			int32(L), int32(H), int32(qb), int32(kb), scale)
@@ -151,7 +175,7 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bo
 	// over the bf16 copy), e4m3 V with per-channel scales.
 	ks16 := ksum
 	if !p.bf16Map {
-		ks16 = b.colSum(k16, B, L, H, true)
+		ks16 = b.colSum(k16, B, L, H, D, true)
 		defer b.Free(ks16)
 	}
 	qi := b.newTensor(tensor.I8, []int{B, L, W})
@@ -163,28 +187,33 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bo
 	sk := b.newTensor(tensor.F32, []int{B, H, kb})
 	defer b.Free(sk)
 	quant := b.fn("sla_sage.cu", "sage_quant_kernel")
-	b.launch(quant, grid, [3]int{128, 1, 1}, 0, qi.buf.ptr, sq.buf.ptr, q16.buf.ptr, uintptr(0), int32(L), int32(H), int32(g.BlockQ), int32(qb))
-	b.launch(quant, [3]int{kb, H, B}, [3]int{128, 1, 1}, 0, ki.buf.ptr, sk.buf.ptr, k16.buf.ptr, ks16.buf.ptr, int32(L), int32(H), int32(g.BlockK), int32(kb))
+	b.launch(quant, grid, [3]int{D, 1, 1}, 0, qi.buf.ptr, sq.buf.ptr, q16.buf.ptr, uintptr(0), int32(L), int32(H), int32(g.BlockQ), int32(qb))
+	b.launch(quant, [3]int{kb, H, B}, [3]int{D, 1, 1}, 0, ki.buf.ptr, sk.buf.ptr, k16.buf.ptr, ks16.buf.ptr, int32(L), int32(H), int32(g.BlockK), int32(kb))
 	vamax := b.newTensor(tensor.I32, []int{B, W})
 	defer b.Free(vamax)
 	b.memset0(vamax)
-	b.launch(b.fn("sla_sage.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
+	b.launch(b.fn("sla_sage.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{D, 1, 1}, 0,
 		vamax.buf.ptr, v16.buf.ptr, int32(L), int32(H), int32(slaChunk))
 	vs := b.newTensor(tensor.F32, []int{B, W})
 	defer b.Free(vs)
-	sm := float32(1/math.Sqrt(128)) * float32(1.44269504088896340736)
+	sm := float32(1/math.Sqrt(float64(D))) * float32(1.44269504088896340736)
+	qstr := D + 16 // int8 code rows in shared memory (sla_sage.cuh QSTR)
 	qInK := 0
 	if g.BlockQ > g.BlockK {
-		qInK = g.BlockQ * 144 // else Q shares K's second stage
+		qInK = g.BlockQ * qstr // else Q shares K's second stage
 	}
-	if fp8 {
+	if k.fp8 || k.sageTMA {
 		// e4m3 bytes channel-major, keys padded to whole blocks.
 		Lp := kb * g.BlockK
 		v8t := b.newTensor(tensor.I8, []int{B, W, Lp})
 		defer b.Free(v8t)
 		b.launch(b.fn("sla_sage_fp8.cu", "sage_v8t_kernel"), [3]int{Lp / 32, W / 32, B}, [3]int{32, 8, 1}, 0,
 			v8t.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr, int32(L), int32(Lp), int32(W))
-		smem := 2*g.BlockK*144 + 2*128*(g.BlockK+16) + qInK // K codes and Vᵀ bytes, two stages
+		if k.sageTMA {
+			b.sageSparseTMA(g, B, qi, ki, v8t, sq, sk, vs, T(ol), out, lut, cnt, sm)
+			return out, nilIfNone(bmap)
+		}
+		smem := 2*g.BlockK*qstr + 2*D*(g.BlockK+16) + qInK // K codes and Vᵀ bytes, two stages
 		b.launch(b.fn("sla_sage_fp8.cu", slaKernelName("sage_fp8", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 			qi.buf.ptr, ki.buf.ptr, v8t.buf.ptr, int32(Lp), sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 			lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
@@ -195,14 +224,19 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap, fp8 bo
 	n := int64(B) * int64(L) * int64(W)
 	b.launch(b.fn("sla_sage.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
 		n, int64(L)*int64(W), int32(W))
-	smem := 2*g.BlockK*144 + 2*g.BlockK*136*2 + qInK // K codes and e4m3 V (as bf16), two stages
+	smem := 2*g.BlockK*qstr + 2*g.BlockK*(D+8)*2 + qInK // K codes and e4m3 V (as bf16), two stages
 	b.launch(b.fn("sla_sage.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 		qi.buf.ptr, ki.buf.ptr, v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 		lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
 	return out, nilIfNone(bmap)
 }
 
+// slaKernelName is the sm_80 kernel's name for g: prefix, "_d64" for head
+// dim 64, then the block sizes.
 func slaKernelName(prefix string, g sla.Geometry) string {
+	if g.D == 64 {
+		prefix += "_d64"
+	}
 	name := prefix + "_q128"
 	if g.BlockQ == 64 {
 		name = prefix + "_q64"
@@ -235,13 +269,13 @@ func (b *Backend) memset0(t *Tensor) {
 	}
 }
 
-// colSum returns the float64 channel sums of x [B, L, H·128] over L,
-// [B, H, 128] (rounding each value to bf16 first when rnd). Caller holds
+// colSum returns the float64 channel sums of x [B, L, H·D] over L,
+// [B, H, D] (rounding each value to bf16 first when rnd). Caller holds
 // the device.
-func (b *Backend) colSum(x *Tensor, B, L, H int, rnd bool) *Tensor {
-	s := b.newTensor(tensor.F64, []int{B, H, 128})
+func (b *Backend) colSum(x *Tensor, B, L, H, D int, rnd bool) *Tensor {
+	s := b.newTensor(tensor.F64, []int{B, H, D})
 	b.memset0(s)
-	b.launch(b.fn("sla_blockmap.cu", "sla_colsum_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{128, 1, 1}, 0,
+	b.launch(b.fn("sla_blockmap.cu", "sla_colsum_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{D, 1, 1}, 0,
 		s.buf.ptr, x.buf.ptr, dtCode(x.dt), b2i(rnd), int32(L), int32(H), int32(slaChunk))
 	return s
 }
@@ -259,18 +293,18 @@ func b2i(v bool) int32 {
 // channel sums of k (reused by SageSLA). Caller holds the device.
 func (b *Backend) slaSelect(p slaPlan, given *Tensor, keepMap bool) (lut, cnt, bmap, ksum *Tensor) {
 	g, B := p.g, p.batches
-	L, H := g.L, g.Heads
+	L, H, D := g.L, g.Heads, g.D
 	qb, kb := g.QBlocks(), g.KBlocks()
 	rnd := b2i(p.bf16Map)
-	ksum = b.colSum(p.k, B, L, H, p.bf16Map)
-	pq := b.newTensor(tensor.F32, []int{B, H, qb, 128})
+	ksum = b.colSum(p.k, B, L, H, D, p.bf16Map)
+	pq := b.newTensor(tensor.F32, []int{B, H, qb, D})
 	defer b.Free(pq)
-	pk := b.newTensor(tensor.F32, []int{B, H, 128, kb})
+	pk := b.newTensor(tensor.F32, []int{B, H, D, kb})
 	defer b.Free(pk)
 	pool := b.fn("sla_blockmap.cu", "sla_pool_kernel")
-	b.launch(pool, [3]int{qb, H, B}, [3]int{128, 1, 1}, 0, pq.buf.ptr, p.q.buf.ptr, dtCode(p.q.dt), rnd, uintptr(0),
+	b.launch(pool, [3]int{qb, H, B}, [3]int{D, 1, 1}, 0, pq.buf.ptr, p.q.buf.ptr, dtCode(p.q.dt), rnd, uintptr(0),
 		int32(L), int32(H), int32(g.BlockQ), int32(qb), int32(0))
-	b.launch(pool, [3]int{kb, H, B}, [3]int{128, 1, 1}, 0, pk.buf.ptr, p.k.buf.ptr, dtCode(p.k.dt), rnd, ksum.buf.ptr,
+	b.launch(pool, [3]int{kb, H, B}, [3]int{D, 1, 1}, 0, pk.buf.ptr, p.k.buf.ptr, dtCode(p.k.dt), rnd, ksum.buf.ptr,
 		int32(L), int32(H), int32(g.BlockK), int32(kb), int32(1))
 	lut = b.newTensor(tensor.I32, []int{B, H, qb, kb})
 	cnt = b.newTensor(tensor.I32, []int{B, H, qb})
@@ -286,27 +320,37 @@ func (b *Backend) slaSelect(p slaPlan, given *Tensor, keepMap bool) (lut, cnt, b
 	if p.sage {
 		mode = 1
 	}
-	b.launch(b.fn("sla_blockmap.cu", "sla_select_kernel"), [3]int{qb, H, B}, block256, kb*8,
+	b.launch(b.fn("sla_blockmap.cu", "sla_select_kernel"), [3]int{qb, H, B}, block256, selectSmem(kb),
 		lut.buf.ptr, cnt.buf.ptr, mapPtr, givenPtr, pq.buf.ptr, pk.buf.ptr, rnd, int32(qb), int32(kb), int32(H),
-		int32(g.Selected()), mode)
+		int32(g.Selected()), mode, int32(D))
 	return lut, cnt, bmap, ksum
+}
+
+// selectSmem is sla_select_kernel's dynamic shared memory for kb key
+// blocks: the scores, the selection flags and the sort keys.
+func selectSmem(kb int) int {
+	p := 1
+	for p < kb {
+		p <<= 1
+	}
+	return kb*8 + p*8
 }
 
 // slaLinear runs the linear branch up to proj_l's input: φ(q), φ(k) (channel
 // softmax), KVᵀ = Vᵀ·φ(k) and num = φ(q)·KV per head on cuBLASLt (bf16
-// results), ks = Σ_L φ(k), and o = num / (1e-5 + φ(q)·ks) as [B, L, H·128]
-// bf16. Caller holds the device.
-func (b *Backend) slaLinear(q, k, v *Tensor, B, L, H int) *Tensor {
-	W := H * 128
+// results), ks = Σ_L φ(k), and o = num / (1e-5 + φ(q)·ks) as [B, L, H·D]
+// bf16 (head dim D). Caller holds the device.
+func (b *Backend) slaLinear(q, k, v *Tensor, B, L, H, D int) *Tensor {
+	W := H * D
 	rows := int64(B) * int64(L) * int64(H)
 	fm := b.fn("sla_linear.cu", "sla_featmap_kernel")
 	fmGrid := [3]int{int((rows + 7) / 8), 1, 1}
-	qf := b.newTensor(tensor.BF16, []int{B, H, L, 128})
+	qf := b.newTensor(tensor.BF16, []int{B, H, L, D})
 	defer b.Free(qf)
-	b.launch(fm, fmGrid, block256, 0, qf.buf.ptr, q.buf.ptr, rows, int32(L), int32(H), int32(1))
+	b.launch(fm, fmGrid, block256, 0, qf.buf.ptr, q.buf.ptr, rows, int32(L), int32(H), int32(1), int32(D))
 	kf := b.newTensor(tensor.BF16, []int{B, L, W})
-	b.launch(fm, fmGrid, block256, 0, kf.buf.ptr, k.buf.ptr, rows, int32(L), int32(H), int32(0))
-	// Kfᵀ and Vᵀ [B, H·128, Lp], zero past L, so per head [128, Lp] rows.
+	b.launch(fm, fmGrid, block256, 0, kf.buf.ptr, k.buf.ptr, rows, int32(L), int32(H), int32(0), int32(D))
+	// Kfᵀ and Vᵀ [B, H·D, Lp], zero past L, so per head [D, Lp] rows.
 	Lp := (L + 63) / 64 * 64
 	tr := b.fn("layout.cu", "transpose_v_kernel")
 	trGrid := [3]int{Lp / 32, (W + 31) / 32, B}
@@ -317,33 +361,33 @@ func (b *Backend) slaLinear(q, k, v *Tensor, B, L, H int) *Tensor {
 	vT := b.newTensor(tensor.BF16, []int{B, W, Lp})
 	defer b.Free(vT)
 	b.launch(tr, trGrid, [3]int{32, 8, 1}, 0, vT.buf.ptr, v.buf.ptr, int32(L), int32(Lp), int32(W))
-	ks := b.newTensor(tensor.F32, []int{B, H, 128})
+	ks := b.newTensor(tensor.F32, []int{B, H, D})
 	defer b.Free(ks)
 	b.launch(b.fn("sla_linear.cu", "sla_rowsum_kernel"), [3]int{B * W, 1, 1}, block256, 0, ks.buf.ptr, kfT.buf.ptr, int32(Lp))
 
-	kv := b.newTensor(tensor.BF16, []int{B, H, 128, 128}) // KVᵀ: [c2][c1] = Σ_l v[l,c2]·φ(k)[l,c1]
+	kv := b.newTensor(tensor.BF16, []int{B, H, D, D}) // KVᵀ: [c2][c1] = Σ_l v[l,c2]·φ(k)[l,c1]
 	defer b.Free(kv)
-	num := b.newTensor(tensor.BF16, []int{B, H, L, 128})
+	num := b.newTensor(tensor.BF16, []int{B, H, L, D})
 	defer b.Free(num)
-	kvKey := gemmKey{m: 128, n: 128, k: Lp, ab: cudaR16BF, cd: cudaR16BF, bias: -1}
+	kvKey := gemmKey{m: D, n: D, k: Lp, ab: cudaR16BF, cd: cudaR16BF, bias: -1}
 	kvPlan, err := b.plan(kvKey)
 	if err != nil {
 		backend.FailErr(err)
 	}
-	numKey := gemmKey{m: L, n: 128, k: 128, ab: cudaR16BF, cd: cudaR16BF, bias: -1}
+	numKey := gemmKey{m: L, n: D, k: D, ab: cudaR16BF, cd: cudaR16BF, bias: -1}
 	numPlan, err := b.plan(numKey)
 	if err != nil {
 		backend.FailErr(err)
 	}
 	for bh := 0; bh < B*H; bh++ {
-		tOff := uintptr(bh) * 128 * uintptr(Lp) * 2 // head bh's rows of Kfᵀ / Vᵀ
-		kvOff := uintptr(bh) * 128 * 128 * 2
-		rowOff := uintptr(bh) * uintptr(L) * 128 * 2
+		tOff := uintptr(bh) * uintptr(D) * uintptr(Lp) * 2 // head bh's rows of Kfᵀ / Vᵀ
+		kvOff := uintptr(bh) * uintptr(D) * uintptr(D) * 2
+		rowOff := uintptr(bh) * uintptr(L) * uintptr(D) * 2
 		b.gemm(kvPlan, kvKey, vT.buf.ptr+tOff, kfT.buf.ptr+tOff, kv.buf.ptr+kvOff, 0)
 		b.gemm(numPlan, numKey, qf.buf.ptr+rowOff, kv.buf.ptr+kvOff, num.buf.ptr+rowOff, 0)
 	}
 	o := b.newTensor(tensor.BF16, []int{B, L, W})
 	b.launch(b.fn("sla_linear.cu", "sla_linear_norm_kernel"), fmGrid, block256, 0, o.buf.ptr, num.buf.ptr, qf.buf.ptr, ks.buf.ptr,
-		rows, int32(L), int32(H))
+		rows, int32(L), int32(H), int32(D))
 	return o
 }

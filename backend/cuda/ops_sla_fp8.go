@@ -112,8 +112,8 @@ func (b *Backend) checkSageFP8() (rel float64, err error) {
 		}
 	}()
 	p := slaCheck(q, k, v, heads, backend.SLAConfig{Kind: backend.SageSLA, TopK: 0.5}, pw, nil)
-	ref, _ := b.slaRun(p, pw, nil, false, false)
-	got, _ := b.slaRun(p, pw, nil, false, true)
+	ref, _ := b.slaRun(p, pw, nil, false, slaKernels{})
+	got, _ := b.slaRun(p, pw, nil, false, slaKernels{fp8: true})
 	defer b.Free(ref)
 	defer b.Free(got)
 	return checkRelL2(b.Download(got), b.Download(ref)), nil

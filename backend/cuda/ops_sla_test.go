@@ -21,13 +21,24 @@ type slaCase struct {
 	batch, L, H int
 	topk        float64
 	bq, bk      int // 0: the kind's default
+	d           int // head dim; 0: 128
+}
+
+// dim is the case's head dim.
+func (c slaCase) dim() int {
+	if c.d == 0 {
+		return 128
+	}
+	return c.d
 }
 
 var slaCases = []slaCase{
-	{"L=1000 ragged, 2 heads", 1, 1000, 2, 0.25, 0, 0},
-	{"batch 2, L=300, 3 heads", 2, 300, 3, 0.4, 0, 0},
-	{"L=640 blocks 128/128", 1, 640, 2, 0.3, 128, 128},
-	{"L=520 blocks 64/64", 1, 520, 1, 0.25, 64, 64},
+	{"L=1000 ragged, 2 heads", 1, 1000, 2, 0.25, 0, 0, 0},
+	{"batch 2, L=300, 3 heads", 2, 300, 3, 0.4, 0, 0, 0},
+	{"L=640 blocks 128/128", 1, 640, 2, 0.3, 128, 128, 0},
+	{"L=520 blocks 64/64", 1, 520, 1, 0.25, 64, 64, 0},
+	{"d=64, L=700 ragged, 3 heads", 1, 700, 3, 0.25, 0, 0, 64},
+	{"d=64, batch 2, L=450, blocks 64/128", 2, 450, 2, 0.3, 64, 128, 64},
 }
 
 var slaKinds = []backend.AttentionKind{backend.SLA, backend.SageSLA}
@@ -36,12 +47,13 @@ var slaKinds = []backend.AttentionKind{backend.SLA, backend.SageSLA}
 // for BF16 (so both backends see identical values), q and k scaled like
 // RMS-normed activations, with a per-block offset in k so key blocks differ.
 func slaData(r *rand.Rand, c slaCase, dt tensor.DType) (q, k, v []float32) {
-	n := c.batch * c.L * c.H * 128
+	W := c.H * c.dim()
+	n := c.batch * c.L * W
 	q, k, v = randn(r, n, 1), randn(r, n, 1), randn(r, n, 1)
-	off := randn(r, (c.L/32+1)*c.H*128, 0.7)
+	off := randn(r, (c.L/32+1)*W, 0.7)
 	for i := range k {
-		l := (i / (c.H * 128)) % c.L
-		k[i] += off[(l/32)*c.H*128+i%(c.H*128)]
+		l := (i / W) % c.L
+		k[i] += off[(l/32)*W+i%W]
 	}
 	if dt == tensor.BF16 {
 		for _, x := range [][]float32{q, k, v} {
@@ -58,7 +70,7 @@ func (c slaCase) cfg(kind backend.AttentionKind) backend.SLAConfig {
 // geometry is the CPU package's view of the case (defaults as both
 // backends choose them).
 func (c slaCase) geometry(kind backend.AttentionKind) sla.Geometry {
-	g := sla.Geometry{L: c.L, Heads: c.H, D: 128, TopK: c.topk, BlockQ: 128, BlockK: 64}
+	g := sla.Geometry{L: c.L, Heads: c.H, D: c.dim(), TopK: c.topk, BlockQ: 128, BlockK: 64}
 	if kind == backend.SageSLA {
 		g.BlockQ, g.BlockK = 64, 128
 	}
@@ -91,13 +103,13 @@ func TestSLABlockMapMatchesCPU(t *testing.T) {
 // selection must then follow torch.topk's rule (ascending block index).
 func TestSLABlockMapTies(t *testing.T) {
 	g, r := gpu(t), rng(t)
-	c := slaCase{"ties", 1, 1024, 2, 0.25, 0, 0}
+	c := slaCase{"ties", 1, 1024, 2, 0.25, 0, 0, 0}
 	for _, kind := range slaKinds {
 		q, k, v := slaData(r, c, tensor.BF16)
 		bk := c.geometry(kind).BlockK
-		pat := randn(r, 3*c.H*128, 1)
+		pat := randn(r, 3*c.H*c.dim(), 1)
 		tensor.RoundBF16Slice(pat)
-		W := c.H * 128
+		W := c.H * c.dim()
 		for l := 0; l < c.L; l++ {
 			copy(k[l*W:(l+1)*W], pat[((l/bk)%3)*W:((l/bk)%3+1)*W])
 		}
@@ -107,13 +119,14 @@ func TestSLABlockMapTies(t *testing.T) {
 
 func checkMapCase(t *testing.T, g *Backend, c slaCase, kind backend.AttentionKind, dt tensor.DType, q, k, v []float32) {
 	t.Helper()
-	shape := []int{c.batch, c.L, c.H * 128}
-	pw := g.Upload(tensor.BF16, []int{128, 128}, make([]float32, 128*128))
+	d := c.dim()
+	shape := []int{c.batch, c.L, c.H * d}
+	pw := g.Upload(tensor.BF16, []int{d, d}, make([]float32, d*d))
 	qt, kt, vt := g.Upload(dt, shape, q), g.Upload(dt, shape, k), g.Upload(dt, shape, v)
 	_, mt := g.slaForward(qt, kt, vt, c.H, c.cfg(kind), pw, nil, true)
 	got := g.Download(mt)
 	geo := c.geometry(kind)
-	n := c.L * c.H * 128
+	n := c.L * c.H * d
 	rows, bad, ties := 0, 0, 0
 	for bi := 0; bi < c.batch; bi++ {
 		scores, err := sla.PooledScores(q[bi*n:(bi+1)*n], k[bi*n:(bi+1)*n], geo, dt == tensor.BF16)
@@ -191,7 +204,8 @@ func TestSLAMatchesCPU(t *testing.T) {
 					}
 					t.Run(name, func(t *testing.T) {
 						q, k, v := slaData(r, sc, dt)
-						pwv, pbv := randn(r, 128*128, 1/math.Sqrt(128)), randn(r, 128, 0.1)
+						d := sc.dim()
+						pwv, pbv := randn(r, d*d, 1/math.Sqrt(float64(d))), randn(r, d, 0.1)
 						if zeroProj {
 							clear(pwv)
 							clear(pbv)
@@ -209,6 +223,8 @@ func TestSLAMatchesCPU(t *testing.T) {
 // with NVRTC 12.4+, used by default where it passes its start-up check).
 func TestSageSLAPVKernels(t *testing.T) {
 	g, c, r := gpu(t), cpu.New(), rng(t)
+	g.SetSageSparse("mma") // the P·V choice applies to the mma.sync kernels
+	defer g.SetSageSparse("")
 	defer g.SetSagePV("")
 	for _, pv := range []string{"bf16", "fp8"} {
 		g.SetSagePV(pv)
@@ -221,7 +237,174 @@ func TestSageSLAPVKernels(t *testing.T) {
 			for _, dt := range dtypes() {
 				t.Run(fmt.Sprintf("%s/%s/%v", pv, sc.name, dt), func(t *testing.T) {
 					q, k, v := slaData(r, sc, dt)
-					runSLAPair(t, g, c, sc, backend.SageSLA, dt, q, k, v, randn(r, 128*128, 1/math.Sqrt(128)), randn(r, 128, 0.1), nil)
+					d := sc.dim()
+					runSLAPair(t, g, c, sc, backend.SageSLA, dt, q, k, v, randn(r, d*d, 1/math.Sqrt(float64(d))), randn(r, d, 0.1), nil)
+				})
+			}
+		}
+	}
+}
+
+// TestSLASparseKernels runs SLA against the CPU with each sparse kernel:
+// mma.sync (any sm_80+) and the Hopper TMA/wgmma kernel (sm_90, used by
+// default where it passes its start-up check), on every case (both head
+// dims, all block sizes, batches, ragged ends) and on a given map whose
+// rows keep an odd number of key blocks (the Hopper kernel's half-empty
+// last stage) down to one block; then the two kernels against each other.
+func TestSLASparseKernels(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	defer g.SetSLASparse("")
+	for _, kern := range []string{"mma", "wgmma"} {
+		g.SetSLASparse(kern)
+		if got := g.SLASparseKernel(); !strings.HasPrefix(got, kern) {
+			if kern == "wgmma" && g.info.Arch == "sm_90" {
+				t.Fatalf("SLA sparse kernel %s unavailable on sm_90: %s", kern, got)
+			}
+			t.Logf("SLA sparse kernel %s not available here: %s", kern, got)
+			continue
+		}
+		t.Logf("SLA sparse kernel: %s", g.SLASparseKernel())
+		for _, sc := range slaCases {
+			t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
+				q, k, v := slaData(r, sc, tensor.BF16)
+				d := sc.dim()
+				runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, randn(r, d*d, 1/math.Sqrt(float64(d))), randn(r, d, 0.1), nil)
+			})
+		}
+		for _, d := range []int{128, 64} {
+			sc := slaCase{fmt.Sprintf("odd block counts, d=%d", d), 1, 900, 2, 0.25, 0, 0, d}
+			t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
+				geo := sc.geometry(backend.SLA)
+				m := make([]int8, geo.MapLen())
+				kb := geo.KBlocks()
+				for row := 0; row < len(m)/kb; row++ {
+					keep := 1 + 2*r.IntN((kb+1)/2) // 1, 3, 5, ...
+					for _, j := range r.Perm(kb)[:min(keep, kb)] {
+						m[row*kb+j] = 1
+					}
+				}
+				q, k, v := slaData(r, sc, tensor.BF16)
+				runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, make([]float32, d*d), nil, m)
+			})
+		}
+	}
+}
+
+// TestSageSLASparseKernels runs SageSLA against the CPU emulation with each
+// sparse kernel for the Hopper kernel's shape (query blocks 64, key blocks
+// 128, head dim 128): the mma.sync kernels and the Hopper int8/e4m3 wgmma
+// kernel (the default on sm_90 where it passes its start-up check), on
+// ragged ends, batches, several heads and on given maps down to one block
+// per row; then the two kernels against each other.
+func TestSageSLASparseKernels(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	defer g.SetSageSparse("")
+	cases := []slaCase{
+		{"L=1000 ragged, 2 heads", 1, 1000, 2, 0.25, 64, 128, 128},
+		{"batch 2, L=300, 3 heads", 2, 300, 3, 0.4, 64, 128, 128},
+		{"L=2048, 1 head, top-k 0.1", 1, 2048, 1, 0.1, 64, 128, 128},
+	}
+	outs := map[string][]float32{}
+	for _, kern := range []string{"mma", "wgmma"} {
+		g.SetSageSparse(kern)
+		if got := g.SageSparseKernel(); !strings.HasPrefix(got, kern) {
+			if kern == "wgmma" && g.info.Arch == "sm_90" {
+				t.Fatalf("SageSLA sparse kernel %s unavailable on sm_90: %s", kern, got)
+			}
+			t.Logf("SageSLA sparse kernel %s not available here: %s", kern, got)
+			continue
+		}
+		t.Logf("SageSLA sparse kernel: %s", g.SageSparseKernel())
+		r2 := rand.New(rand.NewPCG(11, 12)) // the same inputs for both kernels
+		for _, sc := range cases {
+			t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
+				q, k, v := slaData(r2, sc, tensor.BF16)
+				outs[kern+sc.name] = runSLAPair(t, g, c, sc, backend.SageSLA, tensor.BF16, q, k, v, randn(r2, 128*128, 1/math.Sqrt(128)), randn(r2, 128, 0.1), nil)
+			})
+		}
+		sc := slaCase{"given map, 1 to all blocks", 1, 900, 2, 0.25, 64, 128, 128}
+		t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
+			geo := sc.geometry(backend.SageSLA)
+			m := make([]int8, geo.MapLen())
+			kb := geo.KBlocks()
+			for row := 0; row < len(m)/kb; row++ {
+				for _, j := range r.Perm(kb)[:1+r.IntN(kb)] {
+					m[row*kb+j] = 1
+				}
+			}
+			q, k, v := slaData(r, sc, tensor.BF16)
+			runSLAPair(t, g, c, sc, backend.SageSLA, tensor.BF16, q, k, v, make([]float32, 128*128), nil, m)
+		})
+	}
+	for _, sc := range cases {
+		if a, b := outs["mma"+sc.name], outs["wgmma"+sc.name]; a != nil && b != nil {
+			rel := checkRelL2(b, a)
+			t.Logf("%s: Hopper vs mma.sync kernel rel-L2 %.2e", sc.name, rel)
+			if rel > 1e-2 {
+				t.Errorf("%s: Hopper and mma.sync SageSLA differ by rel-L2 %.2e", sc.name, rel)
+			}
+		}
+	}
+}
+
+// TestSageSLAVsSLARealShape compares SageSLA's sparse branch with SLA's
+// (float32 softmax and accumulation on bf16 operands) on the same block
+// map at the 480p Wan2.1 shape (L = 32760, 12 heads of 128, top-k 0.1,
+// blocks 64/128, random data, proj_l = 0 so only the sparse branches are
+// compared): the quantisation must keep the cosine ≥ 0.99 (issue 13).
+func TestSageSLAVsSLARealShape(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-shape comparison skipped in -short")
+	}
+	g, r := gpu(t), rng(t)
+	sc := slaCase{"480p", 1, 32760, 12, 0.1, 64, 128, 128}
+	q, k, v := slaData(r, sc, tensor.BF16)
+	shape := []int{1, sc.L, sc.H * 128}
+	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+	pw := g.Upload(tensor.BF16, []int{128, 128}, make([]float32, 128*128))
+	defer func() {
+		for _, x := range []backend.Tensor{qt, kt, vt, pw} {
+			g.Free(x)
+		}
+	}()
+	sage, mt := g.slaForward(qt, kt, vt, sc.H, sc.cfg(backend.SageSLA), pw, nil, true)
+	mf := g.Download(mt)
+	m := make([]int8, len(mf))
+	for i, x := range mf {
+		m[i] = int8(x)
+	}
+	cfg := sc.cfg(backend.SLA)
+	cfg.BlockMap = m
+	ref, _ := g.slaForward(qt, kt, vt, sc.H, cfg, pw, nil, false)
+	a, b := g.Download(sage), g.Download(ref)
+	cos := golden.Cosine(a, b)
+	t.Logf("SageSLA (%s) vs SLA (%s) on the same map: cosine %.5f, rel-L2 %.3e", g.SageSparseKernel(), g.SLASparseKernel(), cos, checkRelL2(a, b))
+	if !(cos >= 0.99) {
+		t.Errorf("cosine %.5f < 0.99", cos)
+	}
+}
+
+// TestSLALinearKernels runs SLA and SageSLA against the CPU with each
+// linear branch (unfused: feature maps, transposes, per-head GEMMs,
+// normalisation, Linear, the default; fused: the sla_lin_* kernels, where
+// they pass their start-up check) on every case, proj_l random and scaled
+// up so that the linear branch (φ(q)·KV/den, an average of v over all
+// tokens, ~L^-½) weighs in the output about as much as the sparse one.
+func TestSLALinearKernels(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	defer g.SetSLALinear("")
+	for _, kern := range []string{"unfused", "fused"} {
+		g.SetSLALinear(kern)
+		if got := g.SLALinearKernel(); !strings.HasPrefix(got, kern) {
+			t.Fatalf("SLA linear branch %s unavailable: %s", kern, got)
+		}
+		t.Logf("SLA linear branch: %s", g.SLALinearKernel())
+		for _, sc := range slaCases {
+			for _, kind := range slaKinds {
+				t.Run(fmt.Sprintf("%s/%s/%v", kern, sc.name, kind), func(t *testing.T) {
+					q, k, v := slaData(r, sc, tensor.BF16)
+					d := sc.dim()
+					runSLAPair(t, g, c, sc, kind, tensor.BF16, q, k, v, randn(r, d*d, 4/math.Sqrt(float64(d))), randn(r, d, 0.5), nil)
 				})
 			}
 		}
@@ -232,7 +415,7 @@ func TestSageSLAPVKernels(t *testing.T) {
 // rows keep between 1 and all key blocks.
 func TestSLAGivenMap(t *testing.T) {
 	g, c, r := gpu(t), cpu.New(), rng(t)
-	sc := slaCase{"given map", 1, 700, 2, 0.25, 0, 0}
+	sc := slaCase{"given map", 1, 700, 2, 0.25, 0, 0, 0}
 	for _, kind := range slaKinds {
 		geo := sc.geometry(kind)
 		m := make([]int8, geo.MapLen())
@@ -248,14 +431,15 @@ func TestSLAGivenMap(t *testing.T) {
 	}
 }
 
-func runSLAPair(t *testing.T, g *Backend, c *cpu.Backend, sc slaCase, kind backend.AttentionKind, dt tensor.DType, q, k, v, pwv, pbv []float32, m []int8) {
+func runSLAPair(t *testing.T, g *Backend, c *cpu.Backend, sc slaCase, kind backend.AttentionKind, dt tensor.DType, q, k, v, pwv, pbv []float32, m []int8) []float32 {
 	t.Helper()
-	shape := []int{sc.batch, sc.L, sc.H * 128}
+	d := sc.dim()
+	shape := []int{sc.batch, sc.L, sc.H * d}
 	qp, kp, vp := up(g, c, dt, shape, q), up(g, c, dt, shape, k), up(g, c, dt, shape, v)
-	pw := up(g, c, dt, []int{128, 128}, pwv)
+	pw := up(g, c, dt, []int{d, d}, pwv)
 	var gb, cb backend.Tensor
 	if pbv != nil {
-		pb := up(g, c, tensor.F32, []int{128}, pbv)
+		pb := up(g, c, tensor.F32, []int{d}, pbv)
 		gb, cb = pb.g, pb.c
 	}
 	cfg := sc.cfg(kind)
@@ -279,6 +463,7 @@ func runSLAPair(t *testing.T, g *Backend, c *cpu.Backend, sc slaCase, kind backe
 	}
 	t.Logf("%v: cosine %.6f, %.2f%% of values bit-identical", kind, golden.Cosine(got, want), 100*float64(same)/float64(len(got)))
 	golden.Compare(t, fmt.Sprintf("%v %v", kind, dt), got, want, slaTol(kind))
+	return got
 }
 
 // TestSLAGolden runs the set's SLA unit case (the official Triton
@@ -301,16 +486,25 @@ func TestSLAGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(qs) != 4 || qs[0] != 1 || qs[3] != 128 {
-		t.Fatalf("sla_unit q has shape %v, want [1, L, H, 128]", qs)
+	if len(qs) != 4 || qs[0] != 1 {
+		t.Fatalf("sla_unit q has shape %v, want [1, L, H, D]", qs)
 	}
-	L, H := qs[1], qs[2]
+	L, H, D := qs[1], qs[2], qs[3]
+	for _, c := range []struct {
+		key  string
+		want int
+	}{{"L", L}, {"H", H}, {"D", D}} {
+		if got := man.Int(t, "configs", "sla_unit", c.key); got != c.want {
+			t.Fatalf("manifest configs.sla_unit.%s = %d, but q has shape %v", c.key, got, qs)
+		}
+	}
 	cfg := backend.SLAConfig{Kind: backend.SLA, TopK: man.Number(t, "configs", "sla_unit", "topk_ratio"),
 		BlockQ: man.Int(t, "configs", "sla_unit", "BLKQ"), BlockK: man.Int(t, "configs", "sla_unit", "BLKK")}
-	geo := sla.Geometry{L: L, Heads: H, D: 128, BlockQ: cfg.BlockQ, BlockK: cfg.BlockK, TopK: cfg.TopK}
-	shape := []int{L, H * 128}
+	geo := sla.Geometry{L: L, Heads: H, D: D, BlockQ: cfg.BlockQ, BlockK: cfg.BlockK, TopK: cfg.TopK}
+	shape := []int{L, H * D}
 	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
-	pwt, pbt := g.Upload(tensor.BF16, []int{128, 128}, pw), g.Upload(tensor.BF16, []int{128}, pb)
+	pwt, pbt := g.Upload(tensor.BF16, []int{D, D}, pw), g.Upload(tensor.BF16, []int{D}, pb)
+	t.Logf("L=%d H=%d D=%d blocks %d/%d top-k %g; SLA sparse kernel: %s", L, H, D, cfg.BlockQ, cfg.BlockK, cfg.TopK, g.SLASparseKernel())
 	out, mt := g.slaForward(qt, kt, vt, H, cfg, pwt, pbt, true)
 	mf := g.Download(mt)
 	m := make([]int8, len(mf))
@@ -341,7 +535,7 @@ func TestSLAArgumentErrors(t *testing.T) {
 		name, want string
 		f          func()
 	}{
-		{"head dim", "head dim 64 not supported", func() { b.sparseLinearAttention(x, x, x, 4, base, pw, nil) }},
+		{"head dim", "head dim 32 not supported", func() { b.sparseLinearAttention(x, x, x, 8, base, pw, nil) }},
 		{"heads", "not divisible into 3 heads", func() { b.sparseLinearAttention(x, x, x, 3, base, pw, nil) }},
 		{"shape", "differs from q's", func() { b.sparseLinearAttention(x, fakeTensor(bf, 301, 256), x, 2, base, pw, nil) }},
 		{"rank", "[L, heads·d] or [B, L, heads·d]", func() {
@@ -384,19 +578,29 @@ func BenchmarkSLA480p(b *testing.B) {
 	defer func() { g.Poison = true }()
 	const L, H = 32760, 12
 	r := rand.New(rand.NewPCG(3, 4))
-	sc := slaCase{"480p", 1, L, H, 0.1, 0, 0}
+	sc := slaCase{"480p", 1, L, H, 0.1, 0, 0, 0}
 	q, k, v := slaData(r, sc, tensor.BF16)
 	shape := []int{L, H * 128}
 	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
 	pw := g.Upload(tensor.BF16, []int{128, 128}, randn(r, 128*128, 0.05))
 	pb := g.Upload(tensor.BF16, []int{128}, randn(r, 128, 0.05))
 	defer g.SetSagePV("")
+	defer g.SetSLASparse("")
 	for _, run := range []struct {
 		kind backend.AttentionKind
 		pv   string
-	}{{backend.SLA, ""}, {backend.SageSLA, "bf16"}, {backend.SageSLA, "fp8"}} {
+		sp   string
+	}{{backend.SLA, "", "mma"}, {backend.SLA, "", "wgmma"}, {backend.SageSLA, "bf16", ""}, {backend.SageSLA, "fp8", ""}} {
 		kind := run.kind
 		name := kind.String()
+		if run.sp != "" {
+			g.SetSLASparse(run.sp)
+			if !strings.HasPrefix(g.SLASparseKernel(), run.sp) {
+				b.Logf("SLA sparse kernel %s not available: %s", run.sp, g.SLASparseKernel())
+				continue
+			}
+			name += "/sparse=" + run.sp
+		}
 		if run.pv != "" {
 			g.SetSagePV(run.pv)
 			if !strings.HasPrefix(g.SagePVKernel(), run.pv) {

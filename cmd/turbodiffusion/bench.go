@@ -31,6 +31,8 @@ type benchFlags struct {
 	quant               bool
 	attnKernels         string
 	attnWarmMS          float64
+	attention           string
+	topk                float64
 	device              string
 }
 
@@ -56,6 +58,8 @@ func init() {
 	cmd.Flags().BoolVar(&f.quant, "quant", false, "DiT forward with W8A8 int8 block Linears (the random weights quantised as `quantize` does, via a temporary file)")
 	cmd.Flags().BoolVar(&f.exactRounding, "exact-rounding", false, "DiT forward without fusions that skip a bf16 rounding (the baseline of those fusions)")
 	cmd.Flags().StringVar(&f.attnKernels, "attention-kernels", "", "comma-separated attention kernels to time (mma, wgmma:<variant>); empty: mma and every wgmma variant")
+	cmd.Flags().StringVar(&f.attention, "attention", "dense", "self-attention of the DiT forward: dense, sla or sagesla")
+	cmd.Flags().Float64Var(&f.topk, "topk", 0.1, "SLA/SageSLA fraction of key blocks kept in the DiT forward")
 	cmd.Flags().Float64Var(&f.attnWarmMS, "attention-warmup-ms", 0, "run each attention kernel about this long before timing it, so every kernel is timed at the card's power-capped steady clock (0: two warm-up runs)")
 	root.AddCommand(cmd)
 }
@@ -73,11 +77,18 @@ type benchResult struct {
 
 func runBench(w io.Writer, f *benchFlags) (err error) {
 	switch f.device {
-	case "auto", "cuda":
+	case "", "auto", "cuda":
 	case "cpu":
 		return fmt.Errorf("--device cpu: the microbenchmarks time CUDA kernels; time the CPU backend with `bench e2e --device cpu` or `go test -bench . ./backend/cpu ./models/wan`")
 	default:
 		return fmt.Errorf("--device %q: choose auto or cuda", f.device)
+	}
+	attn, err := parseAttention(f.attention)
+	if err != nil {
+		return err
+	}
+	if attn != backend.Dense && !(f.topk > 0 && f.topk <= 1) {
+		return fmt.Errorf("--topk %g: want a fraction in (0, 1]", f.topk)
 	}
 	b, err := cuda.Open()
 	if err != nil {
@@ -186,6 +197,9 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 					Note: fmt.Sprintf("(after %.0f ms of warm-up)", f.attnWarmMS)})
 			}
 			b.SetAttentionKernel("")
+			if a.what == "self" && a.d == hd {
+				benchSLA(b, q, k, v, a.lq, a.heads, a.d, time1)
+			}
 			b.Free(q)
 			b.Free(k)
 			b.Free(v)
@@ -225,7 +239,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 		}
 	}
 	if parts["dit"] {
-		r, err := benchDiT(w, b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3), f)
+		r, err := benchDiT(w, b, cfg, latT, f.h/8, f.w/8, max(3, f.iters/3), f, attn)
 		if err != nil {
 			fmt.Fprintf(w, "DiT forward: FAILED: %v\n", err)
 		} else {
@@ -245,7 +259,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 // benchDiT loads cfg with random bf16 weights and times Forward on a random
 // latent [16, T, H, W] (wall clock: Forward returns host data, so it is
 // synchronous), text embedded once as a sampler does.
-func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int, f *benchFlags) (r benchResult, err error) {
+func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int, f *benchFlags, attn backend.AttentionKind) (r benchResult, err error) {
 	ck := randomDiT(cfg)
 	t0 := time.Now()
 	if f.quant {
@@ -265,7 +279,11 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 		}
 		defer ck.Close()
 	}
-	m, err := wan.Load(b, ck, wan.Options{DType: tensor.BF16, Attention: backend.Dense, ExactRounding: f.exactRounding})
+	opt := wan.Options{DType: tensor.BF16, Attention: attn, ExactRounding: f.exactRounding}
+	if attn != backend.Dense {
+		opt.TopK = f.topk
+	}
+	m, err := wan.Load(b, ck, opt)
 	if err != nil {
 		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
 	}
@@ -312,7 +330,11 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 		fmt.Fprintf(out, "GPU time per kernel, one %s forward (CUDA events per launch):\n%s", cfg.Name, cuda.FormatProfile(prof, gpuMS))
 	}
 	L := T * (H / 2) * (W / 2)
-	name := fmt.Sprintf("DiT forward %s L=%d (dense, bf16)", cfg.Name, L)
+	what := attn.String()
+	if attn != backend.Dense {
+		what += fmt.Sprintf(" top-k %g", f.topk)
+	}
+	name := fmt.Sprintf("DiT forward %s L=%d (%s, bf16)", cfg.Name, L, what)
 	if f.exactRounding {
 		name = strings.TrimSuffix(name, ")") + ", exact rounding)"
 	}
@@ -322,6 +344,52 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	return benchResult{Name: name, MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
 			load.Seconds(), gpuMS, 100*(med-gpuMS)/med)}, nil
+}
+
+// benchSLA times SLA and SageSLA self-attention on q, k, v [L, heads·d]
+// at top-k 0.05, 0.1 and 0.2, each call the whole op (block map,
+// quantisation, linear branch with proj_l, sparse branch and the add); SLA
+// at top-k 0.1 also with the mma.sync sparse kernel where the Hopper one is
+// the default. TFLOP/s count the dense attention the op replaces.
+func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 func(string, float64, float64, func())) {
+	rnd := newFastRand(3)
+	pw := b.Upload(tensor.BF16, []int{d, d}, scaled(rnd.normal(d*d), float32(1/math.Sqrt(float64(d)))))
+	pb := b.Upload(tensor.BF16, []int{d}, scaled(rnd.normal(d), 0.1))
+	defer b.Free(pw)
+	defer b.Free(pb)
+	dense := 4 * float64(L) * float64(L) * float64(d) * float64(heads)
+	run := func(kind backend.AttentionKind, topk float64) {
+		cfg := backend.SLAConfig{Kind: kind, TopK: topk}
+		name := fmt.Sprintf("%s top-k %.2f L=%d h=%d d=%d", kind, topk, L, heads, d)
+		kern := b.SLASparseKernel()
+		if kind == backend.SageSLA {
+			kern = b.SageSparseKernel()
+		}
+		name += " [" + strings.Fields(kern)[0] + "]"
+		time1(name, dense, 0, func() { b.Free(b.SparseLinearAttention(q, k, v, heads, cfg, pw, pb)) })
+	}
+	for _, kind := range []backend.AttentionKind{backend.SLA, backend.SageSLA} {
+		for _, topk := range []float64{0.05, 0.1, 0.2} {
+			run(kind, topk)
+		}
+	}
+	if strings.HasPrefix(b.SLASparseKernel(), "wgmma") {
+		b.SetSLASparse("mma")
+		run(backend.SLA, 0.1)
+		b.SetSLASparse("")
+	}
+	if strings.HasPrefix(b.SageSparseKernel(), "wgmma") {
+		b.SetSageSparse("mma")
+		run(backend.SageSLA, 0.1)
+		b.SetSageSparse("")
+	}
+}
+
+func scaled(x []float32, s float32) []float32 {
+	for i := range x {
+		x[i] *= s
+	}
+	return x
 }
 
 // fastRand is a xorshift generator: benchmark inputs need to be random

@@ -24,6 +24,9 @@ type benchE2EFlags struct {
 	model, device, attention, tokenizer, resolution, aspect, out string
 	frames, steps, runs                                          int
 	topk                                                         float64
+	preview                                                      bool
+	preset                                                       string
+	crf, vaeTile                                                 int
 }
 
 // The end-to-end benchmark is `bench e2e`, a child of the bench command.
@@ -57,6 +60,10 @@ they time the encoder with its weights resident. Needs a tokenizer folder
 	fl.IntVar(&f.frames, "frames", 81, "frames (4k+1)")
 	fl.IntVar(&f.steps, "steps", 4, "rCM steps")
 	fl.IntVar(&f.runs, "runs", 3, "generations (the first includes loading)")
+	fl.BoolVar(&f.preview, "preview", false, "ask for a live preview after every step (the linear one unless a preview decoder is set) and report its cost")
+	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of the MP4")
+	fl.IntVar(&f.crf, "crf", video.CRF, "x264 CRF of the MP4")
+	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (0: untiled)")
 	fl.StringVar(&f.out, "out", "", "video file each run writes, the last one kept (.mp4 needs ffmpeg; default: a temporary .mp4, or .gif without ffmpeg)")
 	for _, c := range root.Commands() {
 		if c.Name() == "bench" {
@@ -97,8 +104,14 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		"dit":  testmodels.NewRandom("random:"+cfg.Name, wan.Tensors(cfg), 2),
 		"vae":  testmodels.NewRandom("random:wan2.1-vae", wanvae.Tensors(wanvae.Config{Dim: 96, ZDim: 16}), 3),
 	}
+	encoding := video.Encoding{Preset: f.preset, CRF: f.crf}
+	if err := encoding.Validate(); err != nil {
+		return err
+	}
 	cpuBE, _, _ := backend.Open("cpu")
 	eng, err := pipeline.New(be, cpuBE, pipeline.Options{
+		Encoding:        encoding,
+		VAETile:         f.vaeTile,
 		Files:           pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: f.tokenizer},
 		Attention:       attn,
 		TopK:            f.topk,
@@ -123,10 +136,34 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	}
 	req := pipeline.Request{Prompt: "A red fox runs through fresh snow at sunrise, cinematic lighting, 4k",
 		Sampler: "rcm", Steps: f.steps, SigmaMax: 80, Size: size, Frames: f.frames, Seed: 1, Samples: 1, Output: outPath}
-	fmt.Fprintf(out, "bench e2e: %s %dx%d x %d frames, %d rCM steps, %s attention, backend %s (random weights)\n",
-		cfg.Name, size.W, size.H, f.frames, f.steps, attn, be.Name())
+	var previews []pipeline.Preview
+	var sampleStart time.Time
+	var firstPreview time.Duration
+	if f.preview {
+		req.OnPreview = func(p pipeline.Preview) {
+			if len(previews) == 0 {
+				firstPreview = time.Since(sampleStart)
+			}
+			previews = append(previews, p)
+		}
+	}
+	eng.Progress = func(ev pipeline.Event) {
+		if ev.Stage == "step" && ev.Done == 0 {
+			sampleStart = time.Now()
+		}
+	}
+	what := ""
+	if f.preview {
+		what += ", previews"
+	}
+	if f.vaeTile > 0 {
+		what += fmt.Sprintf(", VAE tiles of %d latent px", f.vaeTile)
+	}
+	fmt.Fprintf(out, "bench e2e: %s %dx%d x %d frames, %d rCM steps, %s attention, backend %s (random weights), x264 %s%s\n",
+		cfg.Name, size.W, size.H, f.frames, f.steps, attn, be.Name(), encoding, what)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	for run := 1; run <= f.runs; run++ {
+		previews = previews[:0]
 		t0 := time.Now()
 		res, err := eng.Generate(context.Background(), req)
 		if err != nil {
@@ -138,10 +175,20 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		for _, t := range res.Timings {
 			fmt.Fprintf(out, "  %s %.1f ms", t.Stage, ms(t.Duration))
 			if o.Streamed && t.Stage == "decode+encode" {
-				fmt.Fprintf(out, " (overlapped; encoder busy %.1f ms, %.1f ms after the decode)", ms(o.EncodeBusy), ms(o.EncodeTail))
+				fmt.Fprintf(out, " (overlapped; encoder busy %.1f ms)", ms(o.EncodeBusy))
 			}
 		}
 		fmt.Fprintf(out, "  total %.1f ms", ms(total))
+		if o.Streamed {
+			fmt.Fprintf(out, "  encoder tail %.1f ms", ms(o.EncodeTail))
+		}
+		if f.preview {
+			var took time.Duration
+			for _, p := range previews {
+				took += p.Took
+			}
+			fmt.Fprintf(out, "  previews %d (%.1f ms in the sampling loop, first %.1f ms after sampling started)", len(previews), ms(took), ms(firstPreview))
+		}
 		if o.Streamed {
 			// The same frames encoded on their own, as a non-streaming
 			// writer would after the decode: what the overlap saves.
@@ -152,7 +199,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 				return err
 			}
 			t1 := time.Now()
-			err = video.WriteMP4(filepath.Join(tmp, "alone.mp4"), res.Clip)
+			err = video.WriteMP4With(filepath.Join(tmp, "alone.mp4"), res.Clip, encoding)
 			enc := time.Since(t1)
 			os.RemoveAll(tmp)
 			if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"math"
 	"strings"
 	"testing"
@@ -97,5 +98,37 @@ func TestBenchDeviceFlag(t *testing.T) {
 		if fl := c.Flags().Lookup("device"); fl == nil || fl.DefValue != "auto" {
 			t.Errorf("%s: --device default %v, want auto", name, fl)
 		}
+	}
+}
+
+// TestBenchAttentionFlags checks bench refuses a bad --attention or an SLA
+// --topk outside (0, 1] before it looks for a GPU, naming the flag.
+func TestBenchAttentionFlags(t *testing.T) {
+	for _, c := range []struct {
+		f    benchFlags
+		want string
+	}{
+		{benchFlags{attention: "flash", topk: 0.1}, "--attention"},
+		{benchFlags{attention: "sla", topk: 0}, "--topk"},
+		{benchFlags{attention: "sagesla", topk: 1.5}, "--topk"},
+	} {
+		err := runBench(io.Discard, &c.f)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want one naming %s", c.f, err, c.want)
+		}
+	}
+	// The random DiT carries proj_l, so SLA and SageSLA load on it.
+	c, err := wan.Preset("Wan2.1-T2V-1.3B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Dim, c.Heads, c.FFNDim, c.Layers, c.TextDim = 256, 2, 512, 1, 64
+	var d backend.DiT = cpu.New() // compile-time: the CPU backend runs the DiT
+	for _, kind := range []backend.AttentionKind{backend.SLA, backend.SageSLA} {
+		m, err := wan.Load(d, randomDiT(c), wan.Options{DType: tensor.BF16, Attention: kind, TopK: 0.1})
+		if err != nil {
+			t.Fatalf("%v: %v", kind, err)
+		}
+		m.Free()
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
 // engineFlags choose the models and how they run; generate and serve share them.
@@ -28,6 +29,8 @@ type engineFlags struct {
 	defaultNorm, keepText, noCache bool
 	exactRounding                  bool
 	cacheDir                       string
+	preset                         string
+	crf, vaeTile                   int
 	// i2v selects the image-to-video experts (--dit-high/--dit-low or the
 	// TurboWan2.2-I2V files) instead of a text-to-video DiT.
 	i2v bool
@@ -46,6 +49,7 @@ type generateFlags struct {
 	image                  string
 	boundary               float64
 	adaptive               bool
+	preview                string
 }
 
 func (f *engineFlags) register(fl *pflag.FlagSet) {
@@ -64,6 +68,18 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
+	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of MP4 output: "+strings.Join(video.Presets, ", "))
+	fl.IntVar(&f.crf, "crf", video.CRF, "x264 quality of MP4 output, 1 (best) to 51 (0: the default)")
+	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (8 video pixels each) to cap its memory, e.g. 32 for 720p; 0: untiled")
+}
+
+// encoding is the MP4 setting the flags ask for.
+func (f *engineFlags) encoding() (video.Encoding, error) {
+	e := video.Encoding{Preset: f.preset, CRF: f.crf}
+	if err := e.Validate(); err != nil {
+		return e, fmt.Errorf("--preset/--crf: %w", err)
+	}
+	return e, nil
 }
 
 // open checks the flags and files, starts the backend and makes the engine.
@@ -75,6 +91,13 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	}
 	if f.topk <= 0 || f.topk > 1 {
 		return nil, nil, fmt.Errorf("--sla-topk %g: must be in (0, 1]", f.topk)
+	}
+	enc, err := f.encoding()
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.vaeTile < 0 {
+		return nil, nil, fmt.Errorf("--vae-tile %d: must be 0 (untiled) or a positive number of latent pixels", f.vaeTile)
 	}
 	dt := tensor.BF16
 	switch f.dtype {
@@ -120,7 +143,7 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.noCache {
 		cache = ""
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -173,6 +196,7 @@ follow the reference script: --sigma-max 200, --resolution 720p.`,
 	fl.StringVar(&f.files.DiTLow, "dit-low", "", "I2V low-noise expert checkpoint (overrides the folder)")
 	fl.Float64Var(&f.boundary, "boundary", pipeline.DefaultBoundary, "I2V: RF time below which the low-noise expert takes over")
 	fl.BoolVar(&f.adaptive, "adaptive-resolution", false, "I2V: keep the resolution's area but the image's aspect ratio")
+	fl.StringVar(&f.preview, "preview", "", "folder to write a live preview to after every sampling step (step_1.png …: a few frames side by side)")
 	root.AddCommand(cmd)
 }
 
@@ -237,6 +261,13 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 		return err
 	}
 	errOut := cmd.ErrOrStderr()
+	var previews *previewWriter
+	if f.preview != "" {
+		if previews, err = newPreviewWriter(f.preview); err != nil {
+			return err
+		}
+		req.OnPreview = previews.send
+	}
 	eng, be, err := f.open(errOut)
 	if err != nil {
 		return err
@@ -259,6 +290,11 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	t0 := time.Now()
 	res, err := eng.Generate(ctx, req)
 	bar.done()
+	if previews != nil {
+		if perr := previews.close(); err == nil && perr != nil {
+			err = perr
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,7 @@ func TestGenerateI2VBadInput(t *testing.T) {
 		frags []string
 	}{
 		{[]string{"--image", img, "--dit-high", golden.Path(t, "dit_weights.pth"), "--dit-low", low}, []string{"dit_weights.pth", "high-noise", "16 input channels"}},
+		{[]string{"--image", img, "--dit-high", high, "--dit-low", golden.Path(t, "i2v_low.pth")}, []string{"not a Wan2.2 I2V expert pair", "i2v_low.pth"}},
 		{[]string{"--image", filepath.Join(dir, "none.png"), "--dit-high", high, "--dit-low", low}, []string{"none.png"}},
 		{[]string{"--image", img, "--dit-high", high}, []string{"--dit-low"}},
 		{[]string{"--image", img, "--model", dir}, []string{"TurboWan2.2-I2V-A14B-high-720P.pth", "TurboWan2.2-I2V-A14B-low-720P"}},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,5 +62,48 @@ func TestGenerateEmptyOutput(t *testing.T) {
 	}
 	if stdout != "" || strings.Contains(stderr, "generating") {
 		t.Errorf("generation started: stdout %q, stderr %q", stdout, stderr)
+	}
+}
+
+// --preview writes one PNG per step (the latent-size frame of the x0
+// estimate) and --preset/--crf reach x264 (whose settings the file records).
+func TestGenerateCLIPreviewEncoding(t *testing.T) {
+	if _, err := video.FFmpeg(); err != nil {
+		t.Skip("skipping:", err)
+	}
+	dir, enc := tinyEncoder(t)
+	out := filepath.Join(dir, "clip.mp4")
+	prev := filepath.Join(dir, "previews")
+	args := append(tinyGenerateArgs(t, enc, out), "--preview", prev, "--preset", "ultrafast", "--crf", "40")
+	_, stderr, err := run(t, args...)
+	t.Log(stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(prev, "step_1.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 64 || b.Dy() != 64 {
+		t.Errorf("preview is %dx%d, want one 64x64 latent frame", b.Dx(), b.Dy())
+	}
+	if _, err := os.Stat(filepath.Join(prev, "step_2.png")); err == nil {
+		t.Error("a preview for a step that did not run")
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// x264 writes its options into the stream: ultrafast turns CABAC off
+	// and searches motion with the diamond at subpel level 0.
+	for _, want := range []string{"crf=40.0", "cabac=0", "me=dia", "subme=0"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("the MP4's x264 options lack %q", want)
+		}
 	}
 }

@@ -64,6 +64,10 @@ func TestGenerateBadFlags(t *testing.T) {
 		{"--samples", "0", nil},
 		{"--dtype", "f16", nil},
 		{"--device", "tpu", nil},
+		{"--preset", "warp", nil},
+		{"--crf", "60", nil},
+		{"--crf", "-1", nil},
+		{"--vae-tile", "-1", nil},
 	} {
 		args := withFlag(valid, tc.flag, tc.value)
 		_, _, err := run(t, args...)

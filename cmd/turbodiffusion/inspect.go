@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -12,26 +13,136 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 func init() {
 	var listTensors bool
 	cmd := &cobra.Command{
-		Use:   "inspect FILE",
+		Use:   "inspect FILE [FILE...]",
 		Short: "Say what a checkpoint holds (Wan DiT, Wan VAE, umT5) and list its tensors",
-		Long: `inspect reads a .pth or .safetensors checkpoint without loading its weights and
-reports what it is: a Wan DiT (which model, int8-quantised or not, SLA proj_l
+		Long: `inspect reads .pth or .safetensors checkpoints without loading their weights and
+reports what each is: a Wan DiT (which model, int8-quantised or not, SLA proj_l
 present or not, parameter count), a Wan VAE or a umT5 text encoder.
 A DiT is checked completely: missing, unexpected or mis-shaped tensors are
-errors. With --tensors every tensor is listed with its dtype and shape.`,
-		Args: cobra.ExactArgs(1),
+errors. With --tensors every tensor is listed with its dtype and shape.
+Given two Wan2.2 I2V experts (and optionally a VAE), it says whether they
+make an image-to-video model: the same architecture, which is the high- and
+which the low-noise expert (by their file names; the weights do not say),
+and whether they fit the VAE.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return inspect(cmd.OutOrStdout(), args[0], listTensors)
+			return inspectFiles(cmd.OutOrStdout(), args, listTensors)
 		},
 	}
 	cmd.Flags().BoolVarP(&listTensors, "tensors", "t", false, "list every tensor with dtype and shape")
 	root.AddCommand(cmd)
+}
+
+// inspectFiles prints the report of every file, then, for two Wan2.2 I2V
+// experts, whether they are a pair that fits the VAE given with them. It
+// returns every file's error and the pair's.
+func inspectFiles(w io.Writer, paths []string, listTensors bool) error {
+	var errs []error
+	var experts []string
+	var vaes []string
+	for i, p := range paths {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		if err := inspect(w, p, listTensors); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		switch kind, _ := fileKind(p); kind {
+		case "i2v":
+			experts = append(experts, p)
+		case "vae":
+			vaes = append(vaes, p)
+		}
+	}
+	if len(paths) > 1 {
+		if err := describeI2VSet(w, experts, vaes); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fileKind is "i2v" for a Wan2.2 I2V expert, "vae" for a Wan VAE, else "".
+func fileKind(path string) (string, error) {
+	f, err := checkpoint.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	switch wan.Identify(f.Names()) {
+	case wan.FamilyWanDiT:
+		if fi, err := wan.DetectConfig(f); err == nil && pipeline.IsI2VExpert(fi.Config) {
+			return "i2v", nil
+		}
+	case wan.FamilyWanVAE:
+		return "vae", nil
+	}
+	return "", nil
+}
+
+// describeI2VSet says whether two experts (and a VAE) make an
+// image-to-video model, after the files' own reports.
+func describeI2VSet(w io.Writer, experts, vaes []string) error {
+	if len(experts) != 2 {
+		if len(experts) == 1 {
+			fmt.Fprintf(w, "\nI2V:      one Wan2.2 I2V expert given (%s); give its partner to check the pair\n", experts[0])
+		}
+		return nil
+	}
+	high, low := experts[0], experts[1]
+	x0, ok0 := pipeline.ExpertFromName(high)
+	x1, ok1 := pipeline.ExpertFromName(low)
+	named := ok0 && ok1 && x0 != x1
+	if named && x0 == pipeline.LowNoise {
+		high, low = low, high
+	}
+	var err error
+	if len(vaes) == 1 {
+		_, err = pipeline.CheckI2VFiles(checkpoint.Open, high, low, vaes[0])
+	} else {
+		cs := [2]wan.Config{}
+		for i, p := range []string{high, low} {
+			f, oerr := checkpoint.Open(p)
+			if oerr != nil {
+				return oerr
+			}
+			fi, derr := wan.DetectConfig(f)
+			f.Close()
+			if derr != nil {
+				return derr
+			}
+			cs[i] = fi.Config
+		}
+		err = pipeline.CheckExpertPair(high, cs[0], low, cs[1])
+	}
+	fmt.Fprintln(w)
+	if err != nil {
+		fmt.Fprintf(w, "I2V:      not an image-to-video model (see the error below)\n")
+		return err
+	}
+	fmt.Fprintf(w, "I2V:      a Wan2.2 I2V expert pair (same architecture)\n")
+	if named {
+		fmt.Fprintf(w, "experts:  high-noise %s, low-noise %s (by their file names)\n", high, low)
+	} else {
+		fmt.Fprintf(w, "experts:  the file names do not say which is the high-noise expert (the weights cannot): pass them as --dit-high and --dit-low\n")
+	}
+	switch len(vaes) {
+	case 0:
+		fmt.Fprintf(w, "VAE:      none given (add the VAE file to check that the experts fit it)\n")
+	case 1:
+		fmt.Fprintf(w, "VAE:      fits %s\n", vaes[0])
+	default:
+		fmt.Fprintf(w, "VAE:      %d VAE files given; give one to check the fit\n", len(vaes))
+	}
+	return nil
 }
 
 // inspect prints the report for one file; an unreadable file or an invalid
@@ -88,6 +199,13 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 		name += " (a Wan2.2-T2V-A14B expert has the same shapes)"
 	}
 	fmt.Fprintf(w, "model:    Wan DiT %s\n", name)
+	if pipeline.IsI2VExpert(c) {
+		role := "high- or low-noise: the weights do not say, nor does the file name"
+		if x, ok := pipeline.ExpertFromName(f.Path()); ok {
+			role = x.String() + " by its file name"
+		}
+		fmt.Fprintf(w, "expert:   Wan2.2 I2V expert (input %d latent + %d mask + %d image-latent channels); %s\n", c.OutDim, c.InDim-2*c.OutDim, c.OutDim, role)
+	}
 	fmt.Fprintf(w, "config:   %s, dim %d, ffn %d, %d heads × %d, %d layers, in %d, out %d channels\n",
 		c.Type, c.Dim, c.FFNDim, c.Heads, c.HeadDim, c.Layers, c.InDim, c.OutDim)
 	fmt.Fprintf(w, "heads:    %s\n", fi.HeadDimNote())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -140,4 +141,63 @@ func TestInspectBadFiles(t *testing.T) {
 	if _, err := inspectOut(t, filepath.Join(dir, "missing.pth"), false); err == nil {
 		t.Error("missing file: no error")
 	}
+}
+
+func inspectFilesOut(t *testing.T, paths ...string) (string, error) {
+	t.Helper()
+	var b bytes.Buffer
+	err := inspectFiles(&b, paths, false)
+	return b.String(), err
+}
+
+// TestInspectI2VPair: the set's two experts are recognised as a Wan2.2 I2V
+// expert pair with the manifest's configuration, high and low by their file
+// names in either order, fitting the set's VAE; a mismatched pair is an
+// error; names that do not say which is which are reported as such.
+func TestInspectI2VPair(t *testing.T) {
+	man := golden.LoadManifest(t)
+	high, low, vae := golden.Path(t, "i2v_high.pth"), golden.Path(t, "i2v_low.pth"), golden.Path(t, "vae.safetensors")
+	cfg := func(k string) int { return man.Int(t, "files", "i2v_high.pth", "config", k) }
+	for _, order := range [][]string{{high, low, vae}, {vae, low, high}} {
+		out, err := inspectFilesOut(t, order...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", order, err, out)
+		}
+		wantLines(t, out, "Wan2.2 I2V expert (input", "high-noise by its file name", "low-noise by its file name",
+			fmt.Sprintf("in %d, out %d channels", cfg("in_dim"), cfg("out_dim")),
+			"a Wan2.2 I2V expert pair", fmt.Sprintf("high-noise %s, low-noise %s", high, low), "fits "+vae)
+	}
+	out, err := inspectFilesOut(t, high)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "Wan2.2 I2V expert (input", "high-noise by its file name")
+	if strings.Contains(out, "expert pair") {
+		t.Errorf("one file: pair verdict printed:\n%s", out)
+	}
+
+	// Names that say nothing: still a pair, roles unknown.
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.pth"), filepath.Join(dir, "b.pth")
+	for src, dst := range map[string]string{high: a, low: b} {
+		if err := os.Symlink(src, dst); err != nil {
+			t.Skip(err)
+		}
+	}
+	out, err = inspectFilesOut(t, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "high- or low-noise: the weights do not say", "a Wan2.2 I2V expert pair", "--dit-high and --dit-low", "VAE:      none given")
+
+	// Experts of different architectures.
+	other := filepath.Join(dir, "other_low.safetensors")
+	if err := testmodels.WriteWanI2V(other, 64, 3); err != nil {
+		t.Fatal(err)
+	}
+	out, err = inspectFilesOut(t, high, other, vae)
+	if err == nil || !strings.Contains(err.Error(), "not a Wan2.2 I2V expert pair") {
+		t.Errorf("mismatched experts: error %v", err)
+	}
+	wantLines(t, out, "not an image-to-video model")
 }

@@ -95,6 +95,13 @@ func detect(f checkpoint.File) (prefix string, cfg Config, err error) {
 	return prefix, cfg, nil
 }
 
+// ReadConfig reads a VAE checkpoint's configuration from its tensor
+// shapes alone (no weights are read), as Load would find it.
+func ReadConfig(f checkpoint.File) (Config, error) {
+	_, cfg, err := detect(f)
+	return cfg, err
+}
+
 // missingError lists absent keys, the first few by name.
 func missingError(path string, missing []string) error {
 	sort.Strings(missing)
@@ -104,12 +111,4 @@ func missingError(path string, missing []string) error {
 		list += fmt.Sprintf(" and %d more", len(missing)-show)
 	}
 	return fmt.Errorf("%s: not a complete Wan2.1 VAE checkpoint: missing %d tensors: %s", path, len(missing), list)
-}
-
-// DetectConfig reads a VAE checkpoint's configuration from its tensor
-// shapes (no weights are read): what callers check other models against
-// before loading anything.
-func DetectConfig(f checkpoint.File) (Config, error) {
-	_, cfg, err := detect(f)
-	return cfg, err
 }

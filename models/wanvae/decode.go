@@ -36,7 +36,9 @@ func (v *VAE) Decode(latent []float32, shape []int) (video []float32, vshape []i
 // for each latent frame in order, the index of its first video frame and
 // its frames [3,n,8H,8W] (n = 1 for the first latent frame, 4 after), so a
 // caller can report progress or encode the video without holding it all.
-// An error from emit stops decoding and is returned.
+// An error from emit stops decoding and is returned. With SetTiling and a
+// latent larger than a tile, the decode runs in spatial tiles (tile.go) and
+// every chunk is handed over once the last tile is done.
 func (v *VAE) DecodeChunks(latent []float32, shape []int, emit func(first int, chunk []float32, chunkShape []int) error) (err error) {
 	defer backend.Recover(&err)
 	if len(shape) != 4 || shape[0] != v.cfg.ZDim || shape[1] < 1 || shape[2] < 1 || shape[3] < 1 {
@@ -49,6 +51,9 @@ func (v *VAE) DecodeChunks(latent []float32, shape []int, emit func(first int, c
 	OH, OW := SpatialFactor*H, SpatialFactor*W
 
 	x := v.denormalize(latent, z, T*H*W)
+	if v.tile > 0 && (H > v.tile || W > v.tile) {
+		return v.decodeTiled(x, z, T, H, W, emit)
+	}
 	b := v.b
 	s := newState(b)
 	defer s.free()

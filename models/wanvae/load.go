@@ -31,6 +31,8 @@ type VAE struct {
 	decHead   *conv
 
 	weights []backend.Tensor // everything uploaded, for Free
+	rgb     *RGBMap          // FitRGB's result, once fitted
+	tile    int              // SetTiling's tile size in latent pixels; 0: untiled
 }
 
 // Free releases the weights on the backend; the VAE is unusable afterwards.

@@ -1,0 +1,233 @@
+package cuda
+
+import (
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/sla"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// SLASparseEnv forces SLA's sparse kernel: "mma" (mma.sync, any sm_80+) or
+// "wgmma" (the Hopper TMA/wgmma kernel of sla_sparse_sm90a.cu). Unset: the
+// Hopper kernel where it runs and passed its start-up check.
+const SLASparseEnv = "TURBODIFFUSION_SLA_SPARSE"
+
+// SageSparseEnv forces SageSLA's sparse kernel: "mma" (the mma.sync
+// kernels, P·V as SagePVEnv picks) or "wgmma" (the Hopper kernel: int8 and
+// e4m3 wgmma, query blocks 64, key blocks 128, head dim 128). Unset: the
+// Hopper kernel where it runs and passed its start-up check.
+const SageSparseEnv = "TURBODIFFUSION_SAGE_SPARSE"
+
+// kernelChoice records, per backend, whether an optional kernel path (the
+// Hopper sparse kernels, the fused linear branch) runs, and why.
+type kernelChoice struct {
+	mu      sync.Mutex // serialises the one-time check (it runs ops itself)
+	checked bool
+	on      bool // the optional path runs
+	forced  string
+	note    string
+}
+
+var slaTMAStates, sageTMAStates sync.Map // *Backend -> *kernelChoice
+
+func (b *Backend) slaTMAState() *kernelChoice {
+	s, _ := slaTMAStates.LoadOrStore(b, &kernelChoice{})
+	return s.(*kernelChoice)
+}
+
+func (b *Backend) sageTMAState() *kernelChoice {
+	s, _ := sageTMAStates.LoadOrStore(b, &kernelChoice{})
+	return s.(*kernelChoice)
+}
+
+// SageSparseKernel says which SageSLA sparse kernel runs (for the shapes
+// the Hopper kernel takes) and why.
+func (b *Backend) SageSparseKernel() string {
+	if b.sageTMA() {
+		return "wgmma (sm_90a, int8 Q·Kᵀ, e4m3 P·V) " + b.sageTMAState().note
+	}
+	return "mma.sync " + b.sageTMAState().note
+}
+
+// SetSageSparse picks "mma" or "wgmma" for SageSLA; "" restores the default.
+func (b *Backend) SetSageSparse(k string) { sageTMAStates.Store(b, &kernelChoice{forced: k}) }
+
+// sageTMAFits says whether the Hopper SageSLA kernel takes geometry g.
+func sageTMAFits(g sla.Geometry) bool { return g.D == 128 && g.BlockQ == 64 && g.BlockK == 128 }
+
+// SLASparseKernel says which SLA sparse kernel runs and why.
+func (b *Backend) SLASparseKernel() string {
+	if b.slaTMA() {
+		return "wgmma (sm_90a, TMA block lists) " + b.slaTMAState().note
+	}
+	return "mma.sync " + b.slaTMAState().note
+}
+
+// SetSLASparse picks "mma" or "wgmma" (tests and benchmarks compare them);
+// "" restores the default choice.
+func (b *Backend) SetSLASparse(k string) { slaTMAStates.Store(b, &kernelChoice{forced: k}) }
+
+// slaTMA decides once whether SLA's sparse branch runs on the Hopper
+// kernel: only on sm_90 with tensor maps, and only if it agrees with the
+// mma.sync kernel on small problems of every block size and head dim. Any
+// failure keeps the mma.sync kernel and says why. The caller must not hold
+// the device.
+func (b *Backend) slaTMA() bool {
+	return b.tmaReady(b.slaTMAState(), SLASparseEnv, b.checkSLATMA)
+}
+
+// sageTMA is slaTMA for SageSLA's Hopper kernel, checked against the
+// mma.sync kernel with e4m3 values on bf16 tensor cores.
+func (b *Backend) sageTMA() bool {
+	return b.tmaReady(b.sageTMAState(), SageSparseEnv, b.checkSageTMA)
+}
+
+// tmaReady decides once, for one state, whether a Hopper kernel is used:
+// not when env (or the caller) says "mma", only on sm_90 with tensor maps,
+// and only if check's worst rel-L2 against the mma.sync kernel is < 1e-2.
+func (b *Backend) tmaReady(s *kernelChoice, env string, check func() (float64, error)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.checked {
+		return s.on
+	}
+	s.checked = true
+	want := s.forced
+	if want == "" {
+		want = os.Getenv(env)
+	}
+	switch {
+	case want == "mma":
+		s.note = "(chosen by " + env + " or the caller)"
+		return false
+	case want != "" && want != "wgmma":
+		s.note = fmt.Sprintf("(unknown %s %q; want mma or wgmma)", env, want)
+		return false
+	case b.info.Arch != "sm_90":
+		s.note = "(the TMA/wgmma kernel needs sm_90, device is " + b.info.Arch + ")"
+		return false
+	case b.drv.cuTensorMapEncodeTiled == 0:
+		s.note = "(the driver has no cuTensorMapEncodeTiled)"
+		return false
+	}
+	rel, err := check()
+	switch {
+	case err != nil:
+		s.note = fmt.Sprintf("(wgmma kernel rejected: %v)", err)
+	case rel < 1e-2:
+		s.on = true
+		s.note = fmt.Sprintf("(start-up check: worst rel-L2 %.1e vs mma.sync)", rel)
+	default:
+		s.note = fmt.Sprintf("(wgmma kernel rejected: rel-L2 %.2e vs mma.sync)", rel)
+	}
+	return s.on
+}
+
+// checkSLATMA runs SLA's sparse branch (proj_l = 0, so the output is the
+// sparse branch alone) with both kernels on small random problems, for
+// each head dim and block-size pair, one of them with two batch entries
+// and a ragged last block, and returns the worst rel-L2.
+func (b *Backend) checkSLATMA() (worst float64, err error) {
+	defer backend.Recover(&err)
+	r := newXorshift(4242)
+	for _, c := range []struct{ batch, L, heads, d, bq, bk int }{
+		{1, 700, 2, 128, 128, 64}, {2, 333, 2, 128, 128, 128}, {1, 520, 2, 128, 64, 64}, {1, 640, 1, 128, 64, 128},
+		{1, 700, 2, 64, 128, 64}, {2, 333, 2, 64, 128, 128}, {1, 520, 2, 64, 64, 64}, {1, 640, 1, 64, 64, 128},
+	} {
+		shape := []int{c.batch, c.L, c.heads * c.d}
+		n := c.batch * c.L * c.heads * c.d
+		q := b.Upload(tensor.BF16, shape, r.fill(n))
+		k := b.Upload(tensor.BF16, shape, r.fill(n))
+		v := b.Upload(tensor.BF16, shape, r.fill(n))
+		pw := b.Upload(tensor.BF16, []int{c.d, c.d}, make([]float32, c.d*c.d))
+		cfg := backend.SLAConfig{Kind: backend.SLA, TopK: 0.5, BlockQ: c.bq, BlockK: c.bk}
+		p := slaCheck(q, k, v, c.heads, cfg, pw, nil)
+		ref, _ := b.slaRun(p, pw, nil, false, slaKernels{})
+		got, _ := b.slaRun(p, pw, nil, false, slaKernels{tma: true})
+		worst = max(worst, checkRelL2(b.Download(got), b.Download(ref)))
+		for _, t := range []backend.Tensor{q, k, v, pw, ref, got} {
+			b.Free(t)
+		}
+	}
+	return worst, nil
+}
+
+// slaSparseTMA runs the Hopper sparse kernel: out = bf16(bf16(sparse) + ol)
+// for q, k, v [B, L, H·D] bf16 with the block lists lut/cnt. Caller holds
+// the device.
+func (b *Backend) slaSparseTMA(g sla.Geometry, B int, q, k, v, ol, out, lut, cnt *Tensor, scale float32) {
+	L, H, D := g.L, g.Heads, g.D
+	W := int64(H * D)
+	rows := int64(B * L)
+	tmQ := b.tensorMap2D(q.buf.ptr, W, rows, W*2, 64, g.BlockQ)
+	tmK := b.tensorMap2D(k.buf.ptr, W, rows, W*2, 64, g.BlockK)
+	tmV := b.tensorMap2D(v.buf.ptr, W, rows, W*2, 64, g.BlockK)
+	b.launch(b.fn("sla_sparse_sm90a.cu", fmt.Sprintf("sla_tma_d%d_q%d_k%d", D, g.BlockQ, g.BlockK)),
+		[3]int{g.QBlocks(), H, B}, [3]int{g.BlockQ*2 + 128, 1, 1}, slaTMASmem(g.BlockQ, D),
+		tmQ, tmK, tmV, ol.buf.ptr, out.buf.ptr, dtCode(out.dt), lut.buf.ptr, cnt.buf.ptr,
+		int32(L), int32(H), int32(g.QBlocks()), int32(g.KBlocks()), scale)
+}
+
+// slaTMAStages and slaTMAStageKeys are the Hopper kernel's K/V ring (NS and
+// BN in sla_sparse_tma).
+const (
+	slaTMAStages    = 3
+	slaTMAStageKeys = 128
+)
+
+// slaTMASmem is the Hopper kernel's dynamic shared memory: the Q tile, the
+// K and V stages, 1024 bytes to align the tiles, and the mbarriers.
+func slaTMASmem(bq, d int) int {
+	return (bq*d+2*slaTMAStages*slaTMAStageKeys*d)*2 + 1024 + 8*(2*slaTMAStages+1)
+}
+
+// checkSageTMA runs SageSLA's sparse branch (proj_l = 0) with the Hopper
+// kernel and with the mma.sync kernel on e4m3 values (bf16 tensor cores,
+// exact products) on small random problems, one with two batch entries and
+// a ragged last block, and returns the worst rel-L2.
+func (b *Backend) checkSageTMA() (worst float64, err error) {
+	defer backend.Recover(&err)
+	r := newXorshift(2424)
+	for _, c := range []struct{ batch, L, heads int }{{1, 700, 2}, {2, 333, 2}, {1, 1024, 1}} {
+		const d = 128
+		shape := []int{c.batch, c.L, c.heads * d}
+		n := c.batch * c.L * c.heads * d
+		q := b.Upload(tensor.BF16, shape, r.fill(n))
+		k := b.Upload(tensor.BF16, shape, r.fill(n))
+		v := b.Upload(tensor.BF16, shape, r.fill(n))
+		pw := b.Upload(tensor.BF16, []int{d, d}, make([]float32, d*d))
+		cfg := backend.SLAConfig{Kind: backend.SageSLA, TopK: 0.5, BlockQ: 64, BlockK: 128}
+		p := slaCheck(q, k, v, c.heads, cfg, pw, nil)
+		ref, _ := b.slaRun(p, pw, nil, false, slaKernels{})
+		got, _ := b.slaRun(p, pw, nil, false, slaKernels{sageTMA: true})
+		worst = max(worst, checkRelL2(b.Download(got), b.Download(ref)))
+		for _, t := range []backend.Tensor{q, k, v, pw, ref, got} {
+			b.Free(t)
+		}
+	}
+	return worst, nil
+}
+
+// sageSparseTMA runs the Hopper SageSLA kernel: int8 codes qi, ki [B, L,
+// H·128] with scales sq [B, H, Qb], sk [B, H, Kb]; v8t [B, H·128, Lp]
+// e4m3 bytes (sage_v8t_kernel) with scales vs [B, H·128]. Caller holds the
+// device.
+func (b *Backend) sageSparseTMA(g sla.Geometry, B int, qi, ki, v8t, sq, sk, vs, ol, out, lut, cnt *Tensor, sm float32) {
+	L, H, D := g.L, g.Heads, g.D
+	W, Lp := int64(H*D), int64(g.KBlocks()*g.BlockK)
+	rows := int64(B * L)
+	tmQ := b.encodeTensorMap("SageSLA q codes", qi.buf.ptr, tensorMapRows(tmapU8, 1, rows, W, g.BlockQ, D, tmapSwizzle128))
+	tmK := b.encodeTensorMap("SageSLA k codes", ki.buf.ptr, tensorMapRows(tmapU8, 1, rows, W, g.BlockK, D, tmapSwizzle128))
+	tmV := b.encodeTensorMap("SageSLA e4m3 Vᵀ", v8t.buf.ptr, tensorMapRows(tmapU8, 1, int64(B)*W, Lp, D, g.BlockK, tmapSwizzle128))
+	b.launch(b.fn("sla_sparse_sm90a.cu", "sage_tma_q64_k128"), [3]int{g.QBlocks(), H, B}, [3]int{256, 1, 1}, sageTMASmem,
+		tmQ, tmK, tmV, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, ol.buf.ptr, out.buf.ptr, dtCode(out.dt), lut.buf.ptr, cnt.buf.ptr,
+		int32(L), int32(H), int32(g.QBlocks()), int32(g.KBlocks()), sm)
+}
+
+// sageTMASmem is the Hopper SageSLA kernel's dynamic shared memory: Q codes
+// [64][128], three stages of K codes [128][128] and e4m3 Vᵀ [128][128],
+// 1024 bytes of alignment and the mbarriers (sage_sparse_tma).
+const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + 1024 + 8*(2*slaTMAStages+1)

@@ -1,0 +1,520 @@
+// sla_sparse_sm90a.cu: the SLA sparse branch (the math of sla_sparse.cu)
+// on Hopper, built like the dense "w2tivk128" kernel of attention_sm90a.cu:
+// a producer warp copies, with the bulk tensor copy engine, only the key
+// and value blocks in the query block's list (lut, cnt from
+// sla_select_kernel) into three mbarrier stages of 128 keys (two 64-key
+// blocks or one 128-key block per stage; an odd tail repeats its last
+// block, masked), and NWG consumer warpgroups of 64 query rows run
+// S = Q·Kᵀ and O += P·V on wgmma with FA3's intra-warpgroup overlap. V is
+// read in its own [keys][D] layout (no transposed copy).
+//
+// Numerics as the Triton kernel and package sla: s = (q·k)·scale rounded to
+// float32, p = exp2(s − m) online, O += bf16(p)·V in float32, out =
+// bf16(bf16(O/l) + o_l). The running maximum moves per 128-key stage
+// instead of per 64-key block, which changes only roundings.
+#include "hopper.cuh"
+#include "sla_sage.cuh"
+
+__device__ __forceinline__ float sl_ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ void sl_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+
+// Descriptor of k16 step kk of a stage's V tile in its own layout (BN key
+// rows of 128 bytes per 64-wide half of D, halves BN·128 bytes apart,
+// 128-byte swizzle), read MN-major: the leading offset steps between the
+// halves of D, the stride offset between 8-key groups (attention's vn_desc).
+template <int BN>
+__device__ __forceinline__ u64 sl_vdesc(u32 base, int kk) {
+  const u32 a = base + kk * 16 * 128;
+  const u64 lead = (BN * 128) >> 4, stride = 1024 >> 4;
+  return (u64)((a & 0x3FFFF) >> 4) | (lead << 16) | (stride << 32) | ((u64)1 << 62);
+}
+// Descriptor of rows row0.. of a K-major tile of R rows (D/64 halves of
+// [R][128 B], 128-byte swizzle) for k16 step kk.
+__device__ __forceinline__ u64 sl_kdesc(u32 base, int row0, int kk, int R) {
+  return hp_desc_sw128(base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32);
+}
+
+// Keys of a 128-key stage that exist: stage st of a list of n blocks of BK
+// keys, entry e of the stage is list item st·(128/BK)+e (none past n; the
+// producer repeats the last block there), block j holds min(BK, L − j·BK)
+// keys. Returns the valid count of each entry (≤ 2 entries).
+template <int BK>
+__device__ __forceinline__ void sl_valid(const int* lr, int n, int st, int L, int (&vc)[128 / BK]) {
+#pragma unroll
+  for (int e = 0; e < 128 / BK; ++e) {
+    const int it = st * (128 / BK) + e;
+    vc[e] = it < n ? min(BK, L - __ldg(lr + it) * BK) : 0;
+  }
+}
+
+// Online softmax of a finished S (128 keys) in place, the columns past each
+// entry's valid count masked; s becomes p, the running max/sum update, and
+// a0, a1 are the factors O must be scaled by.
+template <int BK>
+__device__ __forceinline__ void sl_softmax(float* s, float& m0, float& m1, float& l0, float& l1, float& a0, float& a1,
+                                           const int (&vc)[128 / BK], float scale, int t4) {
+  constexpr int SN = 128;
+  bool partial = false;
+#pragma unroll
+  for (int e = 0; e < SN / BK; ++e) partial |= vc[e] < BK;
+#pragma unroll
+  for (int i = 0; i < SN / 2; ++i) s[i] = __fmul_rn(s[i], scale);
+  if (partial) {
+#pragma unroll
+    for (int c = 0; c < SN / 8; ++c) {
+      const int lim = vc[(c * 8) / BK], kc = (c * 8) % BK + 2 * t4;  // entry index known at compile time
+      if (kc >= lim) s[4 * c] = s[4 * c + 2] = -INFINITY;
+      if (kc + 1 >= lim) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
+    }
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < SN / 8; ++c) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+  a0 = sl_ex2(m0 - n0);  // 0 on the first stage (m = -inf)
+  a1 = sl_ex2(m1 - n1);
+  m0 = n0;
+  m1 = n1;
+  float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+  for (int c = 0; c < SN / 8; ++c) {
+    s[4 * c] = sl_ex2(s[4 * c] - n0);
+    s[4 * c + 1] = sl_ex2(s[4 * c + 1] - n0);
+    s[4 * c + 2] = sl_ex2(s[4 * c + 2] - n1);
+    s[4 * c + 3] = sl_ex2(s[4 * c + 3] - n1);
+    r0 += s[4 * c] + s[4 * c + 1];
+    r1 += s[4 * c + 2] + s[4 * c + 3];
+  }
+  l0 = l0 * a0 + r0;
+  l1 = l1 * a1 + r1;
+}
+
+template <int D>
+__device__ __forceinline__ void sl_rescale(float* o, float a0, float a1) {
+  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      o[4 * c] *= a0;
+      o[4 * c + 1] *= a0;
+      o[4 * c + 2] *= a1;
+      o[4 * c + 3] *= a1;
+    }
+  }
+}
+
+__device__ __forceinline__ void sl_pack(const float* s, u32 (&p)[8][4]) {
+#pragma unroll
+  for (int kk = 0; kk < 8; ++kk) {
+    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
+    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
+    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
+    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+  }
+}
+
+// Q, K, V: [B·L rows][H·D] bf16 tensor maps (box 64 columns × BM rows for
+// Q, × BK rows for K and V); OL, out: [B, L, H·D] (out in dtype odt).
+// grid (Qb, H, B), 128·(NWG+1) threads; query block = 64·NWG rows.
+template <int D, int NWG, int BK>
+__device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTmaDesc* tmK, const HpTmaDesc* tmV,
+                                               const bf16* __restrict__ OL, void* out, int odt,
+                                               const int* __restrict__ lut, const int* __restrict__ cnt, int L, int H,
+                                               int Qb, int Kb, float scale) {
+  constexpr int BM = 64 * NWG, BN = 128, NS = 3, DH = D / 64, NB = BN / BK;
+  constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = BN * D * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = (hp_smem(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 qbar = bars + 16 * NS;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
+  const int i = blockIdx.x, h = blockIdx.y, z = blockIdx.z, q0 = i * BM;
+  const long long row = ((long long)z * H + h) * Qb + i;
+  const int* lr = lut + row * Kb;
+  const int n = cnt[row], nst = (n + NB - 1) / NB;
+  if (tid == 0) {
+    for (int st = 0; st < NS; ++st) {
+      hp_mbar_init(bars + 8 * st, 1);
+      hp_mbar_init(bars + 8 * (NS + st), NWG * 4);
+    }
+    hp_mbar_init(qbar, 1);
+    hp_mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == NWG) {  // producer warpgroup: one thread issues every copy
+    HP_SETMAXNREG_DEC(24);
+    if (tid == NWG * 128) {
+      hp_mbar_expect_tx(qbar, QB);
+#pragma unroll
+      for (int hf = 0; hf < DH; ++hf) hp_tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * L + q0, qbar);
+      for (int t = 0; t < nst; ++t) {
+        const int st = t % NS;
+        if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);  // consumers released the stage
+        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
+#pragma unroll
+        for (int e = 0; e < NB; ++e) {
+          const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
+#pragma unroll
+          for (int hf = 0; hf < DH; ++hf) {
+            const u32 off = hf * BN * 128 + e * BK * 128;
+            hp_tma_load_2d(sK + st * KB + off, tmK, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB + off, tmV, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+          }
+        }
+      }
+    }
+  } else {  // consumer warpgroups
+    HP_SETMAXNREG_INC(240);
+    const int t4 = lane & 3;
+    float o[D / 2];
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, a0, a1;
+    float s[BN / 2];
+#pragma unroll
+    for (int x = 0; x < BN / 2; ++x) s[x] = 0.f;
+    u32 p[BN / 16][4];
+    int vc[NB];
+    auto qk = [&](int st) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk)
+        hp_wgmma_ss_n128_bf16(s, sl_kdesc(sQ, wg * 64, kk, BM), sl_kdesc(sK + st * KB, 0, kk, BN), kk > 0);
+    };
+    auto pv = [&](int st) {
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        if constexpr (D == 128)
+          hp_wgmma_rs_n128_bf16_tb(o, p[kk], sl_vdesc<BN>(sV + st * VB, kk));
+        else
+          hp_wgmma_rs_n64_bf16_tb(o, p[kk], sl_vdesc<BN>(sV + st * VB, kk));
+      }
+    };
+    auto fence_s = [&]() {
+#pragma unroll
+      for (int x = 0; x < BN / 2; ++x) sl_fence(s[x]);
+    };
+    auto fence_o = [&]() {
+#pragma unroll
+      for (int x = 0; x < D / 2; ++x) sl_fence(o[x]);
+    };
+    auto release = [&](int st) {
+      __syncwarp();
+      if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+    };
+    hp_mbar_wait(qbar, 0);
+    if (nst > 0) {
+      // S_0 and its softmax; then per stage t: issue S_{t+1}, issue P_t·V_t,
+      // softmax of S_{t+1} while P_t·V_t runs, rescale O once it retired.
+      hp_mbar_wait(bars, 0);
+      hp_wg_fence();
+      qk(0);
+      hp_wg_commit();
+      hp_wg_wait<0>();
+      fence_s();
+      sl_valid<BK>(lr, n, 0, L, vc);
+      sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);  // O is zero: no rescale
+      sl_pack(s, p);
+#pragma unroll 1
+      for (int t = 0; t + 1 < nst; ++t) {
+        const int st = t % NS, sn = (t + 1) % NS;
+        sl_valid<BK>(lr, n, t + 1, L, vc);
+        fence_o();
+        hp_wg_fence();
+        hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);  // stage t+1 landed
+        qk(sn);
+        hp_wg_commit();
+        pv(st);
+        hp_wg_commit();
+        hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
+        fence_s();
+        sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);
+        hp_wg_wait<0>();
+        fence_o();
+        release(st);
+        sl_rescale<D>(o, a0, a1);
+        sl_pack(s, p);
+      }
+      const int st = (nst - 1) % NS;
+      fence_o();
+      hp_wg_fence();
+      pv(st);
+      hp_wg_commit();
+      hp_wg_wait<0>();
+      fence_o();
+      release(st);
+    }
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
+    const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      const int col = c * 8 + 2 * t4;
+      if (r0 < L) sp_store2(out, odt, OL, ob + (long long)r0 * ld + col, o[4 * c] / l0, o[4 * c + 1] / l0);
+      if (r1 < L) sp_store2(out, odt, OL, ob + (long long)r1 * ld + col, o[4 * c + 2] / l1, o[4 * c + 3] / l1);
+    }
+  }
+}
+
+// sla_tma_d<D>_q<BQ>_k<BK>: query blocks of 64 (one consumer warpgroup) or
+// 128 rows (two), key blocks of 64 or 128.
+#define SLA_TMA(D, BQ, BK)                                                                                        \
+  extern "C" __global__ void __launch_bounds__(128 * (BQ / 64 + 1), 1) sla_tma_d##D##_q##BQ##_k##BK(              \
+      const __grid_constant__ HpTmaDesc tmQ, const __grid_constant__ HpTmaDesc tmK,                               \
+      const __grid_constant__ HpTmaDesc tmV, const bf16* OL, void* out, int odt, const int* lut, const int* cnt,  \
+      int L, int H, int Qb, int Kb, float scale) {                                                                \
+    sla_sparse_tma<D, BQ / 64, BK>(&tmQ, &tmK, &tmV, OL, out, odt, lut, cnt, L, H, Qb, Kb, scale);               \
+  }
+#define SLA_TMA_D(BQ, BK) \
+  SLA_TMA(128, BQ, BK)    \
+  SLA_TMA(64, BQ, BK)
+SLA_TMA_D(128, 64)
+SLA_TMA_D(128, 128)
+SLA_TMA_D(64, 64)
+SLA_TMA_D(64, 128)
+
+// ---- SageSLA (int8 Q·Kᵀ, e4m3 P·V) ----
+// The sparse branch of SageSLA (the math of sla_sage.cuh, package sla's
+// sageSparse) on Hopper: per query block of 64 rows (one consumer
+// warpgroup; two blocks share an SM), a producer warp copies the int8 K
+// codes [128 keys][128 B] and the e4m3 Vᵀ bytes [128 channels][128 keys]
+// (sage_v8t_kernel's layout: keys in kperm order per 32, so P needs no
+// shuffle) of each listed 128-key block into three mbarrier stages;
+// S = Qi·Kiᵀ runs as wgmma s8 (exact int32), O += e4m3(P)·V8 as wgmma e4m3
+// with P from registers. Per block j (visiting order ascending, as the map
+// lists it): dq = sq·sk_j, c = sm·dq (the last block: S·dq and c = sm),
+// m from −5e6, d from 1, p = exp2(fma(S, c, −m + 8.807)), out =
+// bf16(bf16(O/d·vs) + o_l). Head dim 128, key blocks of 128.
+// d[0..63] = (accumulate ? d : 0) + A(smem desc)·B(smem desc), m64n128k32,
+// int8 codes, exact int32 sums; both operands K-major.
+__device__ __forceinline__ void sg_mma_qk(int* d, u64 da, u64 db, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]), "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63])
+      : "l"(da), "l"(db), "r"(accumulate));
+}
+// d[0..63] += A(registers, e4m3, the mma.sync m16n8k32 A layout per
+// warp)·B(smem desc, e4m3, K-major), m64n128k32, float32 accumulation.
+__device__ __forceinline__ void sg_mma_pv(float* d, const u32* a, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+// Online softmax of one finished int32 S (128 keys, the first vk valid) in
+// SageSLA's arithmetic; s holds the float p afterwards.
+__device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, float& m1, float& d0,
+                                           float& d1, float& a0, float& a1, float dq, float c, bool last, int vk,
+                                           int t4) {
+  float mx0 = -5e6f, mx1 = -5e6f;
+#pragma unroll
+  for (int nt = 0; nt < 16; ++nt) {
+    const int key = nt * 8 + 2 * t4;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = __int2float_rz(si[4 * nt + e]);
+      if (last) x = __fmul_rn(x, dq);
+      s[4 * nt + e] = key + (e & 1) < vk ? x : -INFINITY;
+    }
+    mx0 = fmaxf(mx0, fmaxf(s[4 * nt], s[4 * nt + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+  }
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  const float n0 = fmaxf(m0, __fmul_rn(mx0, c)), n1 = fmaxf(m1, __fmul_rn(mx1, c));
+  a0 = exp2f(m0 - n0);
+  a1 = exp2f(m1 - n1);
+  m0 = n0;
+  m1 = n1;
+  d0 *= a0;
+  d1 *= a1;
+  const float nm0 = -n0 + 8.807f, nm1 = -n1 + 8.807f;
+#pragma unroll
+  for (int x = 0; x < 64; ++x) {
+    const float p = exp2f(fmaf(s[x], c, (x & 2) ? nm1 : nm0));
+    if (x & 2)
+      d1 += p;
+    else
+      d0 += p;
+    s[x] = p;
+  }
+}
+
+// The probabilities of sg_softmax as e4m3 A fragments (kperm order: 32-key
+// chunk kc is S tiles 4kc..4kc+3), after the previous P·V retired.
+__device__ __forceinline__ void sg_pack(const float* s, u32 (&p8)[4][4]) {
+#pragma unroll
+  for (int kc = 0; kc < 4; ++kc) {
+    const float* t = s + 16 * kc;  // S tiles 4kc..4kc+3
+    p8[kc][0] = sp_e4m3x4(t[0], t[1], t[4], t[5]);
+    p8[kc][1] = sp_e4m3x4(t[2], t[3], t[6], t[7]);
+    p8[kc][2] = sp_e4m3x4(t[8], t[9], t[12], t[13]);
+    p8[kc][3] = sp_e4m3x4(t[10], t[11], t[14], t[15]);
+  }
+}
+
+// Qi, Ki: [B·L rows][H·128] int8 tensor maps (box 128 × 64 / 128 rows);
+// V8t: [B·H·128 rows][Lp] e4m3 bytes (box 128 keys × 128 channels); sq
+// [B, H, Qb], sk [B, H, Kb], vs [B, H·128]; grid (Qb, H, B), 256 threads.
+__device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTmaDesc* tmK, const HpTmaDesc* tmV,
+                                                const float* __restrict__ sq, const float* __restrict__ sk,
+                                                const float* __restrict__ vs, const bf16* __restrict__ OL, void* out,
+                                                int odt, const int* __restrict__ lut, const int* __restrict__ cnt,
+                                                int L, int H, int Qb, int Kb, float sm) {
+  constexpr int D = 128, BM = 64, BK = 128, NS = 3;
+  constexpr u32 QB = BM * D, KB = BK * D, VB = D * BK;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = (hp_smem(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 qbar = bars + 16 * NS;
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3, t4 = lane & 3;
+  const int i = blockIdx.x, h = blockIdx.y, z = blockIdx.z, q0 = i * BM;
+  const long long bh = (long long)z * H + h, row = bh * Qb + i;
+  const int* lr = lut + row * Kb;
+  const int n = cnt[row];
+  if (tid == 0) {
+    for (int st = 0; st < NS; ++st) {
+      hp_mbar_init(bars + 8 * st, 1);
+      hp_mbar_init(bars + 8 * (NS + st), 4);
+    }
+    hp_mbar_init(qbar, 1);
+    hp_mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 1) {  // producer warpgroup: one thread issues every copy
+    HP_SETMAXNREG_DEC(24);
+    if (tid == 128) {
+      hp_mbar_expect_tx(qbar, QB);
+      hp_tma_load_2d(sQ, tmQ, h * D, z * L + q0, qbar);
+      for (int t = 0; t < n; ++t) {
+        const int st = t % NS, j = __ldg(lr + t);
+        if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);
+        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
+        hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
+        hp_tma_load_2d(sV + st * VB, tmV, j * BK, (int)bh * D, bars + 8 * st);
+      }
+    }
+  } else {
+    HP_SETMAXNREG_INC(232);
+    float o[D / 2];
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
+    int si[BK / 2];
+#pragma unroll
+    for (int x = 0; x < BK / 2; ++x) si[x] = 0;
+    float s[BK / 2];
+    u32 p8[4][4];
+    float m0 = -5e6f, m1 = -5e6f, a0, a1;
+    float d0 = t4 == 0 ? 1.f : 0.f, d1 = d0;  // per-thread partial sums; the quad's total starts at 1
+    const float sqi = sq[row];
+    auto qk = [&](int st) {
+#pragma unroll
+      for (int kk = 0; kk < D / 32; ++kk)
+        sg_mma_qk(si, hp_desc_sw128(sQ + kk * 32), hp_desc_sw128(sK + st * KB + kk * 32), kk > 0);
+    };
+    auto pv = [&](int st) {
+#pragma unroll
+      for (int kc = 0; kc < BK / 32; ++kc) sg_mma_pv(o, p8[kc], hp_desc_sw128(sV + st * VB + kc * 32));
+    };
+    auto fence_si = [&]() {
+#pragma unroll
+      for (int x = 0; x < BK / 2; ++x) asm volatile("" : "+r"(si[x])::"memory");
+    };
+    auto fence_o = [&]() {
+#pragma unroll
+      for (int x = 0; x < D / 2; ++x) sl_fence(o[x]);
+    };
+    auto release = [&](int st) {
+      __syncwarp();
+      if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));
+    };
+    auto soft = [&](int t) {
+      const int j = __ldg(lr + t);
+      const bool last = t == n - 1;
+      const float dq = __fmul_rn(sqi, __ldg(sk + bh * Kb + j));
+      sg_softmax(si, s, m0, m1, d0, d1, a0, a1, dq, last ? sm : __fmul_rn(sm, dq), last, min(BK, L - j * BK), t4);
+    };
+    hp_mbar_wait(qbar, 0);
+    if (n > 0) {
+      hp_mbar_wait(bars, 0);
+      hp_wg_fence();
+      qk(0);
+      hp_wg_commit();
+      hp_wg_wait<0>();
+      fence_si();
+      soft(0);  // O is zero: no rescale
+      sg_pack(s, p8);
+#pragma unroll 1
+      for (int t = 0; t + 1 < n; ++t) {
+        const int st = t % NS, sn = (t + 1) % NS;
+        fence_o();
+        hp_wg_fence();
+        hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);
+        qk(sn);
+        hp_wg_commit();
+        pv(st);
+        hp_wg_commit();
+        hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
+        fence_si();
+        soft(t + 1);
+        hp_wg_wait<0>();
+        fence_o();
+        release(st);
+        sl_rescale<D>(o, a0, a1);
+        sg_pack(s, p8);
+      }
+      const int st = (n - 1) % NS;
+      fence_o();
+      hp_wg_fence();
+      pv(st);
+      hp_wg_commit();
+      hp_wg_wait<0>();
+      fence_o();
+      release(st);
+    }
+    d0 += __shfl_xor_sync(0xffffffffu, d0, 1);
+    d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
+    d1 += __shfl_xor_sync(0xffffffffu, d1, 1);
+    d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+    const float i0 = 1.f / d0, i1 = 1.f / d1;
+    const int r0 = q0 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
+    const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
+    const float* vsh = vs + (long long)z * ld + (long long)h * D;
+#pragma unroll
+    for (int c = 0; c < D / 8; ++c) {
+      const int col = c * 8 + 2 * t4;
+      const float v0 = vsh[col], v1 = vsh[col + 1];
+      if (r0 < L)
+        sp_store2(out, odt, OL, ob + (long long)r0 * ld + col, __fmul_rn(__fmul_rn(o[4 * c], i0), v0),
+                  __fmul_rn(__fmul_rn(o[4 * c + 1], i0), v1));
+      if (r1 < L)
+        sp_store2(out, odt, OL, ob + (long long)r1 * ld + col, __fmul_rn(__fmul_rn(o[4 * c + 2], i1), v0),
+                  __fmul_rn(__fmul_rn(o[4 * c + 3], i1), v1));
+    }
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2)
+    sage_tma_q64_k128(const __grid_constant__ HpTmaDesc tmQ, const __grid_constant__ HpTmaDesc tmK,
+                      const __grid_constant__ HpTmaDesc tmV, const float* sq, const float* sk, const float* vs,
+                      const bf16* OL, void* out, int odt, const int* lut, const int* cnt, int L, int H, int Qb, int Kb,
+                      float sm) {
+  sage_sparse_tma(&tmQ, &tmK, &tmV, sq, sk, vs, OL, out, odt, lut, cnt, L, H, Qb, Kb, sm);
+}
