@@ -18,6 +18,7 @@
 // again), store (bf16 through swizzled shared memory and TMA tensor
 // stores, or 16-byte stores by every thread).
 #include "hopper.cuh"
+#include "ln.cuh"
 
 // d[0..63] = (scale_d ? d : 0) + A(smem desc)·B(smem desc), m64n128k32,
 // int8 codes, exact int32 sums; both operands K-major.
@@ -115,18 +116,38 @@ __device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt,
 // consumer warpgroup its tile's BN bias values; the 2·NS mbarriers.
 // tst: the bf16 output goes out by tensor stores through tmY (64×64
 // boxes) instead of 16-byte stores by every thread.
-template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT>
+//
+// GQ (the FFN's first Linear, BN = 128, N % 128 == 0): instead of Y the
+// epilogue emits the int8 codes of GELU(Y) for the next Int8Linear: each
+// output element is rounded to bf16, biased (bf16), passed through GELU
+// (tanh, rounded to bf16), exactly as Int8Linear → GELUTanh would store it;
+// the 128×128 tile is then quantised as int8_quant_bf16_kernel does (amax
+// over the rows < M, f = 128/amax, round-half-even, saturate), the codes go
+// to Q [M, N] and amax/128 to SQ [ceil(M/128), N/128]. The two consumer
+// warpgroups hold the tile's two 64-row halves and exchange their amax
+// through shared memory (one buffer per tile parity).
+//
+// NCW: consumer warpgroups (2, or 3 for 192-row tiles: each warpgroup's 64
+// rows lie in one 128-row activation-scale block, so each looks up its own
+// scale row; 3 × 160 + 24 registers per thread fit the register file only
+// without the pipelined second int32 set).
+template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT, bool GQ = false, int NCW = 2>
 __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmY, int tst,
                                          void* Y, int ydt, const float* __restrict__ SX, const float* __restrict__ SW,
-                                         const void* bias, int bdt, int M, int N, int K) {
-  constexpr u32 AB = 128 * 128, BB = BN * 128, SB = AB + BB;
+                                         const void* bias, int bdt, int M, int N, int K, signed char* Q = nullptr,
+                                         float* SQ = nullptr) {
+  static_assert(!GQ || (BN == 128 && FOLD && !MC && NCW == 2), "the GELU+quantise epilogue needs 128×128 tiles");
+  static_assert(NCW == 2 || (NCW == 3 && !PIPE && !MC && BN == 128), "3 consumer warpgroups: 64×128 each, one int32 set");
+  constexpr int BM = 64 * NCW;
+  constexpr u32 AB = BM * 128, BB = BN * 128, SB = AB + BB;
   constexpr u32 STG = 64 * BN * 2;  // one warpgroup's staging bytes
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 base = (hp_smem(smem) + 1023) & ~1023u;
   unsigned char* gbase = smem + (base - hp_smem(smem));
-  const u32 bars = base + NS * SB + 2 * STG + 2 * BN * 4;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  const u32 bars = base + NS * SB + NCW * STG + NCW * BN * 4;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  float* sred = (float*)(gbase + NS * SB + NCW * STG + NCW * BN * 4 + 16 * NS);  // GQ: [2][8] warp amax
   const int tid = threadIdx.x, wg = tid >> 7;
-  const int nM = (M + 127) / 128, nN = (N + BN - 1) / BN;
+  const int nM = (M + BM - 1) / BM, nN = (N + BN - 1) / BN, nSB = (M + 127) / 128;
   const int KB = K / 128;
   // Work units: tiles, or with MC pairs of row tiles (rank r takes row tile
   // 2·pair + r; one past the end in an odd last pair reads zeros and stores
@@ -138,7 +159,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
       hp_mbar_init(bars + 8 * s, 1);
-      hp_mbar_init(bars + 8 * (NS + s), MC ? 16 : 8);  // lane 0 of each consumer warp (of both blocks)
+      hp_mbar_init(bars + 8 * (NS + s), (MC ? 2 : 1) * 4 * NCW);  // lane 0 of each consumer warp (of both blocks)
     }
     hp_mbar_init_fence();
   }
@@ -147,9 +168,9 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   else
     __syncthreads();
 
-  if (wg == 2) {  // producer
+  if (wg == NCW) {  // producer
     HP_SETMAXNREG_DEC(24);
-    if (tid == 256) {
+    if (tid == 128 * NCW) {
       hp_prefetch_tma_desc(tmA);
       hp_prefetch_tma_desc(tmB);
       int it = 0;
@@ -162,7 +183,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
           if (it >= NS) hp_mbar_wait(bars + 8 * (NS + s), ((it / NS) & 1) ^ 1);  // consumers released it
           const u32 full = bars + 8 * s;
           hp_mbar_expect_tx(full, SB);  // A, and all of B (half of it from the peer with MC)
-          hp_tma_load_2d(base + s * SB, tmA, kb * 128, mt * 128, full);
+          hp_tma_load_2d(base + s * SB, tmA, kb * 128, mt * BM, full);
           if (MC)
             hp_tma_load_2d_multicast(base + s * SB + AB + rank * (BB / 2), tmB, kb * 128, n0 + rank * (BN / 2), full, 3);
           else
@@ -171,11 +192,14 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       }
     }
   } else {  // consumers
-    HP_SETMAXNREG_INC(240);
+    if (NCW == 2)
+      HP_SETMAXNREG_INC(240);
+    else
+      HP_SETMAXNREG_INC(160);
     const int lane = tid & 31, w4 = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
     const u32 aoff = wg * 64 * 128;
     unsigned char* so = gbase + NS * SB + wg * STG;                   // this warpgroup's staging
-    float* sbias = (float*)(gbase + NS * SB + 2 * STG) + wg * BN;  // and its tile's bias
+    float* sbias = (float*)(gbase + NS * SB + NCW * STG) + wg * BN;  // and its tile's bias
     const bool leader = (tid & 127) == 0;                            // issues the tensor stores
     const int bc = tid & 127;  // the bias columns this thread fetches: bc, bc + 128
     // The int32 sets are zeroed once (each k block's first wgmma ignores
@@ -184,12 +208,12 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     int ia[BN / 2], ib[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) ia[i] = 0, ib[i] = 0;
-    int it = 0;
+    int it = 0, tcount = 0;
     for (int u = u0; u < units; u += ustep) {
       int mt, n0;
       i8g_tile(u, nMu, nN, BN, mt, n0);
       if (MC) mt = 2 * mt + rank;
-      const float* sxr = SX + (long long)min(mt, nM - 1) * KB;
+      const float* sxr = SX + (long long)min((mt * BM + wg * 64) / 128, nSB - 1) * KB;
       const int nb = n0 / 128, nNb = (N + 127) / 128;
       const float* sw0 = SW + (long long)nb * KB;
       const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
@@ -259,8 +283,63 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       it += KB;
 
       // Epilogue: round to the output dtype, bias in that dtype.
-      const int row0 = mt * 128 + wg * 64;
-      if (ydt == DT_BF16 && N % 8 == 0) {
+      const int row0 = mt * BM + wg * 64;
+      if (GQ) {
+        // h = bf16(bf16(acc) + bias), g = bf16(GELU(h)), as Int8Linear then
+        // GELUTanh store them; amax over this thread's rows < M.
+        sbias[bc] = bpre0;
+        hp_bar_sync(2 + wg, 128);
+        float am = 1e-8f;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = 8 * j + 2 * t4;
+          const float b0 = sbias[col], b1 = sbias[col + 1];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const bool live = row0 + w4 * 16 + g + 8 * h < M;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float v = rbf(acc[4 * j + 2 * h + e]);
+              if (bdt) v = rbf(__fadd_rn(v, e ? b1 : b0));
+              v = rbf(gelu_tanh_f(v));
+              acc[4 * j + 2 * h + e] = v;
+              if (live) am = fmaxf(am, fabsf(v));
+            }
+          }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
+        float* red = sred + (tcount & 1) * 8;
+        if (lane == 0) red[wg * 4 + w4] = am;
+        hp_bar_sync(1, 256);  // both warpgroups: the tile's 8 warp maxima are in
+        am = red[0];
+#pragma unroll
+        for (int w = 1; w < 8; ++w) am = fmaxf(am, red[w]);
+        const float f = 128.f / am;
+        // Codes into this warpgroup's staging ([64 rows][128 B], 16-byte
+        // chunks swizzled by row), then out in 16-byte rows.
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int rr = w4 * 16 + g + 8 * h;
+            int c0 = __float2int_rn(acc[4 * j + 2 * h] * f), c1 = __float2int_rn(acc[4 * j + 2 * h + 1] * f);
+            c0 = min(127, max(-128, c0));
+            c1 = min(127, max(-128, c1));
+            *(unsigned short*)(so + rr * 128 + (((j >> 1) ^ (rr & 7)) << 4) + (j & 1) * 8 + 2 * t4) =
+                (unsigned short)((c0 & 0xff) | ((c1 & 0xff) << 8));
+          }
+        hp_bar_sync(2 + wg, 128);
+        for (int c = tid & 127; c < 64 * 8; c += 128) {
+          const int rr = c >> 3, ch = c & 7, gr = row0 + rr;
+          if (gr < M)
+            *(uint4*)(Q + (long long)gr * N + n0 + ch * 16) = *(const uint4*)(so + rr * 128 + ((ch ^ (rr & 7)) << 4));
+        }
+        if (tid == 0) SQ[(long long)mt * (N / 128) + n0 / 128] = am * (1.f / 128.f);
+        ++tcount;
+        // The staging is rewritten only after the next tile's first
+        // barrier (2 + wg), which every thread reaches after these reads.
+      } else if (ydt == DT_BF16 && N % 8 == 0) {
         // Nobody reads sbias or the staging after the previous tile's
         // second barrier (and the leader's wait for its tensor stores), so
         // both may be rewritten before this one.
@@ -343,6 +422,25 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
            const void* bias, int bdt, int M, int N, int K) {                                                        \
     i8g_body<BN, NS, PIPE, true, true, CVT>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, K);              \
   }
+// 192×128 tiles on three consumer warpgroups (NCW = 3, not pipelined):
+// 512 threads, the A tensor map's box 192 rows.
+#define I8G_KERNEL_W3(NAME, NS, CVT)                                                                                 \
+  extern "C" __global__ void __launch_bounds__(512, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body<128, NS, false, true, false, CVT, false, 3>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, K); \
+  }
+// The GELU+quantise instance (GQ, see i8g_body): codes Q [M, N] int8 and
+// scales SQ [ceil(M/128), N/128] instead of Y; N % 128 == 0. Shared memory
+// as the other instances plus 64 bytes for the amax exchange.
+#define I8G_KERNEL_GQ(NAME, NS)                                                                                      \
+  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, signed char* Q, float* SQ,  \
+           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
+    i8g_body<128, NS, true, true, false, 1, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, K, Q, \
+                                                  SQ);                                                               \
+  }
 // Measured on an H100 (docs/PERF.md, "Int8 GEMM, session 2"): n128p_i2f
 // is the fastest or within 4% of it on every Wan shape and is the default;
 // n128p (magic-number conversion) and n192_i2f are kept for comparison;
@@ -355,3 +453,5 @@ I8G_KERNEL(int8_gemm_tma_n128p_i2f, 128, 6, true, true, 1)
 I8G_KERNEL(int8_gemm_tma_n128p, 128, 6, true, true, 0)
 I8G_KERNEL(int8_gemm_tma_n192_i2f, 192, 4, false, true, 1)
 I8G_KERNEL_MC(int8_gemm_tma_n192_mc, 192, 4, false, 0)
+I8G_KERNEL_GQ(int8_gemm_tma_n128p_i2f_gq, 6)
+I8G_KERNEL_W3(int8_gemm_tma_n128w3_i2f, 4, 1)

@@ -5,6 +5,7 @@
 // ascending k-block order as fma(float(sum), sx·sw, acc) — the reference
 // kernel's order, so the result is bit-exact with package quant.
 #include "common.cuh"
+#include "ln.cuh"
 
 // One 256-thread block per 128x128 tile of x [M, K] (K % 128 == 0), grid
 // (K/128, ceil(M/128)). amax = max(1e-8, max|x|), f = 128/amax (IEEE quotient,
@@ -44,8 +45,12 @@ extern "C" __global__ void __launch_bounds__(256) int8_quant_kernel(signed char*
 // between the amax pass and the coding pass, and writes 8-byte code runs.
 // Same grid, block, and arithmetic per element as int8_quant_kernel, so
 // the same codes and scales. x must be 16-byte aligned.
-extern "C" __global__ void __launch_bounds__(256) int8_quant_bf16_kernel(signed char* q, float* s,
-                                                                         const bf16* __restrict__ x, int M, int K) {
+// GELU: the values quantised are GELU(x) rounded to bf16, exactly what
+// ew_bf16_kernel's GELU would store (the FFN's GELU fused into the
+// quantiser of the second Linear: one read of the hidden activation
+// instead of a GELU pass and a quantiser pass).
+template <bool GELU>
+__device__ __forceinline__ void int8_quant_bf16_body(signed char* q, float* s, const bf16* __restrict__ x, int M, int K) {
   __shared__ float red[8];
   const int kb = blockIdx.x, mb = blockIdx.y, KB = K / 128, tid = threadIdx.x;
   const int r0 = mb * 128 + (tid >> 4);
@@ -56,6 +61,13 @@ extern "C" __global__ void __launch_bounds__(256) int8_quant_bf16_kernel(signed 
   for (int i = 0; i < 8; ++i) {
     const int row = r0 + 16 * i;
     v[i] = row < M ? *(const uint4*)(x + (long long)row * K + c) : make_uint4(0, 0, 0, 0);
+    if (GELU && row < M) {
+      float f[8];
+      unpack8(v[i], f);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f[e] = gelu_tanh_f(f[e]);
+      v[i] = pack8(f);
+    }
     const u32 w[4] = {v[i].x, v[i].y, v[i].z, v[i].w};
 #pragma unroll
     for (int e = 0; e < 4; ++e)
@@ -85,6 +97,17 @@ extern "C" __global__ void __launch_bounds__(256) int8_quant_bf16_kernel(signed 
     *(uint2*)(q + (long long)row * K + c) = make_uint2(out[0], out[1]);
   }
   if (tid == 0) s[(long long)mb * KB + kb] = amax * (1.f / 128.f);
+}
+
+extern "C" __global__ void __launch_bounds__(256) int8_quant_bf16_kernel(signed char* q, float* s,
+                                                                         const bf16* __restrict__ x, int M, int K) {
+  int8_quant_bf16_body<false>(q, s, x, M, K);
+}
+
+// int8_quant_bf16_kernel of GELU(x) (see int8_quant_bf16_body).
+extern "C" __global__ void __launch_bounds__(256) int8_quant_gelu_bf16_kernel(signed char* q, float* s,
+                                                                              const bf16* __restrict__ x, int M, int K) {
+  int8_quant_bf16_body<true>(q, s, x, M, K);
 }
 
 __device__ __forceinline__ u32 i8_smem_addr(const void* p) {

@@ -4,39 +4,7 @@
 // the backend takes these when x and out are bf16 and sizes are multiples
 // of 8.
 #include "common.cuh"
-
-struct bf8 {
-  uint4 u;
-};
-
-__device__ __forceinline__ void unpack8(const uint4& u, float* f) {
-  const u32 w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    f[2 * i] = __uint_as_float(w[i] << 16);
-    f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-}
-
-__device__ __forceinline__ uint4 pack8(const float* f) {
-  uint4 u;
-  u.x = pack_bf2(f[0], f[1]);
-  u.y = pack_bf2(f[2], f[3]);
-  u.z = pack_bf2(f[4], f[5]);
-  u.w = pack_bf2(f[6], f[7]);
-  return u;
-}
-
-// Loads 8 consecutive operand values from index c (c % 8 == 0) of a vector
-// of run-time dtype dt: two float4 or one uint4 load instead of eight.
-__device__ __forceinline__ void ld8v(const void* p, int dt, long long c, float* f) {
-  if (dt == DT_BF16) {
-    unpack8(((const uint4*)p)[c / 8], f);
-  } else {
-    const float4 a = ((const float4*)p)[c / 4], b = ((const float4*)p)[c / 4 + 1];
-    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
-  }
-}
+#include "ln.cuh"
 
 // Elementwise over n bf16 values (n % 8 == 0) in chunks of 8; operand
 // vectors (shift/scale/gate) have nv elements with nv % 8 == 0, so a chunk
@@ -64,9 +32,7 @@ extern "C" __global__ void ew_bf16_kernel(bf16* out, const bf16* x, const bf16* 
         float g = rbf(av[k]);
         r = __fadd_rn(v[k], rbf(__fmul_rn(w[k], g)));
       } else if (op == 2) {
-        const float k0 = 0.7978845608028654f;
-        float u = v[k];
-        r = 0.5f * u * (1.f + tanhf(k0 * (u + 0.044715f * u * u * u)));
+        r = gelu_tanh_f(v[k]);
       } else {
         r = v[k] + w[k];
       }
@@ -133,7 +99,7 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
       if (gate) ld8v(gate, gdt, c0, gv);
 #pragma unroll
       for (int k = 0; k < 8; ++k)
-        v[j][k] = rbf(gate ? __fadd_rn(v[j][k], rbf(__fmul_rn(u[j][k], rbf(gv[k])))) : v[j][k] + u[j][k]);
+        v[j][k] = ln_add_elem(v[j][k], u[j][k], gate != nullptr, gv[k]);
       ((uint4*)(sum_out + base))[c0 / 8] = pack8(v[j]);
     }
   }
@@ -150,8 +116,7 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
     if (have[j])
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        float d = v[j][k] - mean;
-        q += d * d;
+        q = ln_sq_acc(v[j][k], mean, q);
       }
   const float rstd = rsqrtf(block_sum_once(q, sh + 32) / D + eps);
 #pragma unroll
@@ -168,11 +133,7 @@ __device__ __forceinline__ void ln_body(bf16* y, const bf16* x, const void* w, i
     }
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-      float r = (v[j][k] - mean) * rstd;
-      if (wdt) r *= wv[k];
-      if (bdt) r += bv[k];
-      if (nv) r = __fadd_rn(__fmul_rn(rbf(r), 1.f + scv[k]), shv[k]);
-      v[j][k] = r;
+      v[j][k] = ln_elem(v[j][k], mean, rstd, wdt, wv[k], bdt, bv[k], nv, scv[k], shv[k]);
     }
     ((uint4*)(y + base))[c0 / 8] = pack8(v[j]);
   }

@@ -452,7 +452,7 @@ func i2vSample(t *testing.T, eng *Engine, ref *i2vRef, r i2vRun, lat [4]int, y [
 		}
 	}
 	defer func() { eng.Progress, eng.noise = nil, nil }()
-	out, err := eng.sampleI2V(context.Background(), r.request(t), lat, y, ref.text, &Result{})
+	out, err := eng.sampleI2V(context.Background(), r.request(t), lat, y, ref.text, &Result{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

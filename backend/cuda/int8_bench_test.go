@@ -44,7 +44,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n192_mc")
+			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n128w3_i2f", "q", "gq", "gq-gemm", "gq-unfused")
 		}
 		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
 			variants = strings.Split(e, ",")
@@ -66,6 +66,27 @@ func BenchmarkInt8Linear(b *testing.B) {
 				}
 				f := func() { g.Free(g.int8Linear(x, wq, ws, bias)) }
 				switch v {
+				case "q", "gq", "gq-gemm", "gq-unfused": // the GEMM on codes; + GELU + quantiser (fused or not)
+					int8GemmMode = ""
+					xt := T(x)
+					var xq, sx *Tensor
+					func() { defer g.enter()(); xq, sx = g.int8QuantAct(xt, m, s.k) }()
+					defer g.Free(xq)
+					defer g.Free(sx)
+					f = func() { g.Free(g.Int8LinearQ(xq, sx, wq, ws, bias)) }
+					if v != "q" {
+						off := v == "gq-unfused"
+						f = func() {
+							defer func(o bool, m string) { int8FuseOff, int8GELUQMode = o, m }(int8FuseOff, int8GELUQMode)
+							int8FuseOff = off
+							if v == "gq-gemm" {
+								int8GELUQMode = "gemm"
+							}
+							q, sc := g.Int8LinearGELUQ(xq, sx, wq, ws, bias)
+							g.Free(q)
+							g.Free(sc)
+						}
+					}
 				case "bf16":
 					f = func() { g.Free(g.Linear(x, wb, bias)) }
 				case "quant":
@@ -85,7 +106,7 @@ func BenchmarkInt8Linear(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				if int8GemmMode != "bf16" && int8GemmMode != "quant" && int8GemmMode != "mma" && int8HopperLaunches.Load() == before {
+				if v != "bf16" && v != "quant" && v != "mma" && int8HopperLaunches.Load() == before {
 					b.Fatalf("%s: the sm_90a kernel did not run", v)
 				}
 				med := Median(ms)
@@ -112,4 +133,62 @@ func benchVals(r *rand.Rand, n int, s float64) []float32 {
 		out[i] = tensor.RoundBF16(float32((2*r.Float64() - 1) * s))
 	}
 	return out
+}
+
+// BenchmarkAddLayerNormInt8 times the DiT's residual update + modulated
+// LayerNorm with the int8 activation codes as output (fused: one kernel;
+// unfused: AddLayerNorm then the quantiser), beside AddLayerNorm alone,
+// at M = 32760 tokens and the 1.3B / 14B widths. Median of 15 event-timed
+// runs; GB/s counts the fused kernel's traffic (x, y read, sum written,
+// codes written). Run with -benchtime=1x.
+func BenchmarkAddLayerNormInt8(b *testing.B) {
+	g := gpu(b)
+	g.Poison = false
+	defer func() { g.Poison = true }()
+	const m = 32760
+	for _, d := range []int{1536, 5120} {
+		r := rand.New(rand.NewPCG(uint64(d), 3))
+		x := g.Upload(tensor.BF16, []int{m, d}, benchVals(r, m*d, 2))
+		y := g.Upload(tensor.BF16, []int{m, d}, benchVals(r, m*d, 2))
+		gate := g.Upload(tensor.F32, []int{d}, benchVals(r, d, 1))
+		sh := g.Upload(tensor.F32, []int{d}, benchVals(r, d, 1))
+		sc := g.Upload(tensor.F32, []int{d}, benchVals(r, d, 1))
+		for _, v := range []string{"bf16", "fused", "unfused"} {
+			b.Run(fmt.Sprintf("%dx%d/%s", m, d, v), func(b *testing.B) {
+				defer func(o, l bool) { int8FuseOff, int8LNQOn = o, l }(int8FuseOff, int8LNQOn)
+				int8FuseOff = v == "unfused"
+				int8LNQOn = v == "fused"
+				f := func() {
+					s, q, qs := g.AddLayerNormInt8(x, y, gate, nil, nil, sh, sc, 1e-6)
+					g.Free(s)
+					g.Free(q)
+					g.Free(qs)
+				}
+				if v == "bf16" {
+					f = func() {
+						s, n := g.AddLayerNorm(x, y, gate, nil, nil, sh, sc, 1e-6)
+						g.Free(s)
+						g.Free(n)
+					}
+				}
+				before := int8FusedLaunches.Load()
+				var ms []float64
+				for range b.N {
+					var err error
+					if ms, err = g.TimeGPU(3, 15, f); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if v == "fused" && g.info.Arch == "sm_90" && int8FusedLaunches.Load() == before {
+					b.Fatal("the fused kernel did not run")
+				}
+				med := Median(ms)
+				b.ReportMetric(med, "ms")
+				b.ReportMetric(float64(m)*float64(d)*7/med/1e6, "GB/s")
+			})
+		}
+		for _, t := range []any{x, y, gate, sh, sc} {
+			g.Free(t.(*Tensor))
+		}
+	}
 }

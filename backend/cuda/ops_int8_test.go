@@ -213,7 +213,10 @@ func TestInt8LinearGolden(t *testing.T) {
 
 // TestGoldenDiTInt8Hopper runs the golden set's int8 DiT (SLA, fast norms,
 // W8A8 block Linears: TestGoldenDiTOnGPU's int8 case, same tolerance) with
-// each GEMM kernel and checks on sm_90 that the sm_90a one really ran.
+// each GEMM kernel and checks on sm_90 that the sm_90a one really ran; then
+// once more with the fused int8 activation ops off (Int8FuseEnv=0). Every
+// run must give the same bits: the fused LayerNorm/GELU quantisers are
+// exact replacements of the unfused ops.
 func TestGoldenDiTInt8Hopper(t *testing.T) {
 	g := gpu(t)
 	man := golden.LoadManifest(t)
@@ -227,25 +230,40 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 		BlockQ: int(man.Number(t, "configs", "dit", "sla_BLKQ")),
 		BlockK: int(man.Number(t, "configs", "dit", "sla_BLKK"))}
 	var outs [][]float32
-	for _, mode := range int8GemmModes(g) {
+	modes := int8GemmModes(g)
+	for _, mode := range append(modes, "nofuse", "lnq+gemm") {
+		fuse, variant := mode != "nofuse", ""
+		if mode == "nofuse" || mode == "lnq+gemm" {
+			// the default GEMM, every op unfused (Int8FuseEnv=0), or the
+			// non-default fused kernels
+			mode, variant = "", mode
+		}
+		var fused int64
 		withInt8Gemm(t, g, mode, func() {
-			m, err := wan.Load(g, golden.Open(t, "dit_int8.pth"), opt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Free()
-			text, err := m.EmbedText(txt, txs[1])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer text.Free()
-			out, err := m.Forward(x, xs[1:], ts[0], text)
-			if err != nil {
-				t.Fatal(err)
-			}
-			golden.Compare(t, "bf16_sla_fastnorm_int8.output (GPU, "+mode+")", out, want, 2e-2)
-			outs = append(outs, out)
+			fused = withFuse(fuse, func() {
+				m, err := wan.Load(g, golden.Open(t, "dit_int8.pth"), opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Free()
+				text, err := m.EmbedText(txt, txs[1])
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer text.Free()
+				out, err := m.Forward(x, xs[1:], ts[0], text)
+				if err != nil {
+					t.Fatal(err)
+				}
+				golden.Compare(t, fmt.Sprintf("bf16_sla_fastnorm_int8.output (GPU, %q, fused ops %v %s)", mode, fuse, variant), out, want, 2e-2)
+				outs = append(outs, out)
+			}, variant)
 		})
+		// The FFN's GELU must have been fused into a quantiser (on any
+		// GPU), and with lnq+gemm each LayerNorm and FFN GEMM on sm_90.
+		if fuse != (fused > 0) || (variant == "lnq+gemm" && g.info.Arch == "sm_90" && fused < 4*2) {
+			t.Errorf("GEMM mode %q, fused ops %v %s: %d fused launches", mode, fuse, variant, fused)
+		}
 	}
 	// The GEMMs are bit-exact with each other, so the whole forward is too.
 	for i := 1; i < len(outs); i++ {

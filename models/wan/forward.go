@@ -148,7 +148,7 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	// residual update and that norm run as one fused op where the backend
 	// has it (addNorm).
 	v, rows := m.blockMods(0, e06)
-	a := m.normModulate(xs, v[0], v[1], dt)
+	a := m.normAct(xs, v[0], v[1], dt)
 	for i := range m.blocks {
 		var nv, nrows []backend.Tensor
 		if i+1 < len(m.blocks) {
@@ -234,20 +234,20 @@ func (m *Model) blockMods(i int, e0 backend.Tensor) (v, rows []backend.Tensor) {
 // (REFERENCE.md §1.5) given a = its modulated norm of x and v = its
 // modulation vectors, and returns the new stream and, when next (the next
 // block's modulation vectors) is non-nil, that block's a. It frees a.
-func (m *Model) block(i int, x, a backend.Tensor, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out, nextA backend.Tensor) {
+func (m *Model) block(i int, x backend.Tensor, a act, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out backend.Tensor, nextA act) {
 	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
 
 	// Self-attention.
 	y := m.selfAttention(i, a, ang)
-	m.free(a)
+	m.freeAct(a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
 	// x1 = x + y·gate, x3 = norm3(x1).
-	x1, x3 := m.addNorm(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
+	x1, x3 := m.addNormAct(x, y, v[2], b.norm3W, b.norm3B, nil, nil, dt)
 	m.free(y)
 
 	// Cross-attention over the text context (dense, unmasked).
-	q0 := m.apply(b.cq, x3)
-	m.free(x3)
+	q0 := m.applyAct(b.cq, x3)
+	m.freeAct(x3)
 	q := be.RMSNorm(q0, b.cNormQ, c.Eps, m.Opt.Norm)
 	m.free(q0)
 	o := be.Attention(q, txt.k[i], txt.v[i], c.Heads, attnScale(c))
@@ -255,16 +255,16 @@ func (m *Model) block(i int, x, a backend.Tensor, v, next []backend.Tensor, ang 
 	co := m.apply(b.co, o)
 	m.free(o)
 	// x2 = x1 + co, f = modulated LN(x2).
-	x2, f := m.addNorm(x1, co, nil, nil, nil, v[3], v[4], dt)
+	x2, f := m.addNormAct(x1, co, nil, nil, nil, v[3], v[4], dt)
 	m.free(x1, co)
 
 	// Feed-forward.
-	g := m.linearGELU(b.ffn0, f)
-	m.free(f)
-	h2 := m.apply(b.ffn2, g)
-	m.free(g)
+	g := m.linearGELUAct(b.ffn0, f)
+	m.freeAct(f)
+	h2 := m.applyAct(b.ffn2, g)
+	m.freeAct(g)
 	if next != nil {
-		out, nextA = m.addNorm(x2, h2, v[5], nil, nil, next[0], next[1], dt)
+		out, nextA = m.addNormAct(x2, h2, v[5], nil, nil, next[0], next[1], dt)
 	} else {
 		out = be.GatedAdd(x2, h2, v[5])
 	}
@@ -276,10 +276,10 @@ func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDi
 
 // selfAttention is q/k/v projection, full-width RMSNorm of q and k, 3D RoPE,
 // the configured attention op and the output projection.
-func (m *Model) selfAttention(i int, a, ang backend.Tensor) backend.Tensor {
+func (m *Model) selfAttention(i int, a act, ang backend.Tensor) backend.Tensor {
 	be, c, b := m.be, m.Config, &m.blocks[i]
 	qk := func(l linear, norm backend.Tensor) backend.Tensor {
-		p := m.apply(l, a)
+		p := m.applyAct(l, a)
 		if f, ok := be.(rmsNormRoPEer); ok {
 			defer m.free(p)
 			return f.RMSNormRoPE(p, norm, c.Eps, m.Opt.Norm, ang, c.Heads)
@@ -291,7 +291,7 @@ func (m *Model) selfAttention(i int, a, ang backend.Tensor) backend.Tensor {
 		return out
 	}
 	q, k := qk(b.sq, b.sNormQ), qk(b.sk, b.sNormK)
-	v := m.apply(b.sv, a)
+	v := m.applyAct(b.sv, a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn.q", i), q)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn.k", i), k)
 	var o backend.Tensor
@@ -375,4 +375,76 @@ func (m *Model) normModulate(x, shift, scale backend.Tensor, dt tensor.DType) ba
 	n := m.be.LayerNorm(x, nil, nil, m.Config.Eps, dt)
 	defer m.free(n)
 	return m.be.Modulate(n, shift, scale)
+}
+
+// int8ActOps are the optional W8A8 ops whose activations travel quantised
+// (the CUDA backend has them): the modulated LayerNorm, with or without
+// the residual update, returning int8 codes and 128×128 tile scales;
+// Int8Linear on such codes; and Int8Linear → GELU → quantiser in one op.
+// Each equals the unfused ops bit for bit, so the model's output does not
+// depend on whether they are used.
+type int8ActOps interface {
+	AddLayerNormInt8(x, y, gate, w, bias, shift, scale backend.Tensor, eps float32) (sum, q, s backend.Tensor)
+	Int8LinearQ(q, s, w, scale, bias backend.Tensor) backend.Tensor
+	Int8LinearGELUQ(q, s, w, scale, bias backend.Tensor) (q2, s2 backend.Tensor)
+}
+
+// act is a normed activation that feeds block Linears: bf16 rows t, or,
+// with int8ActOps and an int8 checkpoint, their int8 codes q and scales s.
+type act struct{ t, q, s backend.Tensor }
+
+func (m *Model) freeAct(a act) {
+	for _, t := range []backend.Tensor{a.t, a.q, a.s} {
+		if t != nil {
+			m.be.Free(t)
+		}
+	}
+}
+
+// int8Acts returns the backend's int8ActOps when the block activations
+// should travel quantised: every block Linear is an Int8Linear (an int8
+// checkpoint) and the model runs in bf16.
+func (m *Model) int8Acts() (int8ActOps, bool) {
+	f, ok := m.be.(int8ActOps)
+	return f, ok && m.Info.Quantized && m.Opt.DType == tensor.BF16
+}
+
+// applyAct runs a block Linear on a normed activation.
+func (m *Model) applyAct(l linear, a act) backend.Tensor {
+	if a.q != nil {
+		if l.scale == nil {
+			backend.Fail("wan: a quantised activation reached a float Linear")
+		}
+		return m.be.(int8ActOps).Int8LinearQ(a.q, a.s, l.w, l.scale, l.b)
+	}
+	return m.apply(l, a.t)
+}
+
+// linearGELUAct is GELU(l(x)) as the input of the FFN's second Linear.
+func (m *Model) linearGELUAct(l linear, a act) act {
+	if a.q != nil {
+		q, s := m.be.(int8ActOps).Int8LinearGELUQ(a.q, a.s, l.w, l.scale, l.b)
+		return act{q: q, s: s}
+	}
+	return act{t: m.linearGELU(l, a.t)}
+}
+
+// normAct is normModulate, quantised where int8Acts says so.
+func (m *Model) normAct(x, shift, scale backend.Tensor, dt tensor.DType) act {
+	if f, ok := m.int8Acts(); ok {
+		_, q, s := f.AddLayerNormInt8(x, nil, nil, nil, nil, shift, scale, m.Config.Eps)
+		return act{q: q, s: s}
+	}
+	return act{t: m.normModulate(x, shift, scale, dt)}
+}
+
+// addNormAct is addNorm, with the normed result quantised where int8Acts
+// says so.
+func (m *Model) addNormAct(x, y, gate, w, bias, shift, scale backend.Tensor, dt tensor.DType) (backend.Tensor, act) {
+	if f, ok := m.int8Acts(); ok {
+		sum, q, s := f.AddLayerNormInt8(x, y, gate, w, bias, shift, scale, m.Config.Eps)
+		return sum, act{q: q, s: s}
+	}
+	sum, n := m.addNorm(x, y, gate, w, bias, shift, scale, dt)
+	return sum, act{t: n}
 }
