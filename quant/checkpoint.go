@@ -15,7 +15,7 @@ import (
 // IsQuantizedLinear reports whether the checkpoint tensor name/info is the
 // weight of a Linear that TurboDiffusion's `--quant_linear` replaces by an
 // Int8Linear: a 2-D float `.weight` under `blocks.` whose path does not
-// contain `proj_l` (REFERENCE.md §2.3). In a flat Wan state dict the only
+// contain `proj_l` (docs/NUMERICS.md §4.3). In a flat Wan state dict the only
 // 2-D weights inside the blocks are Linears (norms are 1-D, modulations 3-D).
 func IsQuantizedLinear(info checkpoint.Info) bool {
 	return strings.HasPrefix(info.Name, "blocks.") && strings.HasSuffix(info.Name, ".weight") &&

@@ -75,7 +75,7 @@ const (
 )
 
 // Identify judges what a checkpoint holds from its tensor names alone
-// (REFERENCE.md §2.2, §2.5, §2.6). Names may carry a common prefix (e.g.
+// (docs/NUMERICS.md §4.2, §4.4). Names may carry a common prefix (e.g.
 // "net." of training checkpoints); it is ignored here.
 func Identify(names []string) Family {
 	has := func(pred func(string) bool) bool {

@@ -224,7 +224,7 @@ func TestPresets(t *testing.T) {
 	wantErr(t, err, `"Wan9"`, "Wan2.1-T2V-1.3B")
 }
 
-// TestQuantScaleShapes checks the scale shapes REFERENCE.md §2.3 lists for
+// TestQuantScaleShapes checks the scale shapes docs/NUMERICS.md §4.3 lists for
 // the released -quant files.
 func TestQuantScaleShapes(t *testing.T) {
 	want := map[string]map[string][]int{

@@ -69,7 +69,7 @@ func (m *Model) free(ts ...backend.Tensor) {
 
 // EmbedText embeds umT5 output rows [rows, TextDim] (rows ≤ TextLen; the
 // rest are zero rows, as the reference pads, and are attended to like any
-// other row: REFERENCE.md §1.4).
+// other row: docs/NUMERICS.md §3.4).
 func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	if m == nil || m.be == nil {
 		return nil, fmt.Errorf("wan: EmbedText on a freed or nil model")
@@ -231,7 +231,7 @@ func (m *Model) blockMods(i int, e0 backend.Tensor) (v, rows []backend.Tensor) {
 }
 
 // block runs transformer block i on the residual stream x [L, D]
-// (REFERENCE.md §1.5) given a = its modulated norm of x and v = its
+// (docs/NUMERICS.md §3.5) given a = its modulated norm of x and v = its
 // modulation vectors, and returns the new stream and, when next (the next
 // block's modulation vectors) is non-nil, that block's a. It frees a.
 func (m *Model) block(i int, x backend.Tensor, a act, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out backend.Tensor, nextA act) {

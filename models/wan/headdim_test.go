@@ -13,7 +13,7 @@ import (
 // TestHeadDim64Block: a DiT whose width splits into heads of 64 (dim 128,
 // 2 heads; the head width read from its proj_l weights, as for a
 // conformance set of that layout) computes block 0 as an independent
-// float64 transcription of the block (NUMERICS.md, the DiT block) does,
+// float64 transcription of the block (docs/NUMERICS.md §3.5) does,
 // from the same block input, time projection and text context. Dense
 // attention in the float32 model is compared tightly; SLA with every key
 // block kept (so its sparse branch is full attention) adds the linear
