@@ -62,6 +62,33 @@ __device__ __forceinline__ void cw_mma_n192(float* d, u64 da, u64 db) {
       : "l"(da), "l"(db), "r"(1));
 }
 
+// d[0..31] += A(smem desc)·B(smem desc), m64n64k16, both K-major.
+__device__ __forceinline__ void cw_mma_n64(float* d, u64 da, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(da), "l"(db), "r"(1));
+}
+
+// d[0..63] += A(smem desc)·B(smem desc), m64n128k16, both K-major.
+__device__ __forceinline__ void cw_mma_n128(float* d, u64 da, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(da), "l"(db), "r"(1));
+}
+
+// d[0..127] += A(smem desc)·B(smem desc), m64n256k16, both K-major.
+__device__ __forceinline__ void cw_mma_n256(float* d, u64 da, u64 db) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(da), "l"(db), "r"(1));
+}
+
 template <int N>
 __device__ __forceinline__ void cw_mma(float* d, u64 da, u64 db);
 template <>
@@ -70,6 +97,12 @@ template <>
 __device__ __forceinline__ void cw_mma<96>(float* d, u64 da, u64 db) { cw_mma_n96(d, da, db); }
 template <>
 __device__ __forceinline__ void cw_mma<192>(float* d, u64 da, u64 db) { cw_mma_n192(d, da, db); }
+template <>
+__device__ __forceinline__ void cw_mma<64>(float* d, u64 da, u64 db) { cw_mma_n64(d, da, db); }
+template <>
+__device__ __forceinline__ void cw_mma<128>(float* d, u64 da, u64 db) { cw_mma_n128(d, da, db); }
+template <>
+__device__ __forceinline__ void cw_mma<256>(float* d, u64 da, u64 db) { cw_mma_n256(d, da, db); }
 
 // Repacks a weight [Cout][Cin][ntap] (any float dtype) into bf16
 // [ntap][Cout][Cin]: the B operand, K-major, one box per (tap, chunk).
@@ -95,10 +128,15 @@ extern "C" __global__ void conv_wpack_tap_kernel(bf16* dst, const void* w, int w
 // up = 1 packs the nearest 2x upsampling of X instead (Hi, Wi are then the
 // upsampled sizes; X holds Hi/2 × Wi/2 frames, no history): the resample
 // convs read the small tensor, and the upsampled one is never written.
+//
+// grow = G > 1 (no history) reads X [G·C, Ti/G, ...] as [C, Ti, ...]:
+// frame G·t+g, channel c is X[g·C+c, t] (TAEHV's TGrow, whose 1x1 conv
+// stacks G frames along channels), so the regrouped frames are never
+// written either.
 extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
                                                                const bf16* __restrict__ Xh, int Th, int C, int Ti,
                                                                int Hi, int Wi, int pt, int ph, int pw, int Hp,
-                                                               int Wp, int up) {
+                                                               int Wp, int up, int grow) {
   __shared__ bf16 tile[CP_C * CP_S];
   const int tid = threadIdx.x;
   const int wp0 = blockIdx.x * CP_W, row = blockIdx.y, c0 = blockIdx.z * CP_C;
@@ -109,8 +147,15 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
     const int Hs = Hi >> up, Ws = Wi >> up;  // the stored frame's size
     const long long HWs = (long long)Hs * Ws;
     const bool hist = ti < Th;
-    const long long cst = hist ? (long long)Th * HWs : (long long)(Ti - Th) * HWs;
-    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWs + (long long)(hi >> up) * Ws;
+    const bf16* src;
+    long long cst;
+    if (grow > 1) {
+      cst = (long long)(Ti / grow) * HWs;
+      src = X + (long long)(ti / grow) * HWs + (long long)(ti % grow) * C * cst + (long long)(hi >> up) * Ws;
+    } else {
+      cst = hist ? (long long)Th * HWs : (long long)(Ti - Th) * HWs;
+      src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWs + (long long)(hi >> up) * Ws;
+    }
     const int w = tid & 63, wi = wp0 + w - pw;
     const bool wok = wi >= 0 && wi < Wi;
     const int ws = wi >> up;
@@ -256,7 +301,8 @@ template <int BK, int N, int MW, int NS, bool PERSIST>
 __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmA2,
                                          const HpTmaDesc* tmB2, bf16* __restrict__ Y,
                                          const void* bias, int bdt, const bf16* __restrict__ R, int Cin, int Cout,
-                                         int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
+                                         int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu,
+                                         int ycl, long long yoff, int rcl, long long roff) {
   constexpr int BM = 128 * MW;
   constexpr bool SPLIT = BK == 96;
   constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
@@ -389,9 +435,55 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
       cw_consumers_sync();
       const int m = tid % BM, r = m0 + m;
       const int t = r / HWp, rem = r - t * HWp, hh = rem / Wp, ww = rem - hh * Wp;
-      if (t < To && hh < Ho && ww < Wo) {
+      if (ycl) {
+        // Packed output (TAEHV's chained convolutions): Y is the next
+        // convolution's zero-padded channels-last input, row r of this
+        // grid landing at row r + yoff; rows that are no output position
+        // are that layout's zero borders, so they are written as zeros.
+        // Eight channels (16 bytes) per store.
+        if (r < To * HWp) {
+          constexpr int STEP = 256 / BM;
+          const bool live = hh < Ho && ww < Wo;
+          bf16* yr = Y + (long long)(r + yoff) * Cout;
+          const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
+          for (int n8 = (tid / BM) * 8; n8 < N; n8 += 8 * STEP) {
+            const int co = n0 + n8;
+            if (co >= Cout) break;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (live) {
+              float rv[8];
+              if (R != nullptr) {
+                if (rcl) {
+                  const uint4 q = *(const uint4*)(R + (long long)(r + roff) * Cout + co);
+                  const u32 qw[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+                  for (int j = 0; j < 4; ++j) rv[2 * j] = bf2f((bf16)(qw[j] & 0xffff)), rv[2 * j + 1] = bf2f((bf16)(qw[j] >> 16));
+                } else {
+#pragma unroll
+                  for (int j = 0; j < 8; ++j) rv[j] = bf2f(R[(long long)(co + j) * P + off]);
+                }
+              }
+              u32 o[4];
+#pragma unroll
+              for (int j = 0; j < 4; ++j) {
+                bf16 a = so[(n8 + 2 * j) * SO + m], b = so[(n8 + 2 * j + 1) * SO + m];
+                if (R != nullptr) {
+                  a = f2bf(__fadd_rn(bf2f(a), rv[2 * j]));
+                  b = f2bf(__fadd_rn(bf2f(b), rv[2 * j + 1]));
+                }
+                if (relu && (a & 0x8000)) a = 0;
+                if (relu && (b & 0x8000)) b = 0;
+                o[j] = (u32)a | ((u32)b << 16);
+              }
+              v = make_uint4(o[0], o[1], o[2], o[3]);
+            }
+            *(uint4*)(yr + co) = v;
+          }
+        }
+      } else if (t < To && hh < Ho && ww < Wo) {
         // U channels per step, the residual's loads issued together (one
-        // global latency per step, not per channel).
+        // global latency per step, not per channel). rcl: the residual is
+        // in the packed layout (row r + roff, channels contiguous).
         constexpr int STEP = 256 / BM, U = N < 8 * STEP ? N / STEP : 8;
         const long long P = (long long)To * Ho * Wo, off = ((long long)t * Ho + hh) * Wo + ww;
         for (int nb = tid / BM; nb < N; nb += STEP * U) {
@@ -399,7 +491,7 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
 #pragma unroll
           for (int u = 0; u < U; ++u) {
             const int n = nb + u * STEP, co = n0 + n;
-            rv[u] = (R != nullptr && n < N && co < Cout) ? R[(long long)co * P + off] : (bf16)0;
+            rv[u] = (R != nullptr && n < N && co < Cout) ? R[rcl ? (long long)(r + roff) * Cout + co : (long long)co * P + off] : (bf16)0;
           }
 #pragma unroll
           for (int u = 0; u < U; ++u) {
@@ -407,6 +499,7 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
             if (n >= N || co >= Cout) continue;
             bf16 v = so[n * SO + m];
             if (R != nullptr) v = f2bf(__fadd_rn(bf2f(v), bf2f(rv[u])));  // the residual add, rounded as Add does
+            if (relu && (v & 0x8000)) v = 0;  // ReLU: negatives (and -0) to +0; NaN with the sign bit too
             Y[(long long)co * P + off] = v;
           }
         }
@@ -419,9 +512,9 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
   extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k##BK##_n##N##_m##MW##SUF(                    \
       const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, bf16* Y, const void* bias, \
       int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho,         \
-      int Wo) {                                                                                                \
+      int Wo, int relu, int ycl, long long yoff, int rcl, long long roff) {                                    \
     conv_tma<BK, N, MW, NS, PERSIST>(&tmA, &tmB, &tmA, &tmB, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, \
-                                     Ho, Wo);                                                                   \
+                                     Ho, Wo, relu, ycl, yoff, rcl, roff);                                       \
   }
 // conv3d_tma_k<BK>_n<N>_m<MW>: one block per tile; ..._p: persistent, NSP
 // stages plus a separate staging area. Stage bytes: k64 n192 m1 40 KiB, k64
@@ -437,11 +530,19 @@ CONV_TMA(32, 96, 2, 8, 7)
 CONV_TMA(32, 192, 1, 8, 8)
 CONV_TMA(32, 8, 2, 8, 8)
 CONV_TMA(64, 8, 2, 6, 6)
+// TAEHV's widths (64, 128, 256): N 64 with 256-row tiles (stage 40 KiB), N
+// 128 with 256-row tiles (48 KiB), N 256 with 128-row tiles (48 KiB); the
+// persistent variants leave room for the [N][BM+8] staging tile.
+CONV_TMA(64, 64, 2, 5, 4)
+CONV_TMA(64, 128, 2, 4, 3)
+CONV_TMA(64, 256, 1, 4, 3)
 // conv3d_tma_k96_n96_m2: Cin = 96 with whole-tap K steps (stage 66 KiB,
 // three stages, one block per tile).
 extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k96_n96_m2(
     const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,
     const __grid_constant__ HpTmaDesc tmA2, const __grid_constant__ HpTmaDesc tmB2, bf16* Y, const void* bias,
-    int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo) {
-  conv_tma<96, 96, 2, 3, false>(&tmA, &tmB, &tmA2, &tmB2, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo);
+    int bdt, const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo,
+    int relu, int ycl, long long yoff, int rcl, long long roff) {
+  conv_tma<96, 96, 2, 3, false>(&tmA, &tmB, &tmA2, &tmB2, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo,
+                                relu, ycl, yoff, rcl, roff);
 }

@@ -106,15 +106,15 @@ func (r *Request) boundary() float64 {
 func (r *Request) validateI2V() error {
 	if r.Image == "" {
 		if r.AdaptiveResolution {
-			return fmt.Errorf("--adaptive-resolution needs an input image (--image)")
+			return fieldErr(FieldAdaptive, CodeConflict, nil, "needs an input image")
 		}
 		return nil
 	}
 	if r.Sampler != "" && r.Sampler != "rcm" {
-		return fmt.Errorf("--sampler %s: image-to-video runs the rCM sampler only (as TurboDiffusion does)", r.Sampler)
+		return fieldErr(FieldSampler, CodeConflict, r.Sampler, "image-to-video runs the rCM sampler only (as TurboDiffusion does)")
 	}
 	if b := r.Boundary; b > 1 || b != b {
-		return fmt.Errorf("--boundary %g: must be at most 1 (RF time; 0.9 is the reference's)", b)
+		return fieldErr(FieldBoundary, CodeRange, b, "must be at most 1 (RF time; 0.9 is the reference's)")
 	}
 	return nil
 }
@@ -170,10 +170,11 @@ func (e *Engine) useExpert(x Expert, drop func(*wan.Model)) (m *wan.Model, loade
 		return nil, false, err
 	}
 	defer f.Close()
-	m, err = wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm, ExactRounding: e.opt.ExactRounding})
+	m, err = wan.Load(e.dit, f, e.ditOptions())
 	if err != nil {
 		return nil, false, fmt.Errorf("%s expert: %w", x, err)
 	}
+	e.loraNotes(m, x.String()+" expert")
 	if c := m.Config; c.Type != wan.I2V {
 		m.Free()
 		return nil, false, fmt.Errorf("%s (the %s expert) is not an image-to-video DiT", path, x)
@@ -214,8 +215,8 @@ func BuildCondition(z []float32, zshape []int) ([]float32, []int, error) {
 // prepareImage loads the request's image and turns it into the encoder's
 // first frame [3, H, W] in [−1, 1] at the target size: r.Size, or with
 // AdaptiveResolution the size of AdaptiveSize(r.Size, image).
-func prepareImage(r Request) (Size, []float32, error) {
-	img, err := LoadImage(r.Image)
+func prepareImage(r Request, lim Limits) (Size, []float32, error) {
+	img, err := loadImage(r.Image, lim)
 	if err != nil {
 		return Size{}, nil, err
 	}
@@ -287,7 +288,7 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	var size Size
 	var pix []float32
 	if err := stage("image", func() (err error) {
-		size, pix, err = prepareImage(r)
+		size, pix, err = prepareImage(r, e.opt.Limits)
 		return err
 	}); err != nil {
 		return nil, err
@@ -349,6 +350,9 @@ func (e *Engine) generateI2V(ctx context.Context, r Request) (*Result, error) {
 	res.Latents = latents
 
 	// 5. VAE decode → frames.
+	if e.opt.ReleaseDiT {
+		e.freeExperts()
+	}
 	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
 	}
@@ -384,6 +388,11 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		if err != nil {
 			return nil, err
 		}
+		if len(e.call.loras) > 0 {
+			if err := e.applyLoRA(m, e.expertPath(x16)); err != nil {
+				return nil, err
+			}
+		}
 		if loaded {
 			d := time.Since(t0)
 			loadTime += d
@@ -400,6 +409,9 @@ func (e *Engine) sampleI2V(ctx context.Context, r Request, lat [4]int, y []float
 		inputs[s] = in
 		done := st.Index*r.Samples + s
 		e.report(Event{Stage: "step", Done: done, Total: r.Steps * r.Samples, Note: x16.String()})
+		if err := e.applyAttention(m); err != nil {
+			return nil, err
+		}
 		v, err := m.Forward(in, []int{m.Config.InDim, lat[1], lat[2], lat[3]}, st.Timestep, txt)
 		if err == nil {
 			e.report(Event{Stage: "step", Done: done + 1, Total: r.Steps * r.Samples, Note: x16.String()})

@@ -283,7 +283,7 @@ func TestGoldenI2VImage(t *testing.T) {
 				t.Errorf("PNG decode differs from the reference's in %d values", bad)
 			}
 
-			size, pix, err := prepareImage(req)
+			size, pix, err := prepareImage(req, Limits{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -500,7 +500,7 @@ func testI2VEndToEnd(t *testing.T, be backend.Core, r i2vRun) {
 	eng := i2vEngine(t, be, r)
 	checkI2VExperts(t, eng, lat)
 
-	size, pix, err := prepareImage(r.request(t))
+	size, pix, err := prepareImage(r.request(t), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}

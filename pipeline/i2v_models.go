@@ -66,8 +66,9 @@ func FindI2VModels(dir, variant string, override Files) (Files, error) {
 			}
 		}
 	}
-	missing = append(missing, findShared(dir, &out)...)
-	for _, p := range []string{override.DiTHigh, override.DiTLow, override.VAE, override.TextEncoder, override.Tokenizer} {
+	missing = append(missing, findShared(dir, &out, true)...) // the image is encoded with the Wan VAE
+	missing = append(missing, findTiny(dir, &out)...)
+	for _, p := range []string{override.DiTHigh, override.DiTLow, override.VAE, override.TextEncoder, override.Tokenizer, tinyOverride(override)} {
 		if p != "" && !exists(p) {
 			missing = append(missing, p+" (given on the command line)")
 		}

@@ -369,11 +369,11 @@ func TestI2VBadInput(t *testing.T) {
 	expect("unipc with an image", gen(fx.files, r), "rCM")
 	r = base
 	r.Boundary = 1.5
-	expect("boundary above 1", gen(fx.files, r), "--boundary")
+	expect("boundary above 1", gen(fx.files, r), "boundary 1.5", "at most 1")
 	r = base
 	r.Image = ""
 	r.AdaptiveResolution = true
-	expect("adaptive resolution without image", gen(fx.files, r), "--image")
+	expect("adaptive resolution without image", gen(fx.files, r), "adaptive_resolution", "image")
 	r = base
 	r.Image = ""
 	expect("text-to-video on an I2V engine", gen(fx.files, r), "image")

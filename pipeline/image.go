@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"image"
 	"image/color"
@@ -30,31 +31,82 @@ type RGB struct {
 // islow, so JPEG pixels can still differ by about a level. CMYK JPEGs use
 // Go's conversion. For 16-bit grey PNGs PIL's convert clips to 255 (a PIL
 // quirk); here the high byte is kept.
-func LoadImage(path string) (*RGB, error) {
+//
+// The header is checked against DefaultLimits before any pixel is decoded
+// (see CheckImage).
+func LoadImage(path string) (*RGB, error) { return loadImage(path, Limits{}) }
+
+func loadImage(path string, lim Limits) (*RGB, error) {
 	f, err := regfile.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("input image: %w", err)
 	}
 	defer f.Close()
-	img, err := DecodeImage(bufio.NewReader(f))
+	img, err := decodeImage(bufio.NewReader(f), lim)
 	if err != nil {
 		return nil, fmt.Errorf("input image %s: %w", path, err)
 	}
 	return img, nil
 }
 
-// DecodeImage decodes a PNG or JPEG stream into RGB (see LoadImage).
-func DecodeImage(r io.Reader) (*RGB, error) {
-	img, format, err := image.Decode(r)
+// DecodeImage decodes a PNG or JPEG stream into RGB (see LoadImage),
+// checking its size against DefaultLimits first.
+func DecodeImage(r io.Reader) (*RGB, error) { return decodeImage(r, Limits{}) }
+
+// ImageInfo is what an image's header says.
+type ImageInfo struct {
+	Format string // "png" or "jpeg"
+	W, H   int
+}
+
+// CheckImage reads only the header of a PNG or JPEG (no pixel is decoded)
+// and refuses an image over lim's MaxImagePixels (zero: DefaultLimits), so
+// a small file that would decode to gigabytes (a decompression bomb) is
+// refused before it costs anything. Errors are *FieldError (FieldImage).
+func CheckImage(r io.Reader, lim Limits) (ImageInfo, error) {
+	lim = lim.WithDefaults()
+	cfg, format, err := image.DecodeConfig(r)
+	if err != nil {
+		if err == image.ErrFormat {
+			return ImageInfo{}, fieldErr(FieldImage, CodeInvalid, nil, "not a PNG or JPEG image")
+		}
+		return ImageInfo{}, fieldErr(FieldImage, CodeInvalid, nil, "cannot read the image header: %v", err)
+	}
+	if format != "png" && format != "jpeg" {
+		return ImageInfo{}, fieldErr(FieldImage, CodeInvalid, nil, "a %s image; give a PNG or JPEG", format)
+	}
+	info := ImageInfo{Format: format, W: cfg.Width, H: cfg.Height}
+	if info.W <= 0 || info.H <= 0 {
+		return info, fieldErr(FieldImage, CodeInvalid, nil, "%s image has no pixels (%dx%d)", format, info.W, info.H)
+	}
+	if int64(info.W)*int64(info.H) > int64(lim.MaxImagePixels) {
+		return info, fieldErr(FieldImage, CodeTooLarge, nil, "%dx%d pixels; at most %d megapixels", info.W, info.H, lim.MaxImagePixels>>20)
+	}
+	return info, nil
+}
+
+func decodeImage(r io.Reader, lim Limits) (*RGB, error) {
+	lim = lim.WithDefaults()
+	b, err := io.ReadAll(io.LimitReader(r, int64(lim.MaxImageBytes)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > lim.MaxImageBytes {
+		return nil, fieldErr(FieldImage, CodeTooLarge, nil, "file over %d MiB", lim.MaxImageBytes>>20)
+	}
+	if _, err := CheckImage(bytes.NewReader(b), lim); err != nil {
+		return nil, err
+	}
+	img, format, err := image.Decode(bytes.NewReader(b))
 	if err != nil {
 		if err == image.ErrFormat {
 			return nil, fmt.Errorf("not a PNG or JPEG image")
 		}
 		return nil, fmt.Errorf("cannot decode the image: %w", err)
 	}
-	b := img.Bounds()
-	if b.Dx() <= 0 || b.Dy() <= 0 {
-		return nil, fmt.Errorf("%s image has no pixels (%dx%d)", format, b.Dx(), b.Dy())
+	bd := img.Bounds()
+	if bd.Dx() <= 0 || bd.Dy() <= 0 {
+		return nil, fmt.Errorf("%s image has no pixels (%dx%d)", format, bd.Dx(), bd.Dy())
 	}
 	return toRGB(img), nil
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 )
 
 // Files are the checkpoint paths one generation needs.
@@ -15,6 +17,12 @@ type Files struct {
 	VAE         string // Wan2.1_VAE.pth
 	TextEncoder string // models_t5_umt5-xxl-enc-bf16.pth
 	Tokenizer   string // folder (or file) of the google/umt5-xxl tokenizer
+	// TinyVAE, when set, decodes with the tiny VAE (TAEHV, taew2_1) instead
+	// of the Wan VAE: the weights' path, or TinyVAEFromFolder in the
+	// override given to FindModels to find them in the models folder.
+	// Text-to-video then needs no Wan VAE; image-to-video still encodes the
+	// image with it.
+	TinyVAE string
 }
 
 // Released file names and where users get them.
@@ -24,6 +32,14 @@ const (
 	TokenizerDir    = "google/umt5-xxl"
 	wanRepo         = "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"
 )
+
+// The tiny VAE (--vae tiny): madebyollin/taehv's TAEW2.1 weights, either
+// format.
+var TinyVAEFiles = []string{taehv.WeightsFileSafetensors, taehv.WeightsFile}
+
+// TinyVAEFromFolder as Files.TinyVAE asks FindModels for the tiny VAE from
+// the models folder.
+const TinyVAEFromFolder = "tiny"
 
 // Variants are the TurboWan text-to-video DiTs by the name their files carry.
 var Variants = map[string]string{
@@ -88,8 +104,10 @@ func FindModels(dir, variant string, override Files) (Files, error) {
 			missing = append(missing, fmt.Sprintf("%s.pth or %s-quant.pth (from %s)", variant, variant, url))
 		}
 	}
-	missing = append(missing, findShared(dir, &out)...)
-	for _, p := range []string{override.DiT, override.VAE, override.TextEncoder, override.Tokenizer} {
+	// Text-to-video decodes with the tiny VAE or the Wan VAE, not both.
+	missing = append(missing, findShared(dir, &out, out.TinyVAE == "")...)
+	missing = append(missing, findTiny(dir, &out)...)
+	for _, p := range []string{override.DiT, override.VAE, override.TextEncoder, override.Tokenizer, tinyOverride(override)} {
 		if p != "" && !exists(p) {
 			missing = append(missing, p+" (given on the command line)")
 		}
@@ -100,15 +118,41 @@ func FindModels(dir, variant string, override Files) (Files, error) {
 	return out, nil
 }
 
+// findTiny resolves Files.TinyVAE = TinyVAEFromFolder to the folder's
+// taew2_1.safetensors or taew2_1.pth, or names it as missing with where to
+// download it.
+func findTiny(dir string, out *Files) []string {
+	if out.TinyVAE != TinyVAEFromFolder {
+		return nil
+	}
+	for _, name := range TinyVAEFiles {
+		if p := filepath.Join(dir, name); exists(p) {
+			out.TinyVAE = p
+			return nil
+		}
+	}
+	return []string{fmt.Sprintf("%s or %s (the tiny VAE of --vae tiny, from %s)", TinyVAEFiles[0], TinyVAEFiles[1], taehv.Source)}
+}
+
+// tinyOverride is the tiny VAE path given on the command line, if any.
+func tinyOverride(f Files) string {
+	if f.TinyVAE == TinyVAEFromFolder {
+		return ""
+	}
+	return f.TinyVAE
+}
+
 // findShared fills the files text-to-video and image-to-video share (VAE,
 // text encoder, tokenizer) from the folder unless already set, and returns
-// the missing ones with where to download them.
-func findShared(dir string, out *Files) []string {
+// the missing ones with where to download them. needVAE false (text-to-video
+// decoding with the tiny VAE) takes the Wan VAE if present without asking
+// for it.
+func findShared(dir string, out *Files, needVAE bool) []string {
 	var missing []string
 	if out.VAE == "" {
 		if p := filepath.Join(dir, VAEFile); exists(p) {
 			out.VAE = p
-		} else {
+		} else if needVAE {
 			missing = append(missing, fmt.Sprintf("%s (from %s)", VAEFile, wanRepo))
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
@@ -40,9 +40,16 @@ const encodeQueue = 2
 // call is what one Generate call passes down to the decode stage, which
 // text-to-video and image-to-video share.
 type call struct {
-	ctx      context.Context
-	output   string
-	encoding video.Encoding
+	ctx       context.Context
+	output    string
+	encoding  video.Encoding
+	attention string  // the request's attention override ("" = the engine's)
+	topK      float64 // the request's SLA fraction (0 = the engine's)
+	// loras are the request's LoRA adapters; applied the models they were
+	// merged into (restored when the call ends), notes their warnings.
+	loras   []*lora.Adapter
+	applied []applied
+	notes   []string
 }
 
 // checkOutput rejects an output name video.Write would refuse, before any
@@ -54,13 +61,13 @@ func checkOutput(path string) error {
 	case ".mp4", ".gif":
 		dir := filepath.Dir(path)
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			return fmt.Errorf("output %s: folder %s does not exist", path, dir)
+			return fieldErr(FieldOutput, CodeInvalid, path, "folder %s does not exist", dir)
 		}
 		return nil
 	case "":
 		return nil
 	}
-	return fmt.Errorf("output %s: unknown format %q (use .mp4, .gif, or a folder for PNG frames)", path, filepath.Ext(path))
+	return fieldErr(FieldOutput, CodeInvalid, path, "unknown format %q (use .mp4, .gif, or a folder for PNG frames)", filepath.Ext(path))
 }
 
 // streams says whether decodeLatents encodes while decoding: one sample
@@ -88,17 +95,13 @@ func (e *Engine) decodeStreaming(res *Result, lat [4]int, fps int, stage func(st
 	out := &Output{Path: path, Streamed: true}
 	err := stage("decode+encode", func() error {
 		enc := startEncoder(path, fps, e.call.encoding)
-		err := e.decoder.DecodeChunks(res.Latents[0], []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
+		err := e.decodeFrames(res.Latents[0], []int{16, T, lat[2], lat[3]}, func(first int, f [][]uint8, w, h int) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			e.report(Event{Stage: "decode", Done: (first+3)/4 + 1, Total: T, Note: "encoding " + filepath.Base(path)})
-			f, err := wanvae.Frames(chunk, cs)
-			if err != nil {
-				return err
-			}
-			frames, vshape = append(frames, f...), cs
-			return enc.send(f, cs[3], cs[2])
+			frames, vshape = append(frames, f...), []int{3, len(f), h, w}
+			return enc.send(f, w, h)
 		})
 		if err != nil {
 			enc.abort()

@@ -5,12 +5,16 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -45,6 +49,9 @@ type Options struct {
 	// KeepExperts keeps both image-to-video experts loaded between steps
 	// and requests (twice the DiT memory); otherwise only one is resident.
 	KeepExperts bool
+	// Limits bound what a request may ask for (zero fields: DefaultLimits);
+	// Generate refuses requests beyond them before any model runs.
+	Limits Limits
 	// VAETile decodes in spatial tiles of at most VAETile×VAETile latent
 	// pixels (wanvae.VAE.SetTiling; 0: untiled): device memory is set by
 	// the tile, not the video, at the price of the decode's streaming (the
@@ -60,6 +67,23 @@ type Options struct {
 	// OpenCheckpoint opens a model file; nil means checkpoint.Open.
 	// Benchmarks substitute random weights at the real shapes.
 	OpenCheckpoint func(path string) (checkpoint.File, error)
+	// LoRA adapters are merged into every DiT the engine loads (the
+	// text-to-video model, or both image-to-video experts), at load.
+	LoRA []lora.Spec
+	// LoRALenient skips LoRA keys that match nothing in the model (the
+	// engine's notes list them) instead of failing.
+	LoRALenient bool
+	// CheckMemory makes Generate estimate each request's peak GPU memory
+	// first and refuse one that cannot fit (CheckMemory, memory.go).
+	CheckMemory bool
+	// Offload keeps the DiT blocks' Linear weights in host memory and
+	// streams them to the GPU one block ahead (wan.Options.Offload).
+	Offload bool
+	// ReleaseDiT frees the DiT (and its text contexts) once sampling is
+	// done, so the VAE decode does not run beside it: for one-request runs
+	// (generate), where nothing would reuse it. A later request loads it
+	// again.
+	ReleaseDiT bool
 }
 
 // Request is one generation.
@@ -90,6 +114,17 @@ type Request struct {
 	// AdaptiveResolution keeps the area of Size but the image's aspect
 	// ratio (TD --adaptive_resolution).
 	AdaptiveResolution bool
+
+	// LoRA adapters are merged for this request only, on top of
+	// Options.LoRA, and the weights restored when it ends (each touched
+	// weight is read again from the DiT checkpoint both times).
+	LoRA []lora.Spec
+	// Attention ("dense", "sla" or "sagesla") and TopK (the SLA fraction)
+	// override the engine's Options for this request; "" and 0 keep them.
+	// A DiT loaded for dense attention has no SLA weights, so it cannot
+	// switch to sla or sagesla.
+	Attention string
+	TopK      float64
 
 	// Output, when set, is the video file Generate writes (.mp4, .gif or a
 	// folder for PNG frames; see WriteOutput for the GIF fallback), and
@@ -137,6 +172,7 @@ type Engine struct {
 	dit      backend.DiT
 	text     backend.Text
 	vae      backend.VAE
+	tinyB    backend.TinyVAE // backend of the tiny VAE (Files.TinyVAE set)
 	notes    []string
 	Progress func(Event)
 
@@ -149,8 +185,14 @@ type Engine struct {
 	cache   *umt5.Cache
 	model   *wan.Model
 	decoder *wanvae.VAE
-	experts [2]*wan.Model // image-to-video experts by Expert
-	call    call          // the Generate call in progress
+	tiny    *taehv.Model    // the tiny VAE decoder, when Files.TinyVAE is set
+	experts [2]*wan.Model   // image-to-video experts by Expert
+	loras   []*lora.Adapter // Options.LoRA, opened by New
+	// CheckRequest's state, guarded by infoMu (it runs beside Generate).
+	infoMu   sync.Mutex
+	fileInfo *wan.FileInfo // the DiT file's configuration
+	machine  *Budget       // the machine's memory
+	call     call          // the Generate call in progress
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
@@ -192,6 +234,11 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 	if err := pick("VAE", func(c backend.Core) bool { v, ok := c.(backend.VAE); e.vae = v; return ok }); err != nil {
 		return nil, err
 	}
+	if opt.TinyVAE != "" {
+		if err := pick("tiny VAE", func(c backend.Core) bool { v, ok := c.(backend.TinyVAE); e.tinyB = v; return ok }); err != nil {
+			return nil, err
+		}
+	}
 	// Every model file is checked from its header before anything loads.
 	if err := e.checkFiles(); err != nil {
 		return nil, err
@@ -203,7 +250,47 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 		}
 		e.cache = c
 	}
+	// LoRA files are parsed now, so a missing or malformed one fails
+	// before any model loads.
+	as, err := openLoRAs(opt.LoRA)
+	if err != nil {
+		return nil, err
+	}
+	e.loras = as
 	return e, nil
+}
+
+// openLoRAs opens every spec, closing the ones opened on failure.
+func openLoRAs(specs []lora.Spec) ([]*lora.Adapter, error) {
+	var as []*lora.Adapter
+	for _, s := range specs {
+		a, err := lora.Open(s)
+		if err != nil {
+			closeLoRAs(as)
+			return nil, err
+		}
+		as = append(as, a)
+	}
+	return as, nil
+}
+
+func closeLoRAs(as []*lora.Adapter) {
+	for _, a := range as {
+		a.Close()
+	}
+}
+
+// ditOptions are the wan options of every DiT the engine loads.
+func (e *Engine) ditOptions() wan.Options {
+	return wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm,
+		ExactRounding: e.opt.ExactRounding, LoRA: e.loras, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
+}
+
+// loraNotes adds a loaded model's LoRA warnings to the engine's notes.
+func (e *Engine) loraNotes(m *wan.Model, what string) {
+	for _, w := range m.LoRAWarnings {
+		e.notes = append(e.notes, fmt.Sprintf("%s: %s", what, w))
+	}
 }
 
 // Notes are messages about how the engine runs, for the caller to show.
@@ -229,53 +316,56 @@ func (e *Engine) Close() {
 		e.decoder.Free()
 		e.decoder = nil
 	}
+	if e.tiny != nil {
+		e.tiny.Free()
+		e.tiny = nil
+	}
 	e.freeExperts()
-}
-
-// Validate checks a request before any model is loaded.
-func (r *Request) Validate() error {
-	switch r.Sampler {
-	case "", "rcm":
-		if r.Steps < 1 || r.Steps > sampler.MaxRCMSteps {
-			return fmt.Errorf("--steps %d: rCM takes 1 to %d steps", r.Steps, sampler.MaxRCMSteps)
-		}
-		if r.SigmaMax < 0.1 {
-			return fmt.Errorf("--sigma-max %g: must be at least 0.1", r.SigmaMax)
-		}
-	case "unipc":
-		if r.Steps < 2 {
-			return fmt.Errorf("--steps %d: UniPC needs at least 2 steps (the reference uses 50)", r.Steps)
-		}
-	default:
-		return fmt.Errorf("--sampler %q: choose rcm or unipc", r.Sampler)
-	}
-	if r.Samples < 1 {
-		return fmt.Errorf("--samples %d: must be at least 1", r.Samples)
-	}
-	if err := r.validateI2V(); err != nil {
-		return err
-	}
-	if r.Output != "" {
-		if err := checkOutput(r.Output); err != nil {
-			return err
-		}
-	}
-	if err := r.Encoding.Validate(); err != nil {
-		return fmt.Errorf("encoding: %w", err)
-	}
-	if _, err := LatentShape(r.Frames, r.Size); err != nil {
-		return err
-	}
-	return nil
+	closeLoRAs(e.loras)
+	e.loras = nil
 }
 
 // Generate runs one request through every stage.
-func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
-	if err := r.Validate(); err != nil {
+func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err error) {
+	if err := r.ValidateLimits(e.opt.Limits); err != nil {
 		return nil, err
 	}
-	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding)}
-	defer func() { e.call = call{} }()
+	if err := e.checkAttention(r); err != nil {
+		return nil, err
+	}
+	if e.opt.CheckMemory {
+		if _, err := e.CheckMemory(r); err != nil {
+			return nil, err
+		}
+	}
+	e.call = call{ctx: ctx, output: r.Output, encoding: mergeEncoding(e.opt.Encoding, r.Encoding), attention: r.Attention, topK: r.TopK}
+	defer func() {
+		// Notes added during the call (a loaded model's LoRA warnings, the
+		// request's) join the engine's.
+		if res != nil {
+			res.Notes = append(append([]string(nil), e.notes...), e.call.notes...)
+		}
+		e.call = call{}
+	}()
+	if len(r.LoRA) > 0 {
+		as, err := openLoRAs(r.LoRA)
+		if err != nil {
+			return nil, err
+		}
+		e.call.loras = as
+		defer func() {
+			// A model that cannot be restored is unloaded (the next request
+			// loads it again), so a finished video is still returned.
+			if rerr := e.restoreLoRAs(); rerr != nil {
+				if err == nil && res != nil {
+					e.call.notes = append(e.call.notes, rerr.Error())
+				} else {
+					err = errors.Join(err, rerr)
+				}
+			}
+			closeLoRAs(as)
+		}()
+	}
 	if r.Image != "" {
 		return e.generateI2V(ctx, r)
 	}
@@ -285,7 +375,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if r.FPS == 0 {
 		r.FPS = 16
 	}
-	res := &Result{Notes: e.notes}
+	res = &Result{Notes: e.notes}
 	stage := func(name string, f func() error) error { return timedStage(ctx, res, name, f) }
 
 	// 1-2. Prompt(s) → umT5 context (cached by ids and encoder file).
@@ -336,6 +426,11 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err := stage("load DiT", e.loadDiT); err != nil {
 		return nil, err
 	}
+	if len(e.call.loras) > 0 {
+		if err := stage("merge LoRA", func() error { return e.applyLoRA(e.model, e.opt.DiT) }); err != nil {
+			return nil, err
+		}
+	}
 	var texts []*wan.Text
 	defer func() {
 		for _, t := range texts {
@@ -384,6 +479,14 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 	}
 
 	// 4. VAE decode → frames.
+	if e.opt.ReleaseDiT {
+		for _, t := range texts {
+			t.Free()
+		}
+		texts = nil
+		e.model.Free()
+		e.model = nil
+	}
 	if err := e.decodeLatents(res, lat, r.FPS, stage); err != nil {
 		return nil, err
 	}
@@ -394,7 +497,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (*Result, error) {
 // sets res.Clip (samples tiled side by side) and writes the call's output
 // file, during the decode when it can (see decodeStreaming).
 func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(string, func() error) error) error {
-	if err := stage("load VAE", e.loadVAE); err != nil {
+	if err := stage("load VAE", e.loadDecoder); err != nil {
 		return err
 	}
 	if e.call.streams(len(res.Latents)) {
@@ -406,14 +509,13 @@ func (e *Engine) decodeLatents(res *Result, lat [4]int, fps int, stage func(stri
 		for i, latent := range res.Latents {
 			T := lat[1]
 			var frames [][]uint8
-			err := e.decoder.DecodeChunks(latent, []int{16, T, lat[2], lat[3]}, func(first int, chunk []float32, cs []int) error {
+			err := e.decodeFrames(latent, []int{16, T, lat[2], lat[3]}, func(first int, f [][]uint8, w, h int) error {
 				if e.call.ctx != nil && e.call.ctx.Err() != nil {
 					return e.call.ctx.Err()
 				}
 				e.report(Event{Stage: "decode", Done: i*T + (first+3)/4 + 1, Total: T * len(res.Latents)})
-				f, err := wanvae.Frames(chunk, cs)
-				frames, vshape = append(frames, f...), cs
-				return err
+				frames, vshape = append(frames, f...), []int{3, len(f), h, w}
+				return nil
 			})
 			if err != nil {
 				return err
@@ -435,6 +537,9 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 	velocity := func(txt *wan.Text) sampler.Velocity {
 		return func(st sampler.Step, x []float32) ([]float32, error) {
 			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if err := e.applyAttention(e.model); err != nil {
 				return nil, err
 			}
 			return e.model.Forward(x, shape, st.Timestep, txt)
@@ -472,6 +577,39 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 	}
 	rcm := sampler.RCM{Steps: steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
 	return rcm.Sample(n, noise, progress(velocity(texts[0])))
+}
+
+// checkAttention refuses an attention override the loaded weights cannot
+// serve: a DiT loaded for dense attention has no SLA weights.
+func (e *Engine) checkAttention(r Request) error {
+	if r.Attention == "" {
+		return nil
+	}
+	k, err := ParseAttention(r.Attention)
+	if err != nil {
+		return err
+	}
+	if k != backend.Dense && e.opt.Attention == backend.Dense {
+		return fieldErr(FieldAttention, CodeConflict, r.Attention, "this engine loads the DiT for dense attention (no SLA weights); start it with sla or sagesla attention to choose per request")
+	}
+	return nil
+}
+
+// applyAttention sets m's self-attention for the call in progress: the
+// request's override, else the engine's.
+func (e *Engine) applyAttention(m *wan.Model) error {
+	kind, topK := e.opt.Attention, e.opt.TopK
+	if e.call.attention != "" {
+		k, err := ParseAttention(e.call.attention)
+		if err != nil {
+			return err
+		}
+		kind = k
+	}
+	if e.call.topK != 0 {
+		topK = e.call.topK
+	}
+	return m.SetAttention(kind, topK)
 }
 
 type textContext struct {
@@ -560,12 +698,61 @@ func (e *Engine) loadDiT() error {
 		return err
 	}
 	defer f.Close()
-	m, err := wan.Load(e.dit, f, wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm, ExactRounding: e.opt.ExactRounding})
+	m, err := wan.Load(e.dit, f, e.ditOptions())
 	if err != nil {
 		return err
 	}
+	e.loraNotes(m, filepath.Base(e.opt.DiT))
 	e.model = m
 	return nil
+}
+
+// loadDecoder loads what decodes the latents: the tiny VAE when
+// Files.TinyVAE is set, else the Wan VAE.
+func (e *Engine) loadDecoder() error {
+	if e.opt.TinyVAE == "" {
+		return e.loadVAE()
+	}
+	if e.tiny != nil {
+		return nil
+	}
+	e.report(Event{Stage: "load-vae", Note: filepath.Base(e.opt.TinyVAE)})
+	f, err := e.opt.OpenCheckpoint(e.opt.TinyVAE)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m, err := taehv.Load(f, e.tinyB, tensor.BF16)
+	if err != nil {
+		return err
+	}
+	e.tiny = m
+	return nil
+}
+
+// decodeFrames decodes one latent [16,T,H,W] with the engine's decoder and
+// hands its frames (rgb24, w×h) to emit in order, first being the index of
+// the chunk's first frame: chunks of 1, 4, 4, ... frames, as the Wan VAE
+// decodes them, or as the tiny VAE (every frame decoded at once, its
+// parallel mode, at a fraction of the Wan VAE's time) copies them to the
+// host. An error from emit stops decoding and is returned.
+func (e *Engine) decodeFrames(latent []float32, shape []int, emit func(first int, frames [][]uint8, w, h int) error) error {
+	if e.opt.TinyVAE != "" {
+		return e.tiny.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+			f, err := taehv.Frames(chunk, cs)
+			if err != nil {
+				return err
+			}
+			return emit(first, f, cs[3], cs[2])
+		})
+	}
+	return e.decoder.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
+		f, err := wanvae.Frames(chunk, cs)
+		if err != nil {
+			return err
+		}
+		return emit(first, f, cs[3], cs[2])
+	})
 }
 
 func (e *Engine) loadVAE() error {

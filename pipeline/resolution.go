@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 )
@@ -23,11 +22,11 @@ var resolutions = map[string]map[string]Size{
 func Resolution(res, aspect string) (Size, error) {
 	byAspect, ok := resolutions[res]
 	if !ok {
-		return Size{}, fmt.Errorf("unknown resolution %q (choose one of %s)", res, strings.Join(keys(resolutions), ", "))
+		return Size{}, fieldErr(FieldResolution, CodeInvalid, res, "choose one of %s", strings.Join(keys(resolutions), ", "))
 	}
 	s, ok := byAspect[aspect]
 	if !ok {
-		return Size{}, fmt.Errorf("unknown aspect ratio %q for %s (choose one of %s)", aspect, res, strings.Join(keys(byAspect), ", "))
+		return Size{}, fieldErr(FieldAspect, CodeInvalid, aspect, "not an aspect ratio of %s (choose one of %s)", res, strings.Join(keys(byAspect), ", "))
 	}
 	return s, nil
 }
@@ -37,10 +36,10 @@ func Resolution(res, aspect string) (Size, error) {
 // even (patch size 2).
 func LatentShape(frames int, s Size) ([4]int, error) {
 	if frames < 1 || (frames-1)%4 != 0 {
-		return [4]int{}, fmt.Errorf("--frames %d: must be 4k+1 (1, 5, ..., 77, 81)", frames)
+		return [4]int{}, fieldErr(FieldFrames, CodeInvalid, frames, "must be 4k+1 (1, 5, ..., 77, 81)")
 	}
-	if s.W%16 != 0 || s.H%16 != 0 {
-		return [4]int{}, fmt.Errorf("frame size %dx%d: width and height must be multiples of 16", s.W, s.H)
+	if s.W <= 0 || s.H <= 0 || s.W%16 != 0 || s.H%16 != 0 {
+		return [4]int{}, fieldErr(FieldSize, CodeInvalid, sizeString(s), "width and height must be positive multiples of 16")
 	}
 	return [4]int{16, 1 + (frames-1)/4, s.H / 8, s.W / 8}, nil
 }

@@ -3,6 +3,8 @@
 #
 #   scripts/gpu-suite.sh build   # here (no GPU): builds .gpu/turbodiffusion and .gpu/cuda.test
 #   then, with the device tool:  run(command="bash scripts/gpu-suite.sh run", carry=[".gpu"])
+#   memory: run(command="bash scripts/gpu-suite.sh memory", carry=[".gpu"]) measures the pool
+#   peaks of every part the memory planner estimates and prints both (~3 min on an H200)
 #
 # `run` (on the GPU machine) prints the card, runs `doctor`, every CUDA op
 # test against the CPU backend, `turbodiffusion bench` and the PyTorch
@@ -96,6 +98,16 @@ run)
 		echo "== done"
 	} 2>&1 | tee "$log"
 	;;
+memory)
+	# Estimate (package memplan) against measured pool peaks: DiT weights, text,
+	# forwards per resolution and attention, int8 (1.3B), VAE decode/encode, umT5.
+	OUT="${OUT:-.gpu/out}"
+	mkdir -p "$OUT"
+	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	.gpu/turbodiffusion bench memory --model Wan2.1-T2V-1.3B --quant --text --json "$OUT/memory13.json" 2>&1 | tee "$OUT/memory13.log"
+	.gpu/turbodiffusion bench memory --model "${SUITE_MEMORY_MODELS:-Wan2.1-T2V-14B}" --vae=false --attention dense,sla \
+		--json "$OUT/memory14.json" 2>&1 | tee "$OUT/memory14.log"
+	;;
 profile)
 	# Attention-only bench, then Nsight Compute on one large launch of the
 	# default wgmma kernel (PROFILE_KERNEL, PROFILE_SKIP to change).
@@ -111,7 +123,7 @@ profile)
 	grep -vE '^(attention|linear|device|==PROF==)' "$OUT/ncu.txt" | grep -E '[A-Za-z]' | tail -90
 	;;
 *)
-	echo "usage: $0 build|run|profile" >&2
+	echo "usage: $0 build|run|memory|profile" >&2
 	exit 2
 	;;
 esac

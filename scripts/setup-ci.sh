@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite uses on Debian 12:
 #   ffmpeg         - video files (MP4 output tests);
+#   chromium       - the web page test (server.TestWebPageInChromium drives
+#                    Debian's chromium headless through chromedp; it runs as
+#                    root with --no-sandbox and a fresh profile);
 #   libnvrtc11.2   - NVRTC 11.8 from Debian's non-free component, so every
 #                    embedded CUDA kernel is compiled for sm_80/sm_90 without a GPU.
 set -euo pipefail
@@ -15,8 +18,8 @@ if ! grep -rqs "non-free" /etc/apt/sources.list /etc/apt/sources.list.d/; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends ffmpeg libnvrtc11.2 libnvrtc-builtins11.8 >/dev/null
-echo "setup-ci: ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3), NVRTC: $(ls /usr/lib/x86_64-linux-gnu/libnvrtc.so* 2>/dev/null | head -1)"
+$SUDO apt-get install -y -qq --no-install-recommends ffmpeg chromium libnvrtc11.2 libnvrtc-builtins11.8 >/dev/null
+echo "setup-ci: ffmpeg $(ffmpeg -version | head -1 | cut -d' ' -f3), $(chromium --version 2>/dev/null | head -1), NVRTC: $(ls /usr/lib/x86_64-linux-gnu/libnvrtc.so* 2>/dev/null | head -1)"
 
 # NVRTC 12 for the sm_90a (wgmma/TMA) kernels: Debian 12 has only 11.8, so
 # take trixie's libnvrtc12 package and unpack it into a private folder. The

@@ -1,22 +1,27 @@
 // Package server is the HTTP API and web page for local, interactive video
-// generation. Jobs run one at a time (one GPU) in submission order; clients
-// poll a job for progress and fetch the video when it is done.
+// generation, in the shape of the OpenAI-style video APIs of SGLang and
+// FastVideo (docs/API.md): POST /v1/videos queues a job, GET polls it or
+// streams its progress as server-sent events, DELETE cancels it, and
+// /content serves the video. Jobs run one at a time (one GPU) in
+// submission order; every request is checked (settings, limits, memory)
+// before it is queued, and the queue is bounded.
+//
+// Safe by default: the server answers only to loopback names and IP
+// literals (no DNS rebinding), refuses cross-site posts, and takes an API
+// key for anything reachable from elsewhere. Jobs persist in an index
+// beside the videos; finished ones are evicted by age and count.
 package server
 
 import (
-	"bytes"
 	"context"
 	"embed"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -26,326 +31,257 @@ import (
 //go:embed web
 var webFS embed.FS
 
-// Generator is what the server drives: pipeline.Engine in production, a fake
-// in tests. It runs r and writes the video to r.Output, returning the path
-// it wrote (a GIF beside it when no MP4 can be made).
+// Output is what a Generator wrote.
+type Output struct {
+	Path    string // the video file (a GIF beside the requested .mp4 without ffmpeg)
+	Timings []pipeline.Timing
+	Note    string
+}
+
+// Generator is what the server drives: EngineGenerator in production, a
+// fake in tests. It runs r, writes the video to r.Output and stops with
+// ctx's error soon after ctx is cancelled (the engine checks it before
+// every network evaluation, so within one sampling step).
 type Generator interface {
-	Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (written string, err error)
+	Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (Output, error)
+}
+
+// Checker is optionally implemented by a Generator: Check runs before a
+// job is queued and refuses what the generator cannot serve (a memory
+// estimate over what the machine has, an attention the loaded weights
+// lack). Errors that are a *pipeline.FieldError name the request field.
+type Checker interface {
+	Check(r pipeline.Request) error
 }
 
 // EngineGenerator adapts a pipeline.Engine. The engine writes the file
 // itself, so an MP4 is encoded while the VAE decodes (pipeline.Request.Output).
 type EngineGenerator struct{ Engine *pipeline.Engine }
 
-func (g EngineGenerator) Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (string, error) {
+func (g EngineGenerator) Generate(ctx context.Context, r pipeline.Request, progress func(pipeline.Event)) (Output, error) {
 	g.Engine.Progress = progress
+	defer func() { g.Engine.Progress = nil }()
 	res, err := g.Engine.Generate(ctx, r)
 	if err != nil {
-		return "", err
+		return Output{}, err
 	}
 	if res.Output == nil {
-		return "", fmt.Errorf("server: the engine wrote no video for output %q", r.Output)
+		return Output{}, fmt.Errorf("server: the engine wrote no video for output %q", r.Output)
 	}
-	return res.Output.Path, nil
+	return Output{Path: res.Output.Path, Timings: res.Timings, Note: res.Output.Note}, nil
 }
 
-// Request is the JSON body of POST /v1/videos. Zero fields take defaults.
-type Request struct {
-	Prompt     string  `json:"prompt"`
-	Steps      int     `json:"steps,omitempty"`
-	SigmaMax   float64 `json:"sigma_max,omitempty"`
-	Resolution string  `json:"resolution,omitempty"`
-	Aspect     string  `json:"aspect,omitempty"`
-	Frames     int     `json:"frames,omitempty"`
-	Seed       *uint64 `json:"seed,omitempty"`
-	Format     string  `json:"format,omitempty"` // mp4 (default) or gif
-	// Image is the input image of an image-to-video request: PNG or JPEG,
-	// base64, optionally as a data URL. Only a server started for
-	// image-to-video (serve --i2v) takes it, and there it is required.
-	Image string `json:"image,omitempty"`
-	// AdaptiveResolution keeps the resolution's area but the image's aspect.
-	AdaptiveResolution bool `json:"adaptive_resolution,omitempty"`
-}
+// Check is pipeline.Engine.CheckRequest.
+func (g EngineGenerator) Check(r pipeline.Request) error { return g.Engine.CheckRequest(r) }
 
-// maxBody bounds a request body (an input image included).
-const maxBody = 32 << 20
-
-// Job is the JSON view of a job.
-type Job struct {
-	ID       string    `json:"id"`
-	Status   string    `json:"status"` // queued, running, done, failed
-	Stage    string    `json:"stage,omitempty"`
-	Done     int       `json:"done,omitempty"`
-	Total    int       `json:"total,omitempty"`
-	Error    string    `json:"error,omitempty"`
-	VideoURL string    `json:"video_url,omitempty"`
-	Format   string    `json:"format"` // mp4 or gif
-	Created  time.Time `json:"created"`
-	Seconds  float64   `json:"seconds,omitempty"`
-
-	req  pipeline.Request
-	path string
-}
-
-// Server holds the job queue.
-type Server struct {
-	gen    Generator
-	outDir string
-	mu     sync.Mutex
-	jobs   map[string]*Job
-	order  []string
-	queue  chan *Job
-	nextID int
-	// MaxQueue bounds waiting jobs; more are refused with 503.
-	MaxQueue int
-	// I2V makes this an image-to-video server: requests must carry an image,
-	// and defaults are the reference I2V script's (σmax 200, 720p).
+// Config sets up a Server. Zero fields take the defaults named.
+type Config struct {
+	// OutDir holds the videos, the job index (index.json) and, while their
+	// jobs need them, uploaded images.
+	OutDir string
+	// I2V makes this an image-to-video server: requests must carry an image
+	// (input_reference), and defaults are the reference I2V script's.
 	I2V bool
+	// Model names the model in video objects; Attention and TopK are the
+	// engine's defaults, shown by GET /v1/config.
+	Model     string
+	Attention string
+	TopK      float64
+	// Limits bound each request (pipeline.DefaultLimits where zero).
+	Limits pipeline.Limits
+	// MaxQueue is how many jobs may wait behind the running one (16); more
+	// are refused with 429 and Retry-After.
+	MaxQueue int
+	// MaxBody bounds a request body in bytes (48 MiB: a 32 MiB image as
+	// base64); larger bodies get 413.
+	MaxBody int64
+	// APIKey, when set, is required as "Authorization: Bearer KEY" on every
+	// /v1/ request.
+	APIKey string
+	// AllowedHosts are extra Host names the server answers to (besides
+	// localhost and IP literals); AllowedOrigins are other web origins
+	// allowed to post ("https://example.com").
+	AllowedHosts, AllowedOrigins []string
+	// KeepJobs is how many finished jobs (and their videos) are kept (200);
+	// KeepFor, when positive, evicts finished jobs older than that.
+	KeepJobs int
+	KeepFor  time.Duration
+	// Log receives the access log and the job log (default: stderr).
+	Log *log.Logger
+	// KeepAlive is the interval of comment lines on idle event streams (15 s).
+	KeepAlive time.Duration
+	// Previews asks the engine for a live preview after every sampling step
+	// (pipeline.Request.OnPreview), sent to event streams as "preview"
+	// events with a PNG of a few frames side by side.
+	Previews bool
 }
 
-// New starts a server that writes videos under outDir and runs one worker
-// until ctx ends.
-func New(ctx context.Context, gen Generator, outDir string) (*Server, error) {
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+// Server holds the jobs. Make one with New and end it with Close.
+type Server struct {
+	cfg Config
+	gen Generator
+	log *log.Logger
+
+	ctx    context.Context // ends at Close: cancels the running job
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	wake   chan struct{} // a job was queued
+	dirty  chan struct{} // the index needs saving
+
+	mu       sync.Mutex
+	jobs     map[string]*job
+	order    []*job // by creation, oldest first
+	queue    []*job // waiting, in order
+	reserved int    // queue places taken by requests still writing their upload
+	running  *job
+	closing  bool
+	avgJob   time.Duration // recent job time, for Retry-After
+}
+
+// New opens the output folder (creating it), loads the job index, removes
+// partial files a previous run left, and starts the worker.
+func New(gen Generator, cfg Config) (*Server, error) {
+	if cfg.OutDir == "" {
+		return nil, fmt.Errorf("server: no output folder")
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 16
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 48 << 20
+	}
+	if cfg.KeepJobs <= 0 {
+		cfg.KeepJobs = 200
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Log == nil {
+		cfg.Log = log.New(os.Stderr, "", log.LstdFlags)
+	}
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return nil, err
 	}
-	s := &Server{gen: gen, outDir: outDir, jobs: map[string]*Job{}, queue: make(chan *Job, 64), MaxQueue: 64}
-	go s.worker(ctx)
+	s := &Server{cfg: cfg, gen: gen, log: cfg.Log, jobs: map[string]*job{},
+		wake: make(chan struct{}, 1), dirty: make(chan struct{}, 1)}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	s.removePartials()
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.evict()
+	s.wg.Add(2)
+	go s.worker()
+	go s.saver()
 	return s, nil
 }
 
-// Handler returns the HTTP routes.
+// Close stops the server's jobs: queued ones are cancelled, the running
+// one's context is cancelled (the engine stops within a step) and waited
+// for; then the index is saved and partial files and uploads are removed.
+// Call it after the HTTP server has stopped taking requests.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	for _, j := range s.queue {
+		s.finishLocked(j, statusCancelled, &VideoError{Code: "server_shutdown", Message: "the server stopped before this job started"})
+	}
+	s.queue = nil
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	err := s.save()
+	s.removePartials()
+	return err
+}
+
+// Handler returns the HTTP routes, wrapped in the access log, the Host,
+// Origin and API-key checks, and JSON 404/405 answers.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	for _, rt := range s.routes() {
+		mux.Handle(rt.pattern, rt)
+	}
 	page, _ := fs.Sub(webFS, "web")
-	mux.Handle("GET /", http.FileServer(http.FS(page)))
-	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]bool{"i2v": s.I2V})
-	})
-	mux.HandleFunc("POST /v1/videos", s.create)
-	mux.HandleFunc("GET /v1/videos", s.list)
-	mux.HandleFunc("GET /v1/videos/{id}", s.get)
-	mux.HandleFunc("GET /v1/videos/{id}/content", s.content)
-	return mux
+	files := http.FileServer(http.FS(page))
+	mux.Handle("/", route{pattern: "/", methods: map[string]http.HandlerFunc{
+		http.MethodGet: func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/" {
+				if _, err := fs.Stat(page, r.URL.Path[1:]); err != nil {
+					writeError(w, newError(http.StatusNotFound, "no_route", "", "no route %s %s (see docs/API.md)", r.Method, r.URL.Path))
+					return
+				}
+			}
+			w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+			files.ServeHTTP(w, r)
+		},
+	}})
+	return accessLog(s.log, recoverJSON(s.log, s.guard(mux)))
 }
 
-func httpError(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf(format, args...)})
+// route dispatches one path pattern by method, answering other methods
+// with a JSON 405 and an Allow header (the mux's own 405 is plain text).
+type route struct {
+	pattern string
+	methods map[string]http.HandlerFunc
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
-
-// toPipeline validates a request and fills defaults (the reference's T2V
-// defaults: 4 steps, σmax 80, 480p 16:9, 81 frames).
-func (r Request) toPipeline(i2v bool) (pipeline.Request, string, error) {
-	if r.Prompt == "" {
-		return pipeline.Request{}, "", errors.New("prompt is required")
+func (rt route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m := r.Method
+	if m == http.MethodHead {
+		m = http.MethodGet
 	}
-	if i2v && r.Image == "" {
-		return pipeline.Request{}, "", errors.New("image is required: this server runs image-to-video (base64 PNG or JPEG in \"image\")")
-	}
-	if !i2v && (r.Image != "" || r.AdaptiveResolution) {
-		return pipeline.Request{}, "", errors.New("this server runs text-to-video; start it with --i2v and the I2V experts for image input")
-	}
-	pr := pipeline.Request{Prompt: r.Prompt, Sampler: "rcm", Steps: r.Steps, SigmaMax: r.SigmaMax, Frames: r.Frames, Samples: 1}
-	if pr.Steps == 0 {
-		pr.Steps = 4
-	}
-	if pr.SigmaMax == 0 {
-		pr.SigmaMax = 80
-		if i2v {
-			pr.SigmaMax = pipeline.DefaultI2VSigmaMax
-		}
-	}
-	pr.AdaptiveResolution = r.AdaptiveResolution
-	if r.Image != "" {
-		pr.Image = "(uploaded image)" // replaced by the saved file's path once it is written
-	}
-	if pr.Frames == 0 {
-		pr.Frames = 81
-	}
-	res, aspect := r.Resolution, r.Aspect
-	if res == "" {
-		res = "480p"
-		if i2v {
-			res = pipeline.DefaultI2VResolution
-		}
-	}
-	if aspect == "" {
-		aspect = "16:9"
-	}
-	size, err := pipeline.Resolution(res, aspect)
-	if err != nil {
-		return pr, "", err
-	}
-	pr.Size = size
-	if r.Seed != nil {
-		pr.Seed = *r.Seed
-	} else {
-		pr.Seed = uint64(time.Now().UnixNano())
-	}
-	format := r.Format
-	if format == "" {
-		format = "mp4"
-	}
-	if format != "mp4" && format != "gif" {
-		return pr, "", fmt.Errorf("format %q: choose mp4 or gif", format)
-	}
-	return pr, format, pr.Validate()
-}
-
-func (s *Server) create(w http.ResponseWriter, r *http.Request) {
-	var req Request
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		httpError(w, http.StatusBadRequest, "bad JSON body: %v", err)
+	if h, ok := rt.methods[m]; ok {
+		h(w, r)
 		return
 	}
-	pr, format, err := req.toPipeline(s.I2V)
-	if err != nil {
-		httpError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	var img []byte
-	if req.Image != "" {
-		if img, err = decodeImage(req.Image); err != nil {
-			httpError(w, http.StatusBadRequest, "image: %v", err)
-			return
+	allow := ""
+	for _, k := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+		if _, ok := rt.methods[k]; ok {
+			if allow != "" {
+				allow += ", "
+			}
+			allow += k
+			if k == http.MethodGet {
+				allow += ", HEAD"
+			}
 		}
 	}
-	s.mu.Lock()
-	s.nextID++
-	job := &Job{ID: strconv.Itoa(s.nextID), Status: "queued", Created: time.Now(), req: pr, Format: format}
-	if img != nil {
-		// The pipeline reads the image from a file; it lives beside the videos.
-		job.req.Image = filepath.Join(s.outDir, "input-"+job.ID+imageExt(img))
-		if err := os.WriteFile(job.req.Image, img, 0o644); err != nil {
-			s.nextID--
-			s.mu.Unlock()
-			httpError(w, http.StatusInternalServerError, "saving the input image: %v", err)
-			return
+	w.Header().Set("Allow", allow)
+	writeError(w, newError(http.StatusMethodNotAllowed, "method_not_allowed", "", "%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+}
+
+// Route is one documented route: "GET /v1/videos/{id}".
+type Route struct{ Method, Pattern string }
+
+// Routes lists the API's routes (for tests and docs).
+func (s *Server) Routes() []Route {
+	var out []Route
+	for _, rt := range s.routes() {
+		for m := range rt.methods {
+			out = append(out, Route{m, rt.pattern})
 		}
 	}
-	select {
-	case s.queue <- job:
-		s.jobs[job.ID] = job
-		s.order = append(s.order, job.ID)
-	default:
-		s.mu.Unlock()
-		httpError(w, http.StatusServiceUnavailable, "queue full (%d jobs waiting); try again later", s.MaxQueue)
-		return
-	}
-	view := *job
-	s.mu.Unlock()
-	writeJSON(w, http.StatusAccepted, view)
+	return out
 }
 
-func (s *Server) list(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	out := make([]Job, 0, len(s.order))
-	for i := len(s.order) - 1; i >= 0; i-- {
-		out = append(out, *s.jobs[s.order[i]])
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (Job, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	j, ok := s.jobs[r.PathValue("id")]
-	if !ok {
-		httpError(w, http.StatusNotFound, "no job %q", r.PathValue("id"))
-		return Job{}, false
-	}
-	return *j, true
-}
-
-func (s *Server) get(w http.ResponseWriter, r *http.Request) {
-	if j, ok := s.lookup(w, r); ok {
-		writeJSON(w, http.StatusOK, j)
+func (s *Server) routes() []route {
+	return []route{
+		{"/v1/config", map[string]http.HandlerFunc{"GET": s.config}},
+		{"/v1/videos", map[string]http.HandlerFunc{"GET": s.list, "POST": s.create}},
+		{"/v1/videos/{id}", map[string]http.HandlerFunc{"GET": s.get, "DELETE": s.remove}},
+		{"/v1/videos/{id}/content", map[string]http.HandlerFunc{"GET": s.content}},
+		{"/v1/videos/{id}/events", map[string]http.HandlerFunc{"GET": s.events}},
+		{"/v1/videos/{id}/cancel", map[string]http.HandlerFunc{"POST": s.cancelJob}},
 	}
 }
 
-func (s *Server) content(w http.ResponseWriter, r *http.Request) {
-	j, ok := s.lookup(w, r)
-	if !ok {
-		return
-	}
-	if j.Status != "done" {
-		httpError(w, http.StatusConflict, "job %s is %s", j.ID, j.Status)
-		return
-	}
-	http.ServeFile(w, r, j.path)
-}
+// outPath is a file of the output folder.
+func (s *Server) outPath(name string) string { return filepath.Join(s.cfg.OutDir, name) }
 
-func (s *Server) update(j *Job, f func(*Job)) {
-	s.mu.Lock()
-	f(j)
-	s.mu.Unlock()
-}
-
-func (s *Server) worker(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-s.queue:
-			s.run(ctx, j)
-		}
-	}
-}
-
-func (s *Server) run(ctx context.Context, j *Job) {
-	t0 := time.Now()
-	s.update(j, func(j *Job) { j.Status = "running" })
-	req := j.req
-	req.Output = filepath.Join(s.outDir, "video-"+j.ID+"."+j.Format)
-	path, err := s.gen.Generate(ctx, req, func(ev pipeline.Event) {
-		s.update(j, func(j *Job) { j.Stage, j.Done, j.Total = ev.Stage, ev.Done, ev.Total })
-	})
-	s.update(j, func(j *Job) {
-		j.Seconds = time.Since(t0).Seconds()
-		if err != nil {
-			j.Status, j.Error = "failed", err.Error()
-			return
-		}
-		// The format actually written (an MP4 request becomes a GIF without ffmpeg).
-		j.Format = strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
-		j.Status, j.path, j.VideoURL = "done", path, "/v1/videos/"+j.ID+"/content"
-	})
-}
-
-// decodeImage reads a base64 image (optionally a data URL) and checks that
-// it is a PNG or JPEG.
-func decodeImage(s string) ([]byte, error) {
-	if i := strings.Index(s, ";base64,"); strings.HasPrefix(s, "data:") && i >= 0 {
-		s = s[i+len(";base64,"):]
-	}
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("not valid base64: %v", err)
-	}
-	if imageExt(b) == "" {
-		return nil, errors.New("not a PNG or JPEG image")
-	}
-	return b, nil
-}
-
-// imageExt is ".png" or ".jpg" by the file's magic bytes, else "".
-func imageExt(b []byte) string {
-	switch {
-	case bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")):
-		return ".png"
-	case bytes.HasPrefix(b, []byte{0xff, 0xd8, 0xff}):
-		return ".jpg"
-	}
-	return ""
-}
+var _ io.Writer = (*recorder)(nil)

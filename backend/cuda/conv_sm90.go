@@ -40,6 +40,10 @@ var convSplit96 = os.Getenv(ConvEnv) == "tma-s"
 // session 2").
 func convPersistDefault(bk, n int) bool { return !(bk == 32 && n == 96) }
 
+// convN256 runs Cout multiples of 256 (TAEHV's first stage) on N = 256
+// tiles of 128 rows instead of N = 128 tiles of 256 rows.
+var convN256 = os.Getenv("TURBODIFFUSION_CONV_N256") == "1"
+
 // convHopperLaunches counts the convolutions run by the sm_90a kernel, so a
 // test can tell that the fast path was taken rather than silently skipped.
 var convHopperLaunches atomic.Int64
@@ -90,7 +94,15 @@ func convTMAPick(cin, cout int, force *bool) convTMA {
 	switch {
 	case cout <= 8:
 		n = 8
-	case cout%192 == 0 || (cout%96 != 0 && cout > 96):
+	case bk == 64 && cout%256 == 0 && convN256:
+		n, mw = 256, 1
+	case cout%192 == 0:
+		n, mw = 192, 1
+	case bk == 64 && cout%128 == 0: // TAEHV's 128 and 256
+		n = 128
+	case bk == 64 && cout == 64: // TAEHV's 64
+		n = 64
+	case cout%96 != 0 && cout > 96:
 		n, mw = 192, 1
 	}
 	if convSplit96 && cin == 96 && n == 96 {
@@ -103,6 +115,8 @@ func convTMAPick(cin, cout int, force *bool) convTMA {
 	ns := map[[3]int]int{
 		{64, 192, 0}: 5, {64, 96, 0}: 4, {32, 96, 0}: 8, {32, 192, 0}: 8, {32, 8, 0}: 8, {64, 8, 0}: 6,
 		{64, 192, 1}: 4, {64, 96, 1}: 3, {32, 96, 1}: 7, {32, 192, 1}: 8, {32, 8, 1}: 8, {64, 8, 1}: 6,
+		{64, 64, 0}: 5, {64, 128, 0}: 4, {64, 256, 0}: 4,
+		{64, 64, 1}: 4, {64, 128, 1}: 3, {64, 256, 1}: 3,
 	}[[3]int{bk, n, btoi(persist)}]
 	return convTMA{bk, n, mw, ns, persist}
 }
@@ -134,7 +148,7 @@ func convPackGridOK(tp, hp int) bool { return tp*hp <= 65535 }
 // residual of the output's shape added in the epilogue. up: x is to be
 // upsampled 2x (nearest) first, xshape being the upsampled shape (no
 // history, no g). Caller holds the device.
-func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, rp uintptr, xshape []int, p backend.Conv3dParams, keep int, up bool) (tail *Tensor) {
+func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor, bp uintptr, bdt int32, rp uintptr, xshape []int, p backend.Conv3dParams, keep int, up bool, ex convExtra) (tail *Tensor) {
 	cout, cin := w.shape[0], w.shape[1]
 	kt, kh, kw := w.shape[2], w.shape[3], w.shape[4]
 	ntap := kt * kh * kw
@@ -143,22 +157,21 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	to, ho, wo := out.shape[1], out.shape[2], out.shape[3]
 	rows := tp * hpd * wpd
 
-	xp := b.newTensor(tensor.BF16, []int{rows, cin})
-	defer b.Free(xp)
-	if g != nil {
-		var tp0 uintptr
-		if keep = min(keep, ti); keep > 0 {
-			tail = b.newTensor(tensor.BF16, []int{cin, keep, hi, wi})
-			tp0 = tail.buf.ptr
-		}
-		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_norm_cl"), [3]int{(wpd + 63) / 64, tp * hpd, 1}, block256, convPackNormSmem(cin),
-			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
-			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
-			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep))
+	var xpPtr uintptr
+	if ex.xpk {
+		// x is already in the packed layout (ops_taehv.go): its grid is the
+		// padded one, and the window's origin is where the conv's own
+		// padding (at most the layout's one-pixel border and leading frame)
+		// starts.
+		hpd, wpd = hi+2, wi+2
+		base := (1-p.PadT[0])*hpd*wpd + (1-p.PadH[0])*wpd + (1 - p.PadW[0])
+		xpPtr = x.buf.ptr + uintptr(base*cin*2)
+		rows = packedRows(ti, hi, wi) - base
 	} else {
-		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
-			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
-			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd), int32(btoi(up)))
+		xp := b.newTensor(tensor.BF16, []int{rows, cin})
+		defer b.Free(xp)
+		xpPtr = xp.buf.ptr
+		b.convPack(xp, x, hp, th, g, xshape, p, keep, up, ex, &tail)
 	}
 	wr := b.newTensor(tensor.BF16, []int{ntap * cout, cin})
 	defer b.Free(wr)
@@ -178,23 +191,51 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	var maps []any
 	switch k.bk {
 	case 96: // channels 0-63 with the 128-byte swizzle, 64-95 with the 64-byte one
-		maps = []any{b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), 64, k.rows(), 3),
+		maps = []any{b.convTensorMap(xpPtr, int64(cin), int64(rows), 64, k.rows(), 3),
 			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), 64, k.n, 3),
-			b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), 32, k.rows(), 2),
+			b.convTensorMap(xpPtr, int64(cin), int64(rows), 32, k.rows(), 2),
 			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), 32, k.n, 2)}
 	default:
 		swz := 3 // 128-byte swizzle
 		if k.bk == 32 {
 			swz = 2 // 64-byte swizzle
 		}
-		maps = []any{b.convTensorMap(xp.buf.ptr, int64(cin), int64(rows), k.bk, k.rows(), swz),
+		maps = []any{b.convTensorMap(xpPtr, int64(cin), int64(rows), k.bk, k.rows(), swz),
 			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)}
 	}
+	// Packed output / residual: row r of this grid is row r + off of the
+	// layout (one leading frame and one border row and column ahead).
+	off := int64(hpd*wpd + wpd + 1)
 	args := append(maps, out.buf.ptr, bp, bdt, rp, int32(cin), int32(cout), int32(kt), int32(kh), int32(kw),
-		int32(hpd), int32(wpd), int32(to), int32(ho), int32(wo))
+		int32(hpd), int32(wpd), int32(to), int32(ho), int32(wo), int32(btoi(ex.relu)),
+		int32(btoi(ex.ypk)), off, int32(btoi(ex.rpk)), off)
 	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(grid), 1, 1}, [3]int{384, 1, 1}, k.smem(), args...)
 	convHopperLaunches.Add(1)
 	return tail
+}
+
+// convPack packs x (history hp/th + chunk, or grown / upsampled) into the
+// padded channels-last scratch xp, normalising it when g is set (see
+// conv3dHopper, which sets *tail).
+func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape []int, p backend.Conv3dParams, keep int, up bool, ex convExtra, tail **Tensor) {
+	cin := xp.shape[1]
+	ti, hi, wi := xshape[1], xshape[2], xshape[3]
+	tp, hpd, wpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1], wi+p.PadW[0]+p.PadW[1]
+	if g != nil {
+		var tp0 uintptr
+		if keep = min(keep, ti); keep > 0 {
+			*tail = b.newTensor(tensor.BF16, []int{cin, keep, hi, wi})
+			tp0 = (*tail).buf.ptr
+		}
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_norm_cl"), [3]int{(wpd + 63) / 64, tp * hpd, 1}, block256, convPackNormSmem(cin),
+			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
+			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep))
+	} else {
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
+			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd), int32(btoi(up)), int32(max(ex.grow, 1)))
+	}
 }
 
 // convTensorMap describes a row-major bf16 matrix [outer][inner] for the

@@ -10,6 +10,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -28,7 +29,11 @@ type Backend struct {
 	dev    int32
 	ctx    uintptr
 	stream uintptr
-	info   DeviceInfo
+	// memCap, when positive, caps the bytes the pool holds (MemCapEnv).
+	memCap int64
+	// copyStr is the stream of Streamer copies (stream.go), 0 until used.
+	copyStr uintptr
+	info    DeviceInfo
 
 	pool    pool
 	modules map[string]uintptr // module name -> CUmodule
@@ -112,6 +117,11 @@ func OpenDevice(ordinal int) (b *Backend, err error) {
 	}
 	b.info.Libs = append(b.info.Libs, b.lt.lib)
 	b.info.CublasLtVer = b.lt.version()
+	if v := os.Getenv(MemCapEnv); v != "" {
+		if b.memCap, err = parseBytes(v); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.lt.init(b); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ type driverAPI struct {
 	cuGetErrorName, cuGetErrorString, cuMemGetInfo                                                   uintptr
 	cuMemAlloc, cuMemFree, cuMemHostAlloc, cuMemFreeHost                                             uintptr
 	cuMemcpyHtoDAsync, cuMemcpyDtoHAsync, cuMemcpyDtoDAsync, cuMemsetD8Async                         uintptr
-	cuStreamCreate, cuStreamSynchronize                                                              uintptr
+	cuStreamCreate, cuStreamSynchronize, cuStreamWaitEvent                                           uintptr
 	cuEventCreate, cuEventRecord, cuEventSynchronize, cuEventElapsedTime, cuEventDestroy             uintptr
 	cuModuleLoadData, cuModuleGetFunction, cuFuncSetAttribute, cuLaunchKernel                        uintptr
 	cuTensorMapEncodeTiled                                                                           uintptr // optional (CUDA 12+)
@@ -41,7 +41,8 @@ func loadDriver() (*driverAPI, error) {
 		{"cuMemFreeHost", &d.cuMemFreeHost}, {"cuMemcpyHtoDAsync_v2", &d.cuMemcpyHtoDAsync},
 		{"cuMemcpyDtoHAsync_v2", &d.cuMemcpyDtoHAsync}, {"cuMemcpyDtoDAsync_v2", &d.cuMemcpyDtoDAsync},
 		{"cuMemsetD8Async", &d.cuMemsetD8Async}, {"cuStreamCreate", &d.cuStreamCreate},
-		{"cuStreamSynchronize", &d.cuStreamSynchronize}, {"cuEventCreate", &d.cuEventCreate},
+		{"cuStreamSynchronize", &d.cuStreamSynchronize}, {"cuStreamWaitEvent", &d.cuStreamWaitEvent},
+		{"cuEventCreate", &d.cuEventCreate},
 		{"cuEventRecord", &d.cuEventRecord}, {"cuEventSynchronize", &d.cuEventSynchronize},
 		{"cuEventElapsedTime", &d.cuEventElapsedTime}, {"cuEventDestroy_v2", &d.cuEventDestroy},
 		{"cuModuleLoadData", &d.cuModuleLoadData}, {"cuModuleGetFunction", &d.cuModuleGetFunction},
@@ -72,6 +73,7 @@ const (
 	funcAttrMaxDynSmem  = 8
 	streamNonBlocking   = 1
 	eventDefault        = 0
+	eventDisableTiming  = 2
 	hostAllocPortable   = 1
 	cuMemGetInfoNoCheck = 0
 )

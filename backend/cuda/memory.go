@@ -3,6 +3,8 @@ package cuda
 import (
 	"fmt"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -80,7 +82,10 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 	}
 	for attempt := 0; ; attempt++ {
 		var dptr uintptr
-		r := call(b.drv.cuMemAlloc, uintptr(unsafe.Pointer(&dptr)), uintptr(c))
+		r := uintptr(cudaErrorOutOfMemory)
+		if b.memCap <= 0 || b.pool.held()+c <= b.memCap {
+			r = call(b.drv.cuMemAlloc, uintptr(unsafe.Pointer(&dptr)), uintptr(c))
+		}
 		if r == 0 {
 			b.pool.mu.Lock()
 			b.pool.inUse += c
@@ -106,8 +111,12 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 			b.pool.mu.Lock()
 			inUse := b.pool.inUse
 			b.pool.mu.Unlock()
-			backend.Fail("cuda: out of device memory: asked for %s (%s rounded); the GPU has %s free of %s, this process holds %s in live tensors",
-				fmtBytes(n), fmtBytes(c), fmtBytes(int64(free)), fmtBytes(int64(total)), fmtBytes(inUse))
+			capNote := ""
+			if b.memCap > 0 {
+				capNote = fmt.Sprintf(" (capped at %s by %s)", fmtBytes(b.memCap), MemCapEnv)
+			}
+			backend.Fail("cuda: out of device memory: asked for %s (%s rounded); the GPU has %s free of %s%s, this process holds %s in live tensors",
+				fmtBytes(n), fmtBytes(c), fmtBytes(int64(free)), fmtBytes(int64(total)), capNote, fmtBytes(inUse))
 		}
 	}
 }
@@ -142,6 +151,40 @@ func (b *Backend) trim() {
 		delete(b.pool.free, c)
 	}
 	b.pool.cached = 0
+}
+
+// held is the bytes the pool holds from the driver.
+func (p *pool) held() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.total
+}
+
+// MemCapEnv caps the device memory this process allocates (e.g. "24GiB",
+// "20000MiB", bytes): allocations beyond it fail as if the GPU were full
+// and MemInfo reports the capped figures, so a smaller card can be
+// emulated on a larger one (the memory planner and --offload are checked
+// this way).
+const MemCapEnv = "TURBODIFFUSION_MEM_CAP"
+
+// parseBytes reads "24GiB", "24G", "512MiB", "512M" or a byte count.
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(s, u.suf); ok {
+			s, mult = strings.TrimSpace(rest), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("%s=%q: want a size such as 24GiB or 20000MiB", MemCapEnv, s)
+	}
+	return int64(v * float64(mult)), nil
 }
 
 // MemStats reports the pool: bytes in live tensors, their high-water mark,

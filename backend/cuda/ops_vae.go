@@ -86,6 +86,17 @@ func (b *Backend) conv3dUp(xt, wt, biast backend.Tensor, p backend.Conv3dParams)
 	return b.conv3dAll(nil, xt, nil, wt, biast, nil, p, 0, true)
 }
 
+// convExtra are the sm_90a kernel's TAEHV fusions (backend.ConvFusion, run
+// by ops_taehv.go): grow > 1 reads x [grow·C,T,H,W] as [C,grow·T,H,W] (no
+// history), relu applies max(·, 0) after the residual.
+type convExtra struct {
+	grow int
+	relu bool
+	// xpk: x is in the packed layout (no pack pass); ypk: write the output
+	// packed; rpk: the residual is packed (ops_taehv.go).
+	xpk, ypk, rpk bool
+}
+
 // conv3dAll is conv3d with up: x is read through a nearest 2x upsampling.
 func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int, up bool) (out, tail backend.Tensor) {
 	defer keepAlive(ht, xt, gt, wt, biast, rt) // inputs (and inline views) must outlive their kernels
@@ -162,7 +173,7 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 				}
 				rp = r.buf.ptr
 			}
-			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep, up)
+			t := b.conv3dHopper(y, x, hp, th, g, w, bp, bdt, rp, xshape, p, keep, up, convExtra{})
 			if t == nil {
 				return y, nil // no typed nil in the interface
 			}

@@ -26,6 +26,10 @@ type Tensor struct {
 	shape []int
 	dt    tensor.DType
 	buf   *buffer
+	// packed marks a bf16 [C,T,H,W] kept in the tiny VAE's padded
+	// channels-last layout (ops_taehv.go): only ConvFused reads it, every
+	// other op refuses it.
+	packed bool
 }
 
 func (t *Tensor) Shape() []int        { return t.shape }
@@ -50,6 +54,9 @@ func T(t backend.Tensor) *Tensor {
 	}
 	if c.buf.freed {
 		backend.Fail("cuda: use of a freed tensor (shape %v)", c.shape)
+	}
+	if c.packed {
+		backend.Fail("cuda: tensor %v is in the tiny VAE's packed layout (a ConvFused Intermediate): only ConvFused reads it", c.shape)
 	}
 	return c
 }
@@ -193,13 +200,21 @@ func (b *Backend) Download(t backend.Tensor) []float32 {
 		b.must("cuMemcpyDtoHAsync", call(b.drv.cuMemcpyDtoHAsync, s.ptr, ct.buf.ptr+uintptr(i*es), uintptr((j-i)*es), b.stream))
 		b.must("cuStreamSynchronize (a kernel queued earlier may have failed)", call(b.drv.cuStreamSynchronize, b.stream))
 		h := hostBytes(s.ptr, (j-i)*es)
+		dst := out[i:j]
+		// Spread over the cores: a decoded video is ~10^8 values, and one
+		// core widening them took longer than the decode itself.
 		if ct.dt == tensor.F32 {
-			copy(out[i:j], unsafe.Slice((*float32)(unsafe.Pointer(&h[0])), j-i))
+			src := unsafe.Slice((*float32)(unsafe.Pointer(&h[0])), j-i)
+			parallel.For((len(dst)+bf16Chunk-1)/bf16Chunk, func(lo, hi int) {
+				copy(dst[lo*bf16Chunk:min(hi*bf16Chunk, len(dst))], src[lo*bf16Chunk:])
+			})
 		} else {
 			u := unsafe.Slice((*uint16)(unsafe.Pointer(&h[0])), j-i)
-			for x, v := range u {
-				out[i+int64(x)] = math.Float32frombits(uint32(v) << 16)
-			}
+			parallel.For((len(dst)+bf16Chunk-1)/bf16Chunk, func(lo, hi int) {
+				for x := lo * bf16Chunk; x < min(hi*bf16Chunk, len(dst)); x++ {
+					dst[x] = math.Float32frombits(uint32(u[x]) << 16)
+				}
+			})
 		}
 	}
 	return out

@@ -60,10 +60,16 @@ func Median(ms []float64) float64 {
 	return ms[len(ms)/2]
 }
 
-// MemInfo is the driver's free and total device memory.
+// MemInfo is the driver's free and total device memory; under a
+// MemCapEnv cap, the cap and what is left of it (if less).
 func (b *Backend) MemInfo() (free, total int64) {
 	defer b.enter()()
 	var f, t uint64
 	call(b.drv.cuMemGetInfo, uintptr(unsafe.Pointer(&f)), uintptr(unsafe.Pointer(&t)))
-	return int64(f), int64(t)
+	free, total = int64(f), int64(t)
+	if b.memCap > 0 {
+		free = min(free, max(0, b.memCap-b.pool.held()))
+		total = min(total, b.memCap)
+	}
+	return free, total
 }

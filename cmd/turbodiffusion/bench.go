@@ -16,7 +16,9 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -31,6 +33,7 @@ type benchFlags struct {
 	quant               bool
 	attnKernels         string
 	attnWarmMS          float64
+	offload             bool
 	attention           string
 	topk                float64
 	device              string
@@ -57,6 +60,7 @@ func init() {
 	cmd.Flags().BoolVar(&f.profile, "profile", false, "print the GPU time of every kernel of one DiT forward")
 	cmd.Flags().BoolVar(&f.quant, "quant", false, "DiT forward with W8A8 int8 block Linears (the random weights quantised as `quantize` does, via a temporary file)")
 	cmd.Flags().BoolVar(&f.exactRounding, "exact-rounding", false, "DiT forward without fusions that skip a bf16 rounding (the baseline of those fusions)")
+	cmd.Flags().BoolVar(&f.offload, "offload", false, "DiT forward with the blocks' Linear weights streamed from host memory (--offload)")
 	cmd.Flags().StringVar(&f.attnKernels, "attention-kernels", "", "comma-separated attention kernels to time (mma, wgmma:<variant>); empty: mma and every wgmma variant")
 	cmd.Flags().StringVar(&f.attention, "attention", "dense", "self-attention of the DiT forward: dense, sla or sagesla")
 	cmd.Flags().Float64Var(&f.topk, "topk", 0.1, "SLA/SageSLA fraction of key blocks kept in the DiT forward")
@@ -72,7 +76,9 @@ type benchResult struct {
 	TFLOPS  float64 `json:"tflops,omitempty"`
 	GBs     float64 `json:"gb_s,omitempty"`
 	PeakGiB float64 `json:"peak_gib,omitempty"`
-	Note    string  `json:"note,omitempty"`
+	// EstGiB is the memory planner's estimate of PeakGiB (memplan).
+	EstGiB float64 `json:"estimate_gib,omitempty"`
+	Note   string  `json:"note,omitempty"`
 }
 
 func runBench(w io.Writer, f *benchFlags) (err error) {
@@ -83,12 +89,14 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 	default:
 		return fmt.Errorf("--device %q: choose auto or cuda", f.device)
 	}
-	attn, err := parseAttention(f.attention)
+	attn, err := pipeline.ParseAttention(f.attention)
 	if err != nil {
-		return err
+		return flagError(err)
 	}
-	if attn != backend.Dense && !(f.topk > 0 && f.topk <= 1) {
-		return fmt.Errorf("--topk %g: want a fraction in (0, 1]", f.topk)
+	if attn != backend.Dense {
+		if err := pipeline.CheckTopK(f.topk); err != nil {
+			return pipeline.Rename(err, func(string) string { return "--topk" })
+		}
 	}
 	b, err := cuda.Open()
 	if err != nil {
@@ -123,6 +131,9 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 		}
 		if r.PeakGiB > 0 {
 			extra += fmt.Sprintf("  peak %.2f GiB", r.PeakGiB)
+			if r.EstGiB > 0 {
+				extra += fmt.Sprintf(" (estimate %.2f GiB, %+.1f%%)", r.EstGiB, 100*(r.EstGiB/r.PeakGiB-1))
+			}
 		}
 		fmt.Fprintf(w, "%-44s %9.3f ms (min %8.3f) %s %s\n", r.Name, r.MS, r.MSMin, extra, r.Note)
 	}
@@ -279,13 +290,19 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 		}
 		defer ck.Close()
 	}
-	opt := wan.Options{DType: tensor.BF16, Attention: attn, ExactRounding: f.exactRounding}
+	opt := wan.Options{DType: tensor.BF16, Attention: attn, ExactRounding: f.exactRounding, Offload: f.offload}
 	if attn != backend.Dense {
 		opt.TopK = f.topk
 	}
 	m, err := wan.Load(b, ck, opt)
 	if err != nil {
 		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
+	}
+	// What the memory planner expects the pool peak to be.
+	var est int64
+	if wts, err := memplan.DiTWeights(m.Info, opt); err == nil {
+		fw := memplan.DiTForward(cfg, m.Opt, m.Info.Quantized, T*(H/2)*(W/2))
+		est = wts + memplan.DiTText(cfg, tensor.BF16) + memplan.CublasWorkspace + fw.RoPE + fw.Activations
 	}
 	defer m.Free()
 	load := time.Since(t0)
@@ -341,8 +358,11 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	if f.quant {
 		name = strings.TrimSuffix(name, ")") + ", W8A8 int8 Linears)"
 	}
+	if f.offload {
+		name = strings.TrimSuffix(name, ")") + ", offload)"
+	}
 	return benchResult{Name: name, MS: med, MSMin: ms[0],
-		PeakGiB: float64(peak) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
+		PeakGiB: float64(peak) / (1 << 30), EstGiB: float64(est) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
 			load.Seconds(), gpuMS, 100*(med-gpuMS)/med)}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -53,12 +54,12 @@ they time the encoder with its weights resident. Needs a tokenizer folder
 	fl.StringVar(&f.model, "model", "Wan2.1-T2V-1.3B", "DiT configuration (preset name)")
 	fl.StringVar(&f.device, "device", "auto", "backend: auto (the GPU if usable, else the CPU, saying why), cuda or cpu")
 	fl.StringVar(&f.attention, "attention", "sla", "dense, sla or sagesla")
-	fl.Float64Var(&f.topk, "sla-topk", 0.1, "SLA fraction of key blocks kept")
+	fl.Float64Var(&f.topk, "sla-topk", pipeline.DefaultTopK, "SLA fraction of key blocks kept")
 	fl.StringVar(&f.tokenizer, "tokenizer", "", "tokenizer folder (required)")
 	fl.StringVar(&f.resolution, "resolution", "480p", "resolution")
 	fl.StringVar(&f.aspect, "aspect", "16:9", "aspect ratio")
-	fl.IntVar(&f.frames, "frames", 81, "frames (4k+1)")
-	fl.IntVar(&f.steps, "steps", 4, "rCM steps")
+	fl.IntVar(&f.frames, "frames", pipeline.DefaultFrames, "frames (4k+1)")
+	fl.IntVar(&f.steps, "steps", pipeline.DefaultSteps, "rCM steps")
 	fl.IntVar(&f.runs, "runs", 3, "generations (the first includes loading)")
 	fl.BoolVar(&f.preview, "preview", false, "ask for a live preview after every step (the linear one unless a preview decoder is set) and report its cost")
 	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of the MP4")
@@ -78,15 +79,16 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	if f.tokenizer == "" {
 		return fmt.Errorf("--tokenizer DIR is required (a google/umt5-xxl tokenizer folder)")
 	}
-	attn, err := parseAttention(f.attention)
+	// The request first: every setting is checked before the backend opens.
+	req, err := pipeline.Params{Prompt: "A red fox runs through fresh snow at sunrise, cinematic lighting, 4k",
+		Steps: &f.steps, Resolution: f.resolution, Aspect: f.aspect, Frames: &f.frames, Seed: pipeline.Ptr[uint64](1),
+		Attention: f.attention, TopK: &f.topk}.Request(pipeline.Limits{})
 	if err != nil {
-		return err
+		return flagError(err)
 	}
+	attn, _ := pipeline.ParseAttention(req.Attention)
+	size := req.Size
 	cfg, err := wan.Preset(f.model)
-	if err != nil {
-		return err
-	}
-	size, err := pipeline.Resolution(f.resolution, f.aspect)
 	if err != nil {
 		return err
 	}
@@ -114,7 +116,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		VAETile:         f.vaeTile,
 		Files:           pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: f.tokenizer},
 		Attention:       attn,
-		TopK:            f.topk,
+		TopK:            req.TopK,
 		KeepTextEncoder: true,
 		OpenCheckpoint:  func(p string) (checkpoint.File, error) { return files[p], nil },
 	})
@@ -134,8 +136,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		defer os.RemoveAll(dir)
 		outPath = filepath.Join(dir, "bench.mp4")
 	}
-	req := pipeline.Request{Prompt: "A red fox runs through fresh snow at sunrise, cinematic lighting, 4k",
-		Sampler: "rcm", Steps: f.steps, SigmaMax: 80, Size: size, Frames: f.frames, Seed: 1, Samples: 1, Output: outPath}
+	req.Output = outPath
 	var previews []pipeline.Preview
 	var sampleStart time.Time
 	var firstPreview time.Duration
@@ -162,7 +163,17 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	fmt.Fprintf(out, "bench e2e: %s %dx%d x %d frames, %d rCM steps, %s attention, backend %s (random weights), x264 %s%s\n",
 		cfg.Name, size.W, size.H, f.frames, f.steps, attn, be.Name(), encoding, what)
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	// Pool peak of each run beside the memory planner's estimate for it.
+	type poolStats interface {
+		ResetPeak()
+		MemStats() (inUse, peak, held int64)
+	}
 	for run := 1; run <= f.runs; run++ {
+		est, _, estErr := eng.MemoryPlan(req)
+		ps, hasPool := be.(poolStats)
+		if hasPool {
+			ps.ResetPeak()
+		}
 		previews = previews[:0]
 		t0 := time.Now()
 		res, err := eng.Generate(context.Background(), req)
@@ -170,6 +181,11 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 			return err
 		}
 		total := time.Since(t0)
+		if hasPool && estErr == nil {
+			_, peak, _ := ps.MemStats()
+			fmt.Fprintf(out, "run %d memory: pool peak %.2f GiB, estimate %.2f GiB at the %s (%+.1f%%)\n", run,
+				float64(peak)/memplan.GiB, float64(est.GPU())/memplan.GiB, est.Peak.Name, 100*(float64(est.GPU())/float64(peak)-1))
+		}
 		o := res.Output
 		fmt.Fprintf(out, "run %d:", run)
 		for _, t := range res.Timings {

@@ -13,29 +13,66 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/memplan"
+	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 )
 
+// doctorFlags name a model file whose memory needs doctor compares with
+// the GPU.
+type doctorFlags struct {
+	dit, attention, resolution, aspect string
+	frames                             int
+}
+
 func init() {
-	root.AddCommand(&cobra.Command{
-		Use:   "doctor",
-		Short: "Check the set-up: CPU (cores, SIMD), GPU, driver, CUDA libraries, kernel cache, ffmpeg",
-		Long: `doctor says what generation will run on and what it found on the way. It
-fails (exit status 1) only when something present cannot be used: a GPU the
-driver sees whose libraries or kernels fail. A machine without a GPU is a
-working CPU-only install.`,
+	var f doctorFlags
+	var smoke bool
+	var device string
+	cmd := &cobra.Command{
+		Use:   "doctor [--dit FILE] [--smoke]",
+		Short: "Check the set-up: CPU (cores, SIMD), GPU, driver, CUDA libraries, kernel cache, ffmpeg; whether a model fits; a smoke test",
+		Long: `doctor prints the CPU (cores, the SIMD its kernels use), GPU, driver, CUDA
+libraries, kernel cache and ffmpeg it finds. It fails (exit status 1) only
+when something present cannot be used: a GPU the driver sees whose libraries
+or kernels fail. A machine without a GPU is a working CPU-only install.
+
+With --dit FILE it also estimates the peak GPU memory of a generation with that
+DiT (at --resolution, --frames and --attention) and compares it with the
+GPU's free memory, naming the options that would fit when it does not.
+
+With --smoke, it also generates a short clip end to end (tokenizer, umT5, DiT
+with SLA, rCM, VAE decode, video file) with tiny models of random weights
+made in memory, on --device, and prints each stage's time: a check of an
+install that needs no download. Then the exit status is the smoke test's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !doctor(cmd.OutOrStdout()) {
-				return fmt.Errorf("a GPU is present but cannot be used (see above); generation would run on the CPU")
+			ok := doctor(cmd.OutOrStdout(), &f)
+			if smoke {
+				return runSmoke(cmd.OutOrStdout(), device)
+			}
+			if !ok {
+				return fmt.Errorf("a GPU is present but cannot be used, or the model does not fit (see above)")
 			}
 			return nil
 		},
-	})
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.dit, "dit", "", "DiT checkpoint whose memory needs to estimate")
+	fl.StringVar(&f.attention, "attention", "sla", "self-attention for the estimate: dense, sla or sagesla")
+	fl.StringVar(&f.resolution, "resolution", "", "resolution for the estimate (default 480p; 720p for an image-to-video expert)")
+	fl.StringVar(&f.aspect, "aspect", "16:9", "aspect ratio for the estimate")
+	fl.IntVar(&f.frames, "frames", 81, "frames for the estimate")
+	fl.BoolVar(&smoke, "smoke", false, "also run a tiny end-to-end generation on random in-memory weights, with timings")
+	fl.StringVar(&device, "device", "auto", "device of the smoke test: auto, cuda or cpu")
+	root.AddCommand(cmd)
 }
 
 // doctor prints what it finds and reports false when a GPU the driver sees
-// cannot be used (no GPU at all is fine: the CPU backend runs).
-func doctor(w io.Writer) bool {
+// cannot be used (no GPU at all is fine: the CPU backend runs) or the
+// model named by f does not fit.
+func doctor(w io.Writer, f *doctorFlags) bool {
 	used, machine := cpu.Cores()
 	simd := cpu.SIMD()
 	if simd == "" {
@@ -45,6 +82,8 @@ func doctor(w io.Writer) bool {
 	}
 	fmt.Fprintf(w, "CPU:        %s/%s, %d cores (%d used), SIMD %s\n", runtime.GOOS, runtime.GOARCH, machine, used, simd)
 	ok := true
+	var free, total int64
+	gpu := false
 	n, derr := cuda.DeviceCount()
 	var b *cuda.Backend
 	var err error
@@ -70,7 +109,8 @@ func doctor(w io.Writer) bool {
 	}
 	if b != nil {
 		inf := b.Info()
-		free, total := b.MemInfo()
+		free, total = b.MemInfo()
+		gpu = true
 		fmt.Fprintf(w, "GPU %d:      %s, compute capability %d.%d (%s), %d SMs, %d MiB L2, %.1f GiB (%.1f GiB free)\n",
 			inf.Ordinal, inf.Name, inf.CC[0], inf.CC[1], inf.Arch, inf.SMs, inf.L2Bytes>>20,
 			float64(total)/(1<<30), float64(free)/(1<<30))
@@ -109,5 +149,67 @@ func doctor(w io.Writer) bool {
 	} else {
 		fmt.Fprintf(w, "ffmpeg:     not found on PATH (needed to write .mp4; install ffmpeg)\n")
 	}
+	if f != nil && f.dit != "" {
+		if err := doctorMemory(w, f, gpu, free, total); err != nil {
+			fmt.Fprintf(w, "memory:     %v\n", err)
+			ok = false
+		}
+	}
 	return ok
+}
+
+// doctorMemory prints the estimate for f.dit and whether it fits in free
+// bytes of a GPU of total bytes (gpu false: no GPU to compare with).
+func doctorMemory(w io.Writer, f *doctorFlags, gpu bool, free, total int64) error {
+	ck, err := checkpoint.Open(f.dit)
+	if err != nil {
+		return err
+	}
+	fi, err := wan.DetectConfig(ck)
+	ck.Close()
+	if err != nil {
+		return err
+	}
+	attn, err := pipeline.ParseAttention(f.attention)
+	if err != nil {
+		return err
+	}
+	res := f.resolution
+	if res == "" {
+		res = "480p"
+		if fi.Config.Type == wan.I2V {
+			res = pipeline.DefaultI2VResolution
+		}
+	}
+	size, err := pipeline.Resolution(res, f.aspect)
+	if err != nil {
+		return err
+	}
+	if _, err := pipeline.LatentShape(f.frames, size); err != nil {
+		return err
+	}
+	run := memoryRun(fi, attn, size, f.frames)
+	est, err := memplan.Plan(run)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "memory:     %s at %dx%d, %d frames, %s attention: peak about %s of GPU memory\n",
+		filepath.Base(f.dit), size.W, size.H, f.frames, run.Opt.Attention, memplan.FormatGiB(est.GPU()))
+	for _, s := range est.Stages {
+		fmt.Fprintf(w, "            %s\n", s)
+	}
+	fmt.Fprintf(w, "            host: about %s besides the memory-mapped checkpoints\n", memplan.FormatGiB(est.Host))
+	if !gpu {
+		return nil
+	}
+	if memplan.Fit(est, free, total) {
+		fmt.Fprintf(w, "            fits: %s free on the GPU\n", memplan.FormatGiB(free))
+		return nil
+	}
+	quantFile := ""
+	if !fi.Quantized {
+		ext := filepath.Ext(f.dit)
+		quantFile = strings.TrimSuffix(filepath.Base(f.dit), ext) + "-quant" + ext
+	}
+	return fmt.Errorf("does not fit: %s", memplan.Advice(run, est, free, total, memplan.Options(run, quantFile)))
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
@@ -34,6 +36,14 @@ type engineFlags struct {
 	// i2v selects the image-to-video experts (--dit-high/--dit-low or the
 	// TurboWan2.2-I2V files) instead of a text-to-video DiT.
 	i2v bool
+	// loras are --lora FILE[:SCALE] values, merged into every DiT loaded.
+	loras       []string
+	loraLenient bool
+	// noMemCheck skips the memory estimate before a run.
+	noMemCheck bool
+	// releaseDiT frees the DiT before the VAE decode (generate: one request).
+	releaseDiT bool
+	offload    bool
 }
 
 type generateFlags struct {
@@ -56,11 +66,11 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.models, "model", "", "models folder with the released files")
 	fl.StringVar(&f.variant, "variant", pipeline.DefaultVariant, "which TurboWan DiT of the folder to use")
 	fl.StringVar(&f.files.DiT, "dit", "", "DiT checkpoint (overrides the folder)")
-	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder)")
+	fl.StringVar(&f.files.VAE, "vae", "", "Wan2.1 VAE checkpoint (overrides the folder); \"tiny\" decodes with the tiny VAE (taew2_1.safetensors or .pth from the folder, huggingface.co/madebyollin/taehv: much faster, preview quality), as does a taew2_1 file given here")
 	fl.StringVar(&f.files.TextEncoder, "text-encoder", "", "umT5-XXL encoder checkpoint (overrides the folder)")
 	fl.StringVar(&f.files.Tokenizer, "tokenizer", "", "google/umt5-xxl tokenizer folder (overrides the folder)")
 	fl.StringVar(&f.attention, "attention", "sla", "self-attention: dense, sla or sagesla")
-	fl.Float64Var(&f.topk, "sla-topk", 0.1, "SLA fraction of key blocks kept per query block")
+	fl.Float64Var(&f.topk, "sla-topk", pipeline.DefaultTopK, "SLA fraction of key blocks kept per query block")
 	fl.StringVar(&f.device, "device", "auto", "auto, cuda or cpu")
 	fl.StringVar(&f.dtype, "dtype", "bf16", "DiT arithmetic: bf16 (as the reference) or f32")
 	fl.BoolVar(&f.defaultNorm, "default-norm", false, "use Wan's default norms instead of TurboDiffusion's fast norms")
@@ -68,9 +78,26 @@ func (f *engineFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.keepText, "keep-text-encoder", false, "keep umT5 loaded after encoding (more memory)")
 	fl.StringVar(&f.cacheDir, "cache-dir", defaultCacheDir(), "prompt-embedding cache folder")
 	fl.BoolVar(&f.noCache, "no-cache", false, "do not use the prompt-embedding cache")
+	fl.StringArrayVar(&f.loras, "lora", nil, "LoRA to merge into the DiT, FILE[:SCALE] (.safetensors or .pth; PEFT/diffusers, kohya or diff naming; repeatable)")
+	fl.BoolVar(&f.loraLenient, "lora-lenient", false, "skip LoRA keys that match nothing in the model (with a warning) instead of failing")
+	fl.BoolVar(&f.offload, "offload", false, "keep the DiT blocks' weights in host memory and stream them to the GPU one block ahead (for GPUs too small for the model)")
+	fl.BoolVar(&f.noMemCheck, "no-memory-check", false, "run even when the estimated peak GPU memory exceeds what the GPU has")
 	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of MP4 output: "+strings.Join(video.Presets, ", "))
 	fl.IntVar(&f.crf, "crf", video.CRF, "x264 quality of MP4 output, 1 (best) to 51 (0: the default)")
 	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (8 video pixels each) to cap its memory, e.g. 32 for 720p; 0: untiled")
+}
+
+// loraSpecs parses the --lora values.
+func (f *engineFlags) loraSpecs() ([]lora.Spec, error) {
+	var specs []lora.Spec
+	for _, v := range f.loras {
+		s, err := lora.ParseSpec(v)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
 }
 
 // encoding is the MP4 setting the flags ask for.
@@ -85,12 +112,12 @@ func (f *engineFlags) encoding() (video.Encoding, error) {
 // open checks the flags and files, starts the backend and makes the engine.
 // Notes about the choices made (CPU fallback) go to errOut.
 func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, error) {
-	attn, err := parseAttention(f.attention)
+	attn, err := pipeline.ParseAttention(f.attention)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, flagError(err)
 	}
-	if f.topk <= 0 || f.topk > 1 {
-		return nil, nil, fmt.Errorf("--sla-topk %g: must be in (0, 1]", f.topk)
+	if err := pipeline.CheckTopK(f.topk); err != nil {
+		return nil, nil, flagError(err)
 	}
 	enc, err := f.encoding()
 	if err != nil {
@@ -112,17 +139,26 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.device != "auto" && !slices.Contains(backend.Names(), f.device) {
 		return nil, nil, fmt.Errorf("--device %q: choose auto, %s", f.device, strings.Join(backend.Names(), ", "))
 	}
+	specs, err := f.loraSpecs()
+	if err != nil {
+		return nil, nil, err
+	}
 	var files pipeline.Files
+	given := f.files // --vae "tiny" or a taew2_1 file selects the tiny VAE
+	given.VAE, given.TinyVAE = splitVAEFlag(f.files.VAE)
 	if f.i2v {
-		if f.models == "" && (f.files.DiTHigh == "" || f.files.DiTLow == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+		if f.models == "" && (given.DiTHigh == "" || given.DiTLow == "" || given.VAE == "" || given.TextEncoder == "" || given.Tokenizer == "" ||
+			given.TinyVAE == pipeline.TinyVAEFromFolder) {
 			return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit-high, --dit-low, --vae, --text-encoder and --tokenizer)")
 		}
-		files, err = pipeline.FindI2VModels(f.models, f.variant, f.files)
+		files, err = pipeline.FindI2VModels(f.models, f.variant, given)
 	} else {
-		if f.models == "" && (f.files.DiT == "" || f.files.VAE == "" || f.files.TextEncoder == "" || f.files.Tokenizer == "") {
+		// Decoding with the tiny VAE, text-to-video needs no Wan VAE.
+		noVAE := given.VAE == "" && (given.TinyVAE == "" || given.TinyVAE == pipeline.TinyVAEFromFolder)
+		if f.models == "" && (given.DiT == "" || noVAE || given.TextEncoder == "" || given.Tokenizer == "") {
 			return nil, nil, fmt.Errorf("--model DIR is required (or all of --dit, --vae, --text-encoder and --tokenizer)")
 		}
-		files, err = pipeline.FindModels(f.models, f.variant, f.files)
+		files, err = pipeline.FindModels(f.models, f.variant, given)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -143,7 +179,8 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.noCache {
 		cache = ""
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile,
+		LoRA: specs, LoRALenient: f.loraLenient, CheckMemory: !f.noMemCheck, ReleaseDiT: f.releaseDiT, Offload: f.offload})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -180,15 +217,15 @@ follow the reference script: --sigma-max 200, --resolution 720p.`,
 	fl.StringVarP(&f.prompt, "prompt", "p", "", "text prompt (required)")
 	fl.StringVarP(&f.out, "output", "o", "output.mp4", "output file: .mp4 (needs ffmpeg), .gif, or a folder for PNG frames")
 	fl.StringVar(&f.sampler, "sampler", "rcm", "rcm (TurboDiffusion, 1-4 steps) or unipc (Wan's original 50-step mode with CFG)")
-	fl.IntVar(&f.steps, "steps", 4, "sampling steps (rcm: 1-4; unipc: e.g. 50)")
-	fl.Float64Var(&f.sigmaMax, "sigma-max", 80, "rCM initial sigma (larger = less diverse)")
+	fl.IntVar(&f.steps, "steps", pipeline.DefaultSteps, "sampling steps (rcm: 1-4; unipc: default 50)")
+	fl.Float64Var(&f.sigmaMax, "sigma-max", pipeline.DefaultSigmaMax, "rCM initial sigma (larger = less diverse)")
 	fl.BoolVar(&f.ode, "ode", false, "rCM deterministic (ODE) update instead of SDE")
-	fl.Float64Var(&f.shift, "shift", 5, "UniPC schedule shift")
-	fl.Float32Var(&f.guidance, "guidance", 5, "UniPC classifier-free guidance scale")
+	fl.Float64Var(&f.shift, "shift", pipeline.DefaultShift, "UniPC schedule shift")
+	fl.Float32Var(&f.guidance, "guidance", pipeline.DefaultGuidance, "UniPC classifier-free guidance scale")
 	fl.StringVar(&f.negative, "negative-prompt", "", "UniPC negative prompt (default: Wan's)")
-	fl.StringVar(&f.resolution, "resolution", "480p", "480p, 720p, 480, 512 or 720")
-	fl.StringVar(&f.aspect, "aspect", "16:9", "aspect ratio: 16:9, 9:16, 4:3, 3:4 or 1:1")
-	fl.IntVar(&f.frames, "frames", 81, "number of frames (4k+1)")
+	fl.StringVar(&f.resolution, "resolution", pipeline.DefaultResolution, "480p, 720p, 480, 512 or 720")
+	fl.StringVar(&f.aspect, "aspect", pipeline.DefaultAspect, "aspect ratio: 16:9, 9:16, 4:3, 3:4 or 1:1")
+	fl.IntVar(&f.frames, "frames", pipeline.DefaultFrames, "number of frames (4k+1)")
 	fl.Uint64Var(&f.seed, "seed", 0, "random seed")
 	fl.IntVar(&f.samples, "samples", 1, "videos to generate (tiled side by side)")
 	fl.StringVar(&f.image, "image", "", "input image (PNG or JPEG): image-to-video with the Wan2.2 I2V A14B experts")
@@ -207,58 +244,62 @@ func defaultCacheDir() string {
 	return ""
 }
 
-func parseAttention(s string) (backend.AttentionKind, error) {
-	switch strings.ToLower(s) {
-	case "dense", "original":
-		return backend.Dense, nil
-	case "sla":
-		return backend.SLA, nil
-	case "sagesla":
-		return backend.SageSLA, nil
+// splitVAEFlag reads --vae: "tiny" selects the tiny VAE from the models
+// folder; a file named like the tiny VAE's weights (taew…, taehv…) selects
+// the tiny VAE with that file; "wan" or "" the Wan VAE from the folder;
+// anything else is the Wan VAE's path.
+func splitVAEFlag(v string) (wanVAE, tinyVAE string) {
+	base := strings.ToLower(filepath.Base(v))
+	switch {
+	case strings.EqualFold(v, "tiny") || strings.EqualFold(v, "taehv"):
+		return "", pipeline.TinyVAEFromFolder
+	case strings.EqualFold(v, "wan"):
+		return "", ""
+	case v != "" && (strings.HasPrefix(base, "taew") || strings.HasPrefix(base, "taehv")):
+		return "", v
 	}
-	return 0, fmt.Errorf("--attention %q: choose dense, sla or sagesla", s)
+	return v, ""
+}
+
+// flagError shows a pipeline.FieldError under the command's flag name
+// (frames → --frames, size → --resolution, image → --image).
+func flagError(err error) error {
+	return pipeline.Rename(err, func(field string) string {
+		switch field {
+		case pipeline.FieldSize:
+			return "--resolution"
+		}
+		return "--" + strings.ReplaceAll(field, "_", "-")
+	})
 }
 
 func runGenerate(cmd *cobra.Command, f *generateFlags) error {
-	if strings.TrimSpace(f.prompt) == "" {
-		return fmt.Errorf("--prompt is required")
-	}
 	if f.out == "" {
 		// An empty request output means "write nothing" to the pipeline.
 		return fmt.Errorf("--output is empty: give an .mp4 or .gif file, or a folder for PNG frames")
 	}
 	fl := cmd.Flags()
 	f.i2v = f.image != ""
+	f.releaseDiT = true // one request: nothing reuses the DiT after sampling
 	if f.i2v {
-		// The reference I2V script's defaults where they differ from T2V.
-		if !fl.Changed("sigma-max") {
-			f.sigmaMax = pipeline.DefaultI2VSigmaMax
-		}
-		if !fl.Changed("resolution") {
-			f.resolution = pipeline.DefaultI2VResolution
-		}
 		if !fl.Changed("variant") {
 			f.variant = pipeline.DefaultI2VVariant
 		}
 	} else {
-		for _, name := range []string{"dit-high", "dit-low", "boundary", "adaptive-resolution"} {
+		for _, name := range []string{"dit-high", "dit-low"} {
 			if fl.Changed(name) {
 				return fmt.Errorf("--%s is for image-to-video: give an input image with --image", name)
 			}
 		}
 	}
-	if f.boundary == 0 {
-		f.boundary = -1 // the request's 0 means "default"; the flag's 0 never switches
-	}
-	size, err := pipeline.Resolution(f.resolution, f.aspect)
+	req, err := f.params(fl).Request(pipeline.Limits{})
 	if err != nil {
-		return fmt.Errorf("--resolution %s --aspect %s: %w", f.resolution, f.aspect, err)
+		return flagError(err)
 	}
-	req := pipeline.Request{Prompt: f.prompt, Sampler: f.sampler, Steps: f.steps, SigmaMax: f.sigmaMax, ODE: f.ode,
-		Shift: f.shift, Guidance: f.guidance, Negative: f.negative, Size: size, Frames: f.frames, Seed: f.seed, Samples: f.samples,
-		Image: f.image, Boundary: f.boundary, AdaptiveResolution: f.adaptive, Output: f.out}
-	if err := req.Validate(); err != nil {
-		return err
+	// The engine runs the request's attention: load it that way.
+	f.attention = req.Attention
+	if req.TopK != 0 {
+		f.topk = req.TopK
 	}
 	errOut := cmd.ErrOrStderr()
 	var previews *previewWriter
@@ -273,6 +314,15 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 		return err
 	}
 	defer eng.Close()
+	if !f.noMemCheck {
+		note, err := eng.CheckMemory(req)
+		if err != nil {
+			return err
+		}
+		if note != "" {
+			fmt.Fprintln(errOut, note)
+		}
+	}
 	bar := newProgress(errOut)
 	eng.Progress = bar.event
 
@@ -286,8 +336,9 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 		}
 	}
 	fmt.Fprintf(errOut, "generating %d frame(s) at %dx%d%s on %s, %s sampler, %d step(s), %s attention\n",
-		f.frames, size.W, size.H, what, be.Name(), f.sampler, f.steps, f.attention)
+		req.Frames, req.Size.W, req.Size.H, what, be.Name(), req.Sampler, req.Steps, f.attention)
 	t0 := time.Now()
+	shown := len(eng.Notes()) // printed by open
 	res, err := eng.Generate(ctx, req)
 	bar.done()
 	if previews != nil {
@@ -298,12 +349,53 @@ func runGenerate(cmd *cobra.Command, f *generateFlags) error {
 	if err != nil {
 		return err
 	}
+	for _, n := range res.Notes[min(shown, len(res.Notes)):] {
+		fmt.Fprintln(errOut, "note:", n)
+	}
 	if res.Output.Note != "" {
 		fmt.Fprintln(errOut, "note:", res.Output.Note)
 	}
 	printTimings(errOut, res, time.Since(t0))
 	fmt.Fprintln(cmd.OutOrStdout(), res.Output.Path)
 	return nil
+}
+
+// params turns the flags into pipeline.Params: a setting left at its
+// default is passed as "not given", so the pipeline's defaults apply (the
+// I2V ones with an image: σmax 200, 720p; 50 steps for UniPC).
+func (f *generateFlags) params(fl *pflag.FlagSet) pipeline.Params {
+	p := pipeline.Params{Prompt: f.prompt, Negative: f.negative, Sampler: f.sampler, ODE: f.ode,
+		Image: f.image, AdaptiveResolution: f.adaptive, Output: f.out, Seed: &f.seed,
+		Attention: f.attention}
+	if fl.Changed("resolution") || fl.Changed("aspect") {
+		p.Resolution, p.Aspect = f.resolution, f.aspect
+	}
+	if fl.Changed("sla-topk") {
+		p.TopK = &f.topk
+	}
+	if fl.Changed("steps") {
+		p.Steps = &f.steps
+	}
+	if fl.Changed("sigma-max") {
+		p.SigmaMax = &f.sigmaMax
+	}
+	if fl.Changed("shift") {
+		p.Shift = &f.shift
+	}
+	if fl.Changed("guidance") {
+		g := float64(f.guidance)
+		p.Guidance = &g
+	}
+	if fl.Changed("frames") {
+		p.Frames = &f.frames
+	}
+	if fl.Changed("samples") {
+		p.Samples = &f.samples
+	}
+	if fl.Changed("boundary") {
+		p.Boundary = &f.boundary
+	}
+	return p
 }
 
 // printTimings lists the stages; a streamed MP4's encoder ran during the

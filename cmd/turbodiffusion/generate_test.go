@@ -10,8 +10,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 	"github.com/turbodiffusion-go/turbodiffusion/tokenizer"
 )
 
@@ -140,7 +142,11 @@ func TestGenerateCLITinyModels(t *testing.T) {
 
 func resetFlags(c *cobra.Command) {
 	c.Flags().VisitAll(func(f *pflag.Flag) {
-		f.Value.Set(f.DefValue)
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			sv.Replace(nil) // Set would append the default's text ("[]")
+		} else {
+			f.Value.Set(f.DefValue)
+		}
 		f.Changed = false
 	})
 	for _, sub := range c.Commands() {
@@ -179,4 +185,38 @@ func goldenVocab(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return tk.VocabSize()
+}
+
+// TestGenerateLoRA: --lora merges a LoRA (here one with a key for a block
+// the tiny DiT lacks): without --lora-lenient the run fails naming the
+// key, with it the run completes and warns; a bad --lora value fails
+// before any model loads.
+func TestGenerateLoRA(t *testing.T) {
+	dir, enc := tinyEncoder(t)
+	path := filepath.Join(dir, "lora.safetensors")
+	f32 := func(n int) []byte { return make([]byte, 4*n) }
+	if err := checkpoint.WriteSafetensors(path, []checkpoint.Tensor{
+		{Name: "lora_unet_blocks_0_self_attn_q.lora_down.weight", DType: tensor.F32, Shape: []int{2, 256}, Data: f32(512)},
+		{Name: "lora_unet_blocks_0_self_attn_q.lora_up.weight", DType: tensor.F32, Shape: []int{256, 2}, Data: f32(512)},
+		{Name: "lora_unet_blocks_7_ffn_0.lora_down.weight", DType: tensor.F32, Shape: []int{2, 256}, Data: f32(512)},
+		{Name: "lora_unet_blocks_7_ffn_0.lora_up.weight", DType: tensor.F32, Shape: []int{1024, 2}, Data: f32(2048)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "clip.gif")
+	args := append(tinyGenerateArgs(t, enc, out), "--lora", path+":0.5")
+	_, _, err := run(t, args...)
+	if err == nil || !strings.Contains(err.Error(), "lora_unet_blocks_7_ffn_0.lora_down.weight") {
+		t.Fatalf("want an error naming the unknown key, got %v", err)
+	}
+	_, stderr, err := run(t, append(args, "--lora-lenient")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "skipped 2 LoRA key(s)") {
+		t.Errorf("stderr lacks the lenient warning:\n%s", stderr)
+	}
+	if _, _, err := run(t, append(tinyGenerateArgs(t, enc, out), "--lora", filepath.Join(dir, "missing.safetensors"))...); err == nil || !strings.Contains(err.Error(), "missing.safetensors") {
+		t.Errorf("a missing LoRA file: %v", err)
+	}
 }

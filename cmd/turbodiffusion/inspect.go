@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -21,10 +23,11 @@ func init() {
 	var listTensors bool
 	cmd := &cobra.Command{
 		Use:   "inspect FILE [FILE...]",
-		Short: "Say what a checkpoint holds (Wan DiT, Wan VAE, umT5) and list its tensors",
+		Short: "Say what a checkpoint holds (Wan DiT, Wan VAE, umT5, TAEHV tiny VAE) and list its tensors",
 		Long: `inspect reads .pth or .safetensors checkpoints without loading their weights and
 reports what each is: a Wan DiT (which model, int8-quantised or not, SLA proj_l
-present or not, parameter count), a Wan VAE or a umT5 text encoder.
+present or not, parameter count), a Wan VAE, a umT5 text encoder or the
+TAEHV tiny VAE (taew2_1, for --vae tiny; checked completely too).
 A DiT is checked completely: missing, unexpected or mis-shaped tensors are
 errors. With --tensors every tensor is listed with its dtype and shape.
 Given two Wan2.2 I2V experts (and optionally a VAE), it says whether they
@@ -167,7 +170,23 @@ func inspect(w io.Writer, path string, listTensors bool) error {
 		fmt.Fprintf(w, "model:    umT5 text encoder%s\n", umt5Detail(f))
 		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
 	default:
-		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE or umT5 encoder by its tensor names)\n")
+		if taehv.Detect(f) {
+			cfg, enc, err := taehv.Check(f)
+			if err != nil {
+				fmt.Fprintf(w, "model:    TAEHV tiny video autoencoder (invalid, see the error below)\n")
+				verr = err
+			} else {
+				fmt.Fprintf(w, "model:    %s\n", taehv.Describe(cfg, enc))
+			}
+			fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+			break
+		}
+		if sum, err := lora.Describe(f); err == nil && sum.Modules > 0 {
+			describeLoRA(w, sum)
+			fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
+			break
+		}
+		fmt.Fprintf(w, "model:    unknown (not a Wan DiT, Wan VAE, umT5 encoder, TAEHV tiny VAE or Wan LoRA by its tensor names)\n")
 		fmt.Fprintf(w, "params:   %s\n", humanCount(paramCount(f)))
 	}
 	if listTensors {
@@ -225,6 +244,7 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 		fmt.Fprintf(w, "patch:    TurboWan Linear form [D, Cin·4]\n")
 	}
 	fmt.Fprintf(w, "params:   %s\n", humanCount(fi.Params))
+	printMemoryTable(w, fi)
 	return nil
 }
 
@@ -238,6 +258,33 @@ func printable(name string) string {
 		}
 	}
 	return name
+}
+
+// printables is printable of each name.
+func printables(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = printable(n)
+	}
+	return out
+}
+
+// describeLoRA prints what a LoRA file changes.
+func describeLoRA(w io.Writer, s lora.Summary) {
+	fmt.Fprintf(w, "model:    Wan LoRA (%s naming), %d modules", strings.Join(s.Formats, "+"), s.Modules)
+	if len(s.Ranks) > 0 {
+		fmt.Fprintf(w, ", rank %v", s.Ranks)
+	}
+	if s.Alpha {
+		fmt.Fprintf(w, ", with alpha")
+	}
+	if s.Full > 0 {
+		fmt.Fprintf(w, ", %d full deltas", s.Full)
+	}
+	fmt.Fprintf(w, " (e.g. %s)\n", strings.Join(printables(s.Examples), ", "))
+	if len(s.Unknown) > 0 {
+		fmt.Fprintf(w, "unknown:  %d key(s) name no Wan module (generate --lora fails on them unless --lora-lenient): %s\n", len(s.Unknown), strings.Join(printables(s.Unknown[:min(5, len(s.Unknown))]), ", "))
+	}
 }
 
 // vaeDetail reads z_dim and base width from the VAE's shapes, if present.

@@ -143,6 +143,44 @@ func TestInspectBadFiles(t *testing.T) {
 	}
 }
 
+// TestInspectAndDoctorMemory: inspect prints a DiT's estimated peak per
+// resolution; doctor --dit prints the estimate stage by stage (and, on a
+// GPU, whether it fits).
+func TestInspectAndDoctorMemory(t *testing.T) {
+	out, err := inspectOut(t, golden.Path(t, "dit_int8.pth"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "memory:   weights", "480p ", "720p ", "at the ")
+	var b bytes.Buffer
+	doctor(&b, &doctorFlags{dit: golden.Path(t, "dit_weights.pth"), attention: "sla", aspect: "16:9", frames: 81})
+	wantLines(t, b.String(), "memory:     dit_weights.pth at 832x480, 81 frames, sla attention: peak about",
+		"text encoder", "DiT forward", "VAE decode", "host: about")
+	b.Reset()
+	doctor(&b, &doctorFlags{dit: golden.Path(t, "dit_weights.pth"), attention: "sla", aspect: "16:9", frames: 80})
+	wantLines(t, b.String(), "memory:     --frames 80")
+}
+
+// TestInspectLoRA: inspect recognises a LoRA file and says its naming,
+// module count, rank and alpha, and names keys that match no Wan module.
+func TestInspectLoRA(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "style.safetensors")
+	if err := checkpoint.WriteSafetensors(path, []checkpoint.Tensor{
+		{Name: "lora_unet_blocks_0_self_attn_q.lora_down.weight", DType: tensor.F32, Shape: []int{4, 8}, Data: make([]byte, 128)},
+		{Name: "lora_unet_blocks_0_self_attn_q.lora_up.weight", DType: tensor.F32, Shape: []int{8, 4}, Data: make([]byte, 128)},
+		{Name: "lora_unet_blocks_0_self_attn_q.alpha", DType: tensor.F32, Shape: []int{}, Data: make([]byte, 4)},
+		{Name: "lora_unet_text_encoder_q.lora_down.weight", DType: tensor.F32, Shape: []int{4, 8}, Data: make([]byte, 128)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := inspectOut(t, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "Wan LoRA (kohya naming), 1 modules, rank [4], with alpha (e.g. blocks.0.self_attn.q)",
+		"unknown:  1 key(s)", "lora_unet_text_encoder_q.lora_down.weight")
+}
+
 func inspectFilesOut(t *testing.T, paths ...string) (string, error) {
 	t.Helper()
 	var b bytes.Buffer
@@ -200,4 +238,40 @@ func TestInspectI2VPair(t *testing.T) {
 		t.Errorf("mismatched experts: error %v", err)
 	}
 	wantLines(t, out, "not an image-to-video model")
+}
+
+// TestInspectTAEHV: the tiny VAE's weights (the conformance set's, in
+// whichever format the set ships them) are recognised and checked; a
+// mis-shaped copy is reported with the key and both shapes.
+func TestInspectTAEHV(t *testing.T) {
+	path := golden.TAEHVWeights(t)
+	out, err := inspectOut(t, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "TAEHV tiny video autoencoder", "16 latent channels", "--vae tiny", "huggingface.co/madebyollin/taehv")
+	f, err := checkpoint.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var ts []checkpoint.Tensor
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		raw, _ := f.Raw(n)
+		if n == "decoder.20.weight" { // [64 64 3 3] → [64 32 3 3]: half the bytes
+			info.Shape = []int{64, 32, 3, 3}
+			raw = raw[:len(raw)/2]
+		}
+		ts = append(ts, checkpoint.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)})
+	}
+	bad := filepath.Join(t.TempDir(), "taew2_1.safetensors")
+	if err := checkpoint.WriteSafetensors(bad, ts); err != nil {
+		t.Fatal(err)
+	}
+	out, err = inspectOut(t, bad, false)
+	if err == nil || !strings.Contains(err.Error(), `"decoder.20.weight": want shape [64 64 3 3], got [64 32 3 3]`) {
+		t.Fatalf("got %v\n%s", err, out)
+	}
+	wantLines(t, out, "TAEHV tiny video autoencoder (invalid")
 }

@@ -93,6 +93,22 @@ func LoadManifest(t testing.TB) Manifest {
 	return m
 }
 
+// LoadManifestFile reads the manifest at name inside the set, for a part of
+// it kept in a subfolder with its own manifest (e.g. "taehv/manifest.json").
+func LoadManifestFile(t testing.TB, name string) Manifest {
+	t.Helper()
+	p := Path(t, name)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	return m
+}
+
 // manifestPath names the manifest in messages.
 func manifestPath() string { return filepath.Join(Dir(), "manifest.json") }
 

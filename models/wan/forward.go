@@ -98,12 +98,16 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	txt = &Text{m: m, ctx: m.apply(m.text2, g)}
 	m.free(g)
 	m.hook("text_embedding", txt.ctx)
+	fetch := m.newFetcher(linCK, linCV) // offload: only these two weights
+	fetch.start()
 	for i := range m.blocks {
-		b := &m.blocks[i]
+		fetch.wait(i)
+		b := m.blk(i)
 		k := m.apply(b.ck, txt.ctx)
 		txt.k = append(txt.k, be.RMSNorm(k, b.cNormK, c.Eps, m.Opt.Norm))
 		m.free(k)
 		txt.v = append(txt.v, m.apply(b.cv, txt.ctx))
+		fetch.next(i)
 	}
 	return txt, nil
 }
@@ -149,12 +153,16 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	// has it (addNorm).
 	v, rows := m.blockMods(0, e06)
 	a := m.normAct(xs, v[0], v[1], dt)
+	fetch := m.newFetcher() // offload: every block's Linear weights, one block ahead
+	fetch.start()
 	for i := range m.blocks {
 		var nv, nrows []backend.Tensor
 		if i+1 < len(m.blocks) {
 			nv, nrows = m.blockMods(i+1, e06)
 		}
+		fetch.wait(i)
 		nx, na := m.block(i, xs, a, v, nv, ang, txt)
+		fetch.next(i)
 		m.free(rows...)
 		m.free(xs)
 		xs, a, v, rows = nx, na, nv, nrows
@@ -235,10 +243,10 @@ func (m *Model) blockMods(i int, e0 backend.Tensor) (v, rows []backend.Tensor) {
 // modulation vectors, and returns the new stream and, when next (the next
 // block's modulation vectors) is non-nil, that block's a. It frees a.
 func (m *Model) block(i int, x backend.Tensor, a act, v, next []backend.Tensor, ang backend.Tensor, txt *Text) (out backend.Tensor, nextA act) {
-	be, c, dt, b := m.be, m.Config, m.Opt.DType, &m.blocks[i]
+	be, c, dt, b := m.be, m.Config, m.Opt.DType, m.blk(i)
 
 	// Self-attention.
-	y := m.selfAttention(i, a, ang)
+	y := m.selfAttention(i, b, a, ang)
 	m.freeAct(a)
 	m.hook(fmt.Sprintf("blocks.%d.self_attn", i), y)
 	// x1 = x + y·gate, x3 = norm3(x1).
@@ -276,8 +284,8 @@ func attnScale(c Config) float32 { return float32(1 / math.Sqrt(float64(c.HeadDi
 
 // selfAttention is q/k/v projection, full-width RMSNorm of q and k, 3D RoPE,
 // the configured attention op and the output projection.
-func (m *Model) selfAttention(i int, a act, ang backend.Tensor) backend.Tensor {
-	be, c, b := m.be, m.Config, &m.blocks[i]
+func (m *Model) selfAttention(i int, b *block, a act, ang backend.Tensor) backend.Tensor {
+	be, c := m.be, m.Config
 	qk := func(l linear, norm backend.Tensor) backend.Tensor {
 		p := m.applyAct(l, a)
 		if f, ok := be.(rmsNormRoPEer); ok {

@@ -2,9 +2,12 @@ package wan
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/lora"
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -48,6 +51,15 @@ type Options struct {
 	// so turns off fusions that skip a bf16 rounding (today: the FFN's GELU
 	// applied to the GEMM's float32 result, on backends with LinearGELU).
 	ExactRounding bool
+	// LoRA adapters are merged into the weights at load (lora.go); they
+	// must stay open while the model may merge again (SetLoRA).
+	LoRA []*lora.Adapter
+	// LoRALenient skips LoRA keys that match no parameter (listed in
+	// Model.LoRAWarnings) instead of failing.
+	LoRALenient bool
+	// Offload keeps the blocks' Linear weights in host memory and streams
+	// them to the device one block ahead of use (offload.go).
+	Offload bool
 }
 
 // linear is one Linear layer's weights; scale is non-nil for Int8Linear.
@@ -78,6 +90,12 @@ type Model struct {
 	// BlockMaps, when set, overrides the SLA block selection of a layer
 	// (layout of backend.SLAConfig.BlockMap). For tests against the oracle.
 	BlockMaps map[int][]int8
+	// LoRAWarnings lists LoRA keys skipped under Options.LoRALenient.
+	LoRAWarnings []string
+
+	base  *lora.Set // Options.LoRA, bound to this model
+	extra *lora.Set // merged by SetLoRA on top of base
+	off   *offload  // Options.Offload's streamed weights, nil without
 
 	be                  backend.DiT
 	patch               linear
@@ -152,7 +170,8 @@ func (o Options) withDefaults(fi FileInfo) (Options, error) {
 // weights to be one tensor at a time (the host copy of each is dropped once
 // uploaded). Linear weights get the model dtype; norm weights and
 // modulation vectors are kept in float32, as TurboDiffusion's fp32 norm
-// buffers and fp32 modulation arithmetic need.
+// buffers and fp32 modulation arithmetic need. opt.LoRA is merged into the
+// weights on the way (lora.go).
 func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) {
 	fi, err := DetectConfigWith(f, DetectOptions{HeadDim: opt.HeadDim})
 	if err != nil {
@@ -163,6 +182,18 @@ func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) 
 		return nil, fmt.Errorf("%s: %w", f.Path(), err)
 	}
 	m = &Model{Config: fi.Config, Info: fi, Opt: opt, be: be}
+	m.blocks = make([]block, fi.Config.Layers)
+	if opt.Offload {
+		st, err := checkOffload(be)
+		if err != nil {
+			return nil, err
+		}
+		m.off = &offload{st: st, host: make([][numLinears][2]backend.HostTensor, fi.Config.Layers)}
+	}
+	ps := m.params()
+	if m.base, m.LoRAWarnings, err = m.bindLoRA(f, ps, opt.LoRA); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			m.Free()
@@ -170,48 +201,138 @@ func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) 
 		}
 	}()
 	defer backend.Recover(&err)
-	ld := &loader{be: be, f: f, dt: opt.DType}
-	c := fi.Config
-	m.patch = linear{w: ld.float("patch_embedding.weight", ld.dt, c.Dim, c.PatchDim()), b: ld.float("patch_embedding.bias", ld.dt)}
-	m.text0 = ld.linear("text_embedding.0")
-	m.text2 = ld.linear("text_embedding.2")
-	m.time0 = ld.linear("time_embedding.0")
-	m.time2 = ld.linear("time_embedding.2")
-	m.tproj = ld.linear("time_projection.1")
-	m.head = ld.linear("head.head")
-	m.headMod = ld.float("head.modulation", tensor.F32, 2, c.Dim)
-	m.blocks = make([]block, c.Layers)
-	for i := range m.blocks {
-		p := fmt.Sprintf("blocks.%d.", i)
-		b := &m.blocks[i]
-		b.mod = ld.float(p+"modulation", tensor.F32, 6, c.Dim)
-		bl := func(name string) linear { return ld.blockLinear(p+name, fi.Quantized) }
-		b.sq, b.sk, b.sv, b.so = bl("self_attn.q"), bl("self_attn.k"), bl("self_attn.v"), bl("self_attn.o")
-		b.cq, b.ck, b.cv, b.co = bl("cross_attn.q"), bl("cross_attn.k"), bl("cross_attn.v"), bl("cross_attn.o")
-		b.ffn0, b.ffn2 = bl("ffn.0"), bl("ffn.2")
-		b.sNormQ = ld.float(p+"self_attn.norm_q.weight", tensor.F32)
-		b.sNormK = ld.float(p+"self_attn.norm_k.weight", tensor.F32)
-		b.cNormQ = ld.float(p+"cross_attn.norm_q.weight", tensor.F32)
-		b.cNormK = ld.float(p+"cross_attn.norm_k.weight", tensor.F32)
-		b.norm3W = ld.float(p+"norm3.weight", tensor.F32)
-		b.norm3B = ld.float(p+"norm3.bias", tensor.F32)
-		if opt.Attention != backend.Dense {
-			// proj_l runs under bf16 autocast in the reference, also in the fp32 model.
-			b.projW = ld.float(p+projLPrefix+".weight", tensor.BF16)
-			b.projB = ld.float(p+projLPrefix+".bias", tensor.BF16)
+	ld := &loader{be: be, f: f, lora: m.base}
+	for _, p := range ps {
+		if i, l, ok := m.streamed(p); ok {
+			m.off.host[i][l][0], m.off.host[i][l][1] = ld.loadHost(m.off.st, p)
+			continue
 		}
+		ld.load(p)
+	}
+	if m.off != nil {
+		m.allocSlots()
 	}
 	return m, nil
 }
 
-// loader uploads checkpoint tensors, failing with backend.Fail on errors.
-type loader struct {
-	be backend.DiT
-	f  checkpoint.File
-	dt tensor.DType
+// param is one weight of the model: the checkpoint tensor it comes from,
+// where it goes and how it is stored on the backend.
+type param struct {
+	// name is the checkpoint tensor; for an int8-quantised Linear weight it
+	// is <prefix>.weight, stored in the file as <prefix>.int8_weight and
+	// <prefix>.scale.
+	name  string
+	dst   *backend.Tensor
+	scale *backend.Tensor // the scales of a quantised Linear weight, else nil
+	dt    tensor.DType
+	shape []int // upload shape; nil keeps the file's
 }
 
-// float uploads a float tensor as dtype dt, with shape (default: the file's).
+// params lists every weight Load uploads, in load order.
+func (m *Model) params() []param {
+	c, dt := m.Config, m.Opt.DType
+	var ps []param
+	add := func(name string, dst *backend.Tensor, dt tensor.DType, shape ...int) {
+		ps = append(ps, param{name: name, dst: dst, dt: dt, shape: shape})
+	}
+	lin := func(prefix string, l *linear) {
+		add(prefix+".weight", &l.w, dt)
+		add(prefix+".bias", &l.b, dt)
+	}
+	add("patch_embedding.weight", &m.patch.w, dt, c.Dim, c.PatchDim())
+	add("patch_embedding.bias", &m.patch.b, dt)
+	lin("text_embedding.0", &m.text0)
+	lin("text_embedding.2", &m.text2)
+	lin("time_embedding.0", &m.time0)
+	lin("time_embedding.2", &m.time2)
+	lin("time_projection.1", &m.tproj)
+	lin("head.head", &m.head)
+	add("head.modulation", &m.headMod, tensor.F32, 2, c.Dim)
+	for i := range m.blocks {
+		p := fmt.Sprintf("blocks.%d.", i)
+		b := &m.blocks[i]
+		add(p+"modulation", &b.mod, tensor.F32, 6, c.Dim)
+		for _, bl := range []struct {
+			name string
+			l    *linear
+		}{
+			{"self_attn.q", &b.sq}, {"self_attn.k", &b.sk}, {"self_attn.v", &b.sv}, {"self_attn.o", &b.so},
+			{"cross_attn.q", &b.cq}, {"cross_attn.k", &b.ck}, {"cross_attn.v", &b.cv}, {"cross_attn.o", &b.co},
+			{"ffn.0", &b.ffn0}, {"ffn.2", &b.ffn2},
+		} {
+			if m.Info.Quantized {
+				ps = append(ps, param{name: p + bl.name + ".weight", dst: &bl.l.w, scale: &bl.l.scale, dt: tensor.I8})
+				add(p+bl.name+".bias", &bl.l.b, tensor.BF16)
+			} else {
+				lin(p+bl.name, bl.l)
+			}
+		}
+		add(p+"self_attn.norm_q.weight", &b.sNormQ, tensor.F32)
+		add(p+"self_attn.norm_k.weight", &b.sNormK, tensor.F32)
+		add(p+"cross_attn.norm_q.weight", &b.cNormQ, tensor.F32)
+		add(p+"cross_attn.norm_k.weight", &b.cNormK, tensor.F32)
+		add(p+"norm3.weight", &b.norm3W, tensor.F32)
+		add(p+"norm3.bias", &b.norm3B, tensor.F32)
+		if m.Opt.Attention != backend.Dense {
+			// proj_l runs under bf16 autocast in the reference, also in the fp32 model.
+			add(p+projLPrefix+".weight", &b.projW, tensor.BF16)
+			add(p+projLPrefix+".bias", &b.projB, tensor.BF16)
+		}
+	}
+	return ps
+}
+
+// loader uploads checkpoint tensors, merging LoRA deltas, failing with
+// backend.Fail on errors.
+type loader struct {
+	be   backend.DiT
+	f    checkpoint.File
+	lora *lora.Set
+}
+
+// load uploads one parameter into *p.dst (and *p.scale).
+func (l *loader) load(p param) {
+	if p.scale != nil {
+		*p.dst, *p.scale = l.quantized(p.name)
+		return
+	}
+	*p.dst = l.float(p.name, p.dt, p.shape...)
+}
+
+// loadHost is load into the streamer's host memory (a quantised weight:
+// codes and scales).
+func (l *loader) loadHost(st backend.Streamer, p param) (w, scale backend.HostTensor) {
+	hb := &hostLoader{DiT: l.be, st: st}
+	sub := &loader{be: hb, f: l.f, lora: l.lora}
+	if p.scale != nil {
+		sub.quantized(p.name)
+		return hb.out[0], hb.out[1]
+	}
+	sub.float(p.name, p.dt, p.shape...)
+	return hb.out[0], nil
+}
+
+// hostLoader is a backend whose uploads go to a streamer's host memory
+// (and are collected in out), so loadHost shares float and quantized.
+type hostLoader struct {
+	backend.DiT
+	st  backend.Streamer
+	out []backend.HostTensor
+}
+
+func (h *hostLoader) Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor {
+	h.out = append(h.out, h.st.HostUpload(dt, shape, data))
+	return nil
+}
+
+func (h *hostLoader) UploadInt8(shape []int, data []int8) backend.Tensor {
+	h.out = append(h.out, h.st.HostUploadInt8(shape, data))
+	return nil
+}
+
+// float uploads a float tensor as dtype dt, with shape (default: the
+// file's), after adding its LoRA delta in float32: the upload rounds the
+// merged value once to dt.
 func (l *loader) float(name string, dt tensor.DType, shape ...int) backend.Tensor {
 	info, ok := l.f.Info(name)
 	if !ok {
@@ -227,30 +348,57 @@ func (l *loader) float(name string, dt tensor.DType, shape ...int) backend.Tenso
 	if err != nil {
 		backend.FailErr(err)
 	}
+	if _, err := l.lora.Merge(name, info.Shape, data); err != nil {
+		backend.FailErr(err)
+	}
 	return l.be.Upload(dt, shape, data)
 }
 
-// linear uploads <prefix>.weight/.bias in the model dtype.
-func (l *loader) linear(prefix string) linear {
-	return linear{w: l.float(prefix+".weight", l.dt), b: l.float(prefix+".bias", l.dt)}
-}
-
-// blockLinear uploads a block Linear, as Int8Linear buffers when quantised.
-func (l *loader) blockLinear(prefix string, quantized bool) linear {
-	if !quantized {
-		return l.linear(prefix)
-	}
-	name := prefix + ".int8_weight"
-	info, _ := l.f.Info(name)
-	codes, err := l.f.Int8(name)
+// quantized uploads an Int8Linear weight (<prefix>.weight = the file's
+// <prefix>.int8_weight and .scale) as int8 codes and float32 scales. A LoRA
+// delta is merged as the reference's tools would: dequantised (code·scale
+// in float32), delta added in float32, rounded once to bf16 (the merged
+// bf16 weight), quantised again by quant.Quantize.
+func (l *loader) quantized(name string) (w, scale backend.Tensor) {
+	prefix := strings.TrimSuffix(name, ".weight")
+	info, _ := l.f.Info(prefix + ".int8_weight")
+	codes, err := l.f.Int8(prefix + ".int8_weight")
 	if err != nil {
 		backend.FailErr(err)
 	}
-	return linear{
-		w:     l.be.UploadInt8(info.Shape, codes),
-		scale: l.float(prefix+".scale", tensor.F32),
-		b:     l.float(prefix+".bias", tensor.BF16),
+	sinfo, _ := l.f.Info(prefix + ".scale")
+	scales, err := l.f.Float32(prefix + ".scale")
+	if err != nil {
+		backend.FailErr(err)
 	}
+	if l.lora.Touches(name) {
+		n, k := info.Shape[0], info.Shape[1]
+		wf := Dequantize(codes, scales, n, k)
+		if _, err := l.lora.Merge(name, info.Shape, wf); err != nil {
+			backend.FailErr(err)
+		}
+		tensor.RoundBF16Slice(wf)
+		if codes, scales, err = quant.Quantize(wf, n, k); err != nil {
+			backend.FailErr(err)
+		}
+	}
+	return l.be.UploadInt8(info.Shape, codes), l.be.Upload(tensor.F32, sinfo.Shape, scales)
+}
+
+// Dequantize returns the float32 weight an Int8Linear computes with:
+// code · scale of its 128×128 tile, for codes [n, k] and scales
+// [ceil(n/128), ceil(k/128)].
+func Dequantize(codes []int8, scales []float32, n, k int) []float32 {
+	_, sc := quant.ScaleShape(n, k)
+	w := make([]float32, n*k)
+	for r := 0; r < n; r++ {
+		srow := scales[(r/quant.Block)*sc:]
+		row := w[r*k : (r+1)*k]
+		for c, q := range codes[r*k : (r+1)*k] {
+			row[c] = float32(q) * srow[c/quant.Block]
+		}
+	}
+	return w
 }
 
 // Free releases every weight; the model is unusable afterwards.
@@ -270,6 +418,10 @@ func (m *Model) Free() {
 			free(l.w, l.b, l.scale)
 		}
 	}
+	if m.off != nil {
+		m.off.free(m.be)
+		m.off = nil
+	}
 	lin(m.patch, m.text0, m.text2, m.time0, m.time2, m.tproj, m.head)
 	free(m.headMod, m.rope)
 	for _, b := range m.blocks {
@@ -278,4 +430,28 @@ func (m *Model) Free() {
 	}
 	m.blocks = nil
 	m.be = nil
+}
+
+// SetAttention changes the self-attention kind and SLA top-k fraction
+// between forwards (a server applies each request's choice); the SLA block
+// sizes return to the kind's defaults when the kind changes. A model loaded
+// for dense attention has no proj_l weights, so it can only stay dense.
+func (m *Model) SetAttention(kind backend.AttentionKind, topK float64) error {
+	o := m.Opt
+	if kind == o.Attention && (kind == backend.Dense || topK == o.TopK) {
+		return nil
+	}
+	if kind != backend.Dense && len(m.blocks) > 0 && m.blocks[0].projW == nil {
+		return fmt.Errorf("%s attention needs the SLA proj_l weights, which were not loaded (the model was loaded for dense attention)", kind)
+	}
+	if kind != o.Attention {
+		o.BlockQ, o.BlockK = 0, 0
+	}
+	o.Attention, o.TopK = kind, topK
+	o, err := o.withDefaults(m.Info)
+	if err != nil {
+		return err
+	}
+	m.Opt = o
+	return nil
 }
