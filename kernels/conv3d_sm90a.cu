@@ -309,7 +309,7 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
   constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
   constexpr u32 STG = PERSIST ? (N * SO * 2 + 15) / 16 * 16 : 0;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 base = (hp_smem(smem) + 1023) & ~1023u;
+  const u32 base = HP_ALIGN_SMEM(hp_smem(smem));
   unsigned char* gbase = smem + (base - hp_smem(smem));
   bf16* so = (bf16*)(gbase + (PERSIST ? NS * SB : 0));
   const u32 bars = base + NS * SB + STG;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)

@@ -4,6 +4,12 @@
 // that a file can include this header beside its own older copies.
 #pragma once
 #include "common.cuh"
+#include "smem.cuh"
+
+// The dynamic shared-memory base a rounded up to TD_SMEM_ALIGN, where the
+// 128-byte-swizzled tiles must start; launches reserve that much slack
+// (kernels/smem.go).
+#define HP_ALIGN_SMEM(a) (((a) + (TD_SMEM_ALIGN - 1)) & ~(u32)(TD_SMEM_ALIGN - 1))
 
 // A CUtensorMap (backend/cuda/tensormap.go), passed by value as a
 // __grid_constant__ kernel parameter.
@@ -139,7 +145,7 @@ __device__ __forceinline__ u64 hp_desc_sw128(u32 addr) {
 }
 
 // ---- wgmma wrappers of the SLA kernels (sla_sparse_sm90a.cu) ----
-// The instructions of attention_sm90a.cu's wrappers under hp_ names. d
+// The instructions of attention_wgmma.cuh's wrappers under hp_ names. d
 // accumulates A·B of one m64nNk16 bf16 step in float32. "ss": A and B from
 // shared-memory descriptors (K-major); "rs": A from registers in the
 // mma.sync A-fragment layout; "tb": B read MN-major (transpose bit set).

@@ -142,7 +142,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   constexpr u32 AB = BM * 128, BB = BN * 128, SB = AB + BB;
   constexpr u32 STG = 64 * BN * 2;  // one warpgroup's staging bytes
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 base = (hp_smem(smem) + 1023) & ~1023u;
+  const u32 base = HP_ALIGN_SMEM(hp_smem(smem));
   unsigned char* gbase = smem + (base - hp_smem(smem));
   const u32 bars = base + NS * SB + NCW * STG + NCW * BN * 4;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   float* sred = (float*)(gbase + NS * SB + NCW * STG + NCW * BN * 4 + 16 * NS);  // GQ: [2][8] warp amax

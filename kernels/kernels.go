@@ -33,8 +33,13 @@ func Arch(name, deviceArch string) (string, bool) {
 // Modules lists every .cu file, sorted by name.
 func Modules() []Source { return list(".cu") }
 
-// Headers lists every .cuh file (available to #include by name).
-func Headers() []Source { return list(".cuh") }
+// Headers lists every .cuh file and the generated smem.cuh (available to
+// #include by name), sorted by name.
+func Headers() []Source {
+	h := append(list(".cuh"), smemHeader())
+	sort.Slice(h, func(i, j int) bool { return h[i].Name < h[j].Name })
+	return h
+}
 
 // Module returns the named .cu file; ok is false when it does not exist.
 func Module(name string) (Source, bool) {

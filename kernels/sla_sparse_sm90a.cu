@@ -1,5 +1,5 @@
 // sla_sparse_sm90a.cu: the SLA sparse branch (the math of sla_sparse.cu)
-// on Hopper, built like the dense "w2tivk128" kernel of attention_sm90a.cu:
+// on Hopper, built like the dense "w2tivk128" kernel of attention_tma_sm90a.cu:
 // a producer warp copies, with the bulk tensor copy engine, only the key
 // and value blocks in the query block's list (lut, cnt from
 // sla_select_kernel) into three mbarrier stages of 128 keys (two 64-key
@@ -134,7 +134,7 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
   constexpr int BM = 64 * NWG, BN = 128, NS = 3, DH = D / 64, NB = BN / BK;
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = BN * D * 2;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = (hp_smem(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
   const u32 qbar = bars + 16 * NS;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
   const int i = blockIdx.x, h = blockIdx.y, z = blockIdx.z, q0 = i * BM;
@@ -381,7 +381,7 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
   constexpr int D = 128, BM = 64, BK = 128, NS = 3;
   constexpr u32 QB = BM * D, KB = BK * D, VB = D * BK;
   extern __shared__ __align__(128) unsigned char smem[];
-  const u32 sQ = (hp_smem(smem) + 1023) & ~1023u, sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
   const u32 qbar = bars + 16 * NS;
   const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3, t4 = lane & 3;
   const int i = blockIdx.x, h = blockIdx.y, z = blockIdx.z, q0 = i * BM;

@@ -3,6 +3,8 @@
 #
 #   scripts/gpu-suite.sh build   # here (no GPU): builds .gpu/turbodiffusion and .gpu/cuda.test
 #   then, with the device tool:  run(command="bash scripts/gpu-suite.sh run", carry=[".gpu"])
+#   final: run(command="bash scripts/gpu-suite.sh final", carry=[".gpu"]) is the
+#   time-boxed end-of-session call (build with FINAL_GZIP=1 to fit 64 MiB)
 #   memory: run(command="bash scripts/gpu-suite.sh memory", carry=[".gpu"]) measures the pool
 #   peaks of every part the memory planner estimates and prints both (~3 min on an H200)
 #
@@ -43,6 +45,9 @@ build)
 		gzip -9c .ffmpeg/ffmpeg >.gpu/bin/ffmpeg.gz
 	else
 		echo "no .ffmpeg/ffmpeg (scripts/build-ffmpeg-static.sh): bench e2e will write a GIF" >&2
+	fi
+	if [ -n "${FINAL_GZIP:-}" ]; then
+		gzip -9f .gpu/turbodiffusion .gpu/cuda.test
 	fi
 	git rev-parse --short HEAD >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit
 	git status --porcelain -- backend/cuda kernels cmd/turbodiffusion | grep -q . && echo "+dirty" >>.gpu/commit
@@ -98,6 +103,54 @@ run)
 		echo "== done"
 	} 2>&1 | tee "$log"
 	;;
+final)
+	# One time-boxed call for the end of a session, most important first, so
+	# that a call cut short by the device budget still returns the figures
+	# that matter: every CUDA op/golden test, the DiT forwards (dense, SLA,
+	# SageSLA, -quant), the attention table, the tiny VAE, bench e2e, then
+	# the PyTorch baseline. Every step's log lands in $OUT as it finishes.
+	# Built by `build` (with FINAL_GZIP=1 the binaries travel gzipped).
+	OUT="${OUT:-.gpu/out}"
+	mkdir -p "$OUT"
+	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
+	for z in .gpu/*.gz .gpu/bin/*.gz; do
+		[ -f "$z" ] && gzip -dc "$z" >"${z%.gz}" && chmod +x "${z%.gz}"
+	done
+	[ -d .gpu/bin ] && export PATH="$PWD/.gpu/bin:$PATH"
+	T0=$SECONDS
+	step() { # name timeout_s command...: log to $OUT/name.log, summary here
+		local name=$1 t=$2
+		shift 2
+		timeout "$t" "$@" >"$OUT/$name.log" 2>&1
+		echo "[t=$((SECONDS - T0))s] $name rc=$?"
+	}
+	echo "== commit $(tr '\n' ' ' <.gpu/commit) date $(date -u +%FT%TZ)"
+	nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
+	step tests 170 .gpu/cuda.test -test.v -test.timeout 165s -test.skip 'TestGoldenTAEHVOnGPU'
+	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$OUT/tests.log" | head -20
+	echo "tests: $(grep -c '^--- PASS' "$OUT/tests.log") top-level pass, $(grep -c '^--- FAIL' "$OUT/tests.log") fail, $(grep -c '^--- SKIP' "$OUT/tests.log") skip"
+	grep -E 'golden|Golden' "$OUT/tests.log" | grep -E 'rel_l2|rel-L2|error' | head -12
+	for a in sla sagesla dense; do
+		step "dit_$a" 40 .gpu/turbodiffusion bench --parts dit --attention $a --iters 3
+		grep -E 'DiT forward|peak' "$OUT/dit_$a.log" | head -3
+	done
+	step dit_sagesla_quant 50 .gpu/turbodiffusion bench --parts dit --attention sagesla --quant --iters 3 --profile
+	grep -E 'DiT forward|peak' "$OUT/dit_sagesla_quant.log" | head -3
+	step attention 60 .gpu/turbodiffusion bench --parts attention --iters 5 --attention-kernels wgmma
+	grep -E 'sla|sage|dense|wgmma' "$OUT/attention.log" | head -20
+	step taehv 40 .gpu/cuda.test -test.run XXX -test.bench 'TAEHVDecode480p' -test.benchtime 3x
+	grep -E '^Benchmark' "$OUT/taehv.log"
+	if [ -d .gpu/golden/tokenizer ]; then
+		step e2e 120 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla
+		grep -vE '^\s*$' "$OUT/e2e.log" | tail -25
+	fi
+	step smoke 30 .gpu/turbodiffusion doctor --smoke --device cuda
+	tail -12 "$OUT/smoke.log"
+	step torch 80 env PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"
+	tail -25 "$OUT/torch.log"
+	echo "[t=$((SECONDS - T0))s] done"
+	;;
 memory)
 	# Estimate (package memplan) against measured pool peaks: DiT weights, text,
 	# forwards per resolution and attention, int8 (1.3B), VAE decode/encode, umT5.
@@ -116,7 +169,7 @@ profile)
 	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
 	[ -z "${PROFILE_NO_BENCH:-}" ] && .gpu/turbodiffusion bench --parts attention --iters 5 2>&1 | tee "$OUT/attention.log"
 	NCU="$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)"
-	"$NCU" -k "regex:${PROFILE_KERNEL:-flash_wgmma_d128_w3_b1}" --launch-skip "${PROFILE_SKIP:-2}" -c 1 \
+	"$NCU" -k "regex:${PROFILE_KERNEL:-flash_wgmma_d128_w2_tivk128}" --launch-skip "${PROFILE_SKIP:-2}" -c 1 \
 		--section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats \
 		--section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis ${PROFILE_ARGS:-} \
 		.gpu/turbodiffusion bench --parts attention --iters 1 >"$OUT/ncu.txt" 2>&1

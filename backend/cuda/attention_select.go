@@ -6,9 +6,9 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -44,30 +44,19 @@ type variant struct {
 	pers   bool // persistent: one block per SM walks the (head, query tile) items
 }
 
-// WGMMAVariants are the compiled wgmma kernel variants: "w<warpgroups>" then
-// "b1" (no swizzle), "s" (swizzled) or "s3" (swizzled, three stages); a
-// "k128" suffix (128-key stages, two 64-key sub-tiles per block barrier) is
-// understood but not built, since it measured no faster (docs/PERF.md).
-// "t" is the TMA kernel; letters after it select consume_tma's options
-// (kernels/attention_sm90a.cu): "o" back-to-back P·V and next Q·Kᵀ, "i"
-// FA3's intra-warpgroup overlap, "v" V read in place (no transposed copy); with "t", "k128"/"k192" mean
-// 128/192-key stages; a final "p" is the persistent kernel (flash_tma_p).
-// SetAttentionKernel("wgmma:w3s") picks one.
-var WGMMAVariants = []string{"w3b1", "w2s", "w3s", "w2s3", "w3s3", "w2t", "w3t", "w3to",
-	"w2tok128", "w2tovk128", "w2tik128", "w2tivk128", "w2tovk192", "w2tivk128p"}
+// WGMMAVariants are the compiled wgmma kernel variants, each for head dims
+// 64 and 128: "w<warpgroups>" then "s3" (cp.async, 128-byte swizzled tiles,
+// three stages: kernels/attention_cpasync_sm90a.cu) or "t" (TMA, a producer
+// warpgroup: kernels/attention_tma_sm90a.cu) with consume_tma's options "i"
+// (FA3's intra-warpgroup overlap) and "v" (V read in place), "k128"
+// (128-key stages) and a final "p" (persistent:
+// kernels/attention_persist_sm90a.cu). Only the defaults and the fallback
+// are built; the variants measured against them in session 2 never won and
+// were removed (docs/PERF.md). SetAttentionKernel("wgmma:w3t") picks one.
+var WGMMAVariants = []string{defaultVariant, defaultVariantCross, defaultVariant64, fallbackVariant}
 
-// tmaFlags are the option-letter sets built after "t" (each only for the
-// warpgroup count and stage width listed in WGMMAVariants, both head dims).
-var tmaFlags = map[string]bool{"": true, "o": true, "ov": true, "i": true, "iv": true}
-
-// tmaStages is the TMA kernels' shared-memory stage count for bn-key tiles
-// (tma_stages in kernels/attention_sm90a.cu: 192-key tiles fit only two).
-func tmaStages(bn int) int {
-	if bn > 128 {
-		return 2
-	}
-	return 3
-}
+// tmaFlags are the option-letter sets built after "t".
+var tmaFlags = map[string]bool{"": true, "iv": true}
 
 // defaultVariant is the fastest variant measured for head dim 128 (2
 // warpgroups, 128-key stages, intra-warpgroup overlap, V read in place) and
@@ -127,30 +116,40 @@ func parseVariant(name string) (variant, bool) {
 		return v, false
 	}
 	v.name, v.bn = name, 64
-	if r, ok := strings.CutSuffix(rest, "k128p"); ok && r == "tiv" { // the one persistent kernel built
-		rest, v.pers = r+"k128", true
+	if r, ok := strings.CutSuffix(rest, "p"); ok {
+		rest, v.pers = r, true
 	}
 	if r, ok := strings.CutSuffix(rest, "k128"); ok {
 		rest, v.bn = r, 128
-	} else if r, ok := strings.CutSuffix(rest, "k192"); ok && strings.HasPrefix(r, "t") {
-		rest, v.bn = r, 192
 	}
 	switch rest {
-	case "b1":
-		v.stages = 2
-	case "s":
-		v.sw, v.stages = true, 2
 	case "s3":
 		v.sw, v.stages = true, 3
 	default:
 		if f, ok := strings.CutPrefix(rest, "t"); ok && tmaFlags[f] {
-			v.sw, v.stages, v.tma = true, tmaStages(v.bn), true
+			v.sw, v.stages, v.tma = true, kernels.AttnTMAStages, true
 			v.vn = strings.Contains(f, "v")
 			break
 		}
 		return v, false
 	}
 	return v, true
+}
+
+// module is the kernel file of v's family.
+func (v variant) module() string {
+	switch {
+	case v.pers:
+		return "attention_persist_sm90a.cu"
+	case v.tma:
+		return "attention_tma_sm90a.cu"
+	}
+	return "attention_cpasync_sm90a.cu"
+}
+
+// kernel is v's kernel name for head dim d.
+func (v variant) kernel(d int) string {
+	return fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, v.nwg, v.name[2:])
 }
 
 // AttentionKernel says which dense attention kernel runs and why.
@@ -279,39 +278,31 @@ func (b *Backend) flashWGMMA(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, 
 	}
 	sl := float32(float64(scale) * math.Log2E)
 	if kv.tma {
-		bm, W := 64*kv.nwg, heads*d
-		tmQ := b.tensorMap2D(q.buf.ptr, int64(W), int64(batch*Lq), int64(W*2), 64, bm)
-		tmK := b.tensorMap2D(k.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
-		var tmV *tensorMap
-		if kv.vn { // [B·Lk rows][H·d], boxes like K's
-			tmV = b.tensorMap2D(v.buf.ptr, int64(W), int64(batch*Lk), int64(W*2), 64, kv.bn)
-		} else {
-			tmV = b.tensorMap2D(vt.buf.ptr, int64(Lkp), int64(batch*hd), int64(Lkp*2), 64, d)
-		}
-		smem := (bm*d+2*kv.stages*kv.bn*d)*2 + 1024 + 64 // Q, K and V stages, alignment, barriers
+		bm := 64 * kv.nwg
+		qs, ks, vs := attnTensorMaps(kv, batch, Lq, Lk, heads, d)
+		tmQ := b.encodeTensorMap("attention q", q.buf.ptr, qs)
+		tmK := b.encodeTensorMap("attention k", k.buf.ptr, ks)
+		tmV := b.encodeTensorMap("attention v", vt.buf.ptr, vs)
+		smem := kernels.AttnSmemBytes(d, kv.nwg, kv.bn, kv.stages, kv.sw, true)
 		if kv.pers {
 			items := (Lq + bm - 1) / bm * heads * batch
 			grid := min(items, max(b.info.SMs, 1))
 			if persistentGridCap > 0 {
 				grid = min(grid, persistentGridCap)
 			}
-			b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
+			b.launch(b.fn(kv.module(), kv.kernel(d)),
 				[3]int{grid, 1, 1}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 				tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), int32(batch), sl)
 			return
 		}
-		b.launch(b.fn("attention_sm90a.cu", fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])),
+		b.launch(b.fn(kv.module(), kv.kernel(d)),
 			[3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * (kv.nwg + 1), 1, 1}, smem,
 			tmQ, tmK, tmV, out.buf.ptr, int32(Lq), int32(Lk), int32(heads), sl)
 		return
 	}
 	bm := 64 * kv.nwg
-	smem := (bm*d + 2*kv.stages*kv.bn*d) * 2
-	if kv.sw {
-		smem += 1024 // room to align the tiles to 1024 bytes
-	}
-	name := fmt.Sprintf("flash_wgmma_d%d_w%d_%s", d, kv.nwg, kv.name[2:])
-	b.launch(b.fn("attention_sm90a.cu", name), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * kv.nwg, 1, 1}, smem,
+	smem := kernels.AttnSmemBytes(d, kv.nwg, kv.bn, kv.stages, kv.sw, false)
+	b.launch(b.fn(kv.module(), kv.kernel(d)), [3]int{(Lq + bm - 1) / bm, heads, batch}, [3]int{128 * kv.nwg, 1, 1}, smem,
 		q.buf.ptr, k.buf.ptr, vt.buf.ptr, out.buf.ptr, int32(Lq), int32(Lk), int32(Lkp), int32(heads), sl, swap)
 }
 
@@ -348,32 +339,17 @@ func (x *xorshift) fill(n int) []float32 {
 	return out
 }
 
-// tensorMap is a CUtensorMap: 128 opaque bytes, passed by value as a
-// __grid_constant__ kernel parameter.
-type tensorMap [16]uint64
-
-// tensorMap2D describes a row-major bf16 matrix (inner × outer elements,
-// rowBytes apart) for the copy engine: boxes of boxInner × boxOuter, 128-byte
-// swizzle (the layout the wgmma kernels read), zero fill out of bounds.
-// Caller holds the device.
-func (b *Backend) tensorMap2D(addr uintptr, inner, outer, rowBytes int64, boxInner, boxOuter int) *tensorMap {
-	if b.drv.cuTensorMapEncodeTiled == 0 {
-		backend.Fail("cuda: this driver has no cuTensorMapEncodeTiled (CUDA 12+ needed for the TMA attention kernels)")
+// attnTensorMaps describes Q, K and V for a TMA attention variant: [B·L
+// rows][H·d] bf16 with 64-element (128-byte swizzled) boxes of a query or key
+// tile's rows; V transposed to [B·H·d rows][Lkp] unless the variant reads it
+// in place (then like K).
+func attnTensorMaps(kv variant, batch, Lq, Lk, heads, d int) (q, k, v tensorMapSpec) {
+	W := int64(heads * d)
+	q = tensorMapBF16(W, int64(batch*Lq), W*2, 64, 64*kv.nwg, tmapSwizzle128)
+	k = tensorMapBF16(W, int64(batch*Lk), W*2, 64, kv.bn, tmapSwizzle128)
+	if kv.vn {
+		return q, k, k
 	}
-	buf := new([24]uint64) // the encoder wants 64-byte alignment
-	off := (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 8
-	dims := [2]uint64{uint64(inner), uint64(outer)}
-	strides := [1]uint64{uint64(rowBytes)}
-	box := [2]uint32{uint32(boxInner), uint32(boxOuter)}
-	estr := [2]uint32{1, 1}
-	const bf16Type, swizzle128, l2Promote128, interleaveNone, oobZero = 9, 3, 2, 0, 0
-	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), bf16Type, 2, addr,
-		uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
-		uintptr(unsafe.Pointer(&estr[0])), interleaveNone, swizzle128, l2Promote128, oobZero)
-	if r != 0 {
-		backend.FailErr(b.drv.check(fmt.Sprintf("cuTensorMapEncodeTiled(%d×%d, stride %d B, box %d×%d)", inner, outer, rowBytes, boxInner, boxOuter), r))
-	}
-	var m tensorMap
-	copy(m[:], buf[off:off+16])
-	return &m
+	Lkp := int64((Lk + 127) / 128 * 128)
+	return q, k, tensorMapBF16(Lkp, int64(batch)*W, Lkp*2, 64, d, tmapSwizzle128)
 }

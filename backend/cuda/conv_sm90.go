@@ -5,9 +5,9 @@ import (
 	"math"
 	"os"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -74,7 +74,7 @@ func (k convTMA) staging() int { return (k.n*(k.rows()+8)*2 + 15) / 16 * 16 }
 // persistent kernel's staging area, room to align the tiles to 1024 bytes,
 // and the 2·NS mbarriers.
 func (k convTMA) smem() int {
-	s := k.ns*(k.rows()+k.n)*k.bk*2 + 1024 + 16*k.ns
+	s := k.ns*(k.rows()+k.n)*k.bk*2 + kernels.SmemAlign + 16*k.ns
 	if k.persist {
 		s += k.staging()
 	}
@@ -189,19 +189,12 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 		grid = min(tiles, int64(b.info.SMs))
 	}
 	var maps []any
-	switch k.bk {
-	case 96: // channels 0-63 with the 128-byte swizzle, 64-95 with the 64-byte one
-		maps = []any{b.convTensorMap(xpPtr, int64(cin), int64(rows), 64, k.rows(), 3),
-			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), 64, k.n, 3),
-			b.convTensorMap(xpPtr, int64(cin), int64(rows), 32, k.rows(), 2),
-			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), 32, k.n, 2)}
-	default:
-		swz := 3 // 128-byte swizzle
-		if k.bk == 32 {
-			swz = 2 // 64-byte swizzle
+	for i, s := range convTensorMaps(k, int64(cin), int64(rows), int64(ntap), int64(cout)) {
+		addr, what := xpPtr, "Conv3d activations"
+		if i%2 == 1 {
+			addr, what = wr.buf.ptr, "Conv3d weights"
 		}
-		maps = []any{b.convTensorMap(xpPtr, int64(cin), int64(rows), k.bk, k.rows(), swz),
-			b.convTensorMap(wr.buf.ptr, int64(cin), int64(ntap*cout), k.bk, k.n, swz)}
+		maps = append(maps, b.encodeTensorMap(what, addr, s))
 	}
 	// Packed output / residual: row r of this grid is row r + off of the
 	// layout (one leading frame and one border row and column ahead).
@@ -238,27 +231,23 @@ func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape 
 	}
 }
 
-// convTensorMap describes a row-major bf16 matrix [outer][inner] for the
-// copy engine with boxes of boxInner × boxOuter, the given swizzle (2: 64
-// bytes, 3: 128 bytes; the layout the conv's wgmma descriptors read) and
-// zero fill out of bounds. Caller holds the device.
-func (b *Backend) convTensorMap(addr uintptr, inner, outer int64, boxInner, boxOuter, swizzle int) *tensorMap {
-	buf := new([24]uint64) // the encoder wants 64-byte alignment
-	off := (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 8
-	dims := [2]uint64{uint64(inner), uint64(outer)}
-	strides := [1]uint64{uint64(inner * 2)}
-	box := [2]uint32{uint32(boxInner), uint32(boxOuter)}
-	estr := [2]uint32{1, 1}
-	const bf16Type, l2Promote128, interleaveNone, oobZero = 9, 2, 0, 0
-	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), bf16Type, 2, addr,
-		uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
-		uintptr(unsafe.Pointer(&estr[0])), interleaveNone, uintptr(swizzle), l2Promote128, oobZero)
-	if r != 0 {
-		backend.FailErr(b.drv.check(fmt.Sprintf("cuTensorMapEncodeTiled(%d×%d, box %d×%d, swizzle %d)", inner, outer, boxInner, boxOuter, swizzle), r))
+// convTensorMaps describes the activation rows [rows][cin] and the packed
+// weights [ntap·cout][cin] for kernel k: boxes of bk channels (32: 64-byte
+// swizzle, 64: 128-byte; 96: a 64-channel 128-byte-swizzled pair of maps
+// and a 32-channel 64-byte-swizzled pair), the layouts its wgmma descriptors
+// read.
+func convTensorMaps(k convTMA, cin, rows, ntap, cout int64) []tensorMapSpec {
+	m := func(outer int64, boxInner, boxOuter, swizzle int) tensorMapSpec {
+		return tensorMapBF16(cin, outer, cin*2, boxInner, boxOuter, swizzle)
 	}
-	var m tensorMap
-	copy(m[:], buf[off:off+16])
-	return &m
+	switch k.bk {
+	case 96:
+		return []tensorMapSpec{m(rows, 64, k.rows(), tmapSwizzle128), m(ntap*cout, 64, k.n, tmapSwizzle128),
+			m(rows, 32, k.rows(), tmapSwizzle64), m(ntap*cout, 32, k.n, tmapSwizzle64)}
+	case 32:
+		return []tensorMapSpec{m(rows, 32, k.rows(), tmapSwizzle64), m(ntap*cout, 32, k.n, tmapSwizzle64)}
+	}
+	return []tensorMapSpec{m(rows, k.bk, k.rows(), tmapSwizzle128), m(ntap*cout, k.bk, k.n, tmapSwizzle128)}
 }
 
 // convPackNormSmem is conv_pack_norm_cl's dynamic shared memory for c

@@ -277,7 +277,7 @@ func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
 }
 
 // Attention is dense softmax(q·kᵀ·scale)·v per head: bf16 (d 64 or 128) on
-// tensor cores (attention.cu, attention_sm90a.cu), or float32 (d ≤ 256, the
+// tensor cores (attention.cu, attention_*_sm90a.cu), or float32 (d ≤ 256, the
 // fp32 reference mode) on a simple exact kernel. q [..., Lq, heads·d],
 // k, v [..., Lk, heads·d] with equal leading dims.
 func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32) backend.Tensor {

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -139,10 +140,10 @@ func (v int8TMA) name() string {
 // smem is the dynamic shared memory: NS stages of a 128-row X tile and a
 // BN-row W tile (128 bytes a row), the two consumer warpgroups' 64×BN bf16
 // output staging and BN bias values, the 2·NS mbarriers, and room to align
-// it all to 1024 bytes (int8_gemm_sm90a.cu lays it out).
+// it all to kernels.SmemAlign bytes (int8_gemm_sm90a.cu lays it out).
 func (v int8TMA) smem() int {
 	w := v.warpgroups()
-	return v.ns*(64*w+v.bn)*128 + 1024 + 16*v.ns + w*64*v.bn*2 + w*v.bn*4 + 64 // + 64: the GELU epilogue's amax exchange
+	return v.ns*(64*w+v.bn)*128 + kernels.SmemAlign + 16*v.ns + w*64*v.bn*2 + w*v.bn*4 + 64 // + 64: the GELU epilogue's amax exchange
 }
 
 // warpgroups is the number of consumer warpgroups; a tile has 64 rows per

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/sla"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -162,9 +163,9 @@ func (b *Backend) slaSparseTMA(g sla.Geometry, B int, q, k, v, ol, out, lut, cnt
 	L, H, D := g.L, g.Heads, g.D
 	W := int64(H * D)
 	rows := int64(B * L)
-	tmQ := b.tensorMap2D(q.buf.ptr, W, rows, W*2, 64, g.BlockQ)
-	tmK := b.tensorMap2D(k.buf.ptr, W, rows, W*2, 64, g.BlockK)
-	tmV := b.tensorMap2D(v.buf.ptr, W, rows, W*2, 64, g.BlockK)
+	tmQ := b.encodeTensorMap("SLA q", q.buf.ptr, tensorMapBF16(W, rows, W*2, 64, g.BlockQ, tmapSwizzle128))
+	tmK := b.encodeTensorMap("SLA k", k.buf.ptr, tensorMapBF16(W, rows, W*2, 64, g.BlockK, tmapSwizzle128))
+	tmV := b.encodeTensorMap("SLA v", v.buf.ptr, tensorMapBF16(W, rows, W*2, 64, g.BlockK, tmapSwizzle128))
 	b.launch(b.fn("sla_sparse_sm90a.cu", fmt.Sprintf("sla_tma_d%d_q%d_k%d", D, g.BlockQ, g.BlockK)),
 		[3]int{g.QBlocks(), H, B}, [3]int{g.BlockQ*2 + 128, 1, 1}, slaTMASmem(g.BlockQ, D),
 		tmQ, tmK, tmV, ol.buf.ptr, out.buf.ptr, dtCode(out.dt), lut.buf.ptr, cnt.buf.ptr,
@@ -179,9 +180,10 @@ const (
 )
 
 // slaTMASmem is the Hopper kernel's dynamic shared memory: the Q tile, the
-// K and V stages, 1024 bytes to align the tiles, and the mbarriers.
+// K and V stages, kernels.SmemAlign bytes to align the tiles, and the
+// mbarriers.
 func slaTMASmem(bq, d int) int {
-	return (bq*d+2*slaTMAStages*slaTMAStageKeys*d)*2 + 1024 + 8*(2*slaTMAStages+1)
+	return (bq*d+2*slaTMAStages*slaTMAStageKeys*d)*2 + kernels.SmemAlign + 8*(2*slaTMAStages+1)
 }
 
 // checkSageTMA runs SageSLA's sparse branch (proj_l = 0) with the Hopper
@@ -229,5 +231,5 @@ func (b *Backend) sageSparseTMA(g sla.Geometry, B int, qi, ki, v8t, sq, sk, vs, 
 
 // sageTMASmem is the Hopper SageSLA kernel's dynamic shared memory: Q codes
 // [64][128], three stages of K codes [128][128] and e4m3 Vᵀ [128][128],
-// 1024 bytes of alignment and the mbarriers (sage_sparse_tma).
-const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + 1024 + 8*(2*slaTMAStages+1)
+// kernels.SmemAlign bytes of alignment and the mbarriers (sage_sparse_tma).
+const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + kernels.SmemAlign + 8*(2*slaTMAStages+1)

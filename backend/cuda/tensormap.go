@@ -7,6 +7,10 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 )
 
+// tensorMap is a CUtensorMap: 128 opaque bytes, passed by value as a
+// __grid_constant__ kernel parameter.
+type tensorMap [16]uint64
+
 // CUtensorMapDataType values (cuda.h) for the element types the kernels copy.
 const (
 	tmapU8   = 0 // int8 codes travel as bytes; zero fill is int8 zero
@@ -74,9 +78,40 @@ func (s tensorMapSpec) check(addr uintptr) error {
 	return nil
 }
 
+// tensorMapArgs are the arguments of one cuTensorMapEncodeTiled call after
+// the output pointer: what the driver sees (only the first Rank entries of
+// each array are read). Kept apart from the call so a test can check every
+// call site's arguments without a GPU.
+type tensorMapArgs struct {
+	DType, Rank uintptr
+	Addr        uintptr
+	Dims        [5]uint64
+	Strides     [4]uint64
+	Box, EStr   [5]uint32
+	Interleave  uintptr
+	Swizzle     uintptr
+	L2Promotion uintptr
+	OOBFill     uintptr
+}
+
+// args maps s over device memory at addr to the driver's arguments: element
+// strides 1, no interleave, 128-byte L2 promotion, zero fill.
+func (s tensorMapSpec) args(addr uintptr) tensorMapArgs {
+	const interleaveNone, l2Promote128, oobZero = 0, 2, 0
+	a := tensorMapArgs{DType: uintptr(s.DType), Rank: uintptr(len(s.Dims)), Addr: addr,
+		Interleave: interleaveNone, Swizzle: uintptr(s.Swizzle), L2Promotion: l2Promote128, OOBFill: oobZero}
+	copy(a.Dims[:], s.Dims)
+	copy(a.Strides[:], s.Strides)
+	copy(a.Box[:], s.Box)
+	for i := range a.EStr {
+		a.EStr[i] = 1
+	}
+	return a
+}
+
 // encodeTensorMap builds the CUtensorMap for s over device memory at addr
-// (cuTensorMapEncodeTiled; element strides 1, no interleave, 128-byte L2
-// promotion, zero fill). what names the tensor in errors. Caller holds the
+// (cuTensorMapEncodeTiled with s.args). It is the one encoder every TMA
+// kernel's launcher uses. what names the tensor in errors. Caller holds the
 // device.
 func (b *Backend) encodeTensorMap(what string, addr uintptr, s tensorMapSpec) *tensorMap {
 	if b.drv.cuTensorMapEncodeTiled == 0 {
@@ -87,19 +122,10 @@ func (b *Backend) encodeTensorMap(what string, addr uintptr, s tensorMapSpec) *t
 	}
 	buf := new([24]uint64) // the encoder wants 64-byte alignment
 	off := (64 - int(uintptr(unsafe.Pointer(&buf[0]))%64)) % 64 / 8
-	var dims [5]uint64
-	var strides [4]uint64
-	var box, estr [5]uint32
-	copy(dims[:], s.Dims)
-	copy(strides[:], s.Strides)
-	copy(box[:], s.Box)
-	for i := range estr {
-		estr[i] = 1
-	}
-	const interleaveNone, l2Promote128, oobZero = 0, 2, 0
-	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), uintptr(s.DType), uintptr(len(s.Dims)), addr,
-		uintptr(unsafe.Pointer(&dims[0])), uintptr(unsafe.Pointer(&strides[0])), uintptr(unsafe.Pointer(&box[0])),
-		uintptr(unsafe.Pointer(&estr[0])), interleaveNone, uintptr(s.Swizzle), l2Promote128, oobZero)
+	a := s.args(addr)
+	r := call(b.drv.cuTensorMapEncodeTiled, uintptr(unsafe.Pointer(&buf[off])), a.DType, a.Rank, a.Addr,
+		uintptr(unsafe.Pointer(&a.Dims[0])), uintptr(unsafe.Pointer(&a.Strides[0])), uintptr(unsafe.Pointer(&a.Box[0])),
+		uintptr(unsafe.Pointer(&a.EStr[0])), a.Interleave, a.Swizzle, a.L2Promotion, a.OOBFill)
 	if r != 0 {
 		backend.FailErr(b.drv.check(fmt.Sprintf("cuTensorMapEncodeTiled(%s: dims %v, box %v, swizzle %d)", what, s.Dims, s.Box, s.Swizzle), r))
 	}
@@ -117,6 +143,20 @@ func tensorMapRows(dtype, elemSize int, rows, cols int64, boxRows, boxCols, swiz
 		Dims:    []uint64{uint64(cols), uint64(rows)},
 		Strides: []uint64{uint64(cols) * uint64(elemSize)},
 		Box:     []uint32{uint32(boxCols), uint32(boxRows)},
+		Swizzle: swizzle,
+	}
+}
+
+// tensorMapBF16 describes a bf16 matrix of outer rows × inner elements,
+// rowBytes apart (a row may be a slice of a wider one), boxes of boxInner ×
+// boxOuter: the attention and SLA kernels' Q/K/V tiles and the convolution's
+// activation and weight tiles.
+func tensorMapBF16(inner, outer, rowBytes int64, boxInner, boxOuter, swizzle int) tensorMapSpec {
+	return tensorMapSpec{
+		DType: tmapBF16, ElemSize: 2,
+		Dims:    []uint64{uint64(inner), uint64(outer)},
+		Strides: []uint64{uint64(rowBytes)},
+		Box:     []uint32{uint32(boxInner), uint32(boxOuter)},
 		Swizzle: swizzle,
 	}
 }

@@ -151,7 +151,7 @@ func doctor(w io.Writer, f *doctorFlags) bool {
 	}
 	if f != nil && f.dit != "" {
 		if err := doctorMemory(w, f, gpu, free, total); err != nil {
-			fmt.Fprintf(w, "memory:     %v\n", err)
+			fmt.Fprintf(w, "memory:     %v\n", flagError(err))
 			ok = false
 		}
 	}

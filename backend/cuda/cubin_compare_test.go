@@ -1,0 +1,246 @@
+package cuda
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
+)
+
+// CubinDumpEnv names a folder where TestCubinDump writes every module's
+// cubin (per arch) and, when the folder already holds cubins from an earlier
+// tree, compares them kernel by kernel. A refactor of the kernel sources
+// that must not change the machine code is checked by running this test
+// once before the change (dump) and once after (compare).
+const CubinDumpEnv = "TURBODIFFUSION_CUBIN_DUMP"
+
+// CubinOnlyEnv, when set, is a regular expression: only modules whose name
+// matches are compiled and compared (the others keep their dumps).
+const CubinOnlyEnv = "TURBODIFFUSION_CUBIN_ONLY"
+
+// kernelCode maps each kernel in a cubin to the bytes that decide what it
+// executes: its .text section, its .nv.info attributes (registers, params,
+// barriers) and its static shared/constant sections.
+func kernelCode(t *testing.T, cubin []byte) map[string][]byte {
+	// NVIDIA's cubins put their own ABI version in the ELF version fields,
+	// which debug/elf rejects; the layout is plain ELF64.
+	c := append([]byte(nil), cubin...)
+	if len(c) > 24 {
+		c[6] = 1
+		c[20], c[21], c[22], c[23] = 1, 0, 0, 0
+	}
+	f, err := elf.NewFile(bytes.NewReader(c))
+	if err != nil {
+		t.Fatalf("parse cubin: %v", err)
+	}
+	// Symbol index → name (a section symbol by its section's name): the
+	// .nv.info records refer to symbols by index, which shifts when a module
+	// gains or loses kernels without changing any kernel.
+	syms, _ := f.Symbols()
+	symName := func(i uint32) string {
+		if i == 0 || int(i) > len(syms) {
+			return fmt.Sprintf("sym#%d", i)
+		}
+		sy := syms[i-1]
+		if sy.Name == "" && int(sy.Section) < len(f.Sections) {
+			return "section " + f.Sections[sy.Section].Name
+		}
+		return sy.Name
+	}
+	// records walks .nv.info attribute records: format 4 has a 16-bit size
+	// and a payload, format 3 a 16-bit value, format 1/2 nothing.
+	records := func(b []byte, each func(attr byte, pay []byte)) {
+		for i := 0; i+2 <= len(b); {
+			fm, attr := b[i], b[i+1]
+			switch fm {
+			case 4:
+				n := int(b[i+2]) | int(b[i+3])<<8
+				each(attr, b[i+4:min(i+4+n, len(b))])
+				i += 4 + n
+			case 3:
+				each(attr, b[i+2:i+4])
+				i += 4
+			default:
+				each(attr, nil)
+				i += 2
+			}
+		}
+	}
+	const paramCBank = 0x0a // EIATTR_PARAM_CBANK: symbol index, offset, size
+	out := map[string][]byte{}
+	for _, s := range f.Sections {
+		if s.Name != ".nv.info" {
+			continue
+		}
+		// The module-wide attributes of each kernel (register count, frame
+		// and stack sizes): symbol index then value.
+		b, err := s.Data()
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name, err)
+		}
+		records(b, func(attr byte, pay []byte) {
+			if len(pay) == 8 {
+				k := symName(binary.LittleEndian.Uint32(pay))
+				out[k] = append(out[k], fmt.Sprintf("attr %#x = %d\n", attr, binary.LittleEndian.Uint32(pay[4:]))...)
+			}
+		})
+	}
+	for _, s := range f.Sections {
+		for _, p := range []string{".text.", ".nv.info.", ".nv.shared.", ".nv.constant0."} {
+			if !strings.HasPrefix(s.Name, p) {
+				continue
+			}
+			name := strings.TrimPrefix(s.Name, p)
+			if os.Getenv("TURBODIFFUSION_CUBIN_SECTIONS") != "" {
+				name += " " + p
+			}
+			var b []byte
+			if s.Type != elf.SHT_NOBITS {
+				b, err = s.Data()
+				if err != nil {
+					t.Fatalf("%s: %v", s.Name, err)
+				}
+			}
+			if p == ".nv.info." {
+				var n []byte
+				records(b, func(attr byte, pay []byte) {
+					if attr == paramCBank && len(pay) >= 4 {
+						n = append(n, fmt.Sprintf("attr %#x %s %x\n", attr, symName(binary.LittleEndian.Uint32(pay)), pay[4:])...)
+					} else {
+						n = append(n, fmt.Sprintf("attr %#x %x\n", attr, pay)...)
+					}
+				})
+				b = n
+			}
+			// Section header facts too (size of NOBITS shared memory).
+			hdr := []byte(fmt.Sprintf("%s size=%d\n", p, s.Size))
+			out[name] = append(append(out[name], hdr...), b...)
+		}
+	}
+	return out
+}
+
+func TestCubinDump(t *testing.T) {
+	dir := os.Getenv(CubinDumpEnv)
+	if dir == "" {
+		t.Skipf("%s not set", CubinDumpEnv)
+	}
+	only := regexp.MustCompile(os.Getenv(CubinOnlyEnv))
+	var compilers []*NVRTC
+	if n, err := LoadNVRTC(); err == nil {
+		compilers = append(compilers, n)
+	}
+	if d := os.Getenv(SM90ALibsEnv); d != "" {
+		n, err := LoadNVRTCFrom([]string{d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		compilers = append(compilers, n)
+	}
+	if os.Getenv("TURBODIFFUSION_CUBIN_NO_COMPILE") != "" {
+		compilers = nil // compare the dumps already there
+	}
+	// The sm_90a modules first (they change most often), one job each.
+	type job struct {
+		n    *NVRTC
+		m    kernels.Source
+		arch string
+	}
+	var jobs []job
+	for _, n := range compilers {
+		for _, base := range []string{"sm_80", "sm_90"} {
+			for _, m := range kernels.Modules() {
+				arch, ok := kernels.Arch(m.Name, base)
+				if !ok || (arch == "sm_90a" && n.Major < 12) || !only.MatchString(m.Name) {
+					continue
+				}
+				jobs = append(jobs, job{n, m, arch})
+			}
+		}
+	}
+	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].arch == "sm_90a" && jobs[j].arch != "sm_90a" })
+	for _, j := range jobs {
+		cubin, err := j.n.Compile(j.m, j.arch)
+		if err != nil {
+			t.Errorf("%v", err)
+			continue
+		}
+		sub := filepath.Join(dir, "nvrtc"+j.n.Version(), j.arch)
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sub, j.m.Name+".cubin.new"), cubin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s %s nvrtc %s compiled", j.m.Name, j.arch, j.n.Version())
+	}
+	// Compare every kernel found in the baseline (*.cubin) with the new
+	// build (*.cubin.new), across modules: a kernel may move between files.
+	base := map[string][]byte{}
+	now := map[string][]byte{}
+	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, filepath.Dir(p))
+		b, _ := os.ReadFile(p)
+		var into map[string][]byte
+		switch {
+		case !only.MatchString(strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin")):
+			return nil
+		case strings.HasSuffix(p, ".cubin"):
+			into = base
+		case strings.HasSuffix(p, ".cubin.new"):
+			into = now
+		default:
+			return nil
+		}
+		for k, code := range kernelCode(t, b) {
+			key := rel + " " + k
+			if prev, dup := into[key]; dup && !bytes.Equal(prev, code) {
+				// A module-local helper ($__internal_…) of the same name in
+				// two modules: compare it per module.
+				key += " in " + strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin")
+			}
+			into[key] = code
+		}
+		return nil
+	})
+	if len(base) == 0 {
+		t.Logf("no baseline: rename *.cubin.new to *.cubin in %s to make this build the baseline", dir)
+		return
+	}
+	var keys []string
+	for k := range base {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	same, removed, changed := 0, 0, 0
+	for _, k := range keys {
+		b, ok := now[k]
+		switch {
+		case !ok:
+			removed++
+			t.Logf("removed: %s", k)
+		case bytes.Equal(b, base[k]):
+			same++
+		default:
+			changed++
+			t.Errorf("changed: %s", k)
+		}
+	}
+	for k := range now {
+		if _, ok := base[k]; !ok {
+			t.Errorf("new kernel: %s", k)
+		}
+	}
+	t.Logf("%d kernels identical, %d changed, %d removed", same, changed, removed)
+}
