@@ -3,7 +3,7 @@ package backend
 import "github.com/turbodiffusion-go/turbodiffusion/tensor"
 
 // NormMode picks how an RMSNorm rounds, matching the reference's two
-// implementations (REFERENCE.md §1.7).
+// implementations (docs/NUMERICS.md §3.7).
 type NormMode int
 
 const (
@@ -60,7 +60,7 @@ type DiTOps interface {
 	// Int8Linear is TurboDiffusion's W8A8 layer: x [..., K] BF16 quantised
 	// per 128x128 tile, w int8 [N, K] with scale [ceil(N/128), K/128] F32,
 	// block-ordered fp32 FMA accumulation, rounded to bf16, then bias added
-	// in bf16 (REFERENCE.md §3).
+	// in bf16 (docs/NUMERICS.md §5).
 	Int8Linear(x, w, scale, bias Tensor) Tensor
 	// LayerNorm normalises over the last dim (eps inside the sqrt), in
 	// float32, optionally multiplies by w and adds b (nil for none), and
@@ -86,7 +86,7 @@ type DiTOps interface {
 	// probabilities are rounded to bf16 before P·V (row sums unrounded), as
 	// the flash kernels behind PyTorch's bf16 SDPA do.
 	Attention(q, k, v Tensor, heads int, scale float32) Tensor
-	// SparseLinearAttention is SLA/SageSLA self-attention (REFERENCE.md §4)
+	// SparseLinearAttention is SLA/SageSLA self-attention (docs/NUMERICS.md §6)
 	// for q, k, v [L, heads·d]; projW [d, d], projB [d] is proj_l.
 	SparseLinearAttention(q, k, v Tensor, heads int, cfg SLAConfig, projW, projB Tensor) Tensor
 }

@@ -1,7 +1,7 @@
 package backend
 
 // TextOps are the ops the umT5 text encoder needs beyond Core and DiTOps
-// (REFERENCE.md §8). Everything else in the encoder is Linear (no bias),
+// (docs/NUMERICS.md §9). Everything else in the encoder is Linear (no bias),
 // RMSNorm in NormDefault mode (T5's norm rounds x̂ before the weight), Add
 // and Mul.
 type TextOps interface {

@@ -11,9 +11,9 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"sort"
 
+	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -65,7 +65,7 @@ var zipMagic = []byte("PK\x03\x04")
 // format): a zip archive is read as a torch.save .pth, anything else must be
 // safetensors.
 func Open(path string) (File, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}

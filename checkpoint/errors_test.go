@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -119,7 +120,7 @@ func TestPthRefusesForeignGlobals(t *testing.T) {
 		p.str("echo pwned")
 		p.op(0x85, 'R', '.')
 		_, err := ParsePth("evil.pth", buildPth(t, p.buf.Bytes(), nil))
-		wantErr(t, err, "evil.pth", "refusing to load global "+g[0]+"."+g[1])
+		wantErr(t, err, "evil.pth", "refusing to load global \""+g[0]+"."+g[1]+"\"")
 	}
 	// Protocol-4 STACK_GLOBAL form.
 	pkl := []byte("\x80\x04\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.")
@@ -154,7 +155,7 @@ func TestPthNotTorchFiles(t *testing.T) {
 	w.Write(stateDictPickle())
 	zw.Close()
 	_, err = ParsePth("z.pth", buf.Bytes())
-	wantErr(t, err, "z.pth", "a/data.pkl is compressed")
+	wantErr(t, err, "z.pth", `"a/data.pkl" is compressed`)
 
 	// Big-endian byte order record.
 	pkl := stateDictPickle(pklTensor{"w", "FloatStorage", "0", 1, 0, []int64{1}, []int64{1}})
@@ -242,5 +243,37 @@ func TestPickleBounds(t *testing.T) {
 	for _, c := range cases {
 		_, err := ParsePth("p.pth", buildPth(t, c.pkl, nil))
 		wantErr(t, err, "p.pth", c.want)
+	}
+}
+
+// Offsets and sizes near 2^63 are refused with messages whose numbers are
+// what the file says (no wrapped, negative byte counts).
+func TestHugeOffsets(t *testing.T) {
+	negative := regexp.MustCompile(`-[0-9]`)
+	const big = "9223372036854775800"
+	for _, hdr := range []string{
+		`{"w":{"dtype":"F32","shape":[1],"data_offsets":[` + big + `,9223372036854775804]}}`,
+		`{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,9223372036854775807]}}`,
+		`{"w":{"dtype":"I8","shape":[9223372036854775807],"data_offsets":[0,9223372036854775807]}}`,
+		`{"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}`,
+	} {
+		data := binary.LittleEndian.AppendUint64(nil, uint64(len(hdr)))
+		data = append(append(data, hdr...), make([]byte, 16)...)
+		_, err := ParseSafetensors("big.safetensors", data)
+		if err == nil || negative.MatchString(err.Error()) {
+			t.Errorf("header %s: error %v, want one without negative numbers", hdr, err)
+		}
+	}
+	for _, tc := range []pklTensor{
+		{"w", "FloatStorage", "0", 1, 1<<63 - 2, []int64{2}, []int64{1}},
+		{"w", "FloatStorage", "0", 1, 1<<63 - 1, []int64{0}, []int64{1}},
+		{"w", "FloatStorage", "0", 1, 0, []int64{1 << 62, 4}, []int64{4, 1}},
+		{"w", "FloatStorage", "0", 1, 0, []int64{3, 2}, []int64{1 << 62, 1 << 62}},
+	} {
+		data := buildPth(t, stateDictPickle(tc), map[string][]byte{"data/0": make([]byte, 4)})
+		_, err := ParsePth("big.pth", data)
+		if err == nil || negative.MatchString(err.Error()) {
+			t.Errorf("tensor offset %d shape %v stride %v: error %v, want one without negative numbers", tc.offset, tc.shape, tc.stride, err)
+		}
 	}
 }

@@ -31,3 +31,15 @@ func StorageLocations(pkl []byte) ([]string, error) {
 	}
 	return locs, nil
 }
+
+// PickleCost runs a pickle and returns the budget it used (bytes of values
+// built or copied, see budgetPerByte).
+func PickleCost(pkl []byte) (int64, error) {
+	b := &budget{left: 1 << 62, limit: 1 << 62, size: len(pkl)}
+	u := &unpickler{data: pkl, budget: b}
+	_, err := u.run()
+	return b.limit - b.left, err
+}
+
+// PickleBudgetPerByte is the unpickler's budget per byte of pickle.
+const PickleBudgetPerByte = budgetPerByte

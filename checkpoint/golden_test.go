@@ -238,7 +238,10 @@ func TestGoldenPickleMatchesTorch(t *testing.T) {
 				}
 				ts = append(ts, Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: raw})
 			}
-			theirs := zipEntry(t, path, strings.TrimSuffix(name, ".pth")+"/data.pkl")
+			if Format(f) != "torch.save zip (.pth)" {
+				t.Skipf("%s is %s in this set, not a file torch.save wrote", name, Format(f))
+			}
+			theirs := zipEntry(t, path, "/data.pkl")
 			locs, err := StorageLocations(theirs)
 			if err != nil || len(locs) != len(ts) {
 				t.Fatalf("locations of torch's pickle: %d for %d tensors, %v", len(locs), len(ts), err)
@@ -282,7 +285,10 @@ func TestGoldenPickleMatchesTorch(t *testing.T) {
 	}
 }
 
-func zipEntry(t *testing.T, path, name string) []byte {
+// zipEntry returns the stored bytes of the archive member whose name ends in
+// suffix (torch names the top folder after the file it saved to, which
+// need not be the set's file name).
+func zipEntry(t *testing.T, path, suffix string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -293,7 +299,7 @@ func zipEntry(t *testing.T, path, name string) []byte {
 		t.Fatal(err)
 	}
 	for _, f := range zr.File {
-		if f.Name == name {
+		if strings.HasSuffix(f.Name, suffix) {
 			off, err := f.DataOffset()
 			if err != nil {
 				t.Fatal(err)
@@ -301,6 +307,27 @@ func zipEntry(t *testing.T, path, name string) []byte {
 			return data[off : off+int64(f.UncompressedSize64)]
 		}
 	}
-	t.Fatalf("%s: no entry %s", path, name)
+	t.Fatalf("%s: no entry *%s", path, suffix)
 	return nil
+}
+
+// TestPickleBudget: real state-dict pickles stay far inside the budget
+// (torch's own and ours; the largest release, 14B, has 1,200 tensors).
+func TestPickleBudget(t *testing.T) {
+	for _, name := range []string{"dit_weights.pth", "dit_int8.pth"} {
+		path := golden.Path(t, name)
+		f := openGolden(t, name)
+		if Format(f) != "torch.save zip (.pth)" {
+			t.Skipf("%s is %s in this set", name, Format(f))
+		}
+		pkl := zipEntry(t, path, "/data.pkl")
+		cost, err := PickleCost(pkl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d-byte pickle uses %d bytes of budget (%.2f per byte, limit %d)", name, len(pkl), cost, float64(cost)/float64(len(pkl)), PickleBudgetPerByte)
+		if float64(cost) > PickleBudgetPerByte/4*float64(len(pkl)) {
+			t.Errorf("%s: a real pickle uses %.2f bytes of budget per byte, more than a quarter of the %d allowed", name, float64(cost)/float64(len(pkl)), PickleBudgetPerByte)
+		}
+	}
 }

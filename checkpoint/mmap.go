@@ -2,16 +2,17 @@ package checkpoint
 
 import (
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 )
 
 // mapFile maps a whole file read-only. Checkpoints are many gigabytes and a
 // model touches each tensor once, so mapping (instead of reading) keeps the
 // resident set to what is actually used.
 func mapFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -19,9 +20,6 @@ func mapFile(path string) ([]byte, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
 	size := st.Size()
 	if size == 0 {

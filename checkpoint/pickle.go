@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -19,20 +20,77 @@ import (
 // Values never hold a copy of tensor data; tensors are descriptions
 // (pyTensor) resolved against the zip records afterwards.
 
-// Resource bounds: a pickle cannot make the reader allocate more than a
-// small multiple of its own size, and never more than these limits.
+// Resource bounds. Most opcodes do constant work and build at most one
+// value, or consume values they were given on the stack, so a pickle of N
+// bytes runs at most N of them and builds O(N) bytes of values (at most
+// about 50 per pickle byte: a memo or dict entry per byte or two). The
+// exceptions work on a value named by a cheap reference: a list built once
+// can be copied or walked again and again by torch.Size(list) or
+// OrderedDict(list), a memoised shape tuple re-read by every tensor
+// rebuilt from it, each call costing a few bytes of pickle and as much
+// memory or time as the list is long. Those are charged, cumulatively, the
+// bytes they allocate or walk against a budget of budgetPerByte per byte
+// of pickle plus budgetBase, as is resolving the tensors afterwards (pth.go):
+// whatever the opcodes, the reader's time and memory stay within a small
+// multiple of N. Real state dicts use about 1 byte of budget per byte of
+// pickle (TestPickleBudget).
 const (
 	maxPickleStack = 1 << 22 // items on the stack, plus marks
 	maxPickleMemo  = 1 << 22 // memo entries
+
+	budgetPerByte = 16
+	budgetBase    = 1 << 20
+
+	slotCost   = 16 // one value copied into a list or tuple
+	entryCost  = 64 // one dict entry
+	objectCost = 64 // a storage or tensor description
 )
 
 // unpickler is the machine state.
 type unpickler struct {
-	data  []byte
-	pos   int
-	stack []any
-	marks []int
-	memo  map[uint32]any
+	data   []byte
+	pos    int
+	stack  []any
+	marks  []int
+	memo   memoTable
+	budget *budget // work still allowed (see budgetPerByte)
+}
+
+// memoTable is the pickle memo: a slice for the dense indices picklers
+// write (0, 1, 2, ... in order; 16 bytes an entry, where a map takes about
+// three times that), a map for any others.
+type memoTable struct {
+	dense  []any // entries 0..len-1, all present
+	sparse map[uint32]any
+}
+
+func (m *memoTable) len() int { return len(m.dense) + len(m.sparse) }
+
+func (m *memoTable) get(idx uint32) (any, bool) {
+	if int64(idx) < int64(len(m.dense)) {
+		return m.dense[idx], true
+	}
+	v, ok := m.sparse[idx]
+	return v, ok
+}
+
+func (m *memoTable) put(idx uint32, v any) {
+	switch _, inSparse := m.sparse[idx]; {
+	case int64(idx) < int64(len(m.dense)):
+		m.dense[idx] = v
+	case int64(idx) == int64(len(m.dense)) && !inSparse:
+		if len(m.dense) == cap(m.dense) {
+			// Doubling (append grows large slices by 1.25×, which
+			// allocates 5× the final size along the way).
+			m.dense = append(make([]any, 0, max(64, 2*cap(m.dense))), m.dense...)
+		}
+		m.dense = append(m.dense, v)
+	default:
+		if m.sparse == nil {
+			m.sparse = map[uint32]any{}
+		}
+		m.sparse[idx] = v
+	}
 }
 
 // pickleError carries the byte offset of the failing opcode.
@@ -45,8 +103,45 @@ func (e *pickleError) Error() string { return fmt.Sprintf("byte %d: %s", e.pos, 
 
 // unpickle runs a pickle to its STOP opcode and returns the result.
 func unpickle(data []byte) (any, error) {
-	u := &unpickler{data: data, memo: map[uint32]any{}}
-	return u.run()
+	v, _, err := unpickleBudget(data)
+	return v, err
+}
+
+// unpickleBudget is unpickle that also returns what is left of the budget,
+// for the work done on the result afterwards.
+func unpickleBudget(data []byte) (any, *budget, error) {
+	b := newBudget(len(data))
+	u := &unpickler{data: data, budget: b}
+	v, err := u.run()
+	return v, b, err
+}
+
+// budget is what is left of the work a pickle may cause (budgetPerByte).
+type budget struct {
+	left, limit int64
+	size        int // pickle bytes
+}
+
+func newBudget(size int) *budget {
+	limit := budgetPerByte*int64(size) + budgetBase
+	return &budget{left: limit, limit: limit, size: size}
+}
+
+// take spends n bytes of the budget, or reports that it is spent.
+func (b *budget) take(n int64) error {
+	b.left -= n
+	if b.left < 0 {
+		return fmt.Errorf("the %d-byte pickle builds or copies more than %d bytes of values (%d per pickle byte): refused as a crafted file (one list copied again and again?)", b.size, b.limit, budgetPerByte)
+	}
+	return nil
+}
+
+// charge takes n bytes from the budget, or fails once it is spent.
+func (u *unpickler) charge(at int, n int64) error {
+	if err := u.budget.take(n); err != nil {
+		return u.fail(at, "%v", err)
+	}
+	return nil
 }
 
 func (u *unpickler) fail(at int, format string, args ...any) error {
@@ -101,6 +196,24 @@ func (u *unpickler) top(at int) (any, error) {
 	return u.stack[len(u.stack)-1], nil
 }
 
+// withMarked calls f with the value below the last MARK and the items
+// pushed since (a view of the stack, valid during the call), then pops the
+// items: APPENDS and SETITEMS consume them without a copy.
+func (u *unpickler) withMarked(at int, f func(below any, items []any) error) error {
+	if len(u.marks) == 0 {
+		return u.fail(at, "pickle opcode needs a MARK, none is open")
+	}
+	m := u.marks[len(u.marks)-1]
+	u.marks = u.marks[:len(u.marks)-1]
+	if m == 0 || (len(u.marks) > 0 && u.marks[len(u.marks)-1] == m) {
+		return u.fail(at, "pickle stack underflow")
+	}
+	err := f(u.stack[m-1], u.stack[m:])
+	clear(u.stack[m:])
+	u.stack = u.stack[:m]
+	return err
+}
+
 // popMark returns the items pushed since the last MARK (a fresh slice).
 func (u *unpickler) popMark(at int) ([]any, error) {
 	if len(u.marks) == 0 {
@@ -116,15 +229,15 @@ func (u *unpickler) popMark(at int) ([]any, error) {
 }
 
 func (u *unpickler) memoPut(at int, idx uint32, v any) error {
-	if _, ok := u.memo[idx]; !ok && len(u.memo) >= maxPickleMemo {
+	if _, ok := u.memo.get(idx); !ok && u.memo.len() >= maxPickleMemo {
 		return u.fail(at, "pickle memo exceeds %d entries", maxPickleMemo)
 	}
-	u.memo[idx] = v
+	u.memo.put(idx, v)
 	return nil
 }
 
 func (u *unpickler) memoGet(at int, idx uint32) error {
-	v, ok := u.memo[idx]
+	v, ok := u.memo.get(idx)
 	if !ok {
 		return u.fail(at, "pickle refers to memo entry %d that was never stored", idx)
 	}
@@ -322,17 +435,14 @@ func (u *unpickler) run() (any, error) {
 				}
 			}
 		case 'e', 0x90: // APPENDS, ADDITEMS
-			var items []any
-			var l any
-			if items, err = u.popMark(at); err == nil {
-				if l, err = u.top(at); err == nil {
-					for _, v := range items {
-						if err = u.appendTo(at, l, v); err != nil {
-							break
-						}
-					}
+			err = u.withMarked(at, func(l any, items []any) error {
+				lst, ok := l.(*pyList)
+				if !ok {
+					return u.fail(at, "APPEND to a %s", typeName(l))
 				}
-			}
+				lst.items = append(slices.Grow(lst.items, len(items)), items...)
+				return nil
+			})
 		case 0x91: // FROZENSET
 			var items []any
 			if items, err = u.popMark(at); err == nil {
@@ -358,13 +468,7 @@ func (u *unpickler) run() (any, error) {
 				}
 			}
 		case 'u': // SETITEMS
-			var items []any
-			var d any
-			if items, err = u.popMark(at); err == nil {
-				if d, err = u.top(at); err == nil {
-					err = u.setItems(at, d, items)
-				}
-			}
+			err = u.withMarked(at, func(d any, items []any) error { return u.setItems(at, d, items) })
 		case 'c': // GLOBAL module\nname\n
 			var mod, name string
 			if mod, err = u.line(at); err == nil {
@@ -460,7 +564,7 @@ func (u *unpickler) run() (any, error) {
 		case 0x94: // MEMOIZE
 			var v any
 			if v, err = u.top(at); err == nil {
-				err = u.memoPut(at, uint32(len(u.memo)), v)
+				err = u.memoPut(at, uint32(u.memo.len()), v)
 			}
 		case 'g': // GET (text)
 			var s string

@@ -57,7 +57,7 @@ func isIdent(s string) bool {
 
 func (u *unpickler) global(at int, module, name string) error {
 	if !isAllowedGlobal(module, name) {
-		return u.fail(at, "refusing to load global %s.%s: a checkpoint pickle may only rebuild tensors and dicts", truncate(module), truncate(name))
+		return u.fail(at, "refusing to load global %q: a checkpoint pickle may only rebuild tensors and dicts", truncate(module+"."+name))
 	}
 	if module == "torch" && torchDTypeNames[name] {
 		return u.push(at, pyDType{name: name})
@@ -105,6 +105,9 @@ func (u *unpickler) persistent(at int, pid any) (any, error) {
 		return nil, u.fail(at, "storage %q: element count is not a non-negative int", truncate(key))
 	}
 	loc, _ := t[3].(string)
+	if err := u.charge(at, objectCost); err != nil {
+		return nil, err
+	}
 	return &pyStorage{typ: g.name, key: key, loc: loc, numel: numel}, nil
 }
 
@@ -134,6 +137,9 @@ func (u *unpickler) call(at int, fn, argv any) (any, error) {
 			items = it
 		default:
 			return nil, u.fail(at, "OrderedDict(%s) is not supported", typeName(args[0]))
+		}
+		if err := u.charge(at, entryCost*int64(len(items))); err != nil {
+			return nil, err
 		}
 		for _, p := range items {
 			pair, ok := p.(pyTuple)
@@ -176,6 +182,9 @@ func (u *unpickler) call(at int, fn, argv any) (any, error) {
 			return t, nil
 		}
 		if l, ok := args[0].(*pyList); ok && len(args) == 1 {
+			if err := u.charge(at, slotCost*int64(len(l.items))); err != nil { // copied
+				return nil, err
+			}
 			return pyTuple(append([]any(nil), l.items...)), nil
 		}
 		return nil, u.fail(at, "torch.Size(%s) is not supported", typeName(args[0]))
@@ -216,6 +225,9 @@ func (u *unpickler) rebuildTensor(at int, fname string, args pyTuple) (any, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := u.charge(at, objectCost); err != nil {
+		return nil, err
+	}
 	t := &pyTensor{storage: st, offset: off, shape: shape, stride: stride}
 	if fname == "_rebuild_tensor_v3" {
 		dt, ok := args[6].(pyDType)
@@ -237,6 +249,9 @@ func (u *unpickler) intTuple(at int, fname, what string, v any) ([]int64, error)
 	}
 	if len(t) > maxDims {
 		return nil, u.fail(at, "%s: %s has %d dimensions (at most %d)", fname, what, len(t), maxDims)
+	}
+	if err := u.charge(at, 8*int64(len(t))); err != nil {
+		return nil, err
 	}
 	out := make([]int64, len(t))
 	for i, e := range t {

@@ -118,7 +118,7 @@ func parsePth(path string, data []byte) (*pthFile, error) {
 	for _, f := range zr.File {
 		if rest, ok := strings.CutPrefix(f.Name, prefix); ok {
 			if _, dup := records[rest]; dup {
-				return nil, fmt.Errorf("%s: zip entry %s appears twice", path, f.Name)
+				return nil, fmt.Errorf("%s: zip entry %q appears twice", path, f.Name)
 			}
 			records[rest] = f
 		}
@@ -132,16 +132,16 @@ func parsePth(path string, data []byte) (*pthFile, error) {
 			return nil, err
 		}
 		if string(b) != "little" {
-			return nil, fmt.Errorf("%s: zip entry %s says %q; only little-endian checkpoints are supported", path, bo.Name, truncate(string(b)))
+			return nil, fmt.Errorf("%s: zip entry %q says %q; only little-endian checkpoints are supported", path, bo.Name, truncate(string(b)))
 		}
 	}
 	pkl, err := rec("data.pkl")
 	if err != nil {
 		return nil, err
 	}
-	root, err := unpickle(pkl)
+	root, bud, err := unpickleBudget(pkl)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %sdata.pkl: %v", path, prefix, err)
+		return nil, fmt.Errorf("%s: %q: %v", path, prefix+"data.pkl", err)
 	}
 	top, ok := root.(*pyDict)
 	if !ok {
@@ -154,6 +154,11 @@ func parsePth(path string, data []byte) (*pthFile, error) {
 	pf.from = from
 	storages := map[string]*storageRec{}
 	for i, name := range names {
+		// One memoised tensor may be stored under many names, each costing
+		// a few pickle bytes and a resolved copy: charged like the opcodes.
+		if err := bud.take(objectCost + int64(len(name)) + 16*int64(len(tensors[i].shape))); err != nil {
+			return nil, fmt.Errorf("%s: %q: %v", path, prefix+"data.pkl", err)
+		}
 		t, err := pf.resolve(name, tensors[i], storages, rec, prefix)
 		if err != nil {
 			return nil, err
@@ -169,21 +174,21 @@ func parsePth(path string, data []byte) (*pthFile, error) {
 func (p *pthFile) record(records map[string]*zip.File, prefix, name string) ([]byte, error) {
 	f, ok := records[name]
 	if !ok {
-		return nil, fmt.Errorf("%s: zip entry %s%s is missing", p.path, prefix, name)
+		return nil, fmt.Errorf("%s: zip entry %q is missing", p.path, prefix+name)
 	}
 	if f.Method != zip.Store {
-		return nil, fmt.Errorf("%s: zip entry %s is compressed (method %d); torch.save stores entries uncompressed, re-save the checkpoint with torch.save", p.path, f.Name, f.Method)
+		return nil, fmt.Errorf("%s: zip entry %q is compressed (method %d); torch.save stores entries uncompressed, re-save the checkpoint with torch.save", p.path, f.Name, f.Method)
 	}
 	if f.CompressedSize64 != f.UncompressedSize64 {
-		return nil, fmt.Errorf("%s: zip entry %s: stored entry with compressed size %d != size %d", p.path, f.Name, f.CompressedSize64, f.UncompressedSize64)
+		return nil, fmt.Errorf("%s: zip entry %q: stored entry with compressed size %d != size %d", p.path, f.Name, f.CompressedSize64, f.UncompressedSize64)
 	}
 	off, err := f.DataOffset()
 	if err != nil {
-		return nil, fmt.Errorf("%s: zip entry %s: %v", p.path, f.Name, err)
+		return nil, fmt.Errorf("%s: zip entry %q: %v", p.path, f.Name, err)
 	}
 	size := f.UncompressedSize64
 	if off < 0 || off > int64(len(p.data)) || size > uint64(int64(len(p.data))-off) {
-		return nil, fmt.Errorf("%s: zip entry %s: %d bytes at offset %d run past the end of the %d-byte file (truncated)", p.path, f.Name, size, off, len(p.data))
+		return nil, fmt.Errorf("%s: zip entry %q: %d bytes at offset %d run past the end of the %d-byte file (truncated)", p.path, f.Name, size, off, len(p.data))
 	}
 	return p.data[off : off+int64(size)], nil
 }
@@ -282,7 +287,7 @@ func (p *pthFile) resolve(name string, t *pyTensor, storages map[string]*storage
 			return nil, bad("storage %q: %v", truncate(st.key), err)
 		}
 		if st.numel > int64(len(data)) || st.numel*int64(sdt.Size()) != int64(len(data)) {
-			return nil, bad("storage record %sdata/%s holds %d bytes, the pickle declares %d elements of torch.%s", prefix, truncate(st.key), len(data), st.numel, st.typ)
+			return nil, bad("storage record %q holds %d bytes, the pickle declares %d elements of torch.%s", prefix+"data/"+truncate(st.key), len(data), st.numel, st.typ)
 		}
 		s = &storageRec{typ: st.typ, data: data}
 		storages[st.key] = s

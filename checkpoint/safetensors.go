@@ -96,7 +96,9 @@ func parseSafetensors(path string, data []byte) (*safetensorsFile, error) {
 			return nil, fmt.Errorf("%s: tensor %q: shape %v of %v needs %d bytes, data_offsets give %d", path, name, h.Shape, dt, want, h.Offsets[1]-h.Offsets[0])
 		}
 		if h.Offsets[1] > int64(len(data))-base {
-			return nil, fmt.Errorf("%s: tensor %q: data ends at byte %d but the file has %d bytes (truncated)", path, name, base+h.Offsets[1], len(data))
+			// base + offset in uint64: both are below 2^63, so the sum
+			// cannot wrap (in int64 it could, and print as negative).
+			return nil, fmt.Errorf("%s: tensor %q: data ends at byte %d but the file has %d bytes (truncated)", path, name, uint64(base)+uint64(h.Offsets[1]), len(data))
 		}
 		shape := h.Shape
 		if shape == nil {

@@ -1,4 +1,4 @@
-// int8_linear.cu: TurboDiffusion's W8A8 linear (REFERENCE.md §3).
+// int8_linear.cu: TurboDiffusion's W8A8 linear (docs/NUMERICS.md §5).
 // int8_quant_kernel quantises activations per 128x128 tile; int8_gemm_kernel
 // multiplies int8 codes on tensor cores (mma.sync m16n8k32 s8, sm_80+) with an
 // exact int32 sum per 128-wide k block, folded into a float32 accumulator in

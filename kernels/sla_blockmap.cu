@@ -1,4 +1,4 @@
-// sla_blockmap.cu: SLA/SageSLA block selection (REFERENCE.md §4.1) the way
+// sla_blockmap.cu: SLA/SageSLA block selection (docs/NUMERICS.md §6.1) the way
 // package sla computes it: channel means of k over L, mean-pooled q blocks and
 // smoothed k blocks, block scores, and torch.topk's choice per query block,
 // written as a look-up table of the key blocks each query block visits.

@@ -1,4 +1,4 @@
-// sla_linear.cu: the linear branch of SLA (REFERENCE.md §4.4) around the
+// sla_linear.cu: the linear branch of SLA (docs/NUMERICS.md §6.4) around the
 // cuBLASLt GEMMs the backend runs (KVᵀ = Vᵀ·Kf, num = Qf·KV, proj_l): the
 // channel-softmax feature map, ks = Σ_L Kf, and the normalisation
 // o = bf16(num / bf16(1e-5 + bf16(Σ_c bf16(Qf·ks)))). bf16 roundings as in

@@ -1,4 +1,4 @@
-// sla_sage.cu: the sparse branch of SageSLA (REFERENCE.md §4.3): int8 Q/K
+// sla_sage.cu: the sparse branch of SageSLA (docs/NUMERICS.md §6.3): int8 Q/K
 // and e4m3 V quantisation, and the block-sparse kernel (sla_sage.cuh) with
 // Q·Kᵀ on int8 codes (mma.sync m16n8k32 s8, exact int32) and P·V on e4m3
 // values: P and V are rounded to e4m3 and multiplied as bf16 (every e4m3

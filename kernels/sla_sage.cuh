@@ -1,4 +1,4 @@
-// sla_sage.cuh: the SageSLA sparse kernel template (REFERENCE.md §4.3) and
+// sla_sage.cuh: the SageSLA sparse kernel template (docs/NUMERICS.md §6.3) and
 // its e4m3 helpers, shared by sla_sage.cu (P·V on bf16 tensor cores) and
 // sla_sage_fp8.cu (P·V on e4m3 mma.sync, sm_89+ with NVRTC 12.4+; a module
 // of its own so that a toolchain without it costs only that path).

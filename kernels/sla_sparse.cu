@@ -1,4 +1,4 @@
-// sla_sparse.cu: the sparse branch of SLA (REFERENCE.md §4.2),
+// sla_sparse.cu: the sparse branch of SLA (docs/NUMERICS.md §6.2),
 // block-sparse flash attention over the key blocks that sla_select_kernel
 // listed per query block (lut, cnt), with the linear branch's output added
 // in the epilogue: out = bf16(bf16(o_s) + o_l). Head dim D (128 or 64); q/k/v/o_l

@@ -1,7 +1,7 @@
 package pipeline
 
 // Image-to-video with Wan2.2-I2V-A14B as TurboDiffusion runs it
-// (REFERENCE.md §0 "I2V", §1.9, §9; TD inference/wan2.2_i2v_infer.py):
+// (docs/NUMERICS.md §2, §3.9, §10; TD inference/wan2.2_i2v_infer.py):
 // the image is resized and VAE-encoded with F−1 zero frames behind it, the
 // condition y = [mask (4 ch), image latent (16 ch)] is concatenated to the
 // noisy latent on channels for every DiT call (16+20 = 36), and two experts
@@ -61,7 +61,7 @@ func (x Expert) String() string {
 	return "high-noise"
 }
 
-// ExpertOrder is the expert each rCM step uses (REFERENCE.md §1.9): start
+// ExpertOrder is the expert each rCM step uses (docs/NUMERICS.md §3.9): start
 // with the high-noise expert and switch once, before the first step whose
 // RF time s_i is below boundary. With σmax 200: 4 steps → H,H,L,L;
 // 3 → H,H,L; 2 → H,H.

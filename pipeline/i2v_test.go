@@ -27,7 +27,7 @@ func TestExpertOrder(t *testing.T) {
 		sigma, b float64
 		want     string
 	}{
-		{4, 200, 0.9, "HHLL"}, // s = 0.9950, 0.9338 | 0.8529, 0.6090 (REFERENCE.md §1.9)
+		{4, 200, 0.9, "HHLL"}, // s = 0.9950, 0.9338 | 0.8529, 0.6090 (docs/NUMERICS.md §3.9)
 		{3, 200, 0.9, "HHL"},
 		{2, 200, 0.9, "HH"}, // the low-noise expert is never used
 		{1, 200, 0.9, "H"},

@@ -10,7 +10,8 @@ import (
 	_ "image/png"  // register the PNG decoder for image.Decode
 	"io"
 	"math"
-	"os"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 )
 
 // RGB is an 8-bit RGB image: row-major pixels, 3 bytes (R, G, B) each.
@@ -36,7 +37,7 @@ type RGB struct {
 func LoadImage(path string) (*RGB, error) { return loadImage(path, Limits{}) }
 
 func loadImage(path string, lim Limits) (*RGB, error) {
-	f, err := os.Open(path)
+	f, err := regfile.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("input image: %w", err)
 	}

@@ -239,6 +239,10 @@ func New(b backend.Core, cpu backend.Core, opt Options) (*Engine, error) {
 			return nil, err
 		}
 	}
+	// Every model file is checked from its header before anything loads.
+	if err := e.checkFiles(); err != nil {
+		return nil, err
+	}
 	if opt.CacheDir != "" {
 		c, err := umt5.OpenCache(opt.CacheDir)
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 // Size is a video frame size in pixels.
 type Size struct{ W, H int }
 
-// resolutions is the reference's VIDEO_RES_SIZE_INFO table (REFERENCE.md §9):
+// resolutions is the reference's VIDEO_RES_SIZE_INFO table (docs/NUMERICS.md §10.1):
 // resolution name -> aspect ratio -> (width, height).
 var resolutions = map[string]map[string]Size{
 	"480p": {"1:1": {640, 640}, "4:3": {640, 480}, "3:4": {480, 640}, "16:9": {832, 480}, "9:16": {480, 832}},

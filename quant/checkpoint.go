@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -14,14 +15,14 @@ import (
 // IsQuantizedLinear reports whether the checkpoint tensor name/info is the
 // weight of a Linear that TurboDiffusion's `--quant_linear` replaces by an
 // Int8Linear: a 2-D float `.weight` under `blocks.` whose path does not
-// contain `proj_l` (REFERENCE.md §2.3). In a flat Wan state dict the only
+// contain `proj_l` (docs/NUMERICS.md §4.3). In a flat Wan state dict the only
 // 2-D weights inside the blocks are Linears (norms are 1-D, modulations 3-D).
 func IsQuantizedLinear(info checkpoint.Info) bool {
 	return strings.HasPrefix(info.Name, "blocks.") && strings.HasSuffix(info.Name, ".weight") &&
 		!strings.Contains(info.Name, "proj_l") && len(info.Shape) == 2 && info.DType.IsFloat()
 }
 
-// QuantizeCheckpoint writes outPath, a `-quant` .pth checkpoint made from
+// QuantizeCheckpoint writes outPath, a `-quant` checkpoint made from
 // in exactly as the reference's `modify_model.py --quant_linear`: every
 // Linear weight under `blocks.*` except proj_l becomes `<path>.int8_weight`
 // (int8 [out, in]) and `<path>.scale` (float32 [ceil(out/128),
@@ -32,9 +33,29 @@ func QuantizeCheckpoint(in checkpoint.File, outPath string) error {
 	return QuantizeCheckpointProgress(in, outPath, nil)
 }
 
+// OutputFormat is the container a quantised checkpoint is written in,
+// chosen by the output's name: ".pth" or ".pt" a torch.save zip (what
+// TurboDiffusion loads), ".safetensors" safetensors. Any other name is an
+// error, so a file never holds a format its name does not say.
+func OutputFormat(outPath string) (string, error) {
+	switch ext := strings.ToLower(filepath.Ext(outPath)); ext {
+	case ".pth", ".pt":
+		return "pth", nil
+	case ".safetensors":
+		return "safetensors", nil
+	default:
+		return "", fmt.Errorf("%s: the output name must end in .pth (a torch.save file, as TurboDiffusion's -quant releases) or .safetensors, not %q", outPath, ext)
+	}
+}
+
 // QuantizeCheckpointProgress is QuantizeCheckpoint reporting each tensor as
-// it is written (done counts from 1 to total); progress may be nil.
+// it is written (done counts from 1 to total); progress may be nil. The
+// output's format follows its name (OutputFormat).
 func QuantizeCheckpointProgress(in checkpoint.File, outPath string, progress func(done, total int, name string)) error {
+	format, err := OutputFormat(outPath)
+	if err != nil {
+		return err
+	}
 	ts, err := QuantizedTensors(in)
 	if err != nil {
 		return err
@@ -47,6 +68,9 @@ func QuantizeCheckpointProgress(in checkpoint.File, outPath string, progress fun
 				return load()
 			}
 		}
+	}
+	if format == "safetensors" {
+		return checkpoint.WriteSafetensors(outPath, ts)
 	}
 	return checkpoint.WritePth(outPath, ts)
 }

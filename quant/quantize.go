@@ -1,4 +1,4 @@
-// Package quant is TurboDiffusion's W8A8 int8 scheme (REFERENCE.md §3): the
+// Package quant is TurboDiffusion's W8A8 int8 scheme (docs/NUMERICS.md §5): the
 // per-128x128-tile quantiser used for both weights and activations, and the
 // int8 GEMM whose float32 accumulation order the reference kernel fixes, so
 // that a pure-Go Int8Linear reproduces the CUDA layer bit for bit.

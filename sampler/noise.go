@@ -15,7 +15,7 @@ type Noise interface {
 // Gaussian is the production noise source: a seeded PCG generator with Go's
 // ziggurat normal sampler, identical on every platform for a given seed.
 // It does not reproduce PyTorch's CUDA Philox stream (that depends on the
-// GPU's SM count, REFERENCE.md §6.1), so the same seed gives a different,
+// GPU's SM count, docs/NUMERICS.md §7.3), so the same seed gives a different,
 // equally distributed, video than the Python reference.
 type Gaussian struct{ r *rand.Rand }
 

@@ -15,7 +15,7 @@ var rcmMidAngles = []float64{1.5, 1.4, 1.0}
 // MaxRCMSteps is the largest step count the rCM schedule defines.
 const MaxRCMSteps = 4
 
-// RCM configures TurboDiffusion's rCM sampler (REFERENCE.md §6.1).
+// RCM configures TurboDiffusion's rCM sampler (docs/NUMERICS.md §7.1).
 type RCM struct {
 	// Steps is the number of network evaluations, 1–4.
 	Steps int

@@ -40,7 +40,7 @@ func bitsEqual(a, b []float32) int {
 }
 
 func TestRCMTimesQuoted(t *testing.T) {
-	// REFERENCE.md §6.1 (verified on an H100).
+	// docs/NUMERICS.md §7.1 (verified on an H100).
 	cases := []struct {
 		sigma float64
 		steps int

@@ -1,5 +1,5 @@
 // Package sampler holds the diffusion sampling loops: TurboDiffusion's rCM
-// few-step sampler (REFERENCE.md §6.1), Wan's flow-matching UniPC for the
+// few-step sampler (docs/NUMERICS.md §7.1), Wan's flow-matching UniPC for the
 // original 50-step mode (§6.2) and a flow Euler sampler. The loops know
 // nothing about networks: they call a Velocity function with the model
 // input and timestep exactly as the reference scripts prepare them, and

@@ -10,7 +10,7 @@ import (
 var WanSigmaMax = float64(float32(0.999))
 
 // UniPCSchedule returns Wan's FlowUniPCMultistepScheduler schedule for
-// steps steps and the given shift (REFERENCE.md §6.2): σ_i =
+// steps steps and the given shift (docs/NUMERICS.md §7.2): σ_i =
 // linspace(σmax, 0, steps+1)[:steps] in float64, shifted as
 // shift·σ/(1+(shift−1)·σ), timesteps t_i = int(σ_i·1000) (truncated), and
 // the σ array stored as float32 with a final 0.

@@ -6,7 +6,7 @@ import (
 )
 
 func TestUniPCScheduleQuoted(t *testing.T) {
-	// REFERENCE.md §6.2 (50/5.0 verified against Wan's scheduler).
+	// docs/NUMERICS.md §7.2 (50/5.0 verified against Wan's scheduler).
 	cases := []struct {
 		steps      int
 		head, tail []int64

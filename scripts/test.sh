@@ -12,4 +12,8 @@ unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go')
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
 go vet ./...
 go build -o /dev/null ./cmd/turbodiffusion
-go test -count=1 -timeout 60m ./... 2>&1 | tee /tmp/turbodiffusion-test.log
+# The log goes to a fresh temporary file (a fixed /tmp name could be another
+# user's file or a link planted there); its path is printed at the end.
+log=$(mktemp "${TMPDIR:-/tmp}/turbodiffusion-test.XXXXXX")
+trap 'echo "test log: $log"' EXIT
+go test -count=1 -timeout 60m ./... 2>&1 | tee "$log"

@@ -7,7 +7,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// BlockMap computes the block selection of SLA/SageSLA (REFERENCE.md §4.1)
+// BlockMap computes the block selection of SLA/SageSLA (docs/NUMERICS.md §6.1)
 // for q, k [L, heads, d]: mean-pooled q blocks against mean-pooled blocks of
 // the smoothed keys k − mean_L(k), top Selected() key blocks per query
 // block. The result is [heads][QBlocks][KBlocks], 1 = selected. With bf16

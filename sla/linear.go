@@ -10,7 +10,7 @@ import (
 // linearRows is how many query rows one task of the linear branch handles.
 const linearRows = 256
 
-// linear is SLA's linear branch plus proj_l (REFERENCE.md §4.4) on bf16
+// linear is SLA's linear branch plus proj_l (docs/NUMERICS.md §6.4) on bf16
 // q, k, v [heads, L, d], every step rounded to bf16 where the reference's
 // bf16 tensor ops round:
 //

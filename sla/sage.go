@@ -94,7 +94,7 @@ func sageQuantize(q, k, v []float32, g Geometry) sageQuantized {
 	return z
 }
 
-// sageSparse emulates SageSLA's sm90 sparse kernel (REFERENCE.md §4.3) on
+// sageSparse emulates SageSLA's sm90 sparse kernel (docs/NUMERICS.md §6.3) on
 // bf16 q, k, v [heads, L, d]: int8 Q·K per block with float32 dequant
 // scales, online softmax in exp2 with the fp8 offset, P rounded to e4m3
 // before P·V against e4m3 V, float32 accumulation, O/d·vscale → bf16.

@@ -1,4 +1,4 @@
-// Package sla is TurboDiffusion's sparse-linear attention (REFERENCE.md §4)
+// Package sla is TurboDiffusion's sparse-linear attention (docs/NUMERICS.md §6)
 // in pure Go: the block map shared by SLA and SageSLA, the sparse branch as
 // the SLA Triton kernel computes it, SageSLA's int8-QK / fp8-PV sparse
 // branch emulated on the CPU, and the linear branch with proj_l.

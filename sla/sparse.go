@@ -7,7 +7,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// sparse is the SLA Triton kernel's forward (REFERENCE.md §4.2) on bf16
+// sparse is the SLA Triton kernel's forward (docs/NUMERICS.md §6.2) on bf16
 // q, k, v [heads, L, d]: per query block, flash-style online softmax over
 // the selected key blocks in the kernel's visiting order (see selection),
 // scores S = Q·Kᵀ in float32 scaled by

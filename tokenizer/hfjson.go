@@ -6,7 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 )
 
 // hfJSON is the part of a Hugging Face tokenizer.json the tokenizer reads.
@@ -210,7 +211,7 @@ type tokenizerConfig struct {
 }
 
 func readTokenizerConfig(path string) (*tokenizerConfig, error) {
-	b, err := os.ReadFile(path)
+	b, err := regfile.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}

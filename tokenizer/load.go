@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 )
 
 // File names looked up in a tokenizer directory.
@@ -97,7 +99,7 @@ func Load(paths ...string) (*Tokenizer, error) {
 	}
 	var js, sp *modelData
 	if jsonPath != "" {
-		b, err := os.ReadFile(jsonPath)
+		b, err := regfile.ReadFile(jsonPath)
 		if err != nil {
 			return nil, fmt.Errorf("tokenizer: %w", err)
 		}
@@ -107,7 +109,7 @@ func Load(paths ...string) (*Tokenizer, error) {
 		js.file = jsonPath
 	}
 	if spPath != "" {
-		b, err := os.ReadFile(spPath)
+		b, err := regfile.ReadFile(spPath)
 		if err != nil {
 			return nil, fmt.Errorf("tokenizer: %w", err)
 		}

@@ -25,8 +25,8 @@ func vaeBenchBackend(b *testing.B) *Backend {
 }
 
 // vaeKeys lists the tensors of a Wan2.1 VAE state dict of base width dim and
-// zdim latent channels with their shapes (the module tree of REFERENCE.md
-// §7, keys as in Wan2.1_VAE.pth).
+// zdim latent channels with their shapes (the module tree of docs/NUMERICS.md
+// §8, keys as in Wan2.1_VAE.pth).
 func vaeKeys(dim, zdim int) map[string][]int {
 	m := map[string][]int{}
 	conv := func(key string, cout, cin int, k ...int) {

@@ -36,6 +36,7 @@ type benchFlags struct {
 	offload             bool
 	attention           string
 	topk                float64
+	device              string
 }
 
 func init() {
@@ -48,6 +49,7 @@ func init() {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd.OutOrStdout(), f) },
 	}
+	cmd.Flags().StringVar(&f.device, "device", "auto", "auto or cuda (the microbenchmarks time CUDA kernels; for the CPU backend use `bench e2e --device cpu` or `go test -bench`)")
 	cmd.Flags().StringVar(&f.parts, "parts", "attention,gemm,ops,dit", "comma-separated: attention, gemm, ops, dit")
 	cmd.Flags().StringVar(&f.model, "model", "Wan2.1-T2V-1.3B", "DiT configuration for the forward benchmark")
 	cmd.Flags().IntVar(&f.frames, "frames", 81, "video frames (latent frames = (frames-1)/4+1)")
@@ -80,6 +82,13 @@ type benchResult struct {
 }
 
 func runBench(w io.Writer, f *benchFlags) (err error) {
+	switch f.device {
+	case "", "auto", "cuda":
+	case "cpu":
+		return fmt.Errorf("--device cpu: the microbenchmarks time CUDA kernels; time the CPU backend with `bench e2e --device cpu` or `go test -bench . ./backend/cpu ./models/wan`")
+	default:
+		return fmt.Errorf("--device %q: choose auto or cuda", f.device)
+	}
 	attn, err := pipeline.ParseAttention(f.attention)
 	if err != nil {
 		return flagError(err)
@@ -91,7 +100,9 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 	}
 	b, err := cuda.Open()
 	if err != nil {
-		return err
+		// auto picks the GPU when there is one; without one there is
+		// nothing this command can time.
+		return fmt.Errorf("--device %s: no usable GPU (%w); the microbenchmarks time CUDA kernels: time the CPU backend with `bench e2e --device cpu` or `go test -bench`", f.device, err)
 	}
 	defer backend.Recover(&err)
 	inf := b.Info()

@@ -52,7 +52,7 @@ they time the encoder with its weights resident. Needs a tokenizer folder
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.model, "model", "Wan2.1-T2V-1.3B", "DiT configuration (preset name)")
-	fl.StringVar(&f.device, "device", "cuda", "backend: cuda or cpu")
+	fl.StringVar(&f.device, "device", "auto", "backend: auto (the GPU if usable, else the CPU, saying why), cuda or cpu")
 	fl.StringVar(&f.attention, "attention", "sla", "dense, sla or sagesla")
 	fl.Float64Var(&f.topk, "sla-topk", pipeline.DefaultTopK, "SLA fraction of key blocks kept")
 	fl.StringVar(&f.tokenizer, "tokenizer", "", "tokenizer folder (required)")
@@ -94,7 +94,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	}
 	be, note, err := backend.Open(f.device)
 	if err != nil {
-		return err
+		return fmt.Errorf("--device %s: %w", f.device, err)
 	}
 	if note != "" {
 		fmt.Fprintln(log, "note:", note)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -29,11 +30,9 @@ func TestRandomDiTLoads(t *testing.T) {
 	if fi.Config.Dim != 256 || fi.Config.Layers != 2 {
 		t.Fatalf("detected %+v", fi.Config)
 	}
-	var be any = cpu.New()
-	d, ok := be.(backend.DiT)
-	if !ok {
-		t.Skip("cpu backend lacks backend.DiT")
-	}
+	// A compile-time requirement: if the CPU backend stopped implementing
+	// backend.DiT this file would not build, and the package's tests fail.
+	var d backend.DiT = cpu.New()
 	m, err := wan.Load(d, f, wan.Options{DType: tensor.BF16, Attention: backend.Dense})
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +60,47 @@ func TestRandomDiTLoads(t *testing.T) {
 	}
 }
 
+// TestBenchDeviceFlag: bench and bench e2e take --device like generate;
+// auto picks the GPU when there is one, and an unusable choice is named.
+func TestBenchDeviceFlag(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		frags []string
+	}{
+		{[]string{"bench", "--device", "tpu"}, []string{"--device", "tpu", "auto"}},
+		{[]string{"bench", "--device", "cpu"}, []string{"--device cpu", "bench e2e --device cpu"}},
+		{[]string{"bench", "e2e", "--device", "tpu", "--tokenizer", t.TempDir()}, []string{"--device tpu", "unknown backend"}},
+	} {
+		_, _, err := run(t, c.args...)
+		if err == nil {
+			t.Errorf("%v: accepted", c.args)
+			continue
+		}
+		for _, f := range c.frags {
+			if !strings.Contains(err.Error(), f) {
+				t.Errorf("%v: error %q does not mention %q", c.args, err, f)
+			}
+		}
+	}
+	if _, derr := cuda.DeviceCount(); derr != nil {
+		// No GPU: auto says why there is nothing to time instead of
+		// refusing the flag.
+		_, _, err := run(t, "bench", "--device", "auto")
+		if err == nil || !strings.Contains(err.Error(), "no usable GPU") {
+			t.Errorf("bench --device auto without a GPU: %v", err)
+		}
+	}
+	for _, name := range []string{"bench", "e2e"} {
+		c, _, err := root.Find(append([]string{"bench"}, map[string][]string{"bench": nil, "e2e": {"e2e"}}[name]...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fl := c.Flags().Lookup("device"); fl == nil || fl.DefValue != "auto" {
+			t.Errorf("%s: --device default %v, want auto", name, fl)
+		}
+	}
+}
+
 // TestBenchAttentionFlags checks bench refuses a bad --attention or an SLA
 // --topk outside (0, 1] before it looks for a GPU, naming the flag.
 func TestBenchAttentionFlags(t *testing.T) {
@@ -83,11 +123,7 @@ func TestBenchAttentionFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Dim, c.Heads, c.FFNDim, c.Layers, c.TextDim = 256, 2, 512, 1, 64
-	var be any = cpu.New()
-	d, ok := be.(backend.DiT)
-	if !ok {
-		t.Skip("cpu backend lacks backend.DiT")
-	}
+	var d backend.DiT = cpu.New() // compile-time: the CPU backend runs the DiT
 	for _, kind := range []backend.AttentionKind{backend.SLA, backend.SageSLA} {
 		m, err := wan.Load(d, randomDiT(c), wan.Options{DType: tensor.BF16, Attention: kind, TopK: 0.1})
 		if err != nil {

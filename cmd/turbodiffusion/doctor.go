@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
@@ -30,8 +32,11 @@ func init() {
 	var device string
 	cmd := &cobra.Command{
 		Use:   "doctor [--dit FILE] [--smoke]",
-		Short: "Check the set-up: GPU, driver, CUDA libraries, kernel cache, ffmpeg; whether a model fits; a smoke test",
-		Long: `doctor prints the GPU, driver, CUDA libraries, kernel cache and ffmpeg it finds.
+		Short: "Check the set-up: CPU (cores, SIMD), GPU, driver, CUDA libraries, kernel cache, ffmpeg; whether a model fits; a smoke test",
+		Long: `doctor prints the CPU (cores, the SIMD its kernels use), GPU, driver, CUDA
+libraries, kernel cache and ffmpeg it finds. It fails (exit status 1) only
+when something present cannot be used: a GPU the driver sees whose libraries
+or kernels fail. A machine without a GPU is a working CPU-only install.
 
 With --dit FILE it also estimates the peak GPU memory of a generation with that
 DiT (at --resolution, --frames and --attention) and compares it with the
@@ -48,7 +53,7 @@ install that needs no download. Then the exit status is the smoke test's.`,
 				return runSmoke(cmd.OutOrStdout(), device)
 			}
 			if !ok {
-				return fmt.Errorf("the GPU set-up is incomplete (see above); generation would run on the CPU")
+				return fmt.Errorf("a GPU is present but cannot be used, or the model does not fit (see above)")
 			}
 			return nil
 		},
@@ -64,22 +69,45 @@ install that needs no download. Then the exit status is the smoke test's.`,
 	root.AddCommand(cmd)
 }
 
-// doctor prints what it finds and reports whether the CUDA backend can run.
+// doctor prints what it finds and reports false when a GPU the driver sees
+// cannot be used (no GPU at all is fine: the CPU backend runs) or the
+// model named by f does not fit.
 func doctor(w io.Writer, f *doctorFlags) bool {
+	used, machine := cpu.Cores()
+	simd := cpu.SIMD()
+	if simd == "" {
+		simd = "none: the portable Go loops run (no AVX2+FMA on this CPU or architecture), slowly"
+	} else {
+		simd += " (the GEMM micro-kernels)"
+	}
+	fmt.Fprintf(w, "CPU:        %s/%s, %d cores (%d used), SIMD %s\n", runtime.GOOS, runtime.GOARCH, machine, used, simd)
 	ok := true
 	var free, total int64
 	gpu := false
-	b, err := cuda.Open()
-	if err != nil {
+	n, derr := cuda.DeviceCount()
+	var b *cuda.Backend
+	var err error
+	if derr == nil && n > 0 {
+		b, err = cuda.Open()
+	}
+	switch {
+	case derr != nil || n == 0:
+		why := "the driver sees no GPU"
+		if derr != nil {
+			why = derr.Error()
+		}
+		fmt.Fprintf(w, "GPU:        none; generation runs on the CPU\n  %s\n", strings.ReplaceAll(why, "\n", "\n  "))
+	case err != nil:
 		ok = false
-		fmt.Fprintf(w, "GPU:        not usable\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		fmt.Fprintf(w, "GPU:        %d found, not usable\n  %s\n", n, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		// NVRTC alone still tells whether kernels could be compiled.
 		if n, nerr := cuda.LoadNVRTC(); nerr == nil {
 			fmt.Fprintf(w, "libnvrtc:   %s (%s)\n", n.Version(), n.Lib.Path)
 		} else {
 			fmt.Fprintf(w, "libnvrtc:   missing\n  %s\n", strings.ReplaceAll(nerr.Error(), "\n", "\n  "))
 		}
-	} else {
+	}
+	if b != nil {
 		inf := b.Info()
 		free, total = b.MemInfo()
 		gpu = true

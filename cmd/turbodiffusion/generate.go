@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,6 +134,11 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	default:
 		return nil, nil, fmt.Errorf("--dtype %q: choose bf16 or f32", f.dtype)
 	}
+	// Every flag is checked before any file is looked at, so a bad value is
+	// reported as such, whatever the models folder holds.
+	if f.device != "auto" && !slices.Contains(backend.Names(), f.device) {
+		return nil, nil, fmt.Errorf("--device %q: choose auto, %s", f.device, strings.Join(backend.Names(), ", "))
+	}
 	specs, err := f.loraSpecs()
 	if err != nil {
 		return nil, nil, err
@@ -159,7 +165,7 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	}
 	be, note, err := backend.Open(f.device)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("--device %s: %w", f.device, err)
 	}
 	if note != "" {
 		fmt.Fprintln(errOut, "note:", note)

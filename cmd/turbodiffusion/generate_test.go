@@ -42,25 +42,79 @@ func TestGenerateMissingFilesNamed(t *testing.T) {
 	}
 }
 
+// TestGenerateBadFlags: each case changes one flag of a valid run on the
+// tiny models (TestGenerateCLITinyModels: the same arguments generate a
+// clip), so only the bad value can make it fail, and the error must name
+// the flag and the value.
 func TestGenerateBadFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"generate", "--prompt", "x", "--steps", "5", "--model", "."},
-		{"generate", "--prompt", "x", "--frames", "80", "--model", "."},
-		{"generate", "--prompt", "x", "--resolution", "4k", "--model", "."},
-		{"generate", "--prompt", "x", "--attention", "flash", "--model", "."},
-		{"generate", "--prompt", "x", "--sampler", "ddim", "--model", "."},
-		{"generate", "--prompt", "x", "--preset", "warp", "--model", "."},
-		{"generate", "--prompt", "x", "--crf", "60", "--model", "."},
-		{"generate", "--prompt", "x", "--crf", "-1", "--model", "."},
-		{"generate", "--prompt", "x", "--vae-tile", "-1", "--model", "."},
-		{"generate", "--model", "."},
+	dir, enc := tinyEncoder(t)
+	valid := tinyGenerateArgs(t, enc, filepath.Join(dir, "clip.gif"))
+	for _, tc := range []struct {
+		flag, value string
+		frags       []string // besides --flag and the value
+	}{
+		{"--steps", "5", []string{"1 to 4"}},
+		{"--steps", "99", []string{"1 to 4"}},
+		{"--steps", "0", nil},
+		{"--frames", "80", []string{"4k+1"}},
+		{"--resolution", "4k", nil},
+		{"--aspect", "2:1", nil},
+		{"--attention", "flash", []string{"dense, sla or sagesla"}},
+		{"--sampler", "ddim", []string{"rcm or unipc"}},
+		{"--sla-topk", "1.5", nil},
+		{"--sigma-max", "0.01", nil},
+		{"--samples", "0", nil},
+		{"--dtype", "f16", nil},
+		{"--device", "tpu", nil},
+		{"--preset", "warp", nil},
+		{"--crf", "60", nil},
+		{"--crf", "-1", nil},
+		{"--vae-tile", "-1", nil},
 	} {
-		if _, _, err := run(t, args...); err == nil {
-			t.Errorf("%v: want an error", args)
-		} else {
-			t.Logf("%v: %v", args[1:], err)
+		args := withFlag(valid, tc.flag, tc.value)
+		_, _, err := run(t, args...)
+		if err == nil {
+			t.Errorf("%s %s: accepted (the run went ahead and generated)", tc.flag, tc.value)
+			continue
+		}
+		for _, want := range append([]string{tc.flag, tc.value}, tc.frags...) {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s %s: error %q does not mention %q", tc.flag, tc.value, err, want)
+			}
 		}
 	}
+	// Model files that do not fit: refused from their headers, before any
+	// model loads (pipeline.CheckHeaders).
+	swapped := withFlag(withFlag(valid, "--dit", golden.Path(t, "vae.safetensors")), "--vae", golden.Path(t, "dit_weights.pth"))
+	if _, _, err := run(t, swapped...); err == nil || !strings.Contains(err.Error(), "swapped") {
+		t.Errorf("--dit and --vae swapped: error %v, want one saying so", err)
+	}
+	// Without a prompt, or without any model files.
+	if _, _, err := run(t, withoutFlag(valid, "--prompt")...); err == nil || !strings.Contains(err.Error(), "--prompt") {
+		t.Errorf("no --prompt: error %v, want one naming --prompt", err)
+	}
+	if _, _, err := run(t, "generate", "--prompt", "x"); err == nil || !strings.Contains(err.Error(), "--model") {
+		t.Errorf("no --model: error %v, want one naming --model", err)
+	}
+}
+
+// withFlag returns args with flag set to value (replaced if present).
+func withFlag(args []string, flag, value string) []string {
+	out := withoutFlag(args, flag)
+	return append(out, flag, value)
+}
+
+// withoutFlag returns args without flag and its value.
+func withoutFlag(args []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == flag {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 // TestGenerateCLITinyModels runs the real command on the golden tiny DiT and

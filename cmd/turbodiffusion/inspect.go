@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -192,11 +193,11 @@ func inspect(w io.Writer, path string, listTensors bool) error {
 		fmt.Fprintln(w)
 		width := 0
 		for _, n := range names {
-			width = max(width, len(n))
+			width = max(width, len(printable(n)))
 		}
 		for _, n := range names {
 			in, _ := f.Info(n)
-			fmt.Fprintf(w, "%-*s  %-13s %v\n", width, n, in.DType, in.Shape)
+			fmt.Fprintf(w, "%-*s  %-13s %v\n", width, printable(n), in.DType, in.Shape)
 		}
 	}
 	return verr
@@ -226,6 +227,7 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 	}
 	fmt.Fprintf(w, "config:   %s, dim %d, ffn %d, %d heads × %d, %d layers, in %d, out %d channels\n",
 		c.Type, c.Dim, c.FFNDim, c.Heads, c.HeadDim, c.Layers, c.InDim, c.OutDim)
+	fmt.Fprintf(w, "heads:    %s\n", fi.HeadDimNote())
 	if fi.Quantized {
 		fmt.Fprintf(w, "linears:  int8-quantised (TurboDiffusion -quant: Int8Linear int8_weight + scale)\n")
 	} else {
@@ -246,6 +248,27 @@ func describeDiT(w io.Writer, f checkpoint.File) error {
 	return nil
 }
 
+// printable returns a tensor name as is when it is plain printable text,
+// else quoted: names come from the file, and control characters (ANSI
+// escapes) must not reach the terminal.
+func printable(name string) string {
+	for _, r := range name {
+		if !unicode.IsPrint(r) || r == '"' {
+			return strconv.Quote(name)
+		}
+	}
+	return name
+}
+
+// printables is printable of each name.
+func printables(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = printable(n)
+	}
+	return out
+}
+
 // describeLoRA prints what a LoRA file changes.
 func describeLoRA(w io.Writer, s lora.Summary) {
 	fmt.Fprintf(w, "model:    Wan LoRA (%s naming), %d modules", strings.Join(s.Formats, "+"), s.Modules)
@@ -258,9 +281,9 @@ func describeLoRA(w io.Writer, s lora.Summary) {
 	if s.Full > 0 {
 		fmt.Fprintf(w, ", %d full deltas", s.Full)
 	}
-	fmt.Fprintf(w, " (e.g. %s)\n", strings.Join(s.Examples, ", "))
+	fmt.Fprintf(w, " (e.g. %s)\n", strings.Join(printables(s.Examples), ", "))
 	if len(s.Unknown) > 0 {
-		fmt.Fprintf(w, "unknown:  %d key(s) name no Wan module (generate --lora fails on them unless --lora-lenient): %s\n", len(s.Unknown), strings.Join(s.Unknown[:min(5, len(s.Unknown))], ", "))
+		fmt.Fprintf(w, "unknown:  %d key(s) name no Wan module (generate --lora fails on them unless --lora-lenient): %s\n", len(s.Unknown), strings.Join(printables(s.Unknown[:min(5, len(s.Unknown))]), ", "))
 	}
 }
 

@@ -43,7 +43,8 @@ func TestInspectDiT(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantLines(t, out, "Wan DiT", fmt.Sprintf("dim %d, ffn %d, %d heads × %d, %d layers", dim, ffn, num("num_heads"), num("head_dim"), num("num_layers")),
-		"int8-quantised", "proj_l present", "blocks.0.ffn.0.scale", "float32", fmt.Sprint([]int{(ffn + 127) / 128, (dim + 127) / 128}))
+		"int8-quantised", "proj_l present", "blocks.0.ffn.0.scale", "float32", fmt.Sprint([]int{(ffn + 127) / 128, (dim + 127) / 128}),
+		fmt.Sprintf("heads:    head dim %d, read from the SLA proj_l weights", num("head_dim")))
 	path := golden.Path(t, "dit_weights.safetensors")
 	out, err = inspectOut(t, path, false)
 	if err != nil {
@@ -63,6 +64,41 @@ func TestInspectDiT(t *testing.T) {
 	if strings.Contains(out, "blocks.0.ffn.0.weight") {
 		t.Error("tensors listed without --tensors")
 	}
+}
+
+// TestInspectHeadDimNote: without proj_l weights the head width cannot be
+// read from the file; inspect says that 128 was assumed.
+func TestInspectHeadDimNote(t *testing.T) {
+	f := golden.Open(t, "dit_weights.safetensors")
+	var ts []checkpoint.Tensor
+	for _, n := range f.Names() {
+		if strings.Contains(n, "proj_l") {
+			continue
+		}
+		info, _ := f.Info(n)
+		raw, err := f.Raw(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, checkpoint.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: raw})
+	}
+	path := filepath.Join(t.TempDir(), "no_proj_l.safetensors")
+	if err := checkpoint.WriteSafetensors(path, ts); err != nil {
+		t.Fatal(err)
+	}
+	out, err := inspectOut(t, path, false)
+	if dim := golden.LoadManifest(t).Int(t, "configs", "dit", "dim"); dim%128 != 0 {
+		// A set whose width is no multiple of 128 cannot be read without
+		// proj_l: the error says which head width was assumed.
+		if err == nil || !strings.Contains(err.Error(), "head dim 128 (default)") {
+			t.Errorf("dim %d without proj_l: error %v, want one naming the assumed head dim 128", dim, err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLines(t, out, "heads:    head dim 128 assumed (no proj_l weights", "no proj_l (dense attention only)")
 }
 
 // TestInspectOtherModels: the VAE and umT5 summaries show the set's

@@ -1,5 +1,5 @@
 // Package umt5 is the umT5-XXL text encoder of Wan and TurboDiffusion
-// (REFERENCE.md §8), written against the backend so it runs on the CPU and
+// (docs/NUMERICS.md §9), written against the backend so it runs on the CPU and
 // on CUDA. It maps token ids to the [text_len, 4096] context the DiT
 // cross-attends to. Tokenisation lives in package tokenizer; a disk cache
 // of encoded prompts (cache.go) lets a repeated prompt skip the 11 GB

@@ -12,7 +12,7 @@ import (
 )
 
 func TestBucketsVerified(t *testing.T) {
-	// REFERENCE.md §8, verified against the reference.
+	// docs/NUMERICS.md §9, verified against the reference.
 	ns := []int{8, 11, 12, 15, 16, 22, 23, 31, 32, 45, 46, 63, 64, 90, 91, 127, 128}
 	want := []int{8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15, 15}
 	for i, n := range ns {

@@ -1,5 +1,5 @@
 // Package wan is the Wan2.1/2.2 diffusion transformer (DiT) as TurboDiffusion
-// runs it (REFERENCE.md §1): configuration, checkpoint detection and
+// runs it (docs/NUMERICS.md §3): configuration, checkpoint detection and
 // validation, weight loading and the forward pass, written against the
 // backend.DiT op contract so it runs unchanged on the CPU and CUDA backends.
 package wan
@@ -16,11 +16,11 @@ const (
 	// T2V takes the 16-channel noisy latent only.
 	T2V ModelType = "t2v"
 	// I2V takes the noisy latent concatenated with the image condition
-	// (mask 4 + latent 16 channels, REFERENCE.md §1.9), 36 input channels.
+	// (mask 4 + latent 16 channels, docs/NUMERICS.md §3.9), 36 input channels.
 	I2V ModelType = "i2v"
 )
 
-// Config is the architecture of a Wan DiT (REFERENCE.md §1.1).
+// Config is the architecture of a Wan DiT (docs/NUMERICS.md §3.1).
 type Config struct {
 	Name    string    // preset name, or "" for a size no preset has (e.g. test models)
 	Type    ModelType // t2v or i2v

@@ -79,6 +79,12 @@ func runGolden(t *testing.T, run goldenRun) {
 		t.Fatal(err)
 	}
 	defer m.Free()
+	// The attention geometry is the set's (manifest configs.dit), which the
+	// loader must have read from the file (the head width from proj_l).
+	man := golden.LoadManifest(t)
+	if h, d := man.Int(t, "configs", "dit", "num_heads"), man.Int(t, "configs", "dit", "head_dim"); m.Config.Heads != h || m.Config.HeadDim != d {
+		t.Fatalf("%s loaded as %d heads × %d, manifest configs.dit says %d × %d", run.weights, m.Config.Heads, m.Config.HeadDim, h, d)
+	}
 
 	// Every golden tensor of this variant except the SLA diagnostics.
 	want := map[string]bool{}

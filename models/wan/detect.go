@@ -19,6 +19,49 @@ type FileInfo struct {
 	ProjL     bool  // SLA proj_l weights present (TurboWan releases have them)
 	ConvPatch bool  // patch_embedding.weight is the original Wan Conv3d [D, Cin, 1, 2, 2]
 	Params    int64 // parameter count (int8 codes count one each, scales not at all)
+	// HeadDimFrom says where Config.HeadDim came from: a checkpoint's tensor
+	// shapes do not say how the width D splits into heads, except through
+	// the SLA proj_l weights, which are [head_dim, head_dim].
+	HeadDimFrom HeadDimSource
+}
+
+// HeadDimSource is where DetectConfig took the attention head width from.
+type HeadDimSource string
+
+const (
+	// HeadDimFromProjL: read from the shape of the SLA proj_l weights.
+	HeadDimFromProjL HeadDimSource = "proj_l"
+	// HeadDimDefault: no proj_l in the file, so DefaultHeadDim was assumed.
+	HeadDimDefault HeadDimSource = "default"
+	// HeadDimFromOption: no proj_l in the file; the caller named it
+	// (DetectOptions.HeadDim, Options.HeadDim).
+	HeadDimFromOption HeadDimSource = "option"
+)
+
+// DefaultHeadDim is the head width assumed for a checkpoint without proj_l
+// weights (an original Wan file): every released Wan2.1/2.2 DiT has 128.
+const DefaultHeadDim = 128
+
+// DetectOptions are what a caller may tell DetectConfig that the tensor
+// shapes cannot.
+type DetectOptions struct {
+	// HeadDim is the attention head width of a checkpoint without proj_l
+	// weights (0: DefaultHeadDim). A file with proj_l says its head width
+	// itself; a different HeadDim is then an error.
+	HeadDim int
+}
+
+// HeadDimNote explains in one line where the head width came from (inspect
+// shows it).
+func (fi FileInfo) HeadDimNote() string {
+	hd := fi.Config.HeadDim
+	switch fi.HeadDimFrom {
+	case HeadDimFromProjL:
+		return fmt.Sprintf("head dim %d, read from the SLA proj_l weights [%d %d]", hd, hd, hd)
+	case HeadDimFromOption:
+		return fmt.Sprintf("head dim %d, as the caller set it (the file has no proj_l weights to read it from)", hd)
+	}
+	return fmt.Sprintf("head dim %d assumed (no proj_l weights to read it from; every released Wan DiT uses %d)", hd, DefaultHeadDim)
 }
 
 // Family is the kind of model a checkpoint holds, judged by its key names.
@@ -32,7 +75,7 @@ const (
 )
 
 // Identify judges what a checkpoint holds from its tensor names alone
-// (REFERENCE.md §2.2, §2.5, §2.6). Names may carry a common prefix (e.g.
+// (docs/NUMERICS.md §4.2, §4.4). Names may carry a common prefix (e.g.
 // "net." of training checkpoints); it is ignored here.
 func Identify(names []string) Family {
 	has := func(pred func(string) bool) bool {
@@ -63,8 +106,15 @@ func Identify(names []string) Family {
 
 // DetectConfig reads a DiT checkpoint's architecture from its tensor shapes
 // and checks that every tensor the model needs is there with the right shape
-// and dtype, and nothing else is. SLA proj_l weights are optional.
+// and dtype, and nothing else is. SLA proj_l weights are optional; the head
+// width comes from them, or is DefaultHeadDim without them.
 func DetectConfig(f checkpoint.File) (FileInfo, error) {
+	return DetectConfigWith(f, DetectOptions{})
+}
+
+// DetectConfigWith is DetectConfig with what the caller knows beyond the
+// tensor shapes (the head width of a file without proj_l).
+func DetectConfigWith(f checkpoint.File, opt DetectOptions) (FileInfo, error) {
 	path := f.Path()
 	names := f.Names()
 	info, ok := f.Info("patch_embedding.weight")
@@ -87,11 +137,15 @@ func DetectConfig(f checkpoint.File) (FileInfo, error) {
 	default:
 		return FileInfo{}, fmt.Errorf("%s: tensor %q: want shape [dim, in_dim·4] or [dim, in_dim, 1, 2, 2], got %v", path, "patch_embedding.weight", pe)
 	}
-	const headDim = 128
+	headDim, from, err := detectHeadDim(f, opt)
+	if err != nil {
+		return FileInfo{}, err
+	}
 	if c.Dim <= 0 || c.Dim%headDim != 0 {
-		return FileInfo{}, fmt.Errorf("%s: model dim %d (from patch_embedding.weight %v) is not a positive multiple of the head dim %d", path, c.Dim, pe, headDim)
+		return FileInfo{}, fmt.Errorf("%s: model dim %d (from patch_embedding.weight %v) is not a positive multiple of the head dim %d (%s)", path, c.Dim, pe, headDim, from)
 	}
 	c.HeadDim, c.Heads = headDim, c.Dim/headDim
+	fi.HeadDimFrom = from
 
 	layers, err := countBlocks(path, names)
 	if err != nil {
@@ -155,6 +209,33 @@ func DetectConfig(f checkpoint.File) (FileInfo, error) {
 		fi.Params += int64(tensor.NumElements(in.Shape))
 	}
 	return fi, nil
+}
+
+// detectHeadDim reads the head width from block 0's proj_l weight
+// ([head_dim, head_dim]) when the file has it, else takes opt.HeadDim or
+// DefaultHeadDim. The other blocks' proj_l shapes are checked with every
+// other tensor afterwards (checkTensors).
+func detectHeadDim(f checkpoint.File, opt DetectOptions) (int, HeadDimSource, error) {
+	path := f.Path()
+	if opt.HeadDim < 0 {
+		return 0, "", fmt.Errorf("%s: head dim %d must be positive", path, opt.HeadDim)
+	}
+	name := "blocks.0." + projLPrefix + ".weight"
+	in, ok := f.Info(name)
+	if !ok {
+		if opt.HeadDim > 0 {
+			return opt.HeadDim, HeadDimFromOption, nil
+		}
+		return DefaultHeadDim, HeadDimDefault, nil
+	}
+	if len(in.Shape) != 2 || in.Shape[0] != in.Shape[1] || in.Shape[0] <= 0 {
+		return 0, "", fmt.Errorf("%s: tensor %q: want shape [head_dim, head_dim], got %v", path, name, in.Shape)
+	}
+	hd := in.Shape[0]
+	if opt.HeadDim > 0 && opt.HeadDim != hd {
+		return 0, "", fmt.Errorf("%s: head dim %d requested, but the SLA proj_l weights (%q %v) say %d", path, opt.HeadDim, name, in.Shape, hd)
+	}
+	return hd, HeadDimFromProjL, nil
 }
 
 // notADiT explains what a file without patch_embedding.weight is instead.

@@ -1,6 +1,7 @@
 package wan
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -223,7 +224,7 @@ func TestPresets(t *testing.T) {
 	wantErr(t, err, `"Wan9"`, "Wan2.1-T2V-1.3B")
 }
 
-// TestQuantScaleShapes checks the scale shapes REFERENCE.md §2.3 lists for
+// TestQuantScaleShapes checks the scale shapes docs/NUMERICS.md §4.3 lists for
 // the released -quant files.
 func TestQuantScaleShapes(t *testing.T) {
 	want := map[string]map[string][]int{
@@ -266,4 +267,66 @@ func TestLoadOptionErrors(t *testing.T) {
 		_, err := Load(be, specFile(t, c, tc.l, nil), tc.opt)
 		wantErr(t, err, "mem.safetensors", tc.frag)
 	}
+}
+
+// TestDetectHeadDim: the head width comes from the SLA proj_l weights
+// ([head_dim, head_dim]) when present, else from the caller, else 128.
+func TestDetectHeadDim(t *testing.T) {
+	c64 := base("", T2V, 128, 256, 2, 2, 16) // 2 heads of 64
+	c64.FreqDim, c64.TextDim = 32, 64
+	c128 := c64
+	c128.Heads, c128.HeadDim = 1, 128
+	cases := []struct {
+		what string
+		file Config
+		l    layout
+		opt  DetectOptions
+		want Config
+		from HeadDimSource
+	}{
+		{"proj_l 64", c64, layout{projL: true}, DetectOptions{}, c64, HeadDimFromProjL},
+		{"proj_l 64, same option", c64, layout{projL: true}, DetectOptions{HeadDim: 64}, c64, HeadDimFromProjL},
+		{"proj_l 128", c128, layout{projL: true, quantized: true}, DetectOptions{}, c128, HeadDimFromProjL},
+		{"no proj_l", c64, layout{}, DetectOptions{}, c128, HeadDimDefault},
+		{"no proj_l, option 64", c64, layout{}, DetectOptions{HeadDim: 64}, c64, HeadDimFromOption},
+	}
+	for _, tc := range cases {
+		fi, err := DetectConfigWith(specFile(t, tc.file, tc.l, nil), tc.opt)
+		if err != nil {
+			t.Errorf("%s: %v", tc.what, err)
+			continue
+		}
+		if fi.Config != tc.want || fi.HeadDimFrom != tc.from {
+			t.Errorf("%s: detected %v (head dim from %s), want %v from %s", tc.what, fi.Config, fi.HeadDimFrom, tc.want, tc.from)
+		}
+		if note := fi.HeadDimNote(); !strings.Contains(note, fmt.Sprintf("head dim %d", tc.want.HeadDim)) || !strings.Contains(note, map[HeadDimSource]string{HeadDimFromProjL: "proj_l weights [", HeadDimDefault: "assumed", HeadDimFromOption: "caller"}[tc.from]) {
+			t.Errorf("%s: note %q does not say where head dim %d came from", tc.what, note, tc.want.HeadDim)
+		}
+	}
+
+	_, err := DetectConfigWith(specFile(t, c64, layout{projL: true}, nil), DetectOptions{HeadDim: 128})
+	wantErr(t, err, "mem.safetensors", "head dim 128 requested", "proj_l", "say 64")
+	c96 := c64
+	c96.Dim, c96.Heads, c96.HeadDim = 96, 1, 96
+	_, err = DetectConfig(specFile(t, c96, layout{}, nil))
+	wantErr(t, err, "model dim 96", "head dim 128 (default)")
+	_, err = DetectConfig(specFile(t, c64, layout{projL: true}, func(ts []stTensor) []stTensor {
+		for i := range ts {
+			if ts[i].name == "blocks.0."+projLPrefix+".weight" {
+				ts[i].shape = []int{64, 32}
+			}
+		}
+		return ts
+	}))
+	wantErr(t, err, "proj_l.weight", "want shape [head_dim, head_dim], got [64 32]")
+	// A later block whose proj_l disagrees with block 0's is a shape error.
+	_, err = DetectConfig(specFile(t, c64, layout{projL: true}, func(ts []stTensor) []stTensor {
+		for i := range ts {
+			if ts[i].name == "blocks.1."+projLPrefix+".weight" {
+				ts[i].shape = []int{128, 128}
+			}
+		}
+		return ts
+	}))
+	wantErr(t, err, "blocks.1."+projLPrefix+".weight", "want shape [64 64], got [128 128]")
 }

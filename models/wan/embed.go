@@ -7,8 +7,8 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
-// timestepSinusoid is the [freqDim] time embedding input of REFERENCE.md
-// §1.3: cos(t·ω_k) then sin(t·ω_k), ω_k = 10000^(−k/half), in float64 and
+// timestepSinusoid is the [freqDim] time embedding input of docs/NUMERICS.md
+// §3.3: cos(t·ω_k) then sin(t·ω_k), ω_k = 10000^(−k/half), in float64 and
 // rounded once to float32, like the reference.
 func timestepSinusoid(t float64, freqDim int) []float32 {
 	half := freqDim / 2
@@ -23,7 +23,7 @@ func timestepSinusoid(t float64, freqDim int) []float32 {
 }
 
 // modelTimestep is the timestep as the model sees it: rounded to the model
-// dtype (the bf16 model gets bf16(1000·s), REFERENCE.md §6.1).
+// dtype (the bf16 model gets bf16(1000·s), docs/NUMERICS.md §7.1).
 func modelTimestep(t float32, dt tensor.DType) float64 {
 	if dt == tensor.BF16 {
 		t = tensor.RoundBF16(t)
@@ -32,7 +32,7 @@ func modelTimestep(t float32, dt tensor.DType) float64 {
 }
 
 // ropeAngles returns the [L, headDim/2] RoPE angles of a T×Hp×Wp token grid
-// (REFERENCE.md §1.6): pairs [0, dt/2) temporal, then height, then width,
+// (docs/NUMERICS.md §3.6): pairs [0, dt/2) temporal, then height, then width,
 // dim_h = dim_w = 2·(headDim/6), dim_t the rest. Computed in float32 in the
 // order TurboDiffusion's VideoRopePosition3DEmb does, so the angles match it.
 func ropeAngles(T, Hp, Wp, headDim int) []float32 {
@@ -73,7 +73,7 @@ func scaleInto(dst, f []float32, s float32) int {
 }
 
 // patchify flattens x [C, T, H, W] into tokens [T·Hp·Wp, C·4]: token
-// l = t·Hp·Wp + hp·Wp + wp, feature f = c·4 + kh·2 + kw (REFERENCE.md §1.2).
+// l = t·Hp·Wp + hp·Wp + wp, feature f = c·4 + kh·2 + kw (docs/NUMERICS.md §3.2).
 func patchify(x []float32, C, T, H, W int) []float32 {
 	Hp, Wp := H/2, W/2
 	F := C * 4
@@ -100,7 +100,7 @@ func patchify(x []float32, C, T, H, W int) []float32 {
 }
 
 // unpatchify maps head rows [T·Hp·Wp, 4·C] back to [C, T, H, W]: feature
-// f = (kh·2+kw)·C + c goes to pixel (c, t, 2hp+kh, 2wp+kw) (REFERENCE.md §1.8).
+// f = (kh·2+kw)·C + c goes to pixel (c, t, 2hp+kh, 2wp+kw) (docs/NUMERICS.md §3.8).
 func unpatchify(y []float32, C, T, H, W int) []float32 {
 	Hp, Wp := H/2, W/2
 	F := 4 * C

@@ -62,7 +62,7 @@ func (m *Model) apply(l linear, x backend.Tensor) backend.Tensor {
 
 // EmbedText embeds umT5 output rows [rows, TextDim] (rows ≤ TextLen; the
 // rest are zero rows, as the reference pads, and are attended to like any
-// other row: REFERENCE.md §1.4).
+// other row: docs/NUMERICS.md §3.4).
 func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 	if m == nil || m.be == nil {
 		return nil, fmt.Errorf("wan: EmbedText on a freed or nil model")
@@ -229,7 +229,7 @@ func (m *Model) advance(s *stream, f func(x backend.Tensor, a act) (backend.Tens
 	s.x, s.a = x, a
 }
 
-// block runs transformer block i (REFERENCE.md §1.5) on s, whose a is the
+// block runs transformer block i (docs/NUMERICS.md §3.5) on s, whose a is the
 // block's modulated norm of x, given its modulation vectors v. When next
 // (the next block's modulation vectors) is non-nil, it leaves that block's
 // a in s.

@@ -31,7 +31,7 @@ type layout struct {
 }
 
 // blockLinears are the Linear layers inside a block; TurboDiffusion's -quant
-// files store exactly these as Int8Linear (REFERENCE.md §2.3).
+// files store exactly these as Int8Linear (docs/NUMERICS.md §4.3).
 var blockLinears = []string{
 	"self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
 	"cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o",
@@ -55,7 +55,7 @@ func (c Config) linearShape(name string) (out, in int) {
 }
 
 // expectedTensors lists every tensor a checkpoint of architecture c stored
-// with layout l holds (REFERENCE.md §2.2–2.4).
+// with layout l holds (docs/NUMERICS.md §4.2–4.3).
 func expectedTensors(c Config, l layout) []tensorSpec {
 	D := c.Dim
 	var s []tensorSpec

@@ -42,6 +42,11 @@ type Options struct {
 	Norm backend.NormMode
 	// Linear selects float or Int8 block Linears.
 	Linear LinearMode
+	// HeadDim is the attention head width of a checkpoint without SLA
+	// proj_l weights (0: DefaultHeadDim, 128, as every released Wan). A
+	// file with proj_l carries its head width; a different value is an
+	// error.
+	HeadDim int
 	// ExactRounding rounds every intermediate where the reference does, and
 	// so turns off fusions that skip a bf16 rounding (today: the FFN's GELU
 	// applied to the GEMM's float32 result, on backends with LinearGELU).
@@ -168,7 +173,7 @@ func (o Options) withDefaults(fi FileInfo) (Options, error) {
 // buffers and fp32 modulation arithmetic need. opt.LoRA is merged into the
 // weights on the way (lora.go).
 func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) {
-	fi, err := DetectConfig(f)
+	fi, err := DetectConfigWith(f, DetectOptions{HeadDim: opt.HeadDim})
 	if err != nil {
 		return nil, err
 	}

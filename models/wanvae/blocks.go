@@ -157,7 +157,7 @@ func (s *state) attn(a *attnBlock, x backend.Tensor) backend.Tensor {
 	return b.Add(pointwise(b, a.proj, b.FrameAttention(qkv)), x)
 }
 
-// resample is Resample in its four modes (REFERENCE.md §7).
+// resample is Resample in its four modes (docs/NUMERICS.md §8).
 func (s *state) resample(r *resample, x backend.Tensor) backend.Tensor {
 	b := s.b
 	switch r.mode {

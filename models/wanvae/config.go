@@ -1,4 +1,4 @@
-// Package wanvae is the Wan2.1 video VAE (REFERENCE.md §7): a causal 3-D
+// Package wanvae is the Wan2.1 video VAE (docs/NUMERICS.md §8): a causal 3-D
 // convolutional autoencoder with 8x spatial and 4x temporal compression to
 // 16 latent channels. It decodes one latent frame per chunk and encodes
 // 1, 4, 4, ... pixel frames per chunk, carrying the causal convolutions'
@@ -32,6 +32,9 @@ type Config struct {
 	Dim  int // base channel count
 	ZDim int // latent channels
 }
+
+// LatentChannels is the Wan2.1 VAE's latent width (z_dim).
+const LatentChannels = len(LatentMean)
 
 // Compression factors of the architecture.
 const (

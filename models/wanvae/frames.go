@@ -9,7 +9,7 @@ import (
 
 // Frames converts a decoded video [3,F,H,W] to F frames of interleaved RGB
 // bytes (H·W·3 each, rgb24 as the encoder takes it), with the reference's
-// float32 arithmetic (REFERENCE.md §9): p = clamp((1 + clamp(x,−1,1))/2, 0,
+// float32 arithmetic (docs/NUMERICS.md §10.4): p = clamp((1 + clamp(x,−1,1))/2, 0,
 // 1), byte = trunc(p·255 + 0.5). Every step is rounded to float32 explicitly
 // so no fused multiply-add can move a value across a .5 boundary.
 func Frames(video []float32, shape []int) ([][]uint8, error) {

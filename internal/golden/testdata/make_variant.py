@@ -4,6 +4,8 @@
 # reversed key order, to check that tests read sizes from the set:
 #   python3 internal/golden/testdata/make_variant.py ../shared/golden /tmp/gvariant
 #   TURBODIFFUSION_GOLDEN=/tmp/gvariant go test ./...
+# internal/golden/reformat makes the other kind of variant: every checkpoint
+# in the other container format (.pth <-> safetensors) under the same name.
 """Build a variant of the conformance set: consistent slices of inputs and
 outputs where the math allows, a reordered manifest, a subset of tokenizer
 cases. Pure Python (no numpy)."""
