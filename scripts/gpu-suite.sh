@@ -131,16 +131,19 @@ final)
 	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$OUT/tests.log" | head -20
 	echo "tests: $(grep -c '^--- PASS' "$OUT/tests.log") top-level pass, $(grep -c '^--- FAIL' "$OUT/tests.log") fail, $(grep -c '^--- SKIP' "$OUT/tests.log") skip"
 	grep -E 'golden|Golden' "$OUT/tests.log" | grep -E 'rel_l2|rel-L2|error' | head -12
+	# At most 8 files come back from $OUT: the four forwards share dit.log.
 	for a in sla sagesla dense; do
 		step "dit_$a" 40 .gpu/turbodiffusion bench --parts dit --attention $a --iters 3
-		grep -E 'DiT forward|peak' "$OUT/dit_$a.log" | head -3
 	done
 	step dit_sagesla_quant 50 .gpu/turbodiffusion bench --parts dit --attention sagesla --quant --iters 3 --profile
-	grep -E 'DiT forward|peak' "$OUT/dit_sagesla_quant.log" | head -3
+	for a in sla sagesla dense sagesla_quant; do
+		echo "== dit $a" >>"$OUT/dit.log" && cat "$OUT/dit_$a.log" >>"$OUT/dit.log" && rm "$OUT/dit_$a.log"
+	done
+	grep -E 'DiT forward' "$OUT/dit.log"
 	step attention 60 .gpu/turbodiffusion bench --parts attention --iters 5 --attention-kernels wgmma
 	grep -E 'sla|sage|dense|wgmma' "$OUT/attention.log" | head -20
 	step taehv 40 .gpu/cuda.test -test.run XXX -test.bench 'TAEHVDecode480p' -test.benchtime 3x
-	grep -E '^Benchmark' "$OUT/taehv.log"
+	grep -E '^Benchmark|ns/op|ms/op' "$OUT/taehv.log"
 	if [ -d .gpu/golden/tokenizer ]; then
 		step e2e 120 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla
 		grep -vE '^\s*$' "$OUT/e2e.log" | tail -25
