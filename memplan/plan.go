@@ -27,6 +27,10 @@ type Run struct {
 	// Texts is the number of text contexts embedded at once: 1, or 2 for
 	// UniPC's classifier-free guidance.
 	Texts int
+	// Samples is the number of videos made from one prompt (0 counts as
+	// 1): their latents and decoded frames are all kept on the host, and
+	// several are tiled into one clip (a second copy).
+	Samples int
 	// TextEncoder: the umT5 encoder loads (the prompt is not cached and the
 	// encoder not already loaded).
 	TextEncoder bool
@@ -188,9 +192,14 @@ func hostPlan(r Run, L int) (int64, []Part) {
 	if r.TextEncoder || r.KeepTextEncoder {
 		parts = append(parts, Part{"umT5 token embedding", TextEncoderHost(r.Encoder)})
 	}
+	samples := int64(max(r.Samples, 1))
 	lat := int64(16*(1+(r.Frames-1)/4)*(r.Height/8)*(r.Width/8)) * 4
-	parts = append(parts, Part{"latents and step buffers", 6*lat + int64(L)*int64(4*c.InDim)*4})
-	parts = append(parts, Part{"decoded video", int64(r.Frames*r.Width*r.Height*3) + 4*int64(4*3*r.Width*r.Height)*2})
+	parts = append(parts, Part{"latents and step buffers", (5+samples)*lat + int64(L)*int64(4*c.InDim)*4})
+	video := samples * int64(r.Frames*r.Width*r.Height*3)
+	if samples > 1 {
+		video *= 2 // the samples' frames and the tiled clip
+	}
+	parts = append(parts, Part{"decoded video", video + 4*int64(4*3*r.Width*r.Height)*2})
 	if r.i2v() {
 		parts = append(parts, Part{"condition video (float32)", int64(3*r.Frames*r.Width*r.Height) * 4})
 	}

@@ -35,60 +35,88 @@ func (e *MemoryError) Error() string {
 
 // MemoryPlan estimates the peak memory of r on this engine as it stands
 // (models already loaded count as resident). It reads only checkpoint
-// headers (and, for the prompt cache, tokenizes the prompt).
+// headers (and, for the prompt cache, tokenizes the prompt). It reads the
+// engine's loaded models, so it runs on Generate's goroutine; CheckRequest
+// plans without them.
 func (e *Engine) MemoryPlan(r Request) (memplan.Estimate, memplan.Run, error) {
+	run, prompts, err := e.planRun(r)
+	if err != nil {
+		return memplan.Estimate{}, memplan.Run{}, err
+	}
+	run.TextEncoder = e.enc == nil && !e.cached(prompts)
+	run.KeepTextEncoder = e.opt.KeepTextEncoder || e.enc != nil
+	run.Warm = e.model != nil || e.decoder != nil || e.experts[0] != nil || e.experts[1] != nil
+	run.LoRA = len(e.loras) > 0 || len(r.LoRA) > 0
+	est, err := memplan.Plan(run)
+	return est, run, err
+}
+
+// planRun is the memplan.Run of r from the engine's options and the
+// checkpoints' headers alone, without the flags that depend on what is
+// loaded (TextEncoder, KeepTextEncoder, Warm, LoRA), and the prompts the
+// text encoder would embed. It reads no state Generate changes.
+func (e *Engine) planRun(r Request) (memplan.Run, []string, error) {
 	path := e.opt.DiT
 	if r.Image != "" {
 		path = e.opt.DiTHigh
 	}
-	if path == "" {
-		return memplan.Estimate{}, memplan.Run{}, fmt.Errorf("no DiT checkpoint to plan for")
-	}
-	f, err := e.opt.OpenCheckpoint(path)
+	run, err := e.planBase(path)
 	if err != nil {
-		return memplan.Estimate{}, memplan.Run{}, err
+		return memplan.Run{}, nil, err
 	}
-	fi, err := wan.DetectConfig(f)
-	f.Close()
-	if err != nil {
-		return memplan.Estimate{}, memplan.Run{}, err
-	}
-	opt := e.ditOptions()
-	opt.LoRA = nil
-	texts := 1
+	run.Width, run.Height, run.Frames, run.Samples = r.Size.W, r.Size.H, r.Frames, r.Samples
+	run.Texts = 1
 	prompts := []string{r.Prompt}
 	if r.Sampler == "unipc" {
-		texts = 2
+		run.Texts = 2
 		neg := r.Negative
 		if neg == "" {
 			neg = NegativePrompt
 		}
 		prompts = append(prompts, neg)
 	}
-	run := memplan.Run{
-		DiT: fi, Opt: opt, KeepExperts: e.opt.KeepExperts,
-		Width: r.Size.W, Height: r.Size.H, Frames: r.Frames, Texts: texts,
-		TextEncoder:     e.enc == nil && !e.cached(prompts),
-		KeepTextEncoder: e.opt.KeepTextEncoder || e.enc != nil,
-		Warm:            e.model != nil || e.decoder != nil || e.experts[0] != nil || e.experts[1] != nil,
-		LoRA:            len(e.loras) > 0 || len(r.LoRA) > 0,
-		ReleaseDiT:      e.opt.ReleaseDiT,
-		VAETile:         e.opt.VAETile,
+	return run, prompts, nil
+}
+
+// planBase is the part of a run that the engine's options and the DiT's
+// (at path), VAE's and text encoder's headers fix, read once per path.
+func (e *Engine) planBase(path string) (memplan.Run, error) {
+	if path == "" {
+		return memplan.Run{}, fmt.Errorf("no DiT checkpoint to plan for")
 	}
+	e.infoMu.Lock()
+	defer e.infoMu.Unlock()
+	if run, ok := e.plans[path]; ok {
+		return run, nil
+	}
+	f, err := e.opt.OpenCheckpoint(path)
+	if err != nil {
+		return memplan.Run{}, err
+	}
+	fi, err := wan.DetectConfig(f)
+	f.Close()
+	if err != nil {
+		return memplan.Run{}, err
+	}
+	run := memplan.Run{DiT: fi, Opt: e.planOptions(), KeepExperts: e.opt.KeepExperts,
+		ReleaseDiT: e.opt.ReleaseDiT, VAETile: e.opt.VAETile}
 	// The VAE's and text encoder's sizes from their headers (defaults when
 	// a header cannot be read: the load reports that error itself).
 	if f, err := e.opt.OpenCheckpoint(e.opt.VAE); err == nil {
 		run.VAE, _ = wanvae.ReadConfig(f)
 		f.Close()
 	}
-	if run.TextEncoder || run.KeepTextEncoder {
+	if e.opt.TextEncoder != "" {
 		if f, err := e.opt.OpenCheckpoint(e.opt.TextEncoder); err == nil {
 			run.Encoder, _, _ = umt5.DetectConfig(f)
 			f.Close()
 		}
 	}
-	est, err := memplan.Plan(run)
-	return est, run, err
+	if e.plans == nil {
+		e.plans = map[string]memplan.Run{}
+	}
+	e.plans[path] = run
+	return run, nil
 }
 
 // cached reports whether every prompt's embedding is in the prompt cache

@@ -14,6 +14,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/lora"
+	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
@@ -189,10 +190,10 @@ type Engine struct {
 	experts [2]*wan.Model   // image-to-video experts by Expert
 	loras   []*lora.Adapter // Options.LoRA, opened by New
 	// CheckRequest's state, guarded by infoMu (it runs beside Generate).
-	infoMu   sync.Mutex
-	fileInfo *wan.FileInfo // the DiT file's configuration
-	machine  *Budget       // the machine's memory
-	call     call          // the Generate call in progress
+	infoMu  sync.Mutex
+	plans   map[string]memplan.Run // planRun's header-derived part, by DiT path
+	machine *Budget                // the machine's memory
+	call    call                   // the Generate call in progress
 }
 
 // New makes an engine on backend b. Stages whose ops b lacks run on cpu
@@ -282,8 +283,17 @@ func closeLoRAs(as []*lora.Adapter) {
 
 // ditOptions are the wan options of every DiT the engine loads.
 func (e *Engine) ditOptions() wan.Options {
+	o := e.planOptions()
+	o.LoRA = e.loras
+	return o
+}
+
+// planOptions are ditOptions without the LoRA adapters: the memory plan's
+// (LoRAs merge into the weights, they add no device memory). It reads only
+// e.opt, so it is safe beside Generate and Close.
+func (e *Engine) planOptions() wan.Options {
 	return wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm,
-		ExactRounding: e.opt.ExactRounding, LoRA: e.loras, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
+		ExactRounding: e.opt.ExactRounding, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
 }
 
 // loraNotes adds a loaded model's LoRA warnings to the engine's notes.

@@ -3,60 +3,159 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 )
 
-func TestCheckMemoryCoarse(t *testing.T) {
+// fitFrames is the frame count a refusal's advice names.
+func fitFrames(t *testing.T, err error) int {
+	t.Helper()
+	msg := err.Error()
+	i := strings.Index(msg, "up to ")
+	if i < 0 {
+		t.Fatalf("no frame count in %q", msg)
+	}
+	var n int
+	if _, err := fmt.Sscanf(msg[i:], "up to %d frames fit", &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func memoryErr(t *testing.T, err error, want string) {
+	t.Helper()
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Code != CodeMemory || fe.Field != FieldFrames || !strings.Contains(err.Error(), want) {
+		t.Fatalf("want a %s refusal of the frames saying %q, got %v", CodeMemory, want, err)
+	}
+}
+
+// TestCheckPlan: the pre-queue check refuses exactly what the planner says
+// does not fit (GPU with its headroom, host), and the frame count it
+// advises is the largest whose plan fits.
+func TestCheckPlan(t *testing.T) {
 	c, err := wan.Preset("Wan2.1-T2V-1.3B")
 	if err != nil {
 		t.Fatal(err)
 	}
-	const weights = 2_840_000_000
-	gpu := Budget{Host: 64 << 30, Device: 8 << 30}
-	r, _ := Params{Prompt: "x"}.Request(Limits{})
-	if err := CheckMemory(r, c, weights, gpu); err != nil {
-		t.Fatalf("480p×81 on an 8 GiB GPU: %v", err)
+	run := memplan.Run{DiT: wan.FileInfo{Config: c, ProjL: true}, Opt: wan.Options{Attention: backend.SLA},
+		Width: 1280, Height: 720, Frames: 481, Texts: 1, TextEncoder: true, Warm: true}
+	plan := func(frames int) memplan.Estimate {
+		q := run
+		q.Frames = frames
+		est, err := memplan.Plan(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return est
 	}
-	// The estimate stays near the measured peaks (PERF.md: 4.09 GiB forward
-	// peak, 3.5 GiB VAE), on the large side.
-	m := EstimateMemory(r, c, weights)
-	if m.Device < 6<<30 || m.Device > 8<<30 {
-		t.Errorf("1.3B 480p×81 device estimate %.2f GiB, want 6-8 (2.6 weights + 3.5 VAE peak)", float64(m.Device)/(1<<30))
+	const total = 80 << 30
+	est := plan(481)
+	gpu := Budget{Host: 1 << 40, Device: est.GPU() + memplan.Headroom(total), DeviceTotal: total}
+	if err := CheckPlan(run, gpu); err != nil {
+		t.Fatalf("a budget of exactly the plan and its headroom: %v", err)
 	}
-	r, err = Params{Prompt: "x", Resolution: "720p", Frames: Ptr(481)}.Request(Limits{})
+	// One byte less is refused, and so is a GPU that holds the plan for
+	// 241 frames only: the advice is the largest 4k+1 count that fits.
+	gpu.Device--
+	memoryErr(t, CheckPlan(run, gpu), "GPU memory")
+	gpu.Device = plan(241).GPU() + memplan.Headroom(total)
+	err = CheckPlan(run, gpu)
+	memoryErr(t, err, "at 1280x720 up to ")
+	n := fitFrames(t, err)
+	if n < 241 || n >= 481 || (n-1)%4 != 0 {
+		t.Fatalf("advice %d frames, want 4k+1 in [241, 481)", n)
+	}
+	if !memplan.Fit(plan(n), gpu.Device, total) || memplan.Fit(plan(n+4), gpu.Device, total) {
+		t.Fatalf("the planner disagrees with the advice of %d frames", n)
+	}
+	run.Frames = n
+	if err := CheckPlan(run, gpu); err != nil {
+		t.Fatalf("%d frames said to fit: %v", n, err)
+	}
+	run.Frames = 481
+	// The host guard holds on a GPU machine too.
+	host := Budget{Host: est.Host - 1, Device: 1 << 40, DeviceTotal: 1 << 40}
+	memoryErr(t, CheckPlan(run, host), "of memory, the machine has")
+	// On the CPU (no device) the plan's device part is host memory.
+	cpuB := Budget{Host: est.Host + est.GPU()}
+	if err := CheckPlan(run, cpuB); err != nil {
+		t.Fatalf("CPU with the plan's memory: %v", err)
+	}
+	cpuB.Host--
+	memoryErr(t, CheckPlan(run, cpuB), "of memory, the machine has")
+	// A GPU too small for the weights: nothing fits.
+	memoryErr(t, CheckPlan(run, Budget{Host: 1 << 40, Device: 2 << 30, DeviceTotal: 2 << 30}), "no frame count fits")
+}
+
+// TestCheckRequestPlans: the server's check on an engine with tiny models
+// and a small GPU is at least as strict as Generate's plan once the models
+// are loaded, refuses a billion frames without allocating, and the frame
+// count it advises passes.
+func TestCheckRequestPlans(t *testing.T) {
+	fx := newI2VFixture(t)
+	files := fx.files
+	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
+	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
+		t.Fatal(err)
+	}
+	const total = 4 << 30
+	newEngine := func(free int64, lim Limits) *Engine {
+		g := smallGPU{Backend: cpu.New(), free: free, total: total}
+		eng, err := New(g, g, Options{Files: files, Attention: backend.Dense, KeepTextEncoder: true, Limits: lim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(eng.Close)
+		return eng
+	}
+	req := Request{Prompt: "a fox", Steps: 1, SigmaMax: 80, Size: Size{32, 32}, Frames: 1, Seed: 3, Samples: 1}
+	eng := newEngine(total, Limits{})
+	if err := eng.CheckRequest(req); err != nil {
+		t.Fatalf("a request that fits: %v", err)
+	}
+	// Generate's plan with every model loaded (a warm server): the
+	// pre-queue check must refuse a device that this plan does not fit.
+	if _, err := eng.Generate(t.Context(), req); err != nil {
+		t.Fatal(err)
+	}
+	warm, _, err := eng.MemoryPlan(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gpu.Device = 16 << 30
-	err = CheckMemory(r, c, weights, gpu)
+	tight := newEngine(warm.GPU()+memplan.Headroom(total)-1, Limits{})
+	memoryErr(t, tight.CheckRequest(req), "GPU memory")
+
+	// A billion frames: refused by the limits, and with the limits
+	// raised by the memory check, without allocating for the frames.
+	big := req
+	big.Frames = 1000000001
 	var fe *FieldError
-	if !errors.As(err, &fe) || fe.Code != CodeMemory || fe.Field != FieldFrames || !strings.Contains(err.Error(), "GPU memory") || !strings.Contains(err.Error(), "at 1280x720 up to ") {
-		t.Fatalf("720p×481 on 16 GiB: %v", err)
+	if err := eng.CheckRequest(big); !errors.As(err, &fe) || fe.Code != CodeTooLarge || fe.Field != FieldFrames {
+		t.Fatalf("a billion frames under the default limits: %v", err)
 	}
-	// What it says fits does fit, and 4 frames more does not.
-	var n int
-	msg := err.Error()
-	if _, err := fmt.Sscanf(msg[strings.Index(msg, "up to "):], "up to %d frames fit", &n); err != nil {
-		t.Fatal(err)
+	loose := newEngine(total, Limits{MaxFrames: 2000000001})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err = loose.CheckRequest(big)
+	runtime.ReadMemStats(&after)
+	memoryErr(t, err, "GPU memory")
+	if a := after.TotalAlloc - before.TotalAlloc; a > 8<<20 {
+		t.Errorf("the check allocated %d bytes", a)
 	}
-	r.Frames = n
-	if err := CheckMemory(r, c, weights, gpu); err != nil {
+	n := fitFrames(t, err)
+	big.Frames = n
+	if err := loose.CheckRequest(big); err != nil {
 		t.Fatalf("%d frames said to fit: %v", n, err)
 	}
-	r.Frames = n + 4
-	if err := CheckMemory(r, c, weights, gpu); err == nil {
-		t.Fatalf("%d frames fit too", n+4)
-	}
-	// On the CPU (no device budget) everything counts against host memory.
-	r.Frames = 81
-	if err := CheckMemory(r, c, weights, Budget{Host: 2 << 30}); err == nil || !strings.Contains(err.Error(), "of memory, the machine has 2.0 GiB") {
-		t.Fatalf("CPU with 2 GiB: %v", err)
-	}
-	// A GPU too small for the weights: nothing fits.
-	if err := CheckMemory(r, c, weights, Budget{Host: 64 << 30, Device: 2 << 30}); err == nil || !strings.Contains(err.Error(), "no frame count fits") {
-		t.Fatalf("2 GiB GPU: %v", err)
-	}
+	big.Frames = n + 4
+	memoryErr(t, loose.CheckRequest(big), "GPU memory")
 }
