@@ -3,7 +3,7 @@
 // the options that would fit, instead of failing minutes in.
 //
 // The GPU figures model the CUDA backend: its pool rounds every
-// allocation to a size class (RoundClass) and the peak is the pool's
+// allocation to a size class (internal/sizeclass) and the peak is the pool's
 // high-water mark of bytes in live tensors (what `bench` reports as
 // "peak"). Weights are counted tensor by tensor as the loaders upload
 // them (wan.DeviceTensors; the VAE and umT5 lists); the DiT forward's
@@ -24,6 +24,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/sizeclass"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -33,27 +34,9 @@ import (
 // GiB is 2³⁰ bytes.
 const GiB = 1 << 30
 
-// RoundClass is the CUDA pool's size class of an n-byte allocation
-// (backend/cuda/memory.go roundClass): powers of two from 512 bytes up to
-// 1 MiB, then multiples of 2 MiB.
-func RoundClass(n int64) int64 {
-	if n <= 0 {
-		n = 1
-	}
-	if n <= 1<<20 {
-		c := int64(512)
-		for c < n {
-			c <<= 1
-		}
-		return c
-	}
-	const g = 2 << 20
-	return (n + g - 1) / g * g
-}
-
 // bytesOf is the pool size of a tensor of dtype dt and shape.
 func bytesOf(dt tensor.DType, shape ...int) int64 {
-	return RoundClass(int64(tensor.NumElements(shape)) * int64(dt.Size()))
+	return sizeclass.Round(int64(tensor.NumElements(shape)) * int64(dt.Size()))
 }
 
 // sumTensors is the pool size of a list of tensors.

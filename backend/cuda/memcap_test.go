@@ -1,10 +1,6 @@
 package cuda
 
-import (
-	"testing"
-
-	"github.com/turbodiffusion-go/turbodiffusion/memplan"
-)
+import "testing"
 
 func TestParseBytes(t *testing.T) {
 	for _, c := range []struct {
@@ -18,16 +14,6 @@ func TestParseBytes(t *testing.T) {
 	for _, bad := range []string{"", "x", "-1G", "0", "GiB"} {
 		if _, err := parseBytes(bad); err == nil {
 			t.Errorf("%q: want an error", bad)
-		}
-	}
-}
-
-// TestRoundClassMatchesPlanner: the planner's copy of the pool's size
-// classes is the pool's.
-func TestRoundClassMatchesPlanner(t *testing.T) {
-	for _, n := range []int64{0, 1, 511, 512, 513, 4096, 1<<20 - 1, 1 << 20, 1<<20 + 1, 3 << 20, 335_462_400, 905_748_480} {
-		if a, b := roundClass(n), memplan.RoundClass(n); a != b {
-			t.Errorf("%d bytes: pool class %d, planner %d", n, a, b)
 		}
 	}
 }

@@ -10,12 +10,14 @@ import (
 	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/sizeclass"
 )
 
-// pool reuses device allocations. Blocks are rounded to size classes (powers
-// of two up to 1 MiB, then multiples of 2 MiB) and kept on free lists
-// instead of going back to the driver: a denoising step asks for the same
-// sizes again and again, and cuMemFree synchronises the device.
+// pool reuses device allocations. Blocks are rounded to size classes
+// (sizeclass.Round: powers of two up to 1 MiB, then multiples of 2 MiB)
+// and kept on free lists instead of going back to the driver: a denoising
+// step asks for the same sizes again and again, and cuMemFree synchronises
+// the device.
 //
 // Freed memory may be handed out again while earlier kernels that read it
 // are still queued: that is safe because every kernel runs on one stream, in
@@ -28,21 +30,6 @@ type pool struct {
 	peak   int64 // high-water mark of inUse
 	total  int64 // bytes held from the driver
 	gen    int   // bumped by every release, to see GC cleanups arrive
-}
-
-func roundClass(n int64) int64 {
-	if n <= 0 {
-		n = 1
-	}
-	if n <= 1<<20 {
-		c := int64(512)
-		for c < n {
-			c <<= 1
-		}
-		return c
-	}
-	const g = 2 << 20
-	return (n + g - 1) / g * g
 }
 
 func (p *pool) take(c int64) (uintptr, bool) {
@@ -76,7 +63,7 @@ func (p *pool) release(ptr uintptr, c int64) {
 // unreachable tensors, then gives every cached block back to the driver,
 // and only then fails, saying how much was asked and how much is free.
 func (b *Backend) alloc(n int64) (uintptr, int64) {
-	c := roundClass(n)
+	c := sizeclass.Round(n)
 	if p, ok := b.pool.take(c); ok {
 		return p, c
 	}
