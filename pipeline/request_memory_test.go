@@ -122,9 +122,29 @@ func TestCheckRequestPlans(t *testing.T) {
 	if err := eng.CheckRequest(req); err != nil {
 		t.Fatalf("a request that fits: %v", err)
 	}
-	// Generate's plan with every model loaded (a warm server): the
-	// pre-queue check must refuse a device that this plan does not fit.
-	if _, err := eng.Generate(t.Context(), req); err != nil {
+	// Checks run beside Generate, as a server's do (go test -race sees
+	// any engine state they share). Then Generate's plan with every model
+	// loaded (a warm server): the pre-queue check must refuse a device
+	// that this plan does not fit.
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if err := eng.CheckRequest(req); err != nil {
+				t.Error(err)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	_, err := eng.Generate(t.Context(), req)
+	close(stop)
+	<-done
+	if err != nil {
 		t.Fatal(err)
 	}
 	warm, _, err := eng.MemoryPlan(req)
