@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/internal/parallel"
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
 	"github.com/turbodiffusion-go/turbodiffusion/sampler"
 )
@@ -42,6 +43,41 @@ type PreviewDecoder interface {
 // from the first to the last.
 const previewFrames = 4
 
+// tinyPreview previews with the tiny VAE at full resolution: the listed
+// latent frames, gathered into a short latent of their own, are decoded in
+// the tiny VAE's parallel mode, and each listed frame shows the last video
+// frame of its group (latent frame 0 gives one video frame, every later one
+// four). The frames lose their temporal context, which a preview can afford:
+// it costs len(frames)/T of a full tiny decode.
+type tinyPreview struct{ m *taehv.Model }
+
+func (p tinyPreview) PreviewFrames(x0 []float32, shape []int, frames []int) (int, int, [][]byte, error) {
+	C, T, plane := shape[0], shape[1], shape[2]*shape[3]
+	sub := make([]float32, C*len(frames)*plane)
+	for i, t := range frames {
+		if t < 0 || t >= T {
+			return 0, 0, nil, fmt.Errorf("preview: latent frame %d of %d", t, T)
+		}
+		for c := 0; c < C; c++ {
+			copy(sub[(c*len(frames)+i)*plane:][:plane], x0[(c*T+t)*plane:][:plane])
+		}
+	}
+	vid, vs, err := p.m.Decode(sub, []int{C, len(frames), shape[2], shape[3]})
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	all, err := taehv.Frames(vid, vs)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	out := make([][]byte, len(frames))
+	for i := range frames {
+		j := min(4*i, len(all)-1) // the last video frame of sub-latent frame i
+		out[i] = all[j]
+	}
+	return vs[3], vs[2], out, nil
+}
+
 // linearPreview is the fallback PreviewDecoder: the VAE's fitted linear
 // colour map at latent resolution.
 type linearPreview struct{ m *wanvae.RGBMap }
@@ -59,10 +95,18 @@ func (p linearPreview) PreviewFrames(x0 []float32, shape []int, frames []int) (i
 }
 
 // previewDecoder is the decoder for this request's previews: Options.Preview,
-// or the linear map fitted to the VAE (loading the VAE first, once).
+// else the tiny VAE when it is the engine's decoder (then there may be no Wan
+// VAE at all), else the linear map fitted to the Wan VAE (loading it first,
+// once).
 func (e *Engine) previewDecoder() (PreviewDecoder, error) {
 	if e.opt.Preview != nil {
 		return e.opt.Preview, nil
+	}
+	if e.opt.TinyVAE != "" {
+		if err := e.loadDecoder(); err != nil {
+			return nil, err
+		}
+		return tinyPreview{e.tiny}, nil
 	}
 	if err := e.loadVAE(); err != nil {
 		return nil, err

@@ -101,3 +101,61 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 		t.Fatalf("MP4 holds %d frames, want 9", len(got))
 	}
 }
+
+// TestTinyVAEPreviews: with --vae tiny and no Wan VAE in the folder, live
+// previews come from the tiny VAE at video resolution, one per step, and
+// the preview decoder shows the right frames.
+func TestTinyVAEPreviews(t *testing.T) {
+	dir := t.TempDir()
+	enc := filepath.Join(dir, TextEncoderFile)
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
+		t.Fatal(err)
+	}
+	files, err := FindModels(dir, "", Files{
+		DiT:       golden.Path(t, "dit_weights.pth"),
+		Tokenizer: golden.Path(t, "tokenizer"),
+		TinyVAE:   golden.TAEHVWeights(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New()
+	eng, err := New(be, be, Options{Files: files, Attention: backend.Dense})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	var got []Preview
+	req := Request{Prompt: "A red fox", Steps: 2, SigmaMax: 80, Size: Size{256, 128}, Frames: 9, Seed: 5, Samples: 1,
+		OnPreview: func(p Preview) { got = append(got, p) }}
+	res, err := eng.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d previews for 2 steps", len(got))
+	}
+	last := got[len(got)-1]
+	if last.Width != 256 || last.Height != 128 || len(last.Frames) == 0 {
+		t.Fatalf("preview %dx%d with %d frames, want the tiny VAE's 256x128", last.Width, last.Height, len(last.Frames))
+	}
+	// The decoder itself: the first listed latent frame decodes on its own
+	// (the tiny VAE is causal), so it must be the full decode's first frame,
+	// byte for byte; a later frame is the last video frame of its group.
+	lat := res.Latents[0]
+	T := len(lat) / (16 * 16 * 32)
+	w, h, rgb, err := tinyPreview{eng.tiny}.PreviewFrames(lat, []int{16, T, 16, 32}, []int{0, T - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w != 256 || h != 128 || len(rgb) != 2 {
+		t.Fatalf("PreviewFrames: %d frames of %dx%d", len(rgb), w, h)
+	}
+	want := res.Clip.Frames[0]
+	for j := range want {
+		if rgb[0][j] != want[j] {
+			t.Fatalf("preview of latent frame 0, byte %d: %d, the clip's first frame %d", j, rgb[0][j], want[j])
+		}
+	}
+}

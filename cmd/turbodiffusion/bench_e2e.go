@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,6 +15,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
+	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/models/umt5"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
@@ -26,7 +28,7 @@ type benchE2EFlags struct {
 	frames, steps, runs                                          int
 	topk                                                         float64
 	preview                                                      bool
-	preset                                                       string
+	preset, vae                                                  string
 	crf, vaeTile                                                 int
 }
 
@@ -64,6 +66,7 @@ they time the encoder with its weights resident. Needs a tokenizer folder
 	fl.BoolVar(&f.preview, "preview", false, "ask for a live preview after every step (the linear one unless a preview decoder is set) and report its cost")
 	fl.StringVar(&f.preset, "preset", video.DefaultPreset, "x264 preset of the MP4")
 	fl.IntVar(&f.crf, "crf", video.CRF, "x264 CRF of the MP4")
+	fl.StringVar(&f.vae, "vae", "wan", "decoder: wan (the Wan2.1 VAE) or tiny (TAEHV's TAEW2.1 decoder, random weights; also the preview decoder)")
 	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (0: untiled)")
 	fl.StringVar(&f.out, "out", "", "video file each run writes, the last one kept (.mp4 needs ffmpeg; default: a temporary .mp4, or .gif without ffmpeg)")
 	for _, c := range root.Commands() {
@@ -92,6 +95,17 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	if err != nil {
 		return err
 	}
+	names := pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: f.tokenizer}
+	switch strings.ToLower(f.vae) {
+	case "wan", "":
+	case "tiny":
+		names.VAE, names.TinyVAE = "", "taew"
+		if f.vaeTile > 0 {
+			return fmt.Errorf("--vae-tile %d: tiles are for the Wan VAE, not --vae tiny", f.vaeTile)
+		}
+	default:
+		return fmt.Errorf("--vae %q: choose wan or tiny", f.vae)
+	}
 	be, note, err := backend.Open(f.device)
 	if err != nil {
 		return fmt.Errorf("--device %s: %w", f.device, err)
@@ -105,6 +119,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		"umt5": testmodels.NewRandom("random:umt5-xxl", umt5.Tensors(umt5.XXL), 1),
 		"dit":  testmodels.NewRandom("random:"+cfg.Name, wan.Tensors(cfg), 2),
 		"vae":  testmodels.NewRandom("random:wan2.1-vae", wanvae.Tensors(wanvae.Config{Dim: 96, ZDim: 16}), 3),
+		"taew": testmodels.NewRandom("random:taew2_1", taehv.Tensors(16), 4),
 	}
 	encoding := video.Encoding{Preset: f.preset, CRF: f.crf}
 	if err := encoding.Validate(); err != nil {
@@ -114,11 +129,16 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	eng, err := pipeline.New(be, cpuBE, pipeline.Options{
 		Encoding:        encoding,
 		VAETile:         f.vaeTile,
-		Files:           pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: f.tokenizer},
+		Files:           names,
 		Attention:       attn,
 		TopK:            req.TopK,
 		KeepTextEncoder: true,
-		OpenCheckpoint:  func(p string) (checkpoint.File, error) { return files[p], nil },
+		OpenCheckpoint: func(p string) (checkpoint.File, error) {
+			if f, ok := files[p]; ok {
+				return f, nil
+			}
+			return nil, fmt.Errorf("bench e2e: no random model named %q", p)
+		},
 	})
 	if err != nil {
 		return err
@@ -156,6 +176,9 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	what := ""
 	if f.preview {
 		what += ", previews"
+	}
+	if names.TinyVAE != "" {
+		what += ", tiny VAE"
 	}
 	if f.vaeTile > 0 {
 		what += fmt.Sprintf(", VAE tiles of %d latent px", f.vaeTile)

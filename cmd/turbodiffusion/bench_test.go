@@ -70,6 +70,8 @@ func TestBenchDeviceFlag(t *testing.T) {
 		{[]string{"bench", "--device", "tpu"}, []string{"--device", "tpu", "auto"}},
 		{[]string{"bench", "--device", "cpu"}, []string{"--device cpu", "bench e2e --device cpu"}},
 		{[]string{"bench", "e2e", "--device", "tpu", "--tokenizer", t.TempDir()}, []string{"--device tpu", "unknown backend"}},
+		{[]string{"bench", "e2e", "--device", "cpu", "--vae", "big", "--tokenizer", t.TempDir()}, []string{"--vae", "big", "wan or tiny"}},
+		{[]string{"bench", "e2e", "--device", "cpu", "--vae", "tiny", "--vae-tile", "8", "--tokenizer", t.TempDir()}, []string{"--vae-tile 8", "--vae tiny"}},
 	} {
 		_, _, err := run(t, c.args...)
 		if err == nil {
