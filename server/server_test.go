@@ -766,6 +766,10 @@ func multipartBody(t *testing.T, fields map[string]string, img []byte) (string, 
 	return mw.FormDataContentType(), b.String()
 }
 
+// listDir lists dir's files, leaving out the job index's temporary file:
+// the saver goroutine writes the index to .index.json.partial-* and renames
+// it, whenever a job changes, so a listing may catch one in passing (the
+// start-up and shutdown clean-ups remove any that a crash left).
 func listDir(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -774,6 +778,9 @@ func listDir(t *testing.T, dir string) []string {
 	}
 	var out []string
 	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "."+indexFile+".partial-") {
+			continue
+		}
 		out = append(out, e.Name())
 	}
 	return out

@@ -94,7 +94,8 @@ func TestWebPageInChromium(t *testing.T) {
 	defer cancelA()
 	ctx, cancelC := chromedp.NewContext(actx)
 	defer cancelC()
-	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
+	// Generous: on a loaded 2-core CI machine Chromium itself takes seconds to start.
+	ctx, cancelT := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancelT()
 
 	// eval runs a JavaScript expression and decodes its value.
@@ -109,7 +110,7 @@ func TestWebPageInChromium(t *testing.T) {
 	// waitJS polls a JavaScript condition.
 	waitJS := func(what, expr string) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(90 * time.Second)
 		for eval("!!("+expr+")") != true {
 			if time.Now().After(deadline) {
 				t.Fatalf("timed out waiting for %s\nmessage: %v\n%v\nserver log:\n%s", what, eval(`document.getElementById("msg").textContent`), eval(`document.getElementById("jobs").outerHTML`), ts.log.String())
