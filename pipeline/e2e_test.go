@@ -17,26 +17,29 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
+// tinyFiles is a models folder of tiny models: the set's DiT and tokenizer,
+// a random umT5 written into a fresh folder that fits them (the tokenizer's
+// vocabulary, the DiT's text width), and the decoder files of over.
+func tinyFiles(t *testing.T, over Files) (dir string, files Files) {
+	t.Helper()
+	dir = t.TempDir()
+	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
+	if err := testmodels.WriteUMT5(filepath.Join(dir, TextEncoderFile), goldenVocab(t), textDim, 7); err != nil {
+		t.Fatal(err)
+	}
+	over.DiT, over.Tokenizer = golden.Path(t, "dit_weights.pth"), golden.Path(t, "tokenizer")
+	files, err := FindModels(dir, "", over)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, files
+}
+
 // TestGenerateEndToEndCPU runs prompt → tokens → umT5 → DiT (2 rCM steps) →
 // VAE → MP4 on tiny models: the golden DiT and VAE, the golden tokenizer and
 // a random umT5 that fits them.
 func TestGenerateEndToEndCPU(t *testing.T) {
-	dir := t.TempDir()
-	enc := filepath.Join(dir, TextEncoderFile)
-	// The random encoder fits the set: the tokenizer's vocabulary, the
-	// DiT's text width.
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
-	files, err := FindModels(dir, "", Files{
-		DiT:       golden.Path(t, "dit_weights.pth"),
-		VAE:       golden.Path(t, "vae.safetensors"),
-		Tokenizer: golden.Path(t, "tokenizer"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, files := tinyFiles(t, Files{VAE: golden.Path(t, "vae.safetensors")})
 	be := cpu.New()
 	eng, err := New(be, be, Options{Files: files, Attention: backend.SLA, TopK: 0.25, CacheDir: filepath.Join(dir, "cache")})
 	if err != nil {

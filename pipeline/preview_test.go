@@ -2,34 +2,19 @@ package pipeline
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
 // tinyEngine is an engine on the set's tiny DiT and VAE with a random umT5.
 func tinyEngine(t *testing.T, opt Options) *Engine {
 	t.Helper()
-	dir := t.TempDir()
-	enc := filepath.Join(dir, TextEncoderFile)
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
-	files, err := FindModels(dir, "", Files{
-		DiT:       golden.Path(t, "dit_weights.pth"),
-		VAE:       golden.Path(t, "vae.safetensors"),
-		Tokenizer: golden.Path(t, "tokenizer"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, files := tinyFiles(t, Files{VAE: golden.Path(t, "vae.safetensors")})
 	opt.Files, opt.Attention = files, backend.Dense // SLA needs more key blocks than these sizes have
 	be := cpu.New()
 	eng, err := New(be, be, opt)

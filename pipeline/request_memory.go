@@ -1,11 +1,7 @@
 package pipeline
 
 import (
-	"bufio"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 )
@@ -66,31 +62,9 @@ func CheckPlan(run memplan.Run, b Budget) error {
 		if b.DeviceTotal == 0 {
 			host += est.GPU()
 		}
-		need = fmt.Sprintf("needs about %s of memory, the machine has %s", gib(host), gib(b.Host))
+		need = fmt.Sprintf("needs about %s of memory, the machine has %s", memplan.FormatGiB(host), memplan.FormatGiB(b.Host))
 	}
 	return fieldErr(FieldFrames, CodeMemory, run.Frames, "%s; %s", need, fit)
-}
-
-func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
-
-// HostMemory is the machine's total memory (Linux /proc/meminfo), or 0
-// when it cannot be read.
-func HostMemory() int64 {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err == nil {
-				return kb << 10
-			}
-		}
-	}
-	return 0
 }
 
 // CheckRequest checks a request as Generate would, without running it:
@@ -125,7 +99,8 @@ func (e *Engine) budget() Budget {
 	e.infoMu.Lock()
 	defer e.infoMu.Unlock()
 	if e.machine == nil {
-		b := Budget{Host: HostMemory()}
+		host, _ := memplan.HostTotal() // 0 (unknown): no host guard
+		b := Budget{Host: host}
 		if dm, ok := e.dit.(deviceMemory); ok {
 			free, total := dm.MemInfo()
 			_, _, held := dm.MemStats()

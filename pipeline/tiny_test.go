@@ -9,7 +9,6 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/taehv"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
@@ -19,20 +18,7 @@ import (
 // models (no Wan VAE at all): the clip's frames are the tiny VAE's decode
 // of the pipeline's latent, and a streamed MP4 holds as many frames.
 func TestGenerateTinyVAECPU(t *testing.T) {
-	dir := t.TempDir()
-	enc := filepath.Join(dir, TextEncoderFile)
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
-	files, err := FindModels(dir, "", Files{
-		DiT:       golden.Path(t, "dit_weights.pth"),
-		Tokenizer: golden.Path(t, "tokenizer"),
-		TinyVAE:   golden.TAEHVWeights(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, files := tinyFiles(t, Files{TinyVAE: golden.TAEHVWeights(t)})
 	if files.VAE != "" {
 		t.Fatalf("Wan VAE %q found in an empty folder", files.VAE)
 	}
@@ -106,20 +92,7 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 // previews come from the tiny VAE at video resolution, one per step, and
 // the preview decoder shows the right frames.
 func TestTinyVAEPreviews(t *testing.T) {
-	dir := t.TempDir()
-	enc := filepath.Join(dir, TextEncoderFile)
-	textDim := golden.LoadManifest(t).Int(t, "configs", "dit", "text_dim")
-	if err := testmodels.WriteUMT5(enc, goldenVocab(t), textDim, 7); err != nil {
-		t.Fatal(err)
-	}
-	files, err := FindModels(dir, "", Files{
-		DiT:       golden.Path(t, "dit_weights.pth"),
-		Tokenizer: golden.Path(t, "tokenizer"),
-		TinyVAE:   golden.TAEHVWeights(t),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, files := tinyFiles(t, Files{TinyVAE: golden.TAEHVWeights(t)})
 	be := cpu.New()
 	eng, err := New(be, be, Options{Files: files, Attention: backend.Dense})
 	if err != nil {
