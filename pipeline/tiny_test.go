@@ -58,7 +58,7 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vid, vs, err := m.Decode(res.Latents[0], []int{16, 3, 16, 32})
+	vid, vs, err := m.Decode(res.Latents[0], latentShape(t, req))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,9 +116,9 @@ func TestTinyVAEPreviews(t *testing.T) {
 	// The decoder itself: the first listed latent frame decodes on its own
 	// (the tiny VAE is causal), so it must be the full decode's first frame,
 	// byte for byte; a later frame is the last video frame of its group.
-	lat := res.Latents[0]
-	T := len(lat) / (16 * 16 * 32)
-	w, h, rgb, err := tinyPreview{eng.tiny}.PreviewFrames(lat, []int{16, T, 16, 32}, []int{0, T - 1})
+	lat, ls := res.Latents[0], latentShape(t, req)
+	T := ls[1]
+	w, h, rgb, err := tinyPreview{eng.tiny}.PreviewFrames(lat, ls, []int{0, T - 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,4 +131,13 @@ func TestTinyVAEPreviews(t *testing.T) {
 			t.Fatalf("preview of latent frame 0, byte %d: %d, the clip's first frame %d", j, rgb[0][j], want[j])
 		}
 	}
+}
+
+// latentShape is the latent [C,T,H,W] of a one-sample request on the set's
+// DiT: its output channels from the manifest, 4× fewer frames (plus the
+// first) and 8× fewer pixels each way, the VAEs' compression.
+func latentShape(t *testing.T, r Request) []int {
+	t.Helper()
+	c := golden.LoadManifest(t).Int(t, "configs", "dit", "out_dim")
+	return []int{c, (r.Frames-1)/4 + 1, r.Size.H / 8, r.Size.W / 8}
 }
