@@ -177,3 +177,33 @@ extern "C" __global__ void attn_out_kernel(void* out, int dt, const float* O, co
     stv(out, dt, (c * T + t) * P + ip, __fmul_rn(O[i], inv[ip]));
   }
 }
+
+// Decoded video to bytes: internal/rgb24's rule for one value, its float32
+// steps spelled with _rn intrinsics so that no multiply-add is fused and
+// every byte equals the host conversion's. sgn = 1: the Wan VAE's [-1, 1],
+// byte = trunc(clamp((1 + clamp(x,-1,1))/2, 0, 1)·255 + 0.5); sgn = 0:
+// TAEHV's [0, 1], byte = trunc(x·255 + 0.5) inside, 0 / 255 outside. NaN
+// gives 0.
+__device__ __forceinline__ unsigned char rgb24_byte(float x, int sgn) {
+  if (sgn) {
+    if (!(x >= -1.f)) x = -1.f;
+    else if (x > 1.f) x = 1.f;
+    float p = __fdiv_rn(__fadd_rn(1.f, x), 2.f);
+    p = fminf(fmaxf(p, 0.f), 1.f);
+    return (unsigned char)__float2uint_rz(__fadd_rn(__fmul_rn(p, 255.f), 0.5f));
+  }
+  if (!(x >= 0.f)) return 0;
+  if (x >= 1.f) return 255;
+  return (unsigned char)__float2uint_rz(__fadd_rn(__fmul_rn(x, 255.f), 0.5f));
+}
+
+// video_rgb24_kernel turns a video x [3,F,H,W] (dtype dt) into F frames of
+// interleaved RGB bytes out [F][H][W][3]; n = F·H·W pixels, one per thread:
+// channel c of pixel i is x[c·n + i].
+extern "C" __global__ void video_rgb24_kernel(unsigned char* out, const void* x, int dt, long long n, int sgn) {
+  GRID_STRIDE(i, n) {
+    out[3 * i] = rgb24_byte(ldv(x, dt, i), sgn);
+    out[3 * i + 1] = rgb24_byte(ldv(x, dt, n + i), sgn);
+    out[3 * i + 2] = rgb24_byte(ldv(x, dt, 2 * n + i), sgn);
+  }
+}

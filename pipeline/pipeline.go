@@ -756,13 +756,7 @@ func (e *Engine) decodeFrames(latent []float32, shape []int, emit func(first int
 			return emit(first, f, cs[3], cs[2])
 		})
 	}
-	return e.decoder.DecodeChunks(latent, shape, func(first int, chunk []float32, cs []int) error {
-		f, err := wanvae.Frames(chunk, cs)
-		if err != nil {
-			return err
-		}
-		return emit(first, f, cs[3], cs[2])
-	})
+	return e.decoder.DecodeFrames(latent, shape, emit) // on the GPU: bytes converted there, copied while the next chunk runs
 }
 
 func (e *Engine) loadVAE() error {

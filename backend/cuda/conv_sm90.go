@@ -173,10 +173,13 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 		xpPtr = xp.buf.ptr
 		b.convPack(xp, x, hp, th, g, xshape, p, keep, up, ex, &tail)
 	}
-	wr := b.newTensor(tensor.BF16, []int{ntap * cout, cin})
-	defer b.Free(wr)
-	b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
-		dtCode(w.dt), int32(cout), int32(cin), int32(ntap))
+	wr, tmp := b.derivedWeight(w, "tap", tensor.BF16, []int{ntap * cout, cin}, func(wr *Tensor) {
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
+			dtCode(w.dt), int32(cout), int32(cin), int32(ntap))
+	})
+	if tmp {
+		defer b.Free(wr)
+	}
 
 	k := convTMAPick(cin, cout, convPersist)
 	mrows := to * hpd * wpd // output rows on the padded grid

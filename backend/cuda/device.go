@@ -50,6 +50,9 @@ type Backend struct {
 	Poison bool
 
 	prof *kernelProfile // non-nil between StartProfile and StopProfile (profile.go)
+
+	// pinnedFree are free page-locked buffers of DownloadAsync (download.go).
+	pinnedFree []pinnedBuf
 }
 
 // DeviceInfo describes the GPU and the libraries in use.

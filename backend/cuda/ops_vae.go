@@ -185,11 +185,14 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 	}
 	if x.dt == tensor.BF16 && cout <= convSmallMax && kt*kh*kw*cin <= convSmallW {
 		ntap := kt * kh * kw
-		wp := b.newTensor(tensor.F32, []int{ntap, cin, convSmallMax})
-		defer b.Free(wp)
-		if n := wp.n(); n > 0 {
-			b.launch(b.fn("conv3d.cu", "conv_wpack_small_kernel"), b.gridFor(n), block256, 0, wp.buf.ptr, w.buf.ptr, dtCode(w.dt),
-				int32(cout), int32(cin), int32(ntap))
+		wp, tmp := b.derivedWeight(w, "small", tensor.F32, []int{ntap, cin, convSmallMax}, func(wp *Tensor) {
+			if n := wp.n(); n > 0 {
+				b.launch(b.fn("conv3d.cu", "conv_wpack_small_kernel"), b.gridFor(n), block256, 0, wp.buf.ptr, w.buf.ptr, dtCode(w.dt),
+					int32(cout), int32(cin), int32(ntap))
+			}
+		})
+		if tmp {
+			defer b.Free(wp)
 		}
 		args := append([]any{y.buf.ptr, x.buf.ptr, hp, int32(th), wp.buf.ptr, bp, bdt}, geom...)
 		args = append(args, int32(kt), int32(kh), int32(kw), int32(st), int32(sh), int32(sw),
@@ -200,11 +203,14 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 	if x.dt == tensor.BF16 {
 		ntap := kt * kh * kw
 		cinp := (cin + 31) / 32 * 32
-		wr := b.newTensor(tensor.BF16, []int{cout, ntap, cinp})
-		defer b.Free(wr)
-		if n := wr.n(); n > 0 {
-			b.launch(b.fn("conv3d.cu", "conv_wpack_kernel"), b.gridFor(n), block256, 0, wr.buf.ptr, w.buf.ptr, dtCode(w.dt),
-				int32(cout), int32(cin), int32(ntap), int32(cinp))
+		wr, tmp := b.derivedWeight(w, "mma", tensor.BF16, []int{cout, ntap, cinp}, func(wr *Tensor) {
+			if n := wr.n(); n > 0 {
+				b.launch(b.fn("conv3d.cu", "conv_wpack_kernel"), b.gridFor(n), block256, 0, wr.buf.ptr, w.buf.ptr, dtCode(w.dt),
+					int32(cout), int32(cin), int32(ntap), int32(cinp))
+			}
+		})
+		if tmp {
+			defer b.Free(wr)
 		}
 		name, bm, bn, smem := convTile(cout)
 		tiles := int64((cout+bm-1)/bm) * ((P + int64(bn) - 1) / int64(bn))
@@ -222,6 +228,43 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 		int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]))
 	b.launch(b.fn("conv3d.cu", "conv3d_f32_kernel"), [3]int{int((P + 127) / 128), (cout + 7) / 8, 1}, [3]int{128, 1, 1}, 0, args...)
 	return y, nil
+}
+
+var _ backend.Constants = (*Backend)(nil)
+
+// MarkConstant implements backend.Constants: the convolutions then repack
+// these weights once (derivedWeight) instead of on every call.
+func (b *Backend) MarkConstant(ts ...backend.Tensor) {
+	for _, t := range ts {
+		if t != nil {
+			T(t).buf.constant = true
+		}
+	}
+}
+
+// derivedWeight returns w's form key (dtype dt, shape shape) written by
+// pack. For a constant w (MarkConstant) it is made once, kept out of every
+// scope and cached on w's buffer, which frees it with itself; otherwise it
+// is made now and tmp tells the caller to free it after queueing its use.
+// Caller holds the device.
+func (b *Backend) derivedWeight(w *Tensor, key string, dt tensor.DType, shape []int, pack func(*Tensor)) (t *Tensor, tmp bool) {
+	if !w.buf.constant || w.buf.freed {
+		t = b.newTensor(dt, shape)
+		pack(t)
+		return t, true
+	}
+	key = fmt.Sprint(key, w.dt, w.shape) // views of one buffer pack differently
+	if t = w.buf.derived[key]; t != nil {
+		return t, false
+	}
+	t = b.newTensor(dt, shape)
+	pack(t)
+	b.arena.Persist(t)
+	if w.buf.derived == nil {
+		w.buf.derived = map[string]*Tensor{}
+	}
+	w.buf.derived[key] = t
+	return t, false
 }
 
 // ChannelRMSNorm implements backend.VAEOps (fused with SiLU when silu is

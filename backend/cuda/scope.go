@@ -54,6 +54,10 @@ func (p *pool) freeBuf(buf *buffer) {
 		buf.cleanup.Stop()
 	}
 	p.release(buf.ptr, buf.class)
+	for _, d := range buf.derived {
+		p.freeBuf(d.buf)
+	}
+	buf.derived = nil
 }
 
 // Begin opens a scope (backend.Scope): the tensors allocated until it ends

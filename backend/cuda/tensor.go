@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"math"
 	"runtime"
 	"unsafe"
 
@@ -20,6 +19,11 @@ type buffer struct {
 	freed   bool
 	gc      bool // cleanup is set
 	cleanup runtime.Cleanup
+	// constant is MarkConstant's promise that the contents stay until
+	// freed; derived then caches forms computed from them (the convs'
+	// repacked weights, by derived's key), freed with the buffer.
+	constant bool
+	derived  map[string]*Tensor
 }
 
 // Tensor is a CUDA tensor: F32, BF16 or I8, contiguous row-major.
@@ -199,23 +203,7 @@ func (b *Backend) Download(t backend.Tensor) []float32 {
 		j := min(i+per, n)
 		b.must("cuMemcpyDtoHAsync", call(b.drv.cuMemcpyDtoHAsync, s.ptr, ct.buf.ptr+uintptr(i*es), uintptr((j-i)*es), b.stream))
 		b.must("cuStreamSynchronize (a kernel queued earlier may have failed)", call(b.drv.cuStreamSynchronize, b.stream))
-		h := hostBytes(s.ptr, (j-i)*es)
-		dst := out[i:j]
-		// Spread over the cores: a decoded video is ~10^8 values, and one
-		// core widening them took longer than the decode itself.
-		if ct.dt == tensor.F32 {
-			src := unsafe.Slice((*float32)(unsafe.Pointer(&h[0])), j-i)
-			parallel.For((len(dst)+bf16Chunk-1)/bf16Chunk, func(lo, hi int) {
-				copy(dst[lo*bf16Chunk:min(hi*bf16Chunk, len(dst))], src[lo*bf16Chunk:])
-			})
-		} else {
-			u := unsafe.Slice((*uint16)(unsafe.Pointer(&h[0])), j-i)
-			parallel.For((len(dst)+bf16Chunk-1)/bf16Chunk, func(lo, hi int) {
-				for x := lo * bf16Chunk; x < min(hi*bf16Chunk, len(dst)); x++ {
-					dst[x] = math.Float32frombits(uint32(u[x]) << 16)
-				}
-			})
-		}
+		widen(out[i:j], hostBytes(s.ptr, (j-i)*es), ct.dt)
 	}
 	return out
 }

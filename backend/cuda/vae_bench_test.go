@@ -165,17 +165,18 @@ func randomVAESafetensors(dim, zdim int, seed uint64) []byte {
 
 // BenchmarkVAEDecode480p decodes a [16,21,60,104] latent (81 frames of
 // 480x832, what TurboDiffusion's 480p T2V produces) with the real Wan2.1
-// VAE configuration (random weights) in bf16. One op is one whole Decode,
-// including the download of the video to the host. The first decode, which
-// compiles kernels and plans GEMMs, is not timed; its output is checked to
-// be finite.
+// VAE configuration (random weights) in bf16, three ways: sync, the
+// sequential decode (wanvae.SetOverlap(false): a host sync per chunk,
+// weights repacked by every conv); overlap, Decode with each chunk's
+// download overlapped with the next chunk and the weights repacked once;
+// frames, DecodeFrames as the pipeline runs it (bytes converted on the
+// GPU). One op is one whole decode, including the copy of the video to the
+// host. Each mode loads its own VAE; its first decode, which compiles
+// kernels, plans GEMMs and repacks weights, is not timed and its output is
+// checked to be finite; a second decode is profiled per kernel.
 func BenchmarkVAEDecode480p(b *testing.B) {
 	g := vaeBenchBackend(b)
 	f, err := checkpoint.ParseSafetensors("random-wan2.1-vae.safetensors", randomVAESafetensors(96, 16, 1))
-	if err != nil {
-		b.Fatal(err)
-	}
-	v, err := wanvae.Load(f, g, tensor.BF16)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -185,39 +186,72 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 	for i := range latent {
 		latent[i] = float32(rng.NormFloat64())
 	}
-	video, vshape, err := v.Decode(latent, shape)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if want := []int{3, 81, 480, 832}; !backend.SameShape(vshape, want) {
-		b.Fatalf("video shape %v, want %v", vshape, want)
-	}
-	for i, x := range video {
-		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			b.Fatalf("video value %d is %v", i, x)
+	for _, mode := range []string{"sync", "overlap", "frames"} {
+		var v *wanvae.VAE
+		var peak int64
+		b.Run(mode, func(b *testing.B) {
+			defer wanvae.SetOverlap(wanvae.SetOverlap(mode != "sync"))
+			decode := func() error {
+				if mode != "frames" {
+					_, _, err := v.Decode(latent, shape)
+					return err
+				}
+				n := 0
+				err := v.DecodeFrames(latent, shape, func(first int, fr [][]uint8, w, h int) error {
+					n += len(fr)
+					return nil
+				})
+				if err == nil && n != 81 {
+					err = fmt.Errorf("%d frames, want 81", n)
+				}
+				return err
+			}
+			if v == nil { // the first of Go's calls (b.N = 1, then 3)
+				if v, err = wanvae.Load(f, g, tensor.BF16); err != nil {
+					b.Fatal(err)
+				}
+				g.ResetPeak()
+				video, vshape, err := v.Decode(latent, shape)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if want := []int{3, 81, 480, 832}; !backend.SameShape(vshape, want) {
+					b.Fatalf("video shape %v, want %v", vshape, want)
+				}
+				for i, x := range video {
+					if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+						b.Fatalf("video value %d is %v", i, x)
+					}
+				}
+				// Pool high-water mark of the first decode (weights and
+				// cached repacks included); reported after the timed loop,
+				// since ResetTimer drops reported metrics.
+				_, peak, _ = g.MemStats()
+				// One untimed decode with every kernel timed by CUDA
+				// events: where the time goes, per kernel (per GEMM shape
+				// for cuBLASLt).
+				g.StartProfile()
+				t0 := time.Now()
+				if err := decode(); err != nil {
+					b.Fatal(err)
+				}
+				prof := g.StopProfile()
+				wall := float64(time.Since(t0).Microseconds()) / 1e3
+				// Printed, not logged: the testing package cuts benchmark logs short.
+				fmt.Printf("%s: per-kernel GPU time of one decode (wall %.1f ms, with two events per launch):\n%s", mode, wall, FormatProfile(prof, wall))
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := decode(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(peak)/(1<<30), "peakGiB")
+		})
+		if v != nil {
+			v.Free()
 		}
 	}
-	// Pool high-water mark of the first decode (weights included); reported
-	// after the timed loop, since ResetTimer drops reported metrics.
-	_, peak, _ := g.MemStats()
-	// One untimed decode with every kernel timed by CUDA events: where the
-	// time goes, per kernel (per GEMM shape for cuBLASLt).
-	g.StartProfile()
-	t0 := time.Now()
-	if _, _, err := v.Decode(latent, shape); err != nil {
-		b.Fatal(err)
-	}
-	prof := g.StopProfile()
-	wall := float64(time.Since(t0).Microseconds()) / 1e3
-	// Printed, not logged: the testing package cuts benchmark logs short.
-	fmt.Printf("per-kernel GPU time of one decode (wall %.1f ms, with two events per launch):\n%s", wall, FormatProfile(prof, wall))
-	b.ResetTimer()
-	for range b.N {
-		if _, _, err := v.Decode(latent, shape); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(peak)/(1<<30), "peakGiB")
 }
 
 // BenchmarkConv3dBF16 times the decoder's heaviest convolutions (a causal
