@@ -285,6 +285,118 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
   }
 }
 
+// conv_pack_norm_cl4 is conv_pack_norm_cl for Wi % 4 == 0 with 8-byte
+// loads: a block holds input columns [64·bx, 64·bx + 64) of one padded row
+// (so four columns of one channel are one aligned load), block 0 also
+// writes the left padding columns and the last block the right ones; the
+// tail is stored four columns at a time. The norms and every rounding are
+// conv_pack_norm_cl's, in the same order, so Xp and tail are bit for bit
+// the same. Grid (ceil(Wi/64), Tp*Hp), 256 threads; C % 8 == 0.
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4(
+    bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
+    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale, bf16* __restrict__ tail,
+    int tail0) {
+  extern __shared__ __align__(16) unsigned char cn_smem[];
+  const int S = C + 2;
+  bf16* tile = (bf16*)cn_smem;
+  float* gs = (float*)(cn_smem + ((CN_W * S * 2 + 15) & ~15));
+  float* dn = gs + C;
+  const int tid = threadIdx.x;
+  const int wi0 = blockIdx.x * CN_W, row = blockIdx.y;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  const int ng = C / 8;
+  // Padded columns this block writes: its own, plus the borders.
+  const int lo = blockIdx.x == 0 ? 0 : wi0 + pw;
+  const int hiw = blockIdx.x == gridDim.x - 1 ? Wp : min(wi0 + CN_W + pw, Wp);
+  const int npos = hiw - lo;
+  if (!live) {  // a padding row: zeros
+    for (int k = tid; k < npos * ng; k += 256) {
+      const int w = k / ng, g = k - w * ng;
+      *(uint4*)&Xp[((long long)row * Wp + lo + w) * C + 8 * g] = make_uint4(0, 0, 0, 0);
+    }
+    return;
+  }
+  for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  const long long HWi = (long long)Hi * Wi;
+  const int nq = C * (CN_W / 4);  // (channel, 4-column group) items
+  {
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi + wi0;
+    for (int k0 = tid; k0 < nq; k0 += 256 * 8) {
+      uint2 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int k = k0 + 256 * u, c = k >> 4, j = k & 15;
+        v[u] = (k < nq && wi0 + 4 * j < Wi) ? *(const uint2*)(src + (long long)c * cst + 4 * j) : make_uint2(0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int k = k0 + 256 * u, c = k >> 4, j = k & 15;
+        if (k < nq) {
+          bf16* t = &tile[4 * j * S + c];
+          t[0] = (bf16)(v[u].x & 0xffff);
+          t[S] = (bf16)(v[u].x >> 16);
+          t[2 * S] = (bf16)(v[u].y & 0xffff);
+          t[3 * S] = (bf16)(v[u].y >> 16);
+        }
+      }
+    }
+  }
+  __syncthreads();
+  if (tail != nullptr && ti >= tail0) {  // raw frame for the next chunk's history, channel-first
+    const long long tst = (long long)(Ti - tail0) * HWi;
+    bf16* dst = tail + (long long)(ti - tail0) * HWi + (long long)hi * Wi + wi0;
+    for (int k = tid; k < nq; k += 256) {
+      const int c = k >> 4, j = k & 15;
+      if (wi0 + 4 * j < Wi) {
+        const bf16* t = &tile[4 * j * S + c];
+        *(uint2*)(dst + (long long)c * tst + 4 * j) =
+            make_uint2((u32)t[0] | ((u32)t[S] << 16), (u32)t[2 * S] | ((u32)t[3 * S] << 16));
+      }
+    }
+  }
+  {  // squared norms: four threads per position, float64 (conv_pack_norm_cl's order)
+    const int w = tid >> 2, q = tid & 3;
+    double ss = 0.0;
+    for (int c = q; c < C; c += 4) {
+      const double v = (double)bf2f(tile[w * S + c]);
+      ss += v * v;
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (q == 0) dn[w] = __frcp_rn(fmaxf(rbf((float)sqrt(ss)), 1e-12f));
+  }
+  __syncthreads();
+  for (int k = tid; k < npos * ng; k += 256) {
+    const int p = k / ng, g = k - p * ng, wp = lo + p, c = 8 * g;
+    const int wi = wp - pw, w = wi - wi0;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (wi >= 0 && wi < Wi && w >= 0 && w < CN_W) {
+      const float rd = dn[w];
+      const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 pr = t[j];
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float a = rbf(__fmul_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), rd));
+          a = rbf(__fmul_rn(a, scale));
+          a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
+          y[e] = cw_silu(a);
+        }
+        o[j] = pack_bf2(y[0], y[1]);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
+  }
+}
+
 // Stride-1 convolution on the padded grid. tmA: Xp [Tp*Hp*Wp][Cin], box
 // BK × BM; tmB: Wr [ntap*Cout][Cin], box BK × N. Tiles: ceil(To*Hp*Wp/BM) ·
 // ceil(Cout/N), the N tiles of one row tile adjacent (they share A in L2);

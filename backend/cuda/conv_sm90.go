@@ -44,6 +44,15 @@ func convPersistDefault(bk, n int) bool { return !(bk == 32 && n == 96) }
 // tiles of 128 rows instead of N = 128 tiles of 256 rows.
 var convN256 = os.Getenv("TURBODIFFUSION_CONV_N256") == "1"
 
+// PackNormEnv = "scalar" keeps the fused norm pack on conv_pack_norm_cl
+// (2-byte loads, one block per 64 padded columns) instead of
+// conv_pack_norm_cl4 (8-byte loads of input columns where Wi % 4 == 0);
+// both write the same bits.
+const PackNormEnv = "TURBODIFFUSION_PACKNORM"
+
+// packNormVec selects conv_pack_norm_cl4 where it applies.
+var packNormVec = os.Getenv(PackNormEnv) != "scalar"
+
 // convHopperLaunches counts the convolutions run by the sm_90a kernel, so a
 // test can tell that the fast path was taken rather than silently skipped.
 var convHopperLaunches atomic.Int64
@@ -223,7 +232,11 @@ func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape 
 			*tail = b.newTensor(tensor.BF16, []int{cin, keep, hi, wi})
 			tp0 = (*tail).buf.ptr
 		}
-		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_norm_cl"), [3]int{(wpd + 63) / 64, tp * hpd, 1}, block256, convPackNormSmem(cin),
+		name, gx := "conv_pack_norm_cl", (wpd+63)/64
+		if packNormVec && wi%4 == 0 {
+			name, gx = "conv_pack_norm_cl4", (wi+63)/64
+		}
+		b.launch(b.fn("conv3d_sm90a.cu", name), [3]int{gx, tp * hpd, 1}, block256, convPackNormSmem(cin),
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
 			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep))

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -217,5 +218,59 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 			}
 			t.Logf("%v: %d sm_90a convolutions per decode; video %v identical", dt, hopper, ws)
 		})
+	}
+}
+
+// conv_pack_norm_cl4 (8-byte loads) writes the same packed input and tail
+// as conv_pack_norm_cl, bit for bit, and every element of it: several
+// column blocks (full and partial), one block, history or none, padding
+// 1 or 0, the decoder's widths.
+func TestConvPackNormVecMatchesScalar(t *testing.T) {
+	g := gpu(t)
+	if g.info.Arch != "sm_90" {
+		t.Skipf("the packing kernels are sm_90a's; this GPU is %s", g.info.Arch)
+	}
+	r := rng(t)
+	defer func(v bool) { packNormVec = v }(packNormVec)
+	for _, c := range []struct{ C, th, T, H, W, pad int }{
+		{96, 2, 4, 5, 200, 1}, {384, 2, 1, 6, 104, 1}, {192, 0, 1, 5, 68, 1},
+		{96, 1, 4, 3, 64, 1}, {32, 2, 4, 3, 4, 1}, {64, 2, 4, 4, 136, 0},
+	} {
+		xs := []int{c.C, c.T, c.H, c.W}
+		x := g.Upload(tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 4))
+		var h backend.Tensor
+		var hp uintptr
+		if c.th > 0 {
+			hs := []int{c.C, c.th, c.H, c.W}
+			h = g.Upload(tensor.BF16, hs, randVals(r, tensor.NumElements(hs), 4))
+			hp = T(h).buf.ptr
+		}
+		gamma := g.Upload(tensor.BF16, []int{c.C}, randVals(r, c.C, 1.5))
+		p := backend.Conv3dParams{PadT: [2]int{2 - c.th, 0}, PadH: [2]int{c.pad, c.pad}, PadW: [2]int{c.pad, c.pad}}
+		xshape := []int{c.C, c.th + c.T, c.H, c.W}
+		rows := (c.th + c.T + 2 - c.th) * (c.H + 2*c.pad) * (c.W + 2*c.pad)
+		run := func(vec bool) (xp, tail []float32) {
+			packNormVec = vec
+			var xpt, tt *Tensor
+			func() {
+				defer g.enter()()
+				xpt = g.newTensor(tensor.BF16, []int{rows, c.C})
+				g.convPack(xpt, T(x), hp, c.th, T(gamma), xshape, p, 2, false, convExtra{}, &tt)
+			}()
+			return g.Download(xpt), g.Download(tt)
+		}
+		xp0, tail0 := run(false)
+		xp1, tail1 := run(true)
+		name := fmt.Sprintf("C%d th%d T%d %dx%d pad%d", c.C, c.th, c.T, c.H, c.W, c.pad)
+		for i := range xp1 {
+			if math.IsNaN(float64(xp1[i])) || math.Float32bits(xp1[i]) != math.Float32bits(xp0[i]) {
+				t.Fatalf("%s: packed element %d (row %d channel %d): cl4 %v, cl %v", name, i, i/c.C, i%c.C, xp1[i], xp0[i])
+			}
+		}
+		for i := range tail1 {
+			if math.IsNaN(float64(tail1[i])) || math.Float32bits(tail1[i]) != math.Float32bits(tail0[i]) {
+				t.Fatalf("%s: tail element %d: cl4 %v, cl %v", name, i, tail1[i], tail0[i])
+			}
+		}
 	}
 }
