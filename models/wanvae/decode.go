@@ -50,10 +50,11 @@ func (v *VAE) DecodeChunks(latent []float32, shape []int, emit func(first int, c
 	if err != nil {
 		return err
 	}
+	ad := v.overlapped()
 	if v.tile > 0 && (H > v.tile || W > v.tile) {
 		return v.decodeTiled(x, v.cfg.ZDim, T, H, W, emit)
 	}
-	if ad := v.overlapped(); ad != nil {
+	if ad != nil {
 		return v.decodeQueued(x, T, H, W, ad.DownloadAsync, func(first int, p backend.Pending, cs []int) error {
 			return emit(first, p.Floats(), cs)
 		})
@@ -79,10 +80,11 @@ func (v *VAE) DecodeFrames(latent []float32, shape []int, emit func(first int, f
 		}
 		return emit(first, f, cs[3], cs[2])
 	}
+	ad := v.overlapped()
 	if v.tile > 0 && (H > v.tile || W > v.tile) {
 		return v.decodeTiled(x, v.cfg.ZDim, T, H, W, host)
 	}
-	if ad := v.overlapped(); ad != nil {
+	if ad != nil {
 		frames := func(out backend.Tensor) backend.Pending { return ad.DownloadFramesAsync(out, rgb24.Signed) }
 		return v.decodeQueued(x, T, H, W, frames, func(first int, p backend.Pending, cs []int) error {
 			return emit(first, p.Frames(), cs[3], cs[2])
@@ -119,16 +121,16 @@ func init() { overlap.Store(os.Getenv(OverlapEnv) != "0") }
 func SetOverlap(on bool) (was bool) { return overlap.Swap(on) }
 
 // overlapped returns the backend's AsyncDownloader when the overlapped
-// decode runs (and then lets the backend cache the decoder's repacked
-// weights), else nil.
+// decode runs, else nil. Unless SetOverlap(false), it also lets the backend
+// cache the decoder's repacked weights (tiled decodes too).
 func (v *VAE) overlapped() backend.AsyncDownloader {
-	ad, ok := v.b.(backend.AsyncDownloader)
-	if !ok || !overlap.Load() {
+	if !overlap.Load() {
 		return nil
 	}
 	if c, ok := v.b.(backend.Constants); ok {
 		c.MarkConstant(v.decoderWeights()...)
 	}
+	ad, _ := v.b.(backend.AsyncDownloader)
 	return ad
 }
 
