@@ -206,10 +206,30 @@ func VAEWeights(c wanvae.Config) int64 {
 }
 
 // VAEDecode is the decode's device memory beyond its weights for video
-// frames of width × height (its activations scale with the base width).
+// frames of width × height: the activations (fitted; they scale with the
+// base width) and the decoder's repacked conv weights (VAERepacked), which
+// the first decode makes.
 func VAEDecode(c wanvae.Config, width, height int) int64 {
 	c = vaeOrDefault(c)
-	return (vaeDecodeBase + int64(vaeDecodePerPixel)*int64(width*height)) * int64(c.Dim) / 96
+	return (vaeDecodeBase+int64(vaeDecodePerPixel)*int64(width*height))*int64(c.Dim)/96 + VAERepacked(c)
+}
+
+// VAERepacked is what stays beside a VAE's weights once it has decoded:
+// the decoder's conv weights repacked for the GPU convolutions (cached per
+// model, backend.Constants), input channels rounded up to 32 where the
+// mma.sync kernel takes them.
+func VAERepacked(c wanvae.Config) int64 {
+	var n int64
+	for _, t := range wanvae.Tensors(vaeOrDefault(c)) {
+		dec := strings.HasPrefix(t.Name, "decoder.") || strings.HasPrefix(t.Name, "conv2.")
+		if !dec || !strings.HasSuffix(t.Name, ".weight") || len(t.Shape) < 2 {
+			continue
+		}
+		sh := append([]int(nil), t.Shape...)
+		sh[1] = (sh[1] + 31) / 32 * 32
+		n += bytesOf(tensor.BF16, sh...)
+	}
+	return n
 }
 
 // VAEEncode is the encode's device memory beyond its weights for frames of

@@ -116,6 +116,7 @@ func Plan(r Run) (Estimate, error) {
 		add("text encoder",
 			resident(r.Warm, Part{ditName, weights}),
 			resident(r.Warm, Part{"VAE weights", vae}),
+			resident(r.Warm, Part{"VAE repacked weights", VAERepacked(r.VAE)}),
 			Part{"umT5 weights", enc},
 			Part{"encode", TextEncode(r.Encoder)},
 			Part{"cuBLASLt workspace", CublasWorkspace})
@@ -125,6 +126,7 @@ func Plan(r Run) (Estimate, error) {
 			resident(r.Warm, Part{ditName, weights}),
 			keptEnc,
 			Part{"VAE weights", vae},
+			resident(r.Warm, Part{"VAE repacked weights", VAERepacked(r.VAE)}),
 			Part{fmt.Sprintf("encode %dx%d", r.Width, r.Height), VAEEncode(r.VAE, r.Width, r.Height)},
 			Part{"cuBLASLt workspace", CublasWorkspace})
 	}
@@ -132,6 +134,7 @@ func Plan(r Run) (Estimate, error) {
 		Part{ditName, weights},
 		keptEnc,
 		resident(r.i2v() || r.Warm, Part{"VAE weights", vae}),
+		resident(r.Warm, Part{"VAE repacked weights", VAERepacked(r.VAE)}),
 		Part{"text contexts", texts},
 		Part{"RoPE table", fw.RoPE},
 		Part{fmt.Sprintf("activations (%d tokens, peak in the %s)", L, fw.Where), fw.Activations},
