@@ -292,10 +292,10 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
 // tail is stored four columns at a time. The norms and every rounding are
 // conv_pack_norm_cl's, in the same order, so Xp and tail are bit for bit
 // the same. Grid (ceil(Wi/64), Tp*Hp), 256 threads; C % 8 == 0.
-extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4(
-    bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
-    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale, bf16* __restrict__ tail,
-    int tail0) {
+__device__ __forceinline__ void pack_norm_cl4(bf16* __restrict__ Xp, const bf16* __restrict__ X,
+                                              const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi, int Wi,
+                                              int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt,
+                                              float scale, bf16* __restrict__ tail, int tail0) {
   extern __shared__ __align__(16) unsigned char cn_smem[];
   const int S = C + 2;
   bf16* tile = (bf16*)cn_smem;
@@ -395,6 +395,19 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4(
     }
     *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
   }
+}
+
+#define PACK_NORM_CL4_ARGS                                                                                     \
+  bf16 *__restrict__ Xp, const bf16 *__restrict__ X, const bf16 *__restrict__ Xh, int Th, int C, int Ti, int Hi, \
+      int Wi, int pt, int ph, int pw, int Hp, int Wp, const void *gamma, int gdt, float scale,                   \
+      bf16 *__restrict__ tail, int tail0
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4(PACK_NORM_CL4_ARGS) {
+  pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
+}
+// conv_pack_norm_cl4b: the same with at most 40 registers (six blocks per
+// SM instead of five), a variant for benchmarks.
+extern "C" __global__ void __launch_bounds__(256, 6) conv_pack_norm_cl4b(PACK_NORM_CL4_ARGS) {
+  pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
 }
 
 // Stride-1 convolution on the padded grid. tmA: Xp [Tp*Hp*Wp][Cin], box

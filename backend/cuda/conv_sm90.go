@@ -47,11 +47,23 @@ var convN256 = os.Getenv("TURBODIFFUSION_CONV_N256") == "1"
 // PackNormEnv = "scalar" keeps the fused norm pack on conv_pack_norm_cl
 // (2-byte loads, one block per 64 padded columns) instead of
 // conv_pack_norm_cl4 (8-byte loads of input columns where Wi % 4 == 0);
-// both write the same bits.
+// "cl4b" picks that kernel's 40-register build. All write the same bits.
 const PackNormEnv = "TURBODIFFUSION_PACKNORM"
 
-// packNormVec selects conv_pack_norm_cl4 where it applies.
-var packNormVec = os.Getenv(PackNormEnv) != "scalar"
+// packNorm is PackNormEnv's choice ("" is the default, cl4).
+var packNorm = os.Getenv(PackNormEnv)
+
+// packNormKernel names the fused norm pack for input width wi and its
+// grid's x size (column blocks).
+func packNormKernel(wi, wpd int) (string, int) {
+	if packNorm == "scalar" || wi%4 != 0 {
+		return "conv_pack_norm_cl", (wpd + 63) / 64
+	}
+	if packNorm == "cl4b" {
+		return "conv_pack_norm_cl4b", (wi + 63) / 64
+	}
+	return "conv_pack_norm_cl4", (wi + 63) / 64
+}
 
 // convHopperLaunches counts the convolutions run by the sm_90a kernel, so a
 // test can tell that the fast path was taken rather than silently skipped.
@@ -232,10 +244,7 @@ func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape 
 			*tail = b.newTensor(tensor.BF16, []int{cin, keep, hi, wi})
 			tp0 = (*tail).buf.ptr
 		}
-		name, gx := "conv_pack_norm_cl", (wpd+63)/64
-		if packNormVec && wi%4 == 0 {
-			name, gx = "conv_pack_norm_cl4", (wi+63)/64
-		}
+		name, gx := packNormKernel(wi, wpd)
 		b.launch(b.fn("conv3d_sm90a.cu", name), [3]int{gx, tp * hpd, 1}, block256, convPackNormSmem(cin),
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),

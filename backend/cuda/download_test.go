@@ -221,17 +221,17 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 	}
 }
 
-// conv_pack_norm_cl4 (8-byte loads) writes the same packed input and tail
-// as conv_pack_norm_cl, bit for bit, and every element of it: several
-// column blocks (full and partial), one block, history or none, padding
-// 1 or 0, the decoder's widths.
+// conv_pack_norm_cl4 (8-byte loads) and its 40-register build cl4b write
+// the same packed input and tail as conv_pack_norm_cl, bit for bit, and
+// every element of it: several column blocks (full and partial), one
+// block, history or none, padding 1 or 0, the decoder's widths.
 func TestConvPackNormVecMatchesScalar(t *testing.T) {
 	g := gpu(t)
 	if g.info.Arch != "sm_90" {
 		t.Skipf("the packing kernels are sm_90a's; this GPU is %s", g.info.Arch)
 	}
 	r := rng(t)
-	defer func(v bool) { packNormVec = v }(packNormVec)
+	defer func(v string) { packNorm = v }(packNorm)
 	for _, c := range []struct{ C, th, T, H, W, pad int }{
 		{96, 2, 4, 5, 200, 1}, {384, 2, 1, 6, 104, 1}, {192, 0, 1, 5, 68, 1},
 		{96, 1, 4, 3, 64, 1}, {32, 2, 4, 3, 4, 1}, {64, 2, 4, 4, 136, 0},
@@ -249,8 +249,8 @@ func TestConvPackNormVecMatchesScalar(t *testing.T) {
 		p := backend.Conv3dParams{PadT: [2]int{2 - c.th, 0}, PadH: [2]int{c.pad, c.pad}, PadW: [2]int{c.pad, c.pad}}
 		xshape := []int{c.C, c.th + c.T, c.H, c.W}
 		rows := (c.th + c.T + 2 - c.th) * (c.H + 2*c.pad) * (c.W + 2*c.pad)
-		run := func(vec bool) (xp, tail []float32) {
-			packNormVec = vec
+		run := func(mode string) (xp, tail []float32) {
+			packNorm = mode
 			var xpt, tt *Tensor
 			func() {
 				defer g.enter()()
@@ -259,17 +259,19 @@ func TestConvPackNormVecMatchesScalar(t *testing.T) {
 			}()
 			return g.Download(xpt), g.Download(tt)
 		}
-		xp0, tail0 := run(false)
-		xp1, tail1 := run(true)
-		name := fmt.Sprintf("C%d th%d T%d %dx%d pad%d", c.C, c.th, c.T, c.H, c.W, c.pad)
-		for i := range xp1 {
-			if math.IsNaN(float64(xp1[i])) || math.Float32bits(xp1[i]) != math.Float32bits(xp0[i]) {
-				t.Fatalf("%s: packed element %d (row %d channel %d): cl4 %v, cl %v", name, i, i/c.C, i%c.C, xp1[i], xp0[i])
+		xp0, tail0 := run("scalar")
+		for _, mode := range []string{"", "cl4b"} {
+			xp1, tail1 := run(mode)
+			name := fmt.Sprintf("%q: C%d th%d T%d %dx%d pad%d", mode, c.C, c.th, c.T, c.H, c.W, c.pad)
+			for i := range xp1 {
+				if math.IsNaN(float64(xp1[i])) || math.Float32bits(xp1[i]) != math.Float32bits(xp0[i]) {
+					t.Fatalf("%s: packed element %d (row %d channel %d): %v, conv_pack_norm_cl %v", name, i, i/c.C, i%c.C, xp1[i], xp0[i])
+				}
 			}
-		}
-		for i := range tail1 {
-			if math.IsNaN(float64(tail1[i])) || math.Float32bits(tail1[i]) != math.Float32bits(tail0[i]) {
-				t.Fatalf("%s: tail element %d: cl4 %v, cl %v", name, i, tail1[i], tail0[i])
+			for i := range tail1 {
+				if math.IsNaN(float64(tail1[i])) || math.Float32bits(tail1[i]) != math.Float32bits(tail0[i]) {
+					t.Fatalf("%s: tail element %d: %v, conv_pack_norm_cl %v", name, i, tail1[i], tail0[i])
+				}
 			}
 		}
 	}
