@@ -73,13 +73,25 @@ func TestMeasuredPeaks(t *testing.T) {
 		}
 	}
 	// BenchmarkVAEDecode480p's pool peak: weights, the workspace and the
-	// decode. The VAE figures were measured before the decoder's repacked
-	// weights were cached per model (VAERepacked, which VAEDecode now adds).
+	// decode, which now includes the decoder's repacked weights cached per
+	// model (VAERepacked; H200, 2026-12-04, "VAE decode, session 4" in
+	// docs/PERF.md: 3.676 GiB, 3.525 with the sequential decode that
+	// repacks per call). The other VAE figures were measured before that
+	// cache and are compared without it.
 	old := VAERepacked(Wan21VAE)
-	vae := float64(VAEWeights(Wan21VAE)+VAEDecode(Wan21VAE, 832, 480)-old+CublasWorkspace) / GiB
-	t.Logf("%-40s estimate %6.2f GiB, measured %6.2f GiB (%+.1f%%)", "VAE decode 81x480p", vae, 3.519, 100*(vae/3.519-1))
-	if math.Abs(vae/3.519-1) > tolerance {
-		t.Errorf("VAE decode: estimate %.2f GiB, measured 3.52", vae)
+	for _, c := range []struct {
+		name     string
+		got      int64
+		measured float64
+	}{
+		{"VAE decode 81x480p", VAEWeights(Wan21VAE) + VAEDecode(Wan21VAE, 832, 480) + CublasWorkspace, 3.676},
+		{"VAE decode 81x480p, repacking per call", VAEWeights(Wan21VAE) + VAEDecode(Wan21VAE, 832, 480) - old + CublasWorkspace, 3.525},
+	} {
+		got := float64(c.got) / GiB
+		t.Logf("%-40s estimate %6.2f GiB, measured %6.2f GiB (%+.1f%%)", c.name, got, c.measured, 100*(got/c.measured-1))
+		if math.Abs(got/c.measured-1) > tolerance {
+			t.Errorf("%s: estimate %.3f GiB, measured %.3f", c.name, got, c.measured)
+		}
 	}
 	for _, c := range []struct {
 		name     string
