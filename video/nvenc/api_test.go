@@ -217,7 +217,7 @@ func TestDescribe(t *testing.T) {
 			[]string{"libnvidia-encode found but cannot be opened: /a/libnvidia-encode.so.1: wrong ELF class"}},
 		{&cuda.MissingLibraryError{Lib: "libcuda", Searched: []string{"/a"}, Install: "the driver"},
 			[]string{"libcuda not found"}},
-		{cuda.ErrNoGPU, []string{"no GPU"}},
+		{cuda.ErrNoGPU, []string{"not available — no GPU (the driver sees none)"}},
 		{&StatusError{Call: "nvEncOpenEncodeSessionEx", Status: StatusNoEncodeDevice},
 			[]string{"NV_ENC_ERR_NO_ENCODE_DEVICE (1): no encode-capable device", "from nvEncOpenEncodeSessionEx"}},
 		{fmt.Errorf("nvenc: first\nsecond"), []string{"first; second"}},
@@ -234,5 +234,36 @@ func TestDescribe(t *testing.T) {
 	}
 	if got := (&Info{}).Summary(); !strings.Contains(got, "no codec") {
 		t.Errorf("Summary of an empty session = %q", got)
+	}
+}
+
+// TestCapsIndices: the NV_ENC_CAPS values used are positions in the
+// documented enum (no explicit values), listed here up to the last one used.
+func TestCapsIndices(t *testing.T) {
+	documented := strings.Fields(`NUM_MAX_BFRAMES SUPPORTED_RATECONTROL_MODES SUPPORT_FIELD_ENCODING
+		SUPPORT_MONOCHROME SUPPORT_FMO SUPPORT_QPELMV SUPPORT_BDIRECT_MODE SUPPORT_CABAC
+		SUPPORT_ADAPTIVE_TRANSFORM SUPPORT_STEREO_MVC NUM_MAX_TEMPORAL_LAYERS
+		SUPPORT_HIERARCHICAL_PFRAMES SUPPORT_HIERARCHICAL_BFRAMES LEVEL_MAX LEVEL_MIN
+		SEPARATE_COLOUR_PLANE WIDTH_MAX HEIGHT_MAX SUPPORT_TEMPORAL_SVC SUPPORT_DYN_RES_CHANGE
+		SUPPORT_DYN_BITRATE_CHANGE SUPPORT_DYN_FORCE_CONSTQP SUPPORT_DYN_RCMODE_CHANGE
+		SUPPORT_SUBFRAME_READBACK SUPPORT_CONSTRAINED_ENCODING SUPPORT_INTRA_REFRESH
+		SUPPORT_CUSTOM_VBV_BUF_SIZE SUPPORT_DYNAMIC_SLICE_MODE SUPPORT_REF_PIC_INVALIDATION
+		PREPROC_SUPPORT ASYNC_ENCODE_SUPPORT MB_NUM_MAX MB_PER_SEC_MAX SUPPORT_YUV444_ENCODE
+		SUPPORT_LOSSLESS_ENCODE SUPPORT_SAO SUPPORT_MEONLY_MODE SUPPORT_LOOKAHEAD
+		SUPPORT_TEMPORAL_AQ SUPPORT_10BIT_ENCODE NUM_MAX_LTR_FRAMES SUPPORT_WEIGHTED_PREDICTION
+		DYNAMIC_QUERY_ENCODER_CAPACITY SUPPORT_BFRAME_REF_MODE SUPPORT_EMPHASIS_LEVEL_MAP
+		WIDTH_MIN HEIGHT_MIN SUPPORT_MULTIPLE_REF_FRAMES SUPPORT_ALPHA_LAYER_ENCODING
+		NUM_ENCODER_ENGINES`)
+	pos := map[string]int{}
+	for i, n := range documented {
+		pos[n] = i
+	}
+	for name, got := range map[string]int{
+		"NUM_MAX_BFRAMES": capsNumMaxBFrames, "WIDTH_MAX": capsWidthMax, "HEIGHT_MAX": capsHeightMax,
+		"ASYNC_ENCODE_SUPPORT": capsAsyncEncode, "NUM_ENCODER_ENGINES": capsNumEncoderEngines,
+	} {
+		if got != pos[name] {
+			t.Errorf("NV_ENC_CAPS_%s = %d, want %d", name, got, pos[name])
+		}
 	}
 }

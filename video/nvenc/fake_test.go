@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
@@ -190,8 +191,9 @@ func newFake(max uint32, fl, open, api uint32) *fakeDriver {
 		max: max, wantFL: fl, wantOpen: open, wantAPI: api, wantCaps: open, ctx: 0xC0FFEE, enc: 0xE7C,
 		codecs:  []GUID{CodecH264, CodecHEVC, CodecAV1},
 		formats: []BufferFormat{FormatNV12, 0x10, FormatARGB, FormatABGR},
-		caps: map[uint32]int32{capsWidthMax: 4096, capsHeightMax: 2304, capsNumMaxBFrames: 4,
-			capsAsyncEncode: 0, capsNumEncoderEngines: 2},
+		// NV_ENC_CAPS by enum position: NUM_MAX_BFRAMES 0, WIDTH_MAX 16,
+		// HEIGHT_MAX 17, ASYNC_ENCODE_SUPPORT 30, NUM_ENCODER_ENGINES 49.
+		caps: map[uint32]int32{16: 4096, 17: 2304, 0: 4, 30: 0, 49: 2},
 	}
 }
 
@@ -284,7 +286,7 @@ func TestProbeFakeOldDriver(t *testing.T) {
 // codec and the query, and the open session is still destroyed.
 func TestProbeFakeCapsFailure(t *testing.T) {
 	f := newFake(0xD0, 0x7002000D, 0x7001000D, 0x0000000D)
-	delete(f.caps, capsNumEncoderEngines)
+	delete(f.caps, 49)
 	_, err := withFake(t, f)
 	var se *StatusError
 	if !errors.As(err, &se) || se.Status != 12 || !strings.Contains(se.Call, "H.264, caps 49") {
@@ -292,5 +294,25 @@ func TestProbeFakeCapsFailure(t *testing.T) {
 	}
 	if len(f.destroyed) != 1 {
 		t.Errorf("destroyed %#x, want the session once", f.destroyed)
+	}
+}
+
+// TestWithTimeout: a driver call that never returns ends the wait with an
+// error naming the timeout, and a panic comes back as an error.
+func TestWithTimeout(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	start := time.Now()
+	_, err := withTimeout(50*time.Millisecond, func() (*Info, error) { <-block; return nil, nil })
+	if err == nil || !strings.Contains(err.Error(), "did not answer within 50ms") || time.Since(start) > 5*time.Second {
+		t.Errorf("blocked probe: %v after %v", err, time.Since(start))
+	}
+	_, err = withTimeout(time.Minute, func() (*Info, error) { panic("bad pointer") })
+	if err == nil || !strings.Contains(err.Error(), "bad pointer") {
+		t.Errorf("panicking probe: %v", err)
+	}
+	want := &Info{Library: "x"}
+	if got, err := withTimeout(time.Minute, func() (*Info, error) { return want, nil }); got != want || err != nil {
+		t.Errorf("got %v, %v", got, err)
 	}
 }

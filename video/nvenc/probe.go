@@ -68,6 +68,12 @@ func loadEntry() (*entry, error) {
 // ends with the process). Info is non-nil, with the versions, whenever
 // the library loaded and answered.
 func Probe(ordinal int, timeout time.Duration) (*Info, error) {
+	return withTimeout(timeout, func() (*Info, error) { return probe(ordinal) })
+}
+
+// withTimeout runs f on its own goroutine and gives up waiting after
+// timeout; a panic in f comes back as an error.
+func withTimeout(timeout time.Duration, f func() (*Info, error)) (*Info, error) {
 	type result struct {
 		info *Info
 		err  error
@@ -81,7 +87,7 @@ func Probe(ordinal int, timeout time.Duration) (*Info, error) {
 			}
 			ch <- r
 		}()
-		r.info, r.err = probe(ordinal)
+		r.info, r.err = f()
 	}()
 	select {
 	case r := <-ch:
