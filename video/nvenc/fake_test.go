@@ -179,7 +179,7 @@ func withFake(t *testing.T, f *fakeDriver) (*Info, error) {
 	defer fakeMu.Unlock()
 	fakeOnce.Do(makeFakeEntry)
 	fake = f
-	info, err := fakeEntry.probe(f.ctx)
+	info, err := fakeEntry.probe(f.ctx, Version{})
 	for _, p := range f.problems {
 		t.Errorf("the fake driver saw: %s", p)
 	}

@@ -68,7 +68,7 @@ func loadEntry() (*entry, error) {
 // ends with the process). Info is non-nil, with the versions, whenever
 // the library loaded and answered.
 func Probe(ordinal int, timeout time.Duration) (*Info, error) {
-	return withTimeout(timeout, func() (*Info, error) { return probe(ordinal) })
+	return withTimeout(timeout, func() (*Info, error) { return probe(ordinal, Version{}) })
 }
 
 // withTimeout runs f on its own goroutine and gives up waiting after
@@ -97,7 +97,10 @@ func withTimeout(timeout time.Duration, f func() (*Info, error)) (*Info, error) 
 	}
 }
 
-func probe(ordinal int) (*Info, error) {
+// probe is Probe's work; a non-zero api overrides the negotiated version
+// (the GPU test tries older ones to tell a layout problem from a driver
+// that has no encoder).
+func probe(ordinal int, api Version) (*Info, error) {
 	e, err := loadEntry()
 	if err != nil {
 		return nil, err
@@ -112,11 +115,11 @@ func probe(ordinal int) (*Info, error) {
 	if err := ctx.MakeCurrent(); err != nil {
 		return nil, err
 	}
-	return e.probe(ctx.Handle)
+	return e.probe(ctx.Handle, api)
 }
 
 // probe does the NVENC part of Probe on the CUcontext cuCtx.
-func (e *entry) probe(cuCtx uintptr) (info *Info, err error) {
+func (e *entry) probe(cuCtx uintptr, api Version) (info *Info, err error) {
 	info = &Info{Library: e.lib}
 	var m uint32
 	if s := call(e.getMaxVersion, uintptr(unsafe.Pointer(&m))); s != StatusSuccess {
@@ -125,6 +128,9 @@ func (e *entry) probe(cuCtx uintptr) (info *Info, err error) {
 	info.DriverMax = decodeMaxVersion(m)
 	if info.API, err = negotiate(info.DriverMax); err != nil {
 		return info, err
+	}
+	if api != (Version{}) {
+		info.API = api
 	}
 	fl := &functionList{version: info.API.structVersion(2)}
 	if s := call(e.createInstance, uintptr(unsafe.Pointer(fl))); s != StatusSuccess {

@@ -42,6 +42,18 @@ func TestProbe(t *testing.T) {
 		}
 		t.Skipf("no GPU: %s", line)
 	}
+	// The same session at older API versions: an answer that changes with
+	// the version points at a layout or version-word problem, one that
+	// does not is the driver's own.
+	if info != nil {
+		for _, v := range []Version{{12, 2}, {12, 0}, {11, 1}} {
+			if info.DriverMax.less(v) {
+				continue
+			}
+			vi, verr := withTimeout(30*time.Second, func() (*Info, error) { return probe(0, v) })
+			fmt.Printf("  at API %s: %s\n", v, Describe(vi, verr))
+		}
+	}
 	var se *StatusError
 	if errors.As(err, &se) && (se.Status == StatusNoEncodeDevice || se.Status == StatusUnsupportedDevice) {
 		t.Logf("the driver has no encoder for this GPU: %s", line)
