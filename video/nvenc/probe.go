@@ -65,8 +65,9 @@ func loadEntry() (*entry, error) {
 // encoder for the GPU, a *cuda.MissingLibraryError when the library is not
 // installed, cuda.ErrNoGPU without a GPU. A driver that does not answer
 // within timeout is reported as an error (its call is left behind; it
-// ends with the process). Info is non-nil, with the versions, whenever
-// the library loaded and answered.
+// ends with the process). Once a GPU's context is there and the driver
+// has said its API version, Info is non-nil (with the versions) even when
+// the error says it has no encoder.
 func Probe(ordinal int, timeout time.Duration) (*Info, error) {
 	return withTimeout(timeout, func() (*Info, error) { return probe(ordinal, Version{}) })
 }
