@@ -165,7 +165,7 @@ func TestLoRAPerRequestEngine(t *testing.T) {
 	}
 	for name, want := range map[string]string{"unknown.safetensors": "blocks.999.ffn.0", "shape.safetensors": "A [2 40] and B [24 2]", "notlora.safetensors": "not a LoRA"} {
 		s := got[name]
-		if s == nil || s["fits"] == true || !strings.Contains(s["error"].(string), want) || strings.Contains(s["error"].(string), loras) {
+		if msg := fmt.Sprint(s["error"]); s == nil || s["fits"] == true || !strings.Contains(msg, want) || strings.Contains(msg, loras) {
 			t.Errorf("%s listed as %v, want an error saying %q (without the folder's path)", name, s, want)
 		}
 	}
