@@ -234,6 +234,15 @@ func TestCheckLoRA(t *testing.T) {
 	shape := write("shape.safetensors", f32("diffusion_model.blocks.0.ffn.2.lora_A.weight", 4, 96), f32("diffusion_model.blocks.0.ffn.2.lora_B.weight", 128, 4))
 	notLoRA := write("dit.safetensors", f32("blocks.0.self_attn.q.weight", 128, 128))
 	be := cpu.New()
+	off, err := New(be, be, Options{Files: files, Attention: backend.Dense, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	var fe *FieldError
+	if err := off.CheckLoRA([]lora.Spec{{Path: good, Scale: 1}}, false); !errors.As(err, &fe) || fe.Code != CodeConflict || !strings.Contains(err.Error(), "offload") {
+		t.Errorf("a request LoRA on an offloading engine: %v", err)
+	}
 	for _, lenient := range []bool{false, true} {
 		eng, err := New(be, be, Options{Files: files, Attention: backend.Dense, LoRALenient: lenient})
 		if err != nil {
