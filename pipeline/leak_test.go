@@ -58,7 +58,7 @@ func engineFreesEverything(t *testing.T, be backend.Core, loose func() int, gpuR
 				}
 				return tinyFiles(t, Files{TinyVAE: golden.TAEHVWeights(t)})
 			},
-			req:   Request{Prompt: "a fox", Steps: 2, SigmaMax: 80, Size: Size{128, 64}, Frames: 5, Samples: 1}},
+			req: Request{Prompt: "a fox", Steps: 2, SigmaMax: 80, Size: Size{128, 64}, Frames: 5, Samples: 1}},
 		{name: "i2v request LoRA",
 			files: func(t *testing.T) (string, Files) { return fx.dir, fx.files },
 			req:   Request{Prompt: "a fox", Image: fx.image, Steps: 2, SigmaMax: 200, Size: Size{64, 32}, Frames: 5, Samples: 1, LoRA: []lora.Spec{loraSpec}}},
