@@ -128,6 +128,52 @@ func kernelCode(t *testing.T, cubin []byte) map[string][]byte {
 	return out
 }
 
+// ptxFunctions splits a module's PTX into its functions (.entry and .func
+// bodies, keyed by name) and the module-level rest (version, target,
+// globals, prototypes: key "(module)"). Identical PTX per kernel means the
+// kernel source change did not change what NVVM generated; the cubin
+// comparison then says whether ptxas did the same.
+func ptxFunctions(_ *testing.T, ptx []byte) map[string][]byte {
+	out := map[string][]byte{}
+	lines := strings.SplitAfter(string(ptx), "\n")
+	cur := "(module)"
+	depth := 0
+	for _, l := range lines {
+		tl := strings.TrimSpace(l)
+		if depth == 0 && (strings.Contains(tl, ".entry ") || strings.Contains(tl, ".func ")) && !strings.HasSuffix(tl, ";") {
+			cur = ptxFuncName(tl)
+		}
+		if strings.HasPrefix(tl, "// Compiler Build ID") || strings.HasPrefix(tl, "// Cuda compilation tools") || strings.HasPrefix(tl, "// Based on NVVM") {
+			l = "" // the compiler's own version lines
+		}
+		out[cur] = append(out[cur], l...)
+		depth += strings.Count(tl, "{") - strings.Count(tl, "}")
+		if depth == 0 && tl == "}" {
+			cur = "(module)"
+		}
+	}
+	return out
+}
+
+// ptxFuncName: the name in ".visible .entry name(" or
+// ".func (.param .b32 ret) name(".
+func ptxFuncName(l string) string {
+	i := strings.Index(l, ".entry ")
+	if i < 0 {
+		i = strings.Index(l, ".func ")
+	}
+	r := strings.TrimSpace(l[strings.Index(l[i:], " ")+i:])
+	if strings.HasPrefix(r, "(") {
+		if j := strings.Index(r, ")"); j >= 0 {
+			r = strings.TrimSpace(r[j+1:])
+		}
+	}
+	if j := strings.IndexAny(r, "( "); j >= 0 {
+		r = r[:j]
+	}
+	return r
+}
+
 func TestCubinDump(t *testing.T) {
 	dir := os.Getenv(CubinDumpEnv)
 	if dir == "" {
@@ -168,7 +214,7 @@ func TestCubinDump(t *testing.T) {
 	}
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].arch == "sm_90a" && jobs[j].arch != "sm_90a" })
 	for _, j := range jobs {
-		cubin, err := j.n.Compile(j.m, j.arch)
+		cubin, ptx, err := j.n.CompilePTX(j.m, j.arch)
 		if err != nil {
 			t.Errorf("%v", err)
 			continue
@@ -178,6 +224,9 @@ func TestCubinDump(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(sub, j.m.Name+".cubin.new"), cubin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sub, j.m.Name+".ptx.new"), ptx, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("%s %s nvrtc %s compiled", j.m.Name, j.arch, j.n.Version())
@@ -192,25 +241,31 @@ func TestCubinDump(t *testing.T) {
 		}
 		rel, _ := filepath.Rel(dir, filepath.Dir(p))
 		b, _ := os.ReadFile(p)
+		mod := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin"), ".ptx")
 		var into map[string][]byte
 		switch {
-		case !only.MatchString(strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin")):
+		case !only.MatchString(mod):
 			return nil
-		case strings.HasSuffix(p, ".cubin"):
+		case strings.HasSuffix(p, ".cubin"), strings.HasSuffix(p, ".ptx"):
 			into = base
-		case strings.HasSuffix(p, ".cubin.new"):
+		case strings.HasSuffix(p, ".cubin.new"), strings.HasSuffix(p, ".ptx.new"):
 			into = now
 		default:
 			return nil
 		}
-		for k, code := range kernelCode(t, b) {
+		code := kernelCode
+		if strings.Contains(filepath.Base(p), ".ptx") {
+			rel += " ptx"
+			code = ptxFunctions
+		}
+		for k, c := range code(t, b) {
 			key := rel + " " + k
-			if prev, dup := into[key]; dup && !bytes.Equal(prev, code) {
+			if prev, dup := into[key]; dup && !bytes.Equal(prev, c) {
 				// A module-local helper ($__internal_…) of the same name in
 				// two modules: compare it per module.
-				key += " in " + strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin")
+				key += " in " + mod
 			}
-			into[key] = code
+			into[key] = c
 		}
 		return nil
 	})
