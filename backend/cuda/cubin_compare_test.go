@@ -155,6 +155,38 @@ func ptxFunctions(_ *testing.T, ptx []byte) map[string][]byte {
 	return out
 }
 
+// ptxChange says how two versions of a PTX function differ: whether they
+// hold the same instructions once register numbers are dropped (NVVM
+// renumbers registers and reorders independent instructions when the
+// source is merely restructured), or how many lines each has of its own.
+func ptxChange(a, b []byte) string {
+	reg := regexp.MustCompile(`%([a-z]+)[0-9]+`)
+	count := func(x []byte) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(string(x), "\n") {
+			l = strings.TrimSpace(reg.ReplaceAllString(l, "%$1"))
+			if l != "" && !strings.HasPrefix(l, "$L__") && !strings.HasPrefix(l, "//") {
+				m[l]++
+			}
+		}
+		return m
+	}
+	ca, cb := count(a), count(b)
+	only := func(x, y map[string]int) (n int) {
+		for l, c := range x {
+			if c > y[l] {
+				n += c - y[l]
+			}
+		}
+		return n
+	}
+	na, nb := only(ca, cb), only(cb, ca)
+	if na == 0 && nb == 0 {
+		return "same instructions; only register numbers or the order of instructions differ"
+	}
+	return fmt.Sprintf("instructions differ: %d lines only before, %d only after", na, nb)
+}
+
 // ptxFuncName: the name in ".visible .entry name(" or
 // ".func (.param .b32 ret) name(".
 func ptxFuncName(l string) string {
@@ -289,7 +321,11 @@ func TestCubinDump(t *testing.T) {
 			same++
 		default:
 			changed++
-			t.Errorf("changed: %s", k)
+			if strings.Contains(k, " ptx ") {
+				t.Errorf("changed: %s (%s)", k, ptxChange(base[k], b))
+			} else {
+				t.Errorf("changed: %s", k)
+			}
 		}
 	}
 	for k := range now {
