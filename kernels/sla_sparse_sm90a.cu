@@ -12,26 +12,9 @@
 // float32, p = exp2(s − m) online, O += bf16(p)·V in float32, out =
 // bf16(bf16(O/l) + o_l). The running maximum moves per 128-key stage
 // instead of per 64-key block, which changes only roundings.
-#include "hopper.cuh"
+#include "softmax_wgmma.cuh"
 #include "sla_sage.cuh"
 
-__device__ __forceinline__ float sl_ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ void sl_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
-
-// Descriptor of k16 step kk of a stage's V tile in its own layout (BN key
-// rows of 128 bytes per 64-wide half of D, halves BN·128 bytes apart,
-// 128-byte swizzle), read MN-major: the leading offset steps between the
-// halves of D, the stride offset between 8-key groups (attention's vn_desc).
-template <int BN>
-__device__ __forceinline__ u64 sl_vdesc(u32 base, int kk) {
-  const u32 a = base + kk * 16 * 128;
-  const u64 lead = (BN * 128) >> 4, stride = 1024 >> 4;
-  return (u64)((a & 0x3FFFF) >> 4) | (lead << 16) | (stride << 32) | ((u64)1 << 62);
-}
 // Descriptor of rows row0.. of a K-major tile of R rows (D/64 halves of
 // [R][128 B], 128-byte swizzle) for k16 step kk.
 __device__ __forceinline__ u64 sl_kdesc(u32 base, int row0, int kk, int R) {
@@ -71,56 +54,7 @@ __device__ __forceinline__ void sl_softmax(float* s, float& m0, float& m1, float
       if (kc + 1 >= lim) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
     }
   }
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-  a0 = sl_ex2(m0 - n0);  // 0 on the first stage (m = -inf)
-  a1 = sl_ex2(m1 - n1);
-  m0 = n0;
-  m1 = n1;
-  float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    s[4 * c] = sl_ex2(s[4 * c] - n0);
-    s[4 * c + 1] = sl_ex2(s[4 * c + 1] - n0);
-    s[4 * c + 2] = sl_ex2(s[4 * c + 2] - n1);
-    s[4 * c + 3] = sl_ex2(s[4 * c + 3] - n1);
-    r0 += s[4 * c] + s[4 * c + 1];
-    r1 += s[4 * c + 2] + s[4 * c + 3];
-  }
-  l0 = l0 * a0 + r0;
-  l1 = l1 * a1 + r1;
-}
-
-template <int D>
-__device__ __forceinline__ void sl_rescale(float* o, float a0, float a1) {
-  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      o[4 * c] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
-    }
-  }
-}
-
-__device__ __forceinline__ void sl_pack(const float* s, u32 (&p)[8][4]) {
-#pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
-    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-  }
+  softmax_rows<SN, false>(s, m0, m1, l0, l1, a0, a1, 0.f);
 }
 
 // Q, K, V: [B·L rows][H·D] bf16 tensor maps (box 64 columns × BM rows for
@@ -194,18 +128,18 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         if constexpr (D == 128)
-          hp_wgmma_rs_n128_bf16_tb(o, p[kk], sl_vdesc<BN>(sV + st * VB, kk));
+          hp_wgmma_rs_n128_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
         else
-          hp_wgmma_rs_n64_bf16_tb(o, p[kk], sl_vdesc<BN>(sV + st * VB, kk));
+          hp_wgmma_rs_n64_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
       }
     };
     auto fence_s = [&]() {
 #pragma unroll
-      for (int x = 0; x < BN / 2; ++x) sl_fence(s[x]);
+      for (int x = 0; x < BN / 2; ++x) reg_fence(s[x]);
     };
     auto fence_o = [&]() {
 #pragma unroll
-      for (int x = 0; x < D / 2; ++x) sl_fence(o[x]);
+      for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
     };
     auto release = [&](int st) {
       __syncwarp();
@@ -223,7 +157,7 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
       fence_s();
       sl_valid<BK>(lr, n, 0, L, vc);
       sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);  // O is zero: no rescale
-      sl_pack(s, p);
+      pack_p<BN>(s, p);
 #pragma unroll 1
       for (int t = 0; t + 1 < nst; ++t) {
         const int st = t % NS, sn = (t + 1) % NS;
@@ -241,8 +175,8 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
         hp_wg_wait<0>();
         fence_o();
         release(st);
-        sl_rescale<D>(o, a0, a1);
-        sl_pack(s, p);
+        rescale_o<D>(o, a0, a1);
+        pack_p<BN>(s, p);
       }
       const int st = (nst - 1) % NS;
       fence_o();
@@ -253,10 +187,8 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
       fence_o();
       release(st);
     }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    l0 = quad_sum(l0);
+    l1 = quad_sum(l1);
     const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
     const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
 #pragma unroll
@@ -334,10 +266,8 @@ __device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, f
     mx0 = fmaxf(mx0, fmaxf(s[4 * nt], s[4 * nt + 1]));
     mx1 = fmaxf(mx1, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
   }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
   const float n0 = fmaxf(m0, __fmul_rn(mx0, c)), n1 = fmaxf(m1, __fmul_rn(mx1, c));
   a0 = exp2f(m0 - n0);
   a1 = exp2f(m1 - n1);
@@ -439,7 +369,7 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
     };
     auto fence_o = [&]() {
 #pragma unroll
-      for (int x = 0; x < D / 2; ++x) sl_fence(o[x]);
+      for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
     };
     auto release = [&](int st) {
       __syncwarp();
@@ -477,7 +407,7 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
         hp_wg_wait<0>();
         fence_o();
         release(st);
-        sl_rescale<D>(o, a0, a1);
+        rescale_o<D>(o, a0, a1);
         sg_pack(s, p8);
       }
       const int st = (n - 1) % NS;
@@ -489,10 +419,8 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
       fence_o();
       release(st);
     }
-    d0 += __shfl_xor_sync(0xffffffffu, d0, 1);
-    d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
-    d1 += __shfl_xor_sync(0xffffffffu, d1, 1);
-    d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+    d0 = quad_sum(d0);
+    d1 = quad_sum(d1);
     const float i0 = 1.f / d0, i1 = 1.f / d1;
     const int r0 = q0 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
     const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
