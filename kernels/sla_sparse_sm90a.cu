@@ -57,6 +57,103 @@ __device__ __forceinline__ void sl_softmax(float* s, float& m0, float& m1, float
   softmax_rows<SN, false>(s, m0, m1, l0, l1, a0, a1, 0.f);
 }
 
+// ---- The ring shared by the SLA and SageSLA kernels ----
+// NS stages; full[s] at bars + 8s (the producer's arrival plus the copy
+// engine's bytes), empty[s] at bars + 8(NS+s) (one arrival per consumer
+// warp), Q's full barrier at qbar. One thread initialises them before the
+// block barrier.
+template <int NS>
+__device__ __forceinline__ void sl_init_bars(u32 bars, u32 qbar, u32 consumer_warps) {
+  for (int st = 0; st < NS; ++st) {
+    hp_mbar_init(bars + 8 * st, 1);
+    hp_mbar_init(bars + 8 * (NS + st), consumer_warps);
+  }
+  hp_mbar_init(qbar, 1);
+  hp_mbar_init_fence();
+}
+
+// The producer thread's loop over nst stages: fetch(t) first (an index the
+// copies need, loaded before the wait so its latency hides behind it), then
+// wait until the consumers released the slot's previous stage, arm its full
+// barrier for bytes and issue load(t, slot, fetch(t)).
+template <int NS, class Fetch, class Load>
+__device__ __forceinline__ void sl_produce(int nst, u32 bars, u32 bytes, Fetch fetch, Load load) {
+  for (int t = 0; t < nst; ++t) {
+    const int st = t % NS, x = fetch(t);
+    if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);  // consumers released the stage
+    hp_mbar_expect_tx(bars + 8 * st, bytes);
+    load(t, st, x);
+  }
+}
+
+// The consumer warpgroups' loop over nst stages (FA3's intra-warpgroup
+// overlap): S_0 and its softmax; then per stage t: issue S_{t+1}, issue
+// P_t·V_t, softmax of S_{t+1} while P_t·V_t runs, then rescale O once that
+// retired and pack P_{t+1}; the last P·V alone. The kernel supplies qk(slot)
+// and pv(slot) (issue the MMAs), next(t) (global loads stage t's softmax
+// needs, issued before the wait for its data), soft(t) (the softmax of
+// stage t, setting a0, a1) and pack() (P as A fragments); acc is S's
+// accumulator (SACC registers), fenced so its reads stay after the wait.
+// (Arguments by reference: by value, NVVM numbered the registers of the
+// SageSLA loop differently, and the kernels' code is kept as it was.)
+template <int D, int NS, int SACC, class T, class QK, class PV, class Next, class Soft, class Pack>
+__device__ __forceinline__ void sl_consume(float* o, T* acc, float& a0, float& a1, const int& nst, const u32& bars,
+                                           const u32& qbar, const int& lane, const QK& qk, const PV& pv,
+                                           const Next& next, const Soft& soft, const Pack& pack) {
+  auto fence_s = [&]() {
+#pragma unroll
+    for (int x = 0; x < SACC; ++x) reg_fence(acc[x]);
+  };
+  auto fence_o = [&]() {
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
+  };
+  auto release = [&](int st) {
+    __syncwarp();
+    if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+  };
+  hp_mbar_wait(qbar, 0);
+  if (nst > 0) {
+    hp_mbar_wait(bars, 0);
+    hp_wg_fence();
+    qk(0);
+    hp_wg_commit();
+    hp_wg_wait<0>();
+    fence_s();
+    next(0);
+    soft(0);  // O is zero: no rescale
+    pack();
+#pragma unroll 1
+    for (int t = 0; t + 1 < nst; ++t) {
+      const int st = t % NS, sn = (t + 1) % NS;
+      next(t + 1);
+      fence_o();
+      hp_wg_fence();
+      hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);  // stage t+1 landed
+      qk(sn);
+      hp_wg_commit();
+      pv(st);
+      hp_wg_commit();
+      hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
+      fence_s();
+      soft(t + 1);
+      hp_wg_wait<0>();
+      fence_o();
+      release(st);
+      rescale_o<D>(o, a0, a1);
+      pack();
+    }
+    const int st = (nst - 1) % NS;
+    fence_o();
+    hp_wg_fence();
+    pv(st);
+    hp_wg_commit();
+    hp_wg_wait<0>();
+    fence_o();
+    release(st);
+  }
+}
+
 // Q, K, V: [B·L rows][H·D] bf16 tensor maps (box 64 columns × BM rows for
 // Q, × BK rows for K and V); OL, out: [B, L, H·D] (out in dtype odt).
 // grid (Qb, H, B), 128·(NWG+1) threads; query block = 64·NWG rows.
@@ -75,14 +172,7 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
   const long long row = ((long long)z * H + h) * Qb + i;
   const int* lr = lut + row * Kb;
   const int n = cnt[row], nst = (n + NB - 1) / NB;
-  if (tid == 0) {
-    for (int st = 0; st < NS; ++st) {
-      hp_mbar_init(bars + 8 * st, 1);
-      hp_mbar_init(bars + 8 * (NS + st), NWG * 4);
-    }
-    hp_mbar_init(qbar, 1);
-    hp_mbar_init_fence();
-  }
+  if (tid == 0) sl_init_bars<NS>(bars, qbar, NWG * 4);
   __syncthreads();
 
   if (wg == NWG) {  // producer warpgroup: one thread issues every copy
@@ -91,21 +181,20 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
       hp_mbar_expect_tx(qbar, QB);
 #pragma unroll
       for (int hf = 0; hf < DH; ++hf) hp_tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * L + q0, qbar);
-      for (int t = 0; t < nst; ++t) {
-        const int st = t % NS;
-        if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);  // consumers released the stage
-        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
+      sl_produce<NS>(
+          nst, bars, KB + VB, [](int) { return 0; },
+          [&](int t, int st, int) {
 #pragma unroll
-        for (int e = 0; e < NB; ++e) {
-          const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
+            for (int e = 0; e < NB; ++e) {
+              const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
 #pragma unroll
-          for (int hf = 0; hf < DH; ++hf) {
-            const u32 off = hf * BN * 128 + e * BK * 128;
-            hp_tma_load_2d(sK + st * KB + off, tmK, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
-            hp_tma_load_2d(sV + st * VB + off, tmV, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
-          }
-        }
-      }
+              for (int hf = 0; hf < DH; ++hf) {
+                const u32 off = hf * BN * 128 + e * BK * 128;
+                hp_tma_load_2d(sK + st * KB + off, tmK, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+                hp_tma_load_2d(sV + st * VB + off, tmV, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+              }
+            }
+          });
     }
   } else {  // consumer warpgroups
     HP_SETMAXNREG_INC(240);
@@ -133,60 +222,9 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
           hp_wgmma_rs_n64_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
       }
     };
-    auto fence_s = [&]() {
-#pragma unroll
-      for (int x = 0; x < BN / 2; ++x) reg_fence(s[x]);
-    };
-    auto fence_o = [&]() {
-#pragma unroll
-      for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
-    };
-    auto release = [&](int st) {
-      __syncwarp();
-      if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
-    };
-    hp_mbar_wait(qbar, 0);
-    if (nst > 0) {
-      // S_0 and its softmax; then per stage t: issue S_{t+1}, issue P_t·V_t,
-      // softmax of S_{t+1} while P_t·V_t runs, rescale O once it retired.
-      hp_mbar_wait(bars, 0);
-      hp_wg_fence();
-      qk(0);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_s();
-      sl_valid<BK>(lr, n, 0, L, vc);
-      sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);  // O is zero: no rescale
-      pack_p<BN>(s, p);
-#pragma unroll 1
-      for (int t = 0; t + 1 < nst; ++t) {
-        const int st = t % NS, sn = (t + 1) % NS;
-        sl_valid<BK>(lr, n, t + 1, L, vc);
-        fence_o();
-        hp_wg_fence();
-        hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);  // stage t+1 landed
-        qk(sn);
-        hp_wg_commit();
-        pv(st);
-        hp_wg_commit();
-        hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
-        fence_s();
-        sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);
-        hp_wg_wait<0>();
-        fence_o();
-        release(st);
-        rescale_o<D>(o, a0, a1);
-        pack_p<BN>(s, p);
-      }
-      const int st = (nst - 1) % NS;
-      fence_o();
-      hp_wg_fence();
-      pv(st);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_o();
-      release(st);
-    }
+    sl_consume<D, NS, BN / 2>(
+        o, s, a0, a1, nst, bars, qbar, lane, qk, pv, [&](int t) { sl_valid<BK>(lr, n, t, L, vc); },
+        [&](int) { sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4); }, [&]() { pack_p<BN>(s, p); });
     l0 = quad_sum(l0);
     l1 = quad_sum(l1);
     const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
@@ -318,14 +356,7 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
   const long long bh = (long long)z * H + h, row = bh * Qb + i;
   const int* lr = lut + row * Kb;
   const int n = cnt[row];
-  if (tid == 0) {
-    for (int st = 0; st < NS; ++st) {
-      hp_mbar_init(bars + 8 * st, 1);
-      hp_mbar_init(bars + 8 * (NS + st), 4);
-    }
-    hp_mbar_init(qbar, 1);
-    hp_mbar_init_fence();
-  }
+  if (tid == 0) sl_init_bars<NS>(bars, qbar, 4);
   __syncthreads();
 
   if (wg == 1) {  // producer warpgroup: one thread issues every copy
@@ -333,13 +364,12 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
     if (tid == 128) {
       hp_mbar_expect_tx(qbar, QB);
       hp_tma_load_2d(sQ, tmQ, h * D, z * L + q0, qbar);
-      for (int t = 0; t < n; ++t) {
-        const int st = t % NS, j = __ldg(lr + t);
-        if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);
-        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
-        hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
-        hp_tma_load_2d(sV + st * VB, tmV, j * BK, (int)bh * D, bars + 8 * st);
-      }
+      sl_produce<NS>(
+          n, bars, KB + VB, [&](int t) { return __ldg(lr + t); },
+          [&](int, int st, int j) {
+            hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB, tmV, j * BK, (int)bh * D, bars + 8 * st);
+          });
     }
   } else {
     HP_SETMAXNREG_INC(232);
@@ -363,62 +393,14 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
 #pragma unroll
       for (int kc = 0; kc < BK / 32; ++kc) sg_mma_pv(o, p8[kc], hp_desc_sw128(sV + st * VB + kc * 32));
     };
-    auto fence_si = [&]() {
-#pragma unroll
-      for (int x = 0; x < BK / 2; ++x) asm volatile("" : "+r"(si[x])::"memory");
-    };
-    auto fence_o = [&]() {
-#pragma unroll
-      for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
-    };
-    auto release = [&](int st) {
-      __syncwarp();
-      if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));
-    };
     auto soft = [&](int t) {
       const int j = __ldg(lr + t);
       const bool last = t == n - 1;
       const float dq = __fmul_rn(sqi, __ldg(sk + bh * Kb + j));
       sg_softmax(si, s, m0, m1, d0, d1, a0, a1, dq, last ? sm : __fmul_rn(sm, dq), last, min(BK, L - j * BK), t4);
     };
-    hp_mbar_wait(qbar, 0);
-    if (n > 0) {
-      hp_mbar_wait(bars, 0);
-      hp_wg_fence();
-      qk(0);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_si();
-      soft(0);  // O is zero: no rescale
-      sg_pack(s, p8);
-#pragma unroll 1
-      for (int t = 0; t + 1 < n; ++t) {
-        const int st = t % NS, sn = (t + 1) % NS;
-        fence_o();
-        hp_wg_fence();
-        hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);
-        qk(sn);
-        hp_wg_commit();
-        pv(st);
-        hp_wg_commit();
-        hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
-        fence_si();
-        soft(t + 1);
-        hp_wg_wait<0>();
-        fence_o();
-        release(st);
-        rescale_o<D>(o, a0, a1);
-        sg_pack(s, p8);
-      }
-      const int st = (n - 1) % NS;
-      fence_o();
-      hp_wg_fence();
-      pv(st);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_o();
-      release(st);
-    }
+    sl_consume<D, NS, BK / 2>(
+        o, si, a0, a1, n, bars, qbar, lane, qk, pv, [](int) {}, soft, [&]() { sg_pack(s, p8); });
     d0 = quad_sum(d0);
     d1 = quad_sum(d1);
     const float i0 = 1.f / d0, i1 = 1.f / d1;

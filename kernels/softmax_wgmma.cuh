@@ -10,6 +10,7 @@
 
 // Keeps the compiler from moving accumulator reads/writes across wgmma.
 __device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void reg_fence(int& r) { asm volatile("" : "+r"(r)::"memory"); }
 
 // 2^x on the special-function unit, flushing subnormal results to zero
 // (such probabilities are below bf16's resolution of the row sum anyway).
