@@ -162,7 +162,9 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
                                                const bf16* __restrict__ OL, void* out, int odt,
                                                const int* __restrict__ lut, const int* __restrict__ cnt, int L, int H,
                                                int Qb, int Kb, float scale) {
-  constexpr int BM = 64 * NWG, BN = 128, NS = 3, DH = D / 64, NB = BN / BK;
+  // The ring (kernels/smem.go, which sizes the launch): NS stages of BN keys.
+  constexpr int BM = 64 * NWG, BN = TD_SLA_TMA_STAGE_KEYS, NS = TD_SLA_TMA_STAGES, DH = D / 64, NB = BN / BK;
+  static_assert(BN == 128, "S of a stage is one m64n128 wgmma tile");
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = BN * D * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
@@ -346,7 +348,8 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
                                                 const float* __restrict__ vs, const bf16* __restrict__ OL, void* out,
                                                 int odt, const int* __restrict__ lut, const int* __restrict__ cnt,
                                                 int L, int H, int Qb, int Kb, float sm) {
-  constexpr int D = 128, BM = 64, BK = 128, NS = 3;
+  constexpr int D = 128, BM = 64, BK = TD_SLA_TMA_STAGE_KEYS, NS = TD_SLA_TMA_STAGES;  // kernels/smem.go
+  static_assert(BK == 128, "S of a stage is one m64n128k32 wgmma tile");
   constexpr u32 QB = BM * D, KB = BK * D, VB = D * BK;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;

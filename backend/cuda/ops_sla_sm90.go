@@ -140,11 +140,11 @@ func (b *Backend) slaSparseTMA(g sla.Geometry, B int, q, k, v, ol, out, lut, cnt
 		int32(L), int32(H), int32(g.QBlocks()), int32(g.KBlocks()), scale)
 }
 
-// slaTMAStages and slaTMAStageKeys are the Hopper kernel's K/V ring (NS and
-// BN in sla_sparse_tma).
+// slaTMAStages and slaTMAStageKeys are the Hopper kernels' K/V ring (NS and
+// BN in sla_sparse_tma and sage_sparse_tma, from the same constants).
 const (
-	slaTMAStages    = 3
-	slaTMAStageKeys = 128
+	slaTMAStages    = kernels.SLATMAStages
+	slaTMAStageKeys = kernels.SLATMAStageKeys
 )
 
 // slaTMASmem is the Hopper kernel's dynamic shared memory: the Q tile, the
@@ -200,4 +200,4 @@ func (b *Backend) sageSparseTMA(g sla.Geometry, B int, qi, ki, v8t, sq, sk, vs, 
 // sageTMASmem is the Hopper SageSLA kernel's dynamic shared memory: Q codes
 // [64][128], three stages of K codes [128][128] and e4m3 Vᵀ [128][128],
 // kernels.SmemAlign bytes of alignment and the mbarriers (sage_sparse_tma).
-const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + kernels.SmemAlign + 8*(2*slaTMAStages+1)
+const sageTMASmem = 64*128 + slaTMAStages*2*slaTMAStageKeys*128 + kernels.SmemAlign + 8*(2*slaTMAStages+1)
