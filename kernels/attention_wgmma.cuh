@@ -59,10 +59,7 @@ __device__ __forceinline__ u32 tile_off(int r, int c8, int R, int kc8) {
 // tile, for the k16 step kk.
 template <bool SW>
 __device__ __forceinline__ u64 tile_desc(u32 base, int row0, int kk, int R, int kc8, int swap) {
-  if (SW) {
-    u32 a = base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32;
-    return (u64)((a & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
-  }
+  if (SW) return hp_desc_sw128_rows(base, row0, kk, R);
   return make_desc(base + (row0 >> 3) * kc8 * 128 + kk * 256, 128, kc8 * 128, swap);
 }
 

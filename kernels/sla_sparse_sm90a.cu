@@ -15,12 +15,6 @@
 #include "softmax_wgmma.cuh"
 #include "sla_sage.cuh"
 
-// Descriptor of rows row0.. of a K-major tile of R rows (D/64 halves of
-// [R][128 B], 128-byte swizzle) for k16 step kk.
-__device__ __forceinline__ u64 sl_kdesc(u32 base, int row0, int kk, int R) {
-  return hp_desc_sw128(base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32);
-}
-
 // Keys of a 128-key stage that exist: stage st of a list of n blocks of BK
 // keys, entry e of the stage is list item st·(128/BK)+e (none past n; the
 // producer repeats the last block there), block j holds min(BK, L − j·BK)
@@ -213,7 +207,8 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
     auto qk = [&](int st) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        hp_wgmma_ss_n128_bf16(s, sl_kdesc(sQ, wg * 64, kk, BM), sl_kdesc(sK + st * KB, 0, kk, BN), kk > 0);
+        hp_wgmma_ss_n128_bf16(s, hp_desc_sw128_rows(sQ, wg * 64, kk, BM), hp_desc_sw128_rows(sK + st * KB, 0, kk, BN),
+                              kk > 0);
     };
     auto pv = [&](int st) {
 #pragma unroll
