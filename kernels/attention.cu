@@ -60,7 +60,9 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 of this warp
+  // Running max and sum of rows g and g+8 of this warp (declared in this
+  // order, NVVM numbers the loop's registers as before the shared helpers).
+  float l1 = 0.f, l0 = 0.f, m1 = -INFINITY, m0 = -INFINITY;
   const int t4 = lane & 3;
 
   const int nkb = (Lk + BN - 1) / BN;
