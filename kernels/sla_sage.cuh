@@ -135,8 +135,11 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
   float o[D / 8][4];
 #pragma unroll
   for (int x = 0; x < D / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
-  float m0 = -5e6f, m1 = -5e6f;
-  float d0 = t4 == 0 ? 1.f : 0.f, d1 = d0;  // per-thread partial sums; the quad's total starts at 1
+  // Running max (declared m1 first: NVVM then numbers the loop's registers
+  // as before the shared softmax helpers) and per-thread partial sums (the
+  // quad's total starts at 1).
+  float m1 = -5e6f, m0 = -5e6f;
+  float d0 = t4 == 0 ? 1.f : 0.f, d1 = d0;
 
   for (int it = 0; it < n; ++it) {
     const int st = it & 1, j = lr[it];
