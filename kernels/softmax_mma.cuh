@@ -36,7 +36,8 @@ __device__ __forceinline__ void sp_qk_bf16(float (&s)[BN / 8][4], const u32 (&qf
 }
 
 // The f of sp_row_max for scores that need no change (attention.cu masks
-// only its last tile, before the step).
+// only its last tile, before the step). A tag rather than an identity
+// function: the no-op stores of one made NVVM order the code differently.
 struct sp_scores_as_is {};
 template <class F>
 struct sp_keep {
