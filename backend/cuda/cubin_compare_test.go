@@ -16,8 +16,9 @@ import (
 )
 
 // CubinDumpEnv names a folder where TestCubinDump writes every module's
-// cubin (per arch) and, when the folder already holds cubins from an earlier
-// tree, compares them kernel by kernel. A refactor of the kernel sources
+// cubin and PTX (per NVRTC version and arch) and, when the folder already
+// holds those of an earlier tree (*.cubin, *.ptx), compares them kernel by
+// kernel and PTX function by function. A refactor of the kernel sources
 // that must not change the machine code is checked by running this test
 // once before the change (dump) and once after (compare).
 const CubinDumpEnv = "TURBODIFFUSION_CUBIN_DUMP"
