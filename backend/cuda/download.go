@@ -14,7 +14,7 @@ import (
 // runs on the copy stream behind an event recorded on the compute stream,
 // into page-locked host buffers kept for reuse, and the source tensor is
 // held (out of every scope, so the pool cannot hand its block out again)
-// until the host has seen the copy's event. The VAE decode queues chunk t+1
+// until the host has seen the copy's event, then freed. The VAE decode queues chunk t+1
 // before it reads chunk t, so the GPU never waits for the host's copies.
 
 var _ backend.AsyncDownloader = (*Backend)(nil)
@@ -89,7 +89,6 @@ func (b *Backend) DownloadAsync(t backend.Tensor) backend.Pending {
 // writes the frames' bytes (a quarter of a bf16 video's float32 values)
 // and only those are copied.
 func (b *Backend) DownloadFramesAsync(t backend.Tensor, rng rgb24.Range) backend.Pending {
-	defer keepAlive(t)
 	ct := T(t)
 	checkFloat("DownloadFramesAsync", ct)
 	if len(ct.shape) != 4 || ct.shape[0] != 3 {
@@ -106,7 +105,7 @@ func (b *Backend) DownloadFramesAsync(t backend.Tensor, rng rgb24.Range) backend
 		b.launch(b.fn("vae.cu", "video_rgb24_kernel"), b.gridFor(n), block256, 0, out.buf.ptr, ct.buf.ptr, dtCode(ct.dt),
 			n, int32(btoi(rng == rgb24.Signed)))
 	}
-	b.pool.freeBuf(ct.buf) // read by a kernel queued on this stream: safe to reuse after it
+	b.Free(ct) // read by a kernel queued on this stream: safe to reuse after it
 	return b.queueDownload(out, []int{F, H, W})
 }
 
@@ -145,7 +144,7 @@ func (p *pending) wait(what string) {
 	call(b.drv.cuEventDestroy, p.ev)
 	p.ev = 0
 	if r != 0 {
-		b.pool.freeBuf(p.src.buf)
+		b.Free(p.src)
 		p.host = pinnedBuf{} // the copy may not have ended: never reuse it
 		b.must("cuEventSynchronize (download; a kernel queued earlier may have failed)", r)
 	}
@@ -154,7 +153,7 @@ func (p *pending) wait(what string) {
 // release gives the pinned buffer back and frees the source.
 func (p *pending) release() {
 	b := p.b
-	b.pool.freeBuf(p.src.buf)
+	b.Free(p.src)
 	if p.host.ptr != 0 {
 		defer b.enter()()
 		b.putPinned(p.host)

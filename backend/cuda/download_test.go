@@ -118,16 +118,22 @@ func TestConvConstantWeightCache(t *testing.T) {
 		x := g.Upload(tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 1))
 		w := g.Upload(tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 0.1))
 		p := backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}
-		want := g.Download(g.Conv3d(x, w, nil, p))
+		conv := func() []float32 {
+			y := g.Conv3d(x, w, nil, p)
+			defer g.Free(y)
+			return g.Download(y)
+		}
+		want := conv()
 		g.MarkConstant(w)
 		g.StartProfile()
 		sc := g.Begin()
-		y1 := g.Download(g.Conv3d(x, w, nil, p))
+		y1 := conv()
 		sc.End()
 		filler := g.Upload(tensor.BF16, ws, make([]float32, tensor.NumElements(ws))) // takes a freed block of the weight's size, if any
-		y2 := g.Download(g.Conv3d(x, w, nil, p))
+		y2 := conv()
 		prof := g.StopProfile()
 		g.Free(filler)
+		g.Free(x)
 		if n := wpackLaunches(prof); n != 1 {
 			t.Errorf("%d→%d: %d repacks in two convolutions of a constant weight, want 1", c.cin, c.cout, n)
 		}
@@ -139,7 +145,11 @@ func TestConvConstantWeightCache(t *testing.T) {
 		for _, d := range wb.derived {
 			cached = append(cached, d.buf)
 		}
+		loose := g.Loose()
 		g.Free(w)
+		if n := g.Loose(); n != loose-2 {
+			t.Errorf("%d→%d: freeing the weight left %d loose allocations, want %d (the weight and its cached form gone)", c.cin, c.cout, n, loose-2)
+		}
 		if len(cached) != 1 || !cached[0].freed {
 			t.Errorf("%d→%d: %d cached forms, freed with the weight: %v; want 1, freed", c.cin, c.cout, len(cached), len(cached) == 1 && cached[0].freed)
 		}
@@ -162,11 +172,11 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 	for _, dt := range vaeDTypes {
 		t.Run(dt.String(), func(t *testing.T) {
 			defer wanvae.SetOverlap(wanvae.SetOverlap(false))
+			loose := g.Loose()
 			old, err := wanvae.Load(f, g, dt)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer old.Free()
 			before := convHopperLaunches.Load()
 			want, ws, err := old.Decode(latent, shape)
 			if err != nil {
@@ -182,7 +192,6 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer v.Free()
 			for run := 0; run < 2; run++ {
 				g.StartProfile()
 				got, gs, err := v.Decode(latent, shape)
@@ -215,6 +224,11 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 				if n := wpackLaunches(prof); run == 1 && n != 0 {
 					t.Errorf("second overlapped decode repacked weights %d times, want 0", n)
 				}
+			}
+			old.Free()
+			v.Free()
+			if n := g.Loose(); n != loose {
+				t.Errorf("%d device allocations outside scopes after both VAEs were freed, want %d as before: downloads or cached repacks left behind", n, loose)
 			}
 			t.Logf("%v: %d sm_90a convolutions per decode; video %v identical", dt, hopper, ws)
 		})
@@ -257,8 +271,10 @@ func TestConvPackNormVecMatchesScalar(t *testing.T) {
 				xpt = g.newTensor(tensor.BF16, []int{rows, c.C})
 				g.convPack(xpt, T(x), hp, c.th, T(gamma), xshape, p, 2, false, convExtra{}, &tt)
 			}()
+			defer func() { g.Free(xpt); g.Free(tt) }()
 			return g.Download(xpt), g.Download(tt)
 		}
+		defer func() { g.Free(x); g.Free(gamma); g.Free(h) }()
 		xp0, tail0 := run("scalar")
 		for _, mode := range []string{"", "cl4b"} {
 			xp1, tail1 := run(mode)

@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"runtime"
 	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -11,14 +10,11 @@ import (
 )
 
 // buffer is one pool block. Views (Reshape) share it. Its scope returns it
-// to the pool (scope.go); outside scopes, a GC cleanup does once the last
-// tensor referring to it becomes unreachable.
+// to the pool at End (scope.go); outside scopes, its owner's Free does.
 type buffer struct {
-	ptr     uintptr
-	class   int64
-	freed   bool
-	gc      bool // cleanup is set
-	cleanup runtime.Cleanup
+	ptr   uintptr
+	class int64
+	freed bool
 	// constant is MarkConstant's promise that the contents stay until
 	// freed; derived then caches forms computed from them (the convs'
 	// repacked weights, by derived's key), freed with the buffer.
@@ -214,6 +210,7 @@ func (b *Backend) Free(t backend.Tensor) {
 	if !ok || ct == nil {
 		return
 	}
+	b.arena.Freed(ct.buf)
 	b.pool.freeBuf(ct.buf)
 }
 

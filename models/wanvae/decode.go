@@ -187,7 +187,7 @@ func (v *VAE) decodeSync(x []float32, T, H, W int, emit func(first int, chunk []
 	frame := 0
 	for t := 0; t < T; t++ {
 		want := chunkFrames(t)
-		data, sh := v.decodeChunk(s, b.Upload(v.dt, []int{z, 1, H, W}, latentFrame(x, z, t, T, H*W)))
+		data, sh := v.decodeChunk(s, latentFrame(x, z, t, T, H*W), []int{z, 1, H, W})
 		if !backend.SameShape(sh, []int{3, want, OH, OW}) {
 			backend.Fail("wanvae: decode: chunk %d gave shape %v, want [3,%d,%d,%d]", t, sh, want, OH, OW)
 		}
@@ -225,9 +225,7 @@ func (v *VAE) decodeQueued(x []float32, T, H, W int, download func(backend.Tenso
 	for t := 0; t <= T; t++ {
 		if t < T {
 			want := chunkFrames(t)
-			in := b.Upload(v.dt, []int{z, 1, H, W}, latentFrame(x, z, t, T, H*W))
-			out := v.decodeChunkTensor(s, in)
-			b.Free(in)
+			out := v.decodeChunkTensor(s, latentFrame(x, z, t, T, H*W), []int{z, 1, H, W})
 			if sh := out.Shape(); !backend.SameShape(sh, []int{3, want, OH, OW}) {
 				b.Free(out)
 				backend.Fail("wanvae: decode: chunk %d gave shape %v, want [3,%d,%d,%d]", t, sh, want, OH, OW)
@@ -270,23 +268,25 @@ func (v *VAE) rounder() func(float32) float32 {
 	return func(f float32) float32 { return f }
 }
 
-// decodeChunk runs conv2 and the decoder on one latent frame [z,1,H,W]
-// in a scope that frees it and everything but the history, and returns 1
+// decodeChunk uploads one latent frame [z,1,H,W] and runs conv2 and the
+// decoder on it in a scope that frees everything but the history, and returns 1
 // (first chunk) or 4 video frames [3,n,8H,8W] and their shape.
-func (v *VAE) decodeChunk(s *state, x backend.Tensor) ([]float32, []int) {
+func (v *VAE) decodeChunk(s *state, chunk []float32, shape []int) ([]float32, []int) {
 	b := v.b
 	sc := b.Begin()
 	defer sc.End()
-	out := b.Cast(v.decodeChunkTensor(s, x), tensor.F32)
+	out := b.Cast(v.decodeChunkTensor(s, chunk, shape), tensor.F32)
 	return b.Download(out), out.Shape()
 }
 
 // decodeChunkTensor is decodeChunk leaving the video [3,n,8H,8W] on the
-// device, in the compute dtype, owned by the caller's scope.
-func (v *VAE) decodeChunkTensor(s *state, x backend.Tensor) backend.Tensor {
+// device, in the compute dtype, owned by the caller's scope (or, with none
+// open, by the caller, who frees it).
+func (v *VAE) decodeChunkTensor(s *state, chunk []float32, shape []int) backend.Tensor {
 	b := v.b
 	sc := b.Begin()
 	defer sc.End()
+	x := b.Upload(v.dt, shape, chunk)
 	x = s.causal(v.decConv1, pointwise(b, v.postQuant, x), 1)
 	x = s.forwardAll(v.decMid, x)
 	x = s.forwardAll(v.decUp, x)
