@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -117,5 +118,48 @@ func TestSLAPrepFusedMatchesCPU(t *testing.T) {
 	t.Logf("preparation: %s", g.SLAPrepKernel())
 	for _, f := range []func(*testing.T){TestSLABlockMapMatchesCPU, TestSLABlockMapTies, TestSLAMatchesCPU, TestSLAGivenMap} {
 		f(t)
+	}
+}
+
+// BenchmarkSLAPrep times the block map + quantisation (slaPrepare) at the
+// 1.3B 480p shape (L = 32760, 12 heads, d 128, top-k 0.1), unfused and
+// fused, for SLA and for SageSLA with the e4m3 Vᵀ of the fp8/wgmma kernels:
+// the median GPU time of 10 event-timed runs after 3 warm-ups. Run it with
+// -benchtime=1x.
+func BenchmarkSLAPrep(b *testing.B) {
+	g := gpu(b)
+	g.Poison = false
+	defer func() { g.Poison = true }()
+	const L, H, D = 32760, 12, 128
+	r := rand.New(rand.NewPCG(32760, 12))
+	shape := []int{1, L, H * D}
+	q := g.Upload(tensor.BF16, shape, benchVals(r, L*H*D, 1))
+	k := g.Upload(tensor.BF16, shape, benchVals(r, L*H*D, 1))
+	v := g.Upload(tensor.BF16, shape, benchVals(r, L*H*D, 1))
+	pw := g.Upload(tensor.BF16, []int{D, D}, make([]float32, D*D))
+	defer func() {
+		for _, x := range []backend.Tensor{q, k, v, pw} {
+			g.Free(x)
+		}
+	}()
+	for _, kind := range slaKinds {
+		p := slaCheck(q, k, v, H, backend.SLAConfig{Kind: kind, TopK: 0.1}, pw, nil)
+		for _, fused := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%v/fused=%v", kind, fused), func(b *testing.B) {
+				f := func() {
+					defer g.enter()()
+					pr := g.slaPrepare(p, p.q, p.k, p.v, nil, false, true, fused)
+					pr.free(g)
+				}
+				var ms []float64
+				for range b.N {
+					var err error
+					if ms, err = g.TimeGPU(3, 10, f); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(Median(ms), "ms")
+			})
+		}
 	}
 }
