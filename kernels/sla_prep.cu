@@ -147,7 +147,7 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
     }
   }
   double acc[8];
-  float xv[NIT][8];
+  u32 xv[NIT][4];  // the quantiser's inputs, bf16-exact (rbf), two per word
   float amax = 0.f;
 #pragma unroll
   for (int e = 0; e < 8; ++e) acc[e] = 0;
@@ -167,9 +167,11 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
           vq = rbf(vq - m16[e]);
         }
         acc[e] += (double)vp;
-        xv[it][e] = vq;
         amax = fmaxf(amax, fabsf(vq));
+        f[e] = vq;
       }
+#pragma unroll
+      for (int e = 0; e < 4; ++e) xv[it][e] = (__float_as_uint(f[2 * e]) >> 16) | (__float_as_uint(f[2 * e + 1]) & 0xFFFF0000u);
     }
   }
 #pragma unroll
@@ -201,7 +203,8 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
         u32 c[2] = {0, 0};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          float y = xv[it][e] / s;
+          const u32 wv = xv[it][e >> 1];
+          float y = __uint_as_float((e & 1) ? wv & 0xFFFF0000u : wv << 16) / s;
           y = y >= 0.f ? y + 0.5f : y - 0.5f;
           const int code = min(127, max(-128, __float2int_rz(y)));
           c[e >> 2] |= ((u32)code & 0xFFu) << (8 * (e & 3));
@@ -251,7 +254,7 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
 }
 
 #define PREP_BLOCKS(D)                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(PREP_T) sla_prep_d##D(                                                  \
+  extern "C" __global__ void __launch_bounds__(PREP_T, 3) sla_prep_d##D(                                                \
       float* pq, float* pkT, signed char* qi, float* sq, signed char* ki, float* sk, unsigned char* v8t, float* vs,    \
       const void* q, int qdt, const void* k, int kdt, int rnd, const double* ksum, const double* ksum16,               \
       const bf16* v, const unsigned* vamax, int L, int H, int BQ, int BK, int Qb, int Kb, int Lp) {                    \
