@@ -309,6 +309,7 @@ extern "C" __global__ void __launch_bounds__(256)
     double s[8];
 #pragma unroll
     for (int r = 0; r < 8; ++r) s[r] = 0;
+#pragma unroll 8
     for (int c = 0; c < D; ++c) {
       const double kv = (double)pk[(long long)c * Kb + j];
       const float4 a = *(const float4*)&qs[c * 8], a2 = *(const float4*)&qs[c * 8 + 4];
@@ -331,11 +332,16 @@ extern "C" __global__ void __launch_bounds__(256)
   if (given) {
     for (int j = lane; j < Kb; j += 32) sr[j] = given[((long long)h * Qb + i) * Kb + j] != 0.f;
   } else {
+    u32 kr[8];  // the keys of blocks lane + 32t, t < 8, in registers
+#pragma unroll
+    for (int t = 0; t < 8; ++t) kr[t] = lane + 32 * t < Kb ? score_key(Sr[lane + 32 * t]) : 0u;
     u32 T = 0;
     for (int bit = 31; bit >= 0; --bit) {
       const u32 cand = T | (1u << bit);
       int c = 0;
-      for (int j = lane; j < Kb; j += 32) c += score_key(Sr[j]) >= cand;
+#pragma unroll
+      for (int t = 0; t < 8; ++t) c += lane + 32 * t < Kb && kr[t] >= cand;
+      for (int j = lane + 256; j < Kb; j += 32) c += score_key(Sr[j]) >= cand;
       if (warp_isum(c) >= kk) T = cand;
     }
     int gt = 0;
