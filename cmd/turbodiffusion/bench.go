@@ -395,14 +395,18 @@ func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 fu
 			run(kind, topk)
 		}
 	}
-	// The other block map + quantisation path (SLAPrepEnv) at top-k 0.1.
-	other := "fused"
+	// The other block map + quantisation path (cuda.SLAPrepEnv) at top-k 0.1.
+	otherPrep := "fused"
 	if strings.HasPrefix(b.SLAPrepKernel(), "fused") {
-		other = "unfused"
+		otherPrep = "unfused"
 	}
-	b.SetSLAPrep(other)
-	run(backend.SLA, 0.1)
-	run(backend.SageSLA, 0.1)
+	b.SetSLAPrep(otherPrep)
+	if strings.HasPrefix(b.SLAPrepKernel(), otherPrep) {
+		run(backend.SLA, 0.1)
+		run(backend.SageSLA, 0.1)
+	} else {
+		fmt.Fprintf(os.Stderr, "SLA block map + quantisation %s unavailable: %s\n", otherPrep, b.SLAPrepKernel())
+	}
 	b.SetSLAPrep("")
 	if strings.HasPrefix(b.SLASparseKernel(), "wgmma") {
 		b.SetSLASparse("mma")
