@@ -51,17 +51,18 @@ __device__ __forceinline__ void prep_stats(double* ksum, double* ksum16, unsigne
   const int r0 = blockIdx.x * chunk, r1 = min(r0 + chunk, L);
   const long long W = (long long)H * D, bh = (long long)b * H + h;
   const long long base = (long long)b * L * W + (long long)h * D + cg * 8;
+  const bool rk = rnd && kdt != DT_BF16;  // bf16 loads are already rounded
   double s[8], s16[8];
   float m[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e) s[e] = 0, s16[e] = 0, m[e] = 0.f;
-#pragma unroll 2
+#pragma unroll 4
   for (int l = r0 + rg; l < r1; l += RG) {
     float f[8];
     ld8(f, k, kdt, base + (long long)l * W);
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-      s[e] += (double)(rnd ? rbf(f[e]) : f[e]);
+      s[e] += (double)(rk ? rbf(f[e]) : f[e]);
       if (ksum16) s16[e] += (double)rbf(f[e]);
     }
     if (vamax) {
@@ -128,6 +129,7 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
   __shared__ double red[RG][D];
   __shared__ float wmax[PREP_T / 32];
   __shared__ u32 vt[D][128 / 4 + 1];  // Vᵀ bytes, 4 keys a word; +1: conflict-free stores
+  __shared__ float vam[D], vinv[D];     // amax_c and 2.25/amax_c
   const int tid = threadIdx.x, cg = tid % TPR, rg = tid / TPR, h = blockIdx.y, b = blockIdx.z;
   const bool isQ = blockIdx.x < Qb;
   const int blk = isQ ? BQ : BK, i = isQ ? blockIdx.x : blockIdx.x - Qb;
@@ -136,6 +138,9 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
   const long long W = (long long)H * D, bh = (long long)b * H + h;
   const int l0 = i * blk, n = min(l0 + blk, L) - l0, c0 = cg * 8;
   signed char* xq = isQ ? qi : ki;
+  // bf16 loads are already rounded; with rnd, ksum16 is ksum and the
+  // quantiser's smoothed value is the pool's.
+  const bool rx = rnd && xdt != DT_BF16, shareK = rnd && ksum16 == ksum;
   float mM[8], m16[8];  // the pool's and the quantiser's smoothing means
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
@@ -159,12 +164,12 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
       ld8(f, x, xdt, ((long long)b * L + l0 + r) * W + (long long)h * D + c0);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
-        float vp = rnd ? rbf(f[e]) : f[e];
-        float vq = rbf(f[e]);
+        float vp = rx ? rbf(f[e]) : f[e];
+        float vq = xdt == DT_BF16 ? f[e] : rbf(f[e]);
         if (!isQ) {
           vp = vp - mM[e];
           if (rnd) vp = rbf(vp);
-          vq = rbf(vq - m16[e]);
+          if (xq) vq = shareK ? vp : rbf(vq - m16[e]);
         }
         acc[e] += (double)vp;
         amax = fmaxf(amax, fabsf(vq));
@@ -215,6 +220,13 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
     if (tid == 0) (isQ ? sq : sk)[bh * (isQ ? Qb : Kb) + i] = s;
   }
   if (isQ || !v8t) return;
+  if (tid < D) {
+    const float am = __uint_as_float(vamax[bh * D + tid]);
+    vam[tid] = am;
+    vinv[tid] = 2.25f / am;
+    if (i == 0) vs[bh * D + tid] = am / 2.25f;
+  }
+  __syncthreads();
   // V: item (channel group, m) makes output bytes 4m..4m+3 of 8 channels
   // (keys kperm(p) of their 32-key chunk); 4 channel groups × 8 m per warp
   // keep the loads in full sectors and the shared stores on distinct banks.
@@ -222,9 +234,6 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
   for (int idx = tid; idx < NCG * nm; idx += PREP_T) {
     const int rest = idx >> 5;
     const int g = (rest % (NCG / 4)) * 4 + (idx & 3), m = (rest / (NCG / 4)) * 8 + ((idx >> 2) & 7);
-    float am[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) am[e] = __uint_as_float(vamax[bh * D + g * 8 + e]);
     u32 w[8];
 #pragma unroll
     for (int e = 0; e < 8; ++e) w[e] = 0;
@@ -238,14 +247,13 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         float r = 0.f;
-        if (l < L && am[e] != 0.f) r = e4m3r(f[e] * (2.25f / am[e]));
+        if (l < L && vam[g * 8 + e] != 0.f) r = e4m3r(f[e] * vinv[g * 8 + e]);
         w[e] |= e4m3_bits(r) << (8 * j);
       }
     }
 #pragma unroll
     for (int e = 0; e < 8; ++e) vt[g * 8 + e][m] = w[e];
   }
-  if (i == 0 && tid < D) vs[bh * D + tid] = __uint_as_float(vamax[bh * D + tid]) / 2.25f;
   __syncthreads();
   for (int idx = tid; idx < D * nm; idx += PREP_T) {
     const int c = idx / nm, m = idx % nm;
@@ -279,8 +287,8 @@ __device__ __forceinline__ int warp_isum(int v) {
 }
 
 // Selection, grid (ceil(Qb/G), H, B), 256 threads, G ≤ 8 query blocks per
-// CTA (one warp each), dynamic shared memory 8·128 + G·Kb floats + G·Kb
-// bytes; the same outputs as sla_select_kernel (see there):
+// CTA (one warp each), dynamic shared memory 8·128 doubles + G·Kb floats +
+// G·Kb bytes; the same outputs as sla_select_kernel (see there):
 //   S[j] = rnd(Σ_c pq[i,c]·pk[j,c]) (float64, channel order), one thread per
 //          key block for all G rows, so pkT is read once per G rows;
 //   top-k: T = the kk-th largest order key (bit by bit from the top: the
@@ -293,15 +301,15 @@ extern "C" __global__ void __launch_bounds__(256)
     sla_topk_kernel(int* lut, int* cnt, float* bmap, const float* given, const float* pq, const float* pkT, int rnd,
                     int Qb, int Kb, int H, int kk, int mode, int D, int G) {
   extern __shared__ __align__(16) unsigned char smem[];
-  float* qs = (float*)smem;  // [c][8]
-  float* S = qs + 8 * 128;   // [G][Kb]
+  double* qs = (double*)smem;     // [c][8], converted once
+  float* S = (float*)(qs + 8 * 128);  // [G][Kb]
   unsigned char* sel = (unsigned char*)(S + G * Kb);
   const int i0 = blockIdx.x * G, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const long long bh = (long long)b * H + h;
   const int ng = min(G, Qb - i0);
   for (int x = tid; x < 8 * D; x += 256) {
     const int c = x >> 3, r = x & 7;
-    qs[x] = r < ng ? pq[(bh * Qb + i0 + r) * D + c] : 0.f;
+    qs[x] = r < ng ? (double)pq[(bh * Qb + i0 + r) * D + c] : 0.0;
   }
   __syncthreads();
   const float* pk = pkT + bh * D * Kb;
@@ -312,9 +320,11 @@ extern "C" __global__ void __launch_bounds__(256)
 #pragma unroll 8
     for (int c = 0; c < D; ++c) {
       const double kv = (double)pk[(long long)c * Kb + j];
-      const float4 a = *(const float4*)&qs[c * 8], a2 = *(const float4*)&qs[c * 8 + 4];
-      s[0] += (double)a.x * kv, s[1] += (double)a.y * kv, s[2] += (double)a.z * kv, s[3] += (double)a.w * kv;
-      s[4] += (double)a2.x * kv, s[5] += (double)a2.y * kv, s[6] += (double)a2.z * kv, s[7] += (double)a2.w * kv;
+#pragma unroll
+      for (int r = 0; r < 8; r += 2) {
+        const double2 a = *(const double2*)&qs[c * 8 + r];
+        s[r] += a.x * kv, s[r + 1] += a.y * kv;
+      }
     }
 #pragma unroll
     for (int r = 0; r < 8; ++r)

@@ -124,8 +124,8 @@ func TestSLAPrepFusedMatchesCPU(t *testing.T) {
 // BenchmarkSLAPrep times the block map + quantisation (slaPrepare) at the
 // 1.3B 480p shape (L = 32760, 12 heads, d 128, top-k 0.1), unfused and
 // fused, for SLA and for SageSLA with the e4m3 Vᵀ of the fp8/wgmma kernels:
-// the median GPU time of 10 event-timed runs after 3 warm-ups. Run it with
-// -benchtime=1x.
+// the median GPU time of 10 event-timed runs after 3 warm-ups, then each
+// kernel's time per call over 10 profiled runs. Run it with -benchtime=1x.
 func BenchmarkSLAPrep(b *testing.B) {
 	g := gpu(b)
 	g.Poison = false
@@ -159,6 +159,13 @@ func BenchmarkSLAPrep(b *testing.B) {
 					}
 				}
 				b.ReportMetric(Median(ms), "ms")
+				g.StartProfile()
+				for range 10 {
+					f()
+				}
+				for _, e := range g.StopProfile() {
+					b.Logf("%-24s %8.4f ms per call (%d calls)", e.Name, e.MS/float64(e.Calls), e.Calls)
+				}
 			})
 		}
 	}
