@@ -20,6 +20,11 @@
 
 #define PREP_T 256
 
+// Row-group partials of channel c = 8·cg + e sit at e·(D/8 + 1) + cg of a
+// shared row: the 8-channel writers store consecutive words and the
+// per-channel readers hit few banks.
+#define PSLOT(D, c) (((c) & 7) * ((D) / 8 + 1) + ((c) >> 3))
+
 // Loads x[i..i+8) (i a multiple of 8) of a bf16 or float32 tensor as floats.
 __device__ __forceinline__ void ld8(float* o, const void* x, int dt, long long i) {
   if (dt == DT_BF16) {
@@ -45,8 +50,8 @@ template <int D>
 __device__ __forceinline__ void prep_stats(double* ksum, double* ksum16, unsigned* vamax, const void* k, int kdt,
                                            int rnd, const bf16* v, int L, int H, int chunk) {
   constexpr int TPR = D / 8, RG = PREP_T / TPR;
-  __shared__ double red[RG][D];
-  __shared__ float redf[RG][D];
+  __shared__ double red[RG][D + 8];
+  __shared__ float redf[RG][D + 8];
   const int tid = threadIdx.x, cg = tid % TPR, rg = tid / TPR, h = blockIdx.y, b = blockIdx.z;
   const int r0 = blockIdx.x * chunk, r1 = min(r0 + chunk, L);
   const long long W = (long long)H * D, bh = (long long)b * H + h;
@@ -73,23 +78,23 @@ __device__ __forceinline__ void prep_stats(double* ksum, double* ksum16, unsigne
     }
   }
 #pragma unroll
-  for (int e = 0; e < 8; ++e) red[rg][cg * 8 + e] = s[e], redf[rg][cg * 8 + e] = m[e];
+  for (int e = 0; e < 8; ++e) red[rg][PSLOT(D, cg * 8 + e)] = s[e], redf[rg][PSLOT(D, cg * 8 + e)] = m[e];
   __syncthreads();
   if (tid < D) {
     double t = 0;
     float mx = 0.f;
-    for (int g = 0; g < RG; ++g) t += red[g][tid], mx = fmaxf(mx, redf[g][tid]);
+    for (int g = 0; g < RG; ++g) t += red[g][PSLOT(D, tid)], mx = fmaxf(mx, redf[g][PSLOT(D, tid)]);
     atomicAdd(&ksum[bh * D + tid], t);
     if (vamax) atomicMax(&vamax[bh * D + tid], __float_as_uint(mx));
   }
   if (ksum16) {
     __syncthreads();
 #pragma unroll
-    for (int e = 0; e < 8; ++e) red[rg][cg * 8 + e] = s16[e];
+    for (int e = 0; e < 8; ++e) red[rg][PSLOT(D, cg * 8 + e)] = s16[e];
     __syncthreads();
     if (tid < D) {
       double t = 0;
-      for (int g = 0; g < RG; ++g) t += red[g][tid];
+      for (int g = 0; g < RG; ++g) t += red[g][PSLOT(D, tid)];
       atomicAdd(&ksum16[bh * D + tid], t);
     }
   }
@@ -126,7 +131,7 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
                                             const bf16* v, const unsigned* vamax, int L, int H, int BQ, int BK, int Qb,
                                             int Kb, int Lp) {
   constexpr int TPR = D / 8, RG = PREP_T / TPR, NIT = 128 / RG, NCG = D / 8;
-  __shared__ double red[RG][D];
+  __shared__ double red[RG][D + 8];
   __shared__ float wmax[PREP_T / 32];
   __shared__ u32 vt[D][128 / 4 + 1];  // Vᵀ bytes, 4 keys a word; +1: conflict-free stores
   __shared__ float vam[D], vinv[D];     // amax_c and 2.25/amax_c
@@ -141,16 +146,13 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
   // bf16 loads are already rounded; with rnd, ksum16 is ksum and the
   // quantiser's smoothed value is the pool's.
   const bool rx = rnd && xdt != DT_BF16, shareK = rnd && ksum16 == ksum;
-  float mM[8], m16[8];  // the pool's and the quantiser's smoothing means
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    mM[e] = m16[e] = 0.f;
-    if (!isQ) {
-      mM[e] = (float)(ksum[bh * D + c0 + e] / (double)L);
-      if (rnd) mM[e] = rbf(mM[e]);
-      if (xq) m16[e] = rbf((float)(ksum16[bh * D + c0 + e] / (double)L));
-    }
+  __shared__ __align__(16) float mM[D], m16[D];  // the pool's and the quantiser's smoothing means
+  if (!isQ && tid < D) {
+    float m = (float)(ksum[bh * D + tid] / (double)L);
+    mM[tid] = rnd ? rbf(m) : m;
+    m16[tid] = xq ? rbf((float)(ksum16[bh * D + tid] / (double)L)) : 0.f;
   }
+  __syncthreads();
   double acc[8];
   u32 xv[NIT][4];  // the quantiser's inputs, bf16-exact (rbf), two per word
   float amax = 0.f;
@@ -167,9 +169,9 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
         float vp = rx ? rbf(f[e]) : f[e];
         float vq = xdt == DT_BF16 ? f[e] : rbf(f[e]);
         if (!isQ) {
-          vp = vp - mM[e];
+          vp = vp - mM[c0 + e];
           if (rnd) vp = rbf(vp);
-          if (xq) vq = shareK ? vp : rbf(vq - m16[e]);
+          if (xq) vq = shareK ? vp : rbf(vq - m16[c0 + e]);
         }
         acc[e] += (double)vp;
         amax = fmaxf(amax, fabsf(vq));
@@ -180,11 +182,11 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
     }
   }
 #pragma unroll
-  for (int e = 0; e < 8; ++e) red[rg][c0 + e] = acc[e];
+  for (int e = 0; e < 8; ++e) red[rg][PSLOT(D, c0 + e)] = acc[e];
   __syncthreads();
   if (tid < D) {
     double s = 0;
-    for (int g = 0; g < RG; ++g) s += red[g][tid];
+    for (int g = 0; g < RG; ++g) s += red[g][PSLOT(D, tid)];
     float r = (float)s / (float)n;
     if (rnd) r = rbf(r);
     if (isQ)
