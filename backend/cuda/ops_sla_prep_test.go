@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 
@@ -106,16 +107,30 @@ func TestSLAPrepFusedBitIdentical(t *testing.T) {
 	}
 }
 
-// TestSLAPrepFusedMatchesCPU runs the CPU-comparison tests of the block map
-// and of the whole op with the fused preparation forced on.
-func TestSLAPrepFusedMatchesCPU(t *testing.T) {
+// TestSLAPrepDefault checks that the fused preparation is what runs by
+// default (its start-up check passed), so that a rejection shows as a
+// failure, not as a silent fall-back to the reference kernels.
+func TestSLAPrepDefault(t *testing.T) {
 	g := gpu(t)
-	g.SetSLAPrep("fused")
-	defer g.SetSLAPrep("")
+	if os.Getenv(SLAPrepEnv) != "" {
+		t.Skipf("%s=%s set", SLAPrepEnv, os.Getenv(SLAPrepEnv))
+	}
 	if got := g.SLAPrepKernel(); !strings.HasPrefix(got, "fused") {
-		t.Fatalf("fused preparation not running: %s", got)
+		t.Fatalf("fused block map + quantisation not running by default: %s", got)
 	}
 	t.Logf("preparation: %s", g.SLAPrepKernel())
+}
+
+// TestSLAPrepUnfusedMatchesCPU runs the CPU-comparison tests of the block
+// map and of the whole op with the reference preparation forced (the other
+// tests run the default, fused one).
+func TestSLAPrepUnfusedMatchesCPU(t *testing.T) {
+	g := gpu(t)
+	g.SetSLAPrep("unfused")
+	defer g.SetSLAPrep("")
+	if got := g.SLAPrepKernel(); !strings.HasPrefix(got, "unfused") {
+		t.Fatalf("reference preparation not running: %s", got)
+	}
 	for _, f := range []func(*testing.T){TestSLABlockMapMatchesCPU, TestSLABlockMapTies, TestSLAMatchesCPU, TestSLAGivenMap} {
 		f(t)
 	}
