@@ -41,6 +41,20 @@ __device__ __forceinline__ void ld8(float* o, const void* x, int dt, long long i
   }
 }
 
+// The 8 bf16 values of one 16-byte load as floats.
+__device__ __forceinline__ void unpack8(float* o, uint4 u) {
+  const u32 w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    o[2 * e] = __uint_as_float(w[e] << 16);
+    o[2 * e + 1] = __uint_as_float(w[e] & 0xFFFF0000u);
+  }
+}
+
+// Loads are issued in batches before any of them is used (all rows of a
+// block, four rows of a chunk): the kernels are memory-bound and a load per
+// round trip left the bandwidth idle.
+
 // Pass 1, grid (ceil(L/chunk), H, B), 256 threads (D/8 per row, 8 channels
 // each): ksum += Σ_rows x (x rounded to bf16 when rnd), as sla_colsum_kernel;
 // ksum16 (if set) += Σ rbf(x) (the bf16 copy SageSLA quantises, needed apart
@@ -61,20 +75,35 @@ __device__ __forceinline__ void prep_stats(double* ksum, double* ksum16, unsigne
   float m[8];
 #pragma unroll
   for (int e = 0; e < 8; ++e) s[e] = 0, s16[e] = 0, m[e] = 0.f;
-#pragma unroll 4
-  for (int l = r0 + rg; l < r1; l += RG) {
-    float f[8];
-    ld8(f, k, kdt, base + (long long)l * W);
+  for (int l0 = r0 + rg; l0 < r1; l0 += 4 * RG) {
+    uint4 kr[4], vr[4];
+    const uint4 z = make_uint4(0, 0, 0, 0);
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      s[e] += (double)(rk ? rbf(f[e]) : f[e]);
-      if (ksum16) s16[e] += (double)rbf(f[e]);
+    for (int u = 0; u < 4; ++u) {
+      const int l = l0 + u * RG;
+      kr[u] = l < r1 && kdt == DT_BF16 ? *(const uint4*)((const bf16*)k + base + (long long)l * W) : z;
+      vr[u] = l < r1 && vamax ? *(const uint4*)(v + base + (long long)l * W) : z;
     }
-    if (vamax) {
-      float g[8];
-      ld8(g, v, DT_BF16, base + (long long)l * W);
 #pragma unroll
-      for (int e = 0; e < 8; ++e) m[e] = fmaxf(m[e], fabsf(g[e]));
+    for (int u = 0; u < 4; ++u) {
+      const int l = l0 + u * RG;
+      if (l >= r1) break;
+      float f[8];
+      if (kdt == DT_BF16)
+        unpack8(f, kr[u]);
+      else
+        ld8(f, k, kdt, base + (long long)l * W);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        s[e] += (double)(rk ? rbf(f[e]) : f[e]);
+        if (ksum16) s16[e] += (double)rbf(f[e]);
+      }
+      if (vamax) {
+        float g[8];
+        unpack8(g, vr[u]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) m[e] = fmaxf(m[e], fabsf(g[e]));
+      }
     }
   }
 #pragma unroll
@@ -154,16 +183,28 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
   }
   __syncthreads();
   double acc[8];
-  u32 xv[NIT][4];  // the quantiser's inputs, bf16-exact (rbf), two per word
+  // bf16 rows as loaded (all issued at once), then the quantiser's inputs,
+  // bf16-exact (rbf), two per word.
+  uint4 xv[NIT];
   float amax = 0.f;
 #pragma unroll
   for (int e = 0; e < 8; ++e) acc[e] = 0;
+  const bool xbf = xdt == DT_BF16;
+#pragma unroll
+  for (int it = 0; it < NIT; ++it) {
+    const int r = rg + it * RG;
+    xv[it] = r < n && xbf ? *(const uint4*)((const bf16*)x + ((long long)b * L + l0 + r) * W + (long long)h * D + c0)
+                          : make_uint4(0, 0, 0, 0);
+  }
 #pragma unroll
   for (int it = 0; it < NIT; ++it) {
     const int r = rg + it * RG;
     if (r < n) {
       float f[8];
-      ld8(f, x, xdt, ((long long)b * L + l0 + r) * W + (long long)h * D + c0);
+      if (xbf)
+        unpack8(f, xv[it]);
+      else
+        ld8(f, x, xdt, ((long long)b * L + l0 + r) * W + (long long)h * D + c0);
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
         float vp = rx ? rbf(f[e]) : f[e];
@@ -177,8 +218,10 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
         amax = fmaxf(amax, fabsf(vq));
         f[e] = vq;
       }
+      u32 w[4];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) xv[it][e] = (__float_as_uint(f[2 * e]) >> 16) | (__float_as_uint(f[2 * e + 1]) & 0xFFFF0000u);
+      for (int e = 0; e < 4; ++e) w[e] = (__float_as_uint(f[2 * e]) >> 16) | (__float_as_uint(f[2 * e + 1]) & 0xFFFF0000u);
+      xv[it] = make_uint4(w[0], w[1], w[2], w[3]);
     }
   }
 #pragma unroll
@@ -210,7 +253,7 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
         u32 c[2] = {0, 0};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-          const u32 wv = xv[it][e >> 1];
+          const u32 wv = (e >> 1) == 0 ? xv[it].x : (e >> 1) == 1 ? xv[it].y : (e >> 1) == 2 ? xv[it].z : xv[it].w;
           float y = __uint_as_float((e & 1) ? wv & 0xFFFF0000u : wv << 16) / s;
           y = y >= 0.f ? y + 0.5f : y - 0.5f;
           const int code = min(127, max(-128, __float2int_rz(y)));
@@ -233,28 +276,42 @@ __device__ __forceinline__ void prep_blocks(float* pq, float* pkT, signed char* 
   // (keys kperm(p) of their 32-key chunk); 4 channel groups × 8 m per warp
   // keep the loads in full sectors and the shared stores on distinct banks.
   const int nm = BK / 4;
-  for (int idx = tid; idx < NCG * nm; idx += PREP_T) {
-    const int rest = idx >> 5;
-    const int g = (rest % (NCG / 4)) * 4 + (idx & 3), m = (rest / (NCG / 4)) * 8 + ((idx >> 2) & 7);
-    u32 w[8];
+  for (int idx0 = tid; idx0 < NCG * nm; idx0 += 2 * PREP_T) {
+    uint4 vr[2][4];  // two items' rows, loaded before use
 #pragma unroll
-    for (int e = 0; e < 8; ++e) w[e] = 0;
+    for (int u = 0; u < 2; ++u) {
+      const int idx = idx0 + u * PREP_T, rest = idx >> 5;
+      const int g = (rest % (NCG / 4)) * 4 + (idx & 3), m = (rest / (NCG / 4)) * 8 + ((idx >> 2) & 7);
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int p = 4 * m + j, l = l0 + (p & ~31) + kperm(p & 31);
-      float f[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) f[e] = 0.f;
-      if (l < L) ld8(f, v, DT_BF16, ((long long)b * L + l) * W + (long long)h * D + g * 8);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        float r = 0.f;
-        if (l < L && vam[g * 8 + e] != 0.f) r = e4m3r(f[e] * vinv[g * 8 + e]);
-        w[e] |= e4m3_bits(r) << (8 * j);
+      for (int j = 0; j < 4; ++j) {
+        const int p = 4 * m + j, l = l0 + (p & ~31) + kperm(p & 31);
+        vr[u][j] = idx < NCG * nm && l < L ? *(const uint4*)(v + ((long long)b * L + l) * W + (long long)h * D + g * 8)
+                                           : make_uint4(0, 0, 0, 0);
       }
     }
 #pragma unroll
-    for (int e = 0; e < 8; ++e) vt[g * 8 + e][m] = w[e];
+    for (int u = 0; u < 2; ++u) {
+      const int idx = idx0 + u * PREP_T, rest = idx >> 5;
+      if (idx >= NCG * nm) break;
+      const int g = (rest % (NCG / 4)) * 4 + (idx & 3), m = (rest / (NCG / 4)) * 8 + ((idx >> 2) & 7);
+      u32 w[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) w[e] = 0;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int p = 4 * m + j, l = l0 + (p & ~31) + kperm(p & 31);
+        float f[8];
+        unpack8(f, vr[u][j]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          float r = 0.f;
+          if (l < L && vam[g * 8 + e] != 0.f) r = e4m3r(f[e] * vinv[g * 8 + e]);
+          w[e] |= e4m3_bits(r) << (8 * j);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < 8; ++e) vt[g * 8 + e][m] = w[e];
+    }
   }
   __syncthreads();
   for (int idx = tid; idx < D * nm; idx += PREP_T) {
