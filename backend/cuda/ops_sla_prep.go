@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"sync"
 	"unsafe"
 
@@ -47,38 +46,13 @@ func (b *Backend) SetSLAPrep(k string) { slaPrepStates.Store(b, &kernelChoice{fo
 // unless "unfused" is asked for, and only if they reproduce the reference
 // kernels' bytes on small problems. The caller must not hold the device.
 func (b *Backend) slaPrepFused() bool {
-	s := b.slaPrepState()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.checked {
-		return s.on
-	}
-	s.checked = true
-	want := s.forced
-	if want == "" {
-		want = os.Getenv(SLAPrepEnv)
-	}
-	switch want {
-	case "unfused":
-		s.note = "(chosen by " + SLAPrepEnv + " or the caller)"
-		return false
-	case "", "fused":
-	default:
-		s.note = fmt.Sprintf("(unknown %s %q; want fused or unfused)", SLAPrepEnv, want)
-		return false
-	}
-	if err := b.checkSLAPrep(); err != nil {
-		s.note = fmt.Sprintf("(fused kernels rejected: %v)", err)
-		return false
-	}
-	s.on = true
-	s.note = "(start-up check: same bytes as unfused)"
-	return true
+	p := optionalPath{env: SLAPrepEnv, on: "fused", off: "unfused", defaultOn: true, what: "fused kernels", ref: "unfused (identical bytes)"}
+	return b.slaPrepState().decide(p, nil, func() (float64, error) { return 0, b.checkSLAPrep() })
 }
 
 // checkSLAPrep compares the fused and reference preparation on small
-// random problems: SLA and SageSLA (both V layouts), both head dims, two
-// batch entries, a ragged last block.
+// random problems (SLA and SageSLA, both V layouts, both head dims, two
+// batch entries, a ragged last block) and says what differs, if anything.
 func (b *Backend) checkSLAPrep() (err error) {
 	defer backend.Recover(&err)
 	r := newXorshift(5151)
