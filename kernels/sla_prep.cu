@@ -404,8 +404,10 @@ extern "C" __global__ void __launch_bounds__(256)
     u32 kr[8];  // the keys of blocks lane + 32t, t < 8, in registers
 #pragma unroll
     for (int t = 0; t < 8; ++t) kr[t] = lane + 32 * t < Kb ? score_key(Sr[lane + 32 * t]) : 0u;
+    // bf16 scores (rnd): a key's low 16 bits follow from its sign (0 for
+    // keys ≥ 2^31, else 0xFFFF), so the top 16 bits decide T.
     u32 T = 0;
-    for (int bit = 31; bit >= 0; --bit) {
+    for (int bit = 31; bit >= (rnd ? 16 : 0); --bit) {
       const u32 cand = T | (1u << bit);
       int c = 0;
 #pragma unroll
@@ -413,6 +415,7 @@ extern "C" __global__ void __launch_bounds__(256)
       for (int j = lane + 256; j < Kb; j += 32) c += score_key(Sr[j]) >= cand;
       if (warp_isum(c) >= kk) T = cand;
     }
+    if (rnd && !(T >> 31)) T |= 0xFFFFu;
     int gt = 0;
     for (int j = lane; j < Kb; j += 32) gt += score_key(Sr[j]) > T;
     const int need = kk - warp_isum(gt);
