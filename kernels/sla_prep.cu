@@ -10,11 +10,11 @@
 //                      CTA, written as the look-up table the kernels read.
 // Every output is the unfused kernels' value, byte for byte: the same bf16
 // roundings and float expressions (docs/NUMERICS.md §6.1, §6.3). Sums run in
-// float64, whose partial sums of bf16 (or float32) values are exact unless a
-// block spans more than ~38 (float32: ~26) binades, so their order, which
-// differs here (rows split over threads, then summed in row-group order), does
-// not change them; the unfused colsum already sums its chunks in atomic
-// (arbitrary) order on the same grounds. Tensors are [B, L, H·D], D 64 or 128.
+// float64, whose partial sums of bf16 (float32) values are exact while the
+// values summed span fewer than ~53 − 8 − log2(rows) (53 − 24 − log2(rows))
+// binades, so their order, which differs here (rows split over threads, then
+// summed in row-group order), does not change them; the unfused colsum
+// already sums its chunks in atomic (arbitrary) order on the same grounds. Tensors are [B, L, H·D], D 64 or 128.
 #define SAGE_NO_FP8
 #include "sla_sage.cuh"  // e4m3r, e4m3_bits, kperm
 
