@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -586,7 +587,42 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 		return sampler.UniPC{Steps: steps, Shift: r.Shift}.Sample(x, progress(cfg))
 	}
 	rcm := sampler.RCM{Steps: steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
+	if dev, ok := e.dit.(sampler.Device); ok && os.Getenv("TURBODIFFUSION_RCM_LOOP") != "host" {
+		return e.sampleOn(ctx, dev, rcm, idx, shape, noise, texts[0], prev)
+	}
 	return rcm.Sample(n, noise, progress(velocity(texts[0])))
+}
+
+// sampleOn is the rCM loop with the latent kept on a backend that has the
+// sampler's ops (the GPU): no latent crosses the bus between steps but the
+// noise, unless previews need the step's input and velocity on the host.
+// TURBODIFFUSION_RCM_LOOP=host keeps the host loop (Sample), to compare.
+// Progress and cancellation stay per step: SampleOn runs each network
+// evaluation once the previous step is done on the device.
+func (e *Engine) sampleOn(ctx context.Context, dev sampler.Device, rcm sampler.RCM, idx int, shape []int, noise sampler.Noise, txt *wan.Text, prev *previewer) ([]float32, error) {
+	v := func(st sampler.Step, x backend.Tensor) (backend.Tensor, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := e.applyAttention(e.model); err != nil {
+			return nil, err
+		}
+		e.report(Event{Stage: "step", Done: st.Index, Total: rcm.Steps})
+		out, err := e.model.ForwardDevice(x, st.Timestep, txt)
+		if err != nil || prev == nil {
+			return out, err
+		}
+		if err := prev.after(idx, st, dev.Download(x), dev.Download(out)); err != nil {
+			dev.Free(out)
+			return nil, err
+		}
+		return out, nil
+	}
+	out, err := rcm.SampleOn(dev, shape, noise, v)
+	if err == nil {
+		e.report(Event{Stage: "step", Done: rcm.Steps, Total: rcm.Steps})
+	}
+	return out, err
 }
 
 // checkAttention refuses an attention override the loaded weights cannot

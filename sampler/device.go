@@ -14,6 +14,8 @@ type Device interface {
 	Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor
 	Download(t backend.Tensor) []float32
 	Free(t backend.Tensor)
+	// Sync waits for the work queued so far.
+	Sync()
 	backend.RCMOps
 }
 
@@ -29,6 +31,11 @@ type DeviceVelocity func(st Step, x backend.Tensor) (backend.Tensor, error)
 // same draws in the same order as Sample) and the final latent downloaded.
 // Its result equals Sample's bit for bit (dev's ops are the host loop's
 // arithmetic). Tensors it allocates are freed before it returns.
+//
+// The host waits for each step to finish on the device (after queuing the
+// update and the next input, so the device idles only for the launch of
+// the next network's first op): v runs when the previous step is done, so
+// a caller's progress reports and cancellation stay step by step.
 func (c RCM) SampleOn(dev Device, shape []int, noise Noise, v DeviceVelocity) (out []float32, err error) {
 	if err := checkNetDType(c.NetDType); err != nil {
 		return nil, err
@@ -50,9 +57,14 @@ func (c RCM) SampleOn(dev Device, shape []int, noise Noise, v DeviceVelocity) (o
 	x := dev.RCMInit(e, s[0])
 	dev.Free(e)
 	defer dev.Free(x)
+	in := dev.RCMInput(x, c.NetDType)
+	defer func() {
+		if in != nil {
+			dev.Free(in)
+		}
+	}()
 	for i := 0; i < c.Steps; i++ {
 		cur, next := s[i], s[i+1]
-		in := dev.RCMInput(x, c.NetDType)
 		st := Step{Index: i, Time: cur, Timestep: RCMTimestep(cur, c.NetDType)}
 		var drawErr error
 		drawn := make(chan struct{})
@@ -64,6 +76,7 @@ func (c RCM) SampleOn(dev Device, shape []int, noise Noise, v DeviceVelocity) (o
 		}
 		vel, err := v(st, in)
 		dev.Free(in)
+		in = nil
 		if !c.ODE {
 			<-drawn
 		}
@@ -76,17 +89,20 @@ func (c RCM) SampleOn(dev Device, shape []int, noise Noise, v DeviceVelocity) (o
 		}
 		if c.ODE {
 			dev.RCMUpdate(x, vel, nil, cur, next)
-			dev.Free(vel)
-			continue
+		} else {
+			if drawErr != nil {
+				dev.Free(vel)
+				return nil, fmt.Errorf("sampler: step %d noise: %w", i, drawErr)
+			}
+			e := dev.Upload(tensor.F32, shape, eps)
+			dev.RCMUpdate(x, vel, e, cur, next)
+			dev.Free(e)
 		}
-		if drawErr != nil {
-			dev.Free(vel)
-			return nil, fmt.Errorf("sampler: step %d noise: %w", i, drawErr)
-		}
-		e := dev.Upload(tensor.F32, shape, eps)
-		dev.RCMUpdate(x, vel, e, cur, next)
-		dev.Free(e)
 		dev.Free(vel)
+		if i+1 < c.Steps {
+			in = dev.RCMInput(x, c.NetDType)
+		}
+		dev.Sync()
 	}
 	fin := dev.RCMInput(x, tensor.F32)
 	defer dev.Free(fin)
@@ -149,6 +165,9 @@ func (HostOps) Download(t backend.Tensor) []float32 {
 	}
 	return append([]float32(nil), h.F...)
 }
+
+// Sync does nothing: host ops are done when they return.
+func (HostOps) Sync() {}
 
 // Free marks t freed; later use fails.
 func (HostOps) Free(t backend.Tensor) {

@@ -16,8 +16,10 @@ import (
 // leaks device memory.
 type countingOps struct {
 	HostOps
-	live int
+	live, syncs int
 }
+
+func (c *countingOps) Sync() { c.syncs++ }
 
 func (c *countingOps) Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor {
 	c.live++
@@ -209,4 +211,25 @@ func (f *failingOps) RCMUpdate(x, v, eps backend.Tensor, cur, next float64) {
 		backend.Fail("update %d failed", f.updates)
 	}
 	f.HostOps.RCMUpdate(x, v, eps, cur, next)
+}
+
+// TestSampleOnSyncsEachStep: the network of step i runs after i waits for
+// the device (progress and cancellation stay step by step), and the state
+// is not waited for again before the final download.
+func TestSampleOnSyncsEachStep(t *testing.T) {
+	shape := []int{8, 8}
+	dev := &countingOps{}
+	c := RCM{Steps: 4, SigmaMax: 80, NetDType: tensor.BF16}
+	_, err := c.SampleOn(dev, shape, NewGaussian(1), func(st Step, x backend.Tensor) (backend.Tensor, error) {
+		if dev.syncs != st.Index {
+			t.Errorf("step %d runs after %d waits, want %d", st.Index, dev.syncs, st.Index)
+		}
+		return dev.Upload(tensor.F32, shape, make([]float32, 64)), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.syncs != c.Steps {
+		t.Errorf("%d waits for %d steps", dev.syncs, c.Steps)
+	}
 }
