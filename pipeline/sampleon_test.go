@@ -91,9 +91,13 @@ func TestGenerateDeviceLoop(t *testing.T) {
 		t.Fatalf("TURBODIFFUSION_RCM_LOOP=host: %d device updates, want the host loop", dev.updates)
 	}
 	t.Setenv("TURBODIFFUSION_RCM_LOOP", "")
+	loose := dev.Loose()
 	got, gotPrev, err := run(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := dev.Loose() - loose; n != 0 {
+		t.Errorf("the device loop left %d tensors allocated", n)
 	}
 	if dev.updates != req.Steps {
 		t.Fatalf("%d device updates for %d steps: the device loop did not run", dev.updates, req.Steps)

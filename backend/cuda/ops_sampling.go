@@ -22,7 +22,6 @@ func checkRCM(what string, t *Tensor, dt tensor.DType, n int64) {
 
 // RCMInit returns the F64 state float64(eps)·s0.
 func (b *Backend) RCMInit(eps backend.Tensor, s0 float64) backend.Tensor {
-	defer keepAlive(eps)
 	e := T(eps)
 	checkRCM("RCMInit noise", e, tensor.F32, e.n())
 	defer b.enter()()
@@ -35,7 +34,6 @@ func (b *Backend) RCMInit(eps backend.Tensor, s0 float64) backend.Tensor {
 
 // RCMInput returns the state rounded to dt (float64 → float32 → dt).
 func (b *Backend) RCMInput(x backend.Tensor, dt tensor.DType) backend.Tensor {
-	defer keepAlive(x)
 	s := T(x)
 	checkRCM("RCMInput state", s, tensor.F64, s.n())
 	dc := dtCode(dt)
@@ -50,7 +48,6 @@ func (b *Backend) RCMInput(x backend.Tensor, dt tensor.DType) backend.Tensor {
 // RCMUpdate advances the state in place: the SDE step with eps, the ODE
 // step without.
 func (b *Backend) RCMUpdate(x, v, eps backend.Tensor, cur, next float64) {
-	defer keepAlive(x, v, eps)
 	s := T(x)
 	n := s.n()
 	checkRCM("RCMUpdate state", s, tensor.F64, n)
