@@ -48,21 +48,29 @@ func (c RCM) SampleOn(dev Device, shape []int, noise Noise, v DeviceVelocity) (o
 	if n <= 0 {
 		return nil, fmt.Errorf("sampler: latent shape %v has no elements", shape)
 	}
+	// Every tensor is released on every path, a failing op's panic
+	// included (Recover runs last, after the releases).
 	defer backend.Recover(&err)
+	var e, x, in, vel, fin backend.Tensor
+	release := func(t *backend.Tensor) {
+		if *t != nil {
+			dev.Free(*t)
+			*t = nil
+		}
+	}
+	defer func() {
+		for _, t := range []*backend.Tensor{&e, &x, &in, &vel, &fin} {
+			release(t)
+		}
+	}()
 	eps := make([]float32, n)
 	if err := noise.Normal(eps); err != nil {
 		return nil, fmt.Errorf("sampler: initial noise: %w", err)
 	}
-	e := dev.Upload(tensor.F32, shape, eps)
-	x := dev.RCMInit(e, s[0])
-	dev.Free(e)
-	defer dev.Free(x)
-	in := dev.RCMInput(x, c.NetDType)
-	defer func() {
-		if in != nil {
-			dev.Free(in)
-		}
-	}()
+	e = dev.Upload(tensor.F32, shape, eps)
+	x = dev.RCMInit(e, s[0])
+	release(&e)
+	in = dev.RCMInput(x, c.NetDType)
 	for i := 0; i < c.Steps; i++ {
 		cur, next := s[i], s[i+1]
 		st := Step{Index: i, Time: cur, Timestep: RCMTimestep(cur, c.NetDType)}
@@ -74,38 +82,36 @@ func (c RCM) SampleOn(dev Device, shape []int, noise Noise, v DeviceVelocity) (o
 				drawErr = noise.Normal(eps)
 			}()
 		}
-		vel, err := v(st, in)
-		dev.Free(in)
-		in = nil
+		var err error
+		vel, err = v(st, in)
+		release(&in)
 		if !c.ODE {
 			<-drawn
 		}
 		if err != nil {
+			vel = nil // a failing network's result is not ours to free
 			return nil, fmt.Errorf("sampler: step %d (timestep %g): %w", st.Index, st.Timestep, err)
 		}
 		if got := tensor.NumElements(vel.Shape()); got != n || vel.DType() != tensor.F32 {
-			dev.Free(vel)
 			return nil, fmt.Errorf("sampler: step %d: velocity is %v %v, want float32 with %d values (latent %v)", i, vel.DType(), vel.Shape(), n, shape)
 		}
 		if c.ODE {
 			dev.RCMUpdate(x, vel, nil, cur, next)
 		} else {
 			if drawErr != nil {
-				dev.Free(vel)
 				return nil, fmt.Errorf("sampler: step %d noise: %w", i, drawErr)
 			}
-			e := dev.Upload(tensor.F32, shape, eps)
+			e = dev.Upload(tensor.F32, shape, eps)
 			dev.RCMUpdate(x, vel, e, cur, next)
-			dev.Free(e)
+			release(&e)
 		}
-		dev.Free(vel)
+		release(&vel)
 		if i+1 < c.Steps {
 			in = dev.RCMInput(x, c.NetDType)
 		}
 		dev.Sync()
 	}
-	fin := dev.RCMInput(x, tensor.F32)
-	defer dev.Free(fin)
+	fin = dev.RCMInput(x, tensor.F32)
 	return dev.Download(fin), nil
 }
 

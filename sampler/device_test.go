@@ -191,18 +191,21 @@ func TestSampleOnErrors(t *testing.T) {
 	}
 	// A failing op (a backend panics with *backend.Error) is an error, not a
 	// panic.
-	dev := &failingOps{failAt: 2}
+	dev := &failingOps{countingOps: &countingOps{}, failAt: 2}
 	_, err := c.SampleOn(dev, shape, NewGaussian(1), func(st Step, x backend.Tensor) (backend.Tensor, error) {
 		return dev.Upload(tensor.F32, shape, make([]float32, 24)), nil
 	})
 	if err == nil || !strings.Contains(err.Error(), "update 2 failed") {
 		t.Fatalf("failing op: error %v, want the op's", err)
 	}
+	if dev.live != 0 {
+		t.Errorf("failing op: %d tensors left allocated", dev.live)
+	}
 }
 
 // failingOps fails its failAt-th RCMUpdate as a backend does.
 type failingOps struct {
-	HostOps
+	*countingOps
 	failAt, updates int
 }
 
@@ -210,7 +213,7 @@ func (f *failingOps) RCMUpdate(x, v, eps backend.Tensor, cur, next float64) {
 	if f.updates++; f.updates == f.failAt {
 		backend.Fail("update %d failed", f.updates)
 	}
-	f.HostOps.RCMUpdate(x, v, eps, cur, next)
+	f.countingOps.RCMUpdate(x, v, eps, cur, next)
 }
 
 // TestSampleOnSyncsEachStep: the network of step i runs after i waits for
