@@ -732,7 +732,7 @@ func (e *Engine) loadDecoder() error {
 		return err
 	}
 	defer f.Close()
-	m, err := taehv.Load(f, e.tinyB, tensor.BF16)
+	m, err := taehv.Load(e.tinyB, f, taehv.Options{DType: tensor.BF16})
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,7 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := taehv.Load(f, be, tensor.BF16)
+	m, err := taehv.Load(be, f, taehv.Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}
