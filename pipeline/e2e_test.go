@@ -66,7 +66,7 @@ func TestGenerateEndToEndCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	v, err := wanvae.Load(f, be, tensor.BF16)
+	v, err := wanvae.Load(be, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,7 +194,7 @@ func TestI2VEndToEndCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vae, err := wanvae.Load(vf, be, tensor.BF16)
+	vae, err := wanvae.Load(be, vf, wanvae.Options{DType: tensor.BF16})
 	vf.Close()
 	if err != nil {
 		t.Fatal(err)

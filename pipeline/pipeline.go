@@ -775,7 +775,7 @@ func (e *Engine) loadVAE() error {
 		return err
 	}
 	defer f.Close()
-	v, err := wanvae.Load(f, e.vae, tensor.BF16)
+	v, err := wanvae.Load(e.vae, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		return err
 	}

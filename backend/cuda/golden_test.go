@@ -79,7 +79,7 @@ func TestGoldenVAEOnGPU(t *testing.T) {
 		tol float64
 	}{{tensor.F32, "fp32", 1e-4}, {tensor.BF16, "bf16", 5e-2}} {
 		t.Run(c.sfx, func(t *testing.T) {
-			v, err := wanvae.Load(ref, g, c.dt)
+			v, err := wanvae.Load(g, ref, wanvae.Options{DType: c.dt})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -217,7 +217,7 @@ func runBenchMemory(w io.Writer, f *benchMemFlags) (err error) {
 	if f.vae {
 		vf := testmodels.NewRandom("random:wan2.1-vae", wanvae.Tensors(wanvae.Config{Dim: 96, ZDim: 16}), 3)
 		before := inUse()
-		v, err := wanvae.Load(vf, b, tensor.BF16)
+		v, err := wanvae.Load(b, vf, wanvae.Options{DType: tensor.BF16})
 		if err != nil {
 			return err
 		}
