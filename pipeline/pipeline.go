@@ -677,7 +677,7 @@ func (e *Engine) encodeIDs(ids []int32, length int) (*textContext, error) {
 		if err != nil {
 			return nil, err
 		}
-		enc, err := umt5.Load(f, e.text, tensor.BF16)
+		enc, err := umt5.Load(e.text, f, umt5.Options{DType: tensor.BF16})
 		f.Close() // the encoder keeps what it needs
 		if err != nil {
 			return nil, err

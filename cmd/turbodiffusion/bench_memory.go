@@ -248,7 +248,7 @@ func runBenchMemory(w io.Writer, f *benchMemFlags) (err error) {
 	if f.text {
 		tf := testmodels.NewRandom("random:umt5-xxl", umt5.Tensors(umt5.XXL), 1)
 		before := inUse()
-		enc, err := umt5.Load(tf, b, tensor.BF16)
+		enc, err := umt5.Load(b, tf, umt5.Options{DType: tensor.BF16})
 		if err != nil {
 			return err
 		}

@@ -32,34 +32,40 @@ import (
 type Kind int
 
 const (
-	// Float is any float dtype a release uses: float32, bfloat16, float16.
+	// Float is any float dtype (tensor.DType.IsFloat).
 	Float Kind = iota
+	// StdFloat is float32, bfloat16 or float16: what a released DiT holds.
+	StdFloat
 	// Int8 is int8 only (Int8Linear codes).
 	Int8
 	// F32 is float32 only (Int8Linear tile scales).
 	F32
 )
 
-// String is the dtype list an error shows.
+// String is what an error says is wanted ("want dtype int8, got …").
 func (k Kind) String() string {
 	switch k {
+	case StdFloat:
+		return "dtype bfloat16, float32 or float16"
 	case Int8:
-		return "int8"
+		return "dtype int8"
 	case F32:
-		return "float32"
+		return "dtype float32"
 	}
-	return "bfloat16, float32 or float16"
+	return "a float dtype"
 }
 
 // Accepts reports whether a tensor stored as dt is of kind k.
 func (k Kind) Accepts(dt tensor.DType) bool {
 	switch k {
+	case StdFloat:
+		return dt == tensor.F32 || dt == tensor.BF16 || dt == tensor.F16
 	case Int8:
 		return dt == tensor.I8
 	case F32:
 		return dt == tensor.F32
 	}
-	return dt == tensor.F32 || dt == tensor.BF16 || dt == tensor.F16
+	return dt.IsFloat()
 }
 
 // Spec is one tensor a model reads: its full key, its stored shape and
@@ -88,7 +94,7 @@ func Check(f checkpoint.File, what string, want []Spec, strict bool) error {
 			problems = append(problems, fmt.Sprintf("tensor %q: want shape %v, got %v", s.Name, s.Shape, in.Shape))
 		}
 		if !s.Kind.Accepts(in.DType) {
-			problems = append(problems, fmt.Sprintf("tensor %q: want dtype %s, got %v", s.Name, s.Kind, in.DType))
+			problems = append(problems, fmt.Sprintf("tensor %q: want %s, got %v", s.Name, s.Kind, in.DType))
 		}
 	}
 	var unexpected []string
@@ -221,7 +227,7 @@ func (b *Binder) lookup(key string, shape []int, kind Kind) (string, bool) {
 		return name, false
 	}
 	if !kind.Accepts(info.DType) {
-		b.fail(fmt.Errorf("%s: tensor %q: want dtype %s, got %v", b.File.Path(), name, kind, info.DType))
+		b.fail(fmt.Errorf("%s: tensor %q: want %s, got %v", b.File.Path(), name, kind, info.DType))
 		return name, false
 	}
 	// Once a key is missing the load fails: read nothing more.
@@ -236,15 +242,15 @@ func (b *Binder) Info(key string) (checkpoint.Info, bool) {
 	return b.File.Info(b.Prefix + key)
 }
 
-// Read returns the values of Prefix+key, a float tensor of the given
-// stored shape, as float32 (nil when absent, bad or not read).
+// Read returns the values of Prefix+key, a tensor of any float dtype and
+// the given stored shape, as float32 (nil when absent, bad or not read).
 func (b *Binder) Read(key string, shape []int) []float32 {
 	return b.read(key, shape, Float)
 }
 
-// ReadF32 is Read for a tensor that must be stored as float32.
-func (b *Binder) ReadF32(key string, shape []int) []float32 {
-	return b.read(key, shape, F32)
+// ReadKind is Read for a tensor stored in one of kind's float dtypes.
+func (b *Binder) ReadKind(key string, shape []int, kind Kind) []float32 {
+	return b.read(key, shape, kind)
 }
 
 func (b *Binder) read(key string, shape []int, kind Kind) []float32 {

@@ -142,10 +142,10 @@ func TestBadTensorStopsTheWalk(t *testing.T) {
 		{"shape", func(b *Binder) { b.Tensor("w", []int{3, 2}, nil) },
 			[]string{"m.safetensors", `tensor "p.w"`, "want shape [3 2], got [2 3]", "(use the real one)"}},
 		{"int8 where a float is due", func(b *Binder) { b.Tensor("bad", []int{2}, nil) },
-			[]string{"m.safetensors", `tensor "p.bad"`, "want dtype bfloat16, float32 or float16, got int8"}},
+			[]string{"m.safetensors", `tensor "p.bad"`, "want a float dtype, got int8"}},
 		{"float where int8 is due", func(b *Binder) { b.ReadInt8("w", []int{2, 3}) },
 			[]string{`tensor "p.w"`, "want dtype int8, got float32"}},
-		{"bf16 where float32 is due", func(b *Binder) { b.ReadF32("b", []int{2}) },
+		{"bf16 where float32 is due", func(b *Binder) { b.ReadKind("b", []int{2}, F32) },
 			[]string{`tensor "p.b"`, "want dtype float32, got bfloat16"}},
 	}
 	for _, c := range cases {
@@ -217,17 +217,18 @@ func TestCheck(t *testing.T) {
 	want := []Spec{
 		{Name: "p.w", Shape: []int{2, 3}},
 		{Name: "p.b", Shape: []int{3}},
-		{Name: "p.codes", Shape: []int{2, 2}, Kind: F32},
+		{Name: "p.bad", Shape: []int{2}, Kind: StdFloat},
 		{Name: "p.gone", Shape: []int{1}},
 	}
 	err := Check(f, "toy", want, true)
 	wantErr(t, err, "m.safetensors: not a valid toy checkpoint", `missing 1 tensor: "p.gone"`,
-		`unexpected 1 tensor: "p.bad"`, `tensor "p.b": want shape [3], got [2]`, `tensor "p.codes": want dtype float32, got int8`)
+		`unexpected 1 tensor: "p.codes"`, `tensor "p.b": want shape [3], got [2]`,
+		`tensor "p.bad": want dtype bfloat16, float32 or float16, got int8`)
 	err = Check(f, "toy", want, false)
 	if err == nil || strings.Contains(err.Error(), "unexpected") {
 		t.Errorf("non-strict check: %v", err)
 	}
-	ok := []Spec{{Name: "p.w", Shape: []int{2, 3}}, {Name: "p.b", Shape: []int{2}}, {Name: "p.codes", Shape: []int{2, 2}, Kind: Int8}}
+	ok := []Spec{{Name: "p.w", Shape: []int{2, 3}}, {Name: "p.b", Shape: []int{2}, Kind: StdFloat}, {Name: "p.codes", Shape: []int{2, 2}, Kind: Int8}}
 	if err := Check(f, "toy", ok, false); err != nil {
 		t.Errorf("a matching file: %v", err)
 	}
