@@ -18,7 +18,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/models/weights"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -152,10 +152,10 @@ func prefixOf(f checkpoint.File) (string, bool) {
 	return prefix, found
 }
 
-// loader builds the module tree from a weights.Binder (which checks every
+// loader builds the module tree from a bind.Binder (which checks every
 // tensor's shape and dtype and collects the absent keys).
 type loader struct {
-	*weights.Binder
+	*bind.Binder
 }
 
 // conv2 reads a 2-D conv key.weight [cout,cin,k,k] (and key.bias when bias)
@@ -275,7 +275,7 @@ func Check(f checkpoint.File) (cfg Config, encoder bool, err error) {
 // newLoader binds f's TAEW2.1 tensors in dtype dt; with no Binder.To set,
 // it only checks them.
 func newLoader(f checkpoint.File, dt tensor.DType) *loader {
-	return &loader{&weights.Binder{File: f, DType: dt, What: "TAEW2.1",
+	return &loader{&bind.Binder{File: f, DType: dt, What: "TAEW2.1",
 		Hint: fmt.Sprintf("expected the layout of %s, %s", WeightsFile, Source)}}
 }
 

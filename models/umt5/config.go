@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/models/weights"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -74,8 +74,8 @@ func shape(f checkpoint.File, key string) ([]int, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: missing tensor %q", f.Path(), key)
 	}
-	if !weights.Float.Accepts(info.DType) {
-		return nil, fmt.Errorf("%s: tensor %q: want %s, got %v", f.Path(), key, weights.Float, info.DType)
+	if !bind.Float.Accepts(info.DType) {
+		return nil, fmt.Errorf("%s: tensor %q: want %s, got %v", f.Path(), key, bind.Float, info.DType)
 	}
 	return info.Shape, nil
 }
@@ -148,11 +148,11 @@ func DetectConfig(f checkpoint.File) (Config, string, error) {
 // naming every bad one at once. Other tensors (a full T5Model's decoder)
 // are left alone.
 func (c Config) check(f checkpoint.File, k tensorKeys) error {
-	var want []weights.Spec
+	var want []bind.Spec
 	for _, t := range c.tensors(k) {
-		want = append(want, weights.Spec{Name: t.Name, Shape: t.Shape, Kind: weights.Float})
+		want = append(want, bind.Spec{Name: t.Name, Shape: t.Shape, Kind: bind.Float})
 	}
-	return weights.Check(f, "umT5 encoder", want, false)
+	return bind.Check(f, "umT5 encoder", want, false)
 }
 
 // tensors lists every tensor the encoder reads besides the token table.

@@ -24,7 +24,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/models/weights"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -83,8 +83,8 @@ func Load(b backend.Text, f checkpoint.File, opt Options) (enc *Encoder, err err
 	defer backend.Recover(&err)
 
 	info, _ := f.Info(k.embedding())
-	if !weights.StdFloat.Accepts(info.DType) {
-		return nil, fmt.Errorf("%s: tensor %q: want %s, got %v", f.Path(), k.embedding(), weights.StdFloat, info.DType)
+	if !bind.StdFloat.Accepts(info.DType) {
+		return nil, fmt.Errorf("%s: tensor %q: want %s, got %v", f.Path(), k.embedding(), bind.StdFloat, info.DType)
 	}
 	raw, err := f.Raw(k.embedding())
 	if err != nil {
@@ -97,12 +97,12 @@ func Load(b backend.Text, f checkpoint.File, opt Options) (enc *Encoder, err err
 
 	// DetectConfig has checked every shape; the binder checks them again
 	// as it reads.
-	bind := &weights.Binder{File: f, To: b, DType: dt, What: "umT5 encoder"}
+	wb := &bind.Binder{File: f, To: b, DType: dt, What: "umT5 encoder"}
 	shapes := map[string][]int{}
 	for _, t := range cfg.tensors(k) {
 		shapes[t.Name] = t.Shape
 	}
-	upload := func(key string) backend.Tensor { return bind.Tensor(key, shapes[key], nil) }
+	upload := func(key string) backend.Tensor { return wb.Tensor(key, shapes[key], nil) }
 	for i := 0; i < cfg.Layers; i++ {
 		e.blocks = append(e.blocks, block{}) // appended first so Close frees a half-loaded block
 		bl := &e.blocks[i]
@@ -118,14 +118,14 @@ func Load(b backend.Text, f checkpoint.File, opt Options) (enc *Encoder, err err
 		}
 		if !cfg.SharedPos {
 			key := k.block(i, "pos_embedding.embedding.weight")
-			e.pos = append(e.pos, bind.Host(key, shapes[key]))
+			e.pos = append(e.pos, wb.Host(key, shapes[key]))
 		}
 	}
 	if cfg.SharedPos {
-		e.pos = append(e.pos, bind.Host(k.sharedPos(), shapes[k.sharedPos()]))
+		e.pos = append(e.pos, wb.Host(k.sharedPos(), shapes[k.sharedPos()]))
 	}
 	e.norm = upload(k.norm())
-	if err := bind.Err(); err != nil {
+	if err := wb.Err(); err != nil {
 		return nil, err
 	}
 	return e, nil

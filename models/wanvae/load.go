@@ -5,7 +5,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/models/weights"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -85,12 +85,12 @@ type resample struct {
 	time *conv // temporal (3,1,1) conv of the 3d modes
 }
 
-// loader builds the module tree from a weights.Binder, which checks every
+// loader builds the module tree from a bind.Binder, which checks every
 // tensor's shape and dtype and collects absent keys so a wrong file is
 // reported with all of them at once (with Binder.Specs set it lists the
 // state dict instead, Tensors).
 type loader struct {
-	*weights.Binder
+	*bind.Binder
 }
 
 func (l *loader) conv3(key string, cout, cin, k int) *conv {
@@ -195,7 +195,7 @@ func Load(b backend.VAE, f checkpoint.File, opt Options) (v *VAE, err error) {
 // newLoader binds f's VAE tensors in dtype dt; with no Binder.To set, it
 // only checks them.
 func newLoader(f checkpoint.File, dt tensor.DType) *loader {
-	return &loader{&weights.Binder{File: f, DType: dt, What: "Wan2.1 VAE"}}
+	return &loader{&bind.Binder{File: f, DType: dt, What: "Wan2.1 VAE"}}
 }
 
 // load builds the model from l's file; with no l.To it only checks names,
@@ -214,7 +214,7 @@ func load(l *loader, b backend.VAE) (*VAE, error) {
 // benchmarks and tests build random stand-ins from.
 func Tensors(cfg Config) []checkpoint.Info {
 	var specs []checkpoint.Info
-	build(&loader{&weights.Binder{Specs: &specs}}, nil, cfg)
+	build(&loader{&bind.Binder{Specs: &specs}}, nil, cfg)
 	return specs
 }
 

@@ -1,4 +1,4 @@
-// Package weights binds a model's parameters to the tensors of a checkpoint
+// Package bind binds a model's parameters to the tensors of a checkpoint
 // file: it looks each one up by key, checks its shape and stored dtype,
 // converts it to the model's dtype and uploads it to the backend. Every
 // model loader (wan, umt5, wanvae, taehv) goes through it, so a wrong file
@@ -13,7 +13,7 @@
 //   - a Binder reads tensor after tensor as the model's module tree is
 //     built (the VAEs), recording the first bad tensor and collecting the
 //     missing keys; Err reports them once the walk is done.
-package weights
+package bind
 
 import (
 	"errors"
