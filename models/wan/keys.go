@@ -40,6 +40,11 @@ type layout struct {
 	convPatch bool // patch_embedding.weight as Conv3d [D, Cin, kt, kh, kw]
 }
 
+// layout is the file's.
+func (fi FileInfo) layout() layout {
+	return layout{quantized: fi.Quantized, projL: fi.ProjL, convPatch: fi.ConvPatch}
+}
+
 // blockLinears are the Linear layers inside a block; TurboDiffusion's -quant
 // files store exactly these as Int8Linear (docs/NUMERICS.md §4.3).
 var blockLinears = []string{
