@@ -6,8 +6,8 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/lora"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
