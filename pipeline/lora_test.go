@@ -62,7 +62,7 @@ func TestRequestLoRA(t *testing.T) {
 	spec := lora.Spec{Path: loraPath, Scale: 0.7}
 	newEngine := func(files Files, keep bool, specs ...lora.Spec) *Engine {
 		be := cpu.New()
-		eng, err := New(be, be, Options{Files: files, Attention: backend.Dense, KeepExperts: keep, LoRA: specs})
+		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, KeepExperts: keep, LoRA: specs})
 		if err != nil {
 			t.Fatal(err)
 		}

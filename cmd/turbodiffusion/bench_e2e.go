@@ -130,8 +130,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		Encoding:        encoding,
 		VAETile:         f.vaeTile,
 		Files:           names,
-		Attention:       attn,
-		TopK:            req.TopK,
+		DiTOptions:      pipeline.DiTOptions{Attention: attn, TopK: req.TopK},
 		KeepTextEncoder: true,
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			if f, ok := files[p]; ok {
