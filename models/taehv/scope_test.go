@@ -10,17 +10,17 @@ import (
 // TestScopes: the entry points leave nothing in the caller's scope but
 // the tensors they return (DecodeTensor's and PushTensor's video); a
 // Stream's carried frames live outside scopes until Close, so pushes in
-// scopes that end in between still see them.
+// scopes that end in between still see them; the model's whole life
+// leaves no allocation outside a scope behind.
 func TestScopes(t *testing.T) {
 	be := cpu.New()
+	start := be.Loose()
 	m, err := Load(be, randomTAEHV(4), Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Free()
 	x, xs := randLatent(7, 2, 3, 2)
 	caller := be.Begin()
-	defer caller.End()
 	live := func(what string, want int) {
 		t.Helper()
 		if n := be.ScopedLive(); n != want {
@@ -99,6 +99,11 @@ func TestScopes(t *testing.T) {
 	}
 	if !equal(got, ref) {
 		t.Error("pushes in scopes of their own differ from DecodeSequential")
+	}
+	caller.End()
+	m.Free()
+	if n := be.Loose(); n != start {
+		t.Errorf("%d allocations outside scopes left after Free, want %d", n, start)
 	}
 }
 
