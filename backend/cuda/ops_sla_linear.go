@@ -3,7 +3,6 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"os"
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -43,40 +42,8 @@ func (b *Backend) SetSLALinear(k string) { slaLinStates.Store(b, &kernelChoice{f
 // asked for, and only if its proj_l output agrees with the unfused path's
 // on small problems of both head dims. The caller must not hold the device.
 func (b *Backend) slaLinFused() bool {
-	s := b.slaLinState()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.checked {
-		return s.on
-	}
-	s.checked = true
-	want := s.forced
-	if want == "" {
-		want = os.Getenv(SLALinearEnv)
-	}
-	switch want {
-	case "":
-		s.note = "(default; " + SLALinearEnv + "=fused picks the fused kernels)"
-		return false
-	case "unfused":
-		s.note = "(chosen by " + SLALinearEnv + " or the caller)"
-		return false
-	case "fused":
-	default:
-		s.note = fmt.Sprintf("(unknown %s %q; want fused or unfused)", SLALinearEnv, want)
-		return false
-	}
-	rel, err := b.checkSLALinear()
-	switch {
-	case err != nil:
-		s.note = fmt.Sprintf("(fused kernels rejected: %v)", err)
-	case rel < 1e-2:
-		s.on = true
-		s.note = fmt.Sprintf("(start-up check: worst rel-L2 %.1e vs unfused)", rel)
-	default:
-		s.note = fmt.Sprintf("(fused kernels rejected: rel-L2 %.2e vs unfused)", rel)
-	}
-	return s.on
+	p := optionalPath{env: SLALinearEnv, on: "fused", off: "unfused", what: "fused kernels", ref: "unfused"}
+	return b.slaLinState().decide(p, nil, b.checkSLALinear)
 }
 
 // checkSLALinear computes the linear branch's proj_l output both ways on

@@ -141,6 +141,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	quantPaths := map[string]string{}
 	for i, n := range ditNames {
 		files[n] = testmodels.NewRandom("random:"+cfg.Name+":"+n, wan.Tensors(cfg), uint64(2+10*i))
 		if !f.quant {
@@ -153,12 +154,8 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		if err := quant.QuantizeCheckpoint(files[n], path); err != nil {
 			return fmt.Errorf("quantising random %s: %w", cfg.Name, err)
 		}
-		qf, err := checkpoint.Open(path)
-		if err != nil {
-			return err
-		}
-		defer qf.Close()
-		files[n] = qf
+		delete(files, n)
+		quantPaths[n] = path // opened afresh each time the pipeline asks (it closes what it opens)
 		fmt.Fprintf(log, "note: random %s (%s) quantised in %.1f s\n", cfg.Name, n, time.Since(t0).Seconds())
 	}
 	if i2v {
@@ -181,6 +178,9 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			if f, ok := files[p]; ok {
 				return f, nil
+			}
+			if q, ok := quantPaths[p]; ok {
+				return checkpoint.Open(q)
 			}
 			return nil, fmt.Errorf("bench e2e: no random model named %q", p)
 		},
