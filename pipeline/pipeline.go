@@ -33,16 +33,11 @@ const NegativePrompt = "色调艳丽，过曝，静态，细节模糊不清，�
 // Options are fixed when an Engine is made: which files, which numerics.
 type Options struct {
 	Files
-	// DType is the DiT's dtype: BF16 (the reference's inference dtype) or F32.
-	DType tensor.DType
-	// Attention is the DiT self-attention kind and TopK its SLA fraction.
-	Attention backend.AttentionKind
-	TopK      float64
-	// Norm selects TurboDiffusion's fast norms (default) or --default_norm.
-	Norm backend.NormMode
-	// ExactRounding keeps every bf16 rounding of the reference in the DiT
-	// (wan.Options.ExactRounding: no GELU in the GEMM epilogue).
-	ExactRounding bool
+	// DiTOptions are how every DiT the engine loads runs (wan.Options:
+	// dtype, attention kind and SLA top-k, norms, rounding, LoRA
+	// leniency, offload). New defaults DType to BF16 and TopK to 0.1. Its
+	// LoRA field is not read: the engine opens Options.LoRA itself.
+	DiTOptions
 	// KeepTextEncoder keeps umT5 loaded between prompts (otherwise it is
 	// freed before the DiT loads, as the reference does).
 	KeepTextEncoder bool
@@ -72,21 +67,19 @@ type Options struct {
 	// LoRA adapters are merged into every DiT the engine loads (the
 	// text-to-video model, or both image-to-video experts), at load.
 	LoRA []lora.Spec
-	// LoRALenient skips LoRA keys that match nothing in the model (the
-	// engine's notes list them) instead of failing.
-	LoRALenient bool
 	// CheckMemory makes Generate estimate each request's peak GPU memory
 	// first and refuse one that cannot fit (CheckMemory, memory.go).
 	CheckMemory bool
-	// Offload keeps the DiT blocks' Linear weights in host memory and
-	// streams them to the GPU one block ahead (wan.Options.Offload).
-	Offload bool
 	// ReleaseDiT frees the DiT (and its text contexts) once sampling is
 	// done, so the VAE decode does not run beside it: for one-request runs
 	// (generate), where nothing would reuse it. A later request loads it
 	// again.
 	ReleaseDiT bool
 }
+
+// DiTOptions are wan.Options under a name that says what they are for in
+// Options, where they are embedded.
+type DiTOptions = wan.Options
 
 // Request is one generation.
 type Request struct {
@@ -302,8 +295,9 @@ func (e *Engine) ditOptions() wan.Options {
 // (LoRAs merge into the weights, they add no device memory). It reads only
 // e.opt, so it is safe beside Generate and Close.
 func (e *Engine) planOptions() wan.Options {
-	return wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm,
-		ExactRounding: e.opt.ExactRounding, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
+	o := e.opt.DiTOptions
+	o.LoRA = nil
+	return o
 }
 
 // loraNotes adds a loaded model's LoRA warnings to the engine's notes.
@@ -726,7 +720,7 @@ func (e *Engine) encodeIDs(ids []int32, length int) (*textContext, error) {
 		if err != nil {
 			return nil, err
 		}
-		enc, err := umt5.Load(f, e.text, tensor.BF16)
+		enc, err := umt5.Load(e.text, f, umt5.Options{DType: tensor.BF16})
 		f.Close() // the encoder keeps what it needs
 		if err != nil {
 			return nil, err
@@ -781,7 +775,7 @@ func (e *Engine) loadDecoder() error {
 		return err
 	}
 	defer f.Close()
-	m, err := taehv.Load(f, e.tinyB, tensor.BF16)
+	m, err := taehv.Load(e.tinyB, f, taehv.Options{DType: tensor.BF16})
 	if err != nil {
 		return err
 	}
@@ -824,7 +818,7 @@ func (e *Engine) loadVAE() error {
 		return err
 	}
 	defer f.Close()
-	v, err := wanvae.Load(f, e.vae, tensor.BF16)
+	v, err := wanvae.Load(e.vae, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		return err
 	}

@@ -173,10 +173,8 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		Encoding:        encoding,
 		VAETile:         f.vaeTile,
 		Files:           names,
-		Attention:       attn,
-		TopK:            req.TopK,
+		DiTOptions:      pipeline.DiTOptions{Attention: attn, TopK: req.TopK, Offload: f.offload},
 		KeepTextEncoder: true,
-		Offload:         f.offload,
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			if f, ok := files[p]; ok {
 				return f, nil
