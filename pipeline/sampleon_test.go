@@ -61,7 +61,7 @@ func (b *rcmCPU) Free(t backend.Tensor) {
 func TestGenerateDeviceLoop(t *testing.T) {
 	_, files := tinyFiles(t, Files{TinyVAE: golden.TAEHVWeights(t)})
 	dev := &rcmCPU{Backend: cpu.New()}
-	eng, err := New(dev, cpu.New(), Options{Files: files, Attention: backend.Dense, KeepTextEncoder: true})
+	eng, err := New(dev, cpu.New(), Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, KeepTextEncoder: true})
 	if err != nil {
 		t.Fatal(err)
 	}
