@@ -173,7 +173,7 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 		t.Run(dt.String(), func(t *testing.T) {
 			defer wanvae.SetOverlap(wanvae.SetOverlap(false))
 			loose := g.Loose()
-			old, err := wanvae.Load(f, g, dt)
+			old, err := wanvae.Load(g, f, wanvae.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -188,7 +188,7 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 				t.Fatal(err)
 			}
 			wanvae.SetOverlap(true)
-			v, err := wanvae.Load(f, g, dt)
+			v, err := wanvae.Load(g, f, wanvae.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -207,7 +207,7 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 				return err
 			}
 			if v == nil { // the first of Go's calls (b.N = 1, then 3)
-				if v, err = wanvae.Load(f, g, tensor.BF16); err != nil {
+				if v, err = wanvae.Load(g, f, wanvae.Options{DType: tensor.BF16}); err != nil {
 					b.Fatal(err)
 				}
 				g.ResetPeak()
@@ -326,7 +326,7 @@ func BenchmarkVAEDecodeTiled(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	v, err := wanvae.Load(f, g, tensor.BF16)
+	v, err := wanvae.Load(g, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		b.Fatal(err)
 	}

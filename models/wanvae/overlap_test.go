@@ -97,13 +97,13 @@ func (p *fakePending) Discard() {
 // decode.
 func TestOverlappedDecode(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
-	plain, err := Load(f, cpu.New(), tensor.BF16)
+	plain, err := Load(cpu.New(), f, Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log []string
 	marked := 0
-	over, err := Load(f, asyncCPU{cpu.New(), &log, &marked}, tensor.BF16)
+	over, err := Load(asyncCPU{cpu.New(), &log, &marked}, f, Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}
