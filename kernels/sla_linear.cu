@@ -88,73 +88,131 @@ extern "C" __global__ void sla_linear_norm_kernel(bf16* o, const bf16* num, cons
 }
 
 // ---- The fused linear branch: three kernels instead of the feature maps,
-// transposes, per-head GEMMs, sums and the normalisation above, and proj_l
-// (the same roundings; float32 sums in another order). ----
+// transposes, per-head GEMMs, sums, the normalisation and the proj_l Linear
+// above, with the same bf16 roundings (float32 sums in another order, and
+// no atomics: the partial sums of KᵀV and ks are added in a fixed order).
+// Tiles of rows stream through shared memory by cp.async in a ring of
+// stages, so that each multiprocessor keeps tens of KB of loads in flight
+// while it computes (the first fused version loaded each row's φ by one
+// warp at a time and waited on memory); φ is computed in place by TPR = D/8
+// threads per row, each holding one 16-byte word (8 channels). ----
 
-// Step 1: per (chunk of rows, head, batch) the partial sums over its rows of
-// KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (mma.sync, float32, added into kvacc
-// [B, H, D(c2), D(c1)] with atomics) and ks[c] = Σ_l φ(k)[l,c] (float64,
-// into ks64 [B, H, D]). Tiles of 64 rows: φ(k) by one warp per row (as
-// sla_featmap_kernel) into shared memory, v by cp.async; 8 warps, warp w
-// owns c1 rows (w&3)·D/4.. and c2 columns (w>>2)·D/2... Both outputs must
-// be zero before. grid (chunks, H, B), 256 threads; rows per chunk a
-// multiple of 64.
+// sla_lin_phi turns one thread's 8 channels of a row (raw bf16) into φ,
+// softmax over the row: the max and the sum over the row's TPR lanes
+// (consecutive and aligned in the warp; every lane of the warp must call),
+// e = expf(x − max), φ = bf16(e / Σe). Returns φ packed and, in f, as floats.
+template <int TPR>
+__device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
+  const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+  float v[8], m = -INFINITY, s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m = fmaxf(m, v[i]);
+#pragma unroll
+  for (int o = TPR / 2; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    v[i] = expf(v[i] - m);
+    s += v[i];
+  }
+#pragma unroll
+  for (int o = TPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  u32 p[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    p[i] = pack_bf2(v[2 * i] / s, v[2 * i + 1] / s);
+    f[2 * i] = __uint_as_float(p[i] << 16);
+    f[2 * i + 1] = __uint_as_float(p[i] & 0xffff0000u);
+  }
+  return make_uint4(p[0], p[1], p[2], p[3]);
+}
+
+// Stages of the cp.async rings (the host sizes shared memory with the same
+// numbers: ops_sla_linear.go).
+#define SLA_LIN_KV_STAGES 3
+#define SLA_LIN_KV_ROWS 64
+#define SLA_LIN_OUT_ROWS 128
+
+// Step 1: per (chunk of rows, head, batch) the sums over its rows of
+// KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (mma.sync, float32; written to
+// kvpart [B, H, chunks, D(c2), D(c1)]) and ks[c] = Σ_l φ(k)[l,c] (float64;
+// kspart [B, H, chunks, D]). Tiles of 64 rows of k and v arrive by cp.async
+// (3 stages); φ(k) replaces k in place; warp w owns c1 rows (w&3)·D/4.. and
+// c2 columns (w>>2)·D/2... grid (chunks, H, B), 256 threads; rows per
+// chunk a multiple of 64; dynamic shared memory 2·3·64·(D+8)·2 bytes.
 template <int D>
-__device__ __forceinline__ void sla_lin_kv(float* kvacc, double* ks64, const bf16* __restrict__ K,
+__device__ __forceinline__ void sla_lin_kv(float* kvpart, double* kspart, const bf16* __restrict__ K,
                                            const bf16* __restrict__ V, int L, int H, int rowsPerChunk) {
-  constexpr int BM = 64, STR = D + 8, MT = D / 64, NT = D / 16, NE = D / 32;
-  __shared__ __align__(16) bf16 sK[BM * STR];
-  __shared__ __align__(16) bf16 sV[BM * STR];
+  constexpr int BM = SLA_LIN_KV_ROWS, S = SLA_LIN_KV_STAGES, STR = D + 8, MT = D / 64, NT = D / 16;
+  constexpr int TPR = D / 8, RPP = 256 / TPR;
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* sK = (bf16*)smem;        // [S][BM][STR] k, then φ(k)
+  bf16* sV = sK + S * BM * STR;  // [S][BM][STR] v
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int h = blockIdx.y, b = blockIdx.z;
   const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
   const int r0 = blockIdx.x * rowsPerChunk, r1 = min(r0 + rowsPerChunk, L);
+  const int tiles = r1 > r0 ? (r1 - r0 + BM - 1) / BM : 0;
+  auto load = [&](int t) {  // tile t into stage t % S; zeros past the chunk
+    bf16* dk = sK + (t % S) * BM * STR;
+    bf16* dv = sV + (t % S) * BM * STR;
+    for (int c = tid; c < BM * (D / 8); c += 256) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8, g = r0 + t * BM + r;
+      const long long src = base + (long long)min(g, L - 1) * ld + col;
+      sp_cp16(&dk[r * STR + col], K + src, g < r1);
+      sp_cp16(&dv[r * STR + col], V + src, g < r1);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < tiles) load(s);
+    sp_commit();
+  }
   const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2);
+  const int cg = tid % TPR, rg = tid / TPR;  // φ: channels cg·8.., rows rg, rg + RPP, ...
   float acc[MT][NT][4];
 #pragma unroll
   for (int a = 0; a < MT; ++a)
 #pragma unroll
     for (int x = 0; x < NT; ++x) acc[a][x][0] = acc[a][x][1] = acc[a][x][2] = acc[a][x][3] = 0.f;
-  double ksum = 0;
-  for (int t0 = r0; t0 < r1; t0 += BM) {
-    for (int c = tid; c < BM * (D / 8); c += 256) {
-      const int r = c / (D / 8), col = (c % (D / 8)) * 8, g = t0 + r;
-      sp_cp16(&sV[r * STR + col], V + base + (long long)min(g, L - 1) * ld + col, g < r1);
-    }
+  double ks[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) ks[i] = 0;
+  for (int t = 0; t < tiles; ++t) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");  // tile t landed
+    __syncthreads();  // and every warp is done with tile t − 1's stage
+    if (t + S - 1 < tiles) load(t + S - 1);
     sp_commit();
-    for (int r = warp; r < BM; r += 8) {  // φ(k) of row t0 + r; zeros past the chunk
-      const int g = t0 + r;
-      float v[NE], m = -INFINITY, s = 0.f;
+    bf16* tk = sK + (t % S) * BM * STR;
+    const bf16* tv = sV + (t % S) * BM * STR;
+    for (int r = rg; r < BM; r += RPP) {
+      uint4* p = (uint4*)&tk[r * STR + cg * 8];
+      float f[8];
+      uint4 y = sla_lin_phi<TPR>(*p, f);
+      if (r0 + t * BM + r >= r1) {  // past the chunk: φ = 0, not softmax(0)
+        y = make_uint4(0, 0, 0, 0);
 #pragma unroll
-      for (int e = 0; e < NE; ++e) {
-        v[e] = g < r1 ? bf2f(K[base + (long long)g * ld + lane + 32 * e]) : 0.f;
-        m = fmaxf(m, v[e]);
+        for (int i = 0; i < 8; ++i) f[i] = 0.f;
       }
+      *p = y;
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-#pragma unroll
-      for (int e = 0; e < NE; ++e) {
-        v[e] = expf(v[e] - m);
-        s += v[e];
-      }
-      s = warp_sum(s);
-#pragma unroll
-      for (int e = 0; e < NE; ++e) sK[r * STR + lane + 32 * e] = g < r1 ? f2bf(v[e] / s) : (bf16)0;
+      for (int i = 0; i < 8; ++i) ks[i] += (double)f[i];
     }
-    sp_wait_all();
     __syncthreads();
-    if (tid < D)
-      for (int r = 0; r < BM; ++r) ksum += (double)bf2f(sK[r * STR + tid]);
 #pragma unroll
     for (int kk = 0; kk < BM / 16; ++kk) {
       u32 af[MT][4];
 #pragma unroll
       for (int a = 0; a < MT; ++a)  // A[m = c1][k = l] from φ(k) stored [l][c1]: transposed loads
-        sp_ldsm_x4_t(af[a], &sK[(kk * 16 + (lane & 7) + (lane >> 4) * 8) * STR + m0 + a * 16 + ((lane >> 3) & 1) * 8]);
+        sp_ldsm_x4_t(af[a], &tk[(kk * 16 + (lane & 7) + (lane >> 4) * 8) * STR + m0 + a * 16 + ((lane >> 3) & 1) * 8]);
 #pragma unroll
       for (int dp = 0; dp < NT / 2; ++dp) {
         u32 bb[4];
-        sp_ldsm_x4_t(bb, &sV[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + n0 + dp * 16 + (lane >> 4) * 8]);
+        sp_ldsm_x4_t(bb, &tv[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + n0 + dp * 16 + (lane >> 4) * 8]);
 #pragma unroll
         for (int a = 0; a < MT; ++a) {
           sp_mma_bf16(acc[a][2 * dp], af[a], bb[0], bb[1]);
@@ -162,144 +220,186 @@ __device__ __forceinline__ void sla_lin_kv(float* kvacc, double* ks64, const bf1
         }
       }
     }
-    __syncthreads();
   }
-  const long long bh = (long long)b * H + h;
-  if (tid < D) atomicAdd(&ks64[bh * D + tid], ksum);
-  float* kv = kvacc + bh * D * D;
+  const long long part = ((long long)b * H + h) * gridDim.x + blockIdx.x;
+  float* kv = kvpart + part * D * D;
   const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
   for (int a = 0; a < MT; ++a)
 #pragma unroll
     for (int x = 0; x < NT; ++x) {
       const int c1 = m0 + a * 16 + g, c2 = n0 + x * 8 + 2 * t4;  // stored transposed: [c2][c1]
-      atomicAdd(&kv[c2 * D + c1], acc[a][x][0]);
-      atomicAdd(&kv[(c2 + 1) * D + c1], acc[a][x][1]);
-      atomicAdd(&kv[c2 * D + c1 + 8], acc[a][x][2]);
-      atomicAdd(&kv[(c2 + 1) * D + c1 + 8], acc[a][x][3]);
+      kv[c2 * D + c1] = acc[a][x][0];
+      kv[(c2 + 1) * D + c1] = acc[a][x][1];
+      kv[c2 * D + c1 + 8] = acc[a][x][2];
+      kv[(c2 + 1) * D + c1 + 8] = acc[a][x][3];
     }
+  // ks: the RPP row groups' sums added in a fixed order through shared memory.
+  sp_wait_all();
+  __syncthreads();
+  double* sks = (double*)smem;  // [RPP][D]
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sks[rg * D + cg * 8 + i] = ks[i];
+  __syncthreads();
+  if (tid < D) {
+    double s = 0;
+    for (int r = 0; r < RPP; ++r) s += sks[r * D + tid];
+    kspart[part * D + tid] = s;
+  }
 }
 
-// Step 2: KVᵀ and ks to bf16 as the reference stores them: kvt = bf16(kvacc),
-// ks = bf16(float(ks64)). grid (B·H), 256 threads.
-extern "C" __global__ void sla_lin_finish_kernel(bf16* kvt, float* ks, const float* kvacc, const double* ks64, int D) {
-  const long long bh = blockIdx.x;
-  for (int i = threadIdx.x; i < D * D; i += 256) kvt[bh * D * D + i] = f2bf(kvacc[bh * D * D + i]);
-  if (threadIdx.x < D) ks[bh * D + threadIdx.x] = rbf((float)ks64[bh * D + threadIdx.x]);
+// Step 2: the chunks' partial sums added in chunk order (float64) and
+// rounded as the reference stores them: kvt = bf16(KVᵀ) [B, H, D, D], ks =
+// bf16(float(Σ)) [B, H, D]. grid (ceil(D²/256), B·H), 256 threads.
+extern "C" __global__ void sla_lin_reduce_kernel(bf16* kvt, float* ks, const float* kvpart, const double* kspart,
+                                                 int chunks, int D) {
+  const long long bh = blockIdx.y;
+  const int i = blockIdx.x * 256 + threadIdx.x;
+  if (i < D * D) {
+    double s = 0;
+    for (int c = 0; c < chunks; ++c) s += (double)kvpart[(bh * chunks + c) * D * D + i];
+    kvt[bh * D * D + i] = f2bf((float)s);
+  }
+  if (blockIdx.x == 0 && threadIdx.x < D) {
+    double s = 0;
+    for (int c = 0; c < chunks; ++c) s += kspart[(bh * chunks + c) * D + threadIdx.x];
+    ks[bh * D + threadIdx.x] = rbf((float)s);
+  }
 }
 
-// Step 3: per (128 rows, head, batch): φ(q) (one warp per row, as
-// sla_featmap_kernel) into shared memory with the row's denominator dn =
-// bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks))) (float64 sum), num = φ(q)·KV on
-// mma.sync, o = bf16(bf16(num)/dn) kept in registers as the A fragments of
-// proj_l, ol = bf16(o·Wᵀ + bias) written to [B, L, H·D]. W [D, D] and
-// bias [D] bf16 (bias may be null). grid (ceil(L/128), H, B), 256 threads.
-template <int D>
+// Step 3: per (run of 128-row tiles, head, batch), KVᵀ and W loaded once,
+// the q tiles streamed by cp.async (S stages): φ(q) in place with the row's
+// denominator dn = bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks))) (float64 sum), num =
+// φ(q)·KV on mma.sync (warp w: rows 16w..), o = bf16(bf16(num)/dn) kept in
+// registers as the A fragments of proj_l, ol = bf16(o·Wᵀ + bias) staged in
+// the warp's own rows of the tile and stored 16 bytes at a time to [B, L,
+// H·D]. W [D, D] and bias [D] bf16 (bias may be null). grid (ceil(tiles /
+// tilesPerBlock), H, B), 256 threads; dynamic shared memory
+// ((2·D + S·128)·(D+8))·2 + 128·4 + D·4 bytes.
+template <int D, int S>
 __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q, const bf16* __restrict__ kvt,
                                             const float* __restrict__ ks, const bf16* __restrict__ W,
-                                            const bf16* __restrict__ bias, int L, int H) {
-  constexpr int BM = 128, STR = D + 8, NE = D / 32;
+                                            const bf16* __restrict__ bias, int L, int H, int tilesPerBlock) {
+  constexpr int BM = SLA_LIN_OUT_ROWS, STR = D + 8, TPR = D / 8, RPP = 256 / TPR;
   extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sQ = (bf16*)smem;        // [BM][STR] φ(q)
-  bf16* sKV = sQ + BM * STR;     // [D][STR] KVᵀ (rows c2)
-  bf16* sW = sKV + D * STR;      // [D][STR] W (rows n)
-  float* sdn = (float*)(sW + D * STR);  // [BM]
+  bf16* sKV = (bf16*)smem;                    // [D][STR] KVᵀ (rows c2)
+  bf16* sW = sKV + D * STR;                   // [D][STR] W (rows n)
+  bf16* sQ = sW + D * STR;                    // [S][BM][STR] q, then φ(q), then the output rows
+  float* sdn = (float*)(sQ + S * BM * STR);   // [BM]
+  float* sb = sdn + BM;                       // [D] bias
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int q0 = blockIdx.x * BM, h = blockIdx.y, b = blockIdx.z;
+  const int h = blockIdx.y, b = blockIdx.z;
   const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
   const long long bh = (long long)b * H + h;
+  const int t0 = blockIdx.x * tilesPerBlock, tiles = min(t0 + tilesPerBlock, (L + BM - 1) / BM) - t0;
+  auto load = [&](int t) {  // tile t0 + t into stage t % S; zeros past L
+    bf16* dq = sQ + (t % S) * BM * STR;
+    const int q0 = (t0 + t) * BM;
+    for (int c = tid; c < BM * (D / 8); c += 256) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8, gq = q0 + r;
+      sp_cp16(&dq[r * STR + col], Q + base + (long long)min(gq, L - 1) * ld + col, gq < L);
+    }
+  };
   for (int c = tid; c < D * (D / 8); c += 256) {
     const int r = c / (D / 8), col = (c % (D / 8)) * 8;
     sp_cp16(&sKV[r * STR + col], kvt + bh * D * D + r * D + col, true);
     sp_cp16(&sW[r * STR + col], W + r * D + col, true);
   }
-  sp_commit();
-  float ksv[NE];
+  if (tid < D) sb[tid] = bias ? bf2f(bias[tid]) : 0.f;
 #pragma unroll
-  for (int e = 0; e < NE; ++e) ksv[e] = ks[bh * D + lane + 32 * e];
-  for (int r = warp; r < BM; r += 8) {
-    const int gq = q0 + r;
-    float v[NE], m = -INFINITY, s = 0.f;
-#pragma unroll
-    for (int e = 0; e < NE; ++e) {
-      v[e] = gq < L ? bf2f(Q[base + (long long)gq * ld + lane + 32 * e]) : 0.f;
-      m = fmaxf(m, v[e]);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-#pragma unroll
-    for (int e = 0; e < NE; ++e) {
-      v[e] = expf(v[e] - m);
-      s += v[e];
-    }
-    s = warp_sum(s);
-    double den = 0;
-#pragma unroll
-    for (int e = 0; e < NE; ++e) {
-      const bf16 f = f2bf(v[e] / s);
-      sQ[r * STR + lane + 32 * e] = f;
-      den += (double)rbf(bf2f(f) * ksv[e]);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-    if (lane == 0) sdn[r] = rbf(1e-5f + rbf((float)den));
+  for (int s = 0; s < S - 1; ++s) {  // KVᵀ and W join the first group
+    if (s < tiles) load(s);
+    sp_commit();
   }
-  sp_wait_all();
-  __syncthreads();
-  float acc[D / 8][4];
+  const int cg = tid % TPR, rg = tid / TPR;  // φ: channels cg·8.., rows rg, rg + RPP, ...
+  float ksv[8];
 #pragma unroll
-  for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+  for (int i = 0; i < 8; ++i) ksv[i] = ks[bh * D + cg * 8 + i];
+  for (int t = 0; t < tiles; ++t) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");  // tile t landed
+    __syncthreads();  // and every warp is done with tile t − 1's stage
+    if (t + S - 1 < tiles) load(t + S - 1);
+    sp_commit();
+    bf16* tq = sQ + (t % S) * BM * STR;
+    for (int r = rg; r < BM; r += RPP) {
+      uint4* p = (uint4*)&tq[r * STR + cg * 8];
+      float f[8];
+      *p = sla_lin_phi<TPR>(*p, f);
+      double den = 0;
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    u32 af[4];
-    sp_ldsm_x4(af, &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+      for (int i = 0; i < 8; ++i) den += (double)rbf(f[i] * ksv[i]);
 #pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      u32 bb[4];
-      sp_ldsm_x4(bb, &sKV[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-      sp_mma_bf16(acc[2 * np], af, bb[0], bb[1]);
-      sp_mma_bf16(acc[2 * np + 1], af, bb[2], bb[3]);
+      for (int o = TPR / 2; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+      if (cg == 0) sdn[r] = rbf(1e-5f + rbf((float)den));
     }
-  }
-  const float dn0 = sdn[warp * 16 + g], dn1 = sdn[warp * 16 + g + 8];
-  u32 of[D / 16][4];  // o as the A fragments of proj_l (accumulator layout = A layout)
+    __syncthreads();
+    float acc[D / 8][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    of[kk][0] = pack_bf2(rbf(acc[2 * kk][0]) / dn0, rbf(acc[2 * kk][1]) / dn0);
-    of[kk][1] = pack_bf2(rbf(acc[2 * kk][2]) / dn1, rbf(acc[2 * kk][3]) / dn1);
-    of[kk][2] = pack_bf2(rbf(acc[2 * kk + 1][0]) / dn0, rbf(acc[2 * kk + 1][1]) / dn0);
-    of[kk][3] = pack_bf2(rbf(acc[2 * kk + 1][2]) / dn1, rbf(acc[2 * kk + 1][3]) / dn1);
-  }
+    for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
 #pragma unroll
-  for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+    for (int kk = 0; kk < D / 16; ++kk) {
+      u32 af[4];
+      sp_ldsm_x4(af, &tq[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      u32 bb[4];
-      sp_ldsm_x4(bb, &sW[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-      sp_mma_bf16(acc[2 * np], of[kk], bb[0], bb[1]);
-      sp_mma_bf16(acc[2 * np + 1], of[kk], bb[2], bb[3]);
+      for (int np = 0; np < D / 16; ++np) {
+        u32 bb[4];
+        sp_ldsm_x4(bb, &sKV[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
+        sp_mma_bf16(acc[2 * np], af, bb[0], bb[1]);
+        sp_mma_bf16(acc[2 * np + 1], af, bb[2], bb[3]);
+      }
     }
-  }
-  const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+    const float dn0 = sdn[warp * 16 + g], dn1 = sdn[warp * 16 + g + 8];
+    u32 of[D / 16][4];  // o as the A fragments of proj_l (accumulator layout = A layout)
 #pragma unroll
-  for (int x = 0; x < D / 8; ++x) {
-    const int col = x * 8 + 2 * t4;
-    const float b0 = bias ? bf2f(bias[col]) : 0.f, b1 = bias ? bf2f(bias[col + 1]) : 0.f;
-    if (r0 < L) *(u32*)&ol[base + (long long)r0 * ld + col] = pack_bf2(acc[x][0] + b0, acc[x][1] + b1);
-    if (r1 < L) *(u32*)&ol[base + (long long)r1 * ld + col] = pack_bf2(acc[x][2] + b0, acc[x][3] + b1);
+    for (int kk = 0; kk < D / 16; ++kk) {
+      of[kk][0] = pack_bf2(rbf(acc[2 * kk][0]) / dn0, rbf(acc[2 * kk][1]) / dn0);
+      of[kk][1] = pack_bf2(rbf(acc[2 * kk][2]) / dn1, rbf(acc[2 * kk][3]) / dn1);
+      of[kk][2] = pack_bf2(rbf(acc[2 * kk + 1][0]) / dn0, rbf(acc[2 * kk + 1][1]) / dn0);
+      of[kk][3] = pack_bf2(rbf(acc[2 * kk + 1][2]) / dn1, rbf(acc[2 * kk + 1][3]) / dn1);
+    }
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        u32 bb[4];
+        sp_ldsm_x4(bb, &sW[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
+        sp_mma_bf16(acc[2 * np], of[kk], bb[0], bb[1]);
+        sp_mma_bf16(acc[2 * np + 1], of[kk], bb[2], bb[3]);
+      }
+    }
+    // The warp's 16 rows of the tile (only it read them) take the output.
+    bf16* mine = tq + warp * 16 * STR;
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) {
+      const int col = x * 8 + 2 * t4;
+      *(u32*)&mine[g * STR + col] = pack_bf2(acc[x][0] + sb[col], acc[x][1] + sb[col + 1]);
+      *(u32*)&mine[(g + 8) * STR + col] = pack_bf2(acc[x][2] + sb[col], acc[x][3] + sb[col + 1]);
+    }
+    __syncwarp();
+    const int q0 = (t0 + t) * BM + warp * 16;
+#pragma unroll
+    for (int c = lane; c < 16 * (D / 8); c += 32) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+      if (q0 + r < L) *(uint4*)&ol[base + (long long)(q0 + r) * ld + col] = *(const uint4*)&mine[r * STR + col];
+    }
   }
 }
 
-#define SLA_LIN(D)                                                                                               \
-  extern "C" __global__ void __launch_bounds__(256) sla_lin_kv_d##D(float* kvacc, double* ks64, const bf16* K,  \
-                                                                    const bf16* V, int L, int H, int rows) {     \
-    sla_lin_kv<D>(kvacc, ks64, K, V, L, H, rows);                                                               \
-  }                                                                                                              \
-  extern "C" __global__ void __launch_bounds__(256) sla_lin_out_d##D(                                           \
-      bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H) { \
-    sla_lin_out<D>(ol, Q, kvt, ks, W, bias, L, H);                                                              \
+#define SLA_LIN_KV(D)                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(256, 2)                                                                \
+      sla_lin_kv_d##D(float* kvpart, double* kspart, const bf16* K, const bf16* V, int L, int H, int rows) {          \
+    sla_lin_kv<D>(kvpart, kspart, K, V, L, H, rows);                                                                  \
   }
-SLA_LIN(128)
-SLA_LIN(64)
+#define SLA_LIN_OUT(D, S)                                                                                             \
+  extern "C" __global__ void __launch_bounds__(256) sla_lin_out_d##D##_s##S(                                         \
+      bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H,       \
+      int tilesPerBlock) {                                                                                            \
+    sla_lin_out<D, S>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                                                  \
+  }
+SLA_LIN_KV(128)
+SLA_LIN_KV(64)
+SLA_LIN_OUT(128, 3)
+SLA_LIN_OUT(128, 2)
+SLA_LIN_OUT(64, 3)

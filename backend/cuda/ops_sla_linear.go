@@ -112,38 +112,72 @@ func (b *Backend) checkSLALinear() (worst float64, err error) {
 	return worst, nil
 }
 
+// Tile and stage counts of the fused kernels (kernels/sla_linear.cu's
+// SLA_LIN_* defines): shared memory is sized from them.
+const (
+	slaLinKVRows   = 64
+	slaLinKVStages = 3
+	slaLinOutRows  = 128
+)
+
+// slaLinSpread, when > 0, caps the blocks per (batch, head) of the fused
+// kernels, so that tests on small problems run many tiles per block through
+// the cp.async rings as the real shapes do. 0: fill the device.
+var slaLinSpread = 0
+
 // slaLinearFused is the linear branch with proj_l, o_l = proj_l(φ(q)·KV /
 // (1e-5 + φ(q)·ks)) for bf16 q, k, v [B, L, H·D], weight w [D, D] and bias
 // (nil for none), as [B·L·H, D] bf16 (what Linear returns on the unfused
-// path). Caller holds the device.
+// path), in three kernels: partial KᵀV and ks sums per chunk of rows, their
+// ordered sum, and φ(q)·KV with the normalisation and proj_l. Caller holds
+// the device.
 func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tensor {
-	kvacc := b.newTensor(tensor.F32, []int{B, H, D, D})
-	defer b.Free(kvacc)
-	ks64 := b.newTensor(tensor.F64, []int{B, H, D})
-	defer b.Free(ks64)
-	b.memset0(kvacc)
-	b.memset0(ks64)
-	// Enough row chunks for about four blocks per multiprocessor; each a
-	// multiple of the kernel's 64-row tile.
-	chunks := max(1, (4*max(b.info.SMs, 1)+B*H-1)/(B*H))
-	rows := ((L+chunks-1)/chunks + 63) / 64 * 64
+	sms, optin := max(b.info.SMs, 1), b.info.MaxSmemOptin
+	// Step 1: enough row chunks per head for every multiprocessor to hold
+	// as many blocks as fit (two on sm_90), each a multiple of 64 rows.
+	kvSmem := 2 * slaLinKVStages * slaLinKVRows * (D + 8) * 2
+	occ := max(1, min(2, optin/(kvSmem+1024)))
+	chunks := max(1, (occ*sms+B*H-1)/(B*H))
+	if slaLinSpread > 0 {
+		chunks = min(chunks, slaLinSpread)
+	}
+	rows := ((L+chunks-1)/chunks + slaLinKVRows - 1) / slaLinKVRows * slaLinKVRows
 	chunks = (L + rows - 1) / rows
-	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_kv_d%d", D)), [3]int{chunks, H, B}, block256, 0,
-		kvacc.buf.ptr, ks64.buf.ptr, k.buf.ptr, v.buf.ptr, int32(L), int32(H), int32(rows))
+	kvpart := b.newTensor(tensor.F32, []int{B, H, chunks, D, D})
+	defer b.Free(kvpart)
+	kspart := b.newTensor(tensor.F64, []int{B, H, chunks, D})
+	defer b.Free(kspart)
+	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_kv_d%d", D)), [3]int{chunks, H, B}, block256, kvSmem,
+		kvpart.buf.ptr, kspart.buf.ptr, k.buf.ptr, v.buf.ptr, int32(L), int32(H), int32(rows))
 	kvt := b.newTensor(tensor.BF16, []int{B, H, D, D})
 	defer b.Free(kvt)
 	ks := b.newTensor(tensor.F32, []int{B, H, D})
 	defer b.Free(ks)
-	b.launch(b.fn("sla_linear.cu", "sla_lin_finish_kernel"), [3]int{B * H, 1, 1}, block256, 0,
-		kvt.buf.ptr, ks.buf.ptr, kvacc.buf.ptr, ks64.buf.ptr, int32(D))
+	b.launch(b.fn("sla_linear.cu", "sla_lin_reduce_kernel"), [3]int{(D*D + 255) / 256, B * H, 1}, block256, 0,
+		kvt.buf.ptr, ks.buf.ptr, kvpart.buf.ptr, kspart.buf.ptr, int32(chunks), int32(D))
+	// Step 3: three stages of q tiles where shared memory allows (sm_90),
+	// else two; about one block per multiprocessor (two for d 64), each a
+	// run of consecutive tiles of one head.
+	stages := 3
+	outSmem := func(s int) int { return (2*D+s*slaLinOutRows)*(D+8)*2 + slaLinOutRows*4 + D*4 }
+	if D == 128 && outSmem(stages) > optin {
+		stages = 2
+	}
+	smem := outSmem(stages)
+	occ = max(1, min(2, optin/(smem+1024)))
+	tiles := (L + slaLinOutRows - 1) / slaLinOutRows
+	spread := max(1, occ*sms/(B*H))
+	if slaLinSpread > 0 {
+		spread = min(spread, slaLinSpread)
+	}
+	per := (tiles + spread - 1) / spread
+	blocks := (tiles + per - 1) / per
 	ol := b.newTensor(tensor.BF16, []int{B * L * H, D})
 	var bp uintptr
 	if bias != nil {
 		bp = bias.buf.ptr
 	}
-	const bm = 128 // rows per block of sla_lin_out
-	smem := (bm+2*D)*(D+8)*2 + bm*4
-	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_out_d%d", D)), [3]int{(L + bm - 1) / bm, H, B}, block256, smem,
-		ol.buf.ptr, q.buf.ptr, kvt.buf.ptr, ks.buf.ptr, w.buf.ptr, bp, int32(L), int32(H))
+	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_out_d%d_s%d", D, stages)), [3]int{blocks, H, B}, block256, smem,
+		ol.buf.ptr, q.buf.ptr, kvt.buf.ptr, ks.buf.ptr, w.buf.ptr, bp, int32(L), int32(H), int32(per))
 	return ol
 }

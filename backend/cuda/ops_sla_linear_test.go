@@ -1,0 +1,139 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
+)
+
+// slaLinearBoth runs the linear branch with proj_l both ways on bf16 q, k,
+// v [B, L, H·d] and returns the fused and the unfused (feature maps,
+// cuBLASLt GEMMs, the norm kernel, then Linear) outputs, [B·L·H, d].
+func slaLinearBoth(g *Backend, q, k, v, pw, pb backend.Tensor, B, L, H, d int) (fused, unfused []float32) {
+	var f, opre *Tensor
+	func() {
+		defer g.enter()()
+		f = g.slaLinearFused(T(q), T(k), T(v), T(pw), tPtr(pb), B, L, H, d)
+		opre = g.slaLinear(T(q), T(k), T(v), B, L, H, d)
+	}()
+	ref := g.Linear(g.Reshape(opre, B*L*H, d), pw, pb)
+	fused, unfused = g.Download(f), g.Download(ref)
+	for _, t := range []backend.Tensor{f, opre, ref} {
+		g.Free(t)
+	}
+	return fused, unfused
+}
+
+// TestSLALinearFusedVsUnfused compares the fused linear branch's proj_l
+// output with the unfused one's on random bf16 inputs (ragged L, both head
+// dims, batch 2), also with the blocks per head capped so that each block
+// streams many tiles through its cp.async rings as at the real shapes, then
+// runs the whole op with the fused branch against the CPU. Both branches
+// round at the same points and differ only in the order of float32 sums
+// (the chunked KᵀV, the tensor-core dot products), which flips a bf16
+// rounding now and then: most values must be bit-identical and the rel-L2
+// within the SLA bound.
+func TestSLALinearFusedVsUnfused(t *testing.T) {
+	g, c, r := gpu(t), cpu.New(), rng(t)
+	defer func() { slaLinSpread = 0 }()
+	defer g.SetSLALinear("")
+	for _, tc := range []struct{ batch, L, H, d, spread int }{
+		{2, 1000, 3, 128, 0}, {2, 1000, 3, 128, 2}, {1, 4133, 2, 128, 1},
+		{2, 777, 2, 64, 0}, {2, 777, 2, 64, 3}, {1, 4133, 1, 64, 1},
+	} {
+		name := fmt.Sprintf("B=%d L=%d H=%d d=%d spread=%d", tc.batch, tc.L, tc.H, tc.d, tc.spread)
+		t.Run(name, func(t *testing.T) {
+			slaLinSpread = tc.spread
+			sc := slaCase{name, tc.batch, tc.L, tc.H, 0.25, 0, 0, tc.d}
+			q, k, v := slaData(r, sc, tensor.BF16)
+			d := tc.d
+			pwv, pbv := randn(r, d*d, 4/math.Sqrt(float64(d))), randn(r, d, 0.5)
+			tensor.RoundBF16Slice(pwv)
+			tensor.RoundBF16Slice(pbv)
+			shape := []int{tc.batch, tc.L, tc.H * d}
+			qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+			pw, pb := g.Upload(tensor.BF16, []int{d, d}, pwv), g.Upload(tensor.BF16, []int{d}, pbv)
+			got, want := slaLinearBoth(g, qt, kt, vt, pw, pb, tc.batch, tc.L, tc.H, d)
+			for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
+				g.Free(x)
+			}
+			same := 0
+			for i, x := range got {
+				if math.IsNaN(float64(x)) {
+					t.Fatalf("fused output %d is NaN (unwritten?), unfused %g", i, want[i])
+				}
+				if x == want[i] {
+					same++
+				}
+			}
+			rel, frac := checkRelL2(got, want), float64(same)/float64(len(got))
+			t.Logf("fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", rel, 100*frac)
+			if !(rel <= 5e-3) {
+				t.Errorf("fused vs unfused rel-L2 %.3e > 5e-3", rel)
+			}
+			if frac < 0.9 {
+				t.Errorf("only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", 100*frac)
+			}
+			g.SetSLALinear("fused")
+			if got := g.SLALinearKernel(); !strings.HasPrefix(got, "fused") {
+				t.Fatalf("fused linear branch unavailable: %s", got)
+			}
+			runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, pwv, pbv, nil)
+		})
+	}
+}
+
+// BenchmarkSLALinear480p times the linear branch with proj_l alone, both
+// ways, at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
+// layer of the 1.3B DiT spends on it. GB/s counts q, k, v read once and the
+// output written once.
+func BenchmarkSLALinear480p(b *testing.B) {
+	g := gpu(b)
+	g.Poison = false
+	defer func() { g.Poison = true }()
+	const L, H, D = 32760, 12, 128
+	r := rand.New(rand.NewPCG(5, 6))
+	sc := slaCase{"480p", 1, L, H, 0.1, 0, 0, 0}
+	q, k, v := slaData(r, sc, tensor.BF16)
+	shape := []int{L, H * D}
+	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+	pw := g.Upload(tensor.BF16, []int{D, D}, randn(r, D*D, 0.05))
+	pb := g.Upload(tensor.BF16, []int{D}, randn(r, D, 0.05))
+	for _, kern := range []string{"unfused", "fused"} {
+		b.Run(kern, func(b *testing.B) {
+			run := func() {
+				var out, opre *Tensor
+				func() {
+					defer g.enter()()
+					if kern == "fused" {
+						out = g.slaLinearFused(T(qt), T(kt), T(vt), T(pw), T(pb), 1, L, H, D)
+					} else {
+						opre = g.slaLinear(T(qt), T(kt), T(vt), 1, L, H, D)
+					}
+				}()
+				if opre != nil {
+					g.Free(g.Linear(g.Reshape(opre, L*H, D), pw, pb))
+					g.Free(opre)
+				} else {
+					g.Free(out)
+				}
+			}
+			run()
+			g.Sync()
+			b.ResetTimer()
+			for range b.N {
+				run()
+			}
+			g.Sync()
+			sec := b.Elapsed().Seconds() / float64(b.N)
+			b.ReportMetric(sec*1e3, "ms/op")
+			b.ReportMetric(4*float64(L*H*D)*2/sec/1e9, "GB/s")
+		})
+	}
+}
