@@ -135,7 +135,6 @@ __device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
 // numbers: ops_sla_linear.go).
 #define SLA_LIN_KV_STAGES 3
 #define SLA_LIN_KV_ROWS 64
-#define SLA_LIN_OUT_ROWS 128
 
 // Step 1: per (chunk of rows, head, batch) the sums over its rows of
 // KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (mma.sync, float32; written to
@@ -267,20 +266,20 @@ extern "C" __global__ void sla_lin_reduce_kernel(bf16* kvt, float* ks, const flo
   }
 }
 
-// Step 3: per (run of 128-row tiles, head, batch), KVᵀ and W loaded once,
+// Step 3: per (run of 16·NW-row tiles, head, batch), KVᵀ and W loaded once,
 // the q tiles streamed by cp.async (S stages): φ(q) in place with the row's
 // denominator dn = bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks))) (float64 sum), num =
 // φ(q)·KV on mma.sync (warp w: rows 16w..), o = bf16(bf16(num)/dn) kept in
 // registers as the A fragments of proj_l, ol = bf16(o·Wᵀ + bias) staged in
 // the warp's own rows of the tile and stored 16 bytes at a time to [B, L,
 // H·D]. W [D, D] and bias [D] bf16 (bias may be null). grid (ceil(tiles /
-// tilesPerBlock), H, B), 256 threads; dynamic shared memory
-// ((2·D + S·128)·(D+8))·2 + 128·4 + D·4 bytes.
-template <int D, int S>
+// tilesPerBlock), H, B), 32·NW threads (NW warps); dynamic shared memory
+// ((2·D + S·16·NW)·(D+8))·2 + 16·NW·4 + D·4 bytes.
+template <int D, int NW, int S>
 __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q, const bf16* __restrict__ kvt,
                                             const float* __restrict__ ks, const bf16* __restrict__ W,
                                             const bf16* __restrict__ bias, int L, int H, int tilesPerBlock) {
-  constexpr int BM = SLA_LIN_OUT_ROWS, STR = D + 8, TPR = D / 8, RPP = 256 / TPR;
+  constexpr int BM = 16 * NW, NTH = 32 * NW, STR = D + 8, TPR = D / 8, RPP = NTH / TPR;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sKV = (bf16*)smem;                    // [D][STR] KVᵀ (rows c2)
   bf16* sW = sKV + D * STR;                   // [D][STR] W (rows n)
@@ -295,12 +294,12 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
   auto load = [&](int t) {  // tile t0 + t into stage t % S; zeros past L
     bf16* dq = sQ + (t % S) * BM * STR;
     const int q0 = (t0 + t) * BM;
-    for (int c = tid; c < BM * (D / 8); c += 256) {
+    for (int c = tid; c < BM * (D / 8); c += NTH) {
       const int r = c / (D / 8), col = (c % (D / 8)) * 8, gq = q0 + r;
       sp_cp16(&dq[r * STR + col], Q + base + (long long)min(gq, L - 1) * ld + col, gq < L);
     }
   };
-  for (int c = tid; c < D * (D / 8); c += 256) {
+  for (int c = tid; c < D * (D / 8); c += NTH) {
     const int r = c / (D / 8), col = (c % (D / 8)) * 8;
     sp_cp16(&sKV[r * STR + col], kvt + bh * D * D + r * D + col, true);
     sp_cp16(&sW[r * STR + col], W + r * D + col, true);
@@ -392,14 +391,16 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
       sla_lin_kv_d##D(float* kvpart, double* kspart, const bf16* K, const bf16* V, int L, int H, int rows) {          \
     sla_lin_kv<D>(kvpart, kspart, K, V, L, H, rows);                                                                  \
   }
-#define SLA_LIN_OUT(D, S)                                                                                             \
-  extern "C" __global__ void __launch_bounds__(256) sla_lin_out_d##D##_s##S(                                         \
+#define SLA_LIN_OUT(D, NW, S)                                                                                         \
+  extern "C" __global__ void __launch_bounds__(32 * NW) sla_lin_out_d##D##_w##NW##_s##S(                             \
       bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H,       \
       int tilesPerBlock) {                                                                                            \
-    sla_lin_out<D, S>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                                                  \
+    sla_lin_out<D, NW, S>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                                              \
   }
 SLA_LIN_KV(128)
 SLA_LIN_KV(64)
-SLA_LIN_OUT(128, 3)
-SLA_LIN_OUT(128, 2)
-SLA_LIN_OUT(64, 3)
+SLA_LIN_OUT(128, 8, 3)
+SLA_LIN_OUT(128, 8, 2)
+SLA_LIN_OUT(128, 4, 2)
+SLA_LIN_OUT(64, 8, 3)
+SLA_LIN_OUT(64, 4, 3)

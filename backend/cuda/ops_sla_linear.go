@@ -117,8 +117,24 @@ func (b *Backend) checkSLALinear() (worst float64, err error) {
 const (
 	slaLinKVRows   = 64
 	slaLinKVStages = 3
-	slaLinOutRows  = 128
 )
+
+// slaLinOutShape is one build of sla_lin_out: warps per block (16 query
+// rows each, so a tile has 16·warps rows) and cp.async stages.
+type slaLinOutShape struct{ warps, stages int }
+
+// smem is the build's dynamic shared memory for head dim d: KVᵀ and W, the
+// stages of q tiles, the row denominators and the bias.
+func (s slaLinOutShape) smem(d int) int {
+	return (2*d+s.stages*16*s.warps)*(d+8)*2 + 16*s.warps*4 + d*4
+}
+
+// slaLinOutShapes are the builds per head dim (kernels/sla_linear.cu's
+// SLA_LIN_OUT list), preferred first; the first that fits runs.
+var slaLinOutShapes = map[int][]slaLinOutShape{128: {{8, 3}, {4, 2}, {8, 2}}, 64: {{8, 3}, {4, 3}}}
+
+// slaLinOutForce, when set, picks the build (the benchmark compares them).
+var slaLinOutForce slaLinOutShape
 
 // slaLinSpread, when > 0, caps the blocks per (batch, head) of the fused
 // kernels, so that tests on small problems run many tiles per block through
@@ -155,17 +171,24 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	defer b.Free(ks)
 	b.launch(b.fn("sla_linear.cu", "sla_lin_reduce_kernel"), [3]int{(D*D + 255) / 256, B * H, 1}, block256, 0,
 		kvt.buf.ptr, ks.buf.ptr, kvpart.buf.ptr, kspart.buf.ptr, int32(chunks), int32(D))
-	// Step 3: three stages of q tiles where shared memory allows (sm_90),
-	// else two; about one block per multiprocessor (two for d 64), each a
-	// run of consecutive tiles of one head.
-	stages := 3
-	outSmem := func(s int) int { return (2*D+s*slaLinOutRows)*(D+8)*2 + slaLinOutRows*4 + D*4 }
-	if D == 128 && outSmem(stages) > optin {
-		stages = 2
+	// Step 3: the first build of sla_lin_out whose shared memory fits,
+	// about as many blocks as the multiprocessors hold, each a run of
+	// consecutive tiles of one head.
+	shape := slaLinOutForce
+	if shape.warps == 0 {
+		for _, sh := range slaLinOutShapes[D] {
+			if sh.smem(D) <= optin {
+				shape = sh
+				break
+			}
+		}
 	}
-	smem := outSmem(stages)
+	if shape.warps == 0 {
+		backend.Fail("cuda: SLA linear branch: no sla_lin_out build for head dim %d fits in %d B of shared memory", D, optin)
+	}
+	smem := shape.smem(D)
 	occ = max(1, min(2, optin/(smem+1024)))
-	tiles := (L + slaLinOutRows - 1) / slaLinOutRows
+	tiles := (L + 16*shape.warps - 1) / (16 * shape.warps)
 	spread := max(1, occ*sms/(B*H))
 	if slaLinSpread > 0 {
 		spread = min(spread, slaLinSpread)
@@ -177,7 +200,7 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	if bias != nil {
 		bp = bias.buf.ptr
 	}
-	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_out_d%d_s%d", D, stages)), [3]int{blocks, H, B}, block256, smem,
+	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_out_d%d_w%d_s%d", D, shape.warps, shape.stages)), [3]int{blocks, H, B}, [3]int{32 * shape.warps, 1, 1}, smem,
 		ol.buf.ptr, q.buf.ptr, kvt.buf.ptr, ks.buf.ptr, w.buf.ptr, bp, int32(L), int32(H), int32(per))
 	return ol
 }

@@ -59,26 +59,35 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 			shape := []int{tc.batch, tc.L, tc.H * d}
 			qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
 			pw, pb := g.Upload(tensor.BF16, []int{d, d}, pwv), g.Upload(tensor.BF16, []int{d}, pbv)
-			got, want := slaLinearBoth(g, qt, kt, vt, pw, pb, tc.batch, tc.L, tc.H, d)
+			defer func() { slaLinOutForce = slaLinOutShape{} }()
+			for _, sh := range slaLinOutShapes[d] {
+				if sh.smem(d) > g.info.MaxSmemOptin {
+					t.Logf("sla_lin_out build %+v needs %d B of shared memory, the device has %d", sh, sh.smem(d), g.info.MaxSmemOptin)
+					continue
+				}
+				slaLinOutForce = sh
+				got, want := slaLinearBoth(g, qt, kt, vt, pw, pb, tc.batch, tc.L, tc.H, d)
+				same := 0
+				for i, x := range got {
+					if math.IsNaN(float64(x)) {
+						t.Fatalf("build %+v: fused output %d is NaN (unwritten?), unfused %g", sh, i, want[i])
+					}
+					if x == want[i] {
+						same++
+					}
+				}
+				rel, frac := checkRelL2(got, want), float64(same)/float64(len(got))
+				t.Logf("build %+v: fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", sh, rel, 100*frac)
+				if !(rel <= 5e-3) {
+					t.Errorf("build %+v: fused vs unfused rel-L2 %.3e > 5e-3", sh, rel)
+				}
+				if frac < 0.9 {
+					t.Errorf("build %+v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", sh, 100*frac)
+				}
+			}
+			slaLinOutForce = slaLinOutShape{}
 			for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
 				g.Free(x)
-			}
-			same := 0
-			for i, x := range got {
-				if math.IsNaN(float64(x)) {
-					t.Fatalf("fused output %d is NaN (unwritten?), unfused %g", i, want[i])
-				}
-				if x == want[i] {
-					same++
-				}
-			}
-			rel, frac := checkRelL2(got, want), float64(same)/float64(len(got))
-			t.Logf("fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", rel, 100*frac)
-			if !(rel <= 5e-3) {
-				t.Errorf("fused vs unfused rel-L2 %.3e > 5e-3", rel)
-			}
-			if frac < 0.9 {
-				t.Errorf("only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", 100*frac)
 			}
 			g.SetSLALinear("fused")
 			if got := g.SLALinearKernel(); !strings.HasPrefix(got, "fused") {
@@ -90,7 +99,7 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 }
 
 // BenchmarkSLALinear480p times the linear branch with proj_l alone, both
-// ways, at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
+// ways (fused: the default build of sla_lin_out, then each build), at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
 // layer of the 1.3B DiT spends on it. GB/s counts q, k, v read once and the
 // output written once.
 func BenchmarkSLALinear480p(b *testing.B) {
@@ -105,13 +114,24 @@ func BenchmarkSLALinear480p(b *testing.B) {
 	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
 	pw := g.Upload(tensor.BF16, []int{D, D}, randn(r, D*D, 0.05))
 	pb := g.Upload(tensor.BF16, []int{D}, randn(r, D, 0.05))
-	for _, kern := range []string{"unfused", "fused"} {
+	defer func() { slaLinOutForce = slaLinOutShape{} }()
+	kerns := []string{"unfused", "fused"}
+	for _, sh := range slaLinOutShapes[D] {
+		if sh.smem(D) <= g.info.MaxSmemOptin {
+			kerns = append(kerns, fmt.Sprintf("fused/w%ds%d", sh.warps, sh.stages))
+		}
+	}
+	for _, kern := range kerns {
+		slaLinOutForce = slaLinOutShape{}
+		if _, err := fmt.Sscanf(kern, "fused/w%ds%d", &slaLinOutForce.warps, &slaLinOutForce.stages); err != nil {
+			slaLinOutForce = slaLinOutShape{}
+		}
 		b.Run(kern, func(b *testing.B) {
 			run := func() {
 				var out, opre *Tensor
 				func() {
 					defer g.enter()()
-					if kern == "fused" {
+					if strings.HasPrefix(kern, "fused") {
 						out = g.slaLinearFused(T(qt), T(kt), T(vt), T(pw), T(pb), 1, L, H, D)
 					} else {
 						opre = g.slaLinear(T(qt), T(kt), T(vt), 1, L, H, D)
