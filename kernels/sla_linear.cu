@@ -266,20 +266,20 @@ extern "C" __global__ void sla_lin_reduce_kernel(bf16* kvt, float* ks, const flo
   }
 }
 
-// Step 3: per (run of 16·NW-row tiles, head, batch), KVᵀ and W loaded once,
-// the q tiles streamed by cp.async (S stages): φ(q) in place with the row's
-// denominator dn = bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks))) (float64 sum), num =
-// φ(q)·KV on mma.sync (warp w: rows 16w..), o = bf16(bf16(num)/dn) kept in
-// registers as the A fragments of proj_l, ol = bf16(o·Wᵀ + bias) staged in
-// the warp's own rows of the tile and stored 16 bytes at a time to [B, L,
-// H·D]. W [D, D] and bias [D] bf16 (bias may be null). grid (ceil(tiles /
-// tilesPerBlock), H, B), 32·NW threads (NW warps); dynamic shared memory
-// ((2·D + S·16·NW)·(D+8))·2 + 16·NW·4 + D·4 bytes.
-template <int D, int NW, int S>
+// Step 3: per (run of tiles of BM = 16·MR·NW rows, head, batch), KVᵀ and W
+// loaded once, the q tiles streamed by cp.async (S stages): φ(q) in place
+// with the row's denominator dn = bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks)))
+// (float64 sum), num = φ(q)·KV on mma.sync (warp w: MR m-tiles from row
+// 16·MR·w), o = bf16(bf16(num)/dn) kept in registers as the A fragments of
+// proj_l, ol = bf16(o·Wᵀ + bias) staged in the warp's own rows of the tile
+// and stored 16 bytes at a time to [B, L, H·D]. W [D, D] and bias [D] bf16
+// (bias may be null). grid (ceil(tiles / tilesPerBlock), H, B), 32·NW
+// threads; dynamic shared memory ((2·D + S·BM)·(D+8))·2 + BM·4 + D·4 bytes.
+template <int D, int NW, int S, int MR>
 __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q, const bf16* __restrict__ kvt,
                                             const float* __restrict__ ks, const bf16* __restrict__ W,
                                             const bf16* __restrict__ bias, int L, int H, int tilesPerBlock) {
-  constexpr int BM = 16 * NW, NTH = 32 * NW, STR = D + 8, TPR = D / 8, RPP = NTH / TPR;
+  constexpr int RW = 16 * MR, BM = RW * NW, NTH = 32 * NW, STR = D + 8, TPR = D / 8, RPP = NTH / TPR;
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* sKV = (bf16*)smem;                    // [D][STR] KVᵀ (rows c2)
   bf16* sW = sKV + D * STR;                   // [D][STR] W (rows n)
@@ -332,54 +332,74 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
       if (cg == 0) sdn[r] = rbf(1e-5f + rbf((float)den));
     }
     __syncthreads();
-    float acc[D / 8][4];
+    // num for the warp's MR m-tiles of 16 rows (rows RW·warp..): each B
+    // fragment of KVᵀ read from shared memory serves MR mma.
+    float acc[MR][D / 8][4];
 #pragma unroll
-    for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+    for (int m = 0; m < MR; ++m)
+#pragma unroll
+      for (int x = 0; x < D / 8; ++x) acc[m][x][0] = acc[m][x][1] = acc[m][x][2] = acc[m][x][3] = 0.f;
+    bf16* mine = tq + warp * RW * STR;  // the warp's rows: only it reads them
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-      u32 af[4];
-      sp_ldsm_x4(af, &tq[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+      u32 af[MR][4];
+#pragma unroll
+      for (int m = 0; m < MR; ++m)
+        sp_ldsm_x4(af[m], &mine[(m * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
 #pragma unroll
       for (int np = 0; np < D / 16; ++np) {
         u32 bb[4];
         sp_ldsm_x4(bb, &sKV[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-        sp_mma_bf16(acc[2 * np], af, bb[0], bb[1]);
-        sp_mma_bf16(acc[2 * np + 1], af, bb[2], bb[3]);
+#pragma unroll
+        for (int m = 0; m < MR; ++m) {
+          sp_mma_bf16(acc[m][2 * np], af[m], bb[0], bb[1]);
+          sp_mma_bf16(acc[m][2 * np + 1], af[m], bb[2], bb[3]);
+        }
       }
     }
-    const float dn0 = sdn[warp * 16 + g], dn1 = sdn[warp * 16 + g + 8];
-    u32 of[D / 16][4];  // o as the A fragments of proj_l (accumulator layout = A layout)
+    u32 of[MR][D / 16][4];  // o as the A fragments of proj_l (accumulator layout = A layout)
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      of[kk][0] = pack_bf2(rbf(acc[2 * kk][0]) / dn0, rbf(acc[2 * kk][1]) / dn0);
-      of[kk][1] = pack_bf2(rbf(acc[2 * kk][2]) / dn1, rbf(acc[2 * kk][3]) / dn1);
-      of[kk][2] = pack_bf2(rbf(acc[2 * kk + 1][0]) / dn0, rbf(acc[2 * kk + 1][1]) / dn0);
-      of[kk][3] = pack_bf2(rbf(acc[2 * kk + 1][2]) / dn1, rbf(acc[2 * kk + 1][3]) / dn1);
+    for (int m = 0; m < MR; ++m) {
+      const float dn0 = sdn[warp * RW + m * 16 + g], dn1 = sdn[warp * RW + m * 16 + g + 8];
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        of[m][kk][0] = pack_bf2(rbf(acc[m][2 * kk][0]) / dn0, rbf(acc[m][2 * kk][1]) / dn0);
+        of[m][kk][1] = pack_bf2(rbf(acc[m][2 * kk][2]) / dn1, rbf(acc[m][2 * kk][3]) / dn1);
+        of[m][kk][2] = pack_bf2(rbf(acc[m][2 * kk + 1][0]) / dn0, rbf(acc[m][2 * kk + 1][1]) / dn0);
+        of[m][kk][3] = pack_bf2(rbf(acc[m][2 * kk + 1][2]) / dn1, rbf(acc[m][2 * kk + 1][3]) / dn1);
+      }
     }
+    float pa[MR][D / 8][4];  // proj_l
 #pragma unroll
-    for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
+    for (int m = 0; m < MR; ++m)
+#pragma unroll
+      for (int x = 0; x < D / 8; ++x) pa[m][x][0] = pa[m][x][1] = pa[m][x][2] = pa[m][x][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
       for (int np = 0; np < D / 16; ++np) {
         u32 bb[4];
         sp_ldsm_x4(bb, &sW[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-        sp_mma_bf16(acc[2 * np], of[kk], bb[0], bb[1]);
-        sp_mma_bf16(acc[2 * np + 1], of[kk], bb[2], bb[3]);
+#pragma unroll
+        for (int m = 0; m < MR; ++m) {
+          sp_mma_bf16(pa[m][2 * np], of[m][kk], bb[0], bb[1]);
+          sp_mma_bf16(pa[m][2 * np + 1], of[m][kk], bb[2], bb[3]);
+        }
       }
     }
-    // The warp's 16 rows of the tile (only it read them) take the output.
-    bf16* mine = tq + warp * 16 * STR;
+    // The warp's rows of the tile take the output, then go out 16 bytes at a time.
 #pragma unroll
-    for (int x = 0; x < D / 8; ++x) {
-      const int col = x * 8 + 2 * t4;
-      *(u32*)&mine[g * STR + col] = pack_bf2(acc[x][0] + sb[col], acc[x][1] + sb[col + 1]);
-      *(u32*)&mine[(g + 8) * STR + col] = pack_bf2(acc[x][2] + sb[col], acc[x][3] + sb[col + 1]);
-    }
+    for (int m = 0; m < MR; ++m)
+#pragma unroll
+      for (int x = 0; x < D / 8; ++x) {
+        const int col = x * 8 + 2 * t4;
+        *(u32*)&mine[(m * 16 + g) * STR + col] = pack_bf2(pa[m][x][0] + sb[col], pa[m][x][1] + sb[col + 1]);
+        *(u32*)&mine[(m * 16 + g + 8) * STR + col] = pack_bf2(pa[m][x][2] + sb[col], pa[m][x][3] + sb[col + 1]);
+      }
     __syncwarp();
-    const int q0 = (t0 + t) * BM + warp * 16;
+    const int q0 = (t0 + t) * BM + warp * RW;
 #pragma unroll
-    for (int c = lane; c < 16 * (D / 8); c += 32) {
+    for (int c = lane; c < RW * (D / 8); c += 32) {
       const int r = c / (D / 8), col = (c % (D / 8)) * 8;
       if (q0 + r < L) *(uint4*)&ol[base + (long long)(q0 + r) * ld + col] = *(const uint4*)&mine[r * STR + col];
     }
@@ -391,16 +411,19 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
       sla_lin_kv_d##D(float* kvpart, double* kspart, const bf16* K, const bf16* V, int L, int H, int rows) {          \
     sla_lin_kv<D>(kvpart, kspart, K, V, L, H, rows);                                                                  \
   }
-#define SLA_LIN_OUT(D, NW, S)                                                                                         \
-  extern "C" __global__ void __launch_bounds__(32 * NW) sla_lin_out_d##D##_w##NW##_s##S(                             \
+#define SLA_LIN_OUT(D, NW, S, MR)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(32 * NW) sla_lin_out_d##D##_w##NW##_s##S##_m##MR(                     \
       bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H,       \
       int tilesPerBlock) {                                                                                            \
-    sla_lin_out<D, NW, S>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                                              \
+    sla_lin_out<D, NW, S, MR>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                                          \
   }
 SLA_LIN_KV(128)
 SLA_LIN_KV(64)
-SLA_LIN_OUT(128, 8, 3)
-SLA_LIN_OUT(128, 8, 2)
-SLA_LIN_OUT(128, 4, 2)
-SLA_LIN_OUT(64, 8, 3)
-SLA_LIN_OUT(64, 4, 3)
+SLA_LIN_OUT(128, 8, 3, 1)
+SLA_LIN_OUT(128, 8, 2, 1)
+SLA_LIN_OUT(128, 4, 2, 1)
+SLA_LIN_OUT(128, 4, 3, 2)
+SLA_LIN_OUT(128, 4, 2, 2)
+SLA_LIN_OUT(128, 8, 2, 2)
+SLA_LIN_OUT(64, 8, 3, 1)
+SLA_LIN_OUT(64, 4, 3, 2)

@@ -119,19 +119,31 @@ const (
 	slaLinKVStages = 3
 )
 
-// slaLinOutShape is one build of sla_lin_out: warps per block (16 query
-// rows each, so a tile has 16·warps rows) and cp.async stages.
-type slaLinOutShape struct{ warps, stages int }
+// slaLinOutShape is one build of sla_lin_out: warps per block, cp.async
+// stages, and m-tiles of 16 query rows per warp (a tile has 16·mt·warps
+// rows; two m-tiles halve the shared-memory reads of KVᵀ and W per row).
+type slaLinOutShape struct{ warps, stages, mt int }
+
+// rows is the build's tile height.
+func (s slaLinOutShape) rows() int { return 16 * s.mt * s.warps }
+
+// name is the kernel's name for head dim d.
+func (s slaLinOutShape) name(d int) string {
+	return fmt.Sprintf("sla_lin_out_d%d_w%d_s%d_m%d", d, s.warps, s.stages, s.mt)
+}
 
 // smem is the build's dynamic shared memory for head dim d: KVᵀ and W, the
 // stages of q tiles, the row denominators and the bias.
 func (s slaLinOutShape) smem(d int) int {
-	return (2*d+s.stages*16*s.warps)*(d+8)*2 + 16*s.warps*4 + d*4
+	return (2*d+s.stages*s.rows())*(d+8)*2 + s.rows()*4 + d*4
 }
 
 // slaLinOutShapes are the builds per head dim (kernels/sla_linear.cu's
 // SLA_LIN_OUT list), preferred first; the first that fits runs.
-var slaLinOutShapes = map[int][]slaLinOutShape{128: {{8, 3}, {4, 2}, {8, 2}}, 64: {{8, 3}, {4, 3}}}
+var slaLinOutShapes = map[int][]slaLinOutShape{
+	128: {{8, 3, 1}, {8, 2, 2}, {4, 3, 2}, {4, 2, 2}, {4, 2, 1}, {8, 2, 1}},
+	64:  {{8, 3, 1}, {4, 3, 2}},
+}
 
 // slaLinOutForce, when set, picks the build (the benchmark compares them).
 var slaLinOutForce slaLinOutShape
@@ -188,7 +200,7 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	}
 	smem := shape.smem(D)
 	occ = max(1, min(2, optin/(smem+1024)))
-	tiles := (L + 16*shape.warps - 1) / (16 * shape.warps)
+	tiles := (L + shape.rows() - 1) / shape.rows()
 	spread := max(1, occ*sms/(B*H))
 	if slaLinSpread > 0 {
 		spread = min(spread, slaLinSpread)
@@ -200,7 +212,7 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	if bias != nil {
 		bp = bias.buf.ptr
 	}
-	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_out_d%d_w%d_s%d", D, shape.warps, shape.stages)), [3]int{blocks, H, B}, [3]int{32 * shape.warps, 1, 1}, smem,
+	b.launch(b.fn("sla_linear.cu", shape.name(D)), [3]int{blocks, H, B}, [3]int{32 * shape.warps, 1, 1}, smem,
 		ol.buf.ptr, q.buf.ptr, kvt.buf.ptr, ks.buf.ptr, w.buf.ptr, bp, int32(L), int32(H), int32(per))
 	return ol
 }

@@ -118,12 +118,12 @@ func BenchmarkSLALinear480p(b *testing.B) {
 	kerns := []string{"unfused", "fused"}
 	for _, sh := range slaLinOutShapes[D] {
 		if sh.smem(D) <= g.info.MaxSmemOptin {
-			kerns = append(kerns, fmt.Sprintf("fused/w%ds%d", sh.warps, sh.stages))
+			kerns = append(kerns, fmt.Sprintf("fused/w%ds%dm%d", sh.warps, sh.stages, sh.mt))
 		}
 	}
 	for _, kern := range kerns {
 		slaLinOutForce = slaLinOutShape{}
-		if _, err := fmt.Sscanf(kern, "fused/w%ds%d", &slaLinOutForce.warps, &slaLinOutForce.stages); err != nil {
+		if _, err := fmt.Sscanf(kern, "fused/w%ds%dm%d", &slaLinOutForce.warps, &slaLinOutForce.stages, &slaLinOutForce.mt); err != nil {
 			slaLinOutForce = slaLinOutShape{}
 		}
 		b.Run(kern, func(b *testing.B) {
