@@ -4,7 +4,7 @@
 // o = bf16(num / bf16(1e-5 + bf16(Σ_c bf16(Qf·ks)))). bf16 roundings as in
 // package sla; operands bf16, head dim D (64 or 128; each lane of a warp
 // holds D/32 channels of a row).
-#include "mma.cuh"
+#include "sla_linear.cuh"
 
 // φ(x) = softmax over the D channels of each (token, head) row, float32
 // inside, bf16 out. x [B, L, H·D]; out [B, H, L, D] when headMajor, else
@@ -96,40 +96,6 @@ extern "C" __global__ void sla_linear_norm_kernel(bf16* o, const bf16* num, cons
 // while it computes (the first fused version loaded each row's φ by one
 // warp at a time and waited on memory); φ is computed in place by TPR = D/8
 // threads per row, each holding one 16-byte word (8 channels). ----
-
-// sla_lin_phi turns one thread's 8 channels of a row (raw bf16) into φ,
-// softmax over the row: the max and the sum over the row's TPR lanes
-// (consecutive and aligned in the warp; every lane of the warp must call),
-// e = expf(x − max), φ = bf16(e / Σe). Returns φ packed and, in f, as floats.
-template <int TPR>
-__device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
-  const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
-  float v[8], m = -INFINITY, s = 0.f;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-  }
-#pragma unroll
-  for (int i = 0; i < 8; ++i) m = fmaxf(m, v[i]);
-#pragma unroll
-  for (int o = TPR / 2; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    v[i] = expf(v[i] - m);
-    s += v[i];
-  }
-#pragma unroll
-  for (int o = TPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  u32 p[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    p[i] = pack_bf2(v[2 * i] / s, v[2 * i + 1] / s);
-    f[2 * i] = __uint_as_float(p[i] << 16);
-    f[2 * i + 1] = __uint_as_float(p[i] & 0xffff0000u);
-  }
-  return make_uint4(p[0], p[1], p[2], p[3]);
-}
 
 // Stages of the cp.async rings (the host sizes shared memory with the same
 // numbers: ops_sla_linear.go).
@@ -266,80 +232,32 @@ extern "C" __global__ void sla_lin_reduce_kernel(bf16* kvt, float* ks, const flo
   }
 }
 
-// Step 3: per (run of tiles of BM = 16·MR·NW rows, head, batch), KVᵀ and W
-// loaded once, the q tiles streamed by cp.async (S stages): φ(q) in place
-// with the row's denominator dn = bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks)))
-// (float64 sum), num = φ(q)·KV on mma.sync (warp w: MR m-tiles from row
-// 16·MR·w), o = bf16(bf16(num)/dn) kept in registers as the A fragments of
-// proj_l, ol = bf16(o·Wᵀ + bias) staged in the warp's own rows of the tile
-// and stored 16 bytes at a time to [B, L, H·D]. W [D, D] and bias [D] bf16
-// (bias may be null). grid (ceil(tiles / tilesPerBlock), H, B), 32·NW
-// threads; dynamic shared memory ((2·D + S·BM)·(D+8))·2 + BM·4 + D·4 bytes.
-template <int D, int NW, int S, int MR>
-__device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q, const bf16* __restrict__ kvt,
-                                            const float* __restrict__ ks, const bf16* __restrict__ W,
-                                            const bf16* __restrict__ bias, int L, int H, int tilesPerBlock) {
-  constexpr int RW = 16 * MR, BM = RW * NW, NTH = 32 * NW, STR = D + 8, TPR = D / 8, RPP = NTH / TPR;
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sKV = (bf16*)smem;                    // [D][STR] KVᵀ (rows c2)
-  bf16* sW = sKV + D * STR;                   // [D][STR] W (rows n)
-  bf16* sQ = sW + D * STR;                    // [S][BM][STR] q, then φ(q), then the output rows
-  float* sdn = (float*)(sQ + S * BM * STR);   // [BM]
-  float* sb = sdn + BM;                       // [D] bias
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
-  const long long bh = (long long)b * H + h;
-  const int t0 = blockIdx.x * tilesPerBlock, tiles = min(t0 + tilesPerBlock, (L + BM - 1) / BM) - t0;
-  auto load = [&](int t) {  // tile t0 + t into stage t % S; zeros past L
-    bf16* dq = sQ + (t % S) * BM * STR;
-    const int q0 = (t0 + t) * BM;
-    for (int c = tid; c < BM * (D / 8); c += NTH) {
-      const int r = c / (D / 8), col = (c % (D / 8)) * 8, gq = q0 + r;
-      sp_cp16(&dq[r * STR + col], Q + base + (long long)min(gq, L - 1) * ld + col, gq < L);
+// The mma.sync GEMMs of step 3 (sla_lin_out_body in sla_linear.cuh): KVᵀ
+// and W in padded rows (ldmatrix without bank conflicts); each warp runs
+// its MR m-tiles, each B fragment read from shared memory serving MR mma.
+template <int D, int MR>
+struct SlaLinMma {
+  static constexpr int kAlign = 16, STR = D + 8, kOpBytes = 2 * D * STR * 2;
+  static __device__ __forceinline__ void load(unsigned char* ops, const bf16* kvt, const bf16* W, int tid, int nth) {
+    bf16* sKV = (bf16*)ops;  // [D][STR] KVᵀ (rows c2)
+    bf16* sW = sKV + D * STR;  // [D][STR] W (rows n)
+    for (int c = tid; c < D * (D / 8); c += nth) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+      sp_cp16(&sKV[r * STR + col], kvt + r * D + col, true);
+      sp_cp16(&sW[r * STR + col], W + r * D + col, true);
     }
-  };
-  for (int c = tid; c < D * (D / 8); c += NTH) {
-    const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-    sp_cp16(&sKV[r * STR + col], kvt + bh * D * D + r * D + col, true);
-    sp_cp16(&sW[r * STR + col], W + r * D + col, true);
   }
-  if (tid < D) sb[tid] = bias ? bf2f(bias[tid]) : 0.f;
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {  // KVᵀ and W join the first group
-    if (s < tiles) load(s);
-    sp_commit();
-  }
-  const int cg = tid % TPR, rg = tid / TPR;  // φ: channels cg·8.., rows rg, rg + RPP, ...
-  float ksv[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) ksv[i] = ks[bh * D + cg * 8 + i];
-  for (int t = 0; t < tiles; ++t) {
-    asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");  // tile t landed
-    __syncthreads();  // and every warp is done with tile t − 1's stage
-    if (t + S - 1 < tiles) load(t + S - 1);
-    sp_commit();
-    bf16* tq = sQ + (t % S) * BM * STR;
-    for (int r = rg; r < BM; r += RPP) {
-      uint4* p = (uint4*)&tq[r * STR + cg * 8];
-      float f[8];
-      *p = sla_lin_phi<TPR>(*p, f);
-      double den = 0;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) den += (double)rbf(f[i] * ksv[i]);
-#pragma unroll
-      for (int o = TPR / 2; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-      if (cg == 0) sdn[r] = rbf(1e-5f + rbf((float)den));
-    }
-    __syncthreads();
-    // num for the warp's MR m-tiles of 16 rows (rows RW·warp..): each B
-    // fragment of KVᵀ read from shared memory serves MR mma.
-    float acc[MR][D / 8][4];
+  static __device__ __forceinline__ void fence() {}
+  static __device__ __forceinline__ void run(float (&pa)[MR][D / 2], const bf16* mine, const float* dn,
+                                             const unsigned char* ops, int lane) {
+    const bf16* sKV = (const bf16*)ops;
+    const bf16* sW = sKV + D * STR;
+    const int g = lane >> 2;
+    float acc[MR][D / 2];
 #pragma unroll
     for (int m = 0; m < MR; ++m)
 #pragma unroll
-      for (int x = 0; x < D / 8; ++x) acc[m][x][0] = acc[m][x][1] = acc[m][x][2] = acc[m][x][3] = 0.f;
-    bf16* mine = tq + warp * RW * STR;  // the warp's rows: only it reads them
+      for (int i = 0; i < D / 2; ++i) acc[m][i] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       u32 af[MR][4];
@@ -352,28 +270,18 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
         sp_ldsm_x4(bb, &sKV[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
 #pragma unroll
         for (int m = 0; m < MR; ++m) {
-          sp_mma_bf16(acc[m][2 * np], af[m], bb[0], bb[1]);
-          sp_mma_bf16(acc[m][2 * np + 1], af[m], bb[2], bb[3]);
+          sp_mma_bf16(&acc[m][8 * np], af[m], bb[0], bb[1]);
+          sp_mma_bf16(&acc[m][8 * np + 4], af[m], bb[2], bb[3]);
         }
       }
     }
-    u32 of[MR][D / 16][4];  // o as the A fragments of proj_l (accumulator layout = A layout)
+    u32 of[MR][D / 16][4];
 #pragma unroll
-    for (int m = 0; m < MR; ++m) {
-      const float dn0 = sdn[warp * RW + m * 16 + g], dn1 = sdn[warp * RW + m * 16 + g + 8];
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        of[m][kk][0] = pack_bf2(rbf(acc[m][2 * kk][0]) / dn0, rbf(acc[m][2 * kk][1]) / dn0);
-        of[m][kk][1] = pack_bf2(rbf(acc[m][2 * kk][2]) / dn1, rbf(acc[m][2 * kk][3]) / dn1);
-        of[m][kk][2] = pack_bf2(rbf(acc[m][2 * kk + 1][0]) / dn0, rbf(acc[m][2 * kk + 1][1]) / dn0);
-        of[m][kk][3] = pack_bf2(rbf(acc[m][2 * kk + 1][2]) / dn1, rbf(acc[m][2 * kk + 1][3]) / dn1);
-      }
-    }
-    float pa[MR][D / 8][4];  // proj_l
+    for (int m = 0; m < MR; ++m) sla_lin_norm_frags<D>(of[m], acc[m], dn[m * 16 + g], dn[m * 16 + g + 8]);
 #pragma unroll
     for (int m = 0; m < MR; ++m)
 #pragma unroll
-      for (int x = 0; x < D / 8; ++x) pa[m][x][0] = pa[m][x][1] = pa[m][x][2] = pa[m][x][3] = 0.f;
+      for (int i = 0; i < D / 2; ++i) pa[m][i] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
 #pragma unroll
@@ -382,29 +290,13 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
         sp_ldsm_x4(bb, &sW[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
 #pragma unroll
         for (int m = 0; m < MR; ++m) {
-          sp_mma_bf16(pa[m][2 * np], of[m][kk], bb[0], bb[1]);
-          sp_mma_bf16(pa[m][2 * np + 1], of[m][kk], bb[2], bb[3]);
+          sp_mma_bf16(&pa[m][8 * np], of[m][kk], bb[0], bb[1]);
+          sp_mma_bf16(&pa[m][8 * np + 4], of[m][kk], bb[2], bb[3]);
         }
       }
     }
-    // The warp's rows of the tile take the output, then go out 16 bytes at a time.
-#pragma unroll
-    for (int m = 0; m < MR; ++m)
-#pragma unroll
-      for (int x = 0; x < D / 8; ++x) {
-        const int col = x * 8 + 2 * t4;
-        *(u32*)&mine[(m * 16 + g) * STR + col] = pack_bf2(pa[m][x][0] + sb[col], pa[m][x][1] + sb[col + 1]);
-        *(u32*)&mine[(m * 16 + g + 8) * STR + col] = pack_bf2(pa[m][x][2] + sb[col], pa[m][x][3] + sb[col + 1]);
-      }
-    __syncwarp();
-    const int q0 = (t0 + t) * BM + warp * RW;
-#pragma unroll
-    for (int c = lane; c < RW * (D / 8); c += 32) {
-      const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-      if (q0 + r < L) *(uint4*)&ol[base + (long long)(q0 + r) * ld + col] = *(const uint4*)&mine[r * STR + col];
-    }
   }
-}
+};
 
 #define SLA_LIN_KV(D)                                                                                                 \
   extern "C" __global__ void __launch_bounds__(256, 2)                                                                \
@@ -415,7 +307,7 @@ __device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q
   extern "C" __global__ void __launch_bounds__(32 * NW) sla_lin_out_d##D##_w##NW##_s##S##_m##MR(                     \
       bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H,       \
       int tilesPerBlock) {                                                                                            \
-    sla_lin_out<D, NW, S, MR>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                                          \
+    sla_lin_out_body<D, NW, S, MR, SlaLinMma<D, MR>>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                   \
   }
 SLA_LIN_KV(128)
 SLA_LIN_KV(64)

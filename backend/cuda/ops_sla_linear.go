@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -120,29 +121,64 @@ const (
 )
 
 // slaLinOutShape is one build of sla_lin_out: warps per block, cp.async
-// stages, and m-tiles of 16 query rows per warp (a tile has 16·mt·warps
-// rows; two m-tiles halve the shared-memory reads of KVᵀ and W per row).
-type slaLinOutShape struct{ warps, stages, mt int }
+// stages, m-tiles of 16 query rows per warp (a tile has 16·mt·warps rows;
+// two m-tiles halve the shared-memory reads of KVᵀ and W per row), and wg
+// for the wgmma builds (sla_linear_sm90a.cu, sm_90 only, mt 1, whole
+// warpgroups), whose warpgroup reads those operands once per 64 rows.
+type slaLinOutShape struct {
+	warps, stages, mt int
+	wg                bool
+}
 
 // rows is the build's tile height.
 func (s slaLinOutShape) rows() int { return 16 * s.mt * s.warps }
 
-// name is the kernel's name for head dim d.
+// module and name are the build's kernel for head dim d.
+func (s slaLinOutShape) module() string {
+	if s.wg {
+		return "sla_linear_sm90a.cu"
+	}
+	return "sla_linear.cu"
+}
+
 func (s slaLinOutShape) name(d int) string {
+	if s.wg {
+		return fmt.Sprintf("sla_lin_out_wg_d%d_w%d_s%d", d, s.warps, s.stages)
+	}
 	return fmt.Sprintf("sla_lin_out_d%d_w%d_s%d_m%d", d, s.warps, s.stages, s.mt)
 }
 
-// smem is the build's dynamic shared memory for head dim d: KVᵀ and W, the
-// stages of q tiles, the row denominators and the bias.
+// String names the build in test and benchmark names.
+func (s slaLinOutShape) String() string {
+	if s.wg {
+		return fmt.Sprintf("wgmma-w%ds%d", s.warps, s.stages)
+	}
+	return fmt.Sprintf("mma-w%ds%dm%d", s.warps, s.stages, s.mt)
+}
+
+// smem is the build's dynamic shared memory for head dim d: KVᵀ and W (the
+// wgmma builds' swizzled tiles need no padding but 1024-byte alignment),
+// the stages of q tiles, the row denominators and the bias.
 func (s slaLinOutShape) smem(d int) int {
-	return (2*d+s.stages*s.rows())*(d+8)*2 + s.rows()*4 + d*4
+	ops := 2 * d * (d + 8) * 2
+	if s.wg {
+		ops = kernels.SmemAlign - 16 + 2*d*d*2
+	}
+	return ops + s.stages*s.rows()*(d+8)*2 + s.rows()*4 + d*4
+}
+
+// fits says whether the build runs on b's device.
+func (s slaLinOutShape) fits(b *Backend, d int) bool {
+	return s.smem(d) <= b.info.MaxSmemOptin && (!s.wg || b.info.Arch == "sm_90")
 }
 
 // slaLinOutShapes are the builds per head dim (kernels/sla_linear.cu's
-// SLA_LIN_OUT list), preferred first; the first that fits runs.
+// SLA_LIN_OUT and sla_linear_sm90a.cu's SLA_LIN_OUT_WG lists), preferred
+// first; the first that fits runs.
 var slaLinOutShapes = map[int][]slaLinOutShape{
-	128: {{8, 3, 1}, {8, 2, 2}, {4, 3, 2}, {4, 2, 2}, {4, 2, 1}, {8, 2, 1}},
-	64:  {{8, 3, 1}, {4, 3, 2}},
+	128: {{8, 3, 1, false}, {8, 3, 1, true}, {4, 2, 1, true}, {8, 2, 2, false}, {4, 3, 2, false}, {4, 2, 2, false},
+		{4, 2, 1, false}, {8, 2, 1, false}},
+	64: {{8, 3, 1, false}, {8, 3, 1, true}, {4, 3, 2, false}},
 }
 
 // slaLinOutForce, when set, picks the build (the benchmark compares them).
@@ -189,7 +225,7 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	shape := slaLinOutForce
 	if shape.warps == 0 {
 		for _, sh := range slaLinOutShapes[D] {
-			if sh.smem(D) <= optin {
+			if sh.fits(b, D) {
 				shape = sh
 				break
 			}
@@ -212,7 +248,7 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	if bias != nil {
 		bp = bias.buf.ptr
 	}
-	b.launch(b.fn("sla_linear.cu", shape.name(D)), [3]int{blocks, H, B}, [3]int{32 * shape.warps, 1, 1}, smem,
+	b.launch(b.fn(shape.module(), shape.name(D)), [3]int{blocks, H, B}, [3]int{32 * shape.warps, 1, 1}, smem,
 		ol.buf.ptr, q.buf.ptr, kvt.buf.ptr, ks.buf.ptr, w.buf.ptr, bp, int32(L), int32(H), int32(per))
 	return ol
 }

@@ -61,8 +61,8 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 			pw, pb := g.Upload(tensor.BF16, []int{d, d}, pwv), g.Upload(tensor.BF16, []int{d}, pbv)
 			defer func() { slaLinOutForce = slaLinOutShape{} }()
 			for _, sh := range slaLinOutShapes[d] {
-				if sh.smem(d) > g.info.MaxSmemOptin {
-					t.Logf("sla_lin_out build %+v needs %d B of shared memory, the device has %d", sh, sh.smem(d), g.info.MaxSmemOptin)
+				if !sh.fits(g, d) {
+					t.Logf("sla_lin_out build %v does not run here (%d B of shared memory, the device has %d; %s)", sh, sh.smem(d), g.info.MaxSmemOptin, g.info.Arch)
 					continue
 				}
 				slaLinOutForce = sh
@@ -70,19 +70,19 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 				same := 0
 				for i, x := range got {
 					if math.IsNaN(float64(x)) {
-						t.Fatalf("build %+v: fused output %d is NaN (unwritten?), unfused %g", sh, i, want[i])
+						t.Fatalf("build %v: fused output %d is NaN (unwritten?), unfused %g", sh, i, want[i])
 					}
 					if x == want[i] {
 						same++
 					}
 				}
 				rel, frac := checkRelL2(got, want), float64(same)/float64(len(got))
-				t.Logf("build %+v: fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", sh, rel, 100*frac)
+				t.Logf("build %v: fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", sh, rel, 100*frac)
 				if !(rel <= 5e-3) {
-					t.Errorf("build %+v: fused vs unfused rel-L2 %.3e > 5e-3", sh, rel)
+					t.Errorf("build %v: fused vs unfused rel-L2 %.3e > 5e-3", sh, rel)
 				}
 				if frac < 0.9 {
-					t.Errorf("build %+v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", sh, 100*frac)
+					t.Errorf("build %v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", sh, 100*frac)
 				}
 			}
 			slaLinOutForce = slaLinOutShape{}
@@ -115,17 +115,19 @@ func BenchmarkSLALinear480p(b *testing.B) {
 	pw := g.Upload(tensor.BF16, []int{D, D}, randn(r, D*D, 0.05))
 	pb := g.Upload(tensor.BF16, []int{D}, randn(r, D, 0.05))
 	defer func() { slaLinOutForce = slaLinOutShape{} }()
-	kerns := []string{"unfused", "fused"}
+	type variant struct {
+		name  string
+		shape slaLinOutShape
+	}
+	vars := []variant{{"unfused", slaLinOutShape{}}, {"fused", slaLinOutShape{}}}
 	for _, sh := range slaLinOutShapes[D] {
-		if sh.smem(D) <= g.info.MaxSmemOptin {
-			kerns = append(kerns, fmt.Sprintf("fused/w%ds%dm%d", sh.warps, sh.stages, sh.mt))
+		if sh.fits(g, D) {
+			vars = append(vars, variant{"fused/" + sh.String(), sh})
 		}
 	}
-	for _, kern := range kerns {
-		slaLinOutForce = slaLinOutShape{}
-		if _, err := fmt.Sscanf(kern, "fused/w%ds%dm%d", &slaLinOutForce.warps, &slaLinOutForce.stages, &slaLinOutForce.mt); err != nil {
-			slaLinOutForce = slaLinOutShape{}
-		}
+	for _, vr := range vars {
+		kern := vr.name
+		slaLinOutForce = vr.shape
 		b.Run(kern, func(b *testing.B) {
 			run := func() {
 				var out, opre *Tensor

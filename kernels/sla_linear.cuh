@@ -1,0 +1,147 @@
+// sla_linear.cuh: the fused SLA linear branch's feature map and its last
+// step (φ(q)·KV, the normalisation and proj_l), shared by the mma.sync
+// builds (sla_linear.cu) and the wgmma ones (sla_linear_sm90a.cu), which
+// differ only in how the two small GEMMs run: the policy MM of
+// sla_lin_out_body. docs/NUMERICS.md §6.4 has the math and its roundings.
+#pragma once
+#include "mma.cuh"
+
+// sla_lin_phi turns one thread's 8 channels of a row (raw bf16) into φ,
+// softmax over the row: the max and the sum over the row's TPR lanes
+// (consecutive and aligned in the warp; every lane of the warp must call),
+// e = expf(x − max), φ = bf16(e / Σe). Returns φ packed and, in f, as floats.
+template <int TPR>
+__device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
+  const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+  float v[8], m = -INFINITY, s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) m = fmaxf(m, v[i]);
+#pragma unroll
+  for (int o = TPR / 2; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    v[i] = expf(v[i] - m);
+    s += v[i];
+  }
+#pragma unroll
+  for (int o = TPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  u32 p[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    p[i] = pack_bf2(v[2 * i] / s, v[2 * i + 1] / s);
+    f[2 * i] = __uint_as_float(p[i] << 16);
+    f[2 * i + 1] = __uint_as_float(p[i] & 0xffff0000u);
+  }
+  return make_uint4(p[0], p[1], p[2], p[3]);
+}
+
+// o = bf16(bf16(num)/dn) for one m-tile's accumulators (mma.sync layout,
+// n8 tile x in acc[4x..4x+3]) as the A fragments of the next GEMM (the
+// accumulator layout is the A layout); dn0, dn1 are rows g and g + 8.
+template <int D>
+__device__ __forceinline__ void sla_lin_norm_frags(u32 (&of)[D / 16][4], const float* acc, float dn0, float dn1) {
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    of[kk][0] = pack_bf2(rbf(acc[8 * kk]) / dn0, rbf(acc[8 * kk + 1]) / dn0);
+    of[kk][1] = pack_bf2(rbf(acc[8 * kk + 2]) / dn1, rbf(acc[8 * kk + 3]) / dn1);
+    of[kk][2] = pack_bf2(rbf(acc[8 * kk + 4]) / dn0, rbf(acc[8 * kk + 5]) / dn0);
+    of[kk][3] = pack_bf2(rbf(acc[8 * kk + 6]) / dn1, rbf(acc[8 * kk + 7]) / dn1);
+  }
+}
+
+// Step 3: per (run of tiles of BM = 16·MR·NW rows, head, batch), KVᵀ and W
+// loaded once, the q tiles streamed by cp.async (S stages): φ(q) in place
+// with the row's denominator dn = bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks)))
+// (float64 sum), then MM::run gives each warp, for its MR m-tiles of 16
+// rows (from row 16·MR·warp), ol − bias = (o·Wᵀ) with num = φ(q)·KV, o =
+// bf16(bf16(num)/dn) kept in registers as the A fragments of proj_l; ol =
+// bf16(that + bias) is staged in the warp's own rows of the tile and stored
+// 16 bytes at a time to [B, L, H·D]. W [D, D] and bias [D] bf16 (bias may
+// be null). grid (ceil(tiles / tilesPerBlock), H, B), 32·NW threads;
+// dynamic shared memory MM::kAlign − 16 + MM::kOpBytes + S·BM·(D+8)·2 +
+// BM·4 + D·4 bytes.
+//
+// The policy MM has kAlign (the alignment its operand region needs),
+// kOpBytes (that region's size), load (cp.async of this head's KVᵀ and of
+// W into the region), fence (what must follow the copies before the GEMMs
+// read them) and run.
+template <int D, int NW, int S, int MR, class MM>
+__device__ __forceinline__ void sla_lin_out_body(bf16* ol, const bf16* __restrict__ Q, const bf16* __restrict__ kvt,
+                                                 const float* __restrict__ ks, const bf16* __restrict__ W,
+                                                 const bf16* __restrict__ bias, int L, int H, int tilesPerBlock) {
+  constexpr int RW = 16 * MR, BM = RW * NW, NTH = 32 * NW, STR = D + 8, TPR = D / 8, RPP = NTH / TPR;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const u32 s0 = sp_smem_addr(smem);
+  unsigned char* ops = smem + (((s0 + MM::kAlign - 1) & ~(u32)(MM::kAlign - 1)) - s0);  // KVᵀ, W
+  bf16* sQ = (bf16*)(ops + MM::kOpBytes);     // [S][BM][STR] q, then φ(q), then the output rows
+  float* sdn = (float*)(sQ + S * BM * STR);   // [BM]
+  float* sb = sdn + BM;                       // [D] bias
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
+  const long long bh = (long long)b * H + h;
+  const int t0 = blockIdx.x * tilesPerBlock, tiles = min(t0 + tilesPerBlock, (L + BM - 1) / BM) - t0;
+  auto load = [&](int t) {  // tile t0 + t into stage t % S; zeros past L
+    bf16* dq = sQ + (t % S) * BM * STR;
+    const int q0 = (t0 + t) * BM;
+    for (int c = tid; c < BM * (D / 8); c += NTH) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8, gq = q0 + r;
+      sp_cp16(&dq[r * STR + col], Q + base + (long long)min(gq, L - 1) * ld + col, gq < L);
+    }
+  };
+  MM::load(ops, kvt + bh * D * D, W, tid, NTH);
+  if (tid < D) sb[tid] = bias ? bf2f(bias[tid]) : 0.f;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {  // KVᵀ and W join the first group
+    if (s < tiles) load(s);
+    sp_commit();
+  }
+  const int cg = tid % TPR, rg = tid / TPR;  // φ: channels cg·8.., rows rg, rg + RPP, ...
+  float ksv[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) ksv[i] = ks[bh * D + cg * 8 + i];
+  for (int t = 0; t < tiles; ++t) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");  // tile t landed
+    MM::fence();
+    __syncthreads();  // and every warp is done with tile t − 1's stage
+    if (t + S - 1 < tiles) load(t + S - 1);
+    sp_commit();
+    bf16* tq = sQ + (t % S) * BM * STR;
+    for (int r = rg; r < BM; r += RPP) {
+      uint4* p = (uint4*)&tq[r * STR + cg * 8];
+      float f[8];
+      *p = sla_lin_phi<TPR>(*p, f);
+      double den = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) den += (double)rbf(f[i] * ksv[i]);
+#pragma unroll
+      for (int o = TPR / 2; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+      if (cg == 0) sdn[r] = rbf(1e-5f + rbf((float)den));
+    }
+    __syncthreads();
+    bf16* mine = tq + warp * RW * STR;  // the warp's rows: only it reads them
+    float pa[MR][D / 2];                // proj_l without the bias, accumulator layout
+    MM::run(pa, mine, sdn + warp * RW, ops, lane);
+    // The warp's rows of the tile take the output, then go out 16 bytes at a time.
+#pragma unroll
+    for (int m = 0; m < MR; ++m)
+#pragma unroll
+      for (int x = 0; x < D / 8; ++x) {
+        const int col = x * 8 + 2 * t4;
+        *(u32*)&mine[(m * 16 + g) * STR + col] = pack_bf2(pa[m][4 * x] + sb[col], pa[m][4 * x + 1] + sb[col + 1]);
+        *(u32*)&mine[(m * 16 + g + 8) * STR + col] = pack_bf2(pa[m][4 * x + 2] + sb[col], pa[m][4 * x + 3] + sb[col + 1]);
+      }
+    __syncwarp();
+    const int q0 = (t0 + t) * BM + warp * RW;
+#pragma unroll
+    for (int c = lane; c < RW * (D / 8); c += 32) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+      if (q0 + r < L) *(uint4*)&ol[base + (long long)(q0 + r) * ld + col] = *(const uint4*)&mine[r * STR + col];
+    }
+  }
+}
