@@ -196,6 +196,15 @@ var slaLinSpread = 0
 // ordered sum, and φ(q)·KV with the normalisation and proj_l. Caller holds
 // the device.
 func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tensor {
+	kvt, ks := b.slaLinearState(k, v, B, L, H, D)
+	defer b.Free(kvt)
+	defer b.Free(ks)
+	return b.slaLinearOut(q, kvt, ks, w, bias, B, L, H, D)
+}
+
+// slaLinearState runs steps 1 and 2 of the fused branch: KVᵀ [B, H, D, D]
+// bf16 and ks [B, H, D] (bf16 values as float32). Caller holds the device.
+func (b *Backend) slaLinearState(k, v *Tensor, B, L, H, D int) (kvt, ks *Tensor) {
 	sms, optin := max(b.info.SMs, 1), b.info.MaxSmemOptin
 	// Step 1: enough row chunks per head for every multiprocessor to hold
 	// as many blocks as fit (two on sm_90), each a multiple of 64 rows.
@@ -213,12 +222,17 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 	defer b.Free(kspart)
 	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_kv_d%d", D)), [3]int{chunks, H, B}, block256, kvSmem,
 		kvpart.buf.ptr, kspart.buf.ptr, k.buf.ptr, v.buf.ptr, int32(L), int32(H), int32(rows))
-	kvt := b.newTensor(tensor.BF16, []int{B, H, D, D})
-	defer b.Free(kvt)
-	ks := b.newTensor(tensor.F32, []int{B, H, D})
-	defer b.Free(ks)
+	kvt = b.newTensor(tensor.BF16, []int{B, H, D, D})
+	ks = b.newTensor(tensor.F32, []int{B, H, D})
 	b.launch(b.fn("sla_linear.cu", "sla_lin_reduce_kernel"), [3]int{(D*D + 255) / 256, B * H, 1}, block256, 0,
 		kvt.buf.ptr, ks.buf.ptr, kvpart.buf.ptr, kspart.buf.ptr, int32(chunks), int32(D))
+	return kvt, ks
+}
+
+// slaLinearOut runs step 3 of the fused branch on the state from
+// slaLinearState. Caller holds the device.
+func (b *Backend) slaLinearOut(q, kvt, ks, w, bias *Tensor, B, L, H, D int) *Tensor {
+	sms, optin := max(b.info.SMs, 1), b.info.MaxSmemOptin
 	// Step 3: the first build of sla_lin_out whose shared memory fits,
 	// about as many blocks as the multiprocessors hold, each a run of
 	// consecutive tiles of one head.
@@ -235,7 +249,7 @@ func (b *Backend) slaLinearFused(q, k, v, w, bias *Tensor, B, L, H, D int) *Tens
 		backend.Fail("cuda: SLA linear branch: no sla_lin_out build for head dim %d fits in %d B of shared memory", D, optin)
 	}
 	smem := shape.smem(D)
-	occ = max(1, min(2, optin/(smem+1024)))
+	occ := max(1, min(2, optin/(smem+1024)))
 	tiles := (L + shape.rows() - 1) / shape.rows()
 	spread := max(1, occ*sms/(B*H))
 	if slaLinSpread > 0 {

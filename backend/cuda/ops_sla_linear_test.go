@@ -99,7 +99,8 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 }
 
 // BenchmarkSLALinear480p times the linear branch with proj_l alone, both
-// ways (fused: the default build of sla_lin_out, then each build), at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
+// ways (fused: the default build of sla_lin_out, then KᵀV and ks alone, then
+// each build of sla_lin_out), at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
 // layer of the 1.3B DiT spends on it. GB/s counts q, k, v read once and the
 // output written once.
 func BenchmarkSLALinear480p(b *testing.B) {
@@ -119,7 +120,7 @@ func BenchmarkSLALinear480p(b *testing.B) {
 		name  string
 		shape slaLinOutShape
 	}
-	vars := []variant{{"unfused", slaLinOutShape{}}, {"fused", slaLinOutShape{}}}
+	vars := []variant{{"unfused", slaLinOutShape{}}, {"fused", slaLinOutShape{}}, {"fused/steps 1-2 only", slaLinOutShape{}}}
 	for _, sh := range slaLinOutShapes[D] {
 		if sh.fits(g, D) {
 			vars = append(vars, variant{"fused/" + sh.String(), sh})
@@ -133,7 +134,11 @@ func BenchmarkSLALinear480p(b *testing.B) {
 				var out, opre *Tensor
 				func() {
 					defer g.enter()()
-					if strings.HasPrefix(kern, "fused") {
+					if kern == "fused/steps 1-2 only" {
+						kvt, ks := g.slaLinearState(T(kt), T(vt), 1, L, H, D)
+						g.Free(kvt)
+						g.Free(ks)
+					} else if strings.HasPrefix(kern, "fused") {
 						out = g.slaLinearFused(T(qt), T(kt), T(vt), T(pw), T(pb), 1, L, H, D)
 					} else {
 						opre = g.slaLinear(T(qt), T(kt), T(vt), 1, L, H, D)
@@ -142,7 +147,7 @@ func BenchmarkSLALinear480p(b *testing.B) {
 				if opre != nil {
 					g.Free(g.Linear(g.Reshape(opre, L*H, D), pw, pb))
 					g.Free(opre)
-				} else {
+				} else if out != nil {
 					g.Free(out)
 				}
 			}
