@@ -73,7 +73,7 @@ func (b *Backend) slaLinFused() bool {
 		s.note = fmt.Sprintf("(fused kernels rejected: %v)", err)
 	case rel < 1e-2:
 		s.on = true
-		s.note = fmt.Sprintf("(start-up check: worst rel-L2 %.1e vs unfused)", rel)
+		s.note = fmt.Sprintf("(sla_lin_out %v at head dim 128; start-up check: worst rel-L2 %.1e vs unfused)", b.slaLinOutPick(128), rel)
 	default:
 		s.note = fmt.Sprintf("(fused kernels rejected: rel-L2 %.2e vs unfused)", rel)
 	}
@@ -184,6 +184,20 @@ var slaLinOutShapes = map[int][]slaLinOutShape{
 // slaLinOutForce, when set, picks the build (the benchmark compares them).
 var slaLinOutForce slaLinOutShape
 
+// slaLinOutPick is the sla_lin_out build that runs for head dim d: the
+// forced one, else the first of slaLinOutShapes that fits (zero if none).
+func (b *Backend) slaLinOutPick(d int) slaLinOutShape {
+	if slaLinOutForce.warps != 0 {
+		return slaLinOutForce
+	}
+	for _, sh := range slaLinOutShapes[d] {
+		if sh.fits(b, d) {
+			return sh
+		}
+	}
+	return slaLinOutShape{}
+}
+
 // slaLinSpread, when > 0, caps the blocks per (batch, head) of the fused
 // kernels, so that tests on small problems run many tiles per block through
 // the cp.async rings as the real shapes do. 0: fill the device.
@@ -236,15 +250,7 @@ func (b *Backend) slaLinearOut(q, kvt, ks, w, bias *Tensor, B, L, H, D int) *Ten
 	// Step 3: the first build of sla_lin_out whose shared memory fits,
 	// about as many blocks as the multiprocessors hold, each a run of
 	// consecutive tiles of one head.
-	shape := slaLinOutForce
-	if shape.warps == 0 {
-		for _, sh := range slaLinOutShapes[D] {
-			if sh.fits(b, D) {
-				shape = sh
-				break
-			}
-		}
-	}
+	shape := b.slaLinOutPick(D)
 	if shape.warps == 0 {
 		backend.Fail("cuda: SLA linear branch: no sla_lin_out build for head dim %d fits in %d B of shared memory", D, optin)
 	}
