@@ -6,6 +6,18 @@
 #pragma once
 #include "mma.cuh"
 
+// a / b correctly rounded, as IEEE division gives it, from y = 1/b
+// (correctly rounded, computed once per row): q = a·y is within an ulp of
+// a/b, r = a − q·b is exact (fma), and q + r·y rounds to a/b (Markstein's
+// theorem; no underflow or overflow for b in [1e-5, 128] and |a| ≥ 2^-100,
+// else the division itself). Two fma and a multiply instead of a
+// reciprocal on the special-function unit per element.
+__device__ __forceinline__ float sla_lin_div(float a, float b, float y) {
+  if (fabsf(a) < 0x1p-100f) return a / b;
+  const float q = a * y;
+  return fmaf(fmaf(-q, b, a), y, q);
+}
+
 // sla_lin_phi turns one thread's 8 channels of a row (raw bf16) into φ,
 // softmax over the row: the max and the sum over the row's TPR lanes
 // (consecutive and aligned in the warp; every lane of the warp must call),
@@ -30,10 +42,11 @@ __device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
   }
 #pragma unroll
   for (int o = TPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const float y = 1.f / s;
   u32 p[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    p[i] = pack_bf2(v[2 * i] / s, v[2 * i + 1] / s);
+    p[i] = pack_bf2(sla_lin_div(v[2 * i], s, y), sla_lin_div(v[2 * i + 1], s, y));
     f[2 * i] = __uint_as_float(p[i] << 16);
     f[2 * i + 1] = __uint_as_float(p[i] & 0xffff0000u);
   }
@@ -45,12 +58,13 @@ __device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
 // accumulator layout is the A layout); dn0, dn1 are rows g and g + 8.
 template <int D>
 __device__ __forceinline__ void sla_lin_norm_frags(u32 (&of)[D / 16][4], const float* acc, float dn0, float dn1) {
+  const float y0 = 1.f / dn0, y1 = 1.f / dn1;
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
-    of[kk][0] = pack_bf2(rbf(acc[8 * kk]) / dn0, rbf(acc[8 * kk + 1]) / dn0);
-    of[kk][1] = pack_bf2(rbf(acc[8 * kk + 2]) / dn1, rbf(acc[8 * kk + 3]) / dn1);
-    of[kk][2] = pack_bf2(rbf(acc[8 * kk + 4]) / dn0, rbf(acc[8 * kk + 5]) / dn0);
-    of[kk][3] = pack_bf2(rbf(acc[8 * kk + 6]) / dn1, rbf(acc[8 * kk + 7]) / dn1);
+    of[kk][0] = pack_bf2(sla_lin_div(rbf(acc[8 * kk]), dn0, y0), sla_lin_div(rbf(acc[8 * kk + 1]), dn0, y0));
+    of[kk][1] = pack_bf2(sla_lin_div(rbf(acc[8 * kk + 2]), dn1, y1), sla_lin_div(rbf(acc[8 * kk + 3]), dn1, y1));
+    of[kk][2] = pack_bf2(sla_lin_div(rbf(acc[8 * kk + 4]), dn0, y0), sla_lin_div(rbf(acc[8 * kk + 5]), dn0, y0));
+    of[kk][3] = pack_bf2(sla_lin_div(rbf(acc[8 * kk + 6]), dn1, y1), sla_lin_div(rbf(acc[8 * kk + 7]), dn1, y1));
   }
 }
 
