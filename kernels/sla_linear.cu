@@ -97,79 +97,27 @@ extern "C" __global__ void sla_linear_norm_kernel(bf16* o, const bf16* num, cons
 // warp at a time and waited on memory); φ is computed in place by TPR = D/8
 // threads per row, each holding one 16-byte word (8 channels). ----
 
-// Stages of the cp.async rings (the host sizes shared memory with the same
-// numbers: ops_sla_linear.go).
-#define SLA_LIN_KV_STAGES 3
-#define SLA_LIN_KV_ROWS 64
-
-// Step 1: per (chunk of rows, head, batch) the sums over its rows of
-// KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (mma.sync, float32; written to
-// kvpart [B, H, chunks, D(c2), D(c1)]) and ks[c] = Σ_l φ(k)[l,c] (float64;
-// kspart [B, H, chunks, D]). Tiles of 64 rows of k and v arrive by cp.async
-// (3 stages); φ(k) replaces k in place; warp w owns c1 rows (w&3)·D/4.. and
-// c2 columns (w>>2)·D/2... grid (chunks, H, B), 256 threads; rows per
-// chunk a multiple of 64; dynamic shared memory 2·3·64·(D+8)·2 bytes.
+// The mma.sync GEMM of step 1 (sla_lin_kv_body in sla_linear.cuh): v
+// tiles in padded rows; warp w owns c1 rows (w&3)·D/4.. and c2 columns
+// (w>>2)·D/2.. of KV, A = φ(k)ᵀ and B = v by transposed ldmatrix.
 template <int D>
-__device__ __forceinline__ void sla_lin_kv(float* kvpart, double* kspart, const bf16* __restrict__ K,
-                                           const bf16* __restrict__ V, int L, int H, int rowsPerChunk) {
-  constexpr int BM = SLA_LIN_KV_ROWS, S = SLA_LIN_KV_STAGES, STR = D + 8, MT = D / 64, NT = D / 16;
-  constexpr int TPR = D / 8, RPP = 256 / TPR;
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sK = (bf16*)smem;        // [S][BM][STR] k, then φ(k)
-  bf16* sV = sK + S * BM * STR;  // [S][BM][STR] v
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
-  const int r0 = blockIdx.x * rowsPerChunk, r1 = min(r0 + rowsPerChunk, L);
-  const int tiles = r1 > r0 ? (r1 - r0 + BM - 1) / BM : 0;
-  auto load = [&](int t) {  // tile t into stage t % S; zeros past the chunk
-    bf16* dk = sK + (t % S) * BM * STR;
-    bf16* dv = sV + (t % S) * BM * STR;
-    for (int c = tid; c < BM * (D / 8); c += 256) {
-      const int r = c / (D / 8), col = (c % (D / 8)) * 8, g = r0 + t * BM + r;
-      const long long src = base + (long long)min(g, L - 1) * ld + col;
-      sp_cp16(&dk[r * STR + col], K + src, g < r1);
-      sp_cp16(&dv[r * STR + col], V + src, g < r1);
-    }
-  };
-#pragma unroll
-  for (int s = 0; s < S - 1; ++s) {
-    if (s < tiles) load(s);
-    sp_commit();
-  }
-  const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2);
-  const int cg = tid % TPR, rg = tid / TPR;  // φ: channels cg·8.., rows rg, rg + RPP, ...
+struct SlaLinKvMma {
+  static constexpr int kThreads = 256, kAlign = 16, STR = D + 8, MT = D / 64, NT = D / 16;
+  static constexpr int kVBytes = SLA_LIN_KV_ROWS * STR * 2;
   float acc[MT][NT][4];
+  __device__ __forceinline__ void zero() {
 #pragma unroll
-  for (int a = 0; a < MT; ++a)
+    for (int a = 0; a < MT; ++a)
 #pragma unroll
-    for (int x = 0; x < NT; ++x) acc[a][x][0] = acc[a][x][1] = acc[a][x][2] = acc[a][x][3] = 0.f;
-  double ks[8];
+      for (int x = 0; x < NT; ++x) acc[a][x][0] = acc[a][x][1] = acc[a][x][2] = acc[a][x][3] = 0.f;
+  }
+  static __device__ __forceinline__ u32 voff(int r, int c8) { return (r * STR + c8 * 8) * 2; }
+  static __device__ __forceinline__ void fence() {}
+  __device__ __forceinline__ void tile(const bf16* tk, const unsigned char* tvb, int lane, int warp) {
+    const bf16* tv = (const bf16*)tvb;
+    const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) ks[i] = 0;
-  for (int t = 0; t < tiles; ++t) {
-    asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");  // tile t landed
-    __syncthreads();  // and every warp is done with tile t − 1's stage
-    if (t + S - 1 < tiles) load(t + S - 1);
-    sp_commit();
-    bf16* tk = sK + (t % S) * BM * STR;
-    const bf16* tv = sV + (t % S) * BM * STR;
-    for (int r = rg; r < BM; r += RPP) {
-      uint4* p = (uint4*)&tk[r * STR + cg * 8];
-      float f[8];
-      uint4 y = sla_lin_phi<TPR>(*p, f);
-      if (r0 + t * BM + r >= r1) {  // past the chunk: φ = 0, not softmax(0)
-        y = make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) f[i] = 0.f;
-      }
-      *p = y;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) ks[i] += (double)f[i];
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk) {
+    for (int kk = 0; kk < SLA_LIN_KV_ROWS / 16; ++kk) {
       u32 af[MT][4];
 #pragma unroll
       for (int a = 0; a < MT; ++a)  // A[m = c1][k = l] from φ(k) stored [l][c1]: transposed loads
@@ -186,32 +134,20 @@ __device__ __forceinline__ void sla_lin_kv(float* kvpart, double* kspart, const 
       }
     }
   }
-  const long long part = ((long long)b * H + h) * gridDim.x + blockIdx.x;
-  float* kv = kvpart + part * D * D;
-  const int g = lane >> 2, t4 = lane & 3;
+  __device__ __forceinline__ void store(float* kv, int lane, int warp) const {
+    const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2), g = lane >> 2, t4 = lane & 3;
 #pragma unroll
-  for (int a = 0; a < MT; ++a)
+    for (int a = 0; a < MT; ++a)
 #pragma unroll
-    for (int x = 0; x < NT; ++x) {
-      const int c1 = m0 + a * 16 + g, c2 = n0 + x * 8 + 2 * t4;  // stored transposed: [c2][c1]
-      kv[c2 * D + c1] = acc[a][x][0];
-      kv[(c2 + 1) * D + c1] = acc[a][x][1];
-      kv[c2 * D + c1 + 8] = acc[a][x][2];
-      kv[(c2 + 1) * D + c1 + 8] = acc[a][x][3];
-    }
-  // ks: the RPP row groups' sums added in a fixed order through shared memory.
-  sp_wait_all();
-  __syncthreads();
-  double* sks = (double*)smem;  // [RPP][D]
-#pragma unroll
-  for (int i = 0; i < 8; ++i) sks[rg * D + cg * 8 + i] = ks[i];
-  __syncthreads();
-  if (tid < D) {
-    double s = 0;
-    for (int r = 0; r < RPP; ++r) s += sks[r * D + tid];
-    kspart[part * D + tid] = s;
+      for (int x = 0; x < NT; ++x) {
+        const int c1 = m0 + a * 16 + g, c2 = n0 + x * 8 + 2 * t4;  // stored transposed: [c2][c1]
+        kv[c2 * D + c1] = acc[a][x][0];
+        kv[(c2 + 1) * D + c1] = acc[a][x][1];
+        kv[c2 * D + c1 + 8] = acc[a][x][2];
+        kv[(c2 + 1) * D + c1 + 8] = acc[a][x][3];
+      }
   }
-}
+};
 
 // Step 2: the chunks' partial sums added in chunk order (float64) and
 // rounded as the reference stores them: kvt = bf16(KVᵀ) [B, H, D, D], ks =
@@ -301,7 +237,7 @@ struct SlaLinMma {
 #define SLA_LIN_KV(D)                                                                                                 \
   extern "C" __global__ void __launch_bounds__(256, 2)                                                                \
       sla_lin_kv_d##D(float* kvpart, double* kspart, const bf16* K, const bf16* V, int L, int H, int rows) {          \
-    sla_lin_kv<D>(kvpart, kspart, K, V, L, H, rows);                                                                  \
+    sla_lin_kv_body<D, SlaLinKvMma<D>>(kvpart, kspart, K, V, L, H, rows);                                             \
   }
 #define SLA_LIN_OUT(D, NW, S, MR)                                                                                     \
   extern "C" __global__ void __launch_bounds__(32 * NW) sla_lin_out_d##D##_w##NW##_s##S##_m##MR(                     \

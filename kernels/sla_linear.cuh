@@ -53,6 +53,94 @@ __device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
   return make_uint4(p[0], p[1], p[2], p[3]);
 }
 
+// Stages and rows of step 1's cp.async ring (the host sizes shared memory
+// with the same numbers: ops_sla_linear.go).
+#define SLA_LIN_KV_STAGES 3
+#define SLA_LIN_KV_ROWS 64
+
+// Step 1: per (chunk of rows, head, batch) the sums over its rows of
+// KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (float32 on tensor cores; written to
+// kvpart [B, H, chunks, D(c2), D(c1)]) and ks[c] = Σ_l φ(k)[l,c] (float64;
+// kspart [B, H, chunks, D]). Tiles of 64 rows of k and v arrive by cp.async
+// (3 stages); φ(k) replaces k in place (padded rows), v lands where the
+// policy KV puts it (KV::voff) and KV::tile adds the tile's φ(k)ᵀ·v to its
+// accumulators, which KV::store writes out. grid (chunks, H, B),
+// KV::kThreads threads; rows per chunk a multiple of 64; dynamic shared
+// memory KV::kAlign − 16 + 3·(KV::kVBytes + 64·(D+8)·2) bytes.
+template <int D, class KV>
+__device__ __forceinline__ void sla_lin_kv_body(float* kvpart, double* kspart, const bf16* __restrict__ K,
+                                                const bf16* __restrict__ V, int L, int H, int rowsPerChunk) {
+  constexpr int BM = SLA_LIN_KV_ROWS, S = SLA_LIN_KV_STAGES, STR = D + 8, NTH = KV::kThreads;
+  constexpr int TPR = D / 8, RPP = NTH / TPR;
+  extern __shared__ __align__(16) unsigned char smem[];
+  const u32 s0 = sp_smem_addr(smem);
+  unsigned char* sV = smem + (((s0 + KV::kAlign - 1) & ~(u32)(KV::kAlign - 1)) - s0);  // [S][kVBytes] v
+  bf16* sK = (bf16*)(sV + S * KV::kVBytes);  // [S][BM][STR] k, then φ(k)
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int h = blockIdx.y, b = blockIdx.z;
+  const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
+  const int r0 = blockIdx.x * rowsPerChunk, r1 = min(r0 + rowsPerChunk, L);
+  const int tiles = r1 > r0 ? (r1 - r0 + BM - 1) / BM : 0;
+  auto load = [&](int t) {  // tile t into stage t % S; zeros past the chunk
+    bf16* dk = sK + (t % S) * BM * STR;
+    unsigned char* dv = sV + (t % S) * KV::kVBytes;
+    for (int c = tid; c < BM * (D / 8); c += NTH) {
+      const int r = c / (D / 8), c8 = c % (D / 8), g = r0 + t * BM + r;
+      const long long src = base + (long long)min(g, L - 1) * ld + c8 * 8;
+      sp_cp16(&dk[r * STR + c8 * 8], K + src, g < r1);
+      sp_cp16(dv + KV::voff(r, c8), V + src, g < r1);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {
+    if (s < tiles) load(s);
+    sp_commit();
+  }
+  const int cg = tid % TPR, rg = tid / TPR;  // φ: channels cg·8.., rows rg, rg + RPP, ...
+  KV kv;
+  kv.zero();
+  double ks[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) ks[i] = 0;
+  for (int t = 0; t < tiles; ++t) {
+    asm volatile("cp.async.wait_group %0;" ::"n"(S - 2) : "memory");  // tile t landed
+    KV::fence();
+    __syncthreads();  // and every warp is done with tile t − 1's stage
+    if (t + S - 1 < tiles) load(t + S - 1);
+    sp_commit();
+    bf16* tk = sK + (t % S) * BM * STR;
+    for (int r = rg; r < BM; r += RPP) {
+      uint4* p = (uint4*)&tk[r * STR + cg * 8];
+      float f[8];
+      uint4 y = sla_lin_phi<TPR>(*p, f);
+      if (r0 + t * BM + r >= r1) {  // past the chunk: φ = 0, not softmax(0)
+        y = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) f[i] = 0.f;
+      }
+      *p = y;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) ks[i] += (double)f[i];
+    }
+    __syncthreads();
+    kv.tile(tk, sV + (t % S) * KV::kVBytes, lane, warp);
+  }
+  const long long part = ((long long)b * H + h) * gridDim.x + blockIdx.x;
+  kv.store(kvpart + part * D * D, lane, warp);
+  // ks: the RPP row groups' sums added in a fixed order through shared memory.
+  sp_wait_all();
+  __syncthreads();
+  double* sks = (double*)sK;  // [RPP][D]
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sks[rg * D + cg * 8 + i] = ks[i];
+  __syncthreads();
+  if (tid < D) {
+    double s = 0;
+    for (int r = 0; r < RPP; ++r) s += sks[r * D + tid];
+    kspart[part * D + tid] = s;
+  }
+}
+
 // o = bf16(bf16(num)/dn) for one m-tile's accumulators (mma.sync layout,
 // n8 tile x in acc[4x..4x+3]) as the A fragments of the next GEMM (the
 // accumulator layout is the A layout); dn0, dn1 are rows g and g + 8.

@@ -72,3 +72,65 @@ struct SlaLinWgmma {
 SLA_LIN_OUT_WG(128, 8, 3)
 SLA_LIN_OUT_WG(128, 4, 2)
 SLA_LIN_OUT_WG(64, 8, 3)
+
+// The wgmma GEMM of step 1 (sla_lin_kv_body): warpgroup g owns KV's c1 rows
+// 64g.., all D columns (so D/64 warpgroups); A = φ(k)ᵀ from registers
+// (transposed ldmatrix of the padded φ(k) tile, warp w holding c1 rows
+// 16w..), B = the v tile read in place: 128-byte-swizzled halves of 64
+// columns, MN-major (transpose bit set, vn_desc). Each v byte is read from
+// shared memory once per warpgroup instead of once per warp.
+template <int D>
+struct SlaLinKvWgmma {
+  static constexpr int kThreads = 128 * (D / 64), kAlign = TD_SMEM_ALIGN, DC = D / 8, STR = D + 8;
+  static constexpr int kVBytes = SLA_LIN_KV_ROWS * D * 2;
+  float acc[D / 2];
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) acc[i] = 0.f;
+  }
+  static __device__ __forceinline__ u32 voff(int r, int c8) { return tile_off<true>(r, c8, SLA_LIN_KV_ROWS, DC); }
+  // cp.async writes, then wgmma (async proxy) reads.
+  static __device__ __forceinline__ void fence() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+  __device__ __forceinline__ void tile(const bf16* tk, const unsigned char* tvb, int lane, int warp) {
+    constexpr int KS = SLA_LIN_KV_ROWS / 16;
+    u32 af[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)  // A[m = c1][k = l] from φ(k) stored [l][c1]: transposed loads
+      sp_ldsm_x4_t(af[kk], &tk[(kk * 16 + (lane & 7) + (lane >> 4) * 8) * STR + warp * 16 + ((lane >> 3) & 1) * 8]);
+    const u32 vb = sp_smem_addr(tvb);
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(acc[i]);
+    hp_wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      const u64 db = vn_desc<SLA_LIN_KV_ROWS>(vb, kk);
+      if constexpr (D == 128)
+        wgmma_rs_n128_tb(acc, af[kk], db);
+      else
+        wgmma_rs_n64_tb(acc, af[kk], db);
+    }
+    hp_wg_commit();
+    hp_wg_wait<0>();  // before the stage is refilled and af rewritten
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) reg_fence(acc[i]);
+  }
+  __device__ __forceinline__ void store(float* kv, int lane, int warp) const {
+    const int c1 = warp * 16 + (lane >> 2), t4 = lane & 3;
+#pragma unroll
+    for (int x = 0; x < D / 8; ++x) {
+      const int c2 = x * 8 + 2 * t4;  // stored transposed: [c2][c1]
+      kv[c2 * D + c1] = acc[4 * x];
+      kv[(c2 + 1) * D + c1] = acc[4 * x + 1];
+      kv[c2 * D + c1 + 8] = acc[4 * x + 2];
+      kv[(c2 + 1) * D + c1 + 8] = acc[4 * x + 3];
+    }
+  }
+};
+
+#define SLA_LIN_KV_WG(D)                                                                                              \
+  extern "C" __global__ void __launch_bounds__(128 * (D / 64), 2)                                                     \
+      sla_lin_kv_wg_d##D(float* kvpart, double* kspart, const bf16* K, const bf16* V, int L, int H, int rows) {       \
+    sla_lin_kv_body<D, SlaLinKvWgmma<D>>(kvpart, kspart, K, V, L, H, rows);                                           \
+  }
+SLA_LIN_KV_WG(128)
+SLA_LIN_KV_WG(64)

@@ -73,7 +73,7 @@ func (b *Backend) slaLinFused() bool {
 		s.note = fmt.Sprintf("(fused kernels rejected: %v)", err)
 	case rel < 1e-2:
 		s.on = true
-		s.note = fmt.Sprintf("(sla_lin_out %v at head dim 128; start-up check: worst rel-L2 %.1e vs unfused)", b.slaLinOutPick(128), rel)
+		s.note = fmt.Sprintf("(sla_lin_kv %v, sla_lin_out %v at head dim 128; start-up check: worst rel-L2 %.1e vs unfused)", b.slaLinKVPick(), b.slaLinOutPick(128), rel)
 	default:
 		s.note = fmt.Sprintf("(fused kernels rejected: rel-L2 %.2e vs unfused)", rel)
 	}
@@ -184,6 +184,63 @@ var slaLinOutShapes = map[int][]slaLinOutShape{
 // slaLinOutForce, when set, picks the build (the benchmark compares them).
 var slaLinOutForce slaLinOutShape
 
+// slaLinKVShape is one build of step 1 (sla_lin_kv): mma.sync, or wgmma
+// (sla_linear_sm90a.cu, sm_90 only: a warpgroup per 64 rows of KV, the v
+// tiles read in place as its B operand).
+type slaLinKVShape struct{ wg bool }
+
+func (s slaLinKVShape) module() string {
+	if s.wg {
+		return "sla_linear_sm90a.cu"
+	}
+	return "sla_linear.cu"
+}
+
+func (s slaLinKVShape) name(d int) string {
+	if s.wg {
+		return fmt.Sprintf("sla_lin_kv_wg_d%d", d)
+	}
+	return fmt.Sprintf("sla_lin_kv_d%d", d)
+}
+
+func (s slaLinKVShape) String() string {
+	if s.wg {
+		return "wgmma"
+	}
+	return "mma"
+}
+
+// threads: 256 for mma.sync, a warpgroup per 64 rows of KV for wgmma.
+func (s slaLinKVShape) threads(d int) int {
+	if s.wg {
+		return 128 * d / 64
+	}
+	return 256
+}
+
+// smem: the stages of k and v tiles (v swizzled and 1024-byte aligned for
+// wgmma, padded rows otherwise).
+func (s slaLinKVShape) smem(d int) int {
+	if s.wg {
+		return kernels.SmemAlign - 16 + slaLinKVStages*slaLinKVRows*(d+(d+8))*2
+	}
+	return 2 * slaLinKVStages * slaLinKVRows * (d + 8) * 2
+}
+
+// slaLinKVWG says whether step 1 runs on wgmma where it can (sm_90);
+// slaLinKVForce, when set, picks the build (tests and benchmarks).
+var (
+	slaLinKVWG    = false
+	slaLinKVForce *slaLinKVShape
+)
+
+func (b *Backend) slaLinKVPick() slaLinKVShape {
+	if slaLinKVForce != nil {
+		return *slaLinKVForce
+	}
+	return slaLinKVShape{wg: slaLinKVWG && b.info.Arch == "sm_90"}
+}
+
 // slaLinOutPick is the sla_lin_out build that runs for head dim d: the
 // forced one, else the first of slaLinOutShapes that fits (zero if none).
 func (b *Backend) slaLinOutPick(d int) slaLinOutShape {
@@ -222,7 +279,8 @@ func (b *Backend) slaLinearState(k, v *Tensor, B, L, H, D int) (kvt, ks *Tensor)
 	sms, optin := max(b.info.SMs, 1), b.info.MaxSmemOptin
 	// Step 1: enough row chunks per head for every multiprocessor to hold
 	// as many blocks as fit (two on sm_90), each a multiple of 64 rows.
-	kvSmem := 2 * slaLinKVStages * slaLinKVRows * (D + 8) * 2
+	kb := b.slaLinKVPick()
+	kvSmem := kb.smem(D)
 	occ := max(1, min(2, optin/(kvSmem+1024)))
 	chunks := max(1, (occ*sms+B*H-1)/(B*H))
 	if slaLinSpread > 0 {
@@ -234,7 +292,7 @@ func (b *Backend) slaLinearState(k, v *Tensor, B, L, H, D int) (kvt, ks *Tensor)
 	defer b.Free(kvpart)
 	kspart := b.newTensor(tensor.F64, []int{B, H, chunks, D})
 	defer b.Free(kspart)
-	b.launch(b.fn("sla_linear.cu", fmt.Sprintf("sla_lin_kv_d%d", D)), [3]int{chunks, H, B}, block256, kvSmem,
+	b.launch(b.fn(kb.module(), kb.name(D)), [3]int{chunks, H, B}, [3]int{kb.threads(D), 1, 1}, kvSmem,
 		kvpart.buf.ptr, kspart.buf.ptr, k.buf.ptr, v.buf.ptr, int32(L), int32(H), int32(rows))
 	kvt = b.newTensor(tensor.BF16, []int{B, H, D, D})
 	ks = b.newTensor(tensor.F32, []int{B, H, D})

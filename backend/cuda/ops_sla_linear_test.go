@@ -59,32 +59,40 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 			shape := []int{tc.batch, tc.L, tc.H * d}
 			qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
 			pw, pb := g.Upload(tensor.BF16, []int{d, d}, pwv), g.Upload(tensor.BF16, []int{d}, pbv)
-			defer func() { slaLinOutForce = slaLinOutShape{} }()
-			for _, sh := range slaLinOutShapes[d] {
-				if !sh.fits(g, d) {
-					t.Logf("sla_lin_out build %v does not run here (%d B of shared memory, the device has %d; %s)", sh, sh.smem(d), g.info.MaxSmemOptin, g.info.Arch)
+			defer func() { slaLinOutForce, slaLinKVForce = slaLinOutShape{}, nil }()
+			for _, kb := range []slaLinKVShape{{false}, {true}} {
+				if kb.wg && g.info.Arch != "sm_90" {
+					t.Logf("sla_lin_kv wgmma build needs sm_90, device is %s", g.info.Arch)
 					continue
 				}
-				slaLinOutForce = sh
-				got, want := slaLinearBoth(g, qt, kt, vt, pw, pb, tc.batch, tc.L, tc.H, d)
-				same := 0
-				for i, x := range got {
-					if math.IsNaN(float64(x)) {
-						t.Fatalf("build %v: fused output %d is NaN (unwritten?), unfused %g", sh, i, want[i])
+				slaLinKVForce = &kb
+				for _, sh := range slaLinOutShapes[d] {
+					if !sh.fits(g, d) {
+						t.Logf("sla_lin_out build %v does not run here (%d B of shared memory, the device has %d; %s)", sh, sh.smem(d), g.info.MaxSmemOptin, g.info.Arch)
+						continue
 					}
-					if x == want[i] {
-						same++
+					slaLinOutForce = sh
+					got, want := slaLinearBoth(g, qt, kt, vt, pw, pb, tc.batch, tc.L, tc.H, d)
+					same := 0
+					for i, x := range got {
+						if math.IsNaN(float64(x)) {
+							t.Fatalf("kv %v, out %v: fused output %d is NaN (unwritten?), unfused %g", kb, sh, i, want[i])
+						}
+						if x == want[i] {
+							same++
+						}
 					}
-				}
-				rel, frac := checkRelL2(got, want), float64(same)/float64(len(got))
-				t.Logf("build %v: fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", sh, rel, 100*frac)
-				if !(rel <= 5e-3) {
-					t.Errorf("build %v: fused vs unfused rel-L2 %.3e > 5e-3", sh, rel)
-				}
-				if frac < 0.9 {
-					t.Errorf("build %v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", sh, 100*frac)
+					rel, frac := checkRelL2(got, want), float64(same)/float64(len(got))
+					t.Logf("kv %v, out %v: fused vs unfused: rel-L2 %.2e, %.2f%% bit-identical", kb, sh, rel, 100*frac)
+					if !(rel <= 5e-3) {
+						t.Errorf("kv %v, out %v: fused vs unfused rel-L2 %.3e > 5e-3", kb, sh, rel)
+					}
+					if frac < 0.9 {
+						t.Errorf("kv %v, out %v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", kb, sh, 100*frac)
+					}
 				}
 			}
+			slaLinKVForce = nil
 			slaLinOutForce = slaLinOutShape{}
 			for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
 				g.Free(x)
@@ -99,8 +107,9 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 }
 
 // BenchmarkSLALinear480p times the linear branch with proj_l alone, both
-// ways (fused: the default build of sla_lin_out, then KᵀV and ks alone, then
-// each build of sla_lin_out), at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
+// ways (fused: the default builds, then steps 1-2 (KᵀV and ks) alone with
+// each sla_lin_kv build, then the whole branch with each sla_lin_out
+// build), at the 480p Wan2.1 shape (L = 32760, 12 heads of 128): what one
 // layer of the 1.3B DiT spends on it. GB/s counts q, k, v read once and the
 // output written once.
 func BenchmarkSLALinear480p(b *testing.B) {
@@ -115,26 +124,34 @@ func BenchmarkSLALinear480p(b *testing.B) {
 	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
 	pw := g.Upload(tensor.BF16, []int{D, D}, randn(r, D*D, 0.05))
 	pb := g.Upload(tensor.BF16, []int{D}, randn(r, D, 0.05))
-	defer func() { slaLinOutForce = slaLinOutShape{} }()
+	defer func() { slaLinOutForce, slaLinKVForce = slaLinOutShape{}, nil }()
 	type variant struct {
 		name  string
 		shape slaLinOutShape
+		kv    *slaLinKVShape
 	}
-	vars := []variant{{"unfused", slaLinOutShape{}}, {"fused", slaLinOutShape{}}, {"fused/steps 1-2 only", slaLinOutShape{}}}
+	vars := []variant{{"unfused", slaLinOutShape{}, nil}, {"fused", slaLinOutShape{}, nil}}
+	kvs := []slaLinKVShape{{false}}
+	if g.info.Arch == "sm_90" {
+		kvs = append(kvs, slaLinKVShape{true})
+	}
+	for i := range kvs {
+		vars = append(vars, variant{"fused/steps 1-2 only, kv " + kvs[i].String(), slaLinOutShape{}, &kvs[i]})
+	}
 	for _, sh := range slaLinOutShapes[D] {
 		if sh.fits(g, D) {
-			vars = append(vars, variant{"fused/" + sh.String(), sh})
+			vars = append(vars, variant{"fused/out " + sh.String(), sh, nil})
 		}
 	}
 	for _, vr := range vars {
 		kern := vr.name
-		slaLinOutForce = vr.shape
+		slaLinOutForce, slaLinKVForce = vr.shape, vr.kv
 		b.Run(kern, func(b *testing.B) {
 			run := func() {
 				var out, opre *Tensor
 				func() {
 					defer g.enter()()
-					if kern == "fused/steps 1-2 only" {
+					if strings.HasPrefix(kern, "fused/steps 1-2") {
 						kvt, ks := g.slaLinearState(T(kt), T(vt), 1, L, H, D)
 						g.Free(kvt)
 						g.Free(ks)
