@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -37,7 +38,8 @@ func (b *Backend) SLALinearKernel() string {
 	return "unfused " + b.slaLinState().note
 }
 
-// SetSLALinear picks "unfused" or "fused"; "" restores the default.
+// SetSLALinear picks "unfused", "fused", "fused:mma" or "fused:wgmma";
+// "" restores the default.
 func (b *Backend) SetSLALinear(k string) { slaLinStates.Store(b, &kernelChoice{forced: k}) }
 
 // slaLinFused decides once whether the fused linear branch runs: only when
@@ -55,6 +57,11 @@ func (b *Backend) slaLinFused() bool {
 	if want == "" {
 		want = os.Getenv(SLALinearEnv)
 	}
+	gemm := ""
+	if strings.HasPrefix(want, "fused:") {
+		gemm = strings.TrimPrefix(want, "fused:")
+	}
+	slaLinGemms.Store(b, gemm)
 	switch want {
 	case "":
 		s.note = "(default; " + SLALinearEnv + "=fused picks the fused kernels)"
@@ -63,8 +70,13 @@ func (b *Backend) slaLinFused() bool {
 		s.note = "(chosen by " + SLALinearEnv + " or the caller)"
 		return false
 	case "fused":
+	case "fused:mma", "fused:wgmma":
+		if gemm == "wgmma" && b.info.Arch != "sm_90" {
+			s.note = "(" + want + " needs sm_90, device is " + b.info.Arch + ")"
+			return false
+		}
 	default:
-		s.note = fmt.Sprintf("(unknown %s %q; want fused or unfused)", SLALinearEnv, want)
+		s.note = fmt.Sprintf("(unknown %s %q; want fused, fused:mma, fused:wgmma or unfused)", SLALinearEnv, want)
 		return false
 	}
 	rel, err := b.checkSLALinear()
@@ -234,9 +246,26 @@ var (
 	slaLinKVForce *slaLinKVShape
 )
 
+// slaLinGemms holds each backend's choice of GEMM kind for the fused
+// kernels ("mma", "wgmma", or "" for the defaults), from SLALinearEnv's
+// "fused:<kind>".
+var slaLinGemms sync.Map // *Backend -> string
+
+func (b *Backend) slaLinGemm() string {
+	g, _ := slaLinGemms.Load(b)
+	s, _ := g.(string)
+	return s
+}
+
 func (b *Backend) slaLinKVPick() slaLinKVShape {
 	if slaLinKVForce != nil {
 		return *slaLinKVForce
+	}
+	switch b.slaLinGemm() {
+	case "mma":
+		return slaLinKVShape{}
+	case "wgmma":
+		return slaLinKVShape{wg: true}
 	}
 	return slaLinKVShape{wg: slaLinKVWG && b.info.Arch == "sm_90"}
 }
@@ -247,8 +276,9 @@ func (b *Backend) slaLinOutPick(d int) slaLinOutShape {
 	if slaLinOutForce.warps != 0 {
 		return slaLinOutForce
 	}
+	gemm := b.slaLinGemm()
 	for _, sh := range slaLinOutShapes[d] {
-		if sh.fits(b, d) {
+		if sh.fits(b, d) && (gemm == "" || sh.wg == (gemm == "wgmma")) {
 			return sh
 		}
 	}

@@ -38,8 +38,22 @@ func slaLinearBoth(g *Backend, q, k, v, pw, pb backend.Tensor, B, L, H, d int) (
 // round at the same points and differ only in the order of float32 sums
 // (the chunked KᵀV, the tensor-core dot products), which flips a bf16
 // rounding now and then: most values must be bit-identical and the rel-L2
-// within the SLA bound.
-func TestSLALinearFusedVsUnfused(t *testing.T) {
+// within the SLA bound. The mma.sync builds run here, the wgmma ones
+// (sm_90) in TestSLALinearFusedWgmma.
+func TestSLALinearFusedVsUnfused(t *testing.T) { checkSLALinearBuilds(t, false) }
+
+// TestSLALinearFusedWgmma is TestSLALinearFusedVsUnfused for every pairing
+// of steps 1 and 3 with at least one wgmma build (sm_90 only).
+func TestSLALinearFusedWgmma(t *testing.T) {
+	if g := gpu(t); g.info.Arch != "sm_90" {
+		t.Skipf("the wgmma builds need sm_90, device is %s", g.info.Arch)
+	}
+	checkSLALinearBuilds(t, true)
+}
+
+// checkSLALinearBuilds runs the pairings of sla_lin_kv and sla_lin_out
+// builds that use wgmma (wg) or only mma.sync (!wg).
+func checkSLALinearBuilds(t *testing.T, wg bool) {
 	g, c, r := gpu(t), cpu.New(), rng(t)
 	defer func() { slaLinSpread = 0 }()
 	defer g.SetSLALinear("")
@@ -67,6 +81,9 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 				}
 				slaLinKVForce = &kb
 				for _, sh := range slaLinOutShapes[d] {
+					if (kb.wg || sh.wg) != wg {
+						continue
+					}
 					if !sh.fits(g, d) {
 						t.Logf("sla_lin_out build %v does not run here (%d B of shared memory, the device has %d; %s)", sh, sh.smem(d), g.info.MaxSmemOptin, g.info.Arch)
 						continue
@@ -92,8 +109,17 @@ func TestSLALinearFusedVsUnfused(t *testing.T) {
 					}
 				}
 			}
-			slaLinKVForce = nil
-			slaLinOutForce = slaLinOutShape{}
+			// The whole op: default builds, or with wg the wgmma ones.
+			slaLinKVForce, slaLinOutForce = nil, slaLinOutShape{}
+			if wg {
+				slaLinKVForce = &slaLinKVShape{true}
+				for _, sh := range slaLinOutShapes[d] {
+					if sh.wg && sh.fits(g, d) {
+						slaLinOutForce = sh
+						break
+					}
+				}
+			}
 			for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
 				g.Free(x)
 			}
