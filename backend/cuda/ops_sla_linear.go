@@ -14,13 +14,14 @@ import (
 
 // SLALinearEnv forces SLA's linear branch: "unfused" (feature maps,
 // transposes, per-head cuBLASLt GEMMs, the normalisation, then proj_l as a
-// Linear) or "fused" (kernels/sla_linear.cu's sla_lin_*: one reduction
-// kernel for KᵀV and the k-sum, one that finishes them, one for φ(q)·KV,
-// the normalisation and proj_l). Unset: unfused, which measured faster on
-// an H200 (1.3B SLA forward, per layer: unfused 1.08 ms, fused 1.19 ms,
-// whose φ(q)/φ(k) rows run one warp at a time per row and wait on memory;
-// see docs/ARCHITECTURE.md). "fused" runs the fused kernels where they pass
-// their start-up check.
+// Linear: the reference the tests compare against) or "fused"
+// (kernels/sla_linear.cu's sla_lin_*: KᵀV and the k-sum per chunk of rows,
+// their ordered sum, then φ(q)·KV, the normalisation and proj_l in one
+// kernel), "fused:mma" / "fused:wgmma" forcing the GEMM kind of the fused
+// kernels (wgmma: sm_90). Unset: unfused. The fused kernels run where they
+// pass their start-up check against the unfused path. (The first fused
+// version, one row per warp at a time, measured slower than unfused on an
+// H200: 1.19 against 1.08 ms for the whole op per layer.)
 const SLALinearEnv = "TURBODIFFUSION_SLA_LINEAR"
 
 var slaLinStates sync.Map // *Backend -> *kernelChoice
