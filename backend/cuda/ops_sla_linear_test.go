@@ -9,6 +9,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -205,5 +206,45 @@ func BenchmarkSLALinear480p(b *testing.B) {
 			b.ReportMetric(sec*1e3, "ms/op")
 			b.ReportMetric(4*float64(L*H*D)*2/sec/1e9, "GB/s")
 		})
+	}
+}
+
+// TestSLALinearBuildsExist needs no GPU: every build the host may launch
+// (slaLinOutShapes, both sla_lin_kv kinds, each head dim) is instantiated
+// in its module, so a list edited on one side only fails here, not on a
+// device.
+func TestSLALinearBuildsExist(t *testing.T) {
+	src := func(mod string) string {
+		m, ok := kernels.Module(mod)
+		if !ok {
+			t.Fatalf("module %s not embedded", mod)
+		}
+		return m.Code
+	}
+	for _, d := range []int{64, 128} {
+		for _, kb := range []slaLinKVShape{{false}, {true}} {
+			inst := fmt.Sprintf("SLA_LIN_KV(%d)", d)
+			if kb.wg {
+				inst = fmt.Sprintf("SLA_LIN_KV_WG(%d)", d)
+			}
+			if !strings.Contains(src(kb.module()), "\n"+inst+"\n") {
+				t.Errorf("%s (%s) is not instantiated in %s", kb.name(d), inst, kb.module())
+			}
+		}
+		if len(slaLinOutShapes[d]) == 0 {
+			t.Errorf("no sla_lin_out build for head dim %d", d)
+		}
+		for _, sh := range slaLinOutShapes[d] {
+			inst := fmt.Sprintf("SLA_LIN_OUT(%d, %d, %d, %d)", d, sh.warps, sh.stages, sh.mt)
+			if sh.wg {
+				inst = fmt.Sprintf("SLA_LIN_OUT_WG(%d, %d, %d)", d, sh.warps, sh.stages)
+				if sh.mt != 1 || sh.warps%4 != 0 {
+					t.Errorf("wgmma build %v: want one m-tile per warp and whole warpgroups", sh)
+				}
+			}
+			if !strings.Contains(src(sh.module()), "\n"+inst+"\n") {
+				t.Errorf("%s (%s) is not instantiated in %s", sh.name(d), inst, sh.module())
+			}
+		}
 	}
 }
