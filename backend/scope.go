@@ -9,8 +9,9 @@ import "sync"
 //
 // Scopes nest and must end in reverse order of Begin. Tensors allocated
 // while no scope is open (weights at load time, tensors of callers that do
-// not use scopes) belong to no scope and live until Free (on the GPU, also
-// until the garbage collector finds them unreachable).
+// not use scopes) belong to no scope and live until Free: nothing is left
+// to the garbage collector, and the arena counts them (Arena.Loose) so a
+// test can check that a model's whole life frees every one.
 //
 // A backend's scopes are one stack: open and end them from the goroutine
 // that runs the backend's ops (every caller of a backend already
@@ -52,8 +53,7 @@ func Scoped[T Tensor](be Core, f func() T) T {
 // storage (one allocation, shared by all views of it); Storage maps a
 // tensor to it, Release frees one (it must be idempotent: the owner may
 // have freed it with Free already), and Unowned, when set, is called for
-// storage that leaves the outermost scope (the GPU backend gives it back
-// to the garbage collector's care).
+// storage that leaves the outermost scope.
 type Arena[A comparable] struct {
 	Storage func(Tensor) (A, bool)
 	Release func(A)
@@ -61,6 +61,10 @@ type Arena[A comparable] struct {
 
 	mu    sync.Mutex
 	stack []*arenaScope[A]
+	// loose holds the storage that no scope owns and that has not been
+	// freed: what the owner must Free (Loose counts it, so tests can
+	// assert that a model's whole life leaves nothing behind).
+	loose map[A]struct{}
 }
 
 type arenaScope[A comparable] struct {
@@ -76,10 +80,35 @@ func (a *Arena[A]) Track(x A) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if len(a.stack) == 0 {
+		a.addLoose(x)
 		return false
 	}
 	a.stack[len(a.stack)-1].add(x)
 	return true
+}
+
+// Freed records that the owner freed x (the backend's Free calls it), so
+// it no longer counts as loose.
+func (a *Arena[A]) Freed(x A) {
+	a.mu.Lock()
+	delete(a.loose, x)
+	a.mu.Unlock()
+}
+
+// Loose is the number of allocations outside every scope that have not
+// been freed: weights, caches, results kept past the outermost scope, and
+// anything leaked.
+func (a *Arena[A]) Loose() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.loose)
+}
+
+func (a *Arena[A]) addLoose(x A) {
+	if a.loose == nil {
+		a.loose = map[A]struct{}{}
+	}
+	a.loose[x] = struct{}{}
 }
 
 // Open is the number of open scopes.
@@ -138,6 +167,11 @@ func (a *Arena[A]) storage(t Tensor) (A, bool) {
 }
 
 func (a *Arena[A]) unowned(xs []A) {
+	a.mu.Lock()
+	for _, x := range xs {
+		a.addLoose(x)
+	}
+	a.mu.Unlock()
 	if a.Unowned != nil {
 		for _, x := range xs {
 			a.Unowned(x)

@@ -3,10 +3,12 @@ package pipeline
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"math"
 	"math/rand"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -125,5 +127,158 @@ func TestRequestLoRA(t *testing.T) {
 	}
 	if _, err := New(cpu.New(), nil, Options{Files: t2v, LoRA: []lora.Spec{{Path: filepath.Join(fx.dir, "none.safetensors"), Scale: 1}}}); err == nil {
 		t.Error("New accepted a missing LoRA file")
+	}
+}
+
+// TestRequestLoRAKept: a request may leave its LoRAs merged (KeepLoRA);
+// the next one with the same list runs on them without merging again and
+// gives the same result as the first, and a request with another list, or
+// none, or ReleaseLoRA, restores the weights first (the plain result again,
+// bit for bit).
+func TestRequestLoRAKept(t *testing.T) {
+	fx := newI2VFixture(t)
+	loraPath := writeTinyLoRA(t, fx.dir)
+	files := fx.files
+	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
+	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
+		t.Fatal(err)
+	}
+	be := cpu.New()
+	eng, err := New(be, be, Options{Files: files, Attention: backend.Dense})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	base := Request{Prompt: "a fox", Steps: 2, SigmaMax: 80, Size: Size{32, 32}, Frames: 5, Seed: 3, Samples: 1}
+	keep := true
+	withLoRA := func(scale float64) Request {
+		r := base
+		r.LoRA = []lora.Spec{{Path: loraPath, Scale: scale}}
+		r.KeepLoRA = func() bool { return keep }
+		return r
+	}
+	gen := func(r Request) ([]float32, bool) {
+		t.Helper()
+		res, err := eng.Generate(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		merged := false
+		for _, tm := range res.Timings {
+			merged = merged || tm.Stage == "merge LoRA"
+		}
+		return res.Latents[0], merged
+	}
+	plain, _ := gen(base)
+	first, merged := gen(withLoRA(0.7))
+	if !merged || slices.Equal(first, plain) {
+		t.Fatalf("the first LoRA request: merged %v, changed the result %v", merged, !slices.Equal(first, plain))
+	}
+	second, merged := gen(withLoRA(0.7))
+	if merged {
+		t.Error("the same LoRA list again was merged again")
+	}
+	if !slices.Equal(second, first) {
+		t.Error("the kept LoRA gives another result than the first merge")
+	}
+	other, merged := gen(withLoRA(0.3)) // another scale: restored, merged anew
+	if !merged || slices.Equal(other, first) || slices.Equal(other, plain) {
+		t.Errorf("another scale: merged %v, same as 0.7 %v, same as none %v", merged, slices.Equal(other, first), slices.Equal(other, plain))
+	}
+	if again, _ := gen(base); !slices.Equal(again, plain) {
+		t.Error("a request without LoRA after a kept one: weights not restored")
+	}
+	gen(withLoRA(0.7))
+	if err := eng.ReleaseLoRA(); err != nil {
+		t.Fatal(err)
+	}
+	if eng.kept != nil {
+		t.Error("ReleaseLoRA left the LoRA kept")
+	}
+	if again, merged := gen(withLoRA(0.7)); !merged || !slices.Equal(again, first) {
+		t.Errorf("after ReleaseLoRA: merged %v, same result %v", merged, slices.Equal(again, first))
+	}
+	keep = false
+	gen(withLoRA(0.7)) // reuses the kept merge, then restores
+	if eng.kept != nil {
+		t.Error("KeepLoRA false left the LoRA merged")
+	}
+	if again, _ := gen(base); !slices.Equal(again, plain) {
+		t.Error("after a request with KeepLoRA false: weights not restored")
+	}
+}
+
+// TestCheckLoRA: a request's LoRAs are checked against the DiT from the
+// headers, before anything loads, with errors naming the field, the file,
+// the key and the shapes.
+func TestCheckLoRA(t *testing.T) {
+	fx := newI2VFixture(t)
+	good := writeTinyLoRA(t, fx.dir)
+	files := fx.files
+	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
+	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
+		t.Fatal(err)
+	}
+	f32 := func(name string, shape ...int) checkpoint.Tensor {
+		return checkpoint.Tensor{Name: name, DType: tensor.F32, Shape: shape, Data: make([]byte, 4*tensor.NumElements(shape))}
+	}
+	write := func(name string, ts ...checkpoint.Tensor) string {
+		p := filepath.Join(fx.dir, name)
+		if err := checkpoint.WriteSafetensors(p, ts); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	unknown := write("unknown.safetensors", f32("lora_unet_blocks_0_self_attn_q.lora_down.weight", 4, 128), f32("lora_unet_blocks_0_self_attn_q.lora_up.weight", 128, 4),
+		f32("lora_unet_blocks_7_ffn_0.lora_down.weight", 4, 128), f32("lora_unet_blocks_7_ffn_0.lora_up.weight", 256, 4))
+	shape := write("shape.safetensors", f32("diffusion_model.blocks.0.ffn.2.lora_A.weight", 4, 96), f32("diffusion_model.blocks.0.ffn.2.lora_B.weight", 128, 4))
+	notLoRA := write("dit.safetensors", f32("blocks.0.self_attn.q.weight", 128, 128))
+	be := cpu.New()
+	off, err := New(be, be, Options{Files: files, Attention: backend.Dense, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.Close()
+	var fe *FieldError
+	if err := off.CheckLoRA([]lora.Spec{{Path: good, Scale: 1}}, false); !errors.As(err, &fe) || fe.Code != CodeConflict || !strings.Contains(err.Error(), "offload") {
+		t.Errorf("a request LoRA on an offloading engine: %v", err)
+	}
+	for _, lenient := range []bool{false, true} {
+		eng, err := New(be, be, Options{Files: files, Attention: backend.Dense, LoRALenient: lenient})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer eng.Close()
+		if err := eng.CheckLoRA([]lora.Spec{{Path: good, Scale: 0.5}}, false); err != nil {
+			t.Errorf("a fitting LoRA: %v", err)
+		}
+		for _, c := range []struct {
+			path string
+			want []string // in the message
+			ok   bool     // accepted under LoRALenient
+		}{
+			{unknown, []string{"blocks.7.ffn.0", "lora_unet_blocks_7_ffn_0.lora_down.weight"}, true},
+			{shape, []string{"blocks.0.ffn.2", "[4 96]", "[128 4]", "[128 256]"}, false},
+			{notLoRA, []string{"not a LoRA"}, false},
+			{filepath.Join(fx.dir, "none.safetensors"), []string{"none.safetensors"}, false},
+		} {
+			err := eng.CheckLoRA([]lora.Spec{{Path: good, Scale: 1}, {Path: c.path, Scale: 1}}, false)
+			if lenient && c.ok {
+				if err != nil {
+					t.Errorf("lenient: %s: %v", filepath.Base(c.path), err)
+				}
+				continue
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || fe.Field != FieldLoRA || fe.Value != strconv.Quote(filepath.Base(c.path)) {
+				t.Errorf("%s: %v, want a FieldError of %s naming the file", filepath.Base(c.path), err, FieldLoRA)
+				continue
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: %q does not say %q", filepath.Base(c.path), err, w)
+				}
+			}
+		}
 	}
 }

@@ -43,6 +43,7 @@ const (
 	FieldOutput     = "output"
 	FieldFormat     = "format"
 	FieldEncoding   = "encoding" // x264 preset, CRF, … (Request.Encoding)
+	FieldLoRA       = "lora"     // Request.LoRA; a FieldError's Value is the file's name
 )
 
 // Error codes of a FieldError: machine-readable, stable.

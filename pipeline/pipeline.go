@@ -120,6 +120,13 @@ type Request struct {
 	// Options.LoRA, and the weights restored when it ends (each touched
 	// weight is read again from the DiT checkpoint both times).
 	LoRA []lora.Spec
+	// KeepLoRA, when set, is asked as a successful request with LoRAs
+	// ends: true leaves them merged, and the next request with the same
+	// list (same files, unchanged since, same scales) runs on the merged
+	// weights without merging again; any other request, or ReleaseLoRA,
+	// restores the weights first. A server answers whether the next
+	// queued job has the same list.
+	KeepLoRA func() bool
 	// Attention ("dense", "sla" or "sagesla") and TopK (the SLA fraction)
 	// override the engine's Options for this request; "" and 0 keep them.
 	// A DiT loaded for dense attention has no SLA weights, so it cannot
@@ -189,9 +196,11 @@ type Engine struct {
 	tiny    *taehv.Model    // the tiny VAE decoder, when Files.TinyVAE is set
 	experts [2]*wan.Model   // image-to-video experts by Expert
 	loras   []*lora.Adapter // Options.LoRA, opened by New
+	kept    *keptLoRA       // a finished request's LoRAs left merged (Request.KeepLoRA)
 	// CheckRequest's state, guarded by infoMu (it runs beside Generate).
 	infoMu  sync.Mutex
 	plans   map[string]memplan.Run // planRun's header-derived part, by DiT path
+	targets map[string]lora.Target // CheckLoRA's parameters, by DiT path
 	machine *Budget                // the machine's memory
 	call    call                   // the Generate call in progress
 }
@@ -333,6 +342,13 @@ func (e *Engine) Close() {
 	e.freeExperts()
 	closeLoRAs(e.loras)
 	e.loras = nil
+	if k := e.kept; k != nil { // the models are freed: nothing to restore
+		for _, a := range k.applied {
+			a.src.Close()
+		}
+		closeLoRAs(k.loras)
+		e.kept = nil
+	}
 }
 
 // Generate runs one request through every stage.
@@ -357,23 +373,20 @@ func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err erro
 		}
 		e.call = call{}
 	}()
-	if len(r.LoRA) > 0 {
-		as, err := openLoRAs(r.LoRA)
-		if err != nil {
+	if len(r.LoRA) > 0 || e.kept != nil {
+		if err := e.startLoRA(r); err != nil {
 			return nil, err
 		}
-		e.call.loras = as
 		defer func() {
 			// A model that cannot be restored is unloaded (the next request
 			// loads it again), so a finished video is still returned.
-			if rerr := e.restoreLoRAs(); rerr != nil {
+			if rerr := e.endLoRA(r, err == nil && res != nil); rerr != nil {
 				if err == nil && res != nil {
 					e.call.notes = append(e.call.notes, rerr.Error())
 				} else {
 					err = errors.Join(err, rerr)
 				}
 			}
-			closeLoRAs(as)
 		}()
 	}
 	if r.Image != "" {
@@ -436,7 +449,7 @@ func (e *Engine) Generate(ctx context.Context, r Request) (res *Result, err erro
 	if err := stage("load DiT", e.loadDiT); err != nil {
 		return nil, err
 	}
-	if len(e.call.loras) > 0 {
+	if len(e.call.loras) > 0 && !e.call.merged(e.model) {
 		if err := stage("merge LoRA", func() error { return e.applyLoRA(e.model, e.opt.DiT) }); err != nil {
 			return nil, err
 		}

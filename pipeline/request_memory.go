@@ -69,7 +69,7 @@ func CheckPlan(run memplan.Run, b Budget) error {
 
 // CheckRequest checks a request as Generate would, without running it:
 // its settings against Options.Limits, its attention against the loaded
-// weights, and its memory plan against the machine (CheckPlan). A server
+// weights, its LoRAs against the DiT (CheckLoRA), and its memory plan against the machine (CheckPlan). A server
 // calls it before queueing a job, while Generate may run on another
 // goroutine, so the plan reads no engine state: it is the worst case over
 // what may be loaded when the job runs (the DiT and VAE resident from
@@ -81,6 +81,9 @@ func (e *Engine) CheckRequest(r Request) error {
 		return err
 	}
 	if err := e.checkAttention(r); err != nil {
+		return err
+	}
+	if err := e.CheckLoRA(r.LoRA, r.Image != ""); err != nil {
 		return err
 	}
 	run, _, err := e.planRun(r)

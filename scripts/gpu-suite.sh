@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU suite for the CUDA backend, in one device call per iteration.
 #
-#   scripts/gpu-suite.sh build   # here (no GPU): builds .gpu/turbodiffusion and .gpu/cuda.test
+#   scripts/gpu-suite.sh build   # here (no GPU): builds .gpu/turbodiffusion, .gpu/cuda.test and .gpu/pipeline.test
 #   then, with the device tool:  run(command="bash scripts/gpu-suite.sh run", carry=[".gpu"])
 #   final: run(command="bash scripts/gpu-suite.sh final", carry=[".gpu"]) is the
 #   time-boxed end-of-session call (build with FINAL_GZIP=1 to fit 64 MiB)
@@ -25,6 +25,7 @@ build)
 	mkdir -p .gpu
 	CGO_ENABLED=0 go build -ldflags="-s -w" -o .gpu/turbodiffusion ./cmd/turbodiffusion
 	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpu/cuda.test ./backend/cuda
+	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpu/pipeline.test ./pipeline
 	# The conformance files the GPU tests read (the set beside the checkout
 	# does not travel to the GPU machine), and a tokenizer for bench e2e.
 	src="${TURBODIFFUSION_GOLDEN:-../shared/golden}"
@@ -47,7 +48,7 @@ build)
 		echo "no .ffmpeg/ffmpeg (scripts/build-ffmpeg-static.sh): bench e2e will write a GIF" >&2
 	fi
 	if [ -n "${FINAL_GZIP:-}" ]; then
-		gzip -9f .gpu/turbodiffusion .gpu/cuda.test
+		gzip -9f .gpu/turbodiffusion .gpu/cuda.test .gpu/pipeline.test
 	fi
 	git rev-parse --short HEAD >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit
 	git status --porcelain -- backend/cuda kernels cmd/turbodiffusion | grep -q . && echo "+dirty" >>.gpu/commit
@@ -131,6 +132,10 @@ final)
 	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$OUT/tests.log" | head -20
 	echo "tests: $(grep -c '^--- PASS' "$OUT/tests.log") top-level pass, $(grep -c '^--- FAIL' "$OUT/tests.log") fail, $(grep -c '^--- SKIP' "$OUT/tests.log") skip"
 	grep -E 'golden|Golden' "$OUT/tests.log" | grep -E 'rel_l2|rel-L2|error' | head -12
+	# An engine's whole life on the GPU returns every allocation (no GC cleanup).
+	step leak 90 .gpu/pipeline.test -test.v -test.timeout 85s -test.run 'TestEngineFreesEverythingOnGPU'
+	grep -E '^\s*--- |never freed|^(ok|FAIL|PASS)' "$OUT/leak.log" | head -12
+	cat "$OUT/leak.log" >>"$OUT/tests.log" && rm "$OUT/leak.log"
 	# At most 8 files come back from $OUT: the four forwards share dit.log.
 	for a in sla sagesla dense; do
 		step "dit_$a" 40 .gpu/turbodiffusion bench --parts dit --attention $a --iters 3

@@ -43,6 +43,9 @@ type CreateRequest struct {
 	Format             string     `json:"format,omitempty"`
 	InputReference     string     `json:"input_reference,omitempty"` // base64 PNG/JPEG or a data URL
 	AdaptiveResolution *bool      `json:"adaptive_resolution,omitempty"`
+	// LoRAs are files of the server's LoRA folder merged for this job
+	// (lora.go); in multipart, the same JSON array or "NAME[:SCALE],...".
+	LoRAs []LoRARef `json:"loras,omitempty"`
 }
 
 // flexFloat takes a number or a numeric string (OpenAI clients send
@@ -73,6 +76,8 @@ func apiField(field string) string {
 		return "size"
 	case pipeline.FieldImage:
 		return "input_reference"
+	case pipeline.FieldLoRA:
+		return "loras"
 	}
 	return field
 }
@@ -182,6 +187,8 @@ func (s *Server) readMultipart(mr *multipart.Reader, req *CreateRequest) ([]byte
 			limit = s.cfg.Limits.MaxPromptBytes
 		case "input_reference":
 			limit = s.cfg.Limits.MaxImageBytes
+		case "loras":
+			limit = 8192
 		}
 		b, err := io.ReadAll(io.LimitReader(part, int64(limit)+1))
 		if err != nil {
@@ -271,6 +278,12 @@ func (c *CreateRequest) setForm(name, v string) *apiError {
 			return bad("true or false")
 		}
 		c.AdaptiveResolution = &b
+	case "loras":
+		refs, e := parseLoRAForm(v)
+		if e != nil {
+			return e
+		}
+		c.LoRAs = refs
 	default:
 		return newError(http.StatusBadRequest, "unknown_field", name, "unknown field %q (see docs/API.md)", name)
 	}
@@ -367,9 +380,19 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fieldError(err))
 		return
 	}
+	specs, loras, e := s.resolveLoRAs(creq.LoRAs)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	req.LoRA = specs
 	if c, ok := s.gen.(Checker); ok {
 		if err := c.Check(req); err != nil {
-			writeError(w, fieldError(err))
+			e := fieldError(err)
+			if dir, derr := s.loraDir(); derr == nil && len(specs) > 0 {
+				e.Message = stripDir(e.Message, dir) // LoRAs by name, not path
+			}
+			writeError(w, e)
 			return
 		}
 	}
@@ -427,7 +450,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 			Size: fmt.Sprintf("%dx%d", req.Size.W, req.Size.H), NumFrames: req.Frames, FPS: req.FPS,
 			Seconds: strconv.FormatFloat(float64(req.Frames)/float64(req.FPS), 'f', 2, 64), Seed: req.Seed,
 			NumInferenceSteps: req.Steps, Attention: req.Attention, SLATopK: req.TopK, SigmaMax: req.SigmaMax,
-			Format: format, ImageToVideo: img != nil, AdaptiveResolution: req.AdaptiveResolution,
+			Format: format, ImageToVideo: img != nil, AdaptiveResolution: req.AdaptiveResolution, LoRAs: loras,
 		}}}
 	s.jobs[id] = j
 	s.order = append(s.order, j)

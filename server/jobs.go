@@ -58,6 +58,8 @@ type Settings struct {
 	Format             string  `json:"format"`
 	ImageToVideo       bool    `json:"image_to_video,omitempty"`
 	AdaptiveResolution bool    `json:"adaptive_resolution,omitempty"`
+	// LoRAs are the files of the LoRA folder merged for the job.
+	LoRAs []LoRAUse `json:"loras,omitempty"`
 }
 
 // Video is the video object of the API (docs/API.md).
@@ -175,6 +177,18 @@ func (s *Server) next() (*job, context.Context) {
 			s.markDirty()
 			return j, ctx
 		}
+		if s.idle {
+			// The queue has emptied: the generator may release what it
+			// kept for a next job (merged LoRA weights).
+			s.idle = false
+			s.mu.Unlock()
+			if g, ok := s.gen.(Idler); ok {
+				if err := g.Idle(); err != nil {
+					s.log.Printf("after the last job: %v", err)
+				}
+			}
+			continue
+		}
 		s.mu.Unlock()
 		select {
 		case <-s.wake:
@@ -206,6 +220,14 @@ func (s *Server) run(ctx context.Context, j *job) {
 		var stop func()
 		if s.cfg.Previews {
 			req.OnPreview, stop = s.previews(j)
+		}
+		if mine := req.LoRA; len(mine) > 0 {
+			// Merged weights stay for the next job only if it wants them.
+			req.KeepLoRA = func() bool {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return !s.closing && len(s.queue) > 0 && s.queue[0].req != nil && sameLoRAs(s.queue[0].req.LoRA, mine)
+			}
 		}
 		out, err = s.generate(ctx, req, func(ev pipeline.Event) { s.progress(j, ev) })
 		if stop != nil {
@@ -246,6 +268,7 @@ func (s *Server) run(ctx context.Context, j *job) {
 	}
 	j.cancel()
 	s.running = nil
+	s.idle = true
 	s.finishLocked(j, status, verr)
 	if status == statusCompleted {
 		// Recent job time, for Retry-After.

@@ -114,6 +114,9 @@ type Config struct {
 	// (pipeline.Request.OnPreview), sent to event streams as "preview"
 	// events with a PNG of a few frames side by side.
 	Previews bool
+	// LoRADir is the folder of LoRA files requests may name ("loras";
+	// GET /v1/loras lists it); "" allows none.
+	LoRADir string
 }
 
 // Server holds the jobs. Make one with New and end it with Close.
@@ -136,6 +139,10 @@ type Server struct {
 	running  *job
 	closing  bool
 	avgJob   time.Duration // recent job time, for Retry-After
+	idle     bool          // a job ended since the generator was last told the queue is empty
+
+	loraMu    sync.Mutex
+	loraCache map[string]loraCached // GET /v1/loras entries by file path
 }
 
 // New opens the output folder (creating it), loads the job index, removes
@@ -273,6 +280,7 @@ func (s *Server) Routes() []Route {
 func (s *Server) routes() []route {
 	return []route{
 		{"/v1/config", map[string]http.HandlerFunc{"GET": s.config}},
+		{"/v1/loras", map[string]http.HandlerFunc{"GET": s.loras}},
 		{"/v1/videos", map[string]http.HandlerFunc{"GET": s.list, "POST": s.create}},
 		{"/v1/videos/{id}", map[string]http.HandlerFunc{"GET": s.get, "DELETE": s.remove}},
 		{"/v1/videos/{id}/content", map[string]http.HandlerFunc{"GET": s.content}},

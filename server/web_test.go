@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +74,9 @@ func TestWebPageInChromium(t *testing.T) {
 		t.Skip("no ffmpeg: the page test plays an MP4")
 	}
 	gen := &movingGen{fakeGen{stepDelay: 300 * time.Millisecond}}
-	ts := newTestServer(t, gen, Config{Model: "fake", Attention: "sla", TopK: 0.1, Previews: true})
+	loras := t.TempDir()
+	os.WriteFile(filepath.Join(loras, "style.safetensors"), []byte("x"), 0o644)
+	ts := newTestServer(t, gen, Config{Model: "fake", Attention: "sla", TopK: 0.1, Previews: true, LoRADir: loras})
 
 	// Chromium as root (CI) needs --no-sandbox; a fresh profile each run.
 	opts := []chromedp.ExecAllocatorOption{
@@ -136,7 +139,7 @@ func TestWebPageInChromium(t *testing.T) {
 
 	// Job A with every setting the form has.
 	submit("a red fox in the snow", map[string]string{"size": "640x640", "frames": "17", "fps": "16", "steps": "4",
-		"seed": "42", "sigma": "70", "attention": "sagesla", "topk": "0.2", "format": "mp4"})
+		"seed": "42", "sigma": "70", "attention": "sagesla", "topk": "0.2", "format": "mp4", "lora0": "style.safetensors", "scale0": "0.8"})
 	waitJS("job A in the list", `document.querySelectorAll(".job").length == 1`)
 	idA := eval(job(0) + ".dataset.id").(string)
 	// Live progress from the event stream: a step count and a moving bar.
@@ -166,7 +169,7 @@ func TestWebPageInChromium(t *testing.T) {
 	eval(vid + `.dataset.mark = "kept"`)
 
 	// Job C runs and is cancelled while running.
-	submit("cancel me while I run", nil)
+	submit("cancel me while I run", map[string]string{"lora0": ""})
 	waitJS("job C running", `document.querySelectorAll(".job").length == 3 && `+job(0)+`.dataset.status == "in_progress"`)
 	eval(job(0) + `.querySelector(".cancel").click(); true`)
 	waitJS("job C cancelled", job(0)+`.dataset.status == "cancelled"`)
@@ -185,8 +188,17 @@ func TestWebPageInChromium(t *testing.T) {
 		t.Fatalf("%d jobs ran, want A and C", len(reqs))
 	}
 	a := reqs[0]
-	if a.Size != (pipeline.Size{W: 640, H: 640}) || a.Frames != 17 || a.FPS != 16 || a.Steps != 4 || a.Seed != 42 || a.SigmaMax != 70 || a.Attention != "sagesla" || a.TopK != 0.2 || !strings.HasSuffix(a.Output, ".mp4") {
+	if a.Size != (pipeline.Size{W: 640, H: 640}) || a.Frames != 17 || a.FPS != 16 || a.Steps != 4 || a.Seed != 42 || a.SigmaMax != 70 || a.Attention != "sagesla" || a.TopK != 0.2 || !strings.HasSuffix(a.Output, ".mp4") ||
+		len(a.LoRA) != 1 || filepath.Base(a.LoRA[0].Path) != "style.safetensors" || a.LoRA[0].Scale != 0.8 {
 		t.Errorf("job A's request: %+v", a)
+	}
+	if len(reqs[1].LoRA) != 0 {
+		t.Errorf("job C chose no LoRA, the server got %v", reqs[1].LoRA)
+	}
+	// "Use these settings" brings A's LoRA back into the form.
+	eval(jobA + `.querySelector(".reuse").click(); true`)
+	if v := eval(`document.getElementById("lora0").value + " " + document.getElementById("scale0").value`); v != "style.safetensors 0.8" {
+		t.Errorf("A's settings reused: LoRA %v", v)
 	}
 	// Prompt history: the page remembers the prompts, newest first.
 	hist := fmt.Sprint(eval(`[...document.querySelectorAll("#history button")].map(b => b.textContent)`))

@@ -65,6 +65,11 @@ func (b *Backend) Persist(ts ...backend.Tensor) { b.arena.Persist(ts...) }
 // scopes own: what their End will free.
 func (b *Backend) ScopedLive() int { return b.arena.Live() }
 
+// Loose is the number of tensors outside every scope that have not been
+// freed (backend.Arena.Loose): a model's whole life, Load to Free, must
+// leave it where it was.
+func (b *Backend) Loose() int { return b.arena.Loose() }
+
 // track registers a new tensor in the innermost open scope.
 func (b *Backend) track(t *Tensor) *Tensor {
 	b.arena.Track(t)

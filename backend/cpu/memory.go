@@ -30,7 +30,9 @@ func (b *Backend) Download(t backend.Tensor) []float32 {
 // later use of t or of a view fails with a clear error, so a CPU test
 // catches what would be a use-after-free on the device.
 func (b *Backend) Free(t backend.Tensor) {
-	release(T(t).root())
+	r := T(t).root()
+	b.arena.Freed(r)
+	release(r)
 }
 
 // release drops a root tensor's storage (idempotent).

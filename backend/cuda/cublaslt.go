@@ -205,7 +205,6 @@ func (b *Backend) LinearGELU(xt, wt, biast backend.Tensor) backend.Tensor {
 }
 
 func (b *Backend) linear(xt, wt, biast backend.Tensor, gelu bool) backend.Tensor {
-	defer keepAlive(xt, wt, biast)
 	x, w := T(xt), T(wt)
 	checkFloat("Linear x", x)
 	checkFloat("Linear w", w)

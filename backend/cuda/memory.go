@@ -2,11 +2,9 @@ package cuda
 
 import (
 	"fmt"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -29,7 +27,6 @@ type pool struct {
 	inUse  int64 // bytes handed out
 	peak   int64 // high-water mark of inUse
 	total  int64 // bytes held from the driver
-	gen    int   // bumped by every release, to see GC cleanups arrive
 }
 
 func (p *pool) take(c int64) (uintptr, bool) {
@@ -47,21 +44,20 @@ func (p *pool) take(c int64) (uintptr, bool) {
 	return ptr, true
 }
 
-// release puts a block back; it is called from Free, from a scope's End
-// and from GC cleanups (any goroutine), so it makes no CUDA call.
+// release puts a block back; it is called from Free and from a scope's
+// End, and makes no CUDA call.
 func (p *pool) release(ptr uintptr, c int64) {
 	p.mu.Lock()
 	p.free[c] = append(p.free[c], ptr)
 	p.cached += c
 	p.inUse -= c
-	p.gen++
 	p.mu.Unlock()
 }
 
 // alloc returns device memory of at least n bytes. Caller holds the device
-// (enter). On out-of-memory it first lets the garbage collector return
-// unreachable tensors, then gives every cached block back to the driver,
-// and only then fails, saying how much was asked and how much is free.
+// (enter). On out-of-memory it first gives every cached block back to the
+// driver, and only then fails, saying how much was asked and how much is
+// free.
 func (b *Backend) alloc(n int64) (uintptr, int64) {
 	c := sizeclass.Round(n)
 	if p, ok := b.pool.take(c); ok {
@@ -85,12 +81,7 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 			backend.FailErr(b.drv.check(fmt.Sprintf("cuMemAlloc(%d bytes)", c), r))
 		}
 		switch attempt {
-		case 0: // tensors the program dropped without Free
-			b.collectGarbage()
-			if p, ok := b.pool.take(c); ok {
-				return p, c
-			}
-		case 1: // cached blocks of other sizes
+		case 0: // cached blocks of other sizes
 			b.trim()
 		default:
 			var free, total uint64
@@ -104,24 +95,6 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 			}
 			backend.Fail("cuda: out of device memory: asked for %s (%s rounded); the GPU has %s free of %s%s, this process holds %s in live tensors",
 				fmtBytes(n), fmtBytes(c), fmtBytes(int64(free)), fmtBytes(int64(total)), capNote, fmtBytes(inUse))
-		}
-	}
-}
-
-// collectGarbage runs the GC and waits briefly for tensor cleanups to put
-// their blocks back.
-func (b *Backend) collectGarbage() {
-	b.pool.mu.Lock()
-	g := b.pool.gen
-	b.pool.mu.Unlock()
-	runtime.GC()
-	for i := 0; i < 50; i++ {
-		time.Sleep(time.Millisecond)
-		b.pool.mu.Lock()
-		moved := b.pool.gen != g
-		b.pool.mu.Unlock()
-		if moved && i > 5 {
-			return
 		}
 	}
 }

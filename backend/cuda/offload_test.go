@@ -2,12 +2,15 @@ package cuda
 
 import (
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -21,7 +24,6 @@ func TestDiTOffloadMatchesResident(t *testing.T) {
 	g := gpu(t)
 	c := wan.Config{Type: wan.T2V, Dim: 256, FFNDim: 512, Heads: 2, HeadDim: 128, Layers: 5, InDim: 16, OutDim: 16,
 		Patch: [3]int{1, 2, 2}, FreqDim: 256, TextDim: 128, TextLen: 512, Eps: 1e-6}
-	ck := testmodels.NewRandom("random:offload", wan.Tensors(c), 7)
 	r := rand.New(rand.NewPCG(3, 4))
 	normal := func(n int) []float32 {
 		v := make([]float32, n)
@@ -33,6 +35,8 @@ func TestDiTOffloadMatchesResident(t *testing.T) {
 	ctx := normal(20 * c.TextDim)
 	shape := []int{16, 3, 16, 24}
 	x := normal(tensor.NumElements(shape))
+	rnd := testmodels.NewRandom("random:offload", wan.Tensors(c), 7)
+	var ck checkpoint.File
 	run := func(opt wan.Options) (outs [][]float32, weights int64) {
 		before, _, _ := g.MemStats()
 		m, err := wan.Load(g, ck, opt)
@@ -55,22 +59,39 @@ func TestDiTOffloadMatchesResident(t *testing.T) {
 		}
 		return outs, after - before
 	}
-	for _, opt := range []wan.Options{
-		{Attention: backend.SLA, TopK: 0.5},
-		{Attention: backend.SageSLA, TopK: 0.5},
-		{Attention: backend.Dense, ExactRounding: true},
+	// The -quant layout (int8 codes and scales streamed together).
+	qpath := filepath.Join(t.TempDir(), "offload-quant.safetensors")
+	if err := quant.QuantizeCheckpoint(rnd, qpath); err != nil {
+		t.Fatal(err)
+	}
+	qck, err := checkpoint.Open(qpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qck.Close()
+	for _, c := range []struct {
+		f   checkpoint.File
+		opt wan.Options
+	}{
+		{rnd, wan.Options{Attention: backend.SLA, TopK: 0.5}},
+		{rnd, wan.Options{Attention: backend.SageSLA, TopK: 0.5}},
+		{rnd, wan.Options{Attention: backend.Dense, ExactRounding: true}},
+		{qck, wan.Options{Attention: backend.SageSLA, TopK: 0.5}},
+		{qck, wan.Options{Attention: backend.Dense}},
 	} {
+		ck = c.f
+		opt := c.opt
 		want, wRes := run(opt)
 		opt.Offload = true
 		got, wOff := run(opt)
 		for i := range want {
 			if !slices.Equal(got[i], want[i]) {
-				t.Errorf("%v: forward %d with offload differs from the resident model", opt.Attention, i)
+				t.Errorf("%s %v: forward %d with offload differs from the resident model", ck.Path(), opt.Attention, i)
 			}
 		}
-		t.Logf("%v: weights on the device %d bytes resident, %d with offload", opt.Attention, wRes, wOff)
+		t.Logf("%s %v: weights on the device %d bytes resident, %d with offload", ck.Path(), opt.Attention, wRes, wOff)
 		if wOff >= wRes {
-			t.Errorf("%v: offload holds %d bytes of weights, resident %d", opt.Attention, wOff, wRes)
+			t.Errorf("%s %v: offload holds %d bytes of weights, resident %d", ck.Path(), opt.Attention, wOff, wRes)
 		}
 	}
 }

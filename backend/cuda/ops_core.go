@@ -7,19 +7,8 @@ import (
 
 var block256 = [3]int{256, 1, 1}
 
-// keepAlive, deferred at the top of an op, keeps its input tensors
-// reachable until the op has queued its kernels: an op works on raw device
-// addresses, and a tensor allocated outside every scope (scope.go) that the
-// caller no longer references (an inline Reshape view, say) could otherwise
-// be collected mid-op and its block handed to the op's own output. Scoped
-// tensors have no GC cleanup and do not need it.
-//
-//go:noinline
-func keepAlive(ts ...backend.Tensor) {}
-
 // Cast converts to dt (a copy, rounding to nearest even).
 func (b *Backend) Cast(t backend.Tensor, dt tensor.DType) backend.Tensor {
-	defer keepAlive(t)
 	x := T(t)
 	checkFloat("Cast input", x)
 	dc := dtCode(dt)
@@ -33,7 +22,6 @@ func (b *Backend) Cast(t backend.Tensor, dt tensor.DType) backend.Tensor {
 
 // Permute reorders dims: out.shape[i] = t.shape[perm[i]].
 func (b *Backend) Permute(t backend.Tensor, perm ...int) backend.Tensor {
-	defer keepAlive(t)
 	x := T(t)
 	nd := len(x.shape)
 	if len(perm) != nd {
@@ -100,7 +88,6 @@ func (b *Backend) copy3(dst, src *Tensor, outer, cnt, inner, sdim, soff, ddim, d
 
 // Slice copies t[start:end] along dim.
 func (b *Backend) Slice(t backend.Tensor, dim, start, end int) backend.Tensor {
-	defer keepAlive(t)
 	x := T(t)
 	if dim < 0 || dim >= len(x.shape) || start < 0 || end > x.shape[dim] || start > end {
 		backend.Fail("cuda: Slice: [%d:%d] along dim %d out of range for shape %v", start, end, dim, x.shape)
@@ -116,7 +103,6 @@ func (b *Backend) Slice(t backend.Tensor, dim, start, end int) backend.Tensor {
 
 // Concat joins tensors of one dtype along dim.
 func (b *Backend) Concat(dim int, ts ...backend.Tensor) backend.Tensor {
-	defer keepAlive(ts...)
 	if len(ts) == 0 {
 		backend.Fail("cuda: Concat of no tensors")
 	}
@@ -168,7 +154,6 @@ func suffixOf(op string, a, bt *Tensor) int64 {
 }
 
 func (b *Backend) binop(name string, op int32, at, bt backend.Tensor) backend.Tensor {
-	defer keepAlive(at, bt)
 	a, c := T(at), T(bt)
 	checkFloat(name, a)
 	checkFloat(name, c)
@@ -192,7 +177,6 @@ func (b *Backend) Add(a, c backend.Tensor) backend.Tensor { return b.binop("Add"
 func (b *Backend) Mul(a, c backend.Tensor) backend.Tensor { return b.binop("Mul", 1, a, c) }
 
 func (b *Backend) unary(name string, op int32, t backend.Tensor, s float32) backend.Tensor {
-	defer keepAlive(t)
 	x := T(t)
 	checkFloat(name, x)
 	defer b.enter()()

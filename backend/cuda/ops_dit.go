@@ -54,7 +54,6 @@ func normBlock(D int) [3]int {
 // LayerNorm normalises the last dim in float32 (two-pass variance), applies
 // optional w, b and rounds once to out.
 func (b *Backend) LayerNorm(xt, w, bias backend.Tensor, eps float32, out tensor.DType) backend.Tensor {
-	defer keepAlive(xt, w, bias)
 	x := T(xt)
 	checkFloat("LayerNorm x", x)
 	oc := dtCode(out)
@@ -75,7 +74,6 @@ func (b *Backend) LayerNorm(xt, w, bias backend.Tensor, eps float32, out tensor.
 // the same result as LayerNorm(x, nil, nil, eps, x.dtype) then Modulate, in
 // one pass over x.
 func (b *Backend) LayerNormModulate(xt, shift, scale backend.Tensor, eps float32) backend.Tensor {
-	defer keepAlive(xt, shift, scale)
 	x := T(xt)
 	checkFloat("LayerNormModulate x", x)
 	rows, D := rowsOf("LayerNormModulate", x)
@@ -101,7 +99,6 @@ func (b *Backend) LayerNormModulate(xt, shift, scale backend.Tensor, eps float32
 // bf16 rows read x and y once instead of three times. Other cases run the
 // separate ops.
 func (b *Backend) AddLayerNorm(xt, yt, gate, w, bias, shift, scale backend.Tensor, eps float32) (sum, normed backend.Tensor) {
-	defer keepAlive(xt, yt, gate, w, bias, shift, scale)
 	x, y := T(xt), T(yt)
 	if (shift == nil) != (scale == nil) || (shift != nil && (w != nil || bias != nil)) {
 		backend.Fail("cuda: AddLayerNorm: give shift and scale together, and not with an affine weight or bias")
@@ -158,7 +155,6 @@ func (b *Backend) AddLayerNorm(xt, yt, gate, w, bias, shift, scale backend.Tenso
 
 // RMSNorm normalises the last dim and multiplies by w (rounding per mode).
 func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMode) backend.Tensor {
-	defer keepAlive(xt, w)
 	x := T(xt)
 	checkFloat("RMSNorm x", x)
 	rows, D := rowsOf("RMSNorm", x)
@@ -183,7 +179,6 @@ func (b *Backend) RMSNorm(xt, w backend.Tensor, eps float32, mode backend.NormMo
 // over x for bf16 rows (bit-identical to the two ops: the norm's output is
 // rounded where RMSNorm stores it); other cases run the two ops.
 func (b *Backend) RMSNormRoPE(xt, w backend.Tensor, eps float32, mode backend.NormMode, at backend.Tensor, heads int) backend.Tensor {
-	defer keepAlive(xt, w, at)
 	x, a := T(xt), T(at)
 	nd := len(x.shape)
 	vpt, th, ok := rowVec(lastDim(x.shape))
@@ -216,7 +211,6 @@ func (b *Backend) RMSNormRoPE(xt, w backend.Tensor, eps float32, mode backend.No
 
 // Modulate returns x·(1+scale)+shift in float32, rounded to x's dtype.
 func (b *Backend) Modulate(xt, shift, scale backend.Tensor) backend.Tensor {
-	defer keepAlive(xt, shift, scale)
 	x := T(xt)
 	checkFloat("Modulate x", x)
 	sp, sdt, nv := suffixVec("Modulate", "shift", x, shift)
@@ -235,7 +229,6 @@ func (b *Backend) Modulate(xt, shift, scale backend.Tensor) backend.Tensor {
 
 // GatedAdd returns x + y·gate with TD's bf16 roundings for BF16 x.
 func (b *Backend) GatedAdd(xt, yt, gate backend.Tensor) backend.Tensor {
-	defer keepAlive(xt, yt, gate)
 	x, y := T(xt), T(yt)
 	checkFloat("GatedAdd x", x)
 	checkFloat("GatedAdd y", y)
@@ -255,7 +248,6 @@ func (b *Backend) GatedAdd(xt, yt, gate backend.Tensor) backend.Tensor {
 // RoPE rotates interleaved pairs of each head of x [..., L, heads·d] by
 // angles [L, d/2] (F32), shared by the leading dims.
 func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
-	defer keepAlive(xt, at)
 	x, a := T(xt), T(at)
 	checkFloat("RoPE x", x)
 	nd := len(x.shape)
@@ -281,7 +273,6 @@ func (b *Backend) RoPE(xt, at backend.Tensor, heads int) backend.Tensor {
 // fp32 reference mode) on a simple exact kernel. q [..., Lq, heads·d],
 // k, v [..., Lk, heads·d] with equal leading dims.
 func (b *Backend) Attention(qt, kt, vt backend.Tensor, heads int, scale float32) backend.Tensor {
-	defer keepAlive(qt, kt, vt)
 	q, k, v := T(qt), T(kt), T(vt)
 	for _, p := range []struct {
 		n string
@@ -364,13 +355,11 @@ func (b *Backend) flash(q, k, v, out *Tensor, batch, Lq, Lk, heads, d int, scale
 
 // Int8Linear is TurboDiffusion's W8A8 layer (ops_int8.go).
 func (b *Backend) Int8Linear(x, w, scale, bias backend.Tensor) backend.Tensor {
-	defer keepAlive(x, w, scale, bias)
 	return b.int8Linear(x, w, scale, bias)
 }
 
 // SparseLinearAttention is SLA/SageSLA self-attention (ops_sla.go).
 func (b *Backend) SparseLinearAttention(q, k, v backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor) backend.Tensor {
-	defer keepAlive(q, k, v, projW, projB)
 	return b.sparseLinearAttention(q, k, v, heads, cfg, projW, projB)
 }
 

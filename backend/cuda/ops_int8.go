@@ -18,7 +18,6 @@ import (
 // with scale [ceil(N/128), K/128], rounded to x's dtype, then bias [N] (or
 // nil) added in that dtype. Bit-exact with the CPU backend.
 func (b *Backend) int8Linear(xt, wt, st, biast backend.Tensor) backend.Tensor {
-	defer keepAlive(xt, wt, st, biast) // until the kernels are queued (see keepAlive)
 	x, w, s := T(xt), T(wt), T(st)
 	checkFloat("Int8Linear input", x)
 	n, k, bp, bdt := int8CheckWeight("Int8Linear", w, s, biast)

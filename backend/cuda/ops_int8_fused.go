@@ -67,7 +67,6 @@ var lnqInstances = map[[2]int]bool{
 // D/128] float32. shift/scale give the DiT modulation (then w and bias are
 // nil), as in AddLayerNorm.
 func (b *Backend) AddLayerNormInt8(xt, yt, gate, w, bias, shift, scale backend.Tensor, eps float32) (sum, q, s backend.Tensor) {
-	defer keepAlive(xt, yt, gate, w, bias, shift, scale)
 	x := T(xt)
 	if (shift == nil) != (scale == nil) || (shift != nil && (w != nil || bias != nil)) {
 		backend.Fail("cuda: AddLayerNormInt8: give shift and scale together, and not with an affine weight or bias")
@@ -192,7 +191,6 @@ func int8QuantIn(op string, q, s *Tensor, k int) int {
 // GEMM, rounded to bf16, then bias (bf16 or nil) added in bf16.
 // Bit-identical to Int8Linear on the bf16 tensor the codes were made of.
 func (b *Backend) Int8LinearQ(qt, st, wt, wst, biast backend.Tensor) backend.Tensor {
-	defer keepAlive(qt, st, wt, wst, biast)
 	q, s := T(qt), T(st)
 	n, k, bp, bdt := int8CheckWeight("Int8LinearQ", T(wt), T(wst), biast)
 	m := int8QuantIn("Int8LinearQ", q, s, k)
@@ -212,7 +210,6 @@ func (b *Backend) Int8LinearQ(qt, st, wt, wst, biast backend.Tensor) backend.Ten
 // GEMM's bf16 output (or, with Int8GELUQEnv=gemm on sm_90 and N % 128 ==
 // 0, the GEMM's epilogue).
 func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes, scales backend.Tensor) {
-	defer keepAlive(qt, st, wt, wst, biast)
 	q, s, w, ws := T(qt), T(st), T(wt), T(wst)
 	n, k, bp, bdt := int8CheckWeight("Int8LinearGELUQ", w, ws, biast)
 	m := int8QuantIn("Int8LinearGELUQ", q, s, k)

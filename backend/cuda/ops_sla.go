@@ -75,7 +75,6 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 // slaForward runs the op; with keepMap it also returns the block map
 // [B, heads, qBlocks, kBlocks] as F32 0/1 (tests compare it with the CPU's).
 func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
-	defer keepAlive(qt, kt, vt, projW, projB) // until the kernels are queued (see keepAlive)
 	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
 	k := slaKernels{tma: !p.sage && b.slaTMA(), linFused: b.slaLinFused()}
 	if p.sage {

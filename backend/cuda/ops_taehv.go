@@ -69,7 +69,6 @@ func (b *Backend) unpack(x *Tensor) *Tensor {
 // operands are unpacked and the unfused ops run one after another
 // (backend.ConvFusedUnfused).
 func (b *Backend) ConvFused(xt, wt, biast backend.Tensor, p backend.Conv3dParams, f backend.ConvFusion) backend.Tensor {
-	defer keepAlive(xt, wt, biast, f.Hist, f.Res) // inputs (and inline views) must outlive their kernels
 	x, w := anyT(xt), T(wt)
 	var r *Tensor
 	if f.Res != nil {
@@ -207,7 +206,6 @@ func (b *Backend) convFusedHopper(x, w *Tensor, biast backend.Tensor, r *Tensor,
 
 // act runs taehv_act_kernel (op 0 ReLU, 1 scaled tanh, 2 clamp).
 func (b *Backend) act(name string, xt backend.Tensor, op int32, a, c float32) backend.Tensor {
-	defer keepAlive(xt)
 	x := T(xt)
 	checkFloat(name, x)
 	defer b.enter()()

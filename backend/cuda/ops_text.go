@@ -15,7 +15,6 @@ const relPosThreads = 128
 
 // RelPosAttention implements backend.TextOps: one block per (query, head).
 func (b *Backend) RelPosAttention(qt, kt, vt, rt backend.Tensor, heads, keyLen int) backend.Tensor {
-	defer keepAlive(qt, kt, vt, rt) // inputs (and inline views) must outlive their kernels
 	q, k, v, rb := T(qt), T(kt), T(vt), T(rt)
 	checkFloat("RelPosAttention q", q)
 	checkFloat("RelPosAttention k", k)
@@ -58,7 +57,6 @@ func (b *Backend) RelPosAttention(qt, kt, vt, rt backend.Tensor, heads, keyLen i
 
 // GELUTanhSteps implements backend.TextOps.
 func (b *Backend) GELUTanhSteps(xt backend.Tensor) backend.Tensor {
-	defer keepAlive(xt) // inputs (and inline views) must outlive their kernels
 	x := T(xt)
 	checkFloat("GELUTanhSteps x", x)
 	defer b.enter()()

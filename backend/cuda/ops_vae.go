@@ -99,7 +99,6 @@ type convExtra struct {
 
 // conv3dAll is conv3d with up: x is read through a nearest 2x upsampling.
 func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.Conv3dParams, keep int, up bool) (out, tail backend.Tensor) {
-	defer keepAlive(ht, xt, gt, wt, biast, rt) // inputs (and inline views) must outlive their kernels
 	x, w := T(xt), T(wt)
 	checkFloat("Conv3d input", x)
 	checkFloat("Conv3d weight", w)
@@ -227,7 +226,6 @@ func (b *Backend) conv3dAll(ht, xt, gt, wt, biast, rt backend.Tensor, p backend.
 // ChannelRMSNorm implements backend.VAEOps (fused with SiLU when silu is
 // set), one thread per position.
 func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tensor {
-	defer keepAlive(xt, gt) // inputs (and inline views) must outlive their kernels
 	x, g := T(xt), T(gt)
 	checkFloat("ChannelRMSNorm x", x)
 	checkFloat("ChannelRMSNorm gamma", g)
@@ -258,7 +256,6 @@ func (b *Backend) ChannelRMSNorm(xt, gt backend.Tensor, silu bool) backend.Tenso
 
 // UpsampleNearest2x implements backend.VAEOps.
 func (b *Backend) UpsampleNearest2x(xt backend.Tensor) backend.Tensor {
-	defer keepAlive(xt) // inputs (and inline views) must outlive their kernels
 	x := T(xt)
 	checkFloat("UpsampleNearest2x", x)
 	if len(x.shape) != 4 {
@@ -285,7 +282,6 @@ func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }
 // rounds into the channel-first output. Memory: P² floats for S plus P²
 // bf16 probabilities (234 MB at the 480p latent's 60×104 pixels).
 func (b *Backend) FrameAttention(qkvt backend.Tensor) backend.Tensor {
-	defer keepAlive(qkvt) // inputs (and inline views) must outlive their kernels
 	x := T(qkvt)
 	checkFloat("FrameAttention qkv", x)
 	if len(x.shape) != 4 || x.shape[0]%3 != 0 || x.shape[0] == 0 {

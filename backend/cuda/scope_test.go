@@ -10,8 +10,9 @@ import (
 // TestScopePool checks, without a device, the bookkeeping that scopes do
 // over the pool: what a scope allocated goes back at End (pool inUse drops
 // to what is kept), kept buffers move to the parent, buffers from outside
-// any scope get a GC cleanup, scoped ones do not, and a buffer freed early
-// is not released twice.
+// any scope (and those kept past the outermost one) count as loose until
+// freed, scoped ones do not, and a buffer freed early is not released
+// twice.
 func TestScopePool(t *testing.T) {
 	var pl pool
 	pl.free = map[int64][]uintptr{}
@@ -30,8 +31,8 @@ func TestScopePool(t *testing.T) {
 	inUse := func() int64 { pl.mu.Lock(); defer pl.mu.Unlock(); return pl.inUse }
 
 	w := alloc() // a weight
-	if !w.buf.gc {
-		t.Errorf("a buffer allocated outside every scope has no GC cleanup")
+	if n := ar.Loose(); n != 1 {
+		t.Errorf("%d loose buffers after a weight was allocated outside every scope, want 1", n)
 	}
 	outer := ar.Begin()
 	x := alloc()
@@ -41,8 +42,8 @@ func TestScopePool(t *testing.T) {
 	z := alloc()
 	early := alloc()
 	pl.freeBuf(early.buf) // an op's explicit Free inside the scope
-	if x.buf.gc || y.buf.gc {
-		t.Errorf("a scoped buffer has a GC cleanup")
+	if n := ar.Loose(); n != 1 {
+		t.Errorf("%d loose buffers with three scoped ones, want 1 (the weight)", n)
 	}
 	if got := inUse(); got != 4*512 {
 		t.Fatalf("inUse %d before End, want %d", got, 4*512)
@@ -55,13 +56,20 @@ func TestScopePool(t *testing.T) {
 		t.Errorf("outer scope owns %d buffers, want 2 (x and the kept y)", got)
 	}
 	outer.End(x)
-	if got := inUse(); got != 2*512 || !y.buf.freed || x.buf.freed || !x.buf.gc {
-		t.Fatalf("after the outer End: inUse %d (want %d: w and x), y freed %v (want true), x freed %v gc %v (want false, true)", got, 2*512, y.buf.freed, x.buf.freed, x.buf.gc)
+	if got := inUse(); got != 2*512 || !y.buf.freed || x.buf.freed || ar.Loose() != 2 {
+		t.Fatalf("after the outer End: inUse %d (want %d: w and x), y freed %v (want true), x freed %v (want false), %d loose (want 2: w and the kept x)", got, 2*512, y.buf.freed, x.buf.freed, ar.Loose())
+	}
+	ar.Freed(x.buf) // the holder's Free (Backend.Free)
+	pl.freeBuf(x.buf)
+	ar.Freed(w.buf)
+	pl.freeBuf(w.buf)
+	if n := ar.Loose(); n != 0 || inUse() != 0 {
+		t.Errorf("after freeing the weight and x: %d loose, inUse %d; want 0, 0", n, inUse())
 	}
 	pl.mu.Lock()
 	n := len(pl.free[512])
 	pl.mu.Unlock()
-	if n != 3 { // early, z, y: each exactly once
-		t.Errorf("free list holds %d blocks, want 3", n)
+	if n != 5 { // early, z, y, x, w: each exactly once
+		t.Errorf("free list holds %d blocks, want 5", n)
 	}
 }

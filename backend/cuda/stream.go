@@ -105,7 +105,6 @@ func (b *Backend) CopyIn(dst []backend.Tensor, src []backend.HostTensor) backend
 	if len(dst) != len(src) {
 		backend.Fail("cuda: CopyIn: %d destinations for %d sources", len(dst), len(src))
 	}
-	defer keepAlive(dst...)
 	defer b.enter()()
 	cs := b.copyStream()
 	after := b.newEvent()

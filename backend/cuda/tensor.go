@@ -3,7 +3,6 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"unsafe"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -12,14 +11,11 @@ import (
 )
 
 // buffer is one pool block. Views (Reshape) share it. Its scope returns it
-// to the pool (scope.go); outside scopes, a GC cleanup does once the last
-// tensor referring to it becomes unreachable.
+// to the pool at End (scope.go); outside scopes, its owner's Free does.
 type buffer struct {
-	ptr     uintptr
-	class   int64
-	freed   bool
-	gc      bool // cleanup is set
-	cleanup runtime.Cleanup
+	ptr   uintptr
+	class int64
+	freed bool
 }
 
 // Tensor is a CUDA tensor: F32, BF16 or I8, contiguous row-major.
@@ -226,6 +222,7 @@ func (b *Backend) Free(t backend.Tensor) {
 	if !ok || ct == nil {
 		return
 	}
+	b.arena.Freed(ct.buf)
 	b.pool.freeBuf(ct.buf)
 }
 

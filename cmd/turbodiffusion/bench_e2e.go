@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wanvae"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/video"
 )
 
@@ -27,7 +31,7 @@ type benchE2EFlags struct {
 	model, device, attention, tokenizer, resolution, aspect, out string
 	frames, steps, runs                                          int
 	topk                                                         float64
-	preview                                                      bool
+	preview, offload, quant                                      bool
 	preset, vae                                                  string
 	crf, vaeTile                                                 int
 }
@@ -37,7 +41,7 @@ func init() {
 	f := &benchE2EFlags{}
 	cmd := &cobra.Command{
 		Use:   "e2e --tokenizer DIR",
-		Short: "Time every stage of text-to-video at real model shapes with random weights",
+		Short: "Time every stage of text-to-video (image-to-video for an I2V model) at real model shapes with random weights",
 		Long: `Runs the real pipeline (tokenize, umT5-XXL encode, DiT steps, VAE decode,
 video encode) with random weights of the real configurations, so no download
 is needed. With ffmpeg on PATH the MP4 is encoded while the VAE decodes (one
@@ -68,6 +72,8 @@ they time the encoder with its weights resident. Needs a tokenizer folder
 	fl.IntVar(&f.crf, "crf", video.CRF, "x264 CRF of the MP4")
 	fl.StringVar(&f.vae, "vae", "wan", "decoder: wan (the Wan2.1 VAE) or tiny (TAEHV's TAEW2.1 decoder, random weights; also the preview decoder)")
 	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (0: untiled)")
+	fl.BoolVar(&f.offload, "offload", false, "stream the DiT blocks' Linear weights from pinned host memory (generate --offload)")
+	fl.BoolVar(&f.quant, "quant", false, "W8A8: quantise the random DiT weights first, as `quantize` does (into a temporary file), and run the -quant layout")
 	fl.StringVar(&f.out, "out", "", "video file each run writes, the last one kept (.mp4 needs ffmpeg; default: a temporary .mp4, or .gif without ffmpeg)")
 	for _, c := range root.Commands() {
 		if c.Name() == "bench" {
@@ -96,6 +102,12 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		return err
 	}
 	names := pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: f.tokenizer}
+	i2v := cfg.Type == wan.I2V
+	if i2v {
+		// Both Wan2.2 experts (random, different seeds) and a synthetic
+		// input image of the request's size.
+		names.DiT, names.DiTHigh, names.DiTLow = "", "dit-high", "dit-low"
+	}
 	switch strings.ToLower(f.vae) {
 	case "wan", "":
 	case "tiny":
@@ -117,9 +129,43 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	// the Wan2.1 VAE (base width 96, z 16).
 	files := map[string]checkpoint.File{
 		"umt5": testmodels.NewRandom("random:umt5-xxl", umt5.Tensors(umt5.XXL), 1),
-		"dit":  testmodels.NewRandom("random:"+cfg.Name, wan.Tensors(cfg), 2),
 		"vae":  testmodels.NewRandom("random:wan2.1-vae", wanvae.Tensors(wanvae.Config{Dim: 96, ZDim: 16}), 3),
 		"taew": testmodels.NewRandom("random:taew2_1", taehv.Tensors(16), 4),
+	}
+	ditNames := []string{"dit"}
+	if i2v {
+		ditNames = []string{"dit-high", "dit-low"}
+	}
+	tmp, err := os.MkdirTemp("", "td-bench-e2e")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	for i, n := range ditNames {
+		files[n] = testmodels.NewRandom("random:"+cfg.Name+":"+n, wan.Tensors(cfg), uint64(2+10*i))
+		if !f.quant {
+			continue
+		}
+		// The -quant layout users download: int8 codes and scales, written
+		// and memory-mapped like a real file.
+		t0 := time.Now()
+		path := filepath.Join(tmp, n+"-quant.safetensors")
+		if err := quant.QuantizeCheckpoint(files[n], path); err != nil {
+			return fmt.Errorf("quantising random %s: %w", cfg.Name, err)
+		}
+		qf, err := checkpoint.Open(path)
+		if err != nil {
+			return err
+		}
+		defer qf.Close()
+		files[n] = qf
+		fmt.Fprintf(log, "note: random %s (%s) quantised in %.1f s\n", cfg.Name, n, time.Since(t0).Seconds())
+	}
+	if i2v {
+		req.Image = filepath.Join(tmp, "input.png")
+		if err := writeBenchImage(req.Image, size.W, size.H); err != nil {
+			return err
+		}
 	}
 	encoding := video.Encoding{Preset: f.preset, CRF: f.crf}
 	if err := encoding.Validate(); err != nil {
@@ -133,6 +179,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		Attention:       attn,
 		TopK:            req.TopK,
 		KeepTextEncoder: true,
+		Offload:         f.offload,
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			if f, ok := files[p]; ok {
 				return f, nil
@@ -182,6 +229,15 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	}
 	if f.vaeTile > 0 {
 		what += fmt.Sprintf(", VAE tiles of %d latent px", f.vaeTile)
+	}
+	if f.quant {
+		what += ", W8A8 int8 Linears"
+	}
+	if f.offload {
+		what += ", offload"
+	}
+	if i2v {
+		what += ", image-to-video from a synthetic image"
 	}
 	fmt.Fprintf(out, "bench e2e: %s %dx%d x %d frames, %d rCM steps, %s attention, backend %s (random weights), x264 %s%s\n",
 		cfg.Name, size.W, size.H, f.frames, f.steps, attn, be.Name(), encoding, what)
@@ -257,4 +313,24 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		}
 	}
 	return nil
+}
+
+// writeBenchImage writes a w×h PNG with smooth gradients (an input image
+// for image-to-video benchmarks).
+func writeBenchImage(path string, w, h int) error {
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			img.SetNRGBA(x, y, color.NRGBA{uint8(255 * x / max(w-1, 1)), uint8(255 * y / max(h-1, 1)), uint8((x + y) % 256), 255})
+		}
+	}
+	fh, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(fh, img); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/pipeline"
+	"github.com/turbodiffusion-go/turbodiffusion/video/nvenc"
 )
 
 // doctorFlags name a model file whose memory needs doctor compares with
@@ -32,11 +34,12 @@ func init() {
 	var device string
 	cmd := &cobra.Command{
 		Use:   "doctor [--dit FILE] [--smoke]",
-		Short: "Check the set-up: CPU (cores, SIMD), GPU, driver, CUDA libraries, kernel cache, ffmpeg; whether a model fits; a smoke test",
+		Short: "Check the set-up: CPU (cores, SIMD), GPU, driver, CUDA libraries, kernel cache, ffmpeg, NVENC; whether a model fits; a smoke test",
 		Long: `doctor prints the CPU (cores, the SIMD its kernels use), GPU, driver, CUDA
-libraries, kernel cache and ffmpeg it finds. It fails (exit status 1) only
-when something present cannot be used: a GPU the driver sees whose libraries
-or kernels fail. A machine without a GPU is a working CPU-only install.
+libraries, kernel cache, ffmpeg and hardware video encoder (NVENC) it finds.
+It fails (exit status 1) only when something present cannot be used: a GPU
+the driver sees whose libraries or kernels fail (no NVENC is not a failure).
+A machine without a GPU is a working CPU-only install.
 
 With --dit FILE it also estimates the peak GPU memory of a generation with that
 DiT (at --resolution, --frames and --attention) and compares it with the
@@ -149,6 +152,10 @@ func doctor(w io.Writer, f *doctorFlags) bool {
 	} else {
 		fmt.Fprintf(w, "ffmpeg:     not found on PATH (needed to write .mp4; install ffmpeg)\n")
 	}
+	// The hardware encoder is optional (x264 through ffmpeg is the
+	// fallback), so its absence does not fail doctor.
+	info, nerr := nvenc.Probe(0, 20*time.Second)
+	fmt.Fprintf(w, "NVENC:      %s\n", nvenc.Describe(info, nerr))
 	if f != nil && f.dit != "" {
 		if err := doctorMemory(w, f, gpu, free, total); err != nil {
 			fmt.Fprintf(w, "memory:     %v\n", flagError(err))

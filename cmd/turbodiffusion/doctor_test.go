@@ -19,7 +19,7 @@ func TestDoctor(t *testing.T) {
 	if simd == "" {
 		simd = "none"
 	}
-	for _, want := range []string{"CPU:", fmt.Sprintf("%d cores (%d used)", machine, used), "SIMD " + simd, "cache:", "ffmpeg:"} {
+	for _, want := range []string{"CPU:", fmt.Sprintf("%d cores (%d used)", machine, used), "SIMD " + simd, "cache:", "ffmpeg:", "NVENC:"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("doctor output lacks %q", want)
 		}
@@ -30,6 +30,9 @@ func TestDoctor(t *testing.T) {
 		}
 		if !strings.Contains(stdout, "generation runs on the CPU") {
 			t.Error("doctor does not say that generation runs on the CPU")
+		}
+		if !strings.Contains(stdout, "NVENC:      not available — ") {
+			t.Error("no GPU, yet doctor does not say that NVENC is not available")
 		}
 	} else if err == nil && !strings.Contains(stdout, "GPU 0:") {
 		t.Errorf("%d GPU(s), doctor succeeded without describing GPU 0", n)

@@ -24,6 +24,7 @@ import (
 type serveFlags struct {
 	engineFlags
 	addr, outDir, apiKey     string
+	loraDir                  string
 	insecure, previews       bool
 	allowHosts, allowOrigins []string
 	maxQueue, maxFrames      int
@@ -49,13 +50,19 @@ once and stay resident; jobs run one at a time, in order.
   DELETE /v1/videos/{id}          cancel a queued or running job; delete a finished one
   POST   /v1/videos/{id}/cancel   cancel only
   GET    /v1/config               defaults and limits
+  GET    /v1/loras                the LoRA files requests may name ("loras": [{"name": "style.safetensors", "scale": 0.8}])
 
 The server listens on 127.0.0.1 by default. Another --addr (reachable from
 other machines) needs --api-key (clients send "Authorization: Bearer KEY";
 also from $TURBODIFFUSION_API_KEY), or --insecure to serve without one.
 Requests from other web origins and unknown Host names are refused
 (--allow-origin, --allow-host). Videos and the job index live in --out-dir;
-finished jobs are evicted beyond --keep-jobs or after --keep-for.`,
+finished jobs are evicted beyond --keep-jobs or after --keep-for.
+
+Requests may name LoRA files of --lora-dir (default: the loras folder of
+--model, when it exists), checked against the DiT before the job is
+queued, merged while it runs and removed after (kept merged while
+consecutive jobs ask for the same ones).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runServe(cmd, &f) },
 	}
@@ -74,6 +81,7 @@ finished jobs are evicted beyond --keep-jobs or after --keep-for.`,
 	fl.IntVar(&f.maxFrames, "max-frames", pipeline.DefaultLimits.MaxFrames, "largest num_frames a request may ask for")
 	fl.IntVar(&f.keepJobs, "keep-jobs", 200, "finished jobs (and their videos) kept; older ones are deleted")
 	fl.BoolVar(&f.previews, "previews", true, "send a live preview after every sampling step to event streams (the web page shows it)")
+	fl.StringVar(&f.loraDir, "lora-dir", "", "folder of LoRA files requests may name in \"loras\" (default: <--model>/loras when it exists)")
 	fl.DurationVar(&f.keepFor, "keep-for", 0, "delete finished jobs and their videos after this long (0: keep until --keep-jobs)")
 	root.AddCommand(cmd)
 }
@@ -106,6 +114,10 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		f.variant = pipeline.DefaultI2VVariant
 	}
 	f.keepText = true // a server answers many prompts: keep umT5 resident
+	loraDir, err := serveLoRADir(f.loraDir, f.models)
+	if err != nil {
+		return err
+	}
 	errOut := cmd.ErrOrStderr()
 	eng, be, err := f.open(errOut)
 	if err != nil {
@@ -120,8 +132,31 @@ func runServe(cmd *cobra.Command, f *serveFlags) error {
 		OutDir: f.outDir, I2V: f.i2v, Model: model, Attention: f.attention, TopK: f.topk,
 		Limits: pipeline.Limits{MaxFrames: f.maxFrames}, MaxQueue: f.maxQueue, APIKey: f.apiKey,
 		AllowedHosts: f.allowHosts, AllowedOrigins: f.allowOrigins, KeepJobs: f.keepJobs, KeepFor: f.keepFor,
-		Previews: f.previews,
+		Previews: f.previews, LoRADir: loraDir,
 	}, f.addr, be.Name())
+}
+
+// serveLoRADir is the LoRA folder: --lora-dir, which must be a folder, or
+// the models folder's "loras" when it has one ("" otherwise: no LoRAs).
+func serveLoRADir(flag, models string) (string, error) {
+	if flag != "" {
+		st, err := os.Stat(flag)
+		if err != nil {
+			return "", fmt.Errorf("--lora-dir: %w", err)
+		}
+		if !st.IsDir() {
+			return "", fmt.Errorf("--lora-dir %s: not a folder", flag)
+		}
+		return flag, nil
+	}
+	if models == "" {
+		return "", nil
+	}
+	d := filepath.Join(models, "loras")
+	if st, err := os.Stat(d); err == nil && st.IsDir() {
+		return d, nil
+	}
+	return "", nil
 }
 
 // serve runs the HTTP server until SIGINT or SIGTERM (or ctx ends), then
@@ -149,6 +184,9 @@ func serve(ctx context.Context, errOut io.Writer, gen server.Generator, cfg serv
 	auth := ""
 	if cfg.APIKey != "" {
 		auth = ", API key required"
+	}
+	if cfg.LoRADir != "" {
+		auth += ", LoRAs from " + cfg.LoRADir
 	}
 	fmt.Fprintf(errOut, "serving %s on http://%s (backend %s, videos in %s%s)\n", mode, ln.Addr(), backendName, cfg.OutDir, auth)
 	// No write timeout: event streams stay open while a job runs.

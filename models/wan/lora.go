@@ -107,3 +107,18 @@ func (m *Model) SetLoRA(src checkpoint.File, adapters []*lora.Adapter) (warnings
 	m.extra = extra
 	return warnings, nil
 }
+
+// LoRATarget lists the parameters Load(f, opt) would let a LoRA change,
+// with their checkpoint shapes, from f's header alone: what a server binds
+// a request's LoRA against before queueing it, without the model loaded.
+func LoRATarget(f checkpoint.File, opt Options) (lora.Target, error) {
+	fi, err := DetectConfigWith(f, DetectOptions{HeadDim: opt.HeadDim})
+	if err != nil {
+		return nil, err
+	}
+	if opt, err = opt.withDefaults(fi); err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Path(), err)
+	}
+	m := &Model{Config: fi.Config, Info: fi, Opt: opt, blocks: make([]block, fi.Config.Layers)}
+	return loraTarget(f, m.params()), nil
+}

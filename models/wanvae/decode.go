@@ -68,7 +68,7 @@ func (v *VAE) DecodeChunks(latent []float32, shape []int, emit func(first int, c
 		if t == 0 {
 			want = 1
 		}
-		data, sh := v.decodeChunk(s, b.Upload(v.dt, []int{z, 1, H, W}, chunk))
+		data, sh := v.decodeChunk(s, chunk, []int{z, 1, H, W})
 		if !backend.SameShape(sh, []int{3, want, OH, OW}) {
 			backend.Fail("wanvae: decode: chunk %d gave shape %v, want [3,%d,%d,%d]", t, sh, want, OH, OW)
 		}
@@ -104,13 +104,14 @@ func (v *VAE) rounder() func(float32) float32 {
 	return func(f float32) float32 { return f }
 }
 
-// decodeChunk runs conv2 and the decoder on one latent frame [z,1,H,W]
-// in a scope that frees it and everything but the history, and returns 1
+// decodeChunk uploads one latent frame [z,1,H,W] and runs conv2 and the
+// decoder on it in a scope that frees everything but the history, and returns 1
 // (first chunk) or 4 video frames [3,n,8H,8W] and their shape.
-func (v *VAE) decodeChunk(s *state, x backend.Tensor) ([]float32, []int) {
+func (v *VAE) decodeChunk(s *state, chunk []float32, shape []int) ([]float32, []int) {
 	b := v.b
 	sc := b.Begin()
 	defer sc.End()
+	x := b.Upload(v.dt, shape, chunk)
 	x = s.causal(v.decConv1, pointwise(b, v.postQuant, x), 1)
 	x = s.forwardAll(v.decMid, x)
 	x = s.forwardAll(v.decUp, x)

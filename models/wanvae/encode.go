@@ -45,7 +45,7 @@ func (v *VAE) Encode(video []float32, shape []int) (latent []float32, lshape []i
 		for c := 0; c < 3; c++ {
 			copy(chunk[c*n*plane:(c+1)*n*plane], video[(c*F+f0)*plane:(c*F+f0+n)*plane])
 		}
-		data, sh := v.encodeChunk(s, b.Upload(v.dt, []int{3, n, H, W}, chunk))
+		data, sh := v.encodeChunk(s, chunk, []int{3, n, H, W})
 		if !backend.SameShape(sh, []int{2 * z, 1, LH, LW}) {
 			backend.Fail("wanvae: encode: chunk at frame %d gave shape %v, want [%d,1,%d,%d]", f0, sh, 2*z, LH, LW)
 		}
@@ -73,13 +73,14 @@ func (v *VAE) normalize(mu []float32, z, n int) {
 	}
 }
 
-// encodeChunk runs the encoder and conv1 on one chunk [3,n,H,W] in a
-// scope that frees it and everything but the history, and returns
+// encodeChunk uploads one chunk [3,n,H,W] and runs the encoder and conv1
+// on it in a scope that frees everything but the history, and returns
 // [2z,1,H/8,W/8] and its shape.
-func (v *VAE) encodeChunk(s *state, x backend.Tensor) ([]float32, []int) {
+func (v *VAE) encodeChunk(s *state, chunk []float32, shape []int) ([]float32, []int) {
 	b := v.b
 	sc := b.Begin()
 	defer sc.End()
+	x := b.Upload(v.dt, shape, chunk)
 	x = s.forwardAll(v.encDown, s.causal(v.encConv1, x, 1))
 	x = s.forwardAll(v.encMid, x)
 	out := b.Cast(pointwise(b, v.quant, s.head(v.encHeadG, v.encHead, x)), tensor.F32)
