@@ -104,6 +104,7 @@ template <int D>
 struct SlaLinKvMma {
   static constexpr int kThreads = 256, kAlign = 16, STR = D + 8, MT = D / 64, NT = D / 16;
   static constexpr int kVBytes = SLA_LIN_KV_ROWS * STR * 2;
+  static constexpr int kPhiUnroll = 1;  // more spills at the 128 registers of two blocks per SM
   float acc[MT][NT][4];
   __device__ __forceinline__ void zero() {
 #pragma unroll

@@ -62,9 +62,10 @@ __device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
 // KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (float32 on tensor cores; written to
 // kvpart [B, H, chunks, D(c2), D(c1)]) and ks[c] = Σ_l φ(k)[l,c] (float64;
 // kspart [B, H, chunks, D]). Tiles of 64 rows of k and v arrive by cp.async
-// (3 stages); φ(k) replaces k in place (padded rows), v lands where the
-// policy KV puts it (KV::voff) and KV::tile adds the tile's φ(k)ᵀ·v to its
-// accumulators, which KV::store writes out. grid (chunks, H, B),
+// (3 stages); φ(k) replaces k in place (padded rows, KV::kPhiUnroll rows
+// at a time interleaved), v lands where the policy KV puts it (KV::voff)
+// and KV::tile adds the tile's φ(k)ᵀ·v to its accumulators, which
+// KV::store writes out. grid (chunks, H, B),
 // KV::kThreads threads; rows per chunk a multiple of 64; dynamic shared
 // memory KV::kAlign − 16 + 3·(KV::kVBytes + 64·(D+8)·2) bytes.
 template <int D, class KV>
@@ -109,18 +110,20 @@ __device__ __forceinline__ void sla_lin_kv_body(float* kvpart, double* kspart, c
     if (t + S - 1 < tiles) load(t + S - 1);
     sp_commit();
     bf16* tk = sK + (t % S) * BM * STR;
-    for (int r = rg; r < BM; r += RPP) {
+#pragma unroll(KV::kPhiUnroll)
+    for (int i = 0; i < BM / RPP; ++i) {  // rows unrolled: their shuffle chains overlap
+      const int r = rg + i * RPP;
       uint4* p = (uint4*)&tk[r * STR + cg * 8];
       float f[8];
       uint4 y = sla_lin_phi<TPR>(*p, f);
       if (r0 + t * BM + r >= r1) {  // past the chunk: φ = 0, not softmax(0)
         y = make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) f[i] = 0.f;
+        for (int j = 0; j < 8; ++j) f[j] = 0.f;
       }
       *p = y;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) ks[i] += (double)f[i];
+      for (int j = 0; j < 8; ++j) ks[j] += (double)f[j];
     }
     __syncthreads();
     kv.tile(tk, sV + (t % S) * KV::kVBytes, lane, warp);
@@ -214,13 +217,16 @@ __device__ __forceinline__ void sla_lin_out_body(bf16* ol, const bf16* __restric
     if (t + S - 1 < tiles) load(t + S - 1);
     sp_commit();
     bf16* tq = sQ + (t % S) * BM * STR;
-    for (int r = rg; r < BM; r += RPP) {
+#pragma unroll
+    for (int i = 0; i < BM / RPP; ++i) {  // unrolled: the rows' shuffle chains overlap
+      const int r = rg + i * RPP;
       uint4* p = (uint4*)&tq[r * STR + cg * 8];
       float f[8];
       *p = sla_lin_phi<TPR>(*p, f);
-      double den = 0;
+      double d[8];  // bf16 values: their float64 sum is exact in any order
 #pragma unroll
-      for (int i = 0; i < 8; ++i) den += (double)rbf(f[i] * ksv[i]);
+      for (int j = 0; j < 8; ++j) d[j] = (double)rbf(f[j] * ksv[j]);
+      double den = ((d[0] + d[1]) + (d[2] + d[3])) + ((d[4] + d[5]) + (d[6] + d[7]));
 #pragma unroll
       for (int o = TPR / 2; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
       if (cg == 0) sdn[r] = rbf(1e-5f + rbf((float)den));

@@ -83,6 +83,7 @@ template <int D>
 struct SlaLinKvWgmma {
   static constexpr int kThreads = 128 * (D / 64), kAlign = TD_SMEM_ALIGN, DC = D / 8, STR = D + 8;
   static constexpr int kVBytes = SLA_LIN_KV_ROWS * D * 2;
+  static constexpr int kPhiUnroll = 2;  // row pairs of φ interleaved
   float acc[D / 2];
   __device__ __forceinline__ void zero() {
 #pragma unroll

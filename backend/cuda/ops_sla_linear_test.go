@@ -38,8 +38,9 @@ func slaLinearBoth(g *Backend, q, k, v, pw, pb backend.Tensor, B, L, H, d int) (
 // runs the whole op with the fused branch against the CPU. Both branches
 // round at the same points and differ only in the order of float32 sums
 // (the chunked KᵀV, the tensor-core dot products), which flips a bf16
-// rounding now and then: most values must be bit-identical and the rel-L2
-// within the SLA bound. The mma.sync builds run here, the wgmma ones
+// rounding now and then: most values must be bit-identical (measured on an
+// H200: 99.3–99.8%; dropping one rounding of o in a quarter of the values
+// gave 88.8–89.9%) and the rel-L2 within the SLA bound. The mma.sync builds run here, the wgmma ones
 // (sm_90) in TestSLALinearFusedWgmma.
 func TestSLALinearFusedVsUnfused(t *testing.T) { checkSLALinearBuilds(t, false) }
 
@@ -105,8 +106,8 @@ func checkSLALinearBuilds(t *testing.T, wg bool) {
 					if !(rel <= 5e-3) {
 						t.Errorf("kv %v, out %v: fused vs unfused rel-L2 %.3e > 5e-3", kb, sh, rel)
 					}
-					if frac < 0.9 {
-						t.Errorf("kv %v, out %v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 90%%", kb, sh, 100*frac)
+					if frac < 0.98 {
+						t.Errorf("kv %v, out %v: only %.2f%% of the fused outputs equal the unfused ones bit for bit, want ≥ 98%%", kb, sh, 100*frac)
 					}
 				}
 			}
