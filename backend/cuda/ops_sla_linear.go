@@ -21,8 +21,8 @@ import (
 // kernels (wgmma: sm_90). Unset: fused where it passes its start-up check
 // against the unfused path, else unfused (the note says why). Measured on
 // an H200 (480p, 12 heads of 128, the branch with proj_l alone): fused
-// 0.50 ms, unfused 0.91 ms; in a 1.3B SLA forward the fused kernels take
-// 0.57 ms per layer (docs/PERF.md).
+// 0.35 ms on wgmma, 0.40 on mma.sync, unfused 0.92 ms; in a 1.3B SLA
+// forward the fused kernels take 0.38 ms per layer (docs/PERF.md).
 const SLALinearEnv = "TURBODIFFUSION_SLA_LINEAR"
 
 var slaLinStates sync.Map // *Backend -> *kernelChoice
@@ -185,13 +185,16 @@ func (s slaLinOutShape) fits(b *Backend, d int) bool {
 	return s.smem(d) <= b.info.MaxSmemOptin && (!s.wg || b.info.Arch == "sm_90")
 }
 
-// slaLinOutShapes are the builds per head dim (two m-tiles per warp
-// measured slower on an H200, 0.75 against 0.50 ms for the 480p branch:
-// more code than the instruction cache holds, spills) (kernels/sla_linear.cu's
+// slaLinOutShapes are the builds per head dim. On an H200 (480p branch,
+// head dim 128, with sla_lin_kv on mma.sync): wgmma with 4 warps and 2
+// stages 0.352 ms, with 8 warps and 3 stages 0.362, every mma.sync build
+// 0.40; head dim 64 is untimed, so mma.sync first there. Two m-tiles per
+// warp measured 0.75 against 0.50 ms in an earlier version (more code than
+// the instruction cache holds, spills) and were dropped. (kernels/sla_linear.cu's
 // SLA_LIN_OUT and sla_linear_sm90a.cu's SLA_LIN_OUT_WG lists), preferred
 // first; the first that fits runs.
 var slaLinOutShapes = map[int][]slaLinOutShape{
-	128: {{8, 3, 1, false}, {8, 3, 1, true}, {4, 2, 1, true}, {4, 2, 1, false}, {8, 2, 1, false}},
+	128: {{4, 2, 1, true}, {8, 3, 1, true}, {8, 3, 1, false}, {4, 2, 1, false}, {8, 2, 1, false}},
 	64:  {{8, 3, 1, false}, {8, 3, 1, true}},
 }
 
@@ -241,10 +244,11 @@ func (s slaLinKVShape) smem(d int) int {
 	return 2 * slaLinKVStages * slaLinKVRows * (d + 8) * 2
 }
 
-// slaLinKVWG says whether step 1 runs on wgmma where it can (sm_90);
+// slaLinKVWG says whether step 1 runs on wgmma where it can (sm_90: on an
+// H200 steps 1-2 took 0.116 ms at 480p against 0.137 on mma.sync);
 // slaLinKVForce, when set, picks the build (tests and benchmarks).
 var (
-	slaLinKVWG    = false
+	slaLinKVWG    = true
 	slaLinKVForce *slaLinKVShape
 )
 

@@ -111,15 +111,12 @@ func checkSLALinearBuilds(t *testing.T, wg bool) {
 					}
 				}
 			}
-			// The whole op: default builds, or with wg the wgmma ones.
-			slaLinKVForce, slaLinOutForce = nil, slaLinOutShape{}
-			if wg {
-				slaLinKVForce = &slaLinKVShape{true}
-				for _, sh := range slaLinOutShapes[d] {
-					if sh.wg && sh.fits(g, d) {
-						slaLinOutForce = sh
-						break
-					}
+			// The whole op with the first wgmma (wg) or mma.sync builds.
+			slaLinKVForce, slaLinOutForce = &slaLinKVShape{wg}, slaLinOutShape{}
+			for _, sh := range slaLinOutShapes[d] {
+				if sh.wg == wg && sh.fits(g, d) {
+					slaLinOutForce = sh
+					break
 				}
 			}
 			for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
