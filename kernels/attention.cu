@@ -3,8 +3,9 @@
 // accumulation, online softmax in the exp2 domain, bf16 output.
 // One block handles BM = 16*NW query rows of one head; each warp owns 16 rows
 // and streams 64-key tiles of K and V through shared memory (cp.async, two
-// stages). sla_sparse.cu and sla_sage.cuh run the same loop over a block list.
-#include "mma.cuh"
+// stages). sla_sparse.cu and sla_sage.cuh run the same loop over a block list,
+// with the same softmax and P·V helpers (softmax_mma.cuh).
+#include "softmax_mma.cuh"
 
 template <int D, int NW>
 __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16* __restrict__ K,
@@ -54,13 +55,14 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
 
   // Q fragments stay in registers for the whole key loop.
   u32 qf[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) sp_ldsm_x4(qf[kk], &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+  sp_load_q<D, STR>(qf, sQ, warp, lane);
 
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // rows g and g+8 of this warp
+  // Running max and sum of rows g and g+8 of this warp (declared in this
+  // order, NVVM numbers the loop's registers as before the shared helpers).
+  float l1 = 0.f, l0 = 0.f, m1 = -INFINITY, m0 = -INFINITY;
   const int t4 = lane & 3;
 
   const int nkb = (Lk + BN - 1) / BN;
@@ -74,16 +76,7 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
     float s[BN / 8][4];
 #pragma unroll
     for (int i = 0; i < BN / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < BN / 16; ++np) {
-        u32 b[4];
-        sp_ldsm_x4(b, &k[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-        sp_mma_bf16(s[2 * np], qf[kk], b[0], b[1]);
-        sp_mma_bf16(s[2 * np + 1], qf[kk], b[2], b[3]);
-      }
-    }
+    sp_qk_bf16<D, BN, STR>(s, qf, k, lane);
     if ((j + 1) * BN > Lk) {  // mask keys past the end
 #pragma unroll
       for (int nt = 0; nt < BN / 8; ++nt) {
@@ -93,60 +86,14 @@ __device__ __forceinline__ void flash_fwd(const bf16* __restrict__ Q, const bf16
       }
     }
     // Online softmax: m is kept in scaled log2 units, p = 2^(s·scale·log2e - m).
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
-      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first tile (m = -inf)
-    m0 = n0;
-    m1 = n1;
-    float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; ++nt) {
-      s[nt][0] = exp2f(s[nt][0] * scale_log2 - n0);
-      s[nt][1] = exp2f(s[nt][1] * scale_log2 - n0);
-      s[nt][2] = exp2f(s[nt][2] * scale_log2 - n1);
-      s[nt][3] = exp2f(s[nt][3] * scale_log2 - n1);
-      r0 += s[nt][0] + s[nt][1];
-      r1 += s[nt][2] + s[nt][3];
-    }
-    l0 = l0 * a0 + r0;
-    l1 = l1 * a1 + r1;
-#pragma unroll
-    for (int i = 0; i < D / 8; ++i) {
-      o[i][0] *= a0;
-      o[i][1] *= a0;
-      o[i][2] *= a1;
-      o[i][3] *= a1;
-    }
-    // O += P·V; P's accumulator layout is exactly the A-fragment layout.
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      u32 a[4] = {pack_bf2(s[2 * kk][0], s[2 * kk][1]), pack_bf2(s[2 * kk][2], s[2 * kk][3]),
-                  pack_bf2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        u32 b[4];
-        sp_ldsm_x4_t(b, &v[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + dp * 16 + (lane >> 4) * 8]);
-        sp_mma_bf16(o[2 * dp], a, b[0], b[1]);
-        sp_mma_bf16(o[2 * dp + 1], a, b[2], b[3]);
-      }
-    }
+    sp_softmax_step(s, o, m0, m1, l0, l1, sp_scores_as_is(), [=](float x) { return x * scale_log2; });
+    sp_pv_bf16<D, BN, STR>(o, s, v, lane);
     sp_wait_all();
     __syncthreads();
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
   const float i0 = 1.f / l0, i1 = 1.f / l1;
   const int r0 = q0 + warp * 16 + (lane >> 2), r1 = r0 + 8;
   bf16* Oh = O + (long long)h * D;

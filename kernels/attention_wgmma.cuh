@@ -17,10 +17,12 @@
 // touches shared memory. Shared-memory tiles use the 128-byte swizzle
 // (about 25% faster than the no-swizzle "core matrix" layout, which the
 // templates still take: docs/PERF.md). Shared TMA/mbarrier/wgmma helpers
-// (hp_*) come from hopper.cuh; the shared-memory constants (TD_*) from the
-// generated smem.cuh (kernels/smem.go).
+// (hp_*) come from hopper.cuh; the softmax step, O rescale, P packing and
+// V descriptor, shared with sla_sparse_sm90a.cu, from softmax_wgmma.cuh; the
+// shared-memory constants (TD_*) from the generated smem.cuh
+// (kernels/smem.go).
 #pragma once
-#include "hopper.cuh"
+#include "softmax_wgmma.cuh"
 
 __device__ __forceinline__ void cp16(u32 dst, const void* src, bool pred) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(pred ? 16 : 0));
@@ -57,15 +59,9 @@ __device__ __forceinline__ u32 tile_off(int r, int c8, int R, int kc8) {
 // tile, for the k16 step kk.
 template <bool SW>
 __device__ __forceinline__ u64 tile_desc(u32 base, int row0, int kk, int R, int kc8, int swap) {
-  if (SW) {
-    u32 a = base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32;
-    return (u64)((a & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
-  }
+  if (SW) return hp_desc_sw128_rows(base, row0, kk, R);
   return make_desc(base + (row0 >> 3) * kc8 * 128 + kk * 256, 128, kc8 * 128, swap);
 }
-
-// Keeps the compiler from moving accumulator reads/writes across wgmma.
-__device__ __forceinline__ void reg_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 
 // d[0..31] += A(smem desc)·B(smem desc), m64n64k16, K-major A and B.
 __device__ __forceinline__ void wgmma_ss_n64(float* d, u64 da, u64 db, int accumulate) {
@@ -94,29 +90,12 @@ __device__ __forceinline__ void wgmma_rs_n64(float* d, const u32* a, u64 db) {
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
-// d[0..63] += A(smem desc)·B(smem desc), m64n128k16, K-major A and B.
-__device__ __forceinline__ void wgmma_ss_n128(float* d, u64 da, u64 db, int accumulate) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(da), "l"(db), "r"(accumulate));
-}
-
 template <int BN>
 __device__ __forceinline__ void s_mma(float* s, u64 da, u64 db, int acc);
 template <>
 __device__ __forceinline__ void s_mma<64>(float* s, u64 da, u64 db, int acc) { wgmma_ss_n64(s, da, db, acc); }
 template <>
-__device__ __forceinline__ void s_mma<128>(float* s, u64 da, u64 db, int acc) { wgmma_ss_n128(s, da, db, acc); }
-
-// 2^x on the special-function unit, flushing subnormal results to zero
-// (such probabilities are below bf16's resolution of the row sum anyway).
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+__device__ __forceinline__ void s_mma<128>(float* s, u64 da, u64 db, int acc) { hp_wgmma_ss_n128_bf16(s, da, db, acc); }
 
 template <int D>
 __device__ __forceinline__ void pv_mma(float* o, const u32* a, u64 db);
@@ -138,19 +117,6 @@ __device__ __forceinline__ void qk_issue(float* s, u32 sQ, u32 kbase, int k_row0
   hp_wg_commit();
 }
 
-// Probabilities of a finished softmax as bf16 A fragments for P·V (the
-// accumulator layout of S equals the A-fragment layout).
-template <int SN>
-__device__ __forceinline__ void pack_p(const float* s, u32 (&p)[SN / 16][4]) {
-#pragma unroll
-  for (int kk = 0; kk < SN / 16; ++kk) {
-    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
-  }
-}
-
 // Masked online softmax of a finished S (keys key0..key0+SN-1), in place:
 // s becomes the probabilities; updates the row maxima and sums and returns
 // the factors a0, a1 that O must be scaled by before P·V is added.
@@ -165,48 +131,7 @@ __device__ __forceinline__ void softmax_s(float* s, float& m0, float& m1, float&
       if (key + 1 >= Lk) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
     }
   }
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-  a0 = ex2(m0 - n0);
-  a1 = ex2(m1 - n1);
-  m0 = n0;
-  m1 = n1;
-  float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    s[4 * c] = ex2(fmaf(s[4 * c], scale_log2, -n0));
-    s[4 * c + 1] = ex2(fmaf(s[4 * c + 1], scale_log2, -n0));
-    s[4 * c + 2] = ex2(fmaf(s[4 * c + 2], scale_log2, -n1));
-    s[4 * c + 3] = ex2(fmaf(s[4 * c + 3], scale_log2, -n1));
-    r0 += s[4 * c] + s[4 * c + 1];
-    r1 += s[4 * c + 2] + s[4 * c + 3];
-  }
-  l0 = l0 * a0 + r0;
-  l1 = l1 * a1 + r1;
-}
-
-// O *= a (per row half), skipped once the running maxima settle and every
-// factor of the warp is exactly 1 (exact, not an approximation).
-template <int D>
-__device__ __forceinline__ void rescale_o(float* o, float a0, float a1) {
-  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      o[4 * c] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
-    }
-  }
+  softmax_rows<SN, true>(s, m0, m1, l0, l1, a0, a1, scale_log2);
 }
 
 // Masked online softmax of a finished S (keys key0..key0+63), rescale of O,
@@ -290,36 +215,6 @@ __host__ __device__ constexpr u32 attn_layout_bytes(int D, int NWG, int BN, int 
 #define TF_IWO 2
 #define TF_VN 4
 
-// d[0..63] += A(registers)·B(smem desc, MN-major: transpose bit set), m64n128k16.
-__device__ __forceinline__ void wgmma_rs_n128_tb(float* d, const u32* a, u64 db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-
-// d[0..31] += A(registers)·B(smem desc, MN-major: transpose bit set), m64n64k16.
-__device__ __forceinline__ void wgmma_rs_n64_tb(float* d, const u32* a, u64 db) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-
-// Descriptor of k16 step kk of a V tile in its own layout: BN key rows of
-// 128 bytes per 64-wide half of D (halves BN·128 bytes apart, 128-byte
-// swizzle, as the copy engine lays out K). MN-major reading: the leading
-// offset steps between 64-column halves of D, the stride offset between
-// 8-key groups (the exchanged reading faulted on H100, docs/PERF.md).
-template <int BN>
-__device__ __forceinline__ u64 vn_desc(u32 base, int kk) {
-  const u32 a = base + kk * 16 * 128;
-  const u64 lead = (BN * 128) >> 4, stride = 1024 >> 4;
-  return (u64)((a & 0x3FFFF) >> 4) | (lead << 16) | (stride << 32) | ((u64)1 << 62);
-}
-
 // O += P·V for one stage of BN keys, V in its own layout (TF_VN).
 template <int D, int BN, int FL>
 __device__ __forceinline__ void pv_stage(float* o, const u32 (&p)[BN / 16][4], u32 vbase) {
@@ -328,9 +223,9 @@ __device__ __forceinline__ void pv_stage(float* o, const u32 (&p)[BN / 16][4], u
   for (int kk = 0; kk < BN / 16; ++kk) {
     const u64 db = vn_desc<BN>(vbase, kk);
     if constexpr (D == 128)
-      wgmma_rs_n128_tb(o, p[kk], db);
+      hp_wgmma_rs_n128_bf16_tb(o, p[kk], db);
     else
-      wgmma_rs_n64_tb(o, p[kk], db);
+      hp_wgmma_rs_n64_bf16_tb(o, p[kk], db);
   }
 }
 
@@ -426,10 +321,8 @@ __device__ __forceinline__ void consume_tma(float* o, float& m0, float& m1, floa
 template <int D>
 __device__ __forceinline__ void store_o(const float* o, float l0, float l1, bf16* __restrict__ O, int r0, int z, int h,
                                         int Lq, int H, int t4) {
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
   const float i0 = 1.f / l0, i1 = 1.f / l1;
   const int r1 = r0 + 8;
   const long long W = (long long)H * D;

@@ -57,6 +57,20 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// Max and sum over the four threads of a quad (lanes 4q..4q+3): in the
+// tensor-core accumulator layouts (mma.sync m16n8, wgmma m64nN) those hold
+// one row's columns, so these finish a row reduction.
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+  return v;
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  return v;
+}
+
 // Sum over the block; sh must hold 33 floats. Every thread gets the total.
 __device__ __forceinline__ float block_sum(float v, float* sh) {
   v = warp_sum(v);

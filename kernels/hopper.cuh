@@ -143,6 +143,11 @@ __device__ __forceinline__ void hp_bar_sync(int id, int count) {
 __device__ __forceinline__ u64 hp_desc_sw128(u32 addr) {
   return (u64)((addr & 0x3FFFF) >> 4) | ((u64)1 << 16) | ((u64)(1024 >> 4) << 32) | ((u64)1 << 62);
 }
+// The descriptor of rows row0.. of a K-major bf16 tile of R rows stored as
+// 64-column halves of [R][128 B] (128-byte swizzle), for k16 step kk.
+__device__ __forceinline__ u64 hp_desc_sw128_rows(u32 base, int row0, int kk, int R) {
+  return hp_desc_sw128(base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32);
+}
 
 // ---- wgmma wrappers of the SLA kernels (sla_sparse_sm90a.cu) ----
 // The instructions of attention_wgmma.cuh's wrappers under hp_ names. d

@@ -3,7 +3,7 @@
 // sla_sage_fp8.cu (P·V on e4m3 mma.sync, sm_89+ with NVRTC 12.4+; a module
 // of its own so that a toolchain without it costs only that path).
 #pragma once
-#include "mma.cuh"
+#include "softmax_mma.cuh"
 
 // The e4m3 mma.sync (sm_89+) needs PTX ISA 8.4 (NVRTC 12.4+); without it
 // the fp8 kernels are built as stubs and sage_fp8_supported says 0.
@@ -135,8 +135,11 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
   float o[D / 8][4];
 #pragma unroll
   for (int x = 0; x < D / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
-  float m0 = -5e6f, m1 = -5e6f;
-  float d0 = t4 == 0 ? 1.f : 0.f, d1 = d0;  // per-thread partial sums; the quad's total starts at 1
+  // Running max (declared m1 first: NVVM then numbers the loop's registers
+  // as before the shared softmax helpers) and per-thread partial sums (the
+  // quad's total starts at 1).
+  float m1 = -5e6f, m0 = -5e6f;
+  float d0 = t4 == 0 ? 1.f : 0.f, d1 = d0;
 
   for (int it = 0; it < n; ++it) {
     const int st = it & 1, j = lr[it];
@@ -161,37 +164,18 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
     const float dq = __fmul_rn(sqi, sk[bh * Kb + j]);
     const float c = last ? sm : __fmul_rn(sm, dq);
     float s[BK / 8][4];
-    float mx0 = -5e6f, mx1 = -5e6f;
-#pragma unroll
-    for (int nt = 0; nt < BK / 8; ++nt) {
+    float mx0 = -5e6f, mx1 = -5e6f, a0, a1;
+    sp_row_max(s, mx0, mx1, [&](int nt, int e) {
       const int key = j * BK + nt * 8 + 2 * t4;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = __int2float_rz(si[nt][e]);
-        if (last) x = __fmul_rn(x, dq);
-        s[nt][e] = (key + (e & 1) < L) ? x : -INFINITY;
-      }
-      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, __fmul_rn(mx0, c)), n1 = fmaxf(m1, __fmul_rn(mx1, c));
-    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);
-    m0 = n0;
-    m1 = n1;
+      float x = __int2float_rz(si[nt][e]);
+      if (last) x = __fmul_rn(x, dq);
+      return (key + (e & 1) < L) ? x : -INFINITY;
+    });
+    sp_max_update(m0, m1, mx0, mx1, a0, a1, [=](float x) { return __fmul_rn(x, c); });
     d0 *= a0;
     d1 *= a1;
-#pragma unroll
-    for (int x = 0; x < D / 8; ++x) {
-      o[x][0] *= a0;
-      o[x][1] *= a0;
-      o[x][2] *= a1;
-      o[x][3] *= a1;
-    }
-    const float nm0 = -n0 + 8.807f, nm1 = -n1 + 8.807f;
+    sp_rescale_o(o, a0, a1);
+    const float nm0 = -m0 + 8.807f, nm1 = -m1 + 8.807f;
 #pragma unroll
     for (int nt = 0; nt < BK / 8; ++nt) {
 #pragma unroll
@@ -221,28 +205,14 @@ __device__ __forceinline__ void sage_sparse(const signed char* __restrict__ Qi, 
         }
       }
     } else {
-      const bf16* vb = (const bf16*)v;
-#pragma unroll
-      for (int kk = 0; kk < BK / 16; ++kk) {
-        u32 a[4] = {pack_bf2(s[2 * kk][0], s[2 * kk][1]), pack_bf2(s[2 * kk][2], s[2 * kk][3]),
-                    pack_bf2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-        for (int dp = 0; dp < D / 16; ++dp) {
-          u32 bb[4];
-          sp_ldsm_x4_t(bb, &vb[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * VSTR + dp * 16 + (lane >> 4) * 8]);
-          sp_mma_bf16(o[2 * dp], a, bb[0], bb[1]);
-          sp_mma_bf16(o[2 * dp + 1], a, bb[2], bb[3]);
-        }
-      }
+      sp_pv_bf16<D, BK, VSTR>(o, s, (const bf16*)v, lane);
     }
     sp_wait_all();
     __syncthreads();
   }
 
-  d0 += __shfl_xor_sync(0xffffffffu, d0, 1);
-  d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
-  d1 += __shfl_xor_sync(0xffffffffu, d1, 1);
-  d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+  d0 = quad_sum(d0);
+  d1 = quad_sum(d1);
   const float i0 = 1.f / d0, i1 = 1.f / d1;
   const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
   const float* vsh = vs + (long long)b * ld + (long long)h * D;

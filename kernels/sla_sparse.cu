@@ -4,8 +4,9 @@
 // in the epilogue: out = bf16(bf16(o_s) + o_l). Head dim D (128 or 64); q/k/v/o_l
 // [B, L, H·D]; one CTA per (query block, head, batch), 16 query rows per
 // warp, key blocks through shared memory with cp.async (two stages), the
-// same tile structure as attention.cu.
-#include "mma.cuh"
+// same tile structure and softmax/P·V helpers (softmax_mma.cuh) as
+// attention.cu.
+#include "softmax_mma.cuh"
 
 // SLA (Triton kernel semantics): s = (q·k)·scale in float32 (scale =
 // d^-0.5·log2 e), online softmax p = exp2(s − m), o += bf16(p)·v, o/l.
@@ -46,9 +47,7 @@ __device__ __forceinline__ void sla_sparse(const bf16* __restrict__ Q, const bf1
   __syncthreads();
 
   u32 qf[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    sp_ldsm_x4(qf[kk], &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+  sp_load_q<D, STR>(qf, sQ, warp, lane);
   float o[D / 8][4];
 #pragma unroll
   for (int x = 0; x < D / 8; ++x) o[x][0] = o[x][1] = o[x][2] = o[x][3] = 0.f;
@@ -63,74 +62,23 @@ __device__ __forceinline__ void sla_sparse(const bf16* __restrict__ Q, const bf1
     float s[BK / 8][4];
 #pragma unroll
     for (int x = 0; x < BK / 8; ++x) s[x][0] = s[x][1] = s[x][2] = s[x][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < BK / 16; ++np) {
-        u32 bb[4];
-        sp_ldsm_x4(bb, &k[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-        sp_mma_bf16(s[2 * np], qf[kk], bb[0], bb[1]);
-        sp_mma_bf16(s[2 * np + 1], qf[kk], bb[2], bb[3]);
-      }
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < BK / 8; ++nt) {
-      const int key = j * BK + nt * 8 + 2 * t4;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt][e] = (key + (e & 1) < L) ? __fmul_rn(s[nt][e], scale) : -INFINITY;
-      }
-      mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-      mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    const float a0 = exp2f(m0 - n0), a1 = exp2f(m1 - n1);  // 0 on the first block (m = -inf)
-    m0 = n0;
-    m1 = n1;
-    float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < BK / 8; ++nt) {
-      s[nt][0] = exp2f(s[nt][0] - n0);
-      s[nt][1] = exp2f(s[nt][1] - n0);
-      s[nt][2] = exp2f(s[nt][2] - n1);
-      s[nt][3] = exp2f(s[nt][3] - n1);
-      r0 += s[nt][0] + s[nt][1];
-      r1 += s[nt][2] + s[nt][3];
-    }
-    l0 = l0 * a0 + r0;
-    l1 = l1 * a1 + r1;
-#pragma unroll
-    for (int x = 0; x < D / 8; ++x) {
-      o[x][0] *= a0;
-      o[x][1] *= a0;
-      o[x][2] *= a1;
-      o[x][3] *= a1;
-    }
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      u32 a[4] = {pack_bf2(s[2 * kk][0], s[2 * kk][1]), pack_bf2(s[2 * kk][2], s[2 * kk][3]),
-                  pack_bf2(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_bf2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        u32 bb[4];
-        sp_ldsm_x4_t(bb, &v[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + dp * 16 + (lane >> 4) * 8]);
-        sp_mma_bf16(o[2 * dp], a, bb[0], bb[1]);
-        sp_mma_bf16(o[2 * dp + 1], a, bb[2], bb[3]);
-      }
-    }
+    sp_qk_bf16<D, BK, STR>(s, qf, k, lane);
+    // s = (q·k)·scale rounded to float32, keys past L masked; already in
+    // exp2 units, so the step's own scaling is the identity.
+    sp_softmax_step(
+        s, o, m0, m1, l0, l1,
+        [&](int nt, int e) {
+          const int key = j * BK + nt * 8 + 2 * t4;
+          return (key + (e & 1) < L) ? __fmul_rn(s[nt][e], scale) : -INFINITY;
+        },
+        [](float x) { return x; });
+    sp_pv_bf16<D, BK, STR>(o, s, v, lane);
     sp_wait_all();
     __syncthreads();
   }
 
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  l0 = quad_sum(l0);
+  l1 = quad_sum(l1);
   const int r0 = q0 + warp * 16 + (lane >> 2), r1 = r0 + 8;
   const long long ob = (long long)b * L * ld + (long long)h * D;
 #pragma unroll

@@ -12,31 +12,8 @@
 // float32, p = exp2(s − m) online, O += bf16(p)·V in float32, out =
 // bf16(bf16(O/l) + o_l). The running maximum moves per 128-key stage
 // instead of per 64-key block, which changes only roundings.
-#include "hopper.cuh"
+#include "softmax_wgmma.cuh"
 #include "sla_sage.cuh"
-
-__device__ __forceinline__ float sl_ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ void sl_fence(float& r) { asm volatile("" : "+f"(r)::"memory"); }
-
-// Descriptor of k16 step kk of a stage's V tile in its own layout (BN key
-// rows of 128 bytes per 64-wide half of D, halves BN·128 bytes apart,
-// 128-byte swizzle), read MN-major: the leading offset steps between the
-// halves of D, the stride offset between 8-key groups (attention's vn_desc).
-template <int BN>
-__device__ __forceinline__ u64 sl_vdesc(u32 base, int kk) {
-  const u32 a = base + kk * 16 * 128;
-  const u64 lead = (BN * 128) >> 4, stride = 1024 >> 4;
-  return (u64)((a & 0x3FFFF) >> 4) | (lead << 16) | (stride << 32) | ((u64)1 << 62);
-}
-// Descriptor of rows row0.. of a K-major tile of R rows (D/64 halves of
-// [R][128 B], 128-byte swizzle) for k16 step kk.
-__device__ __forceinline__ u64 sl_kdesc(u32 base, int row0, int kk, int R) {
-  return hp_desc_sw128(base + (kk >> 2) * R * 128 + row0 * 128 + (kk & 3) * 32);
-}
 
 // Keys of a 128-key stage that exist: stage st of a list of n blocks of BK
 // keys, entry e of the stage is list item st·(128/BK)+e (none past n; the
@@ -71,55 +48,103 @@ __device__ __forceinline__ void sl_softmax(float* s, float& m0, float& m1, float
       if (kc + 1 >= lim) s[4 * c + 1] = s[4 * c + 3] = -INFINITY;
     }
   }
-  float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * c], s[4 * c + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * c + 2], s[4 * c + 3]));
-  }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-  const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-  a0 = sl_ex2(m0 - n0);  // 0 on the first stage (m = -inf)
-  a1 = sl_ex2(m1 - n1);
-  m0 = n0;
-  m1 = n1;
-  float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-  for (int c = 0; c < SN / 8; ++c) {
-    s[4 * c] = sl_ex2(s[4 * c] - n0);
-    s[4 * c + 1] = sl_ex2(s[4 * c + 1] - n0);
-    s[4 * c + 2] = sl_ex2(s[4 * c + 2] - n1);
-    s[4 * c + 3] = sl_ex2(s[4 * c + 3] - n1);
-    r0 += s[4 * c] + s[4 * c + 1];
-    r1 += s[4 * c + 2] + s[4 * c + 3];
-  }
-  l0 = l0 * a0 + r0;
-  l1 = l1 * a1 + r1;
+  softmax_rows<SN, false>(s, m0, m1, l0, l1, a0, a1, 0.f);
 }
 
-template <int D>
-__device__ __forceinline__ void sl_rescale(float* o, float a0, float a1) {
-  if (__any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+// ---- The ring shared by the SLA and SageSLA kernels ----
+// NS stages; full[s] at bars + 8s (the producer's arrival plus the copy
+// engine's bytes), empty[s] at bars + 8(NS+s) (one arrival per consumer
+// warp), Q's full barrier at qbar. One thread initialises them before the
+// block barrier.
+template <int NS>
+__device__ __forceinline__ void sl_init_bars(u32 bars, u32 qbar, u32 consumer_warps) {
+  for (int st = 0; st < NS; ++st) {
+    hp_mbar_init(bars + 8 * st, 1);
+    hp_mbar_init(bars + 8 * (NS + st), consumer_warps);
+  }
+  hp_mbar_init(qbar, 1);
+  hp_mbar_init_fence();
+}
+
+// The producer thread's loop over nst stages: fetch(t) first (an index the
+// copies need, loaded before the wait so its latency hides behind it), then
+// wait until the consumers released the slot's previous stage, arm its full
+// barrier for bytes and issue load(t, slot, fetch(t)).
+template <int NS, class Fetch, class Load>
+__device__ __forceinline__ void sl_produce(int nst, u32 bars, u32 bytes, Fetch fetch, Load load) {
+  for (int t = 0; t < nst; ++t) {
+    const int st = t % NS, x = fetch(t);
+    if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);  // consumers released the stage
+    hp_mbar_expect_tx(bars + 8 * st, bytes);
+    load(t, st, x);
+  }
+}
+
+// The consumer warpgroups' loop over nst stages (FA3's intra-warpgroup
+// overlap): S_0 and its softmax; then per stage t: issue S_{t+1}, issue
+// P_t·V_t, softmax of S_{t+1} while P_t·V_t runs, then rescale O once that
+// retired and pack P_{t+1}; the last P·V alone. The kernel supplies qk(slot)
+// and pv(slot) (issue the MMAs), next(t) (global loads stage t's softmax
+// needs, issued before the wait for its data), soft(t) (the softmax of
+// stage t, setting a0, a1) and pack() (P as A fragments); acc is S's
+// accumulator (SACC registers), fenced so its reads stay after the wait.
+// (Arguments by reference: by value, NVVM numbered the registers of the
+// SageSLA loop differently, and the kernels' code is kept as it was.)
+template <int D, int NS, int SACC, class T, class QK, class PV, class Next, class Soft, class Pack>
+__device__ __forceinline__ void sl_consume(float* o, T* acc, float& a0, float& a1, const int& nst, const u32& bars,
+                                           const u32& qbar, const int& lane, const QK& qk, const PV& pv,
+                                           const Next& next, const Soft& soft, const Pack& pack) {
+  auto fence_s = [&]() {
 #pragma unroll
-    for (int c = 0; c < D / 8; ++c) {
-      o[4 * c] *= a0;
-      o[4 * c + 1] *= a0;
-      o[4 * c + 2] *= a1;
-      o[4 * c + 3] *= a1;
+    for (int x = 0; x < SACC; ++x) reg_fence(acc[x]);
+  };
+  auto fence_o = [&]() {
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
+  };
+  auto release = [&](int st) {
+    __syncwarp();
+    if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+  };
+  hp_mbar_wait(qbar, 0);
+  if (nst > 0) {
+    hp_mbar_wait(bars, 0);
+    hp_wg_fence();
+    qk(0);
+    hp_wg_commit();
+    hp_wg_wait<0>();
+    fence_s();
+    next(0);
+    soft(0);  // O is zero: no rescale
+    pack();
+#pragma unroll 1
+    for (int t = 0; t + 1 < nst; ++t) {
+      const int st = t % NS, sn = (t + 1) % NS;
+      next(t + 1);
+      fence_o();
+      hp_wg_fence();
+      hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);  // stage t+1 landed
+      qk(sn);
+      hp_wg_commit();
+      pv(st);
+      hp_wg_commit();
+      hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
+      fence_s();
+      soft(t + 1);
+      hp_wg_wait<0>();
+      fence_o();
+      release(st);
+      rescale_o<D>(o, a0, a1);
+      pack();
     }
-  }
-}
-
-__device__ __forceinline__ void sl_pack(const float* s, u32 (&p)[8][4]) {
-#pragma unroll
-  for (int kk = 0; kk < 8; ++kk) {
-    p[kk][0] = pack_bf2(s[8 * kk], s[8 * kk + 1]);
-    p[kk][1] = pack_bf2(s[8 * kk + 2], s[8 * kk + 3]);
-    p[kk][2] = pack_bf2(s[8 * kk + 4], s[8 * kk + 5]);
-    p[kk][3] = pack_bf2(s[8 * kk + 6], s[8 * kk + 7]);
+    const int st = (nst - 1) % NS;
+    fence_o();
+    hp_wg_fence();
+    pv(st);
+    hp_wg_commit();
+    hp_wg_wait<0>();
+    fence_o();
+    release(st);
   }
 }
 
@@ -131,7 +156,9 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
                                                const bf16* __restrict__ OL, void* out, int odt,
                                                const int* __restrict__ lut, const int* __restrict__ cnt, int L, int H,
                                                int Qb, int Kb, float scale) {
-  constexpr int BM = 64 * NWG, BN = 128, NS = 3, DH = D / 64, NB = BN / BK;
+  // The ring (kernels/smem.go, which sizes the launch): NS stages of BN keys.
+  constexpr int BM = 64 * NWG, BN = TD_SLA_TMA_STAGE_KEYS, NS = TD_SLA_TMA_STAGES, DH = D / 64, NB = BN / BK;
+  static_assert(BN == 128, "S of a stage is one m64n128 wgmma tile");
   constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = BN * D * 2;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
@@ -141,14 +168,7 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
   const long long row = ((long long)z * H + h) * Qb + i;
   const int* lr = lut + row * Kb;
   const int n = cnt[row], nst = (n + NB - 1) / NB;
-  if (tid == 0) {
-    for (int st = 0; st < NS; ++st) {
-      hp_mbar_init(bars + 8 * st, 1);
-      hp_mbar_init(bars + 8 * (NS + st), NWG * 4);
-    }
-    hp_mbar_init(qbar, 1);
-    hp_mbar_init_fence();
-  }
+  if (tid == 0) sl_init_bars<NS>(bars, qbar, NWG * 4);
   __syncthreads();
 
   if (wg == NWG) {  // producer warpgroup: one thread issues every copy
@@ -157,21 +177,20 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
       hp_mbar_expect_tx(qbar, QB);
 #pragma unroll
       for (int hf = 0; hf < DH; ++hf) hp_tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * L + q0, qbar);
-      for (int t = 0; t < nst; ++t) {
-        const int st = t % NS;
-        if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);  // consumers released the stage
-        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
+      sl_produce<NS>(
+          nst, bars, KB + VB, [](int) { return 0; },
+          [&](int t, int st, int) {
 #pragma unroll
-        for (int e = 0; e < NB; ++e) {
-          const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
+            for (int e = 0; e < NB; ++e) {
+              const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
 #pragma unroll
-          for (int hf = 0; hf < DH; ++hf) {
-            const u32 off = hf * BN * 128 + e * BK * 128;
-            hp_tma_load_2d(sK + st * KB + off, tmK, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
-            hp_tma_load_2d(sV + st * VB + off, tmV, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
-          }
-        }
-      }
+              for (int hf = 0; hf < DH; ++hf) {
+                const u32 off = hf * BN * 128 + e * BK * 128;
+                hp_tma_load_2d(sK + st * KB + off, tmK, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+                hp_tma_load_2d(sV + st * VB + off, tmV, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+              }
+            }
+          });
     }
   } else {  // consumer warpgroups
     HP_SETMAXNREG_INC(240);
@@ -188,75 +207,23 @@ __device__ __forceinline__ void sla_sparse_tma(const HpTmaDesc* tmQ, const HpTma
     auto qk = [&](int st) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
-        hp_wgmma_ss_n128_bf16(s, sl_kdesc(sQ, wg * 64, kk, BM), sl_kdesc(sK + st * KB, 0, kk, BN), kk > 0);
+        hp_wgmma_ss_n128_bf16(s, hp_desc_sw128_rows(sQ, wg * 64, kk, BM), hp_desc_sw128_rows(sK + st * KB, 0, kk, BN),
+                              kk > 0);
     };
     auto pv = [&](int st) {
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         if constexpr (D == 128)
-          hp_wgmma_rs_n128_bf16_tb(o, p[kk], sl_vdesc<BN>(sV + st * VB, kk));
+          hp_wgmma_rs_n128_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
         else
-          hp_wgmma_rs_n64_bf16_tb(o, p[kk], sl_vdesc<BN>(sV + st * VB, kk));
+          hp_wgmma_rs_n64_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
       }
     };
-    auto fence_s = [&]() {
-#pragma unroll
-      for (int x = 0; x < BN / 2; ++x) sl_fence(s[x]);
-    };
-    auto fence_o = [&]() {
-#pragma unroll
-      for (int x = 0; x < D / 2; ++x) sl_fence(o[x]);
-    };
-    auto release = [&](int st) {
-      __syncwarp();
-      if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
-    };
-    hp_mbar_wait(qbar, 0);
-    if (nst > 0) {
-      // S_0 and its softmax; then per stage t: issue S_{t+1}, issue P_t·V_t,
-      // softmax of S_{t+1} while P_t·V_t runs, rescale O once it retired.
-      hp_mbar_wait(bars, 0);
-      hp_wg_fence();
-      qk(0);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_s();
-      sl_valid<BK>(lr, n, 0, L, vc);
-      sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);  // O is zero: no rescale
-      sl_pack(s, p);
-#pragma unroll 1
-      for (int t = 0; t + 1 < nst; ++t) {
-        const int st = t % NS, sn = (t + 1) % NS;
-        sl_valid<BK>(lr, n, t + 1, L, vc);
-        fence_o();
-        hp_wg_fence();
-        hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);  // stage t+1 landed
-        qk(sn);
-        hp_wg_commit();
-        pv(st);
-        hp_wg_commit();
-        hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
-        fence_s();
-        sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4);
-        hp_wg_wait<0>();
-        fence_o();
-        release(st);
-        sl_rescale<D>(o, a0, a1);
-        sl_pack(s, p);
-      }
-      const int st = (nst - 1) % NS;
-      fence_o();
-      hp_wg_fence();
-      pv(st);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_o();
-      release(st);
-    }
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    sl_consume<D, NS, BN / 2>(
+        o, s, a0, a1, nst, bars, qbar, lane, qk, pv, [&](int t) { sl_valid<BK>(lr, n, t, L, vc); },
+        [&](int) { sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4); }, [&]() { pack_p<BN>(s, p); });
+    l0 = quad_sum(l0);
+    l1 = quad_sum(l1);
     const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
     const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
 #pragma unroll
@@ -334,10 +301,8 @@ __device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, f
     mx0 = fmaxf(mx0, fmaxf(s[4 * nt], s[4 * nt + 1]));
     mx1 = fmaxf(mx1, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
   }
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
   const float n0 = fmaxf(m0, __fmul_rn(mx0, c)), n1 = fmaxf(m1, __fmul_rn(mx1, c));
   a0 = exp2f(m0 - n0);
   a1 = exp2f(m1 - n1);
@@ -378,7 +343,8 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
                                                 const float* __restrict__ vs, const bf16* __restrict__ OL, void* out,
                                                 int odt, const int* __restrict__ lut, const int* __restrict__ cnt,
                                                 int L, int H, int Qb, int Kb, float sm) {
-  constexpr int D = 128, BM = 64, BK = 128, NS = 3;
+  constexpr int D = 128, BM = 64, BK = TD_SLA_TMA_STAGE_KEYS, NS = TD_SLA_TMA_STAGES;  // kernels/smem.go
+  static_assert(BK == 128, "S of a stage is one m64n128k32 wgmma tile");
   constexpr u32 QB = BM * D, KB = BK * D, VB = D * BK;
   extern __shared__ __align__(128) unsigned char smem[];
   const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
@@ -388,14 +354,7 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
   const long long bh = (long long)z * H + h, row = bh * Qb + i;
   const int* lr = lut + row * Kb;
   const int n = cnt[row];
-  if (tid == 0) {
-    for (int st = 0; st < NS; ++st) {
-      hp_mbar_init(bars + 8 * st, 1);
-      hp_mbar_init(bars + 8 * (NS + st), 4);
-    }
-    hp_mbar_init(qbar, 1);
-    hp_mbar_init_fence();
-  }
+  if (tid == 0) sl_init_bars<NS>(bars, qbar, 4);
   __syncthreads();
 
   if (wg == 1) {  // producer warpgroup: one thread issues every copy
@@ -403,13 +362,12 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
     if (tid == 128) {
       hp_mbar_expect_tx(qbar, QB);
       hp_tma_load_2d(sQ, tmQ, h * D, z * L + q0, qbar);
-      for (int t = 0; t < n; ++t) {
-        const int st = t % NS, j = __ldg(lr + t);
-        if (t >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((t / NS) - 1) & 1);
-        hp_mbar_expect_tx(bars + 8 * st, KB + VB);
-        hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
-        hp_tma_load_2d(sV + st * VB, tmV, j * BK, (int)bh * D, bars + 8 * st);
-      }
+      sl_produce<NS>(
+          n, bars, KB + VB, [&](int t) { return __ldg(lr + t); },
+          [&](int, int st, int j) {
+            hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB, tmV, j * BK, (int)bh * D, bars + 8 * st);
+          });
     }
   } else {
     HP_SETMAXNREG_INC(232);
@@ -433,66 +391,16 @@ __device__ __forceinline__ void sage_sparse_tma(const HpTmaDesc* tmQ, const HpTm
 #pragma unroll
       for (int kc = 0; kc < BK / 32; ++kc) sg_mma_pv(o, p8[kc], hp_desc_sw128(sV + st * VB + kc * 32));
     };
-    auto fence_si = [&]() {
-#pragma unroll
-      for (int x = 0; x < BK / 2; ++x) asm volatile("" : "+r"(si[x])::"memory");
-    };
-    auto fence_o = [&]() {
-#pragma unroll
-      for (int x = 0; x < D / 2; ++x) sl_fence(o[x]);
-    };
-    auto release = [&](int st) {
-      __syncwarp();
-      if (lane == 0) hp_mbar_arrive(bars + 8 * (NS + st));
-    };
     auto soft = [&](int t) {
       const int j = __ldg(lr + t);
       const bool last = t == n - 1;
       const float dq = __fmul_rn(sqi, __ldg(sk + bh * Kb + j));
       sg_softmax(si, s, m0, m1, d0, d1, a0, a1, dq, last ? sm : __fmul_rn(sm, dq), last, min(BK, L - j * BK), t4);
     };
-    hp_mbar_wait(qbar, 0);
-    if (n > 0) {
-      hp_mbar_wait(bars, 0);
-      hp_wg_fence();
-      qk(0);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_si();
-      soft(0);  // O is zero: no rescale
-      sg_pack(s, p8);
-#pragma unroll 1
-      for (int t = 0; t + 1 < n; ++t) {
-        const int st = t % NS, sn = (t + 1) % NS;
-        fence_o();
-        hp_wg_fence();
-        hp_mbar_wait(bars + 8 * sn, ((t + 1) / NS) & 1);
-        qk(sn);
-        hp_wg_commit();
-        pv(st);
-        hp_wg_commit();
-        hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
-        fence_si();
-        soft(t + 1);
-        hp_wg_wait<0>();
-        fence_o();
-        release(st);
-        sl_rescale<D>(o, a0, a1);
-        sg_pack(s, p8);
-      }
-      const int st = (n - 1) % NS;
-      fence_o();
-      hp_wg_fence();
-      pv(st);
-      hp_wg_commit();
-      hp_wg_wait<0>();
-      fence_o();
-      release(st);
-    }
-    d0 += __shfl_xor_sync(0xffffffffu, d0, 1);
-    d0 += __shfl_xor_sync(0xffffffffu, d0, 2);
-    d1 += __shfl_xor_sync(0xffffffffu, d1, 1);
-    d1 += __shfl_xor_sync(0xffffffffu, d1, 2);
+    sl_consume<D, NS, BK / 2>(
+        o, si, a0, a1, n, bars, qbar, lane, qk, pv, [](int) {}, soft, [&]() { sg_pack(s, p8); });
+    d0 = quad_sum(d0);
+    d1 = quad_sum(d1);
     const float i0 = 1.f / d0, i1 = 1.f / d1;
     const int r0 = q0 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
     const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;

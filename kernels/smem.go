@@ -22,6 +22,12 @@ const (
 	// their 8-byte mbarriers: full and empty per stage, and Q's full (and
 	// empty, in the persistent kernel).
 	AttnBarrierBytes = 64
+	// SLATMAStages: K/V stages of the Hopper SLA and SageSLA kernels
+	// (sla_sparse_sm90a.cu).
+	SLATMAStages = 3
+	// SLATMAStageKeys: keys per stage of those kernels, one m64n128 S tile
+	// (two 64-key blocks or one 128-key block); fixed by the wgmma shape.
+	SLATMAStageKeys = 128
 )
 
 // smemDefines are the constants as the kernels see them.
@@ -29,6 +35,8 @@ var smemDefines = map[string]int{
 	"TD_SMEM_ALIGN":         SmemAlign,
 	"TD_ATTN_TMA_STAGES":    AttnTMAStages,
 	"TD_ATTN_BARRIER_BYTES": AttnBarrierBytes,
+	"TD_SLA_TMA_STAGES":     SLATMAStages,
+	"TD_SLA_TMA_STAGE_KEYS": SLATMAStageKeys,
 }
 
 // smemHeader is the generated header smem.cuh, one #define per constant.

@@ -20,7 +20,8 @@ func TestSmemHeader(t *testing.T) {
 	if h == nil {
 		t.Fatal("smem.cuh not among the headers")
 	}
-	for name, v := range map[string]int{"TD_SMEM_ALIGN": SmemAlign, "TD_ATTN_TMA_STAGES": AttnTMAStages, "TD_ATTN_BARRIER_BYTES": AttnBarrierBytes} {
+	for name, v := range map[string]int{"TD_SMEM_ALIGN": SmemAlign, "TD_ATTN_TMA_STAGES": AttnTMAStages, "TD_ATTN_BARRIER_BYTES": AttnBarrierBytes,
+		"TD_SLA_TMA_STAGES": SLATMAStages, "TD_SLA_TMA_STAGE_KEYS": SLATMAStageKeys} {
 		if want := fmt.Sprintf("#define %s %d\n", name, v); !strings.Contains(h.Code, want) {
 			t.Errorf("smem.cuh lacks %q:\n%s", want, h.Code)
 		}
@@ -29,6 +30,11 @@ func TestSmemHeader(t *testing.T) {
 		if strings.Contains(m.Code, "+ 1023) & ~1023u") {
 			t.Errorf("%s aligns shared memory with a bare 1023; use HP_ALIGN_SMEM (TD_SMEM_ALIGN)", m.Name)
 		}
+	}
+	// The Hopper SLA/SageSLA kernels take their ring from the constants the
+	// host sizes their launches with.
+	if m, _ := Module("sla_sparse_sm90a.cu"); strings.Count(m.Code, "NS = TD_SLA_TMA_STAGES") != 2 {
+		t.Error("sla_sparse_sm90a.cu: both kernels should set NS = TD_SLA_TMA_STAGES")
 	}
 	if hp, _ := files.ReadFile("hopper.cuh"); !strings.Contains(string(hp), "#include \"smem.cuh\"") {
 		t.Error("hopper.cuh does not include smem.cuh")

@@ -83,7 +83,7 @@ func TestModelFilesCheckedBeforeLoading(t *testing.T) {
 			return headerOnly{f, &reads}, nil
 		}
 		tc.files.Tokenizer = golden.Path(t, "tokenizer")
-		eng, err := New(be, be, Options{Files: tc.files, Attention: backend.Dense, OpenCheckpoint: open})
+		eng, err := New(be, be, Options{Files: tc.files, DiTOptions: DiTOptions{Attention: backend.Dense}, OpenCheckpoint: open})
 		if err == nil {
 			eng.Close()
 			t.Errorf("%s: accepted", tc.what)
@@ -101,11 +101,14 @@ func TestModelFilesCheckedBeforeLoading(t *testing.T) {
 	}
 	// The fitting set passes the check (and reads nothing either).
 	var reads atomic.Int64
-	eng, err := New(be, be, Options{Files: Files{DiT: dit, VAE: vae, TextEncoder: enc, Tokenizer: golden.Path(t, "tokenizer")}, Attention: backend.Dense,
+	eng, err := New(be, be, Options{
+		Files:      Files{DiT: dit, VAE: vae, TextEncoder: enc, Tokenizer: golden.Path(t, "tokenizer")},
+		DiTOptions: DiTOptions{Attention: backend.Dense},
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			f, err := checkpoint.Open(p)
 			return headerOnly{f, &reads}, err
-		}})
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

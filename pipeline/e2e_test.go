@@ -41,7 +41,7 @@ func tinyFiles(t *testing.T, over Files) (dir string, files Files) {
 func TestGenerateEndToEndCPU(t *testing.T) {
 	dir, files := tinyFiles(t, Files{VAE: golden.Path(t, "vae.safetensors")})
 	be := cpu.New()
-	eng, err := New(be, be, Options{Files: files, Attention: backend.SLA, TopK: 0.25, CacheDir: filepath.Join(dir, "cache")})
+	eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.SLA, TopK: 0.25}, CacheDir: filepath.Join(dir, "cache")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestGenerateEndToEndCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	v, err := wanvae.Load(f, be, tensor.BF16)
+	v, err := wanvae.Load(be, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestGenerateEndToEndCPU(t *testing.T) {
 	// A new engine given the same prompt must take the context from the
 	// prompt cache and never load the encoder.
 	eng.Close()
-	eng2, err := New(be, be, Options{Files: files, Attention: backend.SLA, TopK: 0.25, CacheDir: filepath.Join(dir, "cache")})
+	eng2, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.SLA, TopK: 0.25}, CacheDir: filepath.Join(dir, "cache")})
 	if err != nil {
 		t.Fatal(err)
 	}

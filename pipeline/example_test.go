@@ -26,7 +26,7 @@ func Example() {
 	if err != nil {
 		log.Fatal(err) // names every missing file and where to download it
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, Attention: backend.SLA, TopK: 0.1})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DiTOptions: pipeline.DiTOptions{Attention: backend.SLA, TopK: 0.1}})
 	if err != nil {
 		log.Fatal(err)
 	}

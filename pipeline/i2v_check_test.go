@@ -140,7 +140,7 @@ func TestI2VMismatchFailsBeforeLoading(t *testing.T) {
 	files.DiTLow = golden.Path(t, i2vLowFile) // another architecture than the fixture's high expert
 	var reads atomic.Int64
 	be := cpu.New()
-	eng, err := New(be, be, Options{Files: files, Attention: backend.Dense, OpenCheckpoint: headerOpener(&reads)})
+	eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, OpenCheckpoint: headerOpener(&reads)})
 	if err != nil {
 		t.Fatal(err)
 	}

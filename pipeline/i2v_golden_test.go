@@ -188,7 +188,7 @@ func i2vRuns(t testing.TB) []i2vRun {
 func i2vEngine(t testing.TB, be backend.Core, r i2vRun) *Engine {
 	t.Helper()
 	files := Files{DiTHigh: golden.Path(t, i2vHighFile), DiTLow: golden.Path(t, i2vLowFile), VAE: golden.Path(t, i2vVAEFile)}
-	eng, err := New(be, cpu.New(), Options{Files: files, DType: r.dtype, Attention: r.attn, TopK: r.topk, Norm: r.norm, KeepExperts: true})
+	eng, err := New(be, cpu.New(), Options{Files: files, DiTOptions: DiTOptions{DType: r.dtype, Attention: r.attn, TopK: r.topk, Norm: r.norm}, KeepExperts: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,7 +131,7 @@ func newI2VFixture(t *testing.T) i2vFixture {
 func (f i2vFixture) engine(t *testing.T, keep bool) *Engine {
 	t.Helper()
 	be := cpu.New()
-	eng, err := New(be, be, Options{Files: f.files, Attention: backend.Dense, KeepExperts: keep})
+	eng, err := New(be, be, Options{Files: f.files, DiTOptions: DiTOptions{Attention: backend.Dense}, KeepExperts: keep})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestI2VEndToEndCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vae, err := wanvae.Load(vf, be, tensor.BF16)
+	vae, err := wanvae.Load(be, vf, wanvae.Options{DType: tensor.BF16})
 	vf.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -315,7 +315,7 @@ func TestI2VBadInput(t *testing.T) {
 	base := Request{Prompt: "x", Image: fx.image, Steps: 2, SigmaMax: 200, Size: Size{32, 32}, Frames: 1, Seed: 1, Samples: 1}
 	gen := func(files Files, r Request) error {
 		be := cpu.New()
-		eng, err := New(be, be, Options{Files: files, Attention: backend.Dense})
+		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -73,7 +73,7 @@ func engineFreesEverything(t *testing.T, be backend.Core, loose func() int, gpuR
 		t.Run(c.name, func(t *testing.T) {
 			dir, files := c.files(t)
 			before := loose()
-			opt := Options{Files: files, Attention: backend.Dense, CacheDir: filepath.Join(dir, "cache")}
+			opt := Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, CacheDir: filepath.Join(dir, "cache")}
 			if c.opt != nil {
 				c.opt(&opt)
 			}

@@ -64,7 +64,7 @@ func TestRequestLoRA(t *testing.T) {
 	spec := lora.Spec{Path: loraPath, Scale: 0.7}
 	newEngine := func(files Files, keep bool, specs ...lora.Spec) *Engine {
 		be := cpu.New()
-		eng, err := New(be, be, Options{Files: files, Attention: backend.Dense, KeepExperts: keep, LoRA: specs})
+		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, KeepExperts: keep, LoRA: specs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +144,7 @@ func TestRequestLoRAKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	be := cpu.New()
-	eng, err := New(be, be, Options{Files: files, Attention: backend.Dense})
+	eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestCheckLoRA(t *testing.T) {
 	shape := write("shape.safetensors", f32("diffusion_model.blocks.0.ffn.2.lora_A.weight", 4, 96), f32("diffusion_model.blocks.0.ffn.2.lora_B.weight", 128, 4))
 	notLoRA := write("dit.safetensors", f32("blocks.0.self_attn.q.weight", 128, 128))
 	be := cpu.New()
-	off, err := New(be, be, Options{Files: files, Attention: backend.Dense, Offload: true})
+	off, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense, Offload: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestCheckLoRA(t *testing.T) {
 		t.Errorf("a request LoRA on an offloading engine: %v", err)
 	}
 	for _, lenient := range []bool{false, true} {
-		eng, err := New(be, be, Options{Files: files, Attention: backend.Dense, LoRALenient: lenient})
+		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense, LoRALenient: lenient}})
 		if err != nil {
 			t.Fatal(err)
 		}

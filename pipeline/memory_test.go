@@ -38,7 +38,7 @@ func TestCheckMemory(t *testing.T) {
 	req := Request{Prompt: "a fox", Steps: 1, SigmaMax: 80, Size: Size{32, 32}, Frames: 1, Seed: 3, Samples: 1}
 	newEngine := func(free int64) *Engine {
 		g := smallGPU{Backend: cpu.New(), free: free, total: free}
-		eng, err := New(g, g, Options{Files: files, Attention: backend.Dense, CheckMemory: true})
+		eng, err := New(g, g, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, CheckMemory: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -32,16 +33,11 @@ const NegativePrompt = "色调艳丽，过曝，静态，细节模糊不清，�
 // Options are fixed when an Engine is made: which files, which numerics.
 type Options struct {
 	Files
-	// DType is the DiT's dtype: BF16 (the reference's inference dtype) or F32.
-	DType tensor.DType
-	// Attention is the DiT self-attention kind and TopK its SLA fraction.
-	Attention backend.AttentionKind
-	TopK      float64
-	// Norm selects TurboDiffusion's fast norms (default) or --default_norm.
-	Norm backend.NormMode
-	// ExactRounding keeps every bf16 rounding of the reference in the DiT
-	// (wan.Options.ExactRounding: no GELU in the GEMM epilogue).
-	ExactRounding bool
+	// DiTOptions are how every DiT the engine loads runs (wan.Options:
+	// dtype, attention kind and SLA top-k, norms, rounding, LoRA
+	// leniency, offload). New defaults DType to BF16 and TopK to 0.1. Its
+	// LoRA field is not read: the engine opens Options.LoRA itself.
+	DiTOptions
 	// KeepTextEncoder keeps umT5 loaded between prompts (otherwise it is
 	// freed before the DiT loads, as the reference does).
 	KeepTextEncoder bool
@@ -71,21 +67,19 @@ type Options struct {
 	// LoRA adapters are merged into every DiT the engine loads (the
 	// text-to-video model, or both image-to-video experts), at load.
 	LoRA []lora.Spec
-	// LoRALenient skips LoRA keys that match nothing in the model (the
-	// engine's notes list them) instead of failing.
-	LoRALenient bool
 	// CheckMemory makes Generate estimate each request's peak GPU memory
 	// first and refuse one that cannot fit (CheckMemory, memory.go).
 	CheckMemory bool
-	// Offload keeps the DiT blocks' Linear weights in host memory and
-	// streams them to the GPU one block ahead (wan.Options.Offload).
-	Offload bool
 	// ReleaseDiT frees the DiT (and its text contexts) once sampling is
 	// done, so the VAE decode does not run beside it: for one-request runs
 	// (generate), where nothing would reuse it. A later request loads it
 	// again.
 	ReleaseDiT bool
 }
+
+// DiTOptions are wan.Options under a name that says what they are for in
+// Options, where they are embedded.
+type DiTOptions = wan.Options
 
 // Request is one generation.
 type Request struct {
@@ -301,8 +295,9 @@ func (e *Engine) ditOptions() wan.Options {
 // (LoRAs merge into the weights, they add no device memory). It reads only
 // e.opt, so it is safe beside Generate and Close.
 func (e *Engine) planOptions() wan.Options {
-	return wan.Options{DType: e.opt.DType, Attention: e.opt.Attention, TopK: e.opt.TopK, Norm: e.opt.Norm,
-		ExactRounding: e.opt.ExactRounding, LoRALenient: e.opt.LoRALenient, Offload: e.opt.Offload}
+	o := e.opt.DiTOptions
+	o.LoRA = nil
+	return o
 }
 
 // loraNotes adds a loaded model's LoRA warnings to the engine's notes.
@@ -599,7 +594,42 @@ func (e *Engine) sample(ctx context.Context, r Request, idx int, shape []int, n 
 		return sampler.UniPC{Steps: steps, Shift: r.Shift}.Sample(x, progress(cfg))
 	}
 	rcm := sampler.RCM{Steps: steps, SigmaMax: r.SigmaMax, ODE: r.ODE, NetDType: e.opt.DType}
+	if dev, ok := e.dit.(sampler.Device); ok && os.Getenv("TURBODIFFUSION_RCM_LOOP") != "host" {
+		return e.sampleOn(ctx, dev, rcm, idx, shape, noise, texts[0], prev)
+	}
 	return rcm.Sample(n, noise, progress(velocity(texts[0])))
+}
+
+// sampleOn is the rCM loop with the latent kept on a backend that has the
+// sampler's ops (the GPU): no latent crosses the bus between steps but the
+// noise, unless previews need the step's input and velocity on the host.
+// TURBODIFFUSION_RCM_LOOP=host keeps the host loop (Sample), to compare.
+// Progress and cancellation stay per step: SampleOn runs each network
+// evaluation once the previous step is done on the device.
+func (e *Engine) sampleOn(ctx context.Context, dev sampler.Device, rcm sampler.RCM, idx int, shape []int, noise sampler.Noise, txt *wan.Text, prev *previewer) ([]float32, error) {
+	v := func(st sampler.Step, x backend.Tensor) (backend.Tensor, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := e.applyAttention(e.model); err != nil {
+			return nil, err
+		}
+		e.report(Event{Stage: "step", Done: st.Index, Total: rcm.Steps})
+		out, err := e.model.ForwardDevice(x, st.Timestep, txt)
+		if err != nil || prev == nil {
+			return out, err
+		}
+		if err := prev.after(idx, st, dev.Download(x), dev.Download(out)); err != nil {
+			dev.Free(out)
+			return nil, err
+		}
+		return out, nil
+	}
+	out, err := rcm.SampleOn(dev, shape, noise, v)
+	if err == nil {
+		e.report(Event{Stage: "step", Done: rcm.Steps, Total: rcm.Steps})
+	}
+	return out, err
 }
 
 // checkAttention refuses an attention override the loaded weights cannot
@@ -690,7 +720,7 @@ func (e *Engine) encodeIDs(ids []int32, length int) (*textContext, error) {
 		if err != nil {
 			return nil, err
 		}
-		enc, err := umt5.Load(f, e.text, tensor.BF16)
+		enc, err := umt5.Load(e.text, f, umt5.Options{DType: tensor.BF16})
 		f.Close() // the encoder keeps what it needs
 		if err != nil {
 			return nil, err
@@ -745,7 +775,7 @@ func (e *Engine) loadDecoder() error {
 		return err
 	}
 	defer f.Close()
-	m, err := taehv.Load(f, e.tinyB, tensor.BF16)
+	m, err := taehv.Load(e.tinyB, f, taehv.Options{DType: tensor.BF16})
 	if err != nil {
 		return err
 	}
@@ -788,7 +818,7 @@ func (e *Engine) loadVAE() error {
 		return err
 	}
 	defer f.Close()
-	v, err := wanvae.Load(f, e.vae, tensor.BF16)
+	v, err := wanvae.Load(e.vae, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		return err
 	}

@@ -110,7 +110,7 @@ func TestCheckRequestPlans(t *testing.T) {
 	const total = 4 << 30
 	newEngine := func(free int64, lim Limits) *Engine {
 		g := smallGPU{Backend: cpu.New(), free: free, total: total}
-		eng, err := New(g, g, Options{Files: files, Attention: backend.Dense, KeepTextEncoder: true, Limits: lim})
+		eng, err := New(g, g, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, KeepTextEncoder: true, Limits: lim})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -23,7 +23,7 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 		t.Fatalf("Wan VAE %q found in an empty folder", files.VAE)
 	}
 	be := cpu.New()
-	eng, err := New(be, be, Options{Files: files, Attention: backend.SLA, TopK: 0.25})
+	eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.SLA, TopK: 0.25}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := taehv.Load(f, be, tensor.BF16)
+	m, err := taehv.Load(be, f, taehv.Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestGenerateTinyVAECPU(t *testing.T) {
 func TestTinyVAEPreviews(t *testing.T) {
 	_, files := tinyFiles(t, Files{TinyVAE: golden.TAEHVWeights(t)})
 	be := cpu.New()
-	eng, err := New(be, be, Options{Files: files, Attention: backend.Dense})
+	eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}})
 	if err != nil {
 		t.Fatal(err)
 	}

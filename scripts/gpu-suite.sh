@@ -145,7 +145,7 @@ final)
 		echo "== dit $a" >>"$OUT/dit.log" && cat "$OUT/dit_$a.log" >>"$OUT/dit.log" && rm "$OUT/dit_$a.log"
 	done
 	grep -E 'DiT forward' "$OUT/dit.log"
-	step attention 60 .gpu/turbodiffusion bench --parts attention --iters 5 --attention-kernels wgmma
+	step attention 60 .gpu/turbodiffusion bench --parts attention --iters 5 --attention-kernels "${FINAL_ATTN_KERNELS:-wgmma}"
 	grep -E 'sla|sage|dense|wgmma' "$OUT/attention.log" | head -20
 	step taehv 40 .gpu/cuda.test -test.run XXX -test.bench 'TAEHVDecode480p' -test.benchtime 3x
 	grep -E '^Benchmark|ns/op|ms/op' "$OUT/taehv.log"
@@ -153,10 +153,22 @@ final)
 		step e2e 120 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla
 		grep -vE '^\s*$' "$OUT/e2e.log" | tail -25
 	fi
-	step smoke 30 .gpu/turbodiffusion doctor --smoke --device cuda
-	tail -12 "$OUT/smoke.log"
-	step torch 80 env PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"
-	tail -25 "$OUT/torch.log"
+	# FINAL_BIG=1: the 14B -quant 720p run end to end with --offload under a 24 GiB cap, if
+	# the call has FINAL_BIG_BY seconds left for it (it quantises 14 B random weights first).
+	if [ -n "${FINAL_BIG:-}" ] && [ $((SECONDS - T0)) -lt "${FINAL_BIG_BY:-380}" ]; then
+		step e2e_14b 170 env TURBODIFFUSION_MEM_CAP=24GiB .gpu/turbodiffusion bench e2e --model Wan2.1-T2V-14B --resolution 720p \
+			--tokenizer .gpu/golden/tokenizer --runs 1 --attention sagesla --offload --quant
+		tail -6 "$OUT/e2e_14b.log"
+		cat "$OUT/e2e_14b.log" >>"$OUT/e2e.log" && rm "$OUT/e2e_14b.log"
+	fi
+	if [ "${FINAL_SMOKE:-1}" = 1 ]; then
+		step smoke 30 .gpu/turbodiffusion doctor --smoke --device cuda
+		tail -12 "$OUT/smoke.log"
+	fi
+	if [ "${FINAL_TORCH:-1}" = 1 ]; then
+		step torch 80 env PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"
+		tail -25 "$OUT/torch.log"
+	fi
 	echo "[t=$((SECONDS - T0))s] done"
 	;;
 memory)

@@ -39,8 +39,12 @@ func tinyEngine(t *testing.T) (*pipeline.Engine, string) {
 	}
 	dit := golden.Path(t, "dit_weights.pth")
 	be := cpu.New()
-	eng, err := pipeline.New(be, be, pipeline.Options{Files: pipeline.Files{DiT: dit, VAE: golden.Path(t, "vae.safetensors"),
-		TextEncoder: enc, Tokenizer: golden.Path(t, "tokenizer")}, Attention: backend.Dense, KeepTextEncoder: true})
+	eng, err := pipeline.New(be, be, pipeline.Options{
+		Files: pipeline.Files{DiT: dit, VAE: golden.Path(t, "vae.safetensors"),
+			TextEncoder: enc, Tokenizer: golden.Path(t, "tokenizer")},
+		DiTOptions:      pipeline.DiTOptions{Attention: backend.Dense},
+		KeepTextEncoder: true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,9 @@ import (
 )
 
 // CubinDumpEnv names a folder where TestCubinDump writes every module's
-// cubin (per arch) and, when the folder already holds cubins from an earlier
-// tree, compares them kernel by kernel. A refactor of the kernel sources
+// cubin and PTX (per NVRTC version and arch) and, when the folder already
+// holds those of an earlier tree (*.cubin, *.ptx), compares them kernel by
+// kernel and PTX function by function. A refactor of the kernel sources
 // that must not change the machine code is checked by running this test
 // once before the change (dump) and once after (compare).
 const CubinDumpEnv = "TURBODIFFUSION_CUBIN_DUMP"
@@ -128,6 +129,84 @@ func kernelCode(t *testing.T, cubin []byte) map[string][]byte {
 	return out
 }
 
+// ptxFunctions splits a module's PTX into its functions (.entry and .func
+// bodies, keyed by name) and the module-level rest (version, target,
+// globals, prototypes: key "(module)"). Identical PTX per kernel means the
+// kernel source change did not change what NVVM generated; the cubin
+// comparison then says whether ptxas did the same.
+func ptxFunctions(_ *testing.T, ptx []byte) map[string][]byte {
+	out := map[string][]byte{}
+	lines := strings.SplitAfter(string(ptx), "\n")
+	cur := "(module)"
+	depth := 0
+	for _, l := range lines {
+		tl := strings.TrimSpace(l)
+		if depth == 0 && (strings.Contains(tl, ".entry ") || strings.Contains(tl, ".func ")) && !strings.HasSuffix(tl, ";") {
+			cur = ptxFuncName(tl)
+		}
+		if strings.HasPrefix(tl, "// Compiler Build ID") || strings.HasPrefix(tl, "// Cuda compilation tools") || strings.HasPrefix(tl, "// Based on NVVM") {
+			l = "" // the compiler's own version lines
+		}
+		out[cur] = append(out[cur], l...)
+		depth += strings.Count(tl, "{") - strings.Count(tl, "}")
+		if depth == 0 && tl == "}" {
+			cur = "(module)"
+		}
+	}
+	return out
+}
+
+// ptxChange says how two versions of a PTX function differ: whether they
+// hold the same instructions once register numbers are dropped (NVVM
+// renumbers registers and reorders independent instructions when the
+// source is merely restructured), or how many lines each has of its own.
+func ptxChange(a, b []byte) string {
+	reg := regexp.MustCompile(`%([a-z]+)[0-9]+`)
+	count := func(x []byte) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(string(x), "\n") {
+			l = strings.TrimSpace(reg.ReplaceAllString(l, "%$1"))
+			if l != "" && !strings.HasPrefix(l, "$L__") && !strings.HasPrefix(l, "//") {
+				m[l]++
+			}
+		}
+		return m
+	}
+	ca, cb := count(a), count(b)
+	only := func(x, y map[string]int) (n int) {
+		for l, c := range x {
+			if c > y[l] {
+				n += c - y[l]
+			}
+		}
+		return n
+	}
+	na, nb := only(ca, cb), only(cb, ca)
+	if na == 0 && nb == 0 {
+		return "same instructions; only register numbers or the order of instructions differ"
+	}
+	return fmt.Sprintf("instructions differ: %d lines only before, %d only after", na, nb)
+}
+
+// ptxFuncName: the name in ".visible .entry name(" or
+// ".func (.param .b32 ret) name(".
+func ptxFuncName(l string) string {
+	i := strings.Index(l, ".entry ")
+	if i < 0 {
+		i = strings.Index(l, ".func ")
+	}
+	r := strings.TrimSpace(l[strings.Index(l[i:], " ")+i:])
+	if strings.HasPrefix(r, "(") {
+		if j := strings.Index(r, ")"); j >= 0 {
+			r = strings.TrimSpace(r[j+1:])
+		}
+	}
+	if j := strings.IndexAny(r, "( "); j >= 0 {
+		r = r[:j]
+	}
+	return r
+}
+
 func TestCubinDump(t *testing.T) {
 	dir := os.Getenv(CubinDumpEnv)
 	if dir == "" {
@@ -168,7 +247,7 @@ func TestCubinDump(t *testing.T) {
 	}
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].arch == "sm_90a" && jobs[j].arch != "sm_90a" })
 	for _, j := range jobs {
-		cubin, err := j.n.Compile(j.m, j.arch)
+		cubin, ptx, err := j.n.CompilePTX(j.m, j.arch)
 		if err != nil {
 			t.Errorf("%v", err)
 			continue
@@ -178,6 +257,9 @@ func TestCubinDump(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(sub, j.m.Name+".cubin.new"), cubin, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sub, j.m.Name+".ptx.new"), ptx, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("%s %s nvrtc %s compiled", j.m.Name, j.arch, j.n.Version())
@@ -192,25 +274,31 @@ func TestCubinDump(t *testing.T) {
 		}
 		rel, _ := filepath.Rel(dir, filepath.Dir(p))
 		b, _ := os.ReadFile(p)
+		mod := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin"), ".ptx")
 		var into map[string][]byte
 		switch {
-		case !only.MatchString(strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin")):
+		case !only.MatchString(mod):
 			return nil
-		case strings.HasSuffix(p, ".cubin"):
+		case strings.HasSuffix(p, ".cubin"), strings.HasSuffix(p, ".ptx"):
 			into = base
-		case strings.HasSuffix(p, ".cubin.new"):
+		case strings.HasSuffix(p, ".cubin.new"), strings.HasSuffix(p, ".ptx.new"):
 			into = now
 		default:
 			return nil
 		}
-		for k, code := range kernelCode(t, b) {
+		code := kernelCode
+		if strings.Contains(filepath.Base(p), ".ptx") {
+			rel += " ptx"
+			code = ptxFunctions
+		}
+		for k, c := range code(t, b) {
 			key := rel + " " + k
-			if prev, dup := into[key]; dup && !bytes.Equal(prev, code) {
+			if prev, dup := into[key]; dup && !bytes.Equal(prev, c) {
 				// A module-local helper ($__internal_…) of the same name in
 				// two modules: compare it per module.
-				key += " in " + strings.TrimSuffix(strings.TrimSuffix(filepath.Base(p), ".new"), ".cubin")
+				key += " in " + mod
 			}
-			into[key] = code
+			into[key] = c
 		}
 		return nil
 	})
@@ -234,7 +322,11 @@ func TestCubinDump(t *testing.T) {
 			same++
 		default:
 			changed++
-			t.Errorf("changed: %s", k)
+			if strings.Contains(k, " ptx ") {
+				t.Errorf("changed: %s (%s)", k, ptxChange(base[k], b))
+			} else {
+				t.Errorf("changed: %s", k)
+			}
 		}
 	}
 	for k := range now {

@@ -288,6 +288,8 @@ func (b *Backend) launch(k *kernel, grid, block [3]int, smem int, args ...any) {
 			a.vals[i] = uint64(x)
 		case float32:
 			a.vals[i] = uint64(*(*uint32)(unsafe.Pointer(&x)))
+		case float64:
+			a.vals[i] = *(*uint64)(unsafe.Pointer(&x))
 		case *tensorMap:
 			// 128-byte __grid_constant__ parameter: the driver copies it from here.
 			if nmaps == 4 {

@@ -79,7 +79,7 @@ func TestGoldenVAEOnGPU(t *testing.T) {
 		tol float64
 	}{{tensor.F32, "fp32", 1e-4}, {tensor.BF16, "bf16", 5e-2}} {
 		t.Run(c.sfx, func(t *testing.T) {
-			v, err := wanvae.Load(ref, g, c.dt)
+			v, err := wanvae.Load(g, ref, wanvae.Options{DType: c.dt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -121,7 +121,7 @@ func TestGoldenUMT5OnGPU(t *testing.T) {
 		tol float64
 	}{{tensor.F32, "fp32", 1e-4}, {tensor.BF16, "bf16", 2e-2}} {
 		t.Run(c.sfx, func(t *testing.T) {
-			enc, err := umt5.Load(ref, g, c.dt)
+			enc, err := umt5.Load(g, ref, umt5.Options{DType: c.dt})
 			if err != nil {
 				t.Fatal(err)
 			}

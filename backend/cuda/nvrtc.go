@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -111,6 +112,17 @@ func annotate(log string, files map[string]string) string {
 
 // Compile builds one embedded module for arch ("sm_90") and returns a cubin.
 func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
+	cubin, _, err := n.build(src, arch, false)
+	return cubin, err
+}
+
+// CompilePTX builds one embedded module for arch and returns its cubin and
+// the PTX NVRTC generated on the way (TestCubinDump compares both).
+func (n *NVRTC) CompilePTX(src kernels.Source, arch string) (cubin, ptx []byte, err error) {
+	return n.build(src, arch, true)
+}
+
+func (n *NVRTC) build(src kernels.Source, arch string, wantPTX bool) ([]byte, []byte, error) {
 	hdrs := kernels.Headers()
 	files := map[string]string{src.Name: src.Code}
 	code := cString(src.Code)
@@ -126,7 +138,7 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 	}
 	var prog uintptr
 	if r := call(n.create, uintptr(unsafe.Pointer(&prog)), uintptr(unsafe.Pointer(&code[0])), uintptr(unsafe.Pointer(&name[0])), uintptr(len(hdrs)), uintptr(unsafe.Pointer(&hsrcP[0])), uintptr(unsafe.Pointer(&hnameP[0]))); r != 0 {
-		return nil, fmt.Errorf("nvrtc: nvrtcCreateProgram(%s): %s", src.Name, n.status(r))
+		return nil, nil, fmt.Errorf("nvrtc: nvrtcCreateProgram(%s): %s", src.Name, n.status(r))
 	}
 	defer call(n.destroy, uintptr(unsafe.Pointer(&prog)))
 	opts := compileOptions(arch)
@@ -157,17 +169,27 @@ func (n *NVRTC) Compile(src kernels.Source, arch string) ([]byte, error) {
 		fmt.Fprintf(os.Stderr, "nvrtc %s %s:\n%s\n", src.Name, arch, strings.TrimRight(log, "\x00\n"))
 	}
 	if rc != 0 {
-		return nil, &CompileError{Kernel: src.Name, Arch: arch, Log: fmt.Sprintf("%s\n%s", n.status(rc), annotate(log, files))}
+		return nil, nil, &CompileError{Kernel: src.Name, Arch: arch, Log: fmt.Sprintf("%s\n%s", n.status(rc), annotate(log, files))}
 	}
 	var size uintptr
 	if r := call(n.cubinSize, prog, uintptr(unsafe.Pointer(&size))); r != 0 || size == 0 {
-		return nil, fmt.Errorf("nvrtc: no cubin for %s (%s): %s", src.Name, arch, n.status(r))
+		return nil, nil, fmt.Errorf("nvrtc: no cubin for %s (%s): %s", src.Name, arch, n.status(r))
 	}
 	cubin := make([]byte, size)
 	if r := call(n.getCubin, prog, uintptr(unsafe.Pointer(&cubin[0]))); r != 0 {
-		return nil, fmt.Errorf("nvrtc: nvrtcGetCUBIN(%s): %s", src.Name, n.status(r))
+		return nil, nil, fmt.Errorf("nvrtc: nvrtcGetCUBIN(%s): %s", src.Name, n.status(r))
 	}
-	return cubin, nil
+	if !wantPTX {
+		return cubin, nil, nil
+	}
+	if r := call(n.ptxSize, prog, uintptr(unsafe.Pointer(&size))); r != 0 || size == 0 {
+		return nil, nil, fmt.Errorf("nvrtc: no PTX for %s (%s): %s", src.Name, arch, n.status(r))
+	}
+	ptx := make([]byte, size)
+	if r := call(n.getPtx, prog, uintptr(unsafe.Pointer(&ptx[0]))); r != 0 {
+		return nil, nil, fmt.Errorf("nvrtc: nvrtcGetPTX(%s): %s", src.Name, n.status(r))
+	}
+	return cubin, bytes.TrimRight(ptx, "\x00"), nil
 }
 
 // VerboseEnv, when set, makes NVRTC report each kernel's registers, shared

@@ -35,7 +35,7 @@ func (b *Backend) slaLinState() *kernelChoice {
 // SLALinearKernel says which SLA linear branch runs and why.
 func (b *Backend) SLALinearKernel() string {
 	if b.slaLinFused() {
-		return "fused " + b.slaLinState().note
+		return fmt.Sprintf("fused %s [sla_lin_kv %v, sla_lin_out %v at head dim 128]", b.slaLinState().note, b.slaLinKVPick(), b.slaLinOutPick(128))
 	}
 	return "unfused " + b.slaLinState().note
 }
@@ -51,46 +51,33 @@ func (b *Backend) SetSLALinear(k string) { slaLinStates.Store(b, &kernelChoice{f
 func (b *Backend) slaLinFused() bool {
 	s := b.slaLinState()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.checked {
-		return s.on
+	checked, on := s.checked, s.on
+	s.mu.Unlock()
+	if checked {
+		return on
 	}
-	s.checked = true
+	// "fused:mma" / "fused:wgmma" are the fused path with its GEMM kind
+	// forced (slaLinKVPick, slaLinOutPick read it).
 	want := s.forced
 	if want == "" {
 		want = os.Getenv(SLALinearEnv)
 	}
+	p := optionalPath{env: SLALinearEnv, on: "fused", off: "unfused", defaultOn: true, what: "fused kernels", ref: "unfused"}
 	gemm := ""
-	if strings.HasPrefix(want, "fused:") {
-		gemm = strings.TrimPrefix(want, "fused:")
+	if k, ok := strings.CutPrefix(want, "fused:"); ok {
+		p.on, gemm = want, k
 	}
 	slaLinGemms.Store(b, gemm)
-	switch want {
-	case "":
-	case "unfused":
-		s.note = "(chosen by " + SLALinearEnv + " or the caller)"
-		return false
-	case "fused":
-	case "fused:mma", "fused:wgmma":
-		if gemm == "wgmma" && b.info.Arch != "sm_90" {
-			s.note = "(" + want + " needs sm_90, device is " + b.info.Arch + ")"
-			return false
+	unavailable := func() string {
+		switch {
+		case gemm != "" && gemm != "mma" && gemm != "wgmma":
+			return fmt.Sprintf("unknown %s %q; want fused, fused:mma, fused:wgmma or unfused", SLALinearEnv, want)
+		case gemm == "wgmma" && b.info.Arch != "sm_90":
+			return want + " needs sm_90, device is " + b.info.Arch
 		}
-	default:
-		s.note = fmt.Sprintf("(unknown %s %q; want fused, fused:mma, fused:wgmma or unfused)", SLALinearEnv, want)
-		return false
+		return ""
 	}
-	rel, err := b.checkSLALinear()
-	switch {
-	case err != nil:
-		s.note = fmt.Sprintf("(fused kernels rejected: %v)", err)
-	case rel < 1e-2:
-		s.on = true
-		s.note = fmt.Sprintf("(sla_lin_kv %v, sla_lin_out %v at head dim 128; start-up check: worst rel-L2 %.1e vs unfused)", b.slaLinKVPick(), b.slaLinOutPick(128), rel)
-	default:
-		s.note = fmt.Sprintf("(fused kernels rejected: rel-L2 %.2e vs unfused)", rel)
-	}
-	return s.on
+	return s.decide(p, unavailable, b.checkSLALinear)
 }
 
 // checkSLALinear computes the linear branch's proj_l output both ways on

@@ -246,3 +246,33 @@ func TestSLALinearBuildsExist(t *testing.T) {
 		}
 	}
 }
+
+// TestSLALinearModes needs no GPU: the choices that never reach the
+// start-up check say why, and a forced GEMM kind reaches the build picks.
+func TestSLALinearModes(t *testing.T) {
+	for _, c := range []struct{ mode, want string }{
+		{"unfused", "unfused (chosen by"},
+		{"fused:foo", `unfused (unknown TURBODIFFUSION_SLA_LINEAR "fused:foo"`},
+		{"fusedx", `unfused (unknown TURBODIFFUSION_SLA_LINEAR "fusedx"`},
+		{"fused:wgmma", "unfused (fused:wgmma needs sm_90, device is sm_80)"},
+	} {
+		b := &Backend{}
+		b.info.Arch = "sm_80"
+		b.SetSLALinear(c.mode)
+		if got := b.SLALinearKernel(); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%s: %q, want it to start with %q", c.mode, got, c.want)
+		}
+	}
+	b := &Backend{}
+	b.info.Arch, b.info.MaxSmemOptin = "sm_90", 232448
+	for _, c := range []struct {
+		gemm string
+		wg   bool
+	}{{"mma", false}, {"wgmma", true}, {"", true}} {
+		slaLinGemms.Store(b, c.gemm)
+		if kv, out := b.slaLinKVPick(), b.slaLinOutPick(128); kv.wg != c.wg || out.wg != c.wg {
+			t.Errorf("GEMM kind %q on sm_90: sla_lin_kv %v, sla_lin_out %v, want wgmma %v", c.gemm, kv, out, c.wg)
+		}
+	}
+	slaLinGemms.Delete(b)
+}

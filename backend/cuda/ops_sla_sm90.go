@@ -2,7 +2,6 @@ package cuda
 
 import (
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -21,16 +20,6 @@ const SLASparseEnv = "TURBODIFFUSION_SLA_SPARSE"
 // e4m3 wgmma, query blocks 64, key blocks 128, head dim 128). Unset: the
 // Hopper kernel where it runs and passed its start-up check.
 const SageSparseEnv = "TURBODIFFUSION_SAGE_SPARSE"
-
-// kernelChoice records, per backend, whether an optional kernel path (the
-// Hopper sparse kernels, the fused linear branch) runs, and why.
-type kernelChoice struct {
-	mu      sync.Mutex // serialises the one-time check (it runs ops itself)
-	checked bool
-	on      bool // the optional path runs
-	forced  string
-	note    string
-}
 
 var slaTMAStates, sageTMAStates sync.Map // *Backend -> *kernelChoice
 
@@ -90,41 +79,20 @@ func (b *Backend) sageTMA() bool {
 // not when env (or the caller) says "mma", only on sm_90 with tensor maps,
 // and only if check's worst rel-L2 against the mma.sync kernel is < 1e-2.
 func (b *Backend) tmaReady(s *kernelChoice, env string, check func() (float64, error)) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.checked {
-		return s.on
-	}
-	s.checked = true
-	want := s.forced
-	if want == "" {
-		want = os.Getenv(env)
-	}
+	p := optionalPath{env: env, on: "wgmma", off: "mma", defaultOn: true, what: "wgmma kernel", ref: "mma.sync"}
+	return s.decide(p, b.tmaUnavailable, check)
+}
+
+// tmaUnavailable says why the TMA/wgmma kernels cannot run here ("" if
+// they can).
+func (b *Backend) tmaUnavailable() string {
 	switch {
-	case want == "mma":
-		s.note = "(chosen by " + env + " or the caller)"
-		return false
-	case want != "" && want != "wgmma":
-		s.note = fmt.Sprintf("(unknown %s %q; want mma or wgmma)", env, want)
-		return false
 	case b.info.Arch != "sm_90":
-		s.note = "(the TMA/wgmma kernel needs sm_90, device is " + b.info.Arch + ")"
-		return false
+		return "the TMA/wgmma kernel needs sm_90, device is " + b.info.Arch
 	case b.drv.cuTensorMapEncodeTiled == 0:
-		s.note = "(the driver has no cuTensorMapEncodeTiled)"
-		return false
+		return "the driver has no cuTensorMapEncodeTiled"
 	}
-	rel, err := check()
-	switch {
-	case err != nil:
-		s.note = fmt.Sprintf("(wgmma kernel rejected: %v)", err)
-	case rel < 1e-2:
-		s.on = true
-		s.note = fmt.Sprintf("(start-up check: worst rel-L2 %.1e vs mma.sync)", rel)
-	default:
-		s.note = fmt.Sprintf("(wgmma kernel rejected: rel-L2 %.2e vs mma.sync)", rel)
-	}
-	return s.on
+	return ""
 }
 
 // checkSLATMA runs SLA's sparse branch (proj_l = 0, so the output is the
@@ -172,11 +140,11 @@ func (b *Backend) slaSparseTMA(g sla.Geometry, B int, q, k, v, ol, out, lut, cnt
 		int32(L), int32(H), int32(g.QBlocks()), int32(g.KBlocks()), scale)
 }
 
-// slaTMAStages and slaTMAStageKeys are the Hopper kernel's K/V ring (NS and
-// BN in sla_sparse_tma).
+// slaTMAStages and slaTMAStageKeys are the Hopper kernels' K/V ring (NS and
+// BN in sla_sparse_tma and sage_sparse_tma, from the same constants).
 const (
-	slaTMAStages    = 3
-	slaTMAStageKeys = 128
+	slaTMAStages    = kernels.SLATMAStages
+	slaTMAStageKeys = kernels.SLATMAStageKeys
 )
 
 // slaTMASmem is the Hopper kernel's dynamic shared memory: the Q tile, the
@@ -232,4 +200,4 @@ func (b *Backend) sageSparseTMA(g sla.Geometry, B int, qi, ki, v8t, sq, sk, vs, 
 // sageTMASmem is the Hopper SageSLA kernel's dynamic shared memory: Q codes
 // [64][128], three stages of K codes [128][128] and e4m3 Vᵀ [128][128],
 // kernels.SmemAlign bytes of alignment and the mbarriers (sage_sparse_tma).
-const sageTMASmem = 64*128 + slaTMAStages*2*128*128 + kernels.SmemAlign + 8*(2*slaTMAStages+1)
+const sageTMASmem = 64*128 + slaTMAStages*2*slaTMAStageKeys*128 + kernels.SmemAlign + 8*(2*slaTMAStages+1)

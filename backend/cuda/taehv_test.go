@@ -268,12 +268,12 @@ func TestTAEHVModelMatchesCPU(t *testing.T) {
 			if dt == tensor.F32 {
 				tol = 1e-4
 			}
-			mg, err := taehv.Load(f, g, dt)
+			mg, err := taehv.Load(g, f, taehv.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer mg.Free()
-			mc, err := taehv.Load(f, c, dt)
+			mc, err := taehv.Load(c, f, taehv.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -351,7 +351,7 @@ func TestGoldenTAEHVOnGPU(t *testing.T) {
 			if dt == tensor.F32 {
 				tol = 1e-5
 			}
-			m, err := taehv.Load(wf, g, dt)
+			m, err := taehv.Load(g, wf, taehv.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -379,7 +379,7 @@ func TestGoldenTAEHVOnGPU(t *testing.T) {
 // printed per kernel.
 func BenchmarkTAEHVDecode480p(b *testing.B) {
 	g := vaeBenchBackend(b)
-	m, err := taehv.Load(randomTAEHV(1), g, tensor.BF16)
+	m, err := taehv.Load(g, randomTAEHV(1), taehv.Options{DType: tensor.BF16})
 	if err != nil {
 		b.Fatal(err)
 	}

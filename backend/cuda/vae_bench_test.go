@@ -175,7 +175,7 @@ func BenchmarkVAEDecode480p(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	v, err := wanvae.Load(f, g, tensor.BF16)
+	v, err := wanvae.Load(g, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -292,7 +292,7 @@ func BenchmarkVAEDecodeTiled(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	v, err := wanvae.Load(f, g, tensor.BF16)
+	v, err := wanvae.Load(g, f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,7 +18,7 @@ func TestRandomVAECheckpointLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := wanvae.Load(f, cpu.New(), tensor.BF16)
+	v, err := wanvae.Load(cpu.New(), f, wanvae.Options{DType: tensor.BF16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +54,11 @@ func TestVAEModelMatchesCPU(t *testing.T) {
 			if dt == tensor.F32 {
 				tol = 1e-4
 			}
-			vg, err := wanvae.Load(f, g, dt)
+			vg, err := wanvae.Load(g, f, wanvae.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}
-			vc, err := wanvae.Load(f, c, dt)
+			vc, err := wanvae.Load(c, f, wanvae.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func TestVAETiledDecodeGPU(t *testing.T) {
 			if dt == tensor.F32 {
 				tol = 1e-4
 			}
-			v, err := wanvae.Load(f, g, dt)
+			v, err := wanvae.Load(g, f, wanvae.Options{DType: dt})
 			if err != nil {
 				t.Fatal(err)
 			}

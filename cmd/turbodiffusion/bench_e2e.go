@@ -141,6 +141,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	quantPaths := map[string]string{}
 	for i, n := range ditNames {
 		files[n] = testmodels.NewRandom("random:"+cfg.Name+":"+n, wan.Tensors(cfg), uint64(2+10*i))
 		if !f.quant {
@@ -153,12 +154,8 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		if err := quant.QuantizeCheckpoint(files[n], path); err != nil {
 			return fmt.Errorf("quantising random %s: %w", cfg.Name, err)
 		}
-		qf, err := checkpoint.Open(path)
-		if err != nil {
-			return err
-		}
-		defer qf.Close()
-		files[n] = qf
+		delete(files, n)
+		quantPaths[n] = path // opened afresh each time the pipeline asks (it closes what it opens)
 		fmt.Fprintf(log, "note: random %s (%s) quantised in %.1f s\n", cfg.Name, n, time.Since(t0).Seconds())
 	}
 	if i2v {
@@ -176,13 +173,14 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 		Encoding:        encoding,
 		VAETile:         f.vaeTile,
 		Files:           names,
-		Attention:       attn,
-		TopK:            req.TopK,
+		DiTOptions:      pipeline.DiTOptions{Attention: attn, TopK: req.TopK, Offload: f.offload},
 		KeepTextEncoder: true,
-		Offload:         f.offload,
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			if f, ok := files[p]; ok {
 				return f, nil
+			}
+			if q, ok := quantPaths[p]; ok {
+				return checkpoint.Open(q)
 			}
 			return nil, fmt.Errorf("bench e2e: no random model named %q", p)
 		},
@@ -215,9 +213,15 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 			previews = append(previews, p)
 		}
 	}
+	// When each step count was first reported: the intervals are the
+	// sampling loop's time per step (network and host work between).
+	var stepAt []time.Time
 	eng.Progress = func(ev pipeline.Event) {
 		if ev.Stage == "step" && ev.Done == 0 {
 			sampleStart = time.Now()
+		}
+		if ev.Stage == "step" && ev.Done == len(stepAt) {
+			stepAt = append(stepAt, time.Now())
 		}
 	}
 	what := ""
@@ -254,6 +258,7 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 			ps.ResetPeak()
 		}
 		previews = previews[:0]
+		stepAt = stepAt[:0]
 		t0 := time.Now()
 		res, err := eng.Generate(context.Background(), req)
 		if err != nil {
@@ -274,6 +279,13 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 			}
 		}
 		fmt.Fprintf(out, "  total %.1f ms", ms(total))
+		if len(stepAt) > 1 {
+			fmt.Fprint(out, "  steps")
+			for i := 1; i < len(stepAt); i++ {
+				fmt.Fprintf(out, " %.1f", ms(stepAt[i].Sub(stepAt[i-1])))
+			}
+			fmt.Fprint(out, " ms")
+		}
 		if o.Streamed {
 			fmt.Fprintf(out, "  encoder tail %.1f ms", ms(o.EncodeTail))
 		}

@@ -217,7 +217,7 @@ func runBenchMemory(w io.Writer, f *benchMemFlags) (err error) {
 	if f.vae {
 		vf := testmodels.NewRandom("random:wan2.1-vae", wanvae.Tensors(wanvae.Config{Dim: 96, ZDim: 16}), 3)
 		before := inUse()
-		v, err := wanvae.Load(vf, b, tensor.BF16)
+		v, err := wanvae.Load(b, vf, wanvae.Options{DType: tensor.BF16})
 		if err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func runBenchMemory(w io.Writer, f *benchMemFlags) (err error) {
 	if f.text {
 		tf := testmodels.NewRandom("random:umt5-xxl", umt5.Tensors(umt5.XXL), 1)
 		before := inUse()
-		enc, err := umt5.Load(tf, b, tensor.BF16)
+		enc, err := umt5.Load(b, tf, umt5.Options{DType: tensor.BF16})
 		if err != nil {
 			return err
 		}

@@ -179,8 +179,17 @@ func (f *engineFlags) open(errOut io.Writer) (*pipeline.Engine, backend.Core, er
 	if f.noCache {
 		cache = ""
 	}
-	eng, err := pipeline.New(be, cpuBE, pipeline.Options{Files: files, DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, KeepTextEncoder: f.keepText, CacheDir: cache, Encoding: enc, VAETile: f.vaeTile,
-		LoRA: specs, LoRALenient: f.loraLenient, CheckMemory: !f.noMemCheck, ReleaseDiT: f.releaseDiT, Offload: f.offload})
+	eng, err := pipeline.New(be, cpuBE, pipeline.Options{
+		Files:           files,
+		DiTOptions:      pipeline.DiTOptions{DType: dt, Attention: attn, TopK: f.topk, Norm: norm, ExactRounding: f.exactRounding, LoRALenient: f.loraLenient, Offload: f.offload},
+		KeepTextEncoder: f.keepText,
+		CacheDir:        cache,
+		Encoding:        enc,
+		VAETile:         f.vaeTile,
+		LoRA:            specs,
+		CheckMemory:     !f.noMemCheck,
+		ReleaseDiT:      f.releaseDiT,
+	})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -85,8 +85,8 @@ func runSmoke(w io.Writer, device string) error {
 	}
 	cpuBE, _, _ := backend.Open("cpu")
 	eng, err := pipeline.New(be, cpuBE, pipeline.Options{
-		Files:     pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: dir},
-		Attention: backend.SLA, TopK: 0.5,
+		Files:      pipeline.Files{DiT: "dit", VAE: "vae", TextEncoder: "umt5", Tokenizer: dir},
+		DiTOptions: pipeline.DiTOptions{Attention: backend.SLA, TopK: 0.5},
 		OpenCheckpoint: func(p string) (checkpoint.File, error) {
 			if f, ok := files[p]; ok {
 				return f, nil

@@ -23,6 +23,18 @@ func newState(b backend.TinyVAE, keep bool) *state {
 	return &state{b: b, keep: keep, hist: map[*memBlock]backend.Tensor{}}
 }
 
+// then returns f(x) and frees x: one link of a chain of layers whose
+// input is dead once the next activation exists. f runs in a scope of its
+// own, so whatever it allocates besides its result goes too; x, carried
+// from link to link, belongs to no scope that ends in time, hence the
+// explicit Free. The peak is thus one link's tensors, as a hand-freed
+// chain has it.
+func then(b backend.Core, x backend.Tensor, f func(x backend.Tensor) backend.Tensor) backend.Tensor {
+	y := backend.Scoped(b, func() backend.Tensor { return f(x) })
+	b.Free(x)
+	return y
+}
+
 // free releases the carried frames.
 func (s *state) free() {
 	for _, t := range s.hist {
@@ -37,6 +49,7 @@ func (s *state) free() {
 // the sequence (TAEHV's empty memory). x is not freed. The block's inner
 // results are ConvFusion Intermediates (they only feed its next conv); so
 // is its output when inter is set (the caller only passes it to ConvFused).
+// Run it in a scope (then): its inner results are the scope's.
 func (s *state) mem(m *memBlock, x backend.Tensor, inter bool) backend.Tensor {
 	b := s.b
 	n := x.Shape()[1]
@@ -48,15 +61,15 @@ func (s *state) mem(m *memBlock, x backend.Tensor, inter bool) backend.Tensor {
 	a := b.ConvFused(x, m.c1.w, m.c1.b, p, backend.ConvFusion{Hist: hist, ReLU: true, Intermediate: true})
 	if s.keep {
 		if hist != nil {
-			b.Free(hist)
+			b.Free(hist) // the carried frame it replaces, read just now
 		}
 		s.hist[m] = b.Slice(x, 1, n-1, n)
+		b.Persist(s.hist[m]) // carried to the next chunk, freed by free
 	}
-	c := b.ConvFused(a, m.c2.w, m.c2.b, pad1, backend.ConvFusion{ReLU: true, Intermediate: true})
-	b.Free(a)
-	out := b.ConvFused(c, m.c3.w, m.c3.b, pad1, backend.ConvFusion{Res: x, ReLU: true, Intermediate: inter})
-	b.Free(c)
-	return out
+	c := then(b, a, func(a backend.Tensor) backend.Tensor {
+		return b.ConvFused(a, m.c2.w, m.c2.b, pad1, backend.ConvFusion{ReLU: true, Intermediate: true})
+	})
+	return b.ConvFused(c, m.c3.w, m.c3.b, pad1, backend.ConvFusion{Res: x, ReLU: true, Intermediate: inter})
 }
 
 // decodeRaw runs the decoder on latent frames x [Z,n,H,W] (not freed) and
@@ -71,24 +84,24 @@ func (s *state) mem(m *memBlock, x backend.Tensor, inter bool) backend.Tensor {
 func (m *Model) decodeRaw(s *state, x backend.Tensor) backend.Tensor {
 	b := m.b
 	inter := !s.keep
-	h := b.ScaledTanh(x, 3)
-	y := b.ConvFused(h, m.decIn.w, m.decIn.b, pad1, backend.ConvFusion{ReLU: true, Intermediate: inter})
-	b.Free(h)
+	y := then(b, b.ScaledTanh(x, 3), func(h backend.Tensor) backend.Tensor {
+		return b.ConvFused(h, m.decIn.w, m.decIn.b, pad1, backend.ConvFusion{ReLU: true, Intermediate: inter})
+	})
 	for st := 0; st < 3; st++ {
 		for _, mb := range m.decMem[st] {
-			y2 := s.mem(mb, y, inter)
-			b.Free(y)
-			y = y2
+			y = then(b, y, func(y backend.Tensor) backend.Tensor { return s.mem(mb, y, inter) })
 		}
-		g := b.ConvFused(y, m.decGrow[st].w, nil, backend.Conv3dParams{}, backend.ConvFusion{})
-		b.Free(y)
+		y = then(b, y, func(y backend.Tensor) backend.Tensor {
+			return b.ConvFused(y, m.decGrow[st].w, nil, backend.Conv3dParams{}, backend.ConvFusion{})
+		})
 		// The last stage's conv feeds only the head conv.
-		y = b.ConvFused(g, m.decUp[st].w, nil, pad1, backend.ConvFusion{Grow: decTimeGrow[st], Up: true, ReLU: st == 2, Intermediate: inter || st == 2})
-		b.Free(g)
+		y = then(b, y, func(g backend.Tensor) backend.Tensor {
+			return b.ConvFused(g, m.decUp[st].w, nil, pad1, backend.ConvFusion{Grow: decTimeGrow[st], Up: true, ReLU: st == 2, Intermediate: inter || st == 2})
+		})
 	}
-	out := b.ConvFused(y, m.decOut.w, m.decOut.b, pad1, backend.ConvFusion{})
-	b.Free(y)
-	return out
+	return then(b, y, func(y backend.Tensor) backend.Tensor {
+		return b.ConvFused(y, m.decOut.w, m.decOut.b, pad1, backend.ConvFusion{})
+	})
 }
 
 // checkLatent validates a host latent [Z,T,H,W].
@@ -115,14 +128,9 @@ func (m *Model) checkLatentTensor(x backend.Tensor) {
 func (m *Model) finish(raw backend.Tensor, trim int) backend.Tensor {
 	b := m.b
 	if trim > 0 {
-		f := raw.Shape()[1]
-		t := b.Slice(raw, 1, trim, f)
-		b.Free(raw)
-		raw = t
+		raw = then(b, raw, func(r backend.Tensor) backend.Tensor { return b.Slice(r, 1, trim, r.Shape()[1]) })
 	}
-	out := b.Clamp(raw, 0, 1)
-	b.Free(raw)
-	return out
+	return then(b, raw, func(r backend.Tensor) backend.Tensor { return b.Clamp(r, 0, 1) })
 }
 
 // DecodeTensor decodes a latent tensor [Z,T,H,W] on the model's backend
@@ -132,9 +140,9 @@ func (m *Model) finish(raw backend.Tensor, trim int) backend.Tensor {
 func (m *Model) DecodeTensor(x backend.Tensor) (video backend.Tensor, err error) {
 	defer backend.Recover(&err)
 	m.checkLatentTensor(x)
-	s := newState(m.b, false)
-	defer s.free()
-	return m.finish(m.decodeRaw(s, x), FramesToTrim), nil
+	return backend.Scoped(m.b, func() backend.Tensor {
+		return m.finish(m.decodeRaw(newState(m.b, false), x), FramesToTrim)
+	}), nil
 }
 
 // Decode turns a latent [Z,T,H,W] (row-major float32, the DiT's output as
@@ -145,13 +153,12 @@ func (m *Model) Decode(latent []float32, shape []int) (video []float32, vshape [
 		return nil, nil, err
 	}
 	defer backend.Recover(&err)
-	x := m.b.Upload(m.dt, shape, latent)
-	defer m.b.Free(x)
-	out, err := m.DecodeTensor(x)
+	sc := m.b.Begin() // the latent and the video
+	defer sc.End()
+	out, err := m.DecodeTensor(m.b.Upload(m.dt, shape, latent))
 	if err != nil {
 		return nil, nil, err
 	}
-	defer m.b.Free(out)
 	return m.b.Download(out), out.Shape(), nil
 }
 
@@ -168,29 +175,37 @@ func (m *Model) DecodeChunks(latent []float32, shape []int, emit func(first int,
 	}
 	defer backend.Recover(&err)
 	b := m.b
-	x := b.Upload(m.dt, shape, latent)
-	video, err := m.DecodeTensor(x)
-	b.Free(x)
-	if err != nil {
-		return err
-	}
-	defer b.Free(video)
+	sc := b.Begin() // the video; the latent goes once decoded
+	defer sc.End()
+	video := backend.Scoped(b, func() backend.Tensor {
+		v, err := m.DecodeTensor(b.Upload(m.dt, shape, latent))
+		if err != nil {
+			backend.FailErr(err)
+		}
+		return v
+	})
 	F := video.Shape()[1]
 	for first := 0; first < F; {
 		n := min(TemporalFactor, F-first)
 		if first == 0 {
 			n = 1
 		}
-		c := b.Slice(video, 1, first, first+n)
-		data := b.Download(c)
-		cs := c.Shape()
-		b.Free(c)
+		data, cs := m.frames(video, first, n)
 		if err := emit(first, data, cs); err != nil {
 			return err
 		}
 		first += n
 	}
 	return nil
+}
+
+// frames copies frames [first, first+n) of video [3,F,H,W] to the host
+// (the slice on the device goes at once).
+func (m *Model) frames(video backend.Tensor, first, n int) ([]float32, []int) {
+	sc := m.b.Begin()
+	defer sc.End()
+	c := m.b.Slice(video, 1, first, first+n)
+	return m.b.Download(c), c.Shape()
 }
 
 // decodeRawAll is decodeRaw over the whole latent in one chunk, for tests
@@ -200,12 +215,9 @@ func (m *Model) decodeRawAll(latent []float32, shape []int) (raw []float32, rsha
 		return nil, nil, err
 	}
 	defer backend.Recover(&err)
-	x := m.b.Upload(m.dt, shape, latent)
-	defer m.b.Free(x)
-	s := newState(m.b, false)
-	defer s.free()
-	out := m.decodeRaw(s, x)
-	defer m.b.Free(out)
+	sc := m.b.Begin()
+	defer sc.End()
+	out := m.decodeRaw(newState(m.b, false), m.b.Upload(m.dt, shape, latent))
 	return m.b.Download(out), out.Shape(), nil
 }
 
@@ -237,7 +249,7 @@ func (st *Stream) PushTensor(x backend.Tensor) (video backend.Tensor, err error)
 	if st.pushed == 0 {
 		trim = FramesToTrim
 	}
-	out := m.finish(m.decodeRaw(st.s, x), trim)
+	out := backend.Scoped(m.b, func() backend.Tensor { return m.finish(m.decodeRaw(st.s, x), trim) })
 	st.pushed += x.Shape()[1]
 	return out, nil
 }
@@ -250,13 +262,12 @@ func (st *Stream) Push(latent []float32, shape []int) (video []float32, vshape [
 		return nil, nil, err
 	}
 	defer backend.Recover(&err)
-	x := m.b.Upload(m.dt, shape, latent)
-	defer m.b.Free(x)
-	out, err := st.PushTensor(x)
+	sc := m.b.Begin() // the latent and the video frames
+	defer sc.End()
+	out, err := st.PushTensor(m.b.Upload(m.dt, shape, latent))
 	if err != nil {
 		return nil, nil, err
 	}
-	defer m.b.Free(out)
 	return m.b.Download(out), out.Shape(), nil
 }
 

@@ -37,35 +37,34 @@ func (m *Model) Encode(video []float32, shape []int) (latent []float32, lshape [
 		}
 	}
 	b := m.b
+	sc := b.Begin() // the video and the latent
+	defer sc.End()
 	x := b.Upload(m.dt, []int{ImageChannels, Fp, shape[2], shape[3]}, in)
-	defer b.Free(x)
-	out := m.encodeRaw(x)
-	defer b.Free(out)
+	out := backend.Scoped(b, func() backend.Tensor { return m.encodeRaw(x) })
 	return b.Download(out), out.Shape(), nil
 }
 
 // encodeRaw runs the encoder on x [3,F,H,W] (F a multiple of 4; not freed).
 // TPool (frames grouped along channels, then a 1x1 conv) is a convolution
 // with stride·1·1 taps and time stride; the downsampling convs have
-// spatial stride 2.
+// spatial stride 2. Run it in a scope: its activations are the scope's.
 func (m *Model) encodeRaw(x backend.Tensor) backend.Tensor {
 	b, e := m.b, m.enc
 	s := newState(b, false)
-	defer s.free()
 	y := b.ConvFused(x, e.in.w, e.in.b, pad1, backend.ConvFusion{ReLU: true})
 	for st := 0; st < 3; st++ {
 		p := e.pools[st]
-		y2 := b.Conv3d(y, e.pool[st].w, nil, backend.Conv3dParams{Stride: [3]int{p, 1, 1}})
-		b.Free(y)
-		y = b.Conv3d(y2, e.down[st].w, nil, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}, Stride: [3]int{1, 2, 2}})
-		b.Free(y2)
+		y = then(b, y, func(y backend.Tensor) backend.Tensor {
+			return b.Conv3d(y, e.pool[st].w, nil, backend.Conv3dParams{Stride: [3]int{p, 1, 1}})
+		})
+		y = then(b, y, func(y backend.Tensor) backend.Tensor {
+			return b.Conv3d(y, e.down[st].w, nil, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}, Stride: [3]int{1, 2, 2}})
+		})
 		for _, mb := range e.mem[st] {
-			y2 := s.mem(mb, y, false)
-			b.Free(y)
-			y = y2
+			y = then(b, y, func(y backend.Tensor) backend.Tensor { return s.mem(mb, y, false) })
 		}
 	}
-	out := b.ConvFused(y, e.out.w, e.out.b, pad1, backend.ConvFusion{})
-	b.Free(y)
-	return out
+	return then(b, y, func(y backend.Tensor) backend.Tensor {
+		return b.ConvFused(y, e.out.w, e.out.b, pad1, backend.ConvFusion{})
+	})
 }

@@ -65,7 +65,7 @@ func (g *goldenSet) load(t testing.TB, b backend.TinyVAE, dt tensor.DType) *Mode
 		t.Fatal(err)
 	}
 	defer f.Close()
-	m, err := Load(f, b, dt)
+	m, err := Load(b, f, Options{DType: dt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestGoldenWeightsBothFormats(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := Load(f2, cpu.New(), tensor.F32)
+		m, err := Load(cpu.New(), f2, Options{DType: tensor.F32})
 		f2.Close()
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)

@@ -14,11 +14,11 @@ package taehv
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -152,67 +152,18 @@ func prefixOf(f checkpoint.File) (string, bool) {
 	return prefix, found
 }
 
-// loader reads tensors, checking shapes, collecting absent keys.
+// loader builds the module tree from a bind.Binder (which checks every
+// tensor's shape and dtype and collects the absent keys).
 type loader struct {
-	f        checkpoint.File
-	b        backend.TinyVAE
-	dt       tensor.DType
-	prefix   string
-	missing  []string
-	err      error
-	uploaded []backend.Tensor
-	// dry checks names and shapes only: nothing is read or uploaded.
-	dry bool
-}
-
-// read returns key's values after checking its shape against want (nil
-// when absent or on error; both are recorded).
-func (l *loader) read(key string, want []int) []float32 {
-	if l.err != nil {
-		return nil
-	}
-	name := l.prefix + key
-	info, ok := l.f.Info(name)
-	if !ok {
-		l.missing = append(l.missing, name)
-		return nil
-	}
-	if !backend.SameShape(info.Shape, want) {
-		l.err = fmt.Errorf("%s: tensor %q: want shape %v, got %v (is this a TAEW2.1 checkpoint? expected the layout of %s)",
-			l.f.Path(), name, want, info.Shape, WeightsFile)
-		return nil
-	}
-	if !info.DType.IsFloat() {
-		l.err = fmt.Errorf("%s: tensor %q: want a float tensor, got %v", l.f.Path(), name, info.DType)
-		return nil
-	}
-	if l.dry {
-		return nil
-	}
-	data, err := l.f.Float32(name)
-	if err != nil {
-		l.err = err
-		return nil
-	}
-	return data
-}
-
-// upload puts data on the backend in the compute dtype.
-func (l *loader) upload(shape []int, data []float32) backend.Tensor {
-	if l.dry || data == nil || l.err != nil || len(l.missing) > 0 {
-		return nil
-	}
-	t := l.b.Upload(l.dt, shape, data)
-	l.uploaded = append(l.uploaded, t)
-	return t
+	*bind.Binder
 }
 
 // conv2 reads a 2-D conv key.weight [cout,cin,k,k] (and key.bias when bias)
 // as a kt = 1 convolution.
 func (l *loader) conv2(key string, cout, cin, k int, bias bool) *conv {
-	c := &conv{w: l.upload([]int{cout, cin, 1, k, k}, l.read(key+".weight", []int{cout, cin, k, k}))}
+	c := &conv{w: l.Tensor(key+".weight", []int{cout, cin, k, k}, []int{cout, cin, 1, k, k})}
 	if bias {
-		c.b = l.upload([]int{cout}, l.read(key+".bias", []int{cout}))
+		c.b = l.Tensor(key+".bias", []int{cout}, nil)
 	}
 	return c
 }
@@ -221,7 +172,7 @@ func (l *loader) conv2(key string, cout, cin, k int, bias bool) *conv {
 // TAEW2.1 block). conv.0's input is (x, past) along channels; it becomes a
 // kt = 2 convolution whose first tap reads the past frame.
 func (l *loader) mem(key string, c int) *memBlock {
-	w := l.read(key+".conv.0.weight", []int{c, 2 * c, 3, 3})
+	w := l.Read(key+".conv.0.weight", []int{c, 2 * c, 3, 3})
 	var w3 []float32
 	if w != nil {
 		w3 = make([]float32, len(w))
@@ -236,7 +187,7 @@ func (l *loader) mem(key string, c int) *memBlock {
 		}
 	}
 	return &memBlock{
-		c1: &conv{w: l.upload([]int{c, c, 2, 3, 3}, w3), b: l.upload([]int{c}, l.read(key+".conv.0.bias", []int{c}))},
+		c1: &conv{w: l.Upload([]int{c, c, 2, 3, 3}, w3), b: l.Tensor(key+".conv.0.bias", []int{c}, nil)},
 		c2: l.conv2(key+".conv.2", c, c, 3, true),
 		c3: l.conv2(key+".conv.4", c, c, 3, true),
 	}
@@ -248,22 +199,22 @@ func (l *loader) mem(key string, c int) *memBlock {
 func (l *loader) grow(key string, c, stride int) *conv {
 	name := key + ".conv.weight"
 	want := []int{stride * c, c, 1, 1}
-	if info, ok := l.f.Info(l.prefix + name); ok && len(info.Shape) == 4 && info.Shape[0] > stride*c &&
+	if info, ok := l.Info(name); ok && len(info.Shape) == 4 && info.Shape[0] > stride*c &&
 		info.Shape[0]%c == 0 && info.Shape[1] == c && info.Shape[2] == 1 && info.Shape[3] == 1 {
-		all := l.read(name, info.Shape)
+		all := l.Read(name, info.Shape)
 		if all == nil {
 			return &conv{}
 		}
 		// all's last stride·c rows
-		return &conv{w: l.upload([]int{stride * c, c, 1, 1, 1}, all[len(all)-stride*c*c:])}
+		return &conv{w: l.Upload([]int{stride * c, c, 1, 1, 1}, all[len(all)-stride*c*c:])}
 	}
-	return &conv{w: l.upload([]int{stride * c, c, 1, 1, 1}, l.read(name, want))}
+	return &conv{w: l.Tensor(name, want, []int{stride * c, c, 1, 1, 1})}
 }
 
 // pool reads a TPool key.conv.weight [c, stride·c, 1, 1] as a kt = stride
 // convolution with time stride: input frame stride·t+a is channel block a.
 func (l *loader) pool(key string, c, stride int) *conv {
-	w := l.read(key+".conv.weight", []int{c, stride * c, 1, 1})
+	w := l.Read(key+".conv.weight", []int{c, stride * c, 1, 1})
 	var w3 []float32
 	if w != nil {
 		w3 = make([]float32, len(w))
@@ -275,36 +226,62 @@ func (l *loader) pool(key string, c, stride int) *conv {
 			}
 		}
 	}
-	return &conv{w: l.upload([]int{c, c, stride, 1, 1}, w3)}
+	return &conv{w: l.Upload([]int{c, c, stride, 1, 1}, w3)}
+}
+
+// Options are the choices of a loaded TAEHV.
+type Options struct {
+	// DType is the compute dtype: BF16 (the default, as the pipeline runs
+	// it) or F32.
+	DType tensor.DType
 }
 
 // Load reads a TAEW2.1 checkpoint (taew2_1.pth or .safetensors, any float
-// dtype; the released one is float16) onto b in dtype dt (F32 or BF16). A
-// file of another layout is an error naming the offending key with the
-// expected and actual shape, or the missing keys. The encoder is loaded
-// when the file has it.
-func Load(f checkpoint.File, b backend.TinyVAE, dt tensor.DType) (m *Model, err error) {
-	defer backend.Recover(&err)
+// dtype; the released one is float16) onto b in opt.DType. A file of
+// another layout is an error naming the offending key with the expected
+// and actual shape, or the missing keys. The encoder is loaded when the
+// file has it.
+func Load(b backend.TinyVAE, f checkpoint.File, opt Options) (m *Model, err error) {
+	dt := opt.DType
+	if dt == tensor.Invalid {
+		dt = tensor.BF16
+	}
 	if dt != tensor.F32 && dt != tensor.BF16 {
 		return nil, fmt.Errorf("taehv: compute dtype must be float32 or bfloat16, got %v", dt)
 	}
-	return load(&loader{f: f, b: b, dt: dt})
+	l := newLoader(f, dt)
+	l.To = b
+	defer func() {
+		if err != nil {
+			l.Free()
+			m = nil
+		}
+	}()
+	defer backend.Recover(&err)
+	return load(l, b)
 }
 
 // Check validates f as Load does (every name and shape) without reading or
 // uploading any tensor, and returns its configuration and whether it holds
 // the encoder.
 func Check(f checkpoint.File) (cfg Config, encoder bool, err error) {
-	m, err := load(&loader{f: f, dry: true})
+	m, err := load(newLoader(f, tensor.Invalid), nil)
 	if err != nil {
 		return Config{}, false, err
 	}
 	return m.cfg, m.enc != nil, nil
 }
 
-// load builds the model from l's file (with l.dry, only checks it).
-func load(l *loader) (m *Model, err error) {
-	f, b, dt := l.f, l.b, l.dt
+// newLoader binds f's TAEW2.1 tensors in dtype dt; with no Binder.To set,
+// it only checks them.
+func newLoader(f checkpoint.File, dt tensor.DType) *loader {
+	return &loader{&bind.Binder{File: f, DType: dt, What: "TAEW2.1",
+		Hint: fmt.Sprintf("expected the layout of %s, %s", WeightsFile, Source)}}
+}
+
+// load builds the model from l's file (with no l.To, only checks it).
+func load(l *loader, b backend.TinyVAE) (m *Model, err error) {
+	f, dt := l.File, l.DType
 	prefix, ok := prefixOf(f)
 	if !ok {
 		return nil, fmt.Errorf("%s: not a TAEHV checkpoint (no tensor %q; want %s from %s)", f.Path(), anchor, WeightsFile, Source)
@@ -314,7 +291,7 @@ func load(l *loader) (m *Model, err error) {
 		return nil, fmt.Errorf("%s: tensor %q: want shape [%d Z 3 3] (Z latent channels), got %v (is this a TAEW2.1 checkpoint?)",
 			f.Path(), prefix+anchor, decWidths[0], info.Shape)
 	}
-	l.prefix = prefix
+	l.Prefix = prefix
 	m = &Model{b: b, dt: dt, cfg: Config{LatentChannels: info.Shape[1]}}
 	z := m.cfg.LatentChannels
 
@@ -355,16 +332,10 @@ func load(l *loader) (m *Model, err error) {
 		m.enc = e
 	}
 
-	if l.err == nil && len(l.missing) > 0 {
-		l.err = missingError(f.Path(), l.missing)
+	if err := l.Err(); err != nil {
+		return nil, err
 	}
-	if l.err != nil {
-		for _, t := range l.uploaded {
-			b.Free(t)
-		}
-		return nil, l.err
-	}
-	m.weights = l.uploaded
+	m.weights = l.Uploaded()
 	return m, nil
 }
 
@@ -376,17 +347,6 @@ func Describe(cfg Config, encoder bool) string {
 	}
 	return fmt.Sprintf("TAEHV tiny video autoencoder, TAEW2.1 layout (%d latent channels, %s; %s, use with --vae tiny)",
 		cfg.LatentChannels, parts, Source)
-}
-
-// missingError lists absent keys, the first few by name.
-func missingError(path string, missing []string) error {
-	sort.Strings(missing)
-	const show = 6
-	list := strings.Join(missing[:min(show, len(missing))], ", ")
-	if len(missing) > show {
-		list += fmt.Sprintf(" and %d more", len(missing)-show)
-	}
-	return fmt.Errorf("%s: not a complete TAEW2.1 checkpoint: missing tensors %s (want %s from %s)", path, list, WeightsFile, Source)
 }
 
 // Tensors lists the state-dict entries (name, float16 and shape, as the

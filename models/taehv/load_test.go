@@ -79,7 +79,7 @@ func TestLoadErrors(t *testing.T) {
 	b := cpu.New()
 	t.Run("not taehv", func(t *testing.T) {
 		f := testmodels.NewRandom("wan.pth", []checkpoint.Info{{Name: "decoder.conv1.weight", DType: tensor.F32, Shape: []int{4, 4, 3, 3, 3}}}, 1)
-		_, err := Load(f, b, tensor.F32)
+		_, err := Load(b, f, Options{DType: tensor.F32})
 		if err == nil || !strings.Contains(err.Error(), "not a TAEHV checkpoint") || !strings.Contains(err.Error(), Source) {
 			t.Fatalf("got %v", err)
 		}
@@ -87,7 +87,7 @@ func TestLoadErrors(t *testing.T) {
 	t.Run("wrong shape", func(t *testing.T) {
 		o := newOverlay(randomTAEHV(1))
 		o.set("decoder.9.conv.2.weight", []int{128, 64, 3, 3}, make([]float32, 128*64*9))
-		_, err := Load(o, b, tensor.F32)
+		_, err := Load(b, o, Options{DType: tensor.F32})
 		if err == nil || !strings.Contains(err.Error(), `"decoder.9.conv.2.weight"`) ||
 			!strings.Contains(err.Error(), "want shape [128 128 3 3], got [128 64 3 3]") {
 			t.Fatalf("got %v", err)
@@ -96,7 +96,7 @@ func TestLoadErrors(t *testing.T) {
 	t.Run("wrong latent channels shape", func(t *testing.T) {
 		o := newOverlay(randomTAEHV(1))
 		o.set("decoder.1.weight", []int{128, 16, 3, 3}, make([]float32, 128*16*9))
-		_, err := Load(o, b, tensor.F32)
+		_, err := Load(b, o, Options{DType: tensor.F32})
 		if err == nil || !strings.Contains(err.Error(), `"decoder.1.weight"`) || !strings.Contains(err.Error(), "got [128 16 3 3]") {
 			t.Fatalf("got %v", err)
 		}
@@ -105,13 +105,13 @@ func TestLoadErrors(t *testing.T) {
 		o := newOverlay(randomTAEHV(1))
 		o.drop["decoder.22.bias"] = true
 		o.drop["decoder.15.conv.4.weight"] = true
-		_, err := Load(o, b, tensor.F32)
-		if err == nil || !strings.Contains(err.Error(), "decoder.15.conv.4.weight, decoder.22.bias") {
+		_, err := Load(b, o, Options{DType: tensor.F32})
+		if err == nil || !strings.Contains(err.Error(), `missing 2 tensors: "decoder.15.conv.4.weight", "decoder.22.bias"`) {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("dtype", func(t *testing.T) {
-		if _, err := Load(randomTAEHV(1), b, tensor.F16); err == nil {
+		if _, err := Load(b, randomTAEHV(1), Options{DType: tensor.F16}); err == nil {
 			t.Fatal("float16 compute accepted")
 		}
 	})
@@ -122,7 +122,7 @@ func TestLoadErrors(t *testing.T) {
 				o.drop[n] = true
 			}
 		}
-		m, err := Load(o, b, tensor.F32)
+		m, err := Load(b, o, Options{DType: tensor.F32})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,11 +149,11 @@ func TestLoadGrowPatched(t *testing.T) {
 	o := newOverlay(base)
 	o.set("decoder.7.conv.weight", []int{512, 256, 1, 1}, big)
 	b := cpu.New()
-	m1, err := Load(base, b, tensor.F32)
+	m1, err := Load(b, base, Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m2, err := Load(o, b, tensor.F32)
+	m2, err := Load(b, o, Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func randLatent(seed uint64, T, H, W int) ([]float32, []int) {
 // TestDecodeShapesAndModes: odd frame sizes and lengths, parallel against
 // sequential, on random weights (float32: equal to rounding).
 func TestDecodeShapesAndModes(t *testing.T) {
-	m, err := Load(randomTAEHV(5), cpu.New(), tensor.F32)
+	m, err := Load(cpu.New(), randomTAEHV(5), Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestCheck(t *testing.T) {
 // TestDecodeChunks: the chunked delivery gives Decode's frames in chunks
 // of 1, 4, 4, ...
 func TestDecodeChunks(t *testing.T) {
-	m, err := Load(randomTAEHV(9), cpu.New(), tensor.F32)
+	m, err := Load(cpu.New(), randomTAEHV(9), Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,7 +309,7 @@ func TestDecodeChunks(t *testing.T) {
 // TestEncodeShapes: frame counts that are not multiples of 4 are padded;
 // sizes that are not multiples of 8 round up at each stride-2 stage.
 func TestEncodeShapes(t *testing.T) {
-	m, err := Load(randomTAEHV(2), cpu.New(), tensor.F32)
+	m, err := Load(cpu.New(), randomTAEHV(2), Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}

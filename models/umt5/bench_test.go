@@ -56,7 +56,7 @@ func BenchmarkEncode(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	enc, err := Load(f, cpu.New(), tensor.BF16)
+	enc, err := Load(cpu.New(), f, Options{DType: tensor.BF16})
 	if err != nil {
 		b.Fatal(err)
 	}

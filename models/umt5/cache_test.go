@@ -147,7 +147,7 @@ func TestCacheSkipsEncoder(t *testing.T) {
 			return e.Context
 		}
 		loads++
-		enc, err := Load(f, cpu.New(), tensor.BF16)
+		enc, err := Load(cpu.New(), f, Options{DType: tensor.BF16})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -73,27 +74,10 @@ func shape(f checkpoint.File, key string) ([]int, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: missing tensor %q", f.Path(), key)
 	}
-	if !info.DType.IsFloat() {
-		return nil, fmt.Errorf("%s: tensor %q has dtype %v, want a float type", f.Path(), key, info.DType)
+	if !bind.Float.Accepts(info.DType) {
+		return nil, fmt.Errorf("%s: tensor %q: want %s, got %v", f.Path(), key, bind.Float, info.DType)
 	}
 	return info.Shape, nil
-}
-
-// expect checks a tensor's shape.
-func expect(f checkpoint.File, key string, want ...int) error {
-	got, err := shape(f, key)
-	if err != nil {
-		return err
-	}
-	if len(got) != len(want) {
-		return fmt.Errorf("%s: tensor %q has shape %v, want %v", f.Path(), key, got, want)
-	}
-	for i := range got {
-		if got[i] != want[i] {
-			return fmt.Errorf("%s: tensor %q has shape %v, want %v", f.Path(), key, got, want)
-		}
-	}
-	return nil
 }
 
 // DetectConfig reads the encoder geometry from a checkpoint and checks
@@ -160,14 +144,15 @@ func DetectConfig(f checkpoint.File) (Config, string, error) {
 	return c, prefix, nil
 }
 
-// check verifies the shape of every tensor the encoder reads.
+// check verifies the shape and dtype of every tensor the encoder reads,
+// naming every bad one at once. Other tensors (a full T5Model's decoder)
+// are left alone.
 func (c Config) check(f checkpoint.File, k tensorKeys) error {
+	var want []bind.Spec
 	for _, t := range c.tensors(k) {
-		if err := expect(f, t.Name, t.Shape...); err != nil {
-			return err
-		}
+		want = append(want, bind.Spec{Name: t.Name, Shape: t.Shape, Kind: bind.Float})
 	}
-	return nil
+	return bind.Check(f, "umT5 encoder", want, false)
 }
 
 // tensors lists every tensor the encoder reads besides the token table.

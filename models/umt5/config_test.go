@@ -52,7 +52,7 @@ func TestLoadPlainKeys(t *testing.T) {
 	f := rewrite(t, "", nil)
 	g := golden.Open(t, "umt5.safetensors")
 	in := loadGoldenInputs(t, g)
-	enc, err := Load(f, cpu.New(), tensor.F32)
+	enc, err := Load(cpu.New(), f, Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,28 +82,28 @@ func TestLoadErrors(t *testing.T) {
 		msg  []string
 	}{
 		{"missing fc2", func(c *checkpoint.Tensor) bool { return c.Name != fc2 },
-			[]string{"missing tensor", fc2}},
+			[]string{"missing 1 tensor", fc2}},
 		{"wrong o shape", func(c *checkpoint.Tensor) bool {
 			if c.Name == "blocks.0.attn.o.weight" {
 				c.Shape, c.Data = badO, c.Data[:len(c.Data)/oi.Shape[1]*badO[1]]
 			}
 			return true
-		}, []string{"blocks.0.attn.o.weight", fmt.Sprint(badO), "want " + fmt.Sprint(oi.Shape)}},
+		}, []string{"blocks.0.attn.o.weight", "want shape " + fmt.Sprint(oi.Shape) + ", got " + fmt.Sprint(badO)}},
 		{"missing final norm", func(c *checkpoint.Tensor) bool { return c.Name != "norm.weight" },
-			[]string{"missing tensor", "norm.weight"}},
+			[]string{"missing 1 tensor", "norm.weight"}},
 		{"int8 weight", func(c *checkpoint.Tensor) bool {
 			if c.Name == "blocks.0.norm2.weight" {
 				c.DType, c.Data = tensor.I8, c.Data[:tensor.NumElements(c.Shape)]
 			}
 			return true
-		}, []string{"blocks.0.norm2.weight", "int8"}},
+		}, []string{"blocks.0.norm2.weight", "want a float dtype, got int8"}},
 		{"no relative table", func(c *checkpoint.Tensor) bool { return !strings.Contains(c.Name, "blocks.0.pos_embedding") },
 			[]string{"relative-position", "blocks.0.pos_embedding.embedding.weight"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := rewrite(t, "", c.edit)
-			_, err := Load(f, cpu.New(), tensor.BF16)
+			_, err := Load(cpu.New(), f, Options{DType: tensor.BF16})
 			if err == nil {
 				t.Fatal("want an error")
 			}
@@ -120,7 +120,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 	// not an encoder at all
 	dit := golden.Open(t, "dit_weights.safetensors")
-	if _, err := Load(dit, cpu.New(), tensor.BF16); err == nil || !strings.Contains(err.Error(), "not a umT5 encoder") {
+	if _, err := Load(cpu.New(), dit, Options{DType: tensor.BF16}); err == nil || !strings.Contains(err.Error(), "not a umT5 encoder") {
 		t.Errorf("DiT checkpoint: error %v", err)
 	}
 }

@@ -10,7 +10,7 @@
 //		ctx = e.Context // the encoder is never opened
 //	} else {
 //		f, _ := checkpoint.Open(encPath)
-//		enc, _ := umt5.Load(f, backend, tensor.BF16)
+//		enc, _ := umt5.Load(backend, f, umt5.Options{DType: tensor.BF16})
 //		ctx, _ = enc.Encode(ids, n)
 //		cache.Put(key, ctx, len(ids), n, enc.Config().Dim, tensor.BF16)
 //		enc.Close(); f.Close()
@@ -24,6 +24,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -47,13 +48,23 @@ type block struct {
 	norm1, norm2, q, k, v, o, gate, fc1, fc2 backend.Tensor
 }
 
+// Options are the choices of a loaded encoder.
+type Options struct {
+	// DType is the compute dtype: BF16 (the default, as the reference runs
+	// it) or F32.
+	DType tensor.DType
+}
+
 // Load reads an encoder checkpoint (Wan's models_t5_umt5-xxl-enc-bf16.pth,
 // or any file whose keys carry the same names under one prefix) onto
-// backend b, computing in dt (BF16 as the reference runs it, or F32).
-// The geometry is detected from the tensor shapes. The token table stays
-// on the host (only the prompt's rows are uploaded); f may be closed once
-// Load returns.
-func Load(f checkpoint.File, b backend.Text, dt tensor.DType) (enc *Encoder, err error) {
+// backend b, computing in opt.DType. The geometry is detected from the
+// tensor shapes. The token table stays on the host (only the prompt's rows
+// are uploaded); f may be closed once Load returns.
+func Load(b backend.Text, f checkpoint.File, opt Options) (enc *Encoder, err error) {
+	dt := opt.DType
+	if dt == tensor.Invalid {
+		dt = tensor.BF16
+	}
 	if dt != tensor.F32 && dt != tensor.BF16 {
 		return nil, fmt.Errorf("umt5: compute dtype must be float32 or bfloat16, got %v", dt)
 	}
@@ -72,10 +83,8 @@ func Load(f checkpoint.File, b backend.Text, dt tensor.DType) (enc *Encoder, err
 	defer backend.Recover(&err)
 
 	info, _ := f.Info(k.embedding())
-	switch info.DType {
-	case tensor.F32, tensor.BF16, tensor.F16:
-	default:
-		return nil, fmt.Errorf("%s: tensor %q has dtype %v, want float32, bfloat16 or float16", f.Path(), k.embedding(), info.DType)
+	if !bind.StdFloat.Accepts(info.DType) {
+		return nil, fmt.Errorf("%s: tensor %q: want %s, got %v", f.Path(), k.embedding(), bind.StdFloat, info.DType)
 	}
 	raw, err := f.Raw(k.embedding())
 	if err != nil {
@@ -86,24 +95,14 @@ func Load(f checkpoint.File, b backend.Text, dt tensor.DType) (enc *Encoder, err
 	}
 	e.emb, e.embDT = append([]byte(nil), raw...), info.DType
 
-	upload := func(key string) backend.Tensor {
-		v, err := f.Float32(key)
-		if err != nil {
-			backend.FailErr(err)
-		}
-		info, _ := f.Info(key)
-		return b.Upload(dt, info.Shape, v)
+	// DetectConfig has checked every shape; the binder checks them again
+	// as it reads.
+	wb := &bind.Binder{File: f, To: b, DType: dt, What: "umT5 encoder"}
+	shapes := map[string][]int{}
+	for _, t := range cfg.tensors(k) {
+		shapes[t.Name] = t.Shape
 	}
-	host := func(key string) []float32 {
-		v, err := f.Float32(key)
-		if err != nil {
-			backend.FailErr(err)
-		}
-		if dt == tensor.BF16 {
-			tensor.RoundBF16Slice(v)
-		}
-		return v
-	}
+	upload := func(key string) backend.Tensor { return wb.Tensor(key, shapes[key], nil) }
 	for i := 0; i < cfg.Layers; i++ {
 		e.blocks = append(e.blocks, block{}) // appended first so Close frees a half-loaded block
 		bl := &e.blocks[i]
@@ -118,13 +117,17 @@ func Load(f checkpoint.File, b backend.Text, dt tensor.DType) (enc *Encoder, err
 			*w.dst = upload(k.block(i, w.key))
 		}
 		if !cfg.SharedPos {
-			e.pos = append(e.pos, host(k.block(i, "pos_embedding.embedding.weight")))
+			key := k.block(i, "pos_embedding.embedding.weight")
+			e.pos = append(e.pos, wb.Host(key, shapes[key]))
 		}
 	}
 	if cfg.SharedPos {
-		e.pos = append(e.pos, host(k.sharedPos()))
+		e.pos = append(e.pos, wb.Host(k.sharedPos(), shapes[k.sharedPos()]))
 	}
 	e.norm = upload(k.norm())
+	if err := wb.Err(); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

@@ -73,7 +73,7 @@ func TestGolden(t *testing.T) {
 		tol  float64
 	}{{tensor.F32, "fp32", 1e-4}, {tensor.BF16, "bf16", 2e-2}} {
 		t.Run(c.name, func(t *testing.T) {
-			enc, err := Load(f, be, c.dt)
+			enc, err := Load(be, f, Options{DType: c.dt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func TestGolden(t *testing.T) {
 
 func TestEncodeBadInput(t *testing.T) {
 	f := golden.Open(t, "umt5.safetensors")
-	enc, err := Load(f, cpu.New(), tensor.F32)
+	enc, err := Load(cpu.New(), f, Options{DType: tensor.F32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestEncodeBadInput(t *testing.T) {
 	if _, err := enc.Encode([]int32{1}, 1); err == nil {
 		t.Error("Encode after Close: want an error")
 	}
-	if _, err := Load(f, cpu.New(), tensor.F16); err == nil {
+	if _, err := Load(cpu.New(), f, Options{DType: tensor.F16}); err == nil {
 		t.Error("float16 compute dtype: want an error")
 	}
 }

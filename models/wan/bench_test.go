@@ -42,3 +42,25 @@ func BenchmarkTinyDiTForward(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPatchify480p is the host work Forward adds around the network on
+// a 480p × 81-frame latent ([16, 21, 60, 104]): patchify before the upload
+// and unpatchify after the download. ForwardDevice does both on the device.
+func BenchmarkPatchify480p(b *testing.B) {
+	C, T, H, W := 16, 21, 60, 104
+	x := make([]float32, C*T*H*W)
+	for i := range x {
+		x[i] = float32(i%1000) * 1e-3
+	}
+	b.Run("patchify", func(b *testing.B) {
+		for b.Loop() {
+			_ = patchify(x, C, T, H, W)
+		}
+	})
+	y := patchify(x, C, T, H, W)
+	b.Run("unpatchify", func(b *testing.B) {
+		for b.Loop() {
+			_ = unpatchify(y, C, T, H, W)
+		}
+	})
+}

@@ -3,12 +3,11 @@ package wan
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -283,88 +282,13 @@ func countBlocks(path string, names []string) (int, error) {
 // checkTensors compares the file with the expected tensor list and reports
 // every missing, unexpected, mis-shaped or mis-typed tensor at once.
 func checkTensors(f checkpoint.File, c Config, l layout) error {
-	path := f.Path()
-	want := expectedTensors(c, l)
-	seen := make(map[string]bool, len(want))
-	var missing, problems []string
-	for _, s := range want {
-		seen[s.name] = true
-		in, ok := f.Info(s.name)
-		if !ok {
-			missing = append(missing, s.name)
-			continue
-		}
-		if !slices.Equal(in.Shape, s.shape) {
-			problems = append(problems, fmt.Sprintf("tensor %q: want shape %v, got %v", s.name, s.shape, in.Shape))
-		}
-		if msg := checkDType(s.kind, in.DType); msg != "" {
-			problems = append(problems, fmt.Sprintf("tensor %q: want dtype %s, got %v", s.name, msg, in.DType))
-		}
-	}
-	var unexpected []string
-	for _, n := range f.Names() {
-		if !seen[n] {
-			unexpected = append(unexpected, n)
-		}
-	}
-	if len(missing)+len(unexpected)+len(problems) == 0 {
-		return nil
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: not a valid %s checkpoint", path, describeLayout(c, l))
-	if len(missing) > 0 {
-		fmt.Fprintf(&b, "; missing %d tensor(s): %s", len(missing), listNames(missing))
-	}
-	if len(unexpected) > 0 {
-		fmt.Fprintf(&b, "; unexpected %d tensor(s): %s", len(unexpected), listNames(unexpected))
-	}
-	for _, p := range problems {
-		b.WriteString("; ")
-		b.WriteString(p)
-	}
-	return errors.New(b.String())
+	return bind.Check(f, describeLayout(c, l), specs(expectedTensors(c, l)), true)
 }
 
 func describeLayout(c Config, l layout) string {
 	s := c.String()
 	if l.quantized {
 		s += " int8-quantised"
-	}
-	return s
-}
-
-func checkDType(k tensorKind, dt tensor.DType) string {
-	switch k {
-	case kindInt8:
-		if dt != tensor.I8 {
-			return "int8"
-		}
-	case kindScale:
-		if dt != tensor.F32 {
-			return "float32"
-		}
-	default:
-		if dt != tensor.F32 && dt != tensor.BF16 && dt != tensor.F16 {
-			return "bfloat16, float32 or float16"
-		}
-	}
-	return ""
-}
-
-// listNames shows up to 8 names, sorted, and how many more there are.
-func listNames(names []string) string {
-	sort.Strings(names)
-	const show = 8
-	q := make([]string, 0, show)
-	for i, n := range names {
-		if i == show {
-			break
-		}
-		q = append(q, strconv.Quote(n))
-	}
-	s := strings.Join(q, ", ")
-	if len(names) > show {
-		s += fmt.Sprintf(" and %d more", len(names)-show)
 	}
 	return s
 }

@@ -105,31 +105,84 @@ func (m *Model) EmbedText(context []float32, rows int) (txt *Text, err error) {
 // noisy latent followed by the condition y (channels concatenated:
 // append(x, y...), 16+20 = 36). The result is [OutDim, T, H, W] float32.
 func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []float32, err error) {
-	if m == nil || m.be == nil {
-		return nil, fmt.Errorf("wan: Forward on a freed or nil model")
+	if err := m.checkForward(shape, t, txt); err != nil {
+		return nil, err
 	}
 	c := m.Config
-	if len(shape) != 4 || shape[0] != c.InDim || shape[1] <= 0 || shape[2] <= 0 || shape[3] <= 0 || shape[2]%2 != 0 || shape[3]%2 != 0 {
-		return nil, fmt.Errorf("wan: latent shape %v: want [%d, T, H, W] with T ≥ 1 and H, W positive and even", shape, c.InDim)
-	}
 	if n := tensor.NumElements(shape); len(x) != n {
 		return nil, fmt.Errorf("wan: latent %v holds %d values, got %d", shape, n, len(x))
 	}
-	if txt == nil || txt.m != m || txt.freed {
-		return nil, fmt.Errorf("wan: text context missing, freed, or embedded by another model")
-	}
-	if math.IsNaN(float64(t)) || math.IsInf(float64(t), 0) {
-		return nil, fmt.Errorf("wan: timestep %v is not finite", t)
-	}
 	defer backend.Recover(&err)
-	be, dt, D := m.be, m.Opt.DType, c.Dim
+	be := m.be
 	sc := be.Begin() // every activation of the pass lives in it
 	defer sc.End()
 	T, H, W := shape[1], shape[2], shape[3]
-	Hp, Wp := H/2, W/2
-	L := T * Hp * Wp
+	L := T * (H / 2) * (W / 2)
+	y := m.forward(be.Upload(m.Opt.DType, []int{L, c.PatchDim()}, patchify(x, c.InDim, T, H, W)), T, H, W, t, txt)
+	return unpatchify(be.Download(y), c.OutDim, T, H, W), nil
+}
 
-	xs := m.apply(m.patch, be.Upload(dt, []int{L, c.PatchDim()}, patchify(x, c.InDim, T, H, W)))
+// ForwardDevice is Forward on a latent already on the backend: x [InDim,
+// T, H, W] (F32 or BF16, rounded to the model dtype) stays where it is and
+// the velocity [OutDim, T, H, W] F32 comes back on it, owned by the
+// caller's scope (with none open, live until the caller frees it). The patch layout changes on the device
+// (the same permutation as patchify/unpatchify), so the result equals
+// Forward's bit for bit, and a sampler that keeps its latent on the GPU
+// moves none of it across the bus.
+func (m *Model) ForwardDevice(x backend.Tensor, t float32, txt *Text) (out backend.Tensor, err error) {
+	if x == nil {
+		return nil, fmt.Errorf("wan: ForwardDevice: nil latent")
+	}
+	shape := x.Shape()
+	if err := m.checkForward(shape, t, txt); err != nil {
+		return nil, err
+	}
+	if dt := x.DType(); dt != tensor.F32 && dt != tensor.BF16 {
+		return nil, fmt.Errorf("wan: latent dtype %v: want float32 or bfloat16", dt)
+	}
+	defer backend.Recover(&err)
+	be, c, dt := m.be, m.Config, m.Opt.DType
+	sc := be.Begin()
+	defer sc.End()
+	C, T, H, W := shape[0], shape[1], shape[2], shape[3]
+	Hp, Wp := H/2, W/2
+	// patchify: (c, t, hp, kh, wp, kw) → token (t, hp, wp), feature (c, kh, kw).
+	p := be.Reshape(be.Permute(be.Reshape(x, C, T, Hp, 2, Wp, 2), 1, 2, 4, 0, 3, 5), T*Hp*Wp, c.PatchDim())
+	if p.DType() != dt {
+		p = be.Cast(p, dt)
+	}
+	y := m.forward(p, T, H, W, t, txt)
+	// unpatchify: token (t, hp, wp), feature (kh, kw, c) → (c, t, hp, kh, wp, kw).
+	out = be.Reshape(be.Permute(be.Reshape(y, T, Hp, Wp, 2, 2, c.OutDim), 5, 0, 1, 3, 2, 4), c.OutDim, T, H, W)
+	sc.Keep(out)
+	return out, nil
+}
+
+// checkForward checks a forward's latent shape, timestep and text context.
+func (m *Model) checkForward(shape []int, t float32, txt *Text) error {
+	if m == nil || m.be == nil {
+		return fmt.Errorf("wan: Forward on a freed or nil model")
+	}
+	c := m.Config
+	if len(shape) != 4 || shape[0] != c.InDim || shape[1] <= 0 || shape[2] <= 0 || shape[3] <= 0 || shape[2]%2 != 0 || shape[3]%2 != 0 {
+		return fmt.Errorf("wan: latent shape %v: want [%d, T, H, W] with T ≥ 1 and H, W positive and even", shape, c.InDim)
+	}
+	if txt == nil || txt.m != m || txt.freed {
+		return fmt.Errorf("wan: text context missing, freed, or embedded by another model")
+	}
+	if math.IsNaN(float64(t)) || math.IsInf(float64(t), 0) {
+		return fmt.Errorf("wan: timestep %v is not finite", t)
+	}
+	return nil
+}
+
+// forward runs the network on patchified tokens p [T·H/2·W/2, PatchDim]
+// in the model dtype and returns the head output [L, 4·OutDim] F32, in the
+// caller's scope.
+func (m *Model) forward(p backend.Tensor, T, H, W int, t float32, txt *Text) backend.Tensor {
+	be, dt, c, D := m.be, m.Opt.DType, m.Config, m.Config.Dim
+	Hp, Wp := H/2, W/2
+	xs := m.apply(m.patch, p)
 	m.hook("patch_embedding", xs)
 
 	e, e0 := m.timeEmbedding(t)
@@ -165,7 +218,7 @@ func (m *Model) Forward(x []float32, shape []int, t float32, txt *Text) (out []f
 	}
 	y := m.apply(m.head, be.Modulate(n, shift, scale))
 	m.hook("head", y)
-	return unpatchify(be.Download(y), c.OutDim, T, H, W), nil
+	return y
 }
 
 // angles returns the RoPE angle table of a token grid, uploaded once per

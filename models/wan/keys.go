@@ -4,16 +4,17 @@ import (
 	"fmt"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 // tensorKind says which dtypes a checkpoint tensor may have.
-type tensorKind int
+type tensorKind = bind.Kind
 
 const (
-	kindFloat tensorKind = iota // any float dtype (bf16, fp32, fp16)
-	kindInt8                    // Int8Linear codes
-	kindScale                   // Int8Linear per-128×128-tile scales
+	kindFloat = bind.StdFloat // bf16, fp32 or fp16
+	kindInt8  = bind.Int8     // Int8Linear codes
+	kindScale = bind.F32      // Int8Linear per-128×128-tile scales
 )
 
 // tensorSpec is one tensor a DiT checkpoint must hold.
@@ -23,11 +24,25 @@ type tensorSpec struct {
 	kind  tensorKind
 }
 
+// specs is the list as the binder takes it.
+func specs(ts []tensorSpec) []bind.Spec {
+	out := make([]bind.Spec, len(ts))
+	for i, t := range ts {
+		out[i] = bind.Spec{Name: t.name, Shape: t.shape, Kind: t.kind}
+	}
+	return out
+}
+
 // layout is how a checkpoint stores a given architecture.
 type layout struct {
 	quantized bool // block Linears as int8_weight + scale (TurboDiffusion -quant)
 	projL     bool // SLA proj_l weights present
 	convPatch bool // patch_embedding.weight as Conv3d [D, Cin, kt, kh, kw]
+}
+
+// layout is the file's.
+func (fi FileInfo) layout() layout {
+	return layout{quantized: fi.Quantized, projL: fi.ProjL, convPatch: fi.ConvPatch}
 }
 
 // blockLinears are the Linear layers inside a block; TurboDiffusion's -quant
@@ -59,7 +74,7 @@ func (c Config) linearShape(name string) (out, in int) {
 func expectedTensors(c Config, l layout) []tensorSpec {
 	D := c.Dim
 	var s []tensorSpec
-	add := func(name string, shape ...int) { s = append(s, tensorSpec{name: name, shape: shape}) }
+	add := func(name string, shape ...int) { s = append(s, tensorSpec{name: name, shape: shape, kind: kindFloat}) }
 	if l.convPatch {
 		add("patch_embedding.weight", D, c.InDim, c.Patch[0], c.Patch[1], c.Patch[2])
 	} else {

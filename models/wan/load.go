@@ -7,6 +7,7 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/lora"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -201,7 +202,7 @@ func Load(be backend.DiT, f checkpoint.File, opt Options) (m *Model, err error) 
 		}
 	}()
 	defer backend.Recover(&err)
-	ld := &loader{be: be, f: f, lora: m.base}
+	ld := m.loader(be, f, m.base)
 	for _, p := range ps {
 		if i, l, ok := m.streamed(p); ok {
 			m.off.host[i][l][0], m.off.host[i][l][1] = ld.loadHost(m.off.st, p)
@@ -282,33 +283,55 @@ func (m *Model) params() []param {
 	return ps
 }
 
-// loader uploads checkpoint tensors, merging LoRA deltas, failing with
-// backend.Fail on errors.
+// loader uploads checkpoint tensors through a bind.Binder, merging LoRA
+// deltas, failing with backend.Fail on errors. file holds every tensor's
+// stored shape (DetectConfig has checked them against the file).
 type loader struct {
 	be   backend.DiT
 	f    checkpoint.File
 	lora *lora.Set
+	file map[string][]int
+}
+
+// loader binds m's weights from f onto be, merging ls.
+func (m *Model) loader(be backend.DiT, f checkpoint.File, ls *lora.Set) *loader {
+	file := map[string][]int{}
+	for _, s := range expectedTensors(m.Config, m.Info.layout()) {
+		file[s.name] = s.shape
+	}
+	return &loader{be: be, f: f, lora: ls, file: file}
+}
+
+// binder reads from l's file onto to.
+func (l *loader) binder(to bind.Uploader) *bind.Binder {
+	return &bind.Binder{File: l.f, To: to, What: "Wan DiT"}
+}
+
+// must fails with b's error, if any.
+func must(b *bind.Binder) {
+	if err := b.Err(); err != nil {
+		backend.FailErr(err)
+	}
 }
 
 // load uploads one parameter into *p.dst (and *p.scale).
 func (l *loader) load(p param) {
 	if p.scale != nil {
-		*p.dst, *p.scale = l.quantized(p.name)
+		*p.dst, *p.scale = l.quantized(l.be, p.name)
 		return
 	}
-	*p.dst = l.float(p.name, p.dt, p.shape...)
+	*p.dst = l.float(l.be, p.name, p.dt, p.shape...)
 }
 
 // loadHost is load into the streamer's host memory (a quantised weight:
 // codes and scales).
 func (l *loader) loadHost(st backend.Streamer, p param) (w, scale backend.HostTensor) {
 	hb := &hostLoader{DiT: l.be, st: st}
-	sub := &loader{be: hb, f: l.f, lora: l.lora}
 	if p.scale != nil {
-		sub.quantized(p.name)
+		l.quantized(hb, p.name)
 		return hb.out[0], hb.out[1]
 	}
-	sub.float(p.name, p.dt, p.shape...)
+	l.float(hb, p.name, p.dt, p.shape...)
 	return hb.out[0], nil
 }
 
@@ -330,59 +353,53 @@ func (h *hostLoader) UploadInt8(shape []int, data []int8) backend.Tensor {
 	return nil
 }
 
-// float uploads a float tensor as dtype dt, with shape (default: the
-// file's), after adding its LoRA delta in float32: the upload rounds the
-// merged value once to dt.
-func (l *loader) float(name string, dt tensor.DType, shape ...int) backend.Tensor {
-	info, ok := l.f.Info(name)
-	if !ok {
-		backend.Fail("%s: no tensor %q", l.f.Path(), name)
-	}
+// float uploads a float tensor to `to` as dtype dt, with shape (default:
+// the file's), after adding its LoRA delta in float32: the upload rounds
+// the merged value once to dt.
+func (l *loader) float(to bind.Uploader, name string, dt tensor.DType, shape ...int) backend.Tensor {
+	b := l.binder(to)
+	stored := l.file[name]
+	data := b.ReadKind(name, stored, kindFloat)
+	must(b)
 	if len(shape) == 0 {
-		shape = info.Shape
+		shape = stored
 	}
-	if tensor.NumElements(shape) != tensor.NumElements(info.Shape) {
-		backend.Fail("%s: tensor %q: want %v (%d values), got %v", l.f.Path(), name, shape, tensor.NumElements(shape), info.Shape)
-	}
-	data, err := l.f.Float32(name)
-	if err != nil {
+	if _, err := l.lora.Merge(name, stored, data); err != nil {
 		backend.FailErr(err)
 	}
-	if _, err := l.lora.Merge(name, info.Shape, data); err != nil {
-		backend.FailErr(err)
-	}
-	return l.be.Upload(dt, shape, data)
+	t := b.UploadAs(dt, shape, data)
+	must(b)
+	return t
 }
 
 // quantized uploads an Int8Linear weight (<prefix>.weight = the file's
-// <prefix>.int8_weight and .scale) as int8 codes and float32 scales. A LoRA
-// delta is merged as the reference's tools would: dequantised (code·scale
-// in float32), delta added in float32, rounded once to bf16 (the merged
-// bf16 weight), quantised again by quant.Quantize.
-func (l *loader) quantized(name string) (w, scale backend.Tensor) {
+// <prefix>.int8_weight and .scale) to `to` as int8 codes and float32
+// scales. A LoRA delta is merged as the reference's tools would:
+// dequantised (code·scale in float32), delta added in float32, rounded
+// once to bf16 (the merged bf16 weight), quantised again by
+// quant.Quantize.
+func (l *loader) quantized(to bind.Uploader, name string) (w, scale backend.Tensor) {
+	b := l.binder(to)
 	prefix := strings.TrimSuffix(name, ".weight")
-	info, _ := l.f.Info(prefix + ".int8_weight")
-	codes, err := l.f.Int8(prefix + ".int8_weight")
-	if err != nil {
-		backend.FailErr(err)
-	}
-	sinfo, _ := l.f.Info(prefix + ".scale")
-	scales, err := l.f.Float32(prefix + ".scale")
-	if err != nil {
-		backend.FailErr(err)
-	}
+	shape, sshape := l.file[prefix+".int8_weight"], l.file[prefix+".scale"]
+	codes := b.ReadInt8(prefix+".int8_weight", shape)
+	scales := b.ReadKind(prefix+".scale", sshape, kindScale)
+	must(b)
 	if l.lora.Touches(name) {
-		n, k := info.Shape[0], info.Shape[1]
+		n, k := shape[0], shape[1]
 		wf := Dequantize(codes, scales, n, k)
-		if _, err := l.lora.Merge(name, info.Shape, wf); err != nil {
+		if _, err := l.lora.Merge(name, shape, wf); err != nil {
 			backend.FailErr(err)
 		}
 		tensor.RoundBF16Slice(wf)
+		var err error
 		if codes, scales, err = quant.Quantize(wf, n, k); err != nil {
 			backend.FailErr(err)
 		}
 	}
-	return l.be.UploadInt8(info.Shape, codes), l.be.Upload(tensor.F32, sinfo.Shape, scales)
+	w, scale = b.UploadInt8(shape, codes), b.UploadAs(tensor.F32, sshape, scales)
+	must(b)
+	return w, scale
 }
 
 // Dequantize returns the float32 weight an Int8Linear computes with:

@@ -89,7 +89,7 @@ func (m *Model) SetLoRA(src checkpoint.File, adapters []*lora.Adapter) (warnings
 		touched[p] = true
 	}
 	defer backend.Recover(&err)
-	ld := &loader{be: m.be, f: src, lora: lora.Join(m.base, extra)}
+	ld := m.loader(m.be, src, lora.Join(m.base, extra))
 	for _, p := range ps {
 		if !touched[p.name] {
 			continue

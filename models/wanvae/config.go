@@ -8,7 +8,6 @@ package wanvae
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
@@ -100,15 +99,4 @@ func detect(f checkpoint.File) (prefix string, cfg Config, err error) {
 func ReadConfig(f checkpoint.File) (Config, error) {
 	_, cfg, err := detect(f)
 	return cfg, err
-}
-
-// missingError lists absent keys, the first few by name.
-func missingError(path string, missing []string) error {
-	sort.Strings(missing)
-	const show = 6
-	list := strings.Join(missing[:min(show, len(missing))], ", ")
-	if len(missing) > show {
-		list += fmt.Sprintf(" and %d more", len(missing)-show)
-	}
-	return fmt.Errorf("%s: not a complete Wan2.1 VAE checkpoint: missing %d tensors: %s", path, len(missing), list)
 }

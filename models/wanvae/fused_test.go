@@ -51,12 +51,12 @@ func (f fusedCPU) Conv3dUpsample2x(x, w, bias backend.Tensor, p backend.Conv3dPa
 func TestFusedPathMatches(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
 	for _, dt := range []tensor.DType{tensor.F32, tensor.BF16} {
-		plain, err := Load(f, cpu.New(), dt)
+		plain, err := Load(cpu.New(), f, Options{DType: dt})
 		if err != nil {
 			t.Fatal(err)
 		}
 		calls := 0
-		fused, err := Load(f, fusedCPU{cpu.New(), &calls}, dt)
+		fused, err := Load(fusedCPU{cpu.New(), &calls}, f, Options{DType: dt})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,7 +25,7 @@ const (
 func loadGolden(t testing.TB, dt tensor.DType) (*VAE, func(string) ([]float32, []int)) {
 	t.Helper()
 	f := golden.Open(t, "vae.safetensors")
-	v, err := Load(f, cpu.New(), dt)
+	v, err := Load(cpu.New(), f, Options{DType: dt})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/models/bind"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -84,83 +85,32 @@ type resample struct {
 	time *conv // temporal (3,1,1) conv of the 3d modes
 }
 
-// loader reads and checks tensors, collecting absent keys so a wrong file is
-// reported with all of them at once.
+// loader builds the module tree from a bind.Binder, which checks every
+// tensor's shape and dtype and collects absent keys so a wrong file is
+// reported with all of them at once (with Binder.Specs set it lists the
+// state dict instead, Tensors).
 type loader struct {
-	f       checkpoint.File
-	b       backend.VAE
-	dt      tensor.DType
-	prefix  string
-	missing []string
-	err     error
-	// dry checks names and shapes only (no reads, no uploads).
-	dry bool
-	// used records every name read, so tests can check nothing is ignored.
-	used map[string]bool
-	// uploaded lists the tensors made, to free them with the VAE or on error.
-	uploaded []backend.Tensor
-	// specs, when set, collects every tensor's name and stored shape instead
-	// of reading anything (Tensors).
-	specs *[]checkpoint.Info
-}
-
-// tensor reads key, checks its element layout against want and uploads it
-// with shape up (the shape the ops use).
-func (l *loader) tensor(key string, want []int, up []int) backend.Tensor {
-	if l.err != nil {
-		return nil
-	}
-	name := l.prefix + key
-	if l.specs != nil {
-		*l.specs = append(*l.specs, checkpoint.Info{Name: name, DType: tensor.F32, Shape: want})
-		return nil
-	}
-	if l.used != nil {
-		l.used[name] = true
-	}
-	info, ok := l.f.Info(name)
-	if !ok {
-		l.missing = append(l.missing, name)
-		return nil
-	}
-	if !backend.SameShape(info.Shape, want) {
-		l.err = fmt.Errorf("%s: tensor %q: want shape %v, got %v", l.f.Path(), name, want, info.Shape)
-		return nil
-	}
-	if l.dry {
-		return nil
-	}
-	data, err := l.f.Float32(name)
-	if err != nil {
-		l.err = err
-		return nil
-	}
-	if len(l.missing) > 0 {
-		return nil // the load fails anyway; do not upload
-	}
-	t := l.b.Upload(l.dt, up, data)
-	l.uploaded = append(l.uploaded, t)
-	return t
+	*bind.Binder
 }
 
 func (l *loader) conv3(key string, cout, cin, k int) *conv {
 	return &conv{
-		w: l.tensor(key+".weight", []int{cout, cin, k, k, k}, []int{cout, cin, k, k, k}),
-		b: l.tensor(key+".bias", []int{cout}, []int{cout}),
+		w: l.Tensor(key+".weight", []int{cout, cin, k, k, k}, []int{cout, cin, k, k, k}),
+		b: l.Tensor(key+".bias", []int{cout}, []int{cout}),
 	}
 }
 
 func (l *loader) conv2(key string, cout, cin, k int) *conv {
 	return &conv{
-		w: l.tensor(key+".weight", []int{cout, cin, k, k}, []int{cout, cin, 1, k, k}),
-		b: l.tensor(key+".bias", []int{cout}, []int{cout}),
+		w: l.Tensor(key+".weight", []int{cout, cin, k, k}, []int{cout, cin, 1, k, k}),
+		b: l.Tensor(key+".bias", []int{cout}, []int{cout}),
 	}
 }
 
 func (l *loader) timeConv(key string, cout, cin int) *conv {
 	return &conv{
-		w: l.tensor(key+".weight", []int{cout, cin, 3, 1, 1}, []int{cout, cin, 3, 1, 1}),
-		b: l.tensor(key+".bias", []int{cout}, []int{cout}),
+		w: l.Tensor(key+".weight", []int{cout, cin, 3, 1, 1}, []int{cout, cin, 3, 1, 1}),
+		b: l.Tensor(key+".bias", []int{cout}, []int{cout}),
 	}
 }
 
@@ -170,7 +120,7 @@ func (l *loader) gamma(key string, c int, images bool) backend.Tensor {
 	if images {
 		want = []int{c, 1, 1}
 	}
-	return l.tensor(key+".gamma", want, []int{c})
+	return l.Tensor(key+".gamma", want, []int{c})
 }
 
 func (l *loader) res(key string, cin, cout int) *resBlock {
@@ -211,28 +161,52 @@ func (l *loader) resample(key string, c int, mode resampleMode) *resample {
 	return r
 }
 
+// Options are the choices of a loaded VAE.
+type Options struct {
+	// DType is the compute dtype: BF16 (the default; TurboDiffusion casts
+	// the whole VAE to bf16) or F32 (the original Wan).
+	DType tensor.DType
+}
+
 // Load reads a Wan2.1 VAE state dict (Wan2.1_VAE.pth, or any file whose keys
-// carry a common prefix) onto b in dtype dt: F32 (the original Wan) or BF16
-// (TurboDiffusion casts the whole VAE to bf16). The architecture is detected
-// from tensor shapes; a file that is not a Wan2.1 VAE is an error naming the
-// missing keys.
-func Load(f checkpoint.File, b backend.VAE, dt tensor.DType) (v *VAE, err error) {
-	defer backend.Recover(&err)
+// carry a common prefix) onto b in opt.DType. The architecture is detected
+// from tensor shapes; a file that is not a Wan2.1 VAE is an error naming
+// the missing keys.
+func Load(b backend.VAE, f checkpoint.File, opt Options) (v *VAE, err error) {
+	dt := opt.DType
+	if dt == tensor.Invalid {
+		dt = tensor.BF16
+	}
 	if dt != tensor.F32 && dt != tensor.BF16 {
 		return nil, fmt.Errorf("wanvae: compute dtype must be float32 or bfloat16, got %v", dt)
 	}
-	return load(&loader{f: f, b: b, dt: dt})
+	l := newLoader(f, dt)
+	l.To = b
+	defer func() {
+		if err != nil {
+			l.Free()
+			v = nil
+		}
+	}()
+	defer backend.Recover(&err)
+	return load(l, b)
 }
 
-// load builds the model from l's file; with l.dry it only checks names and
-// shapes (l.b may then be nil).
-func load(l *loader) (*VAE, error) {
-	prefix, cfg, err := detect(l.f)
+// newLoader binds f's VAE tensors in dtype dt; with no Binder.To set, it
+// only checks them.
+func newLoader(f checkpoint.File, dt tensor.DType) *loader {
+	return &loader{&bind.Binder{File: f, DType: dt, What: "Wan2.1 VAE"}}
+}
+
+// load builds the model from l's file; with no l.To it only checks names,
+// shapes and dtypes (b may then be nil).
+func load(l *loader, b backend.VAE) (*VAE, error) {
+	prefix, cfg, err := detect(l.File)
 	if err != nil {
 		return nil, err
 	}
-	l.prefix = prefix
-	return build(l, cfg)
+	l.Prefix = prefix
+	return build(l, b, cfg)
 }
 
 // Tensors lists the state-dict entries (name and shape, float32 as
@@ -240,13 +214,14 @@ func load(l *loader) (*VAE, error) {
 // benchmarks and tests build random stand-ins from.
 func Tensors(cfg Config) []checkpoint.Info {
 	var specs []checkpoint.Info
-	build(&loader{specs: &specs}, cfg)
+	build(&loader{&bind.Binder{Specs: &specs}}, nil, cfg)
 	return specs
 }
 
-// build makes the module tree of cfg from l (or only lists it, l.specs).
-func build(l *loader, cfg Config) (*VAE, error) {
-	f, b, dt := l.f, l.b, l.dt
+// build makes the module tree of cfg on b from l (or only lists it,
+// l.Specs).
+func build(l *loader, b backend.VAE, cfg Config) (*VAE, error) {
+	dt := l.DType
 	var v *VAE
 	d, z := cfg.Dim, cfg.ZDim
 	v = &VAE{b: b, dt: dt, cfg: cfg}
@@ -301,19 +276,12 @@ func build(l *loader, cfg Config) (*VAE, error) {
 	}
 	v.decHeadG = l.gamma("decoder.head.0", d, false)
 	v.decHead = l.conv3("decoder.head.2", 3, d, 3)
-	if l.specs != nil {
+	if l.Specs != nil {
 		return nil, nil
 	}
-
-	if l.err == nil && len(l.missing) > 0 {
-		l.err = missingError(f.Path(), l.missing)
+	if err := l.Err(); err != nil {
+		return nil, err
 	}
-	if l.err != nil {
-		for _, t := range l.uploaded {
-			b.Free(t)
-		}
-		return nil, l.err
-	}
-	v.weights = l.uploaded
+	v.weights = l.Uploaded()
 	return v, nil
 }

@@ -53,7 +53,7 @@ func wantErr(t *testing.T, err error, frags ...string) {
 
 func TestLoadRejectsOtherModel(t *testing.T) {
 	f := golden.Open(t, "umt5.safetensors")
-	_, err := Load(f, cpu.New(), tensor.F32)
+	_, err := Load(cpu.New(), f, Options{DType: tensor.F32})
 	wantErr(t, err, f.Path(), "not a Wan2.1 VAE", "decoder.conv1.weight", "conv2.weight")
 }
 
@@ -78,7 +78,7 @@ func TestLoadNamesMissingTensors(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
 	dec, enc := lastWithPrefix(t, f, "weight.decoder."), lastWithPrefix(t, f, "weight.encoder.")
 	d := doctored{File: f, hide: map[string]bool{dec: true, enc: true}}
-	_, err := Load(d, cpu.New(), tensor.F32)
+	_, err := Load(cpu.New(), d, Options{DType: tensor.F32})
 	wantErr(t, err, "missing 2 tensors", dec, enc)
 }
 
@@ -91,7 +91,7 @@ func TestLoadNamesWrongShape(t *testing.T) {
 	}
 	bad := []int{info.Shape[0], info.Shape[1], 3, 3}
 	d := doctored{File: f, shape: map[string][]int{key: bad}}
-	_, err := Load(d, cpu.New(), tensor.BF16)
+	_, err := Load(cpu.New(), d, Options{DType: tensor.BF16})
 	wantErr(t, err, key, fmt.Sprint(info.Shape), fmt.Sprint(bad))
 }
 
@@ -105,13 +105,13 @@ func TestLoadRejectsOtherLatentWidth(t *testing.T) {
 	bad := append([]int(nil), info.Shape...)
 	bad[1] = 48 // the Wan2.2 VAE's latent width
 	d := doctored{File: f, shape: map[string][]int{key: bad}}
-	_, err := Load(d, cpu.New(), tensor.F32)
+	_, err := Load(cpu.New(), d, Options{DType: tensor.F32})
 	wantErr(t, err, "latent channels 48", "Wan2.2")
 }
 
 func TestLoadRejectsDType(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
-	_, err := Load(f, cpu.New(), tensor.F16)
+	_, err := Load(cpu.New(), f, Options{DType: tensor.F16})
 	wantErr(t, err, "float32 or bfloat16")
 }
 
@@ -172,8 +172,9 @@ func TestDetectRealLayout(t *testing.T) {
 // dim too, as the widths could not be told apart).
 func TestLoaderCoversStateDict(t *testing.T) {
 	f := golden.Open(t, "vae.safetensors")
-	l := &loader{f: f, dt: tensor.F32, dry: true, used: map[string]bool{}}
-	v0, err := load(l)
+	l := newLoader(f, tensor.F32)
+	l.Used = map[string]bool{}
+	v0, err := load(l, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +185,7 @@ func TestLoaderCoversStateDict(t *testing.T) {
 		if !strings.HasPrefix(n, "weight.") {
 			continue
 		}
-		if !l.used[n] {
+		if !l.Used[n] {
 			t.Errorf("%s is in the reference state dict but not read", n)
 		}
 		info, _ := f.Info(n)
@@ -196,7 +197,7 @@ func TestLoaderCoversStateDict(t *testing.T) {
 		}
 		wide[strings.TrimPrefix(n, "weight.")] = s
 	}
-	for n := range l.used {
+	for n := range l.Used {
 		if _, ok := f.Info(n); !ok {
 			t.Errorf("loader reads %s, absent from the reference state dict", n)
 		}
@@ -205,7 +206,7 @@ func TestLoaderCoversStateDict(t *testing.T) {
 		t.Logf("base dim %d divides z %d, 2z or 3: the widened state dict is not built", cfg.Dim, cfg.ZDim)
 		return
 	}
-	v, err := load(&loader{f: shapesOnly{shapes: wide}, dt: tensor.F32, dry: true})
+	v, err := load(newLoader(shapesOnly{shapes: wide}, tensor.F32), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
