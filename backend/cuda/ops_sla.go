@@ -76,7 +76,7 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 // [B, heads, qBlocks, kBlocks] as F32 0/1 (tests compare it with the CPU's).
 func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
 	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
-	k := slaKernels{tma: !p.sage && b.slaTMA(), linFused: b.slaLinFused()}
+	k := slaKernels{tma: !p.sage && b.slaTMA(), linFused: b.slaLinFused(), prep: b.slaPrepFused()}
 	if p.sage {
 		k.sageTMA = sageTMAFits(p.g) && b.sageTMA()
 		k.fp8 = !k.sageTMA && b.sageFP8()
@@ -87,8 +87,9 @@ func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.S
 // slaKernels picks the sparse kernels of one call: fp8, SageSLA's e4m3 P·V
 // mma.sync kernel; tma, SLA's Hopper kernel (sla_sparse_sm90a.cu) instead
 // of the mma.sync one; sageTMA, SageSLA's Hopper kernel; linFused, the
-// fused linear branch (sla_lin_* kernels) instead of the unfused one.
-type slaKernels struct{ fp8, tma, sageTMA, linFused bool }
+// fused linear branch (sla_lin_* kernels) instead of the unfused one;
+// prep, sla_prep.cu's block map and quantisation (slaPrepare).
+type slaKernels struct{ fp8, tma, sageTMA, linFused, prep bool }
 
 // slaRun runs a checked call with the kernels in k.
 func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k slaKernels) (backend.Tensor, backend.Tensor) {
@@ -132,22 +133,21 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k
 	}
 
 	L, H, D := g.L, g.Heads, g.D
-	W := H * D
 	qb, kb := g.QBlocks(), g.KBlocks()
-	var lut, cnt, bmap, ksum, opre *Tensor
+	var pr *slaPrepped
+	var opre *Tensor
 	var ol backend.Tensor
 	func() {
 		defer b.enter()()
-		lut, cnt, bmap, ksum = b.slaSelect(p, given, keepMap)
+		pr = b.slaPrepare(p, q16, k16, v16, given, keepMap, k.fp8 || k.sageTMA, k.prep)
 		if k.linFused {
 			ol = b.slaLinearFused(q16, k16, v16, w16, tPtr(b16), B, L, H, D)
 		} else {
 			opre = b.slaLinear(q16, k16, v16, B, L, H, D)
 		}
 	}()
-	defer b.Free(lut)
-	defer b.Free(cnt)
-	defer b.Free(ksum)
+	defer pr.free(b)
+	lut, cnt := pr.lut, pr.cnt
 	if ol == nil {
 		ol = b.Linear(b.Reshape(opre, B*L*H, D), w16, b16)
 		b.Free(opre)
@@ -162,39 +162,17 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k
 		scale := float32(math.Pow(float64(D), -0.5) * 1.4426950408889634)
 		if k.tma {
 			b.slaSparseTMA(g, B, q16, k16, v16, T(ol), out, lut, cnt, scale)
-			return out, nilIfNone(bmap)
+			return out, nilIfNone(pr.bmap)
 		}
 		smem := (g.BlockQ*(D+8) + 4*g.BlockK*(D+8)) * 2
 		b.launch(b.fn("sla_sparse.cu", slaKernelName("sla_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 			q16.buf.ptr, k16.buf.ptr, v16.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt, lut.buf.ptr, cnt.buf.ptr,
 			int32(L), int32(H), int32(qb), int32(kb), scale)
-		return out, nilIfNone(bmap)
+		return out, nilIfNone(pr.bmap)
 	}
-	// SageSLA: int8 Q/K with per-block scales (K smoothed by its bf16 mean
-	// over the bf16 copy), e4m3 V with per-channel scales.
-	ks16 := ksum
-	if !p.bf16Map {
-		ks16 = b.colSum(k16, B, L, H, D, true)
-		defer b.Free(ks16)
-	}
-	qi := b.newTensor(tensor.I8, []int{B, L, W})
-	defer b.Free(qi)
-	ki := b.newTensor(tensor.I8, []int{B, L, W})
-	defer b.Free(ki)
-	sq := b.newTensor(tensor.F32, []int{B, H, qb})
-	defer b.Free(sq)
-	sk := b.newTensor(tensor.F32, []int{B, H, kb})
-	defer b.Free(sk)
-	quant := b.fn("sla_sage.cu", "sage_quant_kernel")
-	b.launch(quant, grid, [3]int{D, 1, 1}, 0, qi.buf.ptr, sq.buf.ptr, q16.buf.ptr, uintptr(0), int32(L), int32(H), int32(g.BlockQ), int32(qb))
-	b.launch(quant, [3]int{kb, H, B}, [3]int{D, 1, 1}, 0, ki.buf.ptr, sk.buf.ptr, k16.buf.ptr, ks16.buf.ptr, int32(L), int32(H), int32(g.BlockK), int32(kb))
-	vamax := b.newTensor(tensor.I32, []int{B, W})
-	defer b.Free(vamax)
-	b.memset0(vamax)
-	b.launch(b.fn("sla_sage.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{D, 1, 1}, 0,
-		vamax.buf.ptr, v16.buf.ptr, int32(L), int32(H), int32(slaChunk))
-	vs := b.newTensor(tensor.F32, []int{B, W})
-	defer b.Free(vs)
+	// SageSLA: int8 Q/K with per-block scales, e4m3 V with per-channel
+	// scales (slaPrepare).
+	qi, ki, sq, sk, vs := pr.qi, pr.ki, pr.sq, pr.sk, pr.vs
 	sm := float32(1/math.Sqrt(float64(D))) * float32(1.44269504088896340736)
 	qstr := D + 16 // int8 code rows in shared memory (sla_sage.cuh QSTR)
 	qInK := 0
@@ -204,30 +182,102 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k
 	if k.fp8 || k.sageTMA {
 		// e4m3 bytes channel-major, keys padded to whole blocks.
 		Lp := kb * g.BlockK
-		v8t := b.newTensor(tensor.I8, []int{B, W, Lp})
-		defer b.Free(v8t)
-		b.launch(b.fn("sla_sage_fp8.cu", "sage_v8t_kernel"), [3]int{Lp / 32, W / 32, B}, [3]int{32, 8, 1}, 0,
-			v8t.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr, int32(L), int32(Lp), int32(W))
+		v8t := pr.v8t
 		if k.sageTMA {
 			b.sageSparseTMA(g, B, qi, ki, v8t, sq, sk, vs, T(ol), out, lut, cnt, sm)
-			return out, nilIfNone(bmap)
+			return out, nilIfNone(pr.bmap)
 		}
 		smem := 2*g.BlockK*qstr + 2*D*(g.BlockK+16) + qInK // K codes and Vᵀ bytes, two stages
 		b.launch(b.fn("sla_sage_fp8.cu", slaKernelName("sage_fp8", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
 			qi.buf.ptr, ki.buf.ptr, v8t.buf.ptr, int32(Lp), sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 			lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
-		return out, nilIfNone(bmap)
+		return out, nilIfNone(pr.bmap)
 	}
-	v8 := b.newTensor(tensor.BF16, []int{B, L, W})
-	defer b.Free(v8)
-	n := int64(B) * int64(L) * int64(W)
-	b.launch(b.fn("sla_sage.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, v8.buf.ptr, vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
-		n, int64(L)*int64(W), int32(W))
 	smem := 2*g.BlockK*qstr + 2*g.BlockK*(D+8)*2 + qInK // K codes and e4m3 V (as bf16), two stages
 	b.launch(b.fn("sla_sage.cu", slaKernelName("sage_sparse", g)), grid, [3]int{g.BlockQ * 2, 1, 1}, smem,
-		qi.buf.ptr, ki.buf.ptr, v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
+		qi.buf.ptr, ki.buf.ptr, pr.v8.buf.ptr, sq.buf.ptr, sk.buf.ptr, vs.buf.ptr, T(ol).buf.ptr, out.buf.ptr, odt,
 		lut.buf.ptr, cnt.buf.ptr, int32(L), int32(H), int32(qb), int32(kb), sm)
-	return out, nilIfNone(bmap)
+	return out, nilIfNone(pr.bmap)
+}
+
+// slaPrepped is what the sparse kernels read besides q, k, v: the block
+// lists (lut, cnt; bmap the F32 0/1 map when asked for) and SageSLA's
+// operands: int8 codes qi, ki [B, L, H·D] (k smoothed), scales sq [B, H,
+// Qb], sk [B, H, Kb], vs [B, H·D], and e4m3 V as bytes v8t [B, H·D, Lp]
+// (fp8 and wgmma kernels) or as bf16 values v8 [B, L, H·D].
+type slaPrepped struct {
+	lut, cnt, bmap              *Tensor
+	qi, ki, sq, sk, vs, v8t, v8 *Tensor
+}
+
+// free releases everything but bmap, which goes to the caller.
+func (s *slaPrepped) free(b *Backend) {
+	for _, t := range []*Tensor{s.lut, s.cnt, s.qi, s.ki, s.sq, s.sk, s.vs, s.v8t, s.v8} {
+		if t != nil {
+			b.Free(t)
+		}
+	}
+}
+
+// slaPrepare computes the block lists and, for SageSLA, the quantised
+// operands (e4m3 V as v8t bytes when v8t, else as bf16 values) from the
+// original q, k (their dtype decides the map's bf16 roundings) and the bf16
+// copies q16, k16, v16: with fused, sla_prep.cu's three kernels, else the
+// reference kernels (slaSelect, sage_quant_kernel, sage_vamax_kernel,
+// sage_v8t/v8_kernel); both give the same bytes. Caller holds the device.
+func (b *Backend) slaPrepare(p slaPlan, q16, k16, v16, given *Tensor, keepMap, v8t, fused bool) *slaPrepped {
+	if fused {
+		return b.slaPrepFusedRun(p, v16, given, keepMap, v8t)
+	}
+	g, B := p.g, p.batches
+	L, H, D := g.L, g.Heads, g.D
+	W := H * D
+	qb, kb := g.QBlocks(), g.KBlocks()
+	pr := &slaPrepped{}
+	var ksum *Tensor
+	pr.lut, pr.cnt, pr.bmap, ksum = b.slaSelect(p, given, keepMap)
+	defer b.Free(ksum)
+	if !p.sage {
+		return pr
+	}
+	// K smoothed by its bf16 mean over the bf16 copy.
+	ks16 := ksum
+	if !p.bf16Map {
+		ks16 = b.colSum(k16, B, L, H, D, true)
+		defer b.Free(ks16)
+	}
+	pr.qi = b.newTensor(tensor.I8, []int{B, L, W})
+	pr.ki = b.newTensor(tensor.I8, []int{B, L, W})
+	pr.sq = b.newTensor(tensor.F32, []int{B, H, qb})
+	pr.sk = b.newTensor(tensor.F32, []int{B, H, kb})
+	quant := b.fn("sla_sage.cu", "sage_quant_kernel")
+	b.launch(quant, [3]int{qb, H, B}, [3]int{D, 1, 1}, 0, pr.qi.buf.ptr, pr.sq.buf.ptr, q16.buf.ptr, uintptr(0), int32(L), int32(H), int32(g.BlockQ), int32(qb))
+	b.launch(quant, [3]int{kb, H, B}, [3]int{D, 1, 1}, 0, pr.ki.buf.ptr, pr.sk.buf.ptr, k16.buf.ptr, ks16.buf.ptr, int32(L), int32(H), int32(g.BlockK), int32(kb))
+	vamax := b.newTensor(tensor.I32, []int{B, W})
+	defer b.Free(vamax)
+	b.memset0(vamax)
+	b.launch(b.fn("sla_sage.cu", "sage_vamax_kernel"), [3]int{(L + slaChunk - 1) / slaChunk, H, B}, [3]int{D, 1, 1}, 0,
+		vamax.buf.ptr, v16.buf.ptr, int32(L), int32(H), int32(slaChunk))
+	pr.vs = b.newTensor(tensor.F32, []int{B, W})
+	if v8t {
+		// e4m3 bytes channel-major, keys padded to whole blocks.
+		Lp := kb * g.BlockK
+		pr.v8t = b.newTensor(tensor.I8, []int{B, W, Lp})
+		b.launch(b.fn("sla_sage_fp8.cu", "sage_v8t_kernel"), [3]int{Lp / 32, W / 32, B}, [3]int{32, 8, 1}, 0,
+			pr.v8t.buf.ptr, pr.vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr, int32(L), int32(Lp), int32(W))
+		return pr
+	}
+	b.sageV8(pr, v16, vamax, B, L, W)
+	return pr
+}
+
+// sageV8 fills pr.v8 (e4m3 values of v16 as bf16, [B, L, W]) and pr.vs from
+// the channel maxima vamax. Caller holds the device.
+func (b *Backend) sageV8(pr *slaPrepped, v16, vamax *Tensor, B, L, W int) {
+	pr.v8 = b.newTensor(tensor.BF16, []int{B, L, W})
+	n := int64(B) * int64(L) * int64(W)
+	b.launch(b.fn("sla_sage.cu", "sage_v8_kernel"), b.gridFor(n), block256, 0, pr.v8.buf.ptr, pr.vs.buf.ptr, v16.buf.ptr, vamax.buf.ptr,
+		n, int64(L)*int64(W), int32(W))
 }
 
 // slaKernelName is the sm_80 kernel's name for g: prefix, "_d64" for head

@@ -369,8 +369,10 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 
 // benchSLA times SLA and SageSLA self-attention on q, k, v [L, heads·d]
 // at top-k 0.05, 0.1 and 0.2, each call the whole op (block map,
-// quantisation, linear branch with proj_l, sparse branch and the add); SLA
-// at top-k 0.1 also with the mma.sync sparse kernel where the Hopper one is
+// quantisation, linear branch with proj_l, sparse branch and the add); both
+// kinds at top-k 0.1 also with the other block map + quantisation path
+// (cuda.SLAPrepEnv); SLA at top-k 0.1 also with the mma.sync sparse kernel
+// where the Hopper one is
 // the default. TFLOP/s count the dense attention the op replaces.
 func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 func(string, float64, float64, func())) {
 	rnd := newFastRand(3)
@@ -386,7 +388,7 @@ func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 fu
 		if kind == backend.SageSLA {
 			kern = b.SageSparseKernel()
 		}
-		name += " [" + strings.Fields(kern)[0] + "]"
+		name += " [" + strings.Fields(kern)[0] + ", prep " + strings.Fields(b.SLAPrepKernel())[0] + "]"
 		time1(name, dense, 0, func() { b.Free(b.SparseLinearAttention(q, k, v, heads, cfg, pw, pb)) })
 	}
 	for _, kind := range []backend.AttentionKind{backend.SLA, backend.SageSLA} {
@@ -410,6 +412,19 @@ func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 fu
 		fmt.Fprintf(os.Stderr, "SLA linear branch %s unavailable: %s\n", other, b.SLALinearKernel())
 	}
 	b.SetSLALinear("")
+	// The other block map + quantisation path (cuda.SLAPrepEnv) at top-k 0.1.
+	otherPrep := "fused"
+	if strings.HasPrefix(b.SLAPrepKernel(), "fused") {
+		otherPrep = "unfused"
+	}
+	b.SetSLAPrep(otherPrep)
+	if strings.HasPrefix(b.SLAPrepKernel(), otherPrep) {
+		run(backend.SLA, 0.1)
+		run(backend.SageSLA, 0.1)
+	} else {
+		fmt.Fprintf(os.Stderr, "SLA block map + quantisation %s unavailable: %s\n", otherPrep, b.SLAPrepKernel())
+	}
+	b.SetSLAPrep("")
 	if strings.HasPrefix(b.SLASparseKernel(), "wgmma") {
 		b.SetSLASparse("mma")
 		run(backend.SLA, 0.1)
