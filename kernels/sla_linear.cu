@@ -4,7 +4,7 @@
 // o = bf16(num / bf16(1e-5 + bf16(Σ_c bf16(Qf·ks)))). bf16 roundings as in
 // package sla; operands bf16, head dim D (64 or 128; each lane of a warp
 // holds D/32 channels of a row).
-#include "mma.cuh"
+#include "sla_linear.cuh"
 
 // φ(x) = softmax over the D channels of each (token, head) row, float32
 // inside, bf16 out. x [B, L, H·D]; out [B, H, L, D] when headMajor, else
@@ -88,73 +88,45 @@ extern "C" __global__ void sla_linear_norm_kernel(bf16* o, const bf16* num, cons
 }
 
 // ---- The fused linear branch: three kernels instead of the feature maps,
-// transposes, per-head GEMMs, sums and the normalisation above, and proj_l
-// (the same roundings; float32 sums in another order). ----
+// transposes, per-head GEMMs, sums, the normalisation and the proj_l Linear
+// above, with the same bf16 roundings (float32 sums in another order, and
+// no atomics: the partial sums of KᵀV and ks are added in a fixed order).
+// Tiles of rows stream through shared memory by cp.async in a ring of
+// stages, so that each multiprocessor keeps tens of KB of loads in flight
+// while it computes (the first fused version loaded each row's φ by one
+// warp at a time and waited on memory); φ is computed in place by TPR = D/8
+// threads per row, each holding one 16-byte word (8 channels). ----
 
-// Step 1: per (chunk of rows, head, batch) the partial sums over its rows of
-// KV[c1][c2] = Σ_l φ(k)[l,c1]·v[l,c2] (mma.sync, float32, added into kvacc
-// [B, H, D(c2), D(c1)] with atomics) and ks[c] = Σ_l φ(k)[l,c] (float64,
-// into ks64 [B, H, D]). Tiles of 64 rows: φ(k) by one warp per row (as
-// sla_featmap_kernel) into shared memory, v by cp.async; 8 warps, warp w
-// owns c1 rows (w&3)·D/4.. and c2 columns (w>>2)·D/2... Both outputs must
-// be zero before. grid (chunks, H, B), 256 threads; rows per chunk a
-// multiple of 64.
+// The mma.sync GEMM of step 1 (sla_lin_kv_body in sla_linear.cuh): v
+// tiles in padded rows; warp w owns c1 rows (w&3)·D/4.. and c2 columns
+// (w>>2)·D/2.. of KV, A = φ(k)ᵀ and B = v by transposed ldmatrix.
 template <int D>
-__device__ __forceinline__ void sla_lin_kv(float* kvacc, double* ks64, const bf16* __restrict__ K,
-                                           const bf16* __restrict__ V, int L, int H, int rowsPerChunk) {
-  constexpr int BM = 64, STR = D + 8, MT = D / 64, NT = D / 16, NE = D / 32;
-  __shared__ __align__(16) bf16 sK[BM * STR];
-  __shared__ __align__(16) bf16 sV[BM * STR];
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = blockIdx.y, b = blockIdx.z;
-  const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
-  const int r0 = blockIdx.x * rowsPerChunk, r1 = min(r0 + rowsPerChunk, L);
-  const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2);
+struct SlaLinKvMma {
+  static constexpr int kThreads = 256, kAlign = 16, STR = D + 8, MT = D / 64, NT = D / 16;
+  static constexpr int kVBytes = SLA_LIN_KV_ROWS * STR * 2;
+  static constexpr int kPhiUnroll = 1;  // more spills at the 128 registers of two blocks per SM
   float acc[MT][NT][4];
+  __device__ __forceinline__ void zero() {
 #pragma unroll
-  for (int a = 0; a < MT; ++a)
+    for (int a = 0; a < MT; ++a)
 #pragma unroll
-    for (int x = 0; x < NT; ++x) acc[a][x][0] = acc[a][x][1] = acc[a][x][2] = acc[a][x][3] = 0.f;
-  double ksum = 0;
-  for (int t0 = r0; t0 < r1; t0 += BM) {
-    for (int c = tid; c < BM * (D / 8); c += 256) {
-      const int r = c / (D / 8), col = (c % (D / 8)) * 8, g = t0 + r;
-      sp_cp16(&sV[r * STR + col], V + base + (long long)min(g, L - 1) * ld + col, g < r1);
-    }
-    sp_commit();
-    for (int r = warp; r < BM; r += 8) {  // φ(k) of row t0 + r; zeros past the chunk
-      const int g = t0 + r;
-      float v[NE], m = -INFINITY, s = 0.f;
+      for (int x = 0; x < NT; ++x) acc[a][x][0] = acc[a][x][1] = acc[a][x][2] = acc[a][x][3] = 0.f;
+  }
+  static __device__ __forceinline__ u32 voff(int r, int c8) { return (r * STR + c8 * 8) * 2; }
+  static __device__ __forceinline__ void fence() {}
+  __device__ __forceinline__ void tile(const bf16* tk, const unsigned char* tvb, int lane, int warp) {
+    const bf16* tv = (const bf16*)tvb;
+    const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2);
 #pragma unroll
-      for (int e = 0; e < NE; ++e) {
-        v[e] = g < r1 ? bf2f(K[base + (long long)g * ld + lane + 32 * e]) : 0.f;
-        m = fmaxf(m, v[e]);
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-#pragma unroll
-      for (int e = 0; e < NE; ++e) {
-        v[e] = expf(v[e] - m);
-        s += v[e];
-      }
-      s = warp_sum(s);
-#pragma unroll
-      for (int e = 0; e < NE; ++e) sK[r * STR + lane + 32 * e] = g < r1 ? f2bf(v[e] / s) : (bf16)0;
-    }
-    sp_wait_all();
-    __syncthreads();
-    if (tid < D)
-      for (int r = 0; r < BM; ++r) ksum += (double)bf2f(sK[r * STR + tid]);
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; ++kk) {
+    for (int kk = 0; kk < SLA_LIN_KV_ROWS / 16; ++kk) {
       u32 af[MT][4];
 #pragma unroll
       for (int a = 0; a < MT; ++a)  // A[m = c1][k = l] from φ(k) stored [l][c1]: transposed loads
-        sp_ldsm_x4_t(af[a], &sK[(kk * 16 + (lane & 7) + (lane >> 4) * 8) * STR + m0 + a * 16 + ((lane >> 3) & 1) * 8]);
+        sp_ldsm_x4_t(af[a], &tk[(kk * 16 + (lane & 7) + (lane >> 4) * 8) * STR + m0 + a * 16 + ((lane >> 3) & 1) * 8]);
 #pragma unroll
       for (int dp = 0; dp < NT / 2; ++dp) {
         u32 bb[4];
-        sp_ldsm_x4_t(bb, &sV[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + n0 + dp * 16 + (lane >> 4) * 8]);
+        sp_ldsm_x4_t(bb, &tv[(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STR + n0 + dp * 16 + (lane >> 4) * 8]);
 #pragma unroll
         for (int a = 0; a < MT; ++a) {
           sp_mma_bf16(acc[a][2 * dp], af[a], bb[0], bb[1]);
@@ -162,144 +134,121 @@ __device__ __forceinline__ void sla_lin_kv(float* kvacc, double* ks64, const bf1
         }
       }
     }
-    __syncthreads();
   }
-  const long long bh = (long long)b * H + h;
-  if (tid < D) atomicAdd(&ks64[bh * D + tid], ksum);
-  float* kv = kvacc + bh * D * D;
-  const int g = lane >> 2, t4 = lane & 3;
+  __device__ __forceinline__ void store(float* kv, int lane, int warp) const {
+    const int m0 = (warp & 3) * (D / 4), n0 = (warp >> 2) * (D / 2), g = lane >> 2, t4 = lane & 3;
 #pragma unroll
-  for (int a = 0; a < MT; ++a)
+    for (int a = 0; a < MT; ++a)
 #pragma unroll
-    for (int x = 0; x < NT; ++x) {
-      const int c1 = m0 + a * 16 + g, c2 = n0 + x * 8 + 2 * t4;  // stored transposed: [c2][c1]
-      atomicAdd(&kv[c2 * D + c1], acc[a][x][0]);
-      atomicAdd(&kv[(c2 + 1) * D + c1], acc[a][x][1]);
-      atomicAdd(&kv[c2 * D + c1 + 8], acc[a][x][2]);
-      atomicAdd(&kv[(c2 + 1) * D + c1 + 8], acc[a][x][3]);
-    }
-}
+      for (int x = 0; x < NT; ++x) {
+        const int c1 = m0 + a * 16 + g, c2 = n0 + x * 8 + 2 * t4;  // stored transposed: [c2][c1]
+        kv[c2 * D + c1] = acc[a][x][0];
+        kv[(c2 + 1) * D + c1] = acc[a][x][1];
+        kv[c2 * D + c1 + 8] = acc[a][x][2];
+        kv[(c2 + 1) * D + c1 + 8] = acc[a][x][3];
+      }
+  }
+};
 
-// Step 2: KVᵀ and ks to bf16 as the reference stores them: kvt = bf16(kvacc),
-// ks = bf16(float(ks64)). grid (B·H), 256 threads.
-extern "C" __global__ void sla_lin_finish_kernel(bf16* kvt, float* ks, const float* kvacc, const double* ks64, int D) {
-  const long long bh = blockIdx.x;
-  for (int i = threadIdx.x; i < D * D; i += 256) kvt[bh * D * D + i] = f2bf(kvacc[bh * D * D + i]);
-  if (threadIdx.x < D) ks[bh * D + threadIdx.x] = rbf((float)ks64[bh * D + threadIdx.x]);
-}
-
-// Step 3: per (128 rows, head, batch): φ(q) (one warp per row, as
-// sla_featmap_kernel) into shared memory with the row's denominator dn =
-// bf16(1e-5 + bf16(Σ_c bf16(φ(q)·ks))) (float64 sum), num = φ(q)·KV on
-// mma.sync, o = bf16(bf16(num)/dn) kept in registers as the A fragments of
-// proj_l, ol = bf16(o·Wᵀ + bias) written to [B, L, H·D]. W [D, D] and
-// bias [D] bf16 (bias may be null). grid (ceil(L/128), H, B), 256 threads.
-template <int D>
-__device__ __forceinline__ void sla_lin_out(bf16* ol, const bf16* __restrict__ Q, const bf16* __restrict__ kvt,
-                                            const float* __restrict__ ks, const bf16* __restrict__ W,
-                                            const bf16* __restrict__ bias, int L, int H) {
-  constexpr int BM = 128, STR = D + 8, NE = D / 32;
-  extern __shared__ __align__(16) unsigned char smem[];
-  bf16* sQ = (bf16*)smem;        // [BM][STR] φ(q)
-  bf16* sKV = sQ + BM * STR;     // [D][STR] KVᵀ (rows c2)
-  bf16* sW = sKV + D * STR;      // [D][STR] W (rows n)
-  float* sdn = (float*)(sW + D * STR);  // [BM]
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int q0 = blockIdx.x * BM, h = blockIdx.y, b = blockIdx.z;
-  const long long ld = (long long)H * D, base = (long long)b * L * ld + (long long)h * D;
-  const long long bh = (long long)b * H + h;
-  for (int c = tid; c < D * (D / 8); c += 256) {
-    const int r = c / (D / 8), col = (c % (D / 8)) * 8;
-    sp_cp16(&sKV[r * STR + col], kvt + bh * D * D + r * D + col, true);
-    sp_cp16(&sW[r * STR + col], W + r * D + col, true);
+// Step 2: the chunks' partial sums added in chunk order (float64) and
+// rounded as the reference stores them: kvt = bf16(KVᵀ) [B, H, D, D], ks =
+// bf16(float(Σ)) [B, H, D]. grid (ceil(D²/256), B·H), 256 threads.
+extern "C" __global__ void sla_lin_reduce_kernel(bf16* kvt, float* ks, const float* kvpart, const double* kspart,
+                                                 int chunks, int D) {
+  const long long bh = blockIdx.y;
+  const int i = blockIdx.x * 256 + threadIdx.x;
+  if (i < D * D) {
+    double s = 0;
+    for (int c = 0; c < chunks; ++c) s += (double)kvpart[(bh * chunks + c) * D * D + i];
+    kvt[bh * D * D + i] = f2bf((float)s);
   }
-  sp_commit();
-  float ksv[NE];
-#pragma unroll
-  for (int e = 0; e < NE; ++e) ksv[e] = ks[bh * D + lane + 32 * e];
-  for (int r = warp; r < BM; r += 8) {
-    const int gq = q0 + r;
-    float v[NE], m = -INFINITY, s = 0.f;
-#pragma unroll
-    for (int e = 0; e < NE; ++e) {
-      v[e] = gq < L ? bf2f(Q[base + (long long)gq * ld + lane + 32 * e]) : 0.f;
-      m = fmaxf(m, v[e]);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-#pragma unroll
-    for (int e = 0; e < NE; ++e) {
-      v[e] = expf(v[e] - m);
-      s += v[e];
-    }
-    s = warp_sum(s);
-    double den = 0;
-#pragma unroll
-    for (int e = 0; e < NE; ++e) {
-      const bf16 f = f2bf(v[e] / s);
-      sQ[r * STR + lane + 32 * e] = f;
-      den += (double)rbf(bf2f(f) * ksv[e]);
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-    if (lane == 0) sdn[r] = rbf(1e-5f + rbf((float)den));
-  }
-  sp_wait_all();
-  __syncthreads();
-  float acc[D / 8][4];
-#pragma unroll
-  for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    u32 af[4];
-    sp_ldsm_x4(af, &sQ[(warp * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      u32 bb[4];
-      sp_ldsm_x4(bb, &sKV[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-      sp_mma_bf16(acc[2 * np], af, bb[0], bb[1]);
-      sp_mma_bf16(acc[2 * np + 1], af, bb[2], bb[3]);
-    }
-  }
-  const float dn0 = sdn[warp * 16 + g], dn1 = sdn[warp * 16 + g + 8];
-  u32 of[D / 16][4];  // o as the A fragments of proj_l (accumulator layout = A layout)
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    of[kk][0] = pack_bf2(rbf(acc[2 * kk][0]) / dn0, rbf(acc[2 * kk][1]) / dn0);
-    of[kk][1] = pack_bf2(rbf(acc[2 * kk][2]) / dn1, rbf(acc[2 * kk][3]) / dn1);
-    of[kk][2] = pack_bf2(rbf(acc[2 * kk + 1][0]) / dn0, rbf(acc[2 * kk + 1][1]) / dn0);
-    of[kk][3] = pack_bf2(rbf(acc[2 * kk + 1][2]) / dn1, rbf(acc[2 * kk + 1][3]) / dn1);
-  }
-#pragma unroll
-  for (int x = 0; x < D / 8; ++x) acc[x][0] = acc[x][1] = acc[x][2] = acc[x][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      u32 bb[4];
-      sp_ldsm_x4(bb, &sW[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
-      sp_mma_bf16(acc[2 * np], of[kk], bb[0], bb[1]);
-      sp_mma_bf16(acc[2 * np + 1], of[kk], bb[2], bb[3]);
-    }
-  }
-  const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
-#pragma unroll
-  for (int x = 0; x < D / 8; ++x) {
-    const int col = x * 8 + 2 * t4;
-    const float b0 = bias ? bf2f(bias[col]) : 0.f, b1 = bias ? bf2f(bias[col + 1]) : 0.f;
-    if (r0 < L) *(u32*)&ol[base + (long long)r0 * ld + col] = pack_bf2(acc[x][0] + b0, acc[x][1] + b1);
-    if (r1 < L) *(u32*)&ol[base + (long long)r1 * ld + col] = pack_bf2(acc[x][2] + b0, acc[x][3] + b1);
+  if (blockIdx.x == 0 && threadIdx.x < D) {
+    double s = 0;
+    for (int c = 0; c < chunks; ++c) s += kspart[(bh * chunks + c) * D + threadIdx.x];
+    ks[bh * D + threadIdx.x] = rbf((float)s);
   }
 }
 
-#define SLA_LIN(D)                                                                                               \
-  extern "C" __global__ void __launch_bounds__(256) sla_lin_kv_d##D(float* kvacc, double* ks64, const bf16* K,  \
-                                                                    const bf16* V, int L, int H, int rows) {     \
-    sla_lin_kv<D>(kvacc, ks64, K, V, L, H, rows);                                                               \
-  }                                                                                                              \
-  extern "C" __global__ void __launch_bounds__(256) sla_lin_out_d##D(                                           \
-      bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H) { \
-    sla_lin_out<D>(ol, Q, kvt, ks, W, bias, L, H);                                                              \
+// The mma.sync GEMMs of step 3 (sla_lin_out_body in sla_linear.cuh): KVᵀ
+// and W in padded rows (ldmatrix without bank conflicts); each warp runs
+// its MR m-tiles, each B fragment read from shared memory serving MR mma.
+template <int D, int MR>
+struct SlaLinMma {
+  static constexpr int kAlign = 16, STR = D + 8, kOpBytes = 2 * D * STR * 2;
+  static __device__ __forceinline__ void load(unsigned char* ops, const bf16* kvt, const bf16* W, int tid, int nth) {
+    bf16* sKV = (bf16*)ops;  // [D][STR] KVᵀ (rows c2)
+    bf16* sW = sKV + D * STR;  // [D][STR] W (rows n)
+    for (int c = tid; c < D * (D / 8); c += nth) {
+      const int r = c / (D / 8), col = (c % (D / 8)) * 8;
+      sp_cp16(&sKV[r * STR + col], kvt + r * D + col, true);
+      sp_cp16(&sW[r * STR + col], W + r * D + col, true);
+    }
   }
-SLA_LIN(128)
-SLA_LIN(64)
+  static __device__ __forceinline__ void fence() {}
+  static __device__ __forceinline__ void run(float (&pa)[MR][D / 2], const bf16* mine, const float* dn,
+                                             const unsigned char* ops, int lane) {
+    const bf16* sKV = (const bf16*)ops;
+    const bf16* sW = sKV + D * STR;
+    const int g = lane >> 2;
+    float acc[MR][D / 2];
+#pragma unroll
+    for (int m = 0; m < MR; ++m)
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) acc[m][i] = 0.f;
+#pragma unroll 2  // (code size: the loop must stay in the instruction cache)
+    for (int kk = 0; kk < D / 16; ++kk) {
+      u32 af[MR][4];
+#pragma unroll
+      for (int m = 0; m < MR; ++m)
+        sp_ldsm_x4(af[m], &mine[(m * 16 + (lane & 15)) * STR + kk * 16 + (lane >> 4) * 8]);
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        u32 bb[4];
+        sp_ldsm_x4(bb, &sKV[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
+#pragma unroll
+        for (int m = 0; m < MR; ++m) {
+          sp_mma_bf16(&acc[m][8 * np], af[m], bb[0], bb[1]);
+          sp_mma_bf16(&acc[m][8 * np + 4], af[m], bb[2], bb[3]);
+        }
+      }
+    }
+    u32 of[MR][D / 16][4];
+#pragma unroll
+    for (int m = 0; m < MR; ++m) sla_lin_norm_frags<D>(of[m], acc[m], dn[m * 16 + g], dn[m * 16 + g + 8]);
+#pragma unroll
+    for (int m = 0; m < MR; ++m)
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) pa[m][i] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < D / 16; ++np) {
+        u32 bb[4];
+        sp_ldsm_x4(bb, &sW[(np * 16 + (lane & 7) + ((lane >> 4) << 3)) * STR + kk * 16 + ((lane >> 3) & 1) * 8]);
+#pragma unroll
+        for (int m = 0; m < MR; ++m) {
+          sp_mma_bf16(&pa[m][8 * np], of[m][kk], bb[0], bb[1]);
+          sp_mma_bf16(&pa[m][8 * np + 4], of[m][kk], bb[2], bb[3]);
+        }
+      }
+    }
+  }
+};
+
+#define SLA_LIN_KV(D)                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(256, 2)                                                                \
+      sla_lin_kv_d##D(float* kvpart, double* kspart, const bf16* K, const bf16* V, int L, int H, int rows) {          \
+    sla_lin_kv_body<D, SlaLinKvMma<D>>(kvpart, kspart, K, V, L, H, rows);                                             \
+  }
+#define SLA_LIN_OUT(D, NW, S, MR)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(32 * NW) sla_lin_out_d##D##_w##NW##_s##S##_m##MR(                     \
+      bf16* ol, const bf16* Q, const bf16* kvt, const float* ks, const bf16* W, const bf16* bias, int L, int H,       \
+      int tilesPerBlock) {                                                                                            \
+    sla_lin_out_body<D, NW, S, MR, SlaLinMma<D, MR>>(ol, Q, kvt, ks, W, bias, L, H, tilesPerBlock);                   \
+  }
+SLA_LIN_KV(128)
+SLA_LIN_KV(64)
+SLA_LIN_OUT(128, 8, 3, 1)
+SLA_LIN_OUT(128, 8, 2, 1)
+SLA_LIN_OUT(128, 4, 2, 1)
+SLA_LIN_OUT(64, 8, 3, 1)

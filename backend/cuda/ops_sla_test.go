@@ -386,8 +386,8 @@ func TestSageSLAVsSLARealShape(t *testing.T) {
 
 // TestSLALinearKernels runs SLA and SageSLA against the CPU with each
 // linear branch (unfused: feature maps, transposes, per-head GEMMs,
-// normalisation, Linear, the default; fused: the sla_lin_* kernels, where
-// they pass their start-up check) on every case, proj_l random and scaled
+// normalisation, Linear, the reference; fused: the sla_lin_* kernels, the
+// default where they pass their start-up check) on every case, proj_l random and scaled
 // up so that the linear branch (φ(q)·KV/den, an average of v over all
 // tokens, ~L^-½) weighs in the output about as much as the sparse one.
 func TestSLALinearKernels(t *testing.T) {

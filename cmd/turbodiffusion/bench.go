@@ -112,6 +112,7 @@ func runBench(w io.Writer, f *benchFlags) (err error) {
 		return err
 	}
 	fmt.Fprintf(w, "attention kernel: %s\n", b.AttentionKernel())
+	fmt.Fprintf(w, "SLA linear branch: %s\n", b.SLALinearKernel())
 	latT := (f.frames-1)/4 + 1
 	Hp, Wp := f.h/16, f.w/16
 	L := latT * Hp * Wp
@@ -395,6 +396,22 @@ func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 fu
 			run(kind, topk)
 		}
 	}
+	// The other SLA linear branch (fused or unfused) at top-k 0.1.
+	other := "fused"
+	if strings.HasPrefix(b.SLALinearKernel(), "fused") {
+		other = "unfused"
+	}
+	b.SetSLALinear(other)
+	if strings.HasPrefix(b.SLALinearKernel(), other) {
+		for _, kind := range []backend.AttentionKind{backend.SLA, backend.SageSLA} {
+			cfg := backend.SLAConfig{Kind: kind, TopK: 0.1}
+			time1(fmt.Sprintf("%s top-k 0.10 L=%d h=%d d=%d [linear branch %s]", kind, L, heads, d, other), dense, 0,
+				func() { b.Free(b.SparseLinearAttention(q, k, v, heads, cfg, pw, pb)) })
+		}
+	} else {
+		fmt.Fprintf(os.Stderr, "SLA linear branch %s unavailable: %s\n", other, b.SLALinearKernel())
+	}
+	b.SetSLALinear("")
 	// The other block map + quantisation path (cuda.SLAPrepEnv) at top-k 0.1.
 	otherPrep := "fused"
 	if strings.HasPrefix(b.SLAPrepKernel(), "fused") {
