@@ -106,9 +106,9 @@ struct SlaLinKvWgmma {
     for (int kk = 0; kk < KS; ++kk) {
       const u64 db = vn_desc<SLA_LIN_KV_ROWS>(vb, kk);
       if constexpr (D == 128)
-        wgmma_rs_n128_tb(acc, af[kk], db);
+        hp_wgmma_rs_n128_bf16_tb(acc, af[kk], db);
       else
-        wgmma_rs_n64_tb(acc, af[kk], db);
+        hp_wgmma_rs_n64_bf16_tb(acc, af[kk], db);
     }
     hp_wg_commit();
     hp_wg_wait<0>();  // before the stage is refilled and af rewritten
