@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -264,9 +265,12 @@ func (b *Backend) slaLinKVPick() slaLinKVShape {
 }
 
 // slaLinOutPick is the sla_lin_out build that runs for head dim d: the
-// forced one, else the first of slaLinOutShapes that fits (zero if none).
+// forced one where it is a build of d, else the first of slaLinOutShapes
+// that fits (zero if none). (A build forced for one head dim must not leak
+// into another: the start-up check runs both head dims, and the 4-warp
+// wgmma build exists only for 128.)
 func (b *Backend) slaLinOutPick(d int) slaLinOutShape {
-	if slaLinOutForce.warps != 0 {
+	if slaLinOutForce.warps != 0 && slices.Contains(slaLinOutShapes[d], slaLinOutForce) {
 		return slaLinOutForce
 	}
 	gemm := b.slaLinGemm()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -275,4 +276,23 @@ func TestSLALinearModes(t *testing.T) {
 		}
 	}
 	slaLinGemms.Delete(b)
+	// A build forced for head dim 128 that has no head-dim-64 twin (the
+	// 4-warp wgmma one) must not be picked for 64: the start-up check runs
+	// both head dims, and on the H200 (b7e7bf2) it looked up the missing
+	// sla_lin_out_wg_d64_w4_s2 and turned the fused path off.
+	defer func() { slaLinOutForce = slaLinOutShape{} }()
+	for _, d := range []int{128, 64} {
+		for _, sh := range slaLinOutShapes[d] {
+			slaLinOutForce = sh
+			if got := b.slaLinOutPick(d); got != sh {
+				t.Errorf("forced %v for head dim %d: picked %v", sh, d, got)
+			}
+			for _, other := range []int{128, 64} {
+				got := b.slaLinOutPick(other)
+				if !slices.Contains(slaLinOutShapes[other], got) {
+					t.Errorf("forced %v (head dim %d): head dim %d picks %v, not one of its builds %v", sh, d, other, got, slaLinOutShapes[other])
+				}
+			}
+		}
+	}
 }
