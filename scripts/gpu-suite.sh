@@ -128,7 +128,7 @@ final)
 	}
 	echo "== commit $(tr '\n' ' ' <.gpu/commit) date $(date -u +%FT%TZ)"
 	nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
-	step tests 170 .gpu/cuda.test -test.v -test.timeout 165s -test.skip 'TestGoldenTAEHVOnGPU'
+	step tests 300 .gpu/cuda.test -test.v -test.timeout 295s -test.skip 'TestGoldenTAEHVOnGPU'
 	grep -E '^(--- FAIL|FAIL|ok|PASS|panic)' "$OUT/tests.log" | head -20
 	echo "tests: $(grep -c '^--- PASS' "$OUT/tests.log") top-level pass, $(grep -c '^--- FAIL' "$OUT/tests.log") fail, $(grep -c '^--- SKIP' "$OUT/tests.log") skip"
 	grep -E 'golden|Golden' "$OUT/tests.log" | grep -E 'rel_l2|rel-L2|error' | head -12
