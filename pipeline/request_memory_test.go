@@ -163,13 +163,25 @@ func TestCheckRequestPlans(t *testing.T) {
 		t.Fatalf("a billion frames under the default limits: %v", err)
 	}
 	loose := newEngine(total, Limits{MaxFrames: 2000000001})
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	err = loose.CheckRequest(big)
-	runtime.ReadMemStats(&after)
+	// What the check allocates must not grow with the frame count: a
+	// billion frames against a hundred million (both refused; the advice's
+	// search for the frames that fit costs the same few MB in both).
+	allocs := func(frames int) (uint64, error) {
+		r := big
+		r.Frames = frames
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err := loose.CheckRequest(r)
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc, err
+	}
+	tenth, err := allocs(100000001)
 	memoryErr(t, err, "GPU memory")
-	if a := after.TotalAlloc - before.TotalAlloc; a > 8<<20 {
-		t.Errorf("the check allocated %d bytes", a)
+	a, err := allocs(big.Frames)
+	memoryErr(t, err, "GPU memory")
+	t.Logf("the check allocated %d bytes for %d frames, %d for 100000001", a, big.Frames, tenth)
+	if a > tenth+1<<20 {
+		t.Errorf("the check allocated %d bytes for %d frames against %d for 100000001: it grows with the frames", a, big.Frames, tenth)
 	}
 	n := fitFrames(t, err)
 	big.Frames = n
