@@ -108,31 +108,9 @@ func i2vRuns(t testing.TB) []i2vRun {
 		c := func(k ...string) []string { return append([]string{"configs", "i2v", name}, k...) }
 		r := i2vRun{name: name, steps: m.Int(t, c("steps")...), sigmaMax: m.Number(t, c("sigma_max")...),
 			boundary: m.Number(t, c("boundary")...), frames: int(i2vArgvNumber(t, m, name, "--num_frames"))}
-		switch dt := m.String(t, c("dtype")...); dt {
-		case "float32":
-			r.dtype = tensor.F32
-		case "bfloat16":
-			r.dtype = tensor.BF16
-		default:
-			t.Fatalf("manifest configs.i2v.%s.dtype %q: want float32 or bfloat16", name, dt)
-		}
-		switch a := m.String(t, c("attention")...); a {
-		case "original":
-			r.attn = backend.Dense
-		case "sla":
-			r.attn = backend.SLA
-		default:
-			t.Fatalf("manifest configs.i2v.%s.attention %q: want original or sla", name, a)
-		}
+		rn := m.RunNumerics(t, "i2v", name)
+		r.dtype, r.attn, r.norm = rn.DType, rn.Attention, rn.Norm
 		r.topk = i2vArgvNumber(t, m, name, "--sla_topk")
-		switch n := m.String(t, c("norms")...); n {
-		case "default":
-			r.norm = backend.NormDefault
-		case "fast":
-			r.norm = backend.NormFast
-		default:
-			t.Fatalf("manifest configs.i2v.%s.norms %q: want default or fast", name, n)
-		}
 		v, _ := m.Lookup(c("adaptive_resolution")...)
 		adaptive, ok := v.(bool)
 		if !ok {

@@ -119,38 +119,16 @@ func TestGoldenRCMLoopOnGPU(t *testing.T) {
 	vshape := shape[1:]
 	for _, name := range man.Keys(t, "configs", "rcm") {
 		t.Run(name, func(t *testing.T) {
-			str := func(k string) string { return man.String(t, "configs", "rcm", name, k) }
-			var opt wan.Options
+			rn := man.RunNumerics(t, "rcm", name)
+			opt := wan.Options{DType: rn.DType, Attention: rn.Attention, Norm: rn.Norm}
 			tol := 5e-2
-			switch dt := str("dtype"); dt {
-			case "float32":
-				opt.DType = tensor.F32
-			case "bfloat16":
-				opt.DType = tensor.BF16
-			default:
-				t.Fatalf("manifest configs.rcm.%s.dtype %q: want float32 or bfloat16", name, dt)
+			if rn.Attention == backend.Dense && rn.DType == tensor.F32 {
+				tol = 1e-4
 			}
-			switch a := str("attention"); a {
-			case "original":
-				opt.Attention = backend.Dense
-				if opt.DType == tensor.F32 {
-					tol = 1e-4
-				}
-			case "sla":
-				opt.Attention = backend.SLA
+			if rn.Attention == backend.SLA {
 				opt.TopK = man.ArgvNumber(t, name, "--sla_topk")
 				opt.BlockQ = man.Int(t, "configs", "dit", "sla_BLKQ")
 				opt.BlockK = man.Int(t, "configs", "dit", "sla_BLKK")
-			default:
-				t.Fatalf("manifest configs.rcm.%s.attention %q: want original or sla", name, a)
-			}
-			switch nm := str("norms"); nm {
-			case "default":
-				opt.Norm = backend.NormDefault
-			case "fast":
-				opt.Norm = backend.NormFast
-			default:
-				t.Fatalf("manifest configs.rcm.%s.norms %q: want default or fast", name, nm)
 			}
 			steps := man.Int(t, "configs", "rcm", name, "steps")
 			m, err := wan.Load(g, golden.Open(t, "dit_weights.safetensors"), opt)

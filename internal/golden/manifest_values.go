@@ -5,6 +5,9 @@ import (
 	"math"
 	"sort"
 	"testing"
+
+	"github.com/turbodiffusion-go/turbodiffusion/backend"
+	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
 // Int returns an integer manifest entry, failing the test if it is absent
@@ -94,4 +97,45 @@ func (m Manifest) ArgvHas(run, flag string) bool {
 		}
 	}
 	return false
+}
+
+// Numerics are a reference run's settings (configs.<kind>.<run>.dtype,
+// attention and norms in the manifest), as the engine's types.
+type Numerics struct {
+	DType     tensor.DType
+	Attention backend.AttentionKind // Dense ("original") or SLA
+	Norm      backend.NormMode
+}
+
+// RunNumerics reads the numerics of run name of configs.<kind> (rcm, i2v),
+// failing the test on a value the engine has no counterpart for.
+func (m Manifest) RunNumerics(t testing.TB, kind, name string) Numerics {
+	t.Helper()
+	var n Numerics
+	str := func(k string) string { return m.String(t, "configs", kind, name, k) }
+	switch dt := str("dtype"); dt {
+	case "float32":
+		n.DType = tensor.F32
+	case "bfloat16":
+		n.DType = tensor.BF16
+	default:
+		t.Fatalf("manifest configs.%s.%s.dtype %q: want float32 or bfloat16", kind, name, dt)
+	}
+	switch a := str("attention"); a {
+	case "original":
+		n.Attention = backend.Dense
+	case "sla":
+		n.Attention = backend.SLA
+	default:
+		t.Fatalf("manifest configs.%s.%s.attention %q: want original or sla", kind, name, a)
+	}
+	switch nm := str("norms"); nm {
+	case "default":
+		n.Norm = backend.NormDefault
+	case "fast":
+		n.Norm = backend.NormFast
+	default:
+		t.Fatalf("manifest configs.%s.%s.norms %q: want default or fast", kind, name, nm)
+	}
+	return n
 }
