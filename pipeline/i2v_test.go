@@ -96,10 +96,13 @@ type i2vFixture struct {
 	image string
 }
 
+// fixtureTextDim is the text width of the fixture's umT5 and DiTs.
+const fixtureTextDim = 64
+
 func newI2VFixture(t *testing.T) i2vFixture {
 	t.Helper()
 	dir := t.TempDir()
-	const textDim = 64
+	const textDim = fixtureTextDim
 	f := i2vFixture{dir: dir, image: filepath.Join(dir, "in.png")}
 	f.files = Files{
 		DiTHigh:     filepath.Join(dir, "high.safetensors"),
@@ -126,6 +129,18 @@ func newI2VFixture(t *testing.T) i2vFixture {
 	}
 	writePNG(t, f.image, img)
 	return f
+}
+
+// t2vFiles is the fixture's files with a random text-to-video DiT (seed 5,
+// t2v.safetensors in its folder) that fits its text encoder.
+func (f i2vFixture) t2vFiles(t *testing.T) Files {
+	t.Helper()
+	files := f.files
+	files.DiT = filepath.Join(f.dir, "t2v.safetensors")
+	if err := testmodels.WriteWanT2V(files.DiT, fixtureTextDim, 5); err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
 
 func (f i2vFixture) engine(t *testing.T, keep bool) *Engine {

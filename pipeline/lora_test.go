@@ -15,7 +15,6 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/lora"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -56,11 +55,7 @@ func writeTinyLoRA(t *testing.T, dir string) string {
 func TestRequestLoRA(t *testing.T) {
 	fx := newI2VFixture(t)
 	loraPath := writeTinyLoRA(t, fx.dir)
-	t2v := fx.files
-	t2v.DiT = filepath.Join(fx.dir, "t2v.safetensors")
-	if err := testmodels.WriteWanT2V(t2v.DiT, 64, 5); err != nil {
-		t.Fatal(err)
-	}
+	t2v := fx.t2vFiles(t)
 	spec := lora.Spec{Path: loraPath, Scale: 0.7}
 	newEngine := func(files Files, keep bool, specs ...lora.Spec) *Engine {
 		be := cpu.New()
@@ -138,11 +133,7 @@ func TestRequestLoRA(t *testing.T) {
 func TestRequestLoRAKept(t *testing.T) {
 	fx := newI2VFixture(t)
 	loraPath := writeTinyLoRA(t, fx.dir)
-	files := fx.files
-	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
-	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
-		t.Fatal(err)
-	}
+	files := fx.t2vFiles(t)
 	be := cpu.New()
 	eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}})
 	if err != nil {
@@ -214,11 +205,7 @@ func TestRequestLoRAKept(t *testing.T) {
 func TestCheckLoRA(t *testing.T) {
 	fx := newI2VFixture(t)
 	good := writeTinyLoRA(t, fx.dir)
-	files := fx.files
-	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
-	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
-		t.Fatal(err)
-	}
+	files := fx.t2vFiles(t)
 	f32 := func(name string, shape ...int) checkpoint.Tensor {
 		return checkpoint.Tensor{Name: name, DType: tensor.F32, Shape: shape, Data: make([]byte, 4*tensor.NumElements(shape))}
 	}

@@ -3,13 +3,11 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 )
@@ -30,11 +28,7 @@ func (g smallGPU) Name() string                    { return "small-gpu" }
 // estimate uses the actual encoder's and VAE's sizes.
 func TestCheckMemory(t *testing.T) {
 	fx := newI2VFixture(t)
-	files := fx.files
-	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
-	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
-		t.Fatal(err)
-	}
+	files := fx.t2vFiles(t)
 	req := Request{Prompt: "a fox", Steps: 1, SigmaMax: 80, Size: Size{32, 32}, Frames: 1, Seed: 3, Samples: 1}
 	newEngine := func(free int64) *Engine {
 		g := smallGPU{Backend: cpu.New(), free: free, total: free}

@@ -3,14 +3,12 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
-	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
 	"github.com/turbodiffusion-go/turbodiffusion/memplan"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 )
@@ -102,11 +100,7 @@ func TestCheckPlan(t *testing.T) {
 // count it advises passes.
 func TestCheckRequestPlans(t *testing.T) {
 	fx := newI2VFixture(t)
-	files := fx.files
-	files.DiT = filepath.Join(fx.dir, "t2v.safetensors")
-	if err := testmodels.WriteWanT2V(files.DiT, 64, 5); err != nil {
-		t.Fatal(err)
-	}
+	files := fx.t2vFiles(t)
 	const total = 4 << 30
 	newEngine := func(free int64, lim Limits) *Engine {
 		g := smallGPU{Backend: cpu.New(), free: free, total: total}
