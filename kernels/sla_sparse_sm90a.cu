@@ -148,6 +148,117 @@ __device__ __forceinline__ void sl_consume(float* o, T* acc, float& a0, float& a
   }
 }
 
+// ---- Persistent grids (kernel suffix "_p") ----
+// gridDim.x blocks walk the items t = blockIdx.x, +gridDim.x, … < Qb·H·B;
+// item t is query block t % Qb of head (t / Qb) % H, batch t / (Qb·H), so
+// t is also its row of lut/cnt, and the blocks in flight work on
+// neighbouring query blocks of one head (its K and V stay in L2). The K/V
+// ring runs on across items: ring index g counts the stages this block has
+// consumed over all its items (slot g % NS, phase (g / NS) & 1), so the
+// producer loads the next item's first stages while the consumers finish
+// this one. The single Q buffer is refilled once the item's last Q·Kᵀ
+// retired (qempty, one arrival per consumer warp; qfull completes once per
+// item), so the Q load, the pipeline fill and the output store of an item
+// no longer stall the tensor cores, and barrier set-up and setmaxnreg are
+// paid once per block instead of once per query block.
+
+// sl_consume over the nst stages of one item whose first stage is ring
+// index g (it: the item's index within this block, for qfull's phase);
+// releases qempty right after the item's last S retired.
+template <int D, int NS, int SACC, class T, class QK, class PV, class Next, class Soft, class Pack>
+__device__ __forceinline__ void sl_consume_p(float* o, T* acc, float& a0, float& a1, const int& nst, const int& g,
+                                             const u32& bars, const u32& qfull, const u32& qempty, const int& it,
+                                             const int& lane, const QK& qk, const PV& pv, const Next& next,
+                                             const Soft& soft, const Pack& pack) {
+  auto fence_s = [&]() {
+#pragma unroll
+    for (int x = 0; x < SACC; ++x) reg_fence(acc[x]);
+  };
+  auto fence_o = [&]() {
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) reg_fence(o[x]);
+  };
+  auto arrive = [&](u32 bar) {
+    __syncwarp();
+    if (lane == 0) hp_mbar_arrive(bar);
+  };
+  hp_mbar_wait(qfull, it & 1);
+  if (nst > 0) {
+    hp_mbar_wait(bars + 8 * (g % NS), (g / NS) & 1);
+    hp_wg_fence();
+    qk(g % NS);
+    hp_wg_commit();
+    hp_wg_wait<0>();
+    fence_s();
+    if (nst == 1) arrive(qempty);  // Q no longer read
+    next(0);
+    soft(0);  // O is zero: no rescale
+    pack();
+#pragma unroll 1
+    for (int t = 0; t + 1 < nst; ++t) {
+      const int st = (g + t) % NS, sn = (g + t + 1) % NS;
+      next(t + 1);
+      fence_o();
+      hp_wg_fence();
+      hp_mbar_wait(bars + 8 * sn, ((g + t + 1) / NS) & 1);  // stage t+1 landed
+      qk(sn);
+      hp_wg_commit();
+      pv(st);
+      hp_wg_commit();
+      hp_wg_wait<1>();  // S_{t+1} done; P_t·V_t may still run
+      fence_s();
+      if (t + 2 == nst) arrive(qempty);  // the item's last S: Q no longer read
+      soft(t + 1);
+      hp_wg_wait<0>();
+      fence_o();
+      arrive(bars + 8 * (NS + st));  // this warp is done reading stage st
+      rescale_o<D>(o, a0, a1);
+      pack();
+    }
+    const int st = (g + nst - 1) % NS;
+    fence_o();
+    hp_wg_fence();
+    pv(st);
+    hp_wg_commit();
+    hp_wg_wait<0>();
+    fence_o();
+    arrive(bars + 8 * (NS + st));
+  } else {
+    arrive(qempty);
+  }
+}
+
+// The producer thread's walk over its items for the persistent kernels:
+// per item (query block i of head h, batch z, block list lr of n blocks),
+// stages(n) is its stage count and load(st, h, z, lr, n, s) issues stage s
+// into slot st (its full barrier already armed for bytes); Q (loadq(i, h,
+// z), qbytes) goes after the item's first stage, once the consumers
+// released the previous item's Q.
+template <int NS, class Stages, class Load, class LoadQ>
+__device__ __forceinline__ void sl_produce_p(int items, int Qb, int H, const int* __restrict__ lut,
+                                             const int* __restrict__ cnt, int Kb, u32 bars, u32 qfull, u32 qempty,
+                                             u32 bytes, u32 qbytes, Stages stages, Load load, LoadQ loadq) {
+  int g = 0;  // stages issued so far over all items: ring slot g % NS
+  for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
+    const int i = t % Qb, h = (t / Qb) % H, z = t / (Qb * H);
+    const int* lr = lut + (long long)t * Kb;
+    const int n = __ldg(cnt + t), nst = stages(n);
+    auto q = [&]() {
+      if (it > 0) hp_mbar_wait(qempty, (it - 1) & 1);  // the previous item's last S retired
+      hp_mbar_expect_tx(qfull, qbytes);
+      loadq(i, h, z);
+    };
+    if (nst == 0) q();
+    for (int s = 0; s < nst; ++s, ++g) {
+      const int st = g % NS;
+      if (g >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((g / NS) - 1) & 1);  // consumers released the slot
+      hp_mbar_expect_tx(bars + 8 * st, bytes);
+      load(st, h, z, lr, n, s);
+      if (s == 0) q();
+    }
+  }
+}
+
 // Q, K, V: [B·L rows][H·D] bf16 tensor maps (box 64 columns × BM rows for
 // Q, × BK rows for K and V); OL, out: [B, L, H·D] (out in dtype odt).
 // grid (Qb, H, B), 128·(NWG+1) threads; query block = 64·NWG rows.
@@ -251,6 +362,117 @@ SLA_TMA_D(128, 64)
 SLA_TMA_D(128, 128)
 SLA_TMA_D(64, 64)
 SLA_TMA_D(64, 128)
+
+// sla_sparse_tma on a persistent grid (see "Persistent grids" above):
+// gridDim.x blocks walk the Qb·H·B items.
+template <int D, int NWG, int BK>
+__device__ __forceinline__ void sla_sparse_tma_p(const HpTmaDesc* tmQ, const HpTmaDesc* tmK, const HpTmaDesc* tmV,
+                                                 const bf16* __restrict__ OL, void* out, int odt,
+                                                 const int* __restrict__ lut, const int* __restrict__ cnt, int L,
+                                                 int H, int B, int Qb, int Kb, float scale) {
+  constexpr int BM = 64 * NWG, BN = TD_SLA_TMA_STAGE_KEYS, NS = TD_SLA_TMA_STAGES, DH = D / 64, NB = BN / BK;
+  static_assert(BN == 128, "S of a stage is one m64n128 wgmma tile");
+  constexpr u32 QB = BM * D * 2, KB = BN * D * 2, VB = BN * D * 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 qfull = bars + 16 * NS, qempty = qfull + 8;  // after full[s] (bars + 8s), empty[s] (bars + 8(NS+s))
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3;
+  const int items = Qb * H * B;
+  if (tid == 0) {
+    hp_mbar_init(qempty, NWG * 4);
+    sl_init_bars<NS>(bars, qfull, NWG * 4);  // fences both
+  }
+  __syncthreads();
+
+  if (wg == NWG) {  // producer warpgroup: one thread issues every copy
+    HP_SETMAXNREG_DEC(24);
+    if (tid == NWG * 128)
+      sl_produce_p<NS>(
+          items, Qb, H, lut, cnt, Kb, bars, qfull, qempty, KB + VB, QB, [](int n) { return (n + NB - 1) / NB; },
+          [&](int st, int h, int z, const int* lr, int n, int t) {
+#pragma unroll
+            for (int e = 0; e < NB; ++e) {
+              const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
+#pragma unroll
+              for (int hf = 0; hf < DH; ++hf) {
+                const u32 off = hf * BN * 128 + e * BK * 128;
+                hp_tma_load_2d(sK + st * KB + off, tmK, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+                hp_tma_load_2d(sV + st * VB + off, tmV, h * D + hf * 64, z * L + j * BK, bars + 8 * st);
+              }
+            }
+          },
+          [&](int i, int h, int z) {
+#pragma unroll
+            for (int hf = 0; hf < DH; ++hf)
+              hp_tma_load_2d(sQ + hf * BM * 128, tmQ, h * D + hf * 64, z * L + i * BM, qfull);
+          });
+  } else {  // consumer warpgroups
+    HP_SETMAXNREG_INC(240);
+    const int t4 = lane & 3;
+    int g = 0;  // stages consumed over all items
+#pragma unroll 1
+    for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
+      const int i = t % Qb, h = (t / Qb) % H, z = t / (Qb * H), q0 = i * BM;
+      const int* lr = lut + (long long)t * Kb;
+      const int n = __ldg(cnt + t), nst = (n + NB - 1) / NB;
+      float o[D / 2];
+#pragma unroll
+      for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
+      float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f, a0, a1;
+      float s[BN / 2];
+#pragma unroll
+      for (int x = 0; x < BN / 2; ++x) s[x] = 0.f;
+      u32 p[BN / 16][4];
+      int vc[NB];
+      auto qk = [&](int st) {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          hp_wgmma_ss_n128_bf16(s, hp_desc_sw128_rows(sQ, wg * 64, kk, BM),
+                                hp_desc_sw128_rows(sK + st * KB, 0, kk, BN), kk > 0);
+      };
+      auto pv = [&](int st) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+          if constexpr (D == 128)
+            hp_wgmma_rs_n128_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
+          else
+            hp_wgmma_rs_n64_bf16_tb(o, p[kk], vn_desc<BN>(sV + st * VB, kk));
+        }
+      };
+      sl_consume_p<D, NS, BN / 2>(
+          o, s, a0, a1, nst, g, bars, qfull, qempty, it, lane, qk, pv,
+          [&](int u) { sl_valid<BK>(lr, n, u, L, vc); },
+          [&](int) { sl_softmax<BK>(s, m0, m1, l0, l1, a0, a1, vc, scale, t4); }, [&]() { pack_p<BN>(s, p); });
+      g += nst;
+      l0 = quad_sum(l0);
+      l1 = quad_sum(l1);
+      const int r0 = q0 + wg * 64 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
+      const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
+#pragma unroll
+      for (int c = 0; c < D / 8; ++c) {
+        const int col = c * 8 + 2 * t4;
+        if (r0 < L) sp_store2(out, odt, OL, ob + (long long)r0 * ld + col, o[4 * c] / l0, o[4 * c + 1] / l0);
+        if (r1 < L) sp_store2(out, odt, OL, ob + (long long)r1 * ld + col, o[4 * c + 2] / l1, o[4 * c + 3] / l1);
+      }
+    }
+  }
+}
+
+// sla_tma_d<D>_q<BQ>_k<BK>_p: sla_tma_d<D>_q<BQ>_k<BK> on a persistent grid.
+#define SLA_TMA_P(D, BQ, BK)                                                                                      \
+  extern "C" __global__ void __launch_bounds__(128 * (BQ / 64 + 1), 1) sla_tma_d##D##_q##BQ##_k##BK##_p(          \
+      const __grid_constant__ HpTmaDesc tmQ, const __grid_constant__ HpTmaDesc tmK,                               \
+      const __grid_constant__ HpTmaDesc tmV, const bf16* OL, void* out, int odt, const int* lut, const int* cnt,  \
+      int L, int H, int B, int Qb, int Kb, float scale) {                                                         \
+    sla_sparse_tma_p<D, BQ / 64, BK>(&tmQ, &tmK, &tmV, OL, out, odt, lut, cnt, L, H, B, Qb, Kb, scale);          \
+  }
+#define SLA_TMA_P_D(BQ, BK) \
+  SLA_TMA_P(128, BQ, BK)    \
+  SLA_TMA_P(64, BQ, BK)
+SLA_TMA_P_D(128, 64)
+SLA_TMA_P_D(128, 128)
+SLA_TMA_P_D(64, 64)
+SLA_TMA_P_D(64, 128)
 
 // ---- SageSLA (int8 Q·Kᵀ, e4m3 P·V) ----
 // The sparse branch of SageSLA (the math of sla_sage.cuh, package sla's
@@ -425,4 +647,105 @@ extern "C" __global__ void __launch_bounds__(256, 2)
                       const bf16* OL, void* out, int odt, const int* lut, const int* cnt, int L, int H, int Qb, int Kb,
                       float sm) {
   sage_sparse_tma(&tmQ, &tmK, &tmV, sq, sk, vs, OL, out, odt, lut, cnt, L, H, Qb, Kb, sm);
+}
+
+// sage_sparse_tma on a persistent grid (see "Persistent grids" above):
+// gridDim.x blocks (two per SM) walk the Qb·H·B items.
+__device__ __forceinline__ void sage_sparse_tma_p(const HpTmaDesc* tmQ, const HpTmaDesc* tmK, const HpTmaDesc* tmV,
+                                                  const float* __restrict__ sq, const float* __restrict__ sk,
+                                                  const float* __restrict__ vs, const bf16* __restrict__ OL,
+                                                  void* out, int odt, const int* __restrict__ lut,
+                                                  const int* __restrict__ cnt, int L, int H, int B, int Qb, int Kb,
+                                                  float sm) {
+  constexpr int D = 128, BM = 64, BK = TD_SLA_TMA_STAGE_KEYS, NS = TD_SLA_TMA_STAGES;  // kernels/smem.go
+  static_assert(BK == 128, "S of a stage is one m64n128k32 wgmma tile");
+  constexpr u32 QB = BM * D, KB = BK * D, VB = D * BK;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 sQ = HP_ALIGN_SMEM(hp_smem(smem)), sK = sQ + QB, sV = sK + NS * KB, bars = sV + NS * VB;
+  const u32 qfull = bars + 16 * NS, qempty = qfull + 8;
+  const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w4 = (tid >> 5) & 3, t4 = lane & 3;
+  const int items = Qb * H * B;
+  if (tid == 0) {
+    hp_mbar_init(qempty, 4);
+    sl_init_bars<NS>(bars, qfull, 4);  // fences both
+  }
+  __syncthreads();
+
+  if (wg == 1) {  // producer warpgroup: one thread issues every copy
+    HP_SETMAXNREG_DEC(24);
+    if (tid == 128)
+      sl_produce_p<NS>(
+          items, Qb, H, lut, cnt, Kb, bars, qfull, qempty, KB + VB, QB, [](int n) { return n; },
+          [&](int st, int h, int z, const int* lr, int, int t) {
+            const int j = __ldg(lr + t);
+            hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
+            hp_tma_load_2d(sV + st * VB, tmV, j * BK, (z * H + h) * D, bars + 8 * st);
+          },
+          [&](int i, int h, int z) { hp_tma_load_2d(sQ, tmQ, h * D, z * L + i * BM, qfull); });
+  } else {
+    HP_SETMAXNREG_INC(232);
+    int g = 0;  // stages consumed over all items
+#pragma unroll 1
+    for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
+      const int i = t % Qb, h = (t / Qb) % H, z = t / (Qb * H), q0 = i * BM;
+      const long long bh = (long long)z * H + h;
+      const int* lr = lut + (long long)t * Kb;
+      const int n = __ldg(cnt + t);
+      float o[D / 2];
+#pragma unroll
+      for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
+      int si[BK / 2];
+#pragma unroll
+      for (int x = 0; x < BK / 2; ++x) si[x] = 0;
+      float s[BK / 2];
+      u32 p8[4][4];
+      float m0 = -5e6f, m1 = -5e6f, a0, a1;
+      float d0 = t4 == 0 ? 1.f : 0.f, d1 = d0;  // per-thread partial sums; the quad's total starts at 1
+      const float sqi = __ldg(sq + t);
+      auto qk = [&](int st) {
+#pragma unroll
+        for (int kk = 0; kk < D / 32; ++kk)
+          sg_mma_qk(si, hp_desc_sw128(sQ + kk * 32), hp_desc_sw128(sK + st * KB + kk * 32), kk > 0);
+      };
+      auto pv = [&](int st) {
+#pragma unroll
+        for (int kc = 0; kc < BK / 32; ++kc) sg_mma_pv(o, p8[kc], hp_desc_sw128(sV + st * VB + kc * 32));
+      };
+      auto soft = [&](int u) {
+        const int j = __ldg(lr + u);
+        const bool last = u == n - 1;
+        const float dq = __fmul_rn(sqi, __ldg(sk + bh * Kb + j));
+        sg_softmax(si, s, m0, m1, d0, d1, a0, a1, dq, last ? sm : __fmul_rn(sm, dq), last, min(BK, L - j * BK), t4);
+      };
+      sl_consume_p<D, NS, BK / 2>(
+          o, si, a0, a1, n, g, bars, qfull, qempty, it, lane, qk, pv, [](int) {}, soft, [&]() { sg_pack(s, p8); });
+      g += n;
+      d0 = quad_sum(d0);
+      d1 = quad_sum(d1);
+      const float i0 = 1.f / d0, i1 = 1.f / d1;
+      const int r0 = q0 + w4 * 16 + (lane >> 2), r1 = r0 + 8;
+      const long long ld = (long long)H * D, ob = (long long)z * L * ld + (long long)h * D;
+      const float* vsh = vs + (long long)z * ld + (long long)h * D;
+#pragma unroll
+      for (int c = 0; c < D / 8; ++c) {
+        const int col = c * 8 + 2 * t4;
+        const float v0 = vsh[col], v1 = vsh[col + 1];
+        if (r0 < L)
+          sp_store2(out, odt, OL, ob + (long long)r0 * ld + col, __fmul_rn(__fmul_rn(o[4 * c], i0), v0),
+                    __fmul_rn(__fmul_rn(o[4 * c + 1], i0), v1));
+        if (r1 < L)
+          sp_store2(out, odt, OL, ob + (long long)r1 * ld + col, __fmul_rn(__fmul_rn(o[4 * c + 2], i1), v0),
+                    __fmul_rn(__fmul_rn(o[4 * c + 3], i1), v1));
+      }
+    }
+  }
+}
+
+// sage_tma_q64_k128_p: sage_tma_q64_k128 on a persistent grid.
+extern "C" __global__ void __launch_bounds__(256, 2)
+    sage_tma_q64_k128_p(const __grid_constant__ HpTmaDesc tmQ, const __grid_constant__ HpTmaDesc tmK,
+                        const __grid_constant__ HpTmaDesc tmV, const float* sq, const float* sk, const float* vs,
+                        const bf16* OL, void* out, int odt, const int* lut, const int* cnt, int L, int H, int B, int Qb,
+                        int Kb, float sm) {
+  sage_sparse_tma_p(&tmQ, &tmK, &tmV, sq, sk, vs, OL, out, odt, lut, cnt, L, H, B, Qb, Kb, sm);
 }
