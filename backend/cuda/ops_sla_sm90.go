@@ -79,7 +79,7 @@ var persistPath = optionalPath{env: SparseGridEnv, on: "persist", off: "tile", d
 func (b *Backend) slaPersist() bool {
 	return b.slaPersistState().decide(persistPath, func() string {
 		if !b.slaTMA() {
-			return "no Hopper kernel: " + b.SLASparseKernel()
+			return "the Hopper kernel is off " + b.slaTMAState().note
 		}
 		return ""
 	}, func() (float64, error) {
@@ -91,7 +91,7 @@ func (b *Backend) slaPersist() bool {
 func (b *Backend) sagePersist() bool {
 	return b.sagePersistState().decide(persistPath, func() string {
 		if !b.sageTMA() {
-			return "no Hopper kernel: " + b.SageSparseKernel()
+			return "the Hopper kernel is off " + b.sageTMAState().note
 		}
 		return ""
 	}, func() (float64, error) {
