@@ -505,6 +505,14 @@ __device__ __forceinline__ void sg_mma_pv(float* d, const u32* a, u64 db) {
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 
+// int32 → float32 without the conversion unit, which issues 16 a clock per
+// SM (as many as exp2, so the 8192 conversions of each 64×128 S tile cost
+// as much as its exponentials): for |x| < 2^22 the float whose bits are
+// those of 1.5·2^23 plus x is exactly 1.5·2^23 + x, so subtracting 1.5·2^23
+// gives x, the value __int2float_rz returns. S sums 128 products of int8
+// codes, |x| ≤ 128·128·128 = 2^21.
+__device__ __forceinline__ float sg_i2f(int x) { return __fsub_rn(__int_as_float(0x4B400000 + x), 12582912.f); }
+
 // Online softmax of one finished int32 S (128 keys, the first vk valid) in
 // SageSLA's arithmetic; s holds the float p afterwards.
 __device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, float& m1, float& d0,
@@ -512,14 +520,18 @@ __device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, f
                                            int t4) {
   float mx0 = -5e6f, mx1 = -5e6f;
 #pragma unroll
-  for (int nt = 0; nt < 16; ++nt) {
-    const int key = nt * 8 + 2 * t4;
+  for (int x = 0; x < 64; ++x) s[x] = last ? __fmul_rn(sg_i2f(si[x]), dq) : sg_i2f(si[x]);
+  if (vk < 128) {  // only a ragged last key block masks (not per element in every block)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      float x = __int2float_rz(si[4 * nt + e]);
-      if (last) x = __fmul_rn(x, dq);
-      s[4 * nt + e] = key + (e & 1) < vk ? x : -INFINITY;
+    for (int nt = 0; nt < 16; ++nt) {
+      const int key = nt * 8 + 2 * t4;
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (key + (e & 1) >= vk) s[4 * nt + e] = -INFINITY;
     }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 16; ++nt) {
     mx0 = fmaxf(mx0, fmaxf(s[4 * nt], s[4 * nt + 1]));
     mx1 = fmaxf(mx1, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
   }
@@ -535,7 +547,10 @@ __device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, f
   const float nm0 = -n0 + 8.807f, nm1 = -n1 + 8.807f;
 #pragma unroll
   for (int x = 0; x < 64; ++x) {
-    const float p = exp2f(fmaf(s[x], c, (x & 2) ? nm1 : nm0));
+    // ex2 flushes what exp2f would return as a subnormal (< 2^-126) to 0:
+    // e4m3(p) is 0 either way, and d ≥ 448 (the row maximum's term) absorbs
+    // it, so the output is the same, without exp2f's subnormal handling.
+    const float p = ex2(fmaf(s[x], c, (x & 2) ? nm1 : nm0));
     if (x & 2)
       d1 += p;
     else
