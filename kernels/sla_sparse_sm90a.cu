@@ -162,6 +162,22 @@ __device__ __forceinline__ void sl_consume(float* o, T* acc, float& a0, float& a
 // no longer stall the tensor cores, and barrier set-up and setmaxnreg are
 // paid once per block instead of once per query block.
 
+// cnt[t], the block count of item t, or 0 past the last item.
+__device__ __forceinline__ int sl_next_count(const int* __restrict__ cnt, int t, int items) {
+  return t < items ? __ldg(cnt + t) : 0;
+}
+
+// Prefetches into L2 the 64 rows from r0 of head h, batch z of OL (the
+// linear branch's output, [B, L, H·D] bf16, which the item's epilogue adds
+// and which is mostly not in L2), one 128-byte line per thread of the
+// warpgroup (wtid), so that the epilogue does not wait on HBM.
+template <int D>
+__device__ __forceinline__ void sl_prefetch_ol(const bf16* OL, int z, int h, int r0, int L, int H, int wtid) {
+  const int r = r0 + (wtid >> 1), half = wtid & 1;
+  if (r < L && half * 64 < D)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(OL + ((long long)z * L + r) * H * D + (long long)h * D + half * 64));
+}
+
 // sl_consume over the nst stages of one item whose first stage is ring
 // index g (it: the item's index within this block, for qfull's phase);
 // releases qempty right after the item's last S retired.
@@ -230,19 +246,24 @@ __device__ __forceinline__ void sl_consume_p(float* o, T* acc, float& a0, float&
 
 // The producer thread's walk over its items for the persistent kernels:
 // per item (query block i of head h, batch z, block list lr of n blocks),
-// stages(n) is its stage count and load(st, h, z, lr, n, s) issues stage s
-// into slot st (its full barrier already armed for bytes); Q (loadq(i, h,
-// z), qbytes) goes after the item's first stage, once the consumers
-// released the previous item's Q.
-template <int NS, class Stages, class Load, class LoadQ>
+// stages(n) is its stage count, fetch(lr, s) an index stage s needs (loaded
+// before the wait for its slot, so its latency hides behind it) and
+// load(st, h, z, lr, n, s, x) issues stage s into slot st (its full
+// barrier already armed for bytes); Q (loadq(i, h, z), qbytes) goes after
+// the item's first stage, once the consumers released the previous item's
+// Q. The next item's block count is loaded one item ahead.
+template <int NS, class Stages, class Fetch, class Load, class LoadQ>
 __device__ __forceinline__ void sl_produce_p(int items, int Qb, int H, const int* __restrict__ lut,
                                              const int* __restrict__ cnt, int Kb, u32 bars, u32 qfull, u32 qempty,
-                                             u32 bytes, u32 qbytes, Stages stages, Load load, LoadQ loadq) {
+                                             u32 bytes, u32 qbytes, Stages stages, Fetch fetch, Load load,
+                                             LoadQ loadq) {
   int g = 0;  // stages issued so far over all items: ring slot g % NS
+  int nn = sl_next_count(cnt, blockIdx.x, items);
   for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
     const int i = t % Qb, h = (t / Qb) % H, z = t / (Qb * H);
     const int* lr = lut + (long long)t * Kb;
-    const int n = __ldg(cnt + t), nst = stages(n);
+    const int n = nn, nst = stages(n);
+    nn = sl_next_count(cnt, t + gridDim.x, items);
     auto q = [&]() {
       if (it > 0) hp_mbar_wait(qempty, (it - 1) & 1);  // the previous item's last S retired
       hp_mbar_expect_tx(qfull, qbytes);
@@ -250,10 +271,10 @@ __device__ __forceinline__ void sl_produce_p(int items, int Qb, int H, const int
     };
     if (nst == 0) q();
     for (int s = 0; s < nst; ++s, ++g) {
-      const int st = g % NS;
+      const int st = g % NS, x = fetch(lr, s);
       if (g >= NS) hp_mbar_wait(bars + 8 * (NS + st), ((g / NS) - 1) & 1);  // consumers released the slot
       hp_mbar_expect_tx(bars + 8 * st, bytes);
-      load(st, h, z, lr, n, s);
+      load(st, h, z, lr, n, s, x);
       if (s == 0) q();
     }
   }
@@ -389,7 +410,8 @@ __device__ __forceinline__ void sla_sparse_tma_p(const HpTmaDesc* tmQ, const HpT
     if (tid == NWG * 128)
       sl_produce_p<NS>(
           items, Qb, H, lut, cnt, Kb, bars, qfull, qempty, KB + VB, QB, [](int n) { return (n + NB - 1) / NB; },
-          [&](int st, int h, int z, const int* lr, int n, int t) {
+          [](const int*, int) { return 0; },
+          [&](int st, int h, int z, const int* lr, int n, int t, int) {
 #pragma unroll
             for (int e = 0; e < NB; ++e) {
               const int j = __ldg(lr + min(t * NB + e, n - 1));  // an odd tail repeats the last block (masked)
@@ -410,11 +432,14 @@ __device__ __forceinline__ void sla_sparse_tma_p(const HpTmaDesc* tmQ, const HpT
     HP_SETMAXNREG_INC(240);
     const int t4 = lane & 3;
     int g = 0;  // stages consumed over all items
+    int nn = sl_next_count(cnt, blockIdx.x, items);
 #pragma unroll 1
     for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
       const int i = t % Qb, h = (t / Qb) % H, z = t / (Qb * H), q0 = i * BM;
       const int* lr = lut + (long long)t * Kb;
-      const int n = __ldg(cnt + t), nst = (n + NB - 1) / NB;
+      const int n = nn, nst = (n + NB - 1) / NB;
+      nn = sl_next_count(cnt, t + gridDim.x, items);  // the next item's, one item ahead
+      sl_prefetch_ol<D>(OL, z, h, q0 + wg * 64, L, H, tid & 127);
       float o[D / 2];
 #pragma unroll
       for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
@@ -691,8 +716,8 @@ __device__ __forceinline__ void sage_sparse_tma_p(const HpTmaDesc* tmQ, const Hp
     if (tid == 128)
       sl_produce_p<NS>(
           items, Qb, H, lut, cnt, Kb, bars, qfull, qempty, KB + VB, QB, [](int n) { return n; },
-          [&](int st, int h, int z, const int* lr, int, int t) {
-            const int j = __ldg(lr + t);
+          [](const int* lr, int t) { return __ldg(lr + t); },
+          [&](int st, int h, int z, const int*, int, int, int j) {
             hp_tma_load_2d(sK + st * KB, tmK, h * D, z * L + j * BK, bars + 8 * st);
             hp_tma_load_2d(sV + st * VB, tmV, j * BK, (z * H + h) * D, bars + 8 * st);
           },
@@ -700,12 +725,15 @@ __device__ __forceinline__ void sage_sparse_tma_p(const HpTmaDesc* tmQ, const Hp
   } else {
     HP_SETMAXNREG_INC(232);
     int g = 0;  // stages consumed over all items
+    int nn = sl_next_count(cnt, blockIdx.x, items);
 #pragma unroll 1
     for (int t = blockIdx.x, it = 0; t < items; t += gridDim.x, ++it) {
       const int i = t % Qb, h = (t / Qb) % H, z = t / (Qb * H), q0 = i * BM;
       const long long bh = (long long)z * H + h;
       const int* lr = lut + (long long)t * Kb;
-      const int n = __ldg(cnt + t);
+      const int n = nn;
+      nn = sl_next_count(cnt, t + gridDim.x, items);  // the next item's, one item ahead
+      sl_prefetch_ol<D>(OL, z, h, q0, L, H, tid);
       float o[D / 2];
 #pragma unroll
       for (int x = 0; x < D / 2; ++x) o[x] = 0.f;
