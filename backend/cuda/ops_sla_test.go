@@ -457,6 +457,58 @@ func TestSageSLAVsSLARealShape(t *testing.T) {
 	}
 }
 
+// TestSparseGridsRealShape runs SLA and SageSLA at the 480p Wan2.1 shape
+// (L = 32760, 12 heads of 128, top-k 0.1, default blocks, random proj_l)
+// with the Hopper kernel on the tile grid and on the persistent grid at
+// its production size (one or two blocks per SM walking 3072 or 6144
+// items, so blocks run side by side on one head's K/V in L2 and finish at
+// different times), and requires bit-identical outputs.
+func TestSparseGridsRealShape(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-shape comparison skipped in -short")
+	}
+	g, r := gpu(t), rng(t)
+	defer g.SetSLASparse("")
+	defer g.SetSLAGrid("")
+	defer g.SetSageSparse("")
+	defer g.SetSageGrid("")
+	sc := slaCase{"480p", 1, 32760, 12, 0.1, 0, 0, 0}
+	q, k, v := slaData(r, sc, tensor.BF16)
+	shape := []int{1, sc.L, sc.H * 128}
+	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+	pw := g.Upload(tensor.BF16, []int{128, 128}, randn(r, 128*128, 1/math.Sqrt(128)))
+	pb := g.Upload(tensor.BF16, []int{128}, randn(r, 128, 0.1))
+	defer func() {
+		for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
+			g.Free(x)
+		}
+	}()
+	for _, kind := range slaKinds {
+		var outs [][]float32
+		for _, sv := range sparseVariants[1:] { // the tile and persistent Hopper kernels
+			if !setSparseVariant(t, g, kind, sv.name, sv.kern, sv.grid, sv.want) {
+				break
+			}
+			y, _ := g.slaForward(qt, kt, vt, sc.H, sc.cfg(kind), pw, pb, false)
+			outs = append(outs, g.Download(y))
+			g.Free(y)
+		}
+		if len(outs) < 2 {
+			continue
+		}
+		diff := 0
+		for i := range outs[0] {
+			if math.Float32bits(outs[0][i]) != math.Float32bits(outs[1][i]) {
+				diff++
+			}
+		}
+		t.Logf("%v: persistent vs tile grid: %d of %d values differ", kind, diff, len(outs[0]))
+		if diff > 0 {
+			t.Errorf("%v: persistent and tile Hopper kernels differ in %d of %d values at the real shape", kind, diff, len(outs[0]))
+		}
+	}
+}
+
 // TestSLALinearKernels runs SLA and SageSLA against the CPU with each
 // linear branch (unfused: feature maps, transposes, per-head GEMMs,
 // normalisation, Linear, the reference; fused: the sla_lin_* kernels, the
