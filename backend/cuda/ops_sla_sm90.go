@@ -68,16 +68,22 @@ func (b *Backend) SetSLAGrid(k string) { slaPersistStates.Store(b, &kernelChoice
 // SetSageGrid is SetSLAGrid for SageSLA's Hopper kernel.
 func (b *Backend) SetSageGrid(k string) { sagePersistStates.Store(b, &kernelChoice{forced: k}) }
 
-// persistPath is SparseGridEnv's choice for kernelChoice.decide.
-var persistPath = optionalPath{env: SparseGridEnv, on: "persist", off: "tile", defaultOn: false,
-	what: "persistent wgmma kernel", ref: "mma.sync"}
+// slaPersistPath and sagePersistPath are SparseGridEnv's choice for
+// kernelChoice.decide, per kernel (defaultOn: the persistent grid unless
+// SparseGridEnv says "tile").
+var (
+	slaPersistPath = optionalPath{env: SparseGridEnv, on: "persist", off: "tile", defaultOn: false,
+		what: "persistent wgmma kernel", ref: "mma.sync"}
+	sagePersistPath = optionalPath{env: SparseGridEnv, on: "persist", off: "tile", defaultOn: false,
+		what: "persistent wgmma kernel", ref: "mma.sync"}
+)
 
 // slaPersist decides once whether SLA's Hopper kernel runs on the
 // persistent grid: only where that kernel runs, and only if the persistent
 // one, on a small grid, agrees with the mma.sync kernel (checkSLATMA's
 // problems). The caller must not hold the device.
 func (b *Backend) slaPersist() bool {
-	return b.slaPersistState().decide(persistPath, func() string {
+	return b.slaPersistState().decide(slaPersistPath, func() string {
 		if !b.slaTMA() {
 			return "the Hopper kernel is off " + b.slaTMAState().note
 		}
@@ -89,7 +95,7 @@ func (b *Backend) slaPersist() bool {
 
 // sagePersist is slaPersist for SageSLA's Hopper kernel.
 func (b *Backend) sagePersist() bool {
-	return b.sagePersistState().decide(persistPath, func() string {
+	return b.sagePersistState().decide(sagePersistPath, func() string {
 		if !b.sageTMA() {
 			return "the Hopper kernel is off " + b.sageTMAState().note
 		}
