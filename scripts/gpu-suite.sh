@@ -165,6 +165,10 @@ final)
 	if [ -d .gpu/golden/tokenizer ]; then
 		step e2e 120 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla
 		grep -vE '^\s*$' "$OUT/e2e.log" | tail -25
+		# The web page's view: the first preview event after sampling starts.
+		step e2e_serve 90 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla --serve
+		tail -3 "$OUT/e2e_serve.log"
+		cat "$OUT/e2e_serve.log" >>"$OUT/e2e.log" && rm "$OUT/e2e_serve.log"
 	fi
 	# FINAL_BIG=1: the 14B -quant 720p run end to end with --offload under a 24 GiB cap, if
 	# the call has FINAL_BIG_BY seconds left for it (it quantises 14 B random weights first).
