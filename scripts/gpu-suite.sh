@@ -169,6 +169,11 @@ final)
 		step e2e_serve 90 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla --serve
 		tail -3 "$OUT/e2e_serve.log"
 		cat "$OUT/e2e_serve.log" >>"$OUT/e2e.log" && rm "$OUT/e2e_serve.log"
+		# --vae tiny with previews: prompt to MP4 through the tiny decoder, and
+		# what the per-step previews add to the sampling.
+		step e2e_tiny 90 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla --vae tiny --preview
+		tail -3 "$OUT/e2e_tiny.log"
+		cat "$OUT/e2e_tiny.log" >>"$OUT/e2e.log" && rm "$OUT/e2e_tiny.log"
 	fi
 	# FINAL_BIG=1: the 14B -quant 720p run end to end with --offload under a 24 GiB cap, if
 	# the call has FINAL_BIG_BY seconds left for it (it quantises 14 B random weights first).
