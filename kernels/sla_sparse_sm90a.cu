@@ -545,6 +545,47 @@ __device__ __forceinline__ void sg_softmax(const int* si, float* s, float& m0, f
                                            int t4) {
   float mx0 = -5e6f, mx1 = -5e6f;
 #pragma unroll
+  for (int nt = 0; nt < 16; ++nt) {
+    const int key = nt * 8 + 2 * t4;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float x = __int2float_rz(si[4 * nt + e]);
+      if (last) x = __fmul_rn(x, dq);
+      s[4 * nt + e] = key + (e & 1) < vk ? x : -INFINITY;
+    }
+    mx0 = fmaxf(mx0, fmaxf(s[4 * nt], s[4 * nt + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * nt + 2], s[4 * nt + 3]));
+  }
+  mx0 = quad_max(mx0);
+  mx1 = quad_max(mx1);
+  const float n0 = fmaxf(m0, __fmul_rn(mx0, c)), n1 = fmaxf(m1, __fmul_rn(mx1, c));
+  a0 = exp2f(m0 - n0);
+  a1 = exp2f(m1 - n1);
+  m0 = n0;
+  m1 = n1;
+  d0 *= a0;
+  d1 *= a1;
+  const float nm0 = -n0 + 8.807f, nm1 = -n1 + 8.807f;
+#pragma unroll
+  for (int x = 0; x < 64; ++x) {
+    const float p = exp2f(fmaf(s[x], c, (x & 2) ? nm1 : nm0));
+    if (x & 2)
+      d1 += p;
+    else
+      d0 += p;
+    s[x] = p;
+  }
+}
+
+// sg_softmax with fewer ALU operations per S element, the same outputs bit
+// for bit (the persistent kernel's; the tile kernel keeps sg_softmax until
+// a GPU run has measured both): int32 → float by sg_i2f, p by ex2 (ftz),
+// the ragged-key mask only on a ragged block.
+__device__ __forceinline__ void sg_softmax_x(const int* si, float* s, float& m0, float& m1, float& d0,
+                                           float& d1, float& a0, float& a1, float dq, float c, bool last, int vk,
+                                           int t4) {
+  float mx0 = -5e6f, mx1 = -5e6f;
+#pragma unroll
   for (int x = 0; x < 64; ++x) s[x] = last ? __fmul_rn(sg_i2f(si[x]), dq) : sg_i2f(si[x]);
   if (vk < 128) {  // only a ragged last key block masks (not per element in every block)
 #pragma unroll
@@ -758,7 +799,7 @@ __device__ __forceinline__ void sage_sparse_tma_p(const HpTmaDesc* tmQ, const Hp
         const int j = __ldg(lr + u);
         const bool last = u == n - 1;
         const float dq = __fmul_rn(sqi, __ldg(sk + bh * Kb + j));
-        sg_softmax(si, s, m0, m1, d0, d1, a0, a1, dq, last ? sm : __fmul_rn(sm, dq), last, min(BK, L - j * BK), t4);
+        sg_softmax_x(si, s, m0, m1, d0, d1, a0, a1, dq, last ? sm : __fmul_rn(sm, dq), last, min(BK, L - j * BK), t4);
       };
       sl_consume_p<D, NS, BK / 2>(
           o, si, a0, a1, n, g, bars, qfull, qempty, it, lane, qk, pv, [](int) {}, soft, [&]() { sg_pack(s, p8); });
