@@ -478,7 +478,7 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
                                          const bf16* __restrict__ wq = nullptr) {
   constexpr int BM = 128 * MW;
   constexpr bool SPLIT = BK == 96;
-  static_assert(!DW || (BK == 32 && N == 96 && !PERSIST), "DW: 32-channel steps, N 96, one block per tile");
+  static_assert(!DW || (BK == 32 && N == 96), "DW: 32-channel steps, N 96");
   constexpr int AR = 64 * MW + 2;                             // DW: A rows per warpgroup (2 of halo)
   constexpr u32 AW = (4 * AR * 16 + 127) / 128 * 128;         // DW: a warpgroup's four planes
   constexpr u32 BT = N * BK * 2;                              // one tap's B tile
@@ -753,14 +753,18 @@ extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k96_n96_m2(
 // conv3d_tma_k32_n96_m2_dw: 32-channel steps of whole (dt, dh) tap rows,
 // the three dw taps sharing one A load (DW above): Xp planar with prow rows
 // per plane (and slack after it), Wq from conv_wpack_dw_kernel; stage 34.5
-// KiB, six stages, one block per tile.
-extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k32_n96_m2_dw(
-    const bf16* __restrict__ Xp, long long prow, const bf16* __restrict__ Wq, bf16* Y, const void* bias, int bdt,
-    const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu, int ycl,
-    long long yoff, int rcl, long long roff) {
-  conv_tma<32, 96, 2, 6, false, true>(nullptr, nullptr, nullptr, nullptr, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp,
-                                      To, Ho, Wo, relu, ycl, yoff, rcl, roff, Xp, prow, Wq);
-}
+// KiB, six stages, one block per tile. ..._dw_p: persistent, five stages
+// and the staging tile.
+#define CONV_DW(NS, PERSIST, SUF)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k32_n96_m2_dw##SUF(                                  \
+      const bf16* __restrict__ Xp, long long prow, const bf16* __restrict__ Wq, bf16* Y, const void* bias, int bdt,   \
+      const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu,     \
+      int ycl, long long yoff, int rcl, long long roff) {                                                             \
+    conv_tma<32, 96, 2, NS, PERSIST, true>(nullptr, nullptr, nullptr, nullptr, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, \
+                                           Hp, Wp, To, Ho, Wo, relu, ycl, yoff, rcl, roff, Xp, prow, Wq);              \
+  }
+CONV_DW(6, false, )
+CONV_DW(5, true, _p)
 
 // conv_wpack_dw_kernel repacks a weight [Cout][Cin][kt][kh][3] (any float
 // dtype) for conv3d_tma_k32_n96_m2_dw: tiles [Cout/96 rounded up][kt][kh]

@@ -24,7 +24,7 @@ var convHopper = os.Getenv(ConvEnv) != "mma"
 // convPersist, when set, forces the persistent sm_90a conv kernels (the
 // producer loads the next tile while the consumers store this one) on or
 // off; nil leaves the choice to convPersistDefault.
-var convPersist = map[string]*bool{"tma": new(bool), "tma-p": ptrTo(true)}[os.Getenv(ConvEnv)]
+var convPersist = map[string]*bool{"tma": new(bool), "tma-p": ptrTo(true), "tma-dwp": ptrTo(true)}[os.Getenv(ConvEnv)]
 
 func ptrTo(v bool) *bool { return &v }
 
@@ -37,9 +37,10 @@ var convSplit96 = os.Getenv(ConvEnv) == "tma-s"
 // convDW runs the BK 32 / N 96 convolutions with kw = 3 (the decoder's
 // 96-channel stage) on conv3d_tma_k32_n96_m2_dw: a planar packed input
 // whose A tile serves the three taps along w from one copy (a third of the
-// activation traffic). TURBODIFFUSION_CONV=tma-dw forces it; not yet the
-// default (convDWDefault) until measured.
-var convDW = os.Getenv(ConvEnv) == "tma-dw" || (convDWDefault && os.Getenv(ConvEnv) == "")
+// activation traffic). TURBODIFFUSION_CONV=tma-dw forces it (tma-dwp: with
+// every conv persistent, the dw one included); not yet the default
+// (convDWDefault) until measured.
+var convDW = os.Getenv(ConvEnv) == "tma-dw" || os.Getenv(ConvEnv) == "tma-dwp" || (convDWDefault && os.Getenv(ConvEnv) == "")
 
 // convDWDefault: whether the dw kernel is the default where it applies.
 const convDWDefault = false
@@ -97,7 +98,7 @@ func (k convTMA) name() string {
 		suf = "_p"
 	}
 	if k.dw {
-		suf = "_dw"
+		suf = "_dw" + suf
 	}
 	return fmt.Sprintf("conv3d_tma_k%d_n%d_m%d%s", k.bk, k.n, k.mw, suf)
 }
@@ -113,7 +114,11 @@ func (k convTMA) staging() int { return (k.n*(k.rows()+8)*2 + 15) / 16 * 16 }
 // and the 2·NS mbarriers.
 func (k convTMA) smem() int {
 	if k.dw {
-		return k.ns*k.stage() + kernels.SmemAlign + 16*k.ns
+		s := k.ns*k.stage() + kernels.SmemAlign + 16*k.ns
+		if k.persist {
+			s += k.staging()
+		}
+		return s
 	}
 	s := k.ns*(k.rows()+k.n)*k.bk*2 + kernels.SmemAlign + 16*k.ns
 	if k.persist {
@@ -150,11 +155,14 @@ func (k convTMA) slackRows(cin, kh, wpd int) int {
 }
 
 // convDWPick turns k into the dw kernel where it applies (convDW set, BK
-// 32 with N 96, three taps along w, an input this op packs itself) and
-// returns k unchanged otherwise.
+// 32 with N 96, three taps along w, an input this op packs itself),
+// persistent (five stages) if k is, and returns k unchanged otherwise.
 func convDWPick(k convTMA, kw int, prepacked bool) convTMA {
 	if !convDW || k.bk != 32 || k.n != 96 || k.mw != 2 || kw != 3 || prepacked {
 		return k
+	}
+	if k.persist {
+		return convTMA{bk: 32, n: 96, mw: 2, ns: 5, persist: true, dw: true}
 	}
 	return convTMA{bk: 32, n: 96, mw: 2, ns: 6, dw: true}
 }

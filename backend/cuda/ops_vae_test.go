@@ -283,8 +283,8 @@ func TestConv3dHistoryMatchesCPU(t *testing.T) {
 // convVariants are the sm_90a conv kernel choices every sm_90a test runs:
 // one block per tile, persistent, Cin = 96 split into whole-tap steps, and
 // the dw kernel (planar input, one A copy for the three w taps) where it
-// applies.
-var convVariants = []struct{ persist, split, dw bool }{{false, false, false}, {true, false, false}, {false, true, false}, {false, false, true}}
+// applies, one block per tile and persistent.
+var convVariants = []struct{ persist, split, dw bool }{{false, false, false}, {true, false, false}, {false, true, false}, {false, false, true}, {true, false, true}}
 
 // setConvVariant selects v for the sm_90a conv and returns a function that
 // restores the previous choice.
@@ -415,13 +415,16 @@ func TestConvTMAPick(t *testing.T) {
 			convDW = on
 			for _, kw := range []int{1, 3} {
 				for _, pre := range []bool{false, true} {
-					k := convDWPick(convTMAPick(c.cin, c.cout, nil), kw, pre)
-					want := on && kw == 3 && !pre && c.want.bk == 32 && c.want.n == 96
-					if k.dw != want {
-						t.Errorf("convDW %v: convDWPick(convTMAPick(%d, %d), kw %d, prepacked %v) = %+v, want dw %v", on, c.cin, c.cout, kw, pre, k, want)
-					}
-					if k.dw && (k.name() != "conv3d_tma_k32_n96_m2_dw" || k.smem() > 227<<10 || k.staging() > k.ns*k.stage() || k.stage() != 35328) {
-						t.Errorf("dw kernel %+v: %s, shared memory %d B, stage %d B (conv_tma's SB: 35328), staging %d B", k, k.name(), k.smem(), k.stage(), k.staging())
+					for _, persist := range []bool{false, true} {
+						k := convDWPick(convTMAPick(c.cin, c.cout, &persist), kw, pre)
+						want := on && kw == 3 && !pre && c.want.bk == 32 && c.want.n == 96
+						if k.dw != want {
+							t.Errorf("convDW %v: convDWPick(convTMAPick(%d, %d, persist %v), kw %d, prepacked %v) = %+v, want dw %v", on, c.cin, c.cout, persist, kw, pre, k, want)
+						}
+						wantName := map[bool]string{false: "conv3d_tma_k32_n96_m2_dw", true: "conv3d_tma_k32_n96_m2_dw_p"}[persist]
+						if k.dw && (k.name() != wantName || k.persist != persist || k.smem() > 227<<10 || (!persist && k.staging() > k.ns*k.stage()) || k.stage() != 35328) {
+							t.Errorf("dw kernel %+v: %s, shared memory %d B, stage %d B (conv_tma's SB: 35328), staging %d B", k, k.name(), k.smem(), k.stage(), k.staging())
+						}
 					}
 				}
 			}
