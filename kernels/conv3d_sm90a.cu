@@ -116,17 +116,6 @@ extern "C" __global__ void conv_wpack_tap_kernel(bf16* dst, const void* w, int w
   }
 }
 
-// Offset in the packed scratch Xp of channel c (a multiple of 8) of padded
-// position (row, wp), row = tp*Hp + hp: channels last ([rows][C]), or with
-// planar set in planes of eight channels ([C/8][rows][8]: the layout of
-// conv3d_tma_k32_n96_m2_dw, whose A boxes are runs of whole rows that a
-// wgmma descriptor may start at any row). gridDim.y is Tp*Hp in every
-// packing kernel, so rows = gridDim.y*Wp.
-__device__ __forceinline__ long long cw_xp(int row, int wp, int Wp, int C, int c, int planar) {
-  return planar ? ((long long)(c >> 3) * gridDim.y * Wp + (long long)row * Wp + wp) * 8
-                : ((long long)row * Wp + wp) * C + c;
-}
-
 // Bulk copy of bytes contiguous bytes (a multiple of 16; both addresses
 // 16-byte aligned) from global src into shared memory at dst, completing on
 // mbarrier bar: one request for a whole run of rows, where a tensor-map
@@ -166,7 +155,7 @@ __device__ __forceinline__ u64 cw_desc_ns(u32 addr, u32 lbo) {
 extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
                                                                const bf16* __restrict__ Xh, int Th, int C, int Ti,
                                                                int Hi, int Wi, int pt, int ph, int pw, int Hp,
-                                                               int Wp, int up, int grow, int planar) {
+                                                               int Wp, int up, int grow) {
   __shared__ bf16 tile[CP_C * CP_S];
   const int tid = threadIdx.x;
   const int wp0 = blockIdx.x * CP_W, row = blockIdx.y, c0 = blockIdx.z * CP_C;
@@ -200,9 +189,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
   // Each thread writes 8 channels (16 bytes) of one position per step;
   // eight lanes cover one position's 64 channels.
   for (int k = tid; k < CP_W * (CP_C / 8); k += 256) {
-    // planar: consecutive threads take consecutive positions of one plane
-    // (512 contiguous bytes per warp).
-    const int g = planar ? k / CP_W : k & 7, w = planar ? k % CP_W : k >> 3, wp = wp0 + w, c = c0 + 8 * g;
+    const int g = k & 7, w = k >> 3, wp = wp0 + w, c = c0 + 8 * g;
     if (wp >= Wp || c >= C) continue;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (live) {
@@ -212,7 +199,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_cl(bf16* __restrict_
       v.z = (u32)t[4 * CP_S] | ((u32)t[5 * CP_S] << 16);
       v.w = (u32)t[6 * CP_S] | ((u32)t[7 * CP_S] << 16);
     }
-    *(uint4*)&Xp[cw_xp(row, wp, Wp, C, c, planar)] = v;
+    *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
   }
 }
 
@@ -238,7 +225,7 @@ __device__ __forceinline__ float cw_silu(float x) { return __fdividef(x, 1.f + _
 extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
     bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
     int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale, bf16* __restrict__ tail,
-    int tail0, int planar) {
+    int tail0) {
   extern __shared__ __align__(16) unsigned char cn_smem[];
   const int S = C + 2;
   bf16* tile = (bf16*)cn_smem;
@@ -253,7 +240,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
   if (!live) {  // a padding row: zeros
     for (int k = tid; k < CN_W * ng; k += 256) {
       const int w = k / ng, g = k - w * ng, wp = wp0 + w;
-      if (wp < Wp) *(uint4*)&Xp[cw_xp(row, wp, Wp, C, 8 * g, planar)] = make_uint4(0, 0, 0, 0);
+      if (wp < Wp) *(uint4*)&Xp[((long long)row * Wp + wp) * C + 8 * g] = make_uint4(0, 0, 0, 0);
     }
     return;
   }
@@ -290,7 +277,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
   }
   __syncthreads();
   for (int k = tid; k < CN_W * ng; k += 256) {
-    const int w = planar ? k % CN_W : k / ng, g = planar ? k / CN_W : k - w * ng, wp = wp0 + w, c = 8 * g;
+    const int w = k / ng, g = k - w * ng, wp = wp0 + w, c = 8 * g;
     if (wp >= Wp) continue;
     const int wi = wp - pw;
     uint4 v = make_uint4(0, 0, 0, 0);
@@ -313,7 +300,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
       }
       v = make_uint4(o[0], o[1], o[2], o[3]);
     }
-    *(uint4*)&Xp[cw_xp(row, wp, Wp, C, c, planar)] = v;
+    *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
   }
 }
 
@@ -327,7 +314,7 @@ extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl(
 __device__ __forceinline__ void pack_norm_cl4(bf16* __restrict__ Xp, const bf16* __restrict__ X,
                                               const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi, int Wi,
                                               int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt,
-                                              float scale, bf16* __restrict__ tail, int tail0, int planar) {
+                                              float scale, bf16* __restrict__ tail, int tail0) {
   extern __shared__ __align__(16) unsigned char cn_smem[];
   const int S = C + 2;
   bf16* tile = (bf16*)cn_smem;
@@ -346,7 +333,7 @@ __device__ __forceinline__ void pack_norm_cl4(bf16* __restrict__ Xp, const bf16*
   if (!live) {  // a padding row: zeros
     for (int k = tid; k < npos * ng; k += 256) {
       const int w = k / ng, g = k - w * ng;
-      *(uint4*)&Xp[cw_xp(row, lo + w, Wp, C, 8 * g, planar)] = make_uint4(0, 0, 0, 0);
+      *(uint4*)&Xp[((long long)row * Wp + lo + w) * C + 8 * g] = make_uint4(0, 0, 0, 0);
     }
     return;
   }
@@ -403,7 +390,7 @@ __device__ __forceinline__ void pack_norm_cl4(bf16* __restrict__ Xp, const bf16*
   }
   __syncthreads();
   for (int k = tid; k < npos * ng; k += 256) {
-    const int p = planar ? k % npos : k / ng, g = planar ? k / npos : k - p * ng, wp = lo + p, c = 8 * g;
+    const int p = k / ng, g = k - p * ng, wp = lo + p, c = 8 * g;
     const int wi = wp - pw, w = wi - wi0;
     uint4 v = make_uint4(0, 0, 0, 0);
     if (wi >= 0 && wi < Wi && w >= 0 && w < CN_W) {
@@ -425,21 +412,277 @@ __device__ __forceinline__ void pack_norm_cl4(bf16* __restrict__ Xp, const bf16*
       }
       v = make_uint4(o[0], o[1], o[2], o[3]);
     }
-    *(uint4*)&Xp[cw_xp(row, wp, Wp, C, c, planar)] = v;
+    *(uint4*)&Xp[((long long)row * Wp + wp) * C + c] = v;
   }
 }
 
 #define PACK_NORM_CL4_ARGS                                                                                     \
   bf16 *__restrict__ Xp, const bf16 *__restrict__ X, const bf16 *__restrict__ Xh, int Th, int C, int Ti, int Hi, \
       int Wi, int pt, int ph, int pw, int Hp, int Wp, const void *gamma, int gdt, float scale,                   \
-      bf16 *__restrict__ tail, int tail0, int planar
+      bf16 *__restrict__ tail, int tail0
 extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4(PACK_NORM_CL4_ARGS) {
-  pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0, planar);
+  pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
 }
 // conv_pack_norm_cl4b: the same with at most 40 registers (six blocks per
 // SM instead of five), a variant for benchmarks.
 extern "C" __global__ void __launch_bounds__(256, 6) conv_pack_norm_cl4b(PACK_NORM_CL4_ARGS) {
-  pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0, planar);
+  pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
+}
+
+// The packing kernels again, writing the dw kernel's planar layout: Xp
+// [C/8][Tp*Hp*Wp][8] (cw_xp_pl) instead of channels last, with the same
+// arguments, values and grids (conv_pack_cl_pl ... conv_pack_norm_cl4b_pl).
+// Copies rather than a shared template, so the channels-last builds above
+// stay the code the default path has always run (same machine code).
+__device__ __forceinline__ long long cw_xp_pl(int row, int wp, int Wp, int c) {
+  return ((long long)(c >> 3) * gridDim.y * Wp + (long long)row * Wp + wp) * 8;
+}
+
+extern "C" __global__ void __launch_bounds__(256) conv_pack_cl_pl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
+                                                               const bf16* __restrict__ Xh, int Th, int C, int Ti,
+                                                               int Hi, int Wi, int pt, int ph, int pw, int Hp,
+                                                               int Wp, int up, int grow) {
+  __shared__ bf16 tile[CP_C * CP_S];
+  const int tid = threadIdx.x;
+  const int wp0 = blockIdx.x * CP_W, row = blockIdx.y, c0 = blockIdx.z * CP_C;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  if (live) {
+    const int Hs = Hi >> up, Ws = Wi >> up;  // the stored frame's size
+    const long long HWs = (long long)Hs * Ws;
+    const bool hist = ti < Th;
+    const bf16* src;
+    long long cst;
+    if (grow > 1) {
+      cst = (long long)(Ti / grow) * HWs;
+      src = X + (long long)(ti / grow) * HWs + (long long)(ti % grow) * C * cst + (long long)(hi >> up) * Ws;
+    } else {
+      cst = hist ? (long long)Th * HWs : (long long)(Ti - Th) * HWs;
+      src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWs + (long long)(hi >> up) * Ws;
+    }
+    const int w = tid & 63, wi = wp0 + w - pw;
+    const bool wok = wi >= 0 && wi < Wi;
+    const int ws = wi >> up;
+#pragma unroll
+    for (int c = tid >> 6; c < CP_C; c += 4) {  // 16 loads in flight per thread
+      bf16 v = 0;
+      if (wok && c0 + c < C) v = src[(long long)(c0 + c) * cst + ws];
+      tile[c * CP_S + w] = v;
+    }
+    __syncthreads();
+  }
+  // Each thread writes 8 channels (16 bytes) of one position per step;
+  // consecutive threads take consecutive positions of one plane.
+  for (int k = tid; k < CP_W * (CP_C / 8); k += 256) {
+    const int g = k / CP_W, w = k % CP_W, wp = wp0 + w, c = c0 + 8 * g;
+    if (wp >= Wp || c >= C) continue;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (live) {
+      const bf16* t = &tile[(8 * g) * CP_S + w];
+      v.x = (u32)t[0] | ((u32)t[CP_S] << 16);
+      v.y = (u32)t[2 * CP_S] | ((u32)t[3 * CP_S] << 16);
+      v.z = (u32)t[4 * CP_S] | ((u32)t[5 * CP_S] << 16);
+      v.w = (u32)t[6 * CP_S] | ((u32)t[7 * CP_S] << 16);
+    }
+    *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, c)] = v;
+  }
+}
+
+// conv_pack_norm_cl_pl: conv_pack_norm_cl with a planar Xp.
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl_pl(
+    bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
+    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale, bf16* __restrict__ tail,
+    int tail0) {
+  extern __shared__ __align__(16) unsigned char cn_smem[];
+  const int S = C + 2;
+  bf16* tile = (bf16*)cn_smem;
+  float* gs = (float*)(cn_smem + ((CN_W * S * 2 + 15) & ~15));
+  float* dn = gs + C;
+  const int tid = threadIdx.x;
+  const int wp0 = blockIdx.x * CN_W, row = blockIdx.y;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  const int ng = C / 8;
+  if (!live) {  // a padding row: zeros
+    for (int k = tid; k < CN_W * ng; k += 256) {
+      const int w = k / ng, g = k - w * ng, wp = wp0 + w;
+      if (wp < Wp) *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, 8 * g)] = make_uint4(0, 0, 0, 0);
+    }
+    return;
+  }
+  for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  const long long HWi = (long long)Hi * Wi;
+  {
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
+    const int w = tid & 63, wi = wp0 + w - pw;
+    const bool wok = wi >= 0 && wi < Wi;
+#pragma unroll 8
+    for (int c = tid >> 6; c < C; c += 4) tile[w * S + c] = wok ? src[(long long)c * cst + wi] : (bf16)0;
+  }
+  __syncthreads();
+  if (tail != nullptr && ti >= tail0) {  // raw frame for the next chunk's history, channel-first
+    const long long tst = (long long)(Ti - tail0) * HWi;
+    bf16* dst = tail + (long long)(ti - tail0) * HWi + (long long)hi * Wi;
+    for (int k = tid; k < C * CN_W; k += 256) {
+      const int c = k >> 6, w = k & 63, wi = wp0 + w - pw;
+      if (wi >= 0 && wi < Wi) dst[(long long)c * tst + wi] = tile[w * S + c];
+    }
+  }
+  {  // squared norms: four threads per position, float64
+    const int w = tid >> 2, q = tid & 3;
+    double ss = 0.0;
+    for (int c = q; c < C; c += 4) {
+      const double v = (double)bf2f(tile[w * S + c]);
+      ss += v * v;
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (q == 0) dn[w] = __frcp_rn(fmaxf(rbf((float)sqrt(ss)), 1e-12f));
+  }
+  __syncthreads();
+  for (int k = tid; k < CN_W * ng; k += 256) {
+    const int w = k % CN_W, g = k / CN_W, wp = wp0 + w, c = 8 * g;
+    if (wp >= Wp) continue;
+    const int wi = wp - pw;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (wi >= 0 && wi < Wi) {
+      const float rd = dn[w];
+      const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 pr = t[j];
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float a = rbf(__fmul_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), rd));
+          a = rbf(__fmul_rn(a, scale));
+          a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
+          y[e] = cw_silu(a);
+        }
+        o[j] = pack_bf2(y[0], y[1]);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, c)] = v;
+  }
+}
+
+// pack_norm_cl4_pl: pack_norm_cl4 with a planar Xp.
+__device__ __forceinline__ void pack_norm_cl4_pl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
+                                              const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi, int Wi,
+                                              int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt,
+                                              float scale, bf16* __restrict__ tail, int tail0) {
+  extern __shared__ __align__(16) unsigned char cn_smem[];
+  const int S = C + 2;
+  bf16* tile = (bf16*)cn_smem;
+  float* gs = (float*)(cn_smem + ((CN_W * S * 2 + 15) & ~15));
+  float* dn = gs + C;
+  const int tid = threadIdx.x;
+  const int wi0 = blockIdx.x * CN_W, row = blockIdx.y;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  const int ng = C / 8;
+  // Padded columns this block writes: its own, plus the borders.
+  const int lo = blockIdx.x == 0 ? 0 : wi0 + pw;
+  const int hiw = blockIdx.x == gridDim.x - 1 ? Wp : min(wi0 + CN_W + pw, Wp);
+  const int npos = hiw - lo;
+  if (!live) {  // a padding row: zeros
+    for (int k = tid; k < npos * ng; k += 256) {
+      const int w = k / ng, g = k - w * ng;
+      *(uint4*)&Xp[cw_xp_pl(row, lo + w, Wp, 8 * g)] = make_uint4(0, 0, 0, 0);
+    }
+    return;
+  }
+  for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  const long long HWi = (long long)Hi * Wi;
+  const int nq = C * (CN_W / 4);  // (channel, 4-column group) items
+  {
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi + wi0;
+    for (int k0 = tid; k0 < nq; k0 += 256 * 8) {
+      uint2 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int k = k0 + 256 * u, c = k >> 4, j = k & 15;
+        v[u] = (k < nq && wi0 + 4 * j < Wi) ? *(const uint2*)(src + (long long)c * cst + 4 * j) : make_uint2(0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int k = k0 + 256 * u, c = k >> 4, j = k & 15;
+        if (k < nq) {
+          bf16* t = &tile[4 * j * S + c];
+          t[0] = (bf16)(v[u].x & 0xffff);
+          t[S] = (bf16)(v[u].x >> 16);
+          t[2 * S] = (bf16)(v[u].y & 0xffff);
+          t[3 * S] = (bf16)(v[u].y >> 16);
+        }
+      }
+    }
+  }
+  __syncthreads();
+  if (tail != nullptr && ti >= tail0) {  // raw frame for the next chunk's history, channel-first
+    const long long tst = (long long)(Ti - tail0) * HWi;
+    bf16* dst = tail + (long long)(ti - tail0) * HWi + (long long)hi * Wi + wi0;
+    for (int k = tid; k < nq; k += 256) {
+      const int c = k >> 4, j = k & 15;
+      if (wi0 + 4 * j < Wi) {
+        const bf16* t = &tile[4 * j * S + c];
+        *(uint2*)(dst + (long long)c * tst + 4 * j) =
+            make_uint2((u32)t[0] | ((u32)t[S] << 16), (u32)t[2 * S] | ((u32)t[3 * S] << 16));
+      }
+    }
+  }
+  {  // squared norms: four threads per position, float64 (conv_pack_norm_cl's order)
+    const int w = tid >> 2, q = tid & 3;
+    double ss = 0.0;
+    for (int c = q; c < C; c += 4) {
+      const double v = (double)bf2f(tile[w * S + c]);
+      ss += v * v;
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (q == 0) dn[w] = __frcp_rn(fmaxf(rbf((float)sqrt(ss)), 1e-12f));
+  }
+  __syncthreads();
+  for (int k = tid; k < npos * ng; k += 256) {
+    const int p = k % npos, g = k / npos, wp = lo + p, c = 8 * g;
+    const int wi = wp - pw, w = wi - wi0;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (wi >= 0 && wi < Wi && w >= 0 && w < CN_W) {
+      const float rd = dn[w];
+      const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 pr = t[j];
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float a = rbf(__fmul_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), rd));
+          a = rbf(__fmul_rn(a, scale));
+          a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
+          y[e] = cw_silu(a);
+        }
+        o[j] = pack_bf2(y[0], y[1]);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, c)] = v;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4_pl(PACK_NORM_CL4_ARGS) {
+  pack_norm_cl4_pl(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
+}
+extern "C" __global__ void __launch_bounds__(256, 6) conv_pack_norm_cl4b_pl(PACK_NORM_CL4_ARGS) {
+  pack_norm_cl4_pl(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
 }
 
 // Stride-1 convolution on the padded grid. tmA: Xp [Tp*Hp*Wp][Cin], box

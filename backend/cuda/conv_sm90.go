@@ -316,8 +316,13 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 // padded channels-last scratch xp, normalising it when g is set (see
 // conv3dHopper, which sets *tail).
 //
-// planar writes the dw kernel's layout, [cin/8][rows][8] (cw_xp).
+// planar writes the dw kernel's layout, [cin/8][rows][8] (cw_xp), with the
+// kernels' _pl builds.
 func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape []int, p backend.Conv3dParams, keep int, up bool, ex convExtra, planar bool, tail **Tensor) {
+	pl := ""
+	if planar {
+		pl = "_pl"
+	}
 	cin := xp.shape[1]
 	ti, hi, wi := xshape[1], xshape[2], xshape[3]
 	tp, hpd, wpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1], wi+p.PadW[0]+p.PadW[1]
@@ -328,14 +333,15 @@ func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape 
 			tp0 = (*tail).buf.ptr
 		}
 		name, gx := packNormKernel(wi, wpd)
+		name += pl
 		b.launch(b.fn("conv3d_sm90a.cu", name), [3]int{gx, tp * hpd, 1}, block256, convPackNormSmem(cin),
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
-			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep), int32(btoi(planar)))
+			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep))
 	} else {
-		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"+pl), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
-			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd), int32(btoi(up)), int32(max(ex.grow, 1)), int32(btoi(planar)))
+			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd), int32(btoi(up)), int32(max(ex.grow, 1)))
 	}
 }
 
