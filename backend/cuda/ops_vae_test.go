@@ -586,15 +586,24 @@ func TestConv3dUpsample2xMatchesCPU(t *testing.T) {
 			gw, cw := both(g, c, tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 1.0/9))
 			gb, cb := both(g, c, tensor.BF16, []int{tc.cout}, randVals(r, tc.cout, 0.5))
 			cy := c.Conv3d(c.UpsampleNearest2x(cx), cw, cb, p)
-			before := convHopperLaunches.Load()
-			gy := g.Conv3dUpsample2x(gx, gw, gb, p)
-			if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
-				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+			want := c.Download(cy)
+			for _, v := range convVariants {
+				restore := setConvVariant(v)
+				before, dw := convHopperLaunches.Load(), convDWLaunches.Load()
+				gy := g.Conv3dUpsample2x(gx, gw, gb, p)
+				if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
+					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+				}
+				if tc.fused { // 96to96: the dw kernel reads the upsampled planar pack (conv_pack_cl_pl, up)
+					checkDWLaunch(t, sm90, convDWLaunches.Load()-dw, tc.cin, tc.cout, 3)
+				}
+				restore()
+				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+				}
+				golden.Compare(t, fmt.Sprintf("conv3d upsampled %s %+v", tc.name, v), g.Download(gy), want, vaeTol(tensor.BF16))
+				g.Free(gy)
 			}
-			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
-				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
-			}
-			golden.Compare(t, "conv3d upsampled "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
 		})
 	}
 }
