@@ -109,11 +109,16 @@ func wpackLaunches(ps []ProfileEntry) int {
 // A weight marked constant is repacked once: later convolutions (also
 // after the scope of the first has ended, which must not free the cache)
 // reuse the packed copy and give the same bits, and freeing the weight
-// frees the copy.
+// frees the copy. dw: with the dw conv kernel (its own weight layout).
 func TestConvConstantWeightCache(t *testing.T) {
 	g := gpu(t)
 	r := rng(t)
-	for _, c := range []struct{ cin, cout, kt int }{{64, 96, 3}, {16, 64, 3}, {96, 3, 3}} {
+	defer func(d bool) { convDW = d }(convDW)
+	for _, c := range []struct {
+		cin, cout, kt int
+		dw            bool
+	}{{64, 96, 3, false}, {16, 64, 3, false}, {96, 3, 3, false}, {96, 96, 3, true}} {
+		convDW = c.dw
 		xs, ws := []int{c.cin, 4, 10, 12}, []int{c.cout, c.cin, c.kt, 3, 3}
 		x := g.Upload(tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 1))
 		w := g.Upload(tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 0.1))
