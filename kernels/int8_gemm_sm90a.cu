@@ -13,7 +13,9 @@
 // ascending k-block order: the reference rule, so the result is bit-exact
 // with int8_gemm_kernel and package quant. In the pipelined variants (p)
 // the next k block's wgmmas run into a second int32 set while the first is
-// folded. The grid is persistent (one block per SM walking the tiles).
+// folded; in the cross-tile variants (x) this goes on across tile
+// boundaries, so a tile's epilogue overlaps the next tile's MMAs. The grid
+// is persistent (one block per SM walking the tiles).
 // Epilogue: round to the output dtype, add the bias in that dtype (rounding
 // again), store (bf16 through swizzled shared memory and TMA tensor
 // stores, or 16-byte stores by every thread).
@@ -131,13 +133,14 @@ __device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt,
 // rows lie in one 128-row activation-scale block, so each looks up its own
 // scale row; 3 × 160 + 24 registers per thread fit the register file only
 // without the pipelined second int32 set).
-template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT, bool GQ = false, int NCW = 2>
+template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT, bool GQ = false, int NCW = 2, bool XT = false>
 __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmY, int tst,
                                          void* Y, int ydt, const float* __restrict__ SX, const float* __restrict__ SW,
                                          const void* bias, int bdt, int M, int N, int K, signed char* Q = nullptr,
                                          float* SQ = nullptr) {
   static_assert(!GQ || (BN == 128 && FOLD && !MC && NCW == 2), "the GELU+quantise epilogue needs 128×128 tiles");
   static_assert(NCW == 2 || (NCW == 3 && !PIPE && !MC && BN == 128), "3 consumer warpgroups: 64×128 each, one int32 set");
+  static_assert(!XT || FOLD, "the cross-tile stream has no diagnostic form");
   constexpr int BM = 64 * NCW;
   constexpr u32 AB = BM * 128, BB = BN * 128, SB = AB + BB;
   constexpr u32 STG = 64 * BN * 2;  // one warpgroup's staging bytes
@@ -209,19 +212,24 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) ia[i] = 0, ib[i] = 0;
     int it = 0, tcount = 0;
-    for (int u = u0; u < units; u += ustep) {
-      int mt, n0;
-      i8g_tile(u, nMu, nN, BN, mt, n0);
-      if (MC) mt = 2 * mt + rank;
-      const float* sxr = SX + (long long)min((mt * BM + wg * 64) / 128, nSB - 1) * KB;
-      const int nb = n0 / 128, nNb = (N + 127) / 128;
-      const float* sw0 = SW + (long long)nb * KB;
+    float acc[BN / 2];
+    const int nNb = (N + 127) / 128;
+    // A tile's scale rows: this warpgroup's activation-scale row, the weight-
+    // scale row(s) of its columns (sw1 the second block where a tile spans
+    // two; split the first column that uses it, BN when none does).
+    auto tile_scales = [&](int mt, int n0, const float*& sxr, const float*& sw0, const float*& sw1, int& split) {
+      sxr = SX + (long long)min((mt * BM + wg * 64) / 128, nSB - 1) * KB;
+      const int nb = n0 / 128;
+      sw0 = SW + (long long)nb * KB;
       const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
-      const float* sw1 = two ? sw0 + KB : sw0;
-      const int split = BN % 128 == 0 ? BN : 128 - n0 % 128;
-      // The tile's bias, fetched now so that its latency hides behind the k
-      // loop (loaded in the epilogue it stalled every tile by ~4 us).
-      float bpre0 = 0.f, bpre1 = 0.f;
+      sw1 = two ? sw0 + KB : sw0;
+      split = BN % 128 == 0 ? BN : 128 - n0 % 128;
+    };
+    // The tile's bias, fetched at tile start so that its latency hides
+    // behind the k loop (loaded in the epilogue it stalled every tile by
+    // ~4 us).
+    auto fetch_bias = [&](int n0, float& bpre0, float& bpre1) {
+      bpre0 = 0.f, bpre1 = 0.f;
       if (bdt == DT_BF16) {
         if (n0 + bc < N) bpre0 = bf2f(((const bf16*)bias)[n0 + bc]);
         if (BN > 128 && bc + 128 < BN && n0 + bc + 128 < N) bpre1 = bf2f(((const bf16*)bias)[n0 + bc + 128]);
@@ -229,60 +237,10 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
         if (n0 + bc < N) bpre0 = ((const float*)bias)[n0 + bc];
         if (BN > 128 && bc + 128 < BN && n0 + bc + 128 < N) bpre1 = ((const float*)bias)[n0 + bc + 128];
       }
-      float acc[BN / 2];
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-      auto fold_kb = [&](int* cur, int kb) {
-        i8g_reg_fence<BN>(cur);
-        if (lane == 0) {
-          hp_mbar_arrive(bars + 8 * (NS + (it + kb) % NS));
-          if (MC) hp_mbar_arrive_cluster(bars + 8 * (NS + (it + kb) % NS), rank ^ 1);
-        }
-        if (FOLD) {
-          const float x = sxr[kb];
-          i8g_fold<BN, CVT>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
-        } else if (kb == KB - 1) {
-#pragma unroll
-          for (int i = 0; i < BN / 2; ++i) acc[i] = (float)cur[i];
-        }
-      };
-      auto issue_kb = [&](int* d, int kb) {
-        const int s = (it + kb) % NS;
-        hp_mbar_wait(bars + 8 * s, ((it + kb) / NS) & 1);
-        i8g_issue<BN>(d, base + s * SB + aoff, base + s * SB + AB);
-      };
-      if (!PIPE) {
-        for (int kb = 0; kb < KB; ++kb) {
-          issue_kb(ia, kb);
-          hp_wg_wait<0>();
-          fold_kb(ia, kb);
-        }
-      } else {
-        // Two int32 sets: while one k block is folded, the next one runs.
-        issue_kb(ia, 0);
-        int kb = 0;
-        for (; kb + 2 < KB; kb += 2) {
-          issue_kb(ib, kb + 1);
-          hp_wg_wait<1>();
-          fold_kb(ia, kb);
-          issue_kb(ia, kb + 2);
-          hp_wg_wait<1>();
-          fold_kb(ib, kb + 1);
-        }
-        if (kb + 1 < KB) {
-          issue_kb(ib, kb + 1);
-          hp_wg_wait<1>();
-          fold_kb(ia, kb);
-          hp_wg_wait<0>();
-          fold_kb(ib, kb + 1);
-        } else {
-          hp_wg_wait<0>();
-          fold_kb(ia, kb);
-        }
-      }
-      it += KB;
-
-      // Epilogue: round to the output dtype, bias in that dtype.
+    };
+    // Epilogue of the tile (mt, n0) from acc: round to the output dtype,
+    // bias in that dtype.
+    auto epilogue = [&](int mt, int n0, float bpre0, float bpre1) {
       const int row0 = mt * BM + wg * 64;
       if (GQ) {
         // h = bf16(bf16(acc) + bias), g = bf16(GELU(h)), as Int8Linear then
@@ -390,6 +348,182 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
               stv(Y, ydt, (long long)gr * N + gc, v);
             }
       }
+    };
+    // Waits for k block g's stage and issues its wgmmas into d.
+    auto issue_g = [&](int* d, int q) {
+      const int s = q % NS;
+      hp_mbar_wait(bars + 8 * s, (q / NS) & 1);
+      i8g_issue<BN>(d, base + s * SB + aoff, base + s * SB + AB);
+    };
+    // After the wait for k block g's wgmmas: keeps the compiler from
+    // reading cur earlier, and releases g's stage to the producer.
+    auto release_g = [&](int* cur, int q) {
+      i8g_reg_fence<BN>(cur);
+      if (lane == 0) {
+        hp_mbar_arrive(bars + 8 * (NS + q % NS));
+        if (MC) hp_mbar_arrive_cluster(bars + 8 * (NS + q % NS), rank ^ 1);
+      }
+    };
+
+    // The cross-tile stream (XT): one stream of k blocks over all of this
+    // block's tiles (gk counts them, kb within the tile), so the wgmmas
+    // that run while a tile's last k block is folded and its epilogue
+    // runs are the next tile's first ones, not none: with two int32 sets
+    // (even gk in ia, odd gk in ib, whatever the tile) the next k block
+    // is in flight during every fold and every epilogue; with one set
+    // (three consumer warpgroups) the next k block is issued before the
+    // epilogue. The scales of the next fold are loaded one fold ahead
+    // (the next tile's first ones during this tile's last fold), so no
+    // fold waits on an L2 round trip. The fold itself is unchanged: acc
+    // starts at 0 and takes fma(float(S), sx·sw, acc) in ascending
+    // k-block order. Structure that ptxas needs to keep the wgmmas
+    // asynchronous (C7514 otherwise; found by trying): at most one group
+    // in flight across the loop's back edge, and the last one or two k
+    // blocks in an if/else (an unconditional tail, or two groups carried
+    // around the loop, made it serialise them).
+    if (XT) {
+      constexpr int SETS = PIPE ? 2 : 1;
+      const int ntile = u0 < units ? (units - 1 - u0) / ustep + 1 : 0;
+      const int total = ntile * KB;
+      int u = u0, mt = 0, n0 = 0, split = BN, kb = 0, gk = 0;
+      const float *sxr = SX, *sw0 = SW, *sw1 = SW;
+      float bpre0 = 0.f, bpre1 = 0.f, cx = 0.f, cw0 = 0.f, cw1 = 0.f;
+      auto set_tile = [&]() {
+        i8g_tile(u, nMu, nN, BN, mt, n0);
+        if (MC) mt = 2 * mt + rank;
+        tile_scales(mt, n0, sxr, sw0, sw1, split);
+      };
+      // Folds k block gk from cur (its wgmmas complete) and loads the
+      // scales of gk + 1.
+      auto fold_g = [&](int* cur) {
+        release_g(cur, gk);
+        const float sc0 = __fmul_rn(cx, cw0), sc1 = __fmul_rn(cx, cw1);
+        if (kb + 1 < KB) {
+          cx = sxr[kb + 1], cw0 = sw0[kb + 1], cw1 = BN % 128 == 0 ? cw0 : sw1[kb + 1];
+        } else if (gk + 1 < total) {
+          int mt2, n02, split2;
+          const float *sxr2, *sw02, *sw12;
+          i8g_tile(u + ustep, nMu, nN, BN, mt2, n02);
+          if (MC) mt2 = 2 * mt2 + rank;
+          tile_scales(mt2, n02, sxr2, sw02, sw12, split2);
+          cx = sxr2[0], cw0 = sw02[0], cw1 = BN % 128 == 0 ? cw0 : sw12[0];
+        }
+        if (kb == 0) {
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+        }
+        i8g_fold<BN, CVT>(acc, cur, sc0, sc1, split);
+      };
+      // After a fold (and the next issue): a tile's last k block ends with
+      // its epilogue, then the next tile.
+      auto next_kb = [&]() {
+        if (++kb == KB) {
+          epilogue(mt, n0, bpre0, bpre1);
+          kb = 0;
+          u += ustep;
+          if (gk + 1 < total) {
+            set_tile();
+            fetch_bias(n0, bpre0, bpre1);
+          }
+        }
+        ++gk;
+      };
+      if (total > 0) {
+        set_tile();
+        fetch_bias(n0, bpre0, bpre1);
+        cx = sxr[0], cw0 = sw0[0], cw1 = BN % 128 == 0 ? cw0 : sw1[0];
+        issue_g(ia, 0);
+        if (SETS == 2) {
+          for (; gk + 2 < total;) {
+            issue_g(ib, gk + 1);
+            hp_wg_wait<1>();
+            fold_g(ia);
+            next_kb();
+            issue_g(ia, gk + 1);
+            hp_wg_wait<1>();
+            fold_g(ib);
+            next_kb();
+          }
+          if (gk + 1 < total) {  // the last two
+            issue_g(ib, gk + 1);
+            hp_wg_wait<1>();
+            fold_g(ia);
+            next_kb();
+            hp_wg_wait<0>();
+            fold_g(ib);
+            next_kb();
+          } else {  // the last one
+            hp_wg_wait<0>();
+            fold_g(ia);
+            next_kb();
+          }
+        } else {
+          for (; gk + 1 < total;) {
+            hp_wg_wait<0>();
+            fold_g(ia);
+            issue_g(ia, gk + 1);
+            next_kb();
+          }
+          hp_wg_wait<0>();
+          fold_g(ia);
+          next_kb();
+        }
+      }
+    } else {
+      for (int u = u0; u < units; u += ustep) {
+        int mt, n0;
+        i8g_tile(u, nMu, nN, BN, mt, n0);
+        if (MC) mt = 2 * mt + rank;
+        const float *sxr, *sw0, *sw1;
+        int split;
+        tile_scales(mt, n0, sxr, sw0, sw1, split);
+        float bpre0, bpre1;
+        fetch_bias(n0, bpre0, bpre1);
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+        auto fold_kb = [&](int* cur, int kb) {
+          release_g(cur, it + kb);
+          if (FOLD) {
+            const float x = sxr[kb];
+            i8g_fold<BN, CVT>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
+          } else if (kb == KB - 1) {
+#pragma unroll
+            for (int i = 0; i < BN / 2; ++i) acc[i] = (float)cur[i];
+          }
+        };
+        auto issue_kb = [&](int* d, int kb) { issue_g(d, it + kb); };
+        if (!PIPE) {
+          for (int kb = 0; kb < KB; ++kb) {
+            issue_kb(ia, kb);
+            hp_wg_wait<0>();
+            fold_kb(ia, kb);
+          }
+        } else {
+          // Two int32 sets: while one k block is folded, the next one runs.
+          issue_kb(ia, 0);
+          int kb = 0;
+          for (; kb + 2 < KB; kb += 2) {
+            issue_kb(ib, kb + 1);
+            hp_wg_wait<1>();
+            fold_kb(ia, kb);
+            issue_kb(ia, kb + 2);
+            hp_wg_wait<1>();
+            fold_kb(ib, kb + 1);
+          }
+          if (kb + 1 < KB) {
+            issue_kb(ib, kb + 1);
+            hp_wg_wait<1>();
+            fold_kb(ia, kb);
+            hp_wg_wait<0>();
+            fold_kb(ib, kb + 1);
+          } else {
+            hp_wg_wait<0>();
+            fold_kb(ia, kb);
+          }
+        }
+        it += KB;
+        epilogue(mt, n0, bpre0, bpre1);
+      }
     }
     if (tst && leader) hp_bulk_wait0();  // the last tile's stores are out before the block ends
   }
@@ -399,8 +533,8 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
   }
 }
 
-// Instances: int8_gemm_tma_n<BN>[p][_mc][_i2f|_mix][_nofold] (p:
-// pipelined; mc: clusters of 2 sharing W by multicast, a grid of whole
+// Instances: int8_gemm_tma_n<BN>[p][w3][x][_mc][_i2f|_mix][_nofold] (p:
+// pipelined; w3: three consumer warpgroups; x: the cross-tile stream; mc: clusters of 2 sharing W by multicast, a grid of whole
 // clusters and a W tensor map whose box is BN/2 rows; i2f/mix: the fold's
 // conversion, CVT 1/2), 384 threads, a persistent grid of at most one block
 // per SM, dynamic shared memory NS·(128 + BN)·128 (the ring) + 2·64·BN·2
@@ -441,6 +575,32 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     i8g_body<128, NS, true, true, false, 1, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, K, Q, \
                                                   SQ);                                                               \
   }
+// The cross-tile stream (XT, see the consumers in i8g_body): x after the
+// pipelining letter; the same arguments and shared memory as the instance
+// without it.
+#define I8G_KERNEL_X(NAME, BN, NS, PIPE, CVT)                                                                        \
+  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body<BN, NS, PIPE, true, false, CVT, false, 2, true>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, \
+                                                             K);                                                     \
+  }
+#define I8G_KERNEL_W3X(NAME, NS, CVT)                                                                                \
+  extern "C" __global__ void __launch_bounds__(512, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body<128, NS, false, true, false, CVT, false, 3, true>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, \
+                                                               K);                                                   \
+  }
+#define I8G_KERNEL_GQX(NAME, NS)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, signed char* Q, float* SQ,  \
+           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
+    i8g_body<128, NS, true, true, false, 1, true, 2, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, \
+                                                           K, Q, SQ);                                                \
+  }
 // Measured on an H100 (docs/PERF.md, "Int8 GEMM, session 2"): n128p_i2f
 // is the fastest or within 4% of it on every Wan shape and is the default;
 // n128p (magic-number conversion) and n192_i2f are kept for comparison;
@@ -455,3 +615,6 @@ I8G_KERNEL(int8_gemm_tma_n192_i2f, 192, 4, false, true, 1)
 I8G_KERNEL_MC(int8_gemm_tma_n192_mc, 192, 4, false, 0)
 I8G_KERNEL_GQ(int8_gemm_tma_n128p_i2f_gq, 6)
 I8G_KERNEL_W3(int8_gemm_tma_n128w3_i2f, 4, 1)
+I8G_KERNEL_X(int8_gemm_tma_n128px_i2f, 128, 6, true, 1)
+I8G_KERNEL_W3X(int8_gemm_tma_n128w3x_i2f, 4, 1)
+I8G_KERNEL_GQX(int8_gemm_tma_n128px_i2f_gq, 6)

@@ -111,13 +111,14 @@ var int8GemmMode = os.Getenv(Int8GemmEnv)
 // tell that the fast path was taken rather than silently skipped.
 var int8HopperLaunches atomic.Int64
 
-// int8TMA is one instance of int8_gemm_tma_n<BN>[p][_mc][_i2f] in
+// int8TMA is one instance of int8_gemm_tma_n<BN>[p][w3][x][_mc][_i2f] in
 // kernels/int8_gemm_sm90a.cu: BN weight rows per block, NS ring stages,
 // pipe for the variants with two int32 accumulator sets.
 type int8TMA struct {
 	bn, ns int
 	wgs    int // consumer warpgroups of 64 rows: 2 (128-row tiles, the default when 0) or 3
 	pipe   bool
+	xt     bool   // one k-block stream across tiles: a tile's last fold and epilogue overlap the next tile's wgmmas
 	mc     bool   // clusters of 2 blocks sharing the W tile by multicast
 	cvt    string // "" (magic-number add) or "_i2f" (I2FP): how the fold converts the int32 sums
 }
@@ -129,6 +130,9 @@ func (v int8TMA) name() string {
 	}
 	if v.wgs == 3 {
 		p += "w3"
+	}
+	if v.xt {
+		p += "x"
 	}
 	if v.mc {
 		p += "_mc"
@@ -162,6 +166,10 @@ var int8TMAVariants = map[string]int8TMA{
 	"n192_i2f":   {bn: 192, ns: 4, cvt: "_i2f"},
 	"n192_mc":    {bn: 192, ns: 4, mc: true}, // multicast: about half the speed, kept compiled and tested
 	"n128w3_i2f": {bn: 128, ns: 4, wgs: 3, cvt: "_i2f"},
+	// The cross-tile k-block stream with the next fold's scales loaded a
+	// fold ahead (int8_gemm_sm90a.cu, XT).
+	"n128px_i2f":  {bn: 128, ns: 6, pipe: true, xt: true, cvt: "_i2f"},
+	"n128w3x_i2f": {bn: 128, ns: 4, wgs: 3, xt: true, cvt: "_i2f"},
 }
 
 // int8TMAStore sends the sm_90a GEMM's bf16 output out by tensor stores;

@@ -231,14 +231,15 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 		BlockK: int(man.Number(t, "configs", "dit", "sla_BLKK"))}
 	var outs [][]float32
 	modes := int8GemmModes(g)
-	for _, mode := range append(modes, "nofuse", "lnq+gemm") {
+	for _, mode := range append(modes, "nofuse", "lnq+gemm", "gemmx") {
 		fuse, variant := mode != "nofuse", ""
-		if mode == "nofuse" || mode == "lnq+gemm" {
+		if mode == "nofuse" || mode == "lnq+gemm" || mode == "gemmx" {
 			// the default GEMM, every op unfused (Int8FuseEnv=0), or the
 			// non-default fused kernels
 			mode, variant = "", mode
 		}
 		var fused int64
+		gqx := int8GQXLaunches.Load()
 		withInt8Gemm(t, g, mode, func() {
 			fused = withFuse(fuse, func() {
 				m, err := wan.Load(g, golden.Open(t, "dit_int8.pth"), opt)
@@ -263,6 +264,9 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 		// GPU), and with lnq+gemm each LayerNorm and FFN GEMM on sm_90.
 		if fuse != (fused > 0) || (variant == "lnq+gemm" && g.info.Arch == "sm_90" && fused < 4*2) {
 			t.Errorf("GEMM mode %q, fused ops %v %s: %d fused launches", mode, fuse, variant, fused)
+		}
+		if variant == "gemmx" && g.info.Arch == "sm_90" && int8GQXLaunches.Load() == gqx {
+			t.Errorf("gemmx: the cross-tile GEMM with the GELU+quantiser epilogue did not run")
 		}
 	}
 	// The GEMMs are bit-exact with each other, so the whole forward is too.
