@@ -13,9 +13,7 @@
 // ascending k-block order: the reference rule, so the result is bit-exact
 // with int8_gemm_kernel and package quant. In the pipelined variants (p)
 // the next k block's wgmmas run into a second int32 set while the first is
-// folded; in the cross-tile variants (x) this goes on across tile
-// boundaries, so a tile's epilogue overlaps the next tile's MMAs. The grid
-// is persistent (one block per SM walking the tiles).
+// folded. The grid is persistent (one block per SM walking the tiles).
 // Epilogue: round to the output dtype, add the bias in that dtype (rounding
 // again), store (bf16 through swizzled shared memory and TMA tensor
 // stores, or 16-byte stores by every thread).
@@ -133,14 +131,13 @@ __device__ __forceinline__ void i8g_tile(int t, int nM, int nN, int BN, int& mt,
 // rows lie in one 128-row activation-scale block, so each looks up its own
 // scale row; 3 × 160 + 24 registers per thread fit the register file only
 // without the pipelined second int32 set).
-template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT, bool GQ = false, int NCW = 2, bool XT = false>
+template <int BN, int NS, bool PIPE, bool FOLD, bool MC, int CVT, bool GQ = false, int NCW = 2>
 __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmY, int tst,
                                          void* Y, int ydt, const float* __restrict__ SX, const float* __restrict__ SW,
                                          const void* bias, int bdt, int M, int N, int K, signed char* Q = nullptr,
                                          float* SQ = nullptr) {
   static_assert(!GQ || (BN == 128 && FOLD && !MC && NCW == 2), "the GELU+quantise epilogue needs 128×128 tiles");
   static_assert(NCW == 2 || (NCW == 3 && !PIPE && !MC && BN == 128), "3 consumer warpgroups: 64×128 each, one int32 set");
-  static_assert(!XT || FOLD, "the cross-tile stream has no diagnostic form");
   constexpr int BM = 64 * NCW;
   constexpr u32 AB = BM * 128, BB = BN * 128, SB = AB + BB;
   constexpr u32 STG = 64 * BN * 2;  // one warpgroup's staging bytes
@@ -212,6 +209,267 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) ia[i] = 0, ib[i] = 0;
     int it = 0, tcount = 0;
+    for (int u = u0; u < units; u += ustep) {
+      int mt, n0;
+      i8g_tile(u, nMu, nN, BN, mt, n0);
+      if (MC) mt = 2 * mt + rank;
+      const float* sxr = SX + (long long)min((mt * BM + wg * 64) / 128, nSB - 1) * KB;
+      const int nb = n0 / 128, nNb = (N + 127) / 128;
+      const float* sw0 = SW + (long long)nb * KB;
+      const bool two = BN % 128 != 0 && (n0 % 128) + BN > 128 && nb + 1 < nNb;  // tile spans two scale blocks
+      const float* sw1 = two ? sw0 + KB : sw0;
+      const int split = BN % 128 == 0 ? BN : 128 - n0 % 128;
+      // The tile's bias, fetched now so that its latency hides behind the k
+      // loop (loaded in the epilogue it stalled every tile by ~4 us).
+      float bpre0 = 0.f, bpre1 = 0.f;
+      if (bdt == DT_BF16) {
+        if (n0 + bc < N) bpre0 = bf2f(((const bf16*)bias)[n0 + bc]);
+        if (BN > 128 && bc + 128 < BN && n0 + bc + 128 < N) bpre1 = bf2f(((const bf16*)bias)[n0 + bc + 128]);
+      } else if (bdt == DT_F32) {
+        if (n0 + bc < N) bpre0 = ((const float*)bias)[n0 + bc];
+        if (BN > 128 && bc + 128 < BN && n0 + bc + 128 < N) bpre1 = ((const float*)bias)[n0 + bc + 128];
+      }
+      float acc[BN / 2];
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
+      auto fold_kb = [&](int* cur, int kb) {
+        i8g_reg_fence<BN>(cur);
+        if (lane == 0) {
+          hp_mbar_arrive(bars + 8 * (NS + (it + kb) % NS));
+          if (MC) hp_mbar_arrive_cluster(bars + 8 * (NS + (it + kb) % NS), rank ^ 1);
+        }
+        if (FOLD) {
+          const float x = sxr[kb];
+          i8g_fold<BN, CVT>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
+        } else if (kb == KB - 1) {
+#pragma unroll
+          for (int i = 0; i < BN / 2; ++i) acc[i] = (float)cur[i];
+        }
+      };
+      auto issue_kb = [&](int* d, int kb) {
+        const int s = (it + kb) % NS;
+        hp_mbar_wait(bars + 8 * s, ((it + kb) / NS) & 1);
+        i8g_issue<BN>(d, base + s * SB + aoff, base + s * SB + AB);
+      };
+      if (!PIPE) {
+        for (int kb = 0; kb < KB; ++kb) {
+          issue_kb(ia, kb);
+          hp_wg_wait<0>();
+          fold_kb(ia, kb);
+        }
+      } else {
+        // Two int32 sets: while one k block is folded, the next one runs.
+        issue_kb(ia, 0);
+        int kb = 0;
+        for (; kb + 2 < KB; kb += 2) {
+          issue_kb(ib, kb + 1);
+          hp_wg_wait<1>();
+          fold_kb(ia, kb);
+          issue_kb(ia, kb + 2);
+          hp_wg_wait<1>();
+          fold_kb(ib, kb + 1);
+        }
+        if (kb + 1 < KB) {
+          issue_kb(ib, kb + 1);
+          hp_wg_wait<1>();
+          fold_kb(ia, kb);
+          hp_wg_wait<0>();
+          fold_kb(ib, kb + 1);
+        } else {
+          hp_wg_wait<0>();
+          fold_kb(ia, kb);
+        }
+      }
+      it += KB;
+
+      // Epilogue: round to the output dtype, bias in that dtype.
+      const int row0 = mt * BM + wg * 64;
+      if (GQ) {
+        // h = bf16(bf16(acc) + bias), g = bf16(GELU(h)), as Int8Linear then
+        // GELUTanh store them; amax over this thread's rows < M.
+        sbias[bc] = bpre0;
+        hp_bar_sync(2 + wg, 128);
+        float am = 1e-8f;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = 8 * j + 2 * t4;
+          const float b0 = sbias[col], b1 = sbias[col + 1];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const bool live = row0 + w4 * 16 + g + 8 * h < M;
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float v = rbf(acc[4 * j + 2 * h + e]);
+              if (bdt) v = rbf(__fadd_rn(v, e ? b1 : b0));
+              v = rbf(gelu_tanh_f(v));
+              acc[4 * j + 2 * h + e] = v;
+              if (live) am = fmaxf(am, fabsf(v));
+            }
+          }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) am = fmaxf(am, __shfl_xor_sync(0xffffffffu, am, o));
+        float* red = sred + (tcount & 1) * 8;
+        if (lane == 0) red[wg * 4 + w4] = am;
+        hp_bar_sync(1, 256);  // both warpgroups: the tile's 8 warp maxima are in
+        am = red[0];
+#pragma unroll
+        for (int w = 1; w < 8; ++w) am = fmaxf(am, red[w]);
+        const float f = 128.f / am;
+        // Codes into this warpgroup's staging ([64 rows][128 B], 16-byte
+        // chunks swizzled by row), then out in 16-byte rows.
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int rr = w4 * 16 + g + 8 * h;
+            int c0 = __float2int_rn(acc[4 * j + 2 * h] * f), c1 = __float2int_rn(acc[4 * j + 2 * h + 1] * f);
+            c0 = min(127, max(-128, c0));
+            c1 = min(127, max(-128, c1));
+            *(unsigned short*)(so + rr * 128 + (((j >> 1) ^ (rr & 7)) << 4) + (j & 1) * 8 + 2 * t4) =
+                (unsigned short)((c0 & 0xff) | ((c1 & 0xff) << 8));
+          }
+        hp_bar_sync(2 + wg, 128);
+        for (int c = tid & 127; c < 64 * 8; c += 128) {
+          const int rr = c >> 3, ch = c & 7, gr = row0 + rr;
+          if (gr < M)
+            *(uint4*)(Q + (long long)gr * N + n0 + ch * 16) = *(const uint4*)(so + rr * 128 + ((ch ^ (rr & 7)) << 4));
+        }
+        if (tid == 0) SQ[(long long)mt * (N / 128) + n0 / 128] = am * (1.f / 128.f);
+        ++tcount;
+        // The staging is rewritten only after the next tile's first
+        // barrier (2 + wg), which every thread reaches after these reads.
+      } else if (ydt == DT_BF16 && N % 8 == 0) {
+        // Nobody reads sbias or the staging after the previous tile's
+        // second barrier (and the leader's wait for its tensor stores), so
+        // both may be rewritten before this one.
+        if (tst && leader) hp_bulk_wait_read0();
+        sbias[bc] = bpre0;
+        if (BN > 128 && bc + 128 < BN) sbias[bc + 128] = bpre1;
+        hp_bar_sync(2 + wg, 128);
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j) {
+          const int col = 8 * j + 2 * t4;
+          const float b0 = sbias[col], b1 = sbias[col + 1];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int rr = w4 * 16 + g + 8 * h;
+            float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+            if (bdt) v0 = __fadd_rn(rbf(v0), b0), v1 = __fadd_rn(rbf(v1), b1);
+            *(u32*)(so + (j >> 3) * 8192 + rr * 128 + (((j & 7) ^ (rr & 7)) << 4) + t4 * 4) = pack_bf2(v0, v1);
+          }
+        }
+        if (tst) hp_fence_proxy_async();  // the copy engine reads what these stores wrote
+        hp_bar_sync(2 + wg, 128);
+        if (tst) {
+          if (leader) {
+#pragma unroll
+            for (int b = 0; b < BN / 64; ++b) hp_tma_store_2d(tmY, n0 + 64 * b, row0, hp_smem(so) + b * 8192);
+            hp_bulk_commit();
+          }
+        } else {
+          constexpr int CH = BN / 8;  // 16-byte chunks per row
+          for (int c = tid & 127; c < 64 * CH; c += 128) {
+            const int rr = c / CH, ch = c - rr * CH, gr = row0 + rr, gc = n0 + ch * 8;
+            if (gr < M && gc < N)
+              *(uint4*)((bf16*)Y + (long long)gr * N + gc) =
+                  *(const uint4*)(so + (ch >> 3) * 8192 + rr * 128 + (((ch & 7) ^ (rr & 7)) << 4));
+          }
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int gr = row0 + w4 * 16 + g + 8 * h, gc = n0 + 8 * j + 2 * t4 + e;
+              if (gr >= M || gc >= N) continue;
+              float v = rdt(ydt, acc[4 * j + 2 * h + e]);
+              if (bdt) v = rdt(ydt, __fadd_rn(v, ldv(bias, bdt, gc)));
+              stv(Y, ydt, (long long)gr * N + gc, v);
+            }
+      }
+    }
+    if (tst && leader) hp_bulk_wait0();  // the last tile's stores are out before the block ends
+  }
+  if (MC) {
+    __syncwarp();
+    hp_cluster_sync();  // no block exits while its peer may still write to it
+  }
+}
+
+// i8g_body_x: i8g_body's kernel (no multicast, no diagnostic form) with the
+// consumers' k blocks in one stream across tiles (see "The cross-tile
+// stream" below). A function of its own, with its own copy of i8g_body's
+// epilogue, so that the instances on i8g_body compile to the same machine
+// code as before it (checked with TestCubinDump).
+template <int BN, int NS, bool PIPE, int CVT, bool GQ = false, int NCW = 2>
+__device__ __forceinline__ void i8g_body_x(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmY, int tst,
+                                           void* Y, int ydt, const float* __restrict__ SX, const float* __restrict__ SW,
+                                           const void* bias, int bdt, int M, int N, int K, signed char* Q = nullptr,
+                                           float* SQ = nullptr) {
+  static_assert(!GQ || (BN == 128 && NCW == 2), "the GELU+quantise epilogue needs 128×128 tiles");
+  static_assert(NCW == 2 || (NCW == 3 && !PIPE && BN == 128), "3 consumer warpgroups: 64×128 each, one int32 set");
+  constexpr int BM = 64 * NCW;
+  constexpr u32 AB = BM * 128, BB = BN * 128, SB = AB + BB;
+  constexpr u32 STG = 64 * BN * 2;  // one warpgroup's staging bytes
+  extern __shared__ __align__(128) unsigned char smem[];
+  const u32 base = HP_ALIGN_SMEM(hp_smem(smem));
+  unsigned char* gbase = smem + (base - hp_smem(smem));
+  const u32 bars = base + NS * SB + NCW * STG + NCW * BN * 4;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
+  float* sred = (float*)(gbase + NS * SB + NCW * STG + NCW * BN * 4 + 16 * NS);  // GQ: [2][8] warp amax
+  const int tid = threadIdx.x, wg = tid >> 7;
+  const int nM = (M + BM - 1) / BM, nN = (N + BN - 1) / BN, nSB = (M + 127) / 128;
+  const int KB = K / 128;
+  const int units = nM * nN, u0 = blockIdx.x, ustep = gridDim.x;
+
+  if (tid == 0) {
+    for (int s = 0; s < NS; ++s) {
+      hp_mbar_init(bars + 8 * s, 1);
+      hp_mbar_init(bars + 8 * (NS + s), 4 * NCW);  // lane 0 of each consumer warp
+    }
+    hp_mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == NCW) {  // producer
+    HP_SETMAXNREG_DEC(24);
+    if (tid == 128 * NCW) {
+      hp_prefetch_tma_desc(tmA);
+      hp_prefetch_tma_desc(tmB);
+      int it = 0;
+      for (int u = u0; u < units; u += ustep) {
+        int mt, n0;
+        i8g_tile(u, nM, nN, BN, mt, n0);
+        for (int kb = 0; kb < KB; ++kb, ++it) {
+          const int s = it % NS;
+          if (it >= NS) hp_mbar_wait(bars + 8 * (NS + s), ((it / NS) & 1) ^ 1);  // consumers released it
+          const u32 full = bars + 8 * s;
+          hp_mbar_expect_tx(full, SB);
+          hp_tma_load_2d(base + s * SB, tmA, kb * 128, mt * BM, full);
+          hp_tma_load_2d(base + s * SB + AB, tmB, kb * 128, n0, full);
+        }
+      }
+    }
+  } else {  // consumers
+    if (NCW == 2)
+      HP_SETMAXNREG_INC(240);
+    else
+      HP_SETMAXNREG_INC(160);
+    const int lane = tid & 31, w4 = (tid >> 5) & 3, g = lane >> 2, t4 = lane & 3;
+    const u32 aoff = wg * 64 * 128;
+    unsigned char* so = gbase + NS * SB + wg * STG;                   // this warpgroup's staging
+    float* sbias = (float*)(gbase + NS * SB + NCW * STG) + wg * BN;  // and its tile's bias
+    const bool leader = (tid & 127) == 0;                            // issues the tensor stores
+    const int bc = tid & 127;  // the bias columns this thread fetches: bc, bc + 128
+    // The int32 sets are zeroed once (each k block's first wgmma ignores
+    // their old value); writing them per tile made ptxas serialise the
+    // tile's first k block.
+    int ia[BN / 2], ib[BN / 2];
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) ia[i] = 0, ib[i] = 0;
+    int tcount = 0;
     float acc[BN / 2];
     const int nNb = (N + 127) / 128;
     // A tile's scale rows: this warpgroup's activation-scale row, the weight-
@@ -361,7 +619,6 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       i8g_reg_fence<BN>(cur);
       if (lane == 0) {
         hp_mbar_arrive(bars + 8 * (NS + q % NS));
-        if (MC) hp_mbar_arrive_cluster(bars + 8 * (NS + q % NS), rank ^ 1);
       }
     };
 
@@ -381,7 +638,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     // in flight across the loop's back edge, and the last one or two k
     // blocks in an if/else (an unconditional tail, or two groups carried
     // around the loop, made it serialise them).
-    if (XT) {
+    {
       constexpr int SETS = PIPE ? 2 : 1;
       const int ntile = u0 < units ? (units - 1 - u0) / ustep + 1 : 0;
       const int total = ntile * KB;
@@ -389,8 +646,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
       const float *sxr = SX, *sw0 = SW, *sw1 = SW;
       float bpre0 = 0.f, bpre1 = 0.f, cx = 0.f, cw0 = 0.f, cw1 = 0.f;
       auto set_tile = [&]() {
-        i8g_tile(u, nMu, nN, BN, mt, n0);
-        if (MC) mt = 2 * mt + rank;
+        i8g_tile(u, nM, nN, BN, mt, n0);
         tile_scales(mt, n0, sxr, sw0, sw1, split);
       };
       // Folds k block gk from cur (its wgmmas complete) and loads the
@@ -403,8 +659,7 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
         } else if (gk + 1 < total) {
           int mt2, n02, split2;
           const float *sxr2, *sw02, *sw12;
-          i8g_tile(u + ustep, nMu, nN, BN, mt2, n02);
-          if (MC) mt2 = 2 * mt2 + rank;
+          i8g_tile(u + ustep, nM, nN, BN, mt2, n02);
           tile_scales(mt2, n02, sxr2, sw02, sw12, split2);
           cx = sxr2[0], cw0 = sw02[0], cw1 = BN % 128 == 0 ? cw0 : sw12[0];
         }
@@ -469,72 +724,14 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
           next_kb();
         }
       }
-    } else {
-      for (int u = u0; u < units; u += ustep) {
-        int mt, n0;
-        i8g_tile(u, nMu, nN, BN, mt, n0);
-        if (MC) mt = 2 * mt + rank;
-        const float *sxr, *sw0, *sw1;
-        int split;
-        tile_scales(mt, n0, sxr, sw0, sw1, split);
-        float bpre0, bpre1;
-        fetch_bias(n0, bpre0, bpre1);
-#pragma unroll
-        for (int i = 0; i < BN / 2; ++i) acc[i] = 0.f;
-        auto fold_kb = [&](int* cur, int kb) {
-          release_g(cur, it + kb);
-          if (FOLD) {
-            const float x = sxr[kb];
-            i8g_fold<BN, CVT>(acc, cur, __fmul_rn(x, sw0[kb]), __fmul_rn(x, sw1[kb]), split);
-          } else if (kb == KB - 1) {
-#pragma unroll
-            for (int i = 0; i < BN / 2; ++i) acc[i] = (float)cur[i];
-          }
-        };
-        auto issue_kb = [&](int* d, int kb) { issue_g(d, it + kb); };
-        if (!PIPE) {
-          for (int kb = 0; kb < KB; ++kb) {
-            issue_kb(ia, kb);
-            hp_wg_wait<0>();
-            fold_kb(ia, kb);
-          }
-        } else {
-          // Two int32 sets: while one k block is folded, the next one runs.
-          issue_kb(ia, 0);
-          int kb = 0;
-          for (; kb + 2 < KB; kb += 2) {
-            issue_kb(ib, kb + 1);
-            hp_wg_wait<1>();
-            fold_kb(ia, kb);
-            issue_kb(ia, kb + 2);
-            hp_wg_wait<1>();
-            fold_kb(ib, kb + 1);
-          }
-          if (kb + 1 < KB) {
-            issue_kb(ib, kb + 1);
-            hp_wg_wait<1>();
-            fold_kb(ia, kb);
-            hp_wg_wait<0>();
-            fold_kb(ib, kb + 1);
-          } else {
-            hp_wg_wait<0>();
-            fold_kb(ia, kb);
-          }
-        }
-        it += KB;
-        epilogue(mt, n0, bpre0, bpre1);
-      }
     }
     if (tst && leader) hp_bulk_wait0();  // the last tile's stores are out before the block ends
   }
-  if (MC) {
-    __syncwarp();
-    hp_cluster_sync();  // no block exits while its peer may still write to it
-  }
 }
 
-// Instances: int8_gemm_tma_n<BN>[p][w3][x][_mc][_i2f|_mix][_nofold] (p:
-// pipelined; w3: three consumer warpgroups; x: the cross-tile stream; mc: clusters of 2 sharing W by multicast, a grid of whole
+
+// Instances: int8_gemm_tma_n<BN>[p][_mc][_i2f|_mix][_nofold] (p:
+// pipelined; mc: clusters of 2 sharing W by multicast, a grid of whole
 // clusters and a W tensor map whose box is BN/2 rows; i2f/mix: the fold's
 // conversion, CVT 1/2), 384 threads, a persistent grid of at most one block
 // per SM, dynamic shared memory NS·(128 + BN)·128 (the ring) + 2·64·BN·2
@@ -575,32 +772,6 @@ __device__ __forceinline__ void i8g_body(const HpTmaDesc* tmA, const HpTmaDesc* 
     i8g_body<128, NS, true, true, false, 1, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, K, Q, \
                                                   SQ);                                                               \
   }
-// The cross-tile stream (XT, see the consumers in i8g_body): x after the
-// pipelining letter; the same arguments and shared memory as the instance
-// without it.
-#define I8G_KERNEL_X(NAME, BN, NS, PIPE, CVT)                                                                        \
-  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
-      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
-           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
-           const void* bias, int bdt, int M, int N, int K) {                                                        \
-    i8g_body<BN, NS, PIPE, true, false, CVT, false, 2, true>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, \
-                                                             K);                                                     \
-  }
-#define I8G_KERNEL_W3X(NAME, NS, CVT)                                                                                \
-  extern "C" __global__ void __launch_bounds__(512, 1)                                                               \
-      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
-           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
-           const void* bias, int bdt, int M, int N, int K) {                                                        \
-    i8g_body<128, NS, false, true, false, CVT, false, 3, true>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, \
-                                                               K);                                                   \
-  }
-#define I8G_KERNEL_GQX(NAME, NS)                                                                                     \
-  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
-      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, signed char* Q, float* SQ,  \
-           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
-    i8g_body<128, NS, true, true, false, 1, true, 2, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, \
-                                                           K, Q, SQ);                                                \
-  }
 // Measured on an H100 (docs/PERF.md, "Int8 GEMM, session 2"): n128p_i2f
 // is the fastest or within 4% of it on every Wan shape and is the default;
 // n128p (magic-number conversion) and n192_i2f are kept for comparison;
@@ -615,6 +786,28 @@ I8G_KERNEL(int8_gemm_tma_n192_i2f, 192, 4, false, true, 1)
 I8G_KERNEL_MC(int8_gemm_tma_n192_mc, 192, 4, false, 0)
 I8G_KERNEL_GQ(int8_gemm_tma_n128p_i2f_gq, 6)
 I8G_KERNEL_W3(int8_gemm_tma_n128w3_i2f, 4, 1)
+// The cross-tile instances (i8g_body_x): x after the pipelining letter;
+// the same arguments and shared memory as the instance without it.
+#define I8G_KERNEL_X(NAME, BN, NS, PIPE, CVT)                                                                        \
+  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body_x<BN, NS, PIPE, CVT>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, K);                        \
+  }
+#define I8G_KERNEL_W3X(NAME, NS, CVT)                                                                                \
+  extern "C" __global__ void __launch_bounds__(512, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB,                             \
+           const __grid_constant__ HpTmaDesc tmY, int tst, void* Y, int ydt, const float* SX, const float* SW,      \
+           const void* bias, int bdt, int M, int N, int K) {                                                        \
+    i8g_body_x<128, NS, false, CVT, false, 3>(&tmA, &tmB, &tmY, tst, Y, ydt, SX, SW, bias, bdt, M, N, K);            \
+  }
+#define I8G_KERNEL_GQX(NAME, NS)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(384, 1)                                                               \
+      NAME(const __grid_constant__ HpTmaDesc tmA, const __grid_constant__ HpTmaDesc tmB, signed char* Q, float* SQ,  \
+           const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
+    i8g_body_x<128, NS, true, 1, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, K, Q, SQ);       \
+  }
 I8G_KERNEL_X(int8_gemm_tma_n128px_i2f, 128, 6, true, 1)
 I8G_KERNEL_W3X(int8_gemm_tma_n128w3x_i2f, 4, 1)
 I8G_KERNEL_GQX(int8_gemm_tma_n128px_i2f_gq, 6)
