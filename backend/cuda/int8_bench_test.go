@@ -18,7 +18,7 @@ import (
 // warm-up runs) and TOPS = 2·M·N·K / time; run it with -benchtime=1x.
 // Variants: bf16 (cuBLASLt), quant (the quantiser only), mma
 // (int8_linear.cu), and on sm_90 the sm_90a instances (int8TMAVariants). A
-// suffix @N caps an mc variant's grid at N clusters; -st turns the tensor
+// suffix @N caps the grid at N clusters (mc variants) or blocks; -st turns the tensor
 // stores off; q, gq, gq-gemm, gq-gemmx, gq-unfused time the GEMM on codes
 // (+ GELU + quantiser) with the default instance, q:NAME (etc.) with
 // instance NAME.
@@ -55,15 +55,15 @@ func BenchmarkInt8Linear(b *testing.B) {
 		for _, v := range variants {
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, s.n, s.k, v), func(b *testing.B) {
 				defer func(mode string, c int, st bool) {
-					int8GemmMode, int8MCClusters, int8TMAStore = mode, c, st
-				}(int8GemmMode, int8MCClusters, int8TMAStore)
+					int8GemmMode, int8GridCap, int8TMAStore = mode, c, st
+				}(int8GemmMode, int8GridCap, int8TMAStore)
 				int8GemmMode = v
 				if mode, ok := strings.CutSuffix(v, "-st"); ok { // without tensor stores
 					int8GemmMode, int8TMAStore = mode, false
 				}
-				if mode, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // mc with at most cl clusters
+				if mode, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // at most cl clusters (mc) or blocks
 					int8GemmMode = mode
-					if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
+					if _, err := fmt.Sscan(cl, &int8GridCap); err != nil {
 						b.Fatalf("variant %q: %v", v, err)
 					}
 				}

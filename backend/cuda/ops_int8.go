@@ -176,9 +176,11 @@ var int8TMAVariants = map[string]int8TMA{
 // the benchmark turns it off to compare with 16-byte stores by each thread.
 var int8TMAStore = true
 
-// int8MCClusters, when positive, caps the clusters of an mc launch (the
-// benchmark uses it to tell a scheduling limit from a slow kernel).
-var int8MCClusters int
+// int8GridCap, when positive, caps the persistent grid: the clusters of an
+// mc launch (the benchmark uses it to tell a scheduling limit from a slow
+// kernel), the blocks of any other (tests use it to make every block walk
+// many tiles, which small shapes otherwise never do).
+var int8GridCap int
 
 // int8HopperPick chooses the sm_90a instance for an m×n output, and false
 // when the mma.sync kernel must run: not an sm_90 device, no tensor-map
@@ -209,14 +211,17 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 		backend.Fail("cuda: Int8Linear: output [%d, %d] needs %d tiles, more than one launch takes", m, n, tiles)
 	}
 	grid := int(min(tiles, int64(max(b.info.SMs, 1)))) // persistent: one block per SM walks the tiles
+	if int8GridCap > 0 && !v.mc {
+		grid = min(grid, int8GridCap)
+	}
 	boxB := v.bn
 	if v.mc {
 		// Whole clusters of 2, each walking pairs of row tiles; a block
 		// loads half of the W tile.
 		units := int64((m+255)/256) * int64((n+v.bn-1)/v.bn)
 		cl := max(b.info.SMs/2, 1)
-		if int8MCClusters > 0 {
-			cl = min(cl, int8MCClusters)
+		if int8GridCap > 0 {
+			cl = min(cl, int8GridCap)
 		}
 		grid = 2 * int(min(units, int64(cl)))
 		boxB = v.bn / 2

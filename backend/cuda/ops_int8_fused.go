@@ -262,6 +262,9 @@ func (b *Backend) int8GemmGQ(oq, osc, xq, sx, w, s *Tensor, bp uintptr, bdt int3
 	v := int8TMAVariants[name]
 	tiles := int64((m+127)/128) * int64((n+127)/128)
 	grid := int(min(tiles, int64(max(b.info.SMs, 1))))
+	if int8GridCap > 0 {
+		grid = min(grid, int8GridCap)
+	}
 	tmA := b.encodeTensorMap("Int8LinearGELUQ activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
 	tmB := b.encodeTensorMap("Int8LinearGELUQ weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), 128, 128, tmapSwizzle128))
 	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()+"_gq"), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),

@@ -206,18 +206,27 @@ func TestInt8LinearGELUQ(t *testing.T) {
 			if g.info.Arch == "sm_90" && (fused != 1 || int8GQXLaunches.Load() != gqx+1) {
 				t.Fatalf("the cross-tile GEMM with the GELU+quantiser epilogue did not run on sm_90 (%d fused launches)", fused)
 			}
+			// The same on a grid of 5 blocks: every block's k-block stream
+			// crosses many tiles.
+			var qx5, sx5 backend.Tensor
+			func() {
+				defer func(c int) { int8GridCap = c }(int8GridCap)
+				int8GridCap = 5
+				withFuse(true, func() { qx5, sx5 = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) }, "gemmx")
+			}()
 			withFuse(false, func() { q0, s0 = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) })
 			gq, gs := downloadInt8(g, q), g.Download(s)
 			requireCodes(t, "fused pass vs unfused GPU ops", gq, gs, downloadInt8(g, q0), g.Download(s0))
 			requireCodes(t, "GEMM epilogue vs unfused GPU ops", downloadInt8(g, qe), g.Download(se), downloadInt8(g, q0), g.Download(s0))
 			requireCodes(t, "cross-tile GEMM epilogue vs unfused GPU ops", downloadInt8(g, qx), g.Download(sx), downloadInt8(g, q0), g.Download(s0))
+			requireCodes(t, "cross-tile GEMM epilogue on 5 blocks vs unfused GPU ops", downloadInt8(g, qx5), g.Download(sx5), downloadInt8(g, q0), g.Download(s0))
 			gl := g.GELUTanh(h)
 			wq, ws, err := quant.Quantize(g.Download(gl), tc.m, tc.n)
 			if err != nil {
 				t.Fatal(err)
 			}
 			requireCodes(t, "fused vs quant.Quantize of the GPU's GELU", gq, gs, wq, ws)
-			for _, tt := range []backend.Tensor{x.g, gw, gws, bias.g, xq, xs, h, q, s, qe, se, qx, sx, q0, s0, gl} {
+			for _, tt := range []backend.Tensor{x.g, gw, gws, bias.g, xq, xs, h, q, s, qe, se, qx, sx, qx5, sx5, q0, s0, gl} {
 				if tt != nil {
 					g.Free(tt)
 				}

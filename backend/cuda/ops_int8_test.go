@@ -59,25 +59,29 @@ func int8GemmModes(g *Backend) []string {
 		modes = append(modes, k)
 	}
 	sort.Strings(modes[1:])
-	return append(modes, "n128p_i2f-st", "") // "": the default pick, which must be an sm_90a one
+	// @N: a grid of N blocks, so that every block walks many tiles (the
+	// cross-tile stream of the x instances across tile boundaries, with
+	// ragged last tiles) even on the small shapes.
+	return append(modes, "n128p_i2f-st", "n128px_i2f@7", "n128w3x_i2f@5", "") // "": the default pick, which must be an sm_90a one
 }
 
 // withInt8Gemm runs f with Int8GemmEnv's mode set to mode and fails the
 // test unless the sm_90a kernel ran exactly when the mode asks for it (no
 // silent fallback to the mma.sync kernel on sm_90). A mode "name@N" runs
-// an mc instance on at most N clusters, "name-st" without tensor stores.
+// an mc instance on at most N clusters, any other on at most N blocks;
+// "name-st" without tensor stores.
 func withInt8Gemm(t *testing.T, g *Backend, mode string, f func()) {
 	t.Helper()
 	defer func(m string, c int, st bool) {
-		int8GemmMode, int8MCClusters, int8TMAStore = m, c, st
-	}(int8GemmMode, int8MCClusters, int8TMAStore)
+		int8GemmMode, int8GridCap, int8TMAStore = m, c, st
+	}(int8GemmMode, int8GridCap, int8TMAStore)
 	int8GemmMode = mode
 	if m, ok := strings.CutSuffix(mode, "-st"); ok { // without tensor stores
 		int8GemmMode, int8TMAStore = m, false
 	}
-	if m, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // an mc instance on at most cl clusters
+	if m, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // at most cl clusters (mc) or blocks
 		int8GemmMode = m
-		if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
+		if _, err := fmt.Sscan(cl, &int8GridCap); err != nil {
 			t.Fatalf("mode %q: %v", mode, err)
 		}
 	}
