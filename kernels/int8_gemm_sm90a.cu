@@ -808,6 +808,8 @@ I8G_KERNEL_W3(int8_gemm_tma_n128w3_i2f, 4, 1)
            const float* SX, const float* SW, const void* bias, int bdt, int M, int N, int K) {                      \
     i8g_body_x<128, NS, true, 1, true>(&tmA, &tmB, nullptr, 0, nullptr, 0, SX, SW, bias, bdt, M, N, K, Q, SQ);       \
   }
+// Built without a device (docs/PERF.md, "W8A8, session 5"): not measured
+// yet, so not the default.
 I8G_KERNEL_X(int8_gemm_tma_n128px_i2f, 128, 6, true, 1)
 I8G_KERNEL_W3X(int8_gemm_tma_n128w3x_i2f, 4, 1)
 I8G_KERNEL_GQX(int8_gemm_tma_n128px_i2f_gq, 6)
