@@ -10,14 +10,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
 )
 
 // Open opens path for reading if it is a regular file (links followed).
 func Open(path string) (*os.File, error) {
-	// O_NONBLOCK makes the open itself return for a FIFO without a writer;
-	// it has no effect on reading a regular file.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|openFlags, 0)
 	if err != nil {
 		return nil, err
 	}
