@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 )
 
 // ErrNoGPU is returned when the driver loads but sees no GPU.
@@ -72,13 +70,15 @@ func (c *PrimaryContext) Release() error {
 	return c.drv.check("cuDevicePrimaryCtxRelease", call(c.release, uintptr(c.dev)))
 }
 
-// LoadLibrary opens a shared library whose file name starts with prefix
-// ("libnvidia-encode.so") from the folders SearchDirs lists (CUDA compat
-// folders skipped: driver libraries must match the kernel driver), then
-// through the system loader. On failure the *MissingLibraryError names
-// every folder searched and what to install.
-func LoadLibrary(name, prefix, install string) (*Library, error) {
-	return openLib(libSpec{name: name, prefix: prefix, install: install}, SearchDirs(), notCompat, purego.RTLD_NOW|purego.RTLD_LOCAL)
+// LoadLibrary opens a driver library: on Linux/macOS a shared library whose
+// file name starts with prefix ("libnvidia-encode.so"), on Windows the DLL
+// named winDLL ("nvEncodeAPI64.dll"), from the folders SearchDirs lists
+// (CUDA compat folders skipped: driver libraries must match the kernel
+// driver), then through the system loader. On failure the
+// *MissingLibraryError names every folder searched and what to install.
+func LoadLibrary(name, prefix, winDLL, install string) (*Library, error) {
+	spec := libSpec{name: name, prefix: prefix, install: install, winPrefix: winDLL, winBare: []string{winDLL}}
+	return openLib(spec, SearchDirs(), notCompat, false)
 }
 
 // Symbol returns the address of an exported function of l.

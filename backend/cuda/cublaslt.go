@@ -39,7 +39,7 @@ type cublasLt struct {
 }
 
 func loadCublasLt() (*cublasLt, error) {
-	lib, err := openLib(specCublasLt, SearchDirs(), nil, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	lib, err := openLib(specCublasLt, SearchDirs(), nil, true)
 	if err != nil {
 		return nil, err
 	}

@@ -25,7 +25,7 @@ type driverAPI struct {
 }
 
 func loadDriver() (*driverAPI, error) {
-	lib, err := openLib(specCUDA, SearchDirs(), notCompat, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	lib, err := openLib(specCUDA, SearchDirs(), notCompat, true)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func LoadNVRTC() (*NVRTC, error) { return LoadNVRTCFrom(SearchDirs()) }
 // LoadNVRTCFrom loads NVRTC from the first of dirs that holds it (tests use
 // it to compile the sm_90a kernels with a second, newer NVRTC).
 func LoadNVRTCFrom(dirs []string) (*NVRTC, error) {
-	lib, err := openLib(specNVRTC, dirs, nil, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	lib, err := openLib(specNVRTC, dirs, nil, true)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func LoadNVRTCFrom(dirs []string) (*NVRTC, error) {
 	if !filepath.IsAbs(lib.Path) {
 		bdirs = dirs
 	}
-	n.Builtins, err = openLib(specBuiltins, bdirs, nil, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+	n.Builtins, err = openLib(specBuiltins, bdirs, nil, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w\n  (libnvrtc %d.%d was found at %s; its builtins must sit beside it)", err, n.Major, n.Minor, lib.Path)
 	}

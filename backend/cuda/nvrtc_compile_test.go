@@ -109,7 +109,7 @@ func TestCompileErrorShowsSource(t *testing.T) {
 }
 
 func TestLibrarySearchError(t *testing.T) {
-	_, err := openLib(libSpec{name: "libdoesnotexist", prefix: "libdoesnotexist.so", install: "nothing"}, []string{t.TempDir()}, nil, 2)
+	_, err := openLib(libSpec{name: "libdoesnotexist", prefix: "libdoesnotexist.so", install: "nothing"}, []string{t.TempDir()}, nil, false)
 	var me *MissingLibraryError
 	if !errors.As(err, &me) {
 		t.Fatalf("want MissingLibraryError, got %v", err)

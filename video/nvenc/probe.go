@@ -11,8 +11,14 @@ import (
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cuda"
 )
 
-// libInstall says where libnvidia-encode comes from.
-const libInstall = "the NVIDIA driver (libnvidia-encode.so.1 comes with it; in a container, add video to NVIDIA_DRIVER_CAPABILITIES)"
+// libInstall says where libnvidia-encode (nvEncodeAPI64.dll on Windows)
+// comes from.
+func libInstall() string {
+	if runtime.GOOS == "windows" {
+		return "the NVIDIA driver (nvEncodeAPI64.dll in System32 comes with it)"
+	}
+	return "the NVIDIA driver (libnvidia-encode.so.1 comes with it; in a container, add video to NVIDIA_DRIVER_CAPABILITIES)"
+}
 
 // Info is what the driver's encoder reports for one GPU.
 type Info struct {
@@ -45,7 +51,7 @@ type entry struct {
 }
 
 func loadEntry() (*entry, error) {
-	lib, err := cuda.LoadLibrary("libnvidia-encode", "libnvidia-encode.so", libInstall)
+	lib, err := cuda.LoadLibrary("libnvidia-encode", "libnvidia-encode.so", "nvEncodeAPI64.dll", libInstall())
 	if err != nil {
 		return nil, err
 	}
