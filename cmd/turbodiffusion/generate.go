@@ -246,9 +246,11 @@ follow the reference script: --sigma-max 200, --resolution 720p.`,
 	root.AddCommand(cmd)
 }
 
+// defaultCacheDir is the user cache folder's turbodiffusion/prompts
+// (~/.cache on Linux, %LocalAppData% on Windows, ~/Library/Caches on macOS).
 func defaultCacheDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
-		return d + "/turbodiffusion/prompts"
+		return filepath.Join(d, "turbodiffusion", "prompts")
 	}
 	return ""
 }
