@@ -2,8 +2,6 @@ package memplan
 
 import (
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -331,29 +329,12 @@ func Options(r Run, quantFile string) []Option {
 }
 
 // HostAvailable is the host memory the kernel says is available for new
-// allocations without swapping (MemAvailable of /proc/meminfo); ok is false
-// where that is not known.
+// allocations without swapping (MemAvailable of /proc/meminfo; on Windows
+// GlobalMemoryStatusEx's available physical memory); ok is false where
+// that is not known.
 func HostAvailable() (n int64, ok bool) { return meminfo("MemAvailable:") }
 
-// HostTotal is the machine's total memory (MemTotal of /proc/meminfo); ok
-// is false where that is not known.
+// HostTotal is the machine's total memory (MemTotal of /proc/meminfo; on
+// Windows GlobalMemoryStatusEx's total physical memory); ok is false where
+// that is not known.
 func HostTotal() (n int64, ok bool) { return meminfo("MemTotal:") }
-
-// meminfo reads one "Key: N kB" line of /proc/meminfo, in bytes.
-func meminfo(key string) (int64, bool) {
-	data, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, found := strings.CutPrefix(line, key); found {
-			f := strings.Fields(rest)
-			if len(f) >= 1 {
-				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-					return kb << 10, true
-				}
-			}
-		}
-	}
-	return 0, false
-}
