@@ -29,16 +29,20 @@ type Library struct {
 // Windows: files named winPrefix + a version of digits and '_' + ".dll"
 // ("nvrtc64_" + "120_0" + ".dll"), or exactly winPrefix when it ends in
 // ".dll" ("nvcuda.dll"); winBare are the names handed to the system loader
-// when no folder holds a match. The names were checked against public
-// sources (no Windows machine was at hand): nvcuda.dll and nvEncodeAPI64.dll
-// are what FFmpeg's nvenc.c loads on 64-bit Windows; nvrtc64_120_0.dll,
-// nvrtc64_112_0.dll, cublasLt64_12.dll and cublasLt64_11.dll are in NVIDIA's
-// cuda-python (cuda_pathfinder's supported-library table); CUDA 13 ships
-// nvrtc64_130_0.dll, nvrtc-builtins64_13<minor>.dll and cublasLt64_13.dll,
-// in %CUDA_PATH%\bin\x64 (cuda-pathfinder's release notes and projects that
-// stage these files). NVRTC's DLL keeps the major version's ".0" name for a
-// whole major release (13.3 is still nvrtc64_130_0.dll) while its builtins
-// DLL names the minor (nvrtc-builtins64_133.dll).
+// when no folder holds a match.
+//
+// The Windows names were checked against public sources, not on a Windows
+// machine (none was at hand): nvcuda.dll and nvEncodeAPI64.dll are what
+// FFmpeg's libavcodec/nvenc.c loads on 64-bit Windows (ffmpeg.org doxygen);
+// nvrtc64_120_0.dll, nvrtc64_112_0.dll, cublasLt64_12.dll and
+// cublasLt64_11.dll are in the Windows DLL table of NVIDIA's cuda-python
+// (cuda_pathfinder, made from NVIDIA's redist listings for CUDA 12.8.1). For
+// CUDA 13 the sources are third-party projects that stage the files:
+// nvrtc64_130_0.dll with nvrtc-builtins64_133.dll (13.3) and
+// cublasLt64_13.dll, from %CUDA_PATH%\bin\x64 (CUDA 13 moved the DLLs
+// there; cuda-pathfinder's release notes also speak of the CUDA 13 Windows
+// layouts). So NVRTC's DLL keeps the major version's "_0" name for a whole
+// major release, while its builtins DLL names the minor.
 type libSpec struct {
 	name    string
 	prefix  string
