@@ -109,8 +109,5 @@ func TestOffloadForwardMatches(t *testing.T) {
 		if want := len(full) - perBlock*max(0, fi.Config.Layers-2); len(ts) != want {
 			t.Errorf("%s: DeviceTensors lists %d tensors with offload, want %d", c.name, len(ts), want)
 		}
-		if _, err := m.SetLoRA(f, nil); err == nil {
-			t.Errorf("%s: SetLoRA accepted an offloaded model", c.name)
-		}
 	}
 }
