@@ -349,6 +349,9 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	if blocks != nil {
 		fmt.Fprintf(out, "%s pool blocks live at the peak (%s):\n%s", cfg.Name, cuda.MemTraceEnv, formatBlocks(blocks))
 	}
+	if err := benchPhases(out, b, m, cfg, x, shape, txt, estKept, fw); err != nil {
+		return r, err
+	}
 	// Host overhead: one more forward with every kernel timed by CUDA events;
 	// the median wall time minus the summed kernel time is what the host
 	// (launches, latent upload and download) adds to a step.
@@ -384,6 +387,54 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	return benchResult{Name: name, MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), EstGiB: float64(est) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
 			load.Seconds(), gpuMS, 100*(med-gpuMS)/med)}, nil
+}
+
+// benchPhases runs one more forward and reports the pool peak of block 1's
+// self-attention (from its k projection to its output projection: v, the
+// attention op, o) and of the rest of the block (cross-attention and FFN)
+// against the planner's, so the phase the planner misses shows even when
+// the other one is the forward's peak; with the pool traced, the live
+// blocks at each.
+func benchPhases(out io.Writer, b *cuda.Backend, m *wan.Model, cfg wan.Config, x []float32, shape []int, txt *wan.Text, kept int64, fw memplan.Forward) error {
+	if cfg.Layers < 2 {
+		return nil
+	}
+	type phase struct {
+		peak   int64
+		blocks map[int64]int
+	}
+	var attn, ffn phase
+	take := func(p *phase) {
+		_, p.peak, _ = b.MemStats()
+		p.blocks = b.PeakBlocks()
+		b.ResetPeak()
+	}
+	m.Hook = func(name string, _ backend.Tensor) {
+		switch name {
+		case "blocks.1.self_attn.k":
+			b.ResetPeak()
+		case "blocks.1.self_attn":
+			take(&attn)
+		case "blocks.1":
+			take(&ffn)
+		}
+	}
+	defer func() { m.Hook = nil }()
+	if _, err := m.Forward(x, shape, 999, txt); err != nil {
+		return err
+	}
+	g := func(n int64) float64 { return float64(n) / (1 << 30) }
+	fmt.Fprintf(out, "%s block 1 peaks: self-attention %.3f GiB (planned %.3f), cross-attention + FFN %.3f GiB (planned %.3f)\n",
+		cfg.Name, g(attn.peak), g(kept+fw.Attention), g(ffn.peak), g(kept+fw.FFN))
+	for _, p := range []struct {
+		name string
+		ph   phase
+	}{{"self-attention", attn}, {"cross-attention + FFN", ffn}} {
+		if p.ph.blocks != nil {
+			fmt.Fprintf(out, "%s pool blocks live at block 1's %s peak:\n%s", cfg.Name, p.name, formatBlocks(p.ph.blocks))
+		}
+	}
+	return nil
 }
 
 // formatBlocks lists live pool blocks by size class, largest total first.
