@@ -77,9 +77,10 @@ type Forward struct {
 	RoPE        int64 // the RoPE angle table, cached by the model per grid
 	Activations int64 // high-water mark of the forward's own tensors
 	Where       string
-	// Attention and FFN are the high-water marks of the self-attention
-	// and of the FFN sublayer (Activations is the larger).
-	Attention, FFN int64
+	// Attention, FFN and Head are the high-water marks of the
+	// self-attention, the FFN sublayer and the output head (Activations is
+	// the largest).
+	Attention, FFN, Head int64
 }
 
 // DiTForward models one DiT forward on the CUDA backend for L tokens
@@ -211,10 +212,24 @@ func ditForward(c wan.Config, opt wan.Options, quantized bool, L int, cp paths) 
 	default:
 		ffn = 3*u + 2*f
 	}
-	fr.Attention, fr.FFN = attn, ffn
+	// The head (a float32 region): the residual stream, its LayerNorm in
+	// the model dtype, that cast to float32, its modulation and the head
+	// Linear's float32 output.
+	u32 := bytesOf(tensor.F32, L, c.Dim)
+	head := u + u32 + bytesOf(tensor.F32, L, c.HeadOut())
+	if dt != tensor.F32 {
+		head += u + u32
+	}
+	// The patchified latent the forward starts from stays live throughout.
+	in := bytesOf(dt, L, c.PatchDim())
+	attn, ffn, head = attn+in, ffn+in, head+in
+	fr.Attention, fr.FFN, fr.Head = attn, ffn, head
 	fr.Activations, fr.Where = attn, where
-	if ffn > attn {
+	if ffn > fr.Activations {
 		fr.Activations, fr.Where = ffn, "FFN"
+	}
+	if head > fr.Activations {
+		fr.Activations, fr.Where = head, "head"
 	}
 	return fr
 }

@@ -87,9 +87,17 @@ const (
 //
 //go:uintptrescapes
 func call(fn uintptr, args ...uintptr) uintptr {
+	if fakeCall != nil {
+		return fakeCall(fn, args)
+	}
 	r, _, _ := purego.SyscallN(fn, args...)
 	return uintptr(uint32(r))
 }
+
+// fakeCall, when set, takes every call instead of the C function: the
+// tests' stand-in driver (fake_test.go) that lets the backend's Go code,
+// its pool above all, run without a GPU. Never set outside tests.
+var fakeCall func(fn uintptr, args []uintptr) uintptr
 
 // errText names a CUresult ("CUDA_ERROR_OUT_OF_MEMORY: out of memory").
 func (d *driverAPI) errText(r uintptr) string {
