@@ -116,6 +116,25 @@ extern "C" __global__ void conv_wpack_tap_kernel(bf16* dst, const void* w, int w
   }
 }
 
+// Bulk copy of bytes contiguous bytes (a multiple of 16; both addresses
+// 16-byte aligned) from global src into shared memory at dst, completing on
+// mbarrier bar: one request for a whole run of rows, where a tensor-map
+// copy of 16-byte-wide rows would issue one per row. No bounds: the source
+// must be readable.
+__device__ __forceinline__ void cw_bulk_load(u32 dst, const void* src, u32 bytes, u32 bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
+               "l"((u64)src), "r"(bytes), "r"(bar)
+               : "memory");
+}
+
+// Descriptor of a K-major tile without swizzle: 8-row × 16-byte core
+// matrices, rows 16 bytes apart (SBO 128 between 8-row groups), the two
+// 8-channel halves of a k16 step lbo bytes apart. addr needs only 16-byte
+// alignment, so a tile may start at any row.
+__device__ __forceinline__ u64 cw_desc_ns(u32 addr, u32 lbo) {
+  return (u64)((addr & 0x3FFFF) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(128 >> 4) << 32);
+}
+
 #define CP_W 64   // padded-grid positions per block
 #define CP_C 64   // channels per block
 #define CP_S 66   // shared row stride (bf16): 33 words, at most 2-way conflicts
@@ -410,6 +429,262 @@ extern "C" __global__ void __launch_bounds__(256, 6) conv_pack_norm_cl4b(PACK_NO
   pack_norm_cl4(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
 }
 
+// The packing kernels again, writing the dw kernel's planar layout: Xp
+// [C/8][Tp*Hp*Wp][8] (cw_xp_pl) instead of channels last, with the same
+// arguments, values and grids (conv_pack_cl_pl ... conv_pack_norm_cl4b_pl).
+// Copies rather than a shared template, so the channels-last builds above
+// stay the code the default path has always run (same machine code).
+__device__ __forceinline__ long long cw_xp_pl(int row, int wp, int Wp, int c) {
+  return ((long long)(c >> 3) * gridDim.y * Wp + (long long)row * Wp + wp) * 8;
+}
+
+extern "C" __global__ void __launch_bounds__(256) conv_pack_cl_pl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
+                                                               const bf16* __restrict__ Xh, int Th, int C, int Ti,
+                                                               int Hi, int Wi, int pt, int ph, int pw, int Hp,
+                                                               int Wp, int up, int grow) {
+  __shared__ bf16 tile[CP_C * CP_S];
+  const int tid = threadIdx.x;
+  const int wp0 = blockIdx.x * CP_W, row = blockIdx.y, c0 = blockIdx.z * CP_C;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  if (live) {
+    const int Hs = Hi >> up, Ws = Wi >> up;  // the stored frame's size
+    const long long HWs = (long long)Hs * Ws;
+    const bool hist = ti < Th;
+    const bf16* src;
+    long long cst;
+    if (grow > 1) {
+      cst = (long long)(Ti / grow) * HWs;
+      src = X + (long long)(ti / grow) * HWs + (long long)(ti % grow) * C * cst + (long long)(hi >> up) * Ws;
+    } else {
+      cst = hist ? (long long)Th * HWs : (long long)(Ti - Th) * HWs;
+      src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWs + (long long)(hi >> up) * Ws;
+    }
+    const int w = tid & 63, wi = wp0 + w - pw;
+    const bool wok = wi >= 0 && wi < Wi;
+    const int ws = wi >> up;
+#pragma unroll
+    for (int c = tid >> 6; c < CP_C; c += 4) {  // 16 loads in flight per thread
+      bf16 v = 0;
+      if (wok && c0 + c < C) v = src[(long long)(c0 + c) * cst + ws];
+      tile[c * CP_S + w] = v;
+    }
+    __syncthreads();
+  }
+  // Each thread writes 8 channels (16 bytes) of one position per step;
+  // consecutive threads take consecutive positions of one plane.
+  for (int k = tid; k < CP_W * (CP_C / 8); k += 256) {
+    const int g = k / CP_W, w = k % CP_W, wp = wp0 + w, c = c0 + 8 * g;
+    if (wp >= Wp || c >= C) continue;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (live) {
+      const bf16* t = &tile[(8 * g) * CP_S + w];
+      v.x = (u32)t[0] | ((u32)t[CP_S] << 16);
+      v.y = (u32)t[2 * CP_S] | ((u32)t[3 * CP_S] << 16);
+      v.z = (u32)t[4 * CP_S] | ((u32)t[5 * CP_S] << 16);
+      v.w = (u32)t[6 * CP_S] | ((u32)t[7 * CP_S] << 16);
+    }
+    *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, c)] = v;
+  }
+}
+
+// conv_pack_norm_cl_pl: conv_pack_norm_cl with a planar Xp.
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl_pl(
+    bf16* __restrict__ Xp, const bf16* __restrict__ X, const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi,
+    int Wi, int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt, float scale, bf16* __restrict__ tail,
+    int tail0) {
+  extern __shared__ __align__(16) unsigned char cn_smem[];
+  const int S = C + 2;
+  bf16* tile = (bf16*)cn_smem;
+  float* gs = (float*)(cn_smem + ((CN_W * S * 2 + 15) & ~15));
+  float* dn = gs + C;
+  const int tid = threadIdx.x;
+  const int wp0 = blockIdx.x * CN_W, row = blockIdx.y;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  const int ng = C / 8;
+  if (!live) {  // a padding row: zeros
+    for (int k = tid; k < CN_W * ng; k += 256) {
+      const int w = k / ng, g = k - w * ng, wp = wp0 + w;
+      if (wp < Wp) *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, 8 * g)] = make_uint4(0, 0, 0, 0);
+    }
+    return;
+  }
+  for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  const long long HWi = (long long)Hi * Wi;
+  {
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi;
+    const int w = tid & 63, wi = wp0 + w - pw;
+    const bool wok = wi >= 0 && wi < Wi;
+#pragma unroll 8
+    for (int c = tid >> 6; c < C; c += 4) tile[w * S + c] = wok ? src[(long long)c * cst + wi] : (bf16)0;
+  }
+  __syncthreads();
+  if (tail != nullptr && ti >= tail0) {  // raw frame for the next chunk's history, channel-first
+    const long long tst = (long long)(Ti - tail0) * HWi;
+    bf16* dst = tail + (long long)(ti - tail0) * HWi + (long long)hi * Wi;
+    for (int k = tid; k < C * CN_W; k += 256) {
+      const int c = k >> 6, w = k & 63, wi = wp0 + w - pw;
+      if (wi >= 0 && wi < Wi) dst[(long long)c * tst + wi] = tile[w * S + c];
+    }
+  }
+  {  // squared norms: four threads per position, float64
+    const int w = tid >> 2, q = tid & 3;
+    double ss = 0.0;
+    for (int c = q; c < C; c += 4) {
+      const double v = (double)bf2f(tile[w * S + c]);
+      ss += v * v;
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (q == 0) dn[w] = __frcp_rn(fmaxf(rbf((float)sqrt(ss)), 1e-12f));
+  }
+  __syncthreads();
+  for (int k = tid; k < CN_W * ng; k += 256) {
+    const int w = k % CN_W, g = k / CN_W, wp = wp0 + w, c = 8 * g;
+    if (wp >= Wp) continue;
+    const int wi = wp - pw;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (wi >= 0 && wi < Wi) {
+      const float rd = dn[w];
+      const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 pr = t[j];
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float a = rbf(__fmul_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), rd));
+          a = rbf(__fmul_rn(a, scale));
+          a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
+          y[e] = cw_silu(a);
+        }
+        o[j] = pack_bf2(y[0], y[1]);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, c)] = v;
+  }
+}
+
+// pack_norm_cl4_pl: pack_norm_cl4 with a planar Xp.
+__device__ __forceinline__ void pack_norm_cl4_pl(bf16* __restrict__ Xp, const bf16* __restrict__ X,
+                                              const bf16* __restrict__ Xh, int Th, int C, int Ti, int Hi, int Wi,
+                                              int pt, int ph, int pw, int Hp, int Wp, const void* gamma, int gdt,
+                                              float scale, bf16* __restrict__ tail, int tail0) {
+  extern __shared__ __align__(16) unsigned char cn_smem[];
+  const int S = C + 2;
+  bf16* tile = (bf16*)cn_smem;
+  float* gs = (float*)(cn_smem + ((CN_W * S * 2 + 15) & ~15));
+  float* dn = gs + C;
+  const int tid = threadIdx.x;
+  const int wi0 = blockIdx.x * CN_W, row = blockIdx.y;
+  const int tp = row / Hp, hp = row - tp * Hp;
+  const int ti = tp - pt, hi = hp - ph;
+  const bool live = ti >= 0 && ti < Ti && hi >= 0 && hi < Hi;
+  const int ng = C / 8;
+  // Padded columns this block writes: its own, plus the borders.
+  const int lo = blockIdx.x == 0 ? 0 : wi0 + pw;
+  const int hiw = blockIdx.x == gridDim.x - 1 ? Wp : min(wi0 + CN_W + pw, Wp);
+  const int npos = hiw - lo;
+  if (!live) {  // a padding row: zeros
+    for (int k = tid; k < npos * ng; k += 256) {
+      const int w = k / ng, g = k - w * ng;
+      *(uint4*)&Xp[cw_xp_pl(row, lo + w, Wp, 8 * g)] = make_uint4(0, 0, 0, 0);
+    }
+    return;
+  }
+  for (int c = tid; c < C; c += 256) gs[c] = ldv(gamma, gdt, c);
+  const long long HWi = (long long)Hi * Wi;
+  const int nq = C * (CN_W / 4);  // (channel, 4-column group) items
+  {
+    const bool hist = ti < Th;
+    const long long cst = hist ? (long long)Th * HWi : (long long)(Ti - Th) * HWi;
+    const bf16* src = (hist ? Xh : X) + (long long)(hist ? ti : ti - Th) * HWi + (long long)hi * Wi + wi0;
+    for (int k0 = tid; k0 < nq; k0 += 256 * 8) {
+      uint2 v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int k = k0 + 256 * u, c = k >> 4, j = k & 15;
+        v[u] = (k < nq && wi0 + 4 * j < Wi) ? *(const uint2*)(src + (long long)c * cst + 4 * j) : make_uint2(0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int k = k0 + 256 * u, c = k >> 4, j = k & 15;
+        if (k < nq) {
+          bf16* t = &tile[4 * j * S + c];
+          t[0] = (bf16)(v[u].x & 0xffff);
+          t[S] = (bf16)(v[u].x >> 16);
+          t[2 * S] = (bf16)(v[u].y & 0xffff);
+          t[3 * S] = (bf16)(v[u].y >> 16);
+        }
+      }
+    }
+  }
+  __syncthreads();
+  if (tail != nullptr && ti >= tail0) {  // raw frame for the next chunk's history, channel-first
+    const long long tst = (long long)(Ti - tail0) * HWi;
+    bf16* dst = tail + (long long)(ti - tail0) * HWi + (long long)hi * Wi + wi0;
+    for (int k = tid; k < nq; k += 256) {
+      const int c = k >> 4, j = k & 15;
+      if (wi0 + 4 * j < Wi) {
+        const bf16* t = &tile[4 * j * S + c];
+        *(uint2*)(dst + (long long)c * tst + 4 * j) =
+            make_uint2((u32)t[0] | ((u32)t[S] << 16), (u32)t[2 * S] | ((u32)t[3 * S] << 16));
+      }
+    }
+  }
+  {  // squared norms: four threads per position, float64 (conv_pack_norm_cl's order)
+    const int w = tid >> 2, q = tid & 3;
+    double ss = 0.0;
+    for (int c = q; c < C; c += 4) {
+      const double v = (double)bf2f(tile[w * S + c]);
+      ss += v * v;
+    }
+    ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+    ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+    if (q == 0) dn[w] = __frcp_rn(fmaxf(rbf((float)sqrt(ss)), 1e-12f));
+  }
+  __syncthreads();
+  for (int k = tid; k < npos * ng; k += 256) {
+    const int p = k % npos, g = k / npos, wp = lo + p, c = 8 * g;
+    const int wi = wp - pw, w = wi - wi0;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (wi >= 0 && wi < Wi && w >= 0 && w < CN_W) {
+      const float rd = dn[w];
+      const u32* t = (const u32*)&tile[w * S + c];  // 4-byte aligned: S and c are even
+      u32 o[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const u32 pr = t[j];
+        float y[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float a = rbf(__fmul_rn(bf2f((bf16)(e ? pr >> 16 : pr & 0xffff)), rd));
+          a = rbf(__fmul_rn(a, scale));
+          a = rbf(__fmul_rn(a, gs[c + 2 * j + e]));
+          y[e] = cw_silu(a);
+        }
+        o[j] = pack_bf2(y[0], y[1]);
+      }
+      v = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+    *(uint4*)&Xp[cw_xp_pl(row, wp, Wp, c)] = v;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(256) conv_pack_norm_cl4_pl(PACK_NORM_CL4_ARGS) {
+  pack_norm_cl4_pl(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
+}
+extern "C" __global__ void __launch_bounds__(256, 6) conv_pack_norm_cl4b_pl(PACK_NORM_CL4_ARGS) {
+  pack_norm_cl4_pl(Xp, X, Xh, Th, C, Ti, Hi, Wi, pt, ph, pw, Hp, Wp, gamma, gdt, scale, tail, tail0);
+}
+
 // Stride-1 convolution on the padded grid. tmA: Xp [Tp*Hp*Wp][Cin], box
 // BK × BM; tmB: Wr [ntap*Cout][Cin], box BK × N. Tiles: ceil(To*Hp*Wp/BM) ·
 // ceil(Cout/N), the N tiles of one row tile adjacent (they share A in L2);
@@ -422,15 +697,37 @@ extern "C" __global__ void __launch_bounds__(256, 6) conv_pack_norm_cl4b(PACK_NO
 // swizzle and 64-95 with the 64-byte swizzle (maps tmA/tmB and tmA2/tmB2),
 // so a K step is a whole tap and A rows move as 128 + 64 bytes instead of
 // three 64-byte pieces.
-template <int BK, int N, int MW, int NS, bool PERSIST>
+//
+// DW (BK = 32, N = 96, kw = 3): the three taps along w share one A load.
+// Xp is planar (xq: [C/8][prow][8], cw_xp) and a stage holds, per consumer
+// warpgroup, rows [r, r + 64·MW + 2) of a 32-channel chunk at tap (dt, dh)
+// as four unswizzled 16-byte-wide planes, plus the B tiles of taps (dt, dh,
+// 0..2) from wq (conv_wpack_dw_kernel: each (tap, chunk) tile already in
+// its unswizzled shared-memory image, the three w taps adjacent). Tap dw
+// reads the A rows from r + dw: an unswizzled descriptor may start at any
+// row, so the shift is an address offset and each activation byte is
+// copied from L2 once per (dt, dh) instead of three times (A bytes per
+// tile 1.33 → 0.45 MB at Cin = 96, 256 rows). All copies are 1-D bulk
+// copies (8 planes of 2080 bytes and one 18 KiB B run per stage) with no
+// bounds: rows past the last plane are read from the slack the launcher
+// allocates after Xp; they only reach output rows that are not written.
+template <int BK, int N, int MW, int NS, bool PERSIST, bool DW = false>
 __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* tmB, const HpTmaDesc* tmA2,
                                          const HpTmaDesc* tmB2, bf16* __restrict__ Y,
                                          const void* bias, int bdt, const bf16* __restrict__ R, int Cin, int Cout,
                                          int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu,
-                                         int ycl, long long yoff, int rcl, long long roff) {
+                                         int ycl, long long yoff, int rcl, long long roff,
+                                         const bf16* __restrict__ xq = nullptr, long long prow = 0,
+                                         const bf16* __restrict__ wq = nullptr) {
   constexpr int BM = 128 * MW;
   constexpr bool SPLIT = BK == 96;
-  constexpr u32 AB = BM * BK * 2, BB = N * BK * 2, SB = AB + BB;
+  static_assert(!DW || (BK == 32 && N == 96), "DW: 32-channel steps, N 96");
+  constexpr int AR = 64 * MW + 2;                             // DW: A rows per warpgroup (2 of halo)
+  constexpr u32 AW = (4 * AR * 16 + 127) / 128 * 128;         // DW: a warpgroup's four planes
+  constexpr u32 BT = N * BK * 2;                              // one tap's B tile
+  constexpr u32 AB = DW ? 2 * AW : BM * BK * 2, BB = DW ? 3 * BT : BT;
+  constexpr u32 SB = DW ? (AB + BB + 511) / 512 * 512 : AB + BB;  // DW: B first
+  constexpr u32 TX = DW ? BB + 2 * 4 * AR * 16 : SB;           // bytes the copies of a stage deliver
   constexpr int SO = BM + 8;  // epilogue staging row stride (bf16)
   constexpr u32 STG = PERSIST ? (N * SO * 2 + 15) / 16 * 16 : 0;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -440,7 +737,7 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
   const u32 bars = base + NS * SB + STG;  // full[s] at bars + 8s, empty[s] at bars + 8(NS+s)
   const int tid = threadIdx.x, wg = tid >> 7;
   const int nNt = (Cout + N - 1) / N;
-  const int HWp = Hp * Wp, nci = Cin / BK, nk = kt * kh * kw * nci;
+  const int HWp = Hp * Wp, nci = Cin / BK, nk = (DW ? kt * kh : kt * kh * kw) * nci;
   const int ntiles = ((To * HWp + BM - 1) / BM) * nNt;
   if (tid == 0) {
     for (int s = 0; s < NS; ++s) {
@@ -461,9 +758,24 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
         for (int ks = 0; ks < nk; ++ks, ++issued) {
           if (issued >= NS) hp_mbar_wait(bars + 8 * (NS + s), ph ^ 1);  // consumers released the stage
           const u32 full = bars + 8 * s;
-          hp_mbar_expect_tx(full, SB);
+          hp_mbar_expect_tx(full, TX);
           const int arow = m0 + a * HWp + bb * Wp + c, brow = tap * Cout + n0;
-          if constexpr (SPLIT) {
+          if constexpr (DW) {
+            const u32 st = base + s * SB;
+            cw_bulk_load(st, wq + ((((long long)(n0 / N) * kt + a) * kh + bb) * nci + cic) * (3 * N * BK), BB, full);
+#pragma unroll
+            for (int w2 = 0; w2 < 2; ++w2)
+#pragma unroll
+              for (int pl = 0; pl < 4; ++pl)
+                cw_bulk_load(st + BB + w2 * AW + pl * (AR * 16),
+                             xq + ((long long)(cic * 4 + pl) * prow + arow + w2 * 64 * MW) * 8, AR * 16, full);
+            if (++s == NS) s = 0, ph ^= 1;
+            if (++cic == nci) {
+              cic = 0;
+              if (++bb == kh) bb = 0, ++a;
+            }
+            continue;
+          } else if constexpr (SPLIT) {
             hp_tma_load_2d(base + s * SB, tmA, 0, arow, full);
             hp_tma_load_2d(base + s * SB + BM * 128, tmA2, 64, arow, full);
             hp_tma_load_2d(base + s * SB + AB, tmB, 0, brow, full);
@@ -500,7 +812,17 @@ __device__ __forceinline__ void conv_tma(const HpTmaDesc* tmA, const HpTmaDesc* 
       for (int ks = 0; ks < nk; ++ks) {
         hp_mbar_wait(bars + 8 * s, ph);
         hp_wg_fence();
-        if constexpr (SPLIT) {
+        if constexpr (DW) {
+          const u32 sa = base + s * SB + BB + wg * AW, sb = base + s * SB;
+#pragma unroll
+          for (int d = 0; d < 3; ++d)
+#pragma unroll
+            for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+              for (int mi = 0; mi < MW; ++mi)
+                cw_mma<N>(acc[mi], cw_desc_ns(sa + kk * 2 * (AR * 16) + (mi * 64 + d) * 16, AR * 16),
+                          cw_desc_ns(sb + d * BT + kk * 2 * (N * 16), N * 16));
+        } else if constexpr (SPLIT) {
           const u32 a0 = base + s * SB + wg * (64 * MW) * 128, a1 = base + s * SB + BM * 128 + wg * (64 * MW) * 64;
           const u32 b0 = base + s * SB + AB, b1 = b0 + N * 128;
 #pragma unroll
@@ -670,4 +992,42 @@ extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k96_n96_m2(
     int relu, int ycl, long long yoff, int rcl, long long roff) {
   conv_tma<96, 96, 2, 3, false>(&tmA, &tmB, &tmA2, &tmB2, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, Hp, Wp, To, Ho, Wo,
                                 relu, ycl, yoff, rcl, roff);
+}
+// conv3d_tma_k32_n96_m2_dw: 32-channel steps of whole (dt, dh) tap rows,
+// the three dw taps sharing one A load (DW above): Xp planar with prow rows
+// per plane (and slack after it), Wq from conv_wpack_dw_kernel; stage 34.5
+// KiB, six stages, one block per tile. ..._dw_p: persistent, five stages
+// and the staging tile.
+#define CONV_DW(NS, PERSIST, SUF)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(384, 1) conv3d_tma_k32_n96_m2_dw##SUF(                                  \
+      const bf16* __restrict__ Xp, long long prow, const bf16* __restrict__ Wq, bf16* Y, const void* bias, int bdt,   \
+      const bf16* R, int Cin, int Cout, int kt, int kh, int kw, int Hp, int Wp, int To, int Ho, int Wo, int relu,     \
+      int ycl, long long yoff, int rcl, long long roff) {                                                             \
+    conv_tma<32, 96, 2, NS, PERSIST, true>(nullptr, nullptr, nullptr, nullptr, Y, bias, bdt, R, Cin, Cout, kt, kh, kw, \
+                                           Hp, Wp, To, Ho, Wo, relu, ycl, yoff, rcl, roff, Xp, prow, Wq);              \
+  }
+CONV_DW(6, false, )
+CONV_DW(5, true, _p)
+
+// conv_wpack_dw_kernel repacks a weight [Cout][Cin][kt][kh][3] (any float
+// dtype) for conv3d_tma_k32_n96_m2_dw: tiles [Cout/96 rounded up][kt][kh]
+// [Cin/32][dw 0..2], each the unswizzled K-major image of 96 output rows ×
+// 32 input channels ([4 planes of 8 channels][96 rows][8]); rows past Cout
+// are zeros.
+extern "C" __global__ void conv_wpack_dw_kernel(bf16* dst, const void* w, int wdt, int Cout, int Cin, int ntap, int ntiles) {
+  const long long n = (long long)ntiles * ntap * Cin * 96;
+  const int nci = Cin / 32;
+  GRID_STRIDE(i, n) {
+    const int e = (int)(i & 7), r = (int)((i >> 3) % 96);
+    long long q = i / (8 * 96);
+    const int pl = (int)(q & 3);
+    q >>= 2;
+    const int d = (int)(q % 3);
+    q /= 3;
+    const int cic = (int)(q % nci);
+    q /= nci;
+    const int tq = (int)(q % (ntap / 3)), nt = (int)(q / (ntap / 3));
+    const int co = nt * 96 + r, ci = cic * 32 + pl * 8 + e, tap = tq * 3 + d;
+    dst[i] = co < Cout ? f2bf(ldv(w, wdt, ((long long)co * Cin + ci) * ntap + tap)) : (bf16)0;
+  }
 }

@@ -250,6 +250,10 @@ __device__ __forceinline__ void sla_lin_out_body(bf16* ol, const bf16* __restric
     bf16* mine = tq + warp * RW * STR;  // the warp's rows: only it reads them
     float pa[MR][D / 2];                // proj_l without the bias, accumulator layout
     MM::run(pa, mine, sdn + warp * RW, ops, lane);
+    // Every lane's ldmatrix reads of the rows come before any lane overwrites
+    // them: the MMAs already order this through their operands, but only a
+    // barrier says so to the memory model (and to compute-sanitizer racecheck).
+    __syncwarp();
     // The warp's rows of the tile take the output, then go out 16 bytes at a time.
 #pragma unroll
     for (int m = 0; m < MR; ++m)

@@ -31,10 +31,10 @@ func TestSmemHeader(t *testing.T) {
 			t.Errorf("%s aligns shared memory with a bare 1023; use HP_ALIGN_SMEM (TD_SMEM_ALIGN)", m.Name)
 		}
 	}
-	// The Hopper SLA/SageSLA kernels take their ring from the constants the
-	// host sizes their launches with.
-	if m, _ := Module("sla_sparse_sm90a.cu"); strings.Count(m.Code, "NS = TD_SLA_TMA_STAGES") != 2 {
-		t.Error("sla_sparse_sm90a.cu: both kernels should set NS = TD_SLA_TMA_STAGES")
+	// The Hopper SLA/SageSLA kernels (tile and persistent grids) take their
+	// ring from the constants the host sizes their launches with.
+	if m, _ := Module("sla_sparse_sm90a.cu"); strings.Count(m.Code, "NS = TD_SLA_TMA_STAGES") != 4 {
+		t.Error("sla_sparse_sm90a.cu: all four kernels should set NS = TD_SLA_TMA_STAGES")
 	}
 	if hp, _ := files.ReadFile("hopper.cuh"); !strings.Contains(string(hp), "#include \"smem.cuh\"") {
 		t.Error("hopper.cuh does not include smem.cuh")

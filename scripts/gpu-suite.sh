@@ -19,6 +19,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# A gzipped build (FINAL_GZIP=1) carries the conformance set as golden.tar.xz.
+unpack_golden() {
+	if [ -f .gpu/golden.tar.xz ] && [ ! -d .gpu/golden ]; then
+		tar -C .gpu -xJf .gpu/golden.tar.xz
+	fi
+}
+
 case "${1:-}" in
 build)
 	set -e
@@ -32,7 +39,7 @@ build)
 	if [ -d "$src" ]; then
 		mkdir -p .gpu/golden/tokenizer
 		for f in manifest.json dit_inputs.safetensors dit_weights.pth dit_int8.pth dit_fp32.safetensors int8_linear.safetensors sla_unit.safetensors \
-			dit_bf16.safetensors dit_int8.safetensors vae.safetensors umt5.safetensors; do
+			dit_bf16.safetensors dit_int8.safetensors vae.safetensors umt5.safetensors rcm_sampler.safetensors; do
 			cp "$src/$f" .gpu/golden/
 		done
 		cp "$src"/tokenizer/tokenizer.json "$src"/tokenizer/tokenizer_config.json "$src"/tokenizer/special_tokens_map.json .gpu/golden/tokenizer/
@@ -49,6 +56,10 @@ build)
 	fi
 	if [ -n "${FINAL_GZIP:-}" ]; then
 		gzip -9f .gpu/turbodiffusion .gpu/cuda.test .gpu/pipeline.test
+		# The conformance files are 53 MB raw, 35 MB as xz: unpacked on arrival.
+		if [ -d .gpu/golden ]; then
+			tar -C .gpu -cf - golden | xz -9 -T0 >.gpu/golden.tar.xz && rm -rf .gpu/golden
+		fi
 	fi
 	git rev-parse --short HEAD >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit
 	git status --porcelain -- backend/cuda kernels cmd/turbodiffusion | grep -q . && echo "+dirty" >>.gpu/commit
@@ -61,6 +72,7 @@ run)
 	OUT="${OUT:-.gpu/out}"
 	mkdir -p "$OUT"
 	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	unpack_golden
 	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
 	if [ -f .gpu/bin/ffmpeg.gz ]; then
 		gzip -dc .gpu/bin/ffmpeg.gz >.gpu/bin/ffmpeg && chmod +x .gpu/bin/ffmpeg
@@ -114,6 +126,7 @@ final)
 	OUT="${OUT:-.gpu/out}"
 	mkdir -p "$OUT"
 	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	unpack_golden
 	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
 	for z in .gpu/*.gz .gpu/bin/*.gz; do
 		[ -f "$z" ] && gzip -dc "$z" >"${z%.gz}" && chmod +x "${z%.gz}"
@@ -152,6 +165,15 @@ final)
 	if [ -d .gpu/golden/tokenizer ]; then
 		step e2e 120 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla
 		grep -vE '^\s*$' "$OUT/e2e.log" | tail -25
+		# The web page's view: the first preview event after sampling starts.
+		step e2e_serve 90 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla --serve
+		tail -3 "$OUT/e2e_serve.log"
+		cat "$OUT/e2e_serve.log" >>"$OUT/e2e.log" && rm "$OUT/e2e_serve.log"
+		# --vae tiny with previews: prompt to MP4 through the tiny decoder, and
+		# what the per-step previews add to the sampling.
+		step e2e_tiny 90 .gpu/turbodiffusion bench e2e --tokenizer .gpu/golden/tokenizer --runs 2 --attention sagesla --vae tiny --preview
+		tail -3 "$OUT/e2e_tiny.log"
+		cat "$OUT/e2e_tiny.log" >>"$OUT/e2e.log" && rm "$OUT/e2e_tiny.log"
 	fi
 	# FINAL_BIG=1: the 14B -quant 720p run end to end with --offload under a 24 GiB cap, if
 	# the call has FINAL_BIG_BY seconds left for it (it quantises 14 B random weights first).

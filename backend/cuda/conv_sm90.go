@@ -24,7 +24,7 @@ var convHopper = os.Getenv(ConvEnv) != "mma"
 // convPersist, when set, forces the persistent sm_90a conv kernels (the
 // producer loads the next tile while the consumers store this one) on or
 // off; nil leaves the choice to convPersistDefault.
-var convPersist = map[string]*bool{"tma": new(bool), "tma-p": ptrTo(true)}[os.Getenv(ConvEnv)]
+var convPersist = map[string]*bool{"tma": new(bool), "tma-p": ptrTo(true), "tma-dwp": ptrTo(true)}[os.Getenv(ConvEnv)]
 
 func ptrTo(v bool) *bool { return &v }
 
@@ -33,6 +33,17 @@ func ptrTo(v bool) *bool { return &v }
 // steps per tap. Off: it measured slower (H100: 2.39 vs 2.21 ms on the
 // 96-channel 480x832 conv, 245 vs 220 ms per decode; docs/PERF.md).
 var convSplit96 = os.Getenv(ConvEnv) == "tma-s"
+
+// convDW runs the BK 32 / N 96 convolutions with kw = 3 (the decoder's
+// 96-channel stage) on conv3d_tma_k32_n96_m2_dw: a planar packed input
+// whose A tile serves the three taps along w from one copy (a third of the
+// activation traffic). TURBODIFFUSION_CONV=tma-dw forces it (tma-dwp: with
+// every conv persistent, the dw one included); not yet the default
+// (convDWDefault) until measured.
+var convDW = os.Getenv(ConvEnv) == "tma-dw" || os.Getenv(ConvEnv) == "tma-dwp" || (convDWDefault && os.Getenv(ConvEnv) == "")
+
+// convDWDefault: whether the dw kernel is the default where it applies.
+const convDWDefault = false
 
 // convPersistDefault: the persistent kernels measured faster on the
 // decoder's shapes except for BK 32 with N 96 (Cin = Cout = 96: 2.23 vs
@@ -69,18 +80,25 @@ func packNormKernel(wi, wpd int) (string, int) {
 // test can tell that the fast path was taken rather than silently skipped.
 var convHopperLaunches atomic.Int64
 
+// convDWLaunches counts the launches of the dw kernel among them.
+var convDWLaunches atomic.Int64
+
 // convTMA is one instance of conv3d_tma_k<BK>_n<N>_m<MW>[_p]: BK input
 // channels per K step, N output channels and 128·MW positions per block, NS
 // stages; persist: the persistent variant with a separate staging area.
 type convTMA struct {
 	bk, n, mw, ns int
 	persist       bool
+	dw            bool // conv3d_tma_k32_n96_m2_dw: planar input, one A copy for the three w taps
 }
 
 func (k convTMA) name() string {
 	suf := ""
 	if k.persist {
 		suf = "_p"
+	}
+	if k.dw {
+		suf = "_dw" + suf
 	}
 	return fmt.Sprintf("conv3d_tma_k%d_n%d_m%d%s", k.bk, k.n, k.mw, suf)
 }
@@ -95,11 +113,58 @@ func (k convTMA) staging() int { return (k.n*(k.rows()+8)*2 + 15) / 16 * 16 }
 // persistent kernel's staging area, room to align the tiles to 1024 bytes,
 // and the 2·NS mbarriers.
 func (k convTMA) smem() int {
+	if k.dw {
+		s := k.ns*k.stage() + kernels.SmemAlign + 16*k.ns
+		if k.persist {
+			s += k.staging()
+		}
+		return s
+	}
 	s := k.ns*(k.rows()+k.n)*k.bk*2 + kernels.SmemAlign + 16*k.ns
 	if k.persist {
 		s += k.staging()
 	}
 	return s
+}
+
+// dwRows is the dw kernel's A box height per consumer warpgroup: its 64·mw
+// rows and the two rows the w taps reach beyond them.
+func (k convTMA) dwRows() int { return 64*k.mw + 2 }
+
+// stage is one pipeline stage's bytes. dw: three B tiles (one per w tap),
+// then per warpgroup four 8-channel planes of dwRows rows (rounded to 128
+// bytes), the whole rounded to 512; conv_tma's SB.
+func (k convTMA) stage() int {
+	if !k.dw {
+		return (k.rows() + k.n) * k.bk * 2
+	}
+	aw := (4*k.dwRows()*16 + 127) / 128 * 128
+	return (3*k.n*k.bk*2 + 2*aw + 511) / 512 * 512
+}
+
+// slackRows is how many rows of cin channels the packed input needs past
+// its rows for kernel k: the dw kernel's unbounded copies read the last
+// plane up to 256 + 2 rows past the last output row's tile plus the
+// largest (dt, dh) offset, i.e. at most 257 + (kh-1)·wpd rows of 8
+// channels past the end (rows = (To + kt - 1)·Hp·Wp); none otherwise.
+func (k convTMA) slackRows(cin, kh, wpd int) int {
+	if !k.dw {
+		return 0
+	}
+	return ((k.rows()+2+(kh-1)*wpd)*8+cin-1)/cin + 1
+}
+
+// convDWPick turns k into the dw kernel where it applies (convDW set, BK
+// 32 with N 96, three taps along w, an input this op packs itself),
+// persistent (five stages) if k is, and returns k unchanged otherwise.
+func convDWPick(k convTMA, kw int, prepacked bool) convTMA {
+	if !convDW || k.bk != 32 || k.n != 96 || k.mw != 2 || kw != 3 || prepacked {
+		return k
+	}
+	if k.persist {
+		return convTMA{bk: 32, n: 96, mw: 2, ns: 5, persist: true, dw: true}
+	}
+	return convTMA{bk: 32, n: 96, mw: 2, ns: 6, dw: true}
 }
 
 // convTMAPick chooses the kernel instance for cin→cout (the NS values match
@@ -127,7 +192,7 @@ func convTMAPick(cin, cout int, force *bool) convTMA {
 		n, mw = 192, 1
 	}
 	if convSplit96 && cin == 96 && n == 96 {
-		return convTMA{96, 96, 2, 3, false}
+		return convTMA{bk: 96, n: 96, mw: 2, ns: 3}
 	}
 	persist := convPersistDefault(bk, n)
 	if force != nil {
@@ -139,7 +204,7 @@ func convTMAPick(cin, cout int, force *bool) convTMA {
 		{64, 64, 0}: 5, {64, 128, 0}: 4, {64, 256, 0}: 4,
 		{64, 64, 1}: 4, {64, 128, 1}: 3, {64, 256, 1}: 3,
 	}[[3]int{bk, n, btoi(persist)}]
-	return convTMA{bk, n, mw, ns, persist}
+	return convTMA{bk: bk, n: n, mw: mw, ns: ns, persist: persist}
 }
 
 // convHopperApplies tells whether a bf16 convolution runs on the sm_90a
@@ -177,6 +242,7 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 	tp, hpd, wpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1], wi+p.PadW[0]+p.PadW[1]
 	to, ho, wo := out.shape[1], out.shape[2], out.shape[3]
 	rows := tp * hpd * wpd
+	k := convDWPick(convTMAPick(cin, cout, convPersist), kw, ex.xpk)
 
 	var xpPtr uintptr
 	if ex.xpk {
@@ -189,20 +255,29 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 		xpPtr = x.buf.ptr + uintptr(base*cin*2)
 		rows = packedRows(ti, hi, wi) - base
 	} else {
-		xp := b.newTensor(tensor.BF16, []int{rows, cin})
+		xp := b.newTensor(tensor.BF16, []int{rows + k.slackRows(cin, kh, wpd), cin})
 		defer b.Free(xp)
 		xpPtr = xp.buf.ptr
-		b.convPack(xp, x, hp, th, g, xshape, p, keep, up, ex, &tail)
+		b.convPack(xp, x, hp, th, g, xshape, p, keep, up, ex, k.dw, &tail)
 	}
-	wr, tmp := b.derivedWeight(w, "tap", tensor.BF16, []int{ntap * cout, cin}, func(wr *Tensor) {
-		b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
-			dtCode(w.dt), int32(cout), int32(cin), int32(ntap))
-	})
+	var wr *Tensor
+	var tmp bool
+	if k.dw {
+		nt := (cout + k.n - 1) / k.n
+		wr, tmp = b.derivedWeight(w, "tapdw", tensor.BF16, []int{nt * ntap * k.n, cin}, func(wr *Tensor) {
+			b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_dw_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
+				dtCode(w.dt), int32(cout), int32(cin), int32(ntap), int32(nt))
+		})
+	} else {
+		wr, tmp = b.derivedWeight(w, "tap", tensor.BF16, []int{ntap * cout, cin}, func(wr *Tensor) {
+			b.launch(b.fn("conv3d_sm90a.cu", "conv_wpack_tap_kernel"), b.gridFor(wr.n()), block256, 0, wr.buf.ptr, w.buf.ptr,
+				dtCode(w.dt), int32(cout), int32(cin), int32(ntap))
+		})
+	}
 	if tmp {
 		defer b.Free(wr)
 	}
 
-	k := convTMAPick(cin, cout, convPersist)
 	mrows := to * hpd * wpd // output rows on the padded grid
 	tiles := int64((mrows+k.rows()-1)/k.rows()) * int64((cout+k.n-1)/k.n)
 	if tiles >= math.MaxInt32 {
@@ -213,6 +288,9 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 		grid = min(tiles, int64(b.info.SMs))
 	}
 	var maps []any
+	if k.dw { // raw pointers: the kernel's copies are 1-D bulk copies
+		maps = []any{xpPtr, int64(rows), wr.buf.ptr}
+	}
 	for i, s := range convTensorMaps(k, int64(cin), int64(rows), int64(ntap), int64(cout)) {
 		addr, what := xpPtr, "Conv3d activations"
 		if i%2 == 1 {
@@ -228,13 +306,23 @@ func (b *Backend) conv3dHopper(out, x *Tensor, hp uintptr, th int, g, w *Tensor,
 		int32(btoi(ex.ypk)), off, int32(btoi(ex.rpk)), off)
 	b.launch(b.fn("conv3d_sm90a.cu", k.name()), [3]int{int(grid), 1, 1}, [3]int{384, 1, 1}, k.smem(), args...)
 	convHopperLaunches.Add(1)
+	if k.dw {
+		convDWLaunches.Add(1)
+	}
 	return tail
 }
 
 // convPack packs x (history hp/th + chunk, or grown / upsampled) into the
 // padded channels-last scratch xp, normalising it when g is set (see
 // conv3dHopper, which sets *tail).
-func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape []int, p backend.Conv3dParams, keep int, up bool, ex convExtra, tail **Tensor) {
+//
+// planar writes the dw kernel's layout, [cin/8][rows][8] (cw_xp), with the
+// kernels' _pl builds.
+func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape []int, p backend.Conv3dParams, keep int, up bool, ex convExtra, planar bool, tail **Tensor) {
+	pl := ""
+	if planar {
+		pl = "_pl"
+	}
 	cin := xp.shape[1]
 	ti, hi, wi := xshape[1], xshape[2], xshape[3]
 	tp, hpd, wpd := ti+p.PadT[0]+p.PadT[1], hi+p.PadH[0]+p.PadH[1], wi+p.PadW[0]+p.PadW[1]
@@ -245,12 +333,13 @@ func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape 
 			tp0 = (*tail).buf.ptr
 		}
 		name, gx := packNormKernel(wi, wpd)
+		name += pl
 		b.launch(b.fn("conv3d_sm90a.cu", name), [3]int{gx, tp * hpd, 1}, block256, convPackNormSmem(cin),
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd),
 			g.buf.ptr, dtCode(g.dt), float32(math.Sqrt(float64(cin))), tp0, int32(ti-keep))
 	} else {
-		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
+		b.launch(b.fn("conv3d_sm90a.cu", "conv_pack_cl"+pl), [3]int{(wpd + 63) / 64, tp * hpd, (cin + 63) / 64}, block256, 0,
 			xp.buf.ptr, x.buf.ptr, hp, int32(th), int32(cin), int32(ti), int32(hi), int32(wi),
 			int32(p.PadT[0]), int32(p.PadH[0]), int32(p.PadW[0]), int32(hpd), int32(wpd), int32(btoi(up)), int32(max(ex.grow, 1)))
 	}
@@ -264,6 +353,9 @@ func (b *Backend) convPack(xp, x *Tensor, hp uintptr, th int, g *Tensor, xshape 
 func convTensorMaps(k convTMA, cin, rows, ntap, cout int64) []tensorMapSpec {
 	m := func(outer int64, boxInner, boxOuter, swizzle int) tensorMapSpec {
 		return tensorMapBF16(cin, outer, cin*2, boxInner, boxOuter, swizzle)
+	}
+	if k.dw { // no tensor maps: 1-D bulk copies
+		return nil
 	}
 	switch k.bk {
 	case 96:

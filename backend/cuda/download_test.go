@@ -109,11 +109,16 @@ func wpackLaunches(ps []ProfileEntry) int {
 // A weight marked constant is repacked once: later convolutions (also
 // after the scope of the first has ended, which must not free the cache)
 // reuse the packed copy and give the same bits, and freeing the weight
-// frees the copy.
+// frees the copy. dw: with the dw conv kernel (its own weight layout).
 func TestConvConstantWeightCache(t *testing.T) {
 	g := gpu(t)
 	r := rng(t)
-	for _, c := range []struct{ cin, cout, kt int }{{64, 96, 3}, {16, 64, 3}, {96, 3, 3}} {
+	defer func(d bool) { convDW = d }(convDW)
+	for _, c := range []struct {
+		cin, cout, kt int
+		dw            bool
+	}{{64, 96, 3, false}, {16, 64, 3, false}, {96, 3, 3, false}, {96, 96, 3, true}} {
+		convDW = c.dw
 		xs, ws := []int{c.cin, 4, 10, 12}, []int{c.cout, c.cin, c.kt, 3, 3}
 		x := g.Upload(tensor.BF16, xs, randVals(r, tensor.NumElements(xs), 1))
 		w := g.Upload(tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 0.1))
@@ -238,7 +243,8 @@ func TestVAEDecodeOverlapMatchesSync(t *testing.T) {
 // conv_pack_norm_cl4 (8-byte loads) and its 40-register build cl4b write
 // the same packed input and tail as conv_pack_norm_cl, bit for bit, and
 // every element of it: several column blocks (full and partial), one
-// block, history or none, padding 1 or 0, the decoder's widths.
+// block, history or none, padding 1 or 0, the decoder's widths. Each also
+// writes the same values in the dw kernel's planar layout ([C/8][rows][8]).
 func TestConvPackNormVecMatchesScalar(t *testing.T) {
 	g := gpu(t)
 	if g.info.Arch != "sm_90" {
@@ -263,25 +269,33 @@ func TestConvPackNormVecMatchesScalar(t *testing.T) {
 		p := backend.Conv3dParams{PadT: [2]int{2 - c.th, 0}, PadH: [2]int{c.pad, c.pad}, PadW: [2]int{c.pad, c.pad}}
 		xshape := []int{c.C, c.th + c.T, c.H, c.W}
 		rows := (c.th + c.T + 2 - c.th) * (c.H + 2*c.pad) * (c.W + 2*c.pad)
-		run := func(mode string) (xp, tail []float32) {
+		run := func(mode string, planar bool) (xp, tail []float32) {
 			packNorm = mode
 			var xpt, tt *Tensor
 			func() {
 				defer g.enter()()
 				xpt = g.newTensor(tensor.BF16, []int{rows, c.C})
-				g.convPack(xpt, T(x), hp, c.th, T(gamma), xshape, p, 2, false, convExtra{}, &tt)
+				g.convPack(xpt, T(x), hp, c.th, T(gamma), xshape, p, 2, false, convExtra{}, planar, &tt)
 			}()
 			defer func() { g.Free(xpt); g.Free(tt) }()
 			return g.Download(xpt), g.Download(tt)
 		}
 		defer func() { g.Free(x); g.Free(gamma); g.Free(h) }()
-		xp0, tail0 := run("scalar")
-		for _, mode := range []string{"", "cl4b"} {
-			xp1, tail1 := run(mode)
-			name := fmt.Sprintf("%q: C%d th%d T%d %dx%d pad%d", mode, c.C, c.th, c.T, c.H, c.W, c.pad)
+		xp0, tail0 := run("scalar", false)
+		for _, m := range []struct {
+			mode   string
+			planar bool
+		}{{"", false}, {"cl4b", false}, {"scalar", true}, {"", true}, {"cl4b", true}} {
+			xp1, tail1 := run(m.mode, m.planar)
+			name := fmt.Sprintf("%q planar %v: C%d th%d T%d %dx%d pad%d", m.mode, m.planar, c.C, c.th, c.T, c.H, c.W, c.pad)
 			for i := range xp1 {
-				if math.IsNaN(float64(xp1[i])) || math.Float32bits(xp1[i]) != math.Float32bits(xp0[i]) {
-					t.Fatalf("%s: packed element %d (row %d channel %d): %v, conv_pack_norm_cl %v", name, i, i/c.C, i%c.C, xp1[i], xp0[i])
+				j := i // the channels-last index of the same element
+				if m.planar {
+					row, c8, e := (i/8)%rows, i/(8*rows), i%8
+					j = row*c.C + 8*c8 + e
+				}
+				if math.IsNaN(float64(xp1[i])) || math.Float32bits(xp1[i]) != math.Float32bits(xp0[j]) {
+					t.Fatalf("%s: packed element %d (row %d channel %d): %v, conv_pack_norm_cl %v", name, i, j/c.C, j%c.C, xp1[i], xp0[j])
 				}
 			}
 			for i := range tail1 {

@@ -18,8 +18,10 @@ import (
 // warm-up runs) and TOPS = 2·M·N·K / time; run it with -benchtime=1x.
 // Variants: bf16 (cuBLASLt), quant (the quantiser only), mma
 // (int8_linear.cu), and on sm_90 the sm_90a instances (int8TMAVariants). A
-// suffix @N caps an mc variant's grid at N clusters; -st turns the tensor
-// stores off.
+// suffix @N caps the grid at N clusters (mc variants) or blocks; -st turns the tensor
+// stores off; q, gq, gq-gemm, gq-gemmx, gq-unfused time the GEMM on codes
+// (+ GELU + quantiser) with the default instance, q:NAME (etc.) with
+// instance NAME.
 // $TURBODIFFUSION_INT8_BENCH_VARIANTS (comma-separated) narrows the list.
 func BenchmarkInt8Linear(b *testing.B) {
 	g := gpu(b)
@@ -44,7 +46,8 @@ func BenchmarkInt8Linear(b *testing.B) {
 		ops := 2 * float64(m) * float64(s.n) * float64(s.k)
 		variants := []string{"bf16", "quant", "mma"}
 		if g.info.Arch == "sm_90" {
-			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n128w3_i2f", "q", "gq", "gq-gemm", "gq-unfused")
+			variants = append(variants, "n128p_i2f", "n128p_i2f-st", "n128p", "n192_i2f", "n128w3_i2f", "n128px_i2f", "n128w3x_i2f",
+				"q", "q:n128p_i2f", "q:n128px_i2f", "q:n128w3x_i2f", "gq", "gq-gemm", "gq-gemmx", "gq-unfused")
 		}
 		if e := os.Getenv("TURBODIFFUSION_INT8_BENCH_VARIANTS"); e != "" {
 			variants = strings.Split(e, ",")
@@ -52,35 +55,38 @@ func BenchmarkInt8Linear(b *testing.B) {
 		for _, v := range variants {
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, s.n, s.k, v), func(b *testing.B) {
 				defer func(mode string, c int, st bool) {
-					int8GemmMode, int8MCClusters, int8TMAStore = mode, c, st
-				}(int8GemmMode, int8MCClusters, int8TMAStore)
+					int8GemmMode, int8GridCap, int8TMAStore = mode, c, st
+				}(int8GemmMode, int8GridCap, int8TMAStore)
 				int8GemmMode = v
 				if mode, ok := strings.CutSuffix(v, "-st"); ok { // without tensor stores
 					int8GemmMode, int8TMAStore = mode, false
 				}
-				if mode, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // mc with at most cl clusters
+				if mode, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // at most cl clusters (mc) or blocks
 					int8GemmMode = mode
-					if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
+					if _, err := fmt.Sscan(cl, &int8GridCap); err != nil {
 						b.Fatalf("variant %q: %v", v, err)
 					}
 				}
 				f := func() { g.Free(g.int8Linear(x, wq, ws, bias)) }
-				switch v {
-				case "q", "gq", "gq-gemm", "gq-unfused": // the GEMM on codes; + GELU + quantiser (fused or not)
-					int8GemmMode = ""
+				base, gemm, _ := strings.Cut(v, ":") // q:NAME: the GEMM on codes with instance NAME
+				switch base {
+				case "q", "gq", "gq-gemm", "gq-gemmx", "gq-unfused": // the GEMM on codes; + GELU + quantiser (fused or not)
+					int8GemmMode = gemm
 					xt := T(x)
 					var xq, sx *Tensor
 					func() { defer g.enter()(); xq, sx = g.int8QuantAct(xt, m, s.k) }()
 					defer g.Free(xq)
 					defer g.Free(sx)
 					f = func() { g.Free(g.Int8LinearQ(xq, sx, wq, ws, bias)) }
-					if v != "q" {
-						off := v == "gq-unfused"
+					if base != "q" {
+						off := base == "gq-unfused"
 						f = func() {
 							defer func(o bool, m string) { int8FuseOff, int8GELUQMode = o, m }(int8FuseOff, int8GELUQMode)
 							int8FuseOff = off
-							if v == "gq-gemm" {
+							if base == "gq-gemm" {
 								int8GELUQMode = "gemm"
+							} else if base == "gq-gemmx" {
+								int8GELUQMode = "gemmx"
 							}
 							q, sc := g.Int8LinearGELUQ(xq, sx, wq, ws, bias)
 							g.Free(q)
@@ -106,12 +112,12 @@ func BenchmarkInt8Linear(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				if v != "bf16" && v != "quant" && v != "mma" && int8HopperLaunches.Load() == before {
+				if base != "bf16" && base != "quant" && base != "mma" && int8HopperLaunches.Load() == before {
 					b.Fatalf("%s: the sm_90a kernel did not run", v)
 				}
 				med := Median(ms)
 				b.ReportMetric(med, "ms")
-				if v != "quant" {
+				if base != "quant" {
 					b.ReportMetric(ops/med/1e9, "TOPS")
 				}
 			})

@@ -111,13 +111,14 @@ var int8GemmMode = os.Getenv(Int8GemmEnv)
 // tell that the fast path was taken rather than silently skipped.
 var int8HopperLaunches atomic.Int64
 
-// int8TMA is one instance of int8_gemm_tma_n<BN>[p][_mc][_i2f] in
+// int8TMA is one instance of int8_gemm_tma_n<BN>[p][w3][x][_mc][_i2f] in
 // kernels/int8_gemm_sm90a.cu: BN weight rows per block, NS ring stages,
 // pipe for the variants with two int32 accumulator sets.
 type int8TMA struct {
 	bn, ns int
 	wgs    int // consumer warpgroups of 64 rows: 2 (128-row tiles, the default when 0) or 3
 	pipe   bool
+	xt     bool   // one k-block stream across tiles: a tile's last fold and epilogue overlap the next tile's wgmmas
 	mc     bool   // clusters of 2 blocks sharing the W tile by multicast
 	cvt    string // "" (magic-number add) or "_i2f" (I2FP): how the fold converts the int32 sums
 }
@@ -129,6 +130,9 @@ func (v int8TMA) name() string {
 	}
 	if v.wgs == 3 {
 		p += "w3"
+	}
+	if v.xt {
+		p += "x"
 	}
 	if v.mc {
 		p += "_mc"
@@ -162,15 +166,21 @@ var int8TMAVariants = map[string]int8TMA{
 	"n192_i2f":   {bn: 192, ns: 4, cvt: "_i2f"},
 	"n192_mc":    {bn: 192, ns: 4, mc: true}, // multicast: about half the speed, kept compiled and tested
 	"n128w3_i2f": {bn: 128, ns: 4, wgs: 3, cvt: "_i2f"},
+	// The cross-tile k-block stream with the next fold's scales loaded a
+	// fold ahead (int8_gemm_sm90a.cu, XT).
+	"n128px_i2f":  {bn: 128, ns: 6, pipe: true, xt: true, cvt: "_i2f"},
+	"n128w3x_i2f": {bn: 128, ns: 4, wgs: 3, xt: true, cvt: "_i2f"},
 }
 
 // int8TMAStore sends the sm_90a GEMM's bf16 output out by tensor stores;
 // the benchmark turns it off to compare with 16-byte stores by each thread.
 var int8TMAStore = true
 
-// int8MCClusters, when positive, caps the clusters of an mc launch (the
-// benchmark uses it to tell a scheduling limit from a slow kernel).
-var int8MCClusters int
+// int8GridCap, when positive, caps the persistent grid: the clusters of an
+// mc launch (the benchmark uses it to tell a scheduling limit from a slow
+// kernel), the blocks of any other (tests use it to make every block walk
+// many tiles, which small shapes otherwise never do).
+var int8GridCap int
 
 // int8HopperPick chooses the sm_90a instance for an m×n output, and false
 // when the mma.sync kernel must run: not an sm_90 device, no tensor-map
@@ -201,14 +211,17 @@ func (b *Backend) int8GemmHopper(v int8TMA, out, xq, sx, w, s *Tensor, bp uintpt
 		backend.Fail("cuda: Int8Linear: output [%d, %d] needs %d tiles, more than one launch takes", m, n, tiles)
 	}
 	grid := int(min(tiles, int64(max(b.info.SMs, 1)))) // persistent: one block per SM walks the tiles
+	if int8GridCap > 0 && !v.mc {
+		grid = min(grid, int8GridCap)
+	}
 	boxB := v.bn
 	if v.mc {
 		// Whole clusters of 2, each walking pairs of row tiles; a block
 		// loads half of the W tile.
 		units := int64((m+255)/256) * int64((n+v.bn-1)/v.bn)
 		cl := max(b.info.SMs/2, 1)
-		if int8MCClusters > 0 {
-			cl = min(cl, int8MCClusters)
+		if int8GridCap > 0 {
+			cl = min(cl, int8GridCap)
 		}
 		grid = 2 * int(min(units, int64(cl)))
 		boxB = v.bn / 2

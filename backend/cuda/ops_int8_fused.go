@@ -26,7 +26,9 @@ import (
 //     instead of a GELU pass and a quantiser pass. Int8GELUQEnv=gemm does
 //     GELU and the quantiser in the GEMM's epilogue instead
 //     (int8_gemm_tma_n128p_i2f_gq; slower: the epilogue's tanh is not
-//     overlapped with the tensor cores).
+//     overlapped with the tensor cores); gemmx in the epilogue of the
+//     cross-tile stream (int8_gemm_tma_n128px_i2f_gq), where the next
+//     tile's wgmmas run during it.
 //
 // Each result is bit-identical to the unfused ops on the GPU (the bf16
 // tensor they would store, then int8QuantAct), which is what they compute
@@ -41,8 +43,8 @@ const Int8FuseEnv = "TURBODIFFUSION_INT8_FUSE"
 // normalises and quantises in one pass.
 const Int8LNQEnv = "TURBODIFFUSION_INT8_LNQ"
 
-// Int8GELUQEnv set to "gemm" makes Int8LinearGELUQ apply GELU and the
-// quantiser in the GEMM's epilogue.
+// Int8GELUQEnv set to "gemm" (or "gemmx": the cross-tile GEMM) makes
+// Int8LinearGELUQ apply GELU and the quantiser in the GEMM's epilogue.
 const Int8GELUQEnv = "TURBODIFFUSION_INT8_GELUQ"
 
 var (
@@ -52,8 +54,9 @@ var (
 )
 
 // int8FusedLaunches counts launches of the fused kernels, so that tests can
-// tell the fused path ran.
-var int8FusedLaunches atomic.Int64
+// tell the fused path ran; int8GQXLaunches those of the cross-tile GEMM
+// with the GELU+quantiser epilogue.
+var int8FusedLaunches, int8GQXLaunches atomic.Int64
 
 // lnqInstances are the (VPT, NW) pairs compiled in int8_act_sm90a.cu.
 var lnqInstances = map[[2]int]bool{
@@ -217,7 +220,7 @@ func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes,
 		backend.Fail("cuda: Int8LinearGELUQ: N=%d is not a multiple of %d (its codes feed an Int8Linear, whose K must be)", n, quant.Block)
 	}
 	shape := append(append([]int(nil), q.shape[:len(q.shape)-1]...), n)
-	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && int8GELUQMode == "gemm" && m > 0 {
+	if _, ok := b.int8HopperPick(m, n, w.buf.ptr); ok && !int8FuseOff && (int8GELUQMode == "gemm" || int8GELUQMode == "gemmx") && m > 0 {
 		defer b.enter()()
 		sr, sc := quant.ScaleShape(m, n)
 		oq := b.newTensor(tensor.I8, shape)
@@ -247,14 +250,24 @@ func (b *Backend) Int8LinearGELUQ(qt, st, wt, wst, biast backend.Tensor) (codes,
 }
 
 // int8GemmGQ launches int8_gemm_tma_n128p_i2f_gq (the n128p_i2f GEMM with
-// the GELU+quantise epilogue). Caller holds the device.
+// the GELU+quantise epilogue), or with Int8GELUQEnv=gemmx
+// int8_gemm_tma_n128px_i2f_gq (the same on n128px_i2f). Caller holds the
+// device.
 func (b *Backend) int8GemmGQ(oq, osc, xq, sx, w, s *Tensor, bp uintptr, bdt int32, m, n, k int) {
-	v := int8TMAVariants["n128p_i2f"]
+	name := "n128p_i2f"
+	if int8GELUQMode == "gemmx" {
+		name = "n128px_i2f"
+		int8GQXLaunches.Add(1)
+	}
+	v := int8TMAVariants[name]
 	tiles := int64((m+127)/128) * int64((n+127)/128)
 	grid := int(min(tiles, int64(max(b.info.SMs, 1))))
+	if int8GridCap > 0 {
+		grid = min(grid, int8GridCap)
+	}
 	tmA := b.encodeTensorMap("Int8LinearGELUQ activation codes", xq.buf.ptr, tensorMapRows(tmapU8, 1, int64(m), int64(k), 128, 128, tmapSwizzle128))
 	tmB := b.encodeTensorMap("Int8LinearGELUQ weight codes", w.buf.ptr, tensorMapRows(tmapU8, 1, int64(n), int64(k), 128, 128, tmapSwizzle128))
-	b.launch(b.fn("int8_gemm_sm90a.cu", "int8_gemm_tma_n128p_i2f_gq"), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
+	b.launch(b.fn("int8_gemm_sm90a.cu", v.name()+"_gq"), [3]int{grid, 1, 1}, [3]int{384, 1, 1}, v.smem(),
 		tmA, tmB, oq.buf.ptr, osc.buf.ptr, sx.buf.ptr, s.buf.ptr, bp, bdt, int32(m), int32(n), int32(k))
 	int8HopperLaunches.Add(1)
 	int8FusedLaunches.Add(1)

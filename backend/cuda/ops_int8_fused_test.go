@@ -26,13 +26,16 @@ func downloadInt8(g *Backend, t backend.Tensor) []int8 {
 // withFuse runs f with the fused int8 kernels on or off and reports how
 // many fused launches it made. mode picks the non-default fused kernels:
 // "lnq" the LayerNorm+quantiser cluster kernel, "gemm" the GEMM's
-// GELU+quantiser epilogue, "lnq+gemm" both.
+// GELU+quantiser epilogue ("gemmx" that of the cross-tile GEMM),
+// "lnq+gemm" both.
 func withFuse(on bool, f func(), mode ...string) int64 {
 	defer func(o, l bool, gm string) { int8FuseOff, int8LNQOn, int8GELUQMode = o, l, gm }(int8FuseOff, int8LNQOn, int8GELUQMode)
 	int8FuseOff = !on
 	for _, m := range mode {
 		int8LNQOn = strings.Contains(m, "lnq")
-		if strings.Contains(m, "gemm") {
+		if strings.Contains(m, "gemmx") {
+			int8GELUQMode = "gemmx"
+		} else if strings.Contains(m, "gemm") {
 			int8GELUQMode = "gemm"
 		}
 	}
@@ -157,8 +160,8 @@ func TestAddLayerNormInt8(t *testing.T) {
 	}
 }
 
-// TestInt8LinearGELUQ checks the GELU+quantiser pass and the GEMM with the
-// GELU+quantiser epilogue against Int8LinearQ → GELUTanh → quantiser on
+// TestInt8LinearGELUQ checks the GELU+quantiser pass and the GEMMs with the
+// GELU+quantiser epilogue (n128p_i2f and the cross-tile n128px_i2f) against Int8LinearQ → GELUTanh → quantiser on
 // the GPU (bit-identical codes and scales) and against package quant's rule applied to that GELU
 // output; Int8LinearQ itself against the CPU backend's Int8Linear
 // (bit-identical). Shapes: the golden model's FFN (K 256 → N 1024, 10
@@ -197,17 +200,33 @@ func TestInt8LinearGELUQ(t *testing.T) {
 			if g.info.Arch == "sm_90" && fused != 1 {
 				t.Fatalf("the GEMM with the GELU+quantiser epilogue did not run on sm_90 (%d fused launches)", fused)
 			}
+			var qx, sx backend.Tensor
+			gqx := int8GQXLaunches.Load()
+			fused = withFuse(true, func() { qx, sx = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) }, "gemmx")
+			if g.info.Arch == "sm_90" && (fused != 1 || int8GQXLaunches.Load() != gqx+1) {
+				t.Fatalf("the cross-tile GEMM with the GELU+quantiser epilogue did not run on sm_90 (%d fused launches)", fused)
+			}
+			// The same on a grid of 5 blocks: every block's k-block stream
+			// crosses many tiles.
+			var qx5, sx5 backend.Tensor
+			func() {
+				defer func(c int) { int8GridCap = c }(int8GridCap)
+				int8GridCap = 5
+				withFuse(true, func() { qx5, sx5 = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) }, "gemmx")
+			}()
 			withFuse(false, func() { q0, s0 = g.Int8LinearGELUQ(xq, xs, gw, gws, bias.g) })
 			gq, gs := downloadInt8(g, q), g.Download(s)
 			requireCodes(t, "fused pass vs unfused GPU ops", gq, gs, downloadInt8(g, q0), g.Download(s0))
 			requireCodes(t, "GEMM epilogue vs unfused GPU ops", downloadInt8(g, qe), g.Download(se), downloadInt8(g, q0), g.Download(s0))
+			requireCodes(t, "cross-tile GEMM epilogue vs unfused GPU ops", downloadInt8(g, qx), g.Download(sx), downloadInt8(g, q0), g.Download(s0))
+			requireCodes(t, "cross-tile GEMM epilogue on 5 blocks vs unfused GPU ops", downloadInt8(g, qx5), g.Download(sx5), downloadInt8(g, q0), g.Download(s0))
 			gl := g.GELUTanh(h)
 			wq, ws, err := quant.Quantize(g.Download(gl), tc.m, tc.n)
 			if err != nil {
 				t.Fatal(err)
 			}
 			requireCodes(t, "fused vs quant.Quantize of the GPU's GELU", gq, gs, wq, ws)
-			for _, tt := range []backend.Tensor{x.g, gw, gws, bias.g, xq, xs, h, q, s, qe, se, q0, s0, gl} {
+			for _, tt := range []backend.Tensor{x.g, gw, gws, bias.g, xq, xs, h, q, s, qe, se, qx, sx, qx5, sx5, q0, s0, gl} {
 				if tt != nil {
 					g.Free(tt)
 				}

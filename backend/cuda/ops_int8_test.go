@@ -5,13 +5,16 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
+	"github.com/turbodiffusion-go/turbodiffusion/kernels"
 	"github.com/turbodiffusion-go/turbodiffusion/models/wan"
 	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
@@ -59,25 +62,29 @@ func int8GemmModes(g *Backend) []string {
 		modes = append(modes, k)
 	}
 	sort.Strings(modes[1:])
-	return append(modes, "n128p_i2f-st", "") // "": the default pick, which must be an sm_90a one
+	// @N: a grid of N blocks, so that every block walks many tiles (the
+	// cross-tile stream of the x instances across tile boundaries, with
+	// ragged last tiles) even on the small shapes.
+	return append(modes, "n128p_i2f-st", "n128px_i2f@7", "n128w3x_i2f@5", "") // "": the default pick, which must be an sm_90a one
 }
 
 // withInt8Gemm runs f with Int8GemmEnv's mode set to mode and fails the
 // test unless the sm_90a kernel ran exactly when the mode asks for it (no
 // silent fallback to the mma.sync kernel on sm_90). A mode "name@N" runs
-// an mc instance on at most N clusters, "name-st" without tensor stores.
+// an mc instance on at most N clusters, any other on at most N blocks;
+// "name-st" without tensor stores.
 func withInt8Gemm(t *testing.T, g *Backend, mode string, f func()) {
 	t.Helper()
 	defer func(m string, c int, st bool) {
-		int8GemmMode, int8MCClusters, int8TMAStore = m, c, st
-	}(int8GemmMode, int8MCClusters, int8TMAStore)
+		int8GemmMode, int8GridCap, int8TMAStore = m, c, st
+	}(int8GemmMode, int8GridCap, int8TMAStore)
 	int8GemmMode = mode
 	if m, ok := strings.CutSuffix(mode, "-st"); ok { // without tensor stores
 		int8GemmMode, int8TMAStore = m, false
 	}
-	if m, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // an mc instance on at most cl clusters
+	if m, cl, ok := strings.Cut(int8GemmMode, "@"); ok { // at most cl clusters (mc) or blocks
 		int8GemmMode = m
-		if _, err := fmt.Sscan(cl, &int8MCClusters); err != nil {
+		if _, err := fmt.Sscan(cl, &int8GridCap); err != nil {
 			t.Fatalf("mode %q: %v", mode, err)
 		}
 	}
@@ -231,14 +238,15 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 		BlockK: int(man.Number(t, "configs", "dit", "sla_BLKK"))}
 	var outs [][]float32
 	modes := int8GemmModes(g)
-	for _, mode := range append(modes, "nofuse", "lnq+gemm") {
+	for _, mode := range append(modes, "nofuse", "lnq+gemm", "gemmx") {
 		fuse, variant := mode != "nofuse", ""
-		if mode == "nofuse" || mode == "lnq+gemm" {
+		if mode == "nofuse" || mode == "lnq+gemm" || mode == "gemmx" {
 			// the default GEMM, every op unfused (Int8FuseEnv=0), or the
 			// non-default fused kernels
 			mode, variant = "", mode
 		}
 		var fused int64
+		gqx := int8GQXLaunches.Load()
 		withInt8Gemm(t, g, mode, func() {
 			fused = withFuse(fuse, func() {
 				m, err := wan.Load(g, golden.Open(t, "dit_int8.pth"), opt)
@@ -263,6 +271,9 @@ func TestGoldenDiTInt8Hopper(t *testing.T) {
 		// GPU), and with lnq+gemm each LayerNorm and FFN GEMM on sm_90.
 		if fuse != (fused > 0) || (variant == "lnq+gemm" && g.info.Arch == "sm_90" && fused < 4*2) {
 			t.Errorf("GEMM mode %q, fused ops %v %s: %d fused launches", mode, fuse, variant, fused)
+		}
+		if variant == "gemmx" && g.info.Arch == "sm_90" && int8GQXLaunches.Load() == gqx {
+			t.Errorf("gemmx: the cross-tile GEMM with the GELU+quantiser epilogue did not run")
 		}
 	}
 	// The GEMMs are bit-exact with each other, so the whole forward is too.
@@ -307,5 +318,93 @@ func TestInt8LinearArgumentErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestInt8VariantsMatchKernels needs no GPU: every sm_90a instance the Go
+// side can launch (int8TMAVariants, and the _gq kernels int8GemmGQ picks)
+// must be instantiated in int8_gemm_sm90a.cu with the tile width, ring
+// stages, pipelining, warpgroups, cross-tile stream, multicast and fold
+// conversion that int8TMA describes (smem() lays the shared memory out from
+// them), and fit the 227 KiB of shared memory an H100/H200 block may opt
+// into.
+func TestInt8VariantsMatchKernels(t *testing.T) {
+	var src string
+	for _, m := range kernels.Modules() {
+		if m.Name == "int8_gemm_sm90a.cu" {
+			src = m.Code
+		}
+	}
+	if src == "" {
+		t.Fatal("int8_gemm_sm90a.cu is not embedded")
+	}
+	// What each instance macro's arguments mean (after NAME); fixed fields
+	// for the macros that do not take them.
+	type inst struct {
+		bn, ns, wgs int
+		pipe, xt    bool
+		mc          bool
+		cvt         int
+	}
+	found := map[string]inst{}
+	re := regexp.MustCompile(`(?m)^(I8G_KERNEL(?:_[A-Z0-9]+)?)\((int8_gemm_tma_\w+),\s*([^)]*)\)\s*$`)
+	atoi := func(s string) int {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			t.Fatalf("instance argument %q: %v", s, err)
+		}
+		return n
+	}
+	for _, m := range re.FindAllStringSubmatch(src, -1) {
+		a := strings.Split(m[3], ",")
+		b := func(i int) bool { return strings.TrimSpace(a[i]) == "true" }
+		var in inst
+		switch m[1] {
+		case "I8G_KERNEL": // BN, NS, PIPE, FOLD, CVT
+			in = inst{bn: atoi(a[0]), ns: atoi(a[1]), wgs: 2, pipe: b(2), cvt: atoi(a[4])}
+		case "I8G_KERNEL_MC": // BN, NS, PIPE, CVT
+			in = inst{bn: atoi(a[0]), ns: atoi(a[1]), wgs: 2, pipe: b(2), mc: true, cvt: atoi(a[3])}
+		case "I8G_KERNEL_W3": // NS, CVT
+			in = inst{bn: 128, ns: atoi(a[0]), wgs: 3, cvt: atoi(a[1])}
+		case "I8G_KERNEL_GQ": // NS
+			in = inst{bn: 128, ns: atoi(a[0]), wgs: 2, pipe: true, cvt: 1}
+		case "I8G_KERNEL_X": // BN, NS, PIPE, CVT
+			in = inst{bn: atoi(a[0]), ns: atoi(a[1]), wgs: 2, pipe: b(2), xt: true, cvt: atoi(a[3])}
+		case "I8G_KERNEL_W3X": // NS, CVT
+			in = inst{bn: 128, ns: atoi(a[0]), wgs: 3, xt: true, cvt: atoi(a[1])}
+		case "I8G_KERNEL_GQX": // NS
+			in = inst{bn: 128, ns: atoi(a[0]), wgs: 2, pipe: true, xt: true, cvt: 1}
+		default:
+			t.Fatalf("%s: unknown instance macro %s (teach this test its arguments)", m[2], m[1])
+		}
+		found[m[2]] = in
+	}
+	check := func(name string, v int8TMA) {
+		t.Helper()
+		in, ok := found[name]
+		if !ok {
+			t.Errorf("%s: not instantiated in int8_gemm_sm90a.cu", name)
+			return
+		}
+		cvt := 0
+		if v.cvt == "_i2f" {
+			cvt = 1
+		}
+		want := inst{bn: v.bn, ns: v.ns, wgs: v.warpgroups(), pipe: v.pipe, xt: v.xt, mc: v.mc, cvt: cvt}
+		if in != want {
+			t.Errorf("%s: instantiated as %+v, the Go side launches it as %+v", name, in, want)
+		}
+		if s := v.smem(); s > 232448 {
+			t.Errorf("%s: %d bytes of shared memory, more than the 232448 an H100/H200 block may use", name, s)
+		}
+	}
+	for key, v := range int8TMAVariants {
+		if v.name() != "int8_gemm_tma_"+key {
+			t.Errorf("variant %q launches %s", key, v.name())
+		}
+		check(v.name(), v)
+	}
+	for _, base := range []string{"n128p_i2f", "n128px_i2f"} { // int8GemmGQ's kernels: the base variant's layout
+		check(int8TMAVariants[base].name()+"_gq", int8TMAVariants[base])
 	}
 }

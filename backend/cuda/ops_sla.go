@@ -77,9 +77,11 @@ func slaCheck(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW
 func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.SLAConfig, projW, projB backend.Tensor, keepMap bool) (backend.Tensor, backend.Tensor) {
 	p := slaCheck(qt, kt, vt, heads, cfg, projW, projB)
 	k := slaKernels{tma: !p.sage && b.slaTMA(), linFused: b.slaLinFused(), prep: b.slaPrepFused()}
+	k.persist = k.tma && b.slaPersist()
 	if p.sage {
 		k.sageTMA = sageTMAFits(p.g) && b.sageTMA()
 		k.fp8 = !k.sageTMA && b.sageFP8()
+		k.persist = k.sageTMA && b.sagePersist()
 	}
 	return b.slaRun(p, projW, projB, keepMap, k)
 }
@@ -88,8 +90,13 @@ func (b *Backend) slaForward(qt, kt, vt backend.Tensor, heads int, cfg backend.S
 // mma.sync kernel; tma, SLA's Hopper kernel (sla_sparse_sm90a.cu) instead
 // of the mma.sync one; sageTMA, SageSLA's Hopper kernel; linFused, the
 // fused linear branch (sla_lin_* kernels) instead of the unfused one;
-// prep, sla_prep.cu's block map and quantisation (slaPrepare).
-type slaKernels struct{ fp8, tma, sageTMA, linFused, prep bool }
+// prep, sla_prep.cu's block map and quantisation (slaPrepare); persist,
+// the Hopper kernel's persistent grid (SparseGridEnv), of grid blocks at
+// most when grid > 0 (start-up checks).
+type slaKernels struct {
+	fp8, tma, sageTMA, linFused, prep, persist bool
+	grid                                       int
+}
 
 // slaRun runs a checked call with the kernels in k.
 func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k slaKernels) (backend.Tensor, backend.Tensor) {
@@ -161,7 +168,7 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k
 	if !p.sage {
 		scale := float32(math.Pow(float64(D), -0.5) * 1.4426950408889634)
 		if k.tma {
-			b.slaSparseTMA(g, B, q16, k16, v16, T(ol), out, lut, cnt, scale)
+			b.slaSparseTMA(g, B, q16, k16, v16, T(ol), out, lut, cnt, scale, k)
 			return out, nilIfNone(pr.bmap)
 		}
 		smem := (g.BlockQ*(D+8) + 4*g.BlockK*(D+8)) * 2
@@ -184,7 +191,7 @@ func (b *Backend) slaRun(p slaPlan, projW, projB backend.Tensor, keepMap bool, k
 		Lp := kb * g.BlockK
 		v8t := pr.v8t
 		if k.sageTMA {
-			b.sageSparseTMA(g, B, qi, ki, v8t, sq, sk, vs, T(ol), out, lut, cnt, sm)
+			b.sageSparseTMA(g, B, qi, ki, v8t, sq, sk, vs, T(ol), out, lut, cnt, sm, k)
 			return out, nilIfNone(pr.bmap)
 		}
 		smem := 2*g.BlockK*qstr + 2*D*(g.BlockK+16) + qInK // K codes and Vᵀ bytes, two stages

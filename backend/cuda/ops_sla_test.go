@@ -245,30 +245,105 @@ func TestSageSLAPVKernels(t *testing.T) {
 	}
 }
 
+// sparseVariants are the sparse kernels the SLA and SageSLA kernel tests
+// run: the kernel (SetSLASparse / SetSageSparse), the grid of the Hopper
+// kernel (SetSLAGrid / SetSageGrid) and the prefix the kernel's
+// description must start with. The persistent grid runs capped at 3
+// blocks, so that each block walks many items (query blocks, heads,
+// batches) and the K/V ring and Q buffer cross items.
+var sparseVariants = []struct{ name, kern, grid, want string }{
+	{"mma", "mma", "", "mma.sync"},
+	{"wgmma", "wgmma", "tile", "wgmma ("},
+	{"persist", "wgmma", "persist", "wgmma-persist ("},
+}
+
+// sparseTestGridCap is the persistent kernels' grid in the kernel tests.
+const sparseTestGridCap = 3
+
+// setSparseVariant selects kernel kern on grid grid for kind and says
+// whether it runs here, i.e. the kernel's description starts with want
+// (failing the test where a Hopper one should run but does not).
+func setSparseVariant(t *testing.T, g *Backend, kind backend.AttentionKind, name, kern, grid, want string) bool {
+	t.Helper()
+	set, setGrid, desc := g.SetSLASparse, g.SetSLAGrid, g.SLASparseKernel
+	if kind == backend.SageSLA {
+		set, setGrid, desc = g.SetSageSparse, g.SetSageGrid, g.SageSparseKernel
+	}
+	set(kern)
+	setGrid(grid)
+	got := desc()
+	if !strings.HasPrefix(got, want) {
+		if kern == "wgmma" && g.info.Arch == "sm_90" {
+			t.Fatalf("%v sparse kernel %s unavailable on sm_90: %s", kind, name, got)
+		}
+		t.Logf("%v sparse kernel %s not available here: %s", kind, name, got)
+		return false
+	}
+	t.Logf("%v sparse kernel: %s", kind, got)
+	return true
+}
+
+// sameSparseOutputs checks the tile and persistent Hopper kernels gave
+// bit-identical outputs (the same arithmetic per query block, only
+// scheduled differently) and each Hopper kernel is within 1e-2 of the
+// mma.sync kernel, for every case both ran (outs: variant name + case).
+func sameSparseOutputs(t *testing.T, kind backend.AttentionKind, outs map[string][]float32, cases []string) {
+	t.Helper()
+	for _, sc := range cases {
+		ref, tile, pers := outs["mma"+sc], outs["wgmma"+sc], outs["persist"+sc]
+		if tile != nil && pers != nil {
+			diff := 0
+			for i := range tile {
+				if math.Float32bits(tile[i]) != math.Float32bits(pers[i]) {
+					diff++
+				}
+			}
+			if diff > 0 {
+				t.Errorf("%v %s: persistent and tile Hopper kernels differ in %d of %d values", kind, sc, diff, len(tile))
+			}
+		}
+		for _, h := range [][]float32{tile, pers} {
+			if ref == nil || h == nil {
+				continue
+			}
+			rel := checkRelL2(h, ref)
+			t.Logf("%v %s: Hopper vs mma.sync kernel rel-L2 %.2e", kind, sc, rel)
+			if rel > 1e-2 {
+				t.Errorf("%v %s: Hopper and mma.sync kernels differ by rel-L2 %.2e", kind, sc, rel)
+			}
+		}
+	}
+}
+
 // TestSLASparseKernels runs SLA against the CPU with each sparse kernel:
 // mma.sync (any sm_80+) and the Hopper TMA/wgmma kernel (sm_90, used by
-// default where it passes its start-up check), on every case (both head
-// dims, all block sizes, batches, ragged ends) and on a given map whose
-// rows keep an odd number of key blocks (the Hopper kernel's half-empty
-// last stage) down to one block; then the two kernels against each other.
+// default where it passes its start-up check) on the tile grid and on the
+// persistent grid (capped, so each block walks many items), on every case
+// (both head dims, all block sizes, batches, ragged ends) and on a given
+// map whose rows keep an odd number of key blocks (the Hopper kernel's
+// half-empty last stage) down to one block; then the kernels against each
+// other on the same inputs (tile and persistent: bit-identical).
 func TestSLASparseKernels(t *testing.T) {
-	g, c, r := gpu(t), cpu.New(), rng(t)
+	g, c := gpu(t), cpu.New()
 	defer g.SetSLASparse("")
-	for _, kern := range []string{"mma", "wgmma"} {
-		g.SetSLASparse(kern)
-		if got := g.SLASparseKernel(); !strings.HasPrefix(got, kern) {
-			if kern == "wgmma" && g.info.Arch == "sm_90" {
-				t.Fatalf("SLA sparse kernel %s unavailable on sm_90: %s", kern, got)
-			}
-			t.Logf("SLA sparse kernel %s not available here: %s", kern, got)
+	defer g.SetSLAGrid("")
+	defer func(n int) { sparsePersistGridCap = n }(sparsePersistGridCap)
+	sparsePersistGridCap = sparseTestGridCap
+	outs := map[string][]float32{}
+	var names []string
+	for _, sv := range sparseVariants {
+		kern := sv.name
+		if !setSparseVariant(t, g, backend.SLA, sv.name, sv.kern, sv.grid, sv.want) {
 			continue
 		}
-		t.Logf("SLA sparse kernel: %s", g.SLASparseKernel())
+		r := rand.New(rand.NewPCG(13, 14)) // the same inputs and maps for every kernel
+		names = names[:0]
 		for _, sc := range slaCases {
+			names = append(names, sc.name)
 			t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
 				q, k, v := slaData(r, sc, tensor.BF16)
 				d := sc.dim()
-				runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, randn(r, d*d, 1/math.Sqrt(float64(d))), randn(r, d, 0.1), nil)
+				outs[kern+sc.name] = runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, randn(r, d*d, 1/math.Sqrt(float64(d))), randn(r, d, 0.1), nil)
 			})
 		}
 		for _, d := range []int{128, 64} {
@@ -284,45 +359,51 @@ func TestSLASparseKernels(t *testing.T) {
 					}
 				}
 				q, k, v := slaData(r, sc, tensor.BF16)
-				runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, make([]float32, d*d), nil, m)
+				outs[kern+sc.name] = runSLAPair(t, g, c, sc, backend.SLA, tensor.BF16, q, k, v, make([]float32, d*d), nil, m)
 			})
+			names = append(names, sc.name)
 		}
 	}
+	sameSparseOutputs(t, backend.SLA, outs, names)
 }
 
 // TestSageSLASparseKernels runs SageSLA against the CPU emulation with each
 // sparse kernel for the Hopper kernel's shape (query blocks 64, key blocks
 // 128, head dim 128): the mma.sync kernels and the Hopper int8/e4m3 wgmma
-// kernel (the default on sm_90 where it passes its start-up check), on
-// ragged ends, batches, several heads and on given maps down to one block
-// per row; then the two kernels against each other.
+// kernel (the default on sm_90 where it passes its start-up check) on the
+// tile grid and on the persistent grid (capped, so each block walks many
+// items), on ragged ends, batches, several heads and on given maps down to
+// one block per row; then the kernels against each other on the same
+// inputs (tile and persistent: bit-identical).
 func TestSageSLASparseKernels(t *testing.T) {
-	g, c, r := gpu(t), cpu.New(), rng(t)
+	g, c := gpu(t), cpu.New()
 	defer g.SetSageSparse("")
+	defer g.SetSageGrid("")
+	defer func(n int) { sparsePersistGridCap = n }(sparsePersistGridCap)
+	sparsePersistGridCap = sparseTestGridCap
 	cases := []slaCase{
 		{"L=1000 ragged, 2 heads", 1, 1000, 2, 0.25, 64, 128, 128},
 		{"batch 2, L=300, 3 heads", 2, 300, 3, 0.4, 64, 128, 128},
 		{"L=2048, 1 head, top-k 0.1", 1, 2048, 1, 0.1, 64, 128, 128},
 	}
 	outs := map[string][]float32{}
-	for _, kern := range []string{"mma", "wgmma"} {
-		g.SetSageSparse(kern)
-		if got := g.SageSparseKernel(); !strings.HasPrefix(got, kern) {
-			if kern == "wgmma" && g.info.Arch == "sm_90" {
-				t.Fatalf("SageSLA sparse kernel %s unavailable on sm_90: %s", kern, got)
-			}
-			t.Logf("SageSLA sparse kernel %s not available here: %s", kern, got)
+	var names []string
+	for _, sv := range sparseVariants {
+		kern := sv.name
+		if !setSparseVariant(t, g, backend.SageSLA, sv.name, sv.kern, sv.grid, sv.want) {
 			continue
 		}
-		t.Logf("SageSLA sparse kernel: %s", g.SageSparseKernel())
-		r2 := rand.New(rand.NewPCG(11, 12)) // the same inputs for both kernels
+		r := rand.New(rand.NewPCG(11, 12)) // the same inputs and maps for every kernel
+		names = names[:0]
 		for _, sc := range cases {
+			names = append(names, sc.name)
 			t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
-				q, k, v := slaData(r2, sc, tensor.BF16)
-				outs[kern+sc.name] = runSLAPair(t, g, c, sc, backend.SageSLA, tensor.BF16, q, k, v, randn(r2, 128*128, 1/math.Sqrt(128)), randn(r2, 128, 0.1), nil)
+				q, k, v := slaData(r, sc, tensor.BF16)
+				outs[kern+sc.name] = runSLAPair(t, g, c, sc, backend.SageSLA, tensor.BF16, q, k, v, randn(r, 128*128, 1/math.Sqrt(128)), randn(r, 128, 0.1), nil)
 			})
 		}
 		sc := slaCase{"given map, 1 to all blocks", 1, 900, 2, 0.25, 64, 128, 128}
+		names = append(names, sc.name)
 		t.Run(fmt.Sprintf("%s/%s", kern, sc.name), func(t *testing.T) {
 			geo := sc.geometry(backend.SageSLA)
 			m := make([]int8, geo.MapLen())
@@ -333,18 +414,10 @@ func TestSageSLASparseKernels(t *testing.T) {
 				}
 			}
 			q, k, v := slaData(r, sc, tensor.BF16)
-			runSLAPair(t, g, c, sc, backend.SageSLA, tensor.BF16, q, k, v, make([]float32, 128*128), nil, m)
+			outs[kern+sc.name] = runSLAPair(t, g, c, sc, backend.SageSLA, tensor.BF16, q, k, v, make([]float32, 128*128), nil, m)
 		})
 	}
-	for _, sc := range cases {
-		if a, b := outs["mma"+sc.name], outs["wgmma"+sc.name]; a != nil && b != nil {
-			rel := checkRelL2(b, a)
-			t.Logf("%s: Hopper vs mma.sync kernel rel-L2 %.2e", sc.name, rel)
-			if rel > 1e-2 {
-				t.Errorf("%s: Hopper and mma.sync SageSLA differ by rel-L2 %.2e", sc.name, rel)
-			}
-		}
-	}
+	sameSparseOutputs(t, backend.SageSLA, outs, names)
 }
 
 // TestSageSLAVsSLARealShape compares SageSLA's sparse branch with SLA's
@@ -381,6 +454,58 @@ func TestSageSLAVsSLARealShape(t *testing.T) {
 	t.Logf("SageSLA (%s) vs SLA (%s) on the same map: cosine %.5f, rel-L2 %.3e", g.SageSparseKernel(), g.SLASparseKernel(), cos, checkRelL2(a, b))
 	if !(cos >= 0.99) {
 		t.Errorf("cosine %.5f < 0.99", cos)
+	}
+}
+
+// TestSparseGridsRealShape runs SLA and SageSLA at the 480p Wan2.1 shape
+// (L = 32760, 12 heads of 128, top-k 0.1, default blocks, random proj_l)
+// with the Hopper kernel on the tile grid and on the persistent grid at
+// its production size (one or two blocks per SM walking 3072 or 6144
+// items, so blocks run side by side on one head's K/V in L2 and finish at
+// different times), and requires bit-identical outputs.
+func TestSparseGridsRealShape(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real-shape comparison skipped in -short")
+	}
+	g, r := gpu(t), rng(t)
+	defer g.SetSLASparse("")
+	defer g.SetSLAGrid("")
+	defer g.SetSageSparse("")
+	defer g.SetSageGrid("")
+	sc := slaCase{"480p", 1, 32760, 12, 0.1, 0, 0, 0}
+	q, k, v := slaData(r, sc, tensor.BF16)
+	shape := []int{1, sc.L, sc.H * 128}
+	qt, kt, vt := g.Upload(tensor.BF16, shape, q), g.Upload(tensor.BF16, shape, k), g.Upload(tensor.BF16, shape, v)
+	pw := g.Upload(tensor.BF16, []int{128, 128}, randn(r, 128*128, 1/math.Sqrt(128)))
+	pb := g.Upload(tensor.BF16, []int{128}, randn(r, 128, 0.1))
+	defer func() {
+		for _, x := range []backend.Tensor{qt, kt, vt, pw, pb} {
+			g.Free(x)
+		}
+	}()
+	for _, kind := range slaKinds {
+		var outs [][]float32
+		for _, sv := range sparseVariants[1:] { // the tile and persistent Hopper kernels
+			if !setSparseVariant(t, g, kind, sv.name, sv.kern, sv.grid, sv.want) {
+				break
+			}
+			y, _ := g.slaForward(qt, kt, vt, sc.H, sc.cfg(kind), pw, pb, false)
+			outs = append(outs, g.Download(y))
+			g.Free(y)
+		}
+		if len(outs) < 2 {
+			continue
+		}
+		diff := 0
+		for i := range outs[0] {
+			if math.Float32bits(outs[0][i]) != math.Float32bits(outs[1][i]) {
+				diff++
+			}
+		}
+		t.Logf("%v: persistent vs tile grid: %d of %d values differ", kind, diff, len(outs[0]))
+		if diff > 0 {
+			t.Errorf("%v: persistent and tile Hopper kernels differ in %d of %d values at the real shape", kind, diff, len(outs[0]))
+		}
 	}
 }
 

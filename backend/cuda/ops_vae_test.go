@@ -281,8 +281,30 @@ func TestConv3dHistoryMatchesCPU(t *testing.T) {
 }
 
 // convVariants are the sm_90a conv kernel choices every sm_90a test runs:
-// one block per tile, persistent, and Cin = 96 split into whole-tap steps.
-var convVariants = []struct{ persist, split bool }{{false, false}, {true, false}, {false, true}}
+// one block per tile, persistent, Cin = 96 split into whole-tap steps, and
+// the dw kernel (planar input, one A copy for the three w taps) where it
+// applies, one block per tile and persistent.
+var convVariants = []struct{ persist, split, dw bool }{{false, false, false}, {true, false, false}, {false, true, false}, {false, false, true}, {true, false, true}}
+
+// setConvVariant selects v for the sm_90a conv and returns a function that
+// restores the previous choice.
+func setConvVariant(v struct{ persist, split, dw bool }) func() {
+	p, s, d := convPersist, convSplit96, convDW
+	convPersist, convSplit96, convDW = &v.persist, v.split, v.dw
+	return func() { convPersist, convSplit96, convDW = p, s, d }
+}
+
+// checkDWLaunch fails t when, on an sm_90 device (sm90), the dw kernel ran
+// a different number of times (ran: launches of conv3d_tma_k32_n96_m2_dw
+// since the op started) than convDWPick says it should for cin→cout with
+// kw taps along w.
+func checkDWLaunch(t *testing.T, sm90 bool, ran int64, cin, cout, kw int) {
+	t.Helper()
+	want := int64(btoi(convDWPick(convTMAPick(cin, cout, convPersist), kw, false).dw))
+	if sm90 && ran != want {
+		t.Errorf("sm_90 device: %d launches of the dw conv kernel (convDW %v), want %d", ran, convDW, want)
+	}
+}
 
 // TestConv3dHopperMatchesCPU runs the decoder's convolution shapes (Cin and
 // Cout 96..768; 3x3x3 with history, 2-D 3x3, 3x1x1 time convs, 1x1x1) small
@@ -303,6 +325,13 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 	}{
 		{"c96_hist2", 96, 96, 2, 3, 17, 23, 3, 3, 3, causal, true},
 		{"c96_first", 96, 96, 0, 1, 11, 30, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{2, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		// Several 256-row tiles, the last one partial; the w taps of the
+		// dw kernel cross row and frame boundaries of the padded grid.
+		{"c96_hist2_tiles", 96, 96, 2, 2, 13, 45, 3, 3, 3, causal, true},
+		{"c96_2d", 96, 96, 0, 2, 9, 40, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"c96_validw", 96, 96, 0, 2, 6, 12, 1, 3, 3, backend.Conv3dParams{PadH: [2]int{1, 1}}, false},
+		{"c160to96", 160, 96, 1, 2, 7, 19, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true},
+		{"time96", 96, 96, 2, 1, 5, 7, 3, 1, 1, backend.Conv3dParams{}, true},
 		{"c192_hist2", 192, 192, 2, 2, 9, 21, 3, 3, 3, causal, true},
 		{"c384_hist1", 384, 384, 1, 1, 7, 10, 3, 3, 3, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, false},
 		{"c192to384", 192, 384, 2, 2, 6, 9, 3, 3, 3, causal, true},
@@ -338,14 +367,15 @@ func TestConv3dHopperMatchesCPU(t *testing.T) {
 				cy = c.Conv3d(cx, cw, cb, tc.p)
 			}
 			want := c.Download(cy)
-			defer func(p *bool, s bool) { convPersist, convSplit96 = p, s }(convPersist, convSplit96)
 			for _, v := range convVariants {
-				convPersist, convSplit96 = &v.persist, v.split
-				before := convHopperLaunches.Load()
+				restore := setConvVariant(v)
+				before, dw := convHopperLaunches.Load(), convDWLaunches.Load()
 				gy := g.Conv3dWithHistory(gh, gx, gw, gb, tc.p)
 				if used := convHopperLaunches.Load() - before; sm90 && used != 1 {
 					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
 				}
+				checkDWLaunch(t, sm90, convDWLaunches.Load()-dw, tc.cin, tc.cout, tc.kw)
+				restore()
 				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
 					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
 				}
@@ -361,23 +391,45 @@ func TestConvTMAPick(t *testing.T) {
 		cin, cout int
 		want      convTMA
 	}{
-		{96, 96, convTMA{32, 96, 2, 8, false}},
-		{192, 96, convTMA{64, 96, 2, 4, false}},
-		{192, 192, convTMA{64, 192, 1, 5, false}},
-		{384, 384, convTMA{64, 192, 1, 5, false}},
-		{384, 768, convTMA{64, 192, 1, 5, false}},
-		{96, 192, convTMA{32, 192, 1, 8, false}},
-		{64, 100, convTMA{64, 192, 1, 5, false}},
-		{32, 40, convTMA{32, 96, 2, 8, false}},
-		{96, 3, convTMA{32, 8, 2, 8, false}},
-		{64, 8, convTMA{64, 8, 2, 6, false}},
+		{96, 96, convTMA{32, 96, 2, 8, false, false}},
+		{192, 96, convTMA{64, 96, 2, 4, false, false}},
+		{192, 192, convTMA{64, 192, 1, 5, false, false}},
+		{384, 384, convTMA{64, 192, 1, 5, false, false}},
+		{384, 768, convTMA{64, 192, 1, 5, false, false}},
+		{96, 192, convTMA{32, 192, 1, 8, false, false}},
+		{64, 100, convTMA{64, 192, 1, 5, false, false}},
+		{32, 40, convTMA{32, 96, 2, 8, false, false}},
+		{96, 3, convTMA{32, 8, 2, 8, false, false}},
+		{64, 8, convTMA{64, 8, 2, 6, false, false}},
 	} {
 		defer func(s bool) { convSplit96 = s }(convSplit96)
 		convSplit96 = true
-		if k := convTMAPick(96, 96, nil); k != (convTMA{96, 96, 2, 3, false}) || k.smem() > 227<<10 || k.staging() > k.ns*(k.rows()+k.n)*k.bk*2 {
+		if k := convTMAPick(96, 96, nil); k != (convTMA{96, 96, 2, 3, false, false}) || k.smem() > 227<<10 || k.staging() > k.ns*(k.rows()+k.n)*k.bk*2 {
 			t.Errorf("split: convTMAPick(96, 96) = %+v (shared memory %d B)", k, k.smem())
 		}
 		convSplit96 = false
+		// The dw kernel: only BK 32 / N 96 with three w taps and an input
+		// packed by the op itself; its stages and staging tile fit.
+		defer func(d bool) { convDW = d }(convDW)
+		for _, on := range []bool{false, true} {
+			convDW = on
+			for _, kw := range []int{1, 3} {
+				for _, pre := range []bool{false, true} {
+					for _, persist := range []bool{false, true} {
+						k := convDWPick(convTMAPick(c.cin, c.cout, &persist), kw, pre)
+						want := on && kw == 3 && !pre && c.want.bk == 32 && c.want.n == 96
+						if k.dw != want {
+							t.Errorf("convDW %v: convDWPick(convTMAPick(%d, %d, persist %v), kw %d, prepacked %v) = %+v, want dw %v", on, c.cin, c.cout, persist, kw, pre, k, want)
+						}
+						wantName := map[bool]string{false: "conv3d_tma_k32_n96_m2_dw", true: "conv3d_tma_k32_n96_m2_dw_p"}[persist]
+						if k.dw && (k.name() != wantName || k.persist != persist || k.smem() > 227<<10 || (!persist && k.staging() > k.ns*k.stage()) || k.stage() != 35328) {
+							t.Errorf("dw kernel %+v: %s, shared memory %d B, stage %d B (conv_tma's SB: 35328), staging %d B", k, k.name(), k.smem(), k.stage(), k.staging())
+						}
+					}
+				}
+			}
+		}
+		convDW = false
 		for _, persist := range []bool{false, true} {
 			got := convTMAPick(c.cin, c.cout, &persist)
 			want := c.want
@@ -427,6 +479,8 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 		res         bool
 	}{
 		{"c96_hist2", 96, 96, 2, 3, 13, 70, causal, true, 2, true},
+		{"c96_first_w4", 96, 96, 0, 1, 9, 132, first, true, 2, true}, // conv_pack_norm_cl4 (W % 4 == 0), three column blocks
+		{"c96_hist2_w4", 96, 96, 2, 2, 7, 68, causal, true, 2, false},
 		{"c384_hist1", 384, 384, 1, 1, 6, 9, backend.Conv3dParams{PadT: [2]int{1, 0}, PadH: [2]int{1, 1}, PadW: [2]int{1, 1}}, true, 2, false},
 		{"c192to384_first", 192, 384, 0, 1, 7, 11, first, true, 2, true},
 		{"c192_hist2", 192, 192, 2, 2, 5, 130, causal, true, 0, true},
@@ -466,14 +520,17 @@ func TestConv3dNormHistoryMatchesCPU(t *testing.T) {
 				cy = c.Add(cy, cr)
 			}
 			want := c.Download(cy)
-			defer func(p *bool, s bool) { convPersist, convSplit96 = p, s }(convPersist, convSplit96)
 			for _, v := range convVariants {
-				convPersist, convSplit96 = &v.persist, v.split
-				before := convHopperLaunches.Load()
+				restore := setConvVariant(v)
+				before, dw := convHopperLaunches.Load(), convDWLaunches.Load()
 				gy, gt := g.Conv3dNormWithHistory(gh, gx, gg, gw, gb, gr, tc.p, tc.keep)
 				if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
 					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
 				}
+				if tc.fused {
+					checkDWLaunch(t, sm90, convDWLaunches.Load()-dw, tc.cin, tc.cout, 3)
+				}
+				restore()
 				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
 					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
 				}
@@ -529,15 +586,24 @@ func TestConv3dUpsample2xMatchesCPU(t *testing.T) {
 			gw, cw := both(g, c, tensor.BF16, ws, randVals(r, tensor.NumElements(ws), 1.0/9))
 			gb, cb := both(g, c, tensor.BF16, []int{tc.cout}, randVals(r, tc.cout, 0.5))
 			cy := c.Conv3d(c.UpsampleNearest2x(cx), cw, cb, p)
-			before := convHopperLaunches.Load()
-			gy := g.Conv3dUpsample2x(gx, gw, gb, p)
-			if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
-				t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+			want := c.Download(cy)
+			for _, v := range convVariants {
+				restore := setConvVariant(v)
+				before, dw := convHopperLaunches.Load(), convDWLaunches.Load()
+				gy := g.Conv3dUpsample2x(gx, gw, gb, p)
+				if used := convHopperLaunches.Load() - before; sm90 && tc.fused && used != 1 {
+					t.Errorf("sm_90 device: %d launches of the sm_90a conv kernel, want 1", used)
+				}
+				if tc.fused { // 96to96: the dw kernel reads the upsampled planar pack (conv_pack_cl_pl, up)
+					checkDWLaunch(t, sm90, convDWLaunches.Load()-dw, tc.cin, tc.cout, 3)
+				}
+				restore()
+				if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
+					t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
+				}
+				golden.Compare(t, fmt.Sprintf("conv3d upsampled %s %+v", tc.name, v), g.Download(gy), want, vaeTol(tensor.BF16))
+				g.Free(gy)
 			}
-			if !slices.Equal(gy.Shape(), cy.Shape()) || gy.DType() != tensor.BF16 {
-				t.Fatalf("output %v %v, want bf16 %v", gy.DType(), gy.Shape(), cy.Shape())
-			}
-			golden.Compare(t, "conv3d upsampled "+tc.name, g.Download(gy), c.Download(cy), vaeTol(tensor.BF16))
 		})
 	}
 }

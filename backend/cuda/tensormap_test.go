@@ -151,5 +151,11 @@ func TestTensorMapArgsUnchanged(t *testing.T) {
 			}
 		}
 	}
+	// The dw kernel copies without tensor maps.
+	defer func(d bool) { convDW = d }(convDW)
+	convDW, convSplit96, convN256 = true, false, false
+	if k := convDWPick(convTMAPick(96, 96, nil), 3, false); !k.dw || convTensorMaps(k, 96, 5000, 27, 96) != nil {
+		t.Errorf("dw kernel %+v: tensor maps %v, want none", k, convTensorMaps(k, 96, 5000, 27, 96))
+	}
 	t.Logf("%d tensor maps compared", n)
 }

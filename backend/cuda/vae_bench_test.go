@@ -277,13 +277,13 @@ func BenchmarkConv3dBF16(b *testing.B) {
 		{"resample_384x192_240x416", 384, 192, 4, 240, 416, 1},
 		{"head_96x3_480x832", 96, 3, 6, 480, 832, 3},
 	} {
-		for _, v := range []string{"mma", "tma", "tma-p", "tma-s"} {
-			if v == "tma-s" && c.cin != 96 {
+		for _, v := range []string{"mma", "tma", "tma-p", "tma-s", "tma-dw", "tma-dwp"} {
+			if (v == "tma-s" || v == "tma-dw" || v == "tma-dwp") && c.cin != 96 {
 				continue
 			}
 			b.Run(c.name+"/"+v, func(b *testing.B) {
-				defer func(h bool, p *bool, s bool) { convHopper, convPersist, convSplit96 = h, p, s }(convHopper, convPersist, convSplit96)
-				convHopper, convPersist, convSplit96 = v != "mma", ptrTo(v == "tma-p"), v == "tma-s"
+				defer func(h bool, p *bool, s, d bool) { convHopper, convPersist, convSplit96, convDW = h, p, s, d }(convHopper, convPersist, convSplit96, convDW)
+				convHopper, convPersist, convSplit96, convDW = v != "mma", ptrTo(v == "tma-p" || v == "tma-dwp"), v == "tma-s", v == "tma-dw" || v == "tma-dwp"
 				before := convHopperLaunches.Load()
 				benchConv(b, g, rng, c.cin, c.cout, c.t, c.h, c.w, c.kt)
 				b.ReportMetric(float64(convHopperLaunches.Load()-before)/float64(b.N+1), "tma/op")

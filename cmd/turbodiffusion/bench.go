@@ -468,9 +468,10 @@ func formatBlocks(blocks map[int64]int) string {
 // at top-k 0.05, 0.1 and 0.2, each call the whole op (block map,
 // quantisation, linear branch with proj_l, sparse branch and the add); both
 // kinds at top-k 0.1 also with the other block map + quantisation path
-// (cuda.SLAPrepEnv); SLA at top-k 0.1 also with the mma.sync sparse kernel
-// where the Hopper one is
-// the default. TFLOP/s count the dense attention the op replaces.
+// (cuda.SLAPrepEnv) and with the Hopper sparse kernel's other grid
+// (cuda.SparseGridEnv); both at top-k 0.1 also with the mma.sync sparse
+// kernel where the Hopper one is the default. TFLOP/s count the dense
+// attention the op replaces.
 func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 func(string, float64, float64, func())) {
 	rnd := newFastRand(3)
 	pw := b.Upload(tensor.BF16, []int{d, d}, scaled(rnd.normal(d*d), float32(1/math.Sqrt(float64(d)))))
@@ -522,6 +523,28 @@ func benchSLA(b *cuda.Backend, q, k, v backend.Tensor, L, heads, d int, time1 fu
 		fmt.Fprintf(os.Stderr, "SLA block map + quantisation %s unavailable: %s\n", otherPrep, b.SLAPrepKernel())
 	}
 	b.SetSLAPrep("")
+	// The other grid of the Hopper sparse kernels (cuda.SparseGridEnv) at
+	// top-k 0.1.
+	for _, kind := range []backend.AttentionKind{backend.SLA, backend.SageSLA} {
+		desc, setGrid := b.SLASparseKernel, b.SetSLAGrid
+		if kind == backend.SageSLA {
+			desc, setGrid = b.SageSparseKernel, b.SetSageGrid
+		}
+		if !strings.HasPrefix(desc(), "wgmma") {
+			continue
+		}
+		other, want := "persist", "wgmma-persist ("
+		if strings.HasPrefix(desc(), "wgmma-persist") {
+			other, want = "tile", "wgmma ("
+		}
+		setGrid(other)
+		if strings.HasPrefix(desc(), want) {
+			run(kind, 0.1)
+		} else {
+			fmt.Fprintf(os.Stderr, "%s sparse kernel on the %s grid unavailable: %s\n", kind, other, desc())
+		}
+		setGrid("")
+	}
 	if strings.HasPrefix(b.SLASparseKernel(), "wgmma") {
 		b.SetSLASparse("mma")
 		run(backend.SLA, 0.1)

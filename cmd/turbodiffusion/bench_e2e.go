@@ -31,7 +31,7 @@ type benchE2EFlags struct {
 	model, device, attention, tokenizer, resolution, aspect, out string
 	frames, steps, runs                                          int
 	topk                                                         float64
-	preview, offload, quant                                      bool
+	preview, offload, quant, serve                               bool
 	preset, vae                                                  string
 	crf, vaeTile                                                 int
 }
@@ -74,6 +74,7 @@ they time the encoder with its weights resident. Needs a tokenizer folder
 	fl.IntVar(&f.vaeTile, "vae-tile", 0, "decode the VAE in spatial tiles of this many latent pixels (0: untiled)")
 	fl.BoolVar(&f.offload, "offload", false, "stream the DiT blocks' Linear weights from pinned host memory (generate --offload)")
 	fl.BoolVar(&f.quant, "quant", false, "W8A8: quantise the random DiT weights first, as `quantize` does (into a temporary file), and run the -quant layout")
+	fl.BoolVar(&f.serve, "serve", false, "run each generation through the HTTP API with previews on, as the web page does, and report when the client saw sampling start, the first preview and the video")
 	fl.StringVar(&f.out, "out", "", "video file each run writes, the last one kept (.mp4 needs ffmpeg; default: a temporary .mp4, or .gif without ffmpeg)")
 	for _, c := range root.Commands() {
 		if c.Name() == "bench" {
@@ -191,6 +192,9 @@ func runBenchE2E(log, out io.Writer, f *benchE2EFlags) error {
 	defer eng.Close()
 	for _, n := range eng.Notes() {
 		fmt.Fprintln(log, "note:", n)
+	}
+	if f.serve {
+		return benchServe(out, eng, req, f.runs)
 	}
 	outPath := f.out
 	if outPath == "" {
