@@ -65,7 +65,7 @@ func fakePeak(t *testing.T, ck checkpoint.File, opt wan.Options, shape []int) (p
 		t.Fatal(err)
 	}
 	fw := memplan.DiTForward(c, m.Opt, m.Info.Quantized, shape[1]*(shape[2]/2)*(shape[3]/2))
-	return peak, wts + memplan.DiTText(c, tensor.BF16) + memplan.CublasWorkspace + fw.RoPE + fw.Activations, b.PeakBlocks()
+	return peak, wts + memplan.DiTText(c, m.Opt.DType) + memplan.CublasWorkspace + fw.RoPE + fw.Activations, b.PeakBlocks()
 }
 
 // plannerVsPool compares the planner with the fake-driver pool for bf16
@@ -129,6 +129,29 @@ func TestPlannerMatchesPool(t *testing.T) {
 				Patch: [3]int{1, 2, 2}, FreqDim: 256, TextDim: 256, TextLen: 512, Eps: 1e-6}
 			plannerVsPool(t, cfg, []int{16, 5, 96, 128}, 0.005)
 		})
+	}
+}
+
+// TestPlannerMatchesPoolOtherPaths: the same for an image-to-video DiT (36
+// input channels) in float32 (the bf16 copies SLA makes, the float32
+// text and head), with ExactRounding (the FFN's GELU unfused) and with
+// offload.
+func TestPlannerMatchesPoolOtherPaths(t *testing.T) {
+	c := wan.Config{Type: wan.I2V, Dim: 512, FFNDim: 1536, Heads: 4, HeadDim: 128, Layers: 3, InDim: 36, OutDim: 16,
+		Patch: [3]int{1, 2, 2}, FreqDim: 256, TextDim: 256, TextLen: 512, Eps: 1e-6}
+	rnd := testmodels.NewRandom("random:planner-i2v", wan.Tensors(c), 8)
+	for _, o := range []wan.Options{
+		{DType: tensor.F32, Attention: backend.SLA}, {DType: tensor.F32, Attention: backend.Dense},
+		{Attention: backend.Dense, ExactRounding: true}, {Attention: backend.SLA, ExactRounding: true, Offload: true},
+		{Attention: backend.SageSLA, Offload: true},
+	} {
+		name := fmt.Sprintf("%v %v exact=%v offload=%v", o.DType, o.Attention, o.ExactRounding, o.Offload)
+		peak, est, blocks := fakePeak(t, rnd, o, []int{36, 5, 96, 128})
+		dev := float64(est)/float64(peak) - 1
+		t.Logf("%-34s pool peak %8.1f MiB, planner %8.1f MiB (%+.2f%%)", name, float64(peak)/(1<<20), float64(est)/(1<<20), 100*dev)
+		if math.Abs(dev) > 0.005 {
+			t.Errorf("%s: the planner says %d bytes, the pool peaks at %d (%+.2f%%); blocks live at the peak:\n%s", name, est, peak, 100*dev, formatLive(blocks))
+		}
 	}
 }
 
