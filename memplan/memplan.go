@@ -97,7 +97,10 @@ type Forward struct {
 //     fused linear branch's output and the sparse kernel's: 7u (SageSLA
 //     8.5u). With TURBODIFFUSION_SLA_LINEAR=unfused the linear branch's
 //     five [L, D] tensors (φ(q), φ(k)ᵀ, vᵀ, φ(q)·KV and its normalised
-//     output) are live beside the copies instead: 10u (11.5u);
+//     output) are live beside the copies instead: 10u (11.5u). The fused
+//     branch is the default wherever its start-up check passes; a device
+//     where it fails runs the unfused one, 3u more than planned, and a
+//     GPU before sm_89 keeps SageSLA's V copy in bf16 (0.5u more);
 //   - the FFN: x2, its modulated norm, GELU(W₀·) (fused) and W₂'s output:
 //     3u + f; unfused (ExactRounding, float32 model) the pre-GELU output
 //     is live with the GELU's: 3u + 2f;
