@@ -5,6 +5,10 @@
 #   then, with the device tool:  run(command="bash scripts/gpu-suite.sh run", carry=[".gpu"])
 #   final: run(command="bash scripts/gpu-suite.sh final", carry=[".gpu"]) is the
 #   time-boxed end-of-session call (build with FINAL_GZIP=1 to fit 64 MiB)
+#   pending: PENDING=1 FINAL_GZIP=1 scripts/gpu-suite.sh build, then
+#   run(command="PENDING_PART=1 bash scripts/gpu-suite.sh pending", carry=[".gpu"]) and PENDING_PART=2:
+#   the GPU proof of work built without a device (scripts/gpu-pending/README.md): part 1 the
+#   correctness tests and the deliberately broken builds (which must fail), part 2 the benchmarks
 #   memory: run(command="bash scripts/gpu-suite.sh memory", carry=[".gpu"]) measures the pool
 #   peaks of every part the memory planner estimates and prints both (~3 min on an H200)
 #
@@ -30,6 +34,7 @@ case "${1:-}" in
 build)
 	set -e
 	mkdir -p .gpu
+	rm -f .gpu/break-*.test .gpu/break-*.test.gz
 	CGO_ENABLED=0 go build -ldflags="-s -w" -o .gpu/turbodiffusion ./cmd/turbodiffusion
 	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpu/cuda.test ./backend/cuda
 	CGO_ENABLED=0 go test -c -ldflags="-s -w" -o .gpu/pipeline.test ./pipeline
@@ -38,8 +43,14 @@ build)
 	src="${TURBODIFFUSION_GOLDEN:-../shared/golden}"
 	if [ -d "$src" ]; then
 		mkdir -p .gpu/golden/tokenizer
-		for f in manifest.json dit_inputs.safetensors dit_weights.pth dit_int8.pth dit_fp32.safetensors int8_linear.safetensors sla_unit.safetensors \
-			dit_bf16.safetensors dit_int8.safetensors vae.safetensors umt5.safetensors rcm_sampler.safetensors; do
+		files="manifest.json dit_inputs.safetensors dit_weights.pth dit_int8.pth int8_linear.safetensors sla_unit.safetensors
+			dit_bf16.safetensors dit_int8.safetensors vae.safetensors"
+		# The pending run needs no fp32 DiT, umT5 or rCM references (and the
+		# broken builds need the room).
+		[ -z "${PENDING:-}" ] && files="$files dit_fp32.safetensors umt5.safetensors rcm_sampler.safetensors"
+		rm -rf .gpu/golden .gpu/golden.tar.xz
+		mkdir -p .gpu/golden/tokenizer
+		for f in $files; do
 			cp "$src/$f" .gpu/golden/
 		done
 		cp "$src"/tokenizer/tokenizer.json "$src"/tokenizer/tokenizer_config.json "$src"/tokenizer/special_tokens_map.json .gpu/golden/tokenizer/
@@ -48,7 +59,7 @@ build)
 	# 64 MiB that travels (5.2 MB -> 2.2 MB): `run` unpacks it so doctor and
 	# bench e2e can write MP4.
 	rm -rf .gpu/bin
-	if [ -x .ffmpeg/ffmpeg ]; then
+	if [ -x .ffmpeg/ffmpeg ] && [ -z "${PENDING:-}" ]; then
 		mkdir -p .gpu/bin
 		gzip -9c .ffmpeg/ffmpeg >.gpu/bin/ffmpeg.gz
 	else
@@ -60,6 +71,18 @@ build)
 		if [ -d .gpu/golden ]; then
 			tar -C .gpu -cf - golden | xz -9 -T0 >.gpu/golden.tar.xz && rm -rf .gpu/golden
 		fi
+	fi
+	# PENDING=1: the broken builds of scripts/gpu-pending/*.patch (each applied
+	# to a scratch worktree of HEAD) beside the real ones; their tests must fail.
+	if [ -n "${PENDING:-}" ]; then
+		for p in scripts/gpu-pending/*.patch; do
+			name=$(basename "$p" .patch)
+			tmp=$(mktemp -d)
+			git worktree add -q --detach "$tmp" HEAD
+			(cd "$tmp" && git apply "$OLDPWD/$p" && CGO_ENABLED=0 go test -c -ldflags="-s -w" -o "$OLDPWD/.gpu/break-$name.test" ./backend/cuda)
+			git worktree remove --force "$tmp"
+			[ -n "${FINAL_GZIP:-}" ] && gzip -9f ".gpu/break-$name.test"
+		done
 	fi
 	git rev-parse --short HEAD >.gpu/commit 2>/dev/null || echo unknown >.gpu/commit
 	git status --porcelain -- backend/cuda kernels cmd/turbodiffusion | grep -q . && echo "+dirty" >>.gpu/commit
@@ -190,6 +213,81 @@ final)
 	if [ "${FINAL_TORCH:-1}" = 1 ]; then
 		step torch 80 env PYTHONUNBUFFERED=1 python3 scripts/bench_torch.py --json "$OUT/bench_torch.json"
 		tail -25 "$OUT/torch.log"
+	fi
+	echo "[t=$((SECONDS - T0))s] done"
+	;;
+pending)
+	# The GPU proof of what was built without a device (scripts/gpu-pending/README.md
+	# says what each line shows and what to switch afterwards). PENDING_PART=1:
+	# correctness (each new kernel against the CPU and its old twin, the broken
+	# builds, the sanitizers); PENDING_PART=2: the benchmarks, old vs new.
+	OUT="${OUT:-.gpu/out}"
+	mkdir -p "$OUT"
+	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	unpack_golden
+	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
+	for z in .gpu/*.gz .gpu/bin/*.gz; do
+		[ -f "$z" ] && gzip -dc "$z" >"${z%.gz}" && chmod +x "${z%.gz}"
+	done
+	T0=$SECONDS
+	c() { # log timeout command...: appended to $OUT/log with its rc
+		local log=$1 t=$2
+		shift 2
+		echo "### [t=$((SECONDS - T0))s] $*" >>"$OUT/$log"
+		timeout "$t" "$@" >>"$OUT/$log" 2>&1
+		local rc=$?
+		echo "### rc=$rc [t=$((SECONDS - T0))s]" >>"$OUT/$log"
+		echo "[t=$((SECONDS - T0))s] $log: rc=$rc $*" | cut -c1-160
+	}
+	T=.gpu/cuda.test
+	CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+	echo "== commit $(tr '\n' ' ' <.gpu/commit) part ${PENDING_PART:-1} date $(date -u +%FT%TZ)"
+	if [ "${PENDING_PART:-1}" = 1 ]; then
+		c sparse.log 200 $T -test.run 'TestSLASparseKernels|TestSageSLASparseKernels|TestSparseGridsRealShape|TestSLAMatchesCPU|TestSageSLAVsSLARealShape' -test.v -test.timeout 195s
+		c int8.log 200 $T -test.run 'TestInt8LinearMatchesCPU|TestInt8LinearGolden|TestGoldenDiTInt8Hopper|TestInt8LinearGELUQ' -test.v -test.timeout 195s
+		c vae.log 180 $T -test.run 'TestConv3dHopperMatchesCPU|TestConv3dNormHistoryMatchesCPU|TestConv3dUpsample2xMatchesCPU|TestConv3dHistoryMatchesCPU|TestConvPackNormVecMatchesScalar|TestConvTMAPick|TestTensorMapArgsUnchanged|TestConvDWModel|TestConvConstantWeightCache|TestVAEModelMatchesCPU|TestGoldenVAEOnGPU' -test.v
+		c vae.log 120 env TURBODIFFUSION_CONV=tma-dw $T -test.run 'TestVAEModelMatchesCPU|TestGoldenVAEOnGPU|TestVAEDecodeOverlapMatchesSync' -test.v
+		c offload.log 120 $T -test.run 'TestDiTOffloadRequestLoRA|TestDiTOffloadMatchesResident' -test.v
+		c offload.log 90 .gpu/pipeline.test -test.run 'TestEngineFreesEverythingOnGPU' -test.v
+		grep -hE '^(--- FAIL|FAIL|ok|panic)' "$OUT"/sparse.log "$OUT"/int8.log "$OUT"/vae.log "$OUT"/offload.log
+		# Each broken build must fail the tests that guard what it broke.
+		for b in .gpu/break-*.test; do
+			[ -x "$b" ] || continue
+			case "$b" in
+			*sparse-persist-bits*) c broken.log 150 $b -test.run 'TestSLASparseKernels|TestSageSLASparseKernels|TestSparseGridsRealShape' -test.timeout 145s ;;
+			*sparse-persist-batch*) c broken.log 90 $b -test.run 'TestSageSLASparseKernels' -test.timeout 85s ;;
+			*int8-crosstile*) c broken.log 150 $b -test.run 'TestInt8LinearMatchesCPU|TestInt8LinearGELUQ' -test.timeout 145s ;;
+			*vae-dw*) c broken.log 120 $b -test.run 'TestConv3dHopperMatchesCPU|TestConvPackNormVecMatchesScalar' -test.timeout 115s ;;
+			esac
+		done
+		grep -E '^### (\[|rc)' "$OUT/broken.log" 2>/dev/null
+		if [ -n "$CS" ]; then
+			c sanitize.log 120 $CS --tool memcheck --error-exitcode 9 $T -test.run 'Test(Sage)?SLASparseKernels/persist/batch_2'
+			c sanitize.log 120 $CS --tool racecheck --error-exitcode 9 $T -test.run 'Test(Sage)?SLASparseKernels/persist/batch_2'
+			c sanitize.log 150 env TURBODIFFUSION_INT8_TEST_MODES=n128px_i2f,n128px_i2f@7,n128w3x_i2f,n128w3x_i2f@5 $CS --tool memcheck --error-exitcode 9 $T -test.run 'TestInt8LinearMatchesCPU/(ragged|batch_2|1.3B_ffn1)|TestInt8LinearGELUQ/1280x'
+			c sanitize.log 150 env TURBODIFFUSION_INT8_TEST_MODES=n128px_i2f@7,n128w3x_i2f@5 $CS --tool racecheck --error-exitcode 9 $T -test.run 'TestInt8LinearMatchesCPU/(ragged|batch_2)|TestInt8LinearGELUQ/1280x'
+			c sanitize.log 120 $CS --tool racecheck --error-exitcode 9 $T -test.run 'TestSLAPrepFusedBitIdentical|TestSLALinearFusedWgmma'
+			grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^### rc' "$OUT/sanitize.log"
+		fi
+	else
+		c attention.log 60 .gpu/turbodiffusion bench --parts attention --attention-kernels wgmma:w2tivk128 --iters 5
+		c attention.log 60 env TURBODIFFUSION_SPARSE_GRID=persist .gpu/turbodiffusion bench --parts attention --attention-kernels wgmma:w2tivk128 --iters 5
+		c dit.log 45 .gpu/turbodiffusion bench --parts dit --attention sagesla --iters 3 --profile
+		c dit.log 45 env TURBODIFFUSION_SPARSE_GRID=persist .gpu/turbodiffusion bench --parts dit --attention sagesla --iters 3 --profile
+		c dit.log 45 .gpu/turbodiffusion bench --parts dit --attention sagesla --quant --iters 3
+		for v in n128px_i2f n128w3x_i2f; do
+			c dit.log 45 env TURBODIFFUSION_INT8_GEMM=$v .gpu/turbodiffusion bench --parts dit --attention sagesla --quant --iters 3
+		done
+		c dit.log 45 env TURBODIFFUSION_INT8_GEMM=n128px_i2f TURBODIFFUSION_INT8_GELUQ=gemmx .gpu/turbodiffusion bench --parts dit --attention sagesla --quant --iters 3
+		grep -E '^(### |DiT forward)' "$OUT/dit.log" | grep -vE '^### rc' | cut -c1-160
+		c gemm.log 90 env TURBODIFFUSION_INT8_BENCH_VARIANTS=bf16,n128p_i2f,n128w3_i2f,n128px_i2f,n128w3x_i2f,q:n128p_i2f,q:n128w3_i2f,q:n128px_i2f,q:n128w3x_i2f,gq,gq-gemm,gq-gemmx $T -test.run XXX -test.bench 'Int8Linear$' -test.benchtime 1x
+		c vae.log 60 $T -test.run XXX -test.bench 'Conv3dBF16/up3_96' -test.benchtime 20x
+		for conv in "" tma-dw tma-dwp; do
+			c vae.log 60 env TURBODIFFUSION_CONV=$conv $T -test.run XXX -test.bench 'VAEDecode480p/frames' -test.benchtime 3x
+		done
+		grep -E 'ns/op' "$OUT/vae.log"
+		c offload.log 60 env TURBODIFFUSION_MEM_TRACE=1 .gpu/turbodiffusion bench --parts dit --model Wan2.1-T2V-1.3B --height 480 --width 832 --attention sagesla --quant --offload
+		c offload.log 60 env TURBODIFFUSION_MEM_TRACE=1 .gpu/turbodiffusion bench --parts dit --model Wan2.1-T2V-1.3B --height 480 --width 832 --attention sagesla --quant
 	fi
 	echo "[t=$((SECONDS - T0))s] done"
 	;;
