@@ -77,6 +77,10 @@ type Forward struct {
 	RoPE        int64 // the RoPE angle table, cached by the model per grid
 	Activations int64 // high-water mark of the forward's own tensors
 	Where       string
+	// Attention, FFN and Head are the high-water marks of the
+	// self-attention, the FFN sublayer and the output head (Activations is
+	// the largest).
+	Attention, FFN, Head int64
 }
 
 // DiTForward models one DiT forward on the CUDA backend for L tokens
@@ -87,20 +91,40 @@ type Forward struct {
 //
 //   - self-attention, dense: the residual x, its modulated norm a, q, k,
 //     v and the output: 6u;
-//   - self-attention, SLA/SageSLA: x, a, q, k, v and, inside the linear
-//     branch (ops_sla.go slaLinear), φ(q), φ(k)ᵀ, vᵀ, φ(q)·KV and its
-//     normalised output: 10u, plus the block selection's LUT [H, Qb, Kb]
-//     int32 and counts (SageSLA's int8/e4m3 copies come later, at 8.5u);
-//   - the FFN: x, x2, its modulated norm and GELU(W₀·) (fused): 3u + f;
-//     unfused (ExactRounding, float32 model) the pre-GELU output is live
-//     with the GELU's: 3u + 2f;
+//   - self-attention, SLA/SageSLA (ops_sla.go slaRun): x, a, q, k, v, the
+//     block selection's LUT [H, Qb, Kb] int32 and counts and, for SageSLA,
+//     the int8 q and k and e4m3 Vᵀ copies (1.5u, made first), then the
+//     fused linear branch's output and the sparse kernel's: 7u (SageSLA
+//     8.5u). With TURBODIFFUSION_SLA_LINEAR=unfused the linear branch's
+//     five [L, D] tensors (φ(q), φ(k)ᵀ, vᵀ, φ(q)·KV and its normalised
+//     output) are live beside the copies instead: 10u (11.5u). The fused
+//     branch is the default wherever its start-up check passes; a device
+//     where it fails runs the unfused one, 3u more than planned, and a
+//     GPU before sm_89 keeps SageSLA's V copy in bf16 (0.5u more);
+//   - the FFN: x2, its modulated norm, GELU(W₀·) (fused) and W₂'s output:
+//     3u + f; unfused (ExactRounding, float32 model) the pre-GELU output
+//     is live with the GELU's: 3u + 2f;
 //   - int8 checkpoints: the normed activations travel as int8 codes (a
-//     half u), so attention holds 5.5u (SLA 9.5u), and the FFN's first
-//     Linear, GELU and quantiser (Int8LinearGELUQ) hold its bf16 output and
-//     the codes: 2.5u + 1.5f; with TURBODIFFUSION_INT8_FUSE=0 the GELU is a
-//     separate pass: 2.5u + 2.5f.
+//     half u), so attention holds 5.5u (SLA 6.5u, SageSLA 8u), and the
+//     FFN's first Linear, GELU and quantiser (Int8LinearGELUQ) hold x2,
+//     the codes of its input, its bf16 output and the GELU's codes:
+//     1.5u + 1.5f; with TURBODIFFUSION_INT8_FUSE=0 the GELU is a separate
+//     pass: 1.5u + 2.5f.
+//
+// After the blocks the head holds the stream, its LayerNorm, that in
+// float32 and modulated (2u + 4u in bf16, the most for a -quant 14B with
+// dense attention), and the patchified input is live throughout. Checked
+// against the CUDA backend's own pool run on a fake driver
+// (backend/cuda TestPlannerMatchesPool: within 0.2% for every attention,
+// dtype and --offload) and against GPU measurements (TestMeasuredPeaks).
 func DiTForward(c wan.Config, opt wan.Options, quantized bool, L int) Forward {
-	return ditForward(c, opt, quantized, L, int8Path())
+	return ditForward(c, opt, quantized, L, codePaths())
+}
+
+// paths are the CUDA backend's code paths a forward's memory depends on.
+type paths struct {
+	int8 int // int8Plain, int8Fused, int8Unfused
+	sla  int // slaBefore, slaFused, slaUnfused
 }
 
 // int8 activation paths of the CUDA backend (backend/cuda/ops_int8_fused.go).
@@ -110,14 +134,29 @@ const (
 	int8Unfused        // quantised activations, TURBODIFFUSION_INT8_FUSE=0
 )
 
-func int8Path() int {
+// SLA paths of the CUDA backend (backend/cuda/ops_sla.go slaRun).
+const (
+	// slaBefore: the unfused linear branch, then SageSLA's copies (the
+	// code of the measurements before the fused branch, 727687a and
+	// earlier).
+	slaBefore  = iota
+	slaFused   // block map and copies, then the fused linear branch (default)
+	slaUnfused // block map and copies, then the unfused branch (TURBODIFFUSION_SLA_LINEAR=unfused)
+)
+
+// codePaths are the paths the CUDA backend takes in this process.
+func codePaths() paths {
+	p := paths{int8: int8Fused, sla: slaFused}
 	if os.Getenv("TURBODIFFUSION_INT8_FUSE") == "0" {
-		return int8Unfused
+		p.int8 = int8Unfused
 	}
-	return int8Fused
+	if os.Getenv("TURBODIFFUSION_SLA_LINEAR") == "unfused" {
+		p.sla = slaUnfused
+	}
+	return p
 }
 
-func ditForward(c wan.Config, opt wan.Options, quantized bool, L int, int8 int) Forward {
+func ditForward(c wan.Config, opt wan.Options, quantized bool, L int, cp paths) Forward {
 	dt := opt.DType
 	if dt == tensor.Invalid {
 		dt = tensor.BF16
@@ -126,7 +165,7 @@ func ditForward(c wan.Config, opt wan.Options, quantized bool, L int, int8 int) 
 	u16 := bytesOf(tensor.BF16, L, c.Dim)
 	f := bytesOf(dt, L, c.FFNDim)
 	codesU, codesF := bytesOf(tensor.I8, L, c.Dim), bytesOf(tensor.I8, L, c.FFNDim)
-	actCodes := quantized && dt == tensor.BF16 && int8 != int8Plain
+	actCodes := quantized && dt == tensor.BF16 && cp.int8 != int8Plain
 	fr := Forward{RoPE: bytesOf(tensor.F32, L, c.HeadDim/2)}
 
 	a := u // the normed activation feeding q/k/v
@@ -136,36 +175,71 @@ func ditForward(c wan.Config, opt wan.Options, quantized bool, L int, int8 int) 
 	attn, where := 5*u+a, "self-attention"
 	if opt.Attention != backend.Dense {
 		bq, bk := opt.BlockQ, opt.BlockK
+		sage := opt.Attention == backend.SageSLA
 		if bq == 0 || bk == 0 {
 			bq, bk = 128, 64
-			if opt.Attention == backend.SageSLA {
+			if sage {
 				bq, bk = 64, 128
 			}
 		}
 		qb, kb := (L+bq-1)/bq, (L+bk-1)/bk
 		sel := bytesOf(tensor.I32, c.Heads, qb, kb) + bytesOf(tensor.I32, c.Heads, qb) + bytesOf(tensor.F64, c.Heads, 128)
 		// x, a, q, k, v in the model dtype; float32 inputs are cast to bf16
-		// copies first; the linear branch's five [L, D] bf16 tensors.
-		attn = 4*u + a + 5*u16 + sel
+		// copies first.
+		in := 4*u + a + sel
 		if dt != tensor.BF16 {
-			attn += 3 * u16
+			in += 3 * u16
 		}
-		where = "SLA linear branch"
+		// SageSLA: int8 q and k, e4m3 Vᵀ with the keys padded to whole
+		// blocks, and their scales.
+		var copies int64
+		if sage {
+			copies = 2*codesU + bytesOf(tensor.I8, c.Dim, kb*bk) +
+				bytesOf(tensor.F32, c.Heads, qb) + bytesOf(tensor.F32, c.Heads, kb) + bytesOf(tensor.F32, c.Dim)
+		}
+		out := u16 + u // the linear branch's output (bf16) and the sparse kernel's
+		switch cp.sla {
+		case slaBefore:
+			attn = max(in+5*u16, in+copies+out)
+		case slaUnfused:
+			attn = in + copies + 5*u16
+		default:
+			attn = in + copies + out
+		}
+		where = "SLA attention"
+		if cp.sla != slaFused {
+			where = "SLA linear branch"
+		}
 	}
 	var ffn int64
 	switch {
-	case actCodes && int8 == int8Fused:
-		ffn = 2*u + codesU + f + codesF
+	case actCodes && cp.int8 == int8Fused:
+		ffn = u + codesU + f + codesF
 	case actCodes:
-		ffn = 2*u + codesU + 2*f + codesF
+		ffn = u + codesU + 2*f + codesF
 	case dt == tensor.BF16 && !opt.ExactRounding && !quantized:
 		ffn = 3*u + f
 	default:
 		ffn = 3*u + 2*f
 	}
+	// The head (a float32 region): the residual stream, its LayerNorm in
+	// the model dtype, that cast to float32, its modulation and the head
+	// Linear's float32 output.
+	u32 := bytesOf(tensor.F32, L, c.Dim)
+	head := u + u32 + bytesOf(tensor.F32, L, c.HeadOut())
+	if dt != tensor.F32 {
+		head += u + u32
+	}
+	// The patchified latent the forward starts from stays live throughout.
+	in := bytesOf(dt, L, c.PatchDim())
+	attn, ffn, head = attn+in, ffn+in, head+in
+	fr.Attention, fr.FFN, fr.Head = attn, ffn, head
 	fr.Activations, fr.Where = attn, where
-	if ffn > attn {
+	if ffn > fr.Activations {
 		fr.Activations, fr.Where = ffn, "FFN"
+	}
+	if head > fr.Activations {
+		fr.Activations, fr.Where = head, "head"
 	}
 	return fr
 }

@@ -21,7 +21,7 @@ func preset(t *testing.T, name string, quantized bool) wan.FileInfo {
 
 // benchPeak is what `bench` measures: weights, one text context, the RoPE
 // table, the cuBLASLt workspace and the forward's activations.
-func benchPeak(t *testing.T, fi wan.FileInfo, opt wan.Options, w, h, frames int) int64 {
+func benchPeak(t *testing.T, fi wan.FileInfo, opt wan.Options, w, h, frames int, cp paths) int64 {
 	t.Helper()
 	wt, err := DiTWeights(fi, opt)
 	if err != nil {
@@ -31,8 +31,7 @@ func benchPeak(t *testing.T, fi wan.FileInfo, opt wan.Options, w, h, frames int)
 	if dt == tensor.Invalid {
 		dt = tensor.BF16
 	}
-	// The measurements were taken before the fused int8 activation ops.
-	fw := ditForward(fi.Config, opt, fi.Quantized, Tokens(w, h, frames), int8Plain)
+	fw := ditForward(fi.Config, opt, fi.Quantized, Tokens(w, h, frames), cp)
 	return wt + DiTText(fi.Config, dt) + fw.RoPE + fw.Activations + CublasWorkspace
 }
 
@@ -42,6 +41,7 @@ func benchPeak(t *testing.T, fi wan.FileInfo, opt wan.Options, w, h, frames int)
 // tensor missing from or added to any peak exceeds.
 func TestMeasuredPeaks(t *testing.T) {
 	const tolerance = 0.02
+	head := paths{int8: int8Fused, sla: slaFused}
 	for _, c := range []struct {
 		name     string
 		model    string
@@ -49,23 +49,34 @@ func TestMeasuredPeaks(t *testing.T) {
 		opt      wan.Options
 		w, h, f  int
 		measured float64 // GiB
+		// cp are the code paths measured; the zero value is the code
+		// before the fused int8 activation ops and the fused SLA linear
+		// branch.
+		cp paths
 	}{
-		{"1.3B dense bf16 480p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 4.09},
-		{"1.3B dense bf16 480p exact rounding", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense, ExactRounding: true}, 832, 480, 81, 4.64},
-		{"1.3B dense int8 480p", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.Dense}, 832, 480, 81, 3.35},
-		{"14B dense bf16 480p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 29.09},
-		{"14B dense int8 480p", "Wan2.1-T2V-14B", true, wan.Options{Attention: backend.Dense}, 832, 480, 81, 17.04},
-		{"14B SLA bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 34.6},
-		{"14B SageSLA bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SageSLA}, 1280, 720, 81, 34.6},
+		{"1.3B dense bf16 480p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 4.09, paths{}},
+		{"1.3B dense bf16 480p exact rounding", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense, ExactRounding: true}, 832, 480, 81, 4.64, paths{}},
+		{"1.3B dense int8 480p", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.Dense}, 832, 480, 81, 3.35, paths{}},
+		{"14B dense bf16 480p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 29.09, paths{}},
+		{"14B dense int8 480p", "Wan2.1-T2V-14B", true, wan.Options{Attention: backend.Dense}, 832, 480, 81, 17.04, paths{}},
+		{"14B SLA bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 34.6, paths{}},
+		{"14B SageSLA bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SageSLA}, 1280, 720, 81, 34.6, paths{}},
 		// bench memory, H200 (docs/perf-logs/2026-12-04-lora-memory).
-		{"1.3B SLA bf16 480p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 4.208},
-		{"1.3B dense bf16 720p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 1280, 720, 81, 5.187},
-		{"1.3B SLA bf16 720p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 5.475},
-		{"1.3B SLA int8 720p", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 5.161},
-		{"14B SLA bf16 480p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 30.367},
-		{"14B dense bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.Dense}, 1280, 720, 81, 31.568},
+		{"1.3B SLA bf16 480p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 4.208, paths{}},
+		{"1.3B dense bf16 720p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 1280, 720, 81, 5.187, paths{}},
+		{"1.3B SLA bf16 720p", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 5.475, paths{}},
+		{"1.3B SLA int8 720p", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.SLA}, 1280, 720, 81, 5.161, paths{}},
+		{"14B SLA bf16 480p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 30.367, paths{}},
+		{"14B dense bf16 720p", "Wan2.1-T2V-14B", false, wan.Options{Attention: backend.Dense}, 1280, 720, 81, 31.568, paths{}},
+		// bench --parts dit, H200, b7e7bf2 (docs/perf-logs/2026-12-04-s4-lead/final/dit.log):
+		// the fused SLA linear branch and the int8 activation ops. The
+		// bf16 forwards all peak in the FFN.
+		{"1.3B SLA bf16 480p fused branch", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SLA}, 832, 480, 81, 4.10, head},
+		{"1.3B SageSLA bf16 480p fused branch", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.SageSLA}, 832, 480, 81, 4.10, head},
+		{"1.3B dense bf16 480p (b7e7bf2)", "Wan2.1-T2V-1.3B", false, wan.Options{Attention: backend.Dense}, 832, 480, 81, 4.10, head},
+		{"1.3B SageSLA int8 480p fused ops", "Wan2.1-T2V-1.3B", true, wan.Options{Attention: backend.SageSLA}, 832, 480, 81, 2.94, head},
 	} {
-		got := float64(benchPeak(t, preset(t, c.model, c.quant), c.opt, c.w, c.h, c.f)) / GiB
+		got := float64(benchPeak(t, preset(t, c.model, c.quant), c.opt, c.w, c.h, c.f, c.cp)) / GiB
 		dev := got/c.measured - 1
 		t.Logf("%-40s estimate %6.2f GiB, measured %6.2f GiB (%+.1f%%)", c.name, got, c.measured, 100*dev)
 		if math.Abs(dev) > tolerance {
@@ -140,7 +151,7 @@ func TestMeasuredActivations(t *testing.T) {
 		{"Wan2.1-T2V-14B", false, backend.SLA, 1280, 720, false, 7.335},
 	} {
 		fi := preset(t, c.model, c.quant)
-		fw := ditForward(fi.Config, wan.Options{Attention: c.attn}, c.quant, Tokens(c.w, c.h, 81), int8Plain)
+		fw := ditForward(fi.Config, wan.Options{Attention: c.attn}, c.quant, Tokens(c.w, c.h, 81), paths{int8: int8Plain, sla: slaBefore})
 		got := fw.Activations
 		if c.rope {
 			got += fw.RoPE

@@ -183,17 +183,15 @@ func (e *Engine) unload(m *wan.Model) {
 // image-to-video experts when i2v) from the files' headers, without
 // loading anything: each file must parse as a LoRA in a known naming and
 // bind to the model, every key naming a parameter of the right shape
-// (keys that match nothing are allowed under Options.LoRALenient), and the
-// engine must not offload the DiT (wan.Model.SetLoRA cannot then). Errors
+// (keys that match nothing are allowed under Options.LoRALenient). With
+// Offload the LoRAs are merged into the host copies the DiT streams from
+// (wan.Model.SetLoRA). Errors
 // are *FieldError (FieldLoRA, the file's base name as Value) whose message
 // names the key and the shapes. It reads no state Generate changes, so a
 // server may call it while a job runs.
 func (e *Engine) CheckLoRA(specs []lora.Spec, i2v bool) error {
 	if len(specs) == 0 {
 		return nil
-	}
-	if e.opt.Offload {
-		return fieldErr(FieldLoRA, CodeConflict, filepath.Base(specs[0].Path), "this engine streams the DiT from host memory (offload), which cannot merge LoRAs into the loaded model yet; merge them at load instead (--lora)")
 	}
 	paths := []string{e.opt.DiT}
 	if i2v {

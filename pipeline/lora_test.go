@@ -57,9 +57,13 @@ func TestRequestLoRA(t *testing.T) {
 	loraPath := writeTinyLoRA(t, fx.dir)
 	t2v := fx.t2vFiles(t)
 	spec := lora.Spec{Path: loraPath, Scale: 0.7}
+	var newEngineOff func(files Files, keep, offload bool, specs ...lora.Spec) *Engine
 	newEngine := func(files Files, keep bool, specs ...lora.Spec) *Engine {
+		return newEngineOff(files, keep, false, specs...)
+	}
+	newEngineOff = func(files Files, keep, offload bool, specs ...lora.Spec) *Engine {
 		be := cpu.New()
-		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense}, KeepExperts: keep, LoRA: specs})
+		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense, Offload: offload}, KeepExperts: keep, LoRA: specs})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,6 +107,15 @@ func TestRequestLoRA(t *testing.T) {
 			if !slices.Equal(res2.Latents[0], merged) {
 				t.Error("merging at load and per request give different results")
 			}
+			// Offloaded (the LoRA merged into the host copies the blocks
+			// stream from): the same results, restored after the request.
+			off := newEngineOff(c.files, true, true)
+			if got := gen2(t, off, withLoRA); !slices.Equal(got, merged) {
+				t.Error("with offload, the request's LoRA gives another result than without")
+			}
+			if got := gen2(t, off, c.req); !slices.Equal(got, plain) {
+				t.Error("with offload, the model gives another result after the LoRA request: weights not restored")
+			}
 		})
 	}
 	// A request LoRA that matches nothing fails the request and leaves the
@@ -123,6 +136,16 @@ func TestRequestLoRA(t *testing.T) {
 	if _, err := New(cpu.New(), nil, Options{Files: t2v, LoRA: []lora.Spec{{Path: filepath.Join(fx.dir, "none.safetensors"), Scale: 1}}}); err == nil {
 		t.Error("New accepted a missing LoRA file")
 	}
+}
+
+// gen2 is the first latent of eng's result for r.
+func gen2(t *testing.T, eng *Engine, r Request) []float32 {
+	t.Helper()
+	res, err := eng.Generate(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Latents[0]
 }
 
 // TestRequestLoRAKept: a request may leave its LoRAs merged (KeepLoRA);
@@ -226,9 +249,12 @@ func TestCheckLoRA(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer off.Close()
-	var fe *FieldError
-	if err := off.CheckLoRA([]lora.Spec{{Path: good, Scale: 1}}, false); !errors.As(err, &fe) || fe.Code != CodeConflict || !strings.Contains(err.Error(), "offload") {
-		t.Errorf("a request LoRA on an offloading engine: %v", err)
+	// Offload merges into the streamed host copies: checked as without.
+	if err := off.CheckLoRA([]lora.Spec{{Path: good, Scale: 1}}, false); err != nil {
+		t.Errorf("a fitting request LoRA on an offloading engine: %v", err)
+	}
+	if err := off.CheckLoRA([]lora.Spec{{Path: shape, Scale: 1}}, false); err == nil || !strings.Contains(err.Error(), "blocks.0.ffn.2") {
+		t.Errorf("a misfitting request LoRA on an offloading engine: %v", err)
 	}
 	for _, lenient := range []bool{false, true} {
 		eng, err := New(be, be, Options{Files: files, DiTOptions: DiTOptions{Attention: backend.Dense, LoRALenient: lenient}})

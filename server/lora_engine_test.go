@@ -28,6 +28,13 @@ import (
 // tokenizer with a random umT5 that fits them (as the serve tests run).
 func tinyEngine(t *testing.T) (*pipeline.Engine, string) {
 	t.Helper()
+	return tinyEngineOffload(t, false)
+}
+
+// tinyEngineOffload is tinyEngine, with the DiT's block weights streamed
+// from host memory when offload is set (the CPU backend's Streamer).
+func tinyEngineOffload(t *testing.T, offload bool) (*pipeline.Engine, string) {
+	t.Helper()
 	dir := t.TempDir()
 	tk, err := tokenizer.Load(golden.Path(t, "tokenizer"))
 	if err != nil {
@@ -42,7 +49,7 @@ func tinyEngine(t *testing.T) (*pipeline.Engine, string) {
 	eng, err := pipeline.New(be, be, pipeline.Options{
 		Files: pipeline.Files{DiT: dit, VAE: golden.Path(t, "vae.safetensors"),
 			TextEncoder: enc, Tokenizer: golden.Path(t, "tokenizer")},
-		DiTOptions:      pipeline.DiTOptions{Attention: backend.Dense},
+		DiTOptions:      pipeline.DiTOptions{Attention: backend.Dense, Offload: offload},
 		KeepTextEncoder: true,
 	})
 	if err != nil {
@@ -289,6 +296,53 @@ func TestLoRAPerRequestEngine(t *testing.T) {
 	g.onStep = nil
 	if again, _ := result(job("")); string(again) != string(base) {
 		t.Fatal("after a cancelled LoRA job: weights not restored")
+	}
+}
+
+// TestLoRAPerRequestOffload: a server whose engine streams the DiT from
+// host memory (--offload) takes request LoRAs: the job with a LoRA gives the
+// video a resident engine gives with it, bit for bit, and the job after it
+// the baseline again (the host copies restored).
+func TestLoRAPerRequestOffload(t *testing.T) {
+	loras := t.TempDir()
+	writeLoRA(t, filepath.Join(loras, "style.safetensors"), golden.Path(t, "dit_weights.pth"), 4,
+		[]string{"blocks.0.self_attn.v", "blocks.1.ffn.0", "blocks.1.cross_attn.k", "head.head"}, nil)
+	videos := map[bool][3]string{}
+	for _, offload := range []bool{false, true} {
+		eng, _ := tinyEngineOffload(t, offload)
+		ts := newTestServer(t, &gatedGen{EngineGenerator: EngineGenerator{Engine: eng}}, Config{LoRADir: loras, Attention: "dense"})
+		var got [3]string
+		for i, l := range []string{"", `,"loras":[{"name":"style.safetensors","scale":0.8}]`, ""} {
+			code, m := ts.post(t, `{"prompt":"a fox","size":"64x64","num_frames":1,"num_inference_steps":2,"seed":5,"format":"gif"`+l+`}`)
+			if code != 202 {
+				t.Fatalf("offload %v: POST with %q: %d %v", offload, l, code, m)
+			}
+			id := m["id"].(string)
+			if v := waitLong(t, ts, id); v["status"] != "completed" {
+				t.Fatalf("offload %v: job %d: %v", offload, i, v)
+			}
+			resp, err := http.Get(ts.url + "/v1/videos/" + id + "/content")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			got[i] = string(b)
+		}
+		videos[offload] = got
+	}
+	res, off := videos[false], videos[true]
+	if res[1] == res[0] {
+		t.Fatal("the LoRA changes nothing")
+	}
+	if off[0] != res[0] {
+		t.Error("the offloaded engine's baseline differs from the resident one's")
+	}
+	if off[1] != res[1] {
+		t.Error("the offloaded engine's job with the LoRA differs from the resident engine's with it")
+	}
+	if off[2] != res[0] {
+		t.Error("the offloaded engine's job after the LoRA job is not the baseline: weights not restored")
 	}
 }
 

@@ -84,6 +84,9 @@ func OpenDevice(ordinal int) (b *Backend, err error) {
 	b = &Backend{drv: drv, modules: map[string]uintptr{}, funcs: map[string]*kernel{},
 		launchA: &launchArgs{}, gemms: map[gemmKey]*gemmPlan{}}
 	b.pool.free = map[int64][]uintptr{}
+	if os.Getenv(MemTraceEnv) == "1" {
+		b.pool.live, b.pool.atPeak = map[int64]int{}, map[int64]int{}
+	}
 	initArena(&b.arena, &b.pool)
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()

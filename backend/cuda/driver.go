@@ -87,9 +87,21 @@ const (
 //
 //go:uintptrescapes
 func call(fn uintptr, args ...uintptr) uintptr {
+	if fn < fakeFnLimit && fakeCall != nil {
+		return fakeCall(fn, args)
+	}
 	r, _, _ := purego.SyscallN(fn, args...)
 	return uintptr(uint32(r))
 }
+
+// fakeCall, when set, takes the calls of "functions" below fakeFnLimit
+// (never a real function's address) instead of C: the tests' stand-in
+// driver (fake_test.go) that lets the backend's Go code, its pool above
+// all, run without a GPU, while a real backend in the same process goes on
+// calling libcuda. Never set outside tests.
+var fakeCall func(fn uintptr, args []uintptr) uintptr
+
+const fakeFnLimit = 1 << 16
 
 // errText names a CUresult ("CUDA_ERROR_OUT_OF_MEMORY: out of memory").
 func (d *driverAPI) errText(r uintptr) string {

@@ -30,6 +30,56 @@ type pool struct {
 	// arena is the backend's scope stack, told when freeBuf frees a
 	// buffer's cached forms (initArena sets it).
 	arena *backend.Arena[*buffer]
+	// live counts the blocks handed out per size class and atPeak is a
+	// copy of it taken at the high-water mark, both only while tracing
+	// (MemTraceEnv): what a peak is made of, for checking the memory
+	// planner block by block.
+	live, atPeak map[int64]int
+}
+
+// MemTraceEnv set to "1" makes the pool record the live blocks at its
+// high-water mark (PeakBlocks); `bench` prints them.
+const MemTraceEnv = "TURBODIFFUSION_MEM_TRACE"
+
+// handOut counts a block of class c handed out. Caller holds p.mu.
+func (p *pool) handOut(c int64) {
+	p.inUse += c
+	if p.live != nil {
+		p.live[c]++
+	}
+	if p.inUse > p.peak {
+		p.peak = p.inUse
+		p.snapshot()
+	}
+}
+
+// snapshot records the live blocks as the peak's. Caller holds p.mu.
+func (p *pool) snapshot() {
+	if p.live == nil {
+		return
+	}
+	clear(p.atPeak)
+	for c, n := range p.live {
+		if n > 0 {
+			p.atPeak[c] = n
+		}
+	}
+}
+
+// PeakBlocks is the number of live blocks per size class at the pool's
+// high-water mark (since the last ResetPeak), or nil when not tracing
+// (MemTraceEnv).
+func (b *Backend) PeakBlocks() map[int64]int {
+	b.pool.mu.Lock()
+	defer b.pool.mu.Unlock()
+	if b.pool.atPeak == nil {
+		return nil
+	}
+	out := make(map[int64]int, len(b.pool.atPeak))
+	for c, n := range b.pool.atPeak {
+		out[c] = n
+	}
+	return out
 }
 
 func (p *pool) take(c int64) (uintptr, bool) {
@@ -42,8 +92,7 @@ func (p *pool) take(c int64) (uintptr, bool) {
 	ptr := l[len(l)-1]
 	p.free[c] = l[:len(l)-1]
 	p.cached -= c
-	p.inUse += c
-	p.peak = max(p.peak, p.inUse)
+	p.handOut(c)
 	return ptr, true
 }
 
@@ -54,6 +103,9 @@ func (p *pool) release(ptr uintptr, c int64) {
 	p.free[c] = append(p.free[c], ptr)
 	p.cached += c
 	p.inUse -= c
+	if p.live != nil {
+		p.live[c]--
+	}
 	p.mu.Unlock()
 }
 
@@ -74,9 +126,8 @@ func (b *Backend) alloc(n int64) (uintptr, int64) {
 		}
 		if r == 0 {
 			b.pool.mu.Lock()
-			b.pool.inUse += c
 			b.pool.total += c
-			b.pool.peak = max(b.pool.peak, b.pool.inUse)
+			b.pool.handOut(c)
 			b.pool.mu.Unlock()
 			return dptr, c
 		}
@@ -162,6 +213,7 @@ func (b *Backend) MemStats() (inUse, peak, held int64) {
 func (b *Backend) ResetPeak() {
 	b.pool.mu.Lock()
 	b.pool.peak = b.pool.inUse
+	b.pool.snapshot()
 	b.pool.mu.Unlock()
 }
 

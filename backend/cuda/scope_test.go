@@ -73,3 +73,41 @@ func TestScopePool(t *testing.T) {
 		t.Errorf("free list holds %d blocks, want 5", n)
 	}
 }
+
+// TestPoolPeakBlocks checks, without a device, the traced pool's record of
+// what its high-water mark is made of: the live blocks per size class at
+// the largest inUse, taken from free lists or fresh, kept across smaller
+// later uses and restarted by a reset.
+func TestPoolPeakBlocks(t *testing.T) {
+	pl := pool{free: map[int64][]uintptr{}, live: map[int64]int{}, atPeak: map[int64]int{}}
+	out := func(c int64) { pl.mu.Lock(); pl.handOut(c); pl.mu.Unlock() }
+	out(1 << 20)
+	out(4 << 20)
+	out(4 << 20)                 // peak 9 MiB: 1×1 MiB, 2×4 MiB
+	pl.release(0x1000, 4<<20)    // 5 MiB
+	out(2 << 20)                 // 7 MiB, below the peak
+	pl.release(0x2000, 1<<20)    // 6 MiB
+	pl.free[1<<20] = []uintptr{} // nothing to take
+	if _, ok := pl.take(1 << 20); ok {
+		t.Fatal("take found a block on an empty free list")
+	}
+	want := map[int64]int{1 << 20: 1, 4 << 20: 2}
+	if len(pl.atPeak) != len(want) || pl.atPeak[1<<20] != 1 || pl.atPeak[4<<20] != 2 || pl.peak != 9<<20 {
+		t.Fatalf("peak %d with blocks %v, want %d with %v", pl.peak, pl.atPeak, 9<<20, want)
+	}
+	pl.free[8<<20] = []uintptr{0x3000}
+	if _, ok := pl.take(8 << 20); !ok { // 14 MiB: a new peak from the free list
+		t.Fatal("take missed the cached block")
+	}
+	if pl.peak != 14<<20 || pl.atPeak[8<<20] != 1 || pl.atPeak[4<<20] != 1 || pl.atPeak[2<<20] != 1 || pl.atPeak[1<<20] != 0 {
+		t.Fatalf("after a new peak from the free list: peak %d, blocks %v", pl.peak, pl.atPeak)
+	}
+	pl.release(0x3000, 8<<20)
+	pl.mu.Lock()
+	pl.peak = pl.inUse // ResetPeak
+	pl.snapshot()
+	pl.mu.Unlock()
+	if pl.atPeak[8<<20] != 0 || pl.atPeak[4<<20] != 1 || pl.atPeak[2<<20] != 1 {
+		t.Fatalf("after a reset: blocks %v, want one of 4 MiB and one of 2 MiB", pl.atPeak)
+	}
+}

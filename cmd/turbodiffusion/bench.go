@@ -299,11 +299,14 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	if err != nil {
 		return r, fmt.Errorf("loading random %s: %w", cfg.Name, err)
 	}
-	// What the memory planner expects the pool peak to be.
-	var est int64
+	// What the memory planner expects the pool peak to be, and of it what
+	// stays between forwards (weights, text, RoPE, workspace).
+	var est, estKept int64
+	var fw memplan.Forward
 	if wts, err := memplan.DiTWeights(m.Info, opt); err == nil {
-		fw := memplan.DiTForward(cfg, m.Opt, m.Info.Quantized, T*(H/2)*(W/2))
-		est = wts + memplan.DiTText(cfg, tensor.BF16) + memplan.CublasWorkspace + fw.RoPE + fw.Activations
+		fw = memplan.DiTForward(cfg, m.Opt, m.Info.Quantized, T*(H/2)*(W/2))
+		estKept = wts + memplan.DiTText(cfg, tensor.BF16) + memplan.CublasWorkspace + fw.RoPE
+		est = estKept + fw.Activations
 	}
 	defer m.Free()
 	load := time.Since(t0)
@@ -318,18 +321,37 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	if _, err := m.Forward(x, shape, 999, txt); err != nil {
 		return r, err
 	}
-	b.ResetPeak()
-	_, _, _ = b.MemStats()
+	// Each timed forward's pool peak and what is in use after it, so a
+	// peak above the plan shows whether it is held between forwards (and
+	// grows: a leak) or lives only inside one.
+	kept, _, _ := b.MemStats()
 	var ms []float64
+	var peak int64
+	var peaks, after []string
+	var blocks map[int64]int
 	for i := 0; i < iters; i++ {
+		b.ResetPeak()
 		t := time.Now()
 		if _, err := m.Forward(x, shape, 999, txt); err != nil {
 			return r, err
 		}
 		ms = append(ms, float64(time.Since(t).Microseconds())/1e3)
+		inUse, p, _ := b.MemStats()
+		if p > peak {
+			peak, blocks = p, b.PeakBlocks()
+		}
+		peaks = append(peaks, fmt.Sprintf("%.3f", float64(p)/(1<<30)))
+		after = append(after, fmt.Sprintf("%.3f", float64(inUse)/(1<<30)))
 	}
 	sort.Float64s(ms)
-	_, peak, _ := b.MemStats()
+	fmt.Fprintf(out, "%s memory: held between forwards %.3f GiB (planned %.3f: weights, text, RoPE, workspace); forward peaks %s GiB (planned %.3f, activations %.3f in the %s); in use after each %s GiB\n",
+		cfg.Name, float64(kept)/(1<<30), float64(estKept)/(1<<30), strings.Join(peaks, " "), float64(est)/(1<<30), float64(fw.Activations)/(1<<30), fw.Where, strings.Join(after, " "))
+	if blocks != nil {
+		fmt.Fprintf(out, "%s pool blocks live at the peak (%s):\n%s", cfg.Name, cuda.MemTraceEnv, formatBlocks(blocks))
+	}
+	if err := benchPhases(out, b, m, cfg, x, shape, txt, estKept, fw); err != nil {
+		return r, err
+	}
 	// Host overhead: one more forward with every kernel timed by CUDA events;
 	// the median wall time minus the summed kernel time is what the host
 	// (launches, latent upload and download) adds to a step.
@@ -365,6 +387,81 @@ func benchDiT(out io.Writer, b *cuda.Backend, cfg wan.Config, T, H, W, iters int
 	return benchResult{Name: name, MS: med, MSMin: ms[0],
 		PeakGiB: float64(peak) / (1 << 30), EstGiB: float64(est) / (1 << 30), Note: fmt.Sprintf("(weights generated+loaded in %.1fs; kernels %.1f ms, host overhead %.1f%% of the step)",
 			load.Seconds(), gpuMS, 100*(med-gpuMS)/med)}, nil
+}
+
+// benchPhases runs one more forward and reports the pool peak of block 1's
+// self-attention (from its k projection to its output projection: v, the
+// attention op, o) and of the rest of the block (cross-attention and FFN)
+// against the planner's, so the phase the planner misses shows even when
+// the other one is the forward's peak; with the pool traced, the live
+// blocks at each.
+func benchPhases(out io.Writer, b *cuda.Backend, m *wan.Model, cfg wan.Config, x []float32, shape []int, txt *wan.Text, kept int64, fw memplan.Forward) error {
+	if cfg.Layers < 2 {
+		return nil
+	}
+	type phase struct {
+		peak   int64
+		blocks map[int64]int
+	}
+	var attn, ffn phase
+	take := func(p *phase) {
+		_, p.peak, _ = b.MemStats()
+		p.blocks = b.PeakBlocks()
+		b.ResetPeak()
+	}
+	m.Hook = func(name string, _ backend.Tensor) {
+		switch name {
+		case "blocks.1.self_attn.k":
+			b.ResetPeak()
+		case "blocks.1.self_attn":
+			take(&attn)
+		case "blocks.1":
+			take(&ffn)
+		}
+	}
+	defer func() { m.Hook = nil }()
+	if _, err := m.Forward(x, shape, 999, txt); err != nil {
+		return err
+	}
+	g := func(n int64) float64 { return float64(n) / (1 << 30) }
+	fmt.Fprintf(out, "%s block 1 peaks: self-attention %.3f GiB (planned %.3f), cross-attention + FFN %.3f GiB (planned %.3f)\n",
+		cfg.Name, g(attn.peak), g(kept+fw.Attention), g(ffn.peak), g(kept+fw.FFN))
+	for _, p := range []struct {
+		name string
+		ph   phase
+	}{{"self-attention", attn}, {"cross-attention + FFN", ffn}} {
+		if p.ph.blocks != nil {
+			fmt.Fprintf(out, "%s pool blocks live at block 1's %s peak:\n%s", cfg.Name, p.name, formatBlocks(p.ph.blocks))
+		}
+	}
+	return nil
+}
+
+// formatBlocks lists live pool blocks by size class, largest total first.
+func formatBlocks(blocks map[int64]int) string {
+	type cls struct {
+		size int64
+		n    int
+	}
+	var cs []cls
+	var total int64
+	for c, n := range blocks {
+		cs = append(cs, cls{c, n})
+		total += c * int64(n)
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		ti, tj := cs[i].size*int64(cs[i].n), cs[j].size*int64(cs[j].n)
+		if ti != tj {
+			return ti > tj
+		}
+		return cs[i].size > cs[j].size
+	})
+	var b strings.Builder
+	for _, c := range cs {
+		fmt.Fprintf(&b, "  %5d × %10.3f MiB = %9.3f GiB\n", c.n, float64(c.size)/(1<<20), float64(c.size*int64(c.n))/(1<<30))
+	}
+	fmt.Fprintf(&b, "  total %.3f GiB\n", float64(total)/(1<<30))
+	return b.String()
 }
 
 // benchSLA times SLA and SageSLA self-attention on q, k, v [L, heads·d]

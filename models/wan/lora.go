@@ -52,7 +52,9 @@ func (m *Model) LoRAParams() []string { return lora.Join(m.base, m.extra).Params
 
 // SetLoRA makes adapters (on top of Options.LoRA) the LoRAs merged into
 // the loaded model, replacing the ones an earlier SetLoRA merged;
-// SetLoRA(src, nil) restores the weights Load made. src must be the
+// SetLoRA(src, nil) restores the weights Load made. With Options.Offload
+// the streamed weights are merged into their host copies (what the slots
+// are filled from), the rest as without. src must be the
 // checkpoint the model was loaded from (it is checked to have the same
 // layout): every parameter either set touches is read from it again and
 // merged with Options.LoRA and adapters, one tensor at a time (each freed
@@ -64,9 +66,6 @@ func (m *Model) LoRAParams() []string { return lora.Join(m.base, m.extra).Params
 func (m *Model) SetLoRA(src checkpoint.File, adapters []*lora.Adapter) (warnings []string, err error) {
 	if m == nil || m.be == nil {
 		return nil, fmt.Errorf("wan: SetLoRA on a freed or nil model")
-	}
-	if m.off != nil {
-		return nil, fmt.Errorf("wan: merging LoRAs into a loaded model is not supported with offload yet; merge them at load (Options.LoRA)")
 	}
 	fi, err := DetectConfig(src)
 	if err != nil {
@@ -92,6 +91,20 @@ func (m *Model) SetLoRA(src checkpoint.File, adapters []*lora.Adapter) (warnings
 	ld := m.loader(m.be, src, lora.Join(m.base, extra))
 	for _, p := range ps {
 		if !touched[p.name] {
+			continue
+		}
+		if i, l, ok := m.streamed(p); ok {
+			// Offload: the host copy the slots are filled from is replaced
+			// (freed first, so host memory does not grow); the next fetch
+			// copies the new weights in.
+			h := &m.off.host[i][l]
+			for k, x := range h {
+				if x != nil {
+					m.off.st.FreeHost(x)
+					h[k] = nil
+				}
+			}
+			h[0], h[1] = ld.loadHost(m.off.st, p)
 			continue
 		}
 		// Freed first (and cleared, so a failure leaves nil, not a freed

@@ -2,13 +2,17 @@ package wan
 
 import (
 	"fmt"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
 	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
+	"github.com/turbodiffusion-go/turbodiffusion/internal/sizeclass"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/testmodels"
+	"github.com/turbodiffusion-go/turbodiffusion/quant"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
 
@@ -109,8 +113,101 @@ func TestOffloadForwardMatches(t *testing.T) {
 		if want := len(full) - perBlock*max(0, fi.Config.Layers-2); len(ts) != want {
 			t.Errorf("%s: DeviceTensors lists %d tensors with offload, want %d", c.name, len(ts), want)
 		}
-		if _, err := m.SetLoRA(f, nil); err == nil {
-			t.Errorf("%s: SetLoRA accepted an offloaded model", c.name)
+	}
+}
+
+// countingBE counts the bytes a load puts on the device (uploads and the
+// streamer's device slots) and in host memory (the streamer's copies), in
+// the CUDA pool's size classes, around the CPU backend.
+type countingBE struct {
+	*cpu.Backend
+	dev, host int64
+}
+
+func poolBytes(dt tensor.DType, shape []int) int64 {
+	return sizeclass.Round(int64(tensor.NumElements(shape)) * int64(dt.Size()))
+}
+
+func (c *countingBE) Upload(dt tensor.DType, shape []int, data []float32) backend.Tensor {
+	c.dev += poolBytes(dt, shape)
+	return c.Backend.Upload(dt, shape, data)
+}
+
+func (c *countingBE) UploadInt8(shape []int, data []int8) backend.Tensor {
+	c.dev += poolBytes(tensor.I8, shape)
+	return c.Backend.UploadInt8(shape, data)
+}
+
+func (c *countingBE) Alloc(dt tensor.DType, shape []int) backend.Tensor {
+	c.dev += poolBytes(dt, shape)
+	return c.Backend.Alloc(dt, shape)
+}
+
+func (c *countingBE) HostUpload(dt tensor.DType, shape []int, data []float32) backend.HostTensor {
+	c.host += int64(tensor.NumElements(shape) * dt.Size())
+	return c.Backend.HostUpload(dt, shape, data)
+}
+
+func (c *countingBE) HostUploadInt8(shape []int, data []int8) backend.HostTensor {
+	c.host += int64(tensor.NumElements(shape))
+	return c.Backend.HostUploadInt8(shape, data)
+}
+
+// TestOffloadDeviceBytes: what Load allocates on the device, slots
+// included, is what DeviceTensors lists (what the memory planner counts),
+// byte for byte in pool size classes, for bf16 and -quant files resident
+// and offloaded (five blocks, so three are streamed only); with offload the
+// host holds every block's Linear weights (codes and scales for -quant).
+func TestOffloadDeviceBytes(t *testing.T) {
+	c5 := base("", T2V, 256, 512, 2, 5, 16)
+	c5.FreqDim, c5.TextDim = 64, loraTextDim
+	f5 := testmodels.NewRandom("random:five-blocks", Tensors(c5), 4)
+	qp := filepath.Join(t.TempDir(), "five-quant.safetensors")
+	if err := quant.QuantizeCheckpoint(f5, qp); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []checkpoint.File{f5, openFile(t, qp)} {
+		fi, err := DetectConfig(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var linHost int64 // every block's Linear weights (and scales)
+		for _, s := range expectedTensors(fi.Config, fi.layout()) {
+			if strings.HasPrefix(s.name, "blocks.") && (strings.HasSuffix(s.name, ".int8_weight") || strings.HasSuffix(s.name, ".scale") ||
+				strings.HasSuffix(s.name, ".weight") && slices.ContainsFunc(blockLinears, func(l string) bool { return strings.HasSuffix(s.name, "."+l+".weight") })) {
+				dt := tensor.BF16
+				switch {
+				case strings.HasSuffix(s.name, ".int8_weight"):
+					dt = tensor.I8
+				case strings.HasSuffix(s.name, ".scale"):
+					dt = tensor.F32
+				}
+				linHost += int64(tensor.NumElements(s.shape) * dt.Size())
+			}
+		}
+		for _, off := range []bool{false, true} {
+			opt := Options{Attention: backend.SageSLA, Offload: off}
+			be := &countingBE{Backend: cpu.New()}
+			m, err := Load(be, f, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts, err := DeviceTensors(fi, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want int64
+			for _, x := range ts {
+				want += poolBytes(x.DType, x.Shape)
+			}
+			t.Logf("quantised %v, offload %v: device %d bytes (listed %d), host %d", fi.Quantized, off, be.dev, want, be.host)
+			if be.dev != want {
+				t.Errorf("quantised %v, offload %v: Load puts %d bytes on the device, DeviceTensors lists %d", fi.Quantized, off, be.dev, want)
+			}
+			if wantHost := map[bool]int64{false: 0, true: linHost}[off]; be.host != wantHost {
+				t.Errorf("quantised %v, offload %v: %d bytes in host memory, want %d", fi.Quantized, off, be.host, wantHost)
+			}
+			m.Free()
 		}
 	}
 }

@@ -112,11 +112,17 @@ func (f *fetcher) copy(i int) backend.Fence {
 	var dst []backend.Tensor
 	var src []backend.HostTensor
 	for _, l := range f.lins {
-		for k, h := range f.m.off.host[i][l] {
-			if h != nil {
-				dst = append(dst, f.m.off.slots[i%2][l][k])
-				src = append(src, h)
+		for k, d := range f.m.off.slots[i%2][l] {
+			if d == nil {
+				continue
 			}
+			h := f.m.off.host[i][l][k]
+			if h == nil {
+				// The slot would keep another block's weights.
+				backend.Fail("wan: block %d's %s weights are not in host memory (a SetLoRA that failed part-way; SetLoRA(src, nil) restores them)", i, blockLinears[l])
+			}
+			dst = append(dst, d)
+			src = append(src, h)
 		}
 	}
 	return f.m.off.st.CopyIn(dst, src)
