@@ -11,6 +11,8 @@ fi
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
 go vet ./...
+# staticcheck (a tool of go.mod, pinned there) catches what vet does not.
+go tool staticcheck ./...
 go build -o /dev/null ./cmd/turbodiffusion
 # The other platforms compile (nothing of theirs runs here; ~2-3 min cold):
 # Windows amd64 is vetted and every package's test binary links, so files
