@@ -20,9 +20,9 @@ import (
 // right after its last fold, on a sum of all its k blocks in order; that
 // the stage a consumer reads holds the producer's item for that k block;
 // that no issue overwrites a set that has not been folded; that every
-// tile of the grid is stored by exactly one block; and that with two sets
-// the next k block is in flight during every fold and epilogue but the
-// stream's last (the point of the cross-tile stream). Change it with
+// tile of the grid is stored by exactly one block; and that the next k
+// block is in flight during every epilogue but the stream's last (with two
+// sets also during every fold): the point of the cross-tile stream. Change it with
 // the kernel.
 
 // xtCfg is one kernel instance and launch: PIPE and NCW as the template
@@ -135,7 +135,7 @@ func xtReplay(c xtCfg, b int, brk string) ([][2]int, error) {
 			}
 		}
 
-		ntile := 0
+		ntile := 0 // ntile = u0 < units ? (units - 1 - u0) / ustep + 1 : 0; total = ntile * KB
 		if u0 < units {
 			ntile = (units-1-u0)/ustep + 1
 		}
@@ -162,18 +162,18 @@ func xtReplay(c xtCfg, b int, brk string) ([][2]int, error) {
 			if gk != released {
 				bad("stage of k block %d released out of order (after %d)", gk, released)
 			}
-			released++
+			released++ // release_g(cur, gk): arrive on empty[gk % NS]
 			if c.pipe && gk+1 < total && inFlight() == 0 && brk == "" {
 				bad("no wgmma in flight during the fold of k block %d", gk)
 			}
-			scx, scw := cx, cw0
-			if kb+1 < kbN {
+			scx, scw := cx, cw0 // sc0 = cx·cw0, sc1 = cx·cw1
+			if kb+1 < kbN {     // cx = sxr[kb + 1], cw0 = sw0[kb + 1]
 				nk := kb + 1
 				if brk == "scale-kb" {
 					nk = kb
 				}
 				cx, cw0 = xtScale{sxr, nk}, xtScale{sw0, nk}
-			} else if gk+1 < total {
+			} else if gk+1 < total { // i8g_tile(u + ustep, ...); tile_scales(...); cx = sxr2[0], ...
 				nu := u + ustep
 				if brk == "scale-tile" {
 					nu = u
@@ -182,10 +182,10 @@ func xtReplay(c xtCfg, b int, brk string) ([][2]int, error) {
 				sxr2, sw02 := tileScales(mt2, n02)
 				cx, cw0 = xtScale{sxr2, 0}, xtScale{sw02, 0}
 			}
-			if kb == 0 && brk != "no-zero" {
+			if kb == 0 && brk != "no-zero" { // if (kb == 0) acc[i] = 0.f
 				acc = acc[:0]
 			}
-			acc = append(acc, xtFold{mt, n0, kb, scx, scw})
+			acc = append(acc, xtFold{mt, n0, kb, scx, scw}) // i8g_fold<BN, CVT>(acc, cur, sc0, sc1, split)
 			folded[gk] = true
 			it := ring[gk]
 			if it != (item{mt, n0, kb}) {
@@ -193,7 +193,7 @@ func xtReplay(c xtCfg, b int, brk string) ([][2]int, error) {
 			}
 		}
 		epilogue := func() {
-			if c.pipe && gk+1 < total && inFlight() == 0 {
+			if gk+1 < total && inFlight() == 0 { // both: the next k block is issued before the epilogue
 				bad("no wgmma in flight during the epilogue of tile (%d,%d)", mt, n0)
 			}
 			if len(acc) != kbN {
@@ -214,71 +214,76 @@ func xtReplay(c xtCfg, b int, brk string) ([][2]int, error) {
 		// next_kb: a tile's last k block ends with its epilogue, then the
 		// next tile (set_tile, fetch_bias) while one remains.
 		nextKB := func() {
-			kb++
+			kb++ // if (++kb == KB) {
 			if kb == kbN {
-				epilogue()
-				kb = 0
-				u += ustep
-				if gk+1 < total {
+				epilogue()        //   epilogue(mt, n0, bpre0, bpre1);
+				kb = 0            //   kb = 0;
+				u += ustep        //   u += ustep;
+				if gk+1 < total { //   if (gk + 1 < total) { set_tile(); fetch_bias(...); }
 					setTile()
 				}
 			}
-			gk++
+			gk++ // ++gk;
 		}
-		if total > 0 {
-			setTile()
-			cx, cw0 = xtScale{sxr, 0}, xtScale{sw0, 0}
-			issueG(0, 0)
+		if total > 0 { // if (total > 0) {
+			setTile()                                  // set_tile(); fetch_bias(...);
+			cx, cw0 = xtScale{sxr, 0}, xtScale{sw0, 0} // cx = sxr[0], cw0 = sw0[0], cw1 = cw0 (BN 128)
+			issueG(0, 0)                               // issue_g(ia, 0);
 			if sets == 2 {
-				for steps := 0; gk+2 < total; steps++ {
+				for steps := 0; gk+2 < total; steps++ { // for (; gk + 2 < total;)
 					if steps > total {
 						bad("the stream does not end")
 						break
 					}
-					issueG(1, gk+1)
-					wait(1)
-					foldG(0)
-					nextKB()
-					q := gk + 1
+					issueG(1, gk+1) // issue_g(ib, gk + 1);
+					wait(1)         // hp_wg_wait<1>();
+					foldG(0)        // fold_g(ia);
+					nextKB()        // next_kb();
+					q := gk + 1     // issue_g(ia, gk + 1);
 					if brk == "skip" {
 						q = gk + 2
 					}
 					issueG(0, q)
-					wait(1)
-					foldG(1)
-					nextKB()
+					wait(1)  // hp_wg_wait<1>();
+					foldG(1) // fold_g(ib);
+					nextKB() // next_kb();
 				}
 				if gk+1 < total { // the last two
-					issueG(1, gk+1)
-					wait(1)
-					foldG(0)
-					nextKB()
+					issueG(1, gk+1) // issue_g(ib, gk + 1);
+					wait(1)         // hp_wg_wait<1>();
+					foldG(0)        // fold_g(ia);
+					nextKB()        // next_kb();
 					if brk != "wait1" {
-						wait(0)
+						wait(0) // hp_wg_wait<0>();
 					} else {
 						wait(1)
 					}
-					foldG(1)
-					nextKB()
+					foldG(1) // fold_g(ib);
+					nextKB() // next_kb();
 				} else { // the last one
-					wait(0)
-					foldG(0)
-					nextKB()
+					wait(0)  // hp_wg_wait<0>();
+					foldG(0) // fold_g(ia);
+					nextKB() // next_kb();
 				}
 			} else {
-				for steps := 0; gk+1 < total; steps++ {
+				for steps := 0; gk+1 < total; steps++ { // for (; gk + 1 < total;)
 					if steps > total {
 						bad("the stream does not end")
 						break
 					}
-					wait(0)
-					foldG(0)
-					issueG(0, gk+1)
-					nextKB()
+					wait(0)  // hp_wg_wait<0>();
+					foldG(0) // fold_g(ia);
+					if brk == "late-issue" {
+						nextKB() // the epilogue before the next issue
+						issueG(0, gk)
+						continue
+					}
+					issueG(0, gk+1) // issue_g(ia, gk + 1);
+					nextKB()        // next_kb();
 				}
-				wait(0)
-				foldG(0)
-				nextKB()
+				wait(0)  // hp_wg_wait<0>();
+				foldG(0) // fold_g(ia);
+				nextKB() // next_kb();
 			}
 		}
 		if fail == nil && gk != total {
@@ -362,7 +367,7 @@ func TestInt8CrossTileStreamModel(t *testing.T) {
 // TestInt8CrossTileStreamModelBreaks: each deliberate mistake in the
 // replayed stream is caught, so the checks above can fail.
 func TestInt8CrossTileStreamModelBreaks(t *testing.T) {
-	for _, brk := range []string{"scale-kb", "scale-tile", "no-zero", "skip", "wait1"} {
+	for _, brk := range []string{"scale-kb", "scale-tile", "no-zero", "skip", "wait1", "late-issue"} {
 		caught := false
 		for _, c := range xtConfigs() {
 			if brk == "skip" || brk == "wait1" {
