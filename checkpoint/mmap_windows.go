@@ -7,31 +7,21 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/windows"
-
-	"github.com/turbodiffusion-go/turbodiffusion/internal/regfile"
 )
 
 // mapFile maps a whole file read-only (see mmap_unix.go for why). The
 // mapping object's handle is closed at once: the view holds its own
 // reference to it, and the view keeps the file open until UnmapViewOfFile.
 func mapFile(path string) ([]byte, error) {
-	f, err := regfile.Open(path)
+	f, size, err := openForMap(path)
 	if err != nil {
 		return nil, err
+	}
+	if f == nil {
+		return []byte{}, nil // an empty file has nothing to map
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
-	if size == 0 {
-		return []byte{}, nil // CreateFileMapping refuses an empty file
-	}
-	if int64(int(size)) != size {
-		return nil, fmt.Errorf("%s: %d bytes is too large to map on this platform", path, size)
-	}
-	h, err := windows.CreateFileMapping(windows.Handle(f.Fd()), nil, windows.PAGE_READONLY, uint32(uint64(size)>>32), uint32(size), nil)
+	h, err := windows.CreateFileMapping(windows.Handle(f.Fd()), nil, windows.PAGE_READONLY, uint32(uint64(size)>>32), uint32(uint64(size)), nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: CreateFileMapping: %w", path, err)
 	}
@@ -40,7 +30,7 @@ func mapFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: MapViewOfFile: %w", path, err)
 	}
-	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), addr)), int(size)), nil
+	return unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(nil), addr)), size), nil
 }
 
 // unmap releases a mapping made by mapFile; empty files have none.
