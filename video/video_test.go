@@ -1,10 +1,12 @@
 package video
 
 import (
+	"errors"
 	"image/gif"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -114,8 +116,10 @@ func TestMissingFFmpegIsClear(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
 	path := filepath.Join(t.TempDir(), "x.mp4")
 	_, err := Write(path, testClip(4, 4, 1))
-	if err == nil {
-		t.Fatal("want an error without ffmpeg")
+	// Clear: the file named, and ErrNoFFmpeg itself, which callers test
+	// for to fall back to a GIF (pipeline's output, the server).
+	if !errors.Is(err, ErrNoFFmpeg) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("without ffmpeg: %v, want ErrNoFFmpeg naming %s", err, path)
 	}
 	t.Log(err)
 	if _, serr := os.Stat(path); serr == nil {
