@@ -3,6 +3,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -113,18 +114,23 @@ func TestRelPosAttentionBadInput(t *testing.T) {
 	b := New()
 	x := b.Upload(tensor.F32, []int{4, 8}, make([]float32, 32))
 	bias := b.Upload(tensor.F32, []int{2, 7}, make([]float32, 14))
-	for name, f := range map[string]func(){
-		"keyLen 0":   func() { b.RelPosAttention(x, x, x, bias, 2, 0) },
-		"bias shape": func() { b.RelPosAttention(x, x, x, x, 2, 4) },
-		"heads":      func() { b.RelPosAttention(x, x, x, bias, 3, 4) },
+	// Each error must be the check the case names: with 3 heads the bias
+	// [2 7] is misshapen too, so any error would not show the heads check.
+	for name, c := range map[string]struct {
+		f    func()
+		frag string
+	}{
+		"keyLen 0":   {func() { b.RelPosAttention(x, x, x, bias, 2, 0) }, "keyLen 0"},
+		"bias shape": {func() { b.RelPosAttention(x, x, x, x, 2, 4) }, "relBias shape [4 8]"},
+		"heads":      {func() { b.RelPosAttention(x, x, x, bias, 3, 4) }, "3 heads"},
 	} {
 		var err error
 		func() {
 			defer backend.Recover(&err)
-			f()
+			c.f()
 		}()
-		if err == nil {
-			t.Errorf("%s: want an error", name)
+		if err == nil || !strings.Contains(err.Error(), c.frag) {
+			t.Errorf("%s: error %v, want one mentioning %q", name, err, c.frag)
 		} else {
 			t.Logf("%s: %v", name, err)
 		}
