@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -79,20 +80,20 @@ func TestRCMOpsMatchHost(t *testing.T) {
 	}
 	// Bad operands are errors naming the operand.
 	for _, c := range []struct {
-		name string
-		f    func()
+		name, operand string
+		f             func()
 	}{
-		{"bf16 noise", func() { g.RCMInit(g.Upload(tensor.BF16, shape, eps), 1) }},
-		{"short velocity", func() { g.RCMUpdate(gx, g.Upload(tensor.F32, []int{5}, eps[:5]), nil, 1, 0) }},
-		{"float32 state", func() { g.RCMInput(g.Upload(tensor.F32, shape, eps), tensor.BF16) }},
+		{"bf16 noise", "RCMInit noise: dtype bfloat16", func() { g.RCMInit(g.Upload(tensor.BF16, shape, eps), 1) }},
+		{"short velocity", "RCMUpdate velocity: 5 elements", func() { g.RCMUpdate(gx, g.Upload(tensor.F32, []int{5}, eps[:5]), nil, 1, 0) }},
+		{"float32 state", "RCMInput state: dtype float32", func() { g.RCMInput(g.Upload(tensor.F32, shape, eps), tensor.BF16) }},
 	} {
 		var err error
 		func() {
 			defer backend.Recover(&err)
 			c.f()
 		}()
-		if err == nil {
-			t.Errorf("%s: no error", c.name)
+		if err == nil || !strings.Contains(err.Error(), c.operand) {
+			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.operand)
 		} else {
 			t.Logf("%s: %v", c.name, err)
 		}
