@@ -77,6 +77,7 @@ func TestFusedPathMatches(t *testing.T) {
 			t.Fatalf("%v: the decode ran no fused op", dt)
 		}
 		vid, vs := golden.Tensor(t, f, "encode.video")
+		calls = 0
 		want, ws, err = plain.Encode(vid, vs[1:])
 		if err != nil {
 			t.Fatal(err)
@@ -88,6 +89,9 @@ func TestFusedPathMatches(t *testing.T) {
 		if !slices.Equal(gs, ws) || !slices.Equal(got, want) {
 			golden.Compare(t, dt.String()+" fused encode", got, want, 0)
 			t.Errorf("%v: fused encode %v differs from the unfused one %v", dt, gs, ws)
+		}
+		if calls == 0 {
+			t.Errorf("%v: the encode ran no fused op", dt)
 		}
 	}
 }
