@@ -14,7 +14,11 @@ import (
 // int8ActCPU is the CPU backend plus int8ActOps written as the ops they
 // replace (the bf16 op, then package quant's quantiser; the int8 GEMM on
 // the codes), so the model's quantised-activation path runs without a GPU.
-type int8ActCPU struct{ *cpu.Backend }
+// calls counts each op's runs.
+type int8ActCPU struct {
+	*cpu.Backend
+	calls map[string]int
+}
 
 func (b int8ActCPU) quantise(x backend.Tensor) (q, s backend.Tensor) {
 	shape := x.Shape()
@@ -29,6 +33,7 @@ func (b int8ActCPU) quantise(x backend.Tensor) (q, s backend.Tensor) {
 }
 
 func (b int8ActCPU) AddLayerNormInt8(x, y, gate, w, bias, shift, scale backend.Tensor, eps float32) (sum, q, s backend.Tensor) {
+	b.calls["AddLayerNormInt8"]++
 	src := x
 	switch {
 	case y != nil && gate != nil:
@@ -50,6 +55,7 @@ func (b int8ActCPU) AddLayerNormInt8(x, y, gate, w, bias, shift, scale backend.T
 }
 
 func (b int8ActCPU) Int8LinearQ(q, s, w, ws, bias backend.Tensor) backend.Tensor {
+	b.calls["Int8LinearQ"]++
 	qt, st, wt, wst := cpu.T(q), cpu.T(s), cpu.T(w), cpu.T(ws)
 	n, k := wt.Shape()[0], wt.Shape()[1]
 	m := len(qt.I) / k
@@ -72,6 +78,7 @@ func (b int8ActCPU) Int8LinearQ(q, s, w, ws, bias backend.Tensor) backend.Tensor
 }
 
 func (b int8ActCPU) Int8LinearGELUQ(q, s, w, ws, bias backend.Tensor) (backend.Tensor, backend.Tensor) {
+	b.calls["Int8LinearGELUQ"]++
 	h := b.Int8LinearQ(q, s, w, ws, bias)
 	defer b.Free(h)
 	g := b.GELUTanh(h)
@@ -109,7 +116,15 @@ func TestInt8ActivationsPath(t *testing.T) {
 		return out
 	}
 	plain := run(cpu.New())
-	fused := run(int8ActCPU{cpu.New()})
+	ops := int8ActCPU{cpu.New(), map[string]int{}}
+	fused := run(ops)
+	// Otherwise the comparison below is of the per-Linear path with itself.
+	for _, op := range []string{"AddLayerNormInt8", "Int8LinearQ", "Int8LinearGELUQ"} {
+		if ops.calls[op] == 0 {
+			t.Errorf("the forward never ran %s: %v", op, ops.calls)
+		}
+	}
+	t.Logf("quantised-activation op calls %v", ops.calls)
 	diff := 0
 	for i := range plain {
 		if math.Float32bits(plain[i]) != math.Float32bits(fused[i]) {
