@@ -144,7 +144,7 @@ func TestGELUTanhSteps(t *testing.T) {
 	got := b.Download(b.GELUTanhSteps(b.Upload(tensor.F32, []int{len(x)}, x)))
 	for i, v := range x {
 		w := 0.5 * float64(v) * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(float64(v)+0.044715*math.Pow(float64(v), 3))))
-		if math.Abs(float64(got[i])-w) > 1e-6*(1+math.Abs(w)) {
+		if !(math.Abs(float64(got[i])-w) <= 1e-6*(1+math.Abs(w))) { // NaN fails too
 			t.Fatalf("gelu(%v) = %v, want %v", v, got[i], w)
 		}
 	}

@@ -31,7 +31,7 @@ func TestSoftmaxPassesMatchScalar(t *testing.T) {
 					t.Fatalf("n=%d round=%v: expSub[%d] = %v, scalar %v", n, round, i, s[i], ref[i])
 				}
 			}
-			if math.Abs(float64(sum-rsum)) > 1e-6*math.Abs(float64(rsum)) {
+			if !(math.Abs(float64(sum-rsum)) <= 1e-6*math.Abs(float64(rsum))) { // NaN fails too
 				t.Errorf("n=%d: sum %v vs scalar %v", n, sum, rsum)
 			}
 			if round {

@@ -14,7 +14,7 @@ func TestDot(t *testing.T) {
 			x[i], y[i] = float32(i+1), float32(2*i-3)
 			want += float64(x[i]) * float64(y[i])
 		}
-		if got := Dot(x, y); math.Abs(float64(got)-want) > 1e-4 {
+		if got := Dot(x, y); !(math.Abs(float64(got)-want) <= 1e-4) { // NaN fails too
 			t.Errorf("n=%d: Dot = %v, want %v", n, got, want)
 		}
 	}
