@@ -40,12 +40,12 @@ func TestLeastSquaresRecovers(t *testing.T) {
 	}
 	for i := range want {
 		for k := range want[i] {
-			if d := math.Abs(beta[i][k] - want[i][k]); d > 1e-6 {
+			if d := math.Abs(beta[i][k] - want[i][k]); !(d <= 1e-6) { // NaN fails too
 				t.Fatalf("beta[%d][%d] = %g, want %g", i, k, beta[i][k], want[i][k])
 			}
 		}
 	}
-	if r2 < 1-1e-9 {
+	if !(r2 >= 1-1e-9) {
 		t.Errorf("R² %g on exact data, want 1", r2)
 	}
 }
@@ -86,15 +86,15 @@ func TestFitRGBRecoversLinearDecoder(t *testing.T) {
 	}
 	for k := 0; k < 3; k++ {
 		for c := 0; c < z; c++ {
-			if d := math.Abs(float64(m.W[k][c] - W[k][c])); d > 1e-4 {
+			if d := math.Abs(float64(m.W[k][c] - W[k][c])); !(d <= 1e-4) { // NaN fails too
 				t.Fatalf("W[%d][%d] = %g, want %g", k, c, m.W[k][c], W[k][c])
 			}
 		}
-		if d := math.Abs(float64(m.B[k] - B[k])); d > 1e-4 {
+		if d := math.Abs(float64(m.B[k] - B[k])); !(d <= 1e-4) {
 			t.Fatalf("B[%d] = %g, want %g", k, m.B[k], B[k])
 		}
 	}
-	if m.R2 < 0.9999 {
+	if !(m.R2 >= 0.9999) {
 		t.Errorf("R² %g for an exactly linear decoder", m.R2)
 	}
 }
