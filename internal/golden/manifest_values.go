@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
@@ -111,31 +112,26 @@ type Numerics struct {
 // failing the test on a value the engine has no counterpart for.
 func (m Manifest) RunNumerics(t testing.TB, kind, name string) Numerics {
 	t.Helper()
-	var n Numerics
-	str := func(k string) string { return m.String(t, "configs", kind, name, k) }
-	switch dt := str("dtype"); dt {
-	case "float32":
-		n.DType = tensor.F32
-	case "bfloat16":
-		n.DType = tensor.BF16
-	default:
-		t.Fatalf("manifest configs.%s.%s.dtype %q: want float32 or bfloat16", kind, name, dt)
+	return Numerics{
+		DType:     runChoice(t, m, kind, name, "dtype", map[string]tensor.DType{"float32": tensor.F32, "bfloat16": tensor.BF16}),
+		Attention: runChoice(t, m, kind, name, "attention", map[string]backend.AttentionKind{"original": backend.Dense, "sla": backend.SLA}),
+		Norm:      runChoice(t, m, kind, name, "norms", map[string]backend.NormMode{"default": backend.NormDefault, "fast": backend.NormFast}),
 	}
-	switch a := str("attention"); a {
-	case "original":
-		n.Attention = backend.Dense
-	case "sla":
-		n.Attention = backend.SLA
-	default:
-		t.Fatalf("manifest configs.%s.%s.attention %q: want original or sla", kind, name, a)
+}
+
+// runChoice maps the string at configs.<kind>.<name>.<key> through opts,
+// failing the test (naming the choices) on any other value.
+func runChoice[T any](t testing.TB, m Manifest, kind, name, key string, opts map[string]T) T {
+	t.Helper()
+	v := m.String(t, "configs", kind, name, key)
+	c, ok := opts[v]
+	if !ok {
+		want := make([]string, 0, len(opts))
+		for k := range opts {
+			want = append(want, k)
+		}
+		sort.Strings(want)
+		t.Fatalf("manifest configs.%s.%s.%s %q: want one of %s", kind, name, key, v, strings.Join(want, ", "))
 	}
-	switch nm := str("norms"); nm {
-	case "default":
-		n.Norm = backend.NormDefault
-	case "fast":
-		n.Norm = backend.NormFast
-	default:
-		t.Fatalf("manifest configs.%s.%s.norms %q: want default or fast", kind, name, nm)
-	}
-	return n
+	return c
 }

@@ -122,21 +122,7 @@ func TestFP8LinearsGoldenDistance(t *testing.T) {
 	run := func(be backend.DiT, f checkpoint.File, lin LinearMode) []float32 {
 		o := opt
 		o.Linear = lin
-		m, err := Load(be, f, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Free()
-		txt, err := m.EmbedText(in.text, in.rows)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer txt.Free()
-		out, err := m.Forward(in.x, in.shape, in.t, txt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return forwardFile(t, be, f, o, in)
 	}
 	weights := golden.Open(t, "dit_weights.pth")
 	bf := run(cpu.New(), weights, LinearFloat)

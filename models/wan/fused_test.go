@@ -6,6 +6,7 @@ import (
 
 	"github.com/turbodiffusion-go/turbodiffusion/backend"
 	"github.com/turbodiffusion-go/turbodiffusion/backend/cpu"
+	"github.com/turbodiffusion-go/turbodiffusion/checkpoint"
 	"github.com/turbodiffusion-go/turbodiffusion/internal/golden"
 	"github.com/turbodiffusion-go/turbodiffusion/tensor"
 )
@@ -110,7 +111,13 @@ func TestFusedForwardMatches(t *testing.T) {
 
 func forwardOn(t *testing.T, be backend.DiT, opt Options, in goldenInputs) []float32 {
 	t.Helper()
-	m, err := Load(be, golden.Open(t, "dit_weights.safetensors"), opt)
+	return forwardFile(t, be, golden.Open(t, "dit_weights.safetensors"), opt, in)
+}
+
+// forwardFile is one forward of the model in f on the set's inputs.
+func forwardFile(t *testing.T, be backend.DiT, f checkpoint.File, opt Options, in goldenInputs) []float32 {
+	t.Helper()
+	m, err := Load(be, f, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
