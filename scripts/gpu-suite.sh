@@ -30,6 +30,21 @@ unpack_golden() {
 	fi
 }
 
+# prepare (on the GPU machine, for final and pending): $OUT, the kernel
+# cache, the conformance set, and the gzipped binaries (and ffmpeg) unpacked.
+prepare() {
+	OUT="${OUT:-.gpu/out}"
+	mkdir -p "$OUT"
+	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
+	unpack_golden
+	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
+	for z in .gpu/*.gz .gpu/bin/*.gz; do
+		[ -f "$z" ] && gzip -dc "$z" >"${z%.gz}" && chmod +x "${z%.gz}"
+	done
+	[ -d .gpu/bin ] && export PATH="$PWD/.gpu/bin:$PATH"
+	return 0
+}
+
 case "${1:-}" in
 build)
 	set -e
@@ -146,15 +161,7 @@ final)
 	# SageSLA, -quant), the attention table, the tiny VAE, bench e2e, then
 	# the PyTorch baseline. Every step's log lands in $OUT as it finishes.
 	# Built by `build` (with FINAL_GZIP=1 the binaries travel gzipped).
-	OUT="${OUT:-.gpu/out}"
-	mkdir -p "$OUT"
-	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
-	unpack_golden
-	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
-	for z in .gpu/*.gz .gpu/bin/*.gz; do
-		[ -f "$z" ] && gzip -dc "$z" >"${z%.gz}" && chmod +x "${z%.gz}"
-	done
-	[ -d .gpu/bin ] && export PATH="$PWD/.gpu/bin:$PATH"
+	prepare
 	T0=$SECONDS
 	step() { # name timeout_s command...: log to $OUT/name.log, summary here
 		local name=$1 t=$2
@@ -221,14 +228,7 @@ pending)
 	# says what each line shows and what to switch afterwards). PENDING_PART=1:
 	# correctness (each new kernel against the CPU and its old twin, the broken
 	# builds, the sanitizers); PENDING_PART=2: the benchmarks, old vs new.
-	OUT="${OUT:-.gpu/out}"
-	mkdir -p "$OUT"
-	export TURBODIFFUSION_KERNEL_CACHE=/tmp/td-kernels
-	unpack_golden
-	[ -d .gpu/golden ] && export TURBODIFFUSION_GOLDEN="$PWD/.gpu/golden"
-	for z in .gpu/*.gz .gpu/bin/*.gz; do
-		[ -f "$z" ] && gzip -dc "$z" >"${z%.gz}" && chmod +x "${z%.gz}"
-	done
+	prepare
 	T0=$SECONDS
 	c() { # log timeout command...: appended to $OUT/log with its rc
 		local log=$1 t=$2
