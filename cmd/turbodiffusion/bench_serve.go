@@ -61,7 +61,7 @@ func benchServe(out io.Writer, eng *pipeline.Engine, req pipeline.Request, runs 
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusAccepted {
+		if resp.StatusCode != http.StatusAccepted { // POST /v1/videos queues: 202 (docs/API.md)
 			return fmt.Errorf("bench e2e --serve: POST /v1/videos: %s: %s", resp.Status, b)
 		}
 		if err := json.Unmarshal(b, &v); err != nil || v.ID == "" {
